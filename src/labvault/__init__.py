@@ -1,0 +1,82 @@
+"""labvault: the lab notebook and the warehouse of a machine-learning team.
+
+>>> import labvault as lv
+>>> vault = lv.open()            # the vault found by walking up from the current folder
+
+Heavy names are loaded lazily (PEP 562), so ``import labvault`` stays fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from labvault.errors import (
+    AmbiguousReference,
+    CheckFailed,
+    Conflict,
+    ExternalError,
+    IntegrityError,
+    LabvaultError,
+    LockedError,
+    NotFound,
+    StorageError,
+    ValidationError,
+    VaultNotFound,
+)
+
+if TYPE_CHECKING:
+    from labvault.refs import DataRef, Digest, ModelRef, RunRef, parse_ref
+    from labvault.vault import Vault
+
+__all__ = [
+    "AmbiguousReference",
+    "CheckFailed",
+    "Conflict",
+    "DataRef",
+    "Digest",
+    "ExternalError",
+    "IntegrityError",
+    "LabvaultError",
+    "LockedError",
+    "ModelRef",
+    "NotFound",
+    "RunRef",
+    "StorageError",
+    "ValidationError",
+    "Vault",
+    "VaultNotFound",
+    "__version__",
+    "open",
+    "parse_ref",
+]
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Vault": "labvault.vault",
+    "DataRef": "labvault.refs",
+    "Digest": "labvault.refs",
+    "ModelRef": "labvault.refs",
+    "RunRef": "labvault.refs",
+    "parse_ref": "labvault.refs",
+}
+
+
+def open(path: str | None = None) -> Vault:  # noqa: A001 - the natural name, as in sqlite3.connect
+    """Open the vault at ``path`` or the one found by walking up from the current folder."""
+    from labvault.vault import Vault
+
+    return Vault.open(path)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'labvault' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,3 @@
+from labvault.cli.app import run
+
+run()

@@ -1,0 +1,96 @@
+"""The ``labvault`` command: the typer root, the command groups, and the single error handler.
+
+Commands parse, call the service layer and render; they contain no ``try``. Every expected failure
+is a :class:`~labvault.errors.LabvaultError`, mapped here to ``error: ...`` / ``hint: ...`` and its
+exit code. Heavy modules (SQLAlchemy, the services) are imported inside commands, so ``--help``
+starts fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+
+import typer
+
+from labvault.cli import maintenance, objects
+from labvault.cli.render import OUTPUT
+from labvault.errors import EXIT_CODES, LabvaultError
+
+__all__ = ["app", "main"]
+
+_EPILOG = "Exit codes: " + "; ".join(f"{code} {text.split(' (')[0]}" for code, text in EXIT_CODES.items())
+
+app = typer.Typer(
+    name="labvault",
+    help="The lab notebook and the warehouse of a machine-learning team.",
+    epilog=_EPILOG,
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors (accepted before or after the command)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print more detail on stderr."),
+) -> None:
+    """The lab notebook and the warehouse of a machine-learning team."""
+    OUTPUT.quiet = OUTPUT.quiet or quiet
+    OUTPUT.verbose = OUTPUT.verbose or verbose
+
+
+maintenance.register(app)
+app.add_typer(objects.app, name="object")
+
+_GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
+
+
+def _hoist_global_flags(argv: list[str]) -> list[str]:
+    """Accept --quiet/--verbose anywhere before ``--`` (``labvault fsck -q`` as well as ``labvault -q fsck``)."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        if arg in _GLOBAL_FLAGS:
+            setattr(OUTPUT, _GLOBAL_FLAGS[arg], True)
+            continue
+        out.append(arg)
+    return out
+
+
+def _fail(message: str, hint: str, code: int) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    if hint:
+        sys.stderr.write(f"hint: {hint}\n")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
+    try:
+        # Standalone mode: typer reports usage errors itself (exit 2) and raises SystemExit.
+        app(args=args, prog_name="labvault")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except LabvaultError as err:
+        return _fail(err.message, err.hint, err.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", "", 130)
+    except BrokenPipeError:
+        # The reader went away (`labvault object cat X | head`); that is not an error.
+        sys.stderr.close()
+        return 0
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            return _fail("disk full", "free some space, then run the command again", 7)
+        return _fail(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "), "", 7)
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

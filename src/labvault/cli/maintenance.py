@@ -1,0 +1,128 @@
+"""init, version, fsck, gc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from labvault.cli.context import open_vault
+from labvault.cli.render import OUTPUT, human_bytes, print_json, progress
+from labvault.errors import CheckFailed
+
+__all__ = ["register"]
+
+JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+def init(
+    path: Path | None = typer.Argument(None, help="Project root (default: the current folder)."),
+    db: str | None = typer.Option(
+        None, "--db", help="Database URL (postgresql://user@host/db); default: an embedded SQLite file."
+    ),
+    json_output: bool = JSON,
+) -> None:
+    """Make a vault in PATH/.labvault and add it to .gitignore; a no-op on an existing vault."""
+    from labvault.vault import Vault
+
+    vault, created = Vault.init(path, database_url=db)
+    with vault:
+        if json_output:
+            print_json({"created": created, "path": str(vault.dir), "root": str(vault.root)})
+        elif created:
+            OUTPUT.line(f"Initialised an empty labvault vault in {vault.dir}")
+        else:
+            OUTPUT.line(f"{vault.dir} is already a vault")
+
+
+def version(json_output: bool = JSON) -> None:
+    """Print labvault's version."""
+    from importlib.metadata import version as dist_version
+
+    v = dist_version("labvault")
+    if json_output:
+        print_json({"version": v})
+    else:
+        OUTPUT.line(f"labvault {v}")
+
+
+def fsck(json_output: bool = JSON) -> None:
+    """Re-hash every object and check that every object the metadata refers to is present.
+
+    Corrupt objects are moved to the quarantine folder and never served again. Exits 1 if anything
+    is corrupt or missing.
+    """
+    with open_vault() as vault, progress("checking objects", None) as advance:
+        report = vault.maintenance.fsck(progress=advance)
+        owners = {d.hex: vault.maintenance.owners_of(d) for d in report.missing} if report.missing else {}
+    if json_output:
+        print_json(
+            {
+                "clean": report.clean,
+                "checked": report.checked,
+                "bytes_checked": report.bytes_checked,
+                "corrupt": [{"id": d.hex, "ref": str(d)} for d in report.corrupt],
+                "missing": [{"id": d.hex, "ref": str(d), "referenced_by": owners.get(d.hex, [])} for d in report.missing],
+                "quarantined": [str(d) for d in report.quarantined],
+                "problems": list(report.problems),
+            }
+        )
+    else:
+        for d in report.corrupt:
+            OUTPUT.line(f"corrupt  {d} (moved to quarantine)")
+        for d in report.missing:
+            who = ", ".join(owners.get(d.hex, [])) or "a tree"
+            OUTPUT.line(f"missing  {d} (referenced by {who})")
+        for p in report.problems:
+            OUTPUT.line(f"problem  {p}")
+        OUTPUT.info(
+            f"checked {report.checked} objects ({human_bytes(report.bytes_checked)}): "
+            + ("no problems" if report.clean else f"{len(report.corrupt)} corrupt, {len(report.missing)} missing")
+        )
+    if not report.clean:
+        raise CheckFailed(
+            f"fsck found {len(report.corrupt)} corrupt and {len(report.missing)} missing objects",
+            hint="restore missing objects from a remote or a backup (`labvault pull` when configured)",
+        )
+
+
+def gc(
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only report what would be deleted."),
+    grace: str = typer.Option(
+        "14d", "--grace", help="Keep unreferenced objects younger than this (e.g. 0, 30m, 12h, 14d)."
+    ),
+    json_output: bool = JSON,
+) -> None:
+    """Delete objects that nothing refers to and that are older than the grace period."""
+    from labvault.services.maintenance import parse_duration
+
+    seconds = parse_duration(grace)
+    with open_vault() as vault:
+        report = vault.maintenance.gc(grace=seconds, dry_run=dry_run)
+    if json_output:
+        print_json(
+            {
+                "dry_run": report.dry_run,
+                "deleted": [str(d) for d in report.deleted],
+                "bytes_freed": report.bytes_freed,
+                "kept_referenced": report.kept_referenced,
+                "kept_young": report.kept_young,
+                "temp_files_removed": report.temp_files_removed,
+            }
+        )
+        return
+    verb = "would delete" if dry_run else "deleted"
+    if OUTPUT.verbose:
+        for d in report.deleted:
+            OUTPUT.line(f"{verb} {d}")
+    OUTPUT.line(
+        f"{verb} {len(report.deleted)} objects ({human_bytes(report.bytes_freed)}); kept "
+        f"{report.kept_referenced} referenced and {report.kept_young} younger than {grace}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(version)
+    app.command()(fsck)
+    app.command()(gc)

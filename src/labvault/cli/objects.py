@@ -1,0 +1,73 @@
+"""Plumbing for scripts and debugging, like git's: object put, cat, ls."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from labvault.cli.context import open_vault
+from labvault.cli.render import OUTPUT, human_bytes, print_json
+from labvault.errors import ValidationError
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Low-level access to the content-addressed object store.", no_args_is_help=True)
+JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+@app.command("put")
+def put(
+    files: list[Path] = typer.Argument(..., help="Files to store."),
+    json_output: bool = JSON,
+) -> None:
+    """Store files; print sha256:<hex> for each. Unreferenced objects are collected by gc later."""
+    for f in files:
+        if not f.is_file():
+            what = "a folder" if f.is_dir() else "not found"
+            raise ValidationError(f"{f}: {what}", hint="object put takes regular files")
+    results = []
+    with open_vault() as vault, vault.objects.batch():
+        for f in files:
+            results.append((f, vault.objects.put_file(f), f.stat().st_size))
+    if json_output:
+        print_json([{"path": str(f), "id": d.hex, "ref": str(d), "size": n} for f, d, n in results])
+    else:
+        for f, d, _ in results:
+            OUTPUT.line(f"{d}  {f}" if len(files) > 1 else str(d))
+
+
+@app.command("cat")
+def cat(ref: str = typer.Argument(..., help="sha256:<hex> or a unique prefix of 8+ hex digits.")) -> None:
+    """Write an object's verified bytes to stdout (exit 5 if it is corrupt)."""
+    with open_vault() as vault:
+        digest = vault.objects.resolve_prefix(ref)
+        with vault.objects.open(digest, verify=True) as src:
+            out = sys.stdout.buffer
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+            out.flush()
+
+
+@app.command("ls")
+def ls(json_output: bool = JSON) -> None:
+    """List stored objects with their sizes."""
+    from labvault.entities import format_time
+    from datetime import UTC, datetime
+
+    with open_vault() as vault:
+        infos = list(vault.objects.iter_objects())
+    rows = [
+        {
+            "id": i.digest.hex,
+            "ref": str(i.digest),
+            "size": i.size,
+            "mtime": format_time(datetime.fromtimestamp(i.mtime, UTC)),
+        }
+        for i in infos
+    ]
+    if json_output:
+        print_json(rows)
+    else:
+        OUTPUT.table(["object", "size", "modified"], [(r["ref"], human_bytes(r["size"]), r["mtime"]) for r in rows])

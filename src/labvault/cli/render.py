@@ -1,0 +1,126 @@
+"""Rendering: human tables by default, one JSON document on stdout with ``--json``.
+
+Progress and warnings go to stderr. Colour is off when stdout is not a terminal or NO_COLOR is set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "OUTPUT",
+    "Output",
+    "human_bytes",
+    "print_json",
+    "progress",
+]
+
+
+@dataclass(slots=True)
+class Output:
+    quiet: bool = False
+    verbose: bool = False
+
+    def _console(self, *, stderr: bool) -> Console:
+        from rich.console import Console
+
+        no_color = bool(os.environ.get("NO_COLOR"))
+        return Console(stderr=stderr, no_color=no_color, highlight=False, soft_wrap=True)
+
+    @property
+    def out(self) -> Console:
+        return self._console(stderr=False)
+
+    @property
+    def err(self) -> Console:
+        return self._console(stderr=True)
+
+    def line(self, text: str) -> None:
+        """A result line on stdout (suppressed by --quiet)."""
+        if not self.quiet:
+            sys.stdout.write(text + "\n")
+
+    def info(self, text: str) -> None:
+        """A note on stderr (suppressed by --quiet)."""
+        if not self.quiet:
+            sys.stderr.write(text + "\n")
+
+    def debug(self, text: str) -> None:
+        if self.verbose:
+            sys.stderr.write(text + "\n")
+
+    def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
+        if self.quiet:
+            return
+        from rich.table import Table
+
+        table = Table(title=title, box=None, header_style="bold", pad_edge=False)
+        for col in columns:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        self.out.print(table)
+
+
+OUTPUT = Output()
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def print_json(doc: Any) -> None:
+    """One JSON document on stdout; NaN and infinities as strings, per the conventions."""
+    sys.stdout.write(json.dumps(_json_safe(doc), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+@contextmanager
+def progress(description: str, total: int | None) -> Iterator[Any]:
+    """A progress bar on stderr when it is a terminal; otherwise a no-op ``advance(done, total)``."""
+    if OUTPUT.quiet or not sys.stderr.isatty():
+        yield lambda done, total=None: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=OUTPUT.err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(done: int, total: int | None = None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance

@@ -1,0 +1,146 @@
+"""fsck and gc: prove the vault is consistent, and reclaim what nothing refers to."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from labvault.entities import FsckReport, GcReport
+from labvault.errors import IntegrityError, ValidationError
+from labvault.refs import Digest
+from labvault.storage.locks import file_lock
+from labvault.storage.meta.repos.object_refs import iter_refs
+from labvault.storage.meta.store import MetaStore
+from labvault.storage.objects.local import LocalObjectStore
+from labvault.storage.objects.tree import iter_reachable
+
+__all__ = ["DEFAULT_GRACE", "Maintenance", "parse_duration"]
+
+#: Objects younger than this are never collected: it covers any command still between writing its
+#: objects and committing the metadata that refers to them (as git's gc.pruneExpire does).
+DEFAULT_GRACE = "14d"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``10m``, ``2h``, ``14d``, ``1w`` or plain seconds."""
+    m = _DURATION_RE.match(text.strip().lower())
+    if not m:
+        raise ValidationError(f"invalid duration {text!r}", hint="write e.g. 0, 90s, 30m, 12h, 14d or 2w")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Live:
+    digests: set[str]
+    owners: dict[str, list[str]]  # digest -> owners, for what references it
+    missing: list[Digest]
+
+
+class Maintenance:
+    def __init__(self, *, objects: LocalObjectStore, meta: MetaStore) -> None:
+        self._objects = objects
+        self._meta = meta
+
+    def _live(self) -> _Live:
+        with self._meta.read() as conn:
+            refs = list(iter_refs(conn))
+        digests: set[str] = set()
+        owners: dict[str, list[str]] = defaultdict(list)
+        missing: list[Digest] = []
+        for owner, digest, kind in refs:
+            owners[digest.hex].append(owner)
+            if kind == "tree":
+                try:
+                    for d in iter_reachable(self._objects, digest, missing=missing):
+                        digests.add(d.hex)
+                except IntegrityError:
+                    # A malformed tree is reported by fsck as corrupt; its children cannot be known.
+                    digests.add(digest.hex)
+            else:
+                digests.add(digest.hex)
+        missing.extend(Digest(h) for h in digests if not self._objects.has(Digest(h)))
+        unique = {d.hex: d for d in missing}
+        return _Live(digests, dict(owners), sorted(unique.values(), key=lambda d: d.hex))
+
+    def fsck(self, *, progress: Progress | None = None, workers: int = 2) -> FsckReport:
+        """Re-hash every object, quarantine corrupt ones, and check every referenced object is present."""
+        infos = list(self._objects.iter_objects())
+        total = len(infos)
+        corrupt: list[Digest] = []
+        done = 0
+        nbytes = 0
+        # hashlib releases the GIL on large buffers, so two threads use both cores on big objects.
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for info, ok in zip(infos, pool.map(lambda i: self._objects.verify(i.digest), infos), strict=True):
+                done += 1
+                nbytes += info.size
+                if not ok:
+                    corrupt.append(info.digest)
+                if progress:
+                    progress(done, total)
+        live = self._live()
+        problems: list[str] = []
+        if self._meta.is_sqlite:
+            with self._meta.read() as conn:
+                verdict = conn.execute(sa.text("PRAGMA quick_check")).scalar()
+            if verdict != "ok":
+                problems.append(f"metadata database: {verdict}")
+        return FsckReport(
+            checked=total,
+            bytes_checked=nbytes,
+            corrupt=tuple(corrupt),
+            missing=tuple(d for d in live.missing if d not in corrupt),
+            quarantined=tuple(corrupt),
+            problems=tuple(problems),
+        )
+
+    def owners_of(self, digest: Digest) -> list[str]:
+        return self._live().owners.get(digest.hex, [])
+
+    def gc(self, *, grace: float, dry_run: bool = False, lock_timeout: float = 60.0) -> GcReport:
+        """Delete unreferenced objects older than ``grace`` seconds, and stale temp files.
+
+        Holds the gc lock exclusively: a writer that re-puts (and so refreshes) an object holds it
+        shared, so it can never be deleted between the check and the delete.
+        """
+        with file_lock(self._objects.gc_lock_path, timeout=lock_timeout, what="the object store (a writer)"):
+            cutoff = time.time() - grace
+            live = self._live()
+            deleted: list[Digest] = []
+            freed = 0
+            young = 0
+            referenced = 0
+            for info in self._objects.iter_objects():
+                if info.digest.hex in live.digests:
+                    referenced += 1
+                elif info.mtime > cutoff:
+                    young += 1
+                else:
+                    deleted.append(info.digest)
+                    freed += info.size
+                    if not dry_run:
+                        self._objects.delete(info.digest)
+            temps = 0
+            for path, mtime in self._objects.iter_temp_files():
+                if mtime <= cutoff:
+                    temps += 1
+                    if not dry_run:
+                        path.unlink(missing_ok=True)
+        return GcReport(
+            dry_run=dry_run,
+            deleted=tuple(deleted),
+            bytes_freed=freed,
+            kept_referenced=referenced,
+            kept_young=young,
+            temp_files_removed=temps,
+        )

@@ -1,0 +1,49 @@
+"""Rows that say which objects the metadata points at; fsck and gc follow them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from labvault.entities import utcnow
+from labvault.refs import Digest
+from labvault.storage.meta.tables import object_refs
+
+__all__ = ["add_refs", "iter_refs", "remove_owner"]
+
+RefKind = Literal["blob", "tree"]
+
+
+def add_refs(conn: Connection, owner: str, refs: Iterable[tuple[Digest, RefKind]]) -> None:
+    """Record that ``owner`` points at these objects (idempotent)."""
+    now = utcnow()
+    rows = {d.hex: kind for d, kind in refs}
+    if not rows:
+        return
+    existing = {
+        r[0]
+        for r in conn.execute(
+            sa.select(object_refs.c.digest).where(
+                object_refs.c.owner == owner, object_refs.c.digest.in_(list(rows))
+            )
+        )
+    }
+    new = [
+        {"owner": owner, "digest": h, "kind": k, "created_at": now} for h, k in rows.items() if h not in existing
+    ]
+    if new:
+        conn.execute(sa.insert(object_refs), new)
+
+
+def remove_owner(conn: Connection, owner: str) -> int:
+    return conn.execute(sa.delete(object_refs).where(object_refs.c.owner == owner)).rowcount
+
+
+def iter_refs(conn: Connection) -> Iterator[tuple[str, Digest, RefKind]]:
+    for owner, digest, kind in conn.execute(
+        sa.select(object_refs.c.owner, object_refs.c.digest, object_refs.c.kind).order_by(object_refs.c.digest)
+    ):
+        yield owner, Digest(digest), kind

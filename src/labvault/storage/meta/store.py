@@ -1,0 +1,185 @@
+"""The metadata store: one SQLAlchemy engine, transactions, migrations, and error translation.
+
+SQLite (the embedded default) runs in WAL mode with foreign keys on and a busy timeout; write
+transactions start with ``BEGIN IMMEDIATE`` so that a read-then-write never fails half-way with
+SQLITE_BUSY on the upgrade. PostgreSQL is used when the vault's database URL says so (psycopg 3).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Connection, Engine
+
+from labvault.errors import Conflict, LabvaultError, LockedError, StorageError, ValidationError
+from labvault.storage.locks import file_lock
+from labvault.storage.meta.tables import vault_meta
+
+__all__ = ["MetaStore", "normalise_url"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_SCHEMA_KEY = "schema_revisions"
+_PG_MIGRATION_LOCK = 0x6C61627661756C74  # "labvault": pg_advisory_lock key for migrations
+BUSY_TIMEOUT_MS = 30_000
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgresql://`` and pick the psycopg 3 driver; refuse what we do not support."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith(("postgresql+psycopg://", "sqlite:///")):
+        return url
+    raise ValidationError(
+        f"unsupported database URL {url.split('@')[-1]!r}",
+        hint="use postgresql://user@host:port/db, or leave it unset for the embedded SQLite file",
+    )
+
+
+def _translate(err: Exception) -> LabvaultError:
+    text = str(getattr(err, "orig", err)).splitlines()[0] if str(err) else type(err).__name__
+    if isinstance(err, exc.IntegrityError):
+        return Conflict(f"the change conflicts with a stored record ({text})")
+    low = text.lower()
+    if "locked" in low or "busy" in low or "could not obtain lock" in low or "deadlock" in low:
+        return LockedError(f"the metadata database is busy ({text})")
+    if "disk is full" in low or "no space" in low:
+        return StorageError("disk full while writing the metadata database", hint="free some space, then retry")
+    if isinstance(err, exc.OperationalError) and ("connect" in low or "connection" in low):
+        return StorageError(
+            f"cannot reach the metadata database ({text})", hint="check that the database server is running"
+        )
+    return StorageError(f"metadata database error ({text})", hint="run `labvault fsck`; report it if it persists")
+
+
+class MetaStore:
+    """Owns the engine; hands out connections inside transactions. Repositories never commit."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine: Engine = sa.create_engine(self.url, **kwargs)
+        except (exc.ArgumentError, ImportError) as err:
+            raise ValidationError(f"cannot use database URL: {err}", hint="pip install 'labvault[postgres]'") from err
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+        self._local = threading.local()
+
+    @classmethod
+    def sqlite(cls, path: Path) -> MetaStore:
+        return cls(f"sqlite:///{path}")
+
+    # -- transactions -------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One read-write unit of work; commits once at the end, rolls back on any error."""
+        with self._connect(write=True) as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction (a deferred BEGIN on SQLite, so readers never take the write lock)."""
+        with self._connect(write=False) as conn:
+            yield conn
+
+    @contextmanager
+    def _connect(self, *, write: bool) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(labvault_write=write)
+                with conn.begin():
+                    yield conn
+        except exc.SQLAlchemyError as err:
+            raise _translate(err) from err
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- schema -------------------------------------------------------------------------------
+    @staticmethod
+    def known_revisions() -> str:
+        """A fingerprint of the migrations shipped with this labvault (cheap: a directory listing)."""
+        names = sorted(n for n in os.listdir(_MIGRATIONS / "versions") if n.endswith(".py") and n[0] != "_")
+        return ",".join(n[:-3] for n in names)
+
+    def schema_is_current(self) -> bool:
+        try:
+            with self.read() as conn:
+                row = conn.execute(sa.select(vault_meta.c.value).where(vault_meta.c.key == _SCHEMA_KEY)).first()
+        except StorageError:
+            return False
+        return row is not None and row[0] == self.known_revisions()
+
+    def migrate(self, *, lock_path: Path | None = None) -> None:
+        """Bring the schema to the newest revision, under a lock so concurrent callers are safe."""
+        if self.is_sqlite:
+            assert lock_path is not None
+            with file_lock(lock_path, timeout=120, what="the vault's database migration"):
+                self._migrate_locked()
+        else:
+            try:
+                with self.engine.connect() as conn:
+                    conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                    try:
+                        self._migrate_locked()
+                    finally:
+                        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                        conn.commit()
+            except exc.SQLAlchemyError as err:
+                raise _translate(err) from err
+
+    def _migrate_locked(self) -> None:
+        if self.schema_is_current():
+            return
+        # Alembic is imported here only: it is slow to import and needed once per upgrade.
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        try:
+            with self.engine.connect() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "heads")
+                conn.commit()
+            with self.transaction() as conn:
+                revisions = self.known_revisions()
+                updated = conn.execute(
+                    sa.update(vault_meta).where(vault_meta.c.key == _SCHEMA_KEY).values(value=revisions)
+                )
+                if updated.rowcount == 0:
+                    conn.execute(sa.insert(vault_meta).values(key=_SCHEMA_KEY, value=revisions))
+        except exc.SQLAlchemyError as err:
+            raise _translate(err) from err
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event issue BEGIN itself (pysqlite's own BEGIN is always DEFERRED).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        # WAL + NORMAL: a commit survives the process being killed; power-loss durability is
+        # `synchronous = FULL` (docs/design/storage-format.md).
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("labvault_write", True)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

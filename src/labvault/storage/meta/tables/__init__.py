@@ -1,0 +1,5 @@
+"""SQLAlchemy Core tables, one module per aggregate; all share one ``MetaData``."""
+
+from labvault.storage.meta.tables.core import metadata, object_refs, vault_meta
+
+__all__ = ["metadata", "object_refs", "vault_meta"]

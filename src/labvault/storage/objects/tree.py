@@ -1,0 +1,113 @@
+"""Tree objects: one canonical JSON manifest per directory, a Merkle tree over the byte store.
+
+A tree object is stored like any other object; its name is the sha256 of its canonical bytes, so
+an unchanged subtree has the same digest in every snapshot and is stored once::
+
+    {"entries":[{"name":"a.csv","sha256":"<hex>","size":12,"type":"file"},
+                {"name":"sub","sha256":"<hex of a tree>","size":4096,"type":"dir"},
+                {"name":"latest","target":"a.csv","type":"link"}],
+     "format":"labvault.tree/1"}
+
+Entries are sorted by name; keys are sorted; no whitespace. Entries may carry extra keys (for
+example ``record_count``); the walkers below only read ``type`` and ``sha256``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from labvault.errors import IntegrityError, ValidationError
+from labvault.refs import Digest
+from labvault.storage.objects.protocol import ObjectStore
+
+__all__ = ["TREE_FORMAT", "TreeEntry", "decode_tree", "encode_tree", "iter_reachable", "put_tree"]
+
+TREE_FORMAT = "labvault.tree/1"
+EntryType = Literal["file", "dir", "link"]
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    name: str
+    type: EntryType
+    digest: Digest | None = None  # file bytes or subtree; None for links
+    size: int = 0  # file size, or total bytes below a dir
+    target: str | None = None  # links only
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {**self.extra, "name": self.name, "type": self.type}
+        if self.type == "link":
+            doc["target"] = self.target
+        else:
+            doc["sha256"] = self.digest.hex if self.digest else None
+            doc["size"] = self.size
+        return doc
+
+
+def encode_tree(entries: Iterable[TreeEntry]) -> bytes:
+    ordered = sorted(entries, key=lambda e: e.name)
+    names = [e.name for e in ordered]
+    if len(set(names)) != len(names):
+        raise ValidationError("a tree cannot hold two entries with the same name")
+    for e in ordered:
+        if not e.name or "/" in e.name or e.name in (".", ".."):
+            raise ValidationError(f"invalid tree entry name {e.name!r}")
+    doc = {"format": TREE_FORMAT, "entries": [e.to_json() for e in ordered]}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_tree(data: bytes, *, digest: Digest | None = None) -> list[TreeEntry]:
+    where = f" {digest}" if digest else ""
+    try:
+        doc = json.loads(data)
+        if doc.get("format") != TREE_FORMAT:
+            raise ValueError("unknown format")
+        out = []
+        for raw in doc["entries"]:
+            kind = raw["type"]
+            extra = {k: v for k, v in raw.items() if k not in ("name", "type", "sha256", "size", "target")}
+            if kind == "link":
+                out.append(TreeEntry(raw["name"], "link", target=raw["target"], extra=extra))
+            elif kind in ("file", "dir"):
+                out.append(TreeEntry(raw["name"], kind, Digest(raw["sha256"]), int(raw["size"]), extra=extra))
+            else:
+                raise ValueError(f"unknown entry type {kind!r}")
+        return out
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IntegrityError(f"tree object{where} is malformed: {exc}") from exc
+
+
+def put_tree(store: ObjectStore, entries: Iterable[TreeEntry]) -> Digest:
+    return store.put_bytes(encode_tree(entries))
+
+
+def iter_reachable(store: ObjectStore, root: Digest, *, missing: list[Digest] | None = None) -> Iterator[Digest]:
+    """Every digest reachable from a tree (itself included), each once.
+
+    With ``missing``, absent objects are appended there instead of raising.
+    """
+    seen: set[str] = set()
+    stack = [root]
+    while stack:
+        digest = stack.pop()
+        if digest.hex in seen:
+            continue
+        seen.add(digest.hex)
+        yield digest
+        if not store.has(digest):
+            if missing is None:
+                raise IntegrityError(f"tree {digest} is missing from the object store")
+            missing.append(digest)
+            continue
+        for entry in decode_tree(store.get_bytes(digest, verify=False), digest=digest):
+            if entry.digest is None:
+                continue
+            if entry.type == "dir":
+                stack.append(entry.digest)
+            elif entry.digest.hex not in seen:
+                seen.add(entry.digest.hex)
+                yield entry.digest

@@ -1,0 +1,164 @@
+"""``Vault.open()``: the composition root. It builds the stores and hands them to the services.
+
+The CLI, the server and users all start here; the parts (``vault.objects``, ``vault.meta``,
+``vault.maintenance``, ...) are the API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from labvault.config import (
+    CONFIG_NAME,
+    VAULT_DIRNAME,
+    Settings,
+    VaultConfig,
+    acting_user,
+    find_vault_dir,
+)
+from labvault.errors import StorageError, ValidationError
+from labvault.storage.locks import file_lock
+from labvault.storage.meta.store import MetaStore, normalise_url
+from labvault.storage.objects.local import LocalObjectStore
+
+if TYPE_CHECKING:
+    from labvault.services.maintenance import Maintenance
+
+__all__ = ["Vault"]
+
+_GITIGNORE_LINE = f"{VAULT_DIRNAME}/"
+
+
+class Vault:
+    """An open vault: the project root, its ``.labvault`` folder, the object and metadata stores."""
+
+    def __init__(self, vault_dir: Path, config: VaultConfig, settings: Settings, *, migrate: bool = True) -> None:
+        self.dir = vault_dir
+        self.root = vault_dir.parent
+        self.config = config
+        self.settings = settings
+        self.objects = LocalObjectStore(vault_dir)
+        url = config.database_url or f"sqlite:///{vault_dir / 'meta.db'}"
+        self.meta = MetaStore(url)
+        if migrate and not self.meta.schema_is_current():
+            self.meta.migrate(lock_path=vault_dir / "locks" / "migrate.lock")
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, *, settings: Settings | None = None) -> Vault:
+        """Open the vault at ``path`` (a project root or a ``.labvault`` folder), else find it by walking up."""
+        settings = settings or Settings.from_env()
+        if settings.uri and path is None:
+            raise ValidationError(
+                f"LABVAULT_URI={settings.uri} names a server, and this labvault has no server client yet",
+                hint="unset LABVAULT_URI to use the local vault",
+            )
+        if path is not None:
+            start = Path(path).expanduser()
+            if start.name == VAULT_DIRNAME and (start / CONFIG_NAME).is_file():
+                vault_dir = start.resolve()
+            else:
+                vault_dir = find_vault_dir(start, settings=Settings())
+        else:
+            vault_dir = find_vault_dir(settings=settings)
+        return cls(vault_dir, VaultConfig.load(vault_dir), settings)
+
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        database_url: str | None = None,
+        settings: Settings | None = None,
+    ) -> tuple[Vault, bool]:
+        """Create a vault in ``path/.labvault`` (or ``LABVAULT_DIR``); returns ``(vault, created)``.
+
+        Safe to run concurrently: the first process creates the vault under a lock, the others
+        find it made and return ``created=False``. ``config.json`` is written last, so a vault
+        whose init was interrupted is simply initialised again.
+        """
+        settings = settings or Settings.from_env()
+        if path is None and settings.vault_dir is not None:
+            vault_dir = settings.vault_dir.resolve()
+        else:
+            root = Path(path or Path.cwd()).expanduser().resolve()
+            if root.exists() and not root.is_dir():
+                raise ValidationError(f"{root} is not a folder", hint="give the project root folder")
+            vault_dir = root / VAULT_DIRNAME
+        if database_url:
+            database_url = normalise_url(database_url)
+        if (vault_dir / CONFIG_NAME).is_file():
+            return cls(vault_dir, VaultConfig.load(vault_dir), settings), False
+        try:
+            LocalObjectStore.create(vault_dir)
+        except OSError as exc:
+            raise StorageError(f"cannot create {vault_dir}: {exc.strerror}") from exc
+        with file_lock(vault_dir / "locks" / "init.lock", timeout=120, what="the vault being initialised"):
+            if (vault_dir / CONFIG_NAME).is_file():
+                return cls(vault_dir, VaultConfig.load(vault_dir), settings), False
+            config = VaultConfig(database_url=database_url)
+            vault = cls(vault_dir, config, settings)  # runs the migrations
+            _write_atomic(vault_dir / CONFIG_NAME, config.to_json())
+            _ignore_in_git(vault_dir.parent)
+        return vault, True
+
+    # -- parts --------------------------------------------------------------------------------
+    @cached_property
+    def maintenance(self) -> Maintenance:
+        from labvault.services.maintenance import Maintenance
+
+        return Maintenance(objects=self.objects, meta=self.meta)
+
+    @cached_property
+    def user(self) -> str:
+        return acting_user(self.settings)
+
+    @property
+    def project(self) -> str:
+        """The default project name: the project root's folder name."""
+        return self.root.name
+
+    # -- lifetime -----------------------------------------------------------------------------
+    def close(self) -> None:
+        self.meta.dispose()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Vault({str(self.dir)!r})"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _ignore_in_git(root: Path) -> None:
+    """Add ``.labvault/`` to the project's .gitignore once."""
+    gitignore = root / ".gitignore"
+    with contextlib.suppress(FileNotFoundError):
+        lines = gitignore.read_text(encoding="utf-8").splitlines()
+        if any(line.strip() in (_GITIGNORE_LINE, VAULT_DIRNAME, f"/{_GITIGNORE_LINE}") for line in lines):
+            return
+    try:
+        existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
+        sep = "" if not existing or existing.endswith("\n") else "\n"
+        _write_atomic(gitignore, f"{existing}{sep}{_GITIGNORE_LINE}\n")
+    except OSError as exc:
+        raise StorageError(f"cannot update {gitignore}: {exc.strerror}") from exc
