@@ -63,7 +63,7 @@ _LAZY = {
 }
 
 
-def open(path: str | None = None) -> Vault:  # noqa: A001 - the natural name, as in sqlite3.connect
+def open(path: str | None = None) -> Vault:
     """Open the vault at ``path`` or the one found by walking up from the current folder."""
     from labvault.vault import Vault
 

@@ -112,9 +112,7 @@ def acting_user(settings: Settings | None = None) -> str:
     if settings.user:
         return settings.user
     try:
-        out = subprocess.run(
-            ["git", "config", "user.email"], capture_output=True, text=True, timeout=5, check=False
-        )
+        out = subprocess.run(["git", "config", "user.email"], capture_output=True, text=True, timeout=5, check=False)
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -179,16 +179,15 @@ def _parse_any(text: str) -> Ref:
         run_id = text[4:].lower()
         if not _RUN_ID_RE.match(run_id):
             raise ValidationError(
-                f"invalid run reference {text!r}", hint="a run id is 6 to 32 hex digits, e.g. run:3f9c2a1b7d4e"
+                f"invalid run reference {text!r}",
+                hint="a run id is 6 to 32 hex digits, e.g. run:3f9c2a1b7d4e",
             )
         return RunRef(run_id)
     if text.startswith("data:"):
         name, sep, version = text[5:].partition("@")
         validate_name(name, what="dataset name")
         if sep and not _DATA_VERSION_RE.match(version):
-            raise ValidationError(
-                f"invalid data version {version!r} in {text!r}", hint="data versions are v1, v2, ..."
-            )
+            raise ValidationError(f"invalid data version {version!r} in {text!r}", hint="data versions are v1, v2, ...")
         return DataRef(name, version or None)
     if "/" in text:
         path, sep, version = text.partition("@")

@@ -35,7 +35,9 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors (accepted before or after the command)."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Print only errors (accepted before or after the command)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print more detail on stderr."),
 ) -> None:
     """The lab notebook and the warehouse of a machine-learning team."""

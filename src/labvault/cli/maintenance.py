@@ -62,7 +62,9 @@ def fsck(json_output: bool = JSON) -> None:
                 "checked": report.checked,
                 "bytes_checked": report.bytes_checked,
                 "corrupt": [{"id": d.hex, "ref": str(d)} for d in report.corrupt],
-                "missing": [{"id": d.hex, "ref": str(d), "referenced_by": owners.get(d.hex, [])} for d in report.missing],
+                "missing": [
+                    {"id": d.hex, "ref": str(d), "referenced_by": owners.get(d.hex, [])} for d in report.missing
+                ],
                 "quarantined": [str(d) for d in report.quarantined],
                 "problems": list(report.problems),
             }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -53,12 +54,13 @@ def cat(ref: str = typer.Argument(..., help="sha256:<hex> or a unique prefix of 
 @app.command("ls")
 def ls(json_output: bool = JSON) -> None:
     """List stored objects with their sizes."""
-    from labvault.entities import format_time
     from datetime import UTC, datetime
+
+    from labvault.entities import format_time
 
     with open_vault() as vault:
         infos = list(vault.objects.iter_objects())
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": i.digest.hex,
             "ref": str(i.digest),

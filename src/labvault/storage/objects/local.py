@@ -14,6 +14,7 @@ one ``syncfs`` makes all their bytes durable, then they are renamed into place a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -24,7 +25,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,8 +41,9 @@ _CHUNK = 8 * 1024 * 1024
 _SMALL = 1024 * 1024  # files up to this size are read whole: one read, hash, skip the write if stored
 _FICLONE = 0x40049409  # linux/fs.h: ioctl to share extents (reflink) on btrfs, xfs, ...
 
+_libc: ctypes.CDLL | None
 try:
-    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+    _libc = ctypes.CDLL(None, use_errno=True)
     _syncfs = _libc.syncfs
 except (OSError, AttributeError):  # not Linux: fall back to fsync per file
     _libc = None
@@ -94,7 +96,6 @@ class _VerifyingReader(io.RawIOBase):
         super().close()
 
 
-
 class LocalObjectStore:
     """Content-addressed objects in a local directory."""
 
@@ -108,7 +109,7 @@ class LocalObjectStore:
         self._mutex = threading.RLock()
         self._depth = 0
         self._pending: dict[str, Path] = {}
-        self._lock_cm: object | None = None
+        self._lock_cm: AbstractContextManager[None] | None = None
         self._known_shards: set[str] = set()
 
     # -- layout -------------------------------------------------------------------------------
@@ -148,7 +149,8 @@ class LocalObjectStore:
                             for tmp in pending.values():
                                 tmp.unlink(missing_ok=True)
                     finally:
-                        lock_cm.__exit__(None, None, None)  # type: ignore[attr-defined]
+                        if lock_cm is not None:
+                            lock_cm.__exit__(None, None, None)
 
     def _commit(self, pending: dict[str, Path]) -> None:
         if not pending:
@@ -409,10 +411,8 @@ class LocalObjectStore:
         """Move an object aside so that it is never served again."""
         self.quarantine_dir.mkdir(exist_ok=True)
         target = self.quarantine_dir / f"{digest.hex}.{int(time.time())}"
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.replace(self.path_of(digest), target)
-        except FileNotFoundError:
-            pass
         return target
 
     def _corrupt(self, digest: Digest) -> None:

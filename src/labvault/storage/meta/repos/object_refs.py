@@ -26,14 +26,10 @@ def add_refs(conn: Connection, owner: str, refs: Iterable[tuple[Digest, RefKind]
     existing = {
         r[0]
         for r in conn.execute(
-            sa.select(object_refs.c.digest).where(
-                object_refs.c.owner == owner, object_refs.c.digest.in_(list(rows))
-            )
+            sa.select(object_refs.c.digest).where(object_refs.c.owner == owner, object_refs.c.digest.in_(list(rows)))
         )
     }
-    new = [
-        {"owner": owner, "digest": h, "kind": k, "created_at": now} for h, k in rows.items() if h not in existing
-    ]
+    new = [{"owner": owner, "digest": h, "kind": k, "created_at": now} for h, k in rows.items() if h not in existing]
     if new:
         conn.execute(sa.insert(object_refs), new)
 
