@@ -10,12 +10,14 @@ Layout (see docs/design/storage-format.md)::
 Durability is paid per batch, not per object: inside ``batch()`` objects are written to ``tmp/``,
 one ``syncfs`` makes all their bytes durable, then they are renamed into place and a second
 ``syncfs`` makes the renames durable. A reader never sees a partial object.
+
+A batch belongs to the thread that opened it: a put from another thread is its own batch, durable
+when it returns, and never discarded because someone else's batch failed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -33,20 +35,21 @@ from labvault.entities import ObjectInfo
 from labvault.errors import AmbiguousReference, IntegrityError, NotFound, StorageError
 from labvault.refs import Digest, parse_digest
 from labvault.storage.locks import file_lock
+from labvault.storage.objects.fileio import (
+    CHUNK,
+    HAVE_SYNCFS,
+    copy_and_hash,
+    stream_and_hash,
+    syncfs,
+    write_all,
+)
+from labvault.storage.objects.fileio import sha256_file as _sha256_hex
 from labvault.storage.objects.protocol import MaterializeMode
 
 __all__ = ["LocalObjectStore", "sha256_file"]
 
-_CHUNK = 8 * 1024 * 1024
 _SMALL = 1024 * 1024  # files up to this size are read whole: one read, hash, skip the write if stored
 _FICLONE = 0x40049409  # linux/fs.h: ioctl to share extents (reflink) on btrfs, xfs, ...
-
-_libc: ctypes.CDLL | None
-try:
-    _libc = ctypes.CDLL(None, use_errno=True)
-    _syncfs = _libc.syncfs
-except (OSError, AttributeError):  # not Linux: fall back to fsync per file
-    _libc = None
 
 
 def _storage_error(exc: OSError, action: str) -> StorageError:
@@ -59,13 +62,7 @@ def _storage_error(exc: OSError, action: str) -> StorageError:
 
 def sha256_file(path: Path) -> Digest:
     """Hash a file without storing it."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        buf = bytearray(_CHUNK)
-        view = memoryview(buf)
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return Digest(h.hexdigest())
+    return Digest(_sha256_hex(path))
 
 
 class _VerifyingReader(io.RawIOBase):
@@ -88,12 +85,24 @@ class _VerifyingReader(io.RawIOBase):
         elif not self._done:
             self._done = True
             if self._hash.hexdigest() != self._digest.hex:
+                self._raw.close()  # closed before the object is moved to quarantine
                 self._on_corrupt(self._digest)
         return int(n or 0)
 
     def close(self) -> None:
         self._raw.close()
         super().close()
+
+
+class _Batch:
+    """One thread's open batch: its depth, its staged temp files, its shared gc lock."""
+
+    __slots__ = ("depth", "lock", "pending")
+
+    def __init__(self, lock: AbstractContextManager[None]) -> None:
+        self.depth = 0
+        self.pending: dict[str, str] = {}  # digest hex -> temp file path
+        self.lock = lock
 
 
 class LocalObjectStore:
@@ -106,11 +115,13 @@ class LocalObjectStore:
         self.quarantine_dir = vault_dir / "quarantine"
         self.gc_lock_path = vault_dir / "locks" / "gc.lock"
         self._lock_timeout = lock_timeout
-        self._mutex = threading.RLock()
-        self._depth = 0
-        self._pending: dict[str, Path] = {}
-        self._lock_cm: AbstractContextManager[None] | None = None
+        self._local = threading.local()
         self._known_shards: set[str] = set()
+        # Plain strings on the hot path: pathlib costs more than the syscalls for small objects.
+        self._root_s = str(self.root)
+        self._tmp_prefix = f"{self.tmp_dir}/obj-{os.getpid()}-{secrets.token_hex(4)}-"
+        self._counter = 0
+        self._counter_lock = threading.Lock()
 
     # -- layout -------------------------------------------------------------------------------
     @classmethod
@@ -122,53 +133,56 @@ class LocalObjectStore:
     def path_of(self, digest: Digest) -> Path:
         return self.root / digest.hex[:2] / digest.hex[2:]
 
+    def _path_s(self, hexd: str) -> str:
+        return f"{self._root_s}/{hexd[:2]}/{hexd[2:]}"
+
     # -- writes -------------------------------------------------------------------------------
     @contextmanager
     def batch(self) -> Iterator[None]:
-        with self._mutex:
-            outer = self._depth == 0
-            if outer:
-                lock = file_lock(self.gc_lock_path, shared=True, timeout=self._lock_timeout, what="gc")
-                lock.__enter__()
-                self._lock_cm = lock
-            self._depth += 1
+        current: _Batch | None = getattr(self._local, "batch", None)
+        if current is None:
+            lock = file_lock(self.gc_lock_path, shared=True, timeout=self._lock_timeout, what="gc")
+            lock.__enter__()
+            current = self._local.batch = _Batch(lock)
+        current.depth += 1
         ok = False
         try:
             yield
             ok = True
         finally:
-            with self._mutex:
-                self._depth -= 1
-                if self._depth == 0:
-                    pending, self._pending = self._pending, {}
-                    lock_cm, self._lock_cm = self._lock_cm, None
-                    try:
-                        if ok:
-                            self._commit(pending)
-                        else:
-                            for tmp in pending.values():
-                                tmp.unlink(missing_ok=True)
-                    finally:
-                        if lock_cm is not None:
-                            lock_cm.__exit__(None, None, None)
+            current.depth -= 1
+            if current.depth == 0:
+                self._local.batch = None
+                try:
+                    if ok:
+                        self._commit(current.pending)
+                    else:
+                        self._discard(current.pending)
+                finally:
+                    current.lock.__exit__(None, None, None)
 
-    def _commit(self, pending: dict[str, Path]) -> None:
+    def _commit(self, pending: dict[str, str]) -> None:
         if not pending:
             return
         try:
-            self._sync(list(pending.values()))  # the bytes first...
+            self._sync_files(list(pending.values()))  # the bytes first...
             for hexd, tmp in pending.items():
                 self._ensure_shard(hexd[:2])
-                os.replace(tmp, self.root / hexd[:2] / hexd[2:])
-            self._sync_dirs({self.root / h[:2] for h in pending})  # ...then the names
+                os.replace(tmp, self._path_s(hexd))
+            self._sync_names({h[:2] for h in pending})  # ...then the names
         except OSError as exc:
-            for tmp in pending.values():
-                tmp.unlink(missing_ok=True)
+            self._discard(pending)
             raise _storage_error(exc, "committing objects") from exc
 
-    def _sync(self, files: list[Path]) -> None:
-        if _libc is not None:
-            self._syncfs(self.tmp_dir)
+    @staticmethod
+    def _discard(pending: dict[str, str]) -> None:
+        for tmp in pending.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _sync_files(self, files: list[str]) -> None:
+        if HAVE_SYNCFS:
+            syncfs(self.tmp_dir)
             return
         for f in files:
             fd = os.open(f, os.O_RDONLY)
@@ -177,131 +191,127 @@ class LocalObjectStore:
             finally:
                 os.close(fd)
 
-    def _sync_dirs(self, dirs: set[Path]) -> None:
-        if _libc is not None:
-            self._syncfs(self.root)
+    def _sync_names(self, shards: set[str]) -> None:
+        if HAVE_SYNCFS:
+            syncfs(self.root)
             return
-        for d in (*dirs, self.root):
+        for d in (*(self.root / s for s in shards), self.root):
             _fsync_dir(d)
-
-    @staticmethod
-    def _syncfs(on: Path) -> None:
-        fd = os.open(on, os.O_RDONLY)
-        try:
-            if _syncfs(fd) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
-        finally:
-            os.close(fd)
 
     def _ensure_shard(self, shard: str) -> None:
         if shard not in self._known_shards:
             (self.root / shard).mkdir(exist_ok=True)
             self._known_shards.add(shard)
 
-    def _new_tmp(self) -> tuple[int, Path]:
-        path = self.tmp_dir / f"obj-{os.getpid()}-{secrets.token_hex(8)}"
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), path
+    def _new_tmp(self) -> tuple[int, str]:
+        with self._counter_lock:
+            self._counter += 1
+            path = f"{self._tmp_prefix}{self._counter}"
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o444), path
+        except OSError as exc:
+            raise _storage_error(exc, "creating a temp file") from exc
 
-    def _refresh_if_stored(self, digest: Digest) -> bool:
-        """True if stored (or pending in this batch); refreshes its age so gc keeps it."""
-        if digest.hex in self._pending:
+    def _refresh_if_stored(self, hexd: str) -> bool:
+        """True if stored (or staged in this thread's batch); refreshes its age so gc keeps it."""
+        current: _Batch | None = getattr(self._local, "batch", None)
+        if current is not None and hexd in current.pending:
             return True
         try:
-            os.utime(self.path_of(digest))
+            os.utime(self._path_s(hexd))
             return True
         except FileNotFoundError:
             return False
         except OSError as exc:
             raise _storage_error(exc, "refreshing an object") from exc
 
+    def _stage(self, hexd: str, tmp: str) -> None:
+        self._local.batch.pending[hexd] = tmp
+
     def put_bytes(self, data: bytes) -> Digest:
-        digest = Digest(hashlib.sha256(data).hexdigest())
+        hexd = hashlib.sha256(data).hexdigest()
         with self.batch():
-            if self._refresh_if_stored(digest):
-                return digest
-            fd, tmp = self._new_tmp()
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            except OSError as exc:
+            if not self._refresh_if_stored(hexd):
+                fd, tmp = self._new_tmp()
+                try:
+                    write_all(fd, data)
+                except OSError as exc:
+                    os.close(fd)
+                    os.unlink(tmp)
+                    raise _storage_error(exc, "writing an object") from exc
                 os.close(fd)
-                tmp.unlink(missing_ok=True)
-                raise _storage_error(exc, "writing an object") from exc
-            os.close(fd)
-            self._stage(digest, tmp)
-        return digest
+                self._stage(hexd, tmp)
+        return Digest(hexd)
 
     def put_file(self, path: Path) -> Digest:
         try:
-            with open(path, "rb") as src:
-                size = os.fstat(src.fileno()).st_size
-                if size <= _SMALL:
-                    return self.put_bytes(src.read())
-                return self._put_stream(src)
+            src = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise NotFound(f"{path}: no such file", hint="check the path") from None
         except OSError as exc:
             raise _storage_error(exc, f"reading {path}") from exc
+        try:
+            size = os.fstat(src).st_size
+            if size <= _SMALL:
+                data = os.read(src, size + 1)
+                if len(data) <= size:  # else it grew while we read it: take the streaming path
+                    return self.put_bytes(data)
+                os.lseek(src, 0, os.SEEK_SET)
+            return self._put_fd(src)
+        except OSError as exc:
+            raise _storage_error(exc, f"reading {path}") from exc
+        finally:
+            os.close(src)
 
     def put_stream(self, src: BinaryIO) -> Digest:
-        return self._put_stream(src)
+        return self._put_with(lambda fd: stream_and_hash(src, fd))
 
-    def _put_stream(self, src: BinaryIO) -> Digest:
-        h = hashlib.sha256()
-        buf = bytearray(_CHUNK)
-        view = memoryview(buf)
+    def _put_fd(self, src: int) -> Digest:
+        return self._put_with(lambda fd: copy_and_hash(src, fd))
+
+    def _put_with(self, fill: Callable[[int], str]) -> Digest:
         with self.batch():
             fd, tmp = self._new_tmp()
             try:
-                while n := src.readinto(buf):  # type: ignore[attr-defined]
-                    h.update(view[:n])
-                    out = view[:n]
-                    while out:
-                        out = out[os.write(fd, out) :]
-            except OSError as exc:
+                hexd = fill(fd)
+            except BaseException as exc:
                 os.close(fd)
-                tmp.unlink(missing_ok=True)
-                raise _storage_error(exc, "writing an object") from exc
-            except BaseException:
-                os.close(fd)
-                tmp.unlink(missing_ok=True)
+                os.unlink(tmp)
+                if isinstance(exc, OSError):
+                    raise _storage_error(exc, "writing an object") from exc
                 raise
             os.close(fd)
-            digest = Digest(h.hexdigest())
-            if self._refresh_if_stored(digest):
-                tmp.unlink(missing_ok=True)
+            if self._refresh_if_stored(hexd):
+                os.unlink(tmp)
             else:
-                self._stage(digest, tmp)
-        return digest
-
-    def _stage(self, digest: Digest, tmp: Path) -> None:
-        with self._mutex:
-            self._pending[digest.hex] = tmp
+                self._stage(hexd, tmp)
+        return Digest(hexd)
 
     # -- reads --------------------------------------------------------------------------------
     def has(self, digest: Digest) -> bool:
-        return self.path_of(digest).is_file()
+        return os.path.isfile(self._path_s(digest.hex))
 
     def info(self, digest: Digest) -> ObjectInfo:
         try:
-            st = os.stat(self.path_of(digest))
+            st = os.stat(self._path_s(digest.hex))
         except FileNotFoundError:
             raise self._not_found(digest) from None
         return ObjectInfo(digest, st.st_size, st.st_mtime)
 
     def open(self, digest: Digest, *, verify: bool = True) -> BinaryIO:
         try:
-            raw = open(self.path_of(digest), "rb", buffering=0)  # noqa: SIM115 - returned to the caller
+            raw = open(self._path_s(digest.hex), "rb", buffering=0)  # noqa: SIM115 - returned to the caller
         except FileNotFoundError:
             raise self._not_found(digest) from None
         if not verify:
-            return io.BufferedReader(raw, _CHUNK)  # type: ignore[arg-type,return-value]
+            return io.BufferedReader(raw, CHUNK)  # type: ignore[return-value]
         reader = _VerifyingReader(raw, digest, self._corrupt)  # type: ignore[arg-type]
-        return io.BufferedReader(reader, _CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(reader, CHUNK)  # type: ignore[return-value]
 
     def get_bytes(self, digest: Digest, *, verify: bool = True) -> bytes:
         try:
-            data = self.path_of(digest).read_bytes()
+            with open(self._path_s(digest.hex), "rb", buffering=0) as f:
+                data = f.read()
         except FileNotFoundError:
             raise self._not_found(digest) from None
         if verify and hashlib.sha256(data).hexdigest() != digest.hex:
@@ -311,10 +321,10 @@ class LocalObjectStore:
     def verify(self, digest: Digest) -> bool:
         """Re-hash a stored object; False (and quarantined) if its bytes do not match its name."""
         try:
-            actual = sha256_file(self.path_of(digest))
+            actual = _sha256_hex(self._path_s(digest.hex))
         except FileNotFoundError:
             raise self._not_found(digest) from None
-        if actual != digest:
+        if actual != digest.hex:
             self.quarantine(digest)
             return False
         return True
@@ -325,11 +335,14 @@ class LocalObjectStore:
         except FileNotFoundError:
             return
         for shard in shards:
-            for entry in os.scandir(self.root / shard):
+            for entry in sorted(os.scandir(self.root / shard), key=lambda e: e.name):
                 name = shard + entry.name
                 if len(name) != 64:
                     continue
-                st = entry.stat()
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:  # deleted while we listed (gc, quarantine)
+                    continue
                 yield ObjectInfo(Digest(name), st.st_size, st.st_mtime)
 
     def resolve_prefix(self, prefix: str) -> Digest:
@@ -349,7 +362,8 @@ class LocalObjectStore:
         return Digest(matches[0])
 
     def delete(self, digest: Digest) -> None:
-        self.path_of(digest).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path_s(digest.hex))
 
     # -- materialise --------------------------------------------------------------------------
     def materialize(self, digest: Digest, dest: Path, *, mode: MaterializeMode = "copy") -> None:
@@ -357,38 +371,31 @@ class LocalObjectStore:
 
         ``reflink`` falls back to a copy where the filesystem cannot share extents.
         """
-        src = self.path_of(digest)
+        if not self.has(digest):
+            raise self._not_found(digest)
         tmp = dest.parent / f".{dest.name}.labvault-{secrets.token_hex(4)}"
         try:
             if mode == "hardlink":
                 if not self.verify(digest):
                     self._corrupt(digest)
-                os.link(src, tmp)
-            elif mode == "reflink" and self._try_reflink(digest, tmp):
-                pass
-            else:
+                os.link(self.path_of(digest), tmp)
+            elif not (mode == "reflink" and self._try_reflink(digest, tmp)):
                 self._copy_verified(digest, tmp)
             os.replace(tmp, dest)
-        except FileNotFoundError:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
-            if not src.exists():
-                raise self._not_found(digest) from None
-            raise
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise _storage_error(exc, f"writing {dest}") from exc
-        except BaseException:
-            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise _storage_error(exc, f"writing {dest}") from exc
             raise
 
     def _copy_verified(self, digest: Digest, tmp: Path) -> None:
         h = hashlib.sha256()
-        buf = bytearray(_CHUNK)
+        buf = bytearray(CHUNK)
         view = memoryview(buf)
         with open(self.path_of(digest), "rb", buffering=0) as src, open(tmp, "wb", buffering=0) as out:
             while n := src.readinto(buf):
                 h.update(view[:n])
-                out.write(view[:n])
+                write_all(out.fileno(), view[:n])
         if h.hexdigest() != digest.hex:
             tmp.unlink(missing_ok=True)
             self._corrupt(digest)
@@ -402,7 +409,6 @@ class LocalObjectStore:
                 return True
             except OSError as exc:
                 if exc.errno in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY):
-                    tmp.unlink(missing_ok=True)
                     return False
                 raise
 
@@ -410,7 +416,7 @@ class LocalObjectStore:
     def quarantine(self, digest: Digest) -> Path:
         """Move an object aside so that it is never served again."""
         self.quarantine_dir.mkdir(exist_ok=True)
-        target = self.quarantine_dir / f"{digest.hex}.{int(time.time())}"
+        target = self.quarantine_dir / f"{digest.hex}.{time.time_ns()}"
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path_of(digest), target)
         return target
