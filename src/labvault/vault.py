@@ -24,11 +24,11 @@ from labvault.config import (
 )
 from labvault.errors import StorageError, ValidationError
 from labvault.storage.locks import file_lock
-from labvault.storage.meta.store import MetaStore, normalise_url
 from labvault.storage.objects.local import LocalObjectStore
 
 if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
+    from labvault.storage.meta.store import MetaStore
 
 __all__ = ["Vault"]
 
@@ -44,10 +44,22 @@ class Vault:
         self.config = config
         self.settings = settings
         self.objects = LocalObjectStore(vault_dir)
-        url = config.database_url or f"sqlite:///{vault_dir / 'meta.db'}"
-        self.meta = MetaStore(url)
-        if migrate and not self.meta.schema_is_current():
-            self.meta.migrate(lock_path=vault_dir / "locks" / "migrate.lock")
+        self._migrate = migrate
+
+    @cached_property
+    def meta(self) -> MetaStore:
+        """The metadata store, opened (and migrated if needed) on first use.
+
+        Opened lazily because SQLAlchemy takes longer to import than most object-store commands
+        take to run (``labvault object put``, ``object cat``).
+        """
+        from labvault.storage.meta.store import MetaStore
+
+        url = self.config.database_url or f"sqlite:///{self.dir / 'meta.db'}"
+        meta = MetaStore(url)
+        if self._migrate and not meta.schema_is_current():
+            meta.migrate(lock_path=self.dir / "locks" / "migrate.lock")
+        return meta
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -92,6 +104,8 @@ class Vault:
                 raise ValidationError(f"{root} is not a folder", hint="give the project root folder")
             vault_dir = root / VAULT_DIRNAME
         if database_url:
+            from labvault.storage.meta.store import normalise_url
+
             database_url = normalise_url(database_url)
         if (vault_dir / CONFIG_NAME).is_file():
             return cls(vault_dir, VaultConfig.load(vault_dir), settings), False
@@ -103,7 +117,8 @@ class Vault:
             if (vault_dir / CONFIG_NAME).is_file():
                 return cls(vault_dir, VaultConfig.load(vault_dir), settings), False
             config = VaultConfig(database_url=database_url)
-            vault = cls(vault_dir, config, settings)  # runs the migrations
+            vault = cls(vault_dir, config, settings)
+            vault.meta  # noqa: B018 - opening the store runs the migrations, before config.json says "ready"
             _write_atomic(vault_dir / CONFIG_NAME, config.to_json())
             _ignore_in_git(vault_dir.parent)
         return vault, True
@@ -126,7 +141,8 @@ class Vault:
 
     # -- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
-        self.meta.dispose()
+        if "meta" in self.__dict__:
+            self.meta.dispose()
 
     def __enter__(self) -> Vault:
         return self
