@@ -28,11 +28,12 @@ __all__ = [
 ]
 
 MAX_NAME_LENGTH = 128
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_HEX_RE = re.compile(r"^[0-9a-f]+$")
-_RUN_ID_RE = re.compile(r"^[0-9a-f]{6,32}$")
-_DATA_VERSION_RE = re.compile(r"^v[1-9][0-9]*$")
-_SEMVER_RE = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
+# fullmatch everywhere: `$` also matches before a trailing newline, which would let "abcdef12\n" through.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_HEX_RE = re.compile(r"[0-9a-f]+")
+_RUN_ID_RE = re.compile(r"[0-9a-f]{6,32}")
+_DATA_VERSION_RE = re.compile(r"v[1-9][0-9]*")
+_SEMVER_RE = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 DIGEST_HEX_LENGTH = 64
 MIN_PREFIX = 8
 
@@ -51,7 +52,7 @@ def validate_name(name: str, *, what: str = "name") -> str:
         )
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise ValidationError(f"{what} {name!r} contains control characters", hint="remove them")
-    if "/" in name or "\\" in name or ".." in name or not _NAME_RE.match(name):
+    if "/" in name or "\\" in name or ".." in name or not _NAME_RE.fullmatch(name):
         raise ValidationError(
             f"invalid {what} {name!r}",
             hint="use letters, digits, '.', '_' and '-', starting with a letter or digit, without '..'",
@@ -66,7 +67,7 @@ class Digest:
     hex: str
 
     def __post_init__(self) -> None:
-        if len(self.hex) != DIGEST_HEX_LENGTH or not _HEX_RE.match(self.hex):
+        if len(self.hex) != DIGEST_HEX_LENGTH or not _HEX_RE.fullmatch(self.hex):
             raise ValidationError(f"not a sha256 digest: {self.hex!r}", hint="expected 64 hex digits")
 
     def __str__(self) -> str:
@@ -129,7 +130,7 @@ class ModelRef:
 
     @property
     def is_alias(self) -> bool:
-        return self.version is not None and not _SEMVER_RE.match(self.version)
+        return self.version is not None and not _SEMVER_RE.fullmatch(self.version)
 
     @property
     def name(self) -> str:
@@ -142,7 +143,7 @@ Ref = RunRef | DataRef | ModelRef | DigestRef
 def parse_digest(text: str, *, allow_prefix: bool = True) -> DigestRef:
     body = text[len("sha256:") :] if text.startswith("sha256:") else text
     body = body.lower()
-    if not _HEX_RE.match(body) or len(body) > DIGEST_HEX_LENGTH:
+    if not _HEX_RE.fullmatch(body) or len(body) > DIGEST_HEX_LENGTH:
         raise ValidationError(f"not a sha256 reference: {text!r}", hint="expected sha256:<hex>")
     if len(body) < (MIN_PREFIX if allow_prefix else DIGEST_HEX_LENGTH):
         raise ValidationError(
@@ -177,7 +178,7 @@ def _parse_any(text: str) -> Ref:
         return parse_digest(text)
     if text.startswith("run:"):
         run_id = text[4:].lower()
-        if not _RUN_ID_RE.match(run_id):
+        if not _RUN_ID_RE.fullmatch(run_id):
             raise ValidationError(
                 f"invalid run reference {text!r}",
                 hint="a run id is 6 to 32 hex digits, e.g. run:3f9c2a1b7d4e",
@@ -186,7 +187,7 @@ def _parse_any(text: str) -> Ref:
     if text.startswith("data:"):
         name, sep, version = text[5:].partition("@")
         validate_name(name, what="dataset name")
-        if sep and not _DATA_VERSION_RE.match(version):
+        if sep and not _DATA_VERSION_RE.fullmatch(version):
             raise ValidationError(f"invalid data version {version!r} in {text!r}", hint="data versions are v1, v2, ...")
         return DataRef(name, version or None)
     if "/" in text:
@@ -197,7 +198,7 @@ def _parse_any(text: str) -> Ref:
         if sep:
             if not version:
                 raise ValidationError(f"empty version in {text!r}", hint="write project/model@1.2.0 or @prod")
-            if not _SEMVER_RE.match(version):
+            if not _SEMVER_RE.fullmatch(version):
                 if version[:1].isdigit():
                     raise ValidationError(
                         f"invalid version {version!r}", hint="model versions are semantic: MAJOR.MINOR.PATCH"
@@ -215,4 +216,4 @@ def format_ref(ref: Ref) -> str:
 
 
 def is_semver(text: str) -> bool:
-    return bool(_SEMVER_RE.match(text))
+    return bool(_SEMVER_RE.fullmatch(text))
