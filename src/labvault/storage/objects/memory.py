@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -23,25 +22,27 @@ __all__ = ["MemoryObjectStore"]
 class MemoryObjectStore:
     def __init__(self) -> None:
         self._objects: dict[str, tuple[bytes, float]] = {}
-        self._pending: dict[str, bytes] = {}
-        self._depth = 0
         self._mutex = threading.RLock()
+        # A batch belongs to the thread that opened it, as in the local store: (depth, pending).
+        self._local = threading.local()
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        with self._mutex:
-            self._depth += 1
+        if getattr(self._local, "depth", 0) == 0:
+            self._local.depth = 0
+            self._local.pending = {}
+        self._local.depth += 1
         ok = False
         try:
             yield
             ok = True
         finally:
-            with self._mutex:
-                self._depth -= 1
-                if self._depth == 0:
-                    pending, self._pending = self._pending, {}
-                    if ok:
-                        now = time.time()
+            self._local.depth -= 1
+            if self._local.depth == 0:
+                pending, self._local.pending = self._local.pending, {}
+                if ok:
+                    now = time.time()
+                    with self._mutex:
                         for hexd, data in pending.items():
                             self._objects[hexd] = (data, now)
 
@@ -51,7 +52,7 @@ class MemoryObjectStore:
             if digest.hex in self._objects:
                 self._objects[digest.hex] = (self._objects[digest.hex][0], time.time())
             else:
-                self._pending[digest.hex] = bytes(data)
+                self._local.pending[digest.hex] = bytes(data)
         return digest
 
     def put_file(self, path: Path) -> Digest:
@@ -100,9 +101,9 @@ class MemoryObjectStore:
         return Digest(matches[0])
 
     def materialize(self, digest: Digest, dest: Path, *, mode: MaterializeMode = "copy") -> None:
+        data = self.get_bytes(digest)  # verified before anything is written
         tmp = dest.with_name(f".{dest.name}.tmp")
-        with open(tmp, "wb") as out:
-            shutil.copyfileobj(io.BytesIO(self.get_bytes(digest)), out)
+        tmp.write_bytes(data)
         tmp.replace(dest)
 
     def corrupt_for_tests(self, digest: Digest, data: bytes) -> None:
