@@ -1,0 +1,281 @@
+"""The local object store beyond the shared contract: layout, refresh, quarantine, materialise
+modes, the streamed path for large files, the gc lock, and a full disk (on a small tmpfs)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labvault.errors import IntegrityError, LockedError, NotFound, StorageError
+from labvault.refs import Digest
+from labvault.storage.locks import file_lock
+from labvault.storage.objects import fileio
+from labvault.storage.objects.local import LocalObjectStore
+from tests.e2e.conftest import LABVAULT
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalObjectStore:
+    return LocalObjectStore.create(tmp_path / ".labvault")
+
+
+def sha(data: bytes) -> Digest:
+    return Digest(hashlib.sha256(data).hexdigest())
+
+
+def corrupt(store: LocalObjectStore, digest: Digest, data: bytes) -> None:
+    path = store.path_of(digest)
+    os.chmod(path, 0o644)
+    path.write_bytes(data)
+
+
+def test_layout_names_the_algorithm_and_shards_by_two_hex_digits(store: LocalObjectStore) -> None:
+    digest = store.put_bytes(b"layout")
+    path = store.vault_dir / "objects" / "sha256" / digest.hex[:2] / digest.hex[2:]
+    assert path.read_bytes() == b"layout"
+    assert store.path_of(digest) == path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444  # objects are immutable
+    assert os.listdir(store.tmp_dir) == []
+
+
+@pytest.mark.parametrize("size", [10, 3 * 1024 * 1024])
+def test_re_put_is_a_no_op_that_refreshes_mtime(store: LocalObjectStore, tmp_path: Path, size: int) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(size))
+    digest = store.put_file(src)
+    path = store.path_of(digest)
+    os.utime(path, (1_000_000, 1_000_000))  # an object last written in 1970
+    inode = path.stat().st_ino
+    before = time.time()
+    assert store.put_file(src) == digest
+    assert path.stat().st_ino == inode  # not rewritten
+    assert path.stat().st_mtime >= before - 1  # but young again, so a running gc keeps it
+    assert os.listdir(store.tmp_dir) == []
+
+
+def test_corrupt_object_is_quarantined_and_never_served_again(store: LocalObjectStore) -> None:
+    digest = store.put_bytes(b"the original")
+    corrupt(store, digest, b"bit rot here")
+    with pytest.raises(IntegrityError) as err:
+        store.get_bytes(digest)
+    assert err.value.exit_code == 5
+    assert "quarantined" in str(err.value)
+    assert "fsck" in err.value.hint
+    assert not store.path_of(digest).exists()
+    quarantined = [p for p in store.quarantine_dir.iterdir() if p.name.startswith(digest.hex)]
+    assert [p.read_bytes() for p in quarantined] == [b"bit rot here"]  # kept for inspection
+    with pytest.raises(NotFound):
+        store.get_bytes(digest)
+    with pytest.raises(NotFound):
+        store.open(digest)
+    # putting the right bytes again heals the store
+    assert store.put_bytes(b"the original") == digest
+    assert store.get_bytes(digest) == b"the original"
+
+
+def test_verify_and_streaming_reads_quarantine_too(store: LocalObjectStore) -> None:
+    a = store.put_bytes(b"a" * 100)
+    b = store.put_bytes(b"b" * 100)
+    corrupt(store, a, b"x" * 100)
+    assert store.verify(b)
+    assert not store.verify(a)
+    assert not store.has(a)
+    corrupt(store, b, b"y" * 100)
+    reader = store.open(b)
+    with pytest.raises(IntegrityError):
+        reader.read()
+    reader.close()
+    assert not store.has(b)
+    assert len(list(store.quarantine_dir.iterdir())) == 2
+
+
+@pytest.mark.parametrize("mode", ["copy", "reflink"])
+def test_materialized_copies_are_independent_of_the_store(store: LocalObjectStore, tmp_path: Path, mode: str) -> None:
+    digest = store.put_bytes(b"checked out")
+    dest = tmp_path / "work" / "file.txt"
+    dest.parent.mkdir()
+    store.materialize(digest, dest, mode=mode)  # type: ignore[arg-type]
+    assert dest.read_bytes() == b"checked out"
+    assert dest.stat().st_ino != store.path_of(digest).stat().st_ino
+    os.chmod(dest, 0o644)
+    with open(dest, "r+b") as f:  # edit in place, as an editor or a training script would
+        f.write(b"CHANGED")
+    assert store.get_bytes(digest) == b"checked out"
+    assert store.verify(digest)
+    assert os.listdir(dest.parent) == ["file.txt"]
+
+
+def test_reflink_falls_back_to_a_copy_on_this_filesystem(store: LocalObjectStore, tmp_path: Path) -> None:
+    digest = store.put_bytes(b"reflink me")
+    with open(store.path_of(digest), "rb") as src, open(tmp_path / "probe", "wb") as out:
+        try:
+            import fcntl
+
+            fcntl.ioctl(out.fileno(), 0x40049409, src.fileno())
+            pytest.skip("this filesystem supports reflinks; the fallback is not exercised")
+        except OSError as exc:
+            assert exc.errno in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY)
+    store.materialize(digest, tmp_path / "out", mode="reflink")
+    assert (tmp_path / "out").read_bytes() == b"reflink me"
+
+
+def test_hardlink_shares_the_object(store: LocalObjectStore, tmp_path: Path) -> None:
+    digest = store.put_bytes(b"linked")
+    dest = tmp_path / "linked.txt"
+    store.materialize(digest, dest, mode="hardlink")
+    assert dest.stat().st_ino == store.path_of(digest).stat().st_ino
+    assert dest.read_bytes() == b"linked"
+
+
+@pytest.mark.parametrize("mode", ["copy", "hardlink", "reflink"])
+def test_materialize_refuses_corrupt_objects_in_every_mode(store: LocalObjectStore, tmp_path: Path, mode: str) -> None:
+    digest = store.put_bytes(b"fine")
+    corrupt(store, digest, b"FINE")
+    dest = tmp_path / "out" / "x"
+    dest.parent.mkdir()
+    with pytest.raises(IntegrityError):
+        store.materialize(digest, dest, mode=mode)  # type: ignore[arg-type]
+    assert os.listdir(dest.parent) == []
+
+
+def test_materialize_into_a_missing_folder_is_a_storage_error(store: LocalObjectStore, tmp_path: Path) -> None:
+    digest = store.put_bytes(b"x")
+    with pytest.raises(StorageError):
+        store.materialize(digest, tmp_path / "no" / "such" / "dir" / "x")
+
+
+def test_large_file_round_trip_on_the_streamed_path(store: LocalObjectStore, tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 123)
+    src = tmp_path / "large.bin"
+    src.write_bytes(data)
+    digest = store.put_file(src)
+    assert digest == sha(data)
+    assert store.path_of(digest).read_bytes() == data
+    with store.open(digest) as f:
+        assert hashlib.sha256(f.read()).hexdigest() == digest.hex
+
+
+def test_streamed_copy_in_many_unaligned_steps(
+    store: LocalObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hashing thread follows the copy step by step; steps need not be page-aligned."""
+    monkeypatch.setattr(fileio, "_COPY_STEP", 1024 * 1024 + 4097)
+    data = os.urandom(7 * 1024 * 1024 + 5)
+    src = tmp_path / "large.bin"
+    src.write_bytes(data)
+    assert store.put_file(src) == sha(data)
+    assert store.get_bytes(sha(data)) == data
+
+
+def test_streamed_copy_falls_back_when_the_kernel_cannot_copy(
+    store: LocalObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_args: object) -> int:
+        raise OSError(errno.EXDEV, "cross-device")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    data = os.urandom(2 * 1024 * 1024 + 1)
+    src = tmp_path / "large.bin"
+    src.write_bytes(data)
+    assert store.put_file(src) == sha(data)
+    assert store.get_bytes(sha(data)) == data
+
+
+def test_put_stream_accepts_a_reader_without_readinto(store: LocalObjectStore) -> None:
+    class Chunks:
+        def __init__(self, parts: list[bytes]) -> None:
+            self.parts = parts
+
+        def read(self, _n: int = -1) -> bytes:
+            return self.parts.pop(0) if self.parts else b""
+
+    digest = store.put_stream(Chunks([b"abc", b"def" * 1000]))  # type: ignore[arg-type]
+    assert digest == sha(b"abc" + b"def" * 1000)
+
+
+def test_put_file_of_a_missing_file_is_not_found(store: LocalObjectStore, tmp_path: Path) -> None:
+    with pytest.raises(NotFound) as err:
+        store.put_file(tmp_path / "nope.txt")
+    assert err.value.exit_code == 3
+
+
+def test_a_batch_holds_the_gc_lock_shared(store: LocalObjectStore) -> None:
+    with store.batch():
+        store.put_bytes(b"held")
+        with pytest.raises(LockedError), file_lock(store.gc_lock_path, timeout=0.1):
+            pass
+        with file_lock(store.gc_lock_path, shared=True, timeout=0.1):  # other writers are welcome
+            pass
+    with file_lock(store.gc_lock_path, timeout=0.1):
+        pass
+
+
+def test_a_failed_write_leaves_no_temp_file(store: LocalObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(_fd: int, _data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(StorageError, match="disk full") as err:
+        store.put_bytes(b"no room")
+    assert err.value.exit_code == 7
+    assert os.listdir(store.tmp_dir) == []
+    assert list(store.iter_objects()) == []
+
+
+# -- a real full disk -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs, mounted for the test (needs root; skipped with the reason otherwise)."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill: {proc.stderr.strip() or proc.returncode}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _labvault(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
+    return subprocess.run([LABVAULT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("size", [1536 * 1024, 700 * 1024], ids=["streamed", "whole-read"])
+def test_disk_full_is_one_clean_error_and_leaves_nothing_behind(small_disk: Path, tmp_path: Path, size: int) -> None:
+    assert _labvault("init", cwd=small_disk).returncode == 0
+    vault = small_disk / ".labvault"
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * max(0, free - 256 * 1024))  # leave 256 KiB: less than the file to put
+    src = tmp_path / "payload.bin"
+    src.write_bytes(os.urandom(size))
+
+    proc = _labvault("object", "put", str(src), cwd=small_disk)
+    assert proc.returncode == 7, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("error: disk full"), proc.stderr
+    assert [line for line in lines if not line.startswith("hint: ")] == [lines[0]]  # one line (+ its hint)
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert os.listdir(vault / "tmp") == []  # temp file cleaned
+    assert list(LocalObjectStore(vault).iter_objects()) == []  # no partial object
+
+    filler.unlink()  # free the space: the same put now succeeds
+    proc = _labvault("object", "put", str(src), cwd=small_disk)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(sha(src.read_bytes()))
+    assert _labvault("fsck", cwd=small_disk).returncode == 0
