@@ -28,6 +28,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _SCHEMA_KEY = "schema_revisions"
 _PG_MIGRATION_LOCK = 0x6C61627661756C74  # "labvault": pg_advisory_lock key for migrations
 BUSY_TIMEOUT_MS = 30_000
+_PG_BUSY = {"55P03", "40P01", "40001"}
 
 
 def normalise_url(url: str) -> str:
@@ -47,7 +48,10 @@ def _translate(err: Exception) -> LabvaultError:
     if isinstance(err, exc.IntegrityError):
         return Conflict(f"the change conflicts with a stored record ({text})")
     low = text.lower()
-    if "locked" in low or "busy" in low or "could not obtain lock" in low or "deadlock" in low:
+    # PostgreSQL says it with a SQLSTATE: lock_not_available (lock_timeout, NOWAIT), deadlock_detected,
+    # serialization_failure; their messages ("canceling statement due to lock timeout") name no "lock"ed.
+    sqlstate = getattr(getattr(err, "orig", None), "sqlstate", None)
+    if sqlstate in _PG_BUSY or "locked" in low or "busy" in low or "could not obtain lock" in low or "deadlock" in low:
         return LockedError(f"the metadata database is busy ({text})")
     if "disk is full" in low or "no space" in low:
         return StorageError("disk full while writing the metadata database", hint="free some space, then retry")
@@ -75,6 +79,8 @@ class MetaStore:
             raise ValidationError(f"cannot use database URL: {err}", hint="pip install 'labvault[postgres]'") from err
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        else:
+            _configure_postgres(self.engine)
         self._local = threading.local()
 
     @classmethod
@@ -163,6 +169,16 @@ class MetaStore:
                     conn.execute(sa.insert(vault_meta).values(key=_SCHEMA_KEY, value=revisions))
         except exc.SQLAlchemyError as err:
             raise _translate(err) from err
+
+
+def _configure_postgres(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # The same patience as SQLite's busy timeout: waiting longer for a lock is LockedError (exit 6),
+        # not a command that hangs forever behind another client's open transaction.
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET lock_timeout = {int(BUSY_TIMEOUT_MS)}")
+        dbapi_conn.commit()
 
 
 def _configure_sqlite(engine: Engine) -> None:
