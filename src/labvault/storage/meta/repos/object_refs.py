@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -23,15 +23,15 @@ def add_refs(conn: Connection, owner: str, refs: Iterable[tuple[Digest, RefKind]
     rows = {d.hex: kind for d, kind in refs}
     if not rows:
         return
-    existing = {
-        r[0]
-        for r in conn.execute(
-            sa.select(object_refs.c.digest).where(object_refs.c.owner == owner, object_refs.c.digest.in_(list(rows)))
-        )
-    }
-    new = [{"owner": owner, "digest": h, "kind": k, "created_at": now} for h, k in rows.items() if h not in existing]
-    if new:
-        conn.execute(sa.insert(object_refs), new)
+    # INSERT ... ON CONFLICT DO NOTHING, not select-then-insert: two transactions adding the same
+    # reference at once (READ COMMITTED on PostgreSQL) must both succeed, not lose a race.
+    insert: Any
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(object_refs).on_conflict_do_nothing(index_elements=["owner", "digest"])
+    conn.execute(statement, [{"owner": owner, "digest": h, "kind": k, "created_at": now} for h, k in rows.items()])
 
 
 def remove_owner(conn: Connection, owner: str) -> int:
