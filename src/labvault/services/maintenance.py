@@ -44,6 +44,13 @@ class _Live:
     digests: set[str]
     owners: dict[str, list[str]]  # digest -> owners, for what references it
     missing: list[Digest]
+    # Trees the metadata reaches but that cannot be walked: below them, what is live is unknown.
+    missing_trees: list[Digest]
+    unreadable_trees: list[Digest]
+
+
+def _unique(digests: list[Digest]) -> list[Digest]:
+    return sorted({d.hex: d for d in digests}.values(), key=lambda d: d.hex)
 
 
 class Maintenance:
@@ -56,21 +63,23 @@ class Maintenance:
             refs = list(iter_refs(conn))
         digests: set[str] = set()
         owners: dict[str, list[str]] = defaultdict(list)
-        missing: list[Digest] = []
+        missing_trees: list[Digest] = []
+        unreadable: list[Digest] = []
         for owner, digest, kind in refs:
             owners[digest.hex].append(owner)
             if kind == "tree":
-                try:
-                    for d in iter_reachable(self._objects, digest, missing=missing):
-                        digests.add(d.hex)
-                except IntegrityError:
-                    # A malformed tree is reported by fsck as corrupt; its children cannot be known.
-                    digests.add(digest.hex)
+                walk = iter_reachable(self._objects, digest, missing=missing_trees, unreadable=unreadable)
+                digests.update(d.hex for d in walk)
             else:
                 digests.add(digest.hex)
-        missing.extend(Digest(h) for h in digests if not self._objects.has(Digest(h)))
-        unique = {d.hex: d for d in missing}
-        return _Live(digests, dict(owners), sorted(unique.values(), key=lambda d: d.hex))
+        missing = {h: Digest(h) for h in digests if not self._objects.has(Digest(h))}
+        return _Live(
+            digests,
+            dict(owners),
+            sorted(missing.values(), key=lambda d: d.hex),
+            _unique(missing_trees),
+            _unique(unreadable),
+        )
 
     def fsck(self, *, progress: Progress | None = None, workers: int = 2) -> FsckReport:
         """Re-hash every object, quarantine corrupt ones, and check every referenced object is present."""
@@ -89,7 +98,7 @@ class Maintenance:
                 if progress:
                     progress(done, total)
         live = self._live()
-        problems: list[str] = []
+        problems = [f"tree {d} cannot be read: it is corrupt or not a tree" for d in live.unreadable_trees]
         if self._meta.is_sqlite:
             with self._meta.read() as conn:
                 verdict = conn.execute(sa.text("PRAGMA quick_check")).scalar()
@@ -116,6 +125,13 @@ class Maintenance:
         with file_lock(self._objects.gc_lock_path, timeout=lock_timeout, what="the object store (a writer)"):
             cutoff = time.time() - grace
             live = self._live()
+            blind = live.missing_trees + live.unreadable_trees
+            if blind:
+                raise IntegrityError(
+                    f"gc cannot tell what tree {blind[0]} refers to (it is missing or unreadable), so it "
+                    f"deleted nothing ({len(blind)} such trees)",
+                    hint="run `labvault fsck`, then restore the tree (`labvault pull`) before collecting garbage",
+                )
             deleted: list[Digest] = []
             freed = 0
             young = 0

@@ -85,10 +85,17 @@ def put_tree(store: ObjectStore, entries: Iterable[TreeEntry]) -> Digest:
     return store.put_bytes(encode_tree(entries))
 
 
-def iter_reachable(store: ObjectStore, root: Digest, *, missing: list[Digest] | None = None) -> Iterator[Digest]:
+def iter_reachable(
+    store: ObjectStore,
+    root: Digest,
+    *,
+    missing: list[Digest] | None = None,
+    unreadable: list[Digest] | None = None,
+) -> Iterator[Digest]:
     """Every digest reachable from a tree (itself included), each once.
 
-    With ``missing``, absent objects are appended there instead of raising.
+    With ``missing``, absent trees are appended there instead of raising; with ``unreadable``,
+    trees that are corrupt or malformed are appended there and the walk goes on with the rest.
     """
     seen: set[str] = set()
     stack = [root]
@@ -103,7 +110,14 @@ def iter_reachable(store: ObjectStore, root: Digest, *, missing: list[Digest] | 
                 raise IntegrityError(f"tree {digest} is missing from the object store")
             missing.append(digest)
             continue
-        for entry in decode_tree(store.get_bytes(digest, verify=False), digest=digest):
+        try:
+            entries = decode_tree(store.get_bytes(digest, verify=True), digest=digest)
+        except IntegrityError:
+            if unreadable is None:
+                raise
+            unreadable.append(digest)
+            continue
+        for entry in entries:
             if entry.digest is None:
                 continue
             if entry.type == "dir":
