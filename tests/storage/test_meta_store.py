@@ -70,6 +70,18 @@ def test_a_new_migration_file_makes_the_schema_stale(meta: MetaStore, monkeypatc
     assert not meta.schema_is_current()
 
 
+def test_a_schema_from_a_newer_labvault_is_a_clean_error(meta: MetaStore, tmp_path: Path) -> None:
+    """A vault last migrated by a newer labvault (or a branch with more capabilities): no traceback."""
+    with meta.transaction() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+        conn.execute(sa.update(vault_meta).values(value="0001_foundation,0099_from_the_future"))
+    assert not meta.schema_is_current()
+    with pytest.raises(ValidationError, match="does not know") as err:
+        meta.migrate(lock_path=tmp_path / "migrate.lock")
+    assert err.value.exit_code == 2
+    assert "upgrade labvault" in err.value.hint
+
+
 def test_concurrent_migrations_are_safe(fresh: MetaStore, url: str, tmp_path: Path) -> None:
     stores = [fresh, MetaStore(url), MetaStore(url)]
     errors: list[BaseException] = []

@@ -152,6 +152,7 @@ class MetaStore:
         # Alembic is imported here only: it is slow to import and needed once per upgrade.
         from alembic import command
         from alembic.config import Config
+        from alembic.util import CommandError
 
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
@@ -169,6 +170,12 @@ class MetaStore:
                     conn.execute(sa.insert(vault_meta).values(key=_SCHEMA_KEY, value=revisions))
         except exc.SQLAlchemyError as err:
             raise _translate(err) from err
+        except CommandError as err:
+            # The database was migrated by a newer labvault (or one with capabilities this one lacks).
+            raise ValidationError(
+                f"the vault's database has a schema this labvault does not know ({err})",
+                hint="upgrade labvault to the version that last wrote this vault",
+            ) from err
 
 
 def _configure_postgres(engine: Engine) -> None:
