@@ -35,7 +35,10 @@ class Output:
         from rich.console import Console
 
         no_color = bool(os.environ.get("NO_COLOR"))
-        return Console(stderr=stderr, no_color=no_color, highlight=False, soft_wrap=True)
+        stream = sys.stderr if stderr else sys.stdout
+        # Piped output has no width to fit: never truncate a hash or a path to an assumed 80 columns.
+        width = None if stream.isatty() else 100_000
+        return Console(stderr=stderr, no_color=no_color, highlight=False, soft_wrap=True, width=width)
 
     @property
     def out(self) -> Console:
@@ -66,7 +69,7 @@ class Output:
 
         table = Table(title=title, box=None, header_style="bold", pad_edge=False)
         for col in columns:
-            table.add_column(col)
+            table.add_column(col, overflow="fold")  # on a narrow terminal, wrap ids; never elide them
         for row in rows:
             table.add_row(*("" if v is None else str(v) for v in row))
         self.out.print(table)
