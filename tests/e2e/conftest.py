@@ -32,6 +32,9 @@ def cli(project: Path) -> Cli:
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
         full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+        # Let the subprocesses cache bytecode: compiling labvault's modules in every one of them
+        # costs more than most commands take.
+        full_env.pop("PYTHONDONTWRITEBYTECODE", None)
         proc = subprocess.run(
             [LABVAULT, *args],
             cwd=cwd or project,

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -37,9 +38,18 @@ def error_lines(stderr: str) -> list[str]:
     return lines
 
 
+@pytest.fixture(scope="session")
+def template_vault(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `labvault init` per session; a vault folder is relocatable, so tests copy it."""
+    root = tmp_path_factory.mktemp("template")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
+    subprocess.run([LABVAULT, "-q", "init"], cwd=root, env=env, check=True)
+    return root / ".labvault"
+
+
 @pytest.fixture
-def inited(cli: Cli, project: Path) -> Path:
-    cli("init")
+def inited(project: Path, template_vault: Path) -> Path:
+    shutil.copytree(template_vault, project / ".labvault")
     return project
 
 
