@@ -1,0 +1,87 @@
+"""Start-up stays light: the package root and ``labvault --help`` import no heavy libraries."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import LABVAULT
+
+HEAVY = ("sqlalchemy", "pydantic", "numpy", "pandas", "alembic", "pyarrow", "fsspec")
+
+_CHECK = """
+import sys
+{code}
+heavy = sorted({{m.split(".")[0] for m in sys.modules}} & set({heavy!r}))
+print(",".join(heavy))
+"""
+
+
+def _heavy_after(code: str, cwd: Path | None = None) -> list[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHECK.format(code=code, heavy=HEAVY)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=cwd,
+    )
+    return [m for m in proc.stdout.strip().split(",") if m]
+
+
+def _imported_by(args: list[str], cwd: Path) -> set[str]:
+    """Top-level packages the real executable imports, read from ``python -X importtime``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", LABVAULT, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = set()
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    assert "labvault" in names  # the measurement itself works
+    return names
+
+
+def test_import_labvault_is_light() -> None:
+    assert _heavy_after("import labvault") == []
+
+
+def test_lazy_names_load_on_first_use(tmp_path: Path) -> None:
+    assert _heavy_after("import labvault; labvault.parse_ref('run:abcdef'); labvault.Digest") == []
+    assert _heavy_after("import labvault; labvault.Vault") == []
+    # the metadata database (SQLAlchemy) is opened on first use, not by Vault.open
+    from labvault.vault import Vault
+
+    Vault.init(tmp_path)[0].close()
+    opened = "import labvault; v = labvault.open(); v.objects.put_bytes(b'x')"
+    assert _heavy_after(opened, cwd=tmp_path) == []
+    assert "sqlalchemy" in _heavy_after(opened + "; v.meta", cwd=tmp_path)
+
+
+def test_help_imports_nothing_heavy(tmp_path: Path) -> None:
+    assert _imported_by(["--help"], tmp_path) & set(HEAVY) == set()
+
+
+@pytest.mark.parametrize("args", [["object", "--help"], ["version"], ["gc", "--help"]])
+def test_commands_import_no_database_or_data_libraries_before_they_need_them(args: list[str], tmp_path: Path) -> None:
+    # Running any command makes typer import pydantic (typer._adapters converts parameters with it),
+    # so only `labvault --help` itself can be pydantic-free.
+    assert _imported_by(args, tmp_path) & (set(HEAVY) - {"pydantic"}) == set()
+
+
+def test_object_commands_do_not_open_the_database(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
+    subprocess.run([LABVAULT, "-q", "init"], cwd=tmp_path, env=env, check=True)
+    (tmp_path / "f.txt").write_text("light")
+    for args in (["object", "put", "f.txt"], ["object", "ls"]):
+        assert "sqlalchemy" not in _imported_by(args, tmp_path)
