@@ -280,3 +280,15 @@ def test_disk_full_is_one_clean_error_and_leaves_nothing_behind(small_disk: Path
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(sha(src.read_bytes()))
     assert _labvault("fsck", cwd=small_disk).returncode == 0
+
+
+@pytest.mark.parametrize("mode", ["copy", "reflink"])
+def test_materialize_large_objects(store: LocalObjectStore, tmp_path: Path, mode: str) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    digest = store.put_bytes(data)
+    store.materialize(digest, tmp_path / "big.bin", mode=mode)  # type: ignore[arg-type]
+    assert (tmp_path / "big.bin").read_bytes() == data
+    corrupt(store, digest, data[:-1] + b"!")
+    with pytest.raises(IntegrityError):
+        store.materialize(digest, tmp_path / "again.bin", mode=mode)  # type: ignore[arg-type]
+    assert not (tmp_path / "again.bin").exists()

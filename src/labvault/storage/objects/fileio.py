@@ -8,16 +8,32 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import hashlib
+import io
 import mmap
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["CHUNK", "copy_and_hash", "sha256_file", "stream_and_hash", "syncfs", "write_all"]
+__all__ = [
+    "CHUNK",
+    "SMALL",
+    "VerifyingReader",
+    "copy_and_hash",
+    "copy_hashed",
+    "reflink",
+    "sha256_file",
+    "stream_and_hash",
+    "syncfs",
+    "write_all",
+]
 
 CHUNK = 8 * 1024 * 1024
+SMALL = 1024 * 1024  # files up to this size are read whole: one read, hash, write
+_FICLONE = 0x40049409  # linux/fs.h: ioctl to share extents (reflink) on btrfs, xfs, ...
 _COPY_STEP = 64 * 1024 * 1024  # one copy_file_range call; the hashing thread follows step by step
 
 _libc: Any
@@ -80,7 +96,7 @@ def stream_and_hash(src: BinaryIO, dst: int) -> str:
     return h.hexdigest()
 
 
-def copy_and_hash(src: int, dst: int) -> str:
+def copy_and_hash(src: int, dst: int, *, durable: bool = True) -> str:
     """Copy ``src`` to ``dst`` (both fds at offset 0) in the kernel, hashing the bytes written.
 
     ``copy_file_range`` moves the data without passing it through Python; a second thread hashes
@@ -135,9 +151,10 @@ def copy_and_hash(src: int, dst: int) -> str:
                 state["copied"] = offset
                 cond.notify()
             n = os.copy_file_range(src, dst, _COPY_STEP)
-        # While the other thread finishes hashing, make this big object's bytes durable: the
-        # batch's syncfs then has little left to write.
-        os.fdatasync(dst)
+        if durable:
+            # While the other thread finishes hashing, make this big object's bytes durable: the
+            # batch's syncfs then has little left to write.
+            os.fdatasync(dst)
     finally:
         with cond:
             state["done"] = True
@@ -146,3 +163,55 @@ def copy_and_hash(src: int, dst: int) -> str:
     if failure:
         raise failure[0]
     return h.hexdigest()
+
+
+def copy_hashed(src: int, dst: int, size: int) -> str:
+    """Copy ``src`` to ``dst`` (not made durable: a checkout, not an object) and hash what was written."""
+    if size <= SMALL:
+        data = os.read(src, size + 1)
+        if len(data) <= size:
+            write_all(dst, data)
+            return hashlib.sha256(data).hexdigest()
+        os.lseek(src, 0, os.SEEK_SET)
+        os.ftruncate(dst, 0)
+    return copy_and_hash(src, dst, durable=False)
+
+
+def reflink(src: int, dst: int) -> bool:
+    """Share ``src``'s extents with ``dst``; False where the filesystem cannot (ext4, tmpfs...)."""
+    try:
+        fcntl.ioctl(dst, _FICLONE, src)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY):
+            return False
+        raise
+
+
+class VerifyingReader(io.RawIOBase):
+    """Hashes what is read; at end of file a mismatch calls ``on_mismatch`` (which raises)."""
+
+    def __init__(self, raw: io.FileIO, expected_hex: str, on_mismatch: Callable[[], None]) -> None:
+        self._raw = raw
+        self._expected = expected_hex
+        self._hash = hashlib.sha256()
+        self._on_mismatch = on_mismatch
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self._raw.readinto(b)
+        if n:
+            self._hash.update(memoryview(b)[:n])
+        elif not self._done:
+            self._done = True
+            if self._hash.hexdigest() != self._expected:
+                self._raw.close()  # closed before the object is moved to quarantine
+                self._on_mismatch()
+        return int(n or 0)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()

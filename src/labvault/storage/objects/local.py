@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import io
 import os
@@ -38,7 +37,11 @@ from labvault.storage.locks import file_lock
 from labvault.storage.objects.fileio import (
     CHUNK,
     HAVE_SYNCFS,
+    SMALL,
+    VerifyingReader,
     copy_and_hash,
+    copy_hashed,
+    reflink,
     stream_and_hash,
     syncfs,
     write_all,
@@ -47,9 +50,6 @@ from labvault.storage.objects.fileio import sha256_file as _sha256_hex
 from labvault.storage.objects.protocol import MaterializeMode
 
 __all__ = ["LocalObjectStore", "sha256_file"]
-
-_SMALL = 1024 * 1024  # files up to this size are read whole: one read, hash, skip the write if stored
-_FICLONE = 0x40049409  # linux/fs.h: ioctl to share extents (reflink) on btrfs, xfs, ...
 
 
 def _storage_error(exc: OSError, action: str) -> StorageError:
@@ -63,35 +63,6 @@ def _storage_error(exc: OSError, action: str) -> StorageError:
 def sha256_file(path: Path) -> Digest:
     """Hash a file without storing it."""
     return Digest(_sha256_hex(path))
-
-
-class _VerifyingReader(io.RawIOBase):
-    """Hashes what is read; at end of file a mismatch quarantines the object and raises."""
-
-    def __init__(self, raw: BinaryIO, digest: Digest, on_corrupt: Callable[[Digest], None]) -> None:
-        self._raw = raw
-        self._digest = digest
-        self._hash = hashlib.sha256()
-        self._on_corrupt = on_corrupt
-        self._done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = self._raw.readinto(b)  # type: ignore[attr-defined]
-        if n:
-            self._hash.update(memoryview(b)[:n])
-        elif not self._done:
-            self._done = True
-            if self._hash.hexdigest() != self._digest.hex:
-                self._raw.close()  # closed before the object is moved to quarantine
-                self._on_corrupt(self._digest)
-        return int(n or 0)
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
 
 
 class _Batch:
@@ -252,7 +223,7 @@ class LocalObjectStore:
             raise _storage_error(exc, f"reading {path}") from exc
         try:
             size = os.fstat(src).st_size
-            if size <= _SMALL:
+            if size <= SMALL:
                 data = os.read(src, size + 1)
                 if len(data) <= size:  # else it grew while we read it: take the streaming path
                     return self.put_bytes(data)
@@ -305,7 +276,7 @@ class LocalObjectStore:
             raise self._not_found(digest) from None
         if not verify:
             return io.BufferedReader(raw, CHUNK)  # type: ignore[return-value]
-        reader = _VerifyingReader(raw, digest, self._corrupt)  # type: ignore[arg-type]
+        reader = VerifyingReader(raw, digest.hex, lambda: self._corrupt(digest))
         return io.BufferedReader(reader, CHUNK)  # type: ignore[return-value]
 
     def get_bytes(self, digest: Digest, *, verify: bool = True) -> bytes:
@@ -389,28 +360,20 @@ class LocalObjectStore:
             raise
 
     def _copy_verified(self, digest: Digest, tmp: Path) -> None:
-        h = hashlib.sha256()
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        with open(self.path_of(digest), "rb", buffering=0) as src, open(tmp, "wb", buffering=0) as out:
-            while n := src.readinto(buf):
-                h.update(view[:n])
-                write_all(out.fileno(), view[:n])
-        if h.hexdigest() != digest.hex:
+        with open(self.path_of(digest), "rb", buffering=0) as src, open(tmp, "xb", buffering=0) as out:
+            hexd = copy_hashed(src.fileno(), out.fileno(), os.fstat(src.fileno()).st_size)
+        if hexd != digest.hex:  # what was written is checked, not only what was read
             tmp.unlink(missing_ok=True)
             self._corrupt(digest)
 
     def _try_reflink(self, digest: Digest, tmp: Path) -> bool:
         if not self.verify(digest):
             self._corrupt(digest)
-        with open(self.path_of(digest), "rb") as src, open(tmp, "wb") as out:
-            try:
-                fcntl.ioctl(out.fileno(), _FICLONE, src.fileno())
+        with open(self.path_of(digest), "rb") as src, open(tmp, "xb") as out:
+            if reflink(src.fileno(), out.fileno()):
                 return True
-            except OSError as exc:
-                if exc.errno in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY):
-                    return False
-                raise
+        tmp.unlink()
+        return False
 
     # -- corruption ---------------------------------------------------------------------------
     def quarantine(self, digest: Digest) -> Path:
