@@ -97,7 +97,7 @@ def stream_and_hash(src: BinaryIO, dst: int) -> str:
 
 
 def copy_and_hash(src: int, dst: int, *, durable: bool = True) -> str:
-    """Copy ``src`` to ``dst`` (both fds at offset 0) in the kernel, hashing the bytes written.
+    """Copy ``src`` to ``dst`` (both at offset 0, ``dst`` readable) in the kernel, hashing the bytes written.
 
     ``copy_file_range`` moves the data without passing it through Python; a second thread hashes
     ``dst`` right behind the copy (from the page cache), so the digest names exactly the bytes that

@@ -360,8 +360,12 @@ class LocalObjectStore:
             raise
 
     def _copy_verified(self, digest: Digest, tmp: Path) -> None:
-        with open(self.path_of(digest), "rb", buffering=0) as src, open(tmp, "xb", buffering=0) as out:
-            hexd = copy_hashed(src.fileno(), out.fileno(), os.fstat(src.fileno()).st_size)
+        out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # read back for the hash
+        try:
+            with open(self.path_of(digest), "rb", buffering=0) as src:
+                hexd = copy_hashed(src.fileno(), out, os.fstat(src.fileno()).st_size)
+        finally:
+            os.close(out)
         if hexd != digest.hex:  # what was written is checked, not only what was read
             tmp.unlink(missing_ok=True)
             self._corrupt(digest)
