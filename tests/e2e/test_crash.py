@@ -18,15 +18,21 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from labvault.storage.objects.local import LocalObjectStore
 from labvault.vault import Vault
 from tests.e2e.conftest import Cli
+
+pytestmark = pytest.mark.slow
 
 KILLS = 100
 
 WRITER = r"""
 import random, sys
 from pathlib import Path
+import pytest
+
 from labvault.storage.objects.local import LocalObjectStore
 
 vault_dir, seed, rounds, big = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
