@@ -155,6 +155,7 @@ def _mtime(st: dict[str, Any]) -> float:
         value = st.get(key)
         if isinstance(value, int | float):
             return float(value)
-        if hasattr(value, "timestamp"):
-            return float(value.timestamp())
+        stamp = getattr(value, "timestamp", None)
+        if callable(stamp):
+            return float(stamp())
     return time.time()
