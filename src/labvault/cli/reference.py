@@ -22,8 +22,9 @@ __all__ = ["iter_commands", "render_reference"]
 def iter_commands(group: Any | None = None, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
     """Every command and group, depth first, as (path, click command)."""
     group = group or typer.main.get_command(app)
-    for name in sorted(getattr(group, "commands", {})):
-        cmd = group.commands[name]
+    commands: dict[str, Any] = getattr(group, "commands", {})
+    for name in sorted(commands):
+        cmd = commands[name]
         yield (*path, name), cmd
         if getattr(cmd, "commands", None):
             yield from iter_commands(cmd, (*path, name))
