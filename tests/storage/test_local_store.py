@@ -292,3 +292,23 @@ def test_materialize_large_objects(store: LocalObjectStore, tmp_path: Path, mode
     with pytest.raises(IntegrityError):
         store.materialize(digest, tmp_path / "again.bin", mode=mode)  # type: ignore[arg-type]
     assert not (tmp_path / "again.bin").exists()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() in a process that has threads
+def test_a_store_used_on_both_sides_of_a_fork(store: LocalObjectStore) -> None:
+    """Worker pools fork: parent and child, with one store object, must not collide on temp names."""
+    store.put_bytes(b"before the fork")
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 0
+        try:
+            for i in range(50):
+                store.put_bytes(b"child %d" % i)
+        except BaseException:
+            code = 1
+        os._exit(code)
+    for i in range(50):
+        store.put_bytes(b"parent %d" % i)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert all(store.has(sha(b"child %d" % i)) and store.has(sha(b"parent %d" % i)) for i in range(50))

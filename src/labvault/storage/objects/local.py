@@ -90,7 +90,8 @@ class LocalObjectStore:
         self._known_shards: set[str] = set()
         # Plain strings on the hot path: pathlib costs more than the syscalls for small objects.
         self._root_s = str(self.root)
-        self._tmp_prefix = f"{self.tmp_dir}/obj-{os.getpid()}-{secrets.token_hex(4)}-"
+        self._tmp_dir_s = str(self.tmp_dir)
+        self._token = secrets.token_hex(4)
         self._counter = 0
         self._counter_lock = threading.Lock()
 
@@ -177,7 +178,8 @@ class LocalObjectStore:
     def _new_tmp(self) -> tuple[int, str]:
         with self._counter_lock:
             self._counter += 1
-            path = f"{self._tmp_prefix}{self._counter}"
+            # The pid is read each time: a store used on both sides of a fork() must not collide.
+            path = f"{self._tmp_dir_s}/obj-{os.getpid()}-{self._token}-{self._counter}"
         try:
             return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o444), path
         except OSError as exc:
