@@ -331,3 +331,28 @@ def test_help_runs_for_every_command(cli: Cli, tmp_path: Path) -> None:
     assert "Exit codes:" in top
     bare = cli(cwd=tmp_path, expect=None)  # no arguments: the help text
     assert (bare.stdout + bare.stderr).startswith("Usage: labvault")
+
+
+def test_fsck_reports_missing_objects_with_their_owners(cli: Cli, inited: Path) -> None:
+    from labvault.storage.meta.repos.object_refs import add_refs
+    from labvault.vault import Vault
+
+    ghosts = [hashlib.sha256(b"ghost %d" % i).hexdigest() for i in range(3)]
+    with Vault.open(inited) as vault, vault.meta.transaction() as conn:
+        from labvault.refs import Digest
+
+        add_refs(conn, "data:lost@v1", [(Digest(h), "blob") for h in ghosts])
+        add_refs(conn, "run:abcdef123456", [(Digest(ghosts[0]), "blob")])
+    proc = cli("fsck", "--json", expect=1)
+    doc = json.loads(proc.stdout)
+    assert doc["clean"] is False
+    assert doc["missing"] == [
+        {
+            "id": h,
+            "ref": f"sha256:{h}",
+            "referenced_by": ["data:lost@v1", "run:abcdef123456"][: 2 if h == ghosts[0] else 1],
+        }
+        for h in sorted(ghosts)
+    ]
+    human = cli("fsck", expect=1).stdout
+    assert f"missing  sha256:{ghosts[0]} (referenced by data:lost@v1, run:abcdef123456)" in human

@@ -54,7 +54,7 @@ def fsck(json_output: bool = JSON) -> None:
     """
     with open_vault() as vault, progress("checking objects", None) as advance:
         report = vault.maintenance.fsck(progress=advance)
-        owners = {d.hex: vault.maintenance.owners_of(d) for d in report.missing} if report.missing else {}
+        owners = vault.maintenance.owners_of_each(list(report.missing))
     if json_output:
         print_json(
             {

@@ -114,7 +114,12 @@ class Maintenance:
         )
 
     def owners_of(self, digest: Digest) -> list[str]:
-        return self._live().owners.get(digest.hex, [])
+        return self.owners_of_each([digest])[digest.hex]
+
+    def owners_of_each(self, digests: list[Digest]) -> dict[str, list[str]]:
+        """Which metadata records point at each digest directly (one pass over the references)."""
+        owners = self._live().owners if digests else {}
+        return {d.hex: sorted(owners.get(d.hex, [])) for d in digests}
 
     def gc(self, *, grace: float, dry_run: bool = False, lock_timeout: float = 60.0) -> GcReport:
         """Delete unreferenced objects older than ``grace`` seconds, and stale temp files.
