@@ -136,7 +136,12 @@ def _bench(
         )
     shutil.rmtree(dest, ignore_errors=True) if dest.is_dir() else dest.unlink(missing_ok=True)
     shutil.rmtree(work / "vault-project", ignore_errors=True)
-    return {k: statistics.median(v) for k, v in times.items()}
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out.update({f"min {k}": min(v) for k, v in times.items()})
+    # On a shared machine one run's `sync` may flush other people's writes: the ratio within a run,
+    # where both commands met the same conditions, is steadier than a ratio of medians.
+    out["paired"] = statistics.median(p / c for p, c in zip(times["labvault put"], times["cp + sync"], strict=True))
+    return out
 
 
 def main() -> int:
@@ -178,14 +183,15 @@ def main() -> int:
             )
         )
     print()
-    print(f"{'workload':<48} {'cp + sync':>10} {'sha256sum':>10} {'put':>10} {'put/cp':>7}  goal <= {GOAL}x")
+    head = f"{'workload':<48} {'cp + sync':>10} {'sha256sum':>10} {'put':>10} {'put/cp':>7}"
+    print(f"{head}  goal <= {GOAL}x")
     for label, t in results:
-        ratio = t["labvault put"] / t["cp + sync"]
-        verdict = "met" if ratio <= GOAL else "MISSED"
-        print(
-            f"{label:<48} {t['cp + sync']:>9.2f}s {t['sha256sum']:>9.2f}s {t['labvault put']:>9.2f}s "
-            f"{ratio:>6.2f}x  {verdict}"
-        )
+        for kind, prefix in (("median", ""), ("best", "min ")):
+            cp, sha, put = t[f"{prefix}cp + sync"], t[f"{prefix}sha256sum"], t[f"{prefix}labvault put"]
+            ratio = put / cp
+            verdict = "met" if ratio <= GOAL else "MISSED"
+            print(f"{label + f' [{kind}]':<48} {cp:>9.2f}s {sha:>9.2f}s {put:>9.2f}s {ratio:>6.2f}x  {verdict}")
+        print(f"{label + ' [median of per-run ratios]':<81} {t['paired']:>6.2f}x")
     return 0
 
 

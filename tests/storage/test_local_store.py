@@ -312,3 +312,32 @@ def test_a_store_used_on_both_sides_of_a_fork(store: LocalObjectStore) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert all(store.has(sha(b"child %d" % i)) and store.has(sha(b"parent %d" % i)) for i in range(50))
+
+
+def test_durability_is_paid_per_batch(store: LocalObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many objects: two syncfs calls for the whole batch and no fsync per object. A few objects:
+    an fsync per file and per folder, and no syncfs (which would wait for every writer on the disk)."""
+    from labvault.storage.objects import local
+
+    calls: list[str] = []
+    monkeypatch.setattr(local, "syncfs", lambda on: calls.append(f"syncfs {Path(on).name}"))
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    with store.batch():
+        many = [store.put_bytes(b"object %d" % i) for i in range(50)]
+    assert calls == ["syncfs tmp", "syncfs sha256"]
+    assert all(store.has(d) for d in many)
+
+    calls.clear()
+    existing_shards = set(os.listdir(store.root))
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(2 * 1024 * 1024))
+    with store.batch():
+        small = store.put_bytes(b"one more")
+        large = store.put_file(big)  # flushed while it was hashed: not fsynced again
+    shards = {small.hex[:2], large.hex[:2]}
+    new_shards = shards - existing_shards
+    assert calls.count("fsync") == 1 + len(shards) + (1 if new_shards else 0)  # file, folders, root
+    assert not [c for c in calls if c.startswith("syncfs")]
+    assert store.has(small)
+    assert store.has(large)

@@ -9,7 +9,9 @@ Layout (see docs/design/storage-format.md)::
 
 Durability is paid per batch, not per object: inside ``batch()`` objects are written to ``tmp/``,
 one ``syncfs`` makes all their bytes durable, then they are renamed into place and a second
-``syncfs`` makes the renames durable. A reader never sees a partial object.
+``syncfs`` makes the renames durable. A batch of a few objects (a single ``object put``) fsyncs
+each file and its folder instead, which waits for its own writes only, not for everything else
+written to the filesystem. A reader never sees a partial object.
 
 A batch belongs to the thread that opened it: a put from another thread is its own batch, durable
 when it returns, and never discarded because someone else's batch failed.
@@ -51,6 +53,8 @@ from labvault.storage.objects.protocol import MaterializeMode
 
 __all__ = ["LocalObjectStore", "sha256_file"]
 
+_FEW = 8  # batches up to this many new objects fsync each one instead of syncing the filesystem
+
 
 def _storage_error(exc: OSError, action: str) -> StorageError:
     if exc.errno == errno.ENOSPC:
@@ -68,11 +72,12 @@ def sha256_file(path: Path) -> Digest:
 class _Batch:
     """One thread's open batch: its depth, its staged temp files, its shared gc lock."""
 
-    __slots__ = ("depth", "lock", "pending")
+    __slots__ = ("depth", "durable", "lock", "pending")
 
     def __init__(self, lock: AbstractContextManager[None]) -> None:
         self.depth = 0
         self.pending: dict[str, str] = {}  # digest hex -> temp file path
+        self.durable: set[str] = set()  # staged objects whose bytes were already flushed
         self.lock = lock
 
 
@@ -127,21 +132,37 @@ class LocalObjectStore:
                 self._local.batch = None
                 try:
                     if ok:
-                        self._commit(current.pending)
+                        self._commit(current.pending, current.durable)
                     else:
                         self._discard(current.pending)
                 finally:
                     current.lock.__exit__(None, None, None)
 
-    def _commit(self, pending: dict[str, str]) -> None:
+    def _commit(self, pending: dict[str, str], durable: set[str]) -> None:
         if not pending:
             return
+        # A handful of objects: fsync each file and its folder, which waits for our writes only;
+        # syncfs would also flush every other writer's dirty data on the filesystem. Many objects:
+        # two syncfs calls, however many objects (never one fsync per small object).
+        few = len(pending) <= _FEW or not HAVE_SYNCFS
         try:
-            self._sync_files(list(pending.values()))  # the bytes first...
+            if few:  # the bytes first...
+                for hexd, tmp in pending.items():
+                    if hexd not in durable:
+                        _fsync_path(tmp, os.O_RDONLY)
+            else:
+                syncfs(self.tmp_dir)
+            new_shard = False
             for hexd, tmp in pending.items():
-                self._ensure_shard(hexd[:2])
+                new_shard |= self._ensure_shard(hexd[:2])
                 os.replace(tmp, self._path_s(hexd))
-            self._sync_names({h[:2] for h in pending})  # ...then the names
+            if few:  # ...then the names
+                for shard in {h[:2] for h in pending}:
+                    _fsync_path(f"{self._root_s}/{shard}", os.O_RDONLY | os.O_DIRECTORY)
+                if new_shard:
+                    _fsync_path(self._root_s, os.O_RDONLY | os.O_DIRECTORY)
+            else:
+                syncfs(self.root)
         except OSError as exc:
             self._discard(pending)
             raise _storage_error(exc, "committing objects") from exc
@@ -152,28 +173,17 @@ class LocalObjectStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def _sync_files(self, files: list[str]) -> None:
-        if HAVE_SYNCFS:
-            syncfs(self.tmp_dir)
-            return
-        for f in files:
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    def _sync_names(self, shards: set[str]) -> None:
-        if HAVE_SYNCFS:
-            syncfs(self.root)
-            return
-        for d in (*(self.root / s for s in shards), self.root):
-            _fsync_dir(d)
-
-    def _ensure_shard(self, shard: str) -> None:
-        if shard not in self._known_shards:
-            (self.root / shard).mkdir(exist_ok=True)
-            self._known_shards.add(shard)
+    def _ensure_shard(self, shard: str) -> bool:
+        """Make the shard folder if needed; True if this call created it."""
+        if shard in self._known_shards:
+            return False
+        try:
+            os.mkdir(f"{self._root_s}/{shard}")
+            created = True
+        except FileExistsError:
+            created = False
+        self._known_shards.add(shard)
+        return created
 
     def _new_tmp(self) -> tuple[int, str]:
         with self._counter_lock:
@@ -240,9 +250,9 @@ class LocalObjectStore:
         return self._put_with(lambda fd: stream_and_hash(src, fd))
 
     def _put_fd(self, src: int) -> Digest:
-        return self._put_with(lambda fd: copy_and_hash(src, fd))
+        return self._put_with(lambda fd: copy_and_hash(src, fd, durable=True), durable=True)
 
-    def _put_with(self, fill: Callable[[int], str]) -> Digest:
+    def _put_with(self, fill: Callable[[int], str], *, durable: bool = False) -> Digest:
         with self.batch():
             fd, tmp = self._new_tmp()
             try:
@@ -258,6 +268,8 @@ class LocalObjectStore:
                 os.unlink(tmp)
             else:
                 self._stage(hexd, tmp)
+                if durable:
+                    self._local.batch.durable.add(hexd)
         return Digest(hexd)
 
     # -- reads --------------------------------------------------------------------------------
@@ -410,8 +422,8 @@ class LocalObjectStore:
                 continue
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _fsync_path(path: str, flags: int) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
