@@ -188,7 +188,7 @@ def ls(
         ["path", "type", "size", "sha256 / target"],
         [
             [
-                e["path"] + ("/" if e["type"] == "dir" else ""),
+                f"{e['path']}{'/' if e['type'] == 'dir' else ''}",
                 e["type"],
                 e.get("size", ""),
                 str(e.get("sha256", e.get("target", "")))[:19],

@@ -35,7 +35,7 @@ def _fast_status(argv: list[str]) -> int | None:
 
     OUTPUT.quiet = OUTPUT.quiet or "quiet" in flags
     OUTPUT.verbose = OUTPUT.verbose or "verbose" in flags
-    name, path = (positional + [None, None])[:2]
+    name, path = ([*positional, None, None])[:2]
     try:
         run_status(name, path, json_output=json_output)
     except LabvaultError as err:

@@ -146,7 +146,13 @@ def checkout(
     results = []
     for plan in plans:
         stamp = fs_clock_ns(svc.vault_dir / "cache" / "stat")
-        written = _apply(svc, plan, lambda n: progress(done + n, total) if progress else None)
+        offset = done
+
+        def advance(n: int, offset: int = offset) -> None:
+            if progress:
+                progress(offset + n, total)
+
+        written = _apply(svc, plan, advance)
         done += written
         removed = sum(len(d) for d in plan.delete if d != ["."])
         unchanged = len(plan.target.files) - written
