@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from labvault.entities import CheckoutResult, Snapshot
 from labvault.errors import Conflict, IntegrityError, NotFound, ValidationError
 from labvault.refs import DataRef, Digest
-from labvault.services.snapshots.flat import Flat
+from labvault.services.snapshots.flat import Flat, load_flat
 from labvault.services.snapshots.lockfile import LockEntry, read_lock, relative_key, update_lock
 from labvault.services.snapshots.scan import Scan, scan_path
 from labvault.services.snapshots.statcache import StatCache, fs_clock_ns
@@ -112,8 +112,9 @@ def _examine(svc: DataService, plan: _Plan, baselines: dict[str, LockEntry]) -> 
     plan.delete = (sorted(a for a in added if a in plan.scan.files), links_gone)
     at_risk = {*added, *modified, *changing}
     base = baselines.get(plan.key) if plan.key else None
-    if base is not None:
-        flat = svc.flat(svc.resolve(base.ref))
+    synced = Digest(plan.cache.synced) if plan.cache.synced else (base.content_hash if base else None)
+    if synced is not None and svc.objects.has(synced):
+        flat = load_flat(svc.objects, svc.vault_dir, synced)
         if kind == "file":
             flat = _as_file_flat(flat, dest.name)
         b_added, _, b_modified, b_changing = compare(plan.scan, flat, plan.cache)
@@ -156,8 +157,10 @@ def checkout(
         done += written
         removed = sum(len(d) for d in plan.delete if d != ["."])
         unchanged = len(plan.target.files) - written
-        if plan.cache is not None:
-            plan.cache.save(stamp)
+        if plan.cache is None:
+            plan.cache = StatCache.for_dataset(svc.vault_dir, plan.dest)
+        plan.cache.synced = plan.snapshot.content_hash.hex
+        plan.cache.save(stamp)
         if plan.key is not None and ref is not None:
             snap = plan.snapshot
             entry = LockEntry(plan.key, DataRef(snap.name, f"v{snap.version}"), snap.content_hash, snap.kind)

@@ -99,6 +99,7 @@ class DataService:
         with self.objects.batch():
             built = build_tree(self.objects, scan, cache, known=known, progress=progress)
         if use_cache:
+            cache.synced = built.root.hex
             cache.save(stamp)
         kind = "file" if scan.is_file else "dir"
         snapshot, created = self._record(

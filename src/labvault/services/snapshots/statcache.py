@@ -97,10 +97,15 @@ def fs_clock_ns(where: Path) -> int:
 class StatCache:
     """The cached hashes of one dataset folder's working copy."""
 
-    def __init__(self, path: Path, entries: dict[str, Entry] | None = None, stamp_ns: int = 0) -> None:
+    def __init__(
+        self, path: Path, entries: dict[str, Entry] | None = None, stamp_ns: int = 0, synced: str | None = None
+    ) -> None:
         self.path = path
         self.entries: dict[str, Entry] = entries or {}
         self.stamp_ns = stamp_ns  # entries not strictly older than this are racy
+        # The root tree (hex) this working copy was last made equal to by `add` or `checkout`: the
+        # baseline for "local modifications", which survives a `git checkout` of labvault.lock.
+        self.synced = synced
         self.dirty = False
 
     @classmethod
@@ -115,7 +120,7 @@ class StatCache:
                 doc = marshal.load(f)
             if doc[0] != _FORMAT:
                 raise ValueError("old format")
-            return cls(path, doc[2], doc[1])
+            return cls(path, doc[2], doc[1], doc[3])
         except (OSError, ValueError, EOFError, TypeError, IndexError):
             return cls(path)  # a missing or unreadable cache is an empty one
 
@@ -143,7 +148,7 @@ class StatCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
         with open(tmp, "wb") as f:
-            marshal.dump((_FORMAT, stamp_ns, self.entries), f)
+            marshal.dump((_FORMAT, stamp_ns, self.entries, self.synced), f)
         os.replace(tmp, self.path)
         self.stamp_ns = stamp_ns
         self.dirty = False
