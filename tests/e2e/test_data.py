@@ -30,7 +30,8 @@ def data(cli: Cli, project: Path) -> Path:
 
 def test_workflow(cli: Cli, project: Path, data: Path) -> None:
     out = cli("data", "add", "raw", "data", "-m", "first").stdout.split()
-    assert out[0] == "data:raw@v1" and out[1].startswith("sha256:")
+    assert out[0] == "data:raw@v1"
+    assert out[1].startswith("sha256:")
     again = cli("data", "add", "raw", "data")
     assert again.stdout.split()[0] == "data:raw@v1"
     assert "no change since data:raw@v1" in again.stderr
@@ -47,10 +48,13 @@ def test_workflow(cli: Cli, project: Path, data: Path) -> None:
     ]  # fmt: skip
     assert json.loads(cli("data", "status", "raw", "data", "--json").stdout)[0]["path"] == "data"
     refused = cli("data", "checkout", "data:raw@v1", expect=4)
-    assert "data/new.txt" in refused.stderr and "data/sub/n.txt" in refused.stderr and "--force" in refused.stderr
+    assert "data/new.txt" in refused.stderr
+    assert "data/sub/n.txt" in refused.stderr
+    assert "--force" in refused.stderr
     cli("data", "add", "raw", "data", "-m", "second")
     cli("data", "checkout", "raw@v1")
-    assert (data / "sub" / "n.txt").read_text() == "note\n" and not (data / "new.txt").exists()
+    assert (data / "sub" / "n.txt").read_text() == "note\n"
+    assert not (data / "new.txt").exists()
     cli("data", "checkout")  # labvault.lock now says v1: nothing to do
     assert json.loads(cli("data", "checkout", "--json").stdout)[0]["written"] == 0
 
@@ -59,7 +63,8 @@ def test_workflow(cli: Cli, project: Path, data: Path) -> None:
     log = json.loads(cli("data", "log", "raw", "--json").stdout)
     assert [v["id"] for v in log] == ["raw@v2", "raw@v1"]
     shown = json.loads(cli("data", "show", "data:raw@v1", "--json").stdout)
-    assert shown["record_count"] == 2 and shown["notes"][0].startswith("bad.csv: tabular stats skipped")
+    assert shown["record_count"] == 2
+    assert shown["notes"][0].startswith("bad.csv: tabular stats skipped")
     ls = json.loads(cli("data", "ls", "data:raw@v1", "sub", "--json").stdout)
     assert ls == [{"path": "sub/n.txt", "type": "file", "size": 5, "sha256": ls[0]["sha256"]}]
     cli("data", "manifest", "data:raw@v1", "-o", "data_manifest.json")
@@ -67,7 +72,8 @@ def test_workflow(cli: Cli, project: Path, data: Path) -> None:
     assert exported["content_hash"] == shown["content_hash"]
     assert (project / "data_manifest.json").read_text() == json.dumps(exported, indent=2, sort_keys=True) + "\n"
     diff = json.loads(cli("data", "diff", "data:raw@v1", "data:raw@v2", "--json").stdout)
-    assert diff["added"] == ["new.txt"] and diff["modified"] == ["sub/n.txt"]
+    assert diff["added"] == ["new.txt"]
+    assert diff["modified"] == ["sub/n.txt"]
     assert "2 added" not in cli("data", "diff", "raw@v1", "raw@v2").stdout
     cli("fsck")
 
@@ -124,7 +130,8 @@ def test_bad_input(cli: Cli, data: Path) -> None:
         proc = cli(*args, expect=code)
         assert text in proc.stderr, (args, proc.stderr)
         if text:
-            assert proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) <= 2
+            assert proc.stderr.startswith("error: ")
+            assert len(proc.stderr.splitlines()) <= 2
 
 
 def test_socket_is_refused_and_nothing_is_written(cli: Cli, project: Path, data: Path) -> None:
@@ -141,7 +148,8 @@ def test_socket_is_refused_and_nothing_is_written(cli: Cli, project: Path, data:
 
 def test_status_outside_a_vault(cli: Cli, tmp_path: Path) -> None:
     proc = cli("data", "status", cwd=tmp_path, expect=3)
-    assert "not inside a labvault vault" in proc.stderr and "labvault init" in proc.stderr
+    assert "not inside a labvault vault" in proc.stderr
+    assert "labvault init" in proc.stderr
 
 
 def test_corrupt_object_during_checkout(cli: Cli, project: Path, data: Path) -> None:
@@ -152,5 +160,6 @@ def test_corrupt_object_during_checkout(cli: Cli, project: Path, data: Path) -> 
     os.chmod(obj, 0o644)
     obj.write_text("rotten\n")
     proc = cli("data", "checkout", "raw", "restored", expect=5)
-    assert "restored/sub/n.txt" in proc.stderr and sha in proc.stderr
+    assert "restored/sub/n.txt" in proc.stderr
+    assert sha in proc.stderr
     assert "labvault fsck" in proc.stderr
