@@ -10,12 +10,10 @@ import io
 import os
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labvault.entities import SnapshotFile, SnapshotLink
 from labvault.refs import Digest
 from labvault.services.snapshots.flat import Flat
 from labvault.services.snapshots.scan import Scan
@@ -32,9 +30,10 @@ Progress = Callable[[int, int], None]
 @dataclass(slots=True)
 class Built:
     root: Digest
-    files: list[SnapshotFile] = field(default_factory=list)
-    links: list[SnapshotLink] = field(default_factory=list)
+    file_count: int = 0
     total_bytes: int = 0
+    tabular: list[tuple[str, int, list[list[str]]]] = field(default_factory=list)  # (path, records, schema)
+    notes: list[str] = field(default_factory=list)
     hashed: int = 0  # files read (not answered by the stat cache)
     flat: Flat = field(default_factory=Flat)
 
@@ -63,6 +62,13 @@ def _store_one(objects: ObjectStore, scan: Scan, rel: str) -> tuple[str, tuple[i
     return digest.hex, key, profile
 
 
+def _trusted_digest(sha: str) -> Digest:
+    """A Digest for a hex string this process computed itself: skips re-validating 20,000 regexes."""
+    digest = object.__new__(Digest)
+    object.__setattr__(digest, "hex", sha)
+    return digest
+
+
 def build_tree(
     objects: ObjectStore,
     scan: Scan,
@@ -70,12 +76,12 @@ def build_tree(
     *,
     known: set[bytes],
     progress: Progress | None = None,
-    workers: int = 1,
 ) -> Built:
     """Store the working copy's files and trees; ``known`` are digests already referenced by metadata.
 
     A file answered by the stat cache is not read again if its digest is ``known`` (a stored,
-    referenced object gc will keep); otherwise it is read and put again.
+    referenced object gc will keep); otherwise it is read and put again. One thread: on 2 cores,
+    a thread pool made 20,000 small files 1.8x slower (GIL hand-offs outweigh the overlapped I/O).
     """
     total = len(scan.files)
     results: dict[str, tuple[str, Any]] = {}
@@ -89,60 +95,34 @@ def build_tree(
     done = len(results)
     if progress:
         progress(done, total)
-
-    def work(rel: str) -> tuple[str, str, tuple[int, int, int, int], Any]:
+    for rel in todo:
         sha, key, profile = _store_one(objects, scan, rel)
-        return rel, sha, key, profile
-
-    # File reads, writes and hashing of buffers > 2 KiB release the GIL, so a couple of threads
-    # keep both cores busy on many small files.
-    if len(todo) > 64 and workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            outcomes = pool.map(work, todo, chunksize=64)
-            for rel, sha, key, profile in outcomes:
-                results[rel] = (sha, profile)
-                cache.put(rel, key, bytes.fromhex(sha), profile)
-                done += 1
-                if progress and done % 256 == 0:
-                    progress(done, total)
-    else:
-        for rel in todo:
-            _, sha, key, profile = work(rel)
-            results[rel] = (sha, profile)
-            cache.put(rel, key, bytes.fromhex(sha), profile)
-            done += 1
-            if progress and done % 256 == 0:
-                progress(done, total)
+        results[rel] = (sha, profile)
+        cache.put(rel, key, bytes.fromhex(sha), profile)
+        done += 1
+        if progress and done % 256 == 0:
+            progress(done, total)
     if progress:
         progress(total, total)
     cache.retain(scan.files)
 
-    built = Built(root=Digest("0" * 64), hashed=len(todo))
+    built = Built(root=Digest("0" * 64), hashed=len(todo), file_count=len(results))
     children: dict[str, list[TreeEntry]] = defaultdict(list)
     flat_files: dict[str, tuple[str, int, Any]] = {}
     for rel, (sha, profile) in results.items():
         size = scan.files[rel][1]
-        digest = Digest(sha)
         parent, _, name = rel.rpartition("/")
-        children[parent].append(TreeEntry(name, "file", digest, size, extra=profile or {}))
+        children[parent].append(TreeEntry(name, "file", _trusted_digest(sha), size, extra=profile or {}))
         flat_files[rel] = (sha, size, profile or None)
         built.total_bytes += size
-        prof = profile or {}
-        schema = prof.get("schema")
-        built.files.append(
-            SnapshotFile(
-                rel,
-                digest,
-                size,
-                prof.get("record_count"),
-                tuple((c[0], c[1]) for c in schema) if schema is not None else None,
-                prof.get("note"),
-            )
-        )
+        if profile:
+            if profile.get("record_count") is not None:
+                built.tabular.append((rel, profile["record_count"], profile.get("schema") or []))
+            if profile.get("note"):
+                built.notes.append(f"{rel}: {profile['note']}")
     for rel, target in scan.links.items():
         parent, _, name = rel.rpartition("/")
         children[parent].append(TreeEntry(name, "link", target=target))
-        built.links.append(SnapshotLink(rel, target))
     built.flat = Flat.from_files(flat_files, scan.links, scan.dirs)
     # Folders deepest first, so every subtree digest exists before its parent is encoded.
     for d in sorted(scan.dirs, key=lambda p: p.count("/"), reverse=True):
@@ -151,6 +131,6 @@ def build_tree(
         parent, _, name = d.rpartition("/")
         children[parent].append(TreeEntry(name, "dir", digest, sum(e.size for e in entries)))
     built.root = put_tree(objects, children.pop("", []))
-    built.files.sort(key=lambda f: f.path)
-    built.links.sort(key=lambda link: link.path)
+    built.tabular.sort()
+    built.notes.sort()
     return built

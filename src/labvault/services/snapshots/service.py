@@ -134,8 +134,8 @@ class DataService:
         source_url: str | None,
         source_version: str | None,
     ) -> tuple[Snapshot, bool]:
-        tabular = [f for f in built.files if f.record_count is not None]
-        schemas = [[list(c) for c in f.schema] for f in tabular if f.schema is not None]
+        tabular = built.tabular
+        schemas = [schema for _, _, schema in tabular]
         with self.meta.transaction() as conn:
             latest = repo.get_snapshot(conn, name)
             if latest is not None and latest.content_hash == built.root and latest.kind == kind:
@@ -146,17 +146,17 @@ class DataService:
                 content_hash=built.root,
                 kind=kind,
                 storage_uri=storage_uri,
-                file_count=len(built.files),
+                file_count=built.file_count,
                 total_bytes=built.total_bytes,
                 tabular=bool(tabular),
-                record_count=sum(f.record_count or 0 for f in tabular) if tabular else None,
+                record_count=sum(n for _, n, _ in tabular) if tabular else None,
                 schema_hash=schema_hash(schemas) if tabular else None,
                 created_at=utcnow(),
                 created_by=self._user(),
                 message=message,
                 source_url=source_url,
                 source_version=source_version,
-                notes=tuple(f"{f.path}: {f.note}" for f in built.files if f.note),
+                notes=tuple(built.notes),
             )
             repo.insert_snapshot(conn, snapshot)
             add_refs(conn, snapshot.ref, [(built.root, "tree")])

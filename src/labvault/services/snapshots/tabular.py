@@ -40,9 +40,11 @@ def _suffix(name: str) -> str:
     return name[dot:].lower() if dot > 0 else ""
 
 
+_TABULAR_SUFFIXES = (*_DELIMITERS, *_JSONL, *_PARQUET)
+
+
 def is_tabular_name(name: str) -> bool:
-    s = _suffix(name)
-    return s in _DELIMITERS or s in _JSONL or s in _PARQUET
+    return name.lower().endswith(_TABULAR_SUFFIXES)
 
 
 def schema_hash(schemas: list[list[list[str]]]) -> str:
