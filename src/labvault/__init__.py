@@ -26,6 +26,7 @@ from labvault.errors import (
 )
 
 if TYPE_CHECKING:
+    from labvault.entities import DataDiff, Manifest, Snapshot
     from labvault.refs import DataRef, Digest, ModelRef, RunRef, parse_ref
     from labvault.vault import Vault
 
@@ -33,15 +34,18 @@ __all__ = [
     "AmbiguousReference",
     "CheckFailed",
     "Conflict",
+    "DataDiff",
     "DataRef",
     "Digest",
     "ExternalError",
     "IntegrityError",
     "LabvaultError",
     "LockedError",
+    "Manifest",
     "ModelRef",
     "NotFound",
     "RunRef",
+    "Snapshot",
     "StorageError",
     "ValidationError",
     "Vault",
@@ -55,6 +59,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Vault": "labvault.vault",
+    "DataDiff": "labvault.entities",
+    "Manifest": "labvault.entities",
+    "Snapshot": "labvault.entities",
     "DataRef": "labvault.refs",
     "Digest": "labvault.refs",
     "ModelRef": "labvault.refs",

@@ -28,6 +28,7 @@ from labvault.storage.objects.local import LocalObjectStore
 
 if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
+    from labvault.services.snapshots.service import DataService
     from labvault.storage.meta.store import MetaStore
 
 __all__ = ["Vault"]
@@ -129,6 +130,15 @@ class Vault:
         from labvault.services.maintenance import Maintenance
 
         return Maintenance(objects=self.objects, meta=self.meta)
+
+    @cached_property
+    def data(self) -> DataService:
+        """Data snapshots: ``vault.data.add/get/checkout/open/diff/...``."""
+        from labvault.services.snapshots.service import DataService
+
+        return DataService(
+            objects=self.objects, meta=self.meta, root=self.root, vault_dir=self.dir, user=lambda: self.user
+        )
 
     @cached_property
     def user(self) -> str:

@@ -1,0 +1,210 @@
+"""The stat cache: (inode, size, mtime_ns, ctime_ns) -> sha256, so unchanged files are not re-read.
+
+One file per dataset folder under ``.labvault/cache/stat/`` (a cache: deleting it only costs a
+re-hash). It is safe against "racily clean" files, as git's index is: before a scan we read the
+filesystem clock (the mtime of a file we just wrote, so it is the same clock and granularity as the
+data's timestamps). An entry whose mtime or ctime is not strictly older than that stamp may have
+been modified again within the same timestamp tick after we hashed it, so it is never trusted and
+is re-hashed next time.
+
+Files are hashed with a before/after ``fstat``: a file that changed while being read raises
+:class:`FileChanged` instead of being recorded under a wrong hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+import secrets
+from array import array
+from pathlib import Path
+from typing import Any
+
+from labvault.errors import Conflict
+
+__all__ = ["CHUNK", "FileChanged", "StatCache", "fs_clock_ns", "hash_file", "read_file_checked"]
+
+CHUNK = 8 * 1024 * 1024
+_FORMAT = 2
+_SMALL = 1024 * 1024
+
+StatKey = tuple[int, int, int, int]
+#: (ino, size, mtime_ns, ctime_ns, sha256 digest bytes, tabular profile or None)
+Entry = tuple[int, int, int, int, bytes, Any]
+
+
+class FileChanged(Conflict):
+    """A file changed while it was being read; nothing is recorded under a wrong hash."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(
+            f"{path} changed while it was being read",
+            hint="wait until whatever is writing it has finished, then run the command again",
+        )
+        self.path = str(path)
+
+
+def _key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def read_file_checked(path: Path | str) -> tuple[bytes, tuple[int, int, int, int]] | None:
+    """Read a small file whole, with its stat key; None if it is too large to read at once."""
+    with open(path, "rb", buffering=0) as f:
+        before = os.fstat(f.fileno())
+        if before.st_size > _SMALL:
+            return None
+        data = f.read(before.st_size + 1)
+        after = os.fstat(f.fileno())
+    if len(data) != before.st_size or _key(before) != _key(after):
+        raise FileChanged(path)
+    return data, _key(after)
+
+
+def hash_file(path: Path | str) -> tuple[bytes, tuple[int, int, int, int]]:
+    """sha256 digest (32 bytes) and the stat key, read in large buffers; raises FileChanged on a torn read."""
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        before = os.fstat(f.fileno())
+        if before.st_size <= _SMALL:
+            data = f.read(before.st_size + 1)
+            h.update(data)
+            n = len(data)
+        else:
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            n = 0
+            while k := f.readinto(buf):
+                h.update(view[:k])
+                n += k
+        after = os.fstat(f.fileno())
+    if n != before.st_size or _key(before) != _key(after):
+        raise FileChanged(path)
+    return h.digest(), _key(after)
+
+
+def fs_clock_ns(where: Path) -> int:
+    """The filesystem's current time as it stamps files (same clock and granularity as the data)."""
+    where.mkdir(parents=True, exist_ok=True)
+    probe = where / ".stamp"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, b"x")
+        return os.fstat(fd).st_mtime_ns
+    finally:
+        os.close(fd)
+
+
+class StatCache:
+    """The cached hashes of one dataset folder's working copy.
+
+    Stored columnar (paths joined by NUL, the stat keys as one int64 array, digests as one bytes
+    string), so 20,000 entries load in milliseconds; entries put since loading live in a dict.
+    """
+
+    def __init__(self, path: Path, stamp_ns: int = 0, synced: str | None = None) -> None:
+        self.path = path
+        self.stamp_ns = stamp_ns  # entries not strictly older than this are racy
+        # The root tree (hex) this working copy was last made equal to by `add` or `checkout`: the
+        # baseline for "local modifications", which survives a `git checkout` of labvault.lock.
+        self.synced = synced
+        self.dirty = False
+        self._paths: list[str] = []
+        self._index: dict[str, int] = {}
+        self._keys: array[int] = array("q")
+        self._digests = b""
+        self._profiles: dict[int, Any] = {}
+        self._new: dict[str, Entry] = {}
+        self._keep: set[str] | dict[str, Any] | None = None
+
+    @classmethod
+    def for_dataset(cls, vault_dir: Path, dataset_path: Path | str) -> StatCache:
+        key = hashlib.sha256(os.fsencode(os.path.abspath(dataset_path))).hexdigest()[:24]
+        return cls.load(vault_dir / "cache" / "stat" / f"{key}.bin")
+
+    @classmethod
+    def load(cls, path: Path) -> StatCache:
+        try:
+            with open(path, "rb") as f:
+                fmt, stamp, synced, joined, keys, digests, profiles = marshal.load(f)
+            if fmt != _FORMAT:
+                raise ValueError("old format")
+            cache = cls(path, stamp, synced)
+            cache._paths = joined.split("\0") if joined else []
+            cache._keys.frombytes(keys)
+            if not len(cache._keys) == 4 * len(cache._paths) == len(digests) // 8:
+                raise ValueError("inconsistent")
+            cache._index = dict(zip(cache._paths, range(len(cache._paths)), strict=True))
+            cache._digests = digests
+            cache._profiles = profiles
+            return cache
+        except (OSError, ValueError, EOFError, TypeError):
+            return cls(path)  # a missing or unreadable cache is an empty one
+
+    def lookup(self, rel: str, key: StatKey) -> tuple[bytes, Any] | None:
+        """(digest, profile) if the file is unchanged since it was hashed and not racily clean."""
+        stamp = self.stamp_ns
+        if self._new:
+            e = self._new.get(rel)
+            if e is not None:
+                if (e[0], e[1], e[2], e[3]) != key or e[2] >= stamp or e[3] >= stamp:
+                    return None
+                return e[4], e[5]
+        i = self._index.get(rel)
+        if i is None:
+            return None
+        k = self._keys
+        j = 4 * i
+        if k[j] != key[0] or k[j + 1] != key[1] or k[j + 2] != key[2] or k[j + 3] != key[3]:
+            return None
+        if key[2] >= stamp or key[3] >= stamp:
+            return None
+        return self._digests[32 * i : 32 * i + 32], self._profiles.get(i)
+
+    def columns(self) -> tuple[dict[str, int], array[int], bytes, int] | None:
+        """(index, keys, digests, stamp) for a hot loop to inline :meth:`lookup`; None after puts."""
+        return None if self._new else (self._index, self._keys, self._digests, self.stamp_ns)
+
+    def put(self, rel: str, key: StatKey, digest: bytes, profile: Any = None) -> None:
+        self._new[rel] = (key[0], key[1], key[2], key[3], digest, profile)
+        self.dirty = True
+
+    def retain(self, keep: set[str] | dict[str, Any]) -> None:
+        """Drop entries for paths that no longer exist (when saved)."""
+        self._keep = keep
+        if any(p not in keep for p in self._paths) or any(p not in keep for p in self._new):
+            self.dirty = True
+
+    def save(self, stamp_ns: int) -> None:
+        """Write atomically (no fsync: it is a cache). ``stamp_ns`` is the clock read before the scan."""
+        keep, new = self._keep, self._new
+        paths: list[str] = []
+        keys = array("q")
+        digests: list[bytes] = []
+        profiles: dict[int, Any] = {}
+        k, d = self._keys, self._digests
+        for i, p in enumerate(self._paths):
+            if p in new or (keep is not None and p not in keep):
+                continue
+            if i in self._profiles:
+                profiles[len(paths)] = self._profiles[i]
+            paths.append(p)
+            keys.extend(k[4 * i : 4 * i + 4])
+            digests.append(d[32 * i : 32 * i + 32])
+        for p, e in new.items():
+            if keep is not None and p not in keep:
+                continue
+            if e[5] is not None:
+                profiles[len(paths)] = e[5]
+            paths.append(p)
+            keys.extend(e[:4])
+            digests.append(e[4])
+        doc = (_FORMAT, stamp_ns, self.synced, "\0".join(paths), keys.tobytes(), b"".join(digests), profiles)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
+        with open(tmp, "wb") as f:
+            marshal.dump(doc, f)
+        os.replace(tmp, self.path)
+        self.stamp_ns = stamp_ns
+        self.dirty = False
