@@ -312,7 +312,7 @@ class Tracking:
         source = Path(path)
         art_name = _artifacts.artifact_name(name or source.name or str(source))
         artifact = _artifacts.store_path(self.objects, source, name=art_name)
-        self._record_artifact(run_id, artifact, role=role)
+        self.record_artifact(run_id, artifact, role=role)
         return artifact
 
     def log_bytes(self, run_id: str, data: bytes, *, name: str) -> Artifact:
@@ -320,7 +320,7 @@ class Tracking:
         with self.objects.batch():
             digest = self.objects.put_bytes(data)
         artifact = Artifact(art_name, digest, "file", len(data), None)
-        self._record_artifact(run_id, artifact, role="artifact")
+        self.record_artifact(run_id, artifact, role="artifact")
         return artifact
 
     def log_output(self, run_id: str, data: bytes) -> Digest:
@@ -331,7 +331,7 @@ class Tracking:
             add_refs(conn, _owner(run_id), [(digest, "blob")])
         return digest
 
-    def _record_artifact(self, run_id: str, artifact: Artifact, *, role: str) -> None:
+    def record_artifact(self, run_id: str, artifact: Artifact, *, role: str) -> None:
         with self.meta.transaction() as conn:
             self._require_open(conn, run_id)
             repo.add_artifact(conn, run_id, artifact, role=role, now=utcnow())
