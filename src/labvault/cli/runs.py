@@ -55,9 +55,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "tags": run.tags,
         "inputs": list(run.inputs),
         "outputs": [a.name for a in run.outputs],
-        "artifacts": [
-            {"name": a.name, "kind": a.kind, "sha256": str(a.digest), "size": a.size} for a in run.artifacts
-        ],
+        "artifacts": [{"name": a.name, "kind": a.kind, "sha256": str(a.digest), "size": a.size} for a in run.artifacts],
         "deleted_at": _time(run.deleted_at),
     }
 
@@ -78,7 +76,9 @@ def _short(value: float) -> str:
 
 
 def run_cmd(
-    command: list[str] = typer.Argument(..., help="The command and its arguments, after `--`.", metavar="-- CMD ARGS..."),
+    command: list[str] = typer.Argument(
+        ..., help="The command and its arguments, after `--`.", metavar="-- CMD ARGS..."
+    ),
     project: str | None = typer.Option(None, "--project", "-p", help="Project name (default: the project folder's)."),
     name: str | None = typer.Option(None, "--name", "-n", help="Run name (default: the script or command name)."),
     config: list[str] = typer.Option([], "--config", "-c", help="A config file to record byte for byte (repeatable)."),
@@ -123,7 +123,7 @@ def run_cmd(
 def list_cmd(
     project: str | None = typer.Option(None, "--project", "-p", help="Only runs of this project."),
     filter_: str | None = typer.Option(
-        None, "--filter", "-f", help="A filter, e.g. \"metrics.auc > 0.9 and params.depth = 4\" (docs/tracking.md)."
+        None, "--filter", "-f", help='A filter, e.g. "metrics.auc > 0.9 and params.depth = 4" (docs/tracking.md).'
     ),
     sort: str | None = typer.Option(
         None, "--sort", "-s", help="Sort key: metrics.KEY, params.KEY, name, started...; '-' first for descending."
@@ -177,7 +177,10 @@ def show(run: str = RUN_ARG, json_output: bool = JSON) -> None:
         ("user", f"{doc['user']} on {doc['host']}"),
         ("command", " ".join(doc["command"] or [])),
         ("cwd", doc["cwd"]),
-        ("commit", f"{code['commit']} ({code['branch']})" + (" dirty" if code["dirty"] else "") if code["commit"] else None),
+        (
+            "commit",
+            f"{code['commit']} ({code['branch']})" + (" dirty" if code["dirty"] else "") if code["commit"] else None,
+        ),
         ("patch", code["patch"]),
         ("inputs", ", ".join(i["ref"] for i in doc["inputs"]) or None),
         ("config", ", ".join(c["path"] for c in doc["config"]) or None),

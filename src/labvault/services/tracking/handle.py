@@ -259,6 +259,7 @@ class ActiveRun:
             if self.owned:
                 self._service.finish(self.id, status=status, error=error, exit_code=exit_code)
         finally:
+            self._service.close()
             self._closed = True
             self._restore_signal_handlers()
             if self._on_close is not None:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from labvault.services.tracking.names import (
     validate_run_name,
 )
 from labvault.storage.meta.repos import runs as repo
+from labvault.storage.meta.repos.metric_appender import MetricAppender
 from labvault.storage.meta.repos.object_refs import RefKind, add_refs
 from labvault.storage.meta.repos.run_query import compile_filter, compile_sort
 from labvault.storage.meta.store import MetaStore
@@ -48,8 +50,52 @@ __all__ = ["InputResolver", "Tracking"]
 InputResolver = Callable[[str], str | None]
 
 
+_GIT_WRITE_DELAY = 1.0  # seconds
+
+
 def _owner(run_id: str) -> str:
     return f"run:{run_id}"
+
+
+class _PendingGit:
+    """A git capture in flight; whoever claims it first (its thread, or the run's end) writes it."""
+
+    def __init__(self) -> None:
+        self.state: GitState | None = None
+        self.ready = threading.Event()
+        self.finishing = threading.Event()
+        self._lock = threading.Lock()
+        self._claimed = False
+
+    def claim(self) -> bool:
+        with self._lock:
+            if self._claimed:
+                return False
+            self._claimed = True
+            return True
+
+
+def _merge_capture(
+    conn: Connection,
+    run_id: str,
+    update: Mapping[str, Any],
+    refs: Sequence[tuple[Digest, RefKind]],
+    *,
+    current: str | None = None,
+) -> None:
+    if current is None:
+        row = conn.execute(sa.select(runs_table.c.capture).where(runs_table.c.id == run_id).with_for_update()).first()
+        if row is None:
+            raise NotFound(f"no run run:{run_id}")
+        current = row[0]
+    doc = json.loads(current)
+    for key, value in update.items():
+        if isinstance(value, list) and isinstance(doc.get(key), list):
+            doc[key] = doc[key] + value
+        else:
+            doc[key] = value
+    repo.update_run(conn, run_id, capture=json.dumps(doc, sort_keys=True))
+    add_refs(conn, _owner(run_id), refs)
 
 
 class Tracking:
@@ -71,7 +117,10 @@ class Tracking:
         self.default_project = default_project
         self.root = root
         self.resolve_input = resolve_input
-        self._git_threads: dict[str, threading.Thread] = {}
+        self._git_pending: dict[str, _PendingGit] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._keys: set[str] = set()
 
     # -- creating -------------------------------------------------------------------------------
     def create(
@@ -151,8 +200,7 @@ class Tracking:
             }
             try:
                 with self.meta.transaction() as conn:
-                    if repo.run_row(conn, run_id) is not None:
-                        continue  # 48 random bits: a collision is rare, but it must not overwrite
+                    # 48 random bits: a collision is rare; the primary key refuses it and we draw again.
                     repo.insert_run(conn, row)
                     add_refs(conn, _owner(run_id), object_refs)
                     repo.set_tags(conn, run_id, tag_values)
@@ -162,10 +210,23 @@ class Tracking:
         else:  # pragma: no cover - five collisions in a row
             raise Conflict("could not allocate a unique run id", hint="retry")
         if capture and git_sync is None:
-            thread = threading.Thread(target=self._capture_git_later, args=(run_id, here), daemon=True)
-            self._git_threads[run_id] = thread
-            thread.start()
-        return self.get(run_id)
+            pending = _PendingGit()
+            self._git_pending[run_id] = pending
+            self._git_worker().submit(self._capture_git_later, run_id, here, pending)
+        return Run(
+            id=run_id,
+            project=project,
+            name=name,
+            status="running",
+            started_at=now,
+            tags=dict(sorted(tag_values.items())),
+            inputs=tuple(refs),
+            parent_id=parent_id,
+            user=self.user,
+            host=row["host"],
+            seed=seed,
+            capture=doc,
+        )
 
     def _apply_git(self, doc: dict[str, Any], state: GitState, refs: list[tuple[Digest, RefKind]]) -> None:
         doc["git"] = state.info or None
@@ -175,23 +236,45 @@ class Tracking:
             doc["patch"] = str(digest)
             refs.append((digest, "blob"))
 
-    def _capture_git_later(self, run_id: str, cwd: Path) -> None:
-        try:
-            state = capture_git(cwd)
-            refs: list[tuple[Digest, RefKind]] = []
-            update: dict[str, Any] = {}
-            self._apply_git(update, state, refs)
-            self.update_capture(run_id, update, refs=refs)
-        except Exception as exc:  # capture never breaks a run
-            try:
-                self.update_capture(run_id, {"warnings": [f"git: capture failed: {type(exc).__name__}: {exc}"]})
-            except Exception:
-                pass
+    def _git_worker(self) -> ThreadPoolExecutor:
+        # One long-lived thread: starting a thread per run costs more than the capture itself.
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labvault-git")
+        return self._executor
 
-    def wait_for_capture(self, run_id: str) -> None:
-        thread = self._git_threads.pop(run_id, None)
-        if thread is not None:
-            thread.join()
+    def _capture_git_later(self, run_id: str, cwd: Path, pending: _PendingGit) -> None:
+        try:
+            pending.state = capture_git(cwd)
+        except Exception as exc:  # capture never breaks a run
+            pending.state = GitState(warnings=[f"git: capture failed: {type(exc).__name__}: {exc}"])
+        pending.ready.set()
+        # A short run records git with its end (one transaction fewer to contend with); a long one
+        # gets it written now, so that a run killed later still says which code it ran.
+        if pending.finishing.wait(_GIT_WRITE_DELAY) or not pending.claim():
+            return
+        try:
+            update, refs = self._git_update(pending.state)
+            self.update_capture(run_id, update, refs=refs)
+        except Exception:  # the run may be gone (deleted vault in a test, closed store): nothing to add to
+            pass
+
+    def _git_update(self, state: GitState) -> tuple[dict[str, Any], list[tuple[Digest, RefKind]]]:
+        update: dict[str, Any] = {}
+        refs: list[tuple[Digest, RefKind]] = []
+        with self.objects.batch():
+            self._apply_git(update, state, refs)
+        return update, refs
+
+    def _take_git(self, run_id: str) -> tuple[dict[str, Any], list[tuple[Digest, RefKind]]] | None:
+        """Wait for the run's git capture; the git update to write with its end, if not written yet."""
+        pending = self._git_pending.pop(run_id, None)
+        if pending is None:
+            return None
+        pending.finishing.set()
+        pending.ready.wait()
+        if not pending.claim() or pending.state is None:
+            return None
+        return self._git_update(pending.state)
 
     def _check_inputs(self, inputs: Iterable[str]) -> list[str]:
         if isinstance(inputs, str):
@@ -272,12 +355,14 @@ class Tracking:
 
     # -- logging --------------------------------------------------------------------------------
     def _require_open(self, conn: Connection, run_id: str) -> None:
-        row = repo.run_row(conn, run_id)
-        if row is None:
+        self._check_status(run_id, repo.run_status(conn, run_id))
+
+    def _check_status(self, run_id: str, status: str | None) -> None:
+        if status is None:
             raise NotFound(f"no run run:{run_id}", hint="list runs with `labvault runs list`")
-        if row.status != "running":
+        if status != "running":
             raise Conflict(
-                f"run:{run_id} is {row.status}; a run that ended is never changed",
+                f"run:{run_id} is {status}; a run that ended is never changed",
                 hint=f"resume it with lv.start_run(run_id={run_id!r}) unless it finished, or start a new run",
             )
 
@@ -297,13 +382,30 @@ class Tracking:
         """Append ``(key, value, step)`` points in one transaction; durable when this returns."""
         stamp = ts_ms if ts_ms is not None else time.time_ns() // 1_000_000
         rows: list[repo.MetricRow] = []
+        keys = self._keys
         for key, value, step in points:
-            validate_key(key, what="metric")
+            if key not in keys:
+                validate_key(key, what="metric")
+                if len(keys) < 100_000:
+                    keys.add(key)
             if isinstance(step, bool) or not isinstance(step, int):
                 raise ValidationError(f"metric {key!r}: step must be an integer, got {step!r}", hint="pass step=<int>")
             rows.append((run_id, key, step, stamp, metric_value(key, value)))
-        with self.meta.transaction() as conn:
-            repo.append_metrics(conn, rows)
+        self._appender().append(rows)
+
+    def _appender(self) -> MetricAppender:
+        # One per thread: each holds a connection, and SQLite connections are not for sharing.
+        appender: MetricAppender | None = getattr(self._local, "appender", None)
+        if appender is None:
+            appender = self._local.appender = MetricAppender(self.meta)
+        return appender
+
+    def close(self) -> None:
+        """Release this thread's metric connection (the vault's close disposes of the rest)."""
+        appender = getattr(self._local, "appender", None)
+        if appender is not None:
+            appender.close()
+            self._local.appender = None
 
     def log_artifact(
         self, run_id: str, path: str | os.PathLike[str], *, name: str | None = None, role: str = "artifact"
@@ -342,19 +444,7 @@ class Tracking:
     ) -> None:
         """Merge ``update`` into the run's capture document (lists such as warnings are extended)."""
         with self.meta.transaction() as conn:
-            row = conn.execute(
-                sa.select(runs_table.c.capture).where(runs_table.c.id == run_id).with_for_update()
-            ).first()
-            if row is None:
-                raise NotFound(f"no run run:{run_id}")
-            doc = json.loads(row[0])
-            for key, value in update.items():
-                if isinstance(value, list) and isinstance(doc.get(key), list):
-                    doc[key] = doc[key] + value
-                else:
-                    doc[key] = value
-            repo.update_run(conn, run_id, capture=json.dumps(doc, sort_keys=True))
-            add_refs(conn, _owner(run_id), refs)
+            _merge_capture(conn, run_id, update, refs)
 
     def add_inputs(self, run_id: str, inputs: Iterable[str]) -> None:
         new = self._check_inputs(inputs)
@@ -391,12 +481,16 @@ class Tracking:
         status: RunStatus = "finished",
         exit_code: int | None = None,
         error: str | None = None,
-    ) -> Run:
-        self.wait_for_capture(run_id)
+    ) -> None:
+        """End a running run; waits for its git capture first, so a run that ended has it."""
+        git = self._take_git(run_id)
         with self.meta.transaction() as conn:
-            self._require_open(conn, run_id)
-            repo.update_run(conn, run_id, status=status, ended_at=utcnow(), exit_code=exit_code, error=error)
-        return self.get(run_id)
+            found = repo.status_and_capture(conn, run_id)
+            self._check_status(run_id, found[0] if found else None)
+            if git is not None:
+                assert found is not None
+                _merge_capture(conn, run_id, *git, current=found[1])
+            repo.end_run(conn, run_id, status=status, ended_at=utcnow(), exit_code=exit_code, error=error)
 
     def resume(self, ref: str) -> Run:
         """Reopen a run that did not finish (running, failed or killed)."""

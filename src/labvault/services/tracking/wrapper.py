@@ -97,8 +97,8 @@ def run_command(
     if executable is None:
         what = "not found" if early == EXIT_NOT_FOUND else "not executable"
         assert early is not None
-        done = service.finish(run.id, status="failed", exit_code=early, error=f"command {argv[0]!r} {what}")
-        return WrappedResult(done, early, ())
+        service.finish(run.id, status="failed", exit_code=early, error=f"command {argv[0]!r} {what}")
+        return WrappedResult(service.get(run.id), early, ())
     received: list[int] = []
     with tempfile.TemporaryFile() as out_sink, tempfile.TemporaryFile() as err_sink:
         try:
@@ -111,8 +111,8 @@ def run_command(
             )
         except OSError as exc:
             code = EXIT_NOT_EXECUTABLE if isinstance(exc, PermissionError) else EXIT_WRAPPER
-            done = service.finish(run.id, status="failed", exit_code=code, error=f"cannot start {argv[0]!r}: {exc}")
-            return WrappedResult(done, code, ())
+            service.finish(run.id, status="failed", exit_code=code, error=f"cannot start {argv[0]!r}: {exc}")
+            return WrappedResult(service.get(run.id), code, ())
 
         def _forward(signum: int, frame: FrameType | None) -> None:
             received.append(signum)
@@ -187,5 +187,5 @@ def _finish(
         error = "declared outputs were not produced: " + ", ".join(missing)
     else:
         code, status, error = 0, "finished", None
-    done = service.finish(run.id, status=status, exit_code=returncode if returncode >= 0 else code, error=error)
-    return WrappedResult(done, code, tuple(missing))
+    service.finish(run.id, status=status, exit_code=returncode if returncode >= 0 else code, error=error)
+    return WrappedResult(service.get(run.id), code, tuple(missing))

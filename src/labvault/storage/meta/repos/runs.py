@@ -24,6 +24,7 @@ __all__ = [
     "append_metrics",
     "as_utc",
     "decode_metric",
+    "end_run",
     "encode_metric",
     "insert_run",
     "load_runs",
@@ -31,6 +32,8 @@ __all__ = [
     "max_steps",
     "metric_history",
     "run_row",
+    "run_status",
+    "status_and_capture",
     "set_tags",
     "update_run",
 ]
@@ -80,28 +83,53 @@ def number_of(value: object) -> float | None:
 
 # -- writes ----------------------------------------------------------------------------------------
 def insert_run(conn: Connection, row: Mapping[str, Any]) -> None:
-    conn.execute(sa.insert(runs), [dict(row)])
+    conn.execute(_INSERT_RUN, [dict(row)])
 
 
 def update_run(conn: Connection, run_id: str, **values: Any) -> int:
     return conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values)).rowcount
 
 
+# Statements of the hot paths, built once (building and coercing a statement costs more than running it).
+_STATUS = sa.select(runs.c.status).where(runs.c.id == sa.bindparam("b_id"))
+_STATUS_CAPTURE = sa.select(runs.c.status, runs.c.capture).where(runs.c.id == sa.bindparam("b_id"))
+_PARAMS_OF = sa.select(run_params.c.key, run_params.c.text).where(run_params.c.run_id == sa.bindparam("b_id"))
+_INSERT_PARAMS = sa.insert(run_params)
+_INSERT_RUN = sa.insert(runs)
+_END = (
+    sa.update(runs)
+    .where(runs.c.id == sa.bindparam("b_id"))
+    .values(
+        status=sa.bindparam("b_status"),
+        ended_at=sa.bindparam("b_ended_at"),
+        exit_code=sa.bindparam("b_exit_code"),
+        error=sa.bindparam("b_error"),
+    )
+)
+
+
+def run_status(conn: Connection, run_id: str) -> str | None:
+    return conn.execute(_STATUS, {"b_id": run_id}).scalar()
+
+
+def status_and_capture(conn: Connection, run_id: str) -> tuple[str, str] | None:
+    row = conn.execute(_STATUS_CAPTURE, {"b_id": run_id}).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def end_run(
+    conn: Connection, run_id: str, *, status: str, ended_at: datetime, exit_code: int | None, error: str | None
+) -> None:
+    conn.execute(
+        _END, {"b_id": run_id, "b_status": status, "b_ended_at": ended_at, "b_exit_code": exit_code, "b_error": error}
+    )
+
+
 def add_params(conn: Connection, run_id: str, params: Mapping[str, tuple[str, str]]) -> None:
     """Insert params given as ``key -> (json, text)``; the same value again is a no-op, another is Conflict."""
     if not params:
         return
-    existing: dict[str, str] = {}
-    keys = list(params)
-    for i in range(0, len(keys), _CHUNK):
-        chunk = keys[i : i + _CHUNK]
-        existing.update(
-            conn.execute(
-                sa.select(run_params.c.key, run_params.c.text).where(
-                    run_params.c.run_id == run_id, run_params.c.key.in_(chunk)
-                )
-            ).all()
-        )
+    existing = {k: t for k, t in conn.execute(_PARAMS_OF, {"b_id": run_id}) if k in params}
     for key, old in existing.items():
         if old != params[key][1]:
             raise Conflict(
@@ -114,7 +142,7 @@ def add_params(conn: Connection, run_id: str, params: Mapping[str, tuple[str, st
         if k not in existing
     ]
     if new:
-        conn.execute(sa.insert(run_params), new)
+        conn.execute(_INSERT_PARAMS, new)
 
 
 def set_tags(conn: Connection, run_id: str, tags: Mapping[str, str]) -> None:
