@@ -37,8 +37,9 @@ def vault_project(cli: Cli, project: Path) -> Path:
     return project
 
 
-def _train(cli: Cli, *args: str, depth: int = 4, opt: str = "adam", loss: float = 0.2, auc: float = 0.95,
-           expect: int = 0) -> subprocess.CompletedProcess[str]:
+def _train(
+    cli: Cli, *args: str, depth: int = 4, opt: str = "adam", loss: float = 0.2, auc: float = 0.95, expect: int = 0
+) -> subprocess.CompletedProcess[str]:
     return cli("run", *args, "--", sys.executable, "train.py", str(depth), opt, str(loss), str(auc), expect=expect)
 
 
@@ -49,24 +50,43 @@ def _last_id(cli: Cli) -> str:
 def test_run_wraps_a_python_script(cli: Cli, vault_project: Path) -> None:
     out_dir = vault_project / "out"
     proc = cli(
-        "run", "--project", "fraud", "--name", "baseline", "--config", "config.yaml", "--input", "data:tx@v3",
-        "--seed", "42", "--output", "model.txt", "--output", "out",
-        "--", sys.executable, "-c",
+        "run",
+        "--project",
+        "fraud",
+        "--name",
+        "baseline",
+        "--config",
+        "config.yaml",
+        "--input",
+        "data:tx@v3",
+        "--seed",
+        "42",
+        "--output",
+        "model.txt",
+        "--output",
+        "out",
+        "--",
+        sys.executable,
+        "-c",
         "import subprocess, sys, os; "
         "open('model.txt', 'w').write('weights'); os.makedirs('out/sub', exist_ok=True); "
         "open('out/sub/a.txt', 'w').write('a'); "
         "print('hello from the command'); print('warn', file=sys.stderr); "
-        f"subprocess.run([sys.executable, 'train.py', '4', 'adam', '0.2', '0.95'], check=True)",
+        "subprocess.run([sys.executable, 'train.py', '4', 'adam', '0.2', '0.95'], check=True)",
     )
-    assert "hello from the command" in proc.stdout and "seed 42 42" in proc.stdout
+    assert "hello from the command" in proc.stdout
+    assert "seed 42 42" in proc.stdout
     assert "warn" in proc.stderr
     assert out_dir.is_dir()
     runs = json.loads(cli("runs", "list", "--json").stdout)
     assert len(runs) == 1
     run = runs[0]
     assert run["ref"] == f"run:{run['id']}"
-    assert run["status"] == "finished" and run["exit_code"] == 0 and run["seed"] == 42
-    assert run["project"] == "fraud" and run["name"] == "baseline"
+    assert run["status"] == "finished"
+    assert run["exit_code"] == 0
+    assert run["seed"] == 42
+    assert run["project"] == "fraud"
+    assert run["name"] == "baseline"
     assert run["params"] == {"depth": 4, "optimizer": "adam"}
     assert run["metrics"] == {"auc": 0.95, "loss": 0.2}
     assert run["inputs"] == ["data:tx@v3"]
@@ -79,7 +99,8 @@ def test_run_wraps_a_python_script(cli: Cli, vault_project: Path) -> None:
     stdout = cli("object", "cat", shown["stdout"]).stdout
     assert "hello from the command" in stdout
     exported = yaml.safe_load(cli("runs", "export", run["id"]).stdout)
-    assert exported["id"] == run["id"] and exported["seed"] == 42
+    assert exported["id"] == run["id"]
+    assert exported["seed"] == 42
     assert exported["environment"]["sha256"].startswith("sha256:")
     assert {a["name"]: a["sha256"] for a in exported["artifacts"]}["model.txt"].startswith("sha256:")
     assert json.loads(cli("runs", "export", run["id"], "--format", "json").stdout) == exported
@@ -91,13 +112,15 @@ def test_exit_codes(cli: Cli, vault_project: Path) -> None:
     proc = cli("run", "--", "no-such-command-xyz", expect=127)
     assert "not found" in proc.stderr
     failed = json.loads(cli("runs", "list", "--json", "--limit", "1").stdout)[0]
-    assert failed["status"] == "failed" and failed["exit_code"] == 127
+    assert failed["status"] == "failed"
+    assert failed["exit_code"] == 127
     (vault_project / "notexec.sh").write_text("echo hi\n")
     cli("run", "--", "./notexec.sh", expect=126)
     proc = cli("run", "--output", "never.txt", "--", "true", expect=1)
     assert "never.txt" in proc.stderr
     missing = json.loads(cli("runs", "list", "--json", "--limit", "1").stdout)[0]
-    assert missing["status"] == "failed" and "never.txt" in missing["error"]
+    assert missing["status"] == "failed"
+    assert "never.txt" in missing["error"]
     cli("run", "--", "sh", "-c", "kill -TERM $$", expect=128 + 15)
     assert json.loads(cli("runs", "list", "--json", "--limit", "1").stdout)[0]["status"] == "killed"
     cli("run", "--input", "not-a-ref", "--", "true", expect=2)
@@ -109,7 +132,11 @@ def test_wrapper_forwards_sigterm(cli: Cli, vault_project: Path) -> None:
     env = {**os.environ, "NO_COLOR": "1"}
     proc = subprocess.Popen(
         [LABVAULT, "run", "--", sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
-        cwd=vault_project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=vault_project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "up"
@@ -149,7 +176,8 @@ def test_list_filter_sort_compare(cli: Cli, vault_project: Path) -> None:
     assert compared["metrics"]["auc"]["differs"] is True
     assert compared["environment"]["sha256"]["differs"] is False
     human = cli("runs", "compare", *ids).stdout
-    assert "params.depth" in human and "*" in human
+    assert "params.depth" in human
+    assert "*" in human
     cli("runs", "compare", ids[0], expect=2)
 
 
@@ -157,7 +185,8 @@ def test_show_export_delete_restore(cli: Cli, vault_project: Path) -> None:
     _train(cli, "--name", "x")
     run_id = _last_id(cli)
     shown = cli("runs", "show", run_id).stdout
-    assert "loss" in shown and run_id in shown
+    assert "loss" in shown
+    assert run_id in shown
     exported = yaml.safe_load(cli("runs", "export", f"run:{run_id}").stdout)
     assert exported["params"] == {"depth": 4, "optimizer": "adam"}
     assert exported["code"]["commit"] is None  # not a git repository: recorded as a warning
@@ -176,7 +205,8 @@ def test_show_export_delete_restore(cli: Cli, vault_project: Path) -> None:
 
 def test_unknown_and_bad_run_references(cli: Cli, vault_project: Path) -> None:
     proc = cli("runs", "show", "abcdef", expect=3)
-    assert "no run" in proc.stderr and "hint:" in proc.stderr
+    assert "no run" in proc.stderr
+    assert "hint:" in proc.stderr
     cli("runs", "show", "run:zz", expect=2)
     cli("runs", "show", "abc", expect=2)
     cli("runs", "export", "abcdef123456", expect=3)
@@ -184,8 +214,16 @@ def test_unknown_and_bad_run_references(cli: Cli, vault_project: Path) -> None:
 
 
 def test_help_texts(cli: Cli, project: Path) -> None:
-    for args in (("run",), ("runs",), ("runs", "list"), ("runs", "show"), ("runs", "compare"),
-                 ("runs", "export"), ("runs", "delete"), ("runs", "restore")):
+    for args in (
+        ("run",),
+        ("runs",),
+        ("runs", "list"),
+        ("runs", "show"),
+        ("runs", "compare"),
+        ("runs", "export"),
+        ("runs", "delete"),
+        ("runs", "restore"),
+    ):
         proc = cli(*args, "--help")
         assert "Usage" in proc.stdout
     start = time.perf_counter()

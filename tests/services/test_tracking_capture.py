@@ -25,8 +25,13 @@ echo "| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   CUDA Version: 12.2 
 
 
 def _git(root: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@e"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+    }
     return subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True, text=True).stdout
 
 
@@ -45,7 +50,8 @@ def repo(tmp_path: Path) -> Path:
 
 def test_clean_repository(repo: Path) -> None:
     state = capture_git(repo)
-    assert state.info["dirty"] is False and state.patch is None
+    assert state.info["dirty"] is False
+    assert state.patch is None
     assert state.info["branch"] == "main"
     assert state.info["commit"] == _git(repo, "rev-parse", "HEAD").strip()
     assert state.info["remote"] == "https://example.com/team/repo.git"  # credentials dropped
@@ -58,9 +64,12 @@ def test_dirty_patch_restores_the_tree(repo: Path, tmp_path: Path) -> None:
     (repo / "data.bin").write_bytes(bytes(range(256)))
     (repo / "ignored.txt").write_text("not part of the code\n")
     state = capture_git(repo / "")
-    assert state.info["dirty"] is True and state.patch
+    assert state.info["dirty"] is True
+    assert state.patch
     text = state.patch.decode(errors="replace")
-    assert "new_module.py" in text and "train.py" in text and "ignored.txt" not in text
+    assert "new_module.py" in text
+    assert "train.py" in text
+    assert "ignored.txt" not in text
     assert "GIT binary patch" in text or "Binary files" in text
     assert _git(repo, "status", "--porcelain").count("??") == 2  # the repository's own index is untouched
     clone = tmp_path / "clone"
@@ -77,10 +86,12 @@ def test_dirty_patch_restores_the_tree(repo: Path, tmp_path: Path) -> None:
 
 def test_not_a_repository_and_no_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo: Path) -> None:
     state = capture_git(tmp_path / "nowhere" if (tmp_path / "nowhere").mkdir() is None else tmp_path)
-    assert state.info == {} and "not in a git repository" in state.warnings[0]
+    assert state.info == {}
+    assert "not in a git repository" in state.warnings[0]
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     state = capture_git(repo)
-    assert state.info == {} and "git executable was not found" in state.warnings[0]
+    assert state.info == {}
+    assert "git executable was not found" in state.warnings[0]
 
 
 def test_run_in_a_repository_records_git(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,16 +143,22 @@ def test_environment_with_gpus_container_and_secrets(tmp_path: Path, monkeypatch
     data, warnings = capture_environment(project, sysroot=sysroot, environ=environ, cached=False)
     doc = json.loads(data)
     assert warnings == []
-    assert doc["gpus"]["count"] == 2 and doc["gpus"]["cuda"] == "12.2" and doc["gpus"]["driver"] == "535.104.05"
+    assert doc["gpus"]["count"] == 2
+    assert doc["gpus"]["cuda"] == "12.2"
+    assert doc["gpus"]["driver"] == "535.104.05"
     assert doc["gpus"]["devices"][0]["name"] == "NVIDIA A100-SXM4-40GB"
     assert doc["container"]["image"] == "registry.example/team/train:1.4"
     assert "/.dockerenv" in doc["container"]["markers"]
-    assert doc["cpu"]["model"] == "Test CPU 9000" and doc["memory"] == 1024 * 1024
+    assert doc["cpu"]["model"] == "Test CPU 9000"
+    assert doc["memory"] == 1024 * 1024
     assert doc["os"]["distribution"] == "Test Linux 1"
     assert set(doc["lock_files"]) == {"requirements.txt", "uv.lock"}
-    assert doc["env"]["HF_TOKEN"] == PRESENT and doc["env"]["NVIDIA_API_KEY"] == PRESENT
-    assert doc["env"]["CUDA_VISIBLE_DEVICES"] == "0,1" and "UNRELATED" not in doc["env"]
-    assert "supersecret" not in data.decode() and "nvapi-secret" not in data.decode()
+    assert doc["env"]["HF_TOKEN"] == PRESENT
+    assert doc["env"]["NVIDIA_API_KEY"] == PRESENT
+    assert doc["env"]["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert "UNRELATED" not in doc["env"]
+    assert "supersecret" not in data.decode()
+    assert "nvapi-secret" not in data.decode()
     # Canonical: the same environment gives the same bytes, so runs share one object.
     again, _ = capture_environment(project, sysroot=sysroot, environ=environ, cached=False)
     assert again == data

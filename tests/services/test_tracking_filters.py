@@ -24,10 +24,17 @@ def _make(vault: Vault, name: str, *, params=None, metrics=None, tags=None, stat
 def runs(any_vault: Vault) -> dict[str, str]:
     v = any_vault
     ids = {
-        "a": _make(v, "a", params={"depth": 4, "optimizer": "adam"}, metrics={"auc": 0.95, "loss": 0.2},
-                   tags={"team": "fraud"}),
-        "b": _make(v, "b", params={"depth": "4", "optimizer": "sgd"}, metrics={"auc": 0.85, "loss": 0.7},
-                   tags={"team": "Fraud"}, status="failed"),
+        "a": _make(
+            v, "a", params={"depth": 4, "optimizer": "adam"}, metrics={"auc": 0.95, "loss": 0.2}, tags={"team": "fraud"}
+        ),
+        "b": _make(
+            v,
+            "b",
+            params={"depth": "4", "optimizer": "sgd"},
+            metrics={"auc": 0.85, "loss": 0.7},
+            tags={"team": "Fraud"},
+            status="failed",
+        ),
         "c": _make(v, "c", params={"depth": 10, "optimizer": "rmsprop"}, metrics={"auc": 0.99, "loss": float("nan")}),
         "d": _make(v, "d_x", params={"depth": 2}, metrics={"auc": float("inf")}),
     }
@@ -133,7 +140,7 @@ def test_sort_and_limit(any_vault: Vault, runs: dict[str, str]) -> None:
     assert [r.name for r in any_vault.runs.list(sort="name", limit=2)] == ["a", "b"]
     newest = any_vault.runs.list(limit=1)[0]
     assert newest.name == "d_x"
-    assert [r.name for r in any_vault.runs.list(sort="-started")][0] == "d_x"
+    assert next(r.name for r in any_vault.runs.list(sort="-started")) == "d_x"
     with pytest.raises(ValidationError):
         parse_sort("metrics.auc desc")
     with pytest.raises(ValidationError):

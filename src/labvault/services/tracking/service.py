@@ -7,6 +7,7 @@ before the transaction that records it, and each of those objects is also record
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import secrets
@@ -162,7 +163,7 @@ class Tracking:
             "config": [],
             "warnings": [],
         }
-        object_refs: list[tuple[Digest, RefKind]] = []
+        object_refs: builtins.list[tuple[Digest, RefKind]] = []
         with self.objects.batch():
             if capture:
                 env_bytes, warnings = capture_environment(self.root)
@@ -223,12 +224,12 @@ class Tracking:
             inputs=tuple(refs),
             parent_id=parent_id,
             user=self.user,
-            host=row["host"],
+            host=str(row["host"]),
             seed=seed,
             capture=doc,
         )
 
-    def _apply_git(self, doc: dict[str, Any], state: GitState, refs: list[tuple[Digest, RefKind]]) -> None:
+    def _apply_git(self, doc: dict[str, Any], state: GitState, refs: builtins.list[tuple[Digest, RefKind]]) -> None:
         doc["git"] = state.info or None
         doc.setdefault("warnings", []).extend(state.warnings)
         if state.patch:
@@ -258,14 +259,14 @@ class Tracking:
         except Exception:  # the run may be gone (deleted vault in a test, closed store): nothing to add to
             pass
 
-    def _git_update(self, state: GitState) -> tuple[dict[str, Any], list[tuple[Digest, RefKind]]]:
+    def _git_update(self, state: GitState) -> tuple[dict[str, Any], builtins.list[tuple[Digest, RefKind]]]:
         update: dict[str, Any] = {}
-        refs: list[tuple[Digest, RefKind]] = []
+        refs: builtins.list[tuple[Digest, RefKind]] = []
         with self.objects.batch():
             self._apply_git(update, state, refs)
         return update, refs
 
-    def _take_git(self, run_id: str) -> tuple[dict[str, Any], list[tuple[Digest, RefKind]]] | None:
+    def _take_git(self, run_id: str) -> tuple[dict[str, Any], builtins.list[tuple[Digest, RefKind]]] | None:
         """Wait for the run's git capture; the git update to write with its end, if not written yet."""
         pending = self._git_pending.pop(run_id, None)
         if pending is None:
@@ -276,12 +277,12 @@ class Tracking:
             return None
         return self._git_update(pending.state)
 
-    def _check_inputs(self, inputs: Iterable[str]) -> list[str]:
+    def _check_inputs(self, inputs: Iterable[str]) -> builtins.list[str]:
         if isinstance(inputs, str):
             inputs = [inputs]
         return [str(parse_ref(ref)) for ref in inputs]
 
-    def _read_configs(self, config: Iterable[str | os.PathLike[str]], cwd: Path) -> list[tuple[str, bytes]]:
+    def _read_configs(self, config: Iterable[str | os.PathLike[str]], cwd: Path) -> builtins.list[tuple[str, bytes]]:
         if isinstance(config, str | os.PathLike):
             config = [config]
         out = []
@@ -322,11 +323,11 @@ class Tracking:
         self,
         *,
         project: str | None = None,
-        filter: str | None = None,  # noqa: A002 - the CLI option's name
+        filter: str | None = None,
         sort: str | None = None,
         limit: int | None = None,
         deleted: bool = False,
-    ) -> list[Run]:
+    ) -> builtins.list[Run]:
         """Runs matching ``filter`` (the filter language of docs/tracking.md), newest first by default."""
         query = sa.select(runs_table.c.id)
         query = query.where(runs_table.c.deleted_at.is_not(None) if deleted else runs_table.c.deleted_at.is_(None))
@@ -344,7 +345,7 @@ class Tracking:
             ids = list(conn.execute(query).scalars())
             return repo.load_runs(conn, ids)
 
-    def history(self, ref: str, key: str | None = None) -> dict[str, list[MetricPoint]]:
+    def history(self, ref: str, key: str | None = None) -> dict[str, builtins.list[MetricPoint]]:
         run_id = self.resolve(ref)
         with self.meta.read() as conn:
             return repo.metric_history(conn, run_id, key)
@@ -381,7 +382,7 @@ class Tracking:
     def log_metrics(self, run_id: str, points: Sequence[tuple[str, object, int]], *, ts_ms: int | None = None) -> None:
         """Append ``(key, value, step)`` points in one transaction; durable when this returns."""
         stamp = ts_ms if ts_ms is not None else time.time_ns() // 1_000_000
-        rows: list[repo.MetricRow] = []
+        rows: builtins.list[repo.MetricRow] = []
         keys = self._keys
         for key, value, step in points:
             if key not in keys:
@@ -459,7 +460,7 @@ class Tracking:
     def add_config(self, run_id: str, config: Iterable[str | os.PathLike[str]]) -> None:
         configs = self._read_configs(config, Path.cwd())
         entries = []
-        refs: list[tuple[Digest, RefKind]] = []
+        refs: builtins.list[tuple[Digest, RefKind]] = []
         with self.objects.batch():
             for path, data in configs:
                 digest = self.objects.put_bytes(data)

@@ -9,6 +9,7 @@ and the run ends with the command's exit code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -116,15 +117,14 @@ def run_command(
 
         def _forward(signum: int, frame: FrameType | None) -> None:
             received.append(signum)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signum)
-            except ProcessLookupError:
-                pass
 
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             previous = {s: signal.signal(s, _forward) for s in _FORWARDED}
-        assert child.stdout is not None and child.stderr is not None
+        assert child.stdout is not None
+        assert child.stderr is not None
         pumps = [
             threading.Thread(target=_pump, args=(child.stdout, sys.stdout.buffer, out_sink), daemon=True),
             threading.Thread(target=_pump, args=(child.stderr, sys.stderr.buffer, err_sink), daemon=True),

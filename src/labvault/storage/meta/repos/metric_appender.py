@@ -9,6 +9,7 @@ which otherwise dominate a one-row insert. The commit is the durability point: W
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -94,10 +95,8 @@ class MetricAppender:
     def _discard(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken: nothing more to release
                 conn.invalidate()
-            except Exception:  # already broken: nothing more to release
-                pass
 
     def close(self) -> None:
         with self._lock:

@@ -24,8 +24,8 @@ __all__ = [
     "append_metrics",
     "as_utc",
     "decode_metric",
-    "end_run",
     "encode_metric",
+    "end_run",
     "insert_run",
     "load_runs",
     "match_prefix",
@@ -33,8 +33,8 @@ __all__ = [
     "metric_history",
     "run_row",
     "run_status",
-    "status_and_capture",
     "set_tags",
+    "status_and_capture",
     "update_run",
 ]
 
@@ -256,14 +256,14 @@ def _latest_metrics(conn: Connection, ids: list[str]) -> dict[str, dict[str, flo
 
 def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
     """Full records for ``ids``, in the order given (missing ids are skipped)."""
-    rows: dict[str, sa.Row[Any]] = {}
+    rows: dict[str, Any] = {}
     params: dict[str, dict[str, object]] = defaultdict(dict)
     tags: dict[str, dict[str, str]] = defaultdict(dict)
     metrics: dict[str, dict[str, float]] = {}
     arts: dict[str, list[tuple[str, Artifact]]] = defaultdict(list)
     for chunk in _chunks(ids):
-        for row in conn.execute(sa.select(runs).where(runs.c.id.in_(chunk))):
-            rows[row.id] = row
+        for found in conn.execute(sa.select(runs).where(runs.c.id.in_(chunk))):
+            rows[found.id] = found
         for run_id, key, value in conn.execute(
             sa.select(run_params.c.run_id, run_params.c.key, run_params.c.value).where(run_params.c.run_id.in_(chunk))
         ):
