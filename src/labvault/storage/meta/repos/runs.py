@@ -227,6 +227,15 @@ def metric_history(conn: Connection, run_id: str, key: str | None = None) -> dic
     return dict(out)
 
 
+def _param_value(raw: str) -> object:
+    # Most params are plain strings or integers: skip the JSON parser for those.
+    if raw.startswith('"') and "\\" not in raw:
+        return raw[1:-1]
+    if raw.isdigit():
+        return int(raw)
+    return json.loads(raw)
+
+
 def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
     for i in range(0, len(ids), _CHUNK):
         yield list(ids[i : i + _CHUNK])
@@ -267,7 +276,7 @@ def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
         for run_id, key, value in conn.execute(
             sa.select(run_params.c.run_id, run_params.c.key, run_params.c.value).where(run_params.c.run_id.in_(chunk))
         ):
-            params[run_id][key] = json.loads(value)
+            params[run_id][key] = _param_value(value)
         for run_id, key, text in conn.execute(
             sa.select(run_tags.c.run_id, run_tags.c.key, run_tags.c.text).where(run_tags.c.run_id.in_(chunk))
         ):
