@@ -229,3 +229,10 @@ def test_help_texts(cli: Cli, project: Path) -> None:
     start = time.perf_counter()
     cli("--help")
     assert time.perf_counter() - start < 10
+
+
+def test_absolute_output_path(cli: Cli, vault_project: Path) -> None:
+    target = vault_project / "results" / "final.txt"
+    cli("run", "--output", str(target), "--", "sh", "-c", f"mkdir -p results && echo done > {target}")
+    run = json.loads(cli("runs", "list", "--json").stdout)[0]
+    assert run["outputs"] == ["results/final.txt"]

@@ -57,6 +57,17 @@ def _pump(src: IO[bytes], dest: IO[bytes], sink: IO[bytes]) -> None:
             pass  # our reader went away: keep recording what the command writes
 
 
+def _output_name(given: str, cwd: Path) -> str:
+    """An output's artifact name: its path relative to the working directory, else its base name."""
+    path = Path(given)
+    if path.is_absolute():
+        try:
+            path = path.resolve().relative_to(cwd.resolve())
+        except ValueError:
+            path = Path(path.name)
+    return artifact_name(str(path))
+
+
 def _resolve(command: str, cwd: Path) -> tuple[str | None, int | None]:
     """The executable to run, or the wrapper exit code (126/127) when there is none."""
     if "/" in command:
@@ -85,7 +96,7 @@ def run_command(
     if not argv:
         raise ValidationError("no command to run", hint="write labvault run [OPTIONS] -- CMD ARGS...")
     cwd = Path.cwd()
-    names = [artifact_name(o) for o in outputs]  # refuse bad output paths before anything runs
+    names = [_output_name(o, cwd) for o in outputs]  # refuse bad output paths before anything runs
     run = service.create(project=project, name=name, inputs=inputs, config=config, command=list(argv), cwd=cwd)
     env = {**os.environ, "LABVAULT_RUN_ID": run.id, "LABVAULT_DIR": str(vault_dir.resolve())}
     if seed is not None:
