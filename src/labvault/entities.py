@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -119,7 +120,7 @@ class Run:
     error: str | None = None
     seed: int | None = None
     deleted_at: datetime | None = None
-    capture: dict[str, Any] = field(default_factory=dict)
+    capture: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:

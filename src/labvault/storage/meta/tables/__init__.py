@@ -1,12 +1,20 @@
 """SQLAlchemy Core tables, one module per aggregate; all share one ``MetaData``."""
 
 from labvault.storage.meta.tables.core import metadata, object_refs, vault_meta
-from labvault.storage.meta.tables.runs import run_artifacts, run_metrics, run_params, run_tags, runs
+from labvault.storage.meta.tables.runs import (
+    run_artifacts,
+    run_latest,
+    run_metrics,
+    run_params,
+    run_tags,
+    runs,
+)
 
 __all__ = [
     "metadata",
     "object_refs",
     "run_artifacts",
+    "run_latest",
     "run_metrics",
     "run_params",
     "run_tags",
