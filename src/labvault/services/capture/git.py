@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GitState", "capture_git"]
+__all__ = ["GitState", "cached_git_state", "capture_git"]
 
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _TIMEOUT = 30
@@ -93,15 +93,25 @@ def capture_git(cwd: Path | None = None) -> GitState:
     found = _find_root(here)
     if found is None:
         return GitState(warnings=[f"git: {here} is not in a git repository; no commit recorded"])
-    root, worktree_dir, gitdir = found
     if shutil.which("git") is None:
         return GitState(warnings=["git: the git executable was not found; no commit recorded"])
+    return _cached(*found) or _capture(*found)
+
+
+def cached_git_state(cwd: Path | None = None) -> GitState | None:
+    """The kept state when the tree is unchanged since it was captured (no git process), else None."""
+    found = _find_root((cwd or Path.cwd()).resolve())
+    return _cached(*found) if found is not None else None
+
+
+def _cached(root: Path, worktree_dir: Path, gitdir: Path) -> GitState | None:
     cached = _STATES.get(str(root))
-    if cached is not None:
-        fingerprint = _fingerprint(root, worktree_dir, gitdir, cached.tracked, cached.untracked)
-        if fingerprint is not None and fingerprint == cached.fingerprint:
-            return GitState(dict(cached.state.info), cached.state.patch, list(cached.state.warnings))
-    return _capture(root, worktree_dir, gitdir)
+    if cached is None:
+        return None
+    fingerprint = _fingerprint(root, worktree_dir, gitdir, cached.tracked, cached.untracked)
+    if fingerprint is None or fingerprint != cached.fingerprint:
+        return None
+    return GitState(dict(cached.state.info), cached.state.patch, list(cached.state.warnings))
 
 
 @dataclass(slots=True)
