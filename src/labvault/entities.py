@@ -95,7 +95,7 @@ class MetricPoint:
 class Run:
     """A run record: what ran, on what, how it ended, and what it logged.
 
-    ``metrics`` holds the latest value of each metric (the highest step; the last logged among
+    ``metrics`` holds the latest value of each metric (the highest step; the last written among
     equal steps). ``outputs`` are the artifacts declared with ``labvault run --output``; they are
     also in ``artifacts``. ``capture`` holds what was recorded without any code: git, command,
     environment digest, config files, seeds, stdout/stderr objects and capture warnings.

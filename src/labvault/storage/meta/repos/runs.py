@@ -249,15 +249,24 @@ def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
         yield list(ids[i : i + _CHUNK])
 
 
-def _latest_metrics(conn: Connection, ids: list[str]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = defaultdict(dict)
-    for run_id, key, value, kind in conn.execute(
-        sa.select(run_latest.c.run_id, run_latest.c.key, run_latest.c.value, run_latest.c.kind)
-        .where(run_latest.c.run_id.in_(ids))
-        .order_by(run_latest.c.run_id, run_latest.c.key)
-    ):
-        out[run_id][key] = decode_metric(value, kind)
-    return out
+_IDS: Any = sa.bindparam("b_ids", expanding=True)
+_LOAD_RUNS = sa.select(runs).where(runs.c.id.in_(_IDS))
+_LOAD_PARAMS = (
+    sa.select(run_params.c.run_id, run_params.c.key, run_params.c.value)
+    .where(run_params.c.run_id.in_(_IDS))
+    .order_by(run_params.c.run_id, run_params.c.key)
+)
+_LOAD_TAGS = (
+    sa.select(run_tags.c.run_id, run_tags.c.key, run_tags.c.text)
+    .where(run_tags.c.run_id.in_(_IDS))
+    .order_by(run_tags.c.run_id, run_tags.c.key)
+)
+_LOAD_LATEST = (
+    sa.select(run_latest.c.run_id, run_latest.c.key, run_latest.c.value, run_latest.c.kind)
+    .where(run_latest.c.run_id.in_(_IDS))
+    .order_by(run_latest.c.run_id, run_latest.c.key)
+)
+_LOAD_ARTIFACTS = sa.select(run_artifacts).where(run_artifacts.c.run_id.in_(_IDS)).order_by(run_artifacts.c.name)
 
 
 def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
@@ -265,27 +274,19 @@ def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
     rows: dict[str, Any] = {}
     params: dict[str, dict[str, object]] = defaultdict(dict)
     tags: dict[str, dict[str, str]] = defaultdict(dict)
-    metrics: dict[str, dict[str, float]] = {}
+    metrics: dict[str, dict[str, float]] = defaultdict(dict)
     arts: dict[str, list[tuple[str, Artifact]]] = defaultdict(list)
     for chunk in _chunks(ids):
-        for found in conn.execute(sa.select(runs).where(runs.c.id.in_(chunk))):
+        bound = {"b_ids": chunk}
+        for found in conn.execute(_LOAD_RUNS, bound).all():
             rows[found.id] = found
-        for run_id, key, value in conn.execute(
-            sa.select(run_params.c.run_id, run_params.c.key, run_params.c.value)
-            .where(run_params.c.run_id.in_(chunk))
-            .order_by(run_params.c.run_id, run_params.c.key)
-        ):
+        for run_id, key, value in conn.execute(_LOAD_PARAMS, bound).all():
             params[run_id][key] = _param_value(value)
-        for run_id, key, text in conn.execute(
-            sa.select(run_tags.c.run_id, run_tags.c.key, run_tags.c.text)
-            .where(run_tags.c.run_id.in_(chunk))
-            .order_by(run_tags.c.run_id, run_tags.c.key)
-        ):
+        for run_id, key, text in conn.execute(_LOAD_TAGS, bound).all():
             tags[run_id][key] = text
-        metrics.update(_latest_metrics(conn, chunk))
-        for a in conn.execute(
-            sa.select(run_artifacts).where(run_artifacts.c.run_id.in_(chunk)).order_by(run_artifacts.c.name)
-        ):
+        for run_id, key, value, kind in conn.execute(_LOAD_LATEST, bound).all():
+            metrics[run_id][key] = decode_metric(value, kind)
+        for a in conn.execute(_LOAD_ARTIFACTS, bound).all():
             artifact = Artifact(a.name, Digest(a.digest), cast(Any, a.kind), int(a.size), a.path)
             arts[a.run_id].append((a.role, artifact))
     out = []
@@ -302,7 +303,7 @@ def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
                 started_at=cast(datetime, as_utc(row.started_at)),
                 ended_at=as_utc(row.ended_at),
                 params=params[run_id],
-                metrics=metrics.get(run_id, {}),
+                metrics=metrics[run_id],
                 tags=tags[run_id],
                 inputs=tuple(json.loads(row.inputs)),
                 outputs=tuple(a for role, a in arts[run_id] if role == "output"),

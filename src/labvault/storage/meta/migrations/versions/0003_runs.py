@@ -35,7 +35,6 @@ def upgrade() -> None:
         sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint("status IN ('running', 'finished', 'failed', 'killed')", name="ck_runs_status"),
     )
-    op.create_index("ix_runs_project_started", "runs", ["project", "started_at"])
     op.create_index("ix_runs_started", "runs", ["started_at"])
     op.create_table(
         "run_params",
@@ -101,5 +100,4 @@ def downgrade() -> None:
     op.drop_index("ix_run_params_key_num", "run_params")
     op.drop_table("run_params")
     op.drop_index("ix_runs_started", "runs")
-    op.drop_index("ix_runs_project_started", "runs")
     op.drop_table("runs")
