@@ -140,8 +140,8 @@ def list_cmd(
         return
     rows = []
     for r in found:
-        metrics = " ".join(f"{k}={_short(v)}" for k, v in list(r.metrics.items())[:4])
-        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S")
+        metrics = ",".join(f"{k}={_short(v)}" for k, v in list(r.metrics.items())[:3])
+        started = r.started_at.strftime("%m-%d %H:%M")
         rows.append((r.id, r.project, r.name, r.status, started, _duration(r), metrics))
     OUTPUT.table(["id", "project", "name", "status", "started", "duration", "metrics"], rows)
     if not found:

@@ -135,7 +135,8 @@ def compare_runs(service: Tracking, runs: Sequence[Run]) -> dict[str, Any]:
         sections["params"][key] = _row([r.params.get(key) for r in runs])
     for key in sorted({k for r in runs for k in r.metrics}):
         sections["metrics"][key] = _row([json_number(r.metrics[key]) if key in r.metrics else None for r in runs])
-    for key in ("project", "name", "status", "started_at", "duration_seconds", "exit_code", "seed"):
+    # Start times and durations always differ; they are in `runs show`, not worth a row here.
+    for key in ("project", "name", "status", "exit_code", "seed"):
         sections["attributes"][key] = _row([d[key] for d in docs])
     sections["attributes"]["inputs"] = _row([list(r.inputs) for r in runs])
     for key in ("commit", "branch", "dirty", "patch"):
