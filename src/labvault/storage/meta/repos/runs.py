@@ -251,21 +251,33 @@ def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
 
 _IDS: Any = sa.bindparam("b_ids", expanding=True)
 _LOAD_RUNS = sa.select(runs).where(runs.c.id.in_(_IDS))
-_LOAD_PARAMS = (
-    sa.select(run_params.c.run_id, run_params.c.key, run_params.c.value)
-    .where(run_params.c.run_id.in_(_IDS))
-    .order_by(run_params.c.run_id, run_params.c.key)
-)
-_LOAD_TAGS = (
-    sa.select(run_tags.c.run_id, run_tags.c.key, run_tags.c.text)
-    .where(run_tags.c.run_id.in_(_IDS))
-    .order_by(run_tags.c.run_id, run_tags.c.key)
-)
-_LOAD_LATEST = (
-    sa.select(run_latest.c.run_id, run_latest.c.key, run_latest.c.value, run_latest.c.kind)
-    .where(run_latest.c.run_id.in_(_IDS))
-    .order_by(run_latest.c.run_id, run_latest.c.key)
-)
+# Params, tags and latest metrics of many runs in one round trip: (source, run, key, text, number, kind).
+_LOAD_VALUES = sa.union_all(
+    sa.select(
+        sa.literal(0).label("src"),
+        run_params.c.run_id,
+        run_params.c.key,
+        run_params.c.value.label("text"),
+        sa.cast(sa.null(), sa.Float).label("num"),
+        sa.cast(sa.null(), sa.SmallInteger).label("kind"),
+    ).where(run_params.c.run_id.in_(_IDS)),
+    sa.select(
+        sa.literal(1),
+        run_tags.c.run_id,
+        run_tags.c.key,
+        run_tags.c.text,
+        sa.cast(sa.null(), sa.Float),
+        sa.cast(sa.null(), sa.SmallInteger),
+    ).where(run_tags.c.run_id.in_(_IDS)),
+    sa.select(
+        sa.literal(2),
+        run_latest.c.run_id,
+        run_latest.c.key,
+        sa.cast(sa.null(), sa.Text),
+        run_latest.c.value,
+        run_latest.c.kind,
+    ).where(run_latest.c.run_id.in_(_IDS)),
+).order_by("src", "run_id", "key")
 _LOAD_ARTIFACTS = sa.select(run_artifacts).where(run_artifacts.c.run_id.in_(_IDS)).order_by(run_artifacts.c.name)
 
 
@@ -280,12 +292,13 @@ def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
         bound = {"b_ids": chunk}
         for found in conn.execute(_LOAD_RUNS, bound).all():
             rows[found.id] = found
-        for run_id, key, value in conn.execute(_LOAD_PARAMS, bound).all():
-            params[run_id][key] = _param_value(value)
-        for run_id, key, text in conn.execute(_LOAD_TAGS, bound).all():
-            tags[run_id][key] = text
-        for run_id, key, value, kind in conn.execute(_LOAD_LATEST, bound).all():
-            metrics[run_id][key] = decode_metric(value, kind)
+        for src, run_id, key, text, num, kind in conn.execute(_LOAD_VALUES, bound).all():
+            if src == 0:
+                params[run_id][key] = _param_value(text)
+            elif src == 1:
+                tags[run_id][key] = text
+            else:
+                metrics[run_id][key] = decode_metric(num, kind)
         for a in conn.execute(_LOAD_ARTIFACTS, bound).all():
             artifact = Artifact(a.name, Digest(a.digest), cast(Any, a.kind), int(a.size), a.path)
             arts[a.run_id].append((a.role, artifact))
