@@ -236,3 +236,22 @@ def test_absolute_output_path(cli: Cli, vault_project: Path) -> None:
     cli("run", "--output", str(target), "--", "sh", "-c", f"mkdir -p results && echo done > {target}")
     run = json.loads(cli("runs", "list", "--json").stdout)[0]
     assert run["outputs"] == ["results/final.txt"]
+
+
+def test_show_says_when_a_running_runs_process_is_gone(cli: Cli, vault_project: Path) -> None:
+    script = (
+        "import os, signal, labvault as lv\n"
+        "run = lv.start_run(name='doomed')\n"
+        "run.log_metric('m', 1.0)\n"
+        "print(run.id, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=vault_project, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == -signal.SIGKILL
+    run_id = proc.stdout.strip()
+    shown = cli("runs", "show", run_id).stdout
+    assert "is gone" in shown
+    assert json.loads(cli("runs", "show", run_id, "--json").stdout)["status"] == "running"
+    cli("fsck")

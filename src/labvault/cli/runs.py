@@ -155,6 +155,25 @@ def _history_json(history: dict[str, list[MetricPoint]]) -> dict[str, list[dict[
     }
 
 
+def _status_line(doc: dict[str, Any]) -> str:
+    """The status, saying so when a running run's process on this host no longer exists (SIGKILL, crash)."""
+    import os
+    import socket
+
+    text: str = doc["status"]
+    if doc["exit_code"] is not None:
+        text += f" (exit code {doc['exit_code']})"
+    pid = doc.get("pid")
+    if doc["status"] == "running" and isinstance(pid, int) and doc["host"] == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            text += f" (its process {pid} is gone: it was killed or crashed)"
+        except PermissionError:
+            pass  # alive, under another user
+    return text
+
+
 @app.command("show")
 def show(run: str = RUN_ARG, json_output: bool = JSON) -> None:
     """Show everything a run recorded, including metric histories."""
@@ -169,7 +188,7 @@ def show(run: str = RUN_ARG, json_output: bool = JSON) -> None:
         ("run", doc["ref"]),
         ("name", doc["name"]),
         ("project", doc["project"]),
-        ("status", doc["status"] + (f" (exit code {doc['exit_code']})" if doc["exit_code"] is not None else "")),
+        ("status", _status_line(doc)),
         ("error", doc["error"]),
         ("parent", doc["parent"]),
         ("started", doc["started_at"]),

@@ -89,6 +89,7 @@ def export_run(service: Tracking, run: Run) -> dict[str, Any]:
         "error": run.error,
         "command": cap.get("command"),
         "cwd": cap.get("cwd"),
+        "pid": cap.get("pid"),
         "code": {
             "commit": git.get("commit"),
             "branch": git.get("branch"),
