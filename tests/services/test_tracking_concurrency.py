@@ -144,3 +144,32 @@ def test_sigkill_mid_logging_loses_nothing_returned(any_vault: Vault, project: P
     assert run.status == "running"
     assert run.ended_at is None
     assert any_vault.maintenance.fsck().clean
+
+
+def test_writers_of_one_run_neither_deadlock_nor_lose_the_latest(any_vault: Vault) -> None:
+    """Threads logging the same keys of one run, in opposite orders, in batches (MLflow's deadlock case)."""
+    import threading
+
+    run = any_vault.runs.create(name="shared", capture=False)
+    keys = [f"k{i}" for i in range(20)]
+    errors: list[BaseException] = []
+
+    def writer(offset: int, reverse: bool) -> None:
+        try:
+            order = list(reversed(keys)) if reverse else keys
+            for step in range(offset, 200, 4):
+                any_vault.runs.log_metrics(run.id, [(k, float(step), step) for k in order])
+        except BaseException as exc:  # collected and asserted on below
+            errors.append(exc)
+        finally:
+            any_vault.runs.close()
+
+    threads = [threading.Thread(target=writer, args=(i, i % 2 == 1)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    got = any_vault.runs.get(run.id)
+    assert got.metrics == dict.fromkeys(keys, 199.0)  # the highest step wins, whoever wrote last
+    assert all(len(points) == 200 for points in any_vault.runs.history(run.id).values())
