@@ -277,7 +277,7 @@ _LOAD_VALUES = sa.union_all(
         run_latest.c.value,
         run_latest.c.kind,
     ).where(run_latest.c.run_id.in_(_IDS)),
-).order_by("src", "run_id", "key")
+)
 _LOAD_ARTIFACTS = sa.select(run_artifacts).where(run_artifacts.c.run_id.in_(_IDS)).order_by(run_artifacts.c.name)
 
 
