@@ -26,12 +26,25 @@ from labvault.errors import (
 )
 
 if TYPE_CHECKING:
-    from labvault.entities import DataDiff, Manifest, Snapshot
+    from labvault.entities import Artifact, DataDiff, Manifest, MetricPoint, Run, Snapshot
+    from labvault.fluent import (
+        active_run,
+        log_artifact,
+        log_metric,
+        log_metrics,
+        log_param,
+        log_params,
+        seed_everything,
+        set_tag,
+        set_tags,
+        start_run,
+    )
     from labvault.refs import DataRef, Digest, ModelRef, RunRef, parse_ref
     from labvault.vault import Vault
 
 __all__ = [
     "AmbiguousReference",
+    "Artifact",
     "CheckFailed",
     "Conflict",
     "DataDiff",
@@ -42,8 +55,10 @@ __all__ = [
     "LabvaultError",
     "LockedError",
     "Manifest",
+    "MetricPoint",
     "ModelRef",
     "NotFound",
+    "Run",
     "RunRef",
     "Snapshot",
     "StorageError",
@@ -51,8 +66,18 @@ __all__ = [
     "Vault",
     "VaultNotFound",
     "__version__",
+    "active_run",
+    "log_artifact",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
     "open",
     "parse_ref",
+    "seed_everything",
+    "set_tag",
+    "set_tags",
+    "start_run",
 ]
 
 __version__ = "0.1.0"
@@ -67,6 +92,19 @@ _LAZY = {
     "ModelRef": "labvault.refs",
     "RunRef": "labvault.refs",
     "parse_ref": "labvault.refs",
+    "Artifact": "labvault.entities",
+    "MetricPoint": "labvault.entities",
+    "Run": "labvault.entities",
+    "start_run": "labvault.fluent",
+    "active_run": "labvault.fluent",
+    "log_param": "labvault.fluent",
+    "log_params": "labvault.fluent",
+    "log_metric": "labvault.fluent",
+    "log_metrics": "labvault.fluent",
+    "log_artifact": "labvault.fluent",
+    "set_tag": "labvault.fluent",
+    "set_tags": "labvault.fluent",
+    "seed_everything": "labvault.fluent",
 }
 
 

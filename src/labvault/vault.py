@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
     from labvault.services.snapshots.service import DataService
     from labvault.storage.meta.store import MetaStore
+    from labvault.services.tracking import Tracking
 
 __all__ = ["Vault"]
 
@@ -138,6 +139,23 @@ class Vault:
 
         return DataService(
             objects=self.objects, meta=self.meta, root=self.root, vault_dir=self.dir, user=lambda: self.user
+    def runs(self) -> Tracking:
+        """Tracking: create, log to, find, export runs (docs/tracking.md)."""
+        from labvault.services.tracking import Tracking
+
+        def resolve_input(ref: str) -> str | None:
+            # A data input's manifest hash: the content hash of the snapshot it names.
+            if not ref.startswith("data:"):
+                return None
+            return str(self.data.resolve(ref).content_hash)
+
+        return Tracking(
+            objects=self.objects,
+            meta=self.meta,
+            user=self.user,
+            default_project=self.project,
+            root=self.root,
+            resolve_input=resolve_input,
         )
 
     @cached_property

@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from labvault.cli import data, maintenance, objects
+from labvault.cli import data, maintenance, objects, runs
 from labvault.cli.render import OUTPUT
 from labvault.errors import EXIT_CODES, LabvaultError
 
@@ -48,6 +48,7 @@ def _root(
 maintenance.register(app)
 app.add_typer(objects.app, name="object")
 app.add_typer(data.app, name="data")
+runs.register(app)
 
 _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 

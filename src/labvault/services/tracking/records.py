@@ -1,0 +1,273 @@
+"""Reading runs and logging to them: the part of the tracking service every open run calls.
+
+:class:`RunRecords` is the base of :class:`~labvault.services.tracking.service.Tracking`; it holds
+the stores and owns the metric appender of each thread.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from labvault.entities import Artifact, MetricPoint, Run, utcnow
+from labvault.errors import AmbiguousReference, Conflict, NotFound, ValidationError
+from labvault.refs import Digest, parse_ref, validate_name
+from labvault.services.tracking import artifacts as _artifacts
+from labvault.services.tracking.filters import parse_filter, parse_sort
+from labvault.services.tracking.names import (
+    encode_param,
+    metric_value,
+    parse_run_id,
+    validate_key,
+)
+from labvault.storage.meta.repos import runs as repo
+from labvault.storage.meta.repos.metric_appender import MetricAppender
+from labvault.storage.meta.repos.object_refs import RefKind, add_refs
+from labvault.storage.meta.repos.run_query import compile_filter, compile_sort
+from labvault.storage.meta.store import MetaStore
+from labvault.storage.meta.tables import runs as runs_table
+from labvault.storage.objects.local import LocalObjectStore
+
+__all__ = ["RunRecords", "merge_capture", "owner_of"]
+
+
+def owner_of(run_id: str) -> str:
+    return f"run:{run_id}"
+
+
+def merge_capture(
+    conn: Connection,
+    run_id: str,
+    update: Mapping[str, Any],
+    refs: Sequence[tuple[Digest, RefKind]],
+    *,
+    current: str | None = None,
+) -> None:
+    if current is None:
+        row = conn.execute(sa.select(runs_table.c.capture).where(runs_table.c.id == run_id).with_for_update()).first()
+        if row is None:
+            raise NotFound(f"no run run:{run_id}")
+        current = row[0]
+    doc = json.loads(current)
+    for key, value in update.items():
+        if isinstance(value, list) and isinstance(doc.get(key), list):
+            doc[key] = doc[key] + value
+        else:
+            doc[key] = value
+    repo.update_run(conn, run_id, capture=json.dumps(doc, sort_keys=True))
+    add_refs(conn, owner_of(run_id), refs)
+
+
+class RunRecords:
+    """Reads runs, and appends params, metrics, tags, artifacts and capture details to them."""
+
+    objects: LocalObjectStore
+    meta: MetaStore
+    _local: threading.local
+    _keys: set[str]
+
+    def _check_inputs(self, inputs: Iterable[str]) -> builtins.list[str]:
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        return [str(parse_ref(ref)) for ref in inputs]
+
+    def _read_configs(self, config: Iterable[str | os.PathLike[str]], cwd: Path) -> builtins.list[tuple[str, bytes]]:
+        if isinstance(config, str | os.PathLike):
+            config = [config]
+        out = []
+        for item in config:
+            path = Path(item)
+            full = path if path.is_absolute() else cwd / path
+            if not full.is_file():
+                raise ValidationError(f"config file {str(item)!r} not found", hint="give the path of an existing file")
+            out.append((str(item), full.read_bytes()))
+        return out
+
+    def _check_tags(self, tags: Mapping[str, object]) -> dict[str, str]:
+        return {validate_key(k, what="tag"): str(v) for k, v in tags.items()}
+
+    # -- reading --------------------------------------------------------------------------------
+    def resolve(self, ref: str) -> str:
+        """The full id of ``run:<id>``, a bare id or a unique prefix of 6+ hex digits."""
+        run_id = parse_run_id(ref)
+        with self.meta.read() as conn:
+            if len(run_id) == 12 and repo.run_row(conn, run_id) is not None:
+                return run_id
+            matches = repo.match_prefix(conn, run_id)
+        if not matches:
+            raise NotFound(f"no run {ref!r}", hint="list runs with `labvault runs list`")
+        if len(matches) > 1:
+            raise AmbiguousReference(run_id, [f"run:{m}" for m in matches])
+        return matches[0]
+
+    def get(self, ref: str) -> Run:
+        run_id = self.resolve(ref)
+        with self.meta.read() as conn:
+            found = repo.load_runs(conn, [run_id])
+        if not found:
+            raise NotFound(f"no run {ref!r}", hint="list runs with `labvault runs list`")
+        return found[0]
+
+    def list(
+        self,
+        *,
+        project: str | None = None,
+        filter: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        deleted: bool = False,
+    ) -> builtins.list[Run]:
+        """Runs matching ``filter`` (the filter language of docs/tracking.md), newest first by default."""
+        query = sa.select(runs_table.c.id)
+        query = query.where(runs_table.c.deleted_at.is_not(None) if deleted else runs_table.c.deleted_at.is_(None))
+        if project:
+            query = query.where(runs_table.c.project == validate_name(project, what="project name"))
+        if filter and filter.strip():
+            query = query.where(compile_filter(parse_filter(filter), sqlite=self.meta.is_sqlite))
+        order = compile_sort(parse_sort(sort)) if sort else [runs_table.c.started_at.desc(), runs_table.c.id]
+        query = query.order_by(*order)
+        if limit is not None:
+            if limit < 0:
+                raise ValidationError(f"invalid limit {limit}", hint="give a limit of 0 or more")
+            query = query.limit(limit)
+        with self.meta.read() as conn:
+            ids = list(conn.execute(query).scalars())
+            return repo.load_runs(conn, ids)
+
+    def history(self, ref: str, key: str | None = None) -> dict[str, builtins.list[MetricPoint]]:
+        run_id = self.resolve(ref)
+        with self.meta.read() as conn:
+            return repo.metric_history(conn, run_id, key)
+
+    def max_steps(self, run_id: str) -> dict[str, int]:
+        with self.meta.read() as conn:
+            return repo.max_steps(conn, run_id)
+
+    # -- logging --------------------------------------------------------------------------------
+    def _require_open(self, conn: Connection, run_id: str) -> None:
+        self._check_status(run_id, repo.run_status(conn, run_id))
+
+    def _check_status(self, run_id: str, status: str | None) -> None:
+        if status is None:
+            raise NotFound(f"no run run:{run_id}", hint="list runs with `labvault runs list`")
+        if status != "running":
+            raise Conflict(
+                f"run:{run_id} is {status}; a run that ended is never changed",
+                hint=f"resume it with lv.start_run(run_id={run_id!r}) unless it finished, or start a new run",
+            )
+
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        encoded = {validate_key(k, what="param"): encode_param(k, v) for k, v in params.items()}
+        with self.meta.transaction() as conn:
+            self._require_open(conn, run_id)
+            repo.add_params(conn, run_id, encoded)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
+        values = self._check_tags(tags)
+        with self.meta.transaction() as conn:
+            self._require_open(conn, run_id)
+            repo.set_tags(conn, run_id, values)
+
+    def log_metrics(self, run_id: str, points: Sequence[tuple[str, object, int]], *, ts_ms: int | None = None) -> None:
+        """Append ``(key, value, step)`` points in one transaction; durable when this returns."""
+        stamp = ts_ms if ts_ms is not None else time.time_ns() // 1_000_000
+        rows: builtins.list[repo.MetricRow] = []
+        keys = self._keys
+        for key, value, step in points:
+            if key not in keys:
+                validate_key(key, what="metric")
+                if len(keys) < 100_000:
+                    keys.add(key)
+            if isinstance(step, bool) or not isinstance(step, int):
+                raise ValidationError(f"metric {key!r}: step must be an integer, got {step!r}", hint="pass step=<int>")
+            rows.append((run_id, key, step, stamp, metric_value(key, value)))
+        self._appender().append(rows)
+
+    def _appender(self) -> MetricAppender:
+        # One per thread: each holds a connection, and SQLite connections are not for sharing.
+        appender: MetricAppender | None = getattr(self._local, "appender", None)
+        if appender is None:
+            appender = self._local.appender = MetricAppender(self.meta)
+        return appender
+
+    def close(self) -> None:
+        """Release this thread's metric connection (the vault's close disposes of the rest)."""
+        appender = getattr(self._local, "appender", None)
+        if appender is not None:
+            appender.close()
+            self._local.appender = None
+
+    def log_artifact(
+        self, run_id: str, path: str | os.PathLike[str], *, name: str | None = None, role: str = "artifact"
+    ) -> Artifact:
+        """Store a file (a blob) or a folder (a tree) and record it on the run under ``name``."""
+        source = Path(path)
+        art_name = _artifacts.artifact_name(name or source.name or str(source))
+        artifact = _artifacts.store_path(self.objects, source, name=art_name)
+        self.record_artifact(run_id, artifact, role=role)
+        return artifact
+
+    def log_bytes(self, run_id: str, data: bytes, *, name: str) -> Artifact:
+        art_name = _artifacts.artifact_name(name)
+        with self.objects.batch():
+            digest = self.objects.put_bytes(data)
+        artifact = Artifact(art_name, digest, "file", len(data), None)
+        self.record_artifact(run_id, artifact, role="artifact")
+        return artifact
+
+    def log_output(self, run_id: str, data: bytes) -> Digest:
+        """Store captured stdout/stderr bytes; the caller records the digest in the capture."""
+        with self.objects.batch():
+            digest = self.objects.put_bytes(data)
+        with self.meta.transaction() as conn:
+            add_refs(conn, owner_of(run_id), [(digest, "blob")])
+        return digest
+
+    def record_artifact(self, run_id: str, artifact: Artifact, *, role: str) -> None:
+        with self.meta.transaction() as conn:
+            self._require_open(conn, run_id)
+            repo.add_artifact(conn, run_id, artifact, role=role, now=utcnow())
+            add_refs(conn, owner_of(run_id), [(artifact.digest, "tree" if artifact.kind == "tree" else "blob")])
+
+    def update_capture(
+        self, run_id: str, update: Mapping[str, Any], *, refs: Sequence[tuple[Digest, RefKind]] = ()
+    ) -> None:
+        """Merge ``update`` into the run's capture document (lists such as warnings are extended)."""
+        with self.meta.transaction() as conn:
+            merge_capture(conn, run_id, update, refs)
+
+    def add_inputs(self, run_id: str, inputs: Iterable[str]) -> None:
+        new = self._check_inputs(inputs)
+        with self.meta.transaction() as conn:
+            self._require_open(conn, run_id)
+            row = repo.run_row(conn, run_id)
+            assert row is not None
+            current = json.loads(row.inputs)
+            merged = current + [r for r in new if r not in current]
+            repo.update_run(conn, run_id, inputs=json.dumps(merged))
+
+    def add_config(self, run_id: str, config: Iterable[str | os.PathLike[str]]) -> None:
+        configs = self._read_configs(config, Path.cwd())
+        entries = []
+        refs: builtins.list[tuple[Digest, RefKind]] = []
+        with self.objects.batch():
+            for path, data in configs:
+                digest = self.objects.put_bytes(data)
+                entries.append({"path": path, "sha256": str(digest), "size": len(data)})
+                refs.append((digest, "blob"))
+        self.update_capture(run_id, {"config": entries}, refs=refs)
+
+    def record_seed(self, run_id: str, report: Mapping[str, Any]) -> None:
+        doc = {k: v for k, v in report.items() if k != "jax_key"}
+        with self.meta.transaction() as conn:
+            repo.update_run(conn, run_id, seed=int(report["seed"]))
+        self.update_capture(run_id, {"seeds": doc})

@@ -1,0 +1,334 @@
+"""Run rows <-> :class:`~labvault.entities.Run`. Repositories never commit: callers own the transaction."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from labvault.entities import Artifact, MetricPoint, Run, RunStatus
+from labvault.errors import Conflict
+from labvault.refs import Digest
+from labvault.storage.meta.tables import run_artifacts, run_latest, run_metrics, run_params, run_tags, runs
+
+__all__ = [
+    "MetricRow",
+    "add_artifact",
+    "add_params",
+    "as_utc",
+    "decode_metric",
+    "encode_metric",
+    "end_run",
+    "insert_run",
+    "load_runs",
+    "match_prefix",
+    "max_steps",
+    "metric_history",
+    "run_row",
+    "run_status",
+    "set_tags",
+    "status_and_capture",
+    "update_run",
+]
+
+_CHUNK = 500
+# (run_id, key, step, ts_ms, value)
+MetricRow = tuple[str, str, int, int, float]
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite gives naive datetimes back: they are UTC."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def encode_metric(value: float) -> tuple[float | None, int]:
+    if math.isfinite(value):
+        return value, 0
+    if math.isnan(value):
+        return None, 1
+    return None, 2 if value > 0 else 3
+
+
+_NON_FINITE = {1: math.nan, 2: math.inf, 3: -math.inf}
+
+
+def decode_metric(value: float | None, kind: int) -> float:
+    return float(value) if kind == 0 and value is not None else _NON_FINITE.get(kind, math.nan)
+
+
+def number_of(value: object) -> float | None:
+    """The value as a finite number if it is one (``4``, ``4.5``, ``"4"``), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        num = float(value)
+    elif isinstance(value, str):
+        try:
+            num = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return num if math.isfinite(num) else None
+
+
+# -- writes ----------------------------------------------------------------------------------------
+def insert_run(conn: Connection, row: Mapping[str, Any]) -> None:
+    conn.execute(_INSERT_RUN, [dict(row)])
+
+
+def update_run(conn: Connection, run_id: str, **values: Any) -> int:
+    return conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values)).rowcount
+
+
+# Statements of the hot paths, built once (building and coercing a statement costs more than running it).
+_STATUS = sa.select(runs.c.status).where(runs.c.id == sa.bindparam("b_id"))
+_STATUS_CAPTURE = sa.select(runs.c.status, runs.c.capture).where(runs.c.id == sa.bindparam("b_id"))
+_PARAMS_OF = sa.select(run_params.c.key, run_params.c.text).where(run_params.c.run_id == sa.bindparam("b_id"))
+_INSERT_PARAMS = sa.insert(run_params)
+_INSERT_RUN = sa.insert(runs)
+_END = (
+    sa.update(runs)
+    .where(runs.c.id == sa.bindparam("b_id"))
+    .values(
+        status=sa.bindparam("b_status"),
+        ended_at=sa.bindparam("b_ended_at"),
+        exit_code=sa.bindparam("b_exit_code"),
+        error=sa.bindparam("b_error"),
+    )
+)
+
+
+def run_status(conn: Connection, run_id: str) -> str | None:
+    return conn.execute(_STATUS, {"b_id": run_id}).scalar()
+
+
+def status_and_capture(conn: Connection, run_id: str) -> tuple[str, str] | None:
+    row = conn.execute(_STATUS_CAPTURE, {"b_id": run_id}).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def end_run(
+    conn: Connection, run_id: str, *, status: str, ended_at: datetime, exit_code: int | None, error: str | None
+) -> None:
+    conn.execute(
+        _END, {"b_id": run_id, "b_status": status, "b_ended_at": ended_at, "b_exit_code": exit_code, "b_error": error}
+    )
+
+
+def add_params(conn: Connection, run_id: str, params: Mapping[str, tuple[str, str]]) -> None:
+    """Insert params given as ``key -> (json, text)``; the same value again is a no-op, another is Conflict."""
+    if not params:
+        return
+    existing = {k: t for k, t in conn.execute(_PARAMS_OF, {"b_id": run_id}) if k in params}
+    for key, old in existing.items():
+        if old != params[key][1]:
+            raise Conflict(
+                f"param {key!r} of run:{run_id} is already {old!r}; it cannot become {params[key][1]!r}",
+                hint="params are immutable: log the new value under another key, or start a new run",
+            )
+    new = [
+        {"run_id": run_id, "key": k, "value": v, "text": t, "num": number_of(t)}
+        for k, (v, t) in params.items()
+        if k not in existing
+    ]
+    if new:
+        conn.execute(_INSERT_PARAMS, new)
+
+
+def set_tags(conn: Connection, run_id: str, tags: Mapping[str, str]) -> None:
+    if not tags:
+        return
+    conn.execute(sa.delete(run_tags).where(run_tags.c.run_id == run_id, run_tags.c.key.in_(list(tags))))
+    conn.execute(
+        sa.insert(run_tags),
+        [{"run_id": run_id, "key": k, "text": v, "num": number_of(v)} for k, v in tags.items()],
+    )
+
+
+def add_artifact(conn: Connection, run_id: str, artifact: Artifact, *, role: str, now: datetime) -> None:
+    """Record an artifact; logging a name again while the run is open replaces it."""
+    conn.execute(
+        sa.delete(run_artifacts).where(run_artifacts.c.run_id == run_id, run_artifacts.c.name == artifact.name)
+    )
+    conn.execute(
+        sa.insert(run_artifacts),
+        [
+            {
+                "run_id": run_id,
+                "name": artifact.name,
+                "role": role,
+                "kind": artifact.kind,
+                "digest": artifact.digest.hex,
+                "size": artifact.size,
+                "path": artifact.path,
+                "created_at": now,
+            }
+        ],
+    )
+
+
+# -- reads -----------------------------------------------------------------------------------------
+def run_row(conn: Connection, run_id: str) -> sa.Row[Any] | None:
+    return conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+
+
+def match_prefix(conn: Connection, prefix: str, *, limit: int = 11) -> list[str]:
+    # Ids are lowercase hex, so a prefix holds no LIKE wildcard; it is bound, never spliced.
+    return list(
+        conn.execute(
+            sa.select(runs.c.id).where(runs.c.id.like(prefix + "%")).order_by(runs.c.id).limit(limit)
+        ).scalars()
+    )
+
+
+def max_steps(conn: Connection, run_id: str) -> dict[str, int]:
+    return dict(conn.execute(sa.select(run_latest.c.key, run_latest.c.step).where(run_latest.c.run_id == run_id)).all())
+
+
+def metric_history(conn: Connection, run_id: str, key: str | None = None) -> dict[str, list[MetricPoint]]:
+    q = sa.select(
+        run_metrics.c.key, run_metrics.c.step, run_metrics.c.ts_ms, run_metrics.c.value, run_metrics.c.kind
+    ).where(run_metrics.c.run_id == run_id)
+    if key is not None:
+        q = q.where(run_metrics.c.key == key)
+    out: dict[str, list[MetricPoint]] = defaultdict(list)
+    for k, step, ts_ms, value, kind in conn.execute(
+        q.order_by(run_metrics.c.key, run_metrics.c.step, run_metrics.c.id)
+    ):
+        out[k].append(MetricPoint(k, int(step), datetime.fromtimestamp(ts_ms / 1000, UTC), decode_metric(value, kind)))
+    return dict(out)
+
+
+class _LazyJSON(Mapping[str, Any]):
+    """A JSON object decoded on first use: listings rarely look at a run's capture document."""
+
+    __slots__ = ("_doc", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._doc: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        if self._doc is None:
+            self._doc = json.loads(self._text)
+        return self._doc
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __repr__(self) -> str:
+        return repr(self._get())
+
+
+def _param_value(raw: str) -> object:
+    # Most params are plain strings or integers: skip the JSON parser for those.
+    if raw.startswith('"') and "\\" not in raw:
+        return raw[1:-1]
+    if raw.isdigit():
+        return int(raw)
+    return json.loads(raw)
+
+
+def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
+    for i in range(0, len(ids), _CHUNK):
+        yield list(ids[i : i + _CHUNK])
+
+
+_IDS: Any = sa.bindparam("b_ids", expanding=True)
+_LOAD_RUNS = sa.select(runs).where(runs.c.id.in_(_IDS))
+# Params, tags and latest metrics of many runs in one round trip: (source, run, key, text, number, kind).
+_LOAD_VALUES = sa.union_all(
+    sa.select(
+        sa.literal(0).label("src"),
+        run_params.c.run_id,
+        run_params.c.key,
+        run_params.c.value.label("text"),
+        sa.cast(sa.null(), sa.Float).label("num"),
+        sa.cast(sa.null(), sa.SmallInteger).label("kind"),
+    ).where(run_params.c.run_id.in_(_IDS)),
+    sa.select(
+        sa.literal(1),
+        run_tags.c.run_id,
+        run_tags.c.key,
+        run_tags.c.text,
+        sa.cast(sa.null(), sa.Float),
+        sa.cast(sa.null(), sa.SmallInteger),
+    ).where(run_tags.c.run_id.in_(_IDS)),
+    sa.select(
+        sa.literal(2),
+        run_latest.c.run_id,
+        run_latest.c.key,
+        sa.cast(sa.null(), sa.Text),
+        run_latest.c.value,
+        run_latest.c.kind,
+    ).where(run_latest.c.run_id.in_(_IDS)),
+)
+_LOAD_ARTIFACTS = sa.select(run_artifacts).where(run_artifacts.c.run_id.in_(_IDS)).order_by(run_artifacts.c.name)
+
+
+def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
+    """Full records for ``ids``, in the order given (missing ids are skipped)."""
+    rows: dict[str, Any] = {}
+    params: dict[str, dict[str, object]] = defaultdict(dict)
+    tags: dict[str, dict[str, str]] = defaultdict(dict)
+    metrics: dict[str, dict[str, float]] = defaultdict(dict)
+    arts: dict[str, list[tuple[str, Artifact]]] = defaultdict(list)
+    for chunk in _chunks(ids):
+        bound = {"b_ids": chunk}
+        for found in conn.execute(_LOAD_RUNS, bound).all():
+            rows[found.id] = found
+        for src, run_id, key, text, num, kind in conn.execute(_LOAD_VALUES, bound).all():
+            if src == 0:
+                params[run_id][key] = _param_value(text)
+            elif src == 1:
+                tags[run_id][key] = text
+            else:
+                metrics[run_id][key] = decode_metric(num, kind)
+        for a in conn.execute(_LOAD_ARTIFACTS, bound).all():
+            artifact = Artifact(a.name, Digest(a.digest), cast(Any, a.kind), int(a.size), a.path)
+            arts[a.run_id].append((a.role, artifact))
+    out = []
+    for run_id in ids:
+        row = rows.get(run_id)
+        if row is None:
+            continue
+        out.append(
+            Run(
+                id=row.id,
+                project=row.project,
+                name=row.name,
+                status=cast(RunStatus, row.status),
+                started_at=cast(datetime, as_utc(row.started_at)),
+                ended_at=as_utc(row.ended_at),
+                params=params[run_id],
+                metrics=metrics[run_id],
+                tags=tags[run_id],
+                inputs=tuple(json.loads(row.inputs)),
+                outputs=tuple(a for role, a in arts[run_id] if role == "output"),
+                artifacts=tuple(a for _, a in arts[run_id]),
+                parent_id=row.parent_id,
+                user=row.user,
+                host=row.host,
+                exit_code=row.exit_code,
+                error=row.error,
+                seed=row.seed,
+                deleted_at=as_utc(row.deleted_at),
+                capture=_LazyJSON(row.capture),
+            )
+        )
+    return out
