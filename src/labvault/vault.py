@@ -29,8 +29,8 @@ from labvault.storage.objects.local import LocalObjectStore
 if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
     from labvault.services.snapshots.service import DataService
-    from labvault.storage.meta.store import MetaStore
     from labvault.services.tracking import Tracking
+    from labvault.storage.meta.store import MetaStore
 
 __all__ = ["Vault"]
 
@@ -139,6 +139,9 @@ class Vault:
 
         return DataService(
             objects=self.objects, meta=self.meta, root=self.root, vault_dir=self.dir, user=lambda: self.user
+        )
+
+    @cached_property
     def runs(self) -> Tracking:
         """Tracking: create, log to, find, export runs (docs/tracking.md)."""
         from labvault.services.tracking import Tracking
