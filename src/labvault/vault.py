@@ -29,6 +29,7 @@ from labvault.storage.objects.local import LocalObjectStore
 
 if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
+    from labvault.services.registry import Registry
 
 __all__ = ["Vault"]
 
@@ -114,6 +115,20 @@ class Vault:
         from labvault.services.maintenance import Maintenance
 
         return Maintenance(objects=self.objects, meta=self.meta)
+
+    @cached_property
+    def registry(self) -> Registry:
+        from labvault.services.registry import Registry
+
+        return Registry(
+            objects=self.objects,
+            meta=self.meta,
+            root=self.root,
+            vault_dir=self.dir,
+            user=lambda: self.user,
+            runs=lambda: getattr(self, "runs", None),
+            data=lambda: getattr(self, "data", None),
+        )
 
     @cached_property
     def user(self) -> str:
