@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from labvault.cli import maintenance, objects
+from labvault.cli import audit, maintenance, models, objects
 from labvault.cli.render import OUTPUT
 from labvault.errors import EXIT_CODES, LabvaultError
 
@@ -47,6 +47,9 @@ def _root(
 
 maintenance.register(app)
 app.add_typer(objects.app, name="object")
+app.add_typer(models.app, name="models")
+app.command("get")(models.get)
+app.add_typer(audit.app, name="audit")
 
 _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 

@@ -147,7 +147,7 @@ def _check_gates(ctx: RegistryContext, version: ModelVersion, policy: AliasPolic
                 result.passed,
                 measured=result.exit_code,
                 threshold=0,
-                detail=f"{result.detail} in {result.seconds:.1f}s: {' '.join(argv)}",
+                detail=f"{result.detail} ({result.seconds:.1f}s)",
                 output=digest,
             )
         )
