@@ -1,0 +1,161 @@
+"""An object store on any fsspec filesystem (``s3://``, ``gs://``, ``memory://``, ``file://`` ...).
+
+Same layout as the local store below the URL: ``<url>/objects/sha256/ab/cdef…``. On object stores
+(S3, GCS, Azure, memory) a single upload is atomic, so objects are written in place; on filesystems
+with partial writes they go to ``<url>/tmp/`` first and are moved into place. fsspec is imported here
+only, so the rest of labvault never pays for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from labvault.entities import ObjectInfo
+from labvault.errors import AmbiguousReference, ExternalError, IntegrityError, NotFound
+from labvault.refs import Digest, parse_digest
+from labvault.storage.objects.protocol import MaterializeMode
+
+__all__ = ["FsspecObjectStore"]
+
+_ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
+
+
+class FsspecObjectStore:
+    def __init__(self, url: str, **storage_options: Any) -> None:
+        try:
+            import fsspec
+            from fsspec.core import url_to_fs
+        except ImportError as exc:  # pragma: no cover - fsspec is a core dependency
+            raise ExternalError("fsspec is not installed", hint="pip install fsspec") from exc
+        del fsspec
+        try:
+            self.fs, base = url_to_fs(url, **storage_options)
+        except (ImportError, ValueError) as exc:
+            scheme = url.split("://", 1)[0]
+            raise ExternalError(
+                f"cannot open {url}: {exc}", hint=f"install the filesystem for {scheme}:// (e.g. labvault[s3])"
+            ) from exc
+        self.url = url
+        self.base = base.rstrip("/")
+        self.root = f"{self.base}/objects/sha256"
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self._atomic = bool(set(protocols) & _ATOMIC_PUT)
+
+    def path_of(self, digest: Digest) -> str:
+        return f"{self.root}/{digest.hex[:2]}/{digest.hex[2:]}"
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        # Remote stores make each upload durable on its own; there is nothing to batch.
+        yield
+
+    def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise ExternalError(f"{action} on {self.url} failed: {exc}", hint="check the URL and credentials") from exc
+
+    def put_bytes(self, data: bytes) -> Digest:
+        digest = Digest(hashlib.sha256(data).hexdigest())
+        if self.has(digest):
+            return digest
+        target = self.path_of(digest)
+        if self._atomic:
+            self._call("upload", self.fs.pipe_file, target, data)
+        else:
+            tmp = f"{self.base}/tmp/{secrets.token_hex(8)}"
+            self._call("upload", self.fs.makedirs, f"{self.base}/tmp", exist_ok=True)
+            self._call("upload", self.fs.pipe_file, tmp, data)
+            self._call("upload", self.fs.makedirs, f"{self.root}/{digest.hex[:2]}", exist_ok=True)
+            self._call("upload", self.fs.mv, tmp, target)
+        return digest
+
+    def put_file(self, path: Path) -> Digest:
+        return self.put_bytes(Path(path).read_bytes())
+
+    def put_stream(self, src: BinaryIO) -> Digest:
+        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
+            shutil.copyfileobj(src, spool)
+            spool.seek(0)
+            return self.put_bytes(spool.read())
+
+    def has(self, digest: Digest) -> bool:
+        return bool(self._call("lookup", self.fs.exists, self.path_of(digest)))
+
+    def get_bytes(self, digest: Digest, *, verify: bool = True) -> bytes:
+        try:
+            data: bytes = self._call("download", self.fs.cat_file, self.path_of(digest))
+        except FileNotFoundError:
+            raise NotFound(f"object {digest} is not stored at {self.url}") from None
+        if verify and hashlib.sha256(data).hexdigest() != digest.hex:
+            raise IntegrityError(f"object {digest} at {self.url} is corrupt")
+        return data
+
+    def open(self, digest: Digest, *, verify: bool = True) -> BinaryIO:
+        return io.BytesIO(self.get_bytes(digest, verify=verify))
+
+    def info(self, digest: Digest) -> ObjectInfo:
+        try:
+            st = self._call("lookup", self.fs.info, self.path_of(digest))
+        except FileNotFoundError:
+            raise NotFound(f"object {digest} is not stored at {self.url}") from None
+        return ObjectInfo(digest, int(st.get("size") or 0), _mtime(st))
+
+    def iter_objects(self) -> Iterator[ObjectInfo]:
+        try:
+            found = self._call("listing", self.fs.find, self.root, detail=True)
+        except FileNotFoundError:
+            return
+        for path, st in sorted(found.items()):
+            parts = path.rstrip("/").split("/")
+            name = parts[-2] + parts[-1] if len(parts) >= 2 else ""
+            if len(name) == 64 and len(parts[-2]) == 2:
+                yield ObjectInfo(Digest(name), int(st.get("size") or 0), _mtime(st))
+
+    def delete(self, digest: Digest) -> None:
+        with suppress(FileNotFoundError):
+            self._call("delete", self.fs.rm_file, self.path_of(digest))
+
+    def resolve_prefix(self, prefix: str) -> Digest:
+        ref = parse_digest(prefix)
+        if ref.is_full:
+            return Digest(ref.prefix)
+        shard = f"{self.root}/{ref.prefix[:2]}"
+        try:
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self._call("listing", self.fs.ls, shard, detail=False)]
+        except FileNotFoundError:
+            names = []
+        matches = sorted(ref.prefix[:2] + n for n in names if n.startswith(ref.prefix[2:]))
+        if not matches:
+            raise NotFound(f"no object matches sha256:{ref.prefix} at {self.url}")
+        if len(matches) > 1:
+            raise AmbiguousReference(f"sha256:{ref.prefix}", [f"sha256:{m}" for m in matches])
+        return Digest(matches[0])
+
+    def materialize(self, digest: Digest, dest: Path, *, mode: MaterializeMode = "copy") -> None:
+        data = self.get_bytes(digest, verify=True)
+        tmp = dest.with_name(f".{dest.name}.labvault-{secrets.token_hex(4)}")
+        tmp.write_bytes(data)
+        tmp.replace(dest)
+
+
+def _mtime(st: dict[str, Any]) -> float:
+    for key in ("mtime", "LastModified", "updated", "created"):
+        value = st.get(key)
+        if isinstance(value, int | float):
+            return float(value)
+        stamp = getattr(value, "timestamp", None)
+        if callable(stamp):
+            return float(stamp())
+    return time.time()
