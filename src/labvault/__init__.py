@@ -26,11 +26,25 @@ from labvault.errors import (
 )
 
 if TYPE_CHECKING:
+    from labvault.entities import Artifact, MetricPoint, Run
+    from labvault.fluent import (
+        active_run,
+        log_artifact,
+        log_metric,
+        log_metrics,
+        log_param,
+        log_params,
+        seed_everything,
+        set_tag,
+        set_tags,
+        start_run,
+    )
     from labvault.refs import DataRef, Digest, ModelRef, RunRef, parse_ref
     from labvault.vault import Vault
 
 __all__ = [
     "AmbiguousReference",
+    "Artifact",
     "CheckFailed",
     "Conflict",
     "DataRef",
@@ -39,16 +53,28 @@ __all__ = [
     "IntegrityError",
     "LabvaultError",
     "LockedError",
+    "MetricPoint",
     "ModelRef",
     "NotFound",
+    "Run",
     "RunRef",
     "StorageError",
     "ValidationError",
     "Vault",
     "VaultNotFound",
     "__version__",
+    "active_run",
+    "log_artifact",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
     "open",
     "parse_ref",
+    "seed_everything",
+    "set_tag",
+    "set_tags",
+    "start_run",
 ]
 
 __version__ = "0.1.0"
@@ -60,6 +86,19 @@ _LAZY = {
     "ModelRef": "labvault.refs",
     "RunRef": "labvault.refs",
     "parse_ref": "labvault.refs",
+    "Artifact": "labvault.entities",
+    "MetricPoint": "labvault.entities",
+    "Run": "labvault.entities",
+    "start_run": "labvault.fluent",
+    "active_run": "labvault.fluent",
+    "log_param": "labvault.fluent",
+    "log_params": "labvault.fluent",
+    "log_metric": "labvault.fluent",
+    "log_metrics": "labvault.fluent",
+    "log_artifact": "labvault.fluent",
+    "set_tag": "labvault.fluent",
+    "set_tags": "labvault.fluent",
+    "seed_everything": "labvault.fluent",
 }
 
 

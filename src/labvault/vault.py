@@ -30,6 +30,7 @@ from labvault.storage.objects.local import LocalObjectStore
 if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
     from labvault.services.registry import Registry
+    from labvault.services.tracking import Tracking
 
 __all__ = ["Vault"]
 
@@ -128,6 +129,30 @@ class Vault:
             user=lambda: self.user,
             runs=lambda: getattr(self, "runs", None),
             data=lambda: getattr(self, "data", None),
+        )
+
+    @cached_property
+    def runs(self) -> Tracking:
+        """Tracking: create, log to, find, export runs (docs/tracking.md)."""
+        from labvault.services.tracking import Tracking
+
+        def resolve_input(ref: str) -> str | None:
+            # The data service, when this labvault has one, names a snapshot's manifest hash.
+            data = getattr(self, "data", None)
+            found = data.get(ref) if data is not None and hasattr(data, "get") else None
+            for attr in ("manifest", "digest", "tree"):
+                value = getattr(found, attr, None)
+                if value is not None:
+                    return str(value)
+            return None
+
+        return Tracking(
+            objects=self.objects,
+            meta=self.meta,
+            user=self.user,
+            default_project=self.project,
+            root=self.root,
+            resolve_input=resolve_input,
         )
 
     @cached_property

@@ -1,0 +1,64 @@
+"""Storing what a run logs: a file as a blob, a folder as a tree of per-directory manifests."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from labvault.entities import Artifact
+from labvault.errors import ValidationError
+from labvault.refs import Digest
+from labvault.storage.objects.local import LocalObjectStore
+from labvault.storage.objects.tree import TreeEntry, put_tree
+
+__all__ = ["artifact_name", "store_path"]
+
+_MAX_NAME = 512
+
+
+def artifact_name(name: str) -> str:
+    """An artifact name is a relative path inside the run: no ``..``, no absolute paths."""
+    clean = name.replace("\\", "/").strip()
+    parts = [p for p in clean.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or clean.startswith("/") or len(clean) > _MAX_NAME or any(ord(c) < 32 for c in clean):
+        raise ValidationError(
+            f"invalid artifact name {name!r}",
+            hint="name artifacts with a relative path such as model.pt or plots/roc.png",
+        )
+    return "/".join(parts)
+
+
+def _store_dir(store: LocalObjectStore, folder: Path) -> tuple[Digest, int]:
+    entries: list[TreeEntry] = []
+    total = 0
+    with os.scandir(folder) as it:
+        for item in sorted(it, key=lambda e: e.name):
+            path = Path(item.path)
+            mode = item.stat(follow_symlinks=False).st_mode
+            if stat.S_ISLNK(mode):
+                entries.append(TreeEntry(item.name, "link", target=os.readlink(path)))
+            elif stat.S_ISDIR(mode):
+                digest, size = _store_dir(store, path)
+                entries.append(TreeEntry(item.name, "dir", digest, size))
+                total += size
+            elif stat.S_ISREG(mode):
+                size = item.stat(follow_symlinks=False).st_size
+                entries.append(TreeEntry(item.name, "file", store.put_file(path), size))
+                total += size
+            # sockets, fifos and devices are not content: skipped
+    return put_tree(store, entries), total
+
+
+def store_path(store: LocalObjectStore, source: Path, *, name: str, role_path: str | None = None) -> Artifact:
+    """Store ``source`` (file or folder) in one batch; durable when this returns."""
+    if not source.exists():
+        raise ValidationError(f"{source} does not exist", hint="give the path of a file or folder to store")
+    with store.batch():
+        if source.is_dir():
+            digest, size = _store_dir(store, source)
+            return Artifact(name, digest, "tree", size, role_path or str(source))
+        if not source.is_file():
+            raise ValidationError(f"{source} is not a regular file or folder", hint="log files and folders")
+        size = source.stat().st_size
+        return Artifact(name, store.put_file(source), "file", size, role_path or str(source))

@@ -1,0 +1,168 @@
+"""``run.yaml``: a run as one self-contained, sorted document; and side-by-side comparison."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from labvault.entities import Run, format_time
+from labvault.errors import LabvaultError
+from labvault.refs import Digest
+from labvault.services.capture.environment import environment_summary
+
+if TYPE_CHECKING:
+    from labvault.services.tracking.service import Tracking
+
+__all__ = ["EXPORT_FORMAT", "compare_runs", "export_run", "json_number"]
+
+EXPORT_FORMAT = "labvault.run/1"
+
+
+def json_number(value: float) -> float | str:
+    """NaN and infinities as the strings the conventions use."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _environment(service: Tracking, run: Run) -> dict[str, Any] | None:
+    ref = run.capture.get("environment")
+    if not isinstance(ref, str):
+        return None
+    try:
+        doc = json.loads(service.objects.get_bytes(Digest(ref.removeprefix("sha256:"))))
+    except (LabvaultError, ValueError) as exc:
+        return {"sha256": ref, "error": str(exc)}
+    return {"sha256": ref, **environment_summary(doc)}
+
+
+def _config(service: Tracking, run: Run) -> list[dict[str, Any]]:
+    out = []
+    for entry in run.capture.get("config") or []:
+        item = dict(entry)
+        try:
+            data = service.objects.get_bytes(Digest(entry["sha256"].removeprefix("sha256:")))
+            try:
+                item["content"] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                item["content"] = None  # binary: fetch it with `labvault object cat <sha256>`
+        except LabvaultError as exc:
+            item["error"] = str(exc)
+        out.append(item)
+    return out
+
+
+def _inputs(service: Tracking, run: Run) -> list[dict[str, Any]]:
+    out = []
+    for ref in run.inputs:
+        item: dict[str, Any] = {"ref": ref}
+        if service.resolve_input is not None:
+            try:
+                item["manifest_sha256"] = service.resolve_input(ref)
+            except LabvaultError as exc:
+                item["error"] = str(exc)
+        out.append(item)
+    return out
+
+
+def export_run(service: Tracking, run: Run) -> dict[str, Any]:
+    cap = run.capture
+    git = cap.get("git") or {}
+    return {
+        "format": EXPORT_FORMAT,
+        "id": run.id,
+        "ref": run.ref,
+        "project": run.project,
+        "name": run.name,
+        "status": run.status,
+        "parent": f"run:{run.parent_id}" if run.parent_id else None,
+        "user": run.user,
+        "host": run.host,
+        "started_at": format_time(run.started_at),
+        "ended_at": format_time(run.ended_at) if run.ended_at else None,
+        "duration_seconds": run.duration,
+        "exit_code": run.exit_code,
+        "error": run.error,
+        "command": cap.get("command"),
+        "cwd": cap.get("cwd"),
+        "code": {
+            "commit": git.get("commit"),
+            "branch": git.get("branch"),
+            "remote": git.get("remote"),
+            "dirty": git.get("dirty"),
+            "patch": cap.get("patch"),
+        },
+        "inputs": _inputs(service, run),
+        "config": _config(service, run),
+        "seed": run.seed,
+        "seeds": cap.get("seeds"),
+        "pythonhashseed": cap.get("pythonhashseed"),
+        "environment": _environment(service, run),
+        "params": run.params,
+        "metrics": {k: json_number(v) for k, v in run.metrics.items()},
+        "tags": run.tags,
+        "artifacts": [
+            {
+                "name": a.name,
+                "kind": a.kind,
+                "sha256": str(a.digest),
+                "size": a.size,
+                "output": a in run.outputs,
+            }
+            for a in run.artifacts
+        ],
+        "stdout": cap.get("stdout"),
+        "stderr": cap.get("stderr"),
+        "capture_warnings": list(cap.get("warnings") or []),
+        "deleted_at": format_time(run.deleted_at) if run.deleted_at else None,
+    }
+
+
+def _row(values: Sequence[Any]) -> dict[str, Any]:
+    norm = [json.dumps(v, sort_keys=True, default=str) for v in values]
+    return {"values": list(values), "differs": len(set(norm)) > 1}
+
+
+def compare_runs(service: Tracking, runs: Sequence[Run]) -> dict[str, Any]:
+    """Params, metrics, inputs, code and environment side by side; ``differs`` marks differences."""
+    docs = [export_run(service, r) for r in runs]
+    sections: dict[str, dict[str, Any]] = {"params": {}, "metrics": {}, "attributes": {}, "code": {}, "environment": {}}
+    for key in sorted({k for r in runs for k in r.params}):
+        sections["params"][key] = _row([r.params.get(key) for r in runs])
+    for key in sorted({k for r in runs for k in r.metrics}):
+        sections["metrics"][key] = _row([json_number(r.metrics[key]) if key in r.metrics else None for r in runs])
+    for key in ("project", "name", "status", "started_at", "duration_seconds", "exit_code", "seed"):
+        sections["attributes"][key] = _row([d[key] for d in docs])
+    sections["attributes"]["inputs"] = _row([list(r.inputs) for r in runs])
+    for key in ("commit", "branch", "dirty", "patch"):
+        sections["code"][key] = _row([d["code"][key] for d in docs])
+    env_keys = ("sha256", "python", "os", "cpu", "gpus", "cuda", "container", "packages", "lock_files")
+    for key in env_keys:
+        sections["environment"][key] = _row([(d["environment"] or {}).get(key) for d in docs])
+    sections["environment"]["package_versions"] = _package_diff(service, runs)
+    return {"runs": [{"id": r.id, "ref": r.ref, "name": r.name} for r in runs], **sections}
+
+
+def _package_diff(service: Tracking, runs: Sequence[Run]) -> dict[str, Any]:
+    """Packages whose version differs between the runs' environments (or that only some have)."""
+    versions: list[dict[str, str]] = []
+    for run in runs:
+        ref = run.capture.get("environment")
+        pkgs: dict[str, str] = {}
+        if isinstance(ref, str):
+            try:
+                doc = json.loads(service.objects.get_bytes(Digest(ref.removeprefix("sha256:"))))
+                pkgs = {p["name"]: p["version"] for p in doc.get("packages") or []}
+            except (LabvaultError, ValueError, KeyError, TypeError):
+                pkgs = {}
+        versions.append(pkgs)
+    names = sorted({n for v in versions for n in v})
+    return {
+        n: {"values": [v.get(n) for v in versions], "differs": True}
+        for n in names
+        if len({v.get(n) for v in versions}) > 1
+    }

@@ -1,0 +1,192 @@
+"""The run filter's syntax tree, compiled to parameterised SQLAlchemy expressions.
+
+Every user value is a bound parameter (keys too), so a filter can never change the SQL's shape.
+Each comparison is two-valued: a missing key, a NaN or an infinity makes it false (never NULL), so
+``not`` selects exactly the runs the comparison did not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from labvault.errors import ValidationError
+from labvault.storage.meta.tables import run_metrics, run_params, run_tags, runs
+
+__all__ = [
+    "ATTRIBUTES",
+    "And",
+    "Compare",
+    "Field",
+    "Node",
+    "Not",
+    "Op",
+    "Or",
+    "Scope",
+    "SortKey",
+    "Value",
+    "compile_filter",
+    "compile_sort",
+]
+
+#: Run attributes a filter or sort may name, and their columns.
+ATTRIBUTES: dict[str, Any] = {
+    "id": runs.c.id,
+    "name": runs.c.name,
+    "project": runs.c.project,
+    "status": runs.c.status,
+    "user": runs.c.user,
+    "started": runs.c.started_at,
+    "ended": runs.c.ended_at,
+}
+
+Scope = Literal["metrics", "params", "tags", "attribute"]
+Op = Literal["=", "!=", "<", "<=", ">", ">=", "in", "like"]
+Value = str | float | datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    scope: Scope
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    field: Field
+    op: Op
+    values: tuple[Value, ...]  # one value, or the list of ``in``
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    nodes: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    nodes: tuple[Node, ...]
+
+
+Node = Compare | Not | And | Or
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    field: Field
+    descending: bool
+
+
+def latest_metric(key: str) -> Any:
+    """The latest finite value of metric ``key`` of the outer run (NULL if missing or not finite)."""
+    return (
+        sa.select(run_metrics.c.value)
+        .where(run_metrics.c.run_id == runs.c.id, run_metrics.c.key == key)
+        .order_by(run_metrics.c.step.desc(), run_metrics.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def _keyed(table: sa.Table, column: str, key: str) -> Any:
+    return sa.select(table.c[column]).where(table.c.run_id == runs.c.id, table.c.key == key).scalar_subquery()
+
+
+def _like(column: Any, pattern: str, *, sqlite: bool) -> ColumnElement[bool]:
+    if not sqlite:
+        return column.like(pattern, escape="\\")  # type: ignore[no-any-return]
+    # SQLite's LIKE ignores ASCII case; GLOB is case-sensitive, so translate % and _ to * and ?.
+    out: list[str] = []
+    escaped = False
+    for ch in pattern:
+        if escaped:
+            out.append(f"[{ch}]" if ch in "*?[" else ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "%":
+            out.append("*")
+        elif ch == "_":
+            out.append("?")
+        elif ch in "*?[":
+            out.append(f"[{ch}]")
+        else:
+            out.append(ch)
+    if escaped:
+        out.append("\\")
+    return column.op("GLOB")(sa.bindparam(None, "".join(out), type_=sa.String))  # type: ignore[no-any-return]
+
+
+def _one(column: Any, op: Op, value: Value, *, sqlite: bool) -> ColumnElement[bool]:
+    if op == "like":
+        return _like(column, str(value), sqlite=sqlite)
+    bound = sa.bindparam(None, value, type_=column.type if isinstance(value, datetime) else None)
+    if op == "=":
+        return column == bound  # type: ignore[no-any-return]
+    if op == "!=":
+        return column != bound  # type: ignore[no-any-return]
+    if op == "<":
+        return column < bound  # type: ignore[no-any-return]
+    if op == "<=":
+        return column <= bound  # type: ignore[no-any-return]
+    if op == ">":
+        return column > bound  # type: ignore[no-any-return]
+    return column >= bound  # type: ignore[no-any-return]
+
+
+def _column_for(field: Field, value: Value) -> Any:
+    if field.scope == "attribute":
+        return ATTRIBUTES[field.key]
+    if field.scope == "metrics":
+        return latest_metric(field.key)
+    table = run_params if field.scope == "params" else run_tags
+    return _keyed(table, "num" if isinstance(value, float) else "text", field.key)
+
+
+def _compare(node: Compare, *, sqlite: bool) -> ColumnElement[bool]:
+    if node.op == "in":
+        parts = [_one(_column_for(node.field, v), "=", v, sqlite=sqlite) for v in node.values]
+        cond = sa.or_(*parts)
+    else:
+        value = node.values[0]
+        cond = _one(_column_for(node.field, value), node.op, value, sqlite=sqlite)
+    # NULL (missing key, non-finite value) becomes false, so that NOT is exact.
+    return sa.func.coalesce(cond, sa.false())  # type: ignore[no-any-return]
+
+
+def compile_filter(node: Node, *, sqlite: bool) -> ColumnElement[bool]:
+    if isinstance(node, Compare):
+        return _compare(node, sqlite=sqlite)
+    if isinstance(node, Not):
+        return sa.not_(compile_filter(node.node, sqlite=sqlite))
+    parts = [compile_filter(n, sqlite=sqlite) for n in node.nodes]
+    return sa.and_(*parts) if isinstance(node, And) else sa.or_(*parts)
+
+
+def compile_sort(key: SortKey) -> list[Any]:
+    f = key.field
+    if f.scope == "attribute":
+        column = ATTRIBUTES[f.key]
+    elif f.scope == "metrics":
+        column = latest_metric(f.key)
+    elif f.scope in ("params", "tags"):
+        table = run_params if f.scope == "params" else run_tags
+        # Numbers sort as numbers and before text; runs without the key sort last either way.
+        num, text = _keyed(table, "num", f.key), _keyed(table, "text", f.key)
+        missing = sa.case((text.is_(None), 1), else_=0)
+        if key.descending:
+            return [missing, num.desc(), text.desc(), runs.c.id]
+        return [missing, num.is_(None), num, text, runs.c.id]
+    else:  # pragma: no cover - the parser only builds the scopes above
+        raise ValidationError(f"cannot sort by {f.key!r}")
+    missing = sa.case((column.is_(None), 1), else_=0)
+    return [missing, column.desc() if key.descending else column.asc(), runs.c.id]

@@ -1,0 +1,282 @@
+"""Run rows <-> :class:`~labvault.entities.Run`. Repositories never commit: callers own the transaction."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from labvault.entities import Artifact, MetricPoint, Run, RunStatus
+from labvault.errors import Conflict
+from labvault.refs import Digest
+from labvault.storage.meta.tables import run_artifacts, run_metrics, run_params, run_tags, runs
+
+__all__ = [
+    "MetricRow",
+    "add_artifact",
+    "add_params",
+    "append_metrics",
+    "as_utc",
+    "decode_metric",
+    "encode_metric",
+    "insert_run",
+    "load_runs",
+    "match_prefix",
+    "max_steps",
+    "metric_history",
+    "run_row",
+    "set_tags",
+    "update_run",
+]
+
+_CHUNK = 500
+# (run_id, key, step, ts_ms, value)
+MetricRow = tuple[str, str, int, int, float]
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite gives naive datetimes back: they are UTC."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def encode_metric(value: float) -> tuple[float | None, int]:
+    if math.isfinite(value):
+        return value, 0
+    if math.isnan(value):
+        return None, 1
+    return None, 2 if value > 0 else 3
+
+
+_NON_FINITE = {1: math.nan, 2: math.inf, 3: -math.inf}
+
+
+def decode_metric(value: float | None, kind: int) -> float:
+    return float(value) if kind == 0 and value is not None else _NON_FINITE.get(kind, math.nan)
+
+
+def number_of(value: object) -> float | None:
+    """The value as a finite number if it is one (``4``, ``4.5``, ``"4"``), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        num = float(value)
+    elif isinstance(value, str):
+        try:
+            num = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return num if math.isfinite(num) else None
+
+
+# -- writes ----------------------------------------------------------------------------------------
+def insert_run(conn: Connection, row: Mapping[str, Any]) -> None:
+    conn.execute(sa.insert(runs), [dict(row)])
+
+
+def update_run(conn: Connection, run_id: str, **values: Any) -> int:
+    return conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values)).rowcount
+
+
+def add_params(conn: Connection, run_id: str, params: Mapping[str, tuple[str, str]]) -> None:
+    """Insert params given as ``key -> (json, text)``; the same value again is a no-op, another is Conflict."""
+    if not params:
+        return
+    existing: dict[str, str] = {}
+    keys = list(params)
+    for i in range(0, len(keys), _CHUNK):
+        chunk = keys[i : i + _CHUNK]
+        existing.update(
+            conn.execute(
+                sa.select(run_params.c.key, run_params.c.text).where(
+                    run_params.c.run_id == run_id, run_params.c.key.in_(chunk)
+                )
+            ).all()
+        )
+    for key, old in existing.items():
+        if old != params[key][1]:
+            raise Conflict(
+                f"param {key!r} of run:{run_id} is already {old!r}; it cannot become {params[key][1]!r}",
+                hint="params are immutable: log the new value under another key, or start a new run",
+            )
+    new = [
+        {"run_id": run_id, "key": k, "value": v, "text": t, "num": number_of(t)}
+        for k, (v, t) in params.items()
+        if k not in existing
+    ]
+    if new:
+        conn.execute(sa.insert(run_params), new)
+
+
+def set_tags(conn: Connection, run_id: str, tags: Mapping[str, str]) -> None:
+    if not tags:
+        return
+    conn.execute(sa.delete(run_tags).where(run_tags.c.run_id == run_id, run_tags.c.key.in_(list(tags))))
+    conn.execute(
+        sa.insert(run_tags),
+        [{"run_id": run_id, "key": k, "text": v, "num": number_of(v)} for k, v in tags.items()],
+    )
+
+
+_INSERT_METRIC = sa.insert(run_metrics)
+
+
+def append_metrics(conn: Connection, rows: Sequence[MetricRow]) -> None:
+    params = []
+    for run_id, key, step, ts_ms, value in rows:
+        stored, kind = encode_metric(value)
+        params.append({"run_id": run_id, "key": key, "step": step, "ts_ms": ts_ms, "value": stored, "kind": kind})
+    if params:
+        conn.execute(_INSERT_METRIC, params)
+
+
+def add_artifact(conn: Connection, run_id: str, artifact: Artifact, *, role: str, now: datetime) -> None:
+    """Record an artifact; logging a name again while the run is open replaces it."""
+    conn.execute(
+        sa.delete(run_artifacts).where(run_artifacts.c.run_id == run_id, run_artifacts.c.name == artifact.name)
+    )
+    conn.execute(
+        sa.insert(run_artifacts),
+        [
+            {
+                "run_id": run_id,
+                "name": artifact.name,
+                "role": role,
+                "kind": artifact.kind,
+                "digest": artifact.digest.hex,
+                "size": artifact.size,
+                "path": artifact.path,
+                "created_at": now,
+            }
+        ],
+    )
+
+
+# -- reads -----------------------------------------------------------------------------------------
+def run_row(conn: Connection, run_id: str) -> sa.Row[Any] | None:
+    return conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+
+
+def match_prefix(conn: Connection, prefix: str, *, limit: int = 11) -> list[str]:
+    # Ids are lowercase hex, so a prefix holds no LIKE wildcard; it is bound, never spliced.
+    return list(
+        conn.execute(
+            sa.select(runs.c.id).where(runs.c.id.like(prefix + "%")).order_by(runs.c.id).limit(limit)
+        ).scalars()
+    )
+
+
+def max_steps(conn: Connection, run_id: str) -> dict[str, int]:
+    return dict(
+        conn.execute(
+            sa.select(run_metrics.c.key, sa.func.max(run_metrics.c.step))
+            .where(run_metrics.c.run_id == run_id)
+            .group_by(run_metrics.c.key)
+        ).all()
+    )
+
+
+def metric_history(conn: Connection, run_id: str, key: str | None = None) -> dict[str, list[MetricPoint]]:
+    q = sa.select(
+        run_metrics.c.key, run_metrics.c.step, run_metrics.c.ts_ms, run_metrics.c.value, run_metrics.c.kind
+    ).where(run_metrics.c.run_id == run_id)
+    if key is not None:
+        q = q.where(run_metrics.c.key == key)
+    out: dict[str, list[MetricPoint]] = defaultdict(list)
+    for k, step, ts_ms, value, kind in conn.execute(
+        q.order_by(run_metrics.c.key, run_metrics.c.step, run_metrics.c.id)
+    ):
+        out[k].append(MetricPoint(k, int(step), datetime.fromtimestamp(ts_ms / 1000, UTC), decode_metric(value, kind)))
+    return dict(out)
+
+
+def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
+    for i in range(0, len(ids), _CHUNK):
+        yield list(ids[i : i + _CHUNK])
+
+
+def _latest_metrics(conn: Connection, ids: list[str]) -> dict[str, dict[str, float]]:
+    rank = (
+        sa.func.row_number()
+        .over(
+            partition_by=(run_metrics.c.run_id, run_metrics.c.key),
+            order_by=(run_metrics.c.step.desc(), run_metrics.c.id.desc()),
+        )
+        .label("rank")
+    )
+    inner = (
+        sa.select(run_metrics.c.run_id, run_metrics.c.key, run_metrics.c.value, run_metrics.c.kind, rank)
+        .where(run_metrics.c.run_id.in_(ids))
+        .subquery()
+    )
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for run_id, key, value, kind in conn.execute(
+        sa.select(inner.c.run_id, inner.c.key, inner.c.value, inner.c.kind).where(inner.c.rank == 1)
+    ):
+        out[run_id][key] = decode_metric(value, kind)
+    return out
+
+
+def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
+    """Full records for ``ids``, in the order given (missing ids are skipped)."""
+    rows: dict[str, sa.Row[Any]] = {}
+    params: dict[str, dict[str, object]] = defaultdict(dict)
+    tags: dict[str, dict[str, str]] = defaultdict(dict)
+    metrics: dict[str, dict[str, float]] = {}
+    arts: dict[str, list[tuple[str, Artifact]]] = defaultdict(list)
+    for chunk in _chunks(ids):
+        for row in conn.execute(sa.select(runs).where(runs.c.id.in_(chunk))):
+            rows[row.id] = row
+        for run_id, key, value in conn.execute(
+            sa.select(run_params.c.run_id, run_params.c.key, run_params.c.value).where(run_params.c.run_id.in_(chunk))
+        ):
+            params[run_id][key] = json.loads(value)
+        for run_id, key, text in conn.execute(
+            sa.select(run_tags.c.run_id, run_tags.c.key, run_tags.c.text).where(run_tags.c.run_id.in_(chunk))
+        ):
+            tags[run_id][key] = text
+        metrics.update(_latest_metrics(conn, chunk))
+        for a in conn.execute(
+            sa.select(run_artifacts).where(run_artifacts.c.run_id.in_(chunk)).order_by(run_artifacts.c.name)
+        ):
+            artifact = Artifact(a.name, Digest(a.digest), cast(Any, a.kind), int(a.size), a.path)
+            arts[a.run_id].append((a.role, artifact))
+    out = []
+    for run_id in ids:
+        row = rows.get(run_id)
+        if row is None:
+            continue
+        out.append(
+            Run(
+                id=row.id,
+                project=row.project,
+                name=row.name,
+                status=cast(RunStatus, row.status),
+                started_at=cast(datetime, as_utc(row.started_at)),
+                ended_at=as_utc(row.ended_at),
+                params=dict(sorted(params[run_id].items())),
+                metrics=dict(sorted(metrics.get(run_id, {}).items())),
+                tags=dict(sorted(tags[run_id].items())),
+                inputs=tuple(json.loads(row.inputs)),
+                outputs=tuple(a for role, a in arts[run_id] if role == "output"),
+                artifacts=tuple(a for _, a in arts[run_id]),
+                parent_id=row.parent_id,
+                user=row.user,
+                host=row.host,
+                exit_code=row.exit_code,
+                error=row.error,
+                seed=row.seed,
+                deleted_at=as_utc(row.deleted_at),
+                capture=json.loads(row.capture),
+            )
+        )
+    return out
