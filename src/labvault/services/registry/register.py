@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +31,7 @@ BUMPS = ("major", "minor", "patch")
 _RETRIES = 20
 
 
-@dataclass
-class _Content:
-    files: list[FileEntry]
-    source: dict[str, Any]
-    run_id: str | None = None
-    notes: list[str] = field(default_factory=list)
+_Content = runlink.ArtifactContent
 
 
 def parse_model_name(text: str) -> ModelRef:
