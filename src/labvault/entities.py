@@ -198,6 +198,8 @@ class AuditReport:
     problems: tuple[str, ...] = ()
     first_bad: int | None = None
     notes: tuple[str, ...] = ()
+
+
 # -- tracking -----------------------------------------------------------------------------------
 
 #: A run is ``running`` until it ends ``finished``, ``failed`` (an error or a non-zero exit) or

@@ -23,14 +23,15 @@ import hashlib
 import math
 import operator
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from labvault.errors import StorageError, ValidationError
 from labvault.refs import DataRef, parse_ref, validate_name
@@ -77,6 +78,17 @@ class CheckSpec(_Strict):
     run: str = Field(min_length=1)
     timeout: float = Field(300.0, gt=0, le=86400)
 
+    @field_validator("run")
+    @classmethod
+    def _splits(cls, value: str) -> str:
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot split the command like a shell would: {exc}") from None
+        if not words:
+            raise ValueError("the command is empty")
+        return value
+
 
 class DriftSpec(_Strict):
     reference: str
@@ -94,22 +106,23 @@ class DriftSpec(_Strict):
         return value
 
 
+def _threshold_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"write the threshold as a quoted comparison, like '>= {value}'")
+    Threshold.parse(value)
+    return value
+
+
+ThresholdText = Annotated[str, BeforeValidator(_threshold_text)]
+
+
 class AliasPolicy(_Strict):
-    metrics: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, ThresholdText] = Field(default_factory=dict)
     checks: list[CheckSpec] = Field(default_factory=list)
     from_: str | None = Field(None, alias="from")
     drift: DriftSpec | None = None
     rollback_plan: Literal["required", "optional"] = "optional"
     approvals: int = Field(0, ge=0, le=100)
-
-    @field_validator("metrics")
-    @classmethod
-    def _thresholds(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, text in value.items():
-            if not isinstance(text, str):
-                raise ValueError(f"metric {name}: write the threshold as a quoted comparison like '>= {text}'")
-            Threshold.parse(text)
-        return value
 
     @field_validator("from_")
     @classmethod
@@ -251,9 +264,14 @@ def load_policy(root: Path) -> PolicyFile:
 
 def _schema_error(exc: pydantic.ValidationError, base: tuple[Any, ...], lines: _Lines, hint: str) -> ValidationError:
     errors = exc.errors()
-    first = errors[0]
-    loc = tuple("from" if p == "from_" else p for p in first["loc"])
-    path = (*base, *loc)
+
+    def path_of(err: Any) -> tuple[Any, ...]:
+        return (*base, *("from" if p == "from_" else p for p in err["loc"]))
+
+    # A misspelt key usually explains the "field required" next to it: report it first.
+    first = min(errors, key=lambda e: (e["type"] != "extra_forbidden", _line_for(lines, path_of(e))))
+    loc = path_of(first)[len(base) :]
+    path = path_of(first)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = f"unknown key (allowed: {', '.join(sorted(_allowed(base, loc)))})"

@@ -1,0 +1,314 @@
+"""Policies from labvault.yaml: parsing with line numbers, gates, promotion, rollback, history."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from labvault.errors import Conflict, NotFound, ValidationError
+from labvault.services.registry import PromotionRefused
+from labvault.vault import Vault
+from tests.services.test_registry import make_model
+
+
+def write_policy(project: Path, text: str) -> None:
+    (project / "labvault.yaml").write_text(textwrap.dedent(text))
+
+
+def register(vault: Vault, project: Path, auc: float, *, latency: float = 20) -> str:
+    model = make_model(project, f"m{auc}", weights=str(auc).encode(), metrics={"auc": auc, "latency_ms": latency})
+    return vault.registry.register("fraud/detector", model)[0].ref
+
+
+# -- parsing ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("models:\n  fraud/detector:\n    prod:\n      metrics: [\n", "labvault.yaml:5: YAML syntax error"),
+        (
+            "models:\n  fraud/detector:\n    prod:\n      aprovals: 1\n",
+            "labvault.yaml:4: models.fraud/detector.prod.aprovals: unknown key",
+        ),
+        (
+            "models:\n  fraud/detector:\n    prod:\n      approvals: many\n",
+            "labvault.yaml:4: models.fraud/detector.prod.approvals: Input should be a valid integer",
+        ),
+        (
+            "models:\n  fraud/detector:\n    prod:\n      metrics:\n        auc: 0.9\n",
+            "labvault.yaml:5: models.fraud/detector.prod.metrics.auc",
+        ),
+        (
+            "models:\n  fraud/detector:\n    prod:\n      metrics:\n        auc: '=> 0.9'\n",
+            "labvault.yaml:5: models.fraud/detector.prod.metrics",
+        ),
+        (
+            "models:\n  fraud/detector:\n    prod:\n      checks:\n        - name: x\n          command: ls\n",
+            "labvault.yaml:6: models.fraud/detector.prod.checks[0].command: unknown key",
+        ),
+        (
+            "models:\n  fraud/detector:\n    prod:\n      drift:\n        reference: transactions\n",
+            "labvault.yaml:5: models.fraud/detector.prod.drift.reference",
+        ),
+        ("models:\n  fraud:\n    prod: {}\n", "labvault.yaml:2: models.fraud"),
+        ("models:\n  a/b:\n    prod: {}\n    prod: {}\n", "labvault.yaml:4: models.a/b.prod: duplicate key"),
+        ("models:\n  fraud/detector:\n    prod:\n      rollback_plan: maybe\n", "labvault.yaml:4"),
+        ("- just\n- a list\n", "labvault.yaml:1"),
+    ],
+)
+def test_policy_errors_name_file_line_and_key(vault: Vault, project: Path, text: str, expected: str) -> None:
+    write_policy(project, text)
+    with pytest.raises(ValidationError) as info:
+        vault.registry.policy()
+    assert expected in info.value.message
+
+
+def test_policy_parses_and_other_sections_are_ignored(vault: Vault, project: Path) -> None:
+    write_policy(
+        project,
+        """\
+        stages:
+          train: {cmd: python train.py}
+        models:
+          fraud/detector:
+            staging:
+              metrics: {auc: ">= 0.9"}
+            prod:
+              from: staging
+              rollback_plan: required
+              approvals: 2
+        """,
+    )
+    policy = vault.registry.policy()
+    assert policy.hash is not None and len(policy.hash) == 64
+    prod = policy.for_alias("fraud", "detector", "prod")
+    assert prod is not None and prod.from_ == "staging" and prod.approvals == 2
+    assert policy.for_alias("fraud", "detector", "dev") is None
+
+
+# -- gates --------------------------------------------------------------------------------------
+def test_metric_gates_refuse_listing_every_unmet_gate(vault: Vault, project: Path) -> None:
+    write_policy(
+        project,
+        """\
+        models:
+          fraud/detector:
+            staging:
+              metrics: {auc: ">= 0.90", latency_ms: "< 50", recall: "> 0.5"}
+        """,
+    )
+    ref = register(vault, project, 0.85, latency=70)
+    with pytest.raises(PromotionRefused) as info:
+        vault.registry.promote(ref, "staging")
+    decision = info.value.decision
+    failed = {g.name: g for g in decision.failed_gates}
+    assert set(failed) == {"auc", "latency_ms", "recall"}
+    assert failed["auc"].measured == 0.85 and failed["auc"].threshold == ">= 0.9"
+    assert "not recorded" in failed["recall"].detail
+    assert info.value.exit_code == 1
+    refusal = vault.registry.audit.events(action="refuse")[-1]
+    assert refusal.policy_hash == vault.registry.policy().hash
+    assert {g["name"] for g in refusal.details["gates"]} == {"auc", "latency_ms", "recall"}
+    with pytest.raises(NotFound):
+        vault.registry.resolve("fraud/detector@staging")
+
+
+def test_promotion_moves_when_gates_pass_and_check_moves_nothing(vault: Vault, project: Path) -> None:
+    write_policy(project, "models:\n  fraud/detector:\n    staging:\n      metrics: {auc: '>= 0.90'}\n")
+    ref = register(vault, project, 0.95)
+    decision = vault.registry.check(ref, "staging")
+    assert decision.passed and not decision.moved
+    with pytest.raises(NotFound):
+        vault.registry.resolve("fraud/detector@staging")
+    decision = vault.registry.promote(ref, "staging", reason="good auc")
+    assert decision.moved and decision.after == "0.1.0"
+    assert vault.registry.resolve("fraud/detector@staging").version == "0.1.0"
+    again = vault.registry.promote(ref, "staging")
+    assert again.action == "noop"
+
+
+def test_from_approvals_and_rollback_plan(vault: Vault, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_policy(
+        project,
+        """\
+        models:
+          fraud/detector:
+            prod:
+              from: staging
+              rollback_plan: required
+              approvals: 2
+        """,
+    )
+    ref = register(vault, project, 0.95)
+    refused = vault.registry.promote(ref, "prod", raise_on_refusal=False)
+    assert {g.gate for g in refused.failed_gates} == {"from", "approvals", "rollback_plan"}
+    vault.registry.promote(ref, "staging")
+    assert vault.registry.approve(ref, "prod")
+    assert not vault.registry.approve(ref, "prod")  # same user counts once
+    decision = vault.registry.check(ref, "prod")
+    approvals = next(g for g in decision.gates if g.gate == "approvals")
+    assert (approvals.measured, approvals.passed) == (1, False)
+    monkeypatch.setenv("LABVAULT_USER", "bob@example.com")
+    other = Vault.open(project)
+    assert other.registry.approve(ref, "prod")
+    decision = other.registry.check(ref, "prod")
+    assert [g.gate for g in decision.failed_gates] == ["rollback_plan"]
+    decision = other.registry.promote(ref, "prod", waive_rollback_plan="first release")
+    assert decision.moved
+    plan = next(g for g in decision.gates if g.gate == "rollback_plan")
+    assert plan.passed and "waived: first release" in plan.detail
+    other.close()
+
+
+def test_checks_run_without_a_shell_and_failures_are_recorded(vault: Vault, project: Path) -> None:
+    script = project / "check.py"
+    script.write_text(
+        "import sys, pathlib\n"
+        "d = pathlib.Path(sys.argv[1])\n"
+        "print('checked', sys.argv[2], sys.argv[3], sorted(p.name for p in d.iterdir()))\n"
+        "sys.exit(0 if (d / 'model.bin').exists() else 3)\n"
+    )
+    py = sys.executable
+    write_policy(
+        project,
+        f"""\
+        models:
+          fraud/detector:
+            staging:
+              checks:
+                - name: validation
+                  run: {py} check.py {{model_dir}} {{model}} {{version}}
+                - name: missing
+                  run: no-such-command-xyz --flag
+                - name: hangs
+                  run: {py} -c "import time; time.sleep(30)"
+                  timeout: 0.5
+                - name: shell
+                  run: echo hi && exit 1
+        """,
+    )
+    ref = register(vault, project, 0.9)
+    decision = vault.registry.promote(ref, "staging", raise_on_refusal=False)
+    gates = {g.name: g for g in decision.gates}
+    assert gates["validation"].passed
+    output = vault.objects.get_bytes(gates["validation"].output).decode()
+    assert "checked fraud/detector 0.1.0" in output and "model.bin" in output
+    assert not gates["missing"].passed and "command not found" in gates["missing"].detail
+    assert not gates["hangs"].passed and "timed out" in gates["hangs"].detail
+    # no shell: "&&" and "exit" are plain arguments to echo, which succeeds
+    assert gates["shell"].passed
+    assert b"hi && exit 1" in vault.objects.get_bytes(gates["shell"].output)
+    assert decision.action == "refuse"
+    # the outputs are linked to the decision and kept by gc
+    assert vault.maintenance.gc(grace=0, dry_run=True).deleted == ()
+    event = vault.registry.audit.events(action="refuse")[-1]
+    assert event.details["gates"][0]["output"] == str(gates["validation"].output)
+
+
+def test_drift_gate_without_data_diff_fails_as_unavailable(vault: Vault, project: Path) -> None:
+    write_policy(
+        project,
+        "models:\n  fraud/detector:\n    prod:\n      drift: {reference: 'data:tx@v1', max_psi: 0.2}\n",
+    )
+    ref = register(vault, project, 0.9)
+    decision = vault.registry.check(ref, "prod")
+    assert not decision.passed
+    assert decision.gates[0].gate == "drift"
+
+
+# -- rollback, unset, history -------------------------------------------------------------------
+def test_rollback_walks_back_the_history(vault: Vault, project: Path) -> None:
+    refs = [register(vault, project, a) for a in (0.91, 0.92, 0.93)]
+    for ref in refs:
+        vault.registry.promote(ref, "prod")
+    assert vault.registry.rollback("fraud/detector", "prod", reason="latency").after == "0.1.1"
+    assert vault.registry.rollback("fraud/detector", "prod").after == "0.1.0"
+    with pytest.raises(NotFound, match="no earlier version"):
+        vault.registry.rollback("fraud/detector", "prod")
+    assert vault.registry.resolve("fraud/detector@prod").version == "0.1.0"
+    moves = vault.registry.history("fraud/detector", "prod")
+    assert [(m.action, m.before, m.after) for m in moves] == [
+        ("promote", None, "0.1.0"),
+        ("promote", "0.1.0", "0.1.1"),
+        ("promote", "0.1.1", "0.1.2"),
+        ("rollback", "0.1.2", "0.1.1"),
+        ("rollback", "0.1.1", "0.1.0"),
+    ]
+    assert moves[3].reason == "latency"
+
+
+def test_rollback_skips_gates(vault: Vault, project: Path) -> None:
+    a = register(vault, project, 0.95)
+    b = register(vault, project, 0.96)
+    vault.registry.promote(a, "prod")
+    vault.registry.promote(b, "prod")
+    write_policy(project, "models:\n  fraud/detector:\n    prod:\n      metrics: {auc: '>= 0.99'}\n")
+    assert vault.registry.rollback("fraud/detector", "prod").after == "0.1.0"
+
+
+def test_unset_and_unknown_aliases(vault: Vault, project: Path) -> None:
+    ref = register(vault, project, 0.9)
+    vault.registry.promote(ref, "staging")
+    vault.registry.unset_alias("fraud/detector", "staging")
+    with pytest.raises(NotFound):
+        vault.registry.resolve("fraud/detector@staging")
+    with pytest.raises(NotFound):
+        vault.registry.unset_alias("fraud/detector", "staging")
+    with pytest.raises(NotFound):
+        vault.registry.rollback("fraud/detector", "prod")
+    with pytest.raises(NotFound):
+        vault.registry.history("fraud/detector", "prod")
+    with pytest.raises(NotFound):
+        vault.registry.history("fraud/nothing")
+    with pytest.raises(ValidationError):
+        vault.registry.promote(ref, "bad/alias")
+    vault.registry.promote(ref, "staging")
+    actions = [m.action for m in vault.registry.history("fraud/detector", "staging")]
+    assert actions == ["promote", "unset", "promote"]
+
+
+def test_lost_race_is_refused_and_audited(vault: Vault, project: Path) -> None:
+    """A promotion whose alias moved while its gates ran loses (exit 4); both attempts are audited."""
+    a = register(vault, project, 0.91)
+    b = register(vault, project, 0.92)
+    (project / "slow.py").write_text(
+        "import sys, time, pathlib\n"
+        "if sys.argv[1] == '0.1.0':\n"
+        "    pathlib.Path('started').write_text('')\n"
+        "    while not pathlib.Path('go').exists(): time.sleep(0.01)\n"
+    )
+    write_policy(
+        project,
+        f"models:\n  fraud/detector:\n    prod:\n      checks: [{{name: slow, run: '{sys.executable} slow.py {{version}}'}}]\n",
+    )
+    results: dict[str, object] = {}
+
+    def slow() -> None:
+        try:
+            results["slow"] = vault.registry.promote(a, "prod")
+        except Conflict as exc:
+            results["slow"] = exc
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    other = Vault.open(project)
+    try:
+        deadline = time.monotonic() + 20
+        while not (project / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        results["fast"] = other.registry.promote(b, "prod")
+    finally:
+        (project / "go").write_text("")
+        thread.join(30)
+        other.close()
+    assert isinstance(results["slow"], Conflict)
+    assert vault.registry.resolve("fraud/detector@prod").version == "0.1.1"
+    refusal = vault.registry.audit.events(action="refuse")[-1]
+    assert "lost race" in json.dumps(refusal.details)
+    assert [m.after for m in vault.registry.history("fraud/detector", "prod")] == ["0.1.1"]
+    assert vault.registry.verify_audit().ok
