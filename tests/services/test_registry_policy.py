@@ -85,9 +85,12 @@ def test_policy_parses_and_other_sections_are_ignored(vault: Vault, project: Pat
         """,
     )
     policy = vault.registry.policy()
-    assert policy.hash is not None and len(policy.hash) == 64
+    assert policy.hash is not None
+    assert len(policy.hash) == 64
     prod = policy.for_alias("fraud", "detector", "prod")
-    assert prod is not None and prod.from_ == "staging" and prod.approvals == 2
+    assert prod is not None
+    assert prod.from_ == "staging"
+    assert prod.approvals == 2
     assert policy.for_alias("fraud", "detector", "dev") is None
 
 
@@ -108,7 +111,8 @@ def test_metric_gates_refuse_listing_every_unmet_gate(vault: Vault, project: Pat
     decision = info.value.decision
     failed = {g.name: g for g in decision.failed_gates}
     assert set(failed) == {"auc", "latency_ms", "recall"}
-    assert failed["auc"].measured == 0.85 and failed["auc"].threshold == ">= 0.9"
+    assert failed["auc"].measured == 0.85
+    assert failed["auc"].threshold == ">= 0.9"
     assert "not recorded" in failed["recall"].detail
     assert info.value.exit_code == 1
     refusal = vault.registry.audit.events(action="refuse")[-1]
@@ -122,11 +126,13 @@ def test_promotion_moves_when_gates_pass_and_check_moves_nothing(vault: Vault, p
     write_policy(project, "models:\n  fraud/detector:\n    staging:\n      metrics: {auc: '>= 0.90'}\n")
     ref = register(vault, project, 0.95)
     decision = vault.registry.check(ref, "staging")
-    assert decision.passed and not decision.moved
+    assert decision.passed
+    assert not decision.moved
     with pytest.raises(NotFound):
         vault.registry.resolve("fraud/detector@staging")
     decision = vault.registry.promote(ref, "staging", reason="good auc")
-    assert decision.moved and decision.after == "0.1.0"
+    assert decision.moved
+    assert decision.after == "0.1.0"
     assert vault.registry.resolve("fraud/detector@staging").version == "0.1.0"
     again = vault.registry.promote(ref, "staging")
     assert again.action == "noop"
@@ -161,7 +167,8 @@ def test_from_approvals_and_rollback_plan(vault: Vault, project: Path, monkeypat
     decision = other.registry.promote(ref, "prod", waive_rollback_plan="first release")
     assert decision.moved
     plan = next(g for g in decision.gates if g.gate == "rollback_plan")
-    assert plan.passed and "waived: first release" in plan.detail
+    assert plan.passed
+    assert "waived: first release" in plan.detail
     other.close()
 
 
@@ -197,9 +204,12 @@ def test_checks_run_without_a_shell_and_failures_are_recorded(vault: Vault, proj
     gates = {g.name: g for g in decision.gates}
     assert gates["validation"].passed
     output = vault.objects.get_bytes(gates["validation"].output).decode()
-    assert "checked fraud/detector 0.1.0" in output and "model.bin" in output
-    assert not gates["missing"].passed and "command not found" in gates["missing"].detail
-    assert not gates["hangs"].passed and "timed out" in gates["hangs"].detail
+    assert "checked fraud/detector 0.1.0" in output
+    assert "model.bin" in output
+    assert not gates["missing"].passed
+    assert "command not found" in gates["missing"].detail
+    assert not gates["hangs"].passed
+    assert "timed out" in gates["hangs"].detail
     # no shell: "&&" and "exit" are plain arguments to echo, which succeeds
     assert gates["shell"].passed
     assert b"hi && exit 1" in vault.objects.get_bytes(gates["shell"].output)
@@ -284,7 +294,8 @@ def test_lost_race_is_refused_and_audited(vault: Vault, project: Path) -> None:
     )
     write_policy(
         project,
-        f"models:\n  fraud/detector:\n    prod:\n      checks: [{{name: slow, run: '{sys.executable} slow.py {{version}}'}}]\n",
+        "models:\n  fraud/detector:\n    prod:\n"
+        f"      checks: [{{name: slow, run: '{sys.executable} slow.py {{version}}'}}]\n",
     )
     results: dict[str, object] = {}
 
