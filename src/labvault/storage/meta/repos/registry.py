@@ -219,8 +219,9 @@ def move_alias(
         stmt = _insert(conn, _A).values(
             model_id=model, name=alias, version_id=version_id, lock_version=1, updated_at=now, updated_by=actor
         )
-        result = conn.execute(stmt.on_conflict_do_nothing(index_elements=["model_id", "name"]))
-        return bool(result.rowcount == 1)
+        # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
+        result = conn.execute(stmt.on_conflict_do_nothing(index_elements=["model_id", "name"]).returning(_A.c.name))
+        return result.first() is not None
     result = conn.execute(
         sa.update(_A)
         .where(_A.c.model_id == model, _A.c.name == alias, _A.c.lock_version == expected_lock)
@@ -288,8 +289,12 @@ def add_approval(
     stmt = _insert(conn, registry_approvals).values(
         version_id=version_id, alias=alias, actor=actor, at=now, message=message
     )
-    result = conn.execute(stmt.on_conflict_do_nothing(index_elements=["version_id", "alias", "actor"]))
-    return bool(result.rowcount == 1)
+    result = conn.execute(
+        stmt.on_conflict_do_nothing(index_elements=["version_id", "alias", "actor"]).returning(
+            registry_approvals.c.actor
+        )
+    )
+    return result.first() is not None
 
 
 def approvers(conn: Connection, version_id: int, alias: str) -> list[str]:
