@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def test_every_decision_is_a_chained_event(any_vault: Vault, project: Path) -> N
     ]
     assert [e.seq for e in events] == list(range(1, 8))
     assert events[0].prev_hash == "0" * 64
-    for before, after in zip(events, events[1:], strict=False):
+    for before, after in itertools.pairwise(events):
         assert after.prev_hash == before.hash
     for e in events:
         assert event_hash(e) == e.hash
@@ -138,8 +139,8 @@ def test_an_empty_log_verifies(vault: Vault) -> None:
 @pytest.mark.parametrize("action", ["register", "promote"])
 def test_failed_operations_leave_no_event(vault: Vault, project: Path, action: str) -> None:
     if action == "register":
+        (project / "empty").mkdir()
         with pytest.raises(Exception, match="holds no files"):
-            (project / "empty").mkdir()
             vault.registry.register("fraud/detector", project / "empty")
     else:
         with pytest.raises(Exception, match="no model"):
