@@ -30,6 +30,7 @@ from labvault.storage.objects.local import LocalObjectStore
 if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
     from labvault.services.registry import Registry
+    from labvault.services.snapshots.service import DataService
     from labvault.services.tracking import Tracking
 
 __all__ = ["Vault"]
@@ -153,6 +154,15 @@ class Vault:
             default_project=self.project,
             root=self.root,
             resolve_input=resolve_input,
+        )
+
+    @cached_property
+    def data(self) -> DataService:
+        """Data snapshots: ``vault.data.add/get/checkout/open/diff/...``."""
+        from labvault.services.snapshots.service import DataService
+
+        return DataService(
+            objects=self.objects, meta=self.meta, root=self.root, vault_dir=self.dir, user=lambda: self.user
         )
 
     @cached_property

@@ -1,0 +1,71 @@
+"""The ``labvault`` executable's entry point.
+
+``labvault data status`` is answered here without importing typer (about 0.1 s of start-up on a
+small machine): it is run after every edit and in prompts and hooks, so it must start lean. Every
+other command, and any status call with options this parser does not know (``--help``), goes to the
+full typer application in :mod:`labvault.cli.app`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main", "run"]
+
+_GLOBAL = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
+
+
+def _fast_status(argv: list[str]) -> int | None:
+    flags = {_GLOBAL[a] for a in argv if a in _GLOBAL}
+    args = [a for a in argv if a not in _GLOBAL]
+    if len(args) < 2 or args[0] != "data" or args[1] != "status":
+        return None
+    positional: list[str] = []
+    json_output = False
+    for arg in args[2:]:
+        if arg == "--json":
+            json_output = True
+        elif arg.startswith("-") or len(positional) == 2:
+            return None  # let typer report the usage error or print the help
+        else:
+            positional.append(arg)
+    from labvault.cli.data_status import run_status
+    from labvault.cli.render import OUTPUT
+    from labvault.errors import LabvaultError
+
+    OUTPUT.quiet = OUTPUT.quiet or "quiet" in flags
+    OUTPUT.verbose = OUTPUT.verbose or "verbose" in flags
+    name, path = ([*positional, None, None])[:2]
+    try:
+        run_status(name, path, json_output=json_output)
+    except LabvaultError as err:
+        return _fail(err.message, err.hint, err.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", "", 130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
+    except OSError as err:
+        return _fail(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "), "", 7)
+    return 0
+
+
+def _fail(message: str, hint: str, code: int) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    if hint:
+        sys.stderr.write(f"hint: {hint}\n")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    code = _fast_status(args)
+    if code is not None:
+        return code
+    from labvault.cli.app import main as full_main
+
+    return full_main(args)
+
+
+def run() -> None:
+    sys.exit(main())

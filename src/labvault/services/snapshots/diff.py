@@ -1,0 +1,111 @@
+"""``data diff``: walk two snapshot trees together (equal subtrees are skipped by digest), then
+compare tabular files: schema, record count and per-column drift (see ``drift.py``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from labvault.entities import ColumnDrift, DataDiff, Snapshot, TabularChange
+from labvault.refs import Digest
+from labvault.services.snapshots.drift import CategoricalStats, NumericStats, psi, top_changes
+from labvault.services.snapshots.tabular import iter_rows
+from labvault.storage.objects.tree import TreeEntry, decode_tree
+
+if TYPE_CHECKING:
+    from labvault.services.snapshots.service import DataService
+
+__all__ = ["diff_snapshots"]
+
+_NUMERIC_PREFIXES = ("int", "uint", "float", "double", "decimal", "halffloat")
+
+
+def _entries(svc: DataService, digest: Digest) -> dict[str, TreeEntry]:
+    return {e.name: e for e in decode_tree(svc.objects.get_bytes(digest, verify=True), digest=digest)}
+
+
+def _walk(svc: DataService, a: dict[str, TreeEntry], b: dict[str, TreeEntry], prefix: str, out: dict[str, Any]) -> None:
+    for name in sorted(set(a) | set(b)):
+        ea, eb = a.get(name), b.get(name)
+        path = prefix + name
+        if ea is not None and eb is not None and ea.type == eb.type:
+            if ea.type == "dir":
+                if ea.digest != eb.digest:  # equal subtrees are never opened
+                    assert ea.digest is not None
+                    assert eb.digest is not None
+                    _walk(svc, _entries(svc, ea.digest), _entries(svc, eb.digest), path + "/", out)
+            elif ea.digest != eb.digest or ea.target != eb.target:
+                out["modified"].append(path)
+                if ea.type == "file" and ea.extra.get("schema") is not None and eb.extra.get("schema") is not None:
+                    out["tabular"].append((path, ea, eb))
+            continue
+        for side, entry in (("removed", ea), ("added", eb)):
+            if entry is None:
+                continue
+            if entry.type == "dir":
+                assert entry.digest is not None
+                sub: dict[str, Any] = {"added": [], "removed": [], "modified": [], "tabular": []}
+                empty: dict[str, TreeEntry] = {}
+                below = _entries(svc, entry.digest)
+                _walk(svc, below if side == "removed" else empty, below if side == "added" else empty, path + "/", sub)
+                out[side].extend(sub[side])
+            else:
+                out[side].append(path)
+
+
+def _is_numeric(kind: str | None) -> bool:
+    return kind is not None and kind.lower().startswith(_NUMERIC_PREFIXES)
+
+
+def _stats(svc: DataService, path: str, entry: TreeEntry, columns: list[str], numeric: set[str]) -> list[Any]:
+    stats: list[Any] = [NumericStats() if c in numeric else CategoricalStats() for c in columns]
+    assert entry.digest is not None
+    name = path.rsplit("/", 1)[-1]
+    with svc.objects.open(entry.digest, verify=True) as raw:
+        for row in iter_rows(name, raw, columns):
+            for s, v in zip(stats, row, strict=True):
+                s.add(v)
+    return stats
+
+
+def _tabular_change(svc: DataService, path: str, ea: TreeEntry, eb: TreeEntry) -> TabularChange:
+    sa = dict(ea.extra["schema"])
+    sb = dict(eb.extra["schema"])
+    common = [c for c in sa if c in sb]
+    numeric = {c for c in common if _is_numeric(sa[c]) and _is_numeric(sb[c])}
+    before = _stats(svc, path, ea, common, numeric)
+    after = _stats(svc, path, eb, common, numeric)
+    drift = []
+    for col, x, y in zip(common, before, after, strict=True):
+        if isinstance(x, NumericStats):
+            drift.append(ColumnDrift(col, "numeric", x.to_json(), y.to_json(), psi(x.sample, y.sample)))
+        else:
+            drift.append(ColumnDrift(col, "categorical", x.to_json(), y.to_json(), None, top_changes(x, y)))
+    return TabularChange(
+        path=path,
+        record_count_before=ea.extra.get("record_count"),
+        record_count_after=eb.extra.get("record_count"),
+        columns_added=tuple(c for c in sb if c not in sa),
+        columns_removed=tuple(c for c in sa if c not in sb),
+        columns_retyped=tuple((c, sa[c], sb[c]) for c in common if sa[c] != sb[c]),
+        columns=tuple(drift),
+    )
+
+
+def diff_snapshots(svc: DataService, a: Snapshot, b: Snapshot) -> DataDiff:
+    ta, tb = _entries(svc, a.content_hash), _entries(svc, b.content_hash)
+    if a.kind == "file" and b.kind == "file" and len(ta) == 1 and len(tb) == 1:
+        (na,) = ta
+        (eb,) = tb.values()
+        tb = {na: eb}  # a single-file dataset compares its one file, whatever it was called
+    out: dict[str, Any] = {"added": [], "removed": [], "modified": [], "tabular": []}
+    _walk(svc, ta, tb, "", out)
+    return DataDiff(
+        a=a.ref,
+        b=b.ref,
+        added=tuple(sorted(out["added"])),
+        removed=tuple(sorted(out["removed"])),
+        modified=tuple(sorted(out["modified"])),
+        tabular=tuple(_tabular_change(svc, p, ea, eb) for p, ea, eb in out["tabular"]),
+        record_count_before=a.record_count,
+        record_count_after=b.record_count,
+    )

@@ -1,0 +1,175 @@
+"""Working copy: status with the stat cache (racily clean, changing files), checkout, the lock file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from labvault.errors import Conflict, IntegrityError
+from labvault.refs import Digest
+from labvault.services.snapshots import statcache
+from labvault.services.snapshots.statcache import FileChanged, StatCache, hash_file
+from labvault.vault import Vault
+
+from .conftest import write_tree
+
+
+def _status(vault: Vault) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    (s,) = vault.data.status()
+    return s.added, s.removed, s.modified
+
+
+def test_status_clean_then_changes(vault: Vault, dataset: Path) -> None:
+    vault.data.add("raw", dataset)
+    (s,) = vault.data.status()
+    assert s.clean and s.ref == "data:raw@v1" and s.path == "data"
+    (dataset / "notes" / "readme.txt").write_text("other\n")
+    (dataset / "images" / "b.bin").unlink()
+    (dataset / "new.txt").write_text("n")
+    os.unlink(dataset / "latest.csv")
+    (dataset / "latest.csv").symlink_to("events.jsonl")
+    assert _status(vault) == (("new.txt",), ("images/b.bin",), ("latest.csv", "notes/readme.txt"))
+
+
+def test_status_same_size_change_is_seen(vault: Vault, dataset: Path) -> None:
+    vault.data.add("raw", dataset)
+    vault.data.status()  # warms the cache
+    (dataset / "notes" / "readme.txt").write_text("HELLO\n")  # same size
+    assert _status(vault)[2] == ("notes/readme.txt",)
+
+
+def test_status_uses_the_stat_cache(vault: Vault, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vault.data.add("raw", dataset)
+    vault.data.status()
+    calls: list[object] = []
+    real = statcache.hash_file
+    monkeypatch.setattr("labvault.services.snapshots.status.hash_file", lambda p: calls.append(p) or real(p))
+    assert vault.data.status()[0].clean
+    assert calls == []  # nothing re-read
+
+
+def test_racily_clean_entries_are_not_trusted(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("x")
+    sha, key = hash_file(f)
+    cache = StatCache(tmp_path / "c.bin")
+    cache.put("f", key, sha)
+    cache.save(stamp_ns=key[2])  # the file was modified in the same tick as the stamp
+    assert StatCache.load(tmp_path / "c.bin").lookup("f", key) is None
+    cache.save(stamp_ns=max(key[2], key[3]) + 1)
+    assert StatCache.load(tmp_path / "c.bin").lookup("f", key) is not None
+
+
+def test_a_file_changing_while_hashed_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"a" * 4096)
+    real = os.fstat
+    calls = []
+
+    def fstat(fd: int) -> os.stat_result:
+        calls.append(fd)
+        if len(calls) == 2:
+            with open(f, "ab") as out:
+                out.write(b"more")
+        return real(fd)
+
+    monkeypatch.setattr(statcache.os, "fstat", fstat)
+    with pytest.raises(FileChanged):
+        hash_file(f)
+
+
+def test_a_file_changing_during_add_stores_nothing_wrong(
+    vault: Vault, dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.fstat
+    calls = []
+
+    def fstat(fd: int) -> os.stat_result:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("readme.txt"):
+            calls.append(fd)
+        if len(calls) == 2:
+            with open(dataset / "notes" / "readme.txt", "a") as out:
+                out.write("appended")
+        return real(fd)
+
+    monkeypatch.setattr(statcache.os, "fstat", fstat)
+    with pytest.raises(FileChanged):
+        vault.data.add("raw", dataset / "notes" / "readme.txt")
+    assert vault.data.datasets() == []
+
+
+def test_checkout_restores_exact_bytes(vault: Vault, dataset: Path) -> None:
+    original = {p.relative_to(dataset): p.read_bytes() for p in dataset.rglob("*") if p.is_file()}
+    vault.data.add("raw", dataset)
+    shutil.rmtree(dataset)
+    (result,) = vault.data.checkout("data:raw@v1")
+    assert result.written == 5
+    restored = {p.relative_to(dataset): p.read_bytes() for p in dataset.rglob("*") if p.is_file()}
+    assert restored == original
+    assert os.readlink(dataset / "latest.csv") == "train.csv"
+    assert vault.data.status()[0].clean
+
+
+def test_checkout_to_another_path_and_single_files(vault: Vault, dataset: Path, project: Path) -> None:
+    vault.data.add("raw", dataset)
+    vault.data.checkout("data:raw", project / "copy")
+    assert (project / "copy" / "images" / "a.bin").read_bytes() == b"\x00" * 100
+    write_tree(project, {"one.csv": "a\n1\n"})
+    vault.data.add("one", project / "one.csv")
+    vault.data.checkout("data:one@v1", project / "renamed.csv")
+    assert (project / "renamed.csv").read_text() == "a\n1\n"
+
+
+def test_checkout_refuses_to_overwrite_local_modifications(vault: Vault, dataset: Path) -> None:
+    vault.data.add("raw", dataset)
+    (dataset / "notes" / "readme.txt").write_text("v2\n")
+    vault.data.add("raw", dataset)
+    (dataset / "notes" / "readme.txt").write_text("local edit\n")
+    (dataset / "scratch.txt").write_text("mine")
+    with pytest.raises(Conflict, match=r"2 local modification\(s\): data/notes/readme.txt, data/scratch.txt"):
+        vault.data.checkout("data:raw@v1")
+    assert (dataset / "notes" / "readme.txt").read_text() == "local edit\n"  # nothing written
+    vault.data.checkout("data:raw@v1", force=True)
+    assert (dataset / "notes" / "readme.txt").read_text() == "hello\n"
+    assert not (dataset / "scratch.txt").exists()
+    assert vault.data.status()[0].ref == "data:raw@v1"
+
+
+def test_switching_versions_of_a_clean_copy_needs_no_force(vault: Vault, dataset: Path) -> None:
+    vault.data.add("raw", dataset)
+    (dataset / "notes" / "readme.txt").write_text("v2\n")
+    vault.data.add("raw", dataset)
+    vault.data.checkout("data:raw@v1")
+    assert (dataset / "notes" / "readme.txt").read_text() == "hello\n"
+    vault.data.checkout("data:raw@v2")
+    assert (dataset / "notes" / "readme.txt").read_text() == "v2\n"
+
+
+def test_checkout_without_arguments_follows_the_lock_file(vault: Vault, dataset: Path, project: Path) -> None:
+    vault.data.add("raw", dataset)
+    old_lock = (project / "labvault.lock").read_text()  # what an older git commit holds
+    (dataset / "notes" / "readme.txt").write_text("v2\n")
+    write_tree(project, {"extra.txt": "e"})
+    vault.data.add("raw", dataset)
+    vault.data.add("extra", project / "extra.txt")
+    (project / "labvault.lock").write_text(old_lock)  # `git checkout <old commit>`
+    results = vault.data.checkout()
+    assert [r.ref for r in results] == ["data:raw@v1"]
+    assert (dataset / "notes" / "readme.txt").read_text() == "hello\n"
+    assert (project / "labvault.lock").read_text() == old_lock
+
+
+def test_checkout_names_a_corrupt_object(vault: Vault, dataset: Path) -> None:
+    snap, _ = vault.data.add("raw", dataset)
+    sha = next(f.sha256 for f in vault.data.get(snap.ref).files if f.path == "images/a.bin")
+    obj = vault.objects.path_of(Digest(sha.hex))
+    os.chmod(obj, 0o644)
+    obj.write_bytes(b"\x02" * 100)
+    shutil.rmtree(dataset)
+    with pytest.raises(IntegrityError, match=r"images/a.bin.*corrupt") as info:
+        vault.data.checkout(snap.ref)
+    assert info.value.exit_code == 5
+    assert "fsck" in info.value.hint
