@@ -224,3 +224,42 @@ def test_models_listing(vault: Vault, project: Path) -> None:
     assert set(models) == {"fraud/detector", "churn/model"}
     assert models["fraud/detector"].aliases == {"prod": "0.1.0"}
     assert models["fraud/detector"].latest == "0.1.0"
+
+
+# -- run linkage --------------------------------------------------------------------------------
+def _trained_run(vault: Vault, project: Path) -> tuple[str, Path]:
+    model = make_model(project)
+    run = vault.runs.create(name="train", capture=False, background_git=False)
+    vault.runs.log_metrics(run.id, [("auc", 0.91, 0), ("auc", 0.94, 1), ("loss", 0.2, 1)])
+    vault.runs.log_artifact(run.id, model, name="model")
+    vault.runs.log_bytes(run.id, b"notes", name="notes.txt")
+    vault.runs.finish(run.id)
+    return run.ref, model
+
+
+def test_register_from_a_run_artifact(vault: Vault, project: Path) -> None:
+    run, _ = _trained_run(vault, project)
+    version, _ = vault.registry.register("fraud/detector", run=run, artifact="model")
+    assert version.run_id == run.removeprefix("run:")
+    assert version.source == {"run": run, "artifact": "model"}
+    copy = vault.registry.get(version.ref)
+    assert json.loads((copy / "metrics.json").read_text()) == {"auc": 0.94, "loss": 0.2}
+    assert json.loads((copy / "run.json").read_text())["ref"] == run
+    assert (copy / "model.bin").read_bytes() == b"weights"
+    with pytest.raises(ValidationError, match="say which"):
+        vault.registry.register("fraud/detector", run=run)
+    with pytest.raises(NotFound, match="no artifact"):
+        vault.registry.register("fraud/detector", run=run, artifact="nope")
+    with pytest.raises(NotFound):
+        vault.registry.register("fraud/detector", run="run:abcdef123456", artifact="model")
+
+
+def test_registering_a_recorded_output_must_match_the_record(vault: Vault, project: Path) -> None:
+    run, model = _trained_run(vault, project)
+    version, _ = vault.registry.register("fraud/detector", model, run=run)
+    assert any("matches artifact model" in n for n in version.notes)
+    (model / "model.bin").write_bytes(b"retouched")
+    with pytest.raises(Conflict, match="differs from artifact model"):
+        vault.registry.register("fraud/detector", model, run=run)
+    modified, _ = vault.registry.register("fraud/detector", model, run=run, allow_modified=True)
+    assert any("--allow-modified" in n for n in modified.notes)

@@ -220,17 +220,6 @@ def test_checks_run_without_a_shell_and_failures_are_recorded(vault: Vault, proj
     assert event.details["gates"][0]["output"] == str(gates["validation"].output)
 
 
-def test_drift_gate_without_data_diff_fails_as_unavailable(vault: Vault, project: Path) -> None:
-    write_policy(
-        project,
-        "models:\n  fraud/detector:\n    prod:\n      drift: {reference: 'data:tx@v1', max_psi: 0.2}\n",
-    )
-    ref = register(vault, project, 0.9)
-    decision = vault.registry.check(ref, "prod")
-    assert not decision.passed
-    assert decision.gates[0].gate == "drift"
-
-
 # -- rollback, unset, history -------------------------------------------------------------------
 def test_rollback_walks_back_the_history(vault: Vault, project: Path) -> None:
     refs = [register(vault, project, a) for a in (0.91, 0.92, 0.93)]
@@ -323,3 +312,42 @@ def test_lost_race_is_refused_and_audited(vault: Vault, project: Path) -> None:
     assert "lost race" in json.dumps(refusal.details)
     assert [m.after for m in vault.registry.history("fraud/detector", "prod")] == ["0.1.1"]
     assert vault.registry.verify_audit().ok
+
+
+def test_drift_gate_measures_psi_records_and_schema(vault: Vault, project: Path) -> None:
+    import random
+
+    rng = random.Random(1)
+    data = project / "tx.csv"
+    data.write_text("amount,label\n" + "".join(f"{rng.gauss(100, 10):.2f},{rng.randint(0, 1)}\n" for _ in range(400)))
+    vault.data.add("tx", data)
+    data.write_text("amount,label\n" + "".join(f"{rng.gauss(130, 10):.2f},{rng.randint(0, 1)}\n" for _ in range(500)))
+    vault.data.add("tx", data)
+    run = vault.runs.create(name="train", inputs=["data:tx@v2"], capture=False, background_git=False)
+    vault.runs.log_metrics(run.id, [("auc", 0.95, 0)])
+    vault.runs.log_artifact(run.id, make_model(project), name="model")
+    vault.runs.finish(run.id)
+    version, _ = vault.registry.register("fraud/detector", run=run.ref)
+    write_policy(
+        project,
+        "models:\n  fraud/detector:\n    prod:\n"
+        "      drift: {reference: 'data:tx@v1', max_psi: 0.2, max_record_change: 0.1}\n",
+    )
+    gates = {g.name: g for g in vault.registry.check(version.ref, "prod").gates}
+    assert gates["schema"].passed
+    assert not gates["max_psi"].passed
+    assert gates["max_psi"].measured > 0.2
+    assert not gates["max_record_change"].passed
+    assert gates["max_record_change"].measured == 0.25
+    write_policy(
+        project, "models:\n  fraud/detector:\n    prod:\n      drift: {reference: 'data:tx@v2', max_psi: 0.2}\n"
+    )
+    assert vault.registry.check(version.ref, "prod").passed
+
+
+def test_drift_gate_without_training_data_fails(vault: Vault, project: Path) -> None:
+    write_policy(project, "models:\n  fraud/detector:\n    prod:\n      drift: {reference: 'data:tx@v1'}\n")
+    ref = register(vault, project, 0.9)
+    gate = vault.registry.check(ref, "prod").gates[0]
+    assert not gate.passed
+    assert "no input data" in gate.detail

@@ -128,10 +128,10 @@ def check_recorded_output(
 
 
 def _plain(value: Any) -> Any:
+    if hasattr(value, "to_json"):
+        return json.loads(json.dumps(value.to_json(), default=str))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return json.loads(json.dumps(dataclasses.asdict(value), default=str))
-    if hasattr(value, "to_json"):
-        return value.to_json()
     return json.loads(json.dumps(value, default=str))
 
 
@@ -143,7 +143,11 @@ def generated_files(ctx: RegistryContext, source: RunSourceInfo | None, files: l
     manifests: list[Any] = []
     for ref in getattr(source.run, "inputs", ()):
         manifest = _plain(data.get(ref)) if data is not None else None
-        manifests.append(manifest if isinstance(manifest, dict) else {"ref": ref, "manifest": manifest})
+        if isinstance(manifest, dict):
+            manifest.setdefault("ref", ref)
+            manifests.append(manifest)
+        else:
+            manifests.append({"ref": ref})
     return {
         "metrics.json": dump_json(metrics),
         "run.json": dump_json(_plain(source.record)),
