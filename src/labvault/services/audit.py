@@ -3,8 +3,9 @@
 Each event stores ``hash = sha256(canonical JSON of {seq, at, actor, action, subject, before, after,
 policy_hash, details, prev_hash})``. The head of the chain (last seq and hash) is kept twice outside
 the events table: in the ``vault_meta`` row that appends lock (same transaction as the event), and
-in ``<vault>/audit-head``, a file replaced atomically after each commit. ``verify`` re-hashes the
-whole chain and compares its end with both, so an edited, deleted or truncated history is caught.
+in ``<vault>/audit-head``, a one-line file rewritten in place (one small write) after each commit.
+``verify`` re-hashes the whole chain and compares its end with both, so an edited, deleted or
+truncated history is caught.
 
 The head file may lag one commit behind after a crash between the commit and the file write; verify
 accepts a head file that names an event of the chain and reports the lag as a note.
@@ -16,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from labvault.storage.meta.store import MetaStore
 __all__ = ["AuditLog", "canonical_json", "event_hash"]
 
 HEAD_FILE = "audit-head"
+_RECORD = 96  # bytes: "<seq> sha256:<64 hex>" padded, one write, far below a sector
 
 
 def _safe(value: Any) -> Any:
@@ -71,9 +72,10 @@ class AuditLog:
         self.head_path = vault_dir / HEAD_FILE
         self._lock_path = vault_dir / "locks" / "audit-head.lock"
 
-    def lock(self, conn: Connection) -> None:
-        """Take the chain head lock now (callers lock it first, so writers lock in one order)."""
-        repo.lock_head(conn)
+    def lock(self, conn: Connection) -> tuple[int, str]:
+        """Take the chain head lock now (callers lock it first, so writers lock in one order);
+        pass what it returns to :meth:`append` as ``head``."""
+        return repo.lock_head(conn)
 
     def append(
         self,
@@ -87,9 +89,13 @@ class AuditLog:
         policy_hash: str | None = None,
         details: dict[str, Any] | None = None,
         now: datetime | None = None,
+        head: tuple[int, str] | None = None,
     ) -> AuditEvent:
-        """Append one event inside the caller's transaction; call :meth:`publish` after it commits."""
-        seq, prev = repo.lock_head(conn)
+        """Append one event inside the caller's transaction; call :meth:`publish` after it commits.
+
+        ``head`` is what :meth:`lock` returned earlier in the same transaction (else it is locked here).
+        """
+        seq, prev = head if head is not None else repo.lock_head(conn)
         clean = json.loads(canonical_json(details or {}))
         # Rounded to microseconds as the database stores them, so the hash survives the round trip.
         event = AuditEvent(
@@ -112,33 +118,35 @@ class AuditLog:
         return event
 
     def publish(self, event: AuditEvent | None) -> None:
-        """Record the chain head in the head file, never moving it backwards."""
+        """Record the chain head in the head file, never moving it backwards.
+
+        The record is one fixed-width line rewritten in place by a single write far smaller than a
+        disk sector, under an exclusive lock: a reader (holding the lock shared) sees the old or
+        the new head, never a mix. No fsync: the database commit is the durable record and this
+        file a cross-check that verify allows to lag behind it.
+        """
         if event is None:
             return
+        record = f"{event.seq} sha256:{event.hash}".ljust(_RECORD - 1).encode() + b"\n"
         try:
             with file_lock(self._lock_path, timeout=60, what="the audit head file"):
-                current = self._read_head_file()
-                if current is not None and current[0] >= event.seq:
-                    return
-                tmp = self.head_path.with_name(f".{HEAD_FILE}.{secrets.token_hex(4)}")
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(f"{event.seq} sha256:{event.hash}\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.head_path)
+                fd = os.open(self.head_path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    current = _parse_head_file(os.pread(fd, _RECORD, 0))
+                    if current is None or current[0] < event.seq:
+                        os.pwrite(fd, record, 0)
+                finally:
+                    os.close(fd)
         except OSError as exc:
             raise StorageError(f"cannot write {self.head_path}: {exc.strerror}") from exc
 
     def _read_head_file(self) -> tuple[int, str] | None:
         try:
-            text = self.head_path.read_text(encoding="utf-8").strip()
+            with file_lock(self._lock_path, shared=True, timeout=60, what="the audit head file"):
+                data = self.head_path.read_bytes()
         except FileNotFoundError:
             return None
-        seq, _, digest = text.partition(" ")
-        try:
-            return int(seq), digest.removeprefix("sha256:")
-        except ValueError:
-            return -1, text
+        return _parse_head_file(data) if data else (-1, "")
 
     # -- reading ------------------------------------------------------------------------------
     def events(
@@ -227,6 +235,18 @@ class AuditLog:
             first_bad=first_bad,
             notes=tuple(notes),
         )
+
+
+def _parse_head_file(data: bytes) -> tuple[int, str] | None:
+    """``(seq, hex)``; None for an empty (new) file; ``(-1, text)`` when unreadable."""
+    text = data.decode("utf-8", errors="replace").strip()
+    if not text:
+        return None
+    seq, _, digest = text.partition(" ")
+    try:
+        return int(seq), digest.removeprefix("sha256:")
+    except ValueError:
+        return -1, text
 
 
 def _fields(event: AuditEvent) -> dict[str, Any]:

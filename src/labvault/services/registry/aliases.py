@@ -16,7 +16,8 @@ from labvault.errors import CheckFailed, Conflict, NotFound, ValidationError
 from labvault.refs import validate_name
 from labvault.services.registry.context import RegistryContext
 from labvault.services.registry.gates import AliasState, evaluate_gates
-from labvault.services.registry.read import resolve
+from labvault.services.registry.policy import AliasPolicy, PolicyFile
+from labvault.services.registry.read import resolve, resolve_in
 from labvault.services.registry.register import parse_model_name
 from labvault.storage.meta.repos import registry as repo
 from labvault.storage.meta.repos.object_refs import add_refs
@@ -43,38 +44,43 @@ def _usable(version: ModelVersion, alias: str) -> None:
         )
 
 
-def _read_state(ctx: RegistryContext, version: ModelVersion, alias: str, from_alias: str | None) -> AliasState:
+def _read_state(
+    ctx: RegistryContext, ref: str, alias: str, from_alias: str | None, *, approvals: bool
+) -> tuple[ModelVersion, AliasState]:
+    """The version and what the gates need, read in one transaction."""
     with ctx.meta.read() as conn:
-        mid = repo.model_id(conn, version.project, version.model)
-        assert mid is not None
-        row = repo.version_row(conn, mid, version.version)
-        assert row is not None
-        current_id, lock = repo.alias_row(conn, mid, alias)
-        current = repo.version_by_id(conn, current_id).version if current_id is not None else None
-        from_current, from_lock = None, 0
-        if from_alias is not None:
-            fid, from_lock = repo.alias_row(conn, mid, from_alias)
-            from_current = repo.version_by_id(conn, fid).version if fid is not None else None
-        return AliasState(
-            model_id=mid,
-            version_id=row[0],
-            current=current,
-            current_id=current_id,
-            lock=lock,
-            from_current=from_current,
-            from_lock=from_lock,
-            approvers=tuple(repo.approvers(conn, row[0], alias)),
-        )
+        mid, vid, version = resolve_in(conn, ref)
+        names = [alias] if from_alias is None else [alias, from_alias]
+        states = repo.alias_states(conn, mid, names)
+        current_id, current, lock = states.get(alias, (None, None, 0))
+        _, from_current, from_lock = states.get(from_alias or "", (None, None, 0))
+        approvers = tuple(repo.approvers(conn, vid, alias)) if approvals else ()
+    return version, AliasState(
+        model_id=mid,
+        version_id=vid,
+        current=current,
+        current_id=current_id,
+        lock=lock,
+        from_current=from_current,
+        from_lock=from_lock,
+        approvers=approvers,
+    )
+
+
+def _policy_for(ctx: RegistryContext, ref: str, alias: str) -> tuple[PolicyFile, AliasPolicy | None]:
+    validate_name(alias, what="alias")
+    policy_file = ctx.policy()
+    parsed = parse_model_name(ref)
+    return policy_file, policy_file.for_alias(parsed.project, parsed.model, alias)
 
 
 def check(ctx: RegistryContext, ref: str, alias: str, *, waive_rollback_plan: str | None = None) -> Decision:
     """Evaluate ``alias``'s gates for a version, moving nothing."""
-    validate_name(alias, what="alias")
-    version = resolve(ctx, ref)
+    policy_file, policy = _policy_for(ctx, ref, alias)
+    version, state = _read_state(
+        ctx, ref, alias, policy.from_ if policy else None, approvals=bool(policy and policy.approvals)
+    )
     _usable(version, alias)
-    policy_file = ctx.policy()
-    policy = policy_file.for_alias(version.project, version.model, alias)
-    state = _read_state(ctx, version, alias, policy.from_ if policy else None)
     gates = evaluate_gates(ctx, version, alias, policy, state, waive_rollback_plan=waive_rollback_plan)
     return Decision(
         ref=version.ref,
@@ -97,13 +103,10 @@ def promote(
     waive_rollback_plan: str | None = None,
     raise_on_refusal: bool = True,
 ) -> Decision:
-    validate_name(alias, what="alias")
-    version = resolve(ctx, ref)
-    _usable(version, alias)
-    policy_file = ctx.policy()
-    policy = policy_file.for_alias(version.project, version.model, alias)
+    policy_file, policy = _policy_for(ctx, ref, alias)
     from_alias = policy.from_ if policy else None
-    state = _read_state(ctx, version, alias, from_alias)
+    version, state = _read_state(ctx, ref, alias, from_alias, approvals=bool(policy and policy.approvals))
+    _usable(version, alias)
     if state.current == version.version:
         return Decision(version.ref, alias, "noop", False, state.current, state.current, (), policy_file.hash)
     gates = evaluate_gates(ctx, version, alias, policy, state, waive_rollback_plan=waive_rollback_plan)
@@ -121,7 +124,7 @@ def promote(
     subject = f"{version.name}@{alias}"
     lost = False
     with ctx.meta.transaction() as conn:
-        ctx.audit.lock(conn)
+        head = ctx.audit.lock(conn)
         now = utcnow()
         if passed:
             lost = _moved_meanwhile(conn, state, alias, from_alias)
@@ -145,6 +148,7 @@ def promote(
             policy_hash=policy_file.hash,
             details=details,
             now=now,
+            head=head,
         )
         outputs = [(g.output, "blob") for g in gates if g.output is not None]
         if outputs:
@@ -211,7 +215,7 @@ def rollback(ctx: RegistryContext, name: str, alias: str, *, reason: str | None 
     validate_name(alias, what="alias")
     actor = ctx.user()
     with ctx.meta.transaction() as conn:
-        ctx.audit.lock(conn)
+        head = ctx.audit.lock(conn)
         mid, label = _model(conn, name)
         current_id, lock = repo.alias_row(conn, mid, alias, for_update=True)
         stack: list[int | None] = []
@@ -245,6 +249,7 @@ def rollback(ctx: RegistryContext, name: str, alias: str, *, reason: str | None 
             after=target.version,
             details={"alias": alias, "version": target.version, "reason": reason},
             now=now,
+            head=head,
         )
         repo.insert_move(
             conn,
@@ -268,7 +273,7 @@ def unset(ctx: RegistryContext, name: str, alias: str, *, reason: str | None = N
     validate_name(alias, what="alias")
     actor = ctx.user()
     with ctx.meta.transaction() as conn:
-        ctx.audit.lock(conn)
+        head = ctx.audit.lock(conn)
         mid, label = _model(conn, name)
         current_id, lock = repo.alias_row(conn, mid, alias, for_update=True)
         if current_id is None:
@@ -287,6 +292,7 @@ def unset(ctx: RegistryContext, name: str, alias: str, *, reason: str | None = N
             after=None,
             details={"alias": alias, "reason": reason},
             now=now,
+            head=head,
         )
         repo.insert_move(
             conn,
@@ -314,7 +320,7 @@ def approve(ctx: RegistryContext, ref: str, alias: str, *, message: str | None =
     actor = ctx.user()
     event = None
     with ctx.meta.transaction() as conn:
-        ctx.audit.lock(conn)
+        head = ctx.audit.lock(conn)
         mid = repo.model_id(conn, version.project, version.model)
         assert mid is not None
         row = repo.version_row(conn, mid, version.version)
@@ -329,6 +335,7 @@ def approve(ctx: RegistryContext, ref: str, alias: str, *, message: str | None =
                 after=alias,
                 details={"alias": alias, "version": version.version, "message": message},
                 now=now,
+                head=head,
             )
     ctx.audit.publish(event)
     return event is not None
@@ -343,7 +350,7 @@ def archive(ctx: RegistryContext, ref: str, *, reason: str | None = None) -> tup
         return version, False
     actor = ctx.user()
     with ctx.meta.transaction() as conn:
-        ctx.audit.lock(conn)
+        head = ctx.audit.lock(conn)
         mid = repo.model_id(conn, version.project, version.model)
         assert mid is not None
         row = repo.version_row(conn, mid, version.version)
@@ -364,6 +371,7 @@ def archive(ctx: RegistryContext, ref: str, *, reason: str | None = None) -> tup
             after="archived",
             details={"reason": reason},
             now=now,
+            head=head,
         )
     ctx.audit.publish(event)
     return resolve(ctx, parsed), True

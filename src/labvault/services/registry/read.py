@@ -30,27 +30,28 @@ def _model_id(conn: Any, ref: ModelRef) -> int:
 
 def resolve(ctx: RegistryContext, text: str | ModelRef) -> ModelVersion:
     """``project/model@version`` or ``@alias`` -> the registered version (archived ones included)."""
+    with ctx.meta.read() as conn:
+        return resolve_in(conn, text)[2]
+
+
+def resolve_in(conn: Any, text: str | ModelRef) -> tuple[int, int, ModelVersion]:
+    """``(model_id, version_id, version)`` inside the caller's transaction."""
     ref = parse_model_name(text) if isinstance(text, str) else text
     if ref.version is None:
         raise ValidationError(f"{ref} names no version", hint=f"write {ref}@1.2.0 or {ref}@prod")
-    with ctx.meta.read() as conn:
-        mid = _model_id(conn, ref)
-        if ref.is_alias:
-            version_id, _ = repo.alias_row(conn, mid, ref.version)
-            if version_id is None:
-                raise NotFound(
-                    f"{ref.name} has no alias {ref.version!r}",
-                    hint=f"see its aliases with `labvault models show {ref.name}`",
-                )
-            found = repo.version_by_id(conn, version_id)
-            return found
+    if not ref.is_alias:
         parse_version(ref.version)
-        row = repo.version_row(conn, mid, ref.version)
-        if row is None:
-            raise NotFound(
-                f"{ref.name} has no version {ref.version}", hint=f"list them with `labvault models versions {ref.name}`"
-            )
-        return row[1]
+    found = repo.find_version(conn, ref.project, ref.model, ref.version, alias=ref.is_alias)
+    if found is not None:
+        return found
+    _model_id(conn, ref)  # raises NotFound for an unknown model
+    if ref.is_alias:
+        raise NotFound(
+            f"{ref.name} has no alias {ref.version!r}", hint=f"see its aliases with `labvault models show {ref.name}`"
+        )
+    raise NotFound(
+        f"{ref.name} has no version {ref.version}", hint=f"list them with `labvault models versions {ref.name}`"
+    )
 
 
 def list_models(ctx: RegistryContext) -> list[RegisteredModel]:

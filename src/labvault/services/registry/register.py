@@ -122,6 +122,8 @@ def register_version(
         message = " ".join(message.split())
 
     source = runlink.load_run(ctx, run) if run is not None else None
+    chosen = version or _next_version(ctx, ref, bump)
+    # One batch for every object (one durability barrier); the metadata commits after it.
     with ctx.objects.batch():
         if path is not None:
             content = _from_path(ctx, path)
@@ -134,18 +136,18 @@ def register_version(
         if source is not None:
             content.source["run"] = source.ref
             content.run_id = source.id
-        if message:
-            content.source.setdefault("message", message)
         files, notes = _assemble(ctx, content, generated)
         inner, size = build_version_tree(ctx.objects, files)
+        root = wrap_version(ctx.objects, inner, size, project=ref.project, model=ref.model, version=chosen)
 
     for _ in range(_RETRIES):
-        chosen = version or _next_version(ctx, ref, bump)
-        with ctx.objects.batch():
-            root = wrap_version(ctx.objects, inner, size, project=ref.project, model=ref.model, version=chosen)
         outcome = _commit(ctx, ref, chosen, root, inner, size, files, content, notes, message, auto=version is None)
         if outcome is not None:
             return outcome
+        # Another process took that number meanwhile: wrap the same content under the next one.
+        chosen = _next_version(ctx, ref, bump)
+        with ctx.objects.batch():
+            root = wrap_version(ctx.objects, inner, size, project=ref.project, model=ref.model, version=chosen)
     raise Conflict(f"could not pick a free version for {ref.name}: others keep registering", hint="retry")
 
 
@@ -176,10 +178,10 @@ def _commit(
     event = None
     with ctx.meta.transaction() as conn:
         # The audit head is locked first so that every writer takes the locks in the same order.
-        ctx.audit.lock(conn)
+        head = ctx.audit.lock(conn)
         now = utcnow()
         mid = repo.ensure_model(conn, ref.project, ref.model, actor=actor, now=now)
-        existing = repo.version_row(conn, mid, version)
+        existing = repo.version_row(conn, mid, version, with_aliases=False)
         if existing is not None:
             if existing[1].content == inner and not auto:
                 return existing[1], False
@@ -205,6 +207,7 @@ def _commit(
                 "message": message,
             },
             now=now,
+            head=head,
         )
         repo.insert_version(
             conn,
@@ -222,7 +225,7 @@ def _commit(
             created_by=actor,
         )
         add_refs(conn, label, [(root, "tree")])
-        found = repo.version_row(conn, mid, version)
+        found = repo.version_row(conn, mid, version, with_aliases=False)
         assert found is not None
     ctx.audit.publish(event)
     return found[1], True

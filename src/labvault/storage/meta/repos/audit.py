@@ -27,9 +27,15 @@ def _parse_head(value: str) -> tuple[int, str]:
     return int(seq), digest
 
 
+# Built once: these run on every registry write, and building statements costs more than running them.
+_LOCK_HEAD = sa.select(vault_meta.c.value).where(vault_meta.c.key == HEAD_KEY).with_for_update()
+_SET_HEAD = sa.update(vault_meta).where(vault_meta.c.key == HEAD_KEY).values(value=sa.bindparam("head"))
+_INSERT_EVENT = sa.insert(audit_events)
+
+
 def lock_head(conn: Connection) -> tuple[int, str]:
     """Lock the chain head for this transaction and return ``(seq, hash)`` of the last event."""
-    row = conn.execute(sa.select(vault_meta.c.value).where(vault_meta.c.key == HEAD_KEY).with_for_update()).first()
+    row = conn.execute(_LOCK_HEAD).first()
     if row is None:  # a vault migrated by hand without the seed row: start the chain
         conn.execute(sa.insert(vault_meta).values(key=HEAD_KEY, value=f"0:{GENESIS_HASH}"))
         return 0, GENESIS_HASH
@@ -42,24 +48,25 @@ def read_head(conn: Connection) -> tuple[int, str] | None:
 
 
 def set_head(conn: Connection, seq: int, digest: str) -> None:
-    conn.execute(sa.update(vault_meta).where(vault_meta.c.key == HEAD_KEY).values(value=f"{seq}:{digest}"))
+    conn.execute(_SET_HEAD, {"head": f"{seq}:{digest}"})
 
 
 def insert_event(conn: Connection, event: AuditEvent, details_json: str) -> None:
     conn.execute(
-        sa.insert(audit_events).values(
-            seq=event.seq,
-            at=event.at,
-            actor=event.actor,
-            action=event.action,
-            subject=event.subject,
-            before=event.before,
-            after=event.after,
-            policy_hash=event.policy_hash,
-            details=details_json,
-            prev_hash=event.prev_hash,
-            hash=event.hash,
-        )
+        _INSERT_EVENT,
+        {
+            "seq": event.seq,
+            "at": event.at,
+            "actor": event.actor,
+            "action": event.action,
+            "subject": event.subject,
+            "before": event.before,
+            "after": event.after,
+            "policy_hash": event.policy_hash,
+            "details": details_json,
+            "prev_hash": event.prev_hash,
+            "hash": event.hash,
+        },
     )
 
 

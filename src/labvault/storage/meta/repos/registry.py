@@ -23,11 +23,13 @@ from labvault.storage.meta.tables.registry import (
 __all__ = [
     "add_approval",
     "alias_row",
+    "alias_states",
     "aliases_of",
     "approvers",
     "archive_version",
     "as_utc",
     "ensure_model",
+    "find_version",
     "highest_version",
     "insert_move",
     "insert_version",
@@ -127,11 +129,46 @@ def _to_version(row: RowMapping, aliases: tuple[str, ...] = ()) -> ModelVersion:
     )
 
 
-def version_row(conn: Connection, model: int, version: str) -> tuple[int, ModelVersion] | None:
+def version_row(
+    conn: Connection, model: int, version: str, *, with_aliases: bool = True
+) -> tuple[int, ModelVersion] | None:
     row = conn.execute(_version_select().where(_V.c.model_id == model, _V.c.version == version)).mappings().first()
     if row is None:
         return None
-    return int(row["id"]), _to_version(row, _aliases_on(conn, int(row["id"])))
+    return int(row["id"]), _to_version(row, _aliases_on(conn, int(row["id"])) if with_aliases else ())
+
+
+_BY_NAME = _version_select().where(
+    registry_models.c.project == sa.bindparam("project"), registry_models.c.name == sa.bindparam("model")
+)
+_FIND_VERSION = _BY_NAME.where(_V.c.version == sa.bindparam("name"))
+_FIND_ALIAS = _BY_NAME.join(_A, sa.and_(_A.c.version_id == _V.c.id, _A.c.model_id == _V.c.model_id)).where(
+    _A.c.name == sa.bindparam("name")
+)
+
+
+def find_version(
+    conn: Connection, project: str, model: str, version: str, *, alias: bool
+) -> tuple[int, int, ModelVersion] | None:
+    """``(model_id, version_id, version)`` for a version number or an alias, in one query."""
+    params = {"project": project, "model": model, "name": version}
+    row = conn.execute(_FIND_ALIAS if alias else _FIND_VERSION, params).mappings().first()
+    if row is None:
+        return None
+    return int(row["model_id"]), int(row["id"]), _to_version(row)
+
+
+_ALIAS_STATES = (
+    sa.select(_A.c.name, _A.c.version_id, _V.c.version, _A.c.lock_version)
+    .outerjoin(_V, _V.c.id == _A.c.version_id)
+    .where(_A.c.model_id == sa.bindparam("model"), _A.c.name.in_(sa.bindparam("names", expanding=True)))
+)
+
+
+def alias_states(conn: Connection, model: int, names: list[str]) -> dict[str, tuple[int | None, str | None, int]]:
+    """alias -> ``(version_id, version, lock_version)`` for those that exist, in one query."""
+    rows = conn.execute(_ALIAS_STATES, {"model": model, "names": names})
+    return {r[0]: (None if r[1] is None else int(r[1]), r[2], int(r[3])) for r in rows}
 
 
 def version_by_id(conn: Connection, version_id: int) -> ModelVersion:
@@ -193,12 +230,28 @@ def aliases_of(conn: Connection, model: int) -> dict[str, str]:
     return {r[0]: r[1] for r in rows}
 
 
+_ALIAS_ROW = sa.select(_A.c.version_id, _A.c.lock_version).where(
+    _A.c.model_id == sa.bindparam("model"), _A.c.name == sa.bindparam("alias")
+)
+_ALIAS_ROW_FOR_UPDATE = _ALIAS_ROW.with_for_update()
+_MOVE_ALIAS = (
+    sa.update(_A)
+    .where(
+        _A.c.model_id == sa.bindparam("m"), _A.c.name == sa.bindparam("a"), _A.c.lock_version == sa.bindparam("lock")
+    )
+    .values(
+        version_id=sa.bindparam("v"),
+        lock_version=sa.bindparam("next_lock"),
+        updated_at=sa.bindparam("now"),
+        updated_by=sa.bindparam("actor"),
+    )
+)
+_INSERT_MOVE = sa.insert(_M)
+
+
 def alias_row(conn: Connection, model: int, alias: str, *, for_update: bool = False) -> tuple[int | None, int]:
     """``(version_id or None, lock_version)``; ``(None, 0)`` for an alias never set."""
-    stmt = sa.select(_A.c.version_id, _A.c.lock_version).where(_A.c.model_id == model, _A.c.name == alias)
-    if for_update:
-        stmt = stmt.with_for_update()
-    row = conn.execute(stmt).first()
+    row = conn.execute(_ALIAS_ROW_FOR_UPDATE if for_update else _ALIAS_ROW, {"model": model, "alias": alias}).first()
     if row is None:
         return None, 0
     return (None if row[0] is None else int(row[0])), int(row[1])
@@ -222,17 +275,21 @@ def move_alias(
         # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
         result = conn.execute(stmt.on_conflict_do_nothing(index_elements=["model_id", "name"]).returning(_A.c.name))
         return result.first() is not None
-    result = conn.execute(
-        sa.update(_A)
-        .where(_A.c.model_id == model, _A.c.name == alias, _A.c.lock_version == expected_lock)
-        .values(version_id=version_id, lock_version=expected_lock + 1, updated_at=now, updated_by=actor)
-    )
-    return bool(result.rowcount == 1)
+    params = {
+        "m": model,
+        "a": alias,
+        "lock": expected_lock,
+        "v": version_id,
+        "next_lock": expected_lock + 1,
+        "now": now,
+        "actor": actor,
+    }
+    return bool(conn.execute(_MOVE_ALIAS, params).rowcount == 1)
 
 
 def insert_move(conn: Connection, **values: Any) -> None:
     values = {**values, "gates": json.dumps(values.get("gates") or [], sort_keys=True)}
-    conn.execute(sa.insert(_M).values(**values))
+    conn.execute(_INSERT_MOVE, values)
 
 
 def list_moves(conn: Connection, model: int, alias: str | None = None) -> list[AliasMove]:
