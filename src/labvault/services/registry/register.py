@@ -225,10 +225,23 @@ def _commit(
             created_by=actor,
         )
         add_refs(conn, label, [(root, "tree")])
-        found = repo.version_row(conn, mid, version, with_aliases=False)
-        assert found is not None
+    found = ModelVersion(
+        project=ref.project,
+        model=ref.model,
+        version=version,
+        tree=root,
+        content=inner,
+        size=size,
+        files=len(files),
+        created_at=now,
+        created_by=actor,
+        run_id=content.run_id,
+        message=message,
+        source=json.loads(json.dumps(content.source, sort_keys=True)),
+        notes=tuple(notes),
+    )
     ctx.audit.publish(event)
-    return found[1], True
+    return found, True
 
 
 def read_json_file(ctx: RegistryContext, version: ModelVersion, name: str) -> Any:

@@ -61,14 +61,20 @@ def _insert(conn: Connection, table: sa.Table) -> Any:
 
 
 # -- models -------------------------------------------------------------------------------------
+_MODEL_ID = sa.select(registry_models.c.id).where(
+    registry_models.c.project == sa.bindparam("project"), registry_models.c.name == sa.bindparam("name")
+)
+
+
 def model_id(conn: Connection, project: str, name: str) -> int | None:
-    row = conn.execute(
-        sa.select(registry_models.c.id).where(registry_models.c.project == project, registry_models.c.name == name)
-    ).first()
+    row = conn.execute(_MODEL_ID, {"project": project, "name": name}).first()
     return None if row is None else int(row[0])
 
 
 def ensure_model(conn: Connection, project: str, name: str, *, actor: str, now: datetime) -> int:
+    found = model_id(conn, project, name)
+    if found is not None:
+        return found
     stmt = _insert(conn, registry_models).values(project=project, name=name, created_at=now, created_by=actor)
     conn.execute(stmt.on_conflict_do_nothing(index_elements=["project", "name"]))
     found = model_id(conn, project, name)
@@ -129,10 +135,20 @@ def _to_version(row: RowMapping, aliases: tuple[str, ...] = ()) -> ModelVersion:
     )
 
 
+_VERSION_ROW = _version_select().where(_V.c.model_id == sa.bindparam("model"), _V.c.version == sa.bindparam("version"))
+_HIGHEST = (
+    sa.select(_V.c.version)
+    .where(_V.c.model_id == sa.bindparam("model"))
+    .order_by(_V.c.major.desc(), _V.c.minor.desc(), _V.c.patch.desc())
+    .limit(1)
+)
+_INSERT_VERSION = sa.insert(_V).returning(_V.c.id)
+
+
 def version_row(
     conn: Connection, model: int, version: str, *, with_aliases: bool = True
 ) -> tuple[int, ModelVersion] | None:
-    row = conn.execute(_version_select().where(_V.c.model_id == model, _V.c.version == version)).mappings().first()
+    row = conn.execute(_VERSION_ROW, {"model": model, "version": version}).mappings().first()
     if row is None:
         return None
     return int(row["id"]), _to_version(row, _aliases_on(conn, int(row["id"])) if with_aliases else ())
@@ -191,12 +207,7 @@ def list_versions(conn: Connection, model: int, *, include_archived: bool = Fals
 
 def highest_version(conn: Connection, model: int) -> str | None:
     """The highest version ever registered, archived ones included: numbers are never reused."""
-    row = conn.execute(
-        sa.select(_V.c.version)
-        .where(_V.c.model_id == model)
-        .order_by(_V.c.major.desc(), _V.c.minor.desc(), _V.c.patch.desc())
-        .limit(1)
-    ).first()
+    row = conn.execute(_HIGHEST, {"model": model}).first()
     return None if row is None else str(row[0])
 
 
@@ -205,8 +216,9 @@ def insert_version(conn: Connection, **values: Any) -> int:
     values = {**values, "major": major, "minor": minor, "patch": patch}
     values["source"] = json.dumps(values.get("source") or {}, sort_keys=True)
     values["notes"] = json.dumps(list(values.get("notes") or []))
-    result = conn.execute(sa.insert(_V).values(**values).returning(_V.c.id))
-    return int(result.scalar_one())
+    values.setdefault("archived_at", None)
+    values.setdefault("archived_by", None)
+    return int(conn.execute(_INSERT_VERSION, values).scalar_one())
 
 
 def archive_version(conn: Connection, version_id: int, *, actor: str, now: datetime) -> None:
