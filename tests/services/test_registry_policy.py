@@ -351,3 +351,20 @@ def test_drift_gate_without_training_data_fails(vault: Vault, project: Path) -> 
     gate = vault.registry.check(ref, "prod").gates[0]
     assert not gate.passed
     assert "no input data" in gate.detail
+
+
+def test_the_documented_example_policy_is_valid(vault: Vault, project: Path) -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "registry.md").read_text()
+    example = re.search(r"```yaml\n(.*?)```", doc, re.S)
+    assert example is not None
+    (project / "labvault.yaml").write_text(example.group(1))
+    policy = vault.registry.policy()
+    prod = policy.for_alias("fraud", "detector", "prod")
+    assert prod is not None
+    assert prod.drift is not None
+    assert prod.approvals == 2
+    staging = policy.for_alias("fraud", "detector", "staging")
+    assert staging is not None
+    assert [c.name for c in staging.checks] == ["validation", "smoke"]
