@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from labvault.cli import audit, data, maintenance, models, objects
+from labvault.cli import audit, data, maintenance, models, objects, runs
 from labvault.cli.render import OUTPUT
 from labvault.errors import EXIT_CODES, LabvaultError
 
@@ -47,6 +47,7 @@ def _root(
 
 maintenance.register(app)
 app.add_typer(objects.app, name="object")
+runs.register(app)
 app.add_typer(models.app, name="models")
 app.command("get")(models.get)
 app.add_typer(audit.app, name="audit")

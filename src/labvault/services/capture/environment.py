@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ _CACHE: dict[str, tuple[bytes, list[str]]] = {}
 def _packages() -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name") if dist.metadata else None
+        name = dist.metadata["Name"] if dist.metadata else None
         if not name or name.lower() in seen:
             continue
         entry: dict[str, Any] = {"name": name, "version": dist.version}
@@ -190,7 +191,7 @@ def capture_environment(
     env = dict(os.environ if environ is None else environ)
     warnings: list[str] = []
     doc: dict[str, Any] = {"format": ENV_FORMAT}
-    sections = {
+    sections: dict[str, Callable[[], Any]] = {
         "python": lambda: {
             "version": platform.python_version(),
             "implementation": platform.python_implementation(),

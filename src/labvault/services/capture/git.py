@@ -21,6 +21,8 @@ __all__ = ["GitState", "capture_git"]
 
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _TIMEOUT = 30
+# root -> (fingerprint, patch): a sweep of runs over an unchanged dirty tree builds its patch once.
+_PATCHES: dict[str, tuple[tuple[Any, ...], bytes]] = {}
 
 
 @dataclass(slots=True)
@@ -91,13 +93,15 @@ def capture_git(cwd: Path | None = None) -> GitState:
         state.warnings.append("git: the git executable was not found; no commit recorded")
         return state
     try:
-        status = _git(["status", "--porcelain=v2", "--branch", "-z"], root)
+        status = _git(["--no-optional-locks", "status", "--porcelain=v2", "--branch", "-z"], root)
         if status.returncode != 0:
             state.warnings.append(f"git: status failed: {status.stderr.decode(errors='replace').strip()[:200]}")
             return state
         commit = branch = None
         dirty = False
-        for entry in status.stdout.split(b"\0"):
+        changed: list[str] = []
+        entries = status.stdout.split(b"\0")
+        for entry in entries:
             line = entry.decode("utf-8", errors="replace")
             if line.startswith("# branch.oid "):
                 oid = line.split(" ", 2)[2]
@@ -107,6 +111,7 @@ def capture_git(cwd: Path | None = None) -> GitState:
                 branch = None if head == "(detached)" else head
             elif line and not line.startswith("#"):
                 dirty = True
+                changed.append(line.rsplit(" ", 1)[-1] if line[0] in "12u" else line[2:])
         state.info = {
             "commit": commit,
             "branch": branch,
@@ -117,10 +122,25 @@ def capture_git(cwd: Path | None = None) -> GitState:
         if commit is None:
             state.warnings.append("git: the repository has no commit yet; the patch is against the empty tree")
         if dirty:
-            state.patch = _patch(root, gitdir, commit)
+            fingerprint = (status.stdout, *(_stat(root / p) for p in changed))
+            cached = _PATCHES.get(str(root))
+            if cached is not None and cached[0] == fingerprint:
+                state.patch = cached[1]
+            else:
+                state.patch = _patch(root, gitdir, commit)
+                _PATCHES[str(root)] = (fingerprint, state.patch)
     except (OSError, subprocess.SubprocessError) as exc:
         state.warnings.append(f"git: {type(exc).__name__}: {exc}")
     return state
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    """What git's own stat cache compares: a content change shows in size, mtime or inode."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _patch(root: Path, gitdir: Path, commit: str | None) -> bytes:

@@ -24,7 +24,7 @@ __all__ = ["ActiveRun", "RunKilled"]
 _TEE_LIMIT = 64 * 1024 * 1024  # bytes of stdout/stderr kept per stream; the rest is counted, not stored
 
 
-class RunKilled(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt, not an error
+class RunKilled(BaseException):
     """Raised in the main thread by SIGTERM while a run is open, so that the run is marked killed."""
 
     def __init__(self, signum: int) -> None:
@@ -206,7 +206,7 @@ class ActiveRun:
     # -- output capture and signals -------------------------------------------------------------
     def _start_tee(self) -> None:
         for stream in ("stdout", "stderr"):
-            sink = tempfile.TemporaryFile(prefix=f"labvault-{stream}-")
+            sink = tempfile.TemporaryFile(prefix=f"labvault-{stream}-")  # noqa: SIM115 - closed by _stop_tee
             tee = _Tee(getattr(sys, stream), sink)
             setattr(sys, stream, tee)
             self._tees.append((stream, tee, sink))
@@ -259,6 +259,7 @@ class ActiveRun:
             if self.owned:
                 self._service.finish(self.id, status=status, error=error, exit_code=exit_code)
         finally:
+            self._service.close()
             self._closed = True
             self._restore_signal_handlers()
             if self._on_close is not None:

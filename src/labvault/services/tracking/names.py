@@ -71,7 +71,7 @@ def encode_param(key: str, value: object) -> tuple[str, str]:
 
 def metric_value(key: str, value: object) -> float:
     """A metric value as a float; refuses text, None and booleans."""
-    if isinstance(value, bool) or isinstance(value, str | bytes) or value is None:
+    if isinstance(value, (bool, str | bytes)) or value is None:
         raise ValidationError(
             f"metric {key!r} must be a number, got {type(value).__name__} {value!r}",
             hint="log numbers as metrics; text belongs in params or tags",

@@ -7,6 +7,7 @@ before the transaction that records it, and each of those objects is also record
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import secrets
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from labvault.services.tracking.names import (
     validate_run_name,
 )
 from labvault.storage.meta.repos import runs as repo
+from labvault.storage.meta.repos.metric_appender import MetricAppender
 from labvault.storage.meta.repos.object_refs import RefKind, add_refs
 from labvault.storage.meta.repos.run_query import compile_filter, compile_sort
 from labvault.storage.meta.store import MetaStore
@@ -48,8 +51,52 @@ __all__ = ["InputResolver", "Tracking"]
 InputResolver = Callable[[str], str | None]
 
 
+_GIT_WRITE_DELAY = 1.0  # seconds
+
+
 def _owner(run_id: str) -> str:
     return f"run:{run_id}"
+
+
+class _PendingGit:
+    """A git capture in flight; whoever claims it first (its thread, or the run's end) writes it."""
+
+    def __init__(self) -> None:
+        self.state: GitState | None = None
+        self.ready = threading.Event()
+        self.finishing = threading.Event()
+        self._lock = threading.Lock()
+        self._claimed = False
+
+    def claim(self) -> bool:
+        with self._lock:
+            if self._claimed:
+                return False
+            self._claimed = True
+            return True
+
+
+def _merge_capture(
+    conn: Connection,
+    run_id: str,
+    update: Mapping[str, Any],
+    refs: Sequence[tuple[Digest, RefKind]],
+    *,
+    current: str | None = None,
+) -> None:
+    if current is None:
+        row = conn.execute(sa.select(runs_table.c.capture).where(runs_table.c.id == run_id).with_for_update()).first()
+        if row is None:
+            raise NotFound(f"no run run:{run_id}")
+        current = row[0]
+    doc = json.loads(current)
+    for key, value in update.items():
+        if isinstance(value, list) and isinstance(doc.get(key), list):
+            doc[key] = doc[key] + value
+        else:
+            doc[key] = value
+    repo.update_run(conn, run_id, capture=json.dumps(doc, sort_keys=True))
+    add_refs(conn, _owner(run_id), refs)
 
 
 class Tracking:
@@ -71,7 +118,10 @@ class Tracking:
         self.default_project = default_project
         self.root = root
         self.resolve_input = resolve_input
-        self._git_threads: dict[str, threading.Thread] = {}
+        self._git_pending: dict[str, _PendingGit] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._keys: set[str] = set()
 
     # -- creating -------------------------------------------------------------------------------
     def create(
@@ -113,7 +163,7 @@ class Tracking:
             "config": [],
             "warnings": [],
         }
-        object_refs: list[tuple[Digest, RefKind]] = []
+        object_refs: builtins.list[tuple[Digest, RefKind]] = []
         with self.objects.batch():
             if capture:
                 env_bytes, warnings = capture_environment(self.root)
@@ -151,8 +201,7 @@ class Tracking:
             }
             try:
                 with self.meta.transaction() as conn:
-                    if repo.run_row(conn, run_id) is not None:
-                        continue  # 48 random bits: a collision is rare, but it must not overwrite
+                    # 48 random bits: a collision is rare; the primary key refuses it and we draw again.
                     repo.insert_run(conn, row)
                     add_refs(conn, _owner(run_id), object_refs)
                     repo.set_tags(conn, run_id, tag_values)
@@ -162,12 +211,25 @@ class Tracking:
         else:  # pragma: no cover - five collisions in a row
             raise Conflict("could not allocate a unique run id", hint="retry")
         if capture and git_sync is None:
-            thread = threading.Thread(target=self._capture_git_later, args=(run_id, here), daemon=True)
-            self._git_threads[run_id] = thread
-            thread.start()
-        return self.get(run_id)
+            pending = _PendingGit()
+            self._git_pending[run_id] = pending
+            self._git_worker().submit(self._capture_git_later, run_id, here, pending)
+        return Run(
+            id=run_id,
+            project=project,
+            name=name,
+            status="running",
+            started_at=now,
+            tags=dict(sorted(tag_values.items())),
+            inputs=tuple(refs),
+            parent_id=parent_id,
+            user=self.user,
+            host=str(row["host"]),
+            seed=seed,
+            capture=doc,
+        )
 
-    def _apply_git(self, doc: dict[str, Any], state: GitState, refs: list[tuple[Digest, RefKind]]) -> None:
+    def _apply_git(self, doc: dict[str, Any], state: GitState, refs: builtins.list[tuple[Digest, RefKind]]) -> None:
         doc["git"] = state.info or None
         doc.setdefault("warnings", []).extend(state.warnings)
         if state.patch:
@@ -175,30 +237,52 @@ class Tracking:
             doc["patch"] = str(digest)
             refs.append((digest, "blob"))
 
-    def _capture_git_later(self, run_id: str, cwd: Path) -> None:
+    def _git_worker(self) -> ThreadPoolExecutor:
+        # One long-lived thread: starting a thread per run costs more than the capture itself.
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labvault-git")
+        return self._executor
+
+    def _capture_git_later(self, run_id: str, cwd: Path, pending: _PendingGit) -> None:
         try:
-            state = capture_git(cwd)
-            refs: list[tuple[Digest, RefKind]] = []
-            update: dict[str, Any] = {}
-            self._apply_git(update, state, refs)
-            self.update_capture(run_id, update, refs=refs)
+            pending.state = capture_git(cwd)
         except Exception as exc:  # capture never breaks a run
-            try:
-                self.update_capture(run_id, {"warnings": [f"git: capture failed: {type(exc).__name__}: {exc}"]})
-            except Exception:
-                pass
+            pending.state = GitState(warnings=[f"git: capture failed: {type(exc).__name__}: {exc}"])
+        pending.ready.set()
+        # A short run records git with its end (one transaction fewer to contend with); a long one
+        # gets it written now, so that a run killed later still says which code it ran.
+        if pending.finishing.wait(_GIT_WRITE_DELAY) or not pending.claim():
+            return
+        try:
+            update, refs = self._git_update(pending.state)
+            self.update_capture(run_id, update, refs=refs)
+        except Exception:  # the run may be gone (deleted vault in a test, closed store): nothing to add to
+            pass
 
-    def wait_for_capture(self, run_id: str) -> None:
-        thread = self._git_threads.pop(run_id, None)
-        if thread is not None:
-            thread.join()
+    def _git_update(self, state: GitState) -> tuple[dict[str, Any], builtins.list[tuple[Digest, RefKind]]]:
+        update: dict[str, Any] = {}
+        refs: builtins.list[tuple[Digest, RefKind]] = []
+        with self.objects.batch():
+            self._apply_git(update, state, refs)
+        return update, refs
 
-    def _check_inputs(self, inputs: Iterable[str]) -> list[str]:
+    def _take_git(self, run_id: str) -> tuple[dict[str, Any], builtins.list[tuple[Digest, RefKind]]] | None:
+        """Wait for the run's git capture; the git update to write with its end, if not written yet."""
+        pending = self._git_pending.pop(run_id, None)
+        if pending is None:
+            return None
+        pending.finishing.set()
+        pending.ready.wait()
+        if not pending.claim() or pending.state is None:
+            return None
+        return self._git_update(pending.state)
+
+    def _check_inputs(self, inputs: Iterable[str]) -> builtins.list[str]:
         if isinstance(inputs, str):
             inputs = [inputs]
         return [str(parse_ref(ref)) for ref in inputs]
 
-    def _read_configs(self, config: Iterable[str | os.PathLike[str]], cwd: Path) -> list[tuple[str, bytes]]:
+    def _read_configs(self, config: Iterable[str | os.PathLike[str]], cwd: Path) -> builtins.list[tuple[str, bytes]]:
         if isinstance(config, str | os.PathLike):
             config = [config]
         out = []
@@ -239,11 +323,11 @@ class Tracking:
         self,
         *,
         project: str | None = None,
-        filter: str | None = None,  # noqa: A002 - the CLI option's name
+        filter: str | None = None,
         sort: str | None = None,
         limit: int | None = None,
         deleted: bool = False,
-    ) -> list[Run]:
+    ) -> builtins.list[Run]:
         """Runs matching ``filter`` (the filter language of docs/tracking.md), newest first by default."""
         query = sa.select(runs_table.c.id)
         query = query.where(runs_table.c.deleted_at.is_not(None) if deleted else runs_table.c.deleted_at.is_(None))
@@ -261,7 +345,7 @@ class Tracking:
             ids = list(conn.execute(query).scalars())
             return repo.load_runs(conn, ids)
 
-    def history(self, ref: str, key: str | None = None) -> dict[str, list[MetricPoint]]:
+    def history(self, ref: str, key: str | None = None) -> dict[str, builtins.list[MetricPoint]]:
         run_id = self.resolve(ref)
         with self.meta.read() as conn:
             return repo.metric_history(conn, run_id, key)
@@ -272,12 +356,14 @@ class Tracking:
 
     # -- logging --------------------------------------------------------------------------------
     def _require_open(self, conn: Connection, run_id: str) -> None:
-        row = repo.run_row(conn, run_id)
-        if row is None:
+        self._check_status(run_id, repo.run_status(conn, run_id))
+
+    def _check_status(self, run_id: str, status: str | None) -> None:
+        if status is None:
             raise NotFound(f"no run run:{run_id}", hint="list runs with `labvault runs list`")
-        if row.status != "running":
+        if status != "running":
             raise Conflict(
-                f"run:{run_id} is {row.status}; a run that ended is never changed",
+                f"run:{run_id} is {status}; a run that ended is never changed",
                 hint=f"resume it with lv.start_run(run_id={run_id!r}) unless it finished, or start a new run",
             )
 
@@ -296,14 +382,31 @@ class Tracking:
     def log_metrics(self, run_id: str, points: Sequence[tuple[str, object, int]], *, ts_ms: int | None = None) -> None:
         """Append ``(key, value, step)`` points in one transaction; durable when this returns."""
         stamp = ts_ms if ts_ms is not None else time.time_ns() // 1_000_000
-        rows: list[repo.MetricRow] = []
+        rows: builtins.list[repo.MetricRow] = []
+        keys = self._keys
         for key, value, step in points:
-            validate_key(key, what="metric")
+            if key not in keys:
+                validate_key(key, what="metric")
+                if len(keys) < 100_000:
+                    keys.add(key)
             if isinstance(step, bool) or not isinstance(step, int):
                 raise ValidationError(f"metric {key!r}: step must be an integer, got {step!r}", hint="pass step=<int>")
             rows.append((run_id, key, step, stamp, metric_value(key, value)))
-        with self.meta.transaction() as conn:
-            repo.append_metrics(conn, rows)
+        self._appender().append(rows)
+
+    def _appender(self) -> MetricAppender:
+        # One per thread: each holds a connection, and SQLite connections are not for sharing.
+        appender: MetricAppender | None = getattr(self._local, "appender", None)
+        if appender is None:
+            appender = self._local.appender = MetricAppender(self.meta)
+        return appender
+
+    def close(self) -> None:
+        """Release this thread's metric connection (the vault's close disposes of the rest)."""
+        appender = getattr(self._local, "appender", None)
+        if appender is not None:
+            appender.close()
+            self._local.appender = None
 
     def log_artifact(
         self, run_id: str, path: str | os.PathLike[str], *, name: str | None = None, role: str = "artifact"
@@ -312,7 +415,7 @@ class Tracking:
         source = Path(path)
         art_name = _artifacts.artifact_name(name or source.name or str(source))
         artifact = _artifacts.store_path(self.objects, source, name=art_name)
-        self._record_artifact(run_id, artifact, role=role)
+        self.record_artifact(run_id, artifact, role=role)
         return artifact
 
     def log_bytes(self, run_id: str, data: bytes, *, name: str) -> Artifact:
@@ -320,7 +423,7 @@ class Tracking:
         with self.objects.batch():
             digest = self.objects.put_bytes(data)
         artifact = Artifact(art_name, digest, "file", len(data), None)
-        self._record_artifact(run_id, artifact, role="artifact")
+        self.record_artifact(run_id, artifact, role="artifact")
         return artifact
 
     def log_output(self, run_id: str, data: bytes) -> Digest:
@@ -331,7 +434,7 @@ class Tracking:
             add_refs(conn, _owner(run_id), [(digest, "blob")])
         return digest
 
-    def _record_artifact(self, run_id: str, artifact: Artifact, *, role: str) -> None:
+    def record_artifact(self, run_id: str, artifact: Artifact, *, role: str) -> None:
         with self.meta.transaction() as conn:
             self._require_open(conn, run_id)
             repo.add_artifact(conn, run_id, artifact, role=role, now=utcnow())
@@ -342,19 +445,7 @@ class Tracking:
     ) -> None:
         """Merge ``update`` into the run's capture document (lists such as warnings are extended)."""
         with self.meta.transaction() as conn:
-            row = conn.execute(
-                sa.select(runs_table.c.capture).where(runs_table.c.id == run_id).with_for_update()
-            ).first()
-            if row is None:
-                raise NotFound(f"no run run:{run_id}")
-            doc = json.loads(row[0])
-            for key, value in update.items():
-                if isinstance(value, list) and isinstance(doc.get(key), list):
-                    doc[key] = doc[key] + value
-                else:
-                    doc[key] = value
-            repo.update_run(conn, run_id, capture=json.dumps(doc, sort_keys=True))
-            add_refs(conn, _owner(run_id), refs)
+            _merge_capture(conn, run_id, update, refs)
 
     def add_inputs(self, run_id: str, inputs: Iterable[str]) -> None:
         new = self._check_inputs(inputs)
@@ -369,7 +460,7 @@ class Tracking:
     def add_config(self, run_id: str, config: Iterable[str | os.PathLike[str]]) -> None:
         configs = self._read_configs(config, Path.cwd())
         entries = []
-        refs: list[tuple[Digest, RefKind]] = []
+        refs: builtins.list[tuple[Digest, RefKind]] = []
         with self.objects.batch():
             for path, data in configs:
                 digest = self.objects.put_bytes(data)
@@ -391,12 +482,16 @@ class Tracking:
         status: RunStatus = "finished",
         exit_code: int | None = None,
         error: str | None = None,
-    ) -> Run:
-        self.wait_for_capture(run_id)
+    ) -> None:
+        """End a running run; waits for its git capture first, so a run that ended has it."""
+        git = self._take_git(run_id)
         with self.meta.transaction() as conn:
-            self._require_open(conn, run_id)
-            repo.update_run(conn, run_id, status=status, ended_at=utcnow(), exit_code=exit_code, error=error)
-        return self.get(run_id)
+            found = repo.status_and_capture(conn, run_id)
+            self._check_status(run_id, found[0] if found else None)
+            if git is not None:
+                assert found is not None
+                _merge_capture(conn, run_id, *git, current=found[1])
+            repo.end_run(conn, run_id, status=status, ended_at=utcnow(), exit_code=exit_code, error=error)
 
     def resume(self, ref: str) -> Run:
         """Reopen a run that did not finish (running, failed or killed)."""

@@ -25,13 +25,16 @@ __all__ = [
     "as_utc",
     "decode_metric",
     "encode_metric",
+    "end_run",
     "insert_run",
     "load_runs",
     "match_prefix",
     "max_steps",
     "metric_history",
     "run_row",
+    "run_status",
     "set_tags",
+    "status_and_capture",
     "update_run",
 ]
 
@@ -80,28 +83,53 @@ def number_of(value: object) -> float | None:
 
 # -- writes ----------------------------------------------------------------------------------------
 def insert_run(conn: Connection, row: Mapping[str, Any]) -> None:
-    conn.execute(sa.insert(runs), [dict(row)])
+    conn.execute(_INSERT_RUN, [dict(row)])
 
 
 def update_run(conn: Connection, run_id: str, **values: Any) -> int:
     return conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values)).rowcount
 
 
+# Statements of the hot paths, built once (building and coercing a statement costs more than running it).
+_STATUS = sa.select(runs.c.status).where(runs.c.id == sa.bindparam("b_id"))
+_STATUS_CAPTURE = sa.select(runs.c.status, runs.c.capture).where(runs.c.id == sa.bindparam("b_id"))
+_PARAMS_OF = sa.select(run_params.c.key, run_params.c.text).where(run_params.c.run_id == sa.bindparam("b_id"))
+_INSERT_PARAMS = sa.insert(run_params)
+_INSERT_RUN = sa.insert(runs)
+_END = (
+    sa.update(runs)
+    .where(runs.c.id == sa.bindparam("b_id"))
+    .values(
+        status=sa.bindparam("b_status"),
+        ended_at=sa.bindparam("b_ended_at"),
+        exit_code=sa.bindparam("b_exit_code"),
+        error=sa.bindparam("b_error"),
+    )
+)
+
+
+def run_status(conn: Connection, run_id: str) -> str | None:
+    return conn.execute(_STATUS, {"b_id": run_id}).scalar()
+
+
+def status_and_capture(conn: Connection, run_id: str) -> tuple[str, str] | None:
+    row = conn.execute(_STATUS_CAPTURE, {"b_id": run_id}).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def end_run(
+    conn: Connection, run_id: str, *, status: str, ended_at: datetime, exit_code: int | None, error: str | None
+) -> None:
+    conn.execute(
+        _END, {"b_id": run_id, "b_status": status, "b_ended_at": ended_at, "b_exit_code": exit_code, "b_error": error}
+    )
+
+
 def add_params(conn: Connection, run_id: str, params: Mapping[str, tuple[str, str]]) -> None:
     """Insert params given as ``key -> (json, text)``; the same value again is a no-op, another is Conflict."""
     if not params:
         return
-    existing: dict[str, str] = {}
-    keys = list(params)
-    for i in range(0, len(keys), _CHUNK):
-        chunk = keys[i : i + _CHUNK]
-        existing.update(
-            conn.execute(
-                sa.select(run_params.c.key, run_params.c.text).where(
-                    run_params.c.run_id == run_id, run_params.c.key.in_(chunk)
-                )
-            ).all()
-        )
+    existing = {k: t for k, t in conn.execute(_PARAMS_OF, {"b_id": run_id}) if k in params}
     for key, old in existing.items():
         if old != params[key][1]:
             raise Conflict(
@@ -114,7 +142,7 @@ def add_params(conn: Connection, run_id: str, params: Mapping[str, tuple[str, st
         if k not in existing
     ]
     if new:
-        conn.execute(sa.insert(run_params), new)
+        conn.execute(_INSERT_PARAMS, new)
 
 
 def set_tags(conn: Connection, run_id: str, tags: Mapping[str, str]) -> None:
@@ -199,6 +227,15 @@ def metric_history(conn: Connection, run_id: str, key: str | None = None) -> dic
     return dict(out)
 
 
+def _param_value(raw: str) -> object:
+    # Most params are plain strings or integers: skip the JSON parser for those.
+    if raw.startswith('"') and "\\" not in raw:
+        return raw[1:-1]
+    if raw.isdigit():
+        return int(raw)
+    return json.loads(raw)
+
+
 def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
     for i in range(0, len(ids), _CHUNK):
         yield list(ids[i : i + _CHUNK])
@@ -228,18 +265,18 @@ def _latest_metrics(conn: Connection, ids: list[str]) -> dict[str, dict[str, flo
 
 def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
     """Full records for ``ids``, in the order given (missing ids are skipped)."""
-    rows: dict[str, sa.Row[Any]] = {}
+    rows: dict[str, Any] = {}
     params: dict[str, dict[str, object]] = defaultdict(dict)
     tags: dict[str, dict[str, str]] = defaultdict(dict)
     metrics: dict[str, dict[str, float]] = {}
     arts: dict[str, list[tuple[str, Artifact]]] = defaultdict(list)
     for chunk in _chunks(ids):
-        for row in conn.execute(sa.select(runs).where(runs.c.id.in_(chunk))):
-            rows[row.id] = row
+        for found in conn.execute(sa.select(runs).where(runs.c.id.in_(chunk))):
+            rows[found.id] = found
         for run_id, key, value in conn.execute(
             sa.select(run_params.c.run_id, run_params.c.key, run_params.c.value).where(run_params.c.run_id.in_(chunk))
         ):
-            params[run_id][key] = json.loads(value)
+            params[run_id][key] = _param_value(value)
         for run_id, key, text in conn.execute(
             sa.select(run_tags.c.run_id, run_tags.c.key, run_tags.c.text).where(run_tags.c.run_id.in_(chunk))
         ):

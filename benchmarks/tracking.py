@@ -1,0 +1,274 @@
+"""Tracking benchmark: labvault against MLflow on the same workload, both on SQLite.
+
+    python benchmarks/tracking.py [--quick]
+
+MLflow is installed into its own virtual environment under ``.bench/mlflow`` when absent
+(``uv venv`` + ``uv pip install mlflow``). Each workload runs in a fresh process per tool inside a
+throw-away git repository (so both record a commit), and every figure is the median of 5 repetitions:
+
+1. synchronous ``log_metric`` calls/s (durable on return);
+2. batched logging: ``log_metrics`` of 1,000 values per call against MLflow's ``log_batch`` of 1,000;
+3. creating runs with 10 params and 5 metrics each, with full capture (5 batches of 400 runs: 2,000);
+4. a filtered search (``metrics.auc > 0.9 and params.depth = 4``) and listing all runs, over those
+   2,000 runs; labvault alone also over 10,000 and 100,000 runs (extra runs bulk-inserted);
+5. start-up: ``import`` and ``--help`` of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / ".bench"
+MLFLOW_VENV = BENCH / "mlflow"
+REPS = 5
+
+COMMON = r"""
+import json, random, statistics, sys, time
+REPS = 5
+SYNC_CALLS = int(sys.argv[2])
+BATCHES, BATCH = 10, 1000
+RUNS_PER_REP = int(sys.argv[3])
+FILTER_RUNS = RUNS_PER_REP * REPS
+def median(xs): return statistics.median(xs)
+out = {}
+"""
+
+LABVAULT = (
+    COMMON
+    + r"""
+import labvault as lv
+from labvault.vault import Vault
+vault, _ = Vault.init(sys.argv[1])
+# 1. synchronous log_metric
+rates = []
+for rep in range(REPS):
+    with lv.start_run(name=f"sync{rep}") as run:
+        t = time.perf_counter()
+        for i in range(SYNC_CALLS):
+            run.log_metric("loss", 1.0 / (i + 1), step=i)
+        rates.append(SYNC_CALLS / (time.perf_counter() - t))
+out["sync_calls_per_s"] = median(rates)
+# 2. batched
+rates = []
+for rep in range(REPS):
+    with lv.start_run(name=f"batch{rep}") as run:
+        t = time.perf_counter()
+        for b in range(BATCHES):
+            run.log_metrics({f"m{k}": k * 0.001 + b for k in range(BATCH)}, step=b)
+        rates.append(BATCHES * BATCH / (time.perf_counter() - t))
+out["batch_metrics_per_s"] = median(rates)
+vault.runs.delete  # noqa: B018 - keep the service warm
+# 3. run creation with full capture (git, environment, stdout), 10 params + 5 metrics
+random.seed(7)
+rates = []
+for rep in range(REPS):
+    t = time.perf_counter()
+    for i in range(RUNS_PER_REP):
+        with lv.start_run(project="bench", name=f"r{rep}-{i}") as run:
+            run.log_params({"depth": random.choice([2, 4, 6, 8]), **{f"p{j}": j for j in range(9)}})
+            run.log_metrics({"auc": random.random(), **{f"m{j}": random.random() for j in range(4)}})
+    rates.append(RUNS_PER_REP / (time.perf_counter() - t))
+out["runs_per_s"] = median(rates)
+# 4. search over the FILTER_RUNS runs of project "bench"
+def timed(fn):
+    times = []
+    for _ in range(REPS):
+        t = time.perf_counter(); res = fn(); times.append(time.perf_counter() - t)
+    return median(times), len(res)
+f = "metrics.auc > 0.9 and params.depth = 4"
+out["search_filtered_s"], out["search_filtered_n"] = timed(lambda: vault.runs.list(project="bench", filter=f))
+out["search_all_s"], out["search_all_n"] = timed(lambda: vault.runs.list(project="bench"))
+# Scale: bulk-insert synthetic runs (same shape) to reach 10,000 and 100,000 in the project.
+import json as _json
+from labvault.entities import utcnow
+from labvault.storage.meta.repos import runs as repo
+import sqlalchemy as sa
+from labvault.storage.meta.tables import runs as T, run_params as P, run_metrics as M
+def bulk(n):
+    now = utcnow()
+    with vault.meta.transaction() as conn:
+        for start in range(0, n, 5000):
+            rows, params, metrics = [], [], []
+            for i in range(start, min(n, start + 5000)):
+                rid = f"{random.getrandbits(48):012x}"
+                rows.append({"id": rid, "project": "bench", "name": f"s{i}", "status": "finished", "parent_id": None,
+                             "user": "bench", "host": "bench", "started_at": now, "ended_at": now, "exit_code": 0,
+                             "error": None, "seed": None, "inputs": "[]", "capture": "{}", "deleted_at": None})
+                depth = random.choice([2, 4, 6, 8])
+                params.append({"run_id": rid, "key": "depth", "value": str(depth), "text": str(depth), "num": float(depth)})
+                for j in range(9):
+                    params.append({"run_id": rid, "key": f"p{j}", "value": str(j), "text": str(j), "num": float(j)})
+                metrics.append({"run_id": rid, "key": "auc", "step": 0, "ts_ms": 0, "value": random.random(), "kind": 0})
+                for j in range(4):
+                    metrics.append({"run_id": rid, "key": f"m{j}", "step": 0, "ts_ms": 0, "value": random.random(), "kind": 0})
+            conn.execute(sa.insert(T), rows); conn.execute(sa.insert(P), params); conn.execute(sa.insert(M), metrics)
+for total in [int(x) for x in sys.argv[4].split(",") if x]:
+    with vault.meta.read() as conn:
+        have = conn.execute(sa.select(sa.func.count()).select_from(T).where(T.c.project == "bench")).scalar()
+    bulk(total - have)
+    out[f"search_filtered_s_{total}"], out[f"search_filtered_n_{total}"] = timed(
+        lambda: vault.runs.list(project="bench", filter=f))
+print(json.dumps(out))
+"""
+)
+
+MLFLOW = (
+    COMMON
+    + r"""
+import logging, os, warnings
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+mlflow.set_tracking_uri(f"sqlite:///{sys.argv[1]}/mlflow.db")
+exp = mlflow.set_experiment("bench")
+client = MlflowClient()
+rates = []
+for rep in range(REPS):
+    with mlflow.start_run(run_name=f"sync{rep}"):
+        t = time.perf_counter()
+        for i in range(SYNC_CALLS):
+            mlflow.log_metric("loss", 1.0 / (i + 1), step=i)
+        rates.append(SYNC_CALLS / (time.perf_counter() - t))
+out["sync_calls_per_s"] = median(rates)
+rates = []
+for rep in range(REPS):
+    with mlflow.start_run(run_name=f"batch{rep}") as run:
+        t = time.perf_counter()
+        for b in range(BATCHES):
+            ts = int(time.time() * 1000)
+            client.log_batch(run.info.run_id, metrics=[Metric(f"m{k}", k * 0.001 + b, ts, b) for k in range(BATCH)])
+        rates.append(BATCHES * BATCH / (time.perf_counter() - t))
+out["batch_metrics_per_s"] = median(rates)
+exp2 = mlflow.set_experiment("bench-runs")
+random.seed(7)
+rates = []
+for rep in range(REPS):
+    t = time.perf_counter()
+    for i in range(RUNS_PER_REP):
+        with mlflow.start_run(run_name=f"r{rep}-{i}"):
+            mlflow.log_params({"depth": random.choice([2, 4, 6, 8]), **{f"p{j}": j for j in range(9)}})
+            mlflow.log_metrics({"auc": random.random(), **{f"m{j}": random.random() for j in range(4)}})
+    rates.append(RUNS_PER_REP / (time.perf_counter() - t))
+out["runs_per_s"] = median(rates)
+def timed(fn):
+    times = []
+    for _ in range(REPS):
+        t = time.perf_counter(); res = fn(); times.append(time.perf_counter() - t)
+    return median(times), len(res)
+ids = [exp2.experiment_id]
+f = "metrics.auc > 0.9 and params.depth = '4'"
+out["search_filtered_s"], out["search_filtered_n"] = timed(
+    lambda: client.search_runs(ids, filter_string=f, max_results=50000))
+out["search_all_s"], out["search_all_n"] = timed(lambda: client.search_runs(ids, max_results=50000))
+print(json.dumps(out))
+"""
+)
+
+
+def ensure_mlflow() -> Path:
+    python = MLFLOW_VENV / "bin" / "python"
+    if python.exists() and subprocess.run([python, "-c", "import mlflow"], capture_output=True).returncode == 0:
+        return python
+    BENCH.mkdir(exist_ok=True)
+    (BENCH / ".gitignore").write_text("*\n")
+    uv = shutil.which("uv")
+    if uv is None:
+        sys.exit("uv is needed to install MLflow into .bench/mlflow (pip install uv)")
+    print("installing MLflow into .bench/mlflow ...", file=sys.stderr)
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(MLFLOW_VENV)], check=True)
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(python), "mlflow"], check=True
+    )
+    return python
+
+
+def git_workspace(base: Path, name: str) -> Path:
+    ws = base / name
+    ws.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@e", "GIT_COMMITTER_NAME": "b",
+           "GIT_COMMITTER_EMAIL": "b@e"}
+    (ws / "train.py").write_text("print('train')\n")
+    (ws / ".gitignore").write_text(".labvault/\nmlflow.db\nmlruns/\n")
+    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=ws, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "bench"], cwd=ws, check=True, env=env)
+    return ws
+
+
+def run_worker(python: str, code: str, ws: Path, args: list[str]) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
+    proc = subprocess.run(
+        [python, "-c", code, str(ws), *args], cwd=ws, env=env, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        sys.exit(f"worker failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def startup(cmd: list[str]) -> float:
+    times = []
+    for _ in range(REPS):
+        t = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check the script itself")
+    parser.add_argument("--sizes", default="10000,100000", help="labvault-only search sizes (runs)")
+    opts = parser.parse_args()
+    sync_calls, runs_per_rep = ("200", "40") if opts.quick else ("1000", "400")
+    sizes = "2000" if opts.quick else opts.sizes
+    mlflow_python = str(ensure_mlflow())
+    lv_python = sys.executable
+    with tempfile.TemporaryDirectory(prefix="labvault-bench-") as tmp:
+        base = Path(tmp)
+        print("running labvault ...", file=sys.stderr)
+        lv = run_worker(lv_python, LABVAULT, git_workspace(base, "lv"), [sync_calls, runs_per_rep, sizes])
+        print("running MLflow ...", file=sys.stderr)
+        ml = run_worker(mlflow_python, MLFLOW, git_workspace(base, "ml"), [sync_calls, runs_per_rep, ""])
+    labvault_bin = str(Path(lv_python).parent / "labvault")
+    mlflow_bin = str(Path(mlflow_python).parent / "mlflow")
+    start = {
+        "import": (startup([lv_python, "-c", "import labvault"]), startup([mlflow_python, "-c", "import mlflow"])),
+        "--help": (startup([labvault_bin, "--help"]), startup([mlflow_bin, "--help"])),
+    }
+    total = int(runs_per_rep) * REPS
+    rows = [
+        ("synchronous log_metric (calls/s)", lv["sync_calls_per_s"], ml["sync_calls_per_s"], True, 20),
+        ("batched logging (metrics/s)", lv["batch_metrics_per_s"], ml["batch_metrics_per_s"], True, 10),
+        ("runs created, 10 params + 5 metrics (runs/s)", lv["runs_per_s"], ml["runs_per_s"], True, 5),
+        (f"filtered search over {total} runs (s)", lv["search_filtered_s"], ml["search_filtered_s"], False, 10),
+        (f"list all {total} runs (s)", lv["search_all_s"], ml["search_all_s"], False, None),
+        ("python -c 'import X' (s)", *start["import"], False, None),
+        ("X --help (s)", *start["--help"], False, None),
+    ]
+    print(f"\nlabvault vs MLflow, SQLite, medians of {REPS}\n")
+    print(f"{'workload':48} {'labvault':>12} {'MLflow':>12} {'ratio':>8}  goal")
+    for name, ours, theirs, higher_is_better, goal in rows:
+        ratio = ours / theirs if higher_is_better else theirs / ours
+        verdict = "" if goal is None else (f">= {goal}x " + ("met" if ratio >= goal else "NOT met"))
+        print(f"{name:48} {ours:12.4g} {theirs:12.4g} {ratio:7.1f}x  {verdict}")
+    print(f"\nfiltered search matched {lv['search_filtered_n']} (labvault) and {ml['search_filtered_n']} (MLflow) runs")
+    for size in sizes.split(","):
+        key = f"search_filtered_s_{size}"
+        if key in lv:
+            print(f"labvault filtered search over {int(size):,} runs: {lv[key]:.4f} s ({lv[f'search_filtered_n_{size}']} matches)")
+
+
+if __name__ == "__main__":
+    main()

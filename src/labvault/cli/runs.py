@@ -1,0 +1,303 @@
+"""``labvault run -- CMD`` and ``labvault runs list|show|compare|export|delete|restore``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from labvault.cli.context import open_vault
+from labvault.cli.render import OUTPUT, print_json
+from labvault.errors import ValidationError
+
+if TYPE_CHECKING:
+    from labvault.entities import MetricPoint, Run
+
+__all__ = ["app", "register"]
+
+app = typer.Typer(help="Find, inspect, compare, export and delete tracked runs.", no_args_is_help=True)
+JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+RUN_ARG = typer.Argument(..., help="run:<id>, an id, or a unique prefix of 6+ hex digits.")
+
+
+def _time(moment: Any) -> str | None:
+    from labvault.entities import format_time
+
+    return format_time(moment) if moment is not None else None
+
+
+def _num(value: float) -> float | str:
+    from labvault.services.tracking.export import json_number
+
+    return json_number(value)
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    """The JSON form of a run in listings (``id`` and ``ref``, ISO times, NaN as a string)."""
+    return {
+        "id": run.id,
+        "ref": run.ref,
+        "project": run.project,
+        "name": run.name,
+        "status": run.status,
+        "parent": f"run:{run.parent_id}" if run.parent_id else None,
+        "user": run.user,
+        "host": run.host,
+        "started_at": _time(run.started_at),
+        "ended_at": _time(run.ended_at),
+        "duration_seconds": run.duration,
+        "exit_code": run.exit_code,
+        "error": run.error,
+        "seed": run.seed,
+        "params": run.params,
+        "metrics": {k: _num(v) for k, v in run.metrics.items()},
+        "tags": run.tags,
+        "inputs": list(run.inputs),
+        "outputs": [a.name for a in run.outputs],
+        "artifacts": [{"name": a.name, "kind": a.kind, "sha256": str(a.digest), "size": a.size} for a in run.artifacts],
+        "deleted_at": _time(run.deleted_at),
+    }
+
+
+def _duration(run: Run) -> str:
+    seconds = run.duration
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _short(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def run_cmd(
+    command: list[str] = typer.Argument(
+        ..., help="The command and its arguments, after `--`.", metavar="-- CMD ARGS..."
+    ),
+    project: str | None = typer.Option(None, "--project", "-p", help="Project name (default: the project folder's)."),
+    name: str | None = typer.Option(None, "--name", "-n", help="Run name (default: the script or command name)."),
+    config: list[str] = typer.Option([], "--config", "-c", help="A config file to record byte for byte (repeatable)."),
+    inputs: list[str] = typer.Option([], "--input", "-i", help="A data reference the run reads (repeatable)."),
+    outputs: list[str] = typer.Option(
+        [], "--output", "-o", help="A file or folder the command must produce; stored after it exits (repeatable)."
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Export LABVAULT_SEED and PYTHONHASHSEED with this value and record it.", min=0
+    ),
+) -> None:
+    """Run CMD as a tracked run: capture code, environment and output; exit with CMD's exit code.
+
+    Exit codes: CMD's own; 127 if CMD does not exist and 126 if it is not executable (the run is
+    recorded as failed); 128+N if CMD was killed by signal N; 1 if CMD succeeded but a declared
+    output is missing; 125 if labvault itself failed.
+    """
+    from labvault.services.tracking.wrapper import run_command
+
+    with open_vault() as vault:
+        result = run_command(
+            vault.runs,
+            command,
+            vault_dir=vault.dir,
+            project=project,
+            name=name,
+            config=config,
+            inputs=inputs,
+            outputs=outputs,
+            seed=seed,
+        )
+    run = result.run
+    if result.exit_code in (125, 126, 127) and run.error:
+        OUTPUT.info(f"error: {run.error}")
+    for missing in result.missing_outputs:
+        OUTPUT.info(f"error: declared output {missing} was not produced")
+    OUTPUT.info(f"{run.ref} {run.status} (exit code {result.exit_code})")
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("list")
+def list_cmd(
+    project: str | None = typer.Option(None, "--project", "-p", help="Only runs of this project."),
+    filter_: str | None = typer.Option(
+        None, "--filter", "-f", help='A filter, e.g. "metrics.auc > 0.9 and params.depth = 4" (docs/tracking.md).'
+    ),
+    sort: str | None = typer.Option(
+        None, "--sort", "-s", help="Sort key: metrics.KEY, params.KEY, name, started...; '-' first for descending."
+    ),
+    limit: int | None = typer.Option(None, "--limit", "-l", help="At most this many runs.", min=0),
+    deleted: bool = typer.Option(False, "--deleted", help="List deleted runs instead."),
+    json_output: bool = JSON,
+) -> None:
+    """List runs, newest first; filter and sort them."""
+    with open_vault() as vault:
+        found = vault.runs.list(project=project, filter=filter_, sort=sort, limit=limit, deleted=deleted)
+    if json_output:
+        print_json([run_json(r) for r in found])
+        return
+    rows = []
+    for r in found:
+        metrics = " ".join(f"{k}={_short(v)}" for k, v in list(r.metrics.items())[:4])
+        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S")
+        rows.append((r.id, r.project, r.name, r.status, started, _duration(r), metrics))
+    OUTPUT.table(["id", "project", "name", "status", "started", "duration", "metrics"], rows)
+    if not found:
+        OUTPUT.info("no runs match")
+
+
+def _history_json(history: dict[str, list[MetricPoint]]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        key: [{"step": p.step, "timestamp": _time(p.timestamp), "value": _num(p.value)} for p in points]
+        for key, points in history.items()
+    }
+
+
+@app.command("show")
+def show(run: str = RUN_ARG, json_output: bool = JSON) -> None:
+    """Show everything a run recorded, including metric histories."""
+    with open_vault() as vault:
+        doc = vault.runs.export(run)
+        history = vault.runs.history(doc["id"])
+    if json_output:
+        print_json({**doc, "metric_history": _history_json(history)})
+        return
+    code = doc["code"]
+    lines = [
+        ("run", doc["ref"]),
+        ("name", doc["name"]),
+        ("project", doc["project"]),
+        ("status", doc["status"] + (f" (exit code {doc['exit_code']})" if doc["exit_code"] is not None else "")),
+        ("error", doc["error"]),
+        ("parent", doc["parent"]),
+        ("started", doc["started_at"]),
+        ("ended", doc["ended_at"]),
+        ("user", f"{doc['user']} on {doc['host']}"),
+        ("command", " ".join(doc["command"] or [])),
+        ("cwd", doc["cwd"]),
+        (
+            "commit",
+            f"{code['commit']} ({code['branch']})" + (" dirty" if code["dirty"] else "") if code["commit"] else None,
+        ),
+        ("patch", code["patch"]),
+        ("inputs", ", ".join(i["ref"] for i in doc["inputs"]) or None),
+        ("config", ", ".join(c["path"] for c in doc["config"]) or None),
+        ("seed", doc["seed"]),
+        ("environment", (doc["environment"] or {}).get("sha256")),
+        ("deleted", doc["deleted_at"]),
+    ]
+    OUTPUT.table(["", ""], [(k, v) for k, v in lines if v not in (None, "")])
+    if doc["params"]:
+        OUTPUT.table(["param", "value"], sorted(doc["params"].items()), title="params")
+    if history:
+        rows = []
+        for key, points in history.items():
+            last = points[-1]
+            rows.append((key, _short(last.value), last.step, len(points)))
+        OUTPUT.table(["metric", "latest", "step", "points"], rows, title="metrics")
+    if doc["tags"]:
+        OUTPUT.table(["tag", "value"], sorted(doc["tags"].items()), title="tags")
+    if doc["artifacts"]:
+        rows = [(a["name"], a["kind"], a["size"], a["sha256"]) for a in doc["artifacts"]]
+        OUTPUT.table(["artifact", "kind", "size", "sha256"], rows, title="artifacts")
+    for warning in doc["capture_warnings"]:
+        OUTPUT.info(f"capture warning: {warning}")
+
+
+@app.command("compare")
+def compare(
+    runs: list[str] = typer.Argument(..., help="Two or more runs (ids, prefixes or run:<id>)."),
+    all_rows: bool = typer.Option(False, "--all", help="Show rows that are the same in every run too."),
+    json_output: bool = JSON,
+) -> None:
+    """Params, metrics, inputs, code and environment side by side; differences marked with '*'."""
+    if len(runs) < 2:
+        raise ValidationError("compare needs at least two runs", hint="labvault runs compare RUN RUN [RUN...]")
+    with open_vault() as vault:
+        doc = vault.runs.compare(runs)
+    if json_output:
+        print_json(doc)
+        return
+    header = ["", "field", *(r["id"] for r in doc["runs"])]
+    rows = []
+    for section in ("attributes", "params", "metrics", "code", "environment"):
+        for key, row in doc[section].items():
+            if section == "environment" and key == "package_versions":
+                for pkg, prow in row.items():
+                    rows.append(("*", f"package {pkg}", *(_cell(v) for v in prow["values"])))
+                continue
+            if row["differs"] or all_rows:
+                rows.append(("*" if row["differs"] else "", f"{section}.{key}", *(_cell(v) for v in row["values"])))
+    OUTPUT.table(header, rows)
+    if not rows:
+        OUTPUT.info("the runs do not differ in params, metrics, inputs, code or environment")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return _short(value)
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+@app.command("export")
+def export(
+    run: str = RUN_ARG,
+    fmt: str = typer.Option("yaml", "--format", help="yaml (run.yaml) or json."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """Print a run as a self-contained run.yaml: code, data, config, seeds, environment, artifacts."""
+    if fmt not in ("yaml", "json"):
+        raise ValidationError(f"unknown format {fmt!r}", hint="use --format yaml or --format json")
+    with open_vault() as vault:
+        doc = vault.runs.export(run)
+    if fmt == "json":
+        import json
+
+        text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    else:
+        import yaml
+
+        text = yaml.safe_dump(doc, sort_keys=True, allow_unicode=True, default_flow_style=False)
+    if output is None:
+        OUTPUT.line(text.rstrip("\n"))
+    else:
+        output.write_text(text, encoding="utf-8")
+        OUTPUT.info(f"wrote {output}")
+
+
+@app.command("delete")
+def delete(run: str = RUN_ARG, json_output: bool = JSON) -> None:
+    """Soft-delete a run: hidden from listings; gc reclaims its objects after the grace period."""
+    with open_vault() as vault:
+        done = vault.runs.delete(run)
+    if json_output:
+        print_json(run_json(done))
+    else:
+        OUTPUT.line(f"deleted {done.ref} (restore it with `labvault runs restore {done.id}`)")
+
+
+@app.command("restore")
+def restore(run: str = RUN_ARG, json_output: bool = JSON) -> None:
+    """Undo `runs delete`, unless gc already reclaimed the run's objects."""
+    with open_vault() as vault:
+        done = vault.runs.restore(run)
+    if json_output:
+        print_json(run_json(done))
+    else:
+        OUTPUT.line(f"restored {done.ref}")
+
+
+def register(root: typer.Typer) -> None:
+    root.command(
+        "run",
+        context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+    )(run_cmd)
+    root.add_typer(app, name="runs")

@@ -1,0 +1,105 @@
+"""The hot path of tracking: appending metric points, one durable transaction per call.
+
+A run's handle keeps one DB-API connection and writes with a prepared INSERT (``executemany`` for
+a batch) between a bare ``BEGIN IMMEDIATE``/``COMMIT`` on SQLite, or psycopg's own transaction on
+PostgreSQL. That skips the pool checkout and statement compilation of a SQLAlchemy unit of work,
+which otherwise dominate a one-row insert. The commit is the durability point: WAL with
+``synchronous = NORMAL`` survives the process being killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from labvault.errors import LabvaultError, LockedError, NotFound, StorageError
+from labvault.storage.meta.repos.runs import MetricRow, encode_metric
+from labvault.storage.meta.store import MetaStore
+
+__all__ = ["MetricAppender"]
+
+_COLUMNS = "run_id, key, step, ts_ms, value, kind"
+
+
+def _translate(err: Exception) -> LabvaultError:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    low = text.lower()
+    if "foreign key" in low:
+        return NotFound(f"the run does not exist ({text})", hint="list runs with `labvault runs list`")
+    if "locked" in low or "busy" in low or "deadlock" in low:
+        return LockedError(f"the metadata database is busy ({text})")
+    if "disk is full" in low or "no space" in low:
+        return StorageError("disk full while writing metrics", hint="free some space, then retry")
+    return StorageError(f"metadata database error while writing metrics ({text})")
+
+
+class MetricAppender:
+    """Appends metric rows on a connection of its own; safe to share between threads."""
+
+    def __init__(self, meta: MetaStore) -> None:
+        self._meta = meta
+        self._sqlite = meta.is_sqlite
+        mark = "?" if self._sqlite else "%s"
+        self._sql = f"INSERT INTO run_metrics ({_COLUMNS}) VALUES ({', '.join([mark] * 6)})"
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def append(self, rows: Sequence[MetricRow]) -> None:
+        params = [(r, k, s, t, *encode_metric(v)) for r, k, s, t, v in rows]
+        if not params:
+            return
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = self._meta.engine.raw_connection()
+                if self._sqlite:
+                    self._append_sqlite(self._conn.driver_connection, params)
+                else:
+                    self._append_pg(self._conn, params)
+            except LabvaultError:
+                raise
+            except Exception as err:  # DB-API errors of either driver: translated here, once
+                self._discard()
+                raise _translate(err) from err
+
+    def _append_sqlite(self, db: Any, params: list[tuple[Any, ...]]) -> None:
+        # The connection is in autocommit mode (store.py); the transaction is ours.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if len(params) == 1:
+                db.execute(self._sql, params[0])
+            else:
+                db.executemany(self._sql, params)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _append_pg(self, conn: Any, params: list[tuple[Any, ...]]) -> None:
+        cur = conn.cursor()
+        try:
+            if len(params) == 1:
+                cur.execute(self._sql, params[0])
+            else:
+                cur.executemany(self._sql, params)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            cur.close()
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken: nothing more to release
+                conn.invalidate()
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()

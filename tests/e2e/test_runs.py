@@ -1,0 +1,238 @@
+"""`labvault run` and `labvault runs ...` through the installed executable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import LABVAULT, Cli
+
+TRAIN = """
+import os, sys, labvault as lv
+os.chdir("/")  # the library still finds the wrapper's vault and run
+with lv.start_run() as run:
+    assert run.id == os.environ["LABVAULT_RUN_ID"]
+    lv.log_params({"depth": int(sys.argv[1]), "optimizer": sys.argv[2]})
+    for step, loss in enumerate([0.9, 0.5, float(sys.argv[3])]):
+        lv.log_metric("loss", loss, step=step)
+    lv.log_metric("auc", float(sys.argv[4]))
+    lv.set_tag("team", "fraud")
+print("seed", os.environ.get("LABVAULT_SEED"), os.environ.get("PYTHONHASHSEED"))
+"""
+
+
+@pytest.fixture
+def vault_project(cli: Cli, project: Path) -> Path:
+    cli("init")
+    (project / "train.py").write_text(TRAIN)
+    (project / "config.yaml").write_text("depth: 4\n")
+    return project
+
+
+def _train(
+    cli: Cli, *args: str, depth: int = 4, opt: str = "adam", loss: float = 0.2, auc: float = 0.95, expect: int = 0
+) -> subprocess.CompletedProcess[str]:
+    return cli("run", *args, "--", sys.executable, "train.py", str(depth), opt, str(loss), str(auc), expect=expect)
+
+
+def _last_id(cli: Cli) -> str:
+    return json.loads(cli("runs", "list", "--json", "--limit", "1").stdout)[0]["id"]
+
+
+def test_run_wraps_a_python_script(cli: Cli, vault_project: Path) -> None:
+    out_dir = vault_project / "out"
+    proc = cli(
+        "run",
+        "--project",
+        "fraud",
+        "--name",
+        "baseline",
+        "--config",
+        "config.yaml",
+        "--input",
+        "data:tx@v3",
+        "--seed",
+        "42",
+        "--output",
+        "model.txt",
+        "--output",
+        "out",
+        "--",
+        sys.executable,
+        "-c",
+        "import subprocess, sys, os; "
+        "open('model.txt', 'w').write('weights'); os.makedirs('out/sub', exist_ok=True); "
+        "open('out/sub/a.txt', 'w').write('a'); "
+        "print('hello from the command'); print('warn', file=sys.stderr); "
+        "subprocess.run([sys.executable, 'train.py', '4', 'adam', '0.2', '0.95'], check=True)",
+    )
+    assert "hello from the command" in proc.stdout
+    assert "seed 42 42" in proc.stdout
+    assert "warn" in proc.stderr
+    assert out_dir.is_dir()
+    runs = json.loads(cli("runs", "list", "--json").stdout)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["ref"] == f"run:{run['id']}"
+    assert run["status"] == "finished"
+    assert run["exit_code"] == 0
+    assert run["seed"] == 42
+    assert run["project"] == "fraud"
+    assert run["name"] == "baseline"
+    assert run["params"] == {"depth": 4, "optimizer": "adam"}
+    assert run["metrics"] == {"auc": 0.95, "loss": 0.2}
+    assert run["inputs"] == ["data:tx@v3"]
+    assert sorted(run["outputs"]) == ["model.txt", "out"]
+    kinds = {a["name"]: a["kind"] for a in run["artifacts"]}
+    assert kinds == {"model.txt": "file", "out": "tree"}
+    shown = json.loads(cli("runs", "show", run["id"][:6], "--json").stdout)
+    assert [p["value"] for p in shown["metric_history"]["loss"]] == [0.9, 0.5, 0.2]
+    assert shown["config"][0]["content"] == "depth: 4\n"
+    stdout = cli("object", "cat", shown["stdout"]).stdout
+    assert "hello from the command" in stdout
+    exported = yaml.safe_load(cli("runs", "export", run["id"]).stdout)
+    assert exported["id"] == run["id"]
+    assert exported["seed"] == 42
+    assert exported["environment"]["sha256"].startswith("sha256:")
+    assert {a["name"]: a["sha256"] for a in exported["artifacts"]}["model.txt"].startswith("sha256:")
+    assert json.loads(cli("runs", "export", run["id"], "--format", "json").stdout) == exported
+    cli("fsck")
+
+
+def test_exit_codes(cli: Cli, vault_project: Path) -> None:
+    cli("run", "--", "sh", "-c", "exit 3", expect=3)
+    proc = cli("run", "--", "no-such-command-xyz", expect=127)
+    assert "not found" in proc.stderr
+    failed = json.loads(cli("runs", "list", "--json", "--limit", "1").stdout)[0]
+    assert failed["status"] == "failed"
+    assert failed["exit_code"] == 127
+    (vault_project / "notexec.sh").write_text("echo hi\n")
+    cli("run", "--", "./notexec.sh", expect=126)
+    proc = cli("run", "--output", "never.txt", "--", "true", expect=1)
+    assert "never.txt" in proc.stderr
+    missing = json.loads(cli("runs", "list", "--json", "--limit", "1").stdout)[0]
+    assert missing["status"] == "failed"
+    assert "never.txt" in missing["error"]
+    cli("run", "--", "sh", "-c", "kill -TERM $$", expect=128 + 15)
+    assert json.loads(cli("runs", "list", "--json", "--limit", "1").stdout)[0]["status"] == "killed"
+    cli("run", "--input", "not-a-ref", "--", "true", expect=2)
+    cli("run", "--config", "missing.yaml", "--", "true", expect=2)
+    cli("run", "--output", "../outside", "--", "true", expect=2)
+
+
+def test_wrapper_forwards_sigterm(cli: Cli, vault_project: Path) -> None:
+    env = {**os.environ, "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [LABVAULT, "run", "--", sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+        cwd=vault_project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "up"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    run = json.loads(cli("runs", "list", "--json").stdout)[0]
+    assert run["status"] == "killed"
+
+
+def test_list_filter_sort_compare(cli: Cli, vault_project: Path) -> None:
+    _train(cli, "--name", "a", depth=4, opt="adam", loss=0.2, auc=0.95)
+    _train(cli, "--name", "b", depth=8, opt="sgd", loss=0.7, auc=0.85)
+    _train(cli, "--name", "c", depth=4, opt="rmsprop", loss=0.1, auc=0.91)
+
+    def names(*args: str) -> list[str]:
+        return [r["name"] for r in json.loads(cli("runs", "list", "--json", *args).stdout)]
+
+    assert names() == ["c", "b", "a"]  # newest first
+    assert names("--filter", "metrics.auc > 0.9 and params.depth = 4") == ["c", "a"]
+    assert names("--filter", "params.optimizer in ('adam', 'sgd') and not metrics.loss > 0.5") == ["a"]
+    assert names("--filter", "tags.team = 'fraud' or status = 'failed'", "--sort", "metrics.auc") == ["b", "c", "a"]
+    assert names("--sort", "-metrics.auc", "--limit", "1") == ["a"]
+    assert names("--sort", "name") == ["a", "b", "c"]
+    assert names("--filter", "name = 'x'' OR 1=1 --'") == []
+    bad = cli("runs", "list", "--filter", "metrics.auc > and", expect=2)
+    assert "column 15" in bad.stderr
+    lines = bad.stderr.splitlines()
+    hint = next(i for i, line in enumerate(lines) if line.startswith("hint: "))
+    assert lines[hint] == "hint: metrics.auc > and"
+    assert lines[hint + 1].index("^") == len("hint: ") + 14
+    table = cli("runs", "list").stdout
+    assert "auc=0.95" in table
+    ids = [r["id"] for r in json.loads(cli("runs", "list", "--json", "--sort", "name").stdout)]
+    compared = json.loads(cli("runs", "compare", ids[0], ids[1], "--json").stdout)
+    assert compared["params"]["depth"] == {"values": [4, 8], "differs": True}
+    assert compared["metrics"]["auc"]["differs"] is True
+    assert compared["environment"]["sha256"]["differs"] is False
+    human = cli("runs", "compare", *ids).stdout
+    assert "params.depth" in human
+    assert "*" in human
+    cli("runs", "compare", ids[0], expect=2)
+
+
+def test_show_export_delete_restore(cli: Cli, vault_project: Path) -> None:
+    _train(cli, "--name", "x")
+    run_id = _last_id(cli)
+    shown = cli("runs", "show", run_id).stdout
+    assert "loss" in shown
+    assert run_id in shown
+    exported = yaml.safe_load(cli("runs", "export", f"run:{run_id}").stdout)
+    assert exported["params"] == {"depth": 4, "optimizer": "adam"}
+    assert exported["code"]["commit"] is None  # not a git repository: recorded as a warning
+    assert any("git" in w for w in exported["capture_warnings"])
+    out = vault_project / "run.yaml"
+    cli("runs", "export", run_id, "--output", str(out))
+    assert yaml.safe_load(out.read_text())["id"] == run_id
+    cli("runs", "export", run_id, "--format", "toml", expect=2)
+    cli("runs", "delete", run_id)
+    assert json.loads(cli("runs", "list", "--json").stdout) == []
+    assert [r["id"] for r in json.loads(cli("runs", "list", "--deleted", "--json").stdout)] == [run_id]
+    cli("runs", "restore", run_id[:8])
+    assert [r["id"] for r in json.loads(cli("runs", "list", "--json").stdout)] == [run_id]
+    cli("fsck")
+
+
+def test_unknown_and_bad_run_references(cli: Cli, vault_project: Path) -> None:
+    proc = cli("runs", "show", "abcdef", expect=3)
+    assert "no run" in proc.stderr
+    assert "hint:" in proc.stderr
+    cli("runs", "show", "run:zz", expect=2)
+    cli("runs", "show", "abc", expect=2)
+    cli("runs", "export", "abcdef123456", expect=3)
+    cli("runs", "delete", "abcdef", expect=3)
+
+
+def test_help_texts(cli: Cli, project: Path) -> None:
+    for args in (
+        ("run",),
+        ("runs",),
+        ("runs", "list"),
+        ("runs", "show"),
+        ("runs", "compare"),
+        ("runs", "export"),
+        ("runs", "delete"),
+        ("runs", "restore"),
+    ):
+        proc = cli(*args, "--help")
+        assert "Usage" in proc.stdout
+    start = time.perf_counter()
+    cli("--help")
+    assert time.perf_counter() - start < 10
+
+
+def test_absolute_output_path(cli: Cli, vault_project: Path) -> None:
+    target = vault_project / "results" / "final.txt"
+    cli("run", "--output", str(target), "--", "sh", "-c", f"mkdir -p results && echo done > {target}")
+    run = json.loads(cli("runs", "list", "--json").stdout)[0]
+    assert run["outputs"] == ["results/final.txt"]

@@ -1,0 +1,176 @@
+"""What runs capture without code: git state and patch, environment, GPUs, containers, secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labvault.refs import Digest
+from labvault.services.capture.environment import PRESENT, capture_environment
+from labvault.services.capture.git import capture_git
+from labvault.vault import Vault
+
+FAKE_SMI = """#!/bin/sh
+if [ "$1" = "--query-gpu=name,driver_version,memory.total,uuid" ]; then
+  echo "NVIDIA A100-SXM4-40GB, 535.104.05, 40960, GPU-1111"
+  echo "NVIDIA A100-SXM4-40GB, 535.104.05, 40960, GPU-2222"
+  exit 0
+fi
+echo "| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   CUDA Version: 12.2 |"
+"""
+
+
+def _git(root: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+    }
+    return subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    _git(root, "init", "-q", "-b", "main")
+    (root / "train.py").write_text("print('v1')\n")
+    (root / ".gitignore").write_text("ignored.txt\n")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "first")
+    _git(root, "remote", "add", "origin", "https://user:secret-token@example.com/team/repo.git")
+    return root
+
+
+def test_clean_repository(repo: Path) -> None:
+    state = capture_git(repo)
+    assert state.info["dirty"] is False
+    assert state.patch is None
+    assert state.info["branch"] == "main"
+    assert state.info["commit"] == _git(repo, "rev-parse", "HEAD").strip()
+    assert state.info["remote"] == "https://example.com/team/repo.git"  # credentials dropped
+    assert state.warnings == []
+
+
+def test_dirty_patch_restores_the_tree(repo: Path, tmp_path: Path) -> None:
+    (repo / "train.py").write_text("print('v2')\n")
+    (repo / "new_module.py").write_text("X = 1\n")
+    (repo / "data.bin").write_bytes(bytes(range(256)))
+    (repo / "ignored.txt").write_text("not part of the code\n")
+    state = capture_git(repo / "")
+    assert state.info["dirty"] is True
+    assert state.patch
+    text = state.patch.decode(errors="replace")
+    assert "new_module.py" in text
+    assert "train.py" in text
+    assert "ignored.txt" not in text
+    assert "GIT binary patch" in text or "Binary files" in text
+    assert _git(repo, "status", "--porcelain").count("??") == 2  # the repository's own index is untouched
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    subprocess.run(["git", "apply", "-"], cwd=clone, input=state.patch, check=True)
+    assert (clone / "train.py").read_text() == "print('v2')\n"
+    assert (clone / "new_module.py").read_text() == "X = 1\n"
+    assert (clone / "data.bin").read_bytes() == bytes(range(256))
+    # The same tree again reuses the patch; a change makes a new one.
+    assert capture_git(repo).patch == state.patch
+    (repo / "new_module.py").write_text("X = 2\n")
+    assert b"X = 2" in (capture_git(repo).patch or b"")
+
+
+def test_not_a_repository_and_no_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo: Path) -> None:
+    state = capture_git(tmp_path / "nowhere" if (tmp_path / "nowhere").mkdir() is None else tmp_path)
+    assert state.info == {}
+    assert "not in a git repository" in state.warnings[0]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    state = capture_git(repo)
+    assert state.info == {}
+    assert "git executable was not found" in state.warnings[0]
+
+
+def test_run_in_a_repository_records_git(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo)
+    vault, _ = Vault.init(repo)
+    try:
+        run = vault.runs.create(name="x")
+        vault.runs.finish(run.id)
+        got = vault.runs.get(run.id)
+        # `init` added .labvault/ to .gitignore: that change is in the patch.
+        assert got.capture["git"]["dirty"] is True
+        patch = vault.objects.get_bytes(Digest(got.capture["patch"][7:]))
+        assert b".labvault/" in patch
+        owners = vault.maintenance.owners_of(Digest(got.capture["patch"][7:]))
+        assert owners == [got.ref]
+    finally:
+        vault.close()
+
+
+def test_environment_with_gpus_container_and_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(FAKE_SMI)
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    sysroot = tmp_path / "root"
+    (sysroot / "run").mkdir(parents=True)
+    (sysroot / "proc" / "1").mkdir(parents=True)
+    (sysroot / "etc").mkdir()
+    (sysroot / ".dockerenv").write_text("")
+    (sysroot / "run" / ".containerenv").write_text('engine="podman"\nimage="registry.example/team/train:1.4"\n')
+    (sysroot / "proc" / "1" / "cgroup").write_text("0::/docker/abc\n")
+    (sysroot / "proc" / "cpuinfo").write_text("model name\t: Test CPU 9000\n")
+    (sysroot / "proc" / "meminfo").write_text("MemTotal:       1024 kB\n")
+    (sysroot / "etc" / "os-release").write_text('PRETTY_NAME="Test Linux 1"\n')
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "requirements.txt").write_text("numpy==2.0\n")
+    (project / "uv.lock").write_text("lock\n")
+    environ = {
+        "CUDA_VISIBLE_DEVICES": "0,1",
+        "HF_TOKEN": "hf_supersecret",
+        "NVIDIA_API_KEY": "nvapi-secret",
+        "OMP_NUM_THREADS": "4",
+        "UNRELATED": "x",
+        "PATH": os.environ["PATH"],
+    }
+    data, warnings = capture_environment(project, sysroot=sysroot, environ=environ, cached=False)
+    doc = json.loads(data)
+    assert warnings == []
+    assert doc["gpus"]["count"] == 2
+    assert doc["gpus"]["cuda"] == "12.2"
+    assert doc["gpus"]["driver"] == "535.104.05"
+    assert doc["gpus"]["devices"][0]["name"] == "NVIDIA A100-SXM4-40GB"
+    assert doc["container"]["image"] == "registry.example/team/train:1.4"
+    assert "/.dockerenv" in doc["container"]["markers"]
+    assert doc["cpu"]["model"] == "Test CPU 9000"
+    assert doc["memory"] == 1024 * 1024
+    assert doc["os"]["distribution"] == "Test Linux 1"
+    assert set(doc["lock_files"]) == {"requirements.txt", "uv.lock"}
+    assert doc["env"]["HF_TOKEN"] == PRESENT
+    assert doc["env"]["NVIDIA_API_KEY"] == PRESENT
+    assert doc["env"]["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert "UNRELATED" not in doc["env"]
+    assert "supersecret" not in data.decode()
+    assert "nvapi-secret" not in data.decode()
+    # Canonical: the same environment gives the same bytes, so runs share one object.
+    again, _ = capture_environment(project, sysroot=sysroot, environ=environ, cached=False)
+    assert again == data
+
+
+def test_broken_nvidia_smi_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    data, warnings = capture_environment(tmp_path, sysroot=tmp_path, environ={}, cached=False)
+    assert json.loads(data)["gpus"] is None
+    assert any("nvidia-smi exited 9" in w for w in warnings)
