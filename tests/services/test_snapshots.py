@@ -27,7 +27,7 @@ def test_add_folder_records_a_complete_manifest(vault: Vault, dataset: Path) -> 
     assert created
     assert snap.ref == "data:raw@v1"
     doc = vault.data.get("data:raw@v1").to_json()
-    assert MANIFEST_KEYS <= set(doc)
+    assert set(doc) >= MANIFEST_KEYS
     assert doc["dataset_name"] == "raw"
     assert doc["version"] == "v1"
     assert doc["storage_uri"] == "data"
@@ -123,7 +123,8 @@ def test_malformed_csv_is_a_plain_file_with_a_note(vault: Vault, project: Path) 
     snap, created = vault.data.add("d", project / "d")
     assert created
     assert snap.tabular is False
-    assert snap.record_count is None and snap.schema_hash is None
+    assert snap.record_count is None
+    assert snap.schema_hash is None
     assert len(snap.notes) == 2
     assert all("tabular stats skipped" in n for n in snap.notes)
 
@@ -158,7 +159,9 @@ def test_listing_and_log(vault: Vault, dataset: Path) -> None:
     entries = vault.data.ls("data:raw", "images")
     assert [e["path"] for e in entries] == ["images/a.bin", "images/b.bin"]
     top = {e["path"]: e["type"] for e in vault.data.ls("data:raw@v2")}
-    assert top["images"] == "dir" and top["latest.csv"] == "link" and top["new.txt"] == "file"
+    assert top["images"] == "dir"
+    assert top["latest.csv"] == "link"
+    assert top["new.txt"] == "file"
 
 
 def test_fsck_is_clean_and_gc_keeps_snapshot_objects(vault: Vault, dataset: Path) -> None:
@@ -222,7 +225,7 @@ def test_open_verifies_bytes(vault: Vault, dataset: Path) -> None:
 
 def test_works_on_postgres_too(any_vault: Vault, project: Path) -> None:
     write_tree(project / "d", {"a.csv": "x\n1\n2\n"})
-    snap, _ = any_vault.data.add("d", project / "d")
+    _snap, _ = any_vault.data.add("d", project / "d")
     (project / "d" / "a.csv").write_text("x\n1\n2\n3\n")
     snap2, _ = any_vault.data.add("d", project / "d")
     assert [s.version for s in any_vault.data.log("d")] == [2, 1]

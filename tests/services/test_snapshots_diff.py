@@ -45,7 +45,8 @@ def test_numeric_and_categorical_stats() -> None:
     for v in ["a", "a", "b", None]:
         c.add(v)
     doc = c.to_json()
-    assert doc["null_rate"] == 0.25 and doc["distinct"] == 2
+    assert doc["null_rate"] == 0.25
+    assert doc["distinct"] == 2
     assert doc["top"][0] == {"value": "a", "frequency": pytest.approx(2 / 3)}
 
 
@@ -75,11 +76,14 @@ def test_diff_reports_files_schema_counts_and_drift(vault: Vault, project: Path)
     assert t.columns_added == ("extra",)
     assert (t.record_count_before, t.record_count_after) == (2000, 2500)
     cols = {c.column: c for c in t.columns}
-    assert cols["x"].kind == "numeric" and cols["x"].psi is not None and cols["x"].psi > 0.5
+    assert cols["x"].kind == "numeric"
+    assert cols["x"].psi is not None
+    assert cols["x"].psi > 0.5
     assert cols["n"].psi is not None
     assert cols["colour"].kind == "categorical"
     changes = {v: (a, b) for v, a, b in cols["colour"].top_changes}
-    assert changes["blue"][1] == 0.0 and changes["green"][0] == 0.0
+    assert changes["blue"][1] == 0.0
+    assert changes["green"][0] == 0.0
     assert result.max_psi is not None
     doc = result.to_json()
     assert doc["tabular"][0]["columns_added"] == ["extra"]
@@ -88,7 +92,8 @@ def test_diff_reports_files_schema_counts_and_drift(vault: Vault, project: Path)
 def test_diff_of_identical_snapshots_is_empty(vault: Vault, dataset: Path) -> None:
     snap, _ = vault.data.add("raw", dataset)
     result = vault.data.diff(snap.ref, snap.ref)
-    assert not result.changed and result.tabular == ()
+    assert not result.changed
+    assert result.tabular == ()
 
 
 def test_diff_across_datasets_and_retyped_columns(vault: Vault, project: Path) -> None:

@@ -63,13 +63,16 @@ def test_import_s3_folder_and_file(vault: Vault, bucket: str) -> None:
     snap, created = vault.data.import_("remote", f"s3://{bucket}/ds")
     assert created
     assert snap.storage_uri == f"s3://{bucket}/ds" == snap.source_url
-    assert snap.source_version is not None and snap.source_version.startswith("sha256:")
+    assert snap.source_version is not None
+    assert snap.source_version.startswith("sha256:")
     manifest = vault.data.get(snap.ref)
     assert {f.path: f.record_count for f in manifest.files} == {"train.csv": 2, "sub/x.bin": None}
     again, created = vault.data.import_("remote", f"s3://{bucket}/ds")
-    assert not created and again.ref == snap.ref
+    assert not created
+    assert again.ref == snap.ref
     one, _ = vault.data.import_("one", f"s3://{bucket}/single.txt")
-    assert one.kind == "file" and one.source_version  # the object's ETag
+    assert one.kind == "file"
+    assert one.source_version
     with vault.data.open(one.ref, "single.txt") as f:
         assert f.read() == b"hello"
     assert vault.maintenance.fsck().clean
@@ -107,5 +110,5 @@ def test_import_local_path_and_bad_urls(vault: Vault, tmp_path: Path) -> None:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass

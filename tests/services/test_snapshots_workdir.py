@@ -25,7 +25,9 @@ def _status(vault: Vault) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, 
 def test_status_clean_then_changes(vault: Vault, dataset: Path) -> None:
     vault.data.add("raw", dataset)
     (s,) = vault.data.status()
-    assert s.clean and s.ref == "data:raw@v1" and s.path == "data"
+    assert s.clean
+    assert s.ref == "data:raw@v1"
+    assert s.path == "data"
     (dataset / "notes" / "readme.txt").write_text("other\n")
     (dataset / "images" / "b.bin").unlink()
     (dataset / "new.txt").write_text("n")

@@ -12,10 +12,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from labvault.entities import SnapshotFile, SnapshotLink
 from labvault.refs import Digest
+from labvault.services.snapshots.flat import Flat
 from labvault.services.snapshots.scan import Scan
 from labvault.services.snapshots.statcache import FileChanged, StatCache, read_file_checked
 from labvault.services.snapshots.tabular import is_tabular_name, profile_stream
@@ -34,6 +36,7 @@ class Built:
     links: list[SnapshotLink] = field(default_factory=list)
     total_bytes: int = 0
     hashed: int = 0  # files read (not answered by the stat cache)
+    flat: Flat = field(default_factory=Flat)
 
 
 def _store_one(objects: ObjectStore, scan: Scan, rel: str) -> tuple[str, tuple[int, int, int, int], Any]:
@@ -46,7 +49,7 @@ def _store_one(objects: ObjectStore, scan: Scan, rel: str) -> tuple[str, tuple[i
         profile = profile_stream(name, io.BytesIO(data)) if is_tabular_name(name) else None
         return digest.hex, key, profile
     before = os.stat(path)
-    digest = objects.put_file(path)  # hashes while copying: one read pass
+    digest = objects.put_file(Path(path))  # hashes while copying: one read pass
     after = os.stat(path)
     key = (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns)
     if key != (before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns):
@@ -67,7 +70,7 @@ def build_tree(
     *,
     known: set[str],
     progress: Progress | None = None,
-    workers: int = 2,
+    workers: int = 1,
 ) -> Built:
     """Store the working copy's files and trees; ``known`` are digests already referenced by metadata.
 
@@ -116,17 +119,20 @@ def build_tree(
 
     built = Built(root=Digest("0" * 64), hashed=len(todo))
     children: dict[str, list[TreeEntry]] = defaultdict(list)
+    flat = built.flat
     for rel, (sha, profile) in results.items():
         size = scan.files[rel][1]
+        digest = Digest(sha)
         parent, _, name = rel.rpartition("/")
-        children[parent].append(TreeEntry(name, "file", Digest(sha), size, extra=profile or {}))
+        children[parent].append(TreeEntry(name, "file", digest, size, extra=profile or {}))
+        flat.files[rel] = (sha, size, profile or None)
         built.total_bytes += size
         prof = profile or {}
         schema = prof.get("schema")
         built.files.append(
             SnapshotFile(
                 rel,
-                Digest(sha),
+                digest,
                 size,
                 prof.get("record_count"),
                 tuple((c[0], c[1]) for c in schema) if schema is not None else None,
@@ -137,6 +143,8 @@ def build_tree(
         parent, _, name = rel.rpartition("/")
         children[parent].append(TreeEntry(name, "link", target=target))
         built.links.append(SnapshotLink(rel, target))
+        flat.links[rel] = target
+    flat.dirs.extend(scan.dirs)
     # Folders deepest first, so every subtree digest exists before its parent is encoded.
     for d in sorted(scan.dirs, key=lambda p: p.count("/"), reverse=True):
         entries = children.pop(d, [])

@@ -18,7 +18,7 @@ from labvault.refs import Digest
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import decode_tree
 
-__all__ = ["Flat", "load_flat"]
+__all__ = ["Flat", "load_flat", "save_flat"]
 
 _FORMAT = 1
 
@@ -52,8 +52,25 @@ def _walk(objects: ObjectStore, root: Digest) -> Flat:
     return flat
 
 
+def _cache_path(vault_dir: Path, root: Digest) -> Path:
+    return vault_dir / "cache" / "trees" / f"{root.hex}.bin"
+
+
+def save_flat(vault_dir: Path, root: Digest, flat: Flat) -> None:
+    """Cache a tree's flat form (``add`` knows it already, so status never walks a fresh tree)."""
+    cache = _cache_path(vault_dir, root)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{secrets.token_hex(4)}")
+        with open(tmp, "wb") as f:
+            marshal.dump((_FORMAT, flat.files, flat.links, flat.dirs), f)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a cache we cannot write is only slower
+
+
 def load_flat(objects: ObjectStore, vault_dir: Path | None, root: Digest) -> Flat:
-    cache = vault_dir / "cache" / "trees" / f"{root.hex}.bin" if vault_dir else None
+    cache = _cache_path(vault_dir, root) if vault_dir else None
     if cache is not None:
         try:
             with open(cache, "rb") as f:
@@ -63,13 +80,6 @@ def load_flat(objects: ObjectStore, vault_dir: Path | None, root: Digest) -> Fla
         except (OSError, ValueError, EOFError, TypeError):
             pass
     flat = _walk(objects, root)
-    if cache is not None:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{secrets.token_hex(4)}")
-            with open(tmp, "wb") as f:
-                marshal.dump((_FORMAT, flat.files, flat.links, flat.dirs), f)
-            os.replace(tmp, cache)
-        except OSError:
-            pass  # a cache we cannot write is only slower
+    if vault_dir is not None:
+        save_flat(vault_dir, root, flat)
     return flat

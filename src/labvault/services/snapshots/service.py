@@ -19,7 +19,7 @@ from labvault.errors import NotFound, ValidationError
 from labvault.refs import DataRef, Digest, parse_ref, validate_name
 from labvault.services.snapshots import checkout as _checkout
 from labvault.services.snapshots.build import Built, build_tree
-from labvault.services.snapshots.flat import Flat, load_flat
+from labvault.services.snapshots.flat import Flat, load_flat, save_flat
 from labvault.services.snapshots.lockfile import LockEntry, read_lock, relative_key, update_lock
 from labvault.services.snapshots.scan import scan_path
 from labvault.services.snapshots.statcache import StatCache, fs_clock_ns
@@ -101,6 +101,7 @@ class DataService:
         if use_cache:
             cache.synced = built.root.hex
             cache.save(stamp)
+        save_flat(self.vault_dir, built.root, built.flat)
         kind = "file" if scan.is_file else "dir"
         snapshot, created = self._record(
             name, built, kind, storage_uri, message, source_url=source_url, source_version=source_version
