@@ -368,3 +368,21 @@ def test_the_documented_example_policy_is_valid(vault: Vault, project: Path) -> 
     staging = policy.for_alias("fraud", "detector", "staging")
     assert staging is not None
     assert [c.name for c in staging.checks] == ["validation", "smoke"]
+
+
+def test_rollback_works_with_a_broken_policy_file_and_records_its_hash(vault: Vault, project: Path) -> None:
+    import hashlib
+
+    a = register(vault, project, 0.95)
+    b = register(vault, project, 0.96)
+    vault.registry.promote(a, "prod")
+    vault.registry.promote(b, "prod")
+    write_policy(project, "models: [broken\n")
+    with pytest.raises(ValidationError):
+        vault.registry.promote(a, "staging")
+    decision = vault.registry.rollback("fraud/detector", "prod", reason="incident 42")
+    expected = hashlib.sha256((project / "labvault.yaml").read_bytes()).hexdigest()
+    assert decision.policy_hash == expected
+    event = vault.registry.audit.events(action="rollback")[-1]
+    assert event.policy_hash == expected
+    assert event.details["reason"] == "incident 42"

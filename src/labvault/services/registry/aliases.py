@@ -214,6 +214,7 @@ def rollback(ctx: RegistryContext, name: str, alias: str, *, reason: str | None 
     """Move ``alias`` back to where it pointed before its latest move; no gates, audited."""
     validate_name(alias, what="alias")
     actor = ctx.user()
+    policy_hash = ctx.policy_hash()
     with ctx.meta.transaction() as conn:
         head = ctx.audit.lock(conn)
         mid, label = _model(conn, name)
@@ -247,6 +248,7 @@ def rollback(ctx: RegistryContext, name: str, alias: str, *, reason: str | None 
             subject=f"{label}@{alias}",
             before=before,
             after=target.version,
+            policy_hash=policy_hash,
             details={"alias": alias, "version": target.version, "reason": reason},
             now=now,
             head=head,
@@ -261,17 +263,18 @@ def rollback(ctx: RegistryContext, name: str, alias: str, *, reason: str | None 
             at=now,
             actor=actor,
             reason=reason,
-            policy_hash=None,
+            policy_hash=policy_hash,
             gates=[],
             audit_seq=event.seq,
         )
     ctx.audit.publish(event)
-    return Decision(target.ref, alias, "rollback", True, before, target.version, (), None, event.seq)
+    return Decision(target.ref, alias, "rollback", True, before, target.version, (), policy_hash, event.seq)
 
 
 def unset(ctx: RegistryContext, name: str, alias: str, *, reason: str | None = None) -> Decision:
     validate_name(alias, what="alias")
     actor = ctx.user()
+    policy_hash = ctx.policy_hash()
     with ctx.meta.transaction() as conn:
         head = ctx.audit.lock(conn)
         mid, label = _model(conn, name)
@@ -290,6 +293,7 @@ def unset(ctx: RegistryContext, name: str, alias: str, *, reason: str | None = N
             subject=f"{label}@{alias}",
             before=before,
             after=None,
+            policy_hash=policy_hash,
             details={"alias": alias, "reason": reason},
             now=now,
             head=head,
@@ -304,12 +308,12 @@ def unset(ctx: RegistryContext, name: str, alias: str, *, reason: str | None = N
             at=now,
             actor=actor,
             reason=reason,
-            policy_hash=None,
+            policy_hash=policy_hash,
             gates=[],
             audit_seq=event.seq,
         )
     ctx.audit.publish(event)
-    return Decision(f"{label}@{before}", alias, "unset", True, before, None, (), None, event.seq)
+    return Decision(f"{label}@{before}", alias, "unset", True, before, None, (), policy_hash, event.seq)
 
 
 def approve(ctx: RegistryContext, ref: str, alias: str, *, message: str | None = None) -> bool:
@@ -333,6 +337,7 @@ def approve(ctx: RegistryContext, ref: str, alias: str, *, message: str | None =
                 action="approve",
                 subject=version.ref,
                 after=alias,
+                policy_hash=ctx.policy_hash(),
                 details={"alias": alias, "version": version.version, "message": message},
                 now=now,
                 head=head,
@@ -369,6 +374,7 @@ def archive(ctx: RegistryContext, ref: str, *, reason: str | None = None) -> tup
             subject=version.ref,
             before="active",
             after="archived",
+            policy_hash=ctx.policy_hash(),
             details={"reason": reason},
             now=now,
             head=head,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,11 @@ class RegistryContext:
     data: Callable[[], DataSource | None] = lambda: None
     _policy: tuple[tuple[int, int], PolicyFile] | None = field(default=None, repr=False)
 
+    def policy_hash(self) -> str | None:
+        """sha256 of ``labvault.yaml`` as it is now, read without validating it: rollbacks and the
+        other moves that skip the gates record it too, and must work with a broken policy file."""
+        return _file_hash(self.root / POLICY_FILE)
+
     def policy(self) -> PolicyFile:
         """``labvault.yaml``, re-read only when the file changed (size or mtime)."""
         path = self.root / POLICY_FILE
@@ -60,6 +66,13 @@ class RegistryContext:
         loaded = load_policy(self.root)
         self._policy = (stamp, loaded)
         return loaded
+
+
+def _file_hash(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:  # missing or unreadable: nothing to record
+        return None
 
 
 def parse_version(text: str) -> tuple[int, int, int]:

@@ -15,6 +15,7 @@ from labvault.refs import ModelRef
 from labvault.services.registry.context import RegistryContext, parse_version
 from labvault.services.registry.layout import FileEntry, version_files
 from labvault.services.registry.register import parse_model_name
+from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos import registry as repo
 from labvault.storage.objects.local import sha256_file
 
@@ -141,25 +142,31 @@ def cached_copy(ctx: RegistryContext, version: ModelVersion) -> Path:
     stamp_path = base / f".{version.version}.stamp.json"
     files = files_of(ctx, version)
     try:
-        recorded = json.loads(stamp_path.read_text(encoding="utf-8"))
-        if recorded.get("content") == version.content.hex and recorded.get("files") == _stamp(final, files):
-            return final
-    except (OSError, ValueError):
-        pass
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = base / f".tmp-{secrets.token_hex(6)}"
-    try:
-        built = materialize(ctx, version, tmp, flat=True)
-        doc = {"content": version.content.hex, "files": _stamp(built, files)}
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        stamp_tmp = base / f".stamp-{secrets.token_hex(6)}"
-        stamp_tmp.write_text(json.dumps(doc), encoding="utf-8")
-        os.replace(stamp_tmp, stamp_path)
+        base.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot write the model cache {base}: {exc.strerror}") from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    # One builder at a time per version: a concurrent reader never sees a half-replaced copy.
+    with file_lock(base / f".{version.version}.lock", timeout=600, what=f"the cached copy of {version.ref}"):
+        try:
+            recorded = json.loads(stamp_path.read_text(encoding="utf-8"))
+            if recorded.get("content") == version.content.hex and recorded.get("files") == _stamp(final, files):
+                return final
+        except (OSError, ValueError):
+            pass
+        tmp = base / f".tmp-{secrets.token_hex(6)}"
+        try:
+            built = materialize(ctx, version, tmp, flat=True)
+            doc = {"content": version.content.hex, "files": _stamp(built, files)}
+            stamp_path.unlink(missing_ok=True)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            stamp_tmp = base / f".stamp-{secrets.token_hex(6)}"
+            stamp_tmp.write_text(json.dumps(doc), encoding="utf-8")
+            os.replace(stamp_tmp, stamp_path)
+        except OSError as exc:
+            raise StorageError(f"cannot write the model cache {base}: {exc.strerror}") from exc
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return final
