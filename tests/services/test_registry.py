@@ -263,3 +263,14 @@ def test_registering_a_recorded_output_must_match_the_record(vault: Vault, proje
         vault.registry.register("fraud/detector", model, run=run)
     modified, _ = vault.registry.register("fraud/detector", model, run=run, allow_modified=True)
     assert any("--allow-modified" in n for n in modified.notes)
+
+
+def test_an_unreadable_input_snapshot_is_named_not_fatal(vault: Vault, project: Path) -> None:
+    run = vault.runs.create(name="train", inputs=["data:nothing@v1"], capture=False, background_git=False)
+    vault.runs.log_artifact(run.id, make_model(project), name="model")
+    vault.runs.finish(run.id)
+    version, _ = vault.registry.register("fraud/detector", run=run.ref)
+    assert any("data:nothing@v1" in n for n in version.notes)
+    manifest = json.loads((vault.registry.get(version.ref) / "data_manifest.json").read_text())
+    assert manifest[0]["ref"] == "data:nothing@v1"
+    assert "error" in manifest[0]

@@ -132,7 +132,7 @@ def register_version(
         else:
             assert source is not None
             content = runlink.artifact_content(ctx, source, artifact)
-        generated = runlink.generated_files(ctx, source, content.files)
+        generated = runlink.generated_files(ctx, source, content.files, content.notes)
         if source is not None:
             content.source["run"] = source.ref
             content.run_id = source.id

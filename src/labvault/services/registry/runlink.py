@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labvault.errors import Conflict, NotFound, ValidationError
+from labvault.errors import Conflict, LabvaultError, NotFound, ValidationError
 from labvault.refs import Digest
 from labvault.services.registry.context import RegistryContext
 from labvault.services.registry.layout import CHECKSUM, FileEntry, dump_json, iter_tree_files
@@ -135,14 +135,23 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def generated_files(ctx: RegistryContext, source: RunSourceInfo | None, files: list[FileEntry]) -> dict[str, bytes]:
+def generated_files(
+    ctx: RegistryContext, source: RunSourceInfo | None, files: list[FileEntry], notes: list[str] | None = None
+) -> dict[str, bytes]:
     if source is None:
         return {"metrics.json": dump_json({}), "run.json": dump_json({}), "data_manifest.json": dump_json([])}
     metrics = {k: _json_number(v) for k, v in dict(getattr(source.run, "metrics", {}) or {}).items()}
     data = ctx.data()
     manifests: list[Any] = []
     for ref in getattr(source.run, "inputs", ()):
-        manifest = _plain(data.get(ref)) if data is not None else None
+        try:
+            manifest = _plain(data.get(ref)) if data is not None else None
+        except LabvaultError as err:
+            # The run's record stands; a snapshot that cannot be read is named, not fatal.
+            manifests.append({"ref": ref, "error": err.message})
+            if notes is not None:
+                notes.append(f"input {ref} of {source.ref}: {err.message}")
+            continue
         if isinstance(manifest, dict):
             manifest.setdefault("ref", ref)
             manifests.append(manifest)
