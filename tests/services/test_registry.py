@@ -23,20 +23,20 @@ def make_model(root: Path, name: str = "model", *, weights: bytes = b"weights", 
     return folder
 
 
-def test_register_first_version_is_0_1_0_then_next_patch(vault: Vault, project: Path) -> None:
+def test_register_first_version_is_0_1_0_then_next_patch(any_vault: Vault, project: Path) -> None:
     model = make_model(project)
-    first, created = vault.registry.register("fraud/detector", model)
+    first, created = any_vault.registry.register("fraud/detector", model)
     assert (first.version, created) == ("0.1.0", True)
     (model / "model.bin").write_bytes(b"better")
-    second, _ = vault.registry.register("fraud/detector", model)
+    second, _ = any_vault.registry.register("fraud/detector", model)
     assert second.version == "0.1.1"
-    third, _ = vault.registry.register("fraud/detector", model, bump="minor")
+    third, _ = any_vault.registry.register("fraud/detector", model, bump="minor")
     assert third.version == "0.2.0"
-    fourth, _ = vault.registry.register("fraud/detector", model, bump="major")
+    fourth, _ = any_vault.registry.register("fraud/detector", model, bump="major")
     assert fourth.version == "1.0.0"
-    explicit, _ = vault.registry.register("fraud/detector@3.1.4", model)
+    explicit, _ = any_vault.registry.register("fraud/detector@3.1.4", model)
     assert explicit.version == "3.1.4"
-    assert [v.version for v in vault.registry.versions("fraud/detector")] == [
+    assert [v.version for v in any_vault.registry.versions("fraud/detector")] == [
         "0.1.0",
         "0.1.1",
         "0.2.0",
@@ -65,16 +65,16 @@ def test_version_tree_layout_and_checksums(vault: Vault, project: Path) -> None:
     assert json.loads((target / "data_manifest.json").read_text()) == []
 
 
-def test_identical_content_is_a_noop_and_different_content_a_conflict(vault: Vault, project: Path) -> None:
+def test_identical_content_is_a_noop_and_different_content_a_conflict(any_vault: Vault, project: Path) -> None:
     model = make_model(project)
-    vault.registry.register("fraud/detector", model, version="1.0.0")
-    again, created = vault.registry.register("fraud/detector", model, version="1.0.0")
+    any_vault.registry.register("fraud/detector", model, version="1.0.0")
+    again, created = any_vault.registry.register("fraud/detector", model, version="1.0.0")
     assert not created
     assert again.version == "1.0.0"
     (model / "model.bin").write_bytes(b"changed")
     with pytest.raises(Conflict, match="already exists with different content"):
-        vault.registry.register("fraud/detector", model, version="1.0.0")
-    events = vault.registry.audit.events(action="register")
+        any_vault.registry.register("fraud/detector", model, version="1.0.0")
+    events = any_vault.registry.audit.events(action="register")
     assert len(events) == 1
 
 
@@ -139,16 +139,16 @@ def test_single_file_registers(vault: Vault, project: Path) -> None:
     assert "model.onnx" in {f.path for f in vault.registry.files(version)}
 
 
-def test_resolve_unknown_things(vault: Vault, project: Path) -> None:
-    vault.registry.register("fraud/detector", make_model(project))
+def test_resolve_unknown_things(any_vault: Vault, project: Path) -> None:
+    any_vault.registry.register("fraud/detector", make_model(project))
     with pytest.raises(NotFound, match="no model"):
-        vault.registry.resolve("fraud/other@1.0.0")
+        any_vault.registry.resolve("fraud/other@1.0.0")
     with pytest.raises(NotFound, match=r"no version 9\.9\.9"):
-        vault.registry.resolve("fraud/detector@9.9.9")
+        any_vault.registry.resolve("fraud/detector@9.9.9")
     with pytest.raises(NotFound, match="no alias"):
-        vault.registry.resolve("fraud/detector@prod")
+        any_vault.registry.resolve("fraud/detector@prod")
     with pytest.raises(ValidationError, match="names no version"):
-        vault.registry.resolve("fraud/detector")
+        any_vault.registry.resolve("fraud/detector")
 
 
 def test_get_returns_a_verified_cached_copy_rebuilt_when_changed(vault: Vault, project: Path) -> None:
@@ -184,27 +184,27 @@ def test_corrupt_object_is_refused_on_get(vault: Vault, project: Path) -> None:
         vault.registry.materialize("fraud/detector@0.1.0", project / "out")
 
 
-def test_archive_hides_version_and_blocks_alias_moves(vault: Vault, project: Path) -> None:
+def test_archive_hides_version_and_blocks_alias_moves(any_vault: Vault, project: Path) -> None:
     model = make_model(project)
-    vault.registry.register("fraud/detector", model)
+    any_vault.registry.register("fraud/detector", model)
     (model / "model.bin").write_bytes(b"v2")
-    vault.registry.register("fraud/detector", model)
-    vault.registry.promote("fraud/detector@0.1.1", "prod")
+    any_vault.registry.register("fraud/detector", model)
+    any_vault.registry.promote("fraud/detector@0.1.1", "prod")
     with pytest.raises(Conflict, match="prod"):
-        vault.registry.archive("fraud/detector@0.1.1")
-    archived, changed = vault.registry.archive("fraud/detector@0.1.0", reason="bad data")
+        any_vault.registry.archive("fraud/detector@0.1.1")
+    archived, changed = any_vault.registry.archive("fraud/detector@0.1.0", reason="bad data")
     assert changed
     assert archived.archived
-    assert not vault.registry.archive("fraud/detector@0.1.0")[1]
-    assert [v.version for v in vault.registry.versions("fraud/detector")] == ["0.1.1"]
-    assert len(vault.registry.versions("fraud/detector", include_archived=True)) == 2
+    assert not any_vault.registry.archive("fraud/detector@0.1.0")[1]
+    assert [v.version for v in any_vault.registry.versions("fraud/detector")] == ["0.1.1"]
+    assert len(any_vault.registry.versions("fraud/detector", include_archived=True)) == 2
     with pytest.raises(ValidationError, match="archived"):
-        vault.registry.promote("fraud/detector@0.1.0", "staging")
+        any_vault.registry.promote("fraud/detector@0.1.0", "staging")
     # numbers are never reused: the next version skips past the archived ones
     (model / "model.bin").write_bytes(b"v3")
-    assert vault.registry.register("fraud/detector", model)[0].version == "0.1.2"
+    assert any_vault.registry.register("fraud/detector", model)[0].version == "0.1.2"
     # content kept
-    assert vault.registry.materialize("fraud/detector@0.1.0", project / "o")[1].is_dir()
+    assert any_vault.registry.materialize("fraud/detector@0.1.0", project / "o")[1].is_dir()
 
 
 def test_versions_are_referenced_for_fsck_and_gc(vault: Vault, project: Path) -> None:

@@ -95,7 +95,7 @@ def test_policy_parses_and_other_sections_are_ignored(vault: Vault, project: Pat
 
 
 # -- gates --------------------------------------------------------------------------------------
-def test_metric_gates_refuse_listing_every_unmet_gate(vault: Vault, project: Path) -> None:
+def test_metric_gates_refuse_listing_every_unmet_gate(any_vault: Vault, project: Path) -> None:
     write_policy(
         project,
         """\
@@ -105,9 +105,9 @@ def test_metric_gates_refuse_listing_every_unmet_gate(vault: Vault, project: Pat
               metrics: {auc: ">= 0.90", latency_ms: "< 50", recall: "> 0.5"}
         """,
     )
-    ref = register(vault, project, 0.85, latency=70)
+    ref = register(any_vault, project, 0.85, latency=70)
     with pytest.raises(PromotionRefused) as info:
-        vault.registry.promote(ref, "staging")
+        any_vault.registry.promote(ref, "staging")
     decision = info.value.decision
     failed = {g.name: g for g in decision.failed_gates}
     assert set(failed) == {"auc", "latency_ms", "recall"}
@@ -115,11 +115,11 @@ def test_metric_gates_refuse_listing_every_unmet_gate(vault: Vault, project: Pat
     assert failed["auc"].threshold == ">= 0.9"
     assert "not recorded" in failed["recall"].detail
     assert info.value.exit_code == 1
-    refusal = vault.registry.audit.events(action="refuse")[-1]
-    assert refusal.policy_hash == vault.registry.policy().hash
+    refusal = any_vault.registry.audit.events(action="refuse")[-1]
+    assert refusal.policy_hash == any_vault.registry.policy().hash
     assert {g["name"] for g in refusal.details["gates"]} == {"auc", "latency_ms", "recall"}
     with pytest.raises(NotFound):
-        vault.registry.resolve("fraud/detector@staging")
+        any_vault.registry.resolve("fraud/detector@staging")
 
 
 def test_promotion_moves_when_gates_pass_and_check_moves_nothing(vault: Vault, project: Path) -> None:
@@ -138,7 +138,7 @@ def test_promotion_moves_when_gates_pass_and_check_moves_nothing(vault: Vault, p
     assert again.action == "noop"
 
 
-def test_from_approvals_and_rollback_plan(vault: Vault, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_from_approvals_and_rollback_plan(any_vault: Vault, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_policy(
         project,
         """\
@@ -150,13 +150,13 @@ def test_from_approvals_and_rollback_plan(vault: Vault, project: Path, monkeypat
               approvals: 2
         """,
     )
-    ref = register(vault, project, 0.95)
-    refused = vault.registry.promote(ref, "prod", raise_on_refusal=False)
+    ref = register(any_vault, project, 0.95)
+    refused = any_vault.registry.promote(ref, "prod", raise_on_refusal=False)
     assert {g.gate for g in refused.failed_gates} == {"from", "approvals", "rollback_plan"}
-    vault.registry.promote(ref, "staging")
-    assert vault.registry.approve(ref, "prod")
-    assert not vault.registry.approve(ref, "prod")  # same user counts once
-    decision = vault.registry.check(ref, "prod")
+    any_vault.registry.promote(ref, "staging")
+    assert any_vault.registry.approve(ref, "prod")
+    assert not any_vault.registry.approve(ref, "prod")  # same user counts once
+    decision = any_vault.registry.check(ref, "prod")
     approvals = next(g for g in decision.gates if g.gate == "approvals")
     assert (approvals.measured, approvals.passed) == (1, False)
     monkeypatch.setenv("LABVAULT_USER", "bob@example.com")
@@ -221,16 +221,16 @@ def test_checks_run_without_a_shell_and_failures_are_recorded(vault: Vault, proj
 
 
 # -- rollback, unset, history -------------------------------------------------------------------
-def test_rollback_walks_back_the_history(vault: Vault, project: Path) -> None:
-    refs = [register(vault, project, a) for a in (0.91, 0.92, 0.93)]
+def test_rollback_walks_back_the_history(any_vault: Vault, project: Path) -> None:
+    refs = [register(any_vault, project, a) for a in (0.91, 0.92, 0.93)]
     for ref in refs:
-        vault.registry.promote(ref, "prod")
-    assert vault.registry.rollback("fraud/detector", "prod", reason="latency").after == "0.1.1"
-    assert vault.registry.rollback("fraud/detector", "prod").after == "0.1.0"
+        any_vault.registry.promote(ref, "prod")
+    assert any_vault.registry.rollback("fraud/detector", "prod", reason="latency").after == "0.1.1"
+    assert any_vault.registry.rollback("fraud/detector", "prod").after == "0.1.0"
     with pytest.raises(NotFound, match="no earlier version"):
-        vault.registry.rollback("fraud/detector", "prod")
-    assert vault.registry.resolve("fraud/detector@prod").version == "0.1.0"
-    moves = vault.registry.history("fraud/detector", "prod")
+        any_vault.registry.rollback("fraud/detector", "prod")
+    assert any_vault.registry.resolve("fraud/detector@prod").version == "0.1.0"
+    moves = any_vault.registry.history("fraud/detector", "prod")
     assert [(m.action, m.before, m.after) for m in moves] == [
         ("promote", None, "0.1.0"),
         ("promote", "0.1.0", "0.1.1"),
@@ -250,31 +250,31 @@ def test_rollback_skips_gates(vault: Vault, project: Path) -> None:
     assert vault.registry.rollback("fraud/detector", "prod").after == "0.1.0"
 
 
-def test_unset_and_unknown_aliases(vault: Vault, project: Path) -> None:
-    ref = register(vault, project, 0.9)
-    vault.registry.promote(ref, "staging")
-    vault.registry.unset_alias("fraud/detector", "staging")
+def test_unset_and_unknown_aliases(any_vault: Vault, project: Path) -> None:
+    ref = register(any_vault, project, 0.9)
+    any_vault.registry.promote(ref, "staging")
+    any_vault.registry.unset_alias("fraud/detector", "staging")
     with pytest.raises(NotFound):
-        vault.registry.resolve("fraud/detector@staging")
+        any_vault.registry.resolve("fraud/detector@staging")
     with pytest.raises(NotFound):
-        vault.registry.unset_alias("fraud/detector", "staging")
+        any_vault.registry.unset_alias("fraud/detector", "staging")
     with pytest.raises(NotFound):
-        vault.registry.rollback("fraud/detector", "prod")
+        any_vault.registry.rollback("fraud/detector", "prod")
     with pytest.raises(NotFound):
-        vault.registry.history("fraud/detector", "prod")
+        any_vault.registry.history("fraud/detector", "prod")
     with pytest.raises(NotFound):
-        vault.registry.history("fraud/nothing")
+        any_vault.registry.history("fraud/nothing")
     with pytest.raises(ValidationError):
-        vault.registry.promote(ref, "bad/alias")
-    vault.registry.promote(ref, "staging")
-    actions = [m.action for m in vault.registry.history("fraud/detector", "staging")]
+        any_vault.registry.promote(ref, "bad/alias")
+    any_vault.registry.promote(ref, "staging")
+    actions = [m.action for m in any_vault.registry.history("fraud/detector", "staging")]
     assert actions == ["promote", "unset", "promote"]
 
 
-def test_lost_race_is_refused_and_audited(vault: Vault, project: Path) -> None:
+def test_lost_race_is_refused_and_audited(any_vault: Vault, project: Path) -> None:
     """A promotion whose alias moved while its gates ran loses (exit 4); both attempts are audited."""
-    a = register(vault, project, 0.91)
-    b = register(vault, project, 0.92)
+    a = register(any_vault, project, 0.91)
+    b = register(any_vault, project, 0.92)
     (project / "slow.py").write_text(
         "import sys, time, pathlib\n"
         "if sys.argv[1] == '0.1.0':\n"
@@ -290,7 +290,7 @@ def test_lost_race_is_refused_and_audited(vault: Vault, project: Path) -> None:
 
     def slow() -> None:
         try:
-            results["slow"] = vault.registry.promote(a, "prod")
+            results["slow"] = any_vault.registry.promote(a, "prod")
         except Conflict as exc:
             results["slow"] = exc
 
@@ -307,11 +307,11 @@ def test_lost_race_is_refused_and_audited(vault: Vault, project: Path) -> None:
         thread.join(30)
         other.close()
     assert isinstance(results["slow"], Conflict)
-    assert vault.registry.resolve("fraud/detector@prod").version == "0.1.1"
-    refusal = vault.registry.audit.events(action="refuse")[-1]
+    assert any_vault.registry.resolve("fraud/detector@prod").version == "0.1.1"
+    refusal = any_vault.registry.audit.events(action="refuse")[-1]
     assert "lost race" in json.dumps(refusal.details)
-    assert [m.after for m in vault.registry.history("fraud/detector", "prod")] == ["0.1.1"]
-    assert vault.registry.verify_audit().ok
+    assert [m.after for m in any_vault.registry.history("fraud/detector", "prod")] == ["0.1.1"]
+    assert any_vault.registry.verify_audit().ok
 
 
 def test_drift_gate_measures_psi_records_and_schema(vault: Vault, project: Path) -> None:
