@@ -180,10 +180,16 @@ class AuditLog:
             if first_bad is None:
                 first_bad = seq
 
+        # The file first: it is written after each commit, so it can only be behind what is read next.
+        file_head = self._read_head_file()
+        file_hash: str | None = repo.GENESIS_HASH if file_head is not None and file_head[0] == 0 else None
         with self._meta.read() as conn:
-            db_head = repo.read_head(conn)
+            # Shared lock on the head row (PostgreSQL): appends wait, so the head and the events agree.
+            db_head = repo.read_head(conn, share_lock=True)
             for event, _raw in repo.iter_events(conn):
                 count += 1
+                if file_head is not None and event.seq == file_head[0]:
+                    file_hash = event.hash
                 label = f"event #{event.seq} ({event.action} {event.subject})"
                 if event.seq != expected_seq:
                     missing = (
@@ -208,7 +214,6 @@ class AuditLog:
                 )
             else:
                 bad(db_head[0], f"the database head (event #{db_head[0]}) does not match the log's end")
-        file_head = self._read_head_file()
         if file_head is None:
             if last_seq > 0:
                 bad(last_seq, f"the head file {self.head_path.name} is missing")
@@ -220,10 +225,7 @@ class AuditLog:
                 f"history truncated: the head file records event #{file_head[0]}, the log ends at #{last_seq}",
             )
         else:
-            with self._meta.read() as conn:
-                hashes = {e.seq: e.hash for e, _ in repo.iter_events(conn) if e.seq == file_head[0]}
-            recorded = hashes.get(file_head[0], repo.GENESIS_HASH if file_head[0] == 0 else None)
-            if recorded != file_head[1]:
+            if file_hash != file_head[1]:
                 bad(file_head[0], f"event #{file_head[0]} differs from the one the head file recorded")
             elif file_head[0] < last_seq:
                 notes.append(f"the head file lags at event #{file_head[0]} (an interrupted write); the chain is intact")

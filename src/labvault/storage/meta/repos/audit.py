@@ -42,8 +42,9 @@ def lock_head(conn: Connection) -> tuple[int, str]:
     return _parse_head(row[0])
 
 
-def read_head(conn: Connection) -> tuple[int, str] | None:
-    row = conn.execute(sa.select(vault_meta.c.value).where(vault_meta.c.key == HEAD_KEY)).first()
+def read_head(conn: Connection, *, share_lock: bool = False) -> tuple[int, str] | None:
+    stmt = sa.select(vault_meta.c.value).where(vault_meta.c.key == HEAD_KEY)
+    row = conn.execute(stmt.with_for_update(read=True) if share_lock else stmt).first()
     return None if row is None else _parse_head(row[0])
 
 
