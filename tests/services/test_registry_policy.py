@@ -386,3 +386,32 @@ def test_rollback_works_with_a_broken_policy_file_and_records_its_hash(vault: Va
     event = vault.registry.audit.events(action="rollback")[-1]
     assert event.policy_hash == expected
     assert event.details["reason"] == "incident 42"
+
+
+def test_placeholders_fill_words_after_splitting(tmp_path: Path) -> None:
+    from labvault.services.registry.checks import expand_command
+
+    argv = expand_command(
+        "python 'my check.py' --dir={model_dir} {model}@{version}",
+        model_dir=tmp_path / "a folder",
+        model="fraud/detector",
+        version="1.2.0",
+    )
+    assert argv == ["python", "my check.py", f"--dir={tmp_path / 'a folder'}", "fraud/detector@1.2.0"]
+
+
+def test_an_alias_without_policy_passes_check_with_no_gates(vault: Vault, project: Path) -> None:
+    ref = register(vault, project, 0.5)
+    decision = vault.registry.check(ref, "dev")
+    assert decision.passed
+    assert decision.gates == ()
+
+
+def test_lv_models_get_in_process(vault: Vault, project: Path) -> None:
+    import labvault as lv
+
+    ref = register(vault, project, 0.9)
+    vault.registry.promote(ref, "prod")
+    path = lv.models.get("fraud/detector@prod")
+    assert (path / "checksum.txt").is_file()
+    assert lv.models.resolve("fraud/detector@prod").version == "0.1.0"
