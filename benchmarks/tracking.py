@@ -93,25 +93,27 @@ import json as _json
 from labvault.entities import utcnow
 from labvault.storage.meta.repos import runs as repo
 import sqlalchemy as sa
-from labvault.storage.meta.tables import runs as T, run_params as P, run_metrics as M
+from labvault.storage.meta.tables import runs as T, run_params as P, run_metrics as M, run_latest as L
 def bulk(n):
     now = utcnow()
+    base = {"project": "bench", "status": "finished", "parent_id": None, "user": "bench", "host": "bench",
+            "started_at": now, "ended_at": now, "exit_code": 0, "error": None, "seed": None, "inputs": "[]",
+            "capture": "{}", "deleted_at": None}
     with vault.meta.transaction() as conn:
         for start in range(0, n, 5000):
             rows, params, metrics = [], [], []
             for i in range(start, min(n, start + 5000)):
                 rid = f"{random.getrandbits(48):012x}"
-                rows.append({"id": rid, "project": "bench", "name": f"s{i}", "status": "finished", "parent_id": None,
-                             "user": "bench", "host": "bench", "started_at": now, "ended_at": now, "exit_code": 0,
-                             "error": None, "seed": None, "inputs": "[]", "capture": "{}", "deleted_at": None})
-                depth = random.choice([2, 4, 6, 8])
-                params.append({"run_id": rid, "key": "depth", "value": str(depth), "text": str(depth), "num": float(depth)})
-                for j in range(9):
-                    params.append({"run_id": rid, "key": f"p{j}", "value": str(j), "text": str(j), "num": float(j)})
-                metrics.append({"run_id": rid, "key": "auc", "step": 0, "ts_ms": 0, "value": random.random(), "kind": 0})
-                for j in range(4):
-                    metrics.append({"run_id": rid, "key": f"m{j}", "step": 0, "ts_ms": 0, "value": random.random(), "kind": 0})
-            conn.execute(sa.insert(T), rows); conn.execute(sa.insert(P), params); conn.execute(sa.insert(M), metrics)
+                rows.append({**base, "id": rid, "name": f"s{i}"})
+                values = {"depth": random.choice([2, 4, 6, 8]), **{f"p{j}": j for j in range(9)}}
+                for k, val in values.items():
+                    params.append({"run_id": rid, "key": k, "value": str(val), "text": str(val), "num": float(val)})
+                for k in ["auc", "m0", "m1", "m2", "m3"]:
+                    metrics.append({"run_id": rid, "key": k, "step": 0, "value": random.random(), "kind": 0})
+            conn.execute(sa.insert(T), rows)
+            conn.execute(sa.insert(P), params)
+            conn.execute(sa.insert(M), [{**m, "ts_ms": 0} for m in metrics])
+            conn.execute(sa.insert(L), metrics)
 for total in [int(x) for x in sys.argv[4].split(",") if x]:
     with vault.meta.read() as conn:
         have = conn.execute(sa.select(sa.func.count()).select_from(T).where(T.c.project == "bench")).scalar()
@@ -172,6 +174,9 @@ f = "metrics.auc > 0.9 and params.depth = '4'"
 out["search_filtered_s"], out["search_filtered_n"] = timed(
     lambda: client.search_runs(ids, filter_string=f, max_results=50000))
 out["search_all_s"], out["search_all_n"] = timed(lambda: client.search_runs(ids, max_results=50000))
+# The fluent form most users call, which returns a pandas DataFrame.
+out["search_fluent_s"], out["search_fluent_n"] = timed(
+    lambda: mlflow.search_runs(ids, filter_string=f, max_results=50000))
 print(json.dumps(out))
 """
 )
@@ -188,17 +193,20 @@ def ensure_mlflow() -> Path:
         sys.exit("uv is needed to install MLflow into .bench/mlflow (pip install uv)")
     print("installing MLflow into .bench/mlflow ...", file=sys.stderr)
     subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(MLFLOW_VENV)], check=True)
-    subprocess.run(
-        [uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(python), "mlflow"], check=True
-    )
+    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(python), "mlflow"], check=True)
     return python
 
 
 def git_workspace(base: Path, name: str) -> Path:
     ws = base / name
     ws.mkdir()
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@e", "GIT_COMMITTER_NAME": "b",
-           "GIT_COMMITTER_EMAIL": "b@e"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@e",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@e",
+    }
     (ws / "train.py").write_text("print('train')\n")
     (ws / ".gitignore").write_text(".labvault/\nmlflow.db\nmlruns/\n")
     subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
@@ -263,11 +271,17 @@ def main() -> None:
         ratio = ours / theirs if higher_is_better else theirs / ours
         verdict = "" if goal is None else (f">= {goal}x " + ("met" if ratio >= goal else "NOT met"))
         print(f"{name:48} {ours:12.4g} {theirs:12.4g} {ratio:7.1f}x  {verdict}")
+    ratio = ml["search_fluent_s"] / lv["search_filtered_s"]
+    print(
+        f"{'filtered search, MLflow mlflow.search_runs (DataFrame)':48} {lv['search_filtered_s']:12.4g} "
+        f"{ml['search_fluent_s']:12.4g} {ratio:7.1f}x"
+    )
     print(f"\nfiltered search matched {lv['search_filtered_n']} (labvault) and {ml['search_filtered_n']} (MLflow) runs")
     for size in sizes.split(","):
         key = f"search_filtered_s_{size}"
         if key in lv:
-            print(f"labvault filtered search over {int(size):,} runs: {lv[key]:.4f} s ({lv[f'search_filtered_n_{size}']} matches)")
+            matches = lv[f"search_filtered_n_{size}"]
+            print(f"labvault filtered search over {int(size):,} runs: {lv[key]:.4f} s ({matches} matches)")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -242,7 +243,7 @@ class MetricPoint:
 class Run:
     """A run record: what ran, on what, how it ended, and what it logged.
 
-    ``metrics`` holds the latest value of each metric (the highest step; the last logged among
+    ``metrics`` holds the latest value of each metric (the highest step; the last written among
     equal steps). ``outputs`` are the artifacts declared with ``labvault run --output``; they are
     also in ``artifacts``. ``capture`` holds what was recorded without any code: git, command,
     environment digest, config files, seeds, stdout/stderr objects and capture warnings.
@@ -267,7 +268,7 @@ class Run:
     error: str | None = None
     seed: int | None = None
     deleted_at: datetime | None = None
-    capture: dict[str, Any] = field(default_factory=dict)
+    capture: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:

@@ -174,3 +174,53 @@ def test_broken_nvidia_smi_is_a_warning(tmp_path: Path, monkeypatch: pytest.Monk
     data, warnings = capture_environment(tmp_path, sysroot=tmp_path, environ={}, cached=False)
     assert json.loads(data)["gpus"] is None
     assert any("nvidia-smi exited 9" in w for w in warnings)
+
+
+def _age(root: Path, seconds: float = 60) -> None:
+    """Make every file and folder look old, so that the git state may be cached."""
+    import time
+
+    past = time.time() - seconds
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            os.utime(Path(dirpath) / name, (past, past), follow_symlinks=False)
+    os.utime(root, (past, past))
+
+
+def test_git_state_is_reused_until_something_changes(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from labvault.services.capture import git as git_capture
+
+    (repo / "pkg").mkdir()
+    (repo / "pkg" / "mod.py").write_text("A = 1\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "pkg")
+    (repo / "train.py").write_text("print('v2')\n")  # dirty
+    _age(repo)
+    first = capture_git(repo)
+    calls: list[list[str]] = []
+    real = git_capture._git
+
+    def counting(args, cwd, env=None):
+        calls.append(args)
+        return real(args, cwd, env)
+
+    monkeypatch.setattr(git_capture, "_git", counting)
+    again = capture_git(repo)
+    assert calls == []  # nothing changed: no git process
+    assert again.patch == first.patch
+    assert again.info == first.info
+    # The same size, another content and time: asked afresh.
+    (repo / "train.py").write_text("print('v3')\n")
+    _age(repo, 30)
+    third = capture_git(repo)
+    assert calls
+    assert b"v3" in (third.patch or b"")
+    # A new untracked file in a tracked folder's subfolder is seen too.
+    calls.clear()
+    assert capture_git(repo).patch == third.patch
+    assert calls == []
+    (repo / "pkg" / "deep").mkdir()
+    (repo / "pkg" / "deep" / "new.py").write_text("B = 2\n")
+    _age(repo, 20)
+    assert b"new.py" in (capture_git(repo).patch or b"")
+    assert calls

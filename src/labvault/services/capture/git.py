@@ -13,16 +13,15 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GitState", "capture_git"]
+__all__ = ["GitState", "cached_git_state", "capture_git"]
 
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _TIMEOUT = 30
-# root -> (fingerprint, patch): a sweep of runs over an unchanged dirty tree builds its patch once.
-_PATCHES: dict[str, tuple[tuple[Any, ...], bytes]] = {}
 
 
 @dataclass(slots=True)
@@ -32,20 +31,20 @@ class GitState:
     warnings: list[str] = field(default_factory=list)
 
 
-def _find_root(start: Path) -> tuple[Path, Path] | None:
-    """(work tree root, common git dir), walking up like git does."""
+def _find_root(start: Path) -> tuple[Path, Path, Path] | None:
+    """(work tree root, this work tree's git dir, common git dir), walking up like git does."""
     for folder in (start, *start.parents):
         dot = folder / ".git"
         if dot.is_dir():
-            return folder, dot
+            return folder, dot, dot
         if dot.is_file():
             text = dot.read_text(encoding="utf-8", errors="replace").strip()
             if text.startswith("gitdir:"):
                 gitdir = (folder / text[len("gitdir:") :].strip()).resolve()
                 common = gitdir / "commondir"
                 if common.is_file():
-                    gitdir = (gitdir / common.read_text(encoding="utf-8").strip()).resolve()
-                return folder, gitdir
+                    return folder, gitdir, (gitdir / common.read_text(encoding="utf-8").strip()).resolve()
+                return folder, gitdir, gitdir
     return None
 
 
@@ -82,24 +81,101 @@ def _git(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subpr
 
 
 def capture_git(cwd: Path | None = None) -> GitState:
-    state = GitState()
+    """The git state of the work tree holding ``cwd``.
+
+    A sweep of runs over an unchanged tree asks git once: the result is kept with a fingerprint of
+    what git's own stat cache looks at (HEAD, refs, index, and the size, mtime and inode of every
+    tracked file, of the untracked files and of their folders, where a new file shows). When the
+    fingerprint is unchanged, so is the state; anything touched in the last 2 seconds, or a tree of
+    more than 5,000 tracked files, is always asked afresh.
+    """
     here = (cwd or Path.cwd()).resolve()
     found = _find_root(here)
     if found is None:
-        state.warnings.append(f"git: {here} is not in a git repository; no commit recorded")
-        return state
-    root, gitdir = found
+        return GitState(warnings=[f"git: {here} is not in a git repository; no commit recorded"])
     if shutil.which("git") is None:
-        state.warnings.append("git: the git executable was not found; no commit recorded")
-        return state
+        return GitState(warnings=["git: the git executable was not found; no commit recorded"])
+    return _cached(*found) or _capture(*found)
+
+
+def cached_git_state(cwd: Path | None = None) -> GitState | None:
+    """The kept state when the tree is unchanged since it was captured (no git process), else None."""
+    found = _find_root((cwd or Path.cwd()).resolve())
+    return _cached(*found) if found is not None else None
+
+
+def _cached(root: Path, worktree_dir: Path, gitdir: Path) -> GitState | None:
+    cached = _STATES.get(str(root))
+    if cached is None:
+        return None
+    fingerprint = _fingerprint(root, worktree_dir, gitdir, cached.tracked, cached.untracked)
+    if fingerprint is None or fingerprint != cached.fingerprint:
+        return None
+    return GitState(dict(cached.state.info), cached.state.patch, list(cached.state.warnings))
+
+
+@dataclass(slots=True)
+class _Cached:
+    fingerprint: tuple[Any, ...]
+    tracked: list[str]
+    untracked: list[str]
+    state: GitState
+
+
+_STATES: dict[str, _Cached] = {}
+_MAX_TRACKED = 5000
+_RACY_SECONDS = 2.0
+
+
+def _fingerprint(
+    root: Path, worktree_dir: Path, gitdir: Path, tracked: list[str], untracked: list[str]
+) -> tuple[Any, ...] | None:
+    """Stats of everything whose change could change ``git status``; None when too recent to trust."""
+    head = worktree_dir / "HEAD"
     try:
-        status = _git(["--no-optional-locks", "status", "--porcelain=v2", "--branch", "-z"], root)
+        head_text = head.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    paths = [head, worktree_dir / "index", gitdir / "packed-refs", gitdir / "info" / "exclude"]
+    if head_text.startswith("ref: "):
+        paths.append(gitdir / head_text[5:])
+    folders = {root}
+    for rel in (*tracked, *untracked):
+        path = root / rel
+        paths.append(path)
+        parent = path.parent
+        while parent not in folders and parent != root:
+            folders.add(parent)
+            parent = parent.parent
+    paths.extend(folders)
+    stats = [_stat(p) for p in paths]
+    newest = max((st[1] for st in stats if st is not None), default=0)
+    if newest / 1e9 > time.time() - _RACY_SECONDS:
+        return None
+    return (head_text, *stats)
+
+
+def _tracked_files(root: Path) -> list[str] | None:
+    out = _git(["--no-optional-locks", "ls-files", "-z"], root)
+    if out.returncode != 0:
+        return None
+    names = [n.decode("utf-8", errors="surrogateescape") for n in out.stdout.split(b"\0") if n]
+    return names if len(names) <= _MAX_TRACKED else None
+
+
+def _capture(root: Path, worktree_dir: Path, gitdir: Path) -> GitState:
+    state = GitState()
+    try:
+        tracked = _tracked_files(root)
+        status = _git(
+            ["--no-optional-locks", "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all"], root
+        )
         if status.returncode != 0:
             state.warnings.append(f"git: status failed: {status.stderr.decode(errors='replace').strip()[:200]}")
             return state
         commit = branch = None
         dirty = False
-        changed: list[str] = []
+        changed: list[tuple[str, str]] = []
         entries = status.stdout.split(b"\0")
         for entry in entries:
             line = entry.decode("utf-8", errors="replace")
@@ -111,7 +187,7 @@ def capture_git(cwd: Path | None = None) -> GitState:
                 branch = None if head == "(detached)" else head
             elif line and not line.startswith("#"):
                 dirty = True
-                changed.append(line.rsplit(" ", 1)[-1] if line[0] in "12u" else line[2:])
+                changed.append((line.rsplit(" ", 1)[-1] if line[0] in "12u" else line[2:], line))
         state.info = {
             "commit": commit,
             "branch": branch,
@@ -121,17 +197,18 @@ def capture_git(cwd: Path | None = None) -> GitState:
         }
         if commit is None:
             state.warnings.append("git: the repository has no commit yet; the patch is against the empty tree")
+        untracked = [p for p, line in changed if line.startswith("?")]
+        # Taken before the patch: a change made while it is built shows as a different fingerprint.
+        fingerprint = _fingerprint(root, worktree_dir, gitdir, tracked, untracked) if tracked is not None else None
         if dirty:
-            fingerprint = (status.stdout, *(_stat(root / p) for p in changed))
-            cached = _PATCHES.get(str(root))
-            if cached is not None and cached[0] == fingerprint:
-                state.patch = cached[1]
-            else:
-                state.patch = _patch(root, gitdir, commit)
-                _PATCHES[str(root)] = (fingerprint, state.patch)
+            state.patch = _patch(root, worktree_dir, commit)
+        if fingerprint is not None and tracked is not None:
+            _STATES[str(root)] = _Cached(fingerprint, tracked, untracked, state)
+        else:
+            _STATES.pop(str(root), None)
     except (OSError, subprocess.SubprocessError) as exc:
         state.warnings.append(f"git: {type(exc).__name__}: {exc}")
-    return state
+    return GitState(dict(state.info), state.patch, list(state.warnings))
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:
@@ -143,15 +220,11 @@ def _stat(path: Path) -> tuple[int, int, int] | None:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def _patch(root: Path, gitdir: Path, commit: str | None) -> bytes:
+def _patch(root: Path, worktree_dir: Path, commit: str | None) -> bytes:
     with tempfile.TemporaryDirectory(prefix="labvault-git-") as tmp:
         index = Path(tmp) / "index"
         env = {**os.environ, "GIT_INDEX_FILE": str(index)}
-        # GIT_DIR of a worktree keeps its own index; `git rev-parse --git-path index` finds it.
-        where = _git(["rev-parse", "--git-path", "index"], root)
-        real = Path(where.stdout.decode().strip()) if where.returncode == 0 else gitdir / "index"
-        if not real.is_absolute():
-            real = root / real
+        real = worktree_dir / "index"  # a linked work tree keeps its own index
         if real.is_file():
             shutil.copyfile(real, index)
         _git(["add", "--all", "--intent-to-add"], root, env)

@@ -27,7 +27,7 @@ from labvault.entities import Artifact, MetricPoint, Run, RunStatus, utcnow
 from labvault.errors import AmbiguousReference, Conflict, NotFound, ValidationError
 from labvault.refs import Digest, parse_ref, validate_name
 from labvault.services.capture.environment import capture_environment
-from labvault.services.capture.git import GitState, capture_git
+from labvault.services.capture.git import GitState, cached_git_state, capture_git
 from labvault.services.tracking import artifacts as _artifacts
 from labvault.services.tracking.filters import parse_filter, parse_sort
 from labvault.services.tracking.names import (
@@ -176,9 +176,12 @@ class Tracking:
                 doc["config"].append({"path": path, "sha256": str(digest), "size": len(data)})
                 object_refs.append((digest, "blob"))
         git_sync: GitState | None = None
-        if capture and not background_git:
-            git_sync = capture_git(here)
-            self._apply_git(doc, git_sync, object_refs)
+        if capture:
+            # Unchanged since the last capture (a sweep): known at once. Otherwise git runs on the worker.
+            git_sync = capture_git(here) if not background_git else cached_git_state(here)
+            if git_sync is not None:
+                with self.objects.batch():
+                    self._apply_git(doc, git_sync, object_refs)
         now = utcnow()
         for _ in range(5):
             run_id = secrets.token_hex(6)

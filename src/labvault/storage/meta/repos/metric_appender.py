@@ -43,6 +43,11 @@ class MetricAppender:
         self._sqlite = meta.is_sqlite
         mark = "?" if self._sqlite else "%s"
         self._sql = f"INSERT INTO run_metrics ({_COLUMNS}) VALUES ({', '.join([mark] * 6)})"
+        self._latest_sql = (
+            f"INSERT INTO run_latest (run_id, key, step, value, kind) VALUES ({', '.join([mark] * 5)}) "
+            "ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, value = excluded.value, "
+            "kind = excluded.kind WHERE excluded.step >= run_latest.step"
+        )
         self._conn: Any = None
         self._lock = threading.Lock()
 
@@ -50,41 +55,52 @@ class MetricAppender:
         params = [(r, k, s, t, *encode_metric(v)) for r, k, s, t, v in rows]
         if not params:
             return
+        # The last point of each (run, key) in this batch, by step; upserted in sorted key order.
+        last: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for r, k, s, _t, value, kind in params:
+            prev = last.get((r, k))
+            if prev is None or s >= prev[2]:
+                last[(r, k)] = (r, k, s, value, kind)
+        latest = [last[rk] for rk in sorted(last)]
         with self._lock:
             try:
                 if self._conn is None:
                     self._conn = self._meta.engine.raw_connection()
                 if self._sqlite:
-                    self._append_sqlite(self._conn.driver_connection, params)
+                    self._append_sqlite(self._conn.driver_connection, params, latest)
                 else:
-                    self._append_pg(self._conn, params)
+                    self._append_pg(self._conn, params, latest)
             except LabvaultError:
                 raise
             except Exception as err:  # DB-API errors of either driver: translated here, once
                 self._discard()
                 raise _translate(err) from err
 
-    def _append_sqlite(self, db: Any, params: list[tuple[Any, ...]]) -> None:
+    def _append_sqlite(self, db: Any, params: list[tuple[Any, ...]], latest: list[tuple[Any, ...]]) -> None:
         # The connection is in autocommit mode (store.py); the transaction is ours.
         db.execute("BEGIN IMMEDIATE")
         try:
             if len(params) == 1:
                 db.execute(self._sql, params[0])
+                db.execute(self._latest_sql, latest[0])
             else:
                 db.executemany(self._sql, params)
+                db.executemany(self._latest_sql, latest)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
 
-    def _append_pg(self, conn: Any, params: list[tuple[Any, ...]]) -> None:
+    def _append_pg(self, conn: Any, params: list[tuple[Any, ...]], latest: list[tuple[Any, ...]]) -> None:
         cur = conn.cursor()
         try:
             if len(params) == 1:
                 cur.execute(self._sql, params[0])
+                cur.execute(self._latest_sql, latest[0])
             else:
                 cur.executemany(self._sql, params)
+                cur.executemany(self._latest_sql, latest)
             conn.commit()
         except BaseException:
             conn.rollback()

@@ -1,8 +1,10 @@
 """The run filter's syntax tree, compiled to parameterised SQLAlchemy expressions.
 
 Every user value is a bound parameter (keys too), so a filter can never change the SQL's shape.
-Each comparison is two-valued: a missing key, a NaN or an infinity makes it false (never NULL), so
-``not`` selects exactly the runs the comparison did not.
+A comparison on a metric, param or tag compiles to ``runs.id IN (SELECT run_id FROM <table> WHERE
+key = :k AND <value comparison>)``, answered from the table's ``(key, value)`` index. That is
+two-valued by construction: a missing key, a NaN or an infinity (stored as NULL) is simply not in
+the set, so the comparison is false and ``not`` selects exactly the runs it did not.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from labvault.errors import ValidationError
-from labvault.storage.meta.tables import run_metrics, run_params, run_tags, runs
+from labvault.storage.meta.tables import run_latest, run_params, run_tags, runs
 
 __all__ = [
     "ATTRIBUTES",
@@ -88,13 +90,7 @@ class SortKey:
 
 def latest_metric(key: str) -> Any:
     """The latest finite value of metric ``key`` of the outer run (NULL if missing or not finite)."""
-    return (
-        sa.select(run_metrics.c.value)
-        .where(run_metrics.c.run_id == runs.c.id, run_metrics.c.key == key)
-        .order_by(run_metrics.c.step.desc(), run_metrics.c.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    return _keyed(run_latest, "value", key)
 
 
 def _keyed(table: sa.Table, column: str, key: str) -> Any:
@@ -143,24 +139,32 @@ def _one(column: Any, op: Op, value: Value, *, sqlite: bool) -> ColumnElement[bo
     return column >= bound  # type: ignore[no-any-return]
 
 
-def _column_for(field: Field, value: Value) -> Any:
-    if field.scope == "attribute":
-        return ATTRIBUTES[field.key]
+def _value_column(field: Field, value: Value) -> tuple[sa.Table, Any]:
     if field.scope == "metrics":
-        return latest_metric(field.key)
+        return run_latest, run_latest.c.value
     table = run_params if field.scope == "params" else run_tags
-    return _keyed(table, "num" if isinstance(value, float) else "text", field.key)
+    return table, table.c.num if isinstance(value, float) else table.c.text
 
 
 def _compare(node: Compare, *, sqlite: bool) -> ColumnElement[bool]:
+    field = node.field
+    if field.scope == "attribute":
+        column = ATTRIBUTES[field.key]
+        if node.op == "in":
+            cond = sa.or_(*(_one(column, "=", v, sqlite=sqlite) for v in node.values))
+        else:
+            cond = _one(column, node.op, node.values[0], sqlite=sqlite)
+        # Attributes such as `ended` can be NULL: make the comparison two-valued.
+        return sa.func.coalesce(cond, sa.false())  # type: ignore[no-any-return]
+    values = node.values
+    table, _ = _value_column(field, values[0])
     if node.op == "in":
-        parts = [_one(_column_for(node.field, v), "=", v, sqlite=sqlite) for v in node.values]
-        cond = sa.or_(*parts)
+        conds = [_one(_value_column(field, v)[1], "=", v, sqlite=sqlite) for v in values]
+        cond = sa.or_(*conds)
     else:
-        value = node.values[0]
-        cond = _one(_column_for(node.field, value), node.op, value, sqlite=sqlite)
-    # NULL (missing key, non-finite value) becomes false, so that NOT is exact.
-    return sa.func.coalesce(cond, sa.false())  # type: ignore[no-any-return]
+        cond = _one(_value_column(field, values[0])[1], node.op, values[0], sqlite=sqlite)
+    matching = sa.select(table.c.run_id).where(table.c.key == sa.bindparam(None, field.key), cond)
+    return runs.c.id.in_(matching)
 
 
 def compile_filter(node: Node, *, sqlite: bool) -> ColumnElement[bool]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -15,13 +15,12 @@ from sqlalchemy.engine import Connection
 from labvault.entities import Artifact, MetricPoint, Run, RunStatus
 from labvault.errors import Conflict
 from labvault.refs import Digest
-from labvault.storage.meta.tables import run_artifacts, run_metrics, run_params, run_tags, runs
+from labvault.storage.meta.tables import run_artifacts, run_latest, run_metrics, run_params, run_tags, runs
 
 __all__ = [
     "MetricRow",
     "add_artifact",
     "add_params",
-    "append_metrics",
     "as_utc",
     "decode_metric",
     "encode_metric",
@@ -155,18 +154,6 @@ def set_tags(conn: Connection, run_id: str, tags: Mapping[str, str]) -> None:
     )
 
 
-_INSERT_METRIC = sa.insert(run_metrics)
-
-
-def append_metrics(conn: Connection, rows: Sequence[MetricRow]) -> None:
-    params = []
-    for run_id, key, step, ts_ms, value in rows:
-        stored, kind = encode_metric(value)
-        params.append({"run_id": run_id, "key": key, "step": step, "ts_ms": ts_ms, "value": stored, "kind": kind})
-    if params:
-        conn.execute(_INSERT_METRIC, params)
-
-
 def add_artifact(conn: Connection, run_id: str, artifact: Artifact, *, role: str, now: datetime) -> None:
     """Record an artifact; logging a name again while the run is open replaces it."""
     conn.execute(
@@ -204,13 +191,7 @@ def match_prefix(conn: Connection, prefix: str, *, limit: int = 11) -> list[str]
 
 
 def max_steps(conn: Connection, run_id: str) -> dict[str, int]:
-    return dict(
-        conn.execute(
-            sa.select(run_metrics.c.key, sa.func.max(run_metrics.c.step))
-            .where(run_metrics.c.run_id == run_id)
-            .group_by(run_metrics.c.key)
-        ).all()
-    )
+    return dict(conn.execute(sa.select(run_latest.c.key, run_latest.c.step).where(run_latest.c.run_id == run_id)).all())
 
 
 def metric_history(conn: Connection, run_id: str, key: str | None = None) -> dict[str, list[MetricPoint]]:
@@ -227,6 +208,33 @@ def metric_history(conn: Connection, run_id: str, key: str | None = None) -> dic
     return dict(out)
 
 
+class _LazyJSON(Mapping[str, Any]):
+    """A JSON object decoded on first use: listings rarely look at a run's capture document."""
+
+    __slots__ = ("_doc", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._doc: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        if self._doc is None:
+            self._doc = json.loads(self._text)
+        return self._doc
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __repr__(self) -> str:
+        return repr(self._get())
+
+
 def _param_value(raw: str) -> object:
     # Most params are plain strings or integers: skip the JSON parser for those.
     if raw.startswith('"') and "\\" not in raw:
@@ -241,26 +249,24 @@ def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
         yield list(ids[i : i + _CHUNK])
 
 
-def _latest_metrics(conn: Connection, ids: list[str]) -> dict[str, dict[str, float]]:
-    rank = (
-        sa.func.row_number()
-        .over(
-            partition_by=(run_metrics.c.run_id, run_metrics.c.key),
-            order_by=(run_metrics.c.step.desc(), run_metrics.c.id.desc()),
-        )
-        .label("rank")
-    )
-    inner = (
-        sa.select(run_metrics.c.run_id, run_metrics.c.key, run_metrics.c.value, run_metrics.c.kind, rank)
-        .where(run_metrics.c.run_id.in_(ids))
-        .subquery()
-    )
-    out: dict[str, dict[str, float]] = defaultdict(dict)
-    for run_id, key, value, kind in conn.execute(
-        sa.select(inner.c.run_id, inner.c.key, inner.c.value, inner.c.kind).where(inner.c.rank == 1)
-    ):
-        out[run_id][key] = decode_metric(value, kind)
-    return out
+_IDS: Any = sa.bindparam("b_ids", expanding=True)
+_LOAD_RUNS = sa.select(runs).where(runs.c.id.in_(_IDS))
+_LOAD_PARAMS = (
+    sa.select(run_params.c.run_id, run_params.c.key, run_params.c.value)
+    .where(run_params.c.run_id.in_(_IDS))
+    .order_by(run_params.c.run_id, run_params.c.key)
+)
+_LOAD_TAGS = (
+    sa.select(run_tags.c.run_id, run_tags.c.key, run_tags.c.text)
+    .where(run_tags.c.run_id.in_(_IDS))
+    .order_by(run_tags.c.run_id, run_tags.c.key)
+)
+_LOAD_LATEST = (
+    sa.select(run_latest.c.run_id, run_latest.c.key, run_latest.c.value, run_latest.c.kind)
+    .where(run_latest.c.run_id.in_(_IDS))
+    .order_by(run_latest.c.run_id, run_latest.c.key)
+)
+_LOAD_ARTIFACTS = sa.select(run_artifacts).where(run_artifacts.c.run_id.in_(_IDS)).order_by(run_artifacts.c.name)
 
 
 def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
@@ -268,23 +274,19 @@ def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
     rows: dict[str, Any] = {}
     params: dict[str, dict[str, object]] = defaultdict(dict)
     tags: dict[str, dict[str, str]] = defaultdict(dict)
-    metrics: dict[str, dict[str, float]] = {}
+    metrics: dict[str, dict[str, float]] = defaultdict(dict)
     arts: dict[str, list[tuple[str, Artifact]]] = defaultdict(list)
     for chunk in _chunks(ids):
-        for found in conn.execute(sa.select(runs).where(runs.c.id.in_(chunk))):
+        bound = {"b_ids": chunk}
+        for found in conn.execute(_LOAD_RUNS, bound).all():
             rows[found.id] = found
-        for run_id, key, value in conn.execute(
-            sa.select(run_params.c.run_id, run_params.c.key, run_params.c.value).where(run_params.c.run_id.in_(chunk))
-        ):
+        for run_id, key, value in conn.execute(_LOAD_PARAMS, bound).all():
             params[run_id][key] = _param_value(value)
-        for run_id, key, text in conn.execute(
-            sa.select(run_tags.c.run_id, run_tags.c.key, run_tags.c.text).where(run_tags.c.run_id.in_(chunk))
-        ):
+        for run_id, key, text in conn.execute(_LOAD_TAGS, bound).all():
             tags[run_id][key] = text
-        metrics.update(_latest_metrics(conn, chunk))
-        for a in conn.execute(
-            sa.select(run_artifacts).where(run_artifacts.c.run_id.in_(chunk)).order_by(run_artifacts.c.name)
-        ):
+        for run_id, key, value, kind in conn.execute(_LOAD_LATEST, bound).all():
+            metrics[run_id][key] = decode_metric(value, kind)
+        for a in conn.execute(_LOAD_ARTIFACTS, bound).all():
             artifact = Artifact(a.name, Digest(a.digest), cast(Any, a.kind), int(a.size), a.path)
             arts[a.run_id].append((a.role, artifact))
     out = []
@@ -300,9 +302,9 @@ def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
                 status=cast(RunStatus, row.status),
                 started_at=cast(datetime, as_utc(row.started_at)),
                 ended_at=as_utc(row.ended_at),
-                params=dict(sorted(params[run_id].items())),
-                metrics=dict(sorted(metrics.get(run_id, {}).items())),
-                tags=dict(sorted(tags[run_id].items())),
+                params=params[run_id],
+                metrics=metrics[run_id],
+                tags=tags[run_id],
                 inputs=tuple(json.loads(row.inputs)),
                 outputs=tuple(a for role, a in arts[run_id] if role == "output"),
                 artifacts=tuple(a for _, a in arts[run_id]),
@@ -313,7 +315,7 @@ def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
                 error=row.error,
                 seed=row.seed,
                 deleted_at=as_utc(row.deleted_at),
-                capture=json.loads(row.capture),
+                capture=_LazyJSON(row.capture),
             )
         )
     return out

@@ -3,13 +3,21 @@
 from labvault.storage.meta.tables import registry  # noqa: F401  (registers its tables on `metadata`)
 from labvault.storage.meta.tables.core import metadata, object_refs, vault_meta
 from labvault.storage.meta.tables.data import data_snapshots
-from labvault.storage.meta.tables.runs import run_artifacts, run_metrics, run_params, run_tags, runs
+from labvault.storage.meta.tables.runs import (
+    run_artifacts,
+    run_latest,
+    run_metrics,
+    run_params,
+    run_tags,
+    runs,
+)
 
 __all__ = [
     "data_snapshots",
     "metadata",
     "object_refs",
     "run_artifacts",
+    "run_latest",
     "run_metrics",
     "run_params",
     "run_tags",

@@ -1,7 +1,10 @@
 """Tracking tables: runs, their params and tags, the append-only metric history, artifacts.
 
-Latest metric values are derived on read (highest step, then last inserted) from the history's
-``(run_id, key, step, id)`` index: there is no summary table for concurrent writers to fight over.
+``run_latest`` keeps each run's latest value per metric (the highest step; among equal steps the last
+written), upserted in the same transaction as the history rows with ``ON CONFLICT DO UPDATE WHERE
+excluded.step >= step``: one row per (run, key), so writers never lose an update, and a batch upserts
+its keys in sorted order, so two writers of one run always lock rows in the same order and cannot
+deadlock (MLflow's ``latest_metrics`` can). Filters and sorts read it through its ``(key, value)`` index.
 Non-finite metric values are stored as ``value = NULL`` with ``kind`` saying which (SQLite turns a
 NaN into NULL, so NaN must not depend on the float column), and so never match a comparison.
 """
@@ -25,7 +28,7 @@ from sqlalchemy import (
 
 from labvault.storage.meta.tables.core import metadata
 
-__all__ = ["run_artifacts", "run_metrics", "run_params", "run_tags", "runs"]
+__all__ = ["run_artifacts", "run_latest", "run_metrics", "run_params", "run_tags", "runs"]
 
 # SQLite makes an INTEGER PRIMARY KEY the rowid (fast appends); PostgreSQL gets a bigint identity.
 _MetricId = BigInteger().with_variant(Integer(), "sqlite")
@@ -49,7 +52,8 @@ runs = Table(
     Column("capture", Text, nullable=False),  # JSON document (git, command, environment, ...)
     Column("deleted_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("status IN ('running', 'finished', 'failed', 'killed')", name="status"),
-    Index("ix_runs_project_started", "project", "started_at"),
+    # No (project, started_at) index on purpose: with one, SQLite walks a whole project to order it
+    # instead of starting from the few runs a filter's (key, value) indexes name.
     Index("ix_runs_started", "started_at"),
 )
 
@@ -61,6 +65,7 @@ run_params = Table(
     Column("value", Text, nullable=False),  # JSON of the logged value (4 stays 4, "4" stays "4")
     Column("text", Text, nullable=False),  # str() of the value: string comparisons and conflicts
     Column("num", Float, nullable=True),  # the value as a number when it is one: 4 and "4" both 4.0
+    Index("ix_run_params_key_num", "key", "num"),
 )
 
 run_tags = Table(
@@ -70,6 +75,7 @@ run_tags = Table(
     Column("key", String(250), primary_key=True),
     Column("text", Text, nullable=False),
     Column("num", Float, nullable=True),
+    Index("ix_run_tags_key_num", "key", "num"),
 )
 
 run_metrics = Table(
@@ -85,6 +91,17 @@ run_metrics = Table(
     Column("kind", SmallInteger, nullable=False),  # 0 finite, 1 NaN, 2 +Infinity, 3 -Infinity
     CheckConstraint("kind IN (0, 1, 2, 3)", name="kind"),
     Index("ix_run_metrics_latest", "run_id", "key", "step", "id"),
+)
+
+run_latest = Table(
+    "run_latest",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(250), primary_key=True),
+    Column("step", BigInteger, nullable=False),
+    Column("value", Float, nullable=True),  # NULL when not finite
+    Column("kind", SmallInteger, nullable=False),
+    Index("ix_run_latest_key_value", "key", "value"),
 )
 
 run_artifacts = Table(

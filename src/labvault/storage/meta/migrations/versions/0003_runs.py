@@ -35,7 +35,6 @@ def upgrade() -> None:
         sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint("status IN ('running', 'finished', 'failed', 'killed')", name="ck_runs_status"),
     )
-    op.create_index("ix_runs_project_started", "runs", ["project", "started_at"])
     op.create_index("ix_runs_started", "runs", ["started_at"])
     op.create_table(
         "run_params",
@@ -45,6 +44,7 @@ def upgrade() -> None:
         sa.Column("text", sa.Text, nullable=False),
         sa.Column("num", sa.Float, nullable=True),
     )
+    op.create_index("ix_run_params_key_num", "run_params", ["key", "num"])
     op.create_table(
         "run_tags",
         sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("text", sa.Text, nullable=False),
         sa.Column("num", sa.Float, nullable=True),
     )
+    op.create_index("ix_run_tags_key_num", "run_tags", ["key", "num"])
     op.create_table(
         "run_metrics",
         sa.Column("id", _MetricId, primary_key=True, autoincrement=True),
@@ -64,6 +65,15 @@ def upgrade() -> None:
         sa.CheckConstraint("kind IN (0, 1, 2, 3)", name="ck_run_metrics_kind"),
     )
     op.create_index("ix_run_metrics_latest", "run_metrics", ["run_id", "key", "step", "id"])
+    op.create_table(
+        "run_latest",
+        sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("key", sa.String(250), primary_key=True),
+        sa.Column("step", sa.BigInteger, nullable=False),
+        sa.Column("value", sa.Float, nullable=True),
+        sa.Column("kind", sa.SmallInteger, nullable=False),
+    )
+    op.create_index("ix_run_latest_key_value", "run_latest", ["key", "value"])
     op.create_table(
         "run_artifacts",
         sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
@@ -81,10 +91,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("run_artifacts")
+    op.drop_index("ix_run_latest_key_value", "run_latest")
+    op.drop_table("run_latest")
     op.drop_index("ix_run_metrics_latest", "run_metrics")
     op.drop_table("run_metrics")
+    op.drop_index("ix_run_tags_key_num", "run_tags")
     op.drop_table("run_tags")
+    op.drop_index("ix_run_params_key_num", "run_params")
     op.drop_table("run_params")
     op.drop_index("ix_runs_started", "runs")
-    op.drop_index("ix_runs_project_started", "runs")
     op.drop_table("runs")
