@@ -21,7 +21,7 @@ def test_sigkill_during_add(cli: Cli, project: Path) -> None:
             (data / f"d{d:02}" / f"f{f:03}.bin").write_bytes(os.urandom(2048 + f))
     env = {**os.environ, "NO_COLOR": "1"}
     # Kill at several points: during start-up, while objects are written, around the commit.
-    for delay in (0.3, 0.8, 1.2, 1.6):
+    for delay in (0.4, 1.0, 1.6):
         proc = subprocess.Popen([LABVAULT, "data", "add", "big", "big"], cwd=project, env=env)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)

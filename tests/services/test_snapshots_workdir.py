@@ -59,6 +59,9 @@ def test_racily_clean_entries_are_not_trusted(tmp_path: Path) -> None:
     sha, key = hash_file(f)
     cache = StatCache(tmp_path / "c.bin")
     cache.put("f", key, sha)
+    cache.save(stamp_ns=key[2])
+    assert StatCache.load(tmp_path / "c.bin").lookup("f", key) is None
+    cache = StatCache.load(tmp_path / "c.bin")
     cache.save(stamp_ns=key[2])  # the file was modified in the same tick as the stamp
     assert StatCache.load(tmp_path / "c.bin").lookup("f", key) is None
     cache.save(stamp_ns=max(key[2], key[3]) + 1)

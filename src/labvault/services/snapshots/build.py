@@ -68,7 +68,7 @@ def build_tree(
     scan: Scan,
     cache: StatCache,
     *,
-    known: set[str],
+    known: set[bytes],
     progress: Progress | None = None,
     workers: int = 1,
 ) -> Built:
@@ -82,8 +82,8 @@ def build_tree(
     todo: list[str] = []
     for rel, key in scan.files.items():
         hit = cache.lookup(rel, key)
-        if hit is not None and hit[4] in known and (hit[5] is not None or not is_tabular_name(rel)):
-            results[rel] = (hit[4], hit[5])
+        if hit is not None and hit[0] in known and (hit[1] is not None or not is_tabular_name(rel)):
+            results[rel] = (hit[0].hex(), hit[1])
         else:
             todo.append(rel)
     done = len(results)
@@ -101,7 +101,7 @@ def build_tree(
             outcomes = pool.map(work, todo, chunksize=64)
             for rel, sha, key, profile in outcomes:
                 results[rel] = (sha, profile)
-                cache.put(rel, key, sha, profile)
+                cache.put(rel, key, bytes.fromhex(sha), profile)
                 done += 1
                 if progress and done % 256 == 0:
                     progress(done, total)
@@ -109,7 +109,7 @@ def build_tree(
         for rel in todo:
             _, sha, key, profile = work(rel)
             results[rel] = (sha, profile)
-            cache.put(rel, key, sha, profile)
+            cache.put(rel, key, bytes.fromhex(sha), profile)
             done += 1
             if progress and done % 256 == 0:
                 progress(done, total)
@@ -119,13 +119,13 @@ def build_tree(
 
     built = Built(root=Digest("0" * 64), hashed=len(todo))
     children: dict[str, list[TreeEntry]] = defaultdict(list)
-    flat = built.flat
+    flat_files: dict[str, tuple[str, int, Any]] = {}
     for rel, (sha, profile) in results.items():
         size = scan.files[rel][1]
         digest = Digest(sha)
         parent, _, name = rel.rpartition("/")
         children[parent].append(TreeEntry(name, "file", digest, size, extra=profile or {}))
-        flat.files[rel] = (sha, size, profile or None)
+        flat_files[rel] = (sha, size, profile or None)
         built.total_bytes += size
         prof = profile or {}
         schema = prof.get("schema")
@@ -143,8 +143,7 @@ def build_tree(
         parent, _, name = rel.rpartition("/")
         children[parent].append(TreeEntry(name, "link", target=target))
         built.links.append(SnapshotLink(rel, target))
-        flat.links[rel] = target
-    flat.dirs.extend(scan.dirs)
+    built.flat = Flat.from_files(flat_files, scan.links, scan.dirs)
     # Folders deepest first, so every subtree digest exists before its parent is encoded.
     for d in sorted(scan.dirs, key=lambda p: p.count("/"), reverse=True):
         entries = children.pop(d, [])

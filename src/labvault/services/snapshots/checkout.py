@@ -47,7 +47,7 @@ class _Plan:
 def _as_file_flat(flat: Flat, name: str) -> Flat:
     """A single-file snapshot, renamed to the destination file's name."""
     (only,) = flat.files.values()
-    return Flat({name: only}, {}, [])
+    return Flat.from_files({name: only})
 
 
 def _plans(svc: DataService, ref: str | DataRef | None, dest: str | os.PathLike[str] | None) -> list[_Plan]:
@@ -205,7 +205,8 @@ def _apply(svc: DataService, plan: _Plan, advance: Any) -> int:
             raise IntegrityError(f"{out}: object sha256:{sha} is missing from the vault") from exc
         if plan.cache is not None:
             st = os.stat(out)
-            plan.cache.put(rel, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), sha, target.files[rel][2])
+            key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            plan.cache.put(rel, key, bytes.fromhex(sha), target.files[rel][2])
         written += 1
         if written % 256 == 0:
             advance(written)

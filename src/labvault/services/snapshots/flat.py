@@ -1,8 +1,10 @@
-"""A snapshot's tree flattened to ``path -> (sha256, size, profile)``, cached by its root digest.
+"""A snapshot's tree flattened to its file list, cached by its root digest.
 
 Trees are immutable and content-addressed, so the flat form of a root digest never changes; it is
-cached under ``.labvault/cache/trees/`` (marshal, rebuilt from the trees if missing or unreadable),
-which keeps ``data status`` from decoding one JSON tree per folder on every call.
+cached under ``.labvault/cache/trees/`` (rebuilt from the trees if missing or unreadable), which
+keeps ``data status`` from decoding one JSON tree per folder on every call. The cache is columnar
+(paths joined by NUL, sizes as one int64 array, digests as one bytes string): it loads in a few
+milliseconds for 20,000 files, where a dict of tuples takes tens.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import marshal
 import os
 import secrets
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,21 +23,65 @@ from labvault.storage.objects.tree import decode_tree
 
 __all__ = ["Flat", "load_flat", "save_flat"]
 
-_FORMAT = 1
+_FORMAT = 2
 
 
 @dataclass(slots=True)
 class Flat:
-    files: dict[str, tuple[str, int, Any]] = field(default_factory=dict)  # path -> (sha hex, size, profile)
+    paths: list[str] = field(default_factory=list)
+    sizes: array[int] = field(default_factory=lambda: array("q"))
+    digests: bytes = b""  # 32 bytes per path, in order
+    profiles: dict[int, Any] = field(default_factory=dict)  # index -> tabular profile
     links: dict[str, str] = field(default_factory=dict)
     dirs: list[str] = field(default_factory=list)
+    _index: dict[str, int] | None = None
+    _files: dict[str, tuple[str, int, Any]] | None = None
 
-    def shas(self) -> set[str]:
-        return {v[0] for v in self.files.values()}
+    @classmethod
+    def from_files(
+        cls, files: dict[str, tuple[str, int, Any]], links: dict[str, str] | None = None, dirs: list[str] | None = None
+    ) -> Flat:
+        paths = list(files)
+        flat = cls(
+            paths,
+            array("q", [files[p][1] for p in paths]),
+            b"".join(bytes.fromhex(files[p][0]) for p in paths),
+            {i: files[p][2] for i, p in enumerate(paths) if files[p][2]},
+            dict(links or {}),
+            list(dirs or []),
+        )
+        flat._files = files
+        return flat
+
+    @property
+    def index(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = dict(zip(self.paths, range(len(self.paths)), strict=True))
+        return self._index
+
+    @property
+    def files(self) -> dict[str, tuple[str, int, Any]]:
+        """path -> (sha256 hex, size, profile or None)."""
+        if self._files is None:
+            d = self.digests
+            self._files = {
+                p: (d[32 * i : 32 * i + 32].hex(), self.sizes[i], self.profiles.get(i))
+                for i, p in enumerate(self.paths)
+            }
+        return self._files
+
+    def digest_at(self, i: int) -> bytes:
+        return self.digests[32 * i : 32 * i + 32]
+
+    def shas(self) -> set[bytes]:
+        d = self.digests
+        return {d[j : j + 32] for j in range(0, len(d), 32)}
 
 
 def _walk(objects: ObjectStore, root: Digest) -> Flat:
-    flat = Flat()
+    files: dict[str, tuple[str, int, Any]] = {}
+    links: dict[str, str] = {}
+    dirs: list[str] = []
     stack: list[tuple[str, Digest]] = [("", root)]
     while stack:
         prefix, digest = stack.pop()
@@ -42,14 +89,14 @@ def _walk(objects: ObjectStore, root: Digest) -> Flat:
             path = prefix + e.name
             if e.type == "file":
                 assert e.digest is not None
-                flat.files[path] = (e.digest.hex, e.size, e.extra or None)
+                files[path] = (e.digest.hex, e.size, e.extra or None)
             elif e.type == "link":
-                flat.links[path] = e.target or ""
+                links[path] = e.target or ""
             else:
                 assert e.digest is not None
-                flat.dirs.append(path)
+                dirs.append(path)
                 stack.append((path + "/", e.digest))
-    return flat
+    return Flat.from_files(files, links, dirs)
 
 
 def _cache_path(vault_dir: Path, root: Digest) -> Path:
@@ -59,24 +106,28 @@ def _cache_path(vault_dir: Path, root: Digest) -> Path:
 def save_flat(vault_dir: Path, root: Digest, flat: Flat) -> None:
     """Cache a tree's flat form (``add`` knows it already, so status never walks a fresh tree)."""
     cache = _cache_path(vault_dir, root)
+    doc = (_FORMAT, "\0".join(flat.paths), flat.sizes.tobytes(), flat.digests, flat.profiles, flat.links, flat.dirs)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{secrets.token_hex(4)}")
         with open(tmp, "wb") as f:
-            marshal.dump((_FORMAT, flat.files, flat.links, flat.dirs), f)
+            marshal.dump(doc, f)
         os.replace(tmp, cache)
     except OSError:
         pass  # a cache we cannot write is only slower
 
 
 def load_flat(objects: ObjectStore, vault_dir: Path | None, root: Digest) -> Flat:
-    cache = _cache_path(vault_dir, root) if vault_dir else None
-    if cache is not None:
+    if vault_dir is not None:
         try:
-            with open(cache, "rb") as f:
-                fmt, files, links, dirs = marshal.load(f)
+            with open(_cache_path(vault_dir, root), "rb") as f:
+                fmt, joined, sizes, digests, profiles, links, dirs = marshal.load(f)
             if fmt == _FORMAT:
-                return Flat(files, links, dirs)
+                paths = joined.split("\0") if joined else []
+                arr = array("q")
+                arr.frombytes(sizes)
+                if len(arr) == len(paths) == len(digests) // 32:
+                    return Flat(paths, arr, digests, profiles, links, dirs)
         except (OSError, ValueError, EOFError, TypeError):
             pass
     flat = _walk(objects, root)

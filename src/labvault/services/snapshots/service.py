@@ -108,7 +108,7 @@ class DataService:
         )
         return snapshot, created, kind
 
-    def _known_digests(self, name: str, storage_uri: str) -> set[str]:
+    def _known_digests(self, name: str, storage_uri: str) -> set[bytes]:
         """Digests referenced by the snapshot this path (or dataset) was last at: gc keeps them."""
         entry = read_lock(self.root).get(storage_uri)
         digest = entry.content_hash if entry is not None else None

@@ -17,6 +17,7 @@ import hashlib
 import marshal
 import os
 import secrets
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,12 @@ from labvault.errors import Conflict
 __all__ = ["CHUNK", "FileChanged", "StatCache", "fs_clock_ns", "hash_file", "read_file_checked"]
 
 CHUNK = 8 * 1024 * 1024
-_FORMAT = 1
+_FORMAT = 2
 _SMALL = 1024 * 1024
 
-#: rel path -> (ino, size, mtime_ns, ctime_ns, sha256 hex, tabular profile or None)
-Entry = tuple[int, int, int, int, str, Any]
+StatKey = tuple[int, int, int, int]
+#: (ino, size, mtime_ns, ctime_ns, sha256 digest bytes, tabular profile or None)
+Entry = tuple[int, int, int, int, bytes, Any]
 
 
 class FileChanged(Conflict):
@@ -60,8 +62,8 @@ def read_file_checked(path: Path | str) -> tuple[bytes, tuple[int, int, int, int
     return data, _key(after)
 
 
-def hash_file(path: Path | str) -> tuple[str, tuple[int, int, int, int]]:
-    """sha256 hex and the stat key, read in large buffers; raises FileChanged on a torn read."""
+def hash_file(path: Path | str) -> tuple[bytes, tuple[int, int, int, int]]:
+    """sha256 digest (32 bytes) and the stat key, read in large buffers; raises FileChanged on a torn read."""
     h = hashlib.sha256()
     with open(path, "rb", buffering=0) as f:
         before = os.fstat(f.fileno())
@@ -79,7 +81,7 @@ def hash_file(path: Path | str) -> tuple[str, tuple[int, int, int, int]]:
         after = os.fstat(f.fileno())
     if n != before.st_size or _key(before) != _key(after):
         raise FileChanged(path)
-    return h.hexdigest(), _key(after)
+    return h.digest(), _key(after)
 
 
 def fs_clock_ns(where: Path) -> int:
@@ -95,21 +97,29 @@ def fs_clock_ns(where: Path) -> int:
 
 
 class StatCache:
-    """The cached hashes of one dataset folder's working copy."""
+    """The cached hashes of one dataset folder's working copy.
 
-    def __init__(
-        self, path: Path, entries: dict[str, Entry] | None = None, stamp_ns: int = 0, synced: str | None = None
-    ) -> None:
+    Stored columnar (paths joined by NUL, the stat keys as one int64 array, digests as one bytes
+    string), so 20,000 entries load in milliseconds; entries put since loading live in a dict.
+    """
+
+    def __init__(self, path: Path, stamp_ns: int = 0, synced: str | None = None) -> None:
         self.path = path
-        self.entries: dict[str, Entry] = entries or {}
         self.stamp_ns = stamp_ns  # entries not strictly older than this are racy
         # The root tree (hex) this working copy was last made equal to by `add` or `checkout`: the
         # baseline for "local modifications", which survives a `git checkout` of labvault.lock.
         self.synced = synced
         self.dirty = False
+        self._paths: list[str] = []
+        self._index: dict[str, int] = {}
+        self._keys: array[int] = array("q")
+        self._digests = b""
+        self._profiles: dict[int, Any] = {}
+        self._new: dict[str, Entry] = {}
+        self._keep: set[str] | dict[str, Any] | None = None
 
     @classmethod
-    def for_dataset(cls, vault_dir: Path, dataset_path: Path) -> StatCache:
+    def for_dataset(cls, vault_dir: Path, dataset_path: Path | str) -> StatCache:
         key = hashlib.sha256(os.fsencode(os.path.abspath(dataset_path))).hexdigest()[:24]
         return cls.load(vault_dir / "cache" / "stat" / f"{key}.bin")
 
@@ -117,38 +127,84 @@ class StatCache:
     def load(cls, path: Path) -> StatCache:
         try:
             with open(path, "rb") as f:
-                doc = marshal.load(f)
-            if doc[0] != _FORMAT:
+                fmt, stamp, synced, joined, keys, digests, profiles = marshal.load(f)
+            if fmt != _FORMAT:
                 raise ValueError("old format")
-            return cls(path, doc[2], doc[1], doc[3])
-        except (OSError, ValueError, EOFError, TypeError, IndexError):
+            cache = cls(path, stamp, synced)
+            cache._paths = joined.split("\0") if joined else []
+            cache._keys.frombytes(keys)
+            if not len(cache._keys) == 4 * len(cache._paths) == len(digests) // 8:
+                raise ValueError("inconsistent")
+            cache._index = dict(zip(cache._paths, range(len(cache._paths)), strict=True))
+            cache._digests = digests
+            cache._profiles = profiles
+            return cache
+        except (OSError, ValueError, EOFError, TypeError):
             return cls(path)  # a missing or unreadable cache is an empty one
 
-    def lookup(self, rel: str, key: tuple[int, int, int, int]) -> Entry | None:
-        """The cached entry if the file is unchanged since it was hashed and not racily clean."""
-        e = self.entries.get(rel)
-        if e is None or e[0] != key[0] or e[1] != key[1] or e[2] != key[2] or e[3] != key[3]:
+    def lookup(self, rel: str, key: StatKey) -> tuple[bytes, Any] | None:
+        """(digest, profile) if the file is unchanged since it was hashed and not racily clean."""
+        stamp = self.stamp_ns
+        if self._new:
+            e = self._new.get(rel)
+            if e is not None:
+                if (e[0], e[1], e[2], e[3]) != key or e[2] >= stamp or e[3] >= stamp:
+                    return None
+                return e[4], e[5]
+        i = self._index.get(rel)
+        if i is None:
             return None
-        if e[2] >= self.stamp_ns or e[3] >= self.stamp_ns:
+        k = self._keys
+        j = 4 * i
+        if k[j] != key[0] or k[j + 1] != key[1] or k[j + 2] != key[2] or k[j + 3] != key[3]:
             return None
-        return e
+        if key[2] >= stamp or key[3] >= stamp:
+            return None
+        return self._digests[32 * i : 32 * i + 32], self._profiles.get(i)
 
-    def put(self, rel: str, key: tuple[int, int, int, int], sha_hex: str, profile: Any = None) -> None:
-        self.entries[rel] = (key[0], key[1], key[2], key[3], sha_hex, profile)
+    def columns(self) -> tuple[dict[str, int], array[int], bytes, int] | None:
+        """(index, keys, digests, stamp) for a hot loop to inline :meth:`lookup`; None after puts."""
+        return None if self._new else (self._index, self._keys, self._digests, self.stamp_ns)
+
+    def put(self, rel: str, key: StatKey, digest: bytes, profile: Any = None) -> None:
+        self._new[rel] = (key[0], key[1], key[2], key[3], digest, profile)
         self.dirty = True
 
     def retain(self, keep: set[str] | dict[str, Any]) -> None:
-        """Drop entries for paths that no longer exist."""
-        if len(self.entries) != len(keep) or any(k not in keep for k in self.entries):
-            self.entries = {k: v for k, v in self.entries.items() if k in keep}
+        """Drop entries for paths that no longer exist (when saved)."""
+        self._keep = keep
+        if any(p not in keep for p in self._paths) or any(p not in keep for p in self._new):
             self.dirty = True
 
     def save(self, stamp_ns: int) -> None:
         """Write atomically (no fsync: it is a cache). ``stamp_ns`` is the clock read before the scan."""
+        keep, new = self._keep, self._new
+        paths: list[str] = []
+        keys = array("q")
+        digests: list[bytes] = []
+        profiles: dict[int, Any] = {}
+        k, d = self._keys, self._digests
+        for i, p in enumerate(self._paths):
+            if p in new or (keep is not None and p not in keep):
+                continue
+            if i in self._profiles:
+                profiles[len(paths)] = self._profiles[i]
+            paths.append(p)
+            keys.extend(k[4 * i : 4 * i + 4])
+            digests.append(d[32 * i : 32 * i + 32])
+        for p, e in new.items():
+            if keep is not None and p not in keep:
+                continue
+            if e[5] is not None:
+                profiles[len(paths)] = e[5]
+            paths.append(p)
+            keys.extend(e[:4])
+            digests.append(e[4])
+        doc = (_FORMAT, stamp_ns, self.synced, "\0".join(paths), keys.tobytes(), b"".join(digests), profiles)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
         with open(tmp, "wb") as f:
-            marshal.dump((_FORMAT, stamp_ns, self.entries, self.synced), f)
+            marshal.dump(doc, f)
         os.replace(tmp, self.path)
         self.stamp_ns = stamp_ns
         self.dirty = False

@@ -46,38 +46,55 @@ def compare(scan: Scan, flat: Flat, cache: StatCache) -> tuple[list[str], list[s
     added: list[str] = []
     modified: list[str] = []
     changing: list[str] = []
-    files = flat.files
-    lookup = cache.lookup
+    index, sizes, digests = flat.index, flat.sizes, flat.digests
+    cols = cache.columns()
+    cindex, ckeys, cdigests, stamp = cols if cols is not None else ({}, None, b"", 0)
     for rel, key in scan.files.items():
-        known = files.get(rel)
-        if known is None:
+        i = index.get(rel)
+        if i is None:
             added.append(rel)
             continue
-        if key[1] != known[1]:
+        if key[1] != sizes[i]:
             modified.append(rel)  # a different size is a change; no need to read it
             continue
-        hit = lookup(rel, key)
+        want = digests[32 * i : 32 * i + 32]
+        # The stat cache's lookup, inlined: this loop runs once per file on every status.
+        c = cindex.get(rel)
+        if c is not None and ckeys is not None:
+            j = 4 * c
+            if (
+                ckeys[j] == key[0]
+                and ckeys[j + 1] == key[1]
+                and ckeys[j + 2] == key[2]
+                and ckeys[j + 3] == key[3]
+                and key[2] < stamp
+                and key[3] < stamp
+            ):
+                if cdigests[32 * c : 32 * c + 32] != want:
+                    modified.append(rel)
+                continue
+        hit = cache.lookup(rel, key)
         if hit is not None:
-            sha = hit[4]
+            got = hit[0]
         else:
             try:
-                sha, key2 = hash_file(scan.full_path(rel))
+                got, key2 = hash_file(scan.full_path(rel))
             except FileChanged:
                 changing.append(rel)
                 continue
             except FileNotFoundError:
                 continue  # vanished since the scan: reported as removed below
-            cache.put(rel, key2, sha, known[2] if sha == known[0] else None)
-        if sha != known[0]:
+            cache.put(rel, key2, got, flat.profiles.get(i) if got == want else None)
+        if got != want:
             modified.append(rel)
     for rel, target in scan.links.items():
         if rel not in flat.links:
             added.append(rel)
         elif flat.links[rel] != target:
             modified.append(rel)
-    removed = [r for r in files if r not in scan.files]
-    removed += [r for r in flat.links if r not in scan.links]
     # a path that is now a link but was a file (or the reverse) shows as added + removed
+    removed = [r for r in flat.paths if r not in scan.files]
+    removed += [r for r in flat.links if r not in scan.links]
     return sorted(added), sorted(removed), sorted(modified), sorted(changing)
 
 
