@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         set_tags,
         start_run,
     )
+    from labvault.model_api import models
     from labvault.refs import DataRef, Digest, ModelRef, RunRef, parse_ref
     from labvault.vault import Vault
 
@@ -72,6 +73,7 @@ __all__ = [
     "log_metrics",
     "log_param",
     "log_params",
+    "models",
     "open",
     "parse_ref",
     "seed_everything",
@@ -105,6 +107,7 @@ _LAZY = {
     "set_tag": "labvault.fluent",
     "set_tags": "labvault.fluent",
     "seed_everything": "labvault.fluent",
+    "models": "labvault.model_api",
 }
 
 

@@ -28,6 +28,7 @@ from labvault.storage.objects.local import LocalObjectStore
 
 if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
+    from labvault.services.registry import Registry
     from labvault.services.snapshots.service import DataService
     from labvault.services.tracking import Tracking
     from labvault.storage.meta.store import MetaStore
@@ -133,12 +134,17 @@ class Vault:
         return Maintenance(objects=self.objects, meta=self.meta)
 
     @cached_property
-    def data(self) -> DataService:
-        """Data snapshots: ``vault.data.add/get/checkout/open/diff/...``."""
-        from labvault.services.snapshots.service import DataService
+    def registry(self) -> Registry:
+        from labvault.services.registry import Registry
 
-        return DataService(
-            objects=self.objects, meta=self.meta, root=self.root, vault_dir=self.dir, user=lambda: self.user
+        return Registry(
+            objects=self.objects,
+            meta=self.meta,
+            root=self.root,
+            vault_dir=self.dir,
+            user=lambda: self.user,
+            runs=lambda: getattr(self, "runs", None),
+            data=lambda: getattr(self, "data", None),
         )
 
     @cached_property
@@ -159,6 +165,15 @@ class Vault:
             default_project=self.project,
             root=self.root,
             resolve_input=resolve_input,
+        )
+
+    @cached_property
+    def data(self) -> DataService:
+        """Data snapshots: ``vault.data.add/get/checkout/open/diff/...``."""
+        from labvault.services.snapshots.service import DataService
+
+        return DataService(
+            objects=self.objects, meta=self.meta, root=self.root, vault_dir=self.dir, user=lambda: self.user
         )
 
     @cached_property

@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from labvault.cli import data, maintenance, objects, runs
+from labvault.cli import audit, data, maintenance, models, objects, runs
 from labvault.cli.render import OUTPUT
 from labvault.errors import EXIT_CODES, LabvaultError
 
@@ -47,8 +47,11 @@ def _root(
 
 maintenance.register(app)
 app.add_typer(objects.app, name="object")
-app.add_typer(data.app, name="data")
 runs.register(app)
+app.add_typer(models.app, name="models")
+app.command("get")(models.get)
+app.add_typer(audit.app, name="audit")
+app.add_typer(data.app, name="data")
 
 _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 

@@ -1,0 +1,244 @@
+"""``labvault models ...`` (register, list, versions, show, archive) and ``labvault get``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from labvault.cli import model_aliases
+from labvault.cli.context import open_vault
+from labvault.cli.render import OUTPUT, human_bytes, print_json
+
+if TYPE_CHECKING:
+    from labvault.entities import ModelVersion, RegisteredModel
+
+__all__ = ["app", "get", "version_json"]
+
+app = typer.Typer(
+    help="The model registry: immutable versions, aliases moved under a policy, rollback.",
+    no_args_is_help=True,
+)
+JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+def version_json(v: ModelVersion) -> dict[str, Any]:
+    from labvault.entities import format_time
+
+    return {
+        "id": v.ref,
+        "ref": v.ref,
+        "project": v.project,
+        "model": v.model,
+        "version": v.version,
+        "tree": str(v.tree),
+        "content": str(v.content),
+        "size": v.size,
+        "files": v.files,
+        "created_at": format_time(v.created_at),
+        "created_by": v.created_by,
+        "run": f"run:{v.run_id}" if v.run_id else None,
+        "message": v.message,
+        "source": v.source,
+        "notes": list(v.notes),
+        "archived": v.archived,
+        "archived_at": format_time(v.archived_at) if v.archived_at else None,
+        "aliases": list(v.aliases),
+    }
+
+
+def _model_json(m: RegisteredModel) -> dict[str, Any]:
+    from labvault.entities import format_time
+
+    return {
+        "id": m.ref,
+        "ref": m.ref,
+        "project": m.project,
+        "model": m.model,
+        "versions": m.versions,
+        "latest": m.latest,
+        "aliases": m.aliases,
+        "created_at": format_time(m.created_at),
+        "created_by": m.created_by,
+    }
+
+
+@app.command("register")
+def register(
+    name: str = typer.Argument(..., help="PROJECT/MODEL to register a version of."),
+    path: Path | None = typer.Argument(None, help="The model's folder (or single file)."),
+    from_run: str | None = typer.Option(None, "--from", help="The run that produced the model: run:ID."),
+    artifact: str | None = typer.Option(None, "--artifact", help="With --from and no PATH: the run's artifact."),
+    version: str | None = typer.Option(None, "--version", help="The version, X.Y.Z (default: next patch)."),
+    bump: str | None = typer.Option(None, "--bump", help="major, minor or patch: bump the highest version."),
+    message: str | None = typer.Option(None, "--message", "-m", help="A note stored with the version."),
+    allow_modified: bool = typer.Option(
+        False, "--allow-modified", help="Register PATH even if it differs from what the run recorded."
+    ),
+    json_output: bool = JSON,
+) -> None:
+    """Register an immutable version: 0.1.0 first, then the next patch unless --version/--bump say.
+
+    Identical content under an existing version is a no-op; different content is exit 4.
+    """
+    with open_vault() as vault:
+        found, created = vault.registry.register(
+            name,
+            path,
+            run=from_run,
+            artifact=artifact,
+            version=version,
+            bump=bump,
+            message=message,
+            allow_modified=allow_modified,
+        )
+    if json_output:
+        print_json({**version_json(found), "created": created})
+        return
+    if created:
+        OUTPUT.line(f"registered {found.ref}  ({found.files} files, {human_bytes(found.size)}, {found.content})")
+    else:
+        OUTPUT.line(f"{found.ref} already holds this content; nothing to do")
+    for note in found.notes:
+        OUTPUT.info(f"note: {note}")
+
+
+@app.command("list")
+def list_models(json_output: bool = JSON) -> None:
+    """List registered models with their latest version and aliases."""
+    with open_vault() as vault:
+        models = vault.registry.models()
+    if json_output:
+        print_json([_model_json(m) for m in models])
+        return
+    rows = [
+        (m.ref, m.versions, m.latest or "-", ", ".join(f"{a}={v}" for a, v in m.aliases.items()) or "-") for m in models
+    ]
+    OUTPUT.table(["model", "versions", "latest", "aliases"], rows)
+
+
+@app.command("versions")
+def versions(
+    name: str = typer.Argument(..., help="PROJECT/MODEL."),
+    include_archived: bool = typer.Option(False, "--all", help="Include archived versions."),
+    json_output: bool = JSON,
+) -> None:
+    """List a model's versions, oldest first."""
+    from labvault.entities import format_time
+
+    with open_vault() as vault:
+        found = vault.registry.versions(name, include_archived=include_archived)
+    if json_output:
+        print_json([version_json(v) for v in found])
+        return
+    rows = [
+        (
+            v.version,
+            ", ".join(v.aliases) or "-",
+            human_bytes(v.size),
+            format_time(v.created_at),
+            v.created_by,
+            "archived" if v.archived else "",
+            v.message or "",
+        )
+        for v in found
+    ]
+    OUTPUT.table(["version", "aliases", "size", "registered", "by", "", "message"], rows)
+
+
+@app.command("show")
+def show(
+    ref: str = typer.Argument(..., help="PROJECT/MODEL, or PROJECT/MODEL@VERSION|ALIAS."),
+    json_output: bool = JSON,
+) -> None:
+    """Show a model (versions, aliases) or one version (files, metrics, source, notes)."""
+    from labvault.refs import ModelRef, parse_ref
+
+    parsed = parse_ref(ref, expect=ModelRef)
+    assert isinstance(parsed, ModelRef)
+    with open_vault() as vault:
+        if parsed.version is None:
+            found = vault.registry.versions(parsed.name, include_archived=True)
+            aliases = vault.registry.aliases(parsed.name)
+            doc: dict[str, Any] = {
+                "id": parsed.name,
+                "ref": parsed.name,
+                "aliases": aliases,
+                "versions": [version_json(v) for v in found],
+            }
+        else:
+            v = vault.registry.resolve(ref)
+            files = vault.registry.files(v)
+            doc = {
+                **version_json(v),
+                "metrics": vault.registry.metrics(v),
+                "file_list": [{"path": f.path, "sha256": str(f.digest), "size": f.size} for f in files],
+            }
+    if json_output:
+        print_json(doc)
+        return
+    if parsed.version is None:
+        OUTPUT.line(f"model    {doc['ref']}")
+        OUTPUT.line("aliases  " + (", ".join(f"{a} -> {v}" for a, v in doc["aliases"].items()) or "none"))
+        OUTPUT.table(
+            ["version", "aliases", "size", "status"],
+            [
+                (
+                    d["version"],
+                    ", ".join(d["aliases"]) or "-",
+                    human_bytes(d["size"]),
+                    "archived" if d["archived"] else "",
+                )
+                for d in doc["versions"]
+            ],
+        )
+        return
+    for key in ("ref", "content", "created_at", "created_by", "run", "message"):
+        if doc.get(key):
+            OUTPUT.line(f"{key:<11}{doc[key]}")
+    OUTPUT.line(f"{'aliases':<11}{', '.join(doc['aliases']) or '-'}")
+    if doc["archived"]:
+        OUTPUT.line(f"{'archived':<11}{doc['archived_at']}")
+    metrics = doc["metrics"] or {}
+    if metrics:
+        OUTPUT.line(f"{'metrics':<11}" + ", ".join(f"{k}={metrics[k]}" for k in sorted(metrics)))
+    for note in doc["notes"]:
+        OUTPUT.line(f"{'note':<11}{note}")
+    OUTPUT.table(
+        ["file", "size", "sha256"], [(f["path"], human_bytes(f["size"]), f["sha256"]) for f in doc["file_list"]]
+    )
+
+
+@app.command("archive")
+def archive(
+    ref: str = typer.Argument(..., help="PROJECT/MODEL@VERSION to archive."),
+    message: str | None = typer.Option(None, "--message", "-m", help="Why (stored in the audit log)."),
+    json_output: bool = JSON,
+) -> None:
+    """Hide a version from listings and alias moves; its content is kept."""
+    with open_vault() as vault:
+        found, changed = vault.registry.archive(ref, reason=message)
+    if json_output:
+        print_json({**version_json(found), "changed": changed})
+    else:
+        OUTPUT.line(f"archived {found.ref}" if changed else f"{found.ref} was already archived")
+
+
+def get(
+    ref: str = typer.Argument(..., help="PROJECT/MODEL@VERSION or PROJECT/MODEL@ALIAS."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder to write DIR/PROJECT/MODEL/VERSION/ in."),
+    flat: bool = typer.Option(False, "--flat", help="Write the files straight into the -o folder."),
+    json_output: bool = JSON,
+) -> None:
+    """Write a registered version's verified files to DIR/PROJECT/MODEL/VERSION/ (an alias resolved)."""
+    with open_vault() as vault:
+        found, target = vault.registry.materialize(ref, output, flat=flat)
+    if json_output:
+        print_json({**version_json(found), "path": str(target)})
+    else:
+        OUTPUT.line(str(target))
+
+
+app.command("get")(get)
+model_aliases.register(app)

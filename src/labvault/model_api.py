@@ -1,0 +1,42 @@
+"""``lv.models``: the model registry from Python without holding a vault.
+
+>>> import labvault as lv
+>>> path = lv.models.get("fraud/detector@prod")   # a verified, cached copy of the version's files
+>>> model = load(path / "model.pt")
+
+Each call opens the vault found from the current folder (or ``vault=``), delegates to
+``vault.registry`` and closes it again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from labvault.entities import ModelVersion
+
+__all__ = ["Models", "models"]
+
+
+class Models:
+    def get(self, ref: str, *, vault: str | os.PathLike[str] | None = None) -> Path:
+        """The local path of a verified, cached copy of ``project/model@version|alias``."""
+        from labvault.vault import Vault
+
+        with Vault.open(vault) as v:
+            return v.registry.get(ref)
+
+    def resolve(self, ref: str, *, vault: str | os.PathLike[str] | None = None) -> ModelVersion:
+        """The version an alias or version reference names."""
+        from labvault.vault import Vault
+
+        with Vault.open(vault) as v:
+            return v.registry.resolve(ref)
+
+    def __repr__(self) -> str:
+        return "labvault.models"
+
+
+models = Models()

@@ -1,0 +1,160 @@
+"""A registered version's tree: ``PROJECT/MODEL/VERSION/`` holding the model files and the files
+labvault generates (``metrics.json``, ``run.json``, ``data_manifest.json``, ``checksum.txt``).
+
+``checksum.txt`` lists the sha256 of every other file in ``sha256sum -c`` format, sorted by path,
+so ``cd PROJECT/MODEL/VERSION && sha256sum -c checksum.txt`` checks a copy with standard tools.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labvault.errors import IntegrityError, NotFound, ValidationError
+from labvault.refs import Digest
+from labvault.storage.objects.protocol import ObjectStore
+from labvault.storage.objects.tree import TreeEntry, decode_tree, put_tree
+
+__all__ = [
+    "CHECKSUM",
+    "GENERATED",
+    "FileEntry",
+    "build_version_tree",
+    "checksum_text",
+    "collect_path",
+    "dump_json",
+    "parse_checksums",
+    "version_files",
+    "wrap_version",
+]
+
+CHECKSUM = "checksum.txt"
+GENERATED = ("metrics.json", "run.json", "data_manifest.json")
+_MAX_FILES = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    path: str  # relative, '/'-separated
+    digest: Digest
+    size: int
+
+
+def dump_json(doc: Any) -> bytes:
+    """Stable, sorted, indented JSON: generated files diff well."""
+    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+def _check_rel(rel: str) -> str:
+    if "\n" in rel or "\\" in rel or "\r" in rel:
+        raise ValidationError(
+            f"cannot register a file named {rel!r}", hint="rename files whose names hold newlines or backslashes"
+        )
+    return rel
+
+
+def collect_path(path: Path) -> list[tuple[str, Path]]:
+    """The regular files under ``path`` (or ``path`` itself), as (relative path, absolute path)."""
+    if not path.exists():
+        raise NotFound(f"{path} does not exist", hint="give the folder (or file) that holds the model")
+    if path.is_file():
+        return [(_check_rel(path.name), path)]
+    if not path.is_dir():
+        raise ValidationError(f"{path} is neither a file nor a folder", hint="give the model's folder or file")
+    out: list[tuple[str, Path]] = []
+    for folder, dirs, files in os.walk(path, followlinks=False):
+        dirs.sort()
+        base = Path(folder)
+        for name in sorted(files):
+            full = base / name
+            if not full.is_file():  # a dangling link, a socket, a fifo...
+                raise ValidationError(f"{full} is not a regular file", hint="remove it or replace the link by the file")
+            out.append((_check_rel(full.relative_to(path).as_posix()), full))
+        for name in dirs:
+            if (base / name).is_symlink():
+                raise ValidationError(f"{base / name} is a link to a folder", hint="copy the folder in instead")
+        if len(out) > _MAX_FILES:
+            raise ValidationError(f"{path} holds more than {_MAX_FILES} files", hint="register a smaller folder")
+    if not out:
+        raise ValidationError(f"{path} holds no files: there is no model to register", hint="check the path")
+    return out
+
+
+def parse_checksums(text: str, *, where: str) -> dict[str, str]:
+    """``<hex>  <path>`` lines (``*`` binary marker accepted) -> {path: hex}."""
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        hexd, sep, rel = line.partition(" ")
+        rel = rel[1:] if rel[:1] in (" ", "*") else rel
+        if not sep or len(hexd) != 64 or not rel:
+            raise ValidationError(f"{where}:{n}: not a sha256sum line", hint="lines are '<sha256>  <path>'")
+        out[rel.removeprefix("./")] = hexd.lower()
+    return out
+
+
+def checksum_text(files: list[FileEntry]) -> bytes:
+    return "".join(f"{f.digest.hex}  {f.path}\n" for f in sorted(files, key=lambda f: f.path)).encode()
+
+
+def _put_nested(store: ObjectStore, files: list[FileEntry]) -> tuple[Digest, int]:
+    """Put the folder trees for a flat list of files; return the top tree and total size."""
+    children: dict[str, list[FileEntry]] = {}
+    entries: list[TreeEntry] = []
+    for f in files:
+        head, sep, rest = f.path.partition("/")
+        if sep:
+            children.setdefault(head, []).append(FileEntry(rest, f.digest, f.size))
+        else:
+            entries.append(TreeEntry(head, "file", f.digest, f.size))
+    total = sum(e.size for e in entries)
+    for name, sub in children.items():
+        digest, size = _put_nested(store, sub)
+        entries.append(TreeEntry(name, "dir", digest, size))
+        total += size
+    return put_tree(store, entries), total
+
+
+def build_version_tree(store: ObjectStore, files: list[FileEntry]) -> tuple[Digest, int]:
+    """The VERSION folder's tree (the content identity) and its total size."""
+    return _put_nested(store, files)
+
+
+def wrap_version(store: ObjectStore, content: Digest, size: int, *, project: str, model: str, version: str) -> Digest:
+    """Root tree ``PROJECT/MODEL/VERSION/`` around a version folder's tree."""
+    inner = put_tree(store, [TreeEntry(version, "dir", content, size)])
+    middle = put_tree(store, [TreeEntry(model, "dir", inner, size)])
+    return put_tree(store, [TreeEntry(project, "dir", middle, size)])
+
+
+def version_folder(store: ObjectStore, root: Digest, *, project: str, model: str, version: str) -> Digest:
+    digest = root
+    for name in (project, model, version):
+        entry = next((e for e in decode_tree(store.get_bytes(digest), digest=digest) if e.name == name), None)
+        if entry is None or entry.type != "dir" or entry.digest is None:
+            raise IntegrityError(f"tree {root} does not hold {project}/{model}/{version}/")
+        digest = entry.digest
+    return digest
+
+
+def iter_tree_files(store: ObjectStore, tree: Digest, prefix: str = "") -> Iterator[FileEntry]:
+    for entry in decode_tree(store.get_bytes(tree), digest=tree):
+        rel = f"{prefix}{entry.name}"
+        if entry.type == "dir" and entry.digest is not None:
+            yield from iter_tree_files(store, entry.digest, rel + "/")
+        elif entry.type == "file" and entry.digest is not None:
+            yield FileEntry(rel, entry.digest, entry.size)
+
+
+def version_files(store: ObjectStore, content: Digest) -> list[FileEntry]:
+    return sorted(iter_tree_files(store, content), key=lambda f: f.path)
+
+
+def sha256_bytes(data: bytes) -> Digest:
+    return Digest(hashlib.sha256(data).hexdigest())

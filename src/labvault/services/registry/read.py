@@ -1,0 +1,172 @@
+"""Reading the registry: resolve references, list, show, and materialise verified copies."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from labvault.entities import ModelVersion, RegisteredModel
+from labvault.errors import Conflict, NotFound, StorageError, ValidationError
+from labvault.refs import ModelRef
+from labvault.services.registry.context import RegistryContext, parse_version
+from labvault.services.registry.layout import FileEntry, version_files
+from labvault.services.registry.register import parse_model_name
+from labvault.storage.locks import file_lock
+from labvault.storage.meta.repos import registry as repo
+from labvault.storage.objects.local import sha256_file
+
+__all__ = ["cached_copy", "list_models", "list_versions", "materialize", "read_metrics", "resolve"]
+
+
+def _model_id(conn: Any, ref: ModelRef) -> int:
+    mid = repo.model_id(conn, ref.project, ref.model)
+    if mid is None:
+        raise NotFound(f"no model {ref.name} in the registry", hint="list models with `labvault models list`")
+    return mid
+
+
+def resolve(ctx: RegistryContext, text: str | ModelRef) -> ModelVersion:
+    """``project/model@version`` or ``@alias`` -> the registered version (archived ones included)."""
+    with ctx.meta.read() as conn:
+        return resolve_in(conn, text)[2]
+
+
+def resolve_in(conn: Any, text: str | ModelRef) -> tuple[int, int, ModelVersion]:
+    """``(model_id, version_id, version)`` inside the caller's transaction."""
+    ref = parse_model_name(text) if isinstance(text, str) else text
+    if ref.version is None:
+        raise ValidationError(f"{ref} names no version", hint=f"write {ref}@1.2.0 or {ref}@prod")
+    if not ref.is_alias:
+        parse_version(ref.version)
+    found = repo.find_version(conn, ref.project, ref.model, ref.version, alias=ref.is_alias)
+    if found is not None:
+        return found
+    _model_id(conn, ref)  # raises NotFound for an unknown model
+    if ref.is_alias:
+        raise NotFound(
+            f"{ref.name} has no alias {ref.version!r}", hint=f"see its aliases with `labvault models show {ref.name}`"
+        )
+    raise NotFound(
+        f"{ref.name} has no version {ref.version}", hint=f"list them with `labvault models versions {ref.name}`"
+    )
+
+
+def list_models(ctx: RegistryContext) -> list[RegisteredModel]:
+    with ctx.meta.read() as conn:
+        return repo.list_models(conn)
+
+
+def list_versions(ctx: RegistryContext, name: str, *, include_archived: bool = False) -> list[ModelVersion]:
+    ref = parse_model_name(name)
+    if ref.version is not None:
+        raise ValidationError(f"{ref} names a version; versions lists a model", hint=f"write {ref.name}")
+    with ctx.meta.read() as conn:
+        return repo.list_versions(conn, _model_id(conn, ref), include_archived=include_archived)
+
+
+def aliases(ctx: RegistryContext, name: str) -> dict[str, str]:
+    ref = parse_model_name(name)
+    with ctx.meta.read() as conn:
+        return repo.aliases_of(conn, _model_id(conn, ref))
+
+
+def files_of(ctx: RegistryContext, version: ModelVersion) -> list[FileEntry]:
+    return version_files(ctx.objects, version.content)
+
+
+def read_metrics(ctx: RegistryContext, version: ModelVersion) -> tuple[dict[str, Any] | None, str]:
+    """The version's ``metrics.json`` (verified read) and a note when it is absent or not a mapping."""
+    entry = next((f for f in files_of(ctx, version) if f.path == "metrics.json"), None)
+    if entry is None:
+        return None, "the version has no metrics.json"
+    try:
+        doc = json.loads(ctx.objects.get_bytes(entry.digest))
+    except ValueError:
+        return None, "metrics.json is not valid JSON"
+    if not isinstance(doc, dict):
+        return None, "metrics.json is not a JSON object of metric values"
+    return doc, ""
+
+
+def materialize(ctx: RegistryContext, version: ModelVersion, dest: Path, *, flat: bool = False) -> Path:
+    """Write the version's verified files to ``dest/PROJECT/MODEL/VERSION`` (or ``dest`` with ``flat``).
+
+    Files already there with the right content are kept; a different file in the way is a conflict,
+    found before anything is written.
+    """
+    target = dest if flat else dest / version.project / version.model / version.version
+    files = files_of(ctx, version)
+    todo: list[FileEntry] = []
+    for f in files:
+        out = target / f.path
+        if out.is_dir():
+            raise Conflict(f"{out} is a folder, where the version has a file", hint="choose another -o folder")
+        if out.exists():
+            if out.stat().st_size == f.size and sha256_file(out) == f.digest:
+                continue
+            raise Conflict(f"{out} exists with other content", hint="remove it, or choose another -o folder")
+        todo.append(f)
+    try:
+        for f in todo:
+            out = target / f.path
+            out.parent.mkdir(parents=True, exist_ok=True)
+            ctx.objects.materialize(f.digest, out)
+        target.mkdir(parents=True, exist_ok=True)
+    except NotADirectoryError as exc:
+        raise Conflict(f"{exc.filename} is a file, where the version needs a folder", hint="choose another -o") from exc
+    except OSError as exc:
+        raise StorageError(f"cannot write {target}: {exc.strerror}") from exc
+    return target
+
+
+def _stamp(folder: Path, files: list[FileEntry]) -> dict[str, list[int]]:
+    out = {}
+    for f in files:
+        st = os.stat(folder / f.path)
+        out[f.path] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def cached_copy(ctx: RegistryContext, version: ModelVersion) -> Path:
+    """A verified copy under ``<vault>/cache/models/PROJECT/MODEL/VERSION``.
+
+    Its files are verified when written; later calls compare each file's size and mtime with what
+    was recorded then, and rebuild the copy if anything changed.
+    """
+    base = ctx.vault_dir / "cache" / "models" / version.project / version.model
+    final = base / version.version
+    stamp_path = base / f".{version.version}.stamp.json"
+    files = files_of(ctx, version)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot write the model cache {base}: {exc.strerror}") from exc
+    # One builder at a time per version: a concurrent reader never sees a half-replaced copy.
+    with file_lock(base / f".{version.version}.lock", timeout=600, what=f"the cached copy of {version.ref}"):
+        try:
+            recorded = json.loads(stamp_path.read_text(encoding="utf-8"))
+            if recorded.get("content") == version.content.hex and recorded.get("files") == _stamp(final, files):
+                return final
+        except (OSError, ValueError):
+            pass
+        tmp = base / f".tmp-{secrets.token_hex(6)}"
+        try:
+            built = materialize(ctx, version, tmp, flat=True)
+            doc = {"content": version.content.hex, "files": _stamp(built, files)}
+            stamp_path.unlink(missing_ok=True)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            stamp_tmp = base / f".stamp-{secrets.token_hex(6)}"
+            stamp_tmp.write_text(json.dumps(doc), encoding="utf-8")
+            os.replace(stamp_tmp, stamp_path)
+        except OSError as exc:
+            raise StorageError(f"cannot write the model cache {base}: {exc.strerror}") from exc
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final

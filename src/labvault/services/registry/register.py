@@ -1,0 +1,253 @@
+"""``register``: files (from a folder or a run's recorded artifact) -> an immutable version tree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from labvault.entities import ModelVersion, utcnow
+from labvault.errors import Conflict, IntegrityError, ValidationError
+from labvault.refs import ModelRef, parse_ref
+from labvault.services.registry import runlink
+from labvault.services.registry.context import RegistryContext, bump_version, parse_version
+from labvault.services.registry.layout import (
+    CHECKSUM,
+    GENERATED,
+    FileEntry,
+    build_version_tree,
+    checksum_text,
+    collect_path,
+    parse_checksums,
+    wrap_version,
+)
+from labvault.storage.meta.repos import registry as repo
+from labvault.storage.meta.repos.object_refs import add_refs
+from labvault.storage.objects.local import sha256_file
+
+__all__ = ["BUMPS", "parse_model_name", "register_version"]
+
+BUMPS = ("major", "minor", "patch")
+_RETRIES = 20
+
+
+_Content = runlink.ArtifactContent
+
+
+def parse_model_name(text: str) -> ModelRef:
+    ref = parse_ref(text, expect=ModelRef)
+    assert isinstance(ref, ModelRef)
+    return ref
+
+
+def _from_path(ctx: RegistryContext, path: Path) -> _Content:
+    raw = collect_path(path)
+    notes: list[str] = []
+    top = dict(raw)
+    if CHECKSUM in top:
+        _verify_user_checksums(path if path.is_dir() else path.parent, top[CHECKSUM], top)
+        notes.append(f"{CHECKSUM} from the folder verified; replaced by the one labvault writes")
+    files = [FileEntry(rel, ctx.objects.put_file(full), full.stat().st_size) for rel, full in raw if rel != CHECKSUM]
+    return _Content(files=files, source={"path": str(path.resolve())}, notes=notes)
+
+
+def _verify_user_checksums(base: Path, listing: Path, top: dict[str, Path]) -> None:
+    expected = parse_checksums(listing.read_text(encoding="utf-8", errors="replace"), where=str(listing))
+    for rel, hexd in sorted(expected.items()):
+        full = top.get(rel)
+        if full is None:
+            raise IntegrityError(
+                f"{listing} lists {rel}, which is not in {base}", hint="restore the file or fix checksum.txt"
+            )
+        if sha256_file(full).hex != hexd:
+            raise IntegrityError(
+                f"{base / rel} does not match its sha256 in {listing}",
+                hint="the file changed; restore it or fix checksum.txt",
+            )
+
+
+def _assemble(
+    ctx: RegistryContext, content: _Content, generated: dict[str, bytes]
+) -> tuple[list[FileEntry], list[str]]:
+    """User files + generated ones (a user file of the same name wins) + checksum.txt over all of them."""
+    files = list(content.files)
+    notes = list(content.notes)
+    present = {f.path for f in files}
+    for name in GENERATED:
+        if name in present:
+            notes.append(f"{name} is the one from the model folder; labvault's was not written")
+            continue
+        data = generated[name]
+        files.append(FileEntry(name, ctx.objects.put_bytes(data), len(data)))
+    listing = checksum_text(files)
+    files.append(FileEntry(CHECKSUM, ctx.objects.put_bytes(listing), len(listing)))
+    return files, notes
+
+
+def register_version(
+    ctx: RegistryContext,
+    name: str,
+    path: Path | None = None,
+    *,
+    run: str | None = None,
+    artifact: str | None = None,
+    version: str | None = None,
+    bump: str | None = None,
+    message: str | None = None,
+    allow_modified: bool = False,
+) -> tuple[ModelVersion, bool]:
+    """Register content as ``name@version``; returns ``(version, created)``.
+
+    Identical content under an existing version is a no-op (``created`` False); different content
+    under an existing version raises :class:`Conflict`: version numbers are never reused.
+    """
+    ref = parse_model_name(name)
+    if ref.version is not None:
+        if ref.is_alias:
+            raise ValidationError(f"cannot register under an alias ({ref})", hint="give project/model, and --version")
+        if version is not None and version != ref.version:
+            raise ValidationError(f"{ref} and --version {version} disagree", hint="give the version once")
+        version = ref.version
+    if version is not None and bump is not None:
+        raise ValidationError("--version and --bump exclude each other", hint="give one of them")
+    if version is not None:
+        parse_version(version)
+    if bump is not None and bump not in BUMPS:
+        raise ValidationError(f"invalid --bump {bump!r}", hint="use major, minor or patch")
+    if path is None and run is None:
+        raise ValidationError("nothing to register", hint="give the model's folder, or --from run:ID --artifact NAME")
+    if artifact is not None and run is None:
+        raise ValidationError("--artifact needs --from run:ID", hint="name the run whose artifact to register")
+    if message is not None and "\n" in message.strip():
+        message = " ".join(message.split())
+
+    source = runlink.load_run(ctx, run) if run is not None else None
+    chosen = version or _next_version(ctx, ref, bump)
+    # One batch for every object (one durability barrier); the metadata commits after it.
+    with ctx.objects.batch():
+        if path is not None:
+            content = _from_path(ctx, path)
+            if source is not None:
+                runlink.check_recorded_output(ctx, source, path, content.files, allow_modified, content.notes)
+        else:
+            assert source is not None
+            content = runlink.artifact_content(ctx, source, artifact)
+        generated = runlink.generated_files(ctx, source, content.files, content.notes)
+        if source is not None:
+            content.source["run"] = source.ref
+            content.run_id = source.id
+        files, notes = _assemble(ctx, content, generated)
+        inner, size = build_version_tree(ctx.objects, files)
+        root = wrap_version(ctx.objects, inner, size, project=ref.project, model=ref.model, version=chosen)
+
+    for _ in range(_RETRIES):
+        outcome = _commit(ctx, ref, chosen, root, inner, size, files, content, notes, message, auto=version is None)
+        if outcome is not None:
+            return outcome
+        # Another process took that number meanwhile: wrap the same content under the next one.
+        chosen = _next_version(ctx, ref, bump)
+        with ctx.objects.batch():
+            root = wrap_version(ctx.objects, inner, size, project=ref.project, model=ref.model, version=chosen)
+    raise Conflict(f"could not pick a free version for {ref.name}: others keep registering", hint="retry")
+
+
+def _next_version(ctx: RegistryContext, ref: ModelRef, bump: str | None) -> str:
+    with ctx.meta.read() as conn:
+        mid = repo.model_id(conn, ref.project, ref.model)
+        highest = repo.highest_version(conn, mid) if mid is not None else None
+    return bump_version(highest, bump)
+
+
+def _commit(
+    ctx: RegistryContext,
+    ref: ModelRef,
+    version: str,
+    root: Any,
+    inner: Any,
+    size: int,
+    files: list[FileEntry],
+    content: _Content,
+    notes: list[str],
+    message: str | None,
+    *,
+    auto: bool,
+) -> tuple[ModelVersion, bool] | None:
+    """One transaction: the version row, its object refs and its audit event. None: retry (lost race)."""
+    actor = ctx.user()
+    label = f"{ref.name}@{version}"
+    event = None
+    with ctx.meta.transaction() as conn:
+        # The audit head is locked first so that every writer takes the locks in the same order.
+        head = ctx.audit.lock(conn)
+        now = utcnow()
+        mid = repo.ensure_model(conn, ref.project, ref.model, actor=actor, now=now)
+        existing = repo.version_row(conn, mid, version, with_aliases=False)
+        if existing is not None:
+            if existing[1].content == inner and not auto:
+                return existing[1], False
+            if auto:
+                return None
+            raise Conflict(
+                f"{label} already exists with different content (content {existing[1].content.short} vs {inner.short})",
+                hint="versions are immutable: register with --bump patch or another --version",
+            )
+        event = ctx.audit.append(
+            conn,
+            actor=actor,
+            action="register",
+            subject=label,
+            after=str(inner),
+            details={
+                "tree": str(root),
+                "size": size,
+                "files": len(files),
+                "source": content.source,
+                "run": content.run_id,
+                "notes": notes,
+                "message": message,
+            },
+            now=now,
+            head=head,
+        )
+        repo.insert_version(
+            conn,
+            model_id=mid,
+            version=version,
+            tree=root.hex,
+            content=inner.hex,
+            size=size,
+            files=len(files),
+            run_id=content.run_id,
+            source=content.source,
+            message=message,
+            notes=notes,
+            created_at=now,
+            created_by=actor,
+        )
+        add_refs(conn, label, [(root, "tree")])
+    found = ModelVersion(
+        project=ref.project,
+        model=ref.model,
+        version=version,
+        tree=root,
+        content=inner,
+        size=size,
+        files=len(files),
+        created_at=now,
+        created_by=actor,
+        run_id=content.run_id,
+        message=message,
+        source=json.loads(json.dumps(content.source, sort_keys=True)),
+        notes=tuple(notes),
+    )
+    ctx.audit.publish(event)
+    return found, True
+
+
+def read_json_file(ctx: RegistryContext, version: ModelVersion, name: str) -> Any:
+    from labvault.services.registry.layout import version_files
+
+    for f in version_files(ctx.objects, version.content):
+        if f.path == name:
+            return json.loads(ctx.objects.get_bytes(f.digest))
+    return None

@@ -1,0 +1,375 @@
+"""Rows of the model registry <-> entities. Functions take a connection; they never commit."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, RowMapping
+
+from labvault.entities import AliasMove, ModelVersion, RegisteredModel
+from labvault.refs import Digest
+from labvault.storage.meta.tables.registry import (
+    registry_alias_moves,
+    registry_aliases,
+    registry_approvals,
+    registry_models,
+    registry_versions,
+)
+
+__all__ = [
+    "add_approval",
+    "alias_row",
+    "alias_states",
+    "aliases_of",
+    "approvers",
+    "archive_version",
+    "as_utc",
+    "ensure_model",
+    "find_version",
+    "highest_version",
+    "insert_move",
+    "insert_version",
+    "list_models",
+    "list_moves",
+    "list_versions",
+    "model_id",
+    "move_alias",
+    "move_targets",
+    "version_by_id",
+    "version_row",
+]
+
+_V = registry_versions
+_A = registry_aliases
+_M = registry_alias_moves
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite gives naive datetimes back; they are UTC."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """An INSERT that can say ON CONFLICT DO NOTHING on both SQLite and PostgreSQL."""
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+# -- models -------------------------------------------------------------------------------------
+_MODEL_ID = sa.select(registry_models.c.id).where(
+    registry_models.c.project == sa.bindparam("project"), registry_models.c.name == sa.bindparam("name")
+)
+
+
+def model_id(conn: Connection, project: str, name: str) -> int | None:
+    row = conn.execute(_MODEL_ID, {"project": project, "name": name}).first()
+    return None if row is None else int(row[0])
+
+
+def ensure_model(conn: Connection, project: str, name: str, *, actor: str, now: datetime) -> int:
+    found = model_id(conn, project, name)
+    if found is not None:
+        return found
+    stmt = _insert(conn, registry_models).values(project=project, name=name, created_at=now, created_by=actor)
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=["project", "name"]))
+    found = model_id(conn, project, name)
+    assert found is not None
+    return found
+
+
+def list_models(conn: Connection) -> list[RegisteredModel]:
+    models = conn.execute(sa.select(registry_models).order_by(registry_models.c.project, registry_models.c.name))
+    out = []
+    for m in models.mappings().all():
+        versions = list_versions(conn, m["id"], include_archived=True)
+        live = [v for v in versions if not v.archived]
+        latest = max(live, key=lambda v: _key(v.version)).version if live else None
+        out.append(
+            RegisteredModel(
+                project=m["project"],
+                model=m["name"],
+                created_at=as_utc(m["created_at"]) or m["created_at"],
+                created_by=m["created_by"],
+                versions=len(live),
+                latest=latest,
+                aliases=aliases_of(conn, m["id"]),
+            )
+        )
+    return out
+
+
+# -- versions -----------------------------------------------------------------------------------
+def _key(version: str) -> tuple[int, int, int]:
+    a, b, c = version.split(".")
+    return int(a), int(b), int(c)
+
+
+def _version_select() -> sa.Select[Any]:
+    return sa.select(_V, registry_models.c.project, registry_models.c.name.label("model")).join(
+        registry_models, registry_models.c.id == _V.c.model_id
+    )
+
+
+def _to_version(row: RowMapping, aliases: tuple[str, ...] = ()) -> ModelVersion:
+    return ModelVersion(
+        project=row["project"],
+        model=row["model"],
+        version=row["version"],
+        tree=Digest(row["tree"]),
+        content=Digest(row["content"]),
+        size=int(row["size"]),
+        files=int(row["files"]),
+        created_at=as_utc(row["created_at"]) or row["created_at"],
+        created_by=row["created_by"],
+        run_id=row["run_id"],
+        message=row["message"],
+        source=json.loads(row["source"]),
+        notes=tuple(json.loads(row["notes"])),
+        archived_at=as_utc(row["archived_at"]),
+        aliases=aliases,
+    )
+
+
+_VERSION_ROW = _version_select().where(_V.c.model_id == sa.bindparam("model"), _V.c.version == sa.bindparam("version"))
+_HIGHEST = (
+    sa.select(_V.c.version)
+    .where(_V.c.model_id == sa.bindparam("model"))
+    .order_by(_V.c.major.desc(), _V.c.minor.desc(), _V.c.patch.desc())
+    .limit(1)
+)
+_INSERT_VERSION = sa.insert(_V).returning(_V.c.id)
+
+
+def version_row(
+    conn: Connection, model: int, version: str, *, with_aliases: bool = True
+) -> tuple[int, ModelVersion] | None:
+    row = conn.execute(_VERSION_ROW, {"model": model, "version": version}).mappings().first()
+    if row is None:
+        return None
+    return int(row["id"]), _to_version(row, _aliases_on(conn, int(row["id"])) if with_aliases else ())
+
+
+_BY_NAME = _version_select().where(
+    registry_models.c.project == sa.bindparam("project"), registry_models.c.name == sa.bindparam("model")
+)
+_FIND_VERSION = _BY_NAME.where(_V.c.version == sa.bindparam("name"))
+_FIND_ALIAS = _BY_NAME.join(_A, sa.and_(_A.c.version_id == _V.c.id, _A.c.model_id == _V.c.model_id)).where(
+    _A.c.name == sa.bindparam("name")
+)
+
+
+def find_version(
+    conn: Connection, project: str, model: str, version: str, *, alias: bool
+) -> tuple[int, int, ModelVersion] | None:
+    """``(model_id, version_id, version)`` for a version number or an alias, in one query."""
+    params = {"project": project, "model": model, "name": version}
+    row = conn.execute(_FIND_ALIAS if alias else _FIND_VERSION, params).mappings().first()
+    if row is None:
+        return None
+    return int(row["model_id"]), int(row["id"]), _to_version(row)
+
+
+_ALIAS_STATES = (
+    sa.select(_A.c.name, _A.c.version_id, _V.c.version, _A.c.lock_version)
+    .outerjoin(_V, _V.c.id == _A.c.version_id)
+    .where(_A.c.model_id == sa.bindparam("model"), _A.c.name.in_(sa.bindparam("names", expanding=True)))
+)
+
+
+def alias_states(conn: Connection, model: int, names: list[str]) -> dict[str, tuple[int | None, str | None, int]]:
+    """alias -> ``(version_id, version, lock_version)`` for those that exist, in one query."""
+    rows = conn.execute(_ALIAS_STATES, {"model": model, "names": names})
+    return {r[0]: (None if r[1] is None else int(r[1]), r[2], int(r[3])) for r in rows}
+
+
+def version_by_id(conn: Connection, version_id: int) -> ModelVersion:
+    row = conn.execute(_version_select().where(_V.c.id == version_id)).mappings().one()
+    return _to_version(row)
+
+
+def list_versions(conn: Connection, model: int, *, include_archived: bool = False) -> list[ModelVersion]:
+    stmt = _version_select().where(_V.c.model_id == model)
+    if not include_archived:
+        stmt = stmt.where(_V.c.archived_at.is_(None))
+    rows = conn.execute(stmt.order_by(_V.c.major, _V.c.minor, _V.c.patch)).mappings().all()
+    by_version: dict[int, list[str]] = {}
+    for alias, vid in conn.execute(
+        sa.select(_A.c.name, _A.c.version_id).where(_A.c.model_id == model, _A.c.version_id.is_not(None))
+    ):
+        by_version.setdefault(int(vid), []).append(alias)
+    return [_to_version(r, tuple(sorted(by_version.get(int(r["id"]), [])))) for r in rows]
+
+
+def highest_version(conn: Connection, model: int) -> str | None:
+    """The highest version ever registered, archived ones included: numbers are never reused."""
+    row = conn.execute(_HIGHEST, {"model": model}).first()
+    return None if row is None else str(row[0])
+
+
+def insert_version(conn: Connection, **values: Any) -> int:
+    major, minor, patch = _key(values["version"])
+    values = {**values, "major": major, "minor": minor, "patch": patch}
+    values["source"] = json.dumps(values.get("source") or {}, sort_keys=True)
+    values["notes"] = json.dumps(list(values.get("notes") or []))
+    values.setdefault("archived_at", None)
+    values.setdefault("archived_by", None)
+    return int(conn.execute(_INSERT_VERSION, values).scalar_one())
+
+
+def archive_version(conn: Connection, version_id: int, *, actor: str, now: datetime) -> None:
+    conn.execute(sa.update(_V).where(_V.c.id == version_id).values(archived_at=now, archived_by=actor))
+
+
+# -- aliases ------------------------------------------------------------------------------------
+def _aliases_on(conn: Connection, version_id: int) -> tuple[str, ...]:
+    rows = conn.execute(sa.select(_A.c.name).where(_A.c.version_id == version_id).order_by(_A.c.name))
+    return tuple(r[0] for r in rows)
+
+
+def aliases_of(conn: Connection, model: int) -> dict[str, str]:
+    """alias -> version, for the aliases that are set."""
+    rows = conn.execute(
+        sa.select(_A.c.name, _V.c.version)
+        .join(_V, _V.c.id == _A.c.version_id)
+        .where(_A.c.model_id == model)
+        .order_by(_A.c.name)
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+_ALIAS_ROW = sa.select(_A.c.version_id, _A.c.lock_version).where(
+    _A.c.model_id == sa.bindparam("model"), _A.c.name == sa.bindparam("alias")
+)
+_ALIAS_ROW_FOR_UPDATE = _ALIAS_ROW.with_for_update()
+_MOVE_ALIAS = (
+    sa.update(_A)
+    .where(
+        _A.c.model_id == sa.bindparam("m"), _A.c.name == sa.bindparam("a"), _A.c.lock_version == sa.bindparam("lock")
+    )
+    .values(
+        version_id=sa.bindparam("v"),
+        lock_version=sa.bindparam("next_lock"),
+        updated_at=sa.bindparam("now"),
+        updated_by=sa.bindparam("actor"),
+    )
+)
+_INSERT_MOVE = sa.insert(_M)
+
+
+def alias_row(conn: Connection, model: int, alias: str, *, for_update: bool = False) -> tuple[int | None, int]:
+    """``(version_id or None, lock_version)``; ``(None, 0)`` for an alias never set."""
+    row = conn.execute(_ALIAS_ROW_FOR_UPDATE if for_update else _ALIAS_ROW, {"model": model, "alias": alias}).first()
+    if row is None:
+        return None, 0
+    return (None if row[0] is None else int(row[0])), int(row[1])
+
+
+def move_alias(
+    conn: Connection,
+    model: int,
+    alias: str,
+    *,
+    version_id: int | None,
+    expected_lock: int,
+    actor: str,
+    now: datetime,
+) -> bool:
+    """Point ``alias`` at ``version_id`` if nobody moved it since ``expected_lock`` was read."""
+    if expected_lock == 0:
+        stmt = _insert(conn, _A).values(
+            model_id=model, name=alias, version_id=version_id, lock_version=1, updated_at=now, updated_by=actor
+        )
+        # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
+        result = conn.execute(stmt.on_conflict_do_nothing(index_elements=["model_id", "name"]).returning(_A.c.name))
+        return result.first() is not None
+    params = {
+        "m": model,
+        "a": alias,
+        "lock": expected_lock,
+        "v": version_id,
+        "next_lock": expected_lock + 1,
+        "now": now,
+        "actor": actor,
+    }
+    return bool(conn.execute(_MOVE_ALIAS, params).rowcount == 1)
+
+
+def insert_move(conn: Connection, **values: Any) -> None:
+    values = {**values, "gates": json.dumps(values.get("gates") or [], sort_keys=True)}
+    conn.execute(_INSERT_MOVE, values)
+
+
+def list_moves(conn: Connection, model: int, alias: str | None = None) -> list[AliasMove]:
+    before = _V.alias("before_v")
+    after = _V.alias("after_v")
+    stmt = (
+        sa.select(
+            _M,
+            registry_models.c.project,
+            registry_models.c.name.label("model"),
+            before.c.version.label("before"),
+            after.c.version.label("after"),
+        )
+        .join(registry_models, registry_models.c.id == _M.c.model_id)
+        .outerjoin(before, before.c.id == _M.c.from_version_id)
+        .outerjoin(after, after.c.id == _M.c.to_version_id)
+        .where(_M.c.model_id == model)
+        .order_by(_M.c.id)
+    )
+    if alias is not None:
+        stmt = stmt.where(_M.c.alias == alias)
+    return [
+        AliasMove(
+            project=r["project"],
+            model=r["model"],
+            alias=r["alias"],
+            action=r["action"],
+            before=r["before"],
+            after=r["after"],
+            at=as_utc(r["at"]) or r["at"],
+            actor=r["actor"],
+            reason=r["reason"],
+            policy_hash=r["policy_hash"],
+            gates=tuple(json.loads(r["gates"])),
+            audit_seq=int(r["audit_seq"]),
+        )
+        for r in conn.execute(stmt).mappings()
+    ]
+
+
+def move_targets(conn: Connection, model: int, alias: str) -> list[tuple[str, int | None]]:
+    """``(action, to_version_id)`` of every move of an alias, oldest first (rollback replays them)."""
+    rows = conn.execute(
+        sa.select(_M.c.action, _M.c.to_version_id).where(_M.c.model_id == model, _M.c.alias == alias).order_by(_M.c.id)
+    )
+    return [(r[0], None if r[1] is None else int(r[1])) for r in rows]
+
+
+# -- approvals ----------------------------------------------------------------------------------
+def add_approval(
+    conn: Connection, version_id: int, alias: str, *, actor: str, now: datetime, message: str | None
+) -> bool:
+    """True if recorded; False if this user had already approved (approvals count once per user)."""
+    stmt = _insert(conn, registry_approvals).values(
+        version_id=version_id, alias=alias, actor=actor, at=now, message=message
+    )
+    result = conn.execute(
+        stmt.on_conflict_do_nothing(index_elements=["version_id", "alias", "actor"]).returning(
+            registry_approvals.c.actor
+        )
+    )
+    return result.first() is not None
+
+
+def approvers(conn: Connection, version_id: int, alias: str) -> list[str]:
+    rows = conn.execute(
+        sa.select(registry_approvals.c.actor)
+        .where(registry_approvals.c.version_id == version_id, registry_approvals.c.alias == alias)
+        .order_by(registry_approvals.c.actor)
+    )
+    return [r[0] for r in rows]
