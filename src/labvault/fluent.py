@@ -138,9 +138,17 @@ def _seed(handle: ActiveRun, seed: int, deterministic: bool) -> dict[str, Any]:
 
 
 def active_run() -> ActiveRun | None:
-    """The innermost open run of this process, or None outside any run."""
+    """The innermost open run of this process, or None outside any run.
+
+    Inside ``labvault run`` the wrapper's run is active from the start, so ``lv.log_metric(...)``
+    works in a script with no ``start_run`` at all.
+    """
     with _lock:
-        return _stack[-1] if _stack else None
+        if _stack:
+            return _stack[-1]
+        if os.environ.get("LABVAULT_RUN_ID"):
+            return start_run()  # attaches to the wrapper's run; the wrapper finishes it
+        return None
 
 
 def _require() -> ActiveRun:

@@ -230,7 +230,27 @@ def test_attach_to_wrapper_run(vault: Vault, monkeypatch: pytest.MonkeyPatch, tm
     assert got.params == {"p": 1}
     assert got.tags == {"t": "v"}
     assert got.seed == 7
+    monkeypatch.delenv("LABVAULT_RUN_ID")
     assert lv.active_run() is None
+
+
+def test_module_level_logging_attaches_to_the_wrapper_run(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    outer = vault.runs.create(name="wrapped", capture=False)
+    monkeypatch.setenv("LABVAULT_RUN_ID", outer.id)
+    monkeypatch.setenv("LABVAULT_DIR", str(vault.dir))
+    monkeypatch.chdir(tmp_path)
+    lv.log_metric("acc", 0.75)  # a plain script under `labvault run`: no start_run needed
+    run = lv.active_run()
+    assert run is not None
+    assert run.id == outer.id
+    assert not run.owned
+    run.__exit__(None, None, None)
+    monkeypatch.delenv("LABVAULT_RUN_ID")
+    got = vault.runs.get(outer.id)
+    assert got.metrics == {"acc": 0.75}
+    assert got.status == "running"  # the wrapper ends it
 
 
 def test_module_level_logging_needs_a_run(vault: Vault) -> None:
