@@ -24,6 +24,7 @@ from labvault.refs import Digest
 from labvault.storage.objects.local import LocalObjectStore
 from labvault.storage.objects.memory import MemoryObjectStore
 from labvault.storage.objects.protocol import ObjectStore
+from labvault.storage.objects.remote import FsspecObjectStore
 
 
 @dataclass
@@ -49,7 +50,41 @@ def _memory(_tmp_path: Path) -> StoreCase:
     return StoreCase(store, store.corrupt_for_tests, list)
 
 
-STORES: dict[str, Callable[[Path], StoreCase]] = {"local": _local, "memory": _memory}
+def _fsspec_memory(tmp_path: Path) -> StoreCase:
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    url = f"memory://{tmp_path.name}/vault"
+    store = FsspecObjectStore(url)
+
+    def corrupt(digest: Digest, data: bytes) -> None:
+        store.fs.pipe_file(store.path_of(digest), data)
+
+    def leftovers() -> list[str]:
+        found = [p for p in MemoryFileSystem.store if p.startswith(f"/{tmp_path.name}/vault/tmp/")]
+        return sorted(found)
+
+    return StoreCase(store, corrupt, leftovers)
+
+
+def _fsspec_file(tmp_path: Path) -> StoreCase:
+    store = FsspecObjectStore(f"file://{tmp_path / 'remote'}")
+
+    def corrupt(digest: Digest, data: bytes) -> None:
+        Path(store.path_of(digest)).write_bytes(data)
+
+    def leftovers() -> list[str]:
+        tmp = tmp_path / "remote" / "tmp"
+        return sorted(os.listdir(tmp)) if tmp.exists() else []
+
+    return StoreCase(store, corrupt, leftovers)
+
+
+STORES: dict[str, Callable[[Path], StoreCase]] = {
+    "local": _local,
+    "memory": _memory,
+    "fsspec-memory": _fsspec_memory,
+    "fsspec-file": _fsspec_file,
+}
 
 
 @pytest.fixture(params=sorted(STORES))

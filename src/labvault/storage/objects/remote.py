@@ -8,11 +8,13 @@ only, so the rest of labvault never pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -49,14 +51,40 @@ class FsspecObjectStore:
         self.root = f"{self.base}/objects/sha256"
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self._atomic = bool(set(protocols) & _ATOMIC_PUT)
+        self._local = threading.local()
 
     def path_of(self, digest: Digest) -> str:
         return f"{self.root}/{digest.hex[:2]}/{digest.hex[2:]}"
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        # Remote stores make each upload durable on its own; there is nothing to batch.
-        yield
+        """Objects put inside the block are uploaded when it exits without error, discarded otherwise.
+
+        A batch belongs to the thread that opened it, as in the local store. Pending objects wait in
+        a spooled temp file each (memory up to 8 MiB, then disk).
+        """
+        local = self._local
+        if getattr(local, "depth", 0) == 0:
+            local.depth = 0
+            local.pending = {}
+        local.depth += 1
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            local.depth -= 1
+            if local.depth == 0:
+                pending: dict[str, Any] = local.pending
+                local.pending = {}
+                try:
+                    if ok:
+                        for hexd, spool in pending.items():
+                            spool.seek(0)
+                            self._upload(Digest(hexd), spool.read())
+                finally:
+                    for spool in pending.values():
+                        spool.close()
 
     def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -68,8 +96,17 @@ class FsspecObjectStore:
 
     def put_bytes(self, data: bytes) -> Digest:
         digest = Digest(hashlib.sha256(data).hexdigest())
+        with self.batch():
+            pending = self._local.pending
+            if digest.hex not in pending and not self.has(digest):
+                spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - closed by batch()
+                spool.write(data)
+                pending[digest.hex] = spool
+        return digest
+
+    def _upload(self, digest: Digest, data: bytes) -> None:
         if self.has(digest):
-            return digest
+            return
         target = self.path_of(digest)
         if self._atomic:
             self._call("upload", self.fs.pipe_file, target, data)
@@ -79,7 +116,6 @@ class FsspecObjectStore:
             self._call("upload", self.fs.pipe_file, tmp, data)
             self._call("upload", self.fs.makedirs, f"{self.root}/{digest.hex[:2]}", exist_ok=True)
             self._call("upload", self.fs.mv, tmp, target)
-        return digest
 
     def put_file(self, path: Path) -> Digest:
         return self.put_bytes(Path(path).read_bytes())
@@ -99,8 +135,16 @@ class FsspecObjectStore:
         except FileNotFoundError:
             raise NotFound(f"object {digest} is not stored at {self.url}") from None
         if verify and hashlib.sha256(data).hexdigest() != digest.hex:
-            raise IntegrityError(f"object {digest} at {self.url} is corrupt")
+            self.quarantine(digest)
+            raise IntegrityError(f"object {digest} at {self.url} is corrupt; moved to quarantine")
         return data
+
+    def quarantine(self, digest: Digest) -> None:
+        """Move a corrupt object aside so that it is never served again."""
+        target = f"{self.base}/quarantine/{digest.hex}.{int(time.time() * 1000)}"
+        with contextlib.suppress(FileNotFoundError):
+            self._call("quarantine", self.fs.makedirs, f"{self.base}/quarantine", exist_ok=True)
+            self._call("quarantine", self.fs.mv, self.path_of(digest), target)
 
     def open(self, digest: Digest, *, verify: bool = True) -> BinaryIO:
         return io.BytesIO(self.get_bytes(digest, verify=verify))
