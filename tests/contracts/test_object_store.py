@@ -79,7 +79,47 @@ def _fsspec_file(tmp_path: Path) -> StoreCase:
     return StoreCase(store, corrupt, leftovers)
 
 
+@cache
+def _moto_endpoint() -> str:
+    """One S3-compatible server process on loopback for the whole session (moto's server mode)."""
+    import atexit
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    atexit.register(server.stop)
+    return f"http://127.0.0.1:{port}"
+
+
+def _fsspec_s3(tmp_path: Path) -> StoreCase:
+    import boto3
+
+    endpoint = _moto_endpoint()
+    bucket = "lv-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:20]
+    creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+    boto3.client("s3", endpoint_url=endpoint, **creds).create_bucket(Bucket=bucket)
+    store = FsspecObjectStore(
+        f"s3://{bucket}/vault",
+        key="testing",
+        secret="testing",
+        endpoint_url=endpoint,
+        client_kwargs={"region_name": "us-east-1"},
+        skip_instance_cache=True,
+    )
+
+    def corrupt(digest: Digest, data: bytes) -> None:
+        store.fs.pipe_file(store.path_of(digest), data)
+
+    return StoreCase(store, corrupt, list)  # uploads are atomic on S3: no temp objects
+
+
 STORES: dict[str, Callable[[Path], StoreCase]] = {
+    "fsspec-s3": _fsspec_s3,
     "local": _local,
     "memory": _memory,
     "fsspec-memory": _fsspec_memory,
