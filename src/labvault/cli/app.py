@@ -8,14 +8,14 @@ starts fast.
 
 from __future__ import annotations
 
-import errno
 import sys
 
 import typer
 
 from labvault.cli import audit, data, maintenance, models, objects, runs
+from labvault.cli.failures import guarded
 from labvault.cli.render import OUTPUT
-from labvault.errors import EXIT_CODES, LabvaultError
+from labvault.errors import EXIT_CODES
 
 __all__ = ["app", "main"]
 
@@ -70,33 +70,9 @@ def _hoist_global_flags(argv: list[str]) -> list[str]:
     return out
 
 
-def _fail(message: str, hint: str, code: int) -> int:
-    sys.stderr.write(f"error: {message}\n")
-    if hint:
-        sys.stderr.write(f"hint: {hint}\n")
-    return code
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
-    try:
-        # Standalone mode: typer reports usage errors itself (exit 2) and raises SystemExit.
-        app(args=args, prog_name="labvault")
-    except SystemExit as done:
-        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    except LabvaultError as err:
-        return _fail(err.message, err.hint, err.exit_code)
-    except KeyboardInterrupt:
-        return _fail("interrupted", "", 130)
-    except BrokenPipeError:
-        # The reader went away (`labvault object cat X | head`); that is not an error.
-        sys.stderr.close()
-        return 0
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
-            return _fail("disk full", "free some space, then run the command again", 7)
-        return _fail(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "), "", 7)
-    return 0
+    return guarded(lambda: app(args=args, prog_name="labvault"))
 
 
 def run() -> None:

@@ -30,31 +30,13 @@ def _fast_status(argv: list[str]) -> int | None:
         else:
             positional.append(arg)
     from labvault.cli.data_status import run_status
+    from labvault.cli.failures import guarded
     from labvault.cli.render import OUTPUT
-    from labvault.errors import LabvaultError
 
     OUTPUT.quiet = OUTPUT.quiet or "quiet" in flags
     OUTPUT.verbose = OUTPUT.verbose or "verbose" in flags
     name, path = ([*positional, None, None])[:2]
-    try:
-        run_status(name, path, json_output=json_output)
-    except LabvaultError as err:
-        return _fail(err.message, err.hint, err.exit_code)
-    except KeyboardInterrupt:
-        return _fail("interrupted", "", 130)
-    except BrokenPipeError:
-        sys.stderr.close()
-        return 0
-    except OSError as err:
-        return _fail(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "), "", 7)
-    return 0
-
-
-def _fail(message: str, hint: str, code: int) -> int:
-    sys.stderr.write(f"error: {message}\n")
-    if hint:
-        sys.stderr.write(f"hint: {hint}\n")
-    return code
+    return guarded(lambda: run_status(name, path, json_output=json_output))
 
 
 def main(argv: list[str] | None = None) -> int:
