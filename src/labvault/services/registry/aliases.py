@@ -239,33 +239,23 @@ def rollback(ctx: RegistryContext, name: str, alias: str, *, reason: str | None 
         target = repo.version_by_id(conn, target_id)
         _usable(target, alias)
         before = repo.version_by_id(conn, current_id).version if current_id is not None else None
-        now = utcnow()
-        repo.move_alias(conn, mid, alias, version_id=target_id, expected_lock=lock, actor=actor, now=now)
-        event = ctx.audit.append(
+        event = _record_move(
+            ctx,
             conn,
-            actor=actor,
-            action="rollback",
-            subject=f"{label}@{alias}",
-            before=before,
-            after=target.version,
-            policy_hash=policy_hash,
-            details={"alias": alias, "version": target.version, "reason": reason},
-            now=now,
             head=head,
-        )
-        repo.insert_move(
-            conn,
             model_id=mid,
+            label=label,
             alias=alias,
             action="rollback",
-            from_version_id=current_id,
-            to_version_id=target_id,
-            at=now,
-            actor=actor,
+            lock=lock,
+            from_id=current_id,
+            to_id=target_id,
+            before=before,
+            after=target.version,
             reason=reason,
             policy_hash=policy_hash,
-            gates=[],
-            audit_seq=event.seq,
+            actor=actor,
+            details={"alias": alias, "version": target.version, "reason": reason},
         )
     ctx.audit.publish(event)
     return Decision(target.ref, alias, "rollback", True, before, target.version, (), policy_hash, event.seq)
@@ -284,36 +274,77 @@ def unset(ctx: RegistryContext, name: str, alias: str, *, reason: str | None = N
                 f"{label} has no alias {alias!r}", hint=f"see its aliases with `labvault models show {label}`"
             )
         before = repo.version_by_id(conn, current_id).version
-        now = utcnow()
-        repo.move_alias(conn, mid, alias, version_id=None, expected_lock=lock, actor=actor, now=now)
-        event = ctx.audit.append(
+        event = _record_move(
+            ctx,
             conn,
-            actor=actor,
-            action="unset",
-            subject=f"{label}@{alias}",
-            before=before,
-            after=None,
-            policy_hash=policy_hash,
-            details={"alias": alias, "reason": reason},
-            now=now,
             head=head,
-        )
-        repo.insert_move(
-            conn,
             model_id=mid,
+            label=label,
             alias=alias,
             action="unset",
-            from_version_id=current_id,
-            to_version_id=None,
-            at=now,
-            actor=actor,
+            lock=lock,
+            from_id=current_id,
+            to_id=None,
+            before=before,
+            after=None,
             reason=reason,
             policy_hash=policy_hash,
-            gates=[],
-            audit_seq=event.seq,
+            actor=actor,
+            details={"alias": alias, "reason": reason},
         )
     ctx.audit.publish(event)
     return Decision(f"{label}@{before}", alias, "unset", True, before, None, (), policy_hash, event.seq)
+
+
+def _record_move(
+    ctx: RegistryContext,
+    conn: Connection,
+    *,
+    head: Any,
+    model_id: int,
+    label: str,
+    alias: str,
+    action: str,
+    lock: Any,
+    from_id: int | None,
+    to_id: int | None,
+    before: str | None,
+    after: str | None,
+    reason: str | None,
+    policy_hash: str | None,
+    actor: str,
+    details: dict[str, Any],
+) -> Any:
+    """Move an alias without gates, in the caller's transaction, with its audit event and history row."""
+    now = utcnow()
+    repo.move_alias(conn, model_id, alias, version_id=to_id, expected_lock=lock, actor=actor, now=now)
+    event = ctx.audit.append(
+        conn,
+        actor=actor,
+        action=action,
+        subject=f"{label}@{alias}",
+        before=before,
+        after=after,
+        policy_hash=policy_hash,
+        details=details,
+        now=now,
+        head=head,
+    )
+    repo.insert_move(
+        conn,
+        model_id=model_id,
+        alias=alias,
+        action=action,
+        from_version_id=from_id,
+        to_version_id=to_id,
+        at=now,
+        actor=actor,
+        reason=reason,
+        policy_hash=policy_hash,
+        gates=[],
+        audit_seq=event.seq,
+    )
+    return event
 
 
 def approve(ctx: RegistryContext, ref: str, alias: str, *, message: str | None = None) -> bool:
