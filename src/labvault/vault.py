@@ -158,7 +158,7 @@ class Vault:
                 return None
             return str(self.data.resolve(ref).content_hash)
 
-        return Tracking(
+        tracking = Tracking(
             objects=self.objects,
             meta=self.meta,
             user=self.user,
@@ -166,6 +166,8 @@ class Vault:
             root=self.root,
             resolve_input=resolve_input,
         )
+        tracking.pin_input = lambda ref: self.data.resolve(ref).ref
+        return tracking
 
     @cached_property
     def data(self) -> DataService:

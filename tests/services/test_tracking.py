@@ -364,3 +364,21 @@ def test_public_api_names() -> None:
         assert name in lv.__all__
         assert callable(getattr(lv, name))
     assert os.environ.get("LABVAULT_RUN_ID") is None
+
+
+def test_an_unversioned_data_input_is_pinned_to_the_latest_snapshot(vault: Vault, project: Path) -> None:
+    (project / "d.csv").write_text("a,b\n1,2\n")
+    vault.data.add("d", project / "d.csv")
+    (project / "d.csv").write_text("a,b\n1,2\n3,4\n")
+    snap, _ = vault.data.add("d", project / "d.csv")
+    with lv.start_run(inputs=["data:d"]) as run:
+        pass
+    got = vault.runs.get(run.ref)
+    assert got.inputs == ("data:d@v2",)
+    doc = vault.runs.export(run.ref)
+    assert doc["inputs"][0]["manifest_sha256"] == str(snap.content_hash)
+
+
+def test_an_unversioned_input_of_an_unknown_dataset_is_refused(vault: Vault) -> None:
+    with pytest.raises(NotFound), lv.start_run(inputs=["data:nothing-here"]):
+        pass

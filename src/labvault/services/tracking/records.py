@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from labvault.entities import Artifact, MetricPoint, Run, utcnow
 from labvault.errors import AmbiguousReference, Conflict, NotFound, ValidationError
-from labvault.refs import Digest, parse_ref, validate_name
+from labvault.refs import DataRef, Digest, parse_ref, validate_name
 from labvault.services.tracking import artifacts as _artifacts
 from labvault.services.tracking.filters import parse_filter, parse_sort
 from labvault.services.tracking.names import (
@@ -74,11 +74,23 @@ class RunRecords:
     meta: MetaStore
     _local: threading.local
     _keys: set[str]
+    pin_input: Callable[[str], str] | None = None
 
     def _check_inputs(self, inputs: Iterable[str]) -> builtins.list[str]:
+        """Parse input references; ``data:NAME`` without a version is pinned to its latest snapshot.
+
+        A run must name the exact data it read, never a moving "latest".
+        """
         if isinstance(inputs, str):
             inputs = [inputs]
-        return [str(parse_ref(ref)) for ref in inputs]
+        out = []
+        for text in inputs:
+            ref = parse_ref(text)
+            if isinstance(ref, DataRef) and ref.version is None and self.pin_input is not None:
+                out.append(self.pin_input(str(ref)))
+            else:
+                out.append(str(ref))
+        return out
 
     def _read_configs(self, config: Iterable[str | os.PathLike[str]], cwd: Path) -> builtins.list[tuple[str, bytes]]:
         if isinstance(config, str | os.PathLike):
