@@ -28,6 +28,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _SCHEMA_KEY = "schema_revisions"
 _PG_MIGRATION_LOCK = 0x6C61627661756C74  # "labvault": pg_advisory_lock key for migrations
 BUSY_TIMEOUT_MS = 30_000
+_PG_MIGRATION_WAIT_S = 300
 _PG_BUSY = {"55P03", "40P01", "40001"}
 
 
@@ -137,6 +138,8 @@ class MetaStore:
         else:
             try:
                 with self.engine.connect() as conn:
+                    # Waiting for another process's migration is expected to take longer than a row lock.
+                    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{_PG_MIGRATION_WAIT_S}s'"))
                     conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
                     try:
                         self._migrate_locked()
