@@ -13,6 +13,7 @@ from pathlib import Path
 from labvault.entities import AliasMove, AuditReport, Decision, ModelVersion, RegisteredModel
 from labvault.services.audit import AuditLog
 from labvault.services.registry import aliases as _aliases
+from labvault.services.registry import moves as _moves
 from labvault.services.registry import read as _read
 from labvault.services.registry.aliases import PromotionRefused
 from labvault.services.registry.context import DataSource, RegistryContext, RunSource
@@ -133,10 +134,10 @@ class Registry:
         return _aliases.check(self._ctx, ref, alias, waive_rollback_plan=waive_rollback_plan)
 
     def rollback(self, name: str, alias: str, *, reason: str | None = None) -> Decision:
-        return _aliases.rollback(self._ctx, name, alias, reason=reason)
+        return _moves.rollback(self._ctx, name, alias, reason=reason)
 
     def unset_alias(self, name: str, alias: str, *, reason: str | None = None) -> Decision:
-        return _aliases.unset(self._ctx, name, alias, reason=reason)
+        return _moves.unset(self._ctx, name, alias, reason=reason)
 
     def approve(self, ref: str, alias: str, *, message: str | None = None) -> bool:
         return _aliases.approve(self._ctx, ref, alias, message=message)
