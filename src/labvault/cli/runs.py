@@ -35,20 +35,10 @@ def _num(value: float) -> float | str:
 
 def run_json(run: Run) -> dict[str, Any]:
     """The JSON form of a run in listings (``id`` and ``ref``, ISO times, NaN as a string)."""
+    from labvault.services.tracking.export import run_header
+
     return {
-        "id": run.id,
-        "ref": run.ref,
-        "project": run.project,
-        "name": run.name,
-        "status": run.status,
-        "parent": f"run:{run.parent_id}" if run.parent_id else None,
-        "user": run.user,
-        "host": run.host,
-        "started_at": _time(run.started_at),
-        "ended_at": _time(run.ended_at),
-        "duration_seconds": run.duration,
-        "exit_code": run.exit_code,
-        "error": run.error,
+        **run_header(run),
         "seed": run.seed,
         "params": run.params,
         "metrics": {k: _num(v) for k, v in run.metrics.items()},

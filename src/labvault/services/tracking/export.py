@@ -15,7 +15,7 @@ from labvault.services.capture.environment import environment_summary
 if TYPE_CHECKING:
     from labvault.services.tracking.service import Tracking
 
-__all__ = ["EXPORT_FORMAT", "compare_runs", "export_run", "json_number"]
+__all__ = ["EXPORT_FORMAT", "compare_runs", "export_run", "json_number", "run_header"]
 
 EXPORT_FORMAT = "labvault.run/1"
 
@@ -69,11 +69,9 @@ def _inputs(service: Tracking, run: Run) -> list[dict[str, Any]]:
     return out
 
 
-def export_run(service: Tracking, run: Run) -> dict[str, Any]:
-    cap = run.capture
-    git = cap.get("git") or {}
+def run_header(run: Run) -> dict[str, Any]:
+    """What names a run and how it ended: the fields every JSON form of a run starts with."""
     return {
-        "format": EXPORT_FORMAT,
         "id": run.id,
         "ref": run.ref,
         "project": run.project,
@@ -87,6 +85,15 @@ def export_run(service: Tracking, run: Run) -> dict[str, Any]:
         "duration_seconds": run.duration,
         "exit_code": run.exit_code,
         "error": run.error,
+    }
+
+
+def export_run(service: Tracking, run: Run) -> dict[str, Any]:
+    cap = run.capture
+    git = cap.get("git") or {}
+    return {
+        "format": EXPORT_FORMAT,
+        **run_header(run),
         "command": cap.get("command"),
         "cwd": cap.get("cwd"),
         "pid": cap.get("pid"),
