@@ -25,6 +25,7 @@ from labvault.storage.objects.local import LocalObjectStore
 from labvault.storage.objects.memory import MemoryObjectStore
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.remote import FsspecObjectStore
+from tests.corruption import corrupt_object
 
 
 @dataclass
@@ -38,9 +39,7 @@ def _local(tmp_path: Path) -> StoreCase:
     store = LocalObjectStore.create(tmp_path / ".labvault")
 
     def corrupt(digest: Digest, data: bytes) -> None:
-        path = store.path_of(digest)
-        os.chmod(path, 0o644)
-        path.write_bytes(data)
+        corrupt_object(store, digest, data)
 
     return StoreCase(store, corrupt, lambda: sorted(os.listdir(store.tmp_dir)))
 

@@ -1,10 +1,11 @@
 """Crash safety: SIGKILL a writer at random moments, over and over, then prove the vault is sound.
 
 The writer is a separate Python process putting objects through the API in batches (many small
-objects per batch, and now and then a file above the whole-read threshold, which takes the
-streamed path). Each kill lands at a random moment; a kill that leaves temp files in
-``.labvault/tmp`` landed mid-write (an object being written or a batch not yet committed). After
-all the kills, ``labvault fsck`` must find nothing corrupt, and the same put, retried, completes.
+objects per batch, appended to a pack, and now and then a file above the whole-read threshold,
+which takes the streamed path). Each kill lands at a random moment; a kill that leaves temp files
+in ``.labvault/tmp``, or records in a pack past what its index covers, landed mid-write (an object
+being written or a batch not yet committed). After all the kills, ``labvault fsck`` must find
+nothing corrupt, and the same put, retried, completes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from labvault.refs import Digest
 from labvault.storage.objects.local import LocalObjectStore
 from labvault.vault import Vault
 from tests.e2e.conftest import Cli
@@ -66,6 +69,15 @@ def _temp_files_of(store: LocalObjectStore, pid: int) -> list[str]:
     return [n for n in os.listdir(store.tmp_dir) if n.startswith(f"obj-{pid}-")]
 
 
+def _unindexed_pack_bytes(store: LocalObjectStore) -> int:
+    """Bytes in packs past what the index covers (read without opening the store, which would repair)."""
+    if not store.packs.index_path.exists():
+        return 0
+    with sqlite3.connect(store.packs.index_path) as conn:
+        rows = conn.execute("SELECT name, indexed_end FROM packs").fetchall()
+    return sum(max(0, (store.packs.dir / name).stat().st_size - end) for name, end in rows)
+
+
 def test_sigkilled_writers_never_corrupt_the_vault(project: Path, tmp_path: Path, cli: Cli) -> None:
     vault, _ = Vault.init(project)
     vault.close()
@@ -74,6 +86,7 @@ def test_sigkilled_writers_never_corrupt_the_vault(project: Path, tmp_path: Path
     scratch.mkdir()
     rng = random.Random(20261125)
     mid_write = 0
+    temp_kills = 0
     started = time.monotonic()
     for seed in range(KILLS):
         proc = _start(vault.dir, seed, rounds=50, scratch=scratch)
@@ -84,14 +97,18 @@ def test_sigkilled_writers_never_corrupt_the_vault(project: Path, tmp_path: Path
         proc.wait(timeout=30)
         proc.communicate()
         assert proc.returncode == -signal.SIGKILL, "the writer finished before it was killed: make it longer"
-        if _temp_files_of(store, proc.pid):
+        temps = bool(_temp_files_of(store, proc.pid))
+        temp_kills += temps
+        if temps or _unindexed_pack_bytes(store):
             mid_write += 1
     elapsed = time.monotonic() - started
     print(f"{KILLS} kills in {elapsed:.1f} s, {mid_write} mid-write")  # noqa: T201 - shown with -s
 
     assert mid_write >= KILLS * 0.3, f"only {mid_write} of {KILLS} kills landed mid-write"
     left = len(os.listdir(store.tmp_dir))
-    assert left >= mid_write
+    assert left >= temp_kills
+    assert LocalObjectStore(vault.dir).has(Digest("0" * 64)) is False  # opening the index repairs the packs
+    assert _unindexed_pack_bytes(store) == 0
 
     # Every visible object is whole: fsck re-hashes them all.
     report = json.loads(cli("fsck", "--json").stdout)
@@ -106,7 +123,7 @@ def test_sigkilled_writers_never_corrupt_the_vault(project: Path, tmp_path: Path
         assert proc.returncode == 0, err
         digests = out.splitlines()[1].split()
         assert len(digests) == 6 * 25 + 2
-        missing = [d for d in digests if not (store.root / d[:2] / d[2:]).is_file()]
+        missing = [d for d in digests if not LocalObjectStore(vault.dir).has(Digest(d))]
         assert missing == []
     assert json.loads(cli("fsck", "--json").stdout)["clean"] is True
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from labvault.refs import Digest
+from labvault.storage.objects.local import LocalObjectStore
+from tests.corruption import flip_byte
 
 from .conftest import Cli
 
@@ -155,9 +158,7 @@ def test_corrupt_object_during_checkout(cli: Cli, project: Path, data: Path) -> 
     cli("data", "add", "raw", "data")
     shown = json.loads(cli("data", "show", "raw", "--json").stdout)
     sha = next(f["sha256"] for f in shown["files"] if f["path"] == "sub/n.txt").split(":")[1]
-    obj = project / ".labvault" / "objects" / "sha256" / sha[:2] / sha[2:]
-    os.chmod(obj, 0o644)
-    obj.write_text("rotten\n")
+    flip_byte(LocalObjectStore(project / ".labvault"), Digest(sha))
     proc = cli("data", "checkout", "raw", "restored", expect=5)
     assert "restored/sub/n.txt" in proc.stderr
     assert sha in proc.stderr

@@ -17,7 +17,10 @@ import pytest
 import typer
 
 from labvault.cli.app import app
+from labvault.refs import Digest
+from labvault.storage.objects.local import LocalObjectStore
 from tests.contracts.test_object_store import colliding_pair
+from tests.corruption import corrupt_object, flip_byte
 from tests.e2e.conftest import LABVAULT, Cli
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -190,9 +193,7 @@ def test_object_cat_unknown_ambiguous_and_corrupt(cli: Cli, inited: Path) -> Non
     assert ref_of(b) in lines[0]
 
     digest = hashlib.sha256(a).hexdigest()
-    path = inited / ".labvault" / "objects" / "sha256" / digest[:2] / digest[2:]
-    os.chmod(path, 0o644)
-    path.write_bytes(b"flipped bits")
+    flip_byte(LocalObjectStore(inited / ".labvault"), Digest(digest))
     proc = cli("object", "cat", ref_of(a), expect=5)
     assert "corrupt" in error_lines(proc.stderr)[0]
     assert "fsck" in proc.stderr
@@ -227,9 +228,7 @@ def test_fsck_json_and_exit_1_on_corruption(cli: Cli, inited: Path) -> None:
     human = cli("fsck")
     assert "no problems" in human.stderr
     digest = ref[7:]
-    path = inited / ".labvault" / "objects" / "sha256" / digest[:2] / digest[2:]
-    os.chmod(path, 0o644)
-    path.write_bytes(b"rotten!")
+    corrupt_object(LocalObjectStore(inited / ".labvault"), Digest(digest), b"rotten!")
     proc = cli("fsck", "--json", expect=1)
     doc = json.loads(proc.stdout)
     assert doc["clean"] is False
@@ -250,6 +249,7 @@ def test_gc_dry_run_grace_and_json(cli: Cli, inited: Path) -> None:
         "kept_referenced": 0,
         "kept_young": 1,
         "temp_files_removed": 0,
+        "pack_bytes_reclaimed": 0,
     }
     dry = json.loads(cli("gc", "--dry-run", "--grace", "0", "--json").stdout)
     assert dry["dry_run"] is True

@@ -16,6 +16,7 @@ from labvault.services.maintenance import Maintenance, parse_duration
 from labvault.storage.meta.repos.object_refs import RefKind, add_refs
 from labvault.storage.objects.tree import TreeEntry, put_tree
 from labvault.vault import Vault
+from tests.corruption import age_object, flip_byte
 
 OLD = 1_000_000.0  # an mtime in 1970: older than any grace period
 
@@ -31,13 +32,11 @@ def refer(vault: Vault, owner: str, *refs: tuple[Digest, RefKind]) -> None:
 
 def age(vault: Vault, *digests: Digest) -> None:
     for d in digests:
-        os.utime(vault.objects.path_of(d), (OLD, OLD))
+        age_object(vault.objects, d, OLD)
 
 
 def corrupt(vault: Vault, digest: Digest) -> None:
-    path = vault.objects.path_of(digest)
-    os.chmod(path, 0o644)
-    path.write_bytes(b"not what was stored")
+    flip_byte(vault.objects, digest)
 
 
 def file_entry(name: str, digest: Digest, size: int = 1) -> TreeEntry:

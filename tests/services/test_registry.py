@@ -11,6 +11,7 @@ import pytest
 
 from labvault.errors import Conflict, IntegrityError, NotFound, ValidationError
 from labvault.vault import Vault
+from tests.corruption import corrupt_object
 
 
 def make_model(root: Path, name: str = "model", *, weights: bytes = b"weights", metrics: dict | None = None) -> Path:
@@ -177,9 +178,7 @@ def test_materialize_flat_and_conflicts(vault: Vault, project: Path) -> None:
 def test_corrupt_object_is_refused_on_get(vault: Vault, project: Path) -> None:
     version, _ = vault.registry.register("fraud/detector", make_model(project, weights=b"w" * 1000))
     blob = next(f for f in vault.registry.files(version) if f.path == "model.bin")
-    stored = vault.objects.path_of(blob.digest)
-    stored.chmod(0o644)
-    stored.write_bytes(b"x" * 1000)
+    corrupt_object(vault.objects, blob.digest, b"x" * 1000)
     with pytest.raises(IntegrityError):
         vault.registry.materialize("fraud/detector@0.1.0", project / "out")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from labvault.errors import NotFound, ValidationError
 from labvault.refs import Digest
 from labvault.storage.objects.tree import decode_tree
 from labvault.vault import Vault
+from tests.corruption import flip_byte
 
 from .conftest import write_tree
 
@@ -216,9 +216,7 @@ def test_open_verifies_bytes(vault: Vault, dataset: Path) -> None:
 
     snap, _ = vault.data.add("raw", dataset)
     file = next(f for f in vault.data.get(snap.ref).files if f.path == "notes/readme.txt")
-    obj = vault.objects.path_of(Digest(file.sha256.hex))
-    os.chmod(obj, 0o644)
-    obj.write_bytes(b"HELLO\n")
+    flip_byte(vault.objects, Digest(file.sha256.hex))
     with pytest.raises(IntegrityError), vault.data.open(snap.ref, "notes/readme.txt") as f:
         f.read()
 

@@ -13,6 +13,7 @@ from labvault.refs import Digest
 from labvault.services.snapshots import statcache
 from labvault.services.snapshots.statcache import FileChanged, StatCache, hash_file
 from labvault.vault import Vault
+from tests.corruption import corrupt_object
 
 from .conftest import write_tree
 
@@ -170,9 +171,7 @@ def test_checkout_without_arguments_follows_the_lock_file(vault: Vault, dataset:
 def test_checkout_names_a_corrupt_object(vault: Vault, dataset: Path) -> None:
     snap, _ = vault.data.add("raw", dataset)
     sha = next(f.sha256 for f in vault.data.get(snap.ref).files if f.path == "images/a.bin")
-    obj = vault.objects.path_of(Digest(sha.hex))
-    os.chmod(obj, 0o644)
-    obj.write_bytes(b"\x02" * 100)
+    corrupt_object(vault.objects, Digest(sha.hex), b"\x02" * 100)
     shutil.rmtree(dataset)
     with pytest.raises(IntegrityError, match=r"images/a.bin.*corrupt") as info:
         vault.data.checkout(snap.ref)

@@ -20,7 +20,10 @@ from labvault.refs import Digest
 from labvault.storage.locks import file_lock
 from labvault.storage.objects import fileio
 from labvault.storage.objects.local import LocalObjectStore
+from tests.corruption import age_object, corrupt_object
 from tests.e2e.conftest import LABVAULT
+
+BIG = 1024 * 1024 + 1  # larger than this is a file of its own; up to it, a record in a pack
 
 
 @pytest.fixture
@@ -32,19 +35,38 @@ def sha(data: bytes) -> Digest:
     return Digest(hashlib.sha256(data).hexdigest())
 
 
-def corrupt(store: LocalObjectStore, digest: Digest, data: bytes) -> None:
-    path = store.path_of(digest)
-    os.chmod(path, 0o644)
-    path.write_bytes(data)
+corrupt = corrupt_object
 
 
-def test_layout_names_the_algorithm_and_shards_by_two_hex_digits(store: LocalObjectStore) -> None:
-    digest = store.put_bytes(b"layout")
+def test_large_objects_are_files_named_by_algorithm_and_sharded_by_two_hex_digits(store: LocalObjectStore) -> None:
+    data = os.urandom(BIG)
+    digest = store.put_bytes(data)
     path = store.vault_dir / "objects" / "sha256" / digest.hex[:2] / digest.hex[2:]
-    assert path.read_bytes() == b"layout"
+    assert path.read_bytes() == data
     assert store.path_of(digest) == path
+    assert not store.is_packed(digest)
     assert stat.S_IMODE(path.stat().st_mode) == 0o444  # objects are immutable
     assert os.listdir(store.tmp_dir) == []
+
+
+def test_small_objects_are_records_in_one_pack(store: LocalObjectStore) -> None:
+    with store.batch():
+        digests = [store.put_bytes(b"small %d" % i) for i in range(100)]
+    packs = sorted(p.name for p in store.packs.dir.iterdir() if p.suffix == ".pack")
+    assert len(packs) == 1
+    assert not list(store.root.iterdir())  # no file per object
+    for i, digest in enumerate(digests):
+        path, offset, size = store.locate(digest)
+        assert path.name == packs[0]
+        with open(path, "rb") as f:
+            f.seek(offset)
+            assert f.read(size) == b"small %d" % i
+    assert [i.digest for i in store.iter_objects()] == sorted(digests, key=lambda d: d.hex)
+    # the next process appends to the same pack rather than starting one of its own
+    store.packs.close()
+    again = LocalObjectStore(store.vault_dir)
+    extra = again.put_bytes(b"one more")
+    assert again.locate(extra)[0].name == packs[0]
 
 
 @pytest.mark.parametrize("size", [10, 3 * 1024 * 1024])
@@ -52,13 +74,15 @@ def test_re_put_is_a_no_op_that_refreshes_mtime(store: LocalObjectStore, tmp_pat
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(size))
     digest = store.put_file(src)
-    path = store.path_of(digest)
-    os.utime(path, (1_000_000, 1_000_000))  # an object last written in 1970
-    inode = path.stat().st_ino
+    path, offset, _ = store.locate(digest)
+    age_object(store, digest, 1_000_000)  # an object last written in 1970
+    assert store.info(digest).mtime == pytest.approx(1_000_000)
+    length = path.stat().st_size
     before = time.time()
     assert store.put_file(src) == digest
-    assert path.stat().st_ino == inode  # not rewritten
-    assert path.stat().st_mtime >= before - 1  # but young again, so a running gc keeps it
+    assert store.locate(digest) == (path, offset, size)  # not rewritten
+    assert path.stat().st_size == length
+    assert store.info(digest).mtime >= before - 1  # but young again, so a running gc keeps it
     assert os.listdir(store.tmp_dir) == []
 
 
@@ -70,7 +94,7 @@ def test_corrupt_object_is_quarantined_and_never_served_again(store: LocalObject
     assert err.value.exit_code == 5
     assert "quarantined" in str(err.value)
     assert "fsck" in err.value.hint
-    assert not store.path_of(digest).exists()
+    assert not store.has(digest)
     quarantined = [p for p in store.quarantine_dir.iterdir() if p.name.startswith(digest.hex)]
     assert [p.read_bytes() for p in quarantined] == [b"bit rot here"]  # kept for inspection
     with pytest.raises(NotFound):
@@ -105,7 +129,7 @@ def test_materialized_copies_are_independent_of_the_store(store: LocalObjectStor
     dest.parent.mkdir()
     store.materialize(digest, dest, mode=mode)  # type: ignore[arg-type]
     assert dest.read_bytes() == b"checked out"
-    assert dest.stat().st_ino != store.path_of(digest).stat().st_ino
+    assert dest.stat().st_ino != store.locate(digest)[0].stat().st_ino
     os.chmod(dest, 0o644)
     with open(dest, "r+b") as f:  # edit in place, as an editor or a training script would
         f.write(b"CHANGED")
@@ -115,7 +139,8 @@ def test_materialized_copies_are_independent_of_the_store(store: LocalObjectStor
 
 
 def test_reflink_falls_back_to_a_copy_on_this_filesystem(store: LocalObjectStore, tmp_path: Path) -> None:
-    digest = store.put_bytes(b"reflink me")
+    data = os.urandom(BIG)
+    digest = store.put_bytes(data)
     with open(store.path_of(digest), "rb") as src, open(tmp_path / "probe", "wb") as out:
         try:
             fcntl.ioctl(out.fileno(), 0x40049409, src.fileno())  # FICLONE
@@ -125,21 +150,30 @@ def test_reflink_falls_back_to_a_copy_on_this_filesystem(store: LocalObjectStore
     if cloned:
         pytest.skip("this filesystem supports reflinks; the fallback is not exercised")
     store.materialize(digest, tmp_path / "out", mode="reflink")
-    assert (tmp_path / "out").read_bytes() == b"reflink me"
+    assert (tmp_path / "out").read_bytes() == data
 
 
-def test_hardlink_shares_the_object(store: LocalObjectStore, tmp_path: Path) -> None:
-    digest = store.put_bytes(b"linked")
-    dest = tmp_path / "linked.txt"
+def test_hardlink_shares_a_large_object_and_copies_a_packed_one(store: LocalObjectStore, tmp_path: Path) -> None:
+    data = os.urandom(BIG)
+    digest = store.put_bytes(data)
+    dest = tmp_path / "linked.bin"
     store.materialize(digest, dest, mode="hardlink")
     assert dest.stat().st_ino == store.path_of(digest).stat().st_ino
-    assert dest.read_bytes() == b"linked"
+    assert dest.read_bytes() == data
+    small = store.put_bytes(b"packed")
+    store.materialize(small, tmp_path / "small.txt", mode="hardlink")
+    assert (tmp_path / "small.txt").read_bytes() == b"packed"
+    assert (tmp_path / "small.txt").stat().st_nlink == 1
 
 
 @pytest.mark.parametrize("mode", ["copy", "hardlink", "reflink"])
 def test_materialize_refuses_corrupt_objects_in_every_mode(store: LocalObjectStore, tmp_path: Path, mode: str) -> None:
     digest = store.put_bytes(b"fine")
     corrupt(store, digest, b"FINE")
+    big = store.put_bytes(b"f" * BIG)
+    corrupt(store, big, b"F" * BIG)
+    with pytest.raises(IntegrityError):
+        store.materialize(big, tmp_path / "big", mode=mode)  # type: ignore[arg-type]
     dest = tmp_path / "out" / "x"
     dest.parent.mkdir()
     with pytest.raises(IntegrityError):
@@ -315,18 +349,31 @@ def test_a_store_used_on_both_sides_of_a_fork(store: LocalObjectStore) -> None:
 
 
 def test_durability_is_paid_per_batch(store: LocalObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Many objects: two syncfs calls for the whole batch and no fsync per object. A few objects:
-    an fsync per file and per folder, and no syncfs (which would wait for every writer on the disk)."""
+    """Small objects: one fdatasync of the pack per batch (and its folder once, when the pack is new).
+    Many large objects: two syncfs calls for the whole batch and no fsync per object. A few large
+    objects: an fsync per file and per folder, and no syncfs (which would wait for every writer)."""
     from labvault.storage.objects import local
 
     calls: list[str] = []
     monkeypatch.setattr(local, "syncfs", lambda on: calls.append(f"syncfs {Path(on).name}"))
-    real_fsync = os.fsync
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append("fdatasync"), real_fdatasync(fd))[1])
     with store.batch():
         many = [store.put_bytes(b"object %d" % i) for i in range(50)]
-    assert calls == ["syncfs tmp", "syncfs sha256"]
+    assert calls == ["fdatasync", "fsync"]  # the pack, then its new folder entry
     assert all(store.has(d) for d in many)
+    calls.clear()
+    with store.batch():
+        more = [store.put_bytes(b"more %d" % i) for i in range(50)]
+    assert calls == ["fdatasync"]
+    assert all(store.has(d) for d in more)
+
+    calls.clear()
+    with store.batch():
+        large = [store.put_bytes(bytes([i]) * BIG) for i in range(10)]
+    assert calls == ["syncfs tmp", "syncfs sha256"]
+    assert all(store.has(d) for d in large)
 
     calls.clear()
     existing_shards = set(os.listdir(store.root))
@@ -334,10 +381,10 @@ def test_durability_is_paid_per_batch(store: LocalObjectStore, tmp_path: Path, m
     big.write_bytes(os.urandom(2 * 1024 * 1024))
     with store.batch():
         small = store.put_bytes(b"one more")
-        large = store.put_file(big)  # flushed while it was hashed: not fsynced again
-    shards = {small.hex[:2], large.hex[:2]}
-    new_shards = shards - existing_shards
-    assert calls.count("fsync") == 1 + len(shards) + (1 if new_shards else 0)  # file, folders, root
+        one = store.put_file(big)  # flushed while it was hashed: not fsynced again
+    new_shard = one.hex[:2] not in existing_shards
+    assert calls.count("fdatasync") == 2  # the pack, and the large file as it was copied
+    assert calls.count("fsync") == 1 + (1 if new_shard else 0)  # its folder, and the root for a new folder
     assert not [c for c in calls if c.startswith("syncfs")]
     assert store.has(small)
-    assert store.has(large)
+    assert store.has(one)

@@ -110,6 +110,7 @@ def gc(
                 "kept_referenced": report.kept_referenced,
                 "kept_young": report.kept_young,
                 "temp_files_removed": report.temp_files_removed,
+                "pack_bytes_reclaimed": report.pack_bytes_reclaimed,
             }
         )
         return

@@ -48,3 +48,4 @@ class GcReport:
     kept_referenced: int
     kept_young: int
     temp_files_removed: int
+    pack_bytes_reclaimed: int = 0  # dead space cut out of packs by rewriting them

@@ -99,6 +99,7 @@ class Maintenance:
                     progress(done, total)
         live = self._live()
         problems = [f"tree {d} cannot be read: it is corrupt or not a tree" for d in live.unreadable_trees]
+        problems += [f"pack {name} is missing" for name, size, _ in self._objects.packs.pack_files() if size < 0]
         if self._meta.is_sqlite:
             with self._meta.read() as conn:
                 verdict = conn.execute(sa.text("PRAGMA quick_check")).scalar()
@@ -151,6 +152,7 @@ class Maintenance:
                     freed += info.size
                     if not dry_run:
                         self._objects.delete(info.digest)
+            reclaimed = 0 if dry_run else self._objects.compact()
             temps = 0
             for path, mtime in self._objects.iter_temp_files():
                 if mtime <= cutoff:
@@ -164,4 +166,5 @@ class Maintenance:
             kept_referenced=referenced,
             kept_young=young,
             temp_files_removed=temps,
+            pack_bytes_reclaimed=reclaimed,
         )

@@ -8,8 +8,6 @@ re-adds the references, provided gc has not collected the objects yet.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import TYPE_CHECKING
 
 from labvault.entities import Run, utcnow
@@ -51,8 +49,7 @@ def delete_run(service: Tracking, run_id: str) -> Run:
         for digest, kind in run_objects(run):
             digests = iter_reachable(service.objects, digest, missing=[]) if kind == "tree" else [digest]
             for d in digests:
-                with contextlib.suppress(FileNotFoundError):
-                    os.utime(service.objects.path_of(d))
+                service.objects.touch(d)
         with service.meta.transaction() as conn:
             repo.update_run(conn, run_id, deleted_at=utcnow())
             remove_owner(conn, run.ref)

@@ -194,7 +194,7 @@ def reflink(src: int, dst: int) -> bool:
 class VerifyingReader(io.RawIOBase):
     """Hashes what is read; at end of file a mismatch calls ``on_mismatch`` (which raises)."""
 
-    def __init__(self, raw: io.FileIO, expected_hex: str, on_mismatch: Callable[[], None]) -> None:
+    def __init__(self, raw: io.FileIO | io.BytesIO, expected_hex: str, on_mismatch: Callable[[], None]) -> None:
         self._raw = raw
         self._expected = expected_hex
         self._hash = hashlib.sha256()

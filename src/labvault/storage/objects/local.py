@@ -1,13 +1,15 @@
-"""The local object store: a sharded directory of immutable files named by sha256.
+"""The local object store: small objects in packs, larger ones as files named by sha256.
 
 Layout (see docs/design/storage-format.md)::
 
-    objects/sha256/ab/cdef0123...   the object's raw bytes, read-only
+    objects/packs/                  objects up to 1 MiB, appended to pack files (see ``packs.py``)
+    objects/sha256/ab/cdef0123...   a larger object's raw bytes, read-only
     tmp/                            temp files on the same filesystem; renamed into place when durable
     quarantine/                     corrupt objects moved aside by a verifying read or fsck
     locks/gc.lock                   writers hold it shared, gc exclusive
 
-Durability is paid per batch, not per object: inside ``batch()`` objects are written to ``tmp/``,
+Durability is paid per batch, not per object. Small objects are appended to the thread's pack and
+made durable by one ``fdatasync`` of it. Larger ones are written to ``tmp/``;
 one ``syncfs`` makes all their bytes durable, then they are renamed into place and a second
 ``syncfs`` makes the renames durable. A batch of a few objects (a single ``object put``) fsyncs
 each file and its folder instead, which waits for its own writes only, not for everything else
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import heapq
 import io
 import os
 import secrets
@@ -49,6 +52,7 @@ from labvault.storage.objects.fileio import (
     write_all,
 )
 from labvault.storage.objects.fileio import sha256_file as _sha256_hex
+from labvault.storage.objects.packs import PackStore
 from labvault.storage.objects.protocol import MaterializeMode
 
 __all__ = ["LocalObjectStore", "sha256_file"]
@@ -72,11 +76,12 @@ def sha256_file(path: Path) -> Digest:
 class _Batch:
     """One thread's open batch: its depth, its staged temp files, its shared gc lock."""
 
-    __slots__ = ("depth", "durable", "lock", "pending")
+    __slots__ = ("depth", "durable", "lock", "packed", "pending")
 
     def __init__(self, lock: AbstractContextManager[None]) -> None:
         self.depth = 0
         self.pending: dict[str, str] = {}  # digest hex -> temp file path
+        self.packed: set[str] = set()  # digests appended to this thread's pack
         self.durable: set[str] = set()  # staged objects whose bytes were already flushed
         self.lock = lock
 
@@ -87,6 +92,7 @@ class LocalObjectStore:
     def __init__(self, vault_dir: Path, *, lock_timeout: float = 120.0) -> None:
         self.vault_dir = vault_dir
         self.root = vault_dir / "objects" / "sha256"
+        self.packs = PackStore(vault_dir / "objects" / "packs")
         self.tmp_dir = vault_dir / "tmp"
         self.quarantine_dir = vault_dir / "quarantine"
         self.gc_lock_path = vault_dir / "locks" / "gc.lock"
@@ -103,7 +109,7 @@ class LocalObjectStore:
     # -- layout -------------------------------------------------------------------------------
     @classmethod
     def create(cls, vault_dir: Path) -> LocalObjectStore:
-        for sub in ("objects/sha256", "tmp", "quarantine", "locks"):
+        for sub in ("objects/sha256", "objects/packs", "tmp", "quarantine", "locks"):
             (vault_dir / sub).mkdir(parents=True, exist_ok=True)
         return cls(vault_dir)
 
@@ -132,11 +138,22 @@ class LocalObjectStore:
                 self._local.batch = None
                 try:
                     if ok:
+                        self._commit_packed()
                         self._commit(current.pending, current.durable)
                     else:
+                        self.packs.discard()
                         self._discard(current.pending)
                 finally:
                     current.lock.__exit__(None, None, None)
+
+    def _commit_packed(self) -> None:
+        try:
+            self.packs.commit()
+        except BaseException as exc:
+            self.packs.discard()
+            if isinstance(exc, OSError):
+                raise _storage_error(exc, "committing objects") from exc
+            raise
 
     def _commit(self, pending: dict[str, str], durable: set[str]) -> None:
         if not pending:
@@ -198,7 +215,10 @@ class LocalObjectStore:
     def _refresh_if_stored(self, hexd: str) -> bool:
         """True if stored (or staged in this thread's batch); refreshes its age so gc keeps it."""
         current: _Batch | None = getattr(self._local, "batch", None)
-        if current is not None and hexd in current.pending:
+        if current is not None and (hexd in current.packed or hexd in current.pending):
+            return True
+        if self.packs.lookup(hexd) is not None:
+            self.packs.refresh(hexd)  # applied when the batch commits, still under the gc lock
             return True
         try:
             os.utime(self._path_s(hexd))
@@ -214,7 +234,15 @@ class LocalObjectStore:
     def put_bytes(self, data: bytes) -> Digest:
         hexd = hashlib.sha256(data).hexdigest()
         with self.batch():
-            if not self._refresh_if_stored(hexd):
+            if self._refresh_if_stored(hexd):
+                pass
+            elif len(data) <= SMALL:
+                try:
+                    self.packs.append(hexd, data)
+                except OSError as exc:
+                    raise _storage_error(exc, "writing an object") from exc
+                self._local.batch.packed.add(hexd)
+            else:
                 fd, tmp = self._new_tmp()
                 try:
                     write_all(fd, data)
@@ -274,16 +302,38 @@ class LocalObjectStore:
 
     # -- reads --------------------------------------------------------------------------------
     def has(self, digest: Digest) -> bool:
-        return os.path.isfile(self._path_s(digest.hex))
+        return self.packs.lookup(digest.hex) is not None or os.path.isfile(self._path_s(digest.hex))
 
     def info(self, digest: Digest) -> ObjectInfo:
+        packed = self.packs.lookup(digest.hex)
+        if packed is not None:
+            return ObjectInfo(digest, packed[2], packed[3])
         try:
             st = os.stat(self._path_s(digest.hex))
         except FileNotFoundError:
             raise self._not_found(digest) from None
         return ObjectInfo(digest, st.st_size, st.st_mtime)
 
+    def locate(self, digest: Digest) -> tuple[Path, int, int]:
+        """Where an object's bytes are: ``(file, offset, size)``; a loose object is a whole file."""
+        packed = self.packs.locate(digest.hex)
+        if packed is not None:
+            return packed
+        path = self.path_of(digest)
+        try:
+            return path, 0, path.stat().st_size
+        except FileNotFoundError:
+            raise self._not_found(digest) from None
+
+    def is_packed(self, digest: Digest) -> bool:
+        return self.packs.lookup(digest.hex) is not None
+
     def open(self, digest: Digest, *, verify: bool = True) -> BinaryIO:
+        data = self.packs.read(digest.hex)
+        if data is not None:
+            if not verify:
+                return io.BytesIO(data)
+            return io.BufferedReader(VerifyingReader(io.BytesIO(data), digest.hex, lambda: self._corrupt(digest)))  # type: ignore[return-value]
         try:
             raw = open(self._path_s(digest.hex), "rb", buffering=0)  # noqa: SIM115 - returned to the caller
         except FileNotFoundError:
@@ -294,27 +344,38 @@ class LocalObjectStore:
         return io.BufferedReader(reader, CHUNK)  # type: ignore[return-value]
 
     def get_bytes(self, digest: Digest, *, verify: bool = True) -> bytes:
-        try:
-            with open(self._path_s(digest.hex), "rb", buffering=0) as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise self._not_found(digest) from None
+        data = self.packs.read(digest.hex)
+        if data is None:
+            try:
+                with open(self._path_s(digest.hex), "rb", buffering=0) as f:
+                    data = f.read()
+            except FileNotFoundError:
+                raise self._not_found(digest) from None
         if verify and hashlib.sha256(data).hexdigest() != digest.hex:
             self._corrupt(digest)
         return data
 
     def verify(self, digest: Digest) -> bool:
         """Re-hash a stored object; False (and quarantined) if its bytes do not match its name."""
-        try:
-            actual = _sha256_hex(self._path_s(digest.hex))
-        except FileNotFoundError:
-            raise self._not_found(digest) from None
+        data = self.packs.read(digest.hex)
+        if data is not None:
+            actual = hashlib.sha256(data).hexdigest()
+        else:
+            try:
+                actual = _sha256_hex(self._path_s(digest.hex))
+            except FileNotFoundError:
+                raise self._not_found(digest) from None
         if actual != digest.hex:
             self.quarantine(digest)
             return False
         return True
 
     def iter_objects(self) -> Iterator[ObjectInfo]:
+        """Every stored object, in digest order."""
+        packed = [ObjectInfo(Digest(h), size, mtime) for h, size, mtime in self.packs.rows()]
+        yield from heapq.merge(packed, self._iter_loose(), key=lambda i: i.digest.hex)
+
+    def _iter_loose(self) -> Iterator[ObjectInfo]:
         try:
             shards = sorted(e.name for e in os.scandir(self.root) if e.is_dir() and len(e.name) == 2)
         except FileNotFoundError:
@@ -337,9 +398,10 @@ class LocalObjectStore:
         shard = self.root / ref.prefix[:2]
         rest = ref.prefix[2:]
         try:
-            matches = sorted(ref.prefix[:2] + n for n in os.listdir(shard) if n.startswith(rest))
+            loose = {ref.prefix[:2] + n for n in os.listdir(shard) if n.startswith(rest)}
         except FileNotFoundError:
-            matches = []
+            loose = set()
+        matches = sorted(loose | set(self.packs.with_prefix(ref.prefix)))
         if not matches:
             raise NotFound(f"no object matches sha256:{ref.prefix}", hint="list objects with `labvault object ls`")
         if len(matches) > 1:
@@ -347,20 +409,51 @@ class LocalObjectStore:
         return Digest(matches[0])
 
     def delete(self, digest: Digest) -> None:
+        """Forget an object; a packed object's space is reclaimed by :meth:`compact`."""
+        self.packs.delete(digest.hex)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path_s(digest.hex))
+
+    def touch(self, digest: Digest) -> None:
+        """Refresh an object's age so that gc keeps it for a full grace period (call inside ``batch()``)."""
+        if self.packs.lookup(digest.hex) is not None:
+            self.packs.refresh(digest.hex)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self._path_s(digest.hex))
+
+    def compact(self) -> int:
+        """Rewrite packs that are mostly deleted objects; the bytes reclaimed. Hold the gc lock exclusively."""
+
+        def intact(hexd: str, data: bytes) -> bool:
+            if hashlib.sha256(data).hexdigest() == hexd:
+                return True
+            self._quarantine_bytes(hexd, data)
+            return False
+
+        try:
+            return self.packs.compact(verify=intact)
+        except OSError as exc:
+            raise _storage_error(exc, "compacting packs") from exc
 
     # -- materialise --------------------------------------------------------------------------
     def materialize(self, digest: Digest, dest: Path, *, mode: MaterializeMode = "copy") -> None:
         """Write verified bytes to ``dest`` atomically; a hardlink or reflink shares the object's blocks.
 
-        ``reflink`` falls back to a copy where the filesystem cannot share extents.
+        ``reflink`` falls back to a copy where the filesystem cannot share extents, and both
+        ``hardlink`` and ``reflink`` copy a packed object (it has no file of its own).
         """
-        if not self.has(digest):
+        packed = self.packs.read(digest.hex)
+        if packed is None and not self.has(digest):
             raise self._not_found(digest)
         tmp = dest.parent / f".{dest.name}.labvault-{secrets.token_hex(4)}"
         try:
-            if mode == "hardlink":
+            if packed is not None:
+                if hashlib.sha256(packed).hexdigest() != digest.hex:
+                    self._corrupt(digest)
+                with open(tmp, "xb") as out:
+                    out.write(packed)
+            elif mode == "hardlink":
                 if not self.verify(digest):
                     self._corrupt(digest)
                 os.link(self.path_of(digest), tmp)
@@ -396,10 +489,21 @@ class LocalObjectStore:
     # -- corruption ---------------------------------------------------------------------------
     def quarantine(self, digest: Digest) -> Path:
         """Move an object aside so that it is never served again."""
+        data = self.packs.read(digest.hex)
+        if data is not None:
+            return self._quarantine_bytes(digest.hex, data)
         self.quarantine_dir.mkdir(exist_ok=True)
         target = self.quarantine_dir / f"{digest.hex}.{time.time_ns()}"
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path_of(digest), target)
+        return target
+
+    def _quarantine_bytes(self, hexd: str, data: bytes) -> Path:
+        """Copy a packed object's bytes aside, then forget it (its space goes at the next compaction)."""
+        self.quarantine_dir.mkdir(exist_ok=True)
+        target = self.quarantine_dir / f"{hexd}.{time.time_ns()}"
+        target.write_bytes(data)
+        self.packs.delete(hexd)
         return target
 
     def _corrupt(self, digest: Digest) -> None:
