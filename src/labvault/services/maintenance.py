@@ -99,7 +99,10 @@ class Maintenance:
                     progress(done, total)
         live = self._live()
         problems = [f"tree {d} cannot be read: it is corrupt or not a tree" for d in live.unreadable_trees]
-        problems += [f"pack {name} is missing" for name, size, _ in self._objects.packs.pack_files() if size < 0]
+        problems += [
+            f"pack {name} is missing: the objects it held are lost"
+            for name in self._objects.packs.lost + [n for n, size, _ in self._objects.packs.pack_files() if size < 0]
+        ]
         if self._meta.is_sqlite:
             with self._meta.read() as conn:
                 verdict = conn.execute(sa.text("PRAGMA quick_check")).scalar()

@@ -36,7 +36,7 @@ from functools import wraps
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from labvault.errors import StorageError
+from labvault.errors import IntegrityError, StorageError
 
 __all__ = ["PACK_MAGIC", "RECORD_MAGIC", "PackStore"]
 
@@ -113,6 +113,8 @@ class PackStore:
         self._read_fds: dict[int, int] = {}
         self._fds_lock = threading.Lock()
         self._recovered = False
+        self._seen = False
+        self.lost: list[str] = []  # pack files the index listed that were gone (fsck reports them)
         self._recover_lock = threading.Lock()
 
     # -- index --------------------------------------------------------------------------------
@@ -137,7 +139,13 @@ class PackStore:
         return conn
 
     def _exists(self) -> bool:
-        return getattr(self._local, "conn", None) is not None or self.index_path.exists()
+        """Whether there is anything packed to look at (without creating the index to find out)."""
+        if self._seen or getattr(self._local, "conn", None) is not None or self.index_path.exists():
+            self._seen = True
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self._seen = any(n.endswith(".pack") for n in os.listdir(self.dir))  # an index to rebuild
+        return self._seen
 
     @_guard
     def lookup(self, hexd: str) -> tuple[int, int, int, float] | None:
@@ -162,9 +170,11 @@ class PackStore:
             try:
                 data = os.pread(self._read_fd(pack), size, offset)
             except FileNotFoundError:  # compacted away meanwhile: the index now points elsewhere
-                if attempt:
-                    raise
                 self._forget_fd(pack)
+                if attempt:
+                    raise IntegrityError(
+                        f"object sha256:{hexd} is in a pack file that is missing", hint="run `labvault fsck`"
+                    ) from None
                 continue
             return data
         return None
@@ -391,6 +401,13 @@ class PackStore:
             str(name): (int(pack), int(end))
             for pack, name, end in conn.execute("SELECT id, name, indexed_end FROM packs")
         }
+        for name, (pack, _) in known.items():
+            if not (self.dir / name).exists():  # deleted behind our back: what it held is gone
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("DELETE FROM objects WHERE pack = ?", (pack,))
+                conn.execute("DELETE FROM packs WHERE id = ?", (pack,))
+                conn.execute("COMMIT")
+                self.lost.append(name)
         try:
             names = [n for n in os.listdir(self.dir) if n.startswith("pack-") and n.endswith(".pack")]
         except FileNotFoundError:
@@ -408,6 +425,8 @@ class PackStore:
             if fd is None:  # its writer is alive and indexes its own records
                 continue
             try:
+                if pack is None and os.pread(fd, len(PACK_MAGIC), 0) != PACK_MAGIC:
+                    continue  # not a pack (or not even its header made it to disk): never ours to index
                 if pack is None:
                     conn.execute("INSERT OR IGNORE INTO packs (name, indexed_end) VALUES (?, 0)", (name,))
                     pack = int(conn.execute("SELECT id FROM packs WHERE name = ?", (name,)).fetchone()[0])
@@ -462,6 +481,9 @@ class PackStore:
         """
         if not self._exists():
             return 0
+        writer = self._own_writer()
+        if writer is not None:  # our own pack is a candidate too: let go of it
+            self._retire(writer)
         conn = self._db()
         live: dict[int, int] = dict(
             conn.execute(f"SELECT pack, SUM(size + {HEADER_SIZE}) FROM objects GROUP BY pack").fetchall()

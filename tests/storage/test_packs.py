@@ -1,0 +1,206 @@
+"""Packed small objects: recovery from a killed batch or a lost index, compaction by gc, writers in
+several processes at once, and bad packs met on the way."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labvault.errors import NotFound
+from labvault.refs import Digest
+from labvault.storage.objects.local import LocalObjectStore
+from labvault.storage.objects.packs import HEADER_SIZE, PACK_MAGIC
+from labvault.vault import Vault
+from tests.corruption import age_object, corrupt_object
+
+OLD = 1_000_000.0
+
+
+def sha(data: bytes) -> Digest:
+    return Digest(hashlib.sha256(data).hexdigest())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalObjectStore:
+    return LocalObjectStore.create(tmp_path / ".labvault")
+
+
+def _pack_of(store: LocalObjectStore) -> Path:
+    [pack] = [p for p in store.packs.dir.iterdir() if p.suffix == ".pack"]
+    return pack
+
+
+def _indexed_end(store: LocalObjectStore) -> int:
+    with sqlite3.connect(store.packs.index_path) as conn:
+        return int(conn.execute("SELECT indexed_end FROM packs").fetchone()[0])
+
+
+def test_records_written_but_never_indexed_are_recovered_by_the_next_opener(store: LocalObjectStore) -> None:
+    store.put_bytes(b"committed")
+    # A batch killed after its fdatasync and before its index commit: records past indexed_end.
+    with store.batch():
+        store.packs.append(sha(b"orphan one").hex, b"orphan one")
+        store.packs.append(sha(b"orphan two").hex, b"orphan two")
+        store.packs._flush(store.packs._writer())  # on disk, as the kill found them
+        os.fdatasync(store.packs._writer().fd)
+        store.packs._local.writer.staged.clear()  # ...but never indexed
+    store.packs.close()
+    assert os.path.getsize(_pack_of(store)) > _indexed_end(store)
+
+    again = LocalObjectStore(store.vault_dir)
+    assert again.get_bytes(sha(b"orphan one")) == b"orphan one"  # an orphan now, which gc collects
+    assert again.get_bytes(sha(b"committed")) == b"committed"
+    assert os.path.getsize(_pack_of(store)) == _indexed_end(store)
+
+
+def test_a_torn_record_at_the_end_of_a_pack_is_cut_off(store: LocalObjectStore) -> None:
+    store.put_bytes(b"whole")
+    store.packs.close()
+    pack = _pack_of(store)
+    whole = pack.stat().st_size
+    with open(pack, "ab") as f:  # a header and half the bytes: the kill landed mid-write
+        f.write(b"LVOB" + sha(b"half written").hex.encode()[:32] + (12).to_bytes(8, "little") + b"half")
+    again = LocalObjectStore(store.vault_dir)
+    assert again.has(sha(b"whole"))
+    assert pack.stat().st_size == whole
+    assert again.put_bytes(b"next") == sha(b"next")  # appended where the torn record was
+    assert again.get_bytes(sha(b"next")) == b"next"
+
+
+def test_a_deleted_index_is_rebuilt_from_the_packs(store: LocalObjectStore) -> None:
+    with store.batch():
+        digests = [store.put_bytes(b"record %d" % i) for i in range(300)]
+    store.packs.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{store.packs.index_path}{suffix}").unlink(missing_ok=True)
+    again = LocalObjectStore(store.vault_dir)
+    assert all(again.get_bytes(d) == b"record %d" % i for i, d in enumerate(digests))
+    assert len(list(again.iter_objects())) == 300
+
+
+def test_gc_rewrites_a_mostly_dead_pack_and_keeps_what_is_referenced(tmp_path: Path) -> None:
+    vault, _ = Vault.init(tmp_path)
+    with vault.objects.batch():
+        garbage = [vault.objects.put_bytes(os.urandom(2000)) for _ in range(200)]
+    kept = tmp_path / "kept.txt"
+    kept.write_bytes(b"referenced by a snapshot")
+    vault.data.add("kept", kept)
+    for d in garbage:
+        age_object(vault.objects, d, OLD)
+    packs_before = {p.name for p in vault.objects.packs.dir.iterdir() if p.suffix == ".pack"}
+    size_before = sum(size for _, size, _ in vault.objects.packs.pack_files())
+
+    report = vault.maintenance.gc(grace=3600)
+    assert len(report.deleted) == 200
+    assert report.pack_bytes_reclaimed >= 200 * (2000 + HEADER_SIZE)
+    packs_after = {p.name for p in vault.objects.packs.dir.iterdir() if p.suffix == ".pack"}
+    assert not packs_before & packs_after  # the old pack was rewritten, then removed
+    assert sum(size for _, size, _ in vault.objects.packs.pack_files()) < size_before - 200 * 2000
+    assert vault.data.open("data:kept@v1", "kept.txt").read() == b"referenced by a snapshot"
+    assert all(not vault.objects.has(d) for d in garbage)
+    assert vault.maintenance.fsck().clean
+    vault.close()
+
+
+def test_gc_leaves_out_a_corrupt_record_when_it_rewrites_a_pack(store: LocalObjectStore) -> None:
+    with store.batch():
+        bad = store.put_bytes(b"will rot")
+        dead = [store.put_bytes(os.urandom(1000)) for _ in range(20)]
+    for d in dead:
+        store.delete(d)
+    corrupt_object(store, bad, b"has rot!")
+    store.compact()
+    assert not store.has(bad)
+    assert [p.read_bytes() for p in store.quarantine_dir.iterdir()] == [b"has rot!"]
+    with pytest.raises(NotFound, match="not stored"):
+        store.get_bytes(bad)
+
+
+def test_a_re_put_refreshes_a_packed_object_at_commit(store: LocalObjectStore) -> None:
+    digest = store.put_bytes(b"old news")
+    age_object(store, digest, OLD)
+    with store.batch():
+        assert store.put_bytes(b"old news") == digest
+        assert store.info(digest).mtime == OLD  # applied when the batch commits
+    assert store.info(digest).mtime > OLD
+
+
+def test_a_failed_batch_leaves_nothing_in_the_pack(store: LocalObjectStore) -> None:
+    store.put_bytes(b"before")
+    size = _pack_of(store).stat().st_size
+
+    def failing_batch() -> None:
+        with store.batch():
+            store.put_bytes(b"discarded" * 1000)
+            raise RuntimeError("the caller failed")
+
+    with pytest.raises(RuntimeError):
+        failing_batch()
+    assert _pack_of(store).stat().st_size == size
+    assert not store.has(sha(b"discarded" * 1000))
+    assert store.put_bytes(b"after") == sha(b"after")
+
+
+WRITER = r"""
+import sys
+from pathlib import Path
+from labvault.storage.objects.local import LocalObjectStore
+store = LocalObjectStore(Path(sys.argv[1]))
+tag = sys.argv[2].encode()
+for r in range(20):
+    with store.batch():
+        for i in range(50):
+            store.put_bytes(tag + b" %d %d" % (r, i))
+"""
+
+
+def test_writers_in_several_processes_use_packs_of_their_own(store: LocalObjectStore) -> None:
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(store.vault_dir), tag], stderr=subprocess.PIPE)
+        for tag in ("alpha", "beta", "gamma")
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    for tag in (b"alpha", b"beta", b"gamma"):
+        for r in range(20):
+            for i in range(50):
+                data = tag + b" %d %d" % (r, i)
+                assert store.get_bytes(sha(data)) == data
+    assert 1 <= len(store.packs.pack_files()) <= 3
+    assert sum(1 for _ in store.iter_objects()) == 3 * 20 * 50
+
+
+def test_a_pack_file_that_went_missing_is_reported_by_fsck(tmp_path: Path) -> None:
+    vault, _ = Vault.init(tmp_path)
+    (tmp_path / "f.txt").write_text("in a pack\n")
+    vault.data.add("f", tmp_path / "f.txt")
+    vault.objects.packs.close()
+    [pack] = [p for p in vault.objects.packs.dir.iterdir() if p.suffix == ".pack"]
+    pack.unlink()
+    reopened = Vault.open(tmp_path / ".labvault")
+    report = reopened.maintenance.fsck()
+    assert not report.clean
+    assert any(f"pack {pack.name} is missing" in p for p in report.problems)
+    assert report.missing
+    with pytest.raises(NotFound):
+        reopened.objects.get_bytes(report.missing[0])
+    reopened.close()
+    vault.close()
+
+
+def test_a_file_that_is_not_a_pack_is_left_alone(store: LocalObjectStore) -> None:
+    store.put_bytes(b"real")
+    store.packs.close()
+    stray = store.packs.dir / "pack-stray.pack"
+    stray.write_bytes(b"not a pack at all, but named like one")
+    again = LocalObjectStore(store.vault_dir)
+    assert again.has(sha(b"real"))
+    assert stray.read_bytes().startswith(b"not a pack")
+    assert not stray.read_bytes().startswith(PACK_MAGIC)
