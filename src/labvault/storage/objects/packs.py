@@ -401,11 +401,11 @@ class PackStore:
             str(name): (int(pack), int(end))
             for pack, name, end in conn.execute("SELECT id, name, indexed_end FROM packs")
         }
-        for name, (pack, _) in known.items():
+        for name, (gone, _) in known.items():
             if not (self.dir / name).exists():  # deleted behind our back: what it held is gone
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute("DELETE FROM objects WHERE pack = ?", (pack,))
-                conn.execute("DELETE FROM packs WHERE id = ?", (pack,))
+                conn.execute("DELETE FROM objects WHERE pack = ?", (gone,))
+                conn.execute("DELETE FROM packs WHERE id = ?", (gone,))
                 conn.execute("COMMIT")
                 self.lost.append(name)
         try:
@@ -414,6 +414,7 @@ class PackStore:
             return
         for name in names:
             path = self.dir / name
+            pack: int | None
             pack, end = known.get(name, (None, 0))
             try:
                 size = os.stat(path).st_size
