@@ -28,7 +28,8 @@ __all__ = [
 VAULT_DIRNAME = ".labvault"
 CONFIG_NAME = "config.json"
 #: Storage format version written in config.json; see docs/design/storage-format.md.
-FORMAT_VERSION = 1
+#: 2 added packs of small objects; a format-1 vault is read as is and marked 2 when opened.
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)

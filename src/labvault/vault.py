@@ -7,6 +7,7 @@ The CLI, the server and users all start here; the parts (``vault.objects``, ``va
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 from functools import cached_property
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from labvault.config import (
     CONFIG_NAME,
+    FORMAT_VERSION,
     VAULT_DIRNAME,
     Settings,
     VaultConfig,
@@ -82,7 +84,10 @@ class Vault:
                 vault_dir = find_vault_dir(start, settings=Settings())
         else:
             vault_dir = find_vault_dir(settings=settings)
-        return cls(vault_dir, VaultConfig.load(vault_dir), settings)
+        config = VaultConfig.load(vault_dir)
+        if config.format_version < FORMAT_VERSION:
+            config = _upgrade_format(vault_dir, config)
+        return cls(vault_dir, config, settings)
 
     @classmethod
     def init(
@@ -202,6 +207,22 @@ class Vault:
 
     def __repr__(self) -> str:
         return f"Vault({str(self.dir)!r})"
+
+
+def _upgrade_format(vault_dir: Path, config: VaultConfig) -> VaultConfig:
+    """Mark an older vault with this format before anything is written in it.
+
+    Format 2 only adds packs beside the format-1 layout, so the upgrade is the version number: an
+    older labvault then refuses the vault (it would not see packed objects) instead of misreading it.
+    """
+    upgraded = dataclasses.replace(config, format_version=FORMAT_VERSION)
+    try:
+        with file_lock(vault_dir / "locks" / "init.lock", timeout=120, what="the vault being upgraded"):
+            if VaultConfig.load(vault_dir).format_version < FORMAT_VERSION:
+                _write_atomic(vault_dir / CONFIG_NAME, upgraded.to_json())
+    except (OSError, StorageError):
+        return config  # a read-only vault: readable as it is; a write would fail on its own anyway
+    return upgraded
 
 
 def _write_atomic(path: Path, text: str) -> None:

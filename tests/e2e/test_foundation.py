@@ -66,7 +66,7 @@ def test_init_creates_the_vault_and_ignores_it_in_git_once(cli: Cli, project: Pa
     vault = project / ".labvault"
     for part in ("config.json", "meta.db", "objects/sha256", "tmp", "quarantine", "locks"):
         assert (vault / part).exists(), part
-    assert json.loads((vault / "config.json").read_text())["format_version"] == 1
+    assert json.loads((vault / "config.json").read_text())["format_version"] == 2
     assert (project / ".gitignore").read_text() == "*.pyc\n.labvault/\n"
 
     again = cli("init")

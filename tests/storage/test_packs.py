@@ -4,6 +4,7 @@ several processes at once, and bad packs met on the way."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -204,3 +205,23 @@ def test_a_file_that_is_not_a_pack_is_left_alone(store: LocalObjectStore) -> Non
     assert again.has(sha(b"real"))
     assert stray.read_bytes().startswith(b"not a pack")
     assert not stray.read_bytes().startswith(PACK_MAGIC)
+
+
+def test_a_format_1_vault_is_read_as_is_and_marked_format_2(tmp_path: Path) -> None:
+    vault, _ = Vault.init(tmp_path)
+    vault.close()
+    config = tmp_path / ".labvault" / "config.json"
+    doc = json.loads(config.read_text())
+    config.write_text(json.dumps({**doc, "format_version": 1}))
+    loose = sha(b"written by format 1")  # format 1 kept every object as a file of its own
+    path = tmp_path / ".labvault" / "objects" / "sha256" / loose.hex[:2] / loose.hex[2:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"written by format 1")
+
+    reopened = Vault.open(tmp_path)
+    assert json.loads(config.read_text())["format_version"] == 2
+    assert reopened.objects.get_bytes(loose) == b"written by format 1"
+    assert reopened.objects.put_bytes(b"written by format 1") == loose  # not packed a second time
+    assert not reopened.objects.is_packed(loose)
+    assert reopened.objects.is_packed(reopened.objects.put_bytes(b"new"))
+    reopened.close()
