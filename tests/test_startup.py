@@ -85,3 +85,14 @@ def test_object_commands_do_not_open_the_database(tmp_path: Path) -> None:
     (tmp_path / "f.txt").write_text("light")
     for args in (["object", "put", "f.txt"], ["object", "ls"]):
         assert "sqlalchemy" not in _imported_by(args, tmp_path)
+
+
+def test_data_add_and_status_start_without_typer_or_pydantic(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
+    subprocess.run([LABVAULT, "-q", "init"], cwd=tmp_path, env=env, check=True)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.txt").write_text("lean\n")
+    for args in (["data", "add", "d", "d", "-m", "first"], ["data", "status", "--json"]):
+        imported = _imported_by(args, tmp_path)
+        assert not imported & {"typer", "pydantic", "rich"}, args
+    assert "pydantic" in _imported_by(["data", "add", "d", "d", "--help"], tmp_path)  # help goes to typer

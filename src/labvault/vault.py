@@ -180,7 +180,7 @@ class Vault:
         from labvault.services.snapshots.service import DataService
 
         return DataService(
-            objects=self.objects, meta=self.meta, root=self.root, vault_dir=self.dir, user=lambda: self.user
+            objects=self.objects, meta=lambda: self.meta, root=self.root, vault_dir=self.dir, user=lambda: self.user
         )
 
     @cached_property

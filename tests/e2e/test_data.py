@@ -122,7 +122,29 @@ BAD_INPUT = [
     (("data", "diff", "raw", "data:nope"), 3, "no dataset"),
     (("data", "import", "x", "nosuchproto://h/p"), 2, "cannot read"),
     (("data", "add"), 2, ""),
+    (("data", "add", "raw"), 2, ""),
+    (("data", "add", "raw", "data", "-m"), 2, ""),
+    (("data", "add", "raw", "data", "--bogus"), 2, ""),
+    (("data", "add", "raw", "data", "extra"), 2, ""),
 ]
+
+
+def test_add_options_on_the_lean_path(cli: Cli, project: Path, data: Path) -> None:
+    """``data add`` is parsed without typer; every spelling of its options means the same."""
+    first = json.loads(cli("data", "add", "raw", "data", "--message=first one", "--json").stdout)
+    assert first["message"] == "first one"
+    assert first["created"] is True
+    (data / "more.txt").write_text("more\n")
+    quiet = cli("-q", "data", "add", "raw", "data", "-m", "second")
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    (data / "more.txt").write_text("changed\n")
+    proc = cli("data", "add", "--message", "third", "raw", "data", "-v")
+    assert proc.stdout.startswith("data:raw@v3")
+    assert "pinned in labvault.lock" in proc.stderr
+    shown = json.loads(cli("data", "log", "raw", "--json").stdout)
+    assert [v["message"] for v in shown] == ["third", "second", "first one"]
+    assert cli("data", "add", "raw", "data").stderr.strip() == "no change since data:raw@v3"
+    assert "Snapshot PATH" in cli("data", "add", "--help").stdout
 
 
 def test_bad_input(cli: Cli, data: Path) -> None:

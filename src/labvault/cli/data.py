@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from labvault.cli.context import open_vault
+from labvault.cli.data_add import run_add
 from labvault.cli.data_status import run_status
 from labvault.cli.render import OUTPUT, human_bytes, print_json, progress
 
@@ -50,18 +51,7 @@ def add(
 
     Identical content to the latest version prints the existing reference and exits 0.
     """
-    with open_vault() as vault, progress(f"snapshotting {path}", None) as advance:
-        snapshot, created = vault.data.add(name, path, message=message, progress=advance)
-    if json_output:
-        print_json({**snapshot.to_json(), "created": created})
-        return
-    OUTPUT.line(f"{snapshot.ref}  {snapshot.content_hash}")
-    if created:
-        OUTPUT.info(f"{snapshot.file_count} files, {human_bytes(snapshot.total_bytes)}; pinned in labvault.lock")
-        for note in snapshot.notes:
-            OUTPUT.info(f"note: {note}")
-    else:
-        OUTPUT.info(f"no change since {snapshot.ref}")
+    run_add(name, str(path), message=message, json_output=json_output)
 
 
 @app.command("import")

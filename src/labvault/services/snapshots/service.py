@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from labvault.entities import DataDiff, DatasetStatus, Manifest, Snapshot, SnapshotFile, SnapshotLink, utcnow
 from labvault.errors import NotFound, ValidationError
@@ -25,10 +26,10 @@ from labvault.services.snapshots.scan import scan_path
 from labvault.services.snapshots.statcache import StatCache, fs_clock_ns
 from labvault.services.snapshots.status import select_entries, working_status
 from labvault.services.snapshots.tabular import schema_hash
-from labvault.storage.meta.repos import snapshots as repo
-from labvault.storage.meta.repos.object_refs import add_refs
-from labvault.storage.meta.store import MetaStore
 from labvault.storage.objects.protocol import ObjectStore
+
+if TYPE_CHECKING:
+    from labvault.storage.meta.store import MetaStore
 
 __all__ = ["DataService"]
 
@@ -37,13 +38,24 @@ Progress = Callable[[int, int], None]
 
 class DataService:
     def __init__(
-        self, *, objects: ObjectStore, meta: MetaStore, root: Path, vault_dir: Path, user: Callable[[], str]
+        self,
+        *,
+        objects: ObjectStore,
+        meta: Callable[[], MetaStore],
+        root: Path,
+        vault_dir: Path,
+        user: Callable[[], str],
     ) -> None:
         self.objects = objects
-        self.meta = meta
+        self._open_meta = meta
         self.root = root
         self.vault_dir = vault_dir
         self._user = user
+
+    @cached_property
+    def meta(self) -> MetaStore:
+        """The metadata store, opened on first use."""
+        return self._open_meta()
 
     # -- add ----------------------------------------------------------------------------------
     def add(
@@ -95,9 +107,14 @@ class DataService:
         stamp = fs_clock_ns(self.vault_dir / "cache" / "stat")
         scan = scan_path(target, skip=(vst.st_dev, vst.st_ino))
         cache = StatCache.for_dataset(self.vault_dir, target) if use_cache else StatCache(Path(os.devnull))
-        known = self._known_digests(name, storage_uri)
+        known, baseline = self._known_digests(name, storage_uri)
         with self.objects.batch():
             built = build_tree(self.objects, scan, cache, known=known, progress=progress)
+        if baseline is not None and not self._referenced(baseline):
+            # The files the stat cache vouched for were not re-put on the word of a snapshot that
+            # this vault does not hold, so gc could take their objects: store every file again.
+            with self.objects.batch():
+                built = build_tree(self.objects, scan, cache, known=set(), progress=progress)
         if use_cache:
             cache.synced = built.root.hex
             cache.save(stamp)
@@ -108,20 +125,33 @@ class DataService:
         )
         return snapshot, created, kind
 
-    def _known_digests(self, name: str, storage_uri: str) -> set[bytes]:
-        """Digests referenced by the snapshot this path (or dataset) was last at: gc keeps them."""
+    def _known_digests(self, name: str, storage_uri: str) -> tuple[set[bytes], Digest | None]:
+        """Digests of the snapshot this path (or dataset) was last at, which gc keeps while a
+        snapshot refers to them; and, when that snapshot came from ``labvault.lock`` unchecked,
+        its content hash, which the caller checks with :meth:`_referenced` before relying on it.
+
+        The lock file is read without the metadata store: the usual re-snapshot opens the
+        metadata store once, at the end, and a snapshot the vault does not hold costs a second pass.
+        """
+        from labvault.storage.meta.repos import snapshots as repo
+
         entry = read_lock(self.root).get(storage_uri)
         digest = entry.content_hash if entry is not None else None
+        unchecked = digest
         if digest is None:
             with self.meta.read() as conn:
                 latest = repo.get_snapshot(conn, name)
             digest = latest.content_hash if latest else None
         if digest is None or not self.objects.has(digest):
-            return set()
+            return set(), None
+        return load_flat(self.objects, self.vault_dir, digest).shas(), unchecked
+
+    def _referenced(self, digest: Digest) -> bool:
+        """Whether a snapshot refers to this tree (so gc keeps every object below it)."""
+        from labvault.storage.meta.repos import snapshots as repo
+
         with self.meta.read() as conn:
-            if not repo.find_by_content(conn, digest):
-                return set()  # not referenced by any snapshot: gc could take its objects
-        return load_flat(self.objects, self.vault_dir, digest).shas()
+            return bool(repo.find_by_content(conn, digest))
 
     def _record(
         self,
@@ -134,6 +164,8 @@ class DataService:
         source_url: str | None,
         source_version: str | None,
     ) -> tuple[Snapshot, bool]:
+        from labvault.storage.meta.repos import snapshots as repo
+
         tabular = built.tabular
         schemas = [schema for _, _, schema in tabular]
         with self.meta.transaction() as conn:
@@ -159,12 +191,16 @@ class DataService:
                 notes=tuple(built.notes),
             )
             repo.insert_snapshot(conn, snapshot)
+            from labvault.storage.meta.repos.object_refs import add_refs
+
             add_refs(conn, snapshot.ref, [(built.root, "tree")])
         return snapshot, True
 
     # -- reading ------------------------------------------------------------------------------
     def resolve(self, ref: str | DataRef) -> Snapshot:
         """The snapshot a ``data:<name>[@vN]`` reference names (the latest without a version)."""
+        from labvault.storage.meta.repos import snapshots as repo
+
         parsed = parse_ref(ref, expect=DataRef) if isinstance(ref, str) else ref
         assert isinstance(parsed, DataRef)
         with self.meta.read() as conn:
@@ -203,11 +239,15 @@ class DataService:
 
     def datasets(self) -> list[tuple[Snapshot, int]]:
         """Every dataset's latest snapshot and its number of versions."""
+        from labvault.storage.meta.repos import snapshots as repo
+
         with self.meta.read() as conn:
             return repo.latest_per_dataset(conn)
 
     def log(self, name: str) -> list[Snapshot]:
         """Every version of a dataset, newest first."""
+        from labvault.storage.meta.repos import snapshots as repo
+
         validate_name(name, what="dataset name")
         with self.meta.read() as conn:
             versions = repo.list_versions(conn, name)
