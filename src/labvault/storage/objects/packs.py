@@ -23,11 +23,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import secrets
 import sqlite3
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -37,13 +35,20 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from labvault.errors import IntegrityError, StorageError
+from labvault.storage.objects.packfile import (
+    HEADER,
+    HEADER_SIZE,
+    PACK_MAGIC,
+    RECORD_MAGIC,
+    fsync_dir,
+    lock_pack,
+    recover,
+    recover_all,
+    transaction,
+)
 
-__all__ = ["PACK_MAGIC", "RECORD_MAGIC", "PackStore"]
+__all__ = ["PACK_TARGET", "PackStore"]
 
-PACK_MAGIC = b"LVPACK2\n"
-RECORD_MAGIC = b"LVOB"
-_HEADER = struct.Struct("<4s32sQ")  # magic, sha256, size
-HEADER_SIZE = _HEADER.size
 PACK_TARGET = 64 * 1024 * 1024  # a writer starts a new pack once its pack has grown past this
 _FLUSH = 4 * 1024 * 1024  # appended records are written out in chunks of about this size
 _SCHEMA = """
@@ -134,7 +139,7 @@ class PackStore:
             if not self._recovered:
                 with self._recover_lock:
                     if not self._recovered:
-                        self._recover_all(conn)
+                        self.lost.extend(recover_all(conn, self.dir))
                         self._recovered = True
         return conn
 
@@ -242,7 +247,7 @@ class PackStore:
         writer = self._writer()
         digest = bytes.fromhex(hexd)
         offset = writer.end + HEADER_SIZE
-        writer.buffer += _HEADER.pack(RECORD_MAGIC, digest, len(data))
+        writer.buffer += HEADER.pack(RECORD_MAGIC, digest, len(data))
         writer.buffer += data
         writer.staged.append((digest, offset, len(data)))
         writer.end = offset + len(data)
@@ -260,10 +265,6 @@ class PackStore:
             refreshed = self._local.refreshed = []
         return refreshed
 
-    def pending(self) -> bool:
-        writer = self._own_writer()
-        return bool(writer and writer.staged) or bool(getattr(self._local, "refreshed", None))
-
     @_guard
     def commit(self) -> None:
         """Make this thread's staged records durable (one fdatasync), then index them."""
@@ -277,25 +278,21 @@ class PackStore:
             self._flush(writer)
             os.fdatasync(writer.fd)
             if writer.new:
-                _fsync_dir(self.dir)
+                fsync_dir(self.dir)
                 writer.new = False
         conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            if writer is not None and staged:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO objects (digest, pack, offset, size, mtime) VALUES (?, ?, ?, ?, ?)",
-                    [(d, writer.pack_id, off, size, now) for d, off, size in staged],
-                )
-                conn.execute(
-                    "UPDATE packs SET indexed_end = MAX(indexed_end, ?) WHERE id = ?", (writer.end, writer.pack_id)
-                )
-            if refreshed:
-                conn.executemany("UPDATE objects SET mtime = ? WHERE digest = ?", [(now, d) for d in refreshed])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            with transaction(conn):
+                if writer is not None and staged:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO objects (digest, pack, offset, size, mtime) VALUES (?, ?, ?, ?, ?)",
+                        [(d, writer.pack_id, off, size, now) for d, off, size in staged],
+                    )
+                    conn.execute(
+                        "UPDATE packs SET indexed_end = MAX(indexed_end, ?) WHERE id = ?", (writer.end, writer.pack_id)
+                    )
+                if refreshed:
+                    conn.executemany("UPDATE objects SET mtime = ? WHERE digest = ?", [(now, d) for d in refreshed])
         finally:
             refreshed.clear()
         if writer is not None:
@@ -364,10 +361,10 @@ class PackStore:
             "SELECT id, name FROM packs WHERE indexed_end < ? ORDER BY id DESC LIMIT 4", (PACK_TARGET,)
         ).fetchall()
         for pack, name in rows:
-            fd = _lock_pack(self.dir / name)
+            fd = lock_pack(self.dir / name)
             if fd is None:
                 continue
-            end = self._recover(conn, pack, fd)
+            end = recover(conn, pack, fd)
             if end is None:
                 os.close(fd)
                 continue
@@ -393,84 +390,6 @@ class PackStore:
                 os.unlink(path)
             raise
         return _Writer(pack, fd, len(PACK_MAGIC), new=True, start=len(PACK_MAGIC))
-
-    # -- recovery -----------------------------------------------------------------------------
-    def _recover_all(self, conn: sqlite3.Connection) -> None:
-        """Index what the packs hold past the index (see the module docstring); skip packs in use."""
-        known = {
-            str(name): (int(pack), int(end))
-            for pack, name, end in conn.execute("SELECT id, name, indexed_end FROM packs")
-        }
-        for name, (gone, _) in known.items():
-            if not (self.dir / name).exists():  # deleted behind our back: what it held is gone
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute("DELETE FROM objects WHERE pack = ?", (gone,))
-                conn.execute("DELETE FROM packs WHERE id = ?", (gone,))
-                conn.execute("COMMIT")
-                self.lost.append(name)
-        try:
-            names = [n for n in os.listdir(self.dir) if n.startswith("pack-") and n.endswith(".pack")]
-        except FileNotFoundError:
-            return
-        for name in names:
-            path = self.dir / name
-            pack: int | None
-            pack, end = known.get(name, (None, 0))
-            try:
-                size = os.stat(path).st_size
-            except FileNotFoundError:
-                continue
-            if pack is not None and size <= end:
-                continue
-            fd = _lock_pack(path)
-            if fd is None:  # its writer is alive and indexes its own records
-                continue
-            try:
-                if pack is None and os.pread(fd, len(PACK_MAGIC), 0) != PACK_MAGIC:
-                    continue  # not a pack (or not even its header made it to disk): never ours to index
-                if pack is None:
-                    conn.execute("INSERT OR IGNORE INTO packs (name, indexed_end) VALUES (?, 0)", (name,))
-                    pack = int(conn.execute("SELECT id FROM packs WHERE name = ?", (name,)).fetchone()[0])
-                self._recover(conn, pack, fd)
-            finally:
-                os.close(fd)
-
-    def _recover(self, conn: sqlite3.Connection, pack: int, fd: int) -> int | None:
-        """Index the records of a locked pack past its ``indexed_end``; returns its valid end."""
-        row = conn.execute("SELECT indexed_end FROM packs WHERE id = ?", (pack,)).fetchone()
-        if row is None:
-            return None
-        size = os.fstat(fd).st_size
-        end = max(int(row[0]), len(PACK_MAGIC))
-        if size <= end:
-            return end if size == end else None
-        if os.pread(fd, len(PACK_MAGIC), 0) != PACK_MAGIC:
-            return None  # not a pack: leave it for fsck to report
-        found: list[tuple[bytes, int, int, int, float]] = []
-        now = time.time()
-        while end + HEADER_SIZE <= size:
-            magic, digest, length = _HEADER.unpack(os.pread(fd, HEADER_SIZE, end))
-            if magic != RECORD_MAGIC or end + HEADER_SIZE + length > size:
-                break
-            data = os.pread(fd, length, end + HEADER_SIZE)
-            if hashlib.sha256(data).digest() != digest:
-                break
-            found.append((digest, pack, end + HEADER_SIZE, length, now))
-            end += HEADER_SIZE + length
-        if end < size:
-            os.ftruncate(fd, end)  # a torn record: its batch never committed
-            os.fdatasync(fd)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(
-                "INSERT OR IGNORE INTO objects (digest, pack, offset, size, mtime) VALUES (?, ?, ?, ?, ?)", found
-            )
-            conn.execute("UPDATE packs SET indexed_end = ? WHERE id = ?", (end, pack))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return end
 
     # -- maintenance (the caller holds the gc lock exclusively) --------------------------------
     @_guard
@@ -499,7 +418,7 @@ class PackStore:
             used = live.get(pack, 0)
             if size - len(PACK_MAGIC) - used < min_dead * size or size <= len(PACK_MAGIC):
                 continue
-            fd = _lock_pack(path)
+            fd = lock_pack(path)
             if fd is None:
                 continue
             try:
@@ -528,18 +447,14 @@ class PackStore:
                     moved.append((writer.pack_id, writer.end - length, digest))
             self._flush(writer)
             os.fdatasync(writer.fd)
-            _fsync_dir(self.dir)
-        conn.execute("BEGIN IMMEDIATE")
+            fsync_dir(self.dir)
         try:
-            conn.executemany("UPDATE objects SET pack = ?, offset = ? WHERE digest = ?", moved)
-            if writer is not None:
-                conn.execute("UPDATE packs SET indexed_end = ? WHERE id = ?", (writer.end, writer.pack_id))
-            conn.execute("DELETE FROM objects WHERE pack = ?", (pack,))  # what verify left out
-            conn.execute("DELETE FROM packs WHERE id = ?", (pack,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            with transaction(conn):
+                conn.executemany("UPDATE objects SET pack = ?, offset = ? WHERE digest = ?", moved)
+                if writer is not None:
+                    conn.execute("UPDATE packs SET indexed_end = ? WHERE id = ?", (writer.end, writer.pack_id))
+                conn.execute("DELETE FROM objects WHERE pack = ?", (pack,))  # what verify left out
+                conn.execute("DELETE FROM packs WHERE id = ?", (pack,))
         finally:
             if writer is not None:
                 os.close(writer.fd)
@@ -549,7 +464,7 @@ class PackStore:
 
     @staticmethod
     def _append_to(writer: _Writer, digest: bytes, data: bytes) -> None:
-        writer.buffer += _HEADER.pack(RECORD_MAGIC, digest, len(data))
+        writer.buffer += HEADER.pack(RECORD_MAGIC, digest, len(data))
         writer.buffer += data
         writer.end += HEADER_SIZE + len(data)
 
@@ -568,27 +483,3 @@ class PackStore:
                 size = -1
             out.append((str(name), size, int(live.get(pack, 0))))
         return out
-
-
-def _lock_pack(path: Path) -> int | None:
-    """An fd holding the pack's exclusive flock, or None if another writer holds it (or it is gone)."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    return fd
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
