@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from labvault.entities import ObjectInfo
 from labvault.errors import AmbiguousReference, IntegrityError, NotFound, StorageError
@@ -45,8 +45,6 @@ from labvault.storage.objects.fileio import (
     SMALL,
     VerifyingReader,
     copy_and_hash,
-    copy_hashed,
-    reflink,
     stream_and_hash,
     syncfs,
     write_all,
@@ -311,7 +309,7 @@ class LocalObjectStore:
         try:
             st = os.stat(self._path_s(digest.hex))
         except FileNotFoundError:
-            raise self._not_found(digest) from None
+            raise self.not_found(digest) from None
         return ObjectInfo(digest, st.st_size, st.st_mtime)
 
     def locate(self, digest: Digest) -> tuple[Path, int, int]:
@@ -323,7 +321,7 @@ class LocalObjectStore:
         try:
             return path, 0, path.stat().st_size
         except FileNotFoundError:
-            raise self._not_found(digest) from None
+            raise self.not_found(digest) from None
 
     def is_packed(self, digest: Digest) -> bool:
         return self.packs.lookup(digest.hex) is not None
@@ -333,14 +331,14 @@ class LocalObjectStore:
         if data is not None:
             if not verify:
                 return io.BytesIO(data)
-            return io.BufferedReader(VerifyingReader(io.BytesIO(data), digest.hex, lambda: self._corrupt(digest)))  # type: ignore[return-value]
+            return io.BufferedReader(VerifyingReader(io.BytesIO(data), digest.hex, lambda: self.refuse_corrupt(digest)))  # type: ignore[return-value]
         try:
             raw = open(self._path_s(digest.hex), "rb", buffering=0)  # noqa: SIM115 - returned to the caller
         except FileNotFoundError:
-            raise self._not_found(digest) from None
+            raise self.not_found(digest) from None
         if not verify:
             return io.BufferedReader(raw, CHUNK)  # type: ignore[return-value]
-        reader = VerifyingReader(raw, digest.hex, lambda: self._corrupt(digest))
+        reader = VerifyingReader(raw, digest.hex, lambda: self.refuse_corrupt(digest))
         return io.BufferedReader(reader, CHUNK)  # type: ignore[return-value]
 
     def get_bytes(self, digest: Digest, *, verify: bool = True) -> bytes:
@@ -350,9 +348,9 @@ class LocalObjectStore:
                 with open(self._path_s(digest.hex), "rb", buffering=0) as f:
                     data = f.read()
             except FileNotFoundError:
-                raise self._not_found(digest) from None
+                raise self.not_found(digest) from None
         if verify and hashlib.sha256(data).hexdigest() != digest.hex:
-            self._corrupt(digest)
+            self.refuse_corrupt(digest)
         return data
 
     def verify(self, digest: Digest) -> bool:
@@ -364,7 +362,7 @@ class LocalObjectStore:
             try:
                 actual = _sha256_hex(self._path_s(digest.hex))
             except FileNotFoundError:
-                raise self._not_found(digest) from None
+                raise self.not_found(digest) from None
         if actual != digest.hex:
             self.quarantine(digest)
             return False
@@ -443,48 +441,12 @@ class LocalObjectStore:
         ``reflink`` falls back to a copy where the filesystem cannot share extents, and both
         ``hardlink`` and ``reflink`` copy a packed object (it has no file of its own).
         """
-        packed = self.packs.read(digest.hex)
-        if packed is None and not self.has(digest):
-            raise self._not_found(digest)
-        tmp = dest.parent / f".{dest.name}.labvault-{secrets.token_hex(4)}"
-        try:
-            if packed is not None:
-                if hashlib.sha256(packed).hexdigest() != digest.hex:
-                    self._corrupt(digest)
-                with open(tmp, "xb") as out:
-                    out.write(packed)
-            elif mode == "hardlink":
-                if not self.verify(digest):
-                    self._corrupt(digest)
-                os.link(self.path_of(digest), tmp)
-            elif not (mode == "reflink" and self._try_reflink(digest, tmp)):
-                self._copy_verified(digest, tmp)
-            os.replace(tmp, dest)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise _storage_error(exc, f"writing {dest}") from exc
-            raise
+        from labvault.storage.objects.materialize import materialize
 
-    def _copy_verified(self, digest: Digest, tmp: Path) -> None:
-        out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # read back for the hash
         try:
-            with open(self.path_of(digest), "rb", buffering=0) as src:
-                hexd = copy_hashed(src.fileno(), out, os.fstat(src.fileno()).st_size)
-        finally:
-            os.close(out)
-        if hexd != digest.hex:  # what was written is checked, not only what was read
-            tmp.unlink(missing_ok=True)
-            self._corrupt(digest)
-
-    def _try_reflink(self, digest: Digest, tmp: Path) -> bool:
-        if not self.verify(digest):
-            self._corrupt(digest)
-        with open(self.path_of(digest), "rb") as src, open(tmp, "xb") as out:
-            if reflink(src.fileno(), out.fileno()):
-                return True
-        tmp.unlink()
-        return False
+            materialize(self, digest, dest, mode)
+        except OSError as exc:
+            raise _storage_error(exc, f"writing {dest}") from exc
 
     # -- corruption ---------------------------------------------------------------------------
     def quarantine(self, digest: Digest) -> Path:
@@ -506,11 +468,12 @@ class LocalObjectStore:
         self.packs.delete(hexd)
         return target
 
-    def _corrupt(self, digest: Digest) -> None:
+    def refuse_corrupt(self, digest: Digest) -> NoReturn:
+        """Quarantine an object found corrupt and raise the integrity error (exit 5)."""
         self.quarantine(digest)
         raise IntegrityError(f"object {digest} is corrupt (its bytes no longer match its hash); quarantined")
 
-    def _not_found(self, digest: Digest) -> NotFound:
+    def not_found(self, digest: Digest) -> NotFound:
         return NotFound(f"object {digest} is not stored", hint="list objects with `labvault object ls`")
 
     # -- maintenance helpers ------------------------------------------------------------------
