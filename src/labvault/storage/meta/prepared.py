@@ -8,8 +8,8 @@ SQLite) and runs the SQL on the DB-API connection under the caller's SQLAlchemy 
 takes part in the caller's transaction. DB-API errors are raised as SQLAlchemy's, which
 :class:`~labvault.storage.meta.store.MetaStore` translates as usual.
 
-Rows come back as the driver gives them, without result processing: select only integers and
-strings through here (a datetime column would come back as SQLite's text).
+``first``, ``all`` return rows as the driver gives them, without result processing (a datetime column
+comes back as SQLite's text); ``mapping`` converts the values as SQLAlchemy would.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _Getter = tuple[
 
 
 class _Compiled:
-    __slots__ = ("getters", "names", "positional", "sql")
+    __slots__ = ("columns", "getters", "names", "positional", "results", "sql")
 
     def __init__(self, statement: ClauseElement, dialect: Dialect, keys: Sequence[str] | None) -> None:
         compiled = statement.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
@@ -52,6 +52,13 @@ class _Compiled:
             else:  # a value written into the statement (a literal in a WHERE, a LIMIT)
                 value = bind.effective_value
                 self.getters.append((None, processor(value) if processor else value, None))
+
+        # The columns of a SELECT, with their types' result processors (datetimes from SQLite's text).
+        selected = getattr(statement, "selected_columns", None)
+        self.columns: list[str] = [] if selected is None else [c.key for c in selected]
+        self.results: list[Callable[[Any], Any] | None] = (
+            [] if selected is None else [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in selected]
+        )
 
     def parameters(self, params: Mapping[str, Any]) -> Any:
         values = []
@@ -98,6 +105,18 @@ class Prepared:
             cursor.execute(compiled.sql, values)
             row = cursor.fetchone()
         return None if row is None else tuple(row)
+
+    def mapping(self, conn: Connection, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Run a SELECT and return its first row as ``{column key: value}``, values converted as
+        SQLAlchemy would (datetimes included); None when there is no row."""
+        row = self.first(conn, params)
+        if row is None:
+            return None
+        compiled = self._compiled(conn.dialect)
+        return {
+            key: value if convert is None or value is None else convert(value)
+            for key, value, convert in zip(compiled.columns, row, compiled.results, strict=True)
+        }
 
     def all(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run it and return every row."""

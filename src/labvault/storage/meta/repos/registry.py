@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from labvault.entities import AliasMove, ModelVersion, RegisteredModel
 from labvault.refs import Digest
@@ -138,7 +139,7 @@ def _version_select() -> sa.Select[Any]:
     )
 
 
-def _to_version(row: RowMapping, aliases: tuple[str, ...] = ()) -> ModelVersion:
+def _to_version(row: Mapping[Any, Any], aliases: tuple[str, ...] = ()) -> ModelVersion:
     return ModelVersion(
         project=row["project"],
         model=row["model"],
@@ -180,9 +181,11 @@ def version_row(
 _BY_NAME = _version_select().where(
     registry_models.c.project == sa.bindparam("project"), registry_models.c.name == sa.bindparam("model")
 )
-_FIND_VERSION = _BY_NAME.where(_V.c.version == sa.bindparam("name"))
-_FIND_ALIAS = _BY_NAME.join(_A, sa.and_(_A.c.version_id == _V.c.id, _A.c.model_id == _V.c.model_id)).where(
-    _A.c.name == sa.bindparam("name")
+_FIND_VERSION = Prepared(_BY_NAME.where(_V.c.version == sa.bindparam("name")))
+_FIND_ALIAS = Prepared(
+    _BY_NAME.join(_A, sa.and_(_A.c.version_id == _V.c.id, _A.c.model_id == _V.c.model_id)).where(
+        _A.c.name == sa.bindparam("name")
+    )
 )
 
 
@@ -191,7 +194,7 @@ def find_version(
 ) -> tuple[int, int, ModelVersion] | None:
     """``(model_id, version_id, version)`` for a version number or an alias, in one query."""
     params = {"project": project, "model": model, "name": version}
-    row = conn.execute(_FIND_ALIAS if alias else _FIND_VERSION, params).mappings().first()
+    row = (_FIND_ALIAS if alias else _FIND_VERSION).mapping(conn, params)
     if row is None:
         return None
     return int(row["model_id"]), int(row["id"]), _to_version(row)
