@@ -32,7 +32,6 @@ __all__ = [
     "as_utc",
     "ensure_model",
     "find_version",
-    "highest_version",
     "insert_move",
     "insert_version",
     "list_models",
@@ -101,7 +100,8 @@ _MODEL_AND_HIGHEST = Prepared(
 
 
 def model_and_highest(conn: Connection, project: str, name: str) -> tuple[int, str | None] | None:
-    """``(model_id, highest version ever registered or None)`` in one query; None if no such model."""
+    """``(model_id, highest version or None)`` in one query; None if no such model. Archived versions
+    count: version numbers are never reused."""
     row = _MODEL_AND_HIGHEST.first(conn, {"project": project, "name": name})
     return None if row is None else (int(row[0]), None if row[1] is None else str(row[1]))
 
@@ -160,12 +160,6 @@ def _to_version(row: Mapping[Any, Any], aliases: tuple[str, ...] = ()) -> ModelV
 
 
 _VERSION_ROW = _version_select().where(_V.c.model_id == sa.bindparam("model"), _V.c.version == sa.bindparam("version"))
-_HIGHEST = Prepared(
-    sa.select(_V.c.version)
-    .where(_V.c.model_id == sa.bindparam("model"))
-    .order_by(_V.c.major.desc(), _V.c.minor.desc(), _V.c.patch.desc())
-    .limit(1)
-)
 _INSERT_VERSION = Prepared(sa.insert(_V).returning(_V.c.id), keys=[c.key for c in _V.columns if c.key != "id"])
 
 
@@ -231,12 +225,6 @@ def list_versions(conn: Connection, model: int, *, include_archived: bool = Fals
     ):
         by_version.setdefault(int(vid), []).append(alias)
     return [_to_version(r, tuple(sorted(by_version.get(int(r["id"]), [])))) for r in rows]
-
-
-def highest_version(conn: Connection, model: int) -> str | None:
-    """The highest version ever registered, archived ones included: numbers are never reused."""
-    row = _HIGHEST.first(conn, {"model": model})
-    return None if row is None else str(row[0])
 
 
 def insert_version(conn: Connection, **values: Any) -> int:
