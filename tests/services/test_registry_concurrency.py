@@ -93,8 +93,36 @@ def test_concurrent_promotions_postgres(pg_vault: Vault, project: Path) -> None:
     _assert_one_winner(pg_vault, _race(pg_vault, project))
 
 
-def test_concurrent_registrations_get_distinct_versions(vault: Vault, project: Path) -> None:
+@pytest.mark.parametrize("other_version", [None, "0.1.1", "2.0.0"])
+def test_a_registration_behind_this_process_s_back_is_seen(
+    any_vault: Vault, project: Path, other_version: str | None
+) -> None:
+    """A process remembers the highest version it registered; another writer's newer one still counts."""
+    model = make_model(project)
+    assert any_vault.registry.register("fraud/detector", model)[0].version == "0.1.0"
+    other = Vault.open(project)
+    try:
+        (model / "model.bin").write_bytes(b"theirs")
+        theirs, _ = other.registry.register("fraud/detector", model, version=other_version)
+    finally:
+        other.close()
+    (model / "model.bin").write_bytes(b"ours")
+    ours, created = any_vault.registry.register("fraud/detector", model)
+    major, minor, patch = (int(p) for p in theirs.version.split("."))
+    assert created
+    assert ours.version == f"{major}.{minor}.{patch + 1}"
+    assert any_vault.registry.resolve(f"fraud/detector@{ours.version}").content == ours.content
+    (model / "model.bin").write_bytes(b"ours again")
+    assert any_vault.registry.register("fraud/detector", model)[0].version == f"{major}.{minor}.{patch + 2}"
+    assert any_vault.registry.verify_audit().ok
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_concurrent_registrations_get_distinct_versions(
+    backend: str, project: Path, request: pytest.FixtureRequest
+) -> None:
     """Four processes registering different content at once: four versions, no lost write."""
+    vault = request.getfixturevalue("vault" if backend == "sqlite" else "pg_vault")
     folders = []
     for i in range(4):
         folders.append(make_model(project, f"m{i}", weights=f"w{i}".encode()))

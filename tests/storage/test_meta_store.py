@@ -293,7 +293,9 @@ def test_sqlite_default_busy_timeout_is_30_seconds(tmp_path: Path) -> None:
 
 def test_sqlite_transactions_begin_immediate_and_reads_deferred(sqlite_meta: MetaStore) -> None:
     statements: list[str] = []
-    event.listen(sqlite_meta.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    # BEGIN goes straight to the driver (store.py), so it is seen by SQLite's trace, not SQLAlchemy's events.
+    sqlite_meta.engine.dispose()
+    event.listen(sqlite_meta.engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(statements.append))
     with sqlite_meta.transaction() as conn:
         conn.execute(sa.select(vault_meta.c.key))
     with sqlite_meta.read() as conn:

@@ -13,6 +13,7 @@ accepts a head file that names an event of the chain and reports the lag as a no
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -47,11 +48,15 @@ def _safe(value: Any) -> Any:
 
 def canonical_json(doc: Any) -> str:
     """Sorted keys, no whitespace, UTF-8, NaN as strings: one byte sequence per value."""
-    return json.dumps(_safe(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _dumps(_safe(doc))
 
 
-def event_hash(event: AuditEvent) -> str:
-    doc = {
+def _dumps(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _hashed_doc(event: AuditEvent) -> dict[str, Any]:
+    return {
         "seq": event.seq,
         "at": format_time(event.at),
         "actor": event.actor,
@@ -63,7 +68,10 @@ def event_hash(event: AuditEvent) -> str:
         "details": event.details,
         "prev_hash": event.prev_hash,
     }
-    return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
+
+
+def event_hash(event: AuditEvent) -> str:
+    return hashlib.sha256(canonical_json(_hashed_doc(event)).encode()).hexdigest()
 
 
 class AuditLog:
@@ -96,7 +104,7 @@ class AuditLog:
         ``head`` is what :meth:`lock` returned earlier in the same transaction (else it is locked here).
         """
         seq, prev = head if head is not None else repo.lock_head(conn)
-        clean = json.loads(canonical_json(details or {}))
+        details_json = canonical_json(details or {})
         # Rounded to microseconds as the database stores them, so the hash survives the round trip.
         event = AuditEvent(
             seq=seq + 1,
@@ -107,13 +115,15 @@ class AuditLog:
             before=before,
             after=after,
             policy_hash=policy_hash,
-            details=clean,
+            details=json.loads(details_json),
             prev_hash=prev,
             hash="",
         )
-        digest = event_hash(event)
-        event = AuditEvent(**{**_fields(event), "hash": digest})
-        repo.insert_event(conn, event, canonical_json(clean))
+        # The details were made canonical above and the other fields are strings, integers or None:
+        # the same bytes as event_hash, without walking the details again.
+        digest = hashlib.sha256(_dumps(_hashed_doc(event)).encode()).hexdigest()
+        event = dataclasses.replace(event, hash=digest)
+        repo.insert_event(conn, event, details_json)
         repo.set_head(conn, event.seq, digest)
         return event
 
@@ -249,7 +259,3 @@ def _parse_head_file(data: bytes) -> tuple[int, str] | None:
         return int(seq), digest.removeprefix("sha256:")
     except ValueError:
         return -1, text
-
-
-def _fields(event: AuditEvent) -> dict[str, Any]:
-    return {name: getattr(event, name) for name in AuditEvent.__slots__}  # type: ignore[attr-defined]

@@ -47,6 +47,11 @@ class RegistryContext:
     runs: Callable[[], RunSource | None] = lambda: None
     data: Callable[[], DataSource | None] = lambda: None
     _policy: tuple[tuple[int, int], PolicyFile] | None = field(default=None, repr=False)
+    # (project, model) -> the highest version as of this process's last registration of it, so that
+    # the next automatic number is picked without a read; the write transaction checks the guess.
+    highest_seen: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+    # Models another writer registered behind this process's back: picked from a fresh read each time.
+    contended: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def policy_hash(self) -> str | None:
         """sha256 of ``labvault.yaml`` as it is now, read without validating it: rollbacks and the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,9 @@ def register_version(
         message = " ".join(message.split())
 
     source = runlink.load_run(ctx, run) if run is not None else None
-    chosen = version or _next_version(ctx, ref, bump)
+    # The highest version the automatic number is picked from; the commit checks it is still the highest.
+    expected = _highest_version(ctx, ref) if version is None else None
+    chosen = version or bump_version(expected, bump)
     # One batch for every object (one durability barrier); the metadata commits after it.
     with ctx.objects.batch():
         if path is not None:
@@ -141,21 +144,38 @@ def register_version(
         root = wrap_version(ctx.objects, inner, size, project=ref.project, model=ref.model, version=chosen)
 
     for _ in range(_RETRIES):
-        outcome = _commit(ctx, ref, chosen, root, inner, size, files, content, notes, message, auto=version is None)
-        if outcome is not None:
+        outcome = _commit(
+            ctx, ref, chosen, root, inner, size, files, content, notes, message, expected=expected, auto=version is None
+        )
+        if not isinstance(outcome, _Taken):
             return outcome
-        # Another process took that number meanwhile: wrap the same content under the next one.
-        chosen = _next_version(ctx, ref, bump)
+        # Another writer registered meanwhile: wrap the same content under the number after its highest.
+        ctx.highest_seen.pop((ref.project, ref.model), None)
+        ctx.contended.add((ref.project, ref.model))
+        expected = outcome.highest
+        chosen = bump_version(expected, bump)
         with ctx.objects.batch():
             root = wrap_version(ctx.objects, inner, size, project=ref.project, model=ref.model, version=chosen)
     raise Conflict(f"could not pick a free version for {ref.name}: others keep registering", hint="retry")
 
 
-def _next_version(ctx: RegistryContext, ref: ModelRef, bump: str | None) -> str:
+def _highest_version(ctx: RegistryContext, ref: ModelRef) -> str | None:
+    """The model's highest version: remembered from this process's last registration, else read."""
+    key = (ref.project, ref.model)
+    if key not in ctx.contended:
+        known = ctx.highest_seen.get(key)
+        if known is not None:
+            return known
     with ctx.meta.read() as conn:
-        mid = repo.model_id(conn, ref.project, ref.model)
-        highest = repo.highest_version(conn, mid) if mid is not None else None
-    return bump_version(highest, bump)
+        found = repo.model_and_highest(conn, ref.project, ref.model)
+    return None if found is None else found[1]
+
+
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """The commit found a version above the one the automatic number was picked from: pick again."""
+
+    highest: str | None
 
 
 def _commit(
@@ -170,27 +190,35 @@ def _commit(
     notes: list[str],
     message: str | None,
     *,
+    expected: str | None,
     auto: bool,
-) -> tuple[ModelVersion, bool] | None:
-    """One transaction: the version row, its object refs and its audit event. None: retry (lost race)."""
+) -> tuple[ModelVersion, bool] | _Taken:
+    """One transaction: the version row, its object refs and its audit event."""
     actor = ctx.user()
     label = f"{ref.name}@{version}"
-    event = None
     with ctx.meta.transaction() as conn:
         # The audit head is locked first so that every writer takes the locks in the same order.
         head = ctx.audit.lock(conn)
         now = utcnow()
-        mid = repo.ensure_model(conn, ref.project, ref.model, actor=actor, now=now)
-        existing = repo.version_row(conn, mid, version, with_aliases=False)
-        if existing is not None:
-            if existing[1].content == inner and not auto:
-                return existing[1], False
-            if auto:
-                return None
-            raise Conflict(
-                f"{label} already exists with different content (content {existing[1].content.short} vs {inner.short})",
-                hint="versions are immutable: register with --bump patch or another --version",
-            )
+        found = repo.model_and_highest(conn, ref.project, ref.model)
+        if found is None:
+            mid, highest = repo.ensure_model(conn, ref.project, ref.model, actor=actor, now=now), None
+        else:
+            mid, highest = found
+        if auto:
+            # ``version`` is the next one after ``expected``: free as long as nothing is above ``expected``.
+            if highest != expected:
+                return _Taken(highest)
+        elif highest is not None:
+            existing = repo.version_row(conn, mid, version, with_aliases=False)
+            if existing is not None:
+                if existing[1].content == inner:
+                    return existing[1], False
+                raise Conflict(
+                    f"{label} already exists with different content "
+                    f"(content {existing[1].content.short} vs {inner.short})",
+                    hint="versions are immutable: register with --bump patch or another --version",
+                )
         event = ctx.audit.append(
             conn,
             actor=actor,
@@ -225,7 +253,12 @@ def _commit(
             created_by=actor,
         )
         add_refs(conn, label, [(root, "tree")])
-    found = ModelVersion(
+    key = (ref.project, ref.model)
+    if key not in ctx.contended:
+        ctx.highest_seen[key] = (
+            version if highest is None or parse_version(version) > parse_version(highest) else highest
+        )
+    found_version = ModelVersion(
         project=ref.project,
         model=ref.model,
         version=version,
@@ -241,7 +274,7 @@ def _commit(
         notes=tuple(notes),
     )
     ctx.audit.publish(event)
-    return found, True
+    return found_version, True
 
 
 def read_json_file(ctx: RegistryContext, version: ModelVersion, name: str) -> Any:

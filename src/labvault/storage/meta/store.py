@@ -8,6 +8,7 @@ SQLITE_BUSY on the upgrade. PostgreSQL is used when the vault's database URL say
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -207,5 +208,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("labvault_write", True)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get("labvault_write", True) else "BEGIN"
+        # On the driver's connection: a statement through SQLAlchemy costs ten times what BEGIN does.
+        try:
+            conn.connection.driver_connection.execute(statement)  # type: ignore[union-attr]
+        except sqlite3.Error as err:
+            raise exc.DBAPIError.instance(statement, None, err, sqlite3.Error) from err

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from labvault.entities import AuditEvent
+from labvault.storage.meta.prepared import Prepared
 from labvault.storage.meta.repos.registry import as_utc
 from labvault.storage.meta.tables.core import vault_meta
 from labvault.storage.meta.tables.registry import audit_events
@@ -27,15 +28,17 @@ def _parse_head(value: str) -> tuple[int, str]:
     return int(seq), digest
 
 
-# Built once: these run on every registry write, and building statements costs more than running them.
-_LOCK_HEAD = sa.select(vault_meta.c.value).where(vault_meta.c.key == HEAD_KEY).with_for_update()
-_SET_HEAD = sa.update(vault_meta).where(vault_meta.c.key == HEAD_KEY).values(value=sa.bindparam("head"))
-_INSERT_EVENT = sa.insert(audit_events)
+# Prepared once and run on the driver's cursor: these run on every registry write, and going through
+# SQLAlchemy's execute costs more than running them.
+_LOCK_HEAD = Prepared(sa.select(vault_meta.c.value).where(vault_meta.c.key == HEAD_KEY).with_for_update())
+_SET_HEAD = Prepared(sa.update(vault_meta).where(vault_meta.c.key == HEAD_KEY).values(value=sa.bindparam("head")))
+_EVENT_COLUMNS = ("seq", "at", "actor", "action", "subject", "before", "after", "policy_hash", "details", "prev_hash")
+_INSERT_EVENT = Prepared(sa.insert(audit_events), keys=(*_EVENT_COLUMNS, "hash"))
 
 
 def lock_head(conn: Connection) -> tuple[int, str]:
     """Lock the chain head for this transaction and return ``(seq, hash)`` of the last event."""
-    row = conn.execute(_LOCK_HEAD).first()
+    row = _LOCK_HEAD.first(conn)
     if row is None:  # a vault migrated by hand without the seed row: start the chain
         conn.execute(sa.insert(vault_meta).values(key=HEAD_KEY, value=f"0:{GENESIS_HASH}"))
         return 0, GENESIS_HASH
@@ -49,26 +52,14 @@ def read_head(conn: Connection, *, share_lock: bool = False) -> tuple[int, str] 
 
 
 def set_head(conn: Connection, seq: int, digest: str) -> None:
-    conn.execute(_SET_HEAD, {"head": f"{seq}:{digest}"})
+    _SET_HEAD.run(conn, {"head": f"{seq}:{digest}"})
 
 
 def insert_event(conn: Connection, event: AuditEvent, details_json: str) -> None:
-    conn.execute(
-        _INSERT_EVENT,
-        {
-            "seq": event.seq,
-            "at": event.at,
-            "actor": event.actor,
-            "action": event.action,
-            "subject": event.subject,
-            "before": event.before,
-            "after": event.after,
-            "policy_hash": event.policy_hash,
-            "details": details_json,
-            "prev_hash": event.prev_hash,
-            "hash": event.hash,
-        },
-    )
+    values = {name: getattr(event, name) for name in _EVENT_COLUMNS}
+    values["details"] = details_json
+    values["hash"] = event.hash
+    _INSERT_EVENT.run(conn, values)
 
 
 def iter_events(

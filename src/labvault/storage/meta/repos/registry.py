@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from labvault.entities import AliasMove, ModelVersion, RegisteredModel
 from labvault.refs import Digest
+from labvault.storage.meta.prepared import Prepared
 from labvault.storage.meta.tables.registry import (
     registry_alias_moves,
     registry_aliases,
@@ -30,12 +32,12 @@ __all__ = [
     "as_utc",
     "ensure_model",
     "find_version",
-    "highest_version",
     "insert_move",
     "insert_version",
     "list_models",
     "list_moves",
     "list_versions",
+    "model_and_highest",
     "model_id",
     "move_alias",
     "move_targets",
@@ -61,13 +63,16 @@ def _insert(conn: Connection, table: sa.Table) -> Any:
 
 
 # -- models -------------------------------------------------------------------------------------
-_MODEL_ID = sa.select(registry_models.c.id).where(
-    registry_models.c.project == sa.bindparam("project"), registry_models.c.name == sa.bindparam("name")
+# The statements of the hot paths (register, promote, resolve) are prepared: see storage/meta/prepared.py.
+_MODEL_ID = Prepared(
+    sa.select(registry_models.c.id).where(
+        registry_models.c.project == sa.bindparam("project"), registry_models.c.name == sa.bindparam("name")
+    )
 )
 
 
 def model_id(conn: Connection, project: str, name: str) -> int | None:
-    row = conn.execute(_MODEL_ID, {"project": project, "name": name}).first()
+    row = _MODEL_ID.first(conn, {"project": project, "name": name})
     return None if row is None else int(row[0])
 
 
@@ -80,6 +85,25 @@ def ensure_model(conn: Connection, project: str, name: str, *, actor: str, now: 
     found = model_id(conn, project, name)
     assert found is not None
     return found
+
+
+_MODEL_AND_HIGHEST = Prepared(
+    sa.select(
+        registry_models.c.id,
+        sa.select(_V.c.version)
+        .where(_V.c.model_id == registry_models.c.id)
+        .order_by(_V.c.major.desc(), _V.c.minor.desc(), _V.c.patch.desc())
+        .limit(1)
+        .scalar_subquery(),
+    ).where(registry_models.c.project == sa.bindparam("project"), registry_models.c.name == sa.bindparam("name"))
+)
+
+
+def model_and_highest(conn: Connection, project: str, name: str) -> tuple[int, str | None] | None:
+    """``(model_id, highest version or None)`` in one query; None if no such model. Archived versions
+    count: version numbers are never reused."""
+    row = _MODEL_AND_HIGHEST.first(conn, {"project": project, "name": name})
+    return None if row is None else (int(row[0]), None if row[1] is None else str(row[1]))
 
 
 def list_models(conn: Connection) -> list[RegisteredModel]:
@@ -115,7 +139,7 @@ def _version_select() -> sa.Select[Any]:
     )
 
 
-def _to_version(row: RowMapping, aliases: tuple[str, ...] = ()) -> ModelVersion:
+def _to_version(row: Mapping[Any, Any], aliases: tuple[str, ...] = ()) -> ModelVersion:
     return ModelVersion(
         project=row["project"],
         model=row["model"],
@@ -136,13 +160,7 @@ def _to_version(row: RowMapping, aliases: tuple[str, ...] = ()) -> ModelVersion:
 
 
 _VERSION_ROW = _version_select().where(_V.c.model_id == sa.bindparam("model"), _V.c.version == sa.bindparam("version"))
-_HIGHEST = (
-    sa.select(_V.c.version)
-    .where(_V.c.model_id == sa.bindparam("model"))
-    .order_by(_V.c.major.desc(), _V.c.minor.desc(), _V.c.patch.desc())
-    .limit(1)
-)
-_INSERT_VERSION = sa.insert(_V).returning(_V.c.id)
+_INSERT_VERSION = Prepared(sa.insert(_V).returning(_V.c.id), keys=[c.key for c in _V.columns if c.key != "id"])
 
 
 def version_row(
@@ -157,9 +175,11 @@ def version_row(
 _BY_NAME = _version_select().where(
     registry_models.c.project == sa.bindparam("project"), registry_models.c.name == sa.bindparam("model")
 )
-_FIND_VERSION = _BY_NAME.where(_V.c.version == sa.bindparam("name"))
-_FIND_ALIAS = _BY_NAME.join(_A, sa.and_(_A.c.version_id == _V.c.id, _A.c.model_id == _V.c.model_id)).where(
-    _A.c.name == sa.bindparam("name")
+_FIND_VERSION = Prepared(_BY_NAME.where(_V.c.version == sa.bindparam("name")))
+_FIND_ALIAS = Prepared(
+    _BY_NAME.join(_A, sa.and_(_A.c.version_id == _V.c.id, _A.c.model_id == _V.c.model_id)).where(
+        _A.c.name == sa.bindparam("name")
+    )
 )
 
 
@@ -168,22 +188,24 @@ def find_version(
 ) -> tuple[int, int, ModelVersion] | None:
     """``(model_id, version_id, version)`` for a version number or an alias, in one query."""
     params = {"project": project, "model": model, "name": version}
-    row = conn.execute(_FIND_ALIAS if alias else _FIND_VERSION, params).mappings().first()
+    row = (_FIND_ALIAS if alias else _FIND_VERSION).mapping(conn, params)
     if row is None:
         return None
     return int(row["model_id"]), int(row["id"]), _to_version(row)
 
 
-_ALIAS_STATES = (
+_ALIAS_STATES = Prepared(
     sa.select(_A.c.name, _A.c.version_id, _V.c.version, _A.c.lock_version)
     .outerjoin(_V, _V.c.id == _A.c.version_id)
-    .where(_A.c.model_id == sa.bindparam("model"), _A.c.name.in_(sa.bindparam("names", expanding=True)))
+    .where(_A.c.model_id == sa.bindparam("model"), _A.c.name.in_([sa.bindparam("first"), sa.bindparam("second")]))
 )
 
 
 def alias_states(conn: Connection, model: int, names: list[str]) -> dict[str, tuple[int | None, str | None, int]]:
-    """alias -> ``(version_id, version, lock_version)`` for those that exist, in one query."""
-    rows = conn.execute(_ALIAS_STATES, {"model": model, "names": names})
+    """alias -> ``(version_id, version, lock_version)`` for those that exist (one or two), in one query."""
+    if not 1 <= len(names) <= 2:
+        raise ValueError("alias_states reads one or two aliases")
+    rows = _ALIAS_STATES.all(conn, {"model": model, "first": names[0], "second": names[-1]})
     return {r[0]: (None if r[1] is None else int(r[1]), r[2], int(r[3])) for r in rows}
 
 
@@ -205,12 +227,6 @@ def list_versions(conn: Connection, model: int, *, include_archived: bool = Fals
     return [_to_version(r, tuple(sorted(by_version.get(int(r["id"]), [])))) for r in rows]
 
 
-def highest_version(conn: Connection, model: int) -> str | None:
-    """The highest version ever registered, archived ones included: numbers are never reused."""
-    row = conn.execute(_HIGHEST, {"model": model}).first()
-    return None if row is None else str(row[0])
-
-
 def insert_version(conn: Connection, **values: Any) -> int:
     major, minor, patch = _key(values["version"])
     values = {**values, "major": major, "minor": minor, "patch": patch}
@@ -218,7 +234,9 @@ def insert_version(conn: Connection, **values: Any) -> int:
     values["notes"] = json.dumps(list(values.get("notes") or []))
     values.setdefault("archived_at", None)
     values.setdefault("archived_by", None)
-    return int(conn.execute(_INSERT_VERSION, values).scalar_one())
+    row = _INSERT_VERSION.first(conn, values)
+    assert row is not None
+    return int(row[0])
 
 
 def archive_version(conn: Connection, version_id: int, *, actor: str, now: datetime) -> None:
@@ -242,11 +260,12 @@ def aliases_of(conn: Connection, model: int) -> dict[str, str]:
     return {r[0]: r[1] for r in rows}
 
 
-_ALIAS_ROW = sa.select(_A.c.version_id, _A.c.lock_version).where(
+_ALIAS_ROW_SELECT = sa.select(_A.c.version_id, _A.c.lock_version).where(
     _A.c.model_id == sa.bindparam("model"), _A.c.name == sa.bindparam("alias")
 )
-_ALIAS_ROW_FOR_UPDATE = _ALIAS_ROW.with_for_update()
-_MOVE_ALIAS = (
+_ALIAS_ROW = Prepared(_ALIAS_ROW_SELECT)
+_ALIAS_ROW_FOR_UPDATE = Prepared(_ALIAS_ROW_SELECT.with_for_update())
+_MOVE_ALIAS = Prepared(
     sa.update(_A)
     .where(
         _A.c.model_id == sa.bindparam("m"), _A.c.name == sa.bindparam("a"), _A.c.lock_version == sa.bindparam("lock")
@@ -258,12 +277,12 @@ _MOVE_ALIAS = (
         updated_by=sa.bindparam("actor"),
     )
 )
-_INSERT_MOVE = sa.insert(_M)
+_INSERT_MOVE = Prepared(sa.insert(_M), keys=[c.key for c in _M.columns if c.key != "id"])
 
 
 def alias_row(conn: Connection, model: int, alias: str, *, for_update: bool = False) -> tuple[int | None, int]:
     """``(version_id or None, lock_version)``; ``(None, 0)`` for an alias never set."""
-    row = conn.execute(_ALIAS_ROW_FOR_UPDATE if for_update else _ALIAS_ROW, {"model": model, "alias": alias}).first()
+    row = (_ALIAS_ROW_FOR_UPDATE if for_update else _ALIAS_ROW).first(conn, {"model": model, "alias": alias})
     if row is None:
         return None, 0
     return (None if row[0] is None else int(row[0])), int(row[1])
@@ -296,12 +315,12 @@ def move_alias(
         "now": now,
         "actor": actor,
     }
-    return bool(conn.execute(_MOVE_ALIAS, params).rowcount == 1)
+    return _MOVE_ALIAS.run(conn, params) == 1
 
 
 def insert_move(conn: Connection, **values: Any) -> None:
     values = {**values, "gates": json.dumps(values.get("gates") or [], sort_keys=True)}
-    conn.execute(_INSERT_MOVE, values)
+    _INSERT_MOVE.run(conn, values)
 
 
 def list_moves(conn: Connection, model: int, alias: str | None = None) -> list[AliasMove]:

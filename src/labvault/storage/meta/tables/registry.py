@@ -65,6 +65,8 @@ registry_versions = Table(
     Column("archived_at", DateTime(timezone=True), nullable=True),
     Column("archived_by", String(300), nullable=True),
     UniqueConstraint("model_id", "version", name="uq_registry_versions_model_version"),
+    # The highest version (each automatic registration reads it) is one seek, not a scan.
+    Index("ix_registry_versions_order", "model_id", "major", "minor", "patch"),
 )
 
 registry_aliases = Table(
