@@ -20,7 +20,7 @@ from labvault.services.snapshots.scan import Scan
 from labvault.services.snapshots.statcache import FileChanged, StatCache, read_file_checked
 from labvault.services.snapshots.tabular import is_tabular_name, profile_stream
 from labvault.storage.objects.protocol import ObjectStore
-from labvault.storage.objects.tree import TreeEntry, put_tree
+from labvault.storage.objects.tree import encode_scanned
 
 __all__ = ["Built", "build_tree"]
 
@@ -62,13 +62,6 @@ def _store_one(objects: ObjectStore, scan: Scan, rel: str) -> tuple[str, tuple[i
     return digest.hex, key, profile
 
 
-def _trusted_digest(sha: str) -> Digest:
-    """A Digest for a hex string this process computed itself: skips re-validating 20,000 regexes."""
-    digest = object.__new__(Digest)
-    object.__setattr__(digest, "hex", sha)
-    return digest
-
-
 def build_tree(
     objects: ObjectStore,
     scan: Scan,
@@ -86,12 +79,26 @@ def build_tree(
     total = len(scan.files)
     results: dict[str, tuple[str, Any]] = {}
     todo: list[str] = []
+    index, keys, digests, stamp = cache.columns() or ({}, None, b"", 0)
     for rel, key in scan.files.items():
-        hit = cache.lookup(rel, key)
-        if hit is not None and hit[0] in known and (hit[1] is not None or not is_tabular_name(rel)):
-            results[rel] = (hit[0].hex(), hit[1])
-        else:
-            todo.append(rel)
+        # StatCache.lookup, inlined: this loop runs once per file of the dataset.
+        i = index.get(rel)
+        if i is not None and keys is not None:
+            j = 4 * i
+            if (
+                keys[j] == key[0]
+                and keys[j + 1] == key[1]
+                and keys[j + 2] == key[2]
+                and keys[j + 3] == key[3]
+                and key[2] < stamp
+                and key[3] < stamp
+            ):
+                raw = digests[32 * i : 32 * i + 32]
+                profile = cache.profile_at(i)
+                if raw in known and (profile is not None or not is_tabular_name(rel)):
+                    results[rel] = (raw.hex(), profile)
+                    continue
+        todo.append(rel)
     done = len(results)
     if progress:
         progress(done, total)
@@ -107,30 +114,36 @@ def build_tree(
     cache.retain(scan.files)
 
     built = Built(root=Digest("0" * 64), hashed=len(todo), file_count=len(results))
-    children: dict[str, list[TreeEntry]] = defaultdict(list)
+    children: dict[str, list[dict[str, Any]]] = defaultdict(list)
     flat_files: dict[str, tuple[str, int, Any]] = {}
+    files = scan.files
+    total_bytes = 0
     for rel, (sha, profile) in results.items():
-        size = scan.files[rel][1]
+        size = files[rel][1]
         parent, _, name = rel.rpartition("/")
-        children[parent].append(TreeEntry(name, "file", _trusted_digest(sha), size, extra=profile or {}))
-        flat_files[rel] = (sha, size, profile or None)
-        built.total_bytes += size
         if profile:
+            children[parent].append({**profile, "name": name, "type": "file", "sha256": sha, "size": size})
             if profile.get("record_count") is not None:
                 built.tabular.append((rel, profile["record_count"], profile.get("schema") or []))
             if profile.get("note"):
                 built.notes.append(f"{rel}: {profile['note']}")
+        else:
+            children[parent].append({"name": name, "type": "file", "sha256": sha, "size": size})
+        flat_files[rel] = (sha, size, profile or None)
+        total_bytes += size
+    built.total_bytes = total_bytes
     for rel, target in scan.links.items():
         parent, _, name = rel.rpartition("/")
-        children[parent].append(TreeEntry(name, "link", target=target))
+        children[parent].append({"name": name, "type": "link", "target": target})
     built.flat = Flat.from_files(flat_files, scan.links, scan.dirs)
     # Folders deepest first, so every subtree digest exists before its parent is encoded.
     for d in sorted(scan.dirs, key=lambda p: p.count("/"), reverse=True):
         entries = children.pop(d, [])
-        digest = put_tree(objects, entries)
+        digest = objects.put_bytes(encode_scanned(entries))
         parent, _, name = d.rpartition("/")
-        children[parent].append(TreeEntry(name, "dir", digest, sum(e.size for e in entries)))
-    built.root = put_tree(objects, children.pop("", []))
+        size = sum(e.get("size", 0) for e in entries)
+        children[parent].append({"name": name, "type": "dir", "sha256": digest.hex, "size": size})
+    built.root = objects.put_bytes(encode_scanned(children.pop("", [])))
     built.tabular.sort()
     built.notes.sort()
     return built

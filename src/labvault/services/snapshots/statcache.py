@@ -162,6 +162,10 @@ class StatCache:
             return None
         return self._digests[32 * i : 32 * i + 32], self._profiles.get(i)
 
+    def profile_at(self, i: int) -> Any:
+        """The tabular profile stored with entry ``i`` of :meth:`columns`, or None."""
+        return self._profiles.get(i)
+
     def columns(self) -> tuple[dict[str, int], array[int], bytes, int] | None:
         """(index, keys, digests, stamp) for a hot loop to inline :meth:`lookup`; None after puts."""
         return None if self._new else (self._index, self._keys, self._digests, self.stamp_ns)

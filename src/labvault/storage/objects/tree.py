@@ -23,7 +23,7 @@ from labvault.errors import IntegrityError, ValidationError
 from labvault.refs import Digest
 from labvault.storage.objects.protocol import ObjectStore
 
-__all__ = ["TREE_FORMAT", "TreeEntry", "decode_tree", "encode_tree", "iter_reachable", "put_tree"]
+__all__ = ["TREE_FORMAT", "TreeEntry", "decode_tree", "encode_scanned", "encode_tree", "iter_reachable", "put_tree"]
 
 TREE_FORMAT = "labvault.tree/1"
 EntryType = Literal["file", "dir", "link"]
@@ -83,6 +83,21 @@ def decode_tree(data: bytes, *, digest: Digest | None = None) -> list[TreeEntry]
 
 def put_tree(store: ObjectStore, entries: Iterable[TreeEntry]) -> Digest:
     return store.put_bytes(encode_tree(entries))
+
+
+def encode_scanned(entries: list[dict[str, Any]]) -> bytes:
+    """:func:`encode_tree` for entries already in their JSON form, as a folder scan yields them.
+
+    The names come from one directory listing, so they are valid and distinct by construction and
+    are not checked again; the bytes are the same as ``encode_tree`` gives for the same entries.
+    """
+    entries.sort(key=_by_name)
+    doc = {"format": TREE_FORMAT, "entries": entries}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _by_name(entry: dict[str, Any]) -> str:
+    return str(entry["name"])
 
 
 def iter_reachable(
