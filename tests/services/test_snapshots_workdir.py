@@ -177,3 +177,28 @@ def test_checkout_names_a_corrupt_object(vault: Vault, dataset: Path) -> None:
         vault.data.checkout(snap.ref)
     assert info.value.exit_code == 5
     assert "fsck" in info.value.hint
+
+
+@pytest.mark.parametrize("removed", [False, True], ids=["patched-in-place", "rebuilt"])
+def test_stat_cache_saves_re_hashed_entries_whether_or_not_entries_went(tmp_path: Path, removed: bool) -> None:
+    path = tmp_path / "c.bin"
+    cache = StatCache(path)
+    keys = {f"d/f{i}": (i, 10 + i, 100 + i, 100 + i) for i in range(50)}
+    for rel, key in keys.items():
+        cache.put(rel, key, bytes([len(rel)]) * 32, {"record_count": 1} if rel == "d/f7" else None)
+    cache.save(10_000)
+    loaded = StatCache.load(path)
+    changed = (7, 99, 5000, 5000)
+    loaded.put("d/f7", changed, b"\x07" * 32, None)  # re-hashed: no longer tabular
+    loaded.put("d/f8", (8, 18, 108, 108), b"\x08" * 32, {"record_count": 2})
+    keep = {**keys, "d/f7": changed}
+    if removed:
+        del keep["d/f9"]
+    loaded.retain(keep)
+    loaded.save(10_000)
+    again = StatCache.load(path)
+    assert again.lookup("d/f7", changed) == (b"\x07" * 32, None)
+    assert again.lookup("d/f7", keys["d/f7"]) is None
+    assert again.lookup("d/f8", (8, 18, 108, 108)) == (b"\x08" * 32, {"record_count": 2})
+    assert again.lookup("d/f1", keys["d/f1"]) == (bytes([4]) * 32, None)
+    assert (again.lookup("d/f9", keys["d/f9"]) is None) is removed

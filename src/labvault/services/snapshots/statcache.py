@@ -117,6 +117,8 @@ class StatCache:
         self._profiles: dict[int, Any] = {}
         self._new: dict[str, Entry] = {}
         self._keep: set[str] | dict[str, Any] | None = None
+        self._pruned = False  # retain() dropped some entry
+        self._joined: str | None = None  # the loaded paths, still joined
 
     @classmethod
     def for_dataset(cls, vault_dir: Path, dataset_path: Path | str) -> StatCache:
@@ -132,6 +134,7 @@ class StatCache:
                 raise ValueError("old format")
             cache = cls(path, stamp, synced)
             cache._paths = joined.split("\0") if joined else []
+            cache._joined = joined
             cache._keys.frombytes(keys)
             if not len(cache._keys) == 4 * len(cache._paths) == len(digests) // 8:
                 raise ValueError("inconsistent")
@@ -177,11 +180,41 @@ class StatCache:
     def retain(self, keep: set[str] | dict[str, Any]) -> None:
         """Drop entries for paths that no longer exist (when saved)."""
         self._keep = keep
-        if any(p not in keep for p in self._paths) or any(p not in keep for p in self._new):
+        self._pruned = any(p not in keep for p in self._paths) or any(p not in keep for p in self._new)
+        if self._pruned:
             self.dirty = True
 
     def save(self, stamp_ns: int) -> None:
         """Write atomically (no fsync: it is a cache). ``stamp_ns`` is the clock read before the scan."""
+        doc = self._patched() or self._rebuilt()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
+        with open(tmp, "wb") as f:
+            marshal.dump((_FORMAT, stamp_ns, self.synced, *doc), f)
+        os.replace(tmp, self.path)
+        self.stamp_ns = stamp_ns
+        self.dirty = False
+
+    def _patched(self) -> tuple[str, bytes, bytes, dict[int, Any]] | None:
+        """The columns with re-hashed files updated in place: the common case (no file added or
+        removed) without rebuilding 20,000 entries; None when entries come or go."""
+        index, new = self._index, self._new
+        if self._pruned or self._joined is None or any(p not in index for p in new):
+            return None
+        keys = array("q", self._keys)
+        digests = bytearray(self._digests)
+        profiles = dict(self._profiles)
+        for p, e in new.items():
+            i = index[p]
+            keys[4 * i : 4 * i + 4] = array("q", e[:4])
+            digests[32 * i : 32 * i + 32] = e[4]
+            if e[5] is not None:
+                profiles[i] = e[5]
+            else:
+                profiles.pop(i, None)
+        return self._joined, keys.tobytes(), bytes(digests), profiles
+
+    def _rebuilt(self) -> tuple[str, bytes, bytes, dict[int, Any]]:
         keep, new = self._keep, self._new
         paths: list[str] = []
         keys = array("q")
@@ -204,11 +237,4 @@ class StatCache:
             paths.append(p)
             keys.extend(e[:4])
             digests.append(e[4])
-        doc = (_FORMAT, stamp_ns, self.synced, "\0".join(paths), keys.tobytes(), b"".join(digests), profiles)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
-        with open(tmp, "wb") as f:
-            marshal.dump(doc, f)
-        os.replace(tmp, self.path)
-        self.stamp_ns = stamp_ns
-        self.dirty = False
+        return "\0".join(paths), keys.tobytes(), b"".join(digests), profiles
