@@ -352,10 +352,10 @@ def test_durability_is_paid_per_batch(store: LocalObjectStore, tmp_path: Path, m
     """Small objects: one fdatasync of the pack per batch (and its folder once, when the pack is new).
     Many large objects: two syncfs calls for the whole batch and no fsync per object. A few large
     objects: an fsync per file and per folder, and no syncfs (which would wait for every writer)."""
-    from labvault.storage.objects import local
+    from labvault.storage.objects import loose
 
     calls: list[str] = []
-    monkeypatch.setattr(local, "syncfs", lambda on: calls.append(f"syncfs {Path(on).name}"))
+    monkeypatch.setattr(loose, "syncfs", lambda on: calls.append(f"syncfs {Path(on).name}"))
     real_fsync, real_fdatasync = os.fsync, os.fdatasync
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
     monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append("fdatasync"), real_fdatasync(fd))[1])

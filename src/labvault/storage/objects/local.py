@@ -8,12 +8,9 @@ Layout (see docs/design/storage-format.md)::
     quarantine/                     corrupt objects moved aside by a verifying read or fsck
     locks/gc.lock                   writers hold it shared, gc exclusive
 
-Durability is paid per batch, not per object. Small objects are appended to the thread's pack and
-made durable by one ``fdatasync`` of it. Larger ones are written to ``tmp/``;
-one ``syncfs`` makes all their bytes durable, then they are renamed into place and a second
-``syncfs`` makes the renames durable. A batch of a few objects (a single ``object put``) fsyncs
-each file and its folder instead, which waits for its own writes only, not for everything else
-written to the filesystem. A reader never sees a partial object.
+Durability is paid per batch, not per object: small objects are appended to the thread's pack
+and made durable by one ``fdatasync`` of it (``packs.py``); larger ones are written to ``tmp/``
+and renamed into place once durable (``loose.py``). A reader never sees a partial object.
 
 A batch belongs to the thread that opened it: a put from another thread is its own batch, durable
 when it returns, and never discarded because someone else's batch failed.
@@ -39,14 +36,13 @@ from labvault.entities import ObjectInfo
 from labvault.errors import AmbiguousReference, IntegrityError, NotFound, StorageError
 from labvault.refs import Digest, parse_digest
 from labvault.storage.locks import file_lock
+from labvault.storage.objects import loose
 from labvault.storage.objects.fileio import (
     CHUNK,
-    HAVE_SYNCFS,
     SMALL,
     VerifyingReader,
     copy_and_hash,
     stream_and_hash,
-    syncfs,
     write_all,
 )
 from labvault.storage.objects.fileio import sha256_file as _sha256_hex
@@ -54,8 +50,6 @@ from labvault.storage.objects.packs import PackStore
 from labvault.storage.objects.protocol import MaterializeMode
 
 __all__ = ["LocalObjectStore", "sha256_file"]
-
-_FEW = 8  # batches up to this many new objects fsync each one instead of syncing the filesystem
 
 
 def _storage_error(exc: OSError, action: str) -> StorageError:
@@ -137,12 +131,19 @@ class LocalObjectStore:
                 try:
                     if ok:
                         self._commit_packed()
-                        self._commit(current.pending, current.durable)
+                        self._commit_loose(current.pending, current.durable)
                     else:
                         self.packs.discard()
-                        self._discard(current.pending)
+                        loose.discard(current.pending)
                 finally:
                     current.lock.__exit__(None, None, None)
+
+    def _commit_loose(self, pending: dict[str, str], durable: set[str]) -> None:
+        try:
+            loose.commit(self._root_s, self._tmp_dir_s, pending, durable, self._known_shards)
+        except OSError as exc:
+            loose.discard(pending)
+            raise _storage_error(exc, "committing objects") from exc
 
     def _commit_packed(self) -> None:
         try:
@@ -152,53 +153,6 @@ class LocalObjectStore:
             if isinstance(exc, OSError):
                 raise _storage_error(exc, "committing objects") from exc
             raise
-
-    def _commit(self, pending: dict[str, str], durable: set[str]) -> None:
-        if not pending:
-            return
-        # A handful of objects: fsync each file and its folder, which waits for our writes only;
-        # syncfs would also flush every other writer's dirty data on the filesystem. Many objects:
-        # two syncfs calls, however many objects (never one fsync per small object).
-        few = len(pending) <= _FEW or not HAVE_SYNCFS
-        try:
-            if few:  # the bytes first...
-                for hexd, tmp in pending.items():
-                    if hexd not in durable:
-                        _fsync_path(tmp, os.O_RDONLY)
-            else:
-                syncfs(self.tmp_dir)
-            new_shard = False
-            for hexd, tmp in pending.items():
-                new_shard |= self._ensure_shard(hexd[:2])
-                os.replace(tmp, self._path_s(hexd))
-            if few:  # ...then the names
-                for shard in {h[:2] for h in pending}:
-                    _fsync_path(f"{self._root_s}/{shard}", os.O_RDONLY | os.O_DIRECTORY)
-                if new_shard:
-                    _fsync_path(self._root_s, os.O_RDONLY | os.O_DIRECTORY)
-            else:
-                syncfs(self.root)
-        except OSError as exc:
-            self._discard(pending)
-            raise _storage_error(exc, "committing objects") from exc
-
-    @staticmethod
-    def _discard(pending: dict[str, str]) -> None:
-        for tmp in pending.values():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-
-    def _ensure_shard(self, shard: str) -> bool:
-        """Make the shard folder if needed; True if this call created it."""
-        if shard in self._known_shards:
-            return False
-        try:
-            os.mkdir(f"{self._root_s}/{shard}")
-            created = True
-        except FileExistsError:
-            created = False
-        self._known_shards.add(shard)
-        return created
 
     def _new_tmp(self) -> tuple[int, str]:
         with self._counter_lock:
@@ -371,35 +325,13 @@ class LocalObjectStore:
     def iter_objects(self) -> Iterator[ObjectInfo]:
         """Every stored object, in digest order."""
         packed = [ObjectInfo(Digest(h), size, mtime) for h, size, mtime in self.packs.rows()]
-        yield from heapq.merge(packed, self._iter_loose(), key=lambda i: i.digest.hex)
-
-    def _iter_loose(self) -> Iterator[ObjectInfo]:
-        try:
-            shards = sorted(e.name for e in os.scandir(self.root) if e.is_dir() and len(e.name) == 2)
-        except FileNotFoundError:
-            return
-        for shard in shards:
-            for entry in sorted(os.scandir(self.root / shard), key=lambda e: e.name):
-                name = shard + entry.name
-                if len(name) != 64:
-                    continue
-                try:
-                    st = entry.stat()
-                except FileNotFoundError:  # deleted while we listed (gc, quarantine)
-                    continue
-                yield ObjectInfo(Digest(name), st.st_size, st.st_mtime)
+        yield from heapq.merge(packed, loose.iter_objects(self.root), key=lambda i: i.digest.hex)
 
     def resolve_prefix(self, prefix: str) -> Digest:
         ref = parse_digest(prefix)
         if ref.is_full:
             return Digest(ref.prefix)
-        shard = self.root / ref.prefix[:2]
-        rest = ref.prefix[2:]
-        try:
-            loose = {ref.prefix[:2] + n for n in os.listdir(shard) if n.startswith(rest)}
-        except FileNotFoundError:
-            loose = set()
-        matches = sorted(loose | set(self.packs.with_prefix(ref.prefix)))
+        matches = sorted(loose.with_prefix(self.root, ref.prefix) | set(self.packs.with_prefix(ref.prefix)))
         if not matches:
             raise NotFound(f"no object matches sha256:{ref.prefix}", hint="list objects with `labvault object ls`")
         if len(matches) > 1:
@@ -487,11 +419,3 @@ class LocalObjectStore:
                 yield Path(entry.path), entry.stat().st_mtime
             except FileNotFoundError:
                 continue
-
-
-def _fsync_path(path: str, flags: int) -> None:
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

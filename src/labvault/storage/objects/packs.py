@@ -1,9 +1,7 @@
-"""Packed small objects: append-only pack files and an index (storage format 2).
+"""Packed small objects: writing to append-only pack files, and compacting them (storage format 2).
 
-Layout (see docs/design/storage-format.md)::
-
-    objects/packs/pack-<hex>.pack   b"LVPACK2\\n", then records: b"LVOB" | sha256 (32 bytes) | size (u64 LE) | bytes
-    objects/packs/index.sqlite      digest -> (pack, offset, size, mtime); pack -> indexed_end
+The format is in ``packfile.py``, the index in ``packindex.py``, the rules in
+docs/design/storage-format.md (*Packs*).
 
 Creating one file per small object is what makes a snapshot of 20,000 small files slow; appending
 them to one pack and making it durable with one ``fdatasync`` is not. A pack has one writer at a
@@ -21,20 +19,14 @@ orphan, which ``gc`` collects. Packed objects are deleted by deleting their inde
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import wraps
-from pathlib import Path
-from typing import ParamSpec, TypeVar
 
-from labvault.errors import IntegrityError, StorageError
 from labvault.storage.objects.packfile import (
     HEADER,
     HEADER_SIZE,
@@ -43,53 +35,14 @@ from labvault.storage.objects.packfile import (
     fsync_dir,
     lock_pack,
     recover,
-    recover_all,
     transaction,
 )
+from labvault.storage.objects.packindex import PackIndex, guard
 
 __all__ = ["PACK_TARGET", "PackStore"]
 
 PACK_TARGET = 64 * 1024 * 1024  # a writer starts a new pack once its pack has grown past this
 _FLUSH = 4 * 1024 * 1024  # appended records are written out in chunks of about this size
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS packs (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    indexed_end INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS objects (
-    digest BLOB PRIMARY KEY,
-    pack INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    mtime REAL NOT NULL
-) WITHOUT ROWID;
-"""
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _guard(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Report a failure of the pack index as one StorageError (never a raw sqlite3 traceback)."""
-
-    @wraps(fn)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return fn(*args, **kwargs)
-        except sqlite3.Error as exc:
-            text = str(exc)
-            if "full" in text:
-                raise StorageError(
-                    "disk full while updating the pack index", hint="free some space, then run the command again"
-                ) from exc
-            raise StorageError(
-                f"the pack index failed: {text}",
-                hint="run `labvault fsck`; the index is rebuilt from the packs if it is deleted",
-            ) from exc
-
-    return wrapper
 
 
 @dataclass(slots=True)
@@ -104,144 +57,12 @@ class _Writer:
     start: int = 0  # where the open batch's records begin (cut back to here if it fails)
     buffer: bytearray = field(default_factory=bytearray)
     staged: list[tuple[bytes, int, int]] = field(default_factory=list)  # (digest, offset, size)
-    refreshed: list[bytes] = field(default_factory=list)
 
 
-class PackStore:
-    """Small objects in pack files, found through an SQLite index."""
+class PackStore(PackIndex):
+    """Small objects in pack files, found through an SQLite index (see :class:`PackIndex`)."""
 
-    def __init__(self, packs_dir: Path) -> None:
-        self.dir = packs_dir
-        self.index_path = packs_dir / "index.sqlite"
-        self._local = threading.local()
-        self._names: dict[int, str] = {}
-        self._read_fds: dict[int, int] = {}
-        self._fds_lock = threading.Lock()
-        self._recovered = False
-        self._seen = False
-        self.lost: list[str] = []  # pack files the index listed that were gone (fsck reports them)
-        self._recover_lock = threading.Lock()
-
-    # -- index --------------------------------------------------------------------------------
-    def _db(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid != os.getpid():  # forked: never share a connection
-            conn = self._local.conn = None
-        if conn is None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.index_path, timeout=60.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            # The packs are durable before their rows commit, and lost rows are rebuilt from them.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(_SCHEMA)
-            self._local.conn = conn
-            self._local.pid = os.getpid()
-            if not self._recovered:
-                with self._recover_lock:
-                    if not self._recovered:
-                        self.lost.extend(recover_all(conn, self.dir))
-                        self._recovered = True
-        return conn
-
-    def _exists(self) -> bool:
-        """Whether there is anything packed to look at (without creating the index to find out)."""
-        if self._seen or getattr(self._local, "conn", None) is not None or self.index_path.exists():
-            self._seen = True
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                self._seen = any(n.endswith(".pack") for n in os.listdir(self.dir))  # an index to rebuild
-        return self._seen
-
-    @_guard
-    def lookup(self, hexd: str) -> tuple[int, int, int, float] | None:
-        """``(pack, offset, size, mtime)`` of a packed object, or None."""
-        if not self._exists():
-            return None
-        row = (
-            self._db()
-            .execute("SELECT pack, offset, size, mtime FROM objects WHERE digest = ?", (bytes.fromhex(hexd),))
-            .fetchone()
-        )
-        return None if row is None else (int(row[0]), int(row[1]), int(row[2]), float(row[3]))
-
-    @_guard
-    def read(self, hexd: str) -> bytes | None:
-        """The stored bytes of a packed object (unverified), or None if it is not packed."""
-        for attempt in range(2):
-            where = self.lookup(hexd)
-            if where is None:
-                return None
-            pack, offset, size, _ = where
-            try:
-                data = os.pread(self._read_fd(pack), size, offset)
-            except FileNotFoundError:  # compacted away meanwhile: the index now points elsewhere
-                self._forget_fd(pack)
-                if attempt:
-                    raise IntegrityError(
-                        f"object sha256:{hexd} is in a pack file that is missing", hint="run `labvault fsck`"
-                    ) from None
-                continue
-            return data
-        return None
-
-    def _read_fd(self, pack: int) -> int:
-        with self._fds_lock:
-            fd = self._read_fds.get(pack)
-            if fd is None:
-                fd = os.open(self.dir / self._name(pack), os.O_RDONLY)
-                self._read_fds[pack] = fd
-            return fd
-
-    def _forget_fd(self, pack: int) -> None:
-        with self._fds_lock:
-            fd = self._read_fds.pop(pack, None)
-            self._names.pop(pack, None)
-        if fd is not None:
-            os.close(fd)
-
-    def _name(self, pack: int) -> str:
-        name = self._names.get(pack)
-        if name is None:
-            row = self._db().execute("SELECT name FROM packs WHERE id = ?", (pack,)).fetchone()
-            if row is None:
-                raise FileNotFoundError(errno.ENOENT, "pack not indexed", str(pack))
-            name = self._names[pack] = str(row[0])
-        return name
-
-    @_guard
-    def locate(self, hexd: str) -> tuple[Path, int, int] | None:
-        """``(pack file, offset, size)`` of a packed object, or None."""
-        where = self.lookup(hexd)
-        if where is None:
-            return None
-        return self.dir / self._name(where[0]), where[1], where[2]
-
-    @_guard
-    def rows(self) -> list[tuple[str, int, float]]:
-        """``(digest hex, size, mtime)`` of every packed object, in digest order."""
-        if not self._exists():
-            return []
-        rows = self._db().execute("SELECT digest, size, mtime FROM objects ORDER BY digest").fetchall()
-        return [(digest.hex(), int(size), float(mtime)) for digest, size, mtime in rows]
-
-    @_guard
-    def with_prefix(self, prefix: str) -> list[str]:
-        if not self._exists():
-            return []
-        low = bytes.fromhex(prefix + "0" * (len(prefix) % 2))
-        high = bytes.fromhex(prefix + "f" * (len(prefix) % 2)) + b"\xff" * 32
-        rows = self._db().execute("SELECT digest FROM objects WHERE digest >= ? AND digest <= ?", (low, high))
-        return sorted(h for (d,) in rows if (h := d.hex()).startswith(prefix))
-
-    @_guard
-    def delete(self, hexd: str) -> bool:
-        if not self._exists():
-            return False
-        cur = self._db().execute("DELETE FROM objects WHERE digest = ?", (bytes.fromhex(hexd),))
-        return cur.rowcount > 0
-
-    # -- writes (one writer per thread; the caller holds the gc lock shared) --------------------
-    @_guard
+    @guard
     def append(self, hexd: str, data: bytes) -> None:
         """Stage ``data`` in this thread's pack; it becomes visible at :meth:`commit`."""
         writer = self._writer()
@@ -254,7 +75,7 @@ class PackStore:
         if len(writer.buffer) >= _FLUSH:
             self._flush(writer)
 
-    @_guard
+    @guard
     def refresh(self, hexd: str) -> None:
         """Mark a packed object as just put again, so gc's grace period starts over (at commit)."""
         self._refreshed().append(bytes.fromhex(hexd))
@@ -265,7 +86,7 @@ class PackStore:
             refreshed = self._local.refreshed = []
         return refreshed
 
-    @_guard
+    @guard
     def commit(self) -> None:
         """Make this thread's staged records durable (one fdatasync), then index them."""
         writer = self._own_writer()
@@ -301,7 +122,7 @@ class PackStore:
             if writer.end >= PACK_TARGET:
                 self._retire(writer)
 
-    @_guard
+    @guard
     def discard(self) -> None:
         """Drop this thread's staged records: cut the pack back to where the batch began."""
         self._refreshed().clear()
@@ -345,14 +166,7 @@ class PackStore:
         writer = self._own_writer()
         if writer is not None:
             self._retire(writer)
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-        with self._fds_lock:
-            for fd in self._read_fds.values():
-                os.close(fd)
-            self._read_fds.clear()
+        super().close()
 
     def _take_over(self) -> _Writer | None:
         """Reuse a pack nobody is writing to that still has room (fewer, fuller packs)."""
@@ -391,8 +205,7 @@ class PackStore:
             raise
         return _Writer(pack, fd, len(PACK_MAGIC), new=True, start=len(PACK_MAGIC))
 
-    # -- maintenance (the caller holds the gc lock exclusively) --------------------------------
-    @_guard
+    @guard
     def compact(self, *, verify: Callable[[str, bytes], bool], min_dead: float = 0.5) -> int:
         """Rewrite packs that are at least ``min_dead`` dead space; returns the bytes reclaimed.
 
@@ -467,19 +280,3 @@ class PackStore:
         writer.buffer += HEADER.pack(RECORD_MAGIC, digest, len(data))
         writer.buffer += data
         writer.end += HEADER_SIZE + len(data)
-
-    @_guard
-    def pack_files(self) -> list[tuple[str, int, int]]:
-        """``(name, file size, live bytes)`` of every indexed pack (for fsck and ``object ls``)."""
-        if not self._exists():
-            return []
-        conn = self._db()
-        live = dict(conn.execute(f"SELECT pack, SUM(size + {HEADER_SIZE}) FROM objects GROUP BY pack").fetchall())
-        out = []
-        for pack, name in conn.execute("SELECT id, name FROM packs ORDER BY id").fetchall():
-            try:
-                size = os.stat(self.dir / name).st_size
-            except FileNotFoundError:
-                size = -1
-            out.append((str(name), size, int(live.get(pack, 0))))
-        return out
