@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from labvault.errors import Conflict, IntegrityError
 from labvault.refs import Digest
 from labvault.services.snapshots import statcache
+from labvault.services.snapshots.flat import Flat
 from labvault.services.snapshots.statcache import FileChanged, StatCache, hash_file
 from labvault.vault import Vault
 from tests.corruption import corrupt_object
@@ -52,6 +54,27 @@ def test_status_uses_the_stat_cache(vault: Vault, dataset: Path, monkeypatch: py
     monkeypatch.setattr("labvault.services.snapshots.status.hash_file", lambda p: calls.append(p) or real(p))
     assert vault.data.status()[0].clean
     assert calls == []  # nothing re-read
+
+
+def test_an_unchanged_folder_is_answered_in_bulk(vault: Vault, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an add (and a status to settle racily clean files), "clean" needs no per-file lookup;
+    a change of any kind, even one that keeps size and mtime, still takes the per-file path."""
+    vault.data.add("raw", dataset)
+    time.sleep(0.01)
+    vault.data.status()
+    per_file: list[int] = []
+    real = Flat.index
+    monkeypatch.setattr(Flat, "index", property(lambda self: per_file.append(1) or real.fget(self)))  # type: ignore[attr-defined]
+    assert vault.data.status()[0].clean
+    assert per_file == []  # the bulk answer: the per-file loop never indexed the snapshot's files
+    target = dataset / "notes" / "readme.txt"
+    st = target.stat()
+    target.write_text("HELLO\n")  # same size...
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # ...and the same mtime: the ctime and inode tell
+    assert _status(vault)[2] == ("notes/readme.txt",)
+    assert per_file  # the per-file path
+    target.write_text("hello\n")  # back to what was snapshotted
+    assert vault.data.status()[0].clean
 
 
 def test_racily_clean_entries_are_not_trusted(tmp_path: Path) -> None:

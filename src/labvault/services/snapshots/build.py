@@ -118,7 +118,8 @@ def build_tree(
     flat_files: dict[str, tuple[str, int, Any]] = {}
     files = scan.files
     total_bytes = 0
-    for rel, (sha, profile) in results.items():
+    for rel in files:  # in scan order, which the flat index and the stat cache keep (see status.py)
+        sha, profile = results[rel]
         size = files[rel][1]
         parent, _, name = rel.rpartition("/")
         if profile:

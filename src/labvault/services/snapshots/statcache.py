@@ -118,6 +118,7 @@ class StatCache:
         self._new: dict[str, Entry] = {}
         self._keep: set[str] | dict[str, Any] | None = None
         self._pruned = False  # retain() dropped some entry
+        self._reordered = False  # retain() was given the paths in another order
         self._joined: str | None = None  # the loaded paths, still joined
 
     @classmethod
@@ -165,6 +166,13 @@ class StatCache:
             return None
         return self._digests[32 * i : 32 * i + 32], self._profiles.get(i)
 
+    def vouches_for(self, joined: str, keys: array[int], digests: bytes) -> bool:
+        """Whether this cache, as loaded, holds exactly these paths (NUL-joined), with these stat keys
+        and these digests, none of them racily clean: then nothing changed, with no per-file work."""
+        if self._new or self._joined != joined or self._digests != digests or self._keys != keys:
+            return False
+        return not keys or (max(keys[2::4]) < self.stamp_ns and max(keys[3::4]) < self.stamp_ns)
+
     def profile_at(self, i: int) -> Any:
         """The tabular profile stored with entry ``i`` of :meth:`columns`, or None."""
         return self._profiles.get(i)
@@ -181,7 +189,9 @@ class StatCache:
         """Drop entries for paths that no longer exist (when saved)."""
         self._keep = keep
         self._pruned = any(p not in keep for p in self._paths) or any(p not in keep for p in self._new)
-        if self._pruned:
+        # Kept in the order the scan lists the files, which lets status answer in bulk (vouches_for).
+        self._reordered = self._joined != "\0".join(keep)
+        if self._pruned or self._reordered:
             self.dirty = True
 
     def save(self, stamp_ns: int) -> None:
@@ -199,7 +209,7 @@ class StatCache:
         """The columns with re-hashed files updated in place: the common case (no file added or
         removed) without rebuilding 20,000 entries; None when entries come or go."""
         index, new = self._index, self._new
-        if self._pruned or self._joined is None or any(p not in index for p in new):
+        if self._pruned or self._reordered or self._joined is None or any(p not in index for p in new):
             return None
         keys = array("q", self._keys)
         digests = bytearray(self._digests)
@@ -215,26 +225,29 @@ class StatCache:
         return self._joined, keys.tobytes(), bytes(digests), profiles
 
     def _rebuilt(self) -> tuple[str, bytes, bytes, dict[int, Any]]:
-        keep, new = self._keep, self._new
+        """The columns written afresh: in the order of the last scan (``retain``) when there was one,
+        so that a folder that did not change is cached in the order the next scan lists it."""
+        keep, new, index = self._keep, self._new, self._index
+        order = list(keep) if keep is not None else [*(p for p in self._paths if p not in new), *new]
         paths: list[str] = []
         keys = array("q")
         digests: list[bytes] = []
         profiles: dict[int, Any] = {}
         k, d = self._keys, self._digests
-        for i, p in enumerate(self._paths):
-            if p in new or (keep is not None and p not in keep):
-                continue
-            if i in self._profiles:
-                profiles[len(paths)] = self._profiles[i]
+        for p in order:
+            e = new.get(p)
+            if e is not None:
+                if e[5] is not None:
+                    profiles[len(paths)] = e[5]
+                keys.extend(e[:4])
+                digests.append(e[4])
+            else:
+                i = index.get(p)
+                if i is None:
+                    continue  # scanned but never hashed (it vanished, or it changed while read)
+                if i in self._profiles:
+                    profiles[len(paths)] = self._profiles[i]
+                keys.extend(k[4 * i : 4 * i + 4])
+                digests.append(d[32 * i : 32 * i + 32])
             paths.append(p)
-            keys.extend(k[4 * i : 4 * i + 4])
-            digests.append(d[32 * i : 32 * i + 32])
-        for p, e in new.items():
-            if keep is not None and p not in keep:
-                continue
-            if e[5] is not None:
-                profiles[len(paths)] = e[5]
-            paths.append(p)
-            keys.extend(e[:4])
-            digests.append(e[4])
         return "\0".join(paths), keys.tobytes(), b"".join(digests), profiles
