@@ -201,7 +201,7 @@ class PackIndex:
         if not self._exists():
             return []
         conn = self._db()
-        live = dict(conn.execute(f"SELECT pack, SUM(size + {HEADER_SIZE}) FROM objects GROUP BY pack").fetchall())
+        live = self._live_bytes(conn)
         out = []
         for pack, name in conn.execute("SELECT id, name FROM packs ORDER BY id").fetchall():
             try:
@@ -221,3 +221,9 @@ class PackIndex:
             for fd in self._read_fds.values():
                 os.close(fd)
             self._read_fds.clear()
+
+    @staticmethod
+    def _live_bytes(conn: sqlite3.Connection) -> dict[int, int]:
+        """Bytes of each pack that indexed records take (headers included): the rest is dead space."""
+        rows = conn.execute(f"SELECT pack, SUM(size + {HEADER_SIZE}) FROM objects GROUP BY pack").fetchall()
+        return {int(pack): int(size) for pack, size in rows}

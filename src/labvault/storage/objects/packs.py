@@ -67,11 +67,8 @@ class PackStore(PackIndex):
         """Stage ``data`` in this thread's pack; it becomes visible at :meth:`commit`."""
         writer = self._writer()
         digest = bytes.fromhex(hexd)
-        offset = writer.end + HEADER_SIZE
-        writer.buffer += HEADER.pack(RECORD_MAGIC, digest, len(data))
-        writer.buffer += data
-        writer.staged.append((digest, offset, len(data)))
-        writer.end = offset + len(data)
+        self._append_to(writer, digest, data)
+        writer.staged.append((digest, writer.end - len(data), len(data)))
         if len(writer.buffer) >= _FLUSH:
             self._flush(writer)
 
@@ -218,9 +215,7 @@ class PackStore(PackIndex):
         if writer is not None:  # our own pack is a candidate too: let go of it
             self._retire(writer)
         conn = self._db()
-        live: dict[int, int] = dict(
-            conn.execute(f"SELECT pack, SUM(size + {HEADER_SIZE}) FROM objects GROUP BY pack").fetchall()
-        )
+        live = self._live_bytes(conn)
         reclaimed = 0
         for pack, name in conn.execute("SELECT id, name FROM packs").fetchall():
             path = self.dir / name
