@@ -64,9 +64,10 @@ def recover_all(conn: sqlite3.Connection, packs_dir: Path) -> list[str]:
     for name, (gone, _) in known.items():
         if not (packs_dir / name).exists():  # deleted behind our back: what it held is gone
             with transaction(conn):
-                conn.execute("DELETE FROM objects WHERE pack = ?", (gone,))
+                held = conn.execute("DELETE FROM objects WHERE pack = ?", (gone,)).rowcount
                 conn.execute("DELETE FROM packs WHERE id = ?", (gone,))
-            lost.append(name)
+            if held:  # a pack created just before a crash, its folder entry never durable, held nothing
+                lost.append(name)
     try:
         names = [n for n in os.listdir(packs_dir) if n.startswith("pack-") and n.endswith(".pack")]
     except FileNotFoundError:
