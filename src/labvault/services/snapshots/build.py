@@ -17,7 +17,7 @@ from typing import Any
 from labvault.refs import Digest
 from labvault.services.snapshots.flat import Flat
 from labvault.services.snapshots.scan import Scan
-from labvault.services.snapshots.statcache import FileChanged, StatCache, read_file_checked
+from labvault.services.snapshots.statcache import FileChanged, StatCache, read_file_checked, trusted
 from labvault.services.snapshots.tabular import is_tabular_name, profile_stream
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import encode_scanned
@@ -81,23 +81,14 @@ def build_tree(
     todo: list[str] = []
     index, keys, digests, stamp = cache.columns() or ({}, None, b"", 0)
     for rel, key in scan.files.items():
-        # StatCache.lookup, inlined: this loop runs once per file of the dataset.
+        # StatCache.lookup on its columns: this loop runs once per file of the dataset.
         i = index.get(rel)
-        if i is not None and keys is not None:
-            j = 4 * i
-            if (
-                keys[j] == key[0]
-                and keys[j + 1] == key[1]
-                and keys[j + 2] == key[2]
-                and keys[j + 3] == key[3]
-                and key[2] < stamp
-                and key[3] < stamp
-            ):
-                raw = digests[32 * i : 32 * i + 32]
-                profile = cache.profile_at(i)
-                if raw in known and (profile is not None or not is_tabular_name(rel)):
-                    results[rel] = (raw.hex(), profile)
-                    continue
+        if i is not None and keys is not None and trusted(keys, i, key, stamp):
+            raw = digests[32 * i : 32 * i + 32]
+            profile = cache.profile_at(i)
+            if raw in known and (profile is not None or not is_tabular_name(rel)):
+                results[rel] = (raw.hex(), profile)
+                continue
         todo.append(rel)
     done = len(results)
     if progress:

@@ -96,6 +96,22 @@ def fs_clock_ns(where: Path) -> int:
         os.close(fd)
 
 
+def trusted(keys: array[int], i: int, key: StatKey, stamp: int) -> bool:
+    """Whether entry ``i`` of a key column is ``key`` and older than ``stamp`` (not racily clean).
+
+    The hot loops of ``add`` and ``status`` call this on :meth:`StatCache.columns` directly.
+    """
+    j = 4 * i
+    return (
+        keys[j] == key[0]
+        and keys[j + 1] == key[1]
+        and keys[j + 2] == key[2]
+        and keys[j + 3] == key[3]
+        and key[2] < stamp
+        and key[3] < stamp
+    )
+
+
 class StatCache:
     """The cached hashes of one dataset folder's working copy.
 
@@ -156,13 +172,7 @@ class StatCache:
                     return None
                 return e[4], e[5]
         i = self._index.get(rel)
-        if i is None:
-            return None
-        k = self._keys
-        j = 4 * i
-        if k[j] != key[0] or k[j + 1] != key[1] or k[j + 2] != key[2] or k[j + 3] != key[3]:
-            return None
-        if key[2] >= stamp or key[3] >= stamp:
+        if i is None or not trusted(self._keys, i, key, stamp):
             return None
         return self._digests[32 * i : 32 * i + 32], self._profiles.get(i)
 

@@ -17,7 +17,7 @@ from labvault.errors import NotFound
 from labvault.services.snapshots.flat import Flat, load_flat
 from labvault.services.snapshots.lockfile import LockEntry, read_lock, relative_key
 from labvault.services.snapshots.scan import Scan, scan_path
-from labvault.services.snapshots.statcache import FileChanged, StatCache, fs_clock_ns, hash_file
+from labvault.services.snapshots.statcache import FileChanged, StatCache, fs_clock_ns, hash_file, trusted
 from labvault.storage.objects.protocol import ObjectStore
 
 __all__ = ["compare", "select_entries", "working_status"]
@@ -62,21 +62,12 @@ def compare(scan: Scan, flat: Flat, cache: StatCache) -> tuple[list[str], list[s
             modified.append(rel)  # a different size is a change; no need to read it
             continue
         want = digests[32 * i : 32 * i + 32]
-        # The stat cache's lookup, inlined: this loop runs once per file on every status.
+        # The stat cache's lookup on its columns: this loop runs once per file of a changed folder.
         c = cindex.get(rel)
-        if c is not None and ckeys is not None:
-            j = 4 * c
-            if (
-                ckeys[j] == key[0]
-                and ckeys[j + 1] == key[1]
-                and ckeys[j + 2] == key[2]
-                and ckeys[j + 3] == key[3]
-                and key[2] < stamp
-                and key[3] < stamp
-            ):
-                if cdigests[32 * c : 32 * c + 32] != want:
-                    modified.append(rel)
-                continue
+        if c is not None and ckeys is not None and trusted(ckeys, c, key, stamp):
+            if cdigests[32 * c : 32 * c + 32] != want:
+                modified.append(rel)
+            continue
         hit = cache.lookup(rel, key)
         if hit is not None:
             got = hit[0]
