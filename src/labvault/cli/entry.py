@@ -10,20 +10,39 @@ this parser does not know (``--help``, a usage error), goes to the full typer ap
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 __all__ = ["main", "run"]
 
 _GLOBAL = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 
 
-def _fast_status(argv: list[str]) -> int | None:
+def _data_command(argv: list[str], verb: str) -> tuple[set[str], list[str]] | None:
+    """``(global flags, arguments after "data VERB")`` if ``argv`` is ``data VERB ...``."""
     flags = {_GLOBAL[a] for a in argv if a in _GLOBAL}
     args = [a for a in argv if a not in _GLOBAL]
-    if len(args) < 2 or args[0] != "data" or args[1] != "status":
+    if len(args) < 2 or args[0] != "data" or args[1] != verb or "--" in args:
         return None
+    return flags, args[2:]
+
+
+def _run_lean(flags: set[str], command: Callable[[], object]) -> int:
+    from labvault.cli.failures import guarded
+    from labvault.cli.render import OUTPUT
+
+    OUTPUT.quiet = OUTPUT.quiet or "quiet" in flags
+    OUTPUT.verbose = OUTPUT.verbose or "verbose" in flags
+    return guarded(command)
+
+
+def _fast_status(argv: list[str]) -> int | None:
+    parsed = _data_command(argv, "status")
+    if parsed is None:
+        return None
+    flags, args = parsed
     positional: list[str] = []
     json_output = False
-    for arg in args[2:]:
+    for arg in args:
         if arg == "--json":
             json_output = True
         elif arg.startswith("-") or len(positional) == 2:
@@ -31,24 +50,20 @@ def _fast_status(argv: list[str]) -> int | None:
         else:
             positional.append(arg)
     from labvault.cli.data_status import run_status
-    from labvault.cli.failures import guarded
-    from labvault.cli.render import OUTPUT
 
-    OUTPUT.quiet = OUTPUT.quiet or "quiet" in flags
-    OUTPUT.verbose = OUTPUT.verbose or "verbose" in flags
     name, path = ([*positional, None, None])[:2]
-    return guarded(lambda: run_status(name, path, json_output=json_output))
+    return _run_lean(flags, lambda: run_status(name, path, json_output=json_output))
 
 
 def _fast_add(argv: list[str]) -> int | None:
-    flags = {_GLOBAL[a] for a in argv if a in _GLOBAL}
-    args = [a for a in argv if a not in _GLOBAL]
-    if len(args) < 2 or args[0] != "data" or args[1] != "add" or "--" in args:
+    parsed = _data_command(argv, "add")
+    if parsed is None:
         return None
+    flags, args = parsed
     positional: list[str] = []
     message = ""
     json_output = False
-    rest = iter(args[2:])
+    rest = iter(args)
     for arg in rest:
         if arg == "--json":
             json_output = True
@@ -66,13 +81,9 @@ def _fast_add(argv: list[str]) -> int | None:
     if len(positional) != 2:
         return None
     from labvault.cli.data_add import run_add
-    from labvault.cli.failures import guarded
-    from labvault.cli.render import OUTPUT
 
-    OUTPUT.quiet = OUTPUT.quiet or "quiet" in flags
-    OUTPUT.verbose = OUTPUT.verbose or "verbose" in flags
     name, path = positional
-    return guarded(lambda: run_add(name, path, message=message, json_output=json_output))
+    return _run_lean(flags, lambda: run_add(name, path, message=message, json_output=json_output))
 
 
 def main(argv: list[str] | None = None) -> int:
