@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,93 @@ def test_corrupt_object_during_checkout(cli: Cli, project: Path, data: Path) -> 
     assert "restored/sub/n.txt" in proc.stderr
     assert sha in proc.stderr
     assert "labvault fsck" in proc.stderr
+
+
+_REWRITER = """
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY)
+with open(sys.argv[1], "rb") as f:
+    byte = f.read(1)
+print("ready", flush=True)
+while True:  # the same byte again and again: the content never changes, its mtime always does
+    os.pwrite(fd, byte, 0)
+    time.sleep(0.0005)
+"""
+
+
+@pytest.fixture
+def rewriter() -> Iterator[Callable[[Path], None]]:
+    """Start a process that keeps rewriting a file's first byte (same value) until the test ends."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(path: Path) -> None:
+        proc = subprocess.Popen([sys.executable, "-c", _REWRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        procs.append(proc)
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_a_large_file_being_written_during_add_and_status(
+    cli: Cli, project: Path, rewriter: Callable[[Path], None]
+) -> None:
+    """A file above 1 MiB written to while labvault reads it: `add` exits 4 (or, between writes,
+    records the right bytes), `status` says "changing" (or, between writes, clean): never a wrong
+    record. (Below 1 MiB a read is shorter than the clock tick that stamps mtime, so a concurrent
+    writer cannot be seen reliably from outside; tests/services/test_snapshots_integrity.py injects it.)"""
+    size = 8 * 1024 * 1024
+    cli("init")
+    data = project / "data"
+    data.mkdir()
+    (data / "log.bin").write_bytes(b"L" * size)
+    (data / "other.txt").write_text("o\n")
+    cli("data", "add", "raw", "data")
+    rewriter(data / "log.bin")
+    outcomes = []
+    for _ in range(10):
+        proc = cli("data", "status", "--json")
+        (status,) = json.loads(proc.stdout)
+        assert status["modified"] == [], status  # the bytes never change
+        outcomes.append(status["changing"])
+        if status["changing"]:
+            break
+    assert ["log.bin"] in outcomes
+    for _ in range(10):
+        proc = cli("data", "add", "raw2", "data", expect=None)
+        assert proc.returncode in (0, 4), proc.stderr
+        if proc.returncode == 4:
+            break
+        (entry,) = [
+            f for f in json.loads(cli("data", "show", "raw2", "--json").stdout)["files"] if f["path"] == "log.bin"
+        ]
+        assert entry["size"] == size
+    assert proc.returncode == 4
+    assert proc.stderr.startswith("error: ")
+    assert "log.bin changed while it was being read" in proc.stderr
+    assert "\nhint: " in proc.stderr
+    assert cli("fsck").returncode == 0
+
+
+def test_fsck_reports_a_manifest_size_that_is_not_its_objects(cli: Cli, project: Path) -> None:
+    from labvault.storage.meta.repos.object_refs import add_refs
+    from labvault.storage.objects.tree import TreeEntry, put_tree
+    from labvault.vault import Vault
+
+    cli("init")
+    vault = Vault.open(project / ".labvault")
+    try:
+        with vault.objects.batch():
+            blob = vault.objects.put_bytes(b"twelve bytes")
+            root = put_tree(vault.objects, [TreeEntry("t.csv", "file", blob, 13)])
+        with vault.meta.transaction() as conn:
+            add_refs(conn, "data:raw@v1", [(root, "tree")])
+    finally:
+        vault.close()
+    proc = cli("fsck", expect=1)
+    assert "t.csv is listed with 13 bytes, but its object" in proc.stdout + proc.stderr

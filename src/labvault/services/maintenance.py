@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from labvault.entities import FsckReport, GcReport
 from labvault.errors import IntegrityError, ValidationError
 from labvault.refs import Digest
+from labvault.services.snapshots.sizes import manifest_size_problems
 from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos.object_refs import iter_refs
 from labvault.storage.meta.store import MetaStore
@@ -103,6 +104,9 @@ class Maintenance:
             f"pack {name} is missing: the objects it held are lost"
             for name in self._objects.packs.lost + [n for n, size, _ in self._objects.packs.pack_files() if size < 0]
         ]
+        with self._meta.read() as conn:
+            trees = [digest for _, digest, kind in iter_refs(conn) if kind == "tree"]
+        problems += manifest_size_problems(self._objects, trees)
         if self._meta.is_sqlite:
             with self._meta.read() as conn:
                 verdict = conn.execute(sa.text("PRAGMA quick_check")).scalar()

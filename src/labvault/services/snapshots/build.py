@@ -16,7 +16,7 @@ from typing import Any
 
 from labvault.refs import Digest
 from labvault.services.snapshots.flat import Flat
-from labvault.services.snapshots.scan import Scan
+from labvault.services.snapshots.scan import Scan, StatKey
 from labvault.services.snapshots.statcache import FileChanged, StatCache, read_file_checked, trusted
 from labvault.services.snapshots.tabular import is_tabular_name, profile_stream
 from labvault.storage.objects.protocol import ObjectStore
@@ -38,20 +38,29 @@ class Built:
     flat: Flat = field(default_factory=Flat)
 
 
-def _store_one(objects: ObjectStore, scan: Scan, rel: str) -> tuple[str, tuple[int, int, int, int], Any]:
+def _store_one(objects: ObjectStore, scan: Scan, rel: str) -> tuple[str, StatKey, Any]:
+    """Store one file; its digest, and the stat key of the read that hashed it (size included).
+
+    A file whose read does not find it as the scan listed it, or that changes during the read,
+    raises :class:`FileChanged`: a manifest entry's size and hash always come from one read.
+    """
     path = scan.full_path(rel)
     name = rel.rsplit("/", 1)[-1]
+    listed = scan.files[rel]
     small = read_file_checked(path)
     if small is not None:
         data, key = small
+        if key[:3] != listed[:3]:  # inode, size, mtime: written to between the scan and the read
+            raise FileChanged(path)
         digest = objects.put_bytes(data)
         profile = profile_stream(name, io.BytesIO(data)) if is_tabular_name(name) else None
         return digest.hex, key, profile
-    before = os.stat(path)
+    before = _stat_key(path)
+    if before[:3] != listed[:3]:
+        raise FileChanged(path)
     digest = objects.put_file(Path(path))  # hashes while copying: one read pass
-    after = os.stat(path)
-    key = (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns)
-    if key != (before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns):
+    key = _stat_key(path)
+    if key != before:  # written to while it was copied
         raise FileChanged(path)
     profile = None
     if is_tabular_name(name):
@@ -60,6 +69,11 @@ def _store_one(objects: ObjectStore, scan: Scan, rel: str) -> tuple[str, tuple[i
         if os.stat(path).st_mtime_ns != key[2]:
             raise FileChanged(path)
     return digest.hex, key, profile
+
+
+def _stat_key(path: str) -> StatKey:
+    st = os.stat(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def build_tree(
@@ -77,7 +91,7 @@ def build_tree(
     a thread pool made 20,000 small files 1.8x slower (GIL hand-offs outweigh the overlapped I/O).
     """
     total = len(scan.files)
-    results: dict[str, tuple[str, Any]] = {}
+    results: dict[str, tuple[str, int, Any]] = {}  # path -> (sha256 hex, size, profile)
     todo: list[str] = []
     index, keys, digests, stamp = cache.columns() or ({}, None, b"", 0)
     for rel, key in scan.files.items():
@@ -87,7 +101,7 @@ def build_tree(
             raw = digests[32 * i : 32 * i + 32]
             profile = cache.profile_at(i)
             if raw in known and (profile is not None or not is_tabular_name(rel)):
-                results[rel] = (raw.hex(), profile)
+                results[rel] = (raw.hex(), key[1], profile)  # the cached key is the scan's
                 continue
         todo.append(rel)
     done = len(results)
@@ -95,7 +109,7 @@ def build_tree(
         progress(done, total)
     for rel in todo:
         sha, key, profile = _store_one(objects, scan, rel)
-        results[rel] = (sha, profile)
+        results[rel] = (sha, key[1], profile)
         cache.put(rel, key, bytes.fromhex(sha), profile)
         done += 1
         if progress and done % 256 == 0:
@@ -110,8 +124,7 @@ def build_tree(
     files = scan.files
     total_bytes = 0
     for rel in files:  # in scan order, which the flat index and the stat cache keep (see status.py)
-        sha, profile = results[rel]
-        size = files[rel][1]
+        sha, size, profile = results[rel]
         parent, _, name = rel.rpartition("/")
         if profile:
             children[parent].append({**profile, "name": name, "type": "file", "sha256": sha, "size": size})
