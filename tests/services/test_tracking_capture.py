@@ -224,3 +224,41 @@ def test_git_state_is_reused_until_something_changes(repo: Path, monkeypatch: py
     _age(repo, 20)
     assert b"new.py" in (capture_git(repo).patch or b"")
     assert calls
+
+
+def test_a_failed_background_git_write_is_retried_at_finish_with_a_warning(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The git state of a run still going is written by a worker thread after a delay; when that
+    write meets a locked database, the run's end writes it, and the run says what happened."""
+    import threading
+
+    from labvault.errors import LockedError
+    from labvault.services.tracking import service as tracking_service
+
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr(tracking_service, "_GIT_WRITE_DELAY", 0.01)
+    (repo / "train.py").write_text("print('v2')\n")  # dirty: git runs on the worker
+    vault, _ = Vault.init(repo)
+    try:
+        attempted = threading.Event()
+        real = vault.runs.update_capture
+
+        def locked_for_the_worker(run_id, update, *, refs=()):  # type: ignore[no-untyped-def]
+            if threading.current_thread().name.startswith("labvault-git"):
+                attempted.set()
+                raise LockedError("the metadata database is busy (database is locked)")
+            return real(run_id, update, refs=refs)
+
+        monkeypatch.setattr(vault.runs, "update_capture", locked_for_the_worker)
+        run = vault.runs.create(name="x")
+        assert attempted.wait(30)
+        vault.runs.finish(run.id)
+        got = vault.runs.get(run.id)
+        assert got.capture["git"]["commit"] == _git(repo, "rev-parse", "HEAD").strip()
+        assert b"v2" in vault.objects.get_bytes(Digest(got.capture["patch"][7:]))
+        (warning,) = [w for w in got.capture["warnings"] if w.startswith("git:")]
+        assert "database is locked" in warning
+        assert "written when the run ended" in warning
+    finally:
+        vault.close()

@@ -43,12 +43,18 @@ _GIT_WRITE_DELAY = 1.0  # seconds
 
 
 class _PendingGit:
-    """A git capture in flight; whoever claims it first (its thread, or the run's end) writes it."""
+    """A git capture in flight; whoever claims it first (its thread, or the run's end) writes it.
+
+    When the thread's write fails (a locked database, a full disk), ``error`` says why and the
+    run's end writes the capture again, with a warning: a run never ends without its commit unsaid.
+    """
 
     def __init__(self) -> None:
         self.state: GitState | None = None
         self.ready = threading.Event()
         self.finishing = threading.Event()
+        self.written = threading.Event()  # the thread's write ended, well or not
+        self.error: str | None = None
         self._lock = threading.Lock()
         self._claimed = False
 
@@ -221,8 +227,10 @@ class Tracking(RunRecords):
         try:
             update, refs = self._git_update(pending.state)
             self.update_capture(run_id, update, refs=refs)
-        except Exception:  # the run may be gone (deleted vault in a test, closed store): nothing to add to
-            pass
+        except Exception as exc:  # a capture never breaks a run: the run's end writes it again
+            pending.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            pending.written.set()
 
     def _git_update(self, state: GitState) -> tuple[dict[str, Any], builtins.list[tuple[Digest, RefKind]]]:
         update: dict[str, Any] = {}
@@ -238,9 +246,18 @@ class Tracking(RunRecords):
             return None
         pending.finishing.set()
         pending.ready.wait()
-        if not pending.claim() or pending.state is None:
+        if not pending.claim():  # the thread took it: wait for its write, and redo it if it failed
+            pending.written.wait()
+            if pending.error is None:
+                return None
+        if pending.state is None:
             return None
-        return self._git_update(pending.state)
+        update, refs = self._git_update(pending.state)
+        if pending.error is not None:
+            update.setdefault("warnings", []).append(
+                f"git: writing the capture during the run failed ({pending.error}); it was written when the run ended"
+            )
+        return update, refs
 
     # -- ending, resuming -----------------------------------------------------------------------
     def finish(
