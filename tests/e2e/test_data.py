@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -276,3 +277,47 @@ def test_fsck_reports_a_manifest_size_that_is_not_its_objects(cli: Cli, project:
         vault.close()
     proc = cli("fsck", expect=1)
     assert "t.csv is listed with 13 bytes, but its object" in proc.stdout + proc.stderr
+
+
+def _git(root: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"}
+    done = subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True, env={**os.environ, **env}
+    )
+    return done.stdout
+
+
+def test_add_keeps_the_path_out_of_git(cli: Cli, project: Path, data: Path) -> None:
+    _git(project, "init", "-q", "-b", "main")
+    (project / "weird [1].csv").write_text("a\n1\n")
+    added = cli("data", "add", "raw", "data")
+    assert "added /data to .gitignore" in added.stderr
+    assert (project / ".gitignore").read_text().splitlines() == [".labvault/", "/data"]
+    assert "data/" not in _git(project, "status", "--porcelain", "--untracked-files=all")
+    again = cli("data", "add", "raw", "data")  # idempotent: one line, nothing said
+    assert ".gitignore" not in again.stderr
+    assert (project / ".gitignore").read_text().count("/data") == 1
+    doc = json.loads(cli("data", "add", "odd", "weird [1].csv", "--json").stdout)
+    assert doc["gitignore"] == {"line": "/weird \\[1].csv", "added": True, "tracked": []}
+    assert "weird" not in _git(project, "status", "--porcelain", "--untracked-files=all")
+    skipped = project / "skipped.csv"
+    skipped.write_text("a\n2\n")
+    assert ".gitignore" not in cli("data", "add", "skipped", "skipped.csv", "--no-gitignore").stderr
+    assert "/skipped.csv" not in (project / ".gitignore").read_text()
+    cli("data", "add", "skipped", "skipped.csv", "--no-gitignore", "-m", "typer path too", "--verbose")
+    assert "/skipped.csv" not in (project / ".gitignore").read_text()
+
+
+def test_add_warns_when_git_tracks_the_path(cli: Cli, project: Path, data: Path) -> None:
+    _git(project, "init", "-q", "-b", "main")
+    _git(project, "add", "data")
+    _git(project, "commit", "-qm", "data in git")
+    proc = cli("data", "add", "raw", "data")
+    assert "warning: git tracks data (3 files), so every commit still stores the data" in proc.stderr
+    assert "hint: `git rm -r --cached data` stops tracking it" in proc.stderr
+    single = cli("data", "add", "t", "data/t.csv", "--json")
+    assert "hint: `git rm --cached data/t.csv`" in single.stderr
+    assert json.loads(single.stdout)["gitignore"]["tracked"] == ["data/t.csv"]
+    _git(project, "rm", "-rq", "--cached", "data")
+    assert "warning" not in cli("data", "add", "raw", "data").stderr
+    assert "?? data" not in _git(project, "status", "--porcelain", "--untracked-files=all")  # ignored now

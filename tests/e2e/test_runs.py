@@ -255,3 +255,63 @@ def test_show_says_when_a_running_runs_process_is_gone(cli: Cli, vault_project: 
     assert "is gone" in shown
     assert json.loads(cli("runs", "show", run_id, "--json").stdout)["status"] == "running"
     cli("fsck")
+
+
+def _git(root: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"}
+    done = subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True, env={**os.environ, **env}
+    )
+    return done.stdout
+
+
+def _vault_bytes(project: Path) -> int:
+    return sum(p.stat().st_size for p in (project / ".labvault").rglob("*") if p.is_file() and "cache" not in p.parts)
+
+
+def _csv(path: Path, size: int) -> None:
+    """A CSV that does not compress to nothing (as a git binary patch would compress it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [f"{i},{os.urandom(24).hex()}\n" for i in range(size // 60)]
+    path.write_text("id,value\n" + "".join(rows))
+
+
+@pytest.mark.parametrize("gitignore", [True, False], ids=["gitignore", "no-gitignore"])
+def test_runs_do_not_store_the_data_again(cli: Cli, project: Path, gitignore: bool) -> None:
+    """The 81 MiB report at a small scale: a 3 MiB CSV snapshotted once, then two runs."""
+    _git(project, "init", "-q", "-b", "main")
+    (project / "train.py").write_text("print('training')\n")
+    _git(project, "add", "train.py")
+    _git(project, "commit", "-qm", "code")
+    cli("init")
+    _csv(project / "data" / "train.csv", 3 * 1024 * 1024)
+    cli("data", "add", "raw", "data", *([] if gitignore else ["--no-gitignore"]))
+    before = _vault_bytes(project)
+    for _ in range(2):
+        cli("run", "--", sys.executable, "train.py")
+    grown = _vault_bytes(project) - before
+    assert grown < 256 * 1024, f"the vault grew by {grown} bytes over two runs"
+    run = json.loads(cli("runs", "show", _last_id(cli), "--json").stdout)
+    assert run["code"]["left_out"]["pinned"] == ["data"]
+    assert not [w for w in run["capture_warnings"] if "untracked" in w]
+
+
+def test_a_large_untracked_file_is_named_not_stored(cli: Cli, project: Path) -> None:
+    _git(project, "init", "-q", "-b", "main")
+    (project / "train.py").write_text("print('training')\n")
+    _git(project, "add", "train.py")
+    _git(project, "commit", "-qm", "code")
+    cli("init")
+    _csv(project / "scratch" / "features.csv", 3 * 1024 * 1024)
+    (project / "helper.py").write_text("H = 1\n")
+    before = _vault_bytes(project)
+    cli("run", "--", sys.executable, "train.py")
+    assert _vault_bytes(project) - before < 256 * 1024
+    run = json.loads(cli("runs", "show", _last_id(cli), "--json").stdout)
+    (left,) = run["code"]["left_out"]["untracked"]
+    assert left["path"] == "scratch/features.csv"
+    assert left["size"] == (project / "scratch" / "features.csv").stat().st_size
+    assert left["sha256"].startswith("sha256:")
+    assert any("scratch/features.csv" in w for w in run["capture_warnings"])
+    shown = cli("runs", "show", run["id"]).stderr + cli("runs", "show", run["id"]).stdout
+    assert "scratch/features.csv" in shown

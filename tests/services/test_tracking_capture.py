@@ -262,3 +262,90 @@ def test_a_failed_background_git_write_is_retried_at_finish_with_a_warning(
         assert "written when the run ended" in warning
     finally:
         vault.close()
+
+
+def _run_capture(vault: Vault) -> dict:  # type: ignore[type-arg]
+    run = vault.runs.create(name="x")
+    vault.runs.finish(run.id)
+    return vault.runs.get(run.id).capture
+
+
+def _patch_of(vault: Vault, capture: dict) -> bytes:  # type: ignore[type-arg]
+    return vault.objects.get_bytes(Digest(capture["patch"][7:])) if capture.get("patch") else b""
+
+
+def test_the_code_capture_leaves_out_every_path_the_lock_file_pins(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo)
+    (repo / "data").mkdir()
+    (repo / "data" / "raw.csv").write_text("a,b\n" + "1,2\n" * 1000)  # below the untracked limit
+    (repo / "tracked.bin").write_bytes(b"t" * 100)
+    _git(repo, "add", "tracked.bin")
+    _git(repo, "commit", "-qm", "tracked data")
+    (repo / "tracked.bin").write_bytes(b"T" * 100)  # a tracked file, modified, then pinned
+    (repo / "train.py").write_text("print('v2')\n")
+    vault, _ = Vault.init(repo)
+    try:
+        vault.data.add("raw", repo / "data")
+        vault.data.add("blob", repo / "tracked.bin")
+        capture = _run_capture(vault)
+        patch = _patch_of(vault, capture)
+        assert b"print('v2')" in patch, patch.decode()
+        assert b"labvault.lock" in patch  # the pin itself is code
+        assert b"b/data/raw.csv" not in patch
+        assert b"b/tracked.bin" not in patch
+        assert capture["git"]["left_out"] == {"pinned": ["data", "tracked.bin"], "untracked": []}
+        # Data alone changed: the code is clean.
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-qm", "code")
+        (repo / "data" / "raw.csv").write_text("changed\n")
+        capture = _run_capture(vault)
+        assert capture["git"]["dirty"] is False
+        assert "patch" not in capture
+    finally:
+        vault.close()
+
+
+def test_large_untracked_files_are_recorded_without_their_bytes(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from labvault.errors import ValidationError
+
+    monkeypatch.chdir(repo)
+    big = bytes(range(256)) * (6 * 1024)  # 1.5 MiB
+    (repo / "dump.bin").write_bytes(big)
+    (repo / "helper.py").write_text("H = 1\n")
+    vault, _ = Vault.init(repo)
+    try:
+        capture = _run_capture(vault)
+        patch = _patch_of(vault, capture)
+        assert b"helper.py" in patch
+        assert b"dump.bin" not in patch
+        assert len(patch) < 100_000
+        entry = {"path": "dump.bin", "size": len(big), "sha256": f"sha256:{hashlib.sha256(big).hexdigest()}"}
+        assert capture["git"]["left_out"] == {"pinned": [], "untracked": [entry]}
+        (warning,) = [w for w in capture["warnings"] if "untracked" in w]
+        assert "dump.bin" in warning
+        assert "1048576 bytes" in warning
+        # A higher limit in labvault.yaml takes the file into the patch again.
+        (repo / "labvault.yaml").write_text("models: {}\ncapture:\n  max_untracked_size: 2 MiB\n")
+        capture = _run_capture(vault)
+        assert b"dump.bin" in _patch_of(vault, capture)
+        assert "left_out" not in capture["git"]
+        (repo / "labvault.yaml").write_text("capture:\n  max_untracked_size: lots\n")
+        with pytest.raises(ValidationError, match=r"labvault.yaml:2: capture.max_untracked_size: 'lots'") as bad:
+            vault.runs.create(name="x")
+        assert bad.value.exit_code == 2
+    finally:
+        vault.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1048576", 1048576), ("4 MiB", 4 * 2**20), ("500k", 500_000), ("1.5 GB", 1_500_000_000), ("0", 0)],
+)
+def test_max_untracked_size_units(tmp_path: Path, text: str, size: int) -> None:
+    from labvault.services.capture.settings import max_untracked_size
+
+    assert max_untracked_size(tmp_path) == 1024 * 1024  # no file: the default
+    (tmp_path / "labvault.yaml").write_text(f"capture:\n  max_untracked_size: {text}\n")
+    assert max_untracked_size(tmp_path) == size

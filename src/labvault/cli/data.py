@@ -45,13 +45,18 @@ def add(
     name: str = typer.Argument(..., help="Dataset name (letters, digits, '.', '_', '-')."),
     path: Path = typer.Argument(..., help="The file or folder to snapshot (a symlink argument is resolved)."),
     message: str = typer.Option("", "--message", "-m", help="Why this version exists."),
+    no_gitignore: bool = typer.Option(
+        False, "--no-gitignore", help="Do not add PATH to the project's .gitignore (it is added by default)."
+    ),
     json_output: bool = JSON,
 ) -> None:
     """Snapshot PATH as the next version data:NAME@vN and pin it in labvault.lock.
 
-    Identical content to the latest version prints the existing reference and exits 0.
+    Identical content to the latest version prints the existing reference and exits 0. PATH gets
+    an anchored line in the project root's .gitignore (git need not store what the lock file pins);
+    if git already tracks it, a warning says how to stop tracking it.
     """
-    run_add(name, str(path), message=message, json_output=json_output)
+    run_add(name, str(path), message=message, json_output=json_output, gitignore=not no_gitignore)
 
 
 @app.command("import")

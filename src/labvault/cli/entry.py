@@ -63,10 +63,13 @@ def _fast_add(argv: list[str]) -> int | None:
     positional: list[str] = []
     message = ""
     json_output = False
+    gitignore = True
     rest = iter(args)
     for arg in rest:
         if arg == "--json":
             json_output = True
+        elif arg == "--no-gitignore":
+            gitignore = False
         elif arg in ("-m", "--message"):
             value = next(rest, None)
             if value is None:
@@ -83,7 +86,7 @@ def _fast_add(argv: list[str]) -> int | None:
     from labvault.cli.data_add import run_add
 
     name, path = positional
-    return _run_lean(flags, lambda: run_add(name, path, message=message, json_output=json_output))
+    return _run_lean(flags, lambda: run_add(name, path, message=message, json_output=json_output, gitignore=gitignore))
 
 
 def main(argv: list[str] | None = None) -> int:

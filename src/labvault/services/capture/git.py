@@ -3,25 +3,33 @@
 The patch covers tracked changes (staged or not) and untracked files that are not ignored: a copy
 of the index marks untracked files intent-to-add, so ``git diff HEAD --binary`` shows them as new
 files without writing anything into the repository. ``git apply`` on a checkout of ``commit``
-restores the exact tree.
+restores the exact tree, except for what is left out on purpose, which ``info["left_out"]`` lists:
+the paths the caller excludes (the datasets ``labvault.lock`` pins, restored from their snapshots)
+and untracked files larger than a limit, recorded by path, size and sha256 without their bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GitState", "cached_git_state", "capture_git"]
+__all__ = ["DEFAULT_MAX_UNTRACKED", "GitState", "cached_git_state", "capture_git"]
 
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _TIMEOUT = 30
+_CHUNK = 8 * 1024 * 1024
+#: Untracked files larger than this are recorded by path, size and sha256, without their bytes.
+DEFAULT_MAX_UNTRACKED = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -80,8 +88,11 @@ def _git(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subpr
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=_TIMEOUT, check=False, env=env)
 
 
-def capture_git(cwd: Path | None = None) -> GitState:
-    """The git state of the work tree holding ``cwd``.
+def capture_git(
+    cwd: Path | None = None, *, exclude: Sequence[Path] = (), max_untracked: int = DEFAULT_MAX_UNTRACKED
+) -> GitState:
+    """The git state of the work tree holding ``cwd``; ``exclude`` are paths left out of it (and
+    of ``dirty``), untracked files larger than ``max_untracked`` bytes are listed, not patched.
 
     A sweep of runs over an unchanged tree asks git once: the result is kept with a fingerprint of
     what git's own stat cache looks at (HEAD, refs, index, and the size, mtime and inode of every
@@ -95,18 +106,48 @@ def capture_git(cwd: Path | None = None) -> GitState:
         return GitState(warnings=[f"git: {here} is not in a git repository; no commit recorded"])
     if shutil.which("git") is None:
         return GitState(warnings=["git: the git executable was not found; no commit recorded"])
-    return _cached(*found) or _capture(*found)
+    limits = _Limits(_relative(found[0], exclude), max_untracked)
+    return _cached(*found, limits) or _capture(*found, limits)
 
 
-def cached_git_state(cwd: Path | None = None) -> GitState | None:
+def cached_git_state(
+    cwd: Path | None = None, *, exclude: Sequence[Path] = (), max_untracked: int = DEFAULT_MAX_UNTRACKED
+) -> GitState | None:
     """The kept state when the tree is unchanged since it was captured (no git process), else None."""
     found = _find_root((cwd or Path.cwd()).resolve())
-    return _cached(*found) if found is not None else None
+    if found is None:
+        return None
+    return _cached(*found, _Limits(_relative(found[0], exclude), max_untracked))
 
 
-def _cached(root: Path, worktree_dir: Path, gitdir: Path) -> GitState | None:
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    exclude: tuple[str, ...]  # posix paths relative to the work tree root
+    max_untracked: int
+
+    def pathspecs(self) -> list[str]:
+        """Arguments that limit a git command to the tree minus ``exclude`` (none when nothing is)."""
+        if not self.exclude:
+            return []
+        return ["--", ":/", *(f":(top,literal,exclude){p}" for p in self.exclude)]
+
+
+def _relative(root: Path, paths: Sequence[Path]) -> tuple[str, ...]:
+    """The paths inside ``root``, relative to it; the root itself and paths outside are dropped."""
+    out = set()
+    for path in paths:
+        try:
+            rel = path.resolve().relative_to(root)
+        except ValueError:
+            continue
+        if rel.parts:
+            out.add(rel.as_posix())
+    return tuple(sorted(out))
+
+
+def _cached(root: Path, worktree_dir: Path, gitdir: Path, limits: _Limits) -> GitState | None:
     cached = _STATES.get(str(root))
-    if cached is None:
+    if cached is None or cached.limits != limits:
         return None
     fingerprint = _fingerprint(root, worktree_dir, gitdir, cached.tracked, cached.untracked)
     if fingerprint is None or fingerprint != cached.fingerprint:
@@ -116,6 +157,7 @@ def _cached(root: Path, worktree_dir: Path, gitdir: Path) -> GitState | None:
 
 @dataclass(slots=True)
 class _Cached:
+    limits: _Limits
     fingerprint: tuple[Any, ...]
     tracked: list[str]
     untracked: list[str]
@@ -163,12 +205,21 @@ def _tracked_files(root: Path) -> list[str] | None:
     return names if len(names) <= _MAX_TRACKED else None
 
 
-def _capture(root: Path, worktree_dir: Path, gitdir: Path) -> GitState:
+def _capture(root: Path, worktree_dir: Path, gitdir: Path, limits: _Limits) -> GitState:
     state = GitState()
     try:
         tracked = _tracked_files(root)
         status = _git(
-            ["--no-optional-locks", "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all"], root
+            [
+                "--no-optional-locks",
+                "status",
+                "--porcelain=v2",
+                "--branch",
+                "-z",
+                "--untracked-files=all",
+                *limits.pathspecs(),
+            ],
+            root,
         )
         if status.returncode != 0:
             state.warnings.append(f"git: status failed: {status.stderr.decode(errors='replace').strip()[:200]}")
@@ -200,10 +251,16 @@ def _capture(root: Path, worktree_dir: Path, gitdir: Path) -> GitState:
         untracked = [p for p, line in changed if line.startswith("?")]
         # Taken before the patch: a change made while it is built shows as a different fingerprint.
         fingerprint = _fingerprint(root, worktree_dir, gitdir, tracked, untracked) if tracked is not None else None
+        large = _large_files(root, untracked, limits.max_untracked)
+        if limits.exclude or large:
+            state.info["left_out"] = {"pinned": list(limits.exclude), "untracked": large}
+        if large:
+            state.warnings.append(_large_warning(large, limits.max_untracked))
         if dirty:
-            state.patch = _patch(root, worktree_dir, commit)
+            skip = _Limits((*limits.exclude, *(f["path"] for f in large)), limits.max_untracked)
+            state.patch = _patch(root, worktree_dir, commit, skip.pathspecs()) or None
         if fingerprint is not None and tracked is not None:
-            _STATES[str(root)] = _Cached(fingerprint, tracked, untracked, state)
+            _STATES[str(root)] = _Cached(limits, fingerprint, tracked, untracked, state)
         else:
             _STATES.pop(str(root), None)
     except (OSError, subprocess.SubprocessError) as exc:
@@ -220,15 +277,43 @@ def _stat(path: Path) -> tuple[int, int, int] | None:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def _patch(root: Path, worktree_dir: Path, commit: str | None) -> bytes:
+def _large_files(root: Path, untracked: list[str], limit: int) -> list[dict[str, Any]]:
+    """Untracked regular files above ``limit`` bytes: path, size and sha256, read once each."""
+    found = []
+    for rel in untracked:
+        path = root / rel
+        try:
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode) or st.st_size <= limit:
+                continue
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+        except OSError:
+            continue  # gone or unreadable since git listed it: git diff will say what it can
+        found.append({"path": rel, "size": st.st_size, "sha256": f"sha256:{h.hexdigest()}"})
+    return found
+
+
+def _large_warning(large: list[dict[str, Any]], limit: int) -> str:
+    named = ", ".join(f"{f['path']} ({f['size']} bytes)" for f in large[:20])
+    more = f" and {len(large) - 20} more" if len(large) > 20 else ""
+    return (
+        f"git: {len(large)} untracked files larger than {limit} bytes are not in the patch (recorded by path, "
+        f"size and sha256 only; the run cannot restore them): {named}{more}"
+    )
+
+
+def _patch(root: Path, worktree_dir: Path, commit: str | None, pathspecs: list[str]) -> bytes:
     with tempfile.TemporaryDirectory(prefix="labvault-git-") as tmp:
         index = Path(tmp) / "index"
         env = {**os.environ, "GIT_INDEX_FILE": str(index)}
         real = worktree_dir / "index"  # a linked work tree keeps its own index
         if real.is_file():
-            shutil.copyfile(real, index)
-        _git(["add", "--all", "--intent-to-add"], root, env)
-        diff = _git(["diff", "--binary", "--no-color", "--no-ext-diff", commit or _EMPTY_TREE], root, env)
+            shutil.copy2(real, index)  # with its mtime: git re-reads entries racily clean against it
+        _git(["add", "--all", "--intent-to-add", *(pathspecs or ["--", ":/"])], root, env)
+        diff = _git(["diff", "--binary", "--no-color", "--no-ext-diff", commit or _EMPTY_TREE, *pathspecs], root, env)
         if diff.returncode != 0:
             raise OSError(diff.stderr.decode(errors="replace").strip()[:200])
         return diff.stdout

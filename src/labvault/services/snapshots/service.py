@@ -21,6 +21,7 @@ from labvault.refs import DataRef, Digest, parse_ref, validate_name
 from labvault.services.snapshots import checkout as _checkout
 from labvault.services.snapshots.build import Built, build_tree
 from labvault.services.snapshots.flat import Flat, load_flat, save_flat
+from labvault.services.snapshots.gitignore import GitIgnored, ignore_in_git
 from labvault.services.snapshots.lockfile import LockEntry, read_lock, relative_key, update_lock
 from labvault.services.snapshots.scan import scan_path
 from labvault.services.snapshots.statcache import StatCache, fs_clock_ns
@@ -75,6 +76,11 @@ class DataService:
             LockEntry(key, DataRef(name, f"v{snapshot.version}"), snapshot.content_hash, kind),
         )
         return snapshot, created
+
+    def ignore_in_git(self, path: str | os.PathLike[str]) -> GitIgnored:
+        """Keep a dataset path out of git: an anchored line in the project root's ``.gitignore``
+        (unless git already ignores it), and the files below it that git still tracks, if any."""
+        return ignore_in_git(self.root, self.vault_dir, relative_key(self.root, self._local_path(path)))
 
     def _local_path(self, path: str | os.PathLike[str]) -> Path:
         given = Path(path).expanduser()

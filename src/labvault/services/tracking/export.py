@@ -103,6 +103,7 @@ def export_run(service: Tracking, run: Run) -> dict[str, Any]:
             "remote": git.get("remote"),
             "dirty": git.get("dirty"),
             "patch": cap.get("patch"),
+            **({"left_out": git["left_out"]} if git.get("left_out") else {}),  # not in the patch, on purpose
         },
         "inputs": _inputs(service, run),
         "config": _config(service, run),

@@ -17,13 +17,15 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from labvault.entities import Run, RunStatus, utcnow
 from labvault.errors import Conflict, ValidationError
 from labvault.refs import Digest, validate_name
 from labvault.services.capture.environment import capture_environment
 from labvault.services.capture.git import GitState, cached_git_state, capture_git
+from labvault.services.capture.settings import max_untracked_size
+from labvault.services.snapshots.lockfile import read_lock
 from labvault.services.tracking.names import (
     validate_run_name,
 )
@@ -40,6 +42,11 @@ InputResolver = Callable[[str], str | None]
 
 
 _GIT_WRITE_DELAY = 1.0  # seconds
+
+
+class _GitLimits(TypedDict):
+    exclude: builtins.list[Path]
+    max_untracked: int
 
 
 class _PendingGit:
@@ -144,9 +151,10 @@ class Tracking(RunRecords):
                 doc["config"].append({"path": path, "sha256": str(digest), "size": len(data)})
                 object_refs.append((digest, "blob"))
         git_sync: GitState | None = None
-        if capture:
+        limits = self._git_limits() if capture else None
+        if limits is not None:
             # Unchanged since the last capture (a sweep): known at once. Otherwise git runs on the worker.
-            git_sync = capture_git(here) if not background_git else cached_git_state(here)
+            git_sync = capture_git(here, **limits) if not background_git else cached_git_state(here, **limits)
             if git_sync is not None:
                 with self.objects.batch():
                     self._apply_git(doc, git_sync, object_refs)
@@ -181,10 +189,10 @@ class Tracking(RunRecords):
                 continue
         else:  # pragma: no cover - five collisions in a row
             raise Conflict("could not allocate a unique run id", hint="retry")
-        if capture and git_sync is None:
+        if limits is not None and git_sync is None:
             pending = _PendingGit()
             self._git_pending[run_id] = pending
-            self._git_worker().submit(self._capture_git_later, run_id, here, pending)
+            self._git_worker().submit(self._capture_git_later, run_id, here, pending, limits)
         return Run(
             id=run_id,
             project=project,
@@ -214,9 +222,15 @@ class Tracking(RunRecords):
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labvault-git")
         return self._executor
 
-    def _capture_git_later(self, run_id: str, cwd: Path, pending: _PendingGit) -> None:
+    def _git_limits(self) -> _GitLimits:
+        """What the code capture leaves out: every dataset path ``labvault.lock`` pins (restored
+        from its snapshot, never stored again in a patch) and untracked files above the size limit."""
+        pinned = [self.root / key for key in read_lock(self.root)]
+        return {"exclude": pinned, "max_untracked": max_untracked_size(self.root)}
+
+    def _capture_git_later(self, run_id: str, cwd: Path, pending: _PendingGit, limits: _GitLimits) -> None:
         try:
-            pending.state = capture_git(cwd)
+            pending.state = capture_git(cwd, **limits)
         except Exception as exc:  # capture never breaks a run
             pending.state = GitState(warnings=[f"git: capture failed: {type(exc).__name__}: {exc}"])
         pending.ready.set()
