@@ -349,3 +349,19 @@ def test_max_untracked_size_units(tmp_path: Path, text: str, size: int) -> None:
     assert max_untracked_size(tmp_path) == 1024 * 1024  # no file: the default
     (tmp_path / "labvault.yaml").write_text(f"capture:\n  max_untracked_size: {text}\n")
     assert max_untracked_size(tmp_path) == size
+
+
+def test_a_change_racily_clean_against_the_index_is_in_the_patch(repo: Path) -> None:
+    """The patch is built on a copy of the index; the copy must keep the index's mtime, or git takes
+    an entry whose stat still matches (a rewrite within one timestamp tick) for clean."""
+    _git(repo, "config", "core.trustctime", "false")  # the ctime of the rewrite would tell git otherwise
+    train = repo / "train.py"
+    old = train.stat().st_mtime_ns - 100 * 10**9
+    os.utime(train, ns=(old, old))
+    _git(repo, "add", "train.py")  # the entry records the old mtime; the index is written now
+    train.write_text("print('v9')\n")  # same size, same inode...
+    os.utime(train, ns=(old, old))  # ...and the same mtime: only the content differs
+    os.utime(repo / ".git" / "index", ns=(old, old))  # an index written in the same tick as that mtime
+    state = capture_git(repo)
+    assert state.info["dirty"] is True  # git status re-reads the racily clean entry
+    assert b"print('v9')" in (state.patch or b"")
