@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from labvault.errors import Conflict
 from labvault.refs import Digest
 from labvault.services.snapshots import service as snapshot_service
 from labvault.services.snapshots import statcache
@@ -135,3 +136,32 @@ def test_fsck_compares_every_manifest_size_with_its_object(vault: Vault) -> None
     assert len(sizes) == 2, report.problems
     assert any("a.txt is listed with 11 bytes" in p and "holds 12" in p for p in sizes)
     assert any("sub/big.bin" in p for p in sizes)
+
+
+def test_a_run_artifact_changing_while_it_is_stored_is_refused(
+    vault: Vault, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run artifacts are tree manifests too: a file that grows between the folder listing and its
+    copy is refused (exit 4), never listed with a size that is not its object's."""
+    out = project / "out"
+    out.mkdir()
+    (out / "model.bin").write_bytes(b"m" * 1000)
+    real_put = vault.objects.put_file
+
+    def put_then_grow(path: Path) -> Digest:
+        digest = real_put(path)
+        with open(path, "ab") as f:
+            f.write(b"late bytes")
+        return digest
+
+    run = vault.runs.create(name="x", capture=False, background_git=False)
+    monkeypatch.setattr(vault.runs.objects, "put_file", put_then_grow)
+    for path in (out, out / "model.bin"):
+        with pytest.raises(Conflict, match="changed while it was being stored") as caught:
+            vault.runs.log_artifact(run.id, path)
+        assert caught.value.exit_code == 4
+    monkeypatch.undo()
+    artifact = vault.runs.log_artifact(run.id, out)
+    assert artifact.size == 1020
+    vault.runs.finish(run.id)
+    assert vault.maintenance.fsck().clean

@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from labvault.entities import Artifact
-from labvault.errors import ValidationError
+from labvault.errors import Conflict, ValidationError
 from labvault.refs import Digest
 from labvault.storage.objects.local import LocalObjectStore
 from labvault.storage.objects.tree import TreeEntry, put_tree
@@ -43,8 +43,8 @@ def _store_dir(store: LocalObjectStore, folder: Path) -> tuple[Digest, int]:
                 entries.append(TreeEntry(item.name, "dir", digest, size))
                 total += size
             elif stat.S_ISREG(mode):
-                size = item.stat(follow_symlinks=False).st_size
-                entries.append(TreeEntry(item.name, "file", store.put_file(path), size))
+                digest, size = _put_checked(store, path)
+                entries.append(TreeEntry(item.name, "file", digest, size))
                 total += size
             # sockets, fifos and devices are not content: skipped
     return put_tree(store, entries), total
@@ -60,5 +60,18 @@ def store_path(store: LocalObjectStore, source: Path, *, name: str, role_path: s
             return Artifact(name, digest, "tree", size, role_path or str(source))
         if not source.is_file():
             raise ValidationError(f"{source} is not a regular file or folder", hint="log files and folders")
-        size = source.stat().st_size
-        return Artifact(name, store.put_file(source), "file", size, role_path or str(source))
+        digest, size = _put_checked(store, source)
+        return Artifact(name, digest, "file", size, role_path or str(source))
+
+
+def _put_checked(store: LocalObjectStore, path: Path) -> tuple[Digest, int]:
+    """Store a file with the size of the bytes stored: its stat before and after the copy must agree."""
+    before = os.stat(path)
+    digest = store.put_file(path)
+    after = os.stat(path)
+    if (before.st_ino, before.st_size, before.st_mtime_ns) != (after.st_ino, after.st_size, after.st_mtime_ns):
+        raise Conflict(
+            f"{path} changed while it was being stored",
+            hint="log it once whatever is writing it has finished",
+        )
+    return digest, after.st_size
