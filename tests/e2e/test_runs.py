@@ -315,3 +315,11 @@ def test_a_large_untracked_file_is_named_not_stored(cli: Cli, project: Path) -> 
     assert any("scratch/features.csv" in w for w in run["capture_warnings"])
     shown = cli("runs", "show", run["id"]).stderr + cli("runs", "show", run["id"]).stdout
     assert "scratch/features.csv" in shown
+
+
+def test_a_bad_capture_limit_is_a_usage_error(cli: Cli, vault_project: Path) -> None:
+    (vault_project / "labvault.yaml").write_text("capture:\n  max_untracked_size: -5\n")
+    proc = cli("run", "--", sys.executable, "-c", "pass", expect=2)
+    assert proc.stderr.startswith("error: labvault.yaml:2: capture.max_untracked_size: '-5' is not a size")
+    assert "\nhint: " in proc.stderr
+    assert json.loads(cli("runs", "list", "--json").stdout) == []
