@@ -15,6 +15,7 @@ from labvault.errors import ValidationError
 
 __all__ = [
     "MAX_NAME_LENGTH",
+    "MAX_VERSION_PART",
     "DataRef",
     "Digest",
     "DigestRef",
@@ -24,6 +25,7 @@ __all__ = [
     "format_ref",
     "parse_digest",
     "parse_ref",
+    "parse_semver",
     "validate_name",
 ]
 
@@ -36,6 +38,9 @@ _DATA_VERSION_RE = re.compile(r"v[1-9][0-9]*")
 _SEMVER_RE = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 DIGEST_HEX_LENGTH = 64
 MIN_PREFIX = 8
+#: Each part of a model version is a signed 64-bit integer where it is stored.
+MAX_VERSION_PART = 2**63 - 1
+_SEMVER_HINT = "model versions are semantic: MAJOR.MINOR.PATCH, e.g. 1.2.0"
 
 
 def validate_name(name: str, *, what: str = "name") -> str:
@@ -198,11 +203,9 @@ def _parse_any(text: str) -> Ref:
         if sep:
             if not version:
                 raise ValidationError(f"empty version in {text!r}", hint="write project/model@1.2.0 or @prod")
-            if not _SEMVER_RE.fullmatch(version):
-                if version[:1].isdigit():
-                    raise ValidationError(
-                        f"invalid version {version!r}", hint="model versions are semantic: MAJOR.MINOR.PATCH"
-                    )
+            if _SEMVER_RE.fullmatch(version) or version[:1].isdigit():
+                parse_semver(version)
+            else:
                 validate_name(version, what="alias")
         return ModelRef(project, model, version or None)
     raise ValidationError(
@@ -217,3 +220,18 @@ def format_ref(ref: Ref) -> str:
 
 def is_semver(text: str) -> bool:
     return bool(_SEMVER_RE.fullmatch(text))
+
+
+def parse_semver(text: str) -> tuple[int, int, int]:
+    """``(major, minor, patch)`` of ``1.2.0``; each part at most :data:`MAX_VERSION_PART`."""
+    if not isinstance(text, str) or not _SEMVER_RE.fullmatch(text):
+        raise ValidationError(f"invalid version {text!r}", hint=_SEMVER_HINT)
+    parts = text.split(".")
+    # Compare lengths first: int() of a very long digit string is slow, and refused past 4,300 digits.
+    if any(len(p) > len(str(MAX_VERSION_PART)) or int(p) > MAX_VERSION_PART for p in parts):
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise ValidationError(
+            f"version {shown!r} has a part larger than {MAX_VERSION_PART} (2^63-1)", hint=_SEMVER_HINT
+        )
+    major, minor, patch = (int(p) for p in parts)
+    return major, minor, patch
