@@ -131,7 +131,7 @@ def _loader_class() -> type[yaml.SafeLoader]:
             self.depth += 1
             try:
                 if self.depth > MAX_DEPTH + 1:  # +1: the document's root is depth 0
-                    mark = self.peek_event().start_mark
+                    mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                     raise _Refused(f"nested more than {MAX_DEPTH} deep", mark.line + 1 if mark else None)
                 return super().compose_node(parent, index)  # type: ignore[no-untyped-call, no-any-return]
             finally:
