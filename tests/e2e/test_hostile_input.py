@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,7 +181,7 @@ def _run(root: Path, *args: str | bytes, timeout: float = 60) -> subprocess.Comp
 
 
 @pytest.fixture(scope="module")
-def hostile_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def hostile_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hostile") / "project"
     root.mkdir()
     assert _run(root, "init").returncode == 0
@@ -198,7 +198,7 @@ def hostile_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             f.write(b"x")
     os.mkdir(broot + b"/d_lnk")
     os.symlink(b"tgt\xff", broot + b"/d_lnk/ln")
-    yield root
+    return root
 
 
 def _plant(root: Path, files: dict[str | bytes, str | bytes | Callable[[Path], str]]) -> Callable[[], None]:
@@ -240,7 +240,8 @@ def test_hostile_input(hostile_project: Path, case: Case) -> None:
     assert case.says in stderr, stderr[-2000:]
     if case.exit == 2:
         lines = stderr.splitlines()
-        assert lines[0].startswith("error: ") and len(lines[0]) < 400, lines[0][:500]
+        assert lines[0].startswith("error: "), lines[0][:500]
+        assert len(lines[0]) < 400, lines[0][:500]
         assert any(line.startswith("hint: ") for line in lines)
     assert took < 20, f"{case.id} took {took:.1f} s"
 
