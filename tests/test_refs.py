@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from labvault.errors import ValidationError
 from labvault.refs import (
     MAX_NAME_LENGTH,
+    MAX_VERSION_PART,
     DataRef,
     Digest,
     DigestRef,
@@ -19,6 +20,7 @@ from labvault.refs import (
     format_ref,
     parse_digest,
     parse_ref,
+    parse_semver,
     validate_name,
 )
 
@@ -208,3 +210,26 @@ def test_validate_name_never_accepts_anything_path_like(text: str) -> None:
     assert not any(bad in text for bad in ("/", "\\", ".."))
     assert all(32 <= ord(c) < 127 for c in text)
     assert text[0].isalnum()
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        "99999999999999999999.0.0",  # used to reach the database: OverflowError, a traceback
+        "0.9223372036854775808.0",
+        "0.0." + "9" * 5000,  # past int()'s 4,300-digit limit
+    ],
+)
+def test_version_parts_beyond_64_bits_are_refused(version: str) -> None:
+    with pytest.raises(ValidationError, match="larger than") as err:
+        parse_ref(f"fraud/detector@{version}")
+    assert err.value.exit_code == 2
+    assert len(str(err.value)) < 300
+    with pytest.raises(ValidationError, match="larger than"):
+        parse_semver(version)
+
+
+def test_the_largest_version_parses() -> None:
+    top = f"{MAX_VERSION_PART}.{MAX_VERSION_PART}.{MAX_VERSION_PART}"
+    assert parse_semver(top) == (2**63 - 1,) * 3
+    assert parse_ref(f"fraud/detector@{top}") == ModelRef("fraud", "detector", top)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from labvault.errors import ValidationError, VaultNotFound
+from labvault.safeload import load_json
 
 __all__ = [
     "CONFIG_NAME",
@@ -63,13 +64,9 @@ class VaultConfig:
     def load(cls, vault_dir: Path) -> VaultConfig:
         path = vault_dir / CONFIG_NAME
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = load_json(path, hint="restore the file from a backup, or re-run `labvault init`")
         except FileNotFoundError:
             raise VaultNotFound(f"{vault_dir} is not a labvault vault (no {CONFIG_NAME})") from None
-        except (OSError, ValueError) as exc:
-            raise ValidationError(
-                f"cannot read {path}: {exc}", hint="restore the file from a backup, or re-run `labvault init`"
-            ) from exc
         if not isinstance(raw, dict):
             raise ValidationError(f"{path} is not a JSON object", hint="restore the file from a backup")
         version = raw.get("format_version")

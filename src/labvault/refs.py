@@ -15,6 +15,7 @@ from labvault.errors import ValidationError
 
 __all__ = [
     "MAX_NAME_LENGTH",
+    "MAX_VERSION_PART",
     "DataRef",
     "Digest",
     "DigestRef",
@@ -24,6 +25,7 @@ __all__ = [
     "format_ref",
     "parse_digest",
     "parse_ref",
+    "parse_semver",
     "validate_name",
 ]
 
@@ -36,6 +38,16 @@ _DATA_VERSION_RE = re.compile(r"v[1-9][0-9]*")
 _SEMVER_RE = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 DIGEST_HEX_LENGTH = 64
 MIN_PREFIX = 8
+#: Each part of a model version is a signed 64-bit integer where it is stored.
+MAX_VERSION_PART = 2**63 - 1
+_SEMVER_HINT = "model versions are semantic: MAJOR.MINOR.PATCH, e.g. 1.2.0"
+
+
+def _shown(text: object) -> str:
+    """``repr`` of a user's text, cut to 80 characters: an error line stays readable."""
+    if isinstance(text, str) and len(text) > 80:
+        return repr(text[:77]) + "..."
+    return repr(text)
 
 
 def validate_name(name: str, *, what: str = "name") -> str:
@@ -144,10 +156,10 @@ def parse_digest(text: str, *, allow_prefix: bool = True) -> DigestRef:
     body = text[len("sha256:") :] if text.startswith("sha256:") else text
     body = body.lower()
     if not _HEX_RE.fullmatch(body) or len(body) > DIGEST_HEX_LENGTH:
-        raise ValidationError(f"not a sha256 reference: {text!r}", hint="expected sha256:<hex>")
+        raise ValidationError(f"not a sha256 reference: {_shown(text)}", hint="expected sha256:<hex>")
     if len(body) < (MIN_PREFIX if allow_prefix else DIGEST_HEX_LENGTH):
         raise ValidationError(
-            f"hash prefix {text!r} is too short",
+            f"hash prefix {_shown(text)} is too short",
             hint=f"give at least {MIN_PREFIX} hex digits",
         )
     return DigestRef(body)
@@ -159,7 +171,7 @@ def parse_ref(text: str, *, expect: type[Ref] | tuple[type[Ref], ...] | None = N
     if expect is not None and not isinstance(ref, expect):
         wanted = expect if isinstance(expect, tuple) else (expect,)
         names = " or ".join(_FORM_NAMES[t] for t in wanted)
-        raise ValidationError(f"expected {names}, got {text!r}", hint=f"write it as {names}")
+        raise ValidationError(f"expected {names}, got {_shown(text)}", hint=f"write it as {names}")
     return ref
 
 
@@ -180,7 +192,7 @@ def _parse_any(text: str) -> Ref:
         run_id = text[4:].lower()
         if not _RUN_ID_RE.fullmatch(run_id):
             raise ValidationError(
-                f"invalid run reference {text!r}",
+                f"invalid run reference {_shown(text)}",
                 hint="a run id is 6 to 32 hex digits, e.g. run:3f9c2a1b7d4e",
             )
         return RunRef(run_id)
@@ -188,7 +200,9 @@ def _parse_any(text: str) -> Ref:
         name, sep, version = text[5:].partition("@")
         validate_name(name, what="dataset name")
         if sep and not _DATA_VERSION_RE.fullmatch(version):
-            raise ValidationError(f"invalid data version {version!r} in {text!r}", hint="data versions are v1, v2, ...")
+            raise ValidationError(
+                f"invalid data version {_shown(version)} in {_shown(text)}", hint="data versions are v1, v2, ..."
+            )
         return DataRef(name, version or None)
     if "/" in text:
         path, sep, version = text.partition("@")
@@ -197,16 +211,14 @@ def _parse_any(text: str) -> Ref:
         validate_name(model, what="model name")
         if sep:
             if not version:
-                raise ValidationError(f"empty version in {text!r}", hint="write project/model@1.2.0 or @prod")
-            if not _SEMVER_RE.fullmatch(version):
-                if version[:1].isdigit():
-                    raise ValidationError(
-                        f"invalid version {version!r}", hint="model versions are semantic: MAJOR.MINOR.PATCH"
-                    )
+                raise ValidationError(f"empty version in {_shown(text)}", hint="write project/model@1.2.0 or @prod")
+            if _SEMVER_RE.fullmatch(version) or version[:1].isdigit():
+                parse_semver(version)
+            else:
                 validate_name(version, what="alias")
         return ModelRef(project, model, version or None)
     raise ValidationError(
-        f"unrecognised reference {text!r}",
+        f"unrecognised reference {_shown(text)}",
         hint="write run:<id>, data:<name>@vN, <project>/<model>@<version|alias> or sha256:<hex>",
     )
 
@@ -217,3 +229,17 @@ def format_ref(ref: Ref) -> str:
 
 def is_semver(text: str) -> bool:
     return bool(_SEMVER_RE.fullmatch(text))
+
+
+def parse_semver(text: str) -> tuple[int, int, int]:
+    """``(major, minor, patch)`` of ``1.2.0``; each part at most :data:`MAX_VERSION_PART`."""
+    if not isinstance(text, str) or not _SEMVER_RE.fullmatch(text):
+        raise ValidationError(f"invalid version {_shown(text)}", hint=_SEMVER_HINT)
+    parts = text.split(".")
+    # Compare lengths first: int() of a very long digit string is slow, and refused past 4,300 digits.
+    if any(len(p) > len(str(MAX_VERSION_PART)) or int(p) > MAX_VERSION_PART for p in parts):
+        raise ValidationError(
+            f"version {_shown(text)} has a part larger than {MAX_VERSION_PART} (2^63-1)", hint=_SEMVER_HINT
+        )
+    major, minor, patch = (int(p) for p in parts)
+    return major, minor, patch

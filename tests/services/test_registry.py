@@ -273,3 +273,15 @@ def test_an_unreadable_input_snapshot_is_named_not_fatal(vault: Vault, project: 
     manifest = json.loads((vault.registry.get(version.ref) / "data_manifest.json").read_text())
     assert manifest[0]["ref"] == "data:nothing@v1"
     assert "error" in manifest[0]
+
+
+def test_versions_beyond_64_bits_are_refused(vault: Vault, project: Path) -> None:
+    model = make_model(project)
+    with pytest.raises(ValidationError, match="larger than"):
+        vault.registry.register("fraud/detector", model, version="99999999999999999999.0.0")
+    top = f"0.0.{2**63 - 1}"
+    vault.registry.register("fraud/detector", model, version=top)
+    (model / "model.bin").write_bytes(b"next")
+    with pytest.raises(ValidationError, match="larger than"):
+        vault.registry.register("fraud/detector", model)  # the next patch would not fit
+    assert [v.version for v in vault.registry.versions("fraud/detector")] == [top]

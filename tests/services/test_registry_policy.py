@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -300,3 +301,54 @@ def test_lv_models_get_in_process(vault: Vault, project: Path) -> None:
     path = lv.models.get("fraud/detector@prod")
     assert (path / "checksum.txt").is_file()
     assert lv.models.resolve("fraud/detector@prod").version == "0.1.0"
+
+
+def _alias_bomb(levels: int) -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    return (
+        "\n".join(lines)
+        + f"\nmodels:\n  fraud/detector:\n    prod:\n      metrics: {{auc: '>= 0.9'}}\n      bomb: *a{levels}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (_alias_bomb(8), "labvault.yaml:5: aliases expand to more than 100000 extra nodes"),
+        ("models: &m\n  fraud/detector: {prod: *m}\n", "labvault.yaml:1: an alias refers to a node that contains it"),
+        ("models: " + "[" * 150 + "]" * 150 + "\n", "labvault.yaml:1: nested more than 100 deep"),
+        ("models: !!python/name:os.system ''\n", "labvault.yaml:1: could not determine a constructor"),
+    ],
+)
+def test_hostile_policy_files_are_refused_quickly(vault: Vault, project: Path, text: str, expected: str) -> None:
+    # The 8-level bomb used to hang `models promote` for minutes (6 levels: 20 s and 437 MB).
+    write_policy(project, text)
+    started = time.monotonic()
+    with pytest.raises(ValidationError) as info:
+        vault.registry.policy()
+    assert time.monotonic() - started < 2
+    assert info.value.message.startswith(expected), info.value.message
+
+
+def test_a_policy_file_over_10_mib_is_refused(vault: Vault, project: Path) -> None:
+    write_policy(project, "models: {}\n" + "#" * (10 * 1024 * 1024) + "\n")
+    with pytest.raises(ValidationError, match=r"^labvault.yaml is larger than 10 MiB"):
+        vault.registry.policy()
+
+
+def test_anchors_and_aliases_within_bounds_still_work(vault: Vault, project: Path) -> None:
+    write_policy(
+        project,
+        """\
+        models:
+          fraud/detector:
+            staging: &gate
+              metrics: {auc: ">= 0.9"}
+            prod: *gate
+        """,
+    )
+    prod = vault.registry.policy().for_alias("fraud", "detector", "prod")
+    assert prod is not None
+    assert prod.metrics == {"auc": ">= 0.9"}

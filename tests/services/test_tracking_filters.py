@@ -145,3 +145,50 @@ def test_sort_and_limit(any_vault: Vault, runs: dict[str, str]) -> None:
         parse_sort("metrics.auc desc")
     with pytest.raises(ValidationError):
         parse_sort("nonsense")
+
+
+@pytest.mark.parametrize(
+    ("expr", "reason"),
+    [
+        # Both used to raise RecursionError (a traceback, exit 1).
+        ("(" * 5000 + "status = 'x'" + ")" * 5000, "characters long"),
+        ("not " * 5000 + "status = 'x'", "characters long"),
+        ("(" * 3000 + "status = 'x'" + ")" * 3000, "nested more than 100 deep"),
+        ("not " * 2000 + "status = 'x'", "nested more than 100 deep"),
+        ("(" * 101 + "status = 'x'" + ")" * 101, "nested more than 100 deep"),
+        ("not (" * 51 + "status = 'x'" + ")" * 51, "nested more than 100 deep"),
+    ],
+)
+def test_deep_nesting_is_refused(expr: str, reason: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_filter(expr)
+    assert reason in err.value.message
+    assert err.value.exit_code == 2
+
+
+def test_nesting_up_to_the_limit_parses(any_vault: Vault, runs: dict[str, str]) -> None:
+    assert _names(any_vault, "(" * 100 + "name = 'a'" + ")" * 100) == {"a"}
+    assert _names(any_vault, "not " * 100 + "name = 'a'") == {"a"}  # an even number of nots
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "name = '" + "x" * 10_001 + "'",
+        " or ".join(["name = 'a'"] * 1200),
+        "name in (" + ",".join(["'a'"] * 1200) + ")",
+    ],
+)
+def test_long_filters_are_refused(any_vault: Vault, expr: str) -> None:
+    # Without a bound, SQLite refuses the query (expression tree too large) as a storage error.
+    with pytest.raises(ValidationError) as err:
+        any_vault.runs.list(filter=expr)
+    assert err.value.exit_code == 2
+    assert "filter" in err.value.message
+
+
+def test_the_largest_filter_allowed_runs(any_vault: Vault, runs: dict[str, str]) -> None:
+    wide = " or ".join(["params.depth = 1"] * 499 + ["name = 'a'"])
+    assert _names(any_vault, wide) == {"a"}
+    listed = "name in (" + ",".join(["'zz'"] * 499 + ["'b'"]) + ")"
+    assert _names(any_vault, listed) == {"b"}

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from labvault.errors import ValidationError
-from labvault.refs import is_semver
+from labvault.refs import parse_semver
 from labvault.services.audit import AuditLog
 from labvault.services.registry.policy import POLICY_FILE, PolicyFile, load_policy
 from labvault.storage.meta.store import MetaStore
@@ -81,12 +80,7 @@ def _file_hash(path: Path) -> str | None:
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
-    if not is_semver(text):
-        raise ValidationError(
-            f"invalid version {text!r}", hint="model versions are semantic: MAJOR.MINOR.PATCH, e.g. 1.2.0"
-        )
-    a, b, c = text.split(".")
-    return int(a), int(b), int(c)
+    return parse_semver(text)
 
 
 def bump_version(highest: str | None, bump: str | None) -> str:
@@ -95,7 +89,10 @@ def bump_version(highest: str | None, bump: str | None) -> str:
         return "0.1.0"
     major, minor, patch = parse_version(highest) if highest else (0, 0, 0)
     if bump == "major":
-        return f"{major + 1}.0.0"
-    if bump == "minor":
-        return f"{major}.{minor + 1}.0"
-    return f"{major}.{minor}.{patch + 1}"
+        chosen = f"{major + 1}.0.0"
+    elif bump == "minor":
+        chosen = f"{major}.{minor + 1}.0"
+    else:
+        chosen = f"{major}.{minor}.{patch + 1}"
+    parse_semver(chosen)  # the highest version may already be at the limit
+    return chosen

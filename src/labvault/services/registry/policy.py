@@ -33,12 +33,14 @@ import pydantic
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from labvault.errors import StorageError, ValidationError
+from labvault.errors import ValidationError
 from labvault.refs import DataRef, parse_ref, validate_name
+from labvault.safeload import compose_yaml, construct_yaml, read_limited
 
 __all__ = ["POLICY_FILE", "AliasPolicy", "CheckSpec", "DriftSpec", "PolicyFile", "Threshold", "load_policy"]
 
 POLICY_FILE = "labvault.yaml"
+_HINT = f"fix {POLICY_FILE}; its format is in docs/registry.md"
 _THRESHOLD_RE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -186,7 +188,7 @@ def _construct(node: yaml.Node, path: tuple[Any, ...], lines: _Lines, file: str)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, (*path, i), lines, file) for i, item in enumerate(node.value)]
-    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    return construct_yaml(node, name=file, hint=_HINT)
 
 
 def _dotted(path: tuple[Any, ...]) -> str:
@@ -200,26 +202,18 @@ def _line_for(lines: _Lines, path: tuple[Any, ...]) -> int:
 
 
 def load_policy(root: Path) -> PolicyFile:
-    """Read and validate ``ROOT/labvault.yaml``; a missing file means no policies."""
+    """Read and validate ``ROOT/labvault.yaml``; a missing file means no policies.
+
+    Read through :mod:`labvault.safeload`: its size, depth and alias limits apply.
+    """
     path = root / POLICY_FILE
+    hint = _HINT
     try:
-        data = path.read_bytes()
+        data = read_limited(path, name=POLICY_FILE, hint=hint)
     except FileNotFoundError:
         return PolicyFile(path=path, hash=None)
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
     digest = hashlib.sha256(data).hexdigest()
-    hint = f"fix {POLICY_FILE}; its format is in docs/registry.md"
-    try:
-        text = data.decode("utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except UnicodeDecodeError:
-        raise ValidationError(f"{POLICY_FILE}: not UTF-8 text", hint=hint) from None
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
-        raise ValidationError(f"{POLICY_FILE}:{line}: YAML syntax error: {exc.problem}", hint=hint) from None
-    except yaml.YAMLError as exc:
-        raise ValidationError(f"{POLICY_FILE}: YAML syntax error: {exc}", hint=hint) from None
+    node = compose_yaml(data, name=POLICY_FILE, hint=hint)
     if node is None:
         return PolicyFile(path=path, hash=digest)
     lines: _Lines = {}

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from labvault.errors import ValidationError
 from labvault.refs import DataRef, Digest, parse_ref
+from labvault.safeload import load_json
 from labvault.storage.locks import file_lock
 
 __all__ = ["LOCK_NAME", "LockEntry", "read_lock", "relative_key", "update_lock"]
@@ -57,13 +58,9 @@ def relative_key(root: Path, path: Path) -> str:
 def read_lock(root: Path) -> dict[str, LockEntry]:
     path = root / LOCK_NAME
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = load_json(path, hint="restore it from git (`git checkout -- labvault.lock`)")
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
-        raise ValidationError(
-            f"{path} is not valid: {exc}", hint="restore it from git (`git checkout -- labvault.lock`)"
-        ) from exc
     try:
         if doc.get("format") != _FORMAT:
             raise ValueError(f"unknown format {doc.get('format')!r}")

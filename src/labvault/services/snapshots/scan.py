@@ -48,6 +48,23 @@ def _special(mode: int) -> str | None:
     return None
 
 
+def _check_utf8(path: str, *, target: str | None = None) -> None:
+    """Refuse a name (or link target) that is not UTF-8: trees, the lock file and the database hold text."""
+    try:
+        (path if target is None else target).encode("utf-8")
+    except UnicodeEncodeError:
+        what = "file name" if target is None else f"link target '{_escaped(target)}' of"
+        raise ValidationError(
+            f"{what} '{_escaped(path)}' is not valid UTF-8", hint=f"rename it, or exclude it in {IGNORE_FILE}"
+        ) from None
+
+
+def _escaped(name: str) -> str:
+    # Undecodable bytes as \xff, control characters as \n..., so the one-line message shows the real name.
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _load_ignore(path: str) -> Any:
     import pathspec
 
@@ -64,6 +81,7 @@ def scan_path(root: Path, *, skip: tuple[int, int] | None = None) -> Scan:
         raise ValidationError(f"{root}: no such file or folder", hint="check the path") from None
     except OSError as exc:
         raise ValidationError(f"{root}: cannot read ({exc.strerror})", hint="check the permissions") from exc
+    _check_utf8(str(root))  # the dataset's own path is recorded too (its lock key)
     if stat.S_ISREG(st.st_mode):
         scan = Scan(root, True)
         scan.files[root.name] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -94,6 +112,8 @@ def scan_path(root: Path, *, skip: tuple[int, int] | None = None) -> Scan:
                     continue  # vanished while we walked
                 mode = est.st_mode
                 path = prefix + name
+                if not name.isascii():
+                    _check_utf8(os.path.join(here, name))
                 is_dir = stat.S_ISDIR(mode)
                 if specs and _ignored(specs, path, is_dir):
                     continue
@@ -106,6 +126,8 @@ def scan_path(root: Path, *, skip: tuple[int, int] | None = None) -> Scan:
                     stack.append((path, specs))
                 elif stat.S_ISLNK(mode):
                     links[path] = os.readlink(name, dir_fd=fd)
+                    if not links[path].isascii():
+                        _check_utf8(os.path.join(here, name), target=links[path])
                 else:
                     raise ValidationError(
                         f"{os.path.join(here, name)} is {_special(mode)}",

@@ -15,6 +15,10 @@
 
 Keys are letters, digits and ``_ - . /``; any other key is written in backquotes
 (``metrics.`val loss```). Keywords are case-insensitive. Errors name the 1-based column.
+
+Bounds, so that no filter can exhaust the stack or the database's expression limits: at most
+:data:`MAX_LENGTH` characters, :data:`MAX_DEPTH` levels of ``not`` and parentheses, and
+:data:`MAX_TERMS` compared values (each value of an ``in`` list counts).
 """
 
 from __future__ import annotations
@@ -39,7 +43,12 @@ from labvault.storage.meta.repos.run_query import (
     Value,
 )
 
-__all__ = ["FilterSyntaxError", "parse_filter", "parse_sort"]
+__all__ = ["MAX_DEPTH", "MAX_LENGTH", "MAX_TERMS", "FilterSyntaxError", "parse_filter", "parse_sort"]
+
+MAX_LENGTH = 10_000
+MAX_DEPTH = 100
+# SQLite refuses expressions deeper than 1000 (an OR of n terms is n deep): stay well below.
+MAX_TERMS = 500
 
 _SCOPES = ("metrics", "params", "tags")
 _KEYWORDS = {"and", "or", "not", "in", "like"}
@@ -145,6 +154,8 @@ class _Parser:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
+        self.depth = 0
+        self.terms = 0
 
     @property
     def tok(self) -> _Tok:
@@ -183,14 +194,26 @@ class _Parser:
         return nodes[0] if len(nodes) == 1 else And(tuple(nodes))
 
     def unary(self) -> Node:
-        if self.take("kw", "not"):
-            return Not(self.unary())
-        if self.take("punct", "("):
-            node = self.or_()
-            if not self.take("punct", ")"):
-                raise self.fail("expected ')'")
+        tok = self.tok
+        if (tok.kind, tok.text) in (("kw", "not"), ("punct", "(")):
+            if self.depth == MAX_DEPTH:
+                raise FilterSyntaxError(self.text, tok.pos + 1, f"nested more than {MAX_DEPTH} deep")
+            self.depth += 1
+            self.i += 1
+            if tok.text == "not":
+                node: Node = Not(self.unary())
+            else:
+                node = self.or_()
+                if not self.take("punct", ")"):
+                    raise self.fail("expected ')'")
+            self.depth -= 1
             return node
         return self.comparison()
+
+    def count_term(self, tok: _Tok) -> None:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise FilterSyntaxError(self.text, tok.pos + 1, f"more than {MAX_TERMS} values to compare")
 
     def comparison(self) -> Node:
         tok = self.tok
@@ -231,10 +254,13 @@ class _Parser:
         tok = self.take("string")
         if tok is None:
             raise self.fail("expected a quoted pattern after 'like'")
+        self.count_term(tok)
         return Compare(field, "like", (_unquote(tok),))
 
     def value(self, field: Field) -> Value:
         tok = self.tok
+        if tok.kind in ("number", "string"):
+            self.count_term(tok)
         if tok.kind == "number":
             self.i += 1
             if field.scope == "attribute":
@@ -263,6 +289,11 @@ def _parse_time(text: str, tok: _Tok, value: str) -> datetime:
 
 def parse_filter(text: str) -> Node:
     """Parse a filter; raises :class:`FilterSyntaxError` (exit 2) with the failing column."""
+    if len(text) > MAX_LENGTH:
+        raise ValidationError(
+            f"the filter is {len(text)} characters long; the limit is {MAX_LENGTH}",
+            hint="split the query, or select by project, tag or status first",
+        )
     return _Parser(text).parse()
 
 

@@ -18,6 +18,7 @@ from typing import IO, Any
 from labvault.entities import Artifact, Run, RunStatus
 from labvault.errors import ValidationError
 from labvault.services.tracking.service import Tracking
+from labvault.services.tracking.values import metric_step, metric_value
 
 __all__ = ["ActiveRun", "RunKilled"]
 
@@ -149,15 +150,18 @@ class ActiveRun:
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         """Append one point; ``step`` defaults to one past this key's last step. Durable on return."""
         self._check_open()
-        (s,) = self._steps_for([key], step)
-        self._service.log_metrics(self.id, [(key, value, s)])
+        # Checked before the step counter moves: a refused point leaves no gap in the steps.
+        number = metric_value(key, value)
+        (s,) = self._steps_for([key], None if step is None else metric_step(key, step))
+        self._service.log_metrics(self.id, [(key, number, s)])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Append many points in one transaction."""
         self._check_open()
-        keys = list(metrics)
-        steps = self._steps_for(keys, step)
-        self._service.log_metrics(self.id, [(k, metrics[k], s) for k, s in zip(keys, steps, strict=True)])
+        numbers = {k: metric_value(k, v) for k, v in metrics.items()}
+        keys = list(numbers)
+        steps = self._steps_for(keys, None if step is None or not keys else metric_step(keys[0], step))
+        self._service.log_metrics(self.id, [(k, numbers[k], s) for k, s in zip(keys, steps, strict=True)])
 
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> Artifact:
         """Store a file or a folder (content-addressed) under ``name`` (default: its base name)."""

@@ -23,12 +23,8 @@ from labvault.errors import AmbiguousReference, Conflict, NotFound, ValidationEr
 from labvault.refs import DataRef, Digest, parse_ref, validate_name
 from labvault.services.tracking import artifacts as _artifacts
 from labvault.services.tracking.filters import parse_filter, parse_sort
-from labvault.services.tracking.names import (
-    encode_param,
-    metric_value,
-    parse_run_id,
-    validate_key,
-)
+from labvault.services.tracking.names import parse_run_id, validate_key
+from labvault.services.tracking.values import encode_param, metric_step, metric_value
 from labvault.storage.meta.repos import runs as repo
 from labvault.storage.meta.repos.metric_appender import MetricAppender
 from labvault.storage.meta.repos.object_refs import RefKind, add_refs
@@ -199,9 +195,7 @@ class RunRecords:
                 validate_key(key, what="metric")
                 if len(keys) < 100_000:
                     keys.add(key)
-            if isinstance(step, bool) or not isinstance(step, int):
-                raise ValidationError(f"metric {key!r}: step must be an integer, got {step!r}", hint="pass step=<int>")
-            rows.append((run_id, key, step, stamp, metric_value(key, value)))
+            rows.append((run_id, key, metric_step(key, step), stamp, metric_value(key, value)))
         self._appender().append(rows)
 
     def _appender(self) -> MetricAppender:

@@ -1,0 +1,243 @@
+"""The one loader for every YAML and JSON file labvault reads: bounded, and its errors name the file.
+
+``labvault.yaml``, ``labvault.lock`` and ``.labvault/config.json`` today; params files, ``dvc.yaml`` on
+import and records pulled from elsewhere later. All of them may come from someone else (a ``git pull``,
+a remote), so reading one must never hang, exhaust memory or crash with a traceback. The limits:
+
+- a file larger than :data:`MAX_FILE_BYTES` (10 MiB) is refused before it is parsed;
+- mappings and lists nest at most :data:`MAX_DEPTH` (100) deep, counted after YAML aliases are expanded;
+- YAML aliases may add at most :data:`MAX_ALIAS_NODES` (100,000) nodes to the document when expanded (the
+  "billion laughs" file, 8 levels of 10 aliases, would expand to 10^8), and an alias may not contain itself;
+- the text is UTF-8; YAML is read with the safe schema (no Python tags).
+
+Each refusal is a :class:`~labvault.errors.ValidationError` (exit 2) whose one line starts with the file's
+name (and the line, where the parser knows it). A file that exists but cannot be read is a
+:class:`~labvault.errors.StorageError`; a missing file raises :class:`FileNotFoundError` for the caller
+to decide what "missing" means.
+
+PyYAML is imported on first use of a YAML function: JSON files are read on hot paths (``data status``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from labvault.errors import StorageError, ValidationError
+
+if TYPE_CHECKING:
+    import yaml
+
+__all__ = [
+    "MAX_ALIAS_NODES",
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "compose_yaml",
+    "construct_yaml",
+    "load_json",
+    "load_yaml",
+    "loads_json",
+    "loads_yaml",
+    "read_limited",
+]
+
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_DEPTH = 100
+MAX_ALIAS_NODES = 100_000
+
+
+def read_limited(path: Path, *, name: str | None = None, hint: str | None = None) -> bytes:
+    """The bytes of ``path``, refused past :data:`MAX_FILE_BYTES` (also when it is a device or still growing)."""
+    shown = name or str(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else b""
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise ValidationError(f"{shown} is a folder, not a file", hint=hint or f"remove or rename {shown}") from None
+    except OSError as exc:
+        raise StorageError(f"cannot read {shown}: {exc.strerror}") from exc
+    if size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
+        raise ValidationError(
+            f"{shown} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; labvault reads no bigger file",
+            hint=hint or f"check what {shown} holds",
+        )
+    return data
+
+
+def _text(data: bytes | str, shown: str, hint: str | None) -> str:
+    if isinstance(data, str):
+        if len(data) > MAX_FILE_BYTES:
+            raise ValidationError(f"{shown} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB", hint=hint)
+        return data
+    if len(data) > MAX_FILE_BYTES:
+        raise ValidationError(f"{shown} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB", hint=hint)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{shown}: not UTF-8 text (byte {exc.start})", hint=hint) from None
+
+
+def _too_deep(shown: str, hint: str | None, line: int | None = None) -> ValidationError:
+    where = f"{shown}:{line}" if line else shown
+    return ValidationError(f"{where}: nested more than {MAX_DEPTH} deep", hint=hint)
+
+
+# -- JSON -------------------------------------------------------------------------------------------
+def loads_json(data: bytes | str, *, name: str, hint: str | None = None) -> Any:
+    """Parse JSON text read from ``name``, within the limits above."""
+    text = _text(data, name, hint)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"{name}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})", hint=hint) from None
+    except RecursionError:
+        raise _too_deep(name, hint) from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise ValidationError(f"{name}: invalid JSON: {exc}", hint=hint) from None
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                raise _too_deep(name, hint)
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return doc
+
+
+def load_json(path: Path, *, name: str | None = None, hint: str | None = None) -> Any:
+    """Read and parse the JSON file ``path``; ``name`` is how errors show it (default: the path)."""
+    shown = name or str(path)
+    return loads_json(read_limited(path, name=shown, hint=hint), name=shown, hint=hint)
+
+
+# -- YAML -------------------------------------------------------------------------------------------
+@functools.cache
+def _loader_class() -> type[yaml.SafeLoader]:
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        """The safe loader, refusing nesting deeper than MAX_DEPTH while composing (the composer recurses)."""
+
+        depth = 0
+
+        def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+            self.depth += 1
+            try:
+                if self.depth > MAX_DEPTH + 1:  # +1: the document's root is depth 0
+                    mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                    raise _Refused(f"nested more than {MAX_DEPTH} deep", mark.line + 1 if mark else None)
+                return super().compose_node(parent, index)  # type: ignore[no-untyped-call, no-any-return]
+            finally:
+                self.depth -= 1
+
+    return BoundedLoader
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str, line: int | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Measure the document as if every alias were copied out; refuse cycles, depth and alias bombs.
+
+    Aliases are shared nodes in the composed graph, so one pass with a memo is linear in the file.
+    """
+    import yaml
+
+    distinct = 0
+    expanded: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes once expanded, depth)
+    # Iterative post-order walk: a chain of aliases can be deeper than Python's stack.
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if isinstance(node, yaml.ScalarNode) or not isinstance(node.value, list):
+            if key not in expanded:
+                distinct += 1
+                expanded[key] = (1, 0)
+            continue
+        children = [c for pair in node.value for c in (pair if isinstance(pair, tuple) else (pair,))]
+        if not children_done:
+            if key in expanded:
+                continue
+            if key in open_nodes:
+                raise _Refused("an alias refers to a node that contains it", node.start_mark.line + 1)
+            open_nodes.add(key)
+            distinct += 1
+            stack.append((node, True))
+            stack.extend((c, False) for c in children)
+            continue
+        open_nodes.discard(key)
+        size = 1 + sum(expanded[id(c)][0] for c in children)
+        depth = 1 + max((expanded[id(c)][1] for c in children), default=0)
+        if depth > MAX_DEPTH:
+            raise _Refused(f"nested more than {MAX_DEPTH} deep once aliases are expanded", node.start_mark.line + 1)
+        if size - distinct > MAX_ALIAS_NODES:
+            raise _Refused(
+                f"aliases expand to more than {MAX_ALIAS_NODES} extra nodes (an alias bomb?)", node.start_mark.line + 1
+            )
+        expanded[key] = (size, depth)
+
+
+def compose_yaml(data: bytes | str, *, name: str, hint: str | None = None) -> yaml.Node | None:
+    """The YAML node graph of one document (``None`` when empty), checked against every limit.
+
+    Nodes keep their line numbers, for callers that report errors by line (``labvault.yaml``).
+    """
+    import yaml
+
+    text = _text(data, name, hint)
+    loader = _loader_class()(text)
+    try:
+        node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        if node is not None:
+            _check_expansion(node)
+        return node  # type: ignore[no-any-return]
+    except _Refused as exc:
+        raise ValidationError(
+            f"{name}:{exc.line}: {exc.reason}" if exc.line else f"{name}: {exc.reason}", hint=hint
+        ) from None
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        raise ValidationError(f"{name}:{line}: YAML syntax error: {exc.problem}", hint=hint) from None
+    except yaml.YAMLError as exc:
+        raise ValidationError(f"{name}: YAML syntax error: {exc}", hint=hint) from None
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
+
+
+def construct_yaml(node: yaml.Node, *, name: str, hint: str | None = None) -> Any:
+    """Python values (dicts, lists, str, int, float, bool, None, dates) of a node from :func:`compose_yaml`."""
+    import yaml
+
+    try:
+        return yaml.constructor.SafeConstructor().construct_document(node)  # type: ignore[no-untyped-call]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ValidationError(f"{name}:{line}: {exc.problem or exc.context}", hint=hint) from None
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        raise ValidationError(f"{name}: {exc}", hint=hint) from None
+
+
+def loads_yaml(data: bytes | str, *, name: str, hint: str | None = None) -> Any:
+    """Parse one YAML document read from ``name``; an empty document is ``None``."""
+    node = compose_yaml(data, name=name, hint=hint)
+    return None if node is None else construct_yaml(node, name=name, hint=hint)
+
+
+def load_yaml(path: Path, *, name: str | None = None, hint: str | None = None) -> Any:
+    """Read and parse the YAML file ``path``; ``name`` is how errors show it (default: the path)."""
+    shown = name or str(path)
+    return loads_yaml(read_limited(path, name=shown, hint=hint), name=shown, hint=hint)
