@@ -14,10 +14,9 @@ import sqlalchemy as sa
 from labvault.entities import FsckReport, GcReport
 from labvault.errors import IntegrityError, ValidationError
 from labvault.refs import Digest
-from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos.object_refs import iter_refs
 from labvault.storage.meta.store import MetaStore
-from labvault.storage.objects.local import LocalObjectStore
+from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import iter_reachable
 
 __all__ = ["DEFAULT_GRACE", "Maintenance", "parse_duration"]
@@ -54,7 +53,7 @@ def _unique(digests: list[Digest]) -> list[Digest]:
 
 
 class Maintenance:
-    def __init__(self, *, objects: LocalObjectStore, meta: MetaStore) -> None:
+    def __init__(self, *, objects: ObjectStore, meta: MetaStore) -> None:
         self._objects = objects
         self._meta = meta
 
@@ -99,10 +98,7 @@ class Maintenance:
                     progress(done, total)
         live = self._live()
         problems = [f"tree {d} cannot be read: it is corrupt or not a tree" for d in live.unreadable_trees]
-        problems += [
-            f"pack {name} is missing: the objects it held are lost"
-            for name in self._objects.packs.lost + [n for n, size, _ in self._objects.packs.pack_files() if size < 0]
-        ]
+        problems += [f"pack {name} is missing: the objects it held are lost" for name in self._objects.lost_packs()]
         if self._meta.is_sqlite:
             with self._meta.read() as conn:
                 verdict = conn.execute(sa.text("PRAGMA quick_check")).scalar()
@@ -131,7 +127,7 @@ class Maintenance:
         Holds the gc lock exclusively: a writer that re-puts (and so refreshes) an object holds it
         shared, so it can never be deleted between the check and the delete.
         """
-        with file_lock(self._objects.gc_lock_path, timeout=lock_timeout, what="the object store (a writer)"):
+        with self._objects.gc_lock(timeout=lock_timeout):
             cutoff = time.time() - grace
             live = self._live()
             blind = live.missing_trees + live.unreadable_trees

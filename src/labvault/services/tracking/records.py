@@ -35,7 +35,7 @@ from labvault.storage.meta.repos.object_refs import RefKind, add_refs
 from labvault.storage.meta.repos.run_query import compile_filter, compile_sort
 from labvault.storage.meta.store import MetaStore
 from labvault.storage.meta.tables import runs as runs_table
-from labvault.storage.objects.local import LocalObjectStore
+from labvault.storage.objects.protocol import ObjectStore
 
 __all__ = ["RunRecords", "merge_capture", "owner_of"]
 
@@ -70,7 +70,7 @@ def merge_capture(
 class RunRecords:
     """Reads runs, and appends params, metrics, tags, artifacts and capture details to them."""
 
-    objects: LocalObjectStore
+    objects: ObjectStore
     meta: MetaStore
     _local: threading.local
     _keys: set[str]
