@@ -22,13 +22,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from labvault.entities import AuditEvent, AuditReport, format_time, utcnow
 from labvault.errors import StorageError
 from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos import audit as repo
-from labvault.storage.meta.store import MetaStore
+from labvault.storage.meta.store import Connection, MetaStore
 
 __all__ = ["AuditLog", "canonical_json", "event_hash"]
 

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
 from labvault.entities import FsckReport, GcReport
 from labvault.errors import IntegrityError, ValidationError
 from labvault.refs import Digest
@@ -99,11 +97,9 @@ class Maintenance:
         live = self._live()
         problems = [f"tree {d} cannot be read: it is corrupt or not a tree" for d in live.unreadable_trees]
         problems += [f"pack {name} is missing: the objects it held are lost" for name in self._objects.lost_packs()]
-        if self._meta.is_sqlite:
-            with self._meta.read() as conn:
-                verdict = conn.execute(sa.text("PRAGMA quick_check")).scalar()
-            if verdict != "ok":
-                problems.append(f"metadata database: {verdict}")
+        verdict = self._meta.quick_check()
+        if verdict != "ok":
+            problems.append(f"metadata database: {verdict}")
         return FsckReport(
             checked=total,
             bytes_checked=nbytes,

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from labvault.errors import ValidationError
@@ -33,6 +34,7 @@ __all__ = [
     "Value",
     "compile_filter",
     "compile_sort",
+    "select_run_ids",
 ]
 
 #: Run attributes a filter or sort may name, and their columns.
@@ -194,3 +196,27 @@ def compile_sort(key: SortKey) -> list[Any]:
         raise ValidationError(f"cannot sort by {f.key!r}")
     missing = sa.case((column.is_(None), 1), else_=0)
     return [missing, column.desc() if key.descending else column.asc(), runs.c.id]
+
+
+def select_run_ids(
+    conn: Connection,
+    *,
+    deleted: bool,
+    project: str | None,
+    where: Node | None,
+    sort: SortKey | None,
+    limit: int | None,
+    sqlite: bool,
+) -> list[str]:
+    """The ids of the runs matching ``where``, newest first unless ``sort`` says otherwise."""
+    query = sa.select(runs.c.id)
+    query = query.where(runs.c.deleted_at.is_not(None) if deleted else runs.c.deleted_at.is_(None))
+    if project:
+        query = query.where(runs.c.project == project)
+    if where is not None:
+        query = query.where(compile_filter(where, sqlite=sqlite))
+    order = compile_sort(sort) if sort else [runs.c.started_at.desc(), runs.c.id]
+    query = query.order_by(*order)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(conn.execute(query).scalars())
