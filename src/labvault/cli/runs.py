@@ -145,22 +145,13 @@ def _history_json(history: dict[str, list[MetricPoint]]) -> dict[str, list[dict[
     }
 
 
-def _status_line(doc: dict[str, Any]) -> str:
-    """The status, saying so when a running run's process on this host no longer exists (SIGKILL, crash)."""
-    import os
-    import socket
-
+def _status_line(doc: dict[str, Any], *, process_gone: bool) -> str:
+    """The status, saying so when a running run's process no longer exists (SIGKILL, crash)."""
     text: str = doc["status"]
     if doc["exit_code"] is not None:
         text += f" (exit code {doc['exit_code']})"
-    pid = doc.get("pid")
-    if doc["status"] == "running" and isinstance(pid, int) and doc["host"] == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            text += f" (its process {pid} is gone: it was killed or crashed)"
-        except PermissionError:
-            pass  # alive, under another user
+    if process_gone:
+        text += f" (its process {doc['pid']} is gone: it was killed or crashed)"
     return text
 
 
@@ -170,6 +161,7 @@ def show(run: str = RUN_ARG, json_output: bool = JSON) -> None:
     with open_vault() as vault:
         doc = vault.runs.export(run)
         history = vault.runs.history(doc["id"])
+        gone = vault.runs.process_gone(status=doc["status"], pid=doc.get("pid"), host=doc["host"])
     if json_output:
         print_json({**doc, "metric_history": _history_json(history)})
         return
@@ -178,7 +170,7 @@ def show(run: str = RUN_ARG, json_output: bool = JSON) -> None:
         ("run", doc["ref"]),
         ("name", doc["name"]),
         ("project", doc["project"]),
-        ("status", _status_line(doc)),
+        ("status", _status_line(doc, process_gone=gone)),
         ("error", doc["error"]),
         ("parent", doc["parent"]),
         ("started", doc["started_at"]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -156,6 +157,18 @@ class RunRecords:
         run_id = self.resolve(ref)
         with self.meta.read() as conn:
             return repo.metric_history(conn, run_id, key)
+
+    def process_gone(self, *, status: str, pid: object, host: str | None) -> bool:
+        """True when a running run's process on this host no longer exists (SIGKILL, crash)."""
+        if status != "running" or not isinstance(pid, int) or host != socket.gethostname():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # alive, under another user
+        return False
 
     def max_steps(self, run_id: str) -> dict[str, int]:
         with self.meta.read() as conn:
