@@ -9,6 +9,7 @@ import typer
 
 from labvault.cli.context import open_vault
 from labvault.cli.render import OUTPUT, print_json
+from labvault.entities import json_safe
 from labvault.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -27,12 +28,6 @@ def _time(moment: Any) -> str | None:
     return format_time(moment) if moment is not None else None
 
 
-def _num(value: float) -> float | str:
-    from labvault.services.tracking.export import json_number
-
-    return json_number(value)
-
-
 def run_json(run: Run) -> dict[str, Any]:
     """The JSON form of a run in listings (``id`` and ``ref``, ISO times, NaN as a string)."""
     from labvault.services.tracking.export import run_header
@@ -41,7 +36,7 @@ def run_json(run: Run) -> dict[str, Any]:
         **run_header(run),
         "seed": run.seed,
         "params": run.params,
-        "metrics": {k: _num(v) for k, v in run.metrics.items()},
+        "metrics": {k: json_safe(v) for k, v in run.metrics.items()},
         "tags": run.tags,
         "inputs": list(run.inputs),
         "outputs": [a.name for a in run.outputs],
@@ -140,7 +135,7 @@ def list_cmd(
 
 def _history_json(history: dict[str, list[MetricPoint]]) -> dict[str, list[dict[str, Any]]]:
     return {
-        key: [{"step": p.step, "timestamp": _time(p.timestamp), "value": _num(p.value)} for p in points]
+        key: [{"step": p.step, "timestamp": _time(p.timestamp), "value": json_safe(p.value)} for p in points]
         for key, points in history.items()
     }
 
