@@ -102,6 +102,7 @@ def promote(
     waive_rollback_plan: str | None = None,
     raise_on_refusal: bool = True,
 ) -> Decision:
+    """Move ``alias`` to the version if its policy's gates pass; else refuse (audited)."""
     policy_file, policy = _policy_for(ctx, ref, alias)
     from_alias = policy.from_ if policy else None
     version, state = _read_state(ctx, ref, alias, from_alias, approvals=bool(policy and policy.approvals))
