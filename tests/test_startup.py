@@ -96,3 +96,4 @@ def test_data_add_and_status_start_without_typer_or_pydantic(tmp_path: Path) -> 
         imported = _imported_by(args, tmp_path)
         assert not imported & {"typer", "pydantic", "rich"}, args
     assert "pydantic" in _imported_by(["data", "add", "d", "d", "--help"], tmp_path)  # help goes to typer
+    assert "sqlalchemy" not in _imported_by(["data", "status"], tmp_path)  # the vault, but not its database

@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from labvault import fluent  # the module-level tracking API: light, an open vault loads the rest
 from labvault.errors import (
     AmbiguousReference,
     CheckFailed,
@@ -24,21 +25,10 @@ from labvault.errors import (
     ValidationError,
     VaultNotFound,
 )
+from labvault.fluent import *  # noqa: F403 - its names are listed once, in fluent.__all__
 
 if TYPE_CHECKING:
     from labvault.entities import Artifact, DataDiff, Manifest, MetricPoint, Run, Snapshot
-    from labvault.fluent import (
-        active_run,
-        log_artifact,
-        log_metric,
-        log_metrics,
-        log_param,
-        log_params,
-        seed_everything,
-        set_tag,
-        set_tags,
-        start_run,
-    )
     from labvault.model_api import models
     from labvault.refs import DataRef, Digest, ModelRef, RunRef, parse_ref
     from labvault.vault import Vault
@@ -67,20 +57,11 @@ __all__ = [
     "Vault",
     "VaultNotFound",
     "__version__",
-    "active_run",
-    "log_artifact",
-    "log_metric",
-    "log_metrics",
-    "log_param",
-    "log_params",
     "models",
     "open",
     "parse_ref",
-    "seed_everything",
-    "set_tag",
-    "set_tags",
-    "start_run",
 ]
+__all__ += fluent.__all__
 
 __version__ = "0.1.0"
 
@@ -97,16 +78,6 @@ _LAZY = {
     "Artifact": "labvault.entities",
     "MetricPoint": "labvault.entities",
     "Run": "labvault.entities",
-    "start_run": "labvault.fluent",
-    "active_run": "labvault.fluent",
-    "log_param": "labvault.fluent",
-    "log_params": "labvault.fluent",
-    "log_metric": "labvault.fluent",
-    "log_metrics": "labvault.fluent",
-    "log_artifact": "labvault.fluent",
-    "set_tag": "labvault.fluent",
-    "set_tags": "labvault.fluent",
-    "seed_everything": "labvault.fluent",
     "models": "labvault.model_api",
 }
 

@@ -75,11 +75,11 @@ class VaultConfig:
                 f"{path} has storage format {version!r}; this labvault reads up to {FORMAT_VERSION}",
                 hint="upgrade labvault",
             )
-        known = {"format_version", "database_url"}
+        recognised = {"format_version", "database_url"}
         return cls(
             format_version=version,
             database_url=raw.get("database_url"),
-            extra={k: v for k, v in raw.items() if k not in known},
+            extra={k: v for k, v in raw.items() if k not in recognised},
         )
 
     def to_json(self) -> str:

@@ -27,6 +27,7 @@ from labvault.config import (
 from labvault.errors import StorageError, ValidationError
 from labvault.storage.locks import file_lock
 from labvault.storage.objects.local import LocalObjectStore
+from labvault.storage.objects.protocol import ObjectStore
 
 if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
@@ -43,12 +44,20 @@ _GITIGNORE_LINE = f"{VAULT_DIRNAME}/"
 class Vault:
     """An open vault: the project root, its ``.labvault`` folder, the object and metadata stores."""
 
-    def __init__(self, vault_dir: Path, config: VaultConfig, settings: Settings, *, migrate: bool = True) -> None:
+    def __init__(
+        self,
+        vault_dir: Path,
+        config: VaultConfig,
+        settings: Settings,
+        *,
+        migrate: bool = True,
+        objects: ObjectStore | None = None,
+    ) -> None:
         self.dir = vault_dir
         self.root = vault_dir.parent
         self.config = config
         self.settings = settings
-        self.objects = LocalObjectStore(vault_dir)
+        self.objects: ObjectStore = objects if objects is not None else LocalObjectStore(vault_dir)
         self._migrate = migrate
 
     @cached_property
@@ -68,8 +77,18 @@ class Vault:
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None, *, settings: Settings | None = None) -> Vault:
-        """Open the vault at ``path`` (a project root or a ``.labvault`` folder), else find it by walking up."""
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        settings: Settings | None = None,
+        objects: ObjectStore | None = None,
+    ) -> Vault:
+        """Open the vault at ``path`` (a project root or a ``.labvault`` folder), else find it by walking up.
+
+        ``objects`` backs the vault with another object store (memory, fsspec) instead of the local
+        one in the vault folder.
+        """
         settings = settings or Settings.from_env()
         if settings.uri and path is None:
             raise ValidationError(
@@ -87,7 +106,7 @@ class Vault:
         config = VaultConfig.load(vault_dir)
         if config.format_version < FORMAT_VERSION:
             config = _upgrade_format(vault_dir, config)
-        return cls(vault_dir, config, settings)
+        return cls(vault_dir, config, settings, objects=objects)
 
     @classmethod
     def init(

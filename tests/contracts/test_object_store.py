@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -364,6 +365,35 @@ def test_corrupt_object_is_not_materialized(case: StoreCase, tmp_path: Path) -> 
         store.materialize(digest, dest)
     assert not dest.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".checkout")] == []
+
+
+def test_verify_quarantines_a_corrupt_object(case: StoreCase) -> None:
+    store = case.store
+    good = store.put_bytes(b"fine")
+    bad = store.put_bytes(b"precious bytes")
+    case.corrupt(bad, b"rotten bytes!!")
+    assert store.verify(good)
+    assert not store.verify(bad)
+    assert not store.has(bad)
+
+
+def test_touch_refreshes_an_objects_age(store: ObjectStore) -> None:
+    digest = store.put_bytes(b"old")
+    before = store.info(digest).mtime
+    s3 = isinstance(store, FsspecObjectStore) and "s3" in store.fs.protocol
+    time.sleep(1.1 if s3 else 0.02)  # S3 keeps whole seconds
+    with store.batch():
+        store.touch(digest)
+        store.touch(sha(b"never stored"))  # a no-op
+    assert store.info(digest).mtime > before
+    assert store.get_bytes(digest) == b"old"
+
+
+def test_housekeeping_of_a_fresh_store(store: ObjectStore) -> None:
+    with store.gc_lock(timeout=1):
+        assert store.compact() == 0
+    assert list(store.iter_temp_files()) == []
+    assert store.lost_packs() == []
 
 
 def test_materialize_copy(store: ObjectStore, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from labvault.errors import Conflict, IntegrityError
 from labvault.refs import Digest
 from labvault.services.snapshots import statcache
-from labvault.services.snapshots.flat import Flat
+from labvault.services.snapshots.flat import FlatTree
 from labvault.services.snapshots.statcache import FileChanged, StatCache, hash_file
 from labvault.vault import Vault
 from tests.corruption import corrupt_object
@@ -63,8 +63,8 @@ def test_an_unchanged_folder_is_answered_in_bulk(vault: Vault, dataset: Path, mo
     time.sleep(0.01)
     vault.data.status()
     per_file: list[int] = []
-    real = Flat.index
-    monkeypatch.setattr(Flat, "index", property(lambda self: per_file.append(1) or real.fget(self)))  # type: ignore[attr-defined]
+    real = FlatTree.index
+    monkeypatch.setattr(FlatTree, "index", property(lambda self: per_file.append(1) or real.fget(self)))  # type: ignore[attr-defined]
     assert vault.data.status()[0].clean
     assert per_file == []  # the bulk answer: the per-file loop never indexed the snapshot's files
     target = dataset / "notes" / "readme.txt"

@@ -13,7 +13,7 @@ import sys
 import typer
 
 from labvault.cli import audit, data, maintenance, models, objects, runs
-from labvault.cli.failures import guarded
+from labvault.cli.failures import exit_code_of
 from labvault.cli.render import OUTPUT
 from labvault.errors import EXIT_CODES
 
@@ -72,7 +72,7 @@ def _hoist_global_flags(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
-    return guarded(lambda: app(args=args, prog_name="labvault"))
+    return exit_code_of(lambda: app(args=args, prog_name="labvault"))
 
 
 def run() -> None:

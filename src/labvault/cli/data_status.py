@@ -1,4 +1,5 @@
-"""``labvault data status``, kept lean: no typer, SQLAlchemy, pydantic or rich on its path.
+"""``labvault data status``, kept lean: no typer, SQLAlchemy, pydantic or rich on its path: it
+reads ``labvault.lock`` and the object store through ``vault.data``, never the metadata database.
 
 ``labvault.cli.entry`` calls :func:`run_status` directly for ``labvault data status ...`` (the hot
 command of a data workflow), and the typer command in ``cli/data.py`` calls the same function, so
@@ -15,20 +16,15 @@ __all__ = ["run_status"]
 
 
 def run_status(name: str | None, path: str | None, *, json_output: bool) -> None:
-    from labvault.config import find_vault_dir
     from labvault.refs import validate_name
-    from labvault.services.snapshots.status import select_entries, working_status
-    from labvault.storage.objects.local import LocalObjectStore
+    from labvault.vault import Vault
 
     if name is not None and path is None and ("/" in name or Path(name).exists()):
         name, path = None, name  # `data status PATH`: a path is never a valid dataset name
     if name is not None:
         validate_name(name, what="dataset name")
-    vault_dir = find_vault_dir()
-    root = vault_dir.parent
-    objects = LocalObjectStore(vault_dir)
-    entries = select_entries(root, name, Path(path) if path is not None else None)
-    statuses = [working_status(objects, root, vault_dir, e) for e in entries]
+    with Vault.open() as vault:
+        statuses = vault.data.status(name, path)
     if json_output:
         print_json([s.to_json() for s in statuses])
         return

@@ -27,12 +27,12 @@ def _data_command(argv: list[str], verb: str) -> tuple[set[str], list[str]] | No
 
 
 def _run_lean(flags: set[str], command: Callable[[], object]) -> int:
-    from labvault.cli.failures import guarded
+    from labvault.cli.failures import exit_code_of
     from labvault.cli.render import OUTPUT
 
     OUTPUT.quiet = OUTPUT.quiet or "quiet" in flags
     OUTPUT.verbose = OUTPUT.verbose or "verbose" in flags
-    return guarded(command)
+    return exit_code_of(command)
 
 
 def _fast_status(argv: list[str]) -> int | None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from labvault.errors import LabvaultError
 
-__all__ = ["fail", "guarded"]
+__all__ = ["exit_code_of", "fail"]
 
 
 def fail(message: str, hint: str, code: int) -> int:
@@ -23,7 +23,7 @@ def fail(message: str, hint: str, code: int) -> int:
     return code
 
 
-def guarded(command: Callable[[], object]) -> int:
+def exit_code_of(command: Callable[[], object]) -> int:
     """Run ``command``; map every expected failure to one line, a hint and the conventions' exit code."""
     try:
         command()

@@ -6,13 +6,14 @@ Progress and warnings go to stderr. Colour is off when stdout is not a terminal 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from labvault.entities import json_safe
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -78,23 +79,9 @@ class Output:
 OUTPUT = Output()
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return value
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def print_json(doc: Any) -> None:
     """One JSON document on stdout; NaN and infinities as strings, per the conventions."""
-    sys.stdout.write(json.dumps(_json_safe(doc), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    sys.stdout.write(json.dumps(json_safe(doc), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def human_bytes(n: float) -> str:

@@ -9,6 +9,7 @@ import typer
 
 from labvault.cli.context import open_vault
 from labvault.cli.render import OUTPUT, print_json
+from labvault.entities import json_safe
 from labvault.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -27,12 +28,6 @@ def _time(moment: Any) -> str | None:
     return format_time(moment) if moment is not None else None
 
 
-def _num(value: float) -> float | str:
-    from labvault.services.tracking.export import json_number
-
-    return json_number(value)
-
-
 def run_json(run: Run) -> dict[str, Any]:
     """The JSON form of a run in listings (``id`` and ``ref``, ISO times, NaN as a string)."""
     from labvault.services.tracking.export import run_header
@@ -41,7 +36,7 @@ def run_json(run: Run) -> dict[str, Any]:
         **run_header(run),
         "seed": run.seed,
         "params": run.params,
-        "metrics": {k: _num(v) for k, v in run.metrics.items()},
+        "metrics": {k: json_safe(v) for k, v in run.metrics.items()},
         "tags": run.tags,
         "inputs": list(run.inputs),
         "outputs": [a.name for a in run.outputs],
@@ -140,27 +135,18 @@ def list_cmd(
 
 def _history_json(history: dict[str, list[MetricPoint]]) -> dict[str, list[dict[str, Any]]]:
     return {
-        key: [{"step": p.step, "timestamp": _time(p.timestamp), "value": _num(p.value)} for p in points]
+        key: [{"step": p.step, "timestamp": _time(p.timestamp), "value": json_safe(p.value)} for p in points]
         for key, points in history.items()
     }
 
 
-def _status_line(doc: dict[str, Any]) -> str:
-    """The status, saying so when a running run's process on this host no longer exists (SIGKILL, crash)."""
-    import os
-    import socket
-
+def _status_line(doc: dict[str, Any], *, process_gone: bool) -> str:
+    """The status, saying so when a running run's process no longer exists (SIGKILL, crash)."""
     text: str = doc["status"]
     if doc["exit_code"] is not None:
         text += f" (exit code {doc['exit_code']})"
-    pid = doc.get("pid")
-    if doc["status"] == "running" and isinstance(pid, int) and doc["host"] == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            text += f" (its process {pid} is gone: it was killed or crashed)"
-        except PermissionError:
-            pass  # alive, under another user
+    if process_gone:
+        text += f" (its process {doc['pid']} is gone: it was killed or crashed)"
     return text
 
 
@@ -170,6 +156,7 @@ def show(run: str = RUN_ARG, json_output: bool = JSON) -> None:
     with open_vault() as vault:
         doc = vault.runs.export(run)
         history = vault.runs.history(doc["id"])
+        gone = vault.runs.process_gone(status=doc["status"], pid=doc.get("pid"), host=doc["host"])
     if json_output:
         print_json({**doc, "metric_history": _history_json(history)})
         return
@@ -178,7 +165,7 @@ def show(run: str = RUN_ARG, json_output: bool = JSON) -> None:
         ("run", doc["ref"]),
         ("name", doc["name"]),
         ("project", doc["project"]),
-        ("status", _status_line(doc)),
+        ("status", _status_line(doc, process_gone=gone)),
         ("error", doc["error"]),
         ("parent", doc["parent"]),
         ("started", doc["started_at"]),

@@ -3,7 +3,7 @@
 One module per aggregate; everything is re-exported here.
 """
 
-from labvault.entities.core import FsckReport, GcReport, ObjectInfo, format_time, utcnow
+from labvault.entities.core import FsckReport, GcReport, ObjectInfo, format_time, json_safe, utcnow
 from labvault.entities.data import (
     CheckoutResult,
     ColumnDrift,
@@ -52,5 +52,6 @@ __all__ = [
     "SnapshotLink",
     "TabularChange",
     "format_time",
+    "json_safe",
     "utcnow",
 ]

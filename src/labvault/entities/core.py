@@ -1,13 +1,15 @@
-"""Foundation values: objects, fsck and gc reports, and time formatting."""
+"""Foundation values: objects, fsck and gc reports, time formatting, and the JSON form of NaN."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from labvault.refs import Digest
 
-__all__ = ["FsckReport", "GcReport", "ObjectInfo", "format_time", "utcnow"]
+__all__ = ["FsckReport", "GcReport", "ObjectInfo", "format_time", "json_safe", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -17,6 +19,26 @@ def utcnow() -> datetime:
 def format_time(moment: datetime) -> str:
     """ISO-8601 UTC with a ``Z``, as every output prints timestamps."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN and infinity, at any depth, as "NaN", "Infinity" or "-Infinity".
+
+    The one encoding of the conventions, for every JSON labvault writes: command output, exported
+    runs, a version's metrics.json and the audit chain (whose hashes depend on it byte for byte).
+    Mapping keys become strings and tuples lists, as JSON has them.
+    """
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)

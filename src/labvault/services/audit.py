@@ -16,19 +16,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
-from labvault.entities import AuditEvent, AuditReport, format_time, utcnow
+from labvault.entities import AuditEvent, AuditReport, format_time, json_safe, utcnow
 from labvault.errors import StorageError
 from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos import audit as repo
-from labvault.storage.meta.store import MetaStore
+from labvault.storage.meta.store import Connection, MetaStore
 
 __all__ = ["AuditLog", "canonical_json", "event_hash"]
 
@@ -36,19 +33,9 @@ HEAD_FILE = "audit-head"
 _RECORD = 96  # bytes: "<seq> sha256:<64 hex>" padded, one write, far below a sector
 
 
-def _safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {str(k): _safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_safe(v) for v in value]
-    return value
-
-
 def canonical_json(doc: Any) -> str:
     """Sorted keys, no whitespace, UTF-8, NaN as strings: one byte sequence per value."""
-    return _dumps(_safe(doc))
+    return _dumps(json_safe(doc))
 
 
 def _dumps(doc: Any) -> str:

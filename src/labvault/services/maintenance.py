@@ -9,16 +9,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
 from labvault.entities import FsckReport, GcReport
 from labvault.errors import IntegrityError, ValidationError
 from labvault.refs import Digest
 from labvault.services.snapshots.sizes import manifest_size_problems
-from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos.object_refs import iter_refs
 from labvault.storage.meta.store import MetaStore
-from labvault.storage.objects.local import LocalObjectStore
+from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import iter_reachable
 
 __all__ = ["DEFAULT_GRACE", "Maintenance", "parse_duration"]
@@ -55,7 +52,7 @@ def _unique(digests: list[Digest]) -> list[Digest]:
 
 
 class Maintenance:
-    def __init__(self, *, objects: LocalObjectStore, meta: MetaStore) -> None:
+    def __init__(self, *, objects: ObjectStore, meta: MetaStore) -> None:
         self._objects = objects
         self._meta = meta
 
@@ -100,18 +97,13 @@ class Maintenance:
                     progress(done, total)
         live = self._live()
         problems = [f"tree {d} cannot be read: it is corrupt or not a tree" for d in live.unreadable_trees]
-        problems += [
-            f"pack {name} is missing: the objects it held are lost"
-            for name in self._objects.packs.lost + [n for n, size, _ in self._objects.packs.pack_files() if size < 0]
-        ]
+        problems += [f"pack {name} is missing: the objects it held are lost" for name in self._objects.lost_packs()]
         with self._meta.read() as conn:
             trees = [digest for _, digest, kind in iter_refs(conn) if kind == "tree"]
         problems += manifest_size_problems(self._objects, trees)
-        if self._meta.is_sqlite:
-            with self._meta.read() as conn:
-                verdict = conn.execute(sa.text("PRAGMA quick_check")).scalar()
-            if verdict != "ok":
-                problems.append(f"metadata database: {verdict}")
+        verdict = self._meta.quick_check()
+        if verdict != "ok":
+            problems.append(f"metadata database: {verdict}")
         return FsckReport(
             checked=total,
             bytes_checked=nbytes,
@@ -135,7 +127,7 @@ class Maintenance:
         Holds the gc lock exclusively: a writer that re-puts (and so refreshes) an object holds it
         shared, so it can never be deleted between the check and the delete.
         """
-        with file_lock(self._objects.gc_lock_path, timeout=lock_timeout, what="the object store (a writer)"):
+        with self._objects.gc_lock(timeout=lock_timeout):
             cutoff = time.time() - grace
             live = self._live()
             blind = live.missing_trees + live.unreadable_trees

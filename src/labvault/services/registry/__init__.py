@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from labvault.entities import AliasMove, AuditReport, Decision, ModelVersion, RegisteredModel
+from labvault.entities import AuditReport, ModelVersion
 from labvault.services.audit import AuditLog
 from labvault.services.registry import aliases as _aliases
 from labvault.services.registry import moves as _moves
@@ -18,7 +18,6 @@ from labvault.services.registry import read as _read
 from labvault.services.registry.aliases import PromotionRefused
 from labvault.services.registry.context import DataSource, RegistryContext, RunSource
 from labvault.services.registry.layout import FileEntry
-from labvault.services.registry.policy import PolicyFile
 from labvault.services.registry.register import register_version
 from labvault.storage.meta.store import MetaStore
 from labvault.storage.objects.protocol import ObjectStore
@@ -26,7 +25,12 @@ from labvault.storage.objects.protocol import ObjectStore
 __all__ = ["PromotionRefused", "Registry"]
 
 
-class Registry:
+class Registry(RegistryContext):
+    """The registry's use cases, each a function of ``services/registry/`` taking the context first.
+
+    Bound here as methods, so that each signature and docstring lives in one place.
+    """
+
     def __init__(
         self,
         *,
@@ -38,11 +42,10 @@ class Registry:
         runs: Callable[[], RunSource | None] = lambda: None,
         data: Callable[[], DataSource | None] = lambda: None,
     ) -> None:
-        self.audit = AuditLog(meta=meta, vault_dir=vault_dir)
-        self._ctx = RegistryContext(
+        super().__init__(
             objects=objects,
             meta=meta,
-            audit=self.audit,
+            audit=AuditLog(meta=meta, vault_dir=vault_dir),
             root=root,
             vault_dir=vault_dir,
             user=user,
@@ -65,7 +68,7 @@ class Registry:
     ) -> tuple[ModelVersion, bool]:
         """Register ``path`` (or a run's artifact) as ``name@version``; returns ``(version, created)``."""
         return register_version(
-            self._ctx,
+            self,
             name,
             Path(path) if path is not None else None,
             run=run,
@@ -76,78 +79,36 @@ class Registry:
             allow_modified=allow_modified,
         )
 
-    def resolve(self, ref: str) -> ModelVersion:
-        """``project/model@version|alias`` -> the version it names."""
-        return _read.resolve(self._ctx, ref)
-
-    def models(self) -> list[RegisteredModel]:
-        return _read.list_models(self._ctx)
-
-    def versions(self, name: str, *, include_archived: bool = False) -> list[ModelVersion]:
-        return _read.list_versions(self._ctx, name, include_archived=include_archived)
-
-    def aliases(self, name: str) -> dict[str, str]:
-        return _read.aliases(self._ctx, name)
+    resolve = _read.resolve
+    models = _read.list_models
+    versions = _read.list_versions
+    aliases = _read.aliases
+    archive = _aliases.archive
 
     def files(self, ref: str | ModelVersion) -> list[FileEntry]:
         version = ref if isinstance(ref, ModelVersion) else self.resolve(ref)
-        return _read.files_of(self._ctx, version)
+        return _read.files_of(self, version)
 
     def metrics(self, ref: str | ModelVersion) -> dict[str, object] | None:
         version = ref if isinstance(ref, ModelVersion) else self.resolve(ref)
-        return _read.read_metrics(self._ctx, version)[0]
+        return _read.read_metrics(self, version)[0]
 
     def materialize(self, ref: str, dest: Path | str, *, flat: bool = False) -> tuple[ModelVersion, Path]:
         """Write a verified copy at ``dest/PROJECT/MODEL/VERSION`` (or into ``dest`` with ``flat``)."""
         version = self.resolve(ref)
-        return version, _read.materialize(self._ctx, version, Path(dest), flat=flat)
+        return version, _read.materialize(self, version, Path(dest), flat=flat)
 
     def get(self, ref: str) -> Path:
         """The local path of a verified, cached copy of the version ``ref`` names."""
-        return _read.cached_copy(self._ctx, self.resolve(ref))
+        return _read.cached_copy(self, self.resolve(ref))
 
-    def archive(self, ref: str, *, reason: str | None = None) -> tuple[ModelVersion, bool]:
-        return _aliases.archive(self._ctx, ref, reason=reason)
-
-    # -- aliases ------------------------------------------------------------------------------
-    def promote(
-        self,
-        ref: str,
-        alias: str,
-        *,
-        reason: str | None = None,
-        waive_rollback_plan: str | None = None,
-        raise_on_refusal: bool = True,
-    ) -> Decision:
-        """Move ``alias`` to the version if its policy's gates pass; else refuse (audited)."""
-        return _aliases.promote(
-            self._ctx,
-            ref,
-            alias,
-            reason=reason,
-            waive_rollback_plan=waive_rollback_plan,
-            raise_on_refusal=raise_on_refusal,
-        )
-
-    def check(self, ref: str, alias: str, *, waive_rollback_plan: str | None = None) -> Decision:
-        """Evaluate ``alias``'s gates for the version without moving anything."""
-        return _aliases.check(self._ctx, ref, alias, waive_rollback_plan=waive_rollback_plan)
-
-    def rollback(self, name: str, alias: str, *, reason: str | None = None) -> Decision:
-        return _moves.rollback(self._ctx, name, alias, reason=reason)
-
-    def unset_alias(self, name: str, alias: str, *, reason: str | None = None) -> Decision:
-        return _moves.unset(self._ctx, name, alias, reason=reason)
-
-    def approve(self, ref: str, alias: str, *, message: str | None = None) -> bool:
-        return _aliases.approve(self._ctx, ref, alias, message=message)
-
-    def history(self, name: str, alias: str | None = None) -> list[AliasMove]:
-        return _aliases.history(self._ctx, name, alias)
-
-    def policy(self) -> PolicyFile:
-        """The parsed ``labvault.yaml`` (raises a line-numbered ValidationError if it is invalid)."""
-        return self._ctx.policy()
+    # -- aliases (``policy()``, the parsed ``labvault.yaml``, comes with the context) ---------------
+    promote = _aliases.promote
+    check = _aliases.check
+    rollback = _moves.rollback
+    unset_alias = _moves.unset
+    approve = _aliases.approve
+    history = _aliases.history
 
     # -- audit --------------------------------------------------------------------------------
     def verify_audit(self) -> AuditReport:

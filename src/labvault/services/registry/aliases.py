@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from labvault.entities import AliasMove, Decision, ModelVersion, utcnow
 from labvault.errors import CheckFailed, Conflict, NotFound, ValidationError
 from labvault.refs import validate_name
@@ -21,6 +19,7 @@ from labvault.services.registry.read import resolve, resolve_in
 from labvault.services.registry.register import parse_model_name
 from labvault.storage.meta.repos import registry as repo
 from labvault.storage.meta.repos.object_refs import add_refs
+from labvault.storage.meta.store import Connection
 
 __all__ = ["PromotionRefused", "approve", "archive", "check", "history", "promote"]
 
@@ -103,6 +102,7 @@ def promote(
     waive_rollback_plan: str | None = None,
     raise_on_refusal: bool = True,
 ) -> Decision:
+    """Move ``alias`` to the version if its policy's gates pass; else refuse (audited)."""
     policy_file, policy = _policy_for(ctx, ref, alias)
     from_alias = policy.from_ if policy else None
     version, state = _read_state(ctx, ref, alias, from_alias, approvals=bool(policy and policy.approvals))

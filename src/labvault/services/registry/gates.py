@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labvault.entities import GateResult, ModelVersion
-from labvault.services.registry import drift
+from labvault.services.registry import drift_gate
 from labvault.services.registry.checks import expand_command, run_check
 from labvault.services.registry.context import RegistryContext
 from labvault.services.registry.policy import AliasPolicy
@@ -95,7 +95,7 @@ def evaluate_gates(
     if policy.metrics:
         gates.extend(_metric_gates(ctx, version, policy))
     if policy.drift is not None:
-        gates.extend(drift.drift_gates(ctx, version, policy.drift))
+        gates.extend(drift_gate.drift_gates(ctx, version, policy.drift))
     if policy.checks:
         gates.extend(_check_gates(ctx, version, policy))
     return gates

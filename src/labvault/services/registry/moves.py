@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from labvault.entities import Decision, utcnow
 from labvault.errors import NotFound
 from labvault.refs import validate_name
 from labvault.services.registry.aliases import _model, _usable
 from labvault.services.registry.context import RegistryContext
 from labvault.storage.meta.repos import registry as repo
+from labvault.storage.meta.store import Connection
 
 __all__ = ["rollback", "unset"]
 

@@ -163,9 +163,9 @@ def _highest_version(ctx: RegistryContext, ref: ModelRef) -> str | None:
     """The model's highest version: remembered from this process's last registration, else read."""
     key = (ref.project, ref.model)
     if key not in ctx.contended:
-        known = ctx.highest_seen.get(key)
-        if known is not None:
-            return known
+        seen = ctx.highest_seen.get(key)
+        if seen is not None:
+            return seen
     with ctx.meta.read() as conn:
         found = repo.model_and_highest(conn, ref.project, ref.model)
     return None if found is None else found[1]

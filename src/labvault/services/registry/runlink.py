@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labvault.entities import json_safe
 from labvault.errors import Conflict, LabvaultError, NotFound, ValidationError
 from labvault.refs import Digest
 from labvault.services.registry.context import RegistryContext
@@ -140,7 +141,7 @@ def generated_files(
 ) -> dict[str, bytes]:
     if source is None:
         return {"metrics.json": dump_json({}), "run.json": dump_json({}), "data_manifest.json": dump_json([])}
-    metrics = {k: _json_number(v) for k, v in dict(getattr(source.run, "metrics", {}) or {}).items()}
+    metrics = {k: json_safe(v) for k, v in dict(getattr(source.run, "metrics", {}) or {}).items()}
     data = ctx.data()
     manifests: list[Any] = []
     for ref in getattr(source.run, "inputs", ()):
@@ -162,11 +163,3 @@ def generated_files(
         "run.json": dump_json(_plain(source.record)),
         "data_manifest.json": dump_json(manifests),
     }
-
-
-def _json_number(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return "NaN"
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from labvault.refs import Digest
-from labvault.services.snapshots.flat import Flat
+from labvault.services.snapshots.flat import FlatTree
 from labvault.services.snapshots.scan import Scan, StatKey
-from labvault.services.snapshots.statcache import FileChanged, StatCache, read_file_checked, trusted
+from labvault.services.snapshots.statcache import FileChanged, StatCache, entry_unchanged, read_file_checked
 from labvault.services.snapshots.tabular import is_tabular_name, profile_stream
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import encode_scanned
@@ -35,10 +35,10 @@ class Built:
     tabular: list[tuple[str, int, list[list[str]]]] = field(default_factory=list)  # (path, records, schema)
     notes: list[str] = field(default_factory=list)
     hashed: int = 0  # files read (not answered by the stat cache)
-    flat: Flat = field(default_factory=Flat)
+    flat: FlatTree = field(default_factory=FlatTree)
 
 
-def _store_one(objects: ObjectStore, scan: Scan, rel: str) -> tuple[str, StatKey, Any]:
+def _store_file(objects: ObjectStore, scan: Scan, rel: str) -> tuple[str, StatKey, Any]:
     """Store one file; its digest, and the stat key of the read that hashed it (size included).
 
     A file whose read does not find it as the scan listed it, or that changes during the read,
@@ -81,12 +81,12 @@ def build_tree(
     scan: Scan,
     cache: StatCache,
     *,
-    known: set[bytes],
+    referenced: set[bytes],
     progress: Progress | None = None,
 ) -> Built:
-    """Store the working copy's files and trees; ``known`` are digests already referenced by metadata.
+    """Store the working copy's files and trees; ``referenced`` are the digests metadata already points at.
 
-    A file answered by the stat cache is not read again if its digest is ``known`` (a stored,
+    A file answered by the stat cache is not read again if its digest is ``referenced`` (a stored,
     referenced object gc will keep); otherwise it is read and put again. One thread: on 2 cores,
     a thread pool made 20,000 small files 1.8x slower (GIL hand-offs outweigh the overlapped I/O).
     """
@@ -97,10 +97,10 @@ def build_tree(
     for rel, key in scan.files.items():
         # StatCache.lookup on its columns: this loop runs once per file of the dataset.
         i = index.get(rel)
-        if i is not None and keys is not None and trusted(keys, i, key, stamp):
+        if i is not None and keys is not None and entry_unchanged(keys, i, key, stamp):
             raw = digests[32 * i : 32 * i + 32]
             profile = cache.profile_at(i)
-            if raw in known and (profile is not None or not is_tabular_name(rel)):
+            if raw in referenced and (profile is not None or not is_tabular_name(rel)):
                 results[rel] = (raw.hex(), key[1], profile)  # the cached key is the scan's
                 continue
         todo.append(rel)
@@ -108,7 +108,7 @@ def build_tree(
     if progress:
         progress(done, total)
     for rel in todo:
-        sha, key, profile = _store_one(objects, scan, rel)
+        sha, key, profile = _store_file(objects, scan, rel)
         results[rel] = (sha, key[1], profile)
         cache.put(rel, key, bytes.fromhex(sha), profile)
         done += 1
@@ -140,7 +140,7 @@ def build_tree(
     for rel, target in scan.links.items():
         parent, _, name = rel.rpartition("/")
         children[parent].append({"name": name, "type": "link", "target": target})
-    built.flat = Flat.from_files(flat_files, scan.links, scan.dirs)
+    built.flat = FlatTree.from_files(flat_files, scan.links, scan.dirs)
     # Folders deepest first, so every subtree digest exists before its parent is encoded.
     for d in sorted(scan.dirs, key=lambda p: p.count("/"), reverse=True):
         entries = children.pop(d, [])

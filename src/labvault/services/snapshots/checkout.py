@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from labvault.entities import CheckoutResult, Snapshot
 from labvault.errors import Conflict, IntegrityError, NotFound, ValidationError
 from labvault.refs import DataRef, Digest
-from labvault.services.snapshots.flat import Flat, load_flat
+from labvault.services.snapshots.flat import FlatTree, load_flat
 from labvault.services.snapshots.lockfile import LockEntry, read_lock, relative_key, update_lock
 from labvault.services.snapshots.scan import Scan, scan_path
 from labvault.services.snapshots.statcache import StatCache, fs_clock_ns
@@ -37,17 +37,17 @@ class _Plan:
     snapshot: Snapshot
     dest: Path
     key: str | None  # lock key when dest is inside the project
-    target: Flat
+    target: FlatTree
     scan: Scan | None = None
     cache: StatCache | None = None
     delete: tuple[list[str], ...] = ()
     write: list[str] | None = None
 
 
-def _as_file_flat(flat: Flat, name: str) -> Flat:
+def _as_file_flat(flat: FlatTree, name: str) -> FlatTree:
     """A single-file snapshot, renamed to the destination file's name."""
     (only,) = flat.files.values()
-    return Flat.from_files({name: only})
+    return FlatTree.from_files({name: only})
 
 
 def _plans(svc: DataService, ref: str | DataRef | None, dest: str | os.PathLike[str] | None) -> list[_Plan]:

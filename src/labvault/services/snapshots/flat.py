@@ -21,13 +21,16 @@ from labvault.refs import Digest
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import decode_tree
 
-__all__ = ["Flat", "load_flat", "save_flat"]
+__all__ = ["FlatTree", "load_flat", "save_flat"]
 
 _FORMAT = 2
 
 
 @dataclass(slots=True)
-class Flat:
+class FlatTree:
+    """A snapshot's whole tree as one file list: each file's path, size, digest and tabular profile,
+    plus its symlinks and folders. Columnar, so that it loads fast (see the module docstring)."""
+
     paths: list[str] = field(default_factory=list)
     sizes: array[int] = field(default_factory=lambda: array("q"))
     digests: bytes = b""  # 32 bytes per path, in order
@@ -40,7 +43,7 @@ class Flat:
     @classmethod
     def from_files(
         cls, files: dict[str, tuple[str, int, Any]], links: dict[str, str] | None = None, dirs: list[str] | None = None
-    ) -> Flat:
+    ) -> FlatTree:
         paths = list(files)
         flat = cls(
             paths,
@@ -78,7 +81,7 @@ class Flat:
         return {d[j : j + 32] for j in range(0, len(d), 32)}
 
 
-def _walk(objects: ObjectStore, root: Digest) -> Flat:
+def _walk(objects: ObjectStore, root: Digest) -> FlatTree:
     files: dict[str, tuple[str, int, Any]] = {}
     links: dict[str, str] = {}
     dirs: list[str] = []
@@ -96,14 +99,14 @@ def _walk(objects: ObjectStore, root: Digest) -> Flat:
                 assert e.digest is not None
                 dirs.append(path)
                 stack.append((path + "/", e.digest))
-    return Flat.from_files(files, links, dirs)
+    return FlatTree.from_files(files, links, dirs)
 
 
 def _cache_path(vault_dir: Path, root: Digest) -> Path:
     return vault_dir / "cache" / "trees" / f"{root.hex}.bin"
 
 
-def save_flat(vault_dir: Path, root: Digest, flat: Flat) -> None:
+def save_flat(vault_dir: Path, root: Digest, flat: FlatTree) -> None:
     """Cache a tree's flat form (``add`` knows it already, so status never walks a fresh tree)."""
     cache = _cache_path(vault_dir, root)
     doc = (_FORMAT, "\0".join(flat.paths), flat.sizes.tobytes(), flat.digests, flat.profiles, flat.links, flat.dirs)
@@ -117,7 +120,7 @@ def save_flat(vault_dir: Path, root: Digest, flat: Flat) -> None:
         pass  # a cache we cannot write is only slower
 
 
-def load_flat(objects: ObjectStore, vault_dir: Path | None, root: Digest) -> Flat:
+def load_flat(objects: ObjectStore, vault_dir: Path | None, root: Digest) -> FlatTree:
     if vault_dir is not None:
         try:
             with open(_cache_path(vault_dir, root), "rb") as f:
@@ -127,7 +130,7 @@ def load_flat(objects: ObjectStore, vault_dir: Path | None, root: Digest) -> Fla
                 arr = array("q")
                 arr.frombytes(sizes)
                 if len(arr) == len(paths) == len(digests) // 32:
-                    return Flat(paths, arr, digests, profiles, links, dirs)
+                    return FlatTree(paths, arr, digests, profiles, links, dirs)
         except (OSError, ValueError, EOFError, TypeError):
             pass
     flat = _walk(objects, root)

@@ -20,7 +20,7 @@ from labvault.errors import NotFound, ValidationError
 from labvault.refs import DataRef, Digest, parse_ref, validate_name
 from labvault.services.snapshots import checkout as _checkout
 from labvault.services.snapshots.build import Built, build_tree
-from labvault.services.snapshots.flat import Flat, load_flat, save_flat
+from labvault.services.snapshots.flat import FlatTree, load_flat, save_flat
 from labvault.services.snapshots.gitignore import GitIgnored, ignore_in_git
 from labvault.services.snapshots.lockfile import LockEntry, read_lock, relative_key, update_lock
 from labvault.services.snapshots.scan import scan_path
@@ -113,14 +113,14 @@ class DataService:
         stamp = fs_clock_ns(self.vault_dir / "cache" / "stat")
         scan = scan_path(target, skip=(vst.st_dev, vst.st_ino))
         cache = StatCache.for_dataset(self.vault_dir, target) if use_cache else StatCache(Path(os.devnull))
-        known, baseline = self._known_digests(name, storage_uri)
+        referenced, baseline = self._referenced_digests(name, storage_uri)
         with self.objects.batch():
-            built = build_tree(self.objects, scan, cache, known=known, progress=progress)
+            built = build_tree(self.objects, scan, cache, referenced=referenced, progress=progress)
         if baseline is not None and not self._referenced(baseline):
             # The files the stat cache vouched for were not re-put on the word of a snapshot that
             # this vault does not hold, so gc could take their objects: store every file again.
             with self.objects.batch():
-                built = build_tree(self.objects, scan, cache, known=set(), progress=progress)
+                built = build_tree(self.objects, scan, cache, referenced=set(), progress=progress)
         if use_cache:
             cache.synced = built.root.hex
             cache.save(stamp)
@@ -131,7 +131,7 @@ class DataService:
         )
         return snapshot, created, kind
 
-    def _known_digests(self, name: str, storage_uri: str) -> tuple[set[bytes], Digest | None]:
+    def _referenced_digests(self, name: str, storage_uri: str) -> tuple[set[bytes], Digest | None]:
         """Digests of the snapshot this path (or dataset) was last at, which gc keeps while a
         snapshot refers to them; and, when that snapshot came from ``labvault.lock`` unchecked,
         its content hash, which the caller checks with :meth:`_referenced` before relying on it.
@@ -219,7 +219,7 @@ class DataService:
             raise NotFound(f"no dataset named {parsed.name!r}", hint="list datasets with `labvault data list`")
         return found
 
-    def flat(self, snapshot: Snapshot) -> Flat:
+    def flat(self, snapshot: Snapshot) -> FlatTree:
         return load_flat(self.objects, self.vault_dir, snapshot.content_hash)
 
     def get(self, ref: str | DataRef) -> Manifest:

@@ -96,7 +96,7 @@ def fs_clock_ns(where: Path) -> int:
         os.close(fd)
 
 
-def trusted(keys: array[int], i: int, key: StatKey, stamp: int) -> bool:
+def entry_unchanged(keys: array[int], i: int, key: StatKey, stamp: int) -> bool:
     """Whether entry ``i`` of a key column is ``key`` and older than ``stamp`` (not racily clean).
 
     The hot loops of ``add`` and ``status`` call this on :meth:`StatCache.columns` directly.
@@ -172,11 +172,11 @@ class StatCache:
                     return None
                 return e[4], e[5]
         i = self._index.get(rel)
-        if i is None or not trusted(self._keys, i, key, stamp):
+        if i is None or not entry_unchanged(self._keys, i, key, stamp):
             return None
         return self._digests[32 * i : 32 * i + 32], self._profiles.get(i)
 
-    def vouches_for(self, joined: str, keys: array[int], digests: bytes) -> bool:
+    def holds_unchanged(self, joined: str, keys: array[int], digests: bytes) -> bool:
         """Whether this cache, as loaded, holds exactly these paths (NUL-joined), with these stat keys
         and these digests, none of them racily clean: then nothing changed, with no per-file work."""
         if self._new or self._joined != joined or self._digests != digests or self._keys != keys:
@@ -199,7 +199,7 @@ class StatCache:
         """Drop entries for paths that no longer exist (when saved)."""
         self._keep = keep
         self._pruned = any(p not in keep for p in self._paths) or any(p not in keep for p in self._new)
-        # Kept in the order the scan lists the files, which lets status answer in bulk (vouches_for).
+        # Kept in the order the scan lists the files, which lets status answer in bulk (holds_unchanged).
         self._reordered = self._joined != "\0".join(keep)
         if self._pruned or self._reordered:
             self.dirty = True

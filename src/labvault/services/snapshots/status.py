@@ -14,10 +14,10 @@ from pathlib import Path
 
 from labvault.entities import DatasetStatus
 from labvault.errors import NotFound
-from labvault.services.snapshots.flat import Flat, load_flat
+from labvault.services.snapshots.flat import FlatTree, load_flat
 from labvault.services.snapshots.lockfile import LockEntry, read_lock, relative_key
 from labvault.services.snapshots.scan import Scan, scan_path
-from labvault.services.snapshots.statcache import FileChanged, StatCache, fs_clock_ns, hash_file, trusted
+from labvault.services.snapshots.statcache import FileChanged, StatCache, entry_unchanged, fs_clock_ns, hash_file
 from labvault.storage.objects.protocol import ObjectStore
 
 __all__ = ["compare", "select_entries", "working_status"]
@@ -43,7 +43,7 @@ def select_entries(root: Path, name: str | None, path: Path | None) -> list[Lock
     return sorted(chosen, key=lambda e: e.path)
 
 
-def compare(scan: Scan, flat: Flat, cache: StatCache) -> tuple[list[str], list[str], list[str], list[str]]:
+def compare(scan: Scan, flat: FlatTree, cache: StatCache) -> tuple[list[str], list[str], list[str], list[str]]:
     """(added, removed, modified, changing) between a scan and a snapshot, using and updating the cache."""
     if scan.links == flat.links and _unchanged(scan, flat, cache):
         return [], [], [], []
@@ -64,7 +64,7 @@ def compare(scan: Scan, flat: Flat, cache: StatCache) -> tuple[list[str], list[s
         want = digests[32 * i : 32 * i + 32]
         # The stat cache's lookup on its columns: this loop runs once per file of a changed folder.
         c = cindex.get(rel)
-        if c is not None and ckeys is not None and trusted(ckeys, c, key, stamp):
+        if c is not None and ckeys is not None and entry_unchanged(ckeys, c, key, stamp):
             if cdigests[32 * c : 32 * c + 32] != want:
                 modified.append(rel)
             continue
@@ -93,14 +93,14 @@ def compare(scan: Scan, flat: Flat, cache: StatCache) -> tuple[list[str], list[s
     return sorted(added), sorted(removed), sorted(modified), sorted(changing)
 
 
-def _unchanged(scan: Scan, flat: Flat, cache: StatCache) -> bool:
+def _unchanged(scan: Scan, flat: FlatTree, cache: StatCache) -> bool:
     """The common answer, "nothing changed", in bulk: the scan lists the snapshot's files in the
     order both the snapshot and the stat cache keep them, with the stat keys the cache holds."""
     joined = "\0".join(scan.files)
     if joined != "\0".join(flat.paths):
         return False
     keys = array("q", chain.from_iterable(scan.files.values()))
-    return cache.vouches_for(joined, keys, flat.digests)
+    return cache.holds_unchanged(joined, keys, flat.digests)
 
 
 def working_status(objects: ObjectStore, root: Path, vault_dir: Path, entry: LockEntry) -> DatasetStatus:

@@ -9,7 +9,7 @@ from pathlib import Path
 from labvault.entities import Artifact
 from labvault.errors import Conflict, ValidationError
 from labvault.refs import Digest
-from labvault.storage.objects.local import LocalObjectStore
+from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import TreeEntry, put_tree
 
 __all__ = ["artifact_name", "store_path"]
@@ -29,7 +29,7 @@ def artifact_name(name: str) -> str:
     return "/".join(parts)
 
 
-def _store_dir(store: LocalObjectStore, folder: Path) -> tuple[Digest, int]:
+def _store_dir(store: ObjectStore, folder: Path) -> tuple[Digest, int]:
     entries: list[TreeEntry] = []
     total = 0
     with os.scandir(folder) as it:
@@ -50,7 +50,7 @@ def _store_dir(store: LocalObjectStore, folder: Path) -> tuple[Digest, int]:
     return put_tree(store, entries), total
 
 
-def store_path(store: LocalObjectStore, source: Path, *, name: str, role_path: str | None = None) -> Artifact:
+def store_path(store: ObjectStore, source: Path, *, name: str, role_path: str | None = None) -> Artifact:
     """Store ``source`` (file or folder) in one batch; durable when this returns."""
     if not source.exists():
         raise ValidationError(f"{source} does not exist", hint="give the path of a file or folder to store")
@@ -64,7 +64,7 @@ def store_path(store: LocalObjectStore, source: Path, *, name: str, role_path: s
         return Artifact(name, digest, "file", size, role_path or str(source))
 
 
-def _put_checked(store: LocalObjectStore, path: Path) -> tuple[Digest, int]:
+def _put_checked(store: ObjectStore, path: Path) -> tuple[Digest, int]:
     """Store a file with the size of the bytes stored: its stat before and after the copy must agree."""
     before = os.stat(path)
     digest = store.put_file(path)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from labvault.entities import Run, format_time
+from labvault.entities import Run, format_time, json_safe
 from labvault.errors import LabvaultError
 from labvault.refs import Digest
 from labvault.services.capture.environment import environment_summary
@@ -15,18 +14,9 @@ from labvault.services.capture.environment import environment_summary
 if TYPE_CHECKING:
     from labvault.services.tracking.service import Tracking
 
-__all__ = ["EXPORT_FORMAT", "compare_runs", "export_run", "json_number", "run_header"]
+__all__ = ["EXPORT_FORMAT", "compare_runs", "export_run", "run_header"]
 
 EXPORT_FORMAT = "labvault.run/1"
-
-
-def json_number(value: float) -> float | str:
-    """NaN and infinities as the strings the conventions use."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
 
 
 def _environment(service: Tracking, run: Run) -> dict[str, Any] | None:
@@ -112,7 +102,7 @@ def export_run(service: Tracking, run: Run) -> dict[str, Any]:
         "pythonhashseed": cap.get("pythonhashseed"),
         "environment": _environment(service, run),
         "params": run.params,
-        "metrics": {k: json_number(v) for k, v in run.metrics.items()},
+        "metrics": {k: json_safe(v) for k, v in run.metrics.items()},
         "tags": run.tags,
         "artifacts": [
             {
@@ -143,7 +133,7 @@ def compare_runs(service: Tracking, runs: Sequence[Run]) -> dict[str, Any]:
     for key in sorted({k for r in runs for k in r.params}):
         sections["params"][key] = _row([r.params.get(key) for r in runs])
     for key in sorted({k for r in runs for k in r.metrics}):
-        sections["metrics"][key] = _row([json_number(r.metrics[key]) if key in r.metrics else None for r in runs])
+        sections["metrics"][key] = _row([json_safe(r.metrics[key]) if key in r.metrics else None for r in runs])
     # Start times and durations always differ; they are in `runs show`, not worth a row here.
     for key in ("project", "name", "status", "exit_code", "seed"):
         sections["attributes"][key] = _row([d[key] for d in docs])

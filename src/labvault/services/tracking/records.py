@@ -9,14 +9,12 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from labvault.entities import Artifact, MetricPoint, Run, utcnow
 from labvault.errors import AmbiguousReference, Conflict, NotFound, ValidationError
@@ -28,10 +26,9 @@ from labvault.services.tracking.values import encode_param, metric_step, metric_
 from labvault.storage.meta.repos import runs as repo
 from labvault.storage.meta.repos.metric_appender import MetricAppender
 from labvault.storage.meta.repos.object_refs import RefKind, add_refs
-from labvault.storage.meta.repos.run_query import compile_filter, compile_sort
-from labvault.storage.meta.store import MetaStore
-from labvault.storage.meta.tables import runs as runs_table
-from labvault.storage.objects.local import LocalObjectStore
+from labvault.storage.meta.repos.run_query import select_run_ids
+from labvault.storage.meta.store import Connection, MetaStore
+from labvault.storage.objects.protocol import ObjectStore
 
 __all__ = ["RunRecords", "merge_capture", "owner_of"]
 
@@ -49,10 +46,9 @@ def merge_capture(
     current: str | None = None,
 ) -> None:
     if current is None:
-        row = conn.execute(sa.select(runs_table.c.capture).where(runs_table.c.id == run_id).with_for_update()).first()
-        if row is None:
+        current = repo.capture_for_update(conn, run_id)
+        if current is None:
             raise NotFound(f"no run run:{run_id}")
-        current = row[0]
     doc = json.loads(current)
     for key, value in update.items():
         if isinstance(value, list) and isinstance(doc.get(key), list):
@@ -66,7 +62,7 @@ def merge_capture(
 class RunRecords:
     """Reads runs, and appends params, metrics, tags, artifacts and capture details to them."""
 
-    objects: LocalObjectStore
+    objects: ObjectStore
     meta: MetaStore
     _local: threading.local
     _keys: set[str]
@@ -135,26 +131,40 @@ class RunRecords:
         deleted: bool = False,
     ) -> builtins.list[Run]:
         """Runs matching ``filter`` (the filter language of docs/tracking.md), newest first by default."""
-        query = sa.select(runs_table.c.id)
-        query = query.where(runs_table.c.deleted_at.is_not(None) if deleted else runs_table.c.deleted_at.is_(None))
         if project:
-            query = query.where(runs_table.c.project == validate_name(project, what="project name"))
-        if filter and filter.strip():
-            query = query.where(compile_filter(parse_filter(filter), sqlite=self.meta.is_sqlite))
-        order = compile_sort(parse_sort(sort)) if sort else [runs_table.c.started_at.desc(), runs_table.c.id]
-        query = query.order_by(*order)
-        if limit is not None:
-            if limit < 0:
-                raise ValidationError(f"invalid limit {limit}", hint="give a limit of 0 or more")
-            query = query.limit(limit)
+            project = validate_name(project, what="project name")
+        where = parse_filter(filter) if filter and filter.strip() else None
+        order = parse_sort(sort) if sort else None
+        if limit is not None and limit < 0:
+            raise ValidationError(f"invalid limit {limit}", hint="give a limit of 0 or more")
         with self.meta.read() as conn:
-            ids = list(conn.execute(query).scalars())
+            ids = select_run_ids(
+                conn,
+                deleted=deleted,
+                project=project,
+                where=where,
+                sort=order,
+                limit=limit,
+                sqlite=self.meta.is_sqlite,
+            )
             return repo.load_runs(conn, ids)
 
     def history(self, ref: str, key: str | None = None) -> dict[str, builtins.list[MetricPoint]]:
         run_id = self.resolve(ref)
         with self.meta.read() as conn:
             return repo.metric_history(conn, run_id, key)
+
+    def process_gone(self, *, status: str, pid: object, host: str | None) -> bool:
+        """True when a running run's process on this host no longer exists (SIGKILL, crash)."""
+        if status != "running" or not isinstance(pid, int) or host != socket.gethostname():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # alive, under another user
+        return False
 
     def max_steps(self, run_id: str) -> dict[str, int]:
         with self.meta.read() as conn:

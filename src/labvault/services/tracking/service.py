@@ -33,7 +33,7 @@ from labvault.services.tracking.records import RunRecords, merge_capture, owner_
 from labvault.storage.meta.repos import runs as repo
 from labvault.storage.meta.repos.object_refs import RefKind, add_refs
 from labvault.storage.meta.store import MetaStore
-from labvault.storage.objects.local import LocalObjectStore
+from labvault.storage.objects.protocol import ObjectStore
 
 __all__ = ["InputResolver", "Tracking"]
 
@@ -79,7 +79,7 @@ class Tracking(RunRecords):
     def __init__(
         self,
         *,
-        objects: LocalObjectStore,
+        objects: ObjectStore,
         meta: MetaStore,
         user: str,
         default_project: str,

@@ -23,7 +23,8 @@ from labvault.errors import Conflict, LabvaultError, LockedError, StorageError, 
 from labvault.storage.locks import file_lock
 from labvault.storage.meta.tables import vault_meta
 
-__all__ = ["MetaStore", "normalise_url"]
+#: The connection a transaction hands to the repositories; services name it, never SQLAlchemy.
+__all__ = ["Connection", "MetaStore", "normalise_url"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _SCHEMA_KEY = "schema_revisions"
@@ -114,6 +115,13 @@ class MetaStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def quick_check(self) -> str:
+        """SQLite's own consistency verdict on the database file ("ok" when sound); PostgreSQL: "ok"."""
+        if not self.is_sqlite:
+            return "ok"
+        with self.read() as conn:
+            return str(conn.execute(sa.text("PRAGMA quick_check")).scalar())
 
     # -- schema -------------------------------------------------------------------------------
     @staticmethod

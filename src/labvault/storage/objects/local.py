@@ -409,6 +409,12 @@ class LocalObjectStore:
         return NotFound(f"object {digest} is not stored", hint="list objects with `labvault object ls`")
 
     # -- maintenance helpers ------------------------------------------------------------------
+    def gc_lock(self, *, timeout: float) -> AbstractContextManager[None]:
+        return file_lock(self.gc_lock_path, timeout=timeout, what="the object store (a writer)")
+
+    def lost_packs(self) -> list[str]:
+        return self.packs.lost + [n for n, size, _ in self.packs.pack_files() if size < 0]
+
     def iter_temp_files(self) -> Iterator[tuple[Path, float]]:
         try:
             entries = list(os.scandir(self.tmp_dir))

@@ -58,16 +58,16 @@ def discard(pending: dict[str, str]) -> None:
             os.unlink(tmp)
 
 
-def _ensure_shard(root: str, shard: str, known: set[str]) -> bool:
+def _ensure_shard(root: str, shard: str, existing: set[str]) -> bool:
     """Make the shard folder if needed; True if this call created it."""
-    if shard in known:
+    if shard in existing:
         return False
     try:
         os.mkdir(f"{root}/{shard}")
         created = True
     except FileExistsError:
         created = False
-    known.add(shard)
+    existing.add(shard)
     return created
 
 

@@ -14,12 +14,12 @@ from typing import BinaryIO
 from labvault.entities import ObjectInfo
 from labvault.errors import AmbiguousReference, IntegrityError, NotFound
 from labvault.refs import Digest, parse_digest
-from labvault.storage.objects.protocol import MaterializeMode
+from labvault.storage.objects.protocol import BasicHousekeeping, MaterializeMode
 
 __all__ = ["MemoryObjectStore"]
 
 
-class MemoryObjectStore:
+class MemoryObjectStore(BasicHousekeeping):
     def __init__(self) -> None:
         self._objects: dict[str, tuple[bytes, float]] = {}
         self._mutex = threading.RLock()
@@ -79,6 +79,18 @@ class MemoryObjectStore:
 
     def open(self, digest: Digest, *, verify: bool = True) -> BinaryIO:
         return io.BytesIO(self.get_bytes(digest, verify=verify))
+
+    def verify(self, digest: Digest) -> bool:
+        try:
+            self.get_bytes(digest)
+        except IntegrityError:
+            return False
+        return True
+
+    def touch(self, digest: Digest) -> None:
+        with self._mutex:
+            if digest.hex in self._objects:
+                self._objects[digest.hex] = (self._objects[digest.hex][0], time.time())
 
     def info(self, digest: Digest) -> ObjectInfo:
         data = self._get(digest)

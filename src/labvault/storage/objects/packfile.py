@@ -58,10 +58,10 @@ def recover_all(conn: sqlite3.Connection, packs_dir: Path) -> list[str]:
     not list are indexed; a pack the index lists whose file is gone is dropped from it.
     """
     lost: list[str] = []
-    known = {
+    indexed = {
         str(name): (int(pack), int(end)) for pack, name, end in conn.execute("SELECT id, name, indexed_end FROM packs")
     }
-    for name, (gone, _) in known.items():
+    for name, (gone, _) in indexed.items():
         if not (packs_dir / name).exists():  # deleted behind our back: what it held is gone
             with transaction(conn):
                 held = conn.execute("DELETE FROM objects WHERE pack = ?", (gone,)).rowcount
@@ -75,7 +75,7 @@ def recover_all(conn: sqlite3.Connection, packs_dir: Path) -> list[str]:
     for name in names:
         path = packs_dir / name
         pack: int | None
-        pack, end = known.get(name, (None, 0))
+        pack, end = indexed.get(name, (None, 0))
         try:
             size = os.stat(path).st_size
         except FileNotFoundError:

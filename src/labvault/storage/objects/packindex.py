@@ -21,7 +21,7 @@ from typing import ParamSpec, TypeVar
 from labvault.errors import IntegrityError, StorageError
 from labvault.storage.objects.packfile import HEADER_SIZE, recover_all
 
-__all__ = ["PackIndex", "guard"]
+__all__ = ["PackIndex", "translate_sqlite_errors"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS packs (
@@ -42,7 +42,7 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def guard(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+def translate_sqlite_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Report a failure of the pack index as one StorageError (never a raw sqlite3 traceback)."""
 
     @wraps(fn)
@@ -107,7 +107,7 @@ class PackIndex:
                 self._seen = any(n.endswith(".pack") for n in os.listdir(self.dir))  # an index to rebuild
         return self._seen
 
-    @guard
+    @translate_sqlite_errors
     def lookup(self, hexd: str) -> tuple[int, int, int, float] | None:
         """``(pack, offset, size, mtime)`` of a packed object, or None."""
         if not self._exists():
@@ -119,7 +119,7 @@ class PackIndex:
         )
         return None if row is None else (int(row[0]), int(row[1]), int(row[2]), float(row[3]))
 
-    @guard
+    @translate_sqlite_errors
     def read(self, hexd: str) -> bytes | None:
         """The stored bytes of a packed object (unverified), or None if it is not packed."""
         for attempt in range(2):
@@ -163,7 +163,7 @@ class PackIndex:
             name = self._names[pack] = str(row[0])
         return name
 
-    @guard
+    @translate_sqlite_errors
     def locate(self, hexd: str) -> tuple[Path, int, int] | None:
         """``(pack file, offset, size)`` of a packed object, or None."""
         where = self.lookup(hexd)
@@ -171,7 +171,7 @@ class PackIndex:
             return None
         return self.dir / self._name(where[0]), where[1], where[2]
 
-    @guard
+    @translate_sqlite_errors
     def rows(self) -> list[tuple[str, int, float]]:
         """``(digest hex, size, mtime)`` of every packed object, in digest order."""
         if not self._exists():
@@ -179,7 +179,7 @@ class PackIndex:
         rows = self._db().execute("SELECT digest, size, mtime FROM objects ORDER BY digest").fetchall()
         return [(digest.hex(), int(size), float(mtime)) for digest, size, mtime in rows]
 
-    @guard
+    @translate_sqlite_errors
     def with_prefix(self, prefix: str) -> list[str]:
         if not self._exists():
             return []
@@ -188,14 +188,14 @@ class PackIndex:
         rows = self._db().execute("SELECT digest FROM objects WHERE digest >= ? AND digest <= ?", (low, high))
         return sorted(h for (d,) in rows if (h := d.hex()).startswith(prefix))
 
-    @guard
+    @translate_sqlite_errors
     def delete(self, hexd: str) -> bool:
         if not self._exists():
             return False
         cur = self._db().execute("DELETE FROM objects WHERE digest = ?", (bytes.fromhex(hexd),))
         return cur.rowcount > 0
 
-    @guard
+    @translate_sqlite_errors
     def pack_files(self) -> list[tuple[str, int, int]]:
         """``(name, file size, live bytes)`` of every indexed pack (for fsck and ``object ls``)."""
         if not self._exists():

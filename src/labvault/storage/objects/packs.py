@@ -37,7 +37,7 @@ from labvault.storage.objects.packfile import (
     recover,
     transaction,
 )
-from labvault.storage.objects.packindex import PackIndex, guard
+from labvault.storage.objects.packindex import PackIndex, translate_sqlite_errors
 
 __all__ = ["PACK_TARGET", "PackStore"]
 
@@ -62,7 +62,7 @@ class _Writer:
 class PackStore(PackIndex):
     """Small objects in pack files, found through an SQLite index (see :class:`PackIndex`)."""
 
-    @guard
+    @translate_sqlite_errors
     def append(self, hexd: str, data: bytes) -> None:
         """Stage ``data`` in this thread's pack; it becomes visible at :meth:`commit`."""
         writer = self._writer()
@@ -72,7 +72,7 @@ class PackStore(PackIndex):
         if len(writer.buffer) >= _FLUSH:
             self._flush(writer)
 
-    @guard
+    @translate_sqlite_errors
     def refresh(self, hexd: str) -> None:
         """Mark a packed object as just put again, so gc's grace period starts over (at commit)."""
         self._refreshed().append(bytes.fromhex(hexd))
@@ -83,7 +83,7 @@ class PackStore(PackIndex):
             refreshed = self._local.refreshed = []
         return refreshed
 
-    @guard
+    @translate_sqlite_errors
     def commit(self) -> None:
         """Make this thread's staged records durable (one fdatasync), then index them."""
         writer = self._own_writer()
@@ -119,7 +119,7 @@ class PackStore(PackIndex):
             if writer.end >= PACK_TARGET:
                 self._retire(writer)
 
-    @guard
+    @translate_sqlite_errors
     def discard(self) -> None:
         """Drop this thread's staged records: cut the pack back to where the batch began."""
         self._refreshed().clear()
@@ -202,7 +202,7 @@ class PackStore(PackIndex):
             raise
         return _Writer(pack, fd, len(PACK_MAGIC), new=True, start=len(PACK_MAGIC))
 
-    @guard
+    @translate_sqlite_errors
     def compact(self, *, verify: Callable[[str, bytes], bool], min_dead: float = 0.5) -> int:
         """Rewrite packs that are at least ``min_dead`` dead space; returns the bytes reclaimed.
 

@@ -1,20 +1,22 @@
 """The object store protocol: immutable bytes named by their sha256.
 
 Every implementation (local directory, memory, fsspec remote, HTTP client) passes the same contract
-suite in ``tests/contracts/``.
+suite in ``tests/contracts/``. The maintenance part of the protocol (``gc_lock``, ``compact``,
+``iter_temp_files``, ``lost_packs``) has the defaults of a store that keeps no packs, temp files or
+lock file of its own in :class:`BasicHousekeeping`, so that services never ask which store they hold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 from labvault.entities import ObjectInfo
 from labvault.refs import Digest
 
-__all__ = ["MaterializeMode", "ObjectStore"]
+__all__ = ["BasicHousekeeping", "MaterializeMode", "ObjectStore"]
 
 MaterializeMode = Literal["copy", "hardlink", "reflink"]
 
@@ -57,3 +59,48 @@ class ObjectStore(Protocol):
     def materialize(self, digest: Digest, dest: Path, *, mode: MaterializeMode = "copy") -> None:
         """Write the object's verified bytes to ``dest`` (atomically), as a copy, hardlink or reflink."""
         ...
+
+    # -- maintenance (fsck, gc, run deletion) ---------------------------------------------------
+    def verify(self, digest: Digest) -> bool:
+        """Re-hash a stored object; False (and quarantined) if its bytes do not match its name."""
+        ...
+
+    def touch(self, digest: Digest) -> None:
+        """Refresh an object's age so that gc keeps it for a full grace period (call inside ``batch()``)."""
+        ...
+
+    def gc_lock(self, *, timeout: float) -> AbstractContextManager[None]:
+        """Held exclusively by gc; ``batch()`` holds it shared, so gc never deletes what a writer re-puts."""
+        ...
+
+    def compact(self) -> int:
+        """Reclaim the space of deleted objects that share a file with live ones; the bytes reclaimed."""
+        ...
+
+    def iter_temp_files(self) -> Iterator[tuple[Path, float]]:
+        """Leftover temp files of interrupted writes, with their modification times."""
+        ...
+
+    def lost_packs(self) -> list[str]:
+        """Names of pack files that the store's index lists but that are missing or unreadable."""
+        ...
+
+
+class BasicHousekeeping:
+    """The maintenance defaults of a store with no packs, temp files or lock file of its own.
+
+    Such a store (memory, fsspec) cannot lock out a concurrent writer across processes, so gc relies
+    on its grace period alone there.
+    """
+
+    def gc_lock(self, *, timeout: float) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def compact(self) -> int:
+        return 0
+
+    def iter_temp_files(self) -> Iterator[tuple[Path, float]]:
+        return iter(())
+
+    def lost_packs(self) -> list[str]:
+        return []

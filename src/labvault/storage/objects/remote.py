@@ -24,14 +24,14 @@ from typing import Any, BinaryIO
 from labvault.entities import ObjectInfo
 from labvault.errors import AmbiguousReference, ExternalError, IntegrityError, NotFound
 from labvault.refs import Digest, parse_digest
-from labvault.storage.objects.protocol import MaterializeMode
+from labvault.storage.objects.protocol import BasicHousekeeping, MaterializeMode
 
 __all__ = ["FsspecObjectStore"]
 
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
 
 
-class FsspecObjectStore:
+class FsspecObjectStore(BasicHousekeeping):
     def __init__(self, url: str, **storage_options: Any) -> None:
         try:
             import fsspec
@@ -138,6 +138,26 @@ class FsspecObjectStore:
             self.quarantine(digest)
             raise IntegrityError(f"object {digest} at {self.url} is corrupt; moved to quarantine")
         return data
+
+    def verify(self, digest: Digest) -> bool:
+        try:
+            self.get_bytes(digest)
+        except IntegrityError:
+            return False
+        return True
+
+    def touch(self, digest: Digest) -> None:
+        path = self.path_of(digest)
+        try:
+            self._call("touch", self.fs.touch, path, truncate=False)
+        except FileNotFoundError:
+            return
+        except (NotImplementedError, ValueError):
+            # Object stores (S3, GCS, memory) cannot change a timestamp: writing the same bytes
+            # again is atomic there and gives the object a new modification time.
+            if self._atomic:
+                with suppress(FileNotFoundError):
+                    self._call("touch", self.fs.pipe_file, path, self._call("touch", self.fs.cat_file, path))
 
     def quarantine(self, digest: Digest) -> None:
         """Move a corrupt object aside so that it is never served again."""

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from labvault.errors import ValidationError
@@ -33,6 +34,7 @@ __all__ = [
     "Value",
     "compile_filter",
     "compile_sort",
+    "select_run_ids",
 ]
 
 #: Run attributes a filter or sort may name, and their columns.
@@ -90,10 +92,11 @@ class SortKey:
 
 def latest_metric(key: str) -> Any:
     """The latest finite value of metric ``key`` of the outer run (NULL if missing or not finite)."""
-    return _keyed(run_latest, "value", key)
+    return _value_for_key(run_latest, "value", key)
 
 
-def _keyed(table: sa.Table, column: str, key: str) -> Any:
+def _value_for_key(table: sa.Table, column: str, key: str) -> Any:
+    """The outer run's ``column`` in ``table`` for ``key``, as a scalar subquery (NULL when it has none)."""
     return sa.select(table.c[column]).where(table.c.run_id == runs.c.id, table.c.key == key).scalar_subquery()
 
 
@@ -122,7 +125,7 @@ def _like(column: Any, pattern: str, *, sqlite: bool) -> ColumnElement[bool]:
     return column.op("GLOB")(sa.bindparam(None, "".join(out), type_=sa.String))  # type: ignore[no-any-return]
 
 
-def _one(column: Any, op: Op, value: Value, *, sqlite: bool) -> ColumnElement[bool]:
+def _compare_column(column: Any, op: Op, value: Value, *, sqlite: bool) -> ColumnElement[bool]:
     if op == "like":
         return _like(column, str(value), sqlite=sqlite)
     bound = sa.bindparam(None, value, type_=column.type if isinstance(value, datetime) else None)
@@ -151,18 +154,18 @@ def _compare(node: Compare, *, sqlite: bool) -> ColumnElement[bool]:
     if field.scope == "attribute":
         column = ATTRIBUTES[field.key]
         if node.op == "in":
-            cond = sa.or_(*(_one(column, "=", v, sqlite=sqlite) for v in node.values))
+            cond = sa.or_(*(_compare_column(column, "=", v, sqlite=sqlite) for v in node.values))
         else:
-            cond = _one(column, node.op, node.values[0], sqlite=sqlite)
+            cond = _compare_column(column, node.op, node.values[0], sqlite=sqlite)
         # Attributes such as `ended` can be NULL: make the comparison two-valued.
         return sa.func.coalesce(cond, sa.false())  # type: ignore[no-any-return]
     values = node.values
     table, _ = _value_column(field, values[0])
     if node.op == "in":
-        conds = [_one(_value_column(field, v)[1], "=", v, sqlite=sqlite) for v in values]
+        conds = [_compare_column(_value_column(field, v)[1], "=", v, sqlite=sqlite) for v in values]
         cond = sa.or_(*conds)
     else:
-        cond = _one(_value_column(field, values[0])[1], node.op, values[0], sqlite=sqlite)
+        cond = _compare_column(_value_column(field, values[0])[1], node.op, values[0], sqlite=sqlite)
     matching = sa.select(table.c.run_id).where(table.c.key == sa.bindparam(None, field.key), cond)
     return runs.c.id.in_(matching)
 
@@ -185,7 +188,7 @@ def compile_sort(key: SortKey) -> list[Any]:
     elif f.scope in ("params", "tags"):
         table = run_params if f.scope == "params" else run_tags
         # Numbers sort as numbers and before text; runs without the key sort last either way.
-        num, text = _keyed(table, "num", f.key), _keyed(table, "text", f.key)
+        num, text = _value_for_key(table, "num", f.key), _value_for_key(table, "text", f.key)
         missing = sa.case((text.is_(None), 1), else_=0)
         if key.descending:
             return [missing, num.desc(), text.desc(), runs.c.id]
@@ -194,3 +197,27 @@ def compile_sort(key: SortKey) -> list[Any]:
         raise ValidationError(f"cannot sort by {f.key!r}")
     missing = sa.case((column.is_(None), 1), else_=0)
     return [missing, column.desc() if key.descending else column.asc(), runs.c.id]
+
+
+def select_run_ids(
+    conn: Connection,
+    *,
+    deleted: bool,
+    project: str | None,
+    where: Node | None,
+    sort: SortKey | None,
+    limit: int | None,
+    sqlite: bool,
+) -> list[str]:
+    """The ids of the runs matching ``where``, newest first unless ``sort`` says otherwise."""
+    query = sa.select(runs.c.id)
+    query = query.where(runs.c.deleted_at.is_not(None) if deleted else runs.c.deleted_at.is_(None))
+    if project:
+        query = query.where(runs.c.project == project)
+    if where is not None:
+        query = query.where(compile_filter(where, sqlite=sqlite))
+    order = compile_sort(sort) if sort else [runs.c.started_at.desc(), runs.c.id]
+    query = query.order_by(*order)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(conn.execute(query).scalars())

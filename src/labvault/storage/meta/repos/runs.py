@@ -116,6 +116,11 @@ def status_and_capture(conn: Connection, run_id: str) -> tuple[str, str] | None:
     return (row[0], row[1]) if row is not None else None
 
 
+def capture_for_update(conn: Connection, run_id: str) -> str | None:
+    """A run's capture document, its row locked until the transaction ends (PostgreSQL)."""
+    return conn.execute(sa.select(runs.c.capture).where(runs.c.id == run_id).with_for_update()).scalar()
+
+
 def end_run(
     conn: Connection, run_id: str, *, status: str, ended_at: datetime, exit_code: int | None, error: str | None
 ) -> None:
