@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labvault.errors import ValidationError
@@ -39,6 +38,8 @@ _vaults: dict[str, Vault] = {}
 
 
 def _open_vault(path: str | os.PathLike[str] | None) -> Vault:
+    from pathlib import Path  # here, not at the top: ``import labvault`` imports this module
+
     from labvault.config import Settings, find_vault_dir
     from labvault.vault import Vault
 

@@ -17,7 +17,7 @@ from labvault.services.registry.layout import FileEntry, version_files
 from labvault.services.registry.register import parse_model_name
 from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos import registry as repo
-from labvault.storage.objects.local import sha256_file
+from labvault.storage.objects.fileio import sha256_file
 
 __all__ = ["cached_copy", "list_models", "list_versions", "materialize", "read_metrics", "resolve"]
 
@@ -106,7 +106,7 @@ def materialize(ctx: RegistryContext, version: ModelVersion, dest: Path, *, flat
         if out.is_dir():
             raise Conflict(f"{out} is a folder, where the version has a file", hint="choose another -o folder")
         if out.exists():
-            if out.stat().st_size == f.size and sha256_file(out) == f.digest:
+            if out.stat().st_size == f.size and sha256_file(out) == f.digest.hex:
                 continue
             raise Conflict(f"{out} exists with other content", hint="remove it, or choose another -o folder")
         todo.append(f)

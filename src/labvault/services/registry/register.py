@@ -24,7 +24,7 @@ from labvault.services.registry.layout import (
 )
 from labvault.storage.meta.repos import registry as repo
 from labvault.storage.meta.repos.object_refs import add_refs
-from labvault.storage.objects.local import sha256_file
+from labvault.storage.objects.fileio import sha256_file
 
 __all__ = ["BUMPS", "parse_model_name", "register_version"]
 
@@ -60,7 +60,7 @@ def _verify_user_checksums(base: Path, listing: Path, top: dict[str, Path]) -> N
             raise IntegrityError(
                 f"{listing} lists {rel}, which is not in {base}", hint="restore the file or fix checksum.txt"
             )
-        if sha256_file(full).hex != hexd:
+        if sha256_file(full) != hexd:
             raise IntegrityError(
                 f"{base / rel} does not match its sha256 in {listing}",
                 hint="the file changed; restore it or fix checksum.txt",
