@@ -70,7 +70,7 @@ BAD_INPUT = [
     (("get", "fraud/detector@prod", "-o", "x"), 3, "no alias 'prod'"),
     (("models", "rollback", "fraud/detector", "prod"), 3, "no alias"),
     (("models", "history", "fraud/detector", "prod"), 3, "no alias"),
-    (("models", "alias", "unset", "fraud/detector", "prod"), 3, "no alias"),
+    (("models", "alias", "unset", "fraud/nothing", "prod"), 3, "no model fraud/nothing"),
     (("models", "register", "fraud/detector", "model", "--version", "1.0"), 2, "invalid version"),
     (("models", "show", "fraud/detector@1.0"), 2, "invalid version"),
     (("models", "register", "fraud/detector", "model", "--bump", "large"), 2, "invalid --bump"),
@@ -206,3 +206,46 @@ def test_python_api_models_get(vault_cli: Cli, project: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "w1"
+
+
+def test_alias_set_unset_show_and_refusal_line(vault_cli: Cli, project: Path) -> None:
+    """`alias set` moves under the promote policy; `show @alias` lists its aliases; unset twice is exit 0."""
+    model_folder(project, auc=0.85)
+    vault_cli("models", "register", "fraud/detector", "model")
+    (project / "labvault.yaml").write_text(
+        "models:\n  fraud/detector:\n    prod:\n      rollback_plan: required\n      metrics: {auc: '>= 0.9'}\n"
+    )
+    refused = vault_cli("models", "alias", "set", "fraud/detector@0.1.0", "prod", expect=1)
+    assert refused.stderr.splitlines()[0] == (
+        "error: fraud/detector@0.1.0 was not promoted to prod: "
+        "unmet gates: rollback_plan (no previous version), metric auc (0.85 < 0.9)"
+    )
+    (project / "labvault.yaml").unlink()
+    moved = json.loads(vault_cli("models", "alias", "set", "fraud/detector@0.1.0", "prod", "-m", "go", "--json").stdout)
+    assert (moved["action"], moved["after"]) == ("promote", "0.1.0")
+    vault_cli("models", "alias", "set", "fraud/detector@prod", "staging")
+    shown = json.loads(vault_cli("models", "show", "fraud/detector@prod", "--json").stdout)
+    assert shown["aliases"] == ["prod", "staging"]
+    assert "prod, staging" in vault_cli("models", "show", "fraud/detector@prod").stdout
+    vault_cli("models", "alias", "unset", "fraud/detector", "staging")
+    events = len(json.loads(vault_cli("audit", "log", "--json").stdout))
+    again = vault_cli("models", "alias", "unset", "fraud/detector", "staging")
+    assert "already unset" in again.stdout
+    assert len(json.loads(vault_cli("audit", "log", "--json").stdout)) == events
+    history = json.loads(vault_cli("models", "history", "fraud/detector", "--json").stdout)
+    assert [(m["alias"], m["action"], m["reason"]) for m in history] == [
+        ("prod", "promote", "go"),
+        ("staging", "promote", None),
+        ("staging", "unset", None),
+    ]
+
+
+def test_registering_an_unchanged_model_again_prints_its_version(vault_cli: Cli, project: Path) -> None:
+    model_folder(project)
+    vault_cli("models", "register", "fraud/detector", "model")
+    again = json.loads(vault_cli("models", "register", "fraud/detector", "model", "--json").stdout)
+    assert (again["ref"], again["created"]) == ("fraud/detector@0.1.0", False)
+    assert "fraud/detector@0.1.0" in vault_cli("models", "register", "fraud/detector", "model").stdout
+    bumped = json.loads(vault_cli("models", "register", "fraud/detector", "model", "--bump", "patch", "--json").stdout)
+    assert (bumped["ref"], bumped["created"]) == ("fraud/detector@0.1.1", True)
+    assert [e["action"] for e in json.loads(vault_cli("audit", "log", "--json").stdout)] == ["register", "register"]

@@ -153,10 +153,12 @@ def show(
     json_output: bool = JSON,
 ) -> None:
     """Show a model (versions, aliases) or one version (files, metrics, source, notes)."""
+    from labvault.errors import ValidationError
     from labvault.refs import ModelRef, parse_ref
 
     parsed = parse_ref(ref, expect=ModelRef)
-    assert isinstance(parsed, ModelRef)
+    if not isinstance(parsed, ModelRef):  # parse_ref refused the other forms already; this narrows the type
+        raise ValidationError(f"expected PROJECT/MODEL[@VERSION|ALIAS], got {ref!r}")
     with open_vault() as vault:
         if parsed.version is None:
             found = vault.registry.versions(parsed.name, include_archived=True)

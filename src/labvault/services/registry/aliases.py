@@ -15,7 +15,7 @@ from labvault.entities import AliasMove, Decision, ModelVersion, utcnow
 from labvault.errors import CheckFailed, Conflict, NotFound, ValidationError
 from labvault.refs import validate_name
 from labvault.services.registry.context import RegistryContext
-from labvault.services.registry.gates import AliasState, evaluate_gates
+from labvault.services.registry.gates import AliasState, evaluate_gates, unmet_gates
 from labvault.services.registry.policy import AliasPolicy, PolicyFile
 from labvault.services.registry.read import resolve, resolve_in
 from labvault.services.registry.register import parse_model_name
@@ -29,10 +29,10 @@ class PromotionRefused(CheckFailed):
     """The alias's policy said no; ``decision`` holds every gate with its measured value."""
 
     def __init__(self, decision: Decision) -> None:
-        unmet = "; ".join(f"{g.gate} {g.name}: {g.detail}" for g in decision.failed_gates)
         super().__init__(
-            f"{decision.ref} was not promoted to {decision.alias}: {unmet}",
-            hint=f"see every gate with `labvault models check {decision.ref} --for {decision.alias}`",
+            f"{decision.ref} was not promoted to {decision.alias}: unmet gates: {unmet_gates(decision.gates)}",
+            hint=f"the refusal is in `labvault audit log`; see every gate with "
+            f"`labvault models check {decision.ref} --for {decision.alias}`",
         )
         self.decision = decision
 
@@ -213,18 +213,14 @@ def _model(conn: Connection, name: str) -> tuple[int, str]:
 def approve(ctx: RegistryContext, ref: str, alias: str, *, message: str | None = None) -> bool:
     """Record the acting user's approval of a version for an alias; False if they had already."""
     validate_name(alias, what="alias")
-    version = resolve(ctx, ref)
-    _usable(version, alias)
     actor = ctx.user()
     event = None
     with ctx.meta.transaction() as conn:
         head = ctx.audit.lock(conn)
-        mid = repo.model_id(conn, version.project, version.model)
-        assert mid is not None
-        row = repo.version_row(conn, mid, version.version)
-        assert row is not None
+        _, version_id, version = resolve_in(conn, ref)
+        _usable(version, alias)
         now = utcnow()
-        if repo.add_approval(conn, row[0], alias, actor=actor, now=now, message=message):
+        if repo.add_approval(conn, version_id, alias, actor=actor, now=now, message=message):
             event = ctx.audit.append(
                 conn,
                 actor=actor,
@@ -250,17 +246,15 @@ def archive(ctx: RegistryContext, ref: str, *, reason: str | None = None) -> tup
     actor = ctx.user()
     with ctx.meta.transaction() as conn:
         head = ctx.audit.lock(conn)
-        mid = repo.model_id(conn, version.project, version.model)
-        assert mid is not None
-        row = repo.version_row(conn, mid, version.version)
-        assert row is not None
-        if row[1].aliases:
+        _, version_id, version = resolve_in(conn, parsed)
+        pointing = repo.aliases_on(conn, version_id)
+        if pointing:
             raise Conflict(
-                f"{version.ref} is what {', '.join(row[1].aliases)} point(s) at; it cannot be archived",
+                f"{version.ref} is what {', '.join(pointing)} point(s) at; it cannot be archived",
                 hint="move or unset those aliases first",
             )
         now = utcnow()
-        repo.archive_version(conn, row[0], actor=actor, now=now)
+        repo.archive_version(conn, version_id, actor=actor, now=now)
         event = ctx.audit.append(
             conn,
             actor=actor,

@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from labvault.entities import AliasMove, ModelVersion, RegisteredModel
+from labvault.errors import StorageError
 from labvault.refs import Digest
 from labvault.storage.meta.prepared import Prepared
 from labvault.storage.meta.tables.registry import (
@@ -27,11 +28,13 @@ __all__ = [
     "alias_row",
     "alias_states",
     "aliases_of",
+    "aliases_on",
     "approvers",
     "archive_version",
     "as_utc",
     "ensure_model",
     "find_version",
+    "highest_live_version",
     "insert_move",
     "insert_version",
     "list_models",
@@ -83,7 +86,8 @@ def ensure_model(conn: Connection, project: str, name: str, *, actor: str, now: 
     stmt = _insert(conn, registry_models).values(project=project, name=name, created_at=now, created_by=actor)
     conn.execute(stmt.on_conflict_do_nothing(index_elements=["project", "name"]))
     found = model_id(conn, project, name)
-    assert found is not None
+    if found is None:
+        raise StorageError(f"model {project}/{name} is missing right after its insert")
     return found
 
 
@@ -169,7 +173,7 @@ def version_row(
     row = conn.execute(_VERSION_ROW, {"model": model, "version": version}).mappings().first()
     if row is None:
         return None
-    return int(row["id"]), _to_version(row, _aliases_on(conn, int(row["id"])) if with_aliases else ())
+    return int(row["id"]), _to_version(row, aliases_on(conn, int(row["id"])) if with_aliases else ())
 
 
 _BY_NAME = _version_select().where(
@@ -181,6 +185,20 @@ _FIND_ALIAS = Prepared(
         _A.c.name == sa.bindparam("name")
     )
 )
+
+
+_HIGHEST_LIVE = Prepared(
+    _version_select()
+    .where(_V.c.model_id == sa.bindparam("model"), _V.c.archived_at.is_(None))
+    .order_by(_V.c.major.desc(), _V.c.minor.desc(), _V.c.patch.desc())
+    .limit(1)
+)
+
+
+def highest_live_version(conn: Connection, model: int) -> ModelVersion | None:
+    """The highest version of the model that is not archived, with its aliases."""
+    row = _HIGHEST_LIVE.mapping(conn, {"model": model})
+    return None if row is None else _to_version(row, aliases_on(conn, int(row["id"])))
 
 
 def find_version(
@@ -235,7 +253,8 @@ def insert_version(conn: Connection, **values: Any) -> int:
     values.setdefault("archived_at", None)
     values.setdefault("archived_by", None)
     row = _INSERT_VERSION.first(conn, values)
-    assert row is not None
+    if row is None:
+        raise StorageError(f"the insert of version {values['version']} returned no id")
     return int(row[0])
 
 
@@ -244,7 +263,7 @@ def archive_version(conn: Connection, version_id: int, *, actor: str, now: datet
 
 
 # -- aliases ------------------------------------------------------------------------------------
-def _aliases_on(conn: Connection, version_id: int) -> tuple[str, ...]:
+def aliases_on(conn: Connection, version_id: int) -> tuple[str, ...]:
     rows = conn.execute(sa.select(_A.c.name).where(_A.c.version_id == version_id).order_by(_A.c.name))
     return tuple(r[0] for r in rows)
 
