@@ -249,3 +249,26 @@ def test_registering_an_unchanged_model_again_prints_its_version(vault_cli: Cli,
     bumped = json.loads(vault_cli("models", "register", "fraud/detector", "model", "--bump", "patch", "--json").stdout)
     assert (bumped["ref"], bumped["created"]) == ("fraud/detector@0.1.1", True)
     assert [e["action"] for e in json.loads(vault_cli("audit", "log", "--json").stdout)] == ["register", "register"]
+
+
+def test_audit_verify_against_a_head_kept_elsewhere(vault_cli: Cli, project: Path) -> None:
+    """A wiped log and head file verify as an empty log; the head saved in CI does not."""
+    model_folder(project)
+    vault_cli("models", "register", "fraud/detector", "model")
+    vault_cli("models", "promote", "fraud/detector@0.1.0", "--to", "prod")
+    (project / "ci-head.json").write_text(vault_cli("audit", "verify", "--json").stdout)
+    line = (project / ".labvault" / "audit-head").read_text().strip()
+    ok = vault_cli("audit", "verify", "--against", "ci-head.json")
+    assert "events #1..#2 match the anchored head" in ok.stderr
+    vault_cli("audit", "verify", "--against", line)
+    db = sqlite3.connect(project / ".labvault" / "meta.db")
+    db.execute("DELETE FROM audit_events")
+    db.execute(f"UPDATE vault_meta SET value = '0:{'0' * 64}' WHERE key = 'audit_head'")
+    db.commit()
+    db.close()
+    (project / ".labvault" / "audit-head").unlink()
+    vault_cli("audit", "verify")
+    bad = vault_cli("audit", "verify", "--against", "ci-head.json", expect=1)
+    assert "anchored head records event #2, the log ends at #0" in bad.stderr
+    malformed = vault_cli("audit", "verify", "--against", "sha256:abc", expect=2)
+    assert malformed.stderr.startswith("error: 'sha256:abc' is not an audit head")
