@@ -204,16 +204,17 @@ def test_the_same_files_from_another_run_are_a_new_version(vault: Vault, project
     assert (second.version, created) == ("0.1.1", True)
 
 
-REGISTRY_SOURCES = [
-    *sorted((Path(aliases_module.__file__).parent).glob("*.py")),
-    Path(repo.__file__),
-    Path(repo.__file__).with_name("audit.py"),
-]
+SRC = Path(aliases_module.__file__).parents[2]
+# Left to the changes under way in these modules (the run wrapper's parser, the git capture retry).
+NOT_YET = {"services/tracking/wrapper.py", "services/tracking/service.py"}
 
 
-@pytest.mark.parametrize("path", REGISTRY_SOURCES, ids=lambda p: p.name)
-def test_no_assert_guards_a_runtime_invariant(path: Path) -> None:
-    """``assert`` vanishes under ``python -O``: invariants raise labvault errors instead."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    lines = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)]
-    assert lines == [], f"{path.name}: assert on line(s) {lines}"
+def test_no_assert_guards_a_runtime_invariant() -> None:
+    """``assert`` vanishes under ``python -O``: invariants raise errors instead."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        if rel not in NOT_YET:
+            tree = ast.parse(path.read_text(), filename=str(path))
+            found += [f"{rel}:{node.lineno}" for node in ast.walk(tree) if isinstance(node, ast.Assert)]
+    assert found == []
