@@ -16,6 +16,7 @@ from labvault.errors import Conflict
 from labvault.services.registry import PromotionRefused
 from labvault.services.registry import aliases as aliases_module
 from labvault.storage.meta.repos import registry as repo
+from labvault.storage.meta.repos import registry_history as history_repo
 from labvault.vault import Vault
 from tests.services.test_registry import make_model
 from tests.services.test_registry_policy import register, write_policy
@@ -70,7 +71,7 @@ def test_a_failure_after_the_move_leaves_no_trace(
     if fail_in == "audit_event":
         monkeypatch.setattr(any_vault.registry.audit, "append", fail)
     else:
-        monkeypatch.setattr(repo, "insert_move", fail)
+        monkeypatch.setattr(history_repo, "insert_move", fail)
     with pytest.raises(Injected):
         MOVES[move](any_vault, b)
     monkeypatch.undo()

@@ -20,6 +20,7 @@ from labvault.services.registry.policy import AliasPolicy, PolicyFile
 from labvault.services.registry.read import resolve, resolve_in
 from labvault.services.registry.register import parse_model_name
 from labvault.storage.meta.repos import registry as repo
+from labvault.storage.meta.repos import registry_history as history_repo
 from labvault.storage.meta.repos.object_refs import add_refs
 
 __all__ = ["PromotionRefused", "approve", "archive", "check", "history", "promote"]
@@ -54,7 +55,7 @@ def _read_state(
         states = repo.alias_states(conn, mid, names)
         current_id, current, lock = states.get(alias, (None, None, 0))
         _, from_current, from_lock = states.get(from_alias or "", (None, None, 0))
-        approvers = tuple(repo.approvers(conn, vid, alias)) if approvals else ()
+        approvers = tuple(history_repo.approvers(conn, vid, alias)) if approvals else ()
     return version, AliasState(
         model_id=mid,
         version_id=vid,
@@ -154,7 +155,7 @@ def promote(
         if outputs:
             add_refs(conn, f"audit:{event.seq}", outputs)  # type: ignore[arg-type]
         if action == "promote":
-            repo.insert_move(
+            history_repo.insert_move(
                 conn,
                 model_id=state.model_id,
                 alias=alias,
@@ -220,7 +221,7 @@ def approve(ctx: RegistryContext, ref: str, alias: str, *, message: str | None =
         _, version_id, version = resolve_in(conn, ref)
         _usable(version, alias)
         now = utcnow()
-        if repo.add_approval(conn, version_id, alias, actor=actor, now=now, message=message):
+        if history_repo.add_approval(conn, version_id, alias, actor=actor, now=now, message=message):
             event = ctx.audit.append(
                 conn,
                 actor=actor,
@@ -276,7 +277,7 @@ def history(ctx: RegistryContext, name: str, alias: str | None = None) -> list[A
         validate_name(alias, what="alias")
     with ctx.meta.read() as conn:
         mid, label = _model(conn, name)
-        moves = repo.list_moves(conn, mid, alias)
+        moves = history_repo.list_moves(conn, mid, alias)
     if alias is not None and not moves:
         raise NotFound(f"{label} has no alias {alias!r}", hint=f"see its aliases with `labvault models show {label}`")
     return moves

@@ -12,6 +12,7 @@ from labvault.refs import validate_name
 from labvault.services.registry.aliases import _model, _usable
 from labvault.services.registry.context import RegistryContext
 from labvault.storage.meta.repos import registry as repo
+from labvault.storage.meta.repos import registry_history as history_repo
 
 __all__ = ["rollback", "unset"]
 
@@ -26,7 +27,7 @@ def rollback(ctx: RegistryContext, name: str, alias: str, *, reason: str | None 
         mid, label = _model(conn, name)
         current_id, lock = repo.alias_row(conn, mid, alias, for_update=True)
         stack: list[int | None] = []
-        for action, to_id in repo.move_targets(conn, mid, alias):
+        for action, to_id in history_repo.move_targets(conn, mid, alias):
             if action == "rollback":
                 if stack:
                     stack.pop()
@@ -141,7 +142,7 @@ def _record_move(
         now=now,
         head=head,
     )
-    repo.insert_move(
+    history_repo.insert_move(
         conn,
         model_id=model_id,
         alias=alias,
