@@ -266,9 +266,14 @@ def archive_version(conn: Connection, version_id: int, *, actor: str, now: datet
 
 
 # -- aliases ------------------------------------------------------------------------------------
+_ALIASES_ON = Prepared(
+    sa.select(_ALIASES.c.name).where(_ALIASES.c.version_id == sa.bindparam("version")).order_by(_ALIASES.c.name)
+)
+
+
 def aliases_on(conn: Connection, version_id: int) -> tuple[str, ...]:
-    rows = conn.execute(sa.select(_ALIASES.c.name).where(_ALIASES.c.version_id == version_id).order_by(_ALIASES.c.name))
-    return tuple(r[0] for r in rows)
+    """The aliases that point at a version, sorted."""
+    return tuple(r[0] for r in _ALIASES_ON.all(conn, {"version": version_id}))
 
 
 def aliases_of(conn: Connection, model: int) -> dict[str, str]:
