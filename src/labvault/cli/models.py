@@ -80,7 +80,9 @@ def register(
 ) -> None:
     """Register an immutable version: 0.1.0 first, then the next patch unless --version/--bump say.
 
-    Identical content under an existing version is a no-op; different content is exit 4.
+    Without --version/--bump, a model whose whole version tree (files and source run) is the highest
+    live version's prints that version and exits 0. Identical content under an existing version is a
+    no-op; different content is exit 4.
     """
     with open_vault() as vault:
         found, created = vault.registry.register(
