@@ -137,6 +137,8 @@ def test_promotion_gates_refusal_check_and_history(vault_cli: Cli, project: Path
     assert "metric auc" in refused.stderr
     assert "check exists" in refused.stderr
     assert "check hangs" in refused.stderr
+    human = vault_cli("models", "check", "fraud/detector@0.1.1", "--for", "staging", expect=1)
+    assert "2 of 3 gates unmet for fraud/detector@0.1.1 -> staging: check exists (command not found" in human.stderr
     checked = vault_cli("models", "check", "fraud/detector@0.1.1", "--for", "staging", "--json", expect=1)
     gates = {g["name"]: g for g in json.loads(checked.stdout)["gates"]}
     assert gates["auc"]["passed"] is True

@@ -108,8 +108,10 @@ def check(
         _gate_table(d)
         OUTPUT.line(f"{d.ref} {'may' if d.passed else 'may not'} move to {d.alias}")
     if not d.passed:
+        from labvault.services.registry.gates import unmet_gates
+
         raise CheckFailed(
-            f"{len(d.failed_gates)} of {len(d.gates)} gates unmet for {d.ref} -> {d.alias}",
+            f"{len(d.failed_gates)} of {len(d.gates)} gates unmet for {d.ref} -> {d.alias}: {unmet_gates(d.gates)}",
             hint="see the table above (or --json) for the measured values",
         )
 
