@@ -341,3 +341,13 @@ def test_an_append_brings_a_lagging_head_file_up_first(vault: Vault, project: Pa
     assert report.ok, report.problems
     assert event.seq == 8
     assert "lags one event, at #7" in report.notes[0]
+
+
+def test_a_removed_head_file_is_recreated_by_the_next_write(vault: Vault, project: Path) -> None:
+    """The documented way back after restoring the database from a backup."""
+    history(vault, project)
+    _head_file(vault).unlink()
+    assert "missing" in vault.registry.verify_audit().problems[0]
+    _legitimate_write(vault)
+    assert _head_file(vault).read_text().startswith("8 sha256:")
+    assert vault.registry.verify_audit().ok
