@@ -255,9 +255,10 @@ class AuditLog:
                     problems.append((event.seq, f"{label} was altered: its hash does not match its stored content"))
                 prev = event.hash
                 expected_seq = event.seq + 1
+        count = len(hashes)
         last_seq = max(hashes, default=0)
         last_hash = hashes.get(last_seq, repo.GENESIS_HASH)
-        hashes[0] = repo.GENESIS_HASH
+        hashes.setdefault(0, repo.GENESIS_HASH)
         if db_head is None:
             problems.append((last_seq, "the chain head record in the database is missing"))
         elif db_head != (last_seq, last_hash):
@@ -272,7 +273,7 @@ class AuditLog:
         problems.sort(key=lambda p: p[0])
         return AuditReport(
             ok=not problems,
-            events=len(hashes) - 1,
+            events=count,
             head=f"sha256:{last_hash}" if last_seq else None,
             problems=tuple(text for _, text in problems),
             first_bad=problems[0][0] if problems else None,
