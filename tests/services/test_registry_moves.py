@@ -219,3 +219,29 @@ def test_no_assert_guards_a_runtime_invariant() -> None:
             tree = ast.parse(path.read_text(), filename=str(path))
             found += [f"{rel}:{node.lineno}" for node in ast.walk(tree) if isinstance(node, ast.Assert)]
     assert found == []
+
+
+def test_unmet_gates_read_as_one_line_of_reasons() -> None:
+    from labvault.entities import GateResult
+    from labvault.services.registry.gates import unmet_gates
+
+    gates = [
+        GateResult("from", "staging", False, measured=None, threshold="0.1.0"),
+        GateResult("approvals", "approvals", False, measured=1, threshold=2),
+        GateResult("rollback_plan", "rollback_plan", False),
+        GateResult("metric", "auc", False, measured=0.85, threshold=">= 0.9"),
+        GateResult("metric", "latency_ms", True, measured=20, threshold="< 50"),
+        GateResult("metric", "recall", False, threshold="> 0.5", detail="metric recall is not recorded"),
+        GateResult("metric", "f1", False, measured="NaN", threshold="> 0.5"),
+        GateResult("drift", "max_psi", False, measured=0.312345, threshold="<= 0.2"),
+        GateResult("drift", "max_record_change", False, measured=0.25, threshold="<= 0.1"),
+        GateResult("drift", "schema", False, measured="changed", threshold="unchanged"),
+        GateResult("drift", "drift", False, detail="the version records no input data"),
+        GateResult("check", "validation", False, measured=3, threshold=0, detail="exit 3 (0.2s)"),
+    ]
+    assert unmet_gates(gates) == (
+        "from (staging points at nothing), approvals (1 of 2), rollback_plan (no previous version), "
+        "metric auc (0.85 < 0.9), metric recall (not recorded), metric f1 (NaN), drift (max PSI 0.312 > 0.2), "
+        "drift (record change 0.25 > 0.1), drift (schema changed), drift (the version records no input data), "
+        "check validation (exit 3)"
+    )

@@ -177,7 +177,7 @@ def _why(g: GateResult) -> str:
         value = _number(measured)
         op, _, number = str(g.threshold).partition(" ")
         if value is None or math.isnan(value):
-            return f"metric {g.name} ({g.detail if value is None else 'NaN'})"
+            return f"metric {g.name} ({g.detail.removeprefix(f'metric {g.name} is ') if value is None else 'NaN'})"
         return f"metric {g.name} ({value:g} {_MISSED.get(op, 'misses ' + op)} {number})"
     if g.gate == "drift" and isinstance(measured, int | float):
         what = {"max_psi": "max PSI", "max_record_change": "record change"}.get(g.name, g.name)
