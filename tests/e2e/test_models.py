@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import subprocess
 import sys
@@ -274,3 +275,28 @@ def test_audit_verify_against_a_head_kept_elsewhere(vault_cli: Cli, project: Pat
     assert "anchored head records event #2, the log ends at #0" in bad.stderr
     malformed = vault_cli("audit", "verify", "--against", "sha256:abc", expect=2)
     assert malformed.stderr.startswith("error: 'sha256:abc' is not an audit head")
+
+
+def test_the_drift_gate_refuses_a_promotion(vault_cli: Cli, project: Path) -> None:
+    """A model trained on drifted data: promote refuses naming the PSI, and moves against its own data."""
+    rng = random.Random(1)
+    for mean in (100, 130):
+        rows = "".join(f"{rng.gauss(mean, 10):.2f},{rng.randint(0, 1)}\n" for _ in range(300))
+        (project / "tx.csv").write_text("amount,label\n" + rows)
+        vault_cli("data", "add", "tx", "tx.csv")
+    model_folder(project)
+    vault_cli("run", "--input", "data:tx@v2", "--output", "model", "--", "true")
+    run = json.loads(vault_cli("runs", "list", "--json").stdout)[0]["ref"]
+    vault_cli("models", "register", "fraud/detector", "--from", run, "--artifact", "model")
+    policy = "models:\n  fraud/detector:\n    prod:\n      rollback_plan: required\n"
+    (project / "labvault.yaml").write_text(policy + "      drift: {reference: 'data:tx@v1', max_psi: 0.2}\n")
+    refused = vault_cli("models", "promote", "fraud/detector@0.1.0", "--to", "prod", expect=1)
+    first = refused.stderr.splitlines()[0]
+    assert first.startswith(
+        "error: fraud/detector@0.1.0 was not promoted to prod: "
+        "unmet gates: rollback_plan (no previous version), drift (max PSI "
+    ), first
+    assert first.endswith(" > 0.2)"), first
+    (project / "labvault.yaml").write_text(policy + "      drift: {reference: 'data:tx@v2', max_psi: 0.2}\n")
+    moved = vault_cli("models", "promote", "fraud/detector@0.1.0", "--to", "prod", "--waive-rollback-plan", "first")
+    assert "prod: unset -> 0.1.0" in moved.stdout
