@@ -101,7 +101,9 @@ def register_version(
     """Register content as ``name@version``; returns ``(version, created)``.
 
     Identical content under an existing version is a no-op (``created`` False); different content
-    under an existing version raises :class:`Conflict`: version numbers are never reused.
+    under an existing version raises :class:`Conflict`: version numbers are never reused. Without
+    ``version`` and ``bump``, a tree identical to the highest live version's, from the same run, is
+    that version (``created`` False).
     """
     ref = parse_model_name(name)
     if ref.version is not None:
