@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import subprocess
 import sys
@@ -70,7 +71,7 @@ BAD_INPUT = [
     (("get", "fraud/detector@prod", "-o", "x"), 3, "no alias 'prod'"),
     (("models", "rollback", "fraud/detector", "prod"), 3, "no alias"),
     (("models", "history", "fraud/detector", "prod"), 3, "no alias"),
-    (("models", "alias", "unset", "fraud/detector", "prod"), 3, "no alias"),
+    (("models", "alias", "unset", "fraud/nothing", "prod"), 3, "no model fraud/nothing"),
     (("models", "register", "fraud/detector", "model", "--version", "1.0"), 2, "invalid version"),
     (("models", "show", "fraud/detector@1.0"), 2, "invalid version"),
     (("models", "register", "fraud/detector", "model", "--bump", "large"), 2, "invalid --bump"),
@@ -137,6 +138,8 @@ def test_promotion_gates_refusal_check_and_history(vault_cli: Cli, project: Path
     assert "metric auc" in refused.stderr
     assert "check exists" in refused.stderr
     assert "check hangs" in refused.stderr
+    human = vault_cli("models", "check", "fraud/detector@0.1.1", "--for", "staging", expect=1)
+    assert "2 of 3 gates unmet for fraud/detector@0.1.1 -> staging: check exists (command not found" in human.stderr
     checked = vault_cli("models", "check", "fraud/detector@0.1.1", "--for", "staging", "--json", expect=1)
     gates = {g["name"]: g for g in json.loads(checked.stdout)["gates"]}
     assert gates["auc"]["passed"] is True
@@ -206,3 +209,94 @@ def test_python_api_models_get(vault_cli: Cli, project: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "w1"
+
+
+def test_alias_set_unset_show_and_refusal_line(vault_cli: Cli, project: Path) -> None:
+    """`alias set` moves under the promote policy; `show @alias` lists its aliases; unset twice is exit 0."""
+    model_folder(project, auc=0.85)
+    vault_cli("models", "register", "fraud/detector", "model")
+    (project / "labvault.yaml").write_text(
+        "models:\n  fraud/detector:\n    prod:\n      rollback_plan: required\n      metrics: {auc: '>= 0.9'}\n"
+    )
+    refused = vault_cli("models", "alias", "set", "fraud/detector@0.1.0", "prod", expect=1)
+    assert refused.stderr.splitlines()[0] == (
+        "error: fraud/detector@0.1.0 was not promoted to prod: "
+        "unmet gates: rollback_plan (no previous version), metric auc (0.85 < 0.9)"
+    )
+    (project / "labvault.yaml").unlink()
+    moved = json.loads(vault_cli("models", "alias", "set", "fraud/detector@0.1.0", "prod", "-m", "go", "--json").stdout)
+    assert (moved["action"], moved["after"]) == ("promote", "0.1.0")
+    vault_cli("models", "alias", "set", "fraud/detector@prod", "staging")
+    shown = json.loads(vault_cli("models", "show", "fraud/detector@prod", "--json").stdout)
+    assert shown["aliases"] == ["prod", "staging"]
+    assert "prod, staging" in vault_cli("models", "show", "fraud/detector@prod").stdout
+    vault_cli("models", "alias", "unset", "fraud/detector", "staging")
+    events = len(json.loads(vault_cli("audit", "log", "--json").stdout))
+    again = vault_cli("models", "alias", "unset", "fraud/detector", "staging")
+    assert "already unset" in again.stdout
+    assert len(json.loads(vault_cli("audit", "log", "--json").stdout)) == events
+    history = json.loads(vault_cli("models", "history", "fraud/detector", "--json").stdout)
+    assert [(m["alias"], m["action"], m["reason"]) for m in history] == [
+        ("prod", "promote", "go"),
+        ("staging", "promote", None),
+        ("staging", "unset", None),
+    ]
+
+
+def test_registering_an_unchanged_model_again_prints_its_version(vault_cli: Cli, project: Path) -> None:
+    model_folder(project)
+    vault_cli("models", "register", "fraud/detector", "model")
+    again = json.loads(vault_cli("models", "register", "fraud/detector", "model", "--json").stdout)
+    assert (again["ref"], again["created"]) == ("fraud/detector@0.1.0", False)
+    assert "fraud/detector@0.1.0" in vault_cli("models", "register", "fraud/detector", "model").stdout
+    bumped = json.loads(vault_cli("models", "register", "fraud/detector", "model", "--bump", "patch", "--json").stdout)
+    assert (bumped["ref"], bumped["created"]) == ("fraud/detector@0.1.1", True)
+    assert [e["action"] for e in json.loads(vault_cli("audit", "log", "--json").stdout)] == ["register", "register"]
+
+
+def test_audit_verify_against_a_head_kept_elsewhere(vault_cli: Cli, project: Path) -> None:
+    """A wiped log and head file verify as an empty log; the head saved in CI does not."""
+    model_folder(project)
+    vault_cli("models", "register", "fraud/detector", "model")
+    vault_cli("models", "promote", "fraud/detector@0.1.0", "--to", "prod")
+    (project / "ci-head.json").write_text(vault_cli("audit", "verify", "--json").stdout)
+    line = (project / ".labvault" / "audit-head").read_text().strip()
+    ok = vault_cli("audit", "verify", "--against", "ci-head.json")
+    assert "events #1..#2 match the anchored head" in ok.stderr
+    vault_cli("audit", "verify", "--against", line)
+    db = sqlite3.connect(project / ".labvault" / "meta.db")
+    db.execute("DELETE FROM audit_events")
+    db.execute(f"UPDATE vault_meta SET value = '0:{'0' * 64}' WHERE key = 'audit_head'")
+    db.commit()
+    db.close()
+    (project / ".labvault" / "audit-head").unlink()
+    vault_cli("audit", "verify")
+    bad = vault_cli("audit", "verify", "--against", "ci-head.json", expect=1)
+    assert "anchored head records event #2, the log ends at #0" in bad.stderr
+    malformed = vault_cli("audit", "verify", "--against", "sha256:abc", expect=2)
+    assert malformed.stderr.startswith("error: 'sha256:abc' is not an audit head")
+
+
+def test_the_drift_gate_refuses_a_promotion(vault_cli: Cli, project: Path) -> None:
+    """A model trained on drifted data: promote refuses naming the PSI, and moves against its own data."""
+    rng = random.Random(1)
+    for mean in (100, 130):
+        rows = "".join(f"{rng.gauss(mean, 10):.2f},{rng.randint(0, 1)}\n" for _ in range(300))
+        (project / "tx.csv").write_text("amount,label\n" + rows)
+        vault_cli("data", "add", "tx", "tx.csv")
+    model_folder(project)
+    vault_cli("run", "--input", "data:tx@v2", "--output", "model", "--", "true")
+    run = json.loads(vault_cli("runs", "list", "--json").stdout)[0]["ref"]
+    vault_cli("models", "register", "fraud/detector", "--from", run, "--artifact", "model")
+    policy = "models:\n  fraud/detector:\n    prod:\n      rollback_plan: required\n"
+    (project / "labvault.yaml").write_text(policy + "      drift: {reference: 'data:tx@v1', max_psi: 0.2}\n")
+    refused = vault_cli("models", "promote", "fraud/detector@0.1.0", "--to", "prod", expect=1)
+    first = refused.stderr.splitlines()[0]
+    assert first.startswith(
+        "error: fraud/detector@0.1.0 was not promoted to prod: "
+        "unmet gates: rollback_plan (no previous version), drift (max PSI "
+    ), first
+    assert first.endswith(" > 0.2)"), first
+    (project / "labvault.yaml").write_text(policy + "      drift: {reference: 'data:tx@v2', max_psi: 0.2}\n")
+    moved = vault_cli("models", "promote", "fraud/detector@0.1.0", "--to", "prod", "--waive-rollback-plan", "first")
+    assert "prod: unset -> 0.1.0" in moved.stdout

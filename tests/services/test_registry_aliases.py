@@ -51,8 +51,9 @@ def test_unset_and_unknown_aliases(any_vault: Vault, project: Path) -> None:
     any_vault.registry.unset_alias("fraud/detector", "staging")
     with pytest.raises(NotFound):
         any_vault.registry.resolve("fraud/detector@staging")
+    assert any_vault.registry.unset_alias("fraud/detector", "staging").action == "noop"
     with pytest.raises(NotFound):
-        any_vault.registry.unset_alias("fraud/detector", "staging")
+        any_vault.registry.unset_alias("fraud/nothing", "staging")
     with pytest.raises(NotFound):
         any_vault.registry.rollback("fraud/detector", "prod")
     with pytest.raises(NotFound):

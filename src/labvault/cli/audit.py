@@ -62,10 +62,19 @@ def log(
 
 
 @app.command("verify")
-def verify(json_output: bool = JSON) -> None:
+def verify(
+    against: str | None = typer.Option(
+        None,
+        "--against",
+        metavar="HEAD",
+        help="A head kept elsewhere (a git tag, a CI artifact): `SEQ sha256:HEX`, `sha256:HEX`, or a file "
+        "holding one of them or the output of `audit verify --json`; it must be an event of the chain.",
+    ),
+    json_output: bool = JSON,
+) -> None:
     """Re-hash the whole chain and compare its end with the recorded heads (exit 1 naming the first bad event)."""
     with open_vault() as vault:
-        report = vault.registry.verify_audit()
+        report = vault.registry.verify_audit(against=against)
     if json_output:
         print_json(
             {

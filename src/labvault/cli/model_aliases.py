@@ -1,4 +1,4 @@
-"""``labvault models promote|check|rollback|approve|history`` and ``models alias unset``."""
+"""``labvault models promote|check|rollback|approve|history`` and ``models alias set|unset``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["decision_json", "register"]
 
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
-alias_app = typer.Typer(help="Alias housekeeping (unset).", no_args_is_help=True)
+alias_app = typer.Typer(help="Set (under the alias's policy, as promote does) or unset an alias.", no_args_is_help=True)
 
 
 def decision_json(d: Decision) -> dict[str, Any]:
@@ -58,6 +58,24 @@ def promote(
     json_output: bool = JSON,
 ) -> None:
     """Move an alias to a version if the alias's policy allows it; exit 1 listing every unmet gate."""
+    _move(ref, to, message=message, waive=waive, json_output=json_output)
+
+
+@alias_app.command("set")
+def set_alias(
+    ref: str = typer.Argument(..., help="PROJECT/MODEL@VERSION (or @ALIAS) the alias should point at."),
+    alias: str = typer.Argument(..., help="The alias to move, e.g. staging or prod."),
+    message: str | None = typer.Option(None, "--message", "-m", help="The reason, kept in the history."),
+    waive: str | None = typer.Option(
+        None, "--waive-rollback-plan", help="Why a rollback_plan: required alias may move with no previous version."
+    ),
+    json_output: bool = JSON,
+) -> None:
+    """Point an alias at a version: `models promote REF --to ALIAS` by another name, under the same policy."""
+    _move(ref, alias, message=message, waive=waive, json_output=json_output)
+
+
+def _move(ref: str, to: str, *, message: str | None, waive: str | None, json_output: bool) -> None:
     with open_vault() as vault:
         d = vault.registry.promote(ref, to, reason=message, waive_rollback_plan=waive, raise_on_refusal=False)
     if json_output:
@@ -70,11 +88,9 @@ def promote(
         if d.moved:
             OUTPUT.line(f"{d.alias}: {d.before or 'unset'} -> {d.after}  (audit event #{d.audit_seq})")
     if d.action == "refuse":
-        unmet = ", ".join(f"{g.gate} {g.name}" for g in d.failed_gates)
-        raise CheckFailed(
-            f"{d.ref} was not promoted to {d.alias}: unmet gates: {unmet}",
-            hint="the refusal is in `labvault audit log`; fix the gates, then promote again",
-        )
+        from labvault.services.registry import PromotionRefused
+
+        raise PromotionRefused(d)
 
 
 def check(
@@ -92,8 +108,10 @@ def check(
         _gate_table(d)
         OUTPUT.line(f"{d.ref} {'may' if d.passed else 'may not'} move to {d.alias}")
     if not d.passed:
+        from labvault.services.registry.gates import unmet_gates
+
         raise CheckFailed(
-            f"{len(d.failed_gates)} of {len(d.gates)} gates unmet for {d.ref} -> {d.alias}",
+            f"{len(d.failed_gates)} of {len(d.gates)} gates unmet for {d.ref} -> {d.alias}: {unmet_gates(d.gates)}",
             hint="see the table above (or --json) for the measured values",
         )
 
@@ -181,11 +199,13 @@ def unset(
     message: str | None = typer.Option(None, "--message", "-m", help="The reason, kept in the history."),
     json_output: bool = JSON,
 ) -> None:
-    """Remove an alias (audited; its history is kept)."""
+    """Remove an alias (audited; its history is kept). An alias that is not set: exit 0, nothing recorded."""
     with open_vault() as vault:
         d = vault.registry.unset_alias(name, alias, reason=message)
     if json_output:
         print_json(decision_json(d))
+    elif not d.moved:
+        OUTPUT.line(f"{d.ref}@{alias} is already unset; nothing to do")
     else:
         OUTPUT.line(f"{alias}: {d.before} -> unset  (audit event #{d.audit_seq})")
 

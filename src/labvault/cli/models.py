@@ -80,7 +80,9 @@ def register(
 ) -> None:
     """Register an immutable version: 0.1.0 first, then the next patch unless --version/--bump say.
 
-    Identical content under an existing version is a no-op; different content is exit 4.
+    Without --version/--bump, a model whose whole version tree (files and source run) is the highest
+    live version's prints that version and exits 0. Identical content under an existing version is a
+    no-op; different content is exit 4.
     """
     with open_vault() as vault:
         found, created = vault.registry.register(
@@ -153,10 +155,12 @@ def show(
     json_output: bool = JSON,
 ) -> None:
     """Show a model (versions, aliases) or one version (files, metrics, source, notes)."""
+    from labvault.errors import ValidationError
     from labvault.refs import ModelRef, parse_ref
 
     parsed = parse_ref(ref, expect=ModelRef)
-    assert isinstance(parsed, ModelRef)
+    if not isinstance(parsed, ModelRef):  # parse_ref refused the other forms already; this narrows the type
+        raise ValidationError(f"expected PROJECT/MODEL[@VERSION|ALIAS], got {ref!r}")
     with open_vault() as vault:
         if parsed.version is None:
             found = vault.registry.versions(parsed.name, include_archived=True)

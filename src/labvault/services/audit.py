@@ -1,14 +1,17 @@
 """The audit log: append-only events, each hash-chained to the one before it.
 
 Each event stores ``hash = sha256(canonical JSON of {seq, at, actor, action, subject, before, after,
-policy_hash, details, prev_hash})``. The head of the chain (last seq and hash) is kept twice outside
-the events table: in the ``vault_meta`` row that appends lock (same transaction as the event), and
-in ``<vault>/audit-head``, a one-line file rewritten in place (one small write) after each commit.
-``verify`` re-hashes the whole chain and compares its end with both, so an edited, deleted or
-truncated history is caught.
+policy_hash, details, prev_hash})``, with ``details`` exactly the canonical JSON text stored in its
+column: ``verify`` hashes the stored text, so a byte changed there is caught even when it decodes to
+the same value. The head of the chain (last seq and hash) is kept twice outside the events table: in
+the ``vault_meta`` row that appends lock (same transaction as the event), and in ``<vault>/audit-head``,
+a one-line file rewritten in place after each commit.
 
-The head file may lag one commit behind after a crash between the commit and the file write; verify
-accepts a head file that names an event of the chain and reports the lag as a note.
+The head file lags at most one event: a crash between a commit and the file write leaves it one
+behind, and the next append first brings it up to the database head (under the head row's lock) before
+it adds its own event. A writer only moves the file forward from a head that is still an event of the
+chain, so a history rewritten behind labvault's back stays visible after later appends. ``verify``
+re-hashes the chain and compares its end with both heads (and with a head kept elsewhere, ``against``).
 """
 
 from __future__ import annotations
@@ -17,17 +20,19 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from labvault.entities import AuditEvent, AuditReport, format_time, json_safe, utcnow
-from labvault.errors import StorageError
+from labvault.errors import StorageError, ValidationError
 from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos import audit as repo
 from labvault.storage.meta.store import Connection, MetaStore
 
-__all__ = ["AuditLog", "canonical_json", "event_hash"]
+__all__ = ["AuditLog", "canonical_json", "event_hash", "parse_anchor", "stored_hash"]
 
 HEAD_FILE = "audit-head"
 _RECORD = 96  # bytes: "<seq> sha256:<64 hex>" padded, one write, far below a sector
@@ -42,8 +47,12 @@ def _dumps(doc: Any) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _hashed_doc(event: AuditEvent) -> dict[str, Any]:
-    return {
+_HASHED = sorted(("seq", "at", "actor", "action", "subject", "before", "after", "policy_hash", "details", "prev_hash"))
+
+
+def _hashed_text(event: AuditEvent, details_text: str) -> str:
+    """The canonical JSON that is hashed, with ``details_text`` placed as it is (the stored bytes)."""
+    fields: dict[str, Any] = {
         "seq": event.seq,
         "at": format_time(event.at),
         "actor": event.actor,
@@ -52,13 +61,19 @@ def _hashed_doc(event: AuditEvent) -> dict[str, Any]:
         "before": event.before,
         "after": event.after,
         "policy_hash": event.policy_hash,
-        "details": event.details,
         "prev_hash": event.prev_hash,
     }
+    return "{" + ",".join(f'"{k}":' + (details_text if k == "details" else _dumps(fields[k])) for k in _HASHED) + "}"
+
+
+def stored_hash(event: AuditEvent, details_text: str) -> str:
+    """The hash of an event as stored: its columns and the ``details`` text exactly as read back."""
+    return hashlib.sha256(_hashed_text(event, details_text).encode()).hexdigest()
 
 
 def event_hash(event: AuditEvent) -> str:
-    return hashlib.sha256(canonical_json(_hashed_doc(event)).encode()).hexdigest()
+    """The hash of an event whose ``details`` are written as canonical JSON (as ``append`` stores them)."""
+    return stored_hash(event, canonical_json(event.details))
 
 
 class AuditLog:
@@ -69,8 +84,17 @@ class AuditLog:
 
     def lock(self, conn: Connection) -> tuple[int, str]:
         """Take the chain head lock now (callers lock it first, so writers lock in one order);
-        pass what it returns to :meth:`append` as ``head``."""
-        return repo.lock_head(conn)
+        pass what it returns to :meth:`append` as ``head``.
+
+        Before anything is appended, the head file is brought up to the database head: an earlier
+        writer that committed but died before writing the file left it one event behind, and this
+        keeps it from falling two behind.
+        """
+        head = repo.lock_head(conn)
+        if head[0] > 0:
+            # Almost always the file already names this head (its writer published it).
+            self._advance(head, vouched=lambda seq, digest: repo.hash_at(conn, seq) == digest, unless_current=True)
+        return head
 
     def append(
         self,
@@ -106,31 +130,57 @@ class AuditLog:
             prev_hash=prev,
             hash="",
         )
-        # The details were made canonical above and the other fields are strings, integers or None:
-        # the same bytes as event_hash, without walking the details again.
-        digest = hashlib.sha256(_dumps(_hashed_doc(event)).encode()).hexdigest()
-        event = dataclasses.replace(event, hash=digest)
+        # The hash covers the details text as stored, so verify can hash what it reads back.
+        event = dataclasses.replace(event, hash=stored_hash(event, details_json))
         repo.insert_event(conn, event, details_json)
-        repo.set_head(conn, event.seq, digest)
+        repo.set_head(conn, event.seq, event.hash)
         return event
 
     def publish(self, event: AuditEvent | None) -> None:
-        """Record the chain head in the head file, never moving it backwards.
+        """Record the chain head in the head file after the event's commit.
 
-        The record is one fixed-width line rewritten in place by a single write far smaller than a
-        disk sector, under an exclusive lock: a reader (holding the lock shared) sees the old or
-        the new head, never a mix. No fsync: the database commit is the durable record and this
-        file a cross-check that verify allows to lag behind it.
+        The file moves forward only from the event this one chains to (or from nothing): a head file
+        naming anything else is evidence of a rewritten history and is left as it is for verify.
         """
         if event is None:
             return
-        record = f"{event.seq} sha256:{event.hash}".ljust(_RECORD - 1).encode() + b"\n"
+        self._advance(
+            (event.seq, event.hash), vouched=lambda seq, digest: (seq, digest) == (event.seq - 1, event.prev_hash)
+        )
+
+    def _says(self, record: bytes) -> bool:
+        """Whether the head file holds ``record``, read without the lock: a read that meets a write
+        in progress differs from any whole record, and the caller then takes the locked path."""
+        try:
+            fd = os.open(self.head_path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            return os.pread(fd, _RECORD, 0) == record
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def _advance(
+        self, head: tuple[int, str], *, vouched: Callable[[int, str], bool], unless_current: bool = False
+    ) -> None:
+        """Rewrite the head file to ``head`` if it is missing, or behind and ``vouched(seq, hash)``.
+
+        The record is one fixed-width line rewritten in place by a single write far smaller than a
+        disk sector, under an exclusive lock: a reader (holding the lock shared) sees the old or the
+        new head, never a mix. No fsync: the database commit is the durable record.
+        """
+        seq, digest = head
+        record = f"{seq} sha256:{digest}".ljust(_RECORD - 1).encode() + b"\n"
+        if unless_current and self._says(record):
+            return
         try:
             with file_lock(self._lock_path, timeout=60, what="the audit head file"):
                 fd = os.open(self.head_path, os.O_RDWR | os.O_CREAT, 0o644)
                 try:
                     current = _parse_head_file(os.pread(fd, _RECORD, 0))
-                    if current is None or current[0] < event.seq:
+                    if current is None or (0 <= current[0] < seq and vouched(*current)):
                         os.pwrite(fd, record, 0)
                 finally:
                     os.close(fd)
@@ -162,78 +212,145 @@ class AuditLog:
                 )
             ]
 
-    def verify(self) -> AuditReport:
-        problems: list[str] = []
+    def verify(self, *, against: str | None = None) -> AuditReport:
+        """Re-hash the chain as stored and compare its end with both heads, and with ``against`` (a
+        head kept elsewhere: ``SEQ sha256:HEX``, ``sha256:HEX``, or a file holding one of them or the
+        JSON of ``audit verify --json``), which must name an event of the chain."""
+        anchor = parse_anchor(against) if against is not None else None
+        problems: list[tuple[int, str]] = []
         notes: list[str] = []
-        first_bad: int | None = None
         expected_seq = 1
         prev = repo.GENESIS_HASH
-        count = 0
-        last: AuditEvent | None = None
-
-        def bad(seq: int, text: str) -> None:
-            nonlocal first_bad
-            problems.append(text)
-            if first_bad is None:
-                first_bad = seq
-
-        # The file first: it is written after each commit, so it can only be behind what is read next.
-        file_head = self._read_head_file()
-        file_hash: str | None = repo.GENESIS_HASH if file_head is not None and file_head[0] == 0 else None
-        with self._meta.read() as conn:
-            # Shared lock on the head row (PostgreSQL): appends wait, so the head and the events agree.
+        hashes: dict[int, str] = {}
+        # A write transaction (BEGIN IMMEDIATE on SQLite; the head row's share lock on PostgreSQL):
+        # appends wait, so the events, the database head and the head file are read at one moment,
+        # and the file can only lag an append that committed and has not written it yet.
+        with self._meta.transaction() as conn:
             db_head = repo.read_head(conn, share_lock=True)
-            for event, _raw in repo.iter_events(conn):
-                count += 1
-                if file_head is not None and event.seq == file_head[0]:
-                    file_hash = event.hash
+            file_head = self._read_head_file()
+            for event, raw in repo.iter_events(conn):
+                hashes[event.seq] = event.hash
                 label = f"event #{event.seq} ({event.action} {event.subject})"
                 if event.seq != expected_seq:
                     missing = (
                         f"#{expected_seq}" if event.seq == expected_seq + 1 else f"#{expected_seq}..#{event.seq - 1}"
                     )
-                    bad(expected_seq, f"event {missing} is missing: deleted from the history")
+                    problems.append((expected_seq, f"event {missing} is missing: deleted from the history"))
                 if event.prev_hash != prev:
-                    bad(event.seq, f"{label} does not chain to the event before it")
-                if event_hash(event) != event.hash:
-                    bad(event.seq, f"{label} was altered: its hash does not match its content")
+                    problems.append((event.seq, f"{label} does not chain to the event before it"))
+                if stored_hash(event, raw) != event.hash:
+                    problems.append((event.seq, f"{label} was altered: its hash does not match its stored content"))
                 prev = event.hash
                 expected_seq = event.seq + 1
-                last = event
-        last_seq, last_hash = (last.seq, last.hash) if last else (0, repo.GENESIS_HASH)
+        count = len(hashes)
+        last_seq = max(hashes, default=0)
+        last_hash = hashes.get(last_seq, repo.GENESIS_HASH)
+        hashes.setdefault(0, repo.GENESIS_HASH)
         if db_head is None:
-            bad(last_seq, "the chain head record in the database is missing")
+            problems.append((last_seq, "the chain head record in the database is missing"))
         elif db_head != (last_seq, last_hash):
             if db_head[0] > last_seq:
-                bad(
-                    last_seq + 1,
-                    f"history truncated: the database head records event #{db_head[0]}, the log ends at #{last_seq}",
-                )
+                text = f"history truncated: the database head records event #{db_head[0]}, the log ends at #{last_seq}"
+                problems.append((last_seq + 1, text))
             else:
-                bad(db_head[0], f"the database head (event #{db_head[0]}) does not match the log's end")
-        if file_head is None:
-            if last_seq > 0:
-                bad(last_seq, f"the head file {self.head_path.name} is missing")
-        elif file_head[0] < 0:
-            bad(last_seq, f"the head file {self.head_path.name} is unreadable")
-        elif file_head[0] > last_seq:
-            bad(
-                last_seq + 1,
-                f"history truncated: the head file records event #{file_head[0]}, the log ends at #{last_seq}",
-            )
-        else:
-            if file_hash != file_head[1]:
-                bad(file_head[0], f"event #{file_head[0]} differs from the one the head file recorded")
-            elif file_head[0] < last_seq:
-                notes.append(f"the head file lags at event #{file_head[0]} (an interrupted write); the chain is intact")
+                problems.append((db_head[0], f"the database head (event #{db_head[0]}) does not match the log's end"))
+        problems.extend(self._check_head_file(file_head, hashes, last_seq, notes))
+        if anchor is not None:
+            problems.extend(_check_anchor(anchor, hashes, last_seq, notes))
+        problems.sort(key=lambda p: p[0])
         return AuditReport(
             ok=not problems,
             events=count,
-            head=f"sha256:{last_hash}" if last else None,
-            problems=tuple(problems),
-            first_bad=first_bad,
+            head=f"sha256:{last_hash}" if last_seq else None,
+            problems=tuple(text for _, text in problems),
+            first_bad=problems[0][0] if problems else None,
             notes=tuple(notes),
         )
+
+    def _check_head_file(
+        self, file_head: tuple[int, str] | None, hashes: dict[int, str], last_seq: int, notes: list[str]
+    ) -> list[tuple[int, str]]:
+        name = self.head_path.name
+        if file_head is None:
+            return [(last_seq, f"the head file {name} is missing")] if last_seq > 0 else []
+        seq, digest = file_head
+        if seq < 0:
+            return [(last_seq, f"the head file {name} is unreadable")]
+        if seq > last_seq:
+            return [
+                (last_seq + 1, f"history truncated: the head file records event #{seq}, the log ends at #{last_seq}")
+            ]
+        if hashes.get(seq) != digest:
+            return [(seq, f"event #{seq} differs from the one the head file recorded")]
+        if seq == last_seq - 1:
+            notes.append(f"the head file lags one event, at #{seq} (an interrupted write); the chain is intact")
+        elif seq < last_seq:
+            return [
+                (
+                    seq + 1,
+                    f"the head file records event #{seq}, {last_seq - seq} events before the log's end (#{last_seq}); "
+                    f"it lags at most one: events #{seq + 1}..#{last_seq} were written behind labvault's back, "
+                    "or the head file was rewritten",
+                )
+            ]
+        return []
+
+
+def _check_anchor(
+    anchor: tuple[int | None, str], hashes: dict[int, str], last_seq: int, notes: list[str]
+) -> list[tuple[int, str]]:
+    seq, digest = anchor
+    shown = f"sha256:{digest[:12]}"
+    if seq is None:
+        found = [s for s, h in hashes.items() if h == digest and s > 0]
+        if not found:
+            return [(1, f"the anchored head {shown} is not an event of the chain: the history was rewritten")]
+        seq = found[0]
+    elif seq > last_seq:
+        return [
+            (last_seq + 1, f"history truncated: the anchored head records event #{seq}, the log ends at #{last_seq}")
+        ]
+    elif hashes.get(seq) != digest:
+        return [(seq, f"event #{seq} differs from the anchored head {shown}: the history up to it was rewritten")]
+    notes.append(f"events #1..#{seq} match the anchored head {shown}")
+    return []
+
+
+_ANCHOR_RE = re.compile(r"^(?:(\d+)[ :])?\s*(?:sha256:)?([0-9a-f]{64})$")
+
+
+def parse_anchor(text: str) -> tuple[int | None, str]:
+    """``SEQ sha256:HEX`` (the head file's line), ``SEQ:HEX``, ``sha256:HEX``, or a file holding one of
+    them or the JSON document of ``audit verify --json`` -> ``(seq or None, hex)``."""
+    value = text.strip()
+    if not _ANCHOR_RE.match(value.lower()):
+        path = Path(value)
+        try:
+            if path.is_file() and path.stat().st_size <= 1 << 20:
+                value = path.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+        if value.startswith("{"):
+            value = _anchor_from_json(value)
+    m = _ANCHOR_RE.match(value.lower())
+    if m is None:
+        raise ValidationError(
+            f"{text!r} is not an audit head",
+            hint="give `SEQ sha256:HEX` (the audit-head file's line), `sha256:HEX` "
+            "(the head of `labvault audit verify --json`), or a file holding one of them",
+        )
+    return (int(m.group(1)) if m.group(1) else None), m.group(2)
+
+
+def _anchor_from_json(text: str) -> str:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(doc, dict) or not isinstance(doc.get("head"), str):
+        return text
+    events = doc.get("events")
+    return f"{events} {doc['head']}" if isinstance(events, int) and doc.get("ok") is True else doc["head"]
 
 
 def _parse_head_file(data: bytes) -> tuple[int, str] | None:

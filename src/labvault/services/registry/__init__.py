@@ -111,5 +111,6 @@ class Registry(RegistryContext):
     history = _aliases.history
 
     # -- audit --------------------------------------------------------------------------------
-    def verify_audit(self) -> AuditReport:
-        return self.audit.verify()
+    def verify_audit(self, *, against: str | None = None) -> AuditReport:
+        """Re-hash the audit chain; ``against`` is a head kept elsewhere that must be an event of it."""
+        return self.audit.verify(against=against)

@@ -13,11 +13,12 @@ from labvault.entities import AliasMove, Decision, ModelVersion, utcnow
 from labvault.errors import CheckFailed, Conflict, NotFound, ValidationError
 from labvault.refs import validate_name
 from labvault.services.registry.context import RegistryContext
-from labvault.services.registry.gates import AliasState, evaluate_gates
+from labvault.services.registry.gates import AliasState, evaluate_gates, unmet_gates
 from labvault.services.registry.policy import AliasPolicy, PolicyFile
 from labvault.services.registry.read import resolve, resolve_in
 from labvault.services.registry.register import parse_model_name
 from labvault.storage.meta.repos import registry as repo
+from labvault.storage.meta.repos import registry_history as history_repo
 from labvault.storage.meta.repos.object_refs import add_refs
 from labvault.storage.meta.store import Connection
 
@@ -28,10 +29,10 @@ class PromotionRefused(CheckFailed):
     """The alias's policy said no; ``decision`` holds every gate with its measured value."""
 
     def __init__(self, decision: Decision) -> None:
-        unmet = "; ".join(f"{g.gate} {g.name}: {g.detail}" for g in decision.failed_gates)
         super().__init__(
-            f"{decision.ref} was not promoted to {decision.alias}: {unmet}",
-            hint=f"see every gate with `labvault models check {decision.ref} --for {decision.alias}`",
+            f"{decision.ref} was not promoted to {decision.alias}: unmet gates: {unmet_gates(decision.gates)}",
+            hint=f"the refusal is in `labvault audit log`; see every gate with "
+            f"`labvault models check {decision.ref} --for {decision.alias}`",
         )
         self.decision = decision
 
@@ -53,7 +54,7 @@ def _read_state(
         states = repo.alias_states(conn, mid, names)
         current_id, current, lock = states.get(alias, (None, None, 0))
         _, from_current, from_lock = states.get(from_alias or "", (None, None, 0))
-        approvers = tuple(repo.approvers(conn, vid, alias)) if approvals else ()
+        approvers = tuple(history_repo.approvers(conn, vid, alias)) if approvals else ()
     return version, AliasState(
         model_id=mid,
         version_id=vid,
@@ -154,7 +155,7 @@ def promote(
         if outputs:
             add_refs(conn, f"audit:{event.seq}", outputs)  # type: ignore[arg-type]
         if action == "promote":
-            repo.insert_move(
+            history_repo.insert_move(
                 conn,
                 model_id=state.model_id,
                 alias=alias,
@@ -213,18 +214,14 @@ def _model(conn: Connection, name: str) -> tuple[int, str]:
 def approve(ctx: RegistryContext, ref: str, alias: str, *, message: str | None = None) -> bool:
     """Record the acting user's approval of a version for an alias; False if they had already."""
     validate_name(alias, what="alias")
-    version = resolve(ctx, ref)
-    _usable(version, alias)
     actor = ctx.user()
     event = None
     with ctx.meta.transaction() as conn:
         head = ctx.audit.lock(conn)
-        mid = repo.model_id(conn, version.project, version.model)
-        assert mid is not None
-        row = repo.version_row(conn, mid, version.version)
-        assert row is not None
+        _, version_id, version = resolve_in(conn, ref)
+        _usable(version, alias)
         now = utcnow()
-        if repo.add_approval(conn, row[0], alias, actor=actor, now=now, message=message):
+        if history_repo.add_approval(conn, version_id, alias, actor=actor, now=now, message=message):
             event = ctx.audit.append(
                 conn,
                 actor=actor,
@@ -250,17 +247,15 @@ def archive(ctx: RegistryContext, ref: str, *, reason: str | None = None) -> tup
     actor = ctx.user()
     with ctx.meta.transaction() as conn:
         head = ctx.audit.lock(conn)
-        mid = repo.model_id(conn, version.project, version.model)
-        assert mid is not None
-        row = repo.version_row(conn, mid, version.version)
-        assert row is not None
-        if row[1].aliases:
+        _, version_id, version = resolve_in(conn, parsed)
+        pointing = repo.aliases_on(conn, version_id)
+        if pointing:
             raise Conflict(
-                f"{version.ref} is what {', '.join(row[1].aliases)} point(s) at; it cannot be archived",
+                f"{version.ref} is what {', '.join(pointing)} point(s) at; it cannot be archived",
                 hint="move or unset those aliases first",
             )
         now = utcnow()
-        repo.archive_version(conn, row[0], actor=actor, now=now)
+        repo.archive_version(conn, version_id, actor=actor, now=now)
         event = ctx.audit.append(
             conn,
             actor=actor,
@@ -282,7 +277,7 @@ def history(ctx: RegistryContext, name: str, alias: str | None = None) -> list[A
         validate_name(alias, what="alias")
     with ctx.meta.read() as conn:
         mid, label = _model(conn, name)
-        moves = repo.list_moves(conn, mid, alias)
+        moves = history_repo.list_moves(conn, mid, alias)
     if alias is not None and not moves:
         raise NotFound(f"{label} has no alias {alias!r}", hint=f"see its aliases with `labvault models show {label}`")
     return moves

@@ -17,7 +17,7 @@ from labvault.services.registry.context import RegistryContext
 from labvault.services.registry.policy import AliasPolicy
 from labvault.services.registry.read import cached_copy, read_metrics
 
-__all__ = ["AliasState", "evaluate_gates"]
+__all__ = ["AliasState", "evaluate_gates", "unmet_gates"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,3 +152,40 @@ def _check_gates(ctx: RegistryContext, version: ModelVersion, policy: AliasPolic
             )
         )
     return out
+
+
+# A missed threshold, said the other way round: "auc >= 0.9" missed reads "auc (0.85 < 0.9)".
+_MISSED = {">=": "<", ">": "<=", "<=": ">", "<": ">=", "==": "!=", "!=": "=="}
+
+
+def unmet_gates(gates: tuple[GateResult, ...] | list[GateResult]) -> str:
+    """The failed gates in one line, each with its reason: ``rollback_plan (no previous version),
+    drift (max PSI 0.31 > 0.2)``."""
+    return ", ".join(_why(g) for g in gates if not g.passed)
+
+
+def _why(g: GateResult) -> str:
+    measured = g.measured
+    limit = str(g.threshold).removeprefix("<= ")
+    if g.gate == "from":
+        return f"from ({g.name} points at {measured or 'nothing'})"
+    if g.gate == "approvals":
+        return f"approvals ({measured} of {g.threshold})"
+    if g.gate == "rollback_plan":
+        return "rollback_plan (no previous version)"
+    if g.gate == "metric":
+        value = _number(measured)
+        op, _, number = str(g.threshold).partition(" ")
+        if value is None or math.isnan(value):
+            return f"metric {g.name} ({g.detail.removeprefix(f'metric {g.name} is ') if value is None else 'NaN'})"
+        return f"metric {g.name} ({value:g} {_MISSED.get(op, 'misses ' + op)} {number})"
+    if g.gate == "drift" and isinstance(measured, int | float):
+        what = {"max_psi": "max PSI", "max_record_change": "record change"}.get(g.name, g.name)
+        return f"drift ({what} {measured:.3g} > {limit})"
+    if g.gate == "drift" and g.name == "schema":
+        return "drift (schema changed)"
+    if g.gate == "drift":
+        return f"drift ({g.detail})"
+    if g.gate == "check":
+        return f"check {g.name} ({g.detail.rsplit(' (', 1)[0]})"
+    return f"{g.gate} {g.name} ({g.detail})"

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from labvault.entities import Decision, utcnow
-from labvault.errors import NotFound
+from labvault.errors import Conflict, NotFound
 from labvault.refs import validate_name
 from labvault.services.registry.aliases import _model, _usable
 from labvault.services.registry.context import RegistryContext
 from labvault.storage.meta.repos import registry as repo
+from labvault.storage.meta.repos import registry_history as history_repo
 from labvault.storage.meta.store import Connection
 
 __all__ = ["rollback", "unset"]
@@ -25,22 +26,22 @@ def rollback(ctx: RegistryContext, name: str, alias: str, *, reason: str | None 
         mid, label = _model(conn, name)
         current_id, lock = repo.alias_row(conn, mid, alias, for_update=True)
         stack: list[int | None] = []
-        for action, to_id in repo.move_targets(conn, mid, alias):
+        for action, to_id in history_repo.move_targets(conn, mid, alias):
             if action == "rollback":
-                stack.pop()
+                if stack:
+                    stack.pop()
             else:
                 stack.append(to_id)
         if current_id is None and not stack:
             raise NotFound(
                 f"{label} has no alias {alias!r}", hint=f"see its aliases with `labvault models show {label}`"
             )
-        if len(stack) < 2 or stack[-2] is None:
+        target_id = stack[-2] if len(stack) >= 2 else None
+        if target_id is None:
             raise NotFound(
                 f"{label}@{alias} has no earlier version to roll back to",
                 hint=f"see its moves with `labvault models history {label} {alias}`",
             )
-        target_id = stack[-2]
-        assert target_id is not None
         target = repo.version_by_id(conn, target_id)
         _usable(target, alias)
         before = repo.version_by_id(conn, current_id).version if current_id is not None else None
@@ -67,6 +68,7 @@ def rollback(ctx: RegistryContext, name: str, alias: str, *, reason: str | None 
 
 
 def unset(ctx: RegistryContext, name: str, alias: str, *, reason: str | None = None) -> Decision:
+    """Remove ``alias`` (audited); an alias that is not set is a no-op (action ``noop``, no event)."""
     validate_name(alias, what="alias")
     actor = ctx.user()
     policy_hash = ctx.policy_hash()
@@ -75,9 +77,8 @@ def unset(ctx: RegistryContext, name: str, alias: str, *, reason: str | None = N
         mid, label = _model(conn, name)
         current_id, lock = repo.alias_row(conn, mid, alias, for_update=True)
         if current_id is None:
-            raise NotFound(
-                f"{label} has no alias {alias!r}", hint=f"see its aliases with `labvault models show {label}`"
-            )
+            # Nothing to remove: the outcome the caller asked for already holds, and nothing is recorded.
+            return Decision(label, alias, "noop", False, None, None, (), policy_hash)
         before = repo.version_by_id(conn, current_id).version
         event = _record_move(
             ctx,
@@ -122,7 +123,12 @@ def _record_move(
 ) -> Any:
     """Move an alias without gates, in the caller's transaction, with its audit event and history row."""
     now = utcnow()
-    repo.move_alias(conn, model_id, alias, version_id=to_id, expected_lock=lock, actor=actor, now=now)
+    if not repo.move_alias(conn, model_id, alias, version_id=to_id, expected_lock=lock, actor=actor, now=now):
+        # The row was read under lock in this transaction, so only a writer ignoring the lock gets here.
+        raise Conflict(
+            f"{label}@{alias} moved meanwhile; nothing was changed",
+            hint=f"check where it points now with `labvault models show {label}`, then retry",
+        )
     event = ctx.audit.append(
         conn,
         actor=actor,
@@ -135,7 +141,7 @@ def _record_move(
         now=now,
         head=head,
     )
-    repo.insert_move(
+    history_repo.insert_move(
         conn,
         model_id=model_id,
         alias=alias,

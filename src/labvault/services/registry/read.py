@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -30,9 +31,11 @@ def _model_id(conn: Any, ref: ModelRef) -> int:
 
 
 def resolve(ctx: RegistryContext, text: str | ModelRef) -> ModelVersion:
-    """``project/model@version`` or ``@alias`` -> the registered version (archived ones included)."""
+    """``project/model@version`` or ``@alias`` -> the registered version (archived ones included),
+    with every alias that points at it."""
     with ctx.meta.read() as conn:
-        return resolve_in(conn, text)[2]
+        _, version_id, version = resolve_in(conn, text)
+        return dataclasses.replace(version, aliases=repo.aliases_on(conn, version_id))
 
 
 def resolve_in(conn: Any, text: str | ModelRef) -> tuple[int, int, ModelVersion]:

@@ -37,7 +37,8 @@ _Content = runlink.ArtifactContent
 
 def parse_model_name(text: str) -> ModelRef:
     ref = parse_ref(text, expect=ModelRef)
-    assert isinstance(ref, ModelRef)
+    if not isinstance(ref, ModelRef):
+        raise ValidationError(f"{text!r} is not a model reference", hint="write project/model[@version|alias]")
     return ref
 
 
@@ -100,7 +101,9 @@ def register_version(
     """Register content as ``name@version``; returns ``(version, created)``.
 
     Identical content under an existing version is a no-op (``created`` False); different content
-    under an existing version raises :class:`Conflict`: version numbers are never reused.
+    under an existing version raises :class:`Conflict`: version numbers are never reused. Without
+    ``version`` and ``bump``, a tree identical to the highest live version's, from the same run, is
+    that version (``created`` False).
     """
     ref = parse_model_name(name)
     if ref.version is not None:
@@ -132,9 +135,10 @@ def register_version(
             content = _from_path(ctx, path)
             if source is not None:
                 runlink.check_recorded_output(ctx, source, path, content.files, allow_modified, content.notes)
-        else:
-            assert source is not None
+        elif source is not None:
             content = runlink.artifact_content(ctx, source, artifact)
+        else:  # refused above: there is a path or a run
+            raise ValidationError("nothing to register", hint="give the model's folder, or --from run:ID")
         generated = runlink.generated_files(ctx, source, content.files, content.notes)
         if source is not None:
             content.source["run"] = source.ref
@@ -145,7 +149,19 @@ def register_version(
 
     for _ in range(_RETRIES):
         outcome = _commit(
-            ctx, ref, chosen, root, inner, size, files, content, notes, message, expected=expected, auto=version is None
+            ctx,
+            ref,
+            chosen,
+            root,
+            inner,
+            size,
+            files,
+            content,
+            notes,
+            message,
+            expected=expected,
+            auto=version is None,
+            reuse_live=version is None and bump is None,
         )
         if not isinstance(outcome, _Taken):
             return outcome
@@ -192,8 +208,13 @@ def _commit(
     *,
     expected: str | None,
     auto: bool,
+    reuse_live: bool,
 ) -> tuple[ModelVersion, bool] | _Taken:
-    """One transaction: the version row, its object refs and its audit event."""
+    """One transaction: the version row, its object refs and its audit event.
+
+    With ``reuse_live`` (no --version, no --bump), a tree identical to the highest live version's,
+    from the same run, is that version: nothing is written, as ``data add`` does for unchanged data.
+    """
     actor = ctx.user()
     label = f"{ref.name}@{version}"
     with ctx.meta.transaction() as conn:
@@ -205,6 +226,10 @@ def _commit(
             mid, highest = repo.ensure_model(conn, ref.project, ref.model, actor=actor, now=now), None
         else:
             mid, highest = found
+            if reuse_live:
+                live = repo.highest_live_version(conn, mid)
+                if live is not None and live.content == inner and live.run_id == content.run_id:
+                    return live, False
         if auto:
             # ``version`` is the next one after ``expected``: free as long as nothing is above ``expected``.
             if highest != expected:

@@ -9,7 +9,7 @@ from labvault.entities import ColumnDrift, DataDiff, Snapshot, TabularChange
 from labvault.refs import Digest
 from labvault.services.snapshots.drift import CategoricalStats, NumericStats, psi, top_changes
 from labvault.services.snapshots.tabular import iter_rows
-from labvault.storage.objects.tree import TreeEntry, decode_tree
+from labvault.storage.objects.tree import TreeEntry, decode_tree, entry_digest
 
 if TYPE_CHECKING:
     from labvault.services.snapshots.service import DataService
@@ -30,9 +30,7 @@ def _walk(svc: DataService, a: dict[str, TreeEntry], b: dict[str, TreeEntry], pr
         if ea is not None and eb is not None and ea.type == eb.type:
             if ea.type == "dir":
                 if ea.digest != eb.digest:  # equal subtrees are never opened
-                    assert ea.digest is not None
-                    assert eb.digest is not None
-                    _walk(svc, _entries(svc, ea.digest), _entries(svc, eb.digest), path + "/", out)
+                    _walk(svc, _entries(svc, entry_digest(ea)), _entries(svc, entry_digest(eb)), path + "/", out)
             elif ea.digest != eb.digest or ea.target != eb.target:
                 out["modified"].append(path)
                 if ea.type == "file" and ea.extra.get("schema") is not None and eb.extra.get("schema") is not None:
@@ -42,10 +40,9 @@ def _walk(svc: DataService, a: dict[str, TreeEntry], b: dict[str, TreeEntry], pr
             if entry is None:
                 continue
             if entry.type == "dir":
-                assert entry.digest is not None
                 sub: dict[str, Any] = {"added": [], "removed": [], "modified": [], "tabular": []}
                 empty: dict[str, TreeEntry] = {}
-                below = _entries(svc, entry.digest)
+                below = _entries(svc, entry_digest(entry))
                 _walk(svc, below if side == "removed" else empty, below if side == "added" else empty, path + "/", sub)
                 out[side].extend(sub[side])
             else:
@@ -58,9 +55,8 @@ def _is_numeric(kind: str | None) -> bool:
 
 def _stats(svc: DataService, path: str, entry: TreeEntry, columns: list[str], numeric: set[str]) -> list[Any]:
     stats: list[Any] = [NumericStats() if c in numeric else CategoricalStats() for c in columns]
-    assert entry.digest is not None
     name = path.rsplit("/", 1)[-1]
-    with svc.objects.open(entry.digest, verify=True) as raw:
+    with svc.objects.open(entry_digest(entry), verify=True) as raw:
         for row in iter_rows(name, raw, columns):
             for s, v in zip(stats, row, strict=True):
                 s.add(v)

@@ -19,7 +19,7 @@ from typing import Any
 
 from labvault.refs import Digest
 from labvault.storage.objects.protocol import ObjectStore
-from labvault.storage.objects.tree import decode_tree
+from labvault.storage.objects.tree import decode_tree, entry_digest
 
 __all__ = ["FlatTree", "load_flat", "save_flat"]
 
@@ -91,14 +91,12 @@ def _walk(objects: ObjectStore, root: Digest) -> FlatTree:
         for e in decode_tree(objects.get_bytes(digest, verify=True), digest=digest):
             path = prefix + e.name
             if e.type == "file":
-                assert e.digest is not None
-                files[path] = (e.digest.hex, e.size, e.extra or None)
+                files[path] = (entry_digest(e).hex, e.size, e.extra or None)
             elif e.type == "link":
                 links[path] = e.target or ""
             else:
-                assert e.digest is not None
                 dirs.append(path)
-                stack.append((path + "/", e.digest))
+                stack.append((path + "/", entry_digest(e)))
     return FlatTree.from_files(files, links, dirs)
 
 

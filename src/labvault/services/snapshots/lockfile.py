@@ -67,8 +67,12 @@ def read_lock(root: Path) -> dict[str, LockEntry]:
         out = {}
         for key, raw in doc["datasets"].items():
             ref = parse_ref(raw["ref"], expect=DataRef)
-            assert isinstance(ref, DataRef)
-            if ref.version is None or ".." in PurePosixPath(key).parts or key.startswith("/"):
+            if (
+                not isinstance(ref, DataRef)
+                or ref.version is None
+                or ".." in PurePosixPath(key).parts
+                or key.startswith("/")
+            ):
                 raise ValueError(f"bad entry {key!r}")
             out[key] = LockEntry(key, ref, Digest(raw["content_hash"].removeprefix("sha256:")), raw["kind"])
         return out

@@ -208,7 +208,8 @@ class DataService:
         from labvault.storage.meta.repos import snapshots as repo
 
         parsed = parse_ref(ref, expect=DataRef) if isinstance(ref, str) else ref
-        assert isinstance(parsed, DataRef)
+        if not isinstance(parsed, DataRef):
+            raise ValidationError(f"expected data:<name>@<version>, got {ref!r}")
         with self.meta.read() as conn:
             found = repo.get_snapshot(conn, parsed.name, parsed.number)
             if found is None:

@@ -266,7 +266,8 @@ class RunRecords:
         with self.meta.transaction() as conn:
             self._require_open(conn, run_id)
             row = repo.run_row(conn, run_id)
-            assert row is not None
+            if row is None:  # _require_open found it in this same transaction
+                raise NotFound(f"no run {run_id}", hint="list runs with `labvault runs list`")
             current = json.loads(row.inputs)
             merged = current + [r for r in new if r not in current]
             repo.update_run(conn, run_id, inputs=json.dumps(merged))

@@ -35,7 +35,8 @@ class _Compiled:
 
     def __init__(self, statement: ClauseElement, dialect: Dialect, keys: Sequence[str] | None) -> None:
         compiled = statement.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
-        assert isinstance(compiled, SQLCompiler)
+        if not isinstance(compiled, SQLCompiler):
+            raise TypeError(f"{type(statement).__name__} does not compile to a SQL statement")
         self.sql = compiled.string
         if "POSTCOMPILE" in self.sql:
             raise ValueError("a statement with expanding parameters cannot be prepared")

@@ -141,7 +141,8 @@ class MetaStore:
     def migrate(self, *, lock_path: Path | None = None) -> None:
         """Bring the schema to the newest revision, under a lock so concurrent callers are safe."""
         if self.is_sqlite:
-            assert lock_path is not None
+            if lock_path is None:
+                raise ValueError("migrating a SQLite database needs lock_path")
             with file_lock(lock_path, timeout=120, what="the vault's database migration"):
                 self._migrate_locked()
         else:

@@ -23,7 +23,16 @@ from labvault.errors import IntegrityError, ValidationError
 from labvault.refs import Digest
 from labvault.storage.objects.protocol import ObjectStore
 
-__all__ = ["TREE_FORMAT", "TreeEntry", "decode_tree", "encode_scanned", "encode_tree", "iter_reachable", "put_tree"]
+__all__ = [
+    "TREE_FORMAT",
+    "TreeEntry",
+    "decode_tree",
+    "encode_scanned",
+    "encode_tree",
+    "entry_digest",
+    "iter_reachable",
+    "put_tree",
+]
 
 TREE_FORMAT = "labvault.tree/1"
 EntryType = Literal["file", "dir", "link"]
@@ -58,6 +67,13 @@ def encode_tree(entries: Iterable[TreeEntry]) -> bytes:
             raise ValidationError(f"invalid tree entry name {e.name!r}")
     doc = {"format": TREE_FORMAT, "entries": [e.to_json() for e in ordered]}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def entry_digest(entry: TreeEntry) -> Digest:
+    """A file or folder entry's digest (``decode_tree`` gives each one; a link has none)."""
+    if entry.digest is None:
+        raise IntegrityError(f"tree entry {entry.name!r} ({entry.type}) has no digest")
+    return entry.digest
 
 
 def decode_tree(data: bytes, *, digest: Digest | None = None) -> list[TreeEntry]:

@@ -17,7 +17,7 @@ from labvault.storage.meta.repos.registry import as_utc
 from labvault.storage.meta.tables.core import vault_meta
 from labvault.storage.meta.tables.registry import audit_events
 
-__all__ = ["HEAD_KEY", "insert_event", "iter_events", "lock_head", "read_head", "set_head"]
+__all__ = ["HEAD_KEY", "hash_at", "insert_event", "iter_events", "lock_head", "read_head", "set_head"]
 
 HEAD_KEY = "audit_head"
 GENESIS_HASH = "0" * 64
@@ -49,6 +49,15 @@ def read_head(conn: Connection, *, share_lock: bool = False) -> tuple[int, str] 
     stmt = sa.select(vault_meta.c.value).where(vault_meta.c.key == HEAD_KEY)
     row = conn.execute(stmt.with_for_update(read=True) if share_lock else stmt).first()
     return None if row is None else _parse_head(row[0])
+
+
+_HASH_AT = Prepared(sa.select(audit_events.c.hash).where(audit_events.c.seq == sa.bindparam("seq")))
+
+
+def hash_at(conn: Connection, seq: int) -> str | None:
+    """The stored hash of event ``seq``; None when there is no such event."""
+    row = _HASH_AT.first(conn, {"seq": seq})
+    return None if row is None else str(row[0])
 
 
 def set_head(conn: Connection, seq: int, digest: str) -> None:

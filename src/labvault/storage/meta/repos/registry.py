@@ -1,4 +1,5 @@
-"""Rows of the model registry <-> entities. Functions take a connection; they never commit."""
+"""Rows of the model registry <-> entities: models, versions, aliases (their move history and the
+approvals are in ``registry_history``). Functions take a connection; they never commit."""
 
 from __future__ import annotations
 
@@ -11,43 +12,39 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from labvault.entities import AliasMove, ModelVersion, RegisteredModel
+from labvault.entities import ModelVersion, RegisteredModel
+from labvault.errors import StorageError
 from labvault.refs import Digest
 from labvault.storage.meta.prepared import Prepared
 from labvault.storage.meta.tables.registry import (
-    registry_alias_moves,
     registry_aliases,
-    registry_approvals,
     registry_models,
     registry_versions,
 )
 
 __all__ = [
-    "add_approval",
     "alias_row",
     "alias_states",
     "aliases_of",
-    "approvers",
+    "aliases_on",
     "archive_version",
     "as_utc",
     "ensure_model",
     "find_version",
-    "insert_move",
+    "highest_live_version",
+    "insert_or_ignore",
     "insert_version",
     "list_models",
-    "list_moves",
     "list_versions",
     "model_and_highest",
     "model_id",
     "move_alias",
-    "move_targets",
     "version_by_id",
     "version_row",
 ]
 
-_V = registry_versions
-_A = registry_aliases
-_M = registry_alias_moves
+_VERSIONS = registry_versions
+_ALIASES = registry_aliases
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -57,7 +54,7 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _insert(conn: Connection, table: sa.Table) -> Any:
+def insert_or_ignore(conn: Connection, table: sa.Table) -> Any:
     """An INSERT that can say ON CONFLICT DO NOTHING on both SQLite and PostgreSQL."""
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
@@ -80,19 +77,20 @@ def ensure_model(conn: Connection, project: str, name: str, *, actor: str, now: 
     found = model_id(conn, project, name)
     if found is not None:
         return found
-    stmt = _insert(conn, registry_models).values(project=project, name=name, created_at=now, created_by=actor)
+    stmt = insert_or_ignore(conn, registry_models).values(project=project, name=name, created_at=now, created_by=actor)
     conn.execute(stmt.on_conflict_do_nothing(index_elements=["project", "name"]))
     found = model_id(conn, project, name)
-    assert found is not None
+    if found is None:
+        raise StorageError(f"model {project}/{name} is missing right after its insert")
     return found
 
 
 _MODEL_AND_HIGHEST = Prepared(
     sa.select(
         registry_models.c.id,
-        sa.select(_V.c.version)
-        .where(_V.c.model_id == registry_models.c.id)
-        .order_by(_V.c.major.desc(), _V.c.minor.desc(), _V.c.patch.desc())
+        sa.select(_VERSIONS.c.version)
+        .where(_VERSIONS.c.model_id == registry_models.c.id)
+        .order_by(_VERSIONS.c.major.desc(), _VERSIONS.c.minor.desc(), _VERSIONS.c.patch.desc())
         .limit(1)
         .scalar_subquery(),
     ).where(registry_models.c.project == sa.bindparam("project"), registry_models.c.name == sa.bindparam("name"))
@@ -134,8 +132,8 @@ def _key(version: str) -> tuple[int, int, int]:
 
 
 def _version_select() -> sa.Select[Any]:
-    return sa.select(_V, registry_models.c.project, registry_models.c.name.label("model")).join(
-        registry_models, registry_models.c.id == _V.c.model_id
+    return sa.select(_VERSIONS, registry_models.c.project, registry_models.c.name.label("model")).join(
+        registry_models, registry_models.c.id == _VERSIONS.c.model_id
     )
 
 
@@ -159,8 +157,12 @@ def _to_version(row: Mapping[Any, Any], aliases: tuple[str, ...] = ()) -> ModelV
     )
 
 
-_VERSION_ROW = _version_select().where(_V.c.model_id == sa.bindparam("model"), _V.c.version == sa.bindparam("version"))
-_INSERT_VERSION = Prepared(sa.insert(_V).returning(_V.c.id), keys=[c.key for c in _V.columns if c.key != "id"])
+_VERSION_ROW = _version_select().where(
+    _VERSIONS.c.model_id == sa.bindparam("model"), _VERSIONS.c.version == sa.bindparam("version")
+)
+_INSERT_VERSION = Prepared(
+    sa.insert(_VERSIONS).returning(_VERSIONS.c.id), keys=[c.key for c in _VERSIONS.columns if c.key != "id"]
+)
 
 
 def version_row(
@@ -169,18 +171,32 @@ def version_row(
     row = conn.execute(_VERSION_ROW, {"model": model, "version": version}).mappings().first()
     if row is None:
         return None
-    return int(row["id"]), _to_version(row, _aliases_on(conn, int(row["id"])) if with_aliases else ())
+    return int(row["id"]), _to_version(row, aliases_on(conn, int(row["id"])) if with_aliases else ())
 
 
 _BY_NAME = _version_select().where(
     registry_models.c.project == sa.bindparam("project"), registry_models.c.name == sa.bindparam("model")
 )
-_FIND_VERSION = Prepared(_BY_NAME.where(_V.c.version == sa.bindparam("name")))
+_FIND_VERSION = Prepared(_BY_NAME.where(_VERSIONS.c.version == sa.bindparam("name")))
 _FIND_ALIAS = Prepared(
-    _BY_NAME.join(_A, sa.and_(_A.c.version_id == _V.c.id, _A.c.model_id == _V.c.model_id)).where(
-        _A.c.name == sa.bindparam("name")
-    )
+    _BY_NAME.join(
+        _ALIASES, sa.and_(_ALIASES.c.version_id == _VERSIONS.c.id, _ALIASES.c.model_id == _VERSIONS.c.model_id)
+    ).where(_ALIASES.c.name == sa.bindparam("name"))
 )
+
+
+_HIGHEST_LIVE = Prepared(
+    _version_select()
+    .where(_VERSIONS.c.model_id == sa.bindparam("model"), _VERSIONS.c.archived_at.is_(None))
+    .order_by(_VERSIONS.c.major.desc(), _VERSIONS.c.minor.desc(), _VERSIONS.c.patch.desc())
+    .limit(1)
+)
+
+
+def highest_live_version(conn: Connection, model: int) -> ModelVersion | None:
+    """The highest version of the model that is not archived, with its aliases."""
+    row = _HIGHEST_LIVE.mapping(conn, {"model": model})
+    return None if row is None else _to_version(row, aliases_on(conn, int(row["id"])))
 
 
 def find_version(
@@ -195,9 +211,12 @@ def find_version(
 
 
 _ALIAS_STATES = Prepared(
-    sa.select(_A.c.name, _A.c.version_id, _V.c.version, _A.c.lock_version)
-    .outerjoin(_V, _V.c.id == _A.c.version_id)
-    .where(_A.c.model_id == sa.bindparam("model"), _A.c.name.in_([sa.bindparam("first"), sa.bindparam("second")]))
+    sa.select(_ALIASES.c.name, _ALIASES.c.version_id, _VERSIONS.c.version, _ALIASES.c.lock_version)
+    .outerjoin(_VERSIONS, _VERSIONS.c.id == _ALIASES.c.version_id)
+    .where(
+        _ALIASES.c.model_id == sa.bindparam("model"),
+        _ALIASES.c.name.in_([sa.bindparam("first"), sa.bindparam("second")]),
+    )
 )
 
 
@@ -210,18 +229,20 @@ def alias_states(conn: Connection, model: int, names: list[str]) -> dict[str, tu
 
 
 def version_by_id(conn: Connection, version_id: int) -> ModelVersion:
-    row = conn.execute(_version_select().where(_V.c.id == version_id)).mappings().one()
+    row = conn.execute(_version_select().where(_VERSIONS.c.id == version_id)).mappings().one()
     return _to_version(row)
 
 
 def list_versions(conn: Connection, model: int, *, include_archived: bool = False) -> list[ModelVersion]:
-    stmt = _version_select().where(_V.c.model_id == model)
+    stmt = _version_select().where(_VERSIONS.c.model_id == model)
     if not include_archived:
-        stmt = stmt.where(_V.c.archived_at.is_(None))
-    rows = conn.execute(stmt.order_by(_V.c.major, _V.c.minor, _V.c.patch)).mappings().all()
+        stmt = stmt.where(_VERSIONS.c.archived_at.is_(None))
+    rows = conn.execute(stmt.order_by(_VERSIONS.c.major, _VERSIONS.c.minor, _VERSIONS.c.patch)).mappings().all()
     by_version: dict[int, list[str]] = {}
     for alias, vid in conn.execute(
-        sa.select(_A.c.name, _A.c.version_id).where(_A.c.model_id == model, _A.c.version_id.is_not(None))
+        sa.select(_ALIASES.c.name, _ALIASES.c.version_id).where(
+            _ALIASES.c.model_id == model, _ALIASES.c.version_id.is_not(None)
+        )
     ):
         by_version.setdefault(int(vid), []).append(alias)
     return [_to_version(r, tuple(sorted(by_version.get(int(r["id"]), [])))) for r in rows]
@@ -235,40 +256,48 @@ def insert_version(conn: Connection, **values: Any) -> int:
     values.setdefault("archived_at", None)
     values.setdefault("archived_by", None)
     row = _INSERT_VERSION.first(conn, values)
-    assert row is not None
+    if row is None:
+        raise StorageError(f"the insert of version {values['version']} returned no id")
     return int(row[0])
 
 
 def archive_version(conn: Connection, version_id: int, *, actor: str, now: datetime) -> None:
-    conn.execute(sa.update(_V).where(_V.c.id == version_id).values(archived_at=now, archived_by=actor))
+    conn.execute(sa.update(_VERSIONS).where(_VERSIONS.c.id == version_id).values(archived_at=now, archived_by=actor))
 
 
 # -- aliases ------------------------------------------------------------------------------------
-def _aliases_on(conn: Connection, version_id: int) -> tuple[str, ...]:
-    rows = conn.execute(sa.select(_A.c.name).where(_A.c.version_id == version_id).order_by(_A.c.name))
-    return tuple(r[0] for r in rows)
+_ALIASES_ON = Prepared(
+    sa.select(_ALIASES.c.name).where(_ALIASES.c.version_id == sa.bindparam("version")).order_by(_ALIASES.c.name)
+)
+
+
+def aliases_on(conn: Connection, version_id: int) -> tuple[str, ...]:
+    """The aliases that point at a version, sorted."""
+    return tuple(r[0] for r in _ALIASES_ON.all(conn, {"version": version_id}))
 
 
 def aliases_of(conn: Connection, model: int) -> dict[str, str]:
     """alias -> version, for the aliases that are set."""
     rows = conn.execute(
-        sa.select(_A.c.name, _V.c.version)
-        .join(_V, _V.c.id == _A.c.version_id)
-        .where(_A.c.model_id == model)
-        .order_by(_A.c.name)
+        sa.select(_ALIASES.c.name, _VERSIONS.c.version)
+        .join(_VERSIONS, _VERSIONS.c.id == _ALIASES.c.version_id)
+        .where(_ALIASES.c.model_id == model)
+        .order_by(_ALIASES.c.name)
     )
     return {r[0]: r[1] for r in rows}
 
 
-_ALIAS_ROW_SELECT = sa.select(_A.c.version_id, _A.c.lock_version).where(
-    _A.c.model_id == sa.bindparam("model"), _A.c.name == sa.bindparam("alias")
+_ALIAS_ROW_SELECT = sa.select(_ALIASES.c.version_id, _ALIASES.c.lock_version).where(
+    _ALIASES.c.model_id == sa.bindparam("model"), _ALIASES.c.name == sa.bindparam("alias")
 )
 _ALIAS_ROW = Prepared(_ALIAS_ROW_SELECT)
 _ALIAS_ROW_FOR_UPDATE = Prepared(_ALIAS_ROW_SELECT.with_for_update())
 _MOVE_ALIAS = Prepared(
-    sa.update(_A)
+    sa.update(_ALIASES)
     .where(
-        _A.c.model_id == sa.bindparam("m"), _A.c.name == sa.bindparam("a"), _A.c.lock_version == sa.bindparam("lock")
+        _ALIASES.c.model_id == sa.bindparam("m"),
+        _ALIASES.c.name == sa.bindparam("a"),
+        _ALIASES.c.lock_version == sa.bindparam("lock"),
     )
     .values(
         version_id=sa.bindparam("v"),
@@ -277,7 +306,6 @@ _MOVE_ALIAS = Prepared(
         updated_by=sa.bindparam("actor"),
     )
 )
-_INSERT_MOVE = Prepared(sa.insert(_M), keys=[c.key for c in _M.columns if c.key != "id"])
 
 
 def alias_row(conn: Connection, model: int, alias: str, *, for_update: bool = False) -> tuple[int | None, int]:
@@ -300,11 +328,13 @@ def move_alias(
 ) -> bool:
     """Point ``alias`` at ``version_id`` if nobody moved it since ``expected_lock`` was read."""
     if expected_lock == 0:
-        stmt = _insert(conn, _A).values(
+        stmt = insert_or_ignore(conn, _ALIASES).values(
             model_id=model, name=alias, version_id=version_id, lock_version=1, updated_at=now, updated_by=actor
         )
         # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
-        result = conn.execute(stmt.on_conflict_do_nothing(index_elements=["model_id", "name"]).returning(_A.c.name))
+        result = conn.execute(
+            stmt.on_conflict_do_nothing(index_elements=["model_id", "name"]).returning(_ALIASES.c.name)
+        )
         return result.first() is not None
     params = {
         "m": model,
@@ -316,79 +346,3 @@ def move_alias(
         "actor": actor,
     }
     return _MOVE_ALIAS.run(conn, params) == 1
-
-
-def insert_move(conn: Connection, **values: Any) -> None:
-    values = {**values, "gates": json.dumps(values.get("gates") or [], sort_keys=True)}
-    _INSERT_MOVE.run(conn, values)
-
-
-def list_moves(conn: Connection, model: int, alias: str | None = None) -> list[AliasMove]:
-    before = _V.alias("before_v")
-    after = _V.alias("after_v")
-    stmt = (
-        sa.select(
-            _M,
-            registry_models.c.project,
-            registry_models.c.name.label("model"),
-            before.c.version.label("before"),
-            after.c.version.label("after"),
-        )
-        .join(registry_models, registry_models.c.id == _M.c.model_id)
-        .outerjoin(before, before.c.id == _M.c.from_version_id)
-        .outerjoin(after, after.c.id == _M.c.to_version_id)
-        .where(_M.c.model_id == model)
-        .order_by(_M.c.id)
-    )
-    if alias is not None:
-        stmt = stmt.where(_M.c.alias == alias)
-    return [
-        AliasMove(
-            project=r["project"],
-            model=r["model"],
-            alias=r["alias"],
-            action=r["action"],
-            before=r["before"],
-            after=r["after"],
-            at=as_utc(r["at"]) or r["at"],
-            actor=r["actor"],
-            reason=r["reason"],
-            policy_hash=r["policy_hash"],
-            gates=tuple(json.loads(r["gates"])),
-            audit_seq=int(r["audit_seq"]),
-        )
-        for r in conn.execute(stmt).mappings()
-    ]
-
-
-def move_targets(conn: Connection, model: int, alias: str) -> list[tuple[str, int | None]]:
-    """``(action, to_version_id)`` of every move of an alias, oldest first (rollback replays them)."""
-    rows = conn.execute(
-        sa.select(_M.c.action, _M.c.to_version_id).where(_M.c.model_id == model, _M.c.alias == alias).order_by(_M.c.id)
-    )
-    return [(r[0], None if r[1] is None else int(r[1])) for r in rows]
-
-
-# -- approvals ----------------------------------------------------------------------------------
-def add_approval(
-    conn: Connection, version_id: int, alias: str, *, actor: str, now: datetime, message: str | None
-) -> bool:
-    """True if recorded; False if this user had already approved (approvals count once per user)."""
-    stmt = _insert(conn, registry_approvals).values(
-        version_id=version_id, alias=alias, actor=actor, at=now, message=message
-    )
-    result = conn.execute(
-        stmt.on_conflict_do_nothing(index_elements=["version_id", "alias", "actor"]).returning(
-            registry_approvals.c.actor
-        )
-    )
-    return result.first() is not None
-
-
-def approvers(conn: Connection, version_id: int, alias: str) -> list[str]:
-    rows = conn.execute(
-        sa.select(registry_approvals.c.actor)
-        .where(registry_approvals.c.version_id == version_id, registry_approvals.c.alias == alias)
-        .order_by(registry_approvals.c.actor)
-    )
-    return [r[0] for r in rows]
