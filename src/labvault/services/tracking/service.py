@@ -53,7 +53,7 @@ class _PendingGit:
     """A git capture in flight; whoever claims it first (its thread, or the run's end) writes it.
 
     When the thread's write fails (a locked database, a full disk), ``error`` says why and the
-    run's end writes the capture again, with a warning: a run never ends without its commit unsaid.
+    run's end writes the capture again, with a warning: a run never ends with its commit silently lost.
     """
 
     def __init__(self) -> None:
