@@ -304,8 +304,13 @@ def test_add_keeps_the_path_out_of_git(cli: Cli, project: Path, data: Path) -> N
     skipped.write_text("a\n2\n")
     assert ".gitignore" not in cli("data", "add", "skipped", "skipped.csv", "--no-gitignore").stderr
     assert "/skipped.csv" not in (project / ".gitignore").read_text()
-    cli("data", "add", "skipped", "skipped.csv", "--no-gitignore", "-m", "typer path too", "--verbose")
+    skipped.write_text("a\n3\n")
+    typer_path = cli("data", "add", "skipped", "skipped.csv", "--no-gitignore", "-mv2")  # -mMSG: the typer parser
+    assert "data:skipped@v2" in typer_path.stdout
     assert "/skipped.csv" not in (project / ".gitignore").read_text()
+    skipped.write_text("a\n4\n")
+    cli("data", "add", "skipped", "skipped.csv", "-mv3")
+    assert (project / ".gitignore").read_text().splitlines()[-1] == "/skipped.csv"
 
 
 def test_add_warns_when_git_tracks_the_path(cli: Cli, project: Path, data: Path) -> None:

@@ -365,3 +365,16 @@ def test_a_change_racily_clean_against_the_index_is_in_the_patch(repo: Path) -> 
     state = capture_git(repo)
     assert state.info["dirty"] is True  # git status re-reads the racily clean entry
     assert b"print('v9')" in (state.patch or b"")
+
+
+def test_a_malformed_lock_file_costs_a_warning_not_the_run(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo)
+    vault, _ = Vault.init(repo)
+    try:
+        (repo / "labvault.lock").write_text("{not json")
+        capture = _run_capture(vault)
+        assert capture["git"]["commit"]
+        (warning,) = [w for w in capture["warnings"] if "labvault.lock" in w]
+        assert warning.startswith("git: the patch may hold pinned data:")
+    finally:
+        vault.close()

@@ -299,9 +299,10 @@ def _large_files(root: Path, untracked: list[str], limit: int) -> list[dict[str,
 def _large_warning(large: list[dict[str, Any]], limit: int) -> str:
     named = ", ".join(f"{f['path']} ({f['size']} bytes)" for f in large[:20])
     more = f" and {len(large) - 20} more" if len(large) > 20 else ""
+    files = "1 untracked file" if len(large) == 1 else f"{len(large)} untracked files"
     return (
-        f"git: {len(large)} untracked files larger than {limit} bytes are not in the patch (recorded by path, "
-        f"size and sha256 only; the run cannot restore them): {named}{more}"
+        f"git: {files} larger than {limit} bytes left out of the patch (recorded by path, size and sha256 "
+        f"only; the run cannot restore them): {named}{more}"
     )
 
 

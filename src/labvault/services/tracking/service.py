@@ -53,7 +53,7 @@ class _PendingGit:
     """A git capture in flight; whoever claims it first (its thread, or the run's end) writes it.
 
     When the thread's write fails (a locked database, a full disk), ``error`` says why and the
-    run's end writes the capture again, with a warning: a run never ends without its commit unsaid.
+    run's end writes the capture again, with a warning: a run never ends with its commit silently lost.
     """
 
     def __init__(self) -> None:
@@ -151,7 +151,7 @@ class Tracking(RunRecords):
                 doc["config"].append({"path": path, "sha256": str(digest), "size": len(data)})
                 object_refs.append((digest, "blob"))
         git_sync: GitState | None = None
-        limits = self._git_limits() if capture else None
+        limits = self._git_limits(doc["warnings"]) if capture else None
         if limits is not None:
             # Unchanged since the last capture (a sweep): known at once. Otherwise git runs on the worker.
             git_sync = capture_git(here, **limits) if not background_git else cached_git_state(here, **limits)
@@ -222,11 +222,20 @@ class Tracking(RunRecords):
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labvault-git")
         return self._executor
 
-    def _git_limits(self) -> _GitLimits:
+    def _git_limits(self, warnings: builtins.list[str]) -> _GitLimits:
         """What the code capture leaves out: every dataset path ``labvault.lock`` pins (restored
-        from its snapshot, never stored again in a patch) and untracked files above the size limit."""
-        pinned = [self.root / key for key in read_lock(self.root)]
-        return {"exclude": pinned, "max_untracked": max_untracked_size(self.root)}
+        from its snapshot, never stored again in a patch) and untracked files above the size limit.
+
+        An invalid ``capture.max_untracked_size`` is the user's setting and stops the run (exit 2);
+        a malformed lock file is not the run's business, so it only costs a warning.
+        """
+        limit = max_untracked_size(self.root)
+        try:
+            pinned = [self.root / key for key in read_lock(self.root)]
+        except ValidationError as exc:
+            pinned = []
+            warnings.append(f"git: the patch may hold pinned data: {exc.message}")
+        return {"exclude": pinned, "max_untracked": limit}
 
     def _capture_git_later(self, run_id: str, cwd: Path, pending: _PendingGit, limits: _GitLimits) -> None:
         try:
