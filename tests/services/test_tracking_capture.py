@@ -378,3 +378,19 @@ def test_a_malformed_lock_file_costs_a_warning_not_the_run(repo: Path, monkeypat
         assert warning.startswith("git: the patch may hold pinned data:")
     finally:
         vault.close()
+
+
+def test_capture_settings_are_read_through_the_bounded_loader(tmp_path: Path) -> None:
+    """labvault.yaml is untrusted input: the capture reader refuses what the one safe loader refuses."""
+    from labvault.errors import ValidationError
+    from labvault.safeload import MAX_FILE_BYTES
+    from labvault.services.capture.settings import max_untracked_size
+
+    bomb = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    (tmp_path / "labvault.yaml").write_text("\n".join(bomb) + "\ncapture:\n  max_untracked_size: 2 MiB\n")
+    with pytest.raises(ValidationError, match=r"^labvault.yaml:\d+: aliases expand"):
+        max_untracked_size(tmp_path)
+    (tmp_path / "labvault.yaml").write_text("capture:\n  max_untracked_size: 2 MiB\n" + "#" * MAX_FILE_BYTES)
+    with pytest.raises(ValidationError, match="labvault.yaml"):
+        max_untracked_size(tmp_path)

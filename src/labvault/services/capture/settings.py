@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from labvault.errors import StorageError, ValidationError
+from labvault.errors import ValidationError
+from labvault.safeload import compose_yaml, read_limited
 from labvault.services.capture.git import DEFAULT_MAX_UNTRACKED
 
 __all__ = ["max_untracked_size"]
@@ -29,21 +30,11 @@ _BINARY = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 def max_untracked_size(root: Path) -> int:
     """``capture.max_untracked_size`` in bytes (1 MiB when the file or the key is absent)."""
-    path = root / _FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_limited(root / _FILE, name=_FILE, hint=f"fix {_FILE}")
     except FileNotFoundError:
         return DEFAULT_MAX_UNTRACKED
-    except UnicodeDecodeError:
-        raise ValidationError(f"{_FILE}: not UTF-8 text", hint=f"fix {_FILE}") from None
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ValidationError(f"{_FILE}{line}: YAML syntax error", hint=f"fix {_FILE}") from None
+    node = compose_yaml(data, name=_FILE, hint=f"fix {_FILE}")
     value = _child(_child(node, "capture"), "max_untracked_size")
     if value is None:
         return DEFAULT_MAX_UNTRACKED
