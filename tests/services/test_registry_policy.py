@@ -352,3 +352,12 @@ def test_anchors_and_aliases_within_bounds_still_work(vault: Vault, project: Pat
     prod = vault.registry.policy().for_alias("fraud", "detector", "prod")
     assert prod is not None
     assert prod.metrics == {"auc": ">= 0.9"}
+
+
+def test_a_non_finite_measured_metric_uses_the_one_json_encoding(any_vault: Vault, project: Path) -> None:
+    write_policy(project, 'models:\n  fraud/detector:\n    staging:\n      metrics: {latency_ms: "< 50"}\n')
+    ref = register(any_vault, project, 0.9, latency=float("inf"))
+    with pytest.raises(PromotionRefused) as info:
+        any_vault.registry.promote(ref, "staging")
+    (gate,) = info.value.decision.failed_gates
+    assert gate.measured == "Infinity"  # as json_safe writes it everywhere else, not Python's "inf"

@@ -392,5 +392,5 @@ def test_capture_settings_are_read_through_the_bounded_loader(tmp_path: Path) ->
     with pytest.raises(ValidationError, match=r"^labvault.yaml:\d+: aliases expand"):
         max_untracked_size(tmp_path)
     (tmp_path / "labvault.yaml").write_text("capture:\n  max_untracked_size: 2 MiB\n" + "#" * MAX_FILE_BYTES)
-    with pytest.raises(ValidationError, match="labvault.yaml"):
+    with pytest.raises(ValidationError, match=r"^labvault\.yaml"):
         max_untracked_size(tmp_path)

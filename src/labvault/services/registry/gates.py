@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from labvault.entities import GateResult, ModelVersion
+from labvault.entities import GateResult, ModelVersion, json_safe
 from labvault.services.registry import drift_gate
 from labvault.services.registry.checks import expand_command, run_check
 from labvault.services.registry.context import RegistryContext
@@ -112,7 +112,7 @@ def _metric_gates(ctx: RegistryContext, version: ModelVersion, policy: AliasPoli
             out.append(GateResult("metric", name, False, measured=raw, threshold=str(threshold), detail=detail))
             continue
         ok = threshold.holds(value)
-        measured: Any = value if math.isfinite(value) else str(value)
+        measured: Any = json_safe(value)
         detail = f"{name} = {value:g} {'meets' if ok else 'misses'} {threshold}"
         out.append(GateResult("metric", name, ok, measured=measured, threshold=str(threshold), detail=detail))
     return out
