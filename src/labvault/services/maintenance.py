@@ -97,8 +97,11 @@ class Maintenance:
                     corrupt.append(info.digest)
                 if progress:
                     progress(done, total)
+        pack_problems, pack_corrupt = self._objects.packs.check()
+        corrupt += [d for d in map(Digest, pack_corrupt) if d not in corrupt]
         live = self._live()
         problems = [f"tree {d} cannot be read: it is corrupt or not a tree" for d in live.unreadable_trees]
+        problems += pack_problems
         problems += [
             f"pack {name} is missing: the objects it held are lost"
             for name in self._objects.packs.lost + [n for n, size, _ in self._objects.packs.pack_files() if size < 0]

@@ -84,9 +84,9 @@ class LocalObjectStore:
     def __init__(self, vault_dir: Path, *, lock_timeout: float = 120.0) -> None:
         self.vault_dir = vault_dir
         self.root = vault_dir / "objects" / "sha256"
-        self.packs = PackStore(vault_dir / "objects" / "packs")
         self.tmp_dir = vault_dir / "tmp"
         self.quarantine_dir = vault_dir / "quarantine"
+        self.packs = PackStore(vault_dir / "objects" / "packs", self.quarantine_dir)
         self.gc_lock_path = vault_dir / "locks" / "gc.lock"
         self._lock_timeout = lock_timeout
         self._local = threading.local()

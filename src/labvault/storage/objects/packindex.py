@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import sqlite3
 import threading
@@ -19,7 +20,15 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from labvault.errors import IntegrityError, StorageError
-from labvault.storage.objects.packfile import HEADER_SIZE, recover_all
+from labvault.storage.objects.packfile import (
+    HEADER_SIZE,
+    PACK_MAGIC,
+    Damage,
+    quarantine_span,
+    recover_all,
+    scan,
+    transaction,
+)
 
 __all__ = ["PackIndex", "guard"]
 
@@ -36,6 +45,13 @@ CREATE TABLE IF NOT EXISTS objects (
     size INTEGER NOT NULL,
     mtime REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS damage (
+    pack INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    stop INTEGER NOT NULL,
+    claimed BLOB,
+    PRIMARY KEY (pack, start)
+);
 """
 
 _P = ParamSpec("_P")
@@ -66,8 +82,9 @@ def guard(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 class PackIndex:
     """Reads of packed objects; :class:`labvault.storage.objects.packs.PackStore` adds the writes."""
 
-    def __init__(self, packs_dir: Path) -> None:
+    def __init__(self, packs_dir: Path, quarantine_dir: Path | None = None) -> None:
         self.dir = packs_dir
+        self.quarantine_dir = quarantine_dir or packs_dir.parent.parent / "quarantine"
         self.index_path = packs_dir / "index.sqlite"
         self._local = threading.local()
         self._names: dict[int, str] = {}
@@ -94,7 +111,7 @@ class PackIndex:
             if not self._recovered:
                 with self._recover_lock:
                     if not self._recovered:
-                        self.lost.extend(recover_all(conn, self.dir))
+                        self.lost.extend(recover_all(conn, self.dir, self.quarantine_dir))
                         self._recovered = True
         return conn
 
@@ -210,6 +227,73 @@ class PackIndex:
                 size = -1
             out.append((str(name), size, int(live.get(pack, 0))))
         return out
+
+    @guard
+    def check(self) -> tuple[list[str], list[str]]:
+        """Walk the header and the framing of every record of every pack (fsck).
+
+        Returns the problems, one line each, and the digests of records found corrupt when the
+        index was rebuilt (reported once, as a corrupt object is). Damaged framing is copied to
+        ``quarantine/`` and stays a problem until ``gc`` rewrites the pack.
+        """
+        if not self._exists():
+            return [], []
+        conn = self._db()
+        for pack, name, end in conn.execute("SELECT id, name, indexed_end FROM packs").fetchall():
+            found = self._walk(conn, int(pack), str(name), int(end))
+            if found:
+                with transaction(conn):
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO damage (pack, start, stop) VALUES (?, ?, ?)",
+                        [(pack, d.start, d.stop) for d in found],
+                    )
+        problems: list[str] = []
+        corrupt: list[str] = []
+        rows = conn.execute(
+            "SELECT p.name, d.start, d.stop, d.claimed FROM damage d JOIN packs p ON p.id = d.pack "
+            "ORDER BY p.name, d.start"
+        ).fetchall()
+        for name, start, stop, claimed in rows:
+            if claimed is not None:
+                if self.lookup(claimed.hex()) is None:  # else stored again since: nothing is lost
+                    corrupt.append(claimed.hex())
+            elif start == 0:
+                problems.append(f"pack {name}: its header is damaged (`labvault gc` rewrites the pack)")
+            else:
+                problems.append(
+                    f"pack {name}: {stop - start} bytes at offset {start} are not a sound record (copied to "
+                    "quarantine/; `labvault gc` rewrites the pack)"
+                )
+        conn.execute("DELETE FROM damage WHERE claimed IS NOT NULL")
+        return problems, corrupt
+
+    def _walk(self, conn: sqlite3.Connection, pack: int, name: str, end: int) -> list[Damage]:
+        """The damage in a pack's header and its records' framing, up to its indexed end."""
+        try:
+            fd = os.open(self.dir / name, os.O_RDONLY)
+        except FileNotFoundError:  # reported as a lost pack
+            return []
+        try:
+            size = os.fstat(fd).st_size
+            found = [] if os.pread(fd, len(PACK_MAGIC), 0) == PACK_MAGIC else [Damage(0, len(PACK_MAGIC))]
+            stop = min(size, end)
+            if size < end:  # cut short behind the index's back: what was indexed there is gone
+                found.append(Damage(size, end))
+            if stop <= len(PACK_MAGIC):
+                return found
+            known = {
+                int(offset): (bytes(digest), int(length))
+                for digest, offset, length in conn.execute(
+                    "SELECT digest, offset, size FROM objects WHERE pack = ?", (pack,)
+                )
+            }
+            with mmap.mmap(fd, stop, access=mmap.ACCESS_READ) as view:
+                _, damage = scan(view, len(PACK_MAGIC), stop, known)
+                for d in damage:
+                    quarantine_span(self.quarantine_dir, name, d.start, view[d.start : d.stop])
+            return found + damage
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Close this thread's index connection and the pack files opened for reading."""
