@@ -67,6 +67,7 @@ def fsck(json_output: bool = JSON) -> None:
                 ],
                 "quarantined": [str(d) for d in report.quarantined],
                 "problems": list(report.problems),
+                "stale_temp_files": {"count": report.stale_temp_files, "bytes": report.stale_temp_bytes},
             }
         )
     else:
@@ -77,6 +78,11 @@ def fsck(json_output: bool = JSON) -> None:
             OUTPUT.line(f"missing  {d} (referenced by {who})")
         for p in report.problems:
             OUTPUT.line(f"problem  {p}")
+        if report.stale_temp_files:
+            OUTPUT.line(
+                f"note     {report.stale_temp_files} temp files of killed writers "
+                f"({human_bytes(report.stale_temp_bytes)}) in tmp/; `labvault gc` removes them"
+            )
         OUTPUT.info(
             f"checked {report.checked} objects ({human_bytes(report.bytes_checked)}): "
             + ("no problems" if report.clean else f"{len(report.corrupt)} corrupt, {len(report.missing)} missing")

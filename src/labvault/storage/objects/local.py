@@ -24,7 +24,6 @@ import hashlib
 import heapq
 import io
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +47,7 @@ from labvault.storage.objects.fileio import (
 from labvault.storage.objects.fileio import sha256_file as _sha256_hex
 from labvault.storage.objects.packs import PackStore
 from labvault.storage.objects.protocol import MaterializeMode
+from labvault.storage.objects.tempfiles import TempFiles
 
 __all__ = ["LocalObjectStore", "sha256_file"]
 
@@ -91,12 +91,10 @@ class LocalObjectStore:
         self._lock_timeout = lock_timeout
         self._local = threading.local()
         self._known_shards: set[str] = set()
+        self.temps = TempFiles(self.tmp_dir)
         # Plain strings on the hot path: pathlib costs more than the syscalls for small objects.
         self._root_s = str(self.root)
         self._tmp_dir_s = str(self.tmp_dir)
-        self._token = secrets.token_hex(4)
-        self._counter = 0
-        self._counter_lock = threading.Lock()
 
     # -- layout -------------------------------------------------------------------------------
     @classmethod
@@ -119,6 +117,7 @@ class LocalObjectStore:
             lock = file_lock(self.gc_lock_path, shared=True, timeout=self._lock_timeout, what="gc")
             lock.__enter__()
             current = self._local.batch = _Batch(lock)
+            self.temps.sweep_once()
         current.depth += 1
         ok = False
         try:
@@ -155,12 +154,8 @@ class LocalObjectStore:
             raise
 
     def _new_tmp(self) -> tuple[int, str]:
-        with self._counter_lock:
-            self._counter += 1
-            # The pid is read each time: a store used on both sides of a fork() must not collide.
-            path = f"{self._tmp_dir_s}/obj-{os.getpid()}-{self._token}-{self._counter}"
         try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o444), path
+            return self.temps.new()
         except OSError as exc:
             raise _storage_error(exc, "creating a temp file") from exc
 
@@ -410,11 +405,14 @@ class LocalObjectStore:
 
     # -- maintenance helpers ------------------------------------------------------------------
     def iter_temp_files(self) -> Iterator[tuple[Path, float]]:
+        """Entries of ``tmp/`` that no writer's lock names (an older labvault's, an import's staging)."""
         try:
             entries = list(os.scandir(self.tmp_dir))
         except FileNotFoundError:
             return
         for entry in entries:
+            if self.temps.owns(entry.name):  # swept by its writer's lock, never by age
+                continue
             try:
                 yield Path(entry.path), entry.stat().st_mtime
             except FileNotFoundError:
