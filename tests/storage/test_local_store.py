@@ -22,6 +22,7 @@ from labvault.storage.objects import fileio
 from labvault.storage.objects.local import LocalObjectStore
 from tests.corruption import age_object, corrupt_object
 from tests.e2e.conftest import LABVAULT
+from tests.storage.test_disk_full import small_disk_at
 
 BIG = 1024 * 1024 + 1  # larger than this is a file of its own; up to it, a record in a pack
 
@@ -275,14 +276,9 @@ def test_a_failed_write_leaves_no_temp_file(store: LocalObjectStore, monkeypatch
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs, mounted for the test (needs root; skipped with the reason otherwise)."""
+    """A 2 MiB tmpfs, mounted for the test (needs root: skipped otherwise, failed under CI=true)."""
     mnt = tmp_path / "small-disk"
-    mnt.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill: {proc.stderr.strip() or proc.returncode}")
+    small_disk_at(mnt)
     try:
         yield mnt
     finally:

@@ -19,7 +19,6 @@ when it returns, and never discarded because someone else's batch failed.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import heapq
 import io
@@ -48,16 +47,9 @@ from labvault.storage.objects.fileio import sha256_file as _sha256_hex
 from labvault.storage.objects.packs import PackStore
 from labvault.storage.objects.protocol import MaterializeMode
 from labvault.storage.objects.tempfiles import TempFiles
+from labvault.storage.space import translate_os_error
 
 __all__ = ["LocalObjectStore", "sha256_file"]
-
-
-def _storage_error(exc: OSError, action: str) -> StorageError:
-    if exc.errno == errno.ENOSPC:
-        return StorageError(f"disk full while {action}", hint="free some space, then run the command again")
-    if exc.errno == errno.EDQUOT:
-        return StorageError(f"disk quota exceeded while {action}", hint="free some space or raise the quota")
-    return StorageError(f"{action} failed: {exc.strerror or exc}", hint="check the disk and the vault's permissions")
 
 
 def sha256_file(path: Path) -> Digest:
@@ -95,6 +87,9 @@ class LocalObjectStore:
         # Plain strings on the hot path: pathlib costs more than the syscalls for small objects.
         self._root_s = str(self.root)
         self._tmp_dir_s = str(self.tmp_dir)
+
+    def _error(self, exc: OSError, action: str) -> StorageError:
+        return translate_os_error(exc, self.vault_dir, action)
 
     # -- layout -------------------------------------------------------------------------------
     @classmethod
@@ -142,7 +137,7 @@ class LocalObjectStore:
             loose.commit(self._root_s, self._tmp_dir_s, pending, durable, self._known_shards)
         except OSError as exc:
             loose.discard(pending)
-            raise _storage_error(exc, "committing objects") from exc
+            raise self._error(exc, "committing objects") from exc
 
     def _commit_packed(self) -> None:
         try:
@@ -150,14 +145,14 @@ class LocalObjectStore:
         except BaseException as exc:
             self.packs.discard()
             if isinstance(exc, OSError):
-                raise _storage_error(exc, "committing objects") from exc
+                raise self._error(exc, "committing objects") from exc
             raise
 
     def _new_tmp(self) -> tuple[int, str]:
         try:
             return self.temps.new()
         except OSError as exc:
-            raise _storage_error(exc, "creating a temp file") from exc
+            raise self._error(exc, "creating a temp file") from exc
 
     def _refresh_if_stored(self, hexd: str) -> bool:
         """True if stored (or staged in this thread's batch); refreshes its age so gc keeps it."""
@@ -173,7 +168,7 @@ class LocalObjectStore:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise _storage_error(exc, "refreshing an object") from exc
+            raise self._error(exc, "refreshing an object") from exc
 
     def _stage(self, hexd: str, tmp: str) -> None:
         self._local.batch.pending[hexd] = tmp
@@ -187,7 +182,7 @@ class LocalObjectStore:
                 try:
                     self.packs.append(hexd, data)
                 except OSError as exc:
-                    raise _storage_error(exc, "writing an object") from exc
+                    raise self._error(exc, "writing an object") from exc
                 self._local.batch.packed.add(hexd)
             else:
                 fd, tmp = self._new_tmp()
@@ -196,7 +191,7 @@ class LocalObjectStore:
                 except OSError as exc:
                     os.close(fd)
                     os.unlink(tmp)
-                    raise _storage_error(exc, "writing an object") from exc
+                    raise self._error(exc, "writing an object") from exc
                 os.close(fd)
                 self._stage(hexd, tmp)
         return Digest(hexd)
@@ -207,7 +202,7 @@ class LocalObjectStore:
         except FileNotFoundError:
             raise NotFound(f"{path}: no such file", hint="check the path") from None
         except OSError as exc:
-            raise _storage_error(exc, f"reading {path}") from exc
+            raise self._error(exc, f"reading {path}") from exc
         try:
             size = os.fstat(src).st_size
             if size <= SMALL:
@@ -217,7 +212,7 @@ class LocalObjectStore:
                 os.lseek(src, 0, os.SEEK_SET)
             return self._put_fd(src)
         except OSError as exc:
-            raise _storage_error(exc, f"reading {path}") from exc
+            raise self._error(exc, f"reading {path}") from exc
         finally:
             os.close(src)
 
@@ -236,7 +231,7 @@ class LocalObjectStore:
                 os.close(fd)
                 os.unlink(tmp)
                 if isinstance(exc, OSError):
-                    raise _storage_error(exc, "writing an object") from exc
+                    raise self._error(exc, "writing an object") from exc
                 raise
             os.close(fd)
             if self._refresh_if_stored(hexd):
@@ -359,7 +354,7 @@ class LocalObjectStore:
         try:
             return self.packs.compact(verify=intact)
         except OSError as exc:
-            raise _storage_error(exc, "compacting packs") from exc
+            raise self._error(exc, "compacting packs") from exc
 
     # -- materialise --------------------------------------------------------------------------
     def materialize(self, digest: Digest, dest: Path, *, mode: MaterializeMode = "copy") -> None:
@@ -373,7 +368,7 @@ class LocalObjectStore:
         try:
             materialize(self, digest, dest, mode)
         except OSError as exc:
-            raise _storage_error(exc, f"writing {dest}") from exc
+            raise translate_os_error(exc, dest.parent, f"writing {dest}") from exc
 
     # -- corruption ---------------------------------------------------------------------------
     def quarantine(self, digest: Digest) -> Path:

@@ -29,6 +29,7 @@ from labvault.storage.objects.packfile import (
     scan,
     transaction,
 )
+from labvault.storage.space import disk_full, is_full
 
 __all__ = ["PackIndex", "guard"]
 
@@ -67,10 +68,10 @@ def guard(fn: Callable[_P, _R]) -> Callable[_P, _R]:
             return fn(*args, **kwargs)
         except sqlite3.Error as exc:
             text = str(exc)
-            if "full" in text:
-                raise StorageError(
-                    "disk full while updating the pack index", hint="free some space, then run the command again"
-                ) from exc
+            where = args[0].dir if args and isinstance(args[0], PackIndex) else None
+            # SQLite says "database or disk is full", or "disk I/O error" when it could not grow its WAL
+            if where is not None and ("full" in text or ("I/O error" in text and is_full(where))):
+                raise disk_full(where, "updating the pack index") from exc
             raise StorageError(
                 f"the pack index failed: {text}",
                 hint="run `labvault fsck`; the index is rebuilt from the packs if it is deleted",
