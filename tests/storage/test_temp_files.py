@@ -114,3 +114,14 @@ def test_a_live_writers_temp_file_is_never_removed(vault: Vault) -> None:
     assert out.strip() == str(digest)
     assert vault.objects.get_bytes(digest) == b"x" * CHUNK
     assert _temp_files(vault.dir) == []
+
+
+def test_gc_removes_an_old_staging_folder_of_a_killed_import(vault: Vault) -> None:
+    staging = vault.dir / "tmp" / "import-4242-0123456789ab"
+    (staging / "sub").mkdir(parents=True)
+    (staging / "sub" / "part.csv").write_text("a,b\n")
+    old = 1_000_000.0
+    os.utime(staging, (old, old))
+    report = vault.maintenance.gc(grace=3600)
+    assert report.temp_files_removed == 1
+    assert not staging.exists()

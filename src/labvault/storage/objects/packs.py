@@ -11,7 +11,8 @@ appends its records, makes the pack durable, then inserts their index rows in on
 The index is derived data and the packs are the truth: every process that opens the index first
 re-indexes any record past a pack's ``indexed_end`` (a batch killed between its ``fdatasync`` and
 its index commit, or an index commit lost with the power) and any pack file the index does not
-list, and cuts off a torn record at a pack's end. A re-indexed record nothing refers to is an
+list, skipping damaged bytes and cutting off only a torn tail (the rule is in ``packfile.recover``).
+A re-indexed record nothing refers to is an
 orphan, which ``gc`` collects. Packed objects are deleted by deleting their index row; ``compact``
 (run by ``gc``) rewrites packs that are mostly dead space.
 """
