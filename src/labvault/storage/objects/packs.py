@@ -12,9 +12,9 @@ The index is derived data and the packs are the truth: every process that opens 
 re-indexes any record past a pack's ``indexed_end`` (a batch killed between its ``fdatasync`` and
 its index commit, or an index commit lost with the power) and any pack file the index does not
 list, skipping damaged bytes and cutting off only a torn tail (the rule is in ``packfile.recover``).
-A re-indexed record nothing refers to is an
-orphan, which ``gc`` collects. Packed objects are deleted by deleting their index row; ``compact``
-(run by ``gc``) rewrites packs that are mostly dead space.
+A re-indexed record nothing refers to is an orphan, which ``gc`` collects. Packed objects are
+deleted by deleting their index row; ``compact`` (run by ``gc``) rewrites packs that are mostly dead
+space or damaged.
 """
 
 from __future__ import annotations
