@@ -58,7 +58,7 @@ def _translate(err: Exception, path: Path | None = None) -> LabvaultError:
         return LockedError(f"the metadata database is busy ({text})")
     # SQLite's "disk I/O error" is often a WAL it could not grow: the free space tells
     if "disk is full" in low or "no space" in low or ("disk i/o error" in low and path and is_full(path)):
-        return disk_full(path or "the database", "writing the metadata database")
+        return disk_full(path or "the database", "using the metadata database")
     if isinstance(err, exc.OperationalError) and ("connect" in low or "connection" in low):
         return StorageError(
             f"cannot reach the metadata database ({text})", hint="check that the database server is running"
