@@ -133,3 +133,29 @@ def test_an_io_error_with_room_to_spare_is_not_called_a_full_disk(tmp_path: Path
         update(PackIndex(tmp_path))
     wrapped = exc.OperationalError("INSERT ...", {}, sqlite3.OperationalError("disk I/O error"))
     assert "disk full" not in meta_store._translate(wrapped, tmp_path / "meta.db").message
+
+
+def test_a_torn_tail_is_not_cut_when_its_bytes_cannot_be_quarantined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalObjectStore.create(tmp_path / ".labvault")
+    kept = store.put_bytes(b"indexed")
+    store.packs.close()
+    [pack] = store.packs.dir.glob("*.pack")
+    with open(pack, "ab") as f:  # a batch killed mid-write
+        f.write(b"LVOB" + b"\x01" * 32 + (100).to_bytes(8, "little") + b"torn")
+    size = pack.stat().st_size
+
+    def no_room(_fd: int, _data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", no_room)
+    with pytest.raises(StorageError) as err:
+        LocalObjectStore(store.vault_dir).has(kept)  # opening the index recovers the pack
+    _is_disk_full(err.value, store.packs.dir)
+    assert pack.stat().st_size == size  # not cut: its bytes could not be put aside first
+    monkeypatch.undo()
+    again = LocalObjectStore(store.vault_dir)
+    assert again.get_bytes(kept) == b"indexed"
+    assert pack.stat().st_size < size
+    assert [p.read_bytes()[-4:] for p in again.quarantine_dir.iterdir()] == [b"torn"]

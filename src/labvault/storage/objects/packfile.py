@@ -152,9 +152,14 @@ def quarantine_span(quarantine: Path, pack: str, start: int, data: bytes, *, dur
             view = view[os.write(fd, view) :]
         if durable:
             os.fsync(fd)
-    finally:
         os.close(fd)
-    os.replace(tmp, target)
+        fd = -1
+        os.replace(tmp, target)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
     if durable:
         fsync_dir(quarantine)
     return target

@@ -76,6 +76,10 @@ def guard(fn: Callable[_P, _R]) -> Callable[_P, _R]:
                 f"the pack index failed: {text}",
                 hint="run `labvault fsck`; the index is rebuilt from the packs if it is deleted",
             ) from exc
+        except OSError as exc:  # others are the caller's to handle (a pack compacted away, ...)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and args and isinstance(args[0], PackIndex):
+                raise disk_full(args[0].dir, "updating the packs", quota=exc.errno == errno.EDQUOT) from exc
+            raise
 
     return wrapper
 
