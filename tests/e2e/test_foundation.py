@@ -224,6 +224,7 @@ def test_fsck_json_and_exit_1_on_corruption(cli: Cli, inited: Path) -> None:
         "missing": [],
         "quarantined": [],
         "problems": [],
+        "stale_temp_files": {"count": 0, "bytes": 0},
     }
     human = cli("fsck")
     assert "no problems" in human.stderr

@@ -22,6 +22,7 @@ from labvault.storage.objects import fileio
 from labvault.storage.objects.local import LocalObjectStore
 from tests.corruption import age_object, corrupt_object
 from tests.e2e.conftest import LABVAULT
+from tests.storage.test_disk_full import small_disk_at
 
 BIG = 1024 * 1024 + 1  # larger than this is a file of its own; up to it, a record in a pack
 
@@ -38,6 +39,11 @@ def sha(data: bytes) -> Digest:
 corrupt = corrupt_object
 
 
+def _temp_files(tmp_dir: Path) -> list[str]:
+    """What is in tmp/ besides the writers' locks."""
+    return [n for n in os.listdir(tmp_dir) if not n.startswith("writer-")]
+
+
 def test_large_objects_are_files_named_by_algorithm_and_sharded_by_two_hex_digits(store: LocalObjectStore) -> None:
     data = os.urandom(BIG)
     digest = store.put_bytes(data)
@@ -46,7 +52,7 @@ def test_large_objects_are_files_named_by_algorithm_and_sharded_by_two_hex_digit
     assert store.path_of(digest) == path
     assert not store.is_packed(digest)
     assert stat.S_IMODE(path.stat().st_mode) == 0o444  # objects are immutable
-    assert os.listdir(store.tmp_dir) == []
+    assert _temp_files(store.tmp_dir) == []
 
 
 def test_small_objects_are_records_in_one_pack(store: LocalObjectStore) -> None:
@@ -83,7 +89,7 @@ def test_re_put_is_a_no_op_that_refreshes_mtime(store: LocalObjectStore, tmp_pat
     assert store.locate(digest) == (path, offset, size)  # not rewritten
     assert path.stat().st_size == length
     assert store.info(digest).mtime >= before - 1  # but young again, so a running gc keeps it
-    assert os.listdir(store.tmp_dir) == []
+    assert _temp_files(store.tmp_dir) == []
 
 
 def test_corrupt_object_is_quarantined_and_never_served_again(store: LocalObjectStore) -> None:
@@ -261,7 +267,7 @@ def test_a_failed_write_leaves_no_temp_file(store: LocalObjectStore, monkeypatch
     with pytest.raises(StorageError, match="disk full") as err:
         store.put_bytes(b"no room")
     assert err.value.exit_code == 7
-    assert os.listdir(store.tmp_dir) == []
+    assert _temp_files(store.tmp_dir) == []
     assert list(store.iter_objects()) == []
 
 
@@ -270,14 +276,9 @@ def test_a_failed_write_leaves_no_temp_file(store: LocalObjectStore, monkeypatch
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs, mounted for the test (needs root; skipped with the reason otherwise)."""
+    """A 2 MiB tmpfs, mounted for the test (needs root: skipped otherwise, failed under CI=true)."""
     mnt = tmp_path / "small-disk"
-    mnt.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill: {proc.stderr.strip() or proc.returncode}")
+    small_disk_at(mnt)
     try:
         yield mnt
     finally:
@@ -306,7 +307,7 @@ def test_disk_full_is_one_clean_error_and_leaves_nothing_behind(small_disk: Path
     assert [line for line in lines if not line.startswith("hint: ")] == [lines[0]]  # one line (+ its hint)
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
-    assert os.listdir(vault / "tmp") == []  # temp file cleaned
+    assert _temp_files(vault / "tmp") == []  # temp file cleaned
     assert list(LocalObjectStore(vault).iter_objects()) == []  # no partial object
 
     filler.unlink()  # free the space: the same put now succeeds

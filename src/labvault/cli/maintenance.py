@@ -47,10 +47,11 @@ def version(json_output: bool = JSON) -> None:
 
 
 def fsck(json_output: bool = JSON) -> None:
-    """Re-hash every object and check that every object the metadata refers to is present.
+    """Re-hash every object, read every pack's framing, and check that every object the metadata refers to is present.
 
-    Corrupt objects are moved to the quarantine folder and never served again. Exits 1 if anything
-    is corrupt or missing.
+    Corrupt objects are moved to the quarantine folder and never served again. Temp files that
+    killed writers left are counted (gc removes them). Exits 1 if anything is corrupt or missing,
+    or a pack is damaged.
     """
     with open_vault() as vault, progress("checking objects", None) as advance:
         report = vault.maintenance.fsck(progress=advance)
@@ -67,6 +68,7 @@ def fsck(json_output: bool = JSON) -> None:
                 ],
                 "quarantined": [str(d) for d in report.quarantined],
                 "problems": list(report.problems),
+                "stale_temp_files": {"count": report.stale_temp_files, "bytes": report.stale_temp_bytes},
             }
         )
     else:
@@ -77,6 +79,11 @@ def fsck(json_output: bool = JSON) -> None:
             OUTPUT.line(f"missing  {d} (referenced by {who})")
         for p in report.problems:
             OUTPUT.line(f"problem  {p}")
+        if report.stale_temp_files:
+            OUTPUT.line(
+                f"note     {report.stale_temp_files} temp files of killed writers "
+                f"({human_bytes(report.stale_temp_bytes)}) in tmp/; `labvault gc` removes them"
+            )
         OUTPUT.info(
             f"checked {report.checked} objects ({human_bytes(report.bytes_checked)}): "
             + ("no problems" if report.clean else f"{len(report.corrupt)} corrupt, {len(report.missing)} missing")
@@ -95,7 +102,11 @@ def gc(
     ),
     json_output: bool = JSON,
 ) -> None:
-    """Delete objects that nothing refers to and that are older than the grace period."""
+    """Delete objects that nothing refers to and that are older than the grace period.
+
+    Also removes temp files no live writer holds, and rewrites packs that are mostly dead space or
+    damaged.
+    """
     from labvault.services.maintenance import parse_duration
 
     seconds = parse_duration(grace)

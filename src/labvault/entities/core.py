@@ -56,6 +56,8 @@ class FsckReport:
     missing: tuple[Digest, ...] = ()  # referenced by metadata, not stored
     quarantined: tuple[Digest, ...] = ()
     problems: tuple[str, ...] = field(default=())  # other findings, one line each
+    stale_temp_files: int = 0  # temp files no live writer holds (gc removes them; not a problem)
+    stale_temp_bytes: int = 0
 
     @property
     def clean(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -95,8 +96,11 @@ class Maintenance:
                     corrupt.append(info.digest)
                 if progress:
                     progress(done, total)
+        pack_problems, pack_corrupt = self._objects.check_packs()
+        corrupt += [d for d in map(Digest, pack_corrupt) if d not in corrupt]
         live = self._live()
         problems = [f"tree {d} cannot be read: it is corrupt or not a tree" for d in live.unreadable_trees]
+        problems += pack_problems
         problems += [f"pack {name} is missing: the objects it held are lost" for name in self._objects.lost_packs()]
         with self._meta.read() as conn:
             trees = [digest for _, digest, kind in iter_refs(conn) if kind == "tree"]
@@ -104,7 +108,10 @@ class Maintenance:
         verdict = self._meta.quick_check()
         if verdict != "ok":
             problems.append(f"metadata database: {verdict}")
+        stale_files, stale_bytes = self._objects.sweep_dead_temp_files(remove=False)
         return FsckReport(
+            stale_temp_files=stale_files,
+            stale_temp_bytes=stale_bytes,
             checked=total,
             bytes_checked=nbytes,
             corrupt=tuple(corrupt),
@@ -123,6 +130,9 @@ class Maintenance:
 
     def gc(self, *, grace: float, dry_run: bool = False, lock_timeout: float = 60.0) -> GcReport:
         """Delete unreferenced objects older than ``grace`` seconds, and stale temp files.
+
+        Temp files no live writer holds go at any age; other entries of ``tmp/`` (an older
+        labvault's temp files) once older than ``grace``.
 
         Holds the gc lock exclusively: a writer that re-puts (and so refreshes) an object holds it
         shared, so it can never be deleted between the check and the delete.
@@ -152,11 +162,13 @@ class Maintenance:
                     if not dry_run:
                         self._objects.delete(info.digest)
             reclaimed = 0 if dry_run else self._objects.compact()
-            temps = 0
+            temps, _ = self._objects.sweep_dead_temp_files(remove=not dry_run)  # dead writers' temp files, at any age
             for path, mtime in self._objects.iter_temp_files():
                 if mtime <= cutoff:
                     temps += 1
-                    if not dry_run:
+                    if not dry_run and path.is_dir():  # an import's staging folder
+                        shutil.rmtree(path, ignore_errors=True)
+                    elif not dry_run:
                         path.unlink(missing_ok=True)
         return GcReport(
             dry_run=dry_run,

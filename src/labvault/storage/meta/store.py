@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from labvault.errors import Conflict, LabvaultError, LockedError, StorageError, ValidationError
 from labvault.storage.locks import file_lock
 from labvault.storage.meta.tables import vault_meta
+from labvault.storage.space import disk_full, is_full
 
 #: The connection a transaction hands to the repositories; services name it, never SQLAlchemy.
 __all__ = ["Connection", "MetaStore", "normalise_url"]
@@ -46,7 +47,7 @@ def normalise_url(url: str) -> str:
     )
 
 
-def _translate(err: Exception) -> LabvaultError:
+def _translate(err: Exception, path: Path | None = None) -> LabvaultError:
     text = str(getattr(err, "orig", err)).splitlines()[0] if str(err) else type(err).__name__
     if isinstance(err, exc.IntegrityError):
         return Conflict(f"the change conflicts with a stored record ({text})")
@@ -56,8 +57,9 @@ def _translate(err: Exception) -> LabvaultError:
     sqlstate = getattr(getattr(err, "orig", None), "sqlstate", None)
     if sqlstate in _PG_BUSY or "locked" in low or "busy" in low or "could not obtain lock" in low or "deadlock" in low:
         return LockedError(f"the metadata database is busy ({text})")
-    if "disk is full" in low or "no space" in low:
-        return StorageError("disk full while writing the metadata database", hint="free some space, then retry")
+    # SQLite's "disk I/O error" is often a WAL it could not grow: the free space tells
+    if "disk is full" in low or "no space" in low or ("disk i/o error" in low and path and is_full(path)):
+        return disk_full(path or "the database", "using the metadata database")
     if isinstance(err, exc.OperationalError) and ("connect" in low or "connection" in low):
         return StorageError(
             f"cannot reach the metadata database ({text})", hint="check that the database server is running"
@@ -71,6 +73,8 @@ class MetaStore:
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        # Where a full disk is looked for when SQLite reports an I/O error
+        self.sqlite_path = Path(self.url.removeprefix("sqlite:///")) if self.is_sqlite else None
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
@@ -111,7 +115,7 @@ class MetaStore:
                 with conn.begin():
                     yield conn
         except exc.SQLAlchemyError as err:
-            raise _translate(err) from err
+            raise _translate(err, self.sqlite_path) from err
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -157,7 +161,7 @@ class MetaStore:
                         conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
                         conn.commit()
             except exc.SQLAlchemyError as err:
-                raise _translate(err) from err
+                raise _translate(err, self.sqlite_path) from err
 
     def _migrate_locked(self) -> None:
         if self.schema_is_current():
@@ -182,7 +186,7 @@ class MetaStore:
                 if updated.rowcount == 0:
                     conn.execute(sa.insert(vault_meta).values(key=_SCHEMA_KEY, value=revisions))
         except exc.SQLAlchemyError as err:
-            raise _translate(err) from err
+            raise _translate(err, self.sqlite_path) from err
         except CommandError as err:
             # The database was migrated by a newer labvault (or one with capabilities this one lacks).
             raise ValidationError(

@@ -19,12 +19,10 @@ when it returns, and never discarded because someone else's batch failed.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import heapq
 import io
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,16 +46,10 @@ from labvault.storage.objects.fileio import (
 from labvault.storage.objects.fileio import sha256_file as _sha256_hex
 from labvault.storage.objects.packs import PackStore
 from labvault.storage.objects.protocol import MaterializeMode
+from labvault.storage.objects.tempfiles import TempFiles
+from labvault.storage.space import translate_os_error
 
 __all__ = ["LocalObjectStore", "sha256_file"]
-
-
-def _storage_error(exc: OSError, action: str) -> StorageError:
-    if exc.errno == errno.ENOSPC:
-        return StorageError(f"disk full while {action}", hint="free some space, then run the command again")
-    if exc.errno == errno.EDQUOT:
-        return StorageError(f"disk quota exceeded while {action}", hint="free some space or raise the quota")
-    return StorageError(f"{action} failed: {exc.strerror or exc}", hint="check the disk and the vault's permissions")
 
 
 def sha256_file(path: Path) -> Digest:
@@ -84,19 +76,20 @@ class LocalObjectStore:
     def __init__(self, vault_dir: Path, *, lock_timeout: float = 120.0) -> None:
         self.vault_dir = vault_dir
         self.root = vault_dir / "objects" / "sha256"
-        self.packs = PackStore(vault_dir / "objects" / "packs")
         self.tmp_dir = vault_dir / "tmp"
         self.quarantine_dir = vault_dir / "quarantine"
+        self.packs = PackStore(vault_dir / "objects" / "packs", self.quarantine_dir)
         self.gc_lock_path = vault_dir / "locks" / "gc.lock"
         self._lock_timeout = lock_timeout
         self._local = threading.local()
         self._known_shards: set[str] = set()
+        self.temps = TempFiles(self.tmp_dir)
         # Plain strings on the hot path: pathlib costs more than the syscalls for small objects.
         self._root_s = str(self.root)
         self._tmp_dir_s = str(self.tmp_dir)
-        self._token = secrets.token_hex(4)
-        self._counter = 0
-        self._counter_lock = threading.Lock()
+
+    def _error(self, exc: OSError, action: str) -> StorageError:
+        return translate_os_error(exc, self.vault_dir, action)
 
     # -- layout -------------------------------------------------------------------------------
     @classmethod
@@ -119,6 +112,7 @@ class LocalObjectStore:
             lock = file_lock(self.gc_lock_path, shared=True, timeout=self._lock_timeout, what="gc")
             lock.__enter__()
             current = self._local.batch = _Batch(lock)
+            self.temps.sweep_once()
         current.depth += 1
         ok = False
         try:
@@ -143,7 +137,7 @@ class LocalObjectStore:
             loose.commit(self._root_s, self._tmp_dir_s, pending, durable, self._known_shards)
         except OSError as exc:
             loose.discard(pending)
-            raise _storage_error(exc, "committing objects") from exc
+            raise self._error(exc, "committing objects") from exc
 
     def _commit_packed(self) -> None:
         try:
@@ -151,18 +145,14 @@ class LocalObjectStore:
         except BaseException as exc:
             self.packs.discard()
             if isinstance(exc, OSError):
-                raise _storage_error(exc, "committing objects") from exc
+                raise self._error(exc, "committing objects") from exc
             raise
 
     def _new_tmp(self) -> tuple[int, str]:
-        with self._counter_lock:
-            self._counter += 1
-            # The pid is read each time: a store used on both sides of a fork() must not collide.
-            path = f"{self._tmp_dir_s}/obj-{os.getpid()}-{self._token}-{self._counter}"
         try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o444), path
+            return self.temps.new()
         except OSError as exc:
-            raise _storage_error(exc, "creating a temp file") from exc
+            raise self._error(exc, "creating a temp file") from exc
 
     def _refresh_if_stored(self, hexd: str) -> bool:
         """True if stored (or staged in this thread's batch); refreshes its age so gc keeps it."""
@@ -178,7 +168,7 @@ class LocalObjectStore:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise _storage_error(exc, "refreshing an object") from exc
+            raise self._error(exc, "refreshing an object") from exc
 
     def _stage(self, hexd: str, tmp: str) -> None:
         self._local.batch.pending[hexd] = tmp
@@ -192,7 +182,7 @@ class LocalObjectStore:
                 try:
                     self.packs.append(hexd, data)
                 except OSError as exc:
-                    raise _storage_error(exc, "writing an object") from exc
+                    raise self._error(exc, "writing an object") from exc
                 self._local.batch.packed.add(hexd)
             else:
                 fd, tmp = self._new_tmp()
@@ -201,7 +191,7 @@ class LocalObjectStore:
                 except OSError as exc:
                     os.close(fd)
                     os.unlink(tmp)
-                    raise _storage_error(exc, "writing an object") from exc
+                    raise self._error(exc, "writing an object") from exc
                 os.close(fd)
                 self._stage(hexd, tmp)
         return Digest(hexd)
@@ -212,7 +202,7 @@ class LocalObjectStore:
         except FileNotFoundError:
             raise NotFound(f"{path}: no such file", hint="check the path") from None
         except OSError as exc:
-            raise _storage_error(exc, f"reading {path}") from exc
+            raise self._error(exc, f"reading {path}") from exc
         try:
             size = os.fstat(src).st_size
             if size <= SMALL:
@@ -222,7 +212,7 @@ class LocalObjectStore:
                 os.lseek(src, 0, os.SEEK_SET)
             return self._put_fd(src)
         except OSError as exc:
-            raise _storage_error(exc, f"reading {path}") from exc
+            raise self._error(exc, f"reading {path}") from exc
         finally:
             os.close(src)
 
@@ -241,7 +231,7 @@ class LocalObjectStore:
                 os.close(fd)
                 os.unlink(tmp)
                 if isinstance(exc, OSError):
-                    raise _storage_error(exc, "writing an object") from exc
+                    raise self._error(exc, "writing an object") from exc
                 raise
             os.close(fd)
             if self._refresh_if_stored(hexd):
@@ -364,7 +354,7 @@ class LocalObjectStore:
         try:
             return self.packs.compact(verify=intact)
         except OSError as exc:
-            raise _storage_error(exc, "compacting packs") from exc
+            raise self._error(exc, "compacting packs") from exc
 
     # -- materialise --------------------------------------------------------------------------
     def materialize(self, digest: Digest, dest: Path, *, mode: MaterializeMode = "copy") -> None:
@@ -378,7 +368,7 @@ class LocalObjectStore:
         try:
             materialize(self, digest, dest, mode)
         except OSError as exc:
-            raise _storage_error(exc, f"writing {dest}") from exc
+            raise translate_os_error(exc, dest.parent, f"writing {dest}") from exc
 
     # -- corruption ---------------------------------------------------------------------------
     def quarantine(self, digest: Digest) -> Path:
@@ -415,12 +405,21 @@ class LocalObjectStore:
     def lost_packs(self) -> list[str]:
         return self.packs.lost + [n for n, size, _ in self.packs.pack_files() if size < 0]
 
+    def check_packs(self) -> tuple[list[str], list[str]]:
+        return self.packs.check()
+
+    def sweep_dead_temp_files(self, *, remove: bool) -> tuple[int, int]:
+        return self.temps.sweep(remove=remove)
+
     def iter_temp_files(self) -> Iterator[tuple[Path, float]]:
+        """Entries of ``tmp/`` that no writer's lock names (an older labvault's, an import's staging)."""
         try:
             entries = list(os.scandir(self.tmp_dir))
         except FileNotFoundError:
             return
         for entry in entries:
+            if self.temps.owns(entry.name):  # swept by its writer's lock, never by age
+                continue
             try:
                 yield Path(entry.path), entry.stat().st_mtime
             except FileNotFoundError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import sqlite3
 import threading
@@ -19,7 +20,16 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from labvault.errors import IntegrityError, StorageError
-from labvault.storage.objects.packfile import HEADER_SIZE, recover_all
+from labvault.storage.objects.packfile import (
+    HEADER_SIZE,
+    PACK_MAGIC,
+    Damage,
+    quarantine_span,
+    recover_all,
+    scan,
+    transaction,
+)
+from labvault.storage.space import disk_full, is_full
 
 __all__ = ["PackIndex", "translate_sqlite_errors"]
 
@@ -36,6 +46,13 @@ CREATE TABLE IF NOT EXISTS objects (
     size INTEGER NOT NULL,
     mtime REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS damage (
+    pack INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    stop INTEGER NOT NULL,
+    claimed BLOB,
+    PRIMARY KEY (pack, start)
+);
 """
 
 _P = ParamSpec("_P")
@@ -51,14 +68,18 @@ def translate_sqlite_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
             return fn(*args, **kwargs)
         except sqlite3.Error as exc:
             text = str(exc)
-            if "full" in text:
-                raise StorageError(
-                    "disk full while updating the pack index", hint="free some space, then run the command again"
-                ) from exc
+            where = args[0].dir if args and isinstance(args[0], PackIndex) else None
+            # SQLite says "database or disk is full", or "disk I/O error" when it could not grow its WAL
+            if where is not None and ("full" in text or ("I/O error" in text and is_full(where))):
+                raise disk_full(where, "updating the pack index") from exc
             raise StorageError(
                 f"the pack index failed: {text}",
                 hint="run `labvault fsck`; the index is rebuilt from the packs if it is deleted",
             ) from exc
+        except OSError as exc:  # others are the caller's to handle (a pack compacted away, ...)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and args and isinstance(args[0], PackIndex):
+                raise disk_full(args[0].dir, "updating the packs", quota=exc.errno == errno.EDQUOT) from exc
+            raise
 
     return wrapper
 
@@ -66,8 +87,9 @@ def translate_sqlite_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 class PackIndex:
     """Reads of packed objects; :class:`labvault.storage.objects.packs.PackStore` adds the writes."""
 
-    def __init__(self, packs_dir: Path) -> None:
+    def __init__(self, packs_dir: Path, quarantine_dir: Path | None = None) -> None:
         self.dir = packs_dir
+        self.quarantine_dir = quarantine_dir or packs_dir.parent.parent / "quarantine"
         self.index_path = packs_dir / "index.sqlite"
         self._local = threading.local()
         self._names: dict[int, str] = {}
@@ -94,7 +116,7 @@ class PackIndex:
             if not self._recovered:
                 with self._recover_lock:
                     if not self._recovered:
-                        self.lost.extend(recover_all(conn, self.dir))
+                        self.lost.extend(recover_all(conn, self.dir, self.quarantine_dir))
                         self._recovered = True
         return conn
 
@@ -210,6 +232,73 @@ class PackIndex:
                 size = -1
             out.append((str(name), size, int(live.get(pack, 0))))
         return out
+
+    @translate_sqlite_errors
+    def check(self) -> tuple[list[str], list[str]]:
+        """Walk the header and the framing of every record of every pack (fsck).
+
+        Returns the problems, one line each, and the digests of records found corrupt when the
+        index was rebuilt (reported once, as a corrupt object is). Damaged framing is copied to
+        ``quarantine/`` and stays a problem until ``gc`` rewrites the pack.
+        """
+        if not self._exists():
+            return [], []
+        conn = self._db()
+        for pack, name, end in conn.execute("SELECT id, name, indexed_end FROM packs").fetchall():
+            found = self._walk(conn, int(pack), str(name), int(end))
+            if found:
+                with transaction(conn):
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO damage (pack, start, stop) VALUES (?, ?, ?)",
+                        [(pack, d.start, d.stop) for d in found],
+                    )
+        problems: list[str] = []
+        corrupt: list[str] = []
+        rows = conn.execute(
+            "SELECT p.name, d.start, d.stop, d.claimed FROM damage d JOIN packs p ON p.id = d.pack "
+            "ORDER BY p.name, d.start"
+        ).fetchall()
+        for name, start, stop, claimed in rows:
+            if claimed is not None:
+                if self.lookup(claimed.hex()) is None:  # else stored again since: nothing is lost
+                    corrupt.append(claimed.hex())
+            elif start == 0:
+                problems.append(f"pack {name}: its header is damaged (`labvault gc` rewrites the pack)")
+            else:
+                problems.append(
+                    f"pack {name}: {stop - start} bytes at offset {start} are not a sound record (copied to "
+                    "quarantine/; `labvault gc` rewrites the pack)"
+                )
+        conn.execute("DELETE FROM damage WHERE claimed IS NOT NULL")
+        return problems, corrupt
+
+    def _walk(self, conn: sqlite3.Connection, pack: int, name: str, end: int) -> list[Damage]:
+        """The damage in a pack's header and its records' framing, up to its indexed end."""
+        try:
+            fd = os.open(self.dir / name, os.O_RDONLY)
+        except FileNotFoundError:  # reported as a lost pack
+            return []
+        try:
+            size = os.fstat(fd).st_size
+            found = [] if os.pread(fd, len(PACK_MAGIC), 0) == PACK_MAGIC else [Damage(0, len(PACK_MAGIC))]
+            stop = min(size, end)
+            if size < end:  # cut short behind the index's back: what was indexed there is gone
+                found.append(Damage(size, end))
+            if stop <= len(PACK_MAGIC):
+                return found
+            known = {
+                int(offset): (bytes(digest), int(length))
+                for digest, offset, length in conn.execute(
+                    "SELECT digest, offset, size FROM objects WHERE pack = ?", (pack,)
+                )
+            }
+            with mmap.mmap(fd, stop, access=mmap.ACCESS_READ) as view:
+                _, damage = scan(view, len(PACK_MAGIC), stop, known)
+                for d in damage:
+                    quarantine_span(self.quarantine_dir, name, d.start, view[d.start : d.stop])
+            return found + damage
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Close this thread's index connection and the pack files opened for reading."""

@@ -11,9 +11,10 @@ appends its records, makes the pack durable, then inserts their index rows in on
 The index is derived data and the packs are the truth: every process that opens the index first
 re-indexes any record past a pack's ``indexed_end`` (a batch killed between its ``fdatasync`` and
 its index commit, or an index commit lost with the power) and any pack file the index does not
-list, and cuts off a torn record at a pack's end. A re-indexed record nothing refers to is an
-orphan, which ``gc`` collects. Packed objects are deleted by deleting their index row; ``compact``
-(run by ``gc``) rewrites packs that are mostly dead space.
+list, skipping damaged bytes and cutting off only a torn tail (the rule is in ``packfile.recover``).
+A re-indexed record nothing refers to is an orphan, which ``gc`` collects. Packed objects are
+deleted by deleting their index row; ``compact`` (run by ``gc``) rewrites packs that are mostly dead
+space or damaged.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ class PackStore(PackIndex):
             fd = lock_pack(self.dir / name)
             if fd is None:
                 continue
-            end = recover(conn, pack, fd)
+            end = recover(conn, pack, fd, name=name, quarantine=self.quarantine_dir)
             if end is None:
                 os.close(fd)
                 continue
@@ -216,6 +217,7 @@ class PackStore(PackIndex):
             self._retire(writer)
         conn = self._db()
         live = self._live_bytes(conn)
+        damaged = {int(p) for (p,) in conn.execute("SELECT DISTINCT pack FROM damage WHERE claimed IS NULL")}
         reclaimed = 0
         for pack, name in conn.execute("SELECT id, name FROM packs").fetchall():
             path = self.dir / name
@@ -224,7 +226,8 @@ class PackStore(PackIndex):
             except FileNotFoundError:
                 continue
             used = live.get(pack, 0)
-            if size - len(PACK_MAGIC) - used < min_dead * size or size <= len(PACK_MAGIC):
+            mostly_dead = size - len(PACK_MAGIC) - used >= min_dead * size and size > len(PACK_MAGIC)
+            if not (mostly_dead or pack in damaged):  # a damaged pack is rewritten with fresh framing
                 continue
             fd = lock_pack(path)
             if fd is None:
@@ -262,6 +265,7 @@ class PackStore(PackIndex):
                 if writer is not None:
                     conn.execute("UPDATE packs SET indexed_end = ? WHERE id = ?", (writer.end, writer.pack_id))
                 conn.execute("DELETE FROM objects WHERE pack = ?", (pack,))  # what verify left out
+                conn.execute("DELETE FROM damage WHERE pack = ?", (pack,))
                 conn.execute("DELETE FROM packs WHERE id = ?", (pack,))
         finally:
             if writer is not None:

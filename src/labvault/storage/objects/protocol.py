@@ -2,8 +2,9 @@
 
 Every implementation (local directory, memory, fsspec remote, HTTP client) passes the same contract
 suite in ``tests/contracts/``. The maintenance part of the protocol (``gc_lock``, ``compact``,
-``iter_temp_files``, ``lost_packs``) has the defaults of a store that keeps no packs, temp files or
-lock file of its own in :class:`BasicHousekeeping`, so that services never ask which store they hold.
+``iter_temp_files``, ``lost_packs``, ``check_packs``, ``sweep_dead_temp_files``) has the defaults of a
+store that keeps no packs, temp files or lock file of its own in :class:`BasicHousekeeping`, so that
+services never ask which store they hold.
 """
 
 from __future__ import annotations
@@ -85,6 +86,14 @@ class ObjectStore(Protocol):
         """Names of pack files that the store's index lists but that are missing or unreadable."""
         ...
 
+    def check_packs(self) -> tuple[list[str], list[str]]:
+        """Read every pack's header and record framing: ``(problems, hex digests of corrupt records)``."""
+        ...
+
+    def sweep_dead_temp_files(self, *, remove: bool) -> tuple[int, int]:
+        """Count (and with ``remove``, delete) temp files no live writer holds: ``(files, bytes)``."""
+        ...
+
 
 class BasicHousekeeping:
     """The maintenance defaults of a store with no packs, temp files or lock file of its own.
@@ -104,3 +113,9 @@ class BasicHousekeeping:
 
     def lost_packs(self) -> list[str]:
         return []
+
+    def check_packs(self) -> tuple[list[str], list[str]]:
+        return [], []
+
+    def sweep_dead_temp_files(self, *, remove: bool) -> tuple[int, int]:
+        return 0, 0

@@ -12,26 +12,28 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from labvault.errors import LabvaultError, LockedError, NotFound, StorageError
 from labvault.storage.meta.repos.runs import MetricRow, encode_metric
 from labvault.storage.meta.store import MetaStore
+from labvault.storage.space import disk_full, is_full
 
 __all__ = ["MetricAppender"]
 
 _COLUMNS = "run_id, key, step, ts_ms, value, kind"
 
 
-def _translate(err: Exception) -> LabvaultError:
+def _translate(err: Exception, path: Path | None = None) -> LabvaultError:
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
     low = text.lower()
     if "foreign key" in low:
         return NotFound(f"the run does not exist ({text})", hint="list runs with `labvault runs list`")
     if "locked" in low or "busy" in low or "deadlock" in low:
         return LockedError(f"the metadata database is busy ({text})")
-    if "disk is full" in low or "no space" in low:
-        return StorageError("disk full while writing metrics", hint="free some space, then retry")
+    if "disk is full" in low or "no space" in low or ("disk i/o error" in low and path and is_full(path)):
+        return disk_full(path or "the database", "writing metrics")
     return StorageError(f"metadata database error while writing metrics ({text})")
 
 
@@ -74,7 +76,7 @@ class MetricAppender:
                 raise
             except Exception as err:  # DB-API errors of either driver: translated here, once
                 self._discard()
-                raise _translate(err) from err
+                raise _translate(err, self._meta.sqlite_path) from err
 
     def _append_sqlite(self, db: Any, params: list[tuple[Any, ...]], latest: list[tuple[Any, ...]]) -> None:
         # The connection is in autocommit mode (store.py); the transaction is ours.
