@@ -35,12 +35,11 @@ def rng_for(seed: int, *parts: object) -> random.Random:
 
 
 def put_files(seed: int, i: int, folder: Path) -> list[Path]:
-    """The files ``object put`` call ``i`` stores: small ones (packed), and every other call a large one."""
+    """The files ``object put`` call ``i`` stores: small ones (packed) and a large one (a file of its own)."""
     rng = rng_for(seed, "put", i)
     folder.mkdir(parents=True, exist_ok=True)
-    sizes = [rng.randint(100, 24_000) for _ in range(12)]
-    if i % 2 == 0:
-        sizes.append(SMALL + rng.randint(1, 200_000))
+    sizes = [rng.randint(100, 24_000) for _ in range(30)]
+    sizes.append(SMALL + rng.randint(1, 3 * SMALL))
     files = []
     for n, size in enumerate(sizes):
         path = folder / f"f{n:02}.bin"
@@ -60,16 +59,16 @@ def make_dataset(seed: int, folder: Path) -> None:
 
 
 def mutate_dataset(seed: int, i: int, folder: Path) -> None:
-    """Call ``i``'s change: rewrite a few files, add one, and every third call the large file.
+    """Call ``i``'s change: rewrite some files, add one, and every other call the large file.
 
     Each write has fixed content for ``i``, so a change cut short by a kill is completed by the retry.
     """
     rng = rng_for(seed, "mutate", i)
-    for j in rng.sample(range(DATASET_FILES), 4):
+    for j in rng.sample(range(DATASET_FILES), 30):
         (folder / f"d{j % 5}" / f"f{j:03}.bin").write_bytes(rng.randbytes(rng.randint(1, 8192)))
     (folder / f"new-{i:04}.bin").write_bytes(rng.randbytes(rng.randint(1, 4096)))
-    if i % 3 == 0:
-        (folder / "big.bin").write_bytes(rng.randbytes(SMALL + rng.randint(1, 100_000)))
+    if i % 2 == 0:
+        (folder / "big.bin").write_bytes(rng.randbytes(SMALL + rng.randint(1, 2 * SMALL)))
 
 
 def tree_summary(files: dict[str, str]) -> str:

@@ -40,6 +40,7 @@ class Outcome:
     begun: list[tuple[int, float]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     killed: bool = False  # still running when the signal was sent
+    write_seen: bool = False  # timed from the first write, and a write was seen
     mid_call: bool = False  # killed between a call's begin and its acknowledgement
     returncode: int | None = None
     stderr: str = ""
@@ -59,13 +60,14 @@ def run_child(
     count: int,
     state: str = "",
     kill_after: float | None = None,
-    from_first_ack: bool = False,
+    anchor: str = "ready",
     timeout: float = 180.0,
 ) -> Outcome:
-    """Run ``child.py OP`` for calls ``start..start+count-1``; SIGKILL it ``kill_after`` s after it is ready.
+    """Run ``child.py OP`` for calls ``start..start+count-1``; SIGKILL it ``kill_after`` s after ``anchor``.
 
-    ``from_first_ack`` counts the delay from its first acknowledged call instead: the kill then lands
-    in a process whose caches and imports are warm.
+    ``anchor`` is ``ready`` (the child is set up), ``ack`` (its first call returned: imports and
+    caches are warm) or ``write`` (the vault's files first changed: the kill lands while it writes,
+    a moment that is short beside a process's start-up and that random delays alone rarely hit).
     """
     read_end, write_end = os.pipe()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -109,7 +111,9 @@ def run_child(
         reader.start()
         try:
             if kill_after is not None:
-                (first_ack if from_first_ack else ready).wait(timeout)
+                (first_ack if anchor == "ack" else ready).wait(timeout)
+                if anchor == "write":
+                    outcome.write_seen = _wait_for_a_write(project / ".labvault", proc, 10.0)
                 time.sleep(kill_after)
                 if proc.poll() is None:
                     outcome.killed = True
@@ -126,6 +130,33 @@ def run_child(
     acked = {a["ack"] for a in outcome.acks}
     outcome.mid_call = outcome.killed and any(i not in acked for i, _ in outcome.begun)
     return outcome
+
+
+def _storage_state(vault_dir: Path) -> tuple[object, ...]:
+    """What a write changes first: temp files, pack sizes, the metadata's write-ahead log.
+
+    Sizes only, a missing file as empty: opening a database creates or touches its WAL file
+    without writing to it.
+    """
+    packs = vault_dir / "objects" / "packs"
+    state: list[object] = [tuple(sorted(os.listdir(vault_dir / "tmp")))]
+    for path in sorted([*packs.glob("*.pack"), vault_dir / "meta.db-wal"]):
+        try:
+            state.append((path.name, path.stat().st_size))
+        except FileNotFoundError:
+            state.append((path.name, 0))
+    return tuple(state)
+
+
+def _wait_for_a_write(vault_dir: Path, proc: subprocess.Popen[bytes], at_most: float) -> bool:
+    """Wait until the vault's files change (or the child ends, or ``at_most`` s pass); whether they did."""
+    before = _storage_state(vault_dir)
+    deadline = time.monotonic() + at_most
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _storage_state(vault_dir) != before:
+            return True
+        time.sleep(0.0005)
+    return False
 
 
 def _wait_group_gone(pgid: int, timeout: float = 30.0) -> None:
@@ -186,7 +217,7 @@ class KillTrials:
     check: Callable[[list[dict[str, Any]]], int]  # asserts the acknowledged items are stored; returns how many
     seed: int = 0
     state: str = ""
-    warm: bool = True  # every other kill counts its delay from the first acknowledged call
+    warm: bool = True  # whether some kills count their delay from the first acknowledged call
     next_call: int = 0
     acked: list[dict[str, Any]] = field(default_factory=list)
 
@@ -198,7 +229,7 @@ class KillTrials:
         self.next_call += calls
         return outcome
 
-    def run(self, *, count: int, kill_after: float | None = None, from_first_ack: bool = False) -> Outcome:
+    def run(self, *, count: int, kill_after: float | None = None, anchor: str = "ready") -> Outcome:
         outcome = run_child(
             self.op,
             self.project,
@@ -207,7 +238,7 @@ class KillTrials:
             count=count,
             state=self.state,
             kill_after=kill_after,
-            from_first_ack=from_first_ack,
+            anchor=anchor,
         )
         assert not outcome.failures, outcome.failures
         assert "Traceback" not in outcome.stderr, outcome.stderr
@@ -222,9 +253,13 @@ class KillTrials:
         """
         vault_dir = self.project / ".labvault"
         temps = set(os.listdir(vault_dir / "tmp"))
-        warm = self.warm and self.counts["trials"] % 2 == 1
-        outcome = self.run(count=count, kill_after=rng.uniform(0.0, window), from_first_ack=warm)
+        anchors = ["ready", "ack", "write"] if self.warm else ["ready", "write"]
+        anchor = anchors[self.counts["trials"] % len(anchors)]
+        delay = rng.uniform(0.0, 0.01 if anchor == "write" else window)
+        self.counts[f"kills timed from {'the first ' if anchor != 'ready' else ''}{anchor}"] += 1
+        outcome = self.run(count=count, kill_after=delay, anchor=anchor)
         self.counts["trials"] += 1
+        self.counts["kills timed from the first write that saw none"] += anchor == "write" and not outcome.write_seen
         self.counts["kills"] += outcome.killed
         self.counts["kills mid-call"] += outcome.mid_call
         if outcome.killed:
