@@ -108,21 +108,21 @@ def test_a_flipped_byte_in_an_object_is_refused_and_found(
     store.packs.close()  # let the executable take over the pack
 
     # The same through the executable: `object cat` refuses (exit 5), `fsck` finds it (exit 1).
-    [damaged] = rng.sample(digests, 1)
-    path, offset, size = store.locate(damaged)
+    refused = rng.choice(digests)
+    path, offset, size = store.locate(refused)
     flip_byte_at(path, offset + rng.randrange(size))
-    cat = subprocess.run([LABVAULT, "object", "cat", str(damaged)], cwd=project, capture_output=True, check=False)
+    cat = subprocess.run([LABVAULT, "object", "cat", str(refused)], cwd=project, capture_output=True, check=False)
     assert cat.returncode == 5, cat.stderr
     assert cat.stderr.startswith(b"error: ")
     assert b"Traceback" not in cat.stderr
     assert cat.stdout == b""  # under 1 MiB (one chunk of the stream): not a byte of it went out
-    _put(store, originals[damaged], loose=loose)
-    [damaged] = rng.sample([d for d in digests if d != damaged], 1)
-    path, offset, size = store.locate(damaged)
+    _put(store, originals[refused], loose=loose)
+    found = rng.choice([d for d in digests if d != refused])
+    path, offset, size = store.locate(found)
     flip_byte_at(path, offset + rng.randrange(size))
     store.packs.close()
     report = json.loads(cli("fsck", "--json", expect=1).stdout)
-    assert [c["ref"] for c in report["corrupt"]] == [str(damaged)]
+    assert [c["ref"] for c in report["corrupt"]] == [str(found)]
 
 
 @pytest.mark.xfail(

@@ -122,7 +122,7 @@ def test_log_metric(project: Path, vault_dir: Path, tally: Tally, cli: Cli) -> N
     first = trials.calibrate(200)
     run_id = trials.state = str(first.ready)
     median = sorted(first.durations)[len(first.durations) // 2]
-    counts["median call (ms)"] = round(1000 * median, 2)
+    counts["median call (us)"] = round(1_000_000 * median)
     window = max(0.3, 400 * median)
     rng = random.Random(13)
     for _ in range(KILL_TRIALS):
