@@ -225,6 +225,7 @@ class KillTrials:
         """Run ``calls`` calls unkilled: the starting state, and the timings of a kill window."""
         outcome = self.run(count=calls)
         assert outcome.returncode == 0, outcome
+        assert len(outcome.acks) == calls, outcome
         self.acked += outcome.acks
         self.next_call += calls
         return outcome
@@ -256,10 +257,10 @@ class KillTrials:
         anchors = ["ready", "ack", "write"] if self.warm else ["ready", "write"]
         anchor = anchors[self.counts["trials"] % len(anchors)]
         delay = rng.uniform(0.0, 0.01 if anchor == "write" else window)
-        self.counts[f"kills timed from {'the first ' if anchor != 'ready' else ''}{anchor}"] += 1
+        self.counts[f"trials timed from {'the first ' if anchor != 'ready' else ''}{anchor}"] += 1
         outcome = self.run(count=count, kill_after=delay, anchor=anchor)
         self.counts["trials"] += 1
-        self.counts["kills timed from the first write that saw none"] += anchor == "write" and not outcome.write_seen
+        self.counts["trials timed from the first write that saw none"] += anchor == "write" and not outcome.write_seen
         self.counts["kills"] += outcome.killed
         self.counts["kills mid-call"] += outcome.mid_call
         if outcome.killed:
