@@ -48,3 +48,29 @@ def age_object(store: LocalObjectStore, digest: Digest, when: float) -> None:
             conn.execute("UPDATE objects SET mtime = ? WHERE digest = ?", (when, bytes.fromhex(digest.hex)))
         return
     os.utime(store.path_of(digest), (when, when))
+
+
+def flip_byte_at(path: str | os.PathLike[str], offset: int, mask: int = 0xFF) -> None:
+    """XOR one byte of any file (an object, a pack, an index) with ``mask``; flipping twice restores it."""
+    assert mask, "a zero mask changes nothing"
+    mode = os.stat(path).st_mode
+    os.chmod(path, 0o644)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        old = os.pread(fd, 1, offset)
+        assert len(old) == 1, f"{path} has no byte at {offset}"
+        os.pwrite(fd, bytes([old[0] ^ mask]), offset)
+    finally:
+        os.close(fd)
+    os.chmod(path, mode & 0o7777)
+
+
+def packed_records(store: LocalObjectStore, digests: list[Digest]) -> list[tuple[Digest, int, int]]:
+    """``(digest, record start, record end)`` of packed objects in pack order (the record header included)."""
+    from labvault.storage.objects.packfile import HEADER_SIZE
+
+    spans = []
+    for digest in digests:
+        _, offset, size = store.locate(digest)
+        spans.append((digest, offset - HEADER_SIZE, offset + size))
+    return sorted(spans, key=lambda s: s[1])
