@@ -125,11 +125,6 @@ def test_a_flipped_byte_in_an_object_is_refused_and_found(
     assert [c["ref"] for c in report["corrupt"]] == [str(found)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 item 2: fsck does not read pack framing (record headers, pack header)",
-)
 def test_fsck_finds_a_flipped_byte_in_pack_framing(vault: Vault, tally: Tally) -> None:
     counts = tally["flip: pack framing, index kept"]
     rng = random.Random("flip-framing")
@@ -205,11 +200,6 @@ def _flip_then_rebuild(tmp_path: Path, tally: Tally, *, last: bool) -> Counter[s
     return counts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 item 1: rebuilding the index cuts a pack at its first damaged record",
-)
 def test_good_objects_survive_a_flipped_inner_record_and_a_lost_index(tmp_path: Path, tally: Tally) -> None:
     counts = _flip_then_rebuild(tmp_path, tally, last=False)
     assert counts["good objects readable after the rebuild"] == counts["good objects"]
@@ -239,11 +229,6 @@ def test_a_flipped_byte_in_the_pack_index_never_serves_a_wrong_byte(tmp_path: Pa
         store.packs.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 item 1: recovery cuts a pack at the first record that does not verify",
-)
 def test_a_flipped_indexed_end_in_the_pack_index_does_not_cut_the_pack(tmp_path: Path) -> None:
     """A damaged ``indexed_end`` that points into a record makes the next open re-scan from there."""
     vault_dir = tmp_path / "v"
