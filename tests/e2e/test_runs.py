@@ -49,6 +49,8 @@ def _last_id(cli: Cli) -> str:
 
 def test_run_wraps_a_python_script(cli: Cli, vault_project: Path) -> None:
     out_dir = vault_project / "out"
+    (vault_project / "tx.csv").write_text("amount\n1\n")
+    cli("-q", "data", "add", "tx", "tx.csv")
     proc = cli(
         "run",
         "--project",
@@ -58,7 +60,7 @@ def test_run_wraps_a_python_script(cli: Cli, vault_project: Path) -> None:
         "--config",
         "config.yaml",
         "--input",
-        "data:tx@v3",
+        "data:tx@v1",
         "--seed",
         "42",
         "--output",
@@ -89,7 +91,7 @@ def test_run_wraps_a_python_script(cli: Cli, vault_project: Path) -> None:
     assert run["name"] == "baseline"
     assert run["params"] == {"depth": 4, "optimizer": "adam"}
     assert run["metrics"] == {"auc": 0.95, "loss": 0.2}
-    assert run["inputs"] == ["data:tx@v3"]
+    assert run["inputs"] == ["data:tx@v1"]
     assert sorted(run["outputs"]) == ["model.txt", "out"]
     kinds = {a["name"]: a["kind"] for a in run["artifacts"]}
     assert kinds == {"model.txt": "file", "out": "tree"}

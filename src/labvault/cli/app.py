@@ -8,14 +8,16 @@ starts fast.
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
 import typer
 
 from labvault.cli import audit, data, maintenance, models, objects, runs
 from labvault.cli.failures import guarded
 from labvault.cli.render import OUTPUT
-from labvault.errors import EXIT_CODES
+from labvault.errors import EXIT_CODES, ExternalError, ValidationError
 
 __all__ = ["app", "main"]
 
@@ -33,12 +35,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from labvault.cli.entry import print_version
+
+        print_version()
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="Print only errors (accepted before or after the command)."
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print more detail on stderr."),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print labvault's version and exit."
+    ),
 ) -> None:
     """The lab notebook and the warehouse of a machine-learning team."""
     OUTPUT.quiet = OUTPUT.quiet or quiet
@@ -70,9 +83,55 @@ def _hoist_global_flags(argv: list[str]) -> list[str]:
     return out
 
 
+# Typer's own click, vendored in recent typer releases and the click package before: the module
+# that defines its exceptions, whichever it is.
+_CLICK: Any = importlib.import_module(typer.BadParameter.__module__)
+
+
+def _command_path(root: Any, args: list[str]) -> str:
+    """``labvault gc`` for ``gc --grace``: the command words at the start of ``args``."""
+    words = ["labvault"]
+    command = root
+    for arg in args:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        words.append(arg)
+        command = sub
+    return " ".join(words)
+
+
+def _usage_error(err: Any, fallback_path: str) -> ValidationError:
+    """Click's four-line block as one ``error:`` line, with the usage line and --help as the hint."""
+    text = " ".join(err.format_message().split()).rstrip(".")
+    message = text[:1].lower() + text[1:]
+    if err.ctx is None:  # the option parser's errors carry no context
+        return ValidationError(message, hint=f"see `{fallback_path} --help`")
+    usage = " ".join(err.ctx.get_usage().removeprefix("Usage: ").split())
+    return ValidationError(message, hint=f"{usage} (see `{err.ctx.command_path} --help`)")
+
+
+def _invoke(args: list[str]) -> None:
+    """Run the typer application; usage errors become ValidationError, mapped with every other error."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="labvault", standalone_mode=False)
+    except _CLICK.NoArgsIsHelpError as asked:  # `labvault` or `labvault runs` alone: the help
+        sys.stdout.write(asked.format_message() + "\n")
+        return
+    except _CLICK.UsageError as err:
+        raise _usage_error(err, _command_path(command, args)) from None
+    except typer.Abort:
+        raise SystemExit(1) from None
+    except _CLICK.ClickException as err:  # a file option that cannot be opened, and the like
+        raise ExternalError(err.format_message()) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
-    return guarded(lambda: app(args=args, prog_name="labvault"))
+    return guarded(lambda: _invoke(args))
 
 
 def run() -> None:

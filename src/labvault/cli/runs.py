@@ -305,8 +305,7 @@ def restore(run: str = RUN_ARG, json_output: bool = JSON) -> None:
 
 
 def register(root: typer.Typer) -> None:
-    root.command(
-        "run",
-        context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
-    )(run_cmd)
+    # Options are parsed up to the command's first word (or `--`); everything from there on is the
+    # command's own, so an unknown option before it is a usage error, not a command to run.
+    root.command("run", context_settings={"allow_interspersed_args": False})(run_cmd)
     root.add_typer(app, name="runs")

@@ -1,0 +1,104 @@
+"""Behaviour the docs promise, through the real ``labvault`` executable: usage errors, run options,
+unknown inputs, --version, the fsck hint, downloads of run artifacts and the data diff verdict."""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib.metadata import version as dist_version
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Cli
+
+
+@pytest.fixture
+def inited(cli: Cli, project: Path) -> Path:
+    cli("-q", "init")
+    return project
+
+
+def _runs(cli: Cli) -> list[dict[str, object]]:
+    runs: list[dict[str, object]] = json.loads(cli("runs", "list", "--json").stdout)
+    return runs
+
+
+# -- usage errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "cause"),
+    [
+        (("object", "cat"), "error: missing argument 'ref'"),
+        (("nonsense",), "error: no such command 'nonsense'"),
+        (("gc", "--grace"), "error: option '--grace' requires an argument"),
+        (("runs", "list", "--limit", "x"), "error: invalid value for '--limit'"),
+        (("run", "--json", "--", "true"), "error: no such option: --json"),
+    ],
+)
+def test_every_usage_error_is_one_error_line_and_a_usage_hint(
+    cli: Cli, inited: Path, args: tuple[str, ...], cause: str
+) -> None:
+    proc = cli(*args, expect=2)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 2, proc.stderr
+    assert lines[0].startswith(cause), proc.stderr
+    assert lines[1].startswith("hint: "), proc.stderr
+    assert "--help`" in lines[1]
+    assert proc.stdout == ""
+
+
+def test_an_unknown_option_before_the_command_is_refused_and_nothing_is_recorded(cli: Cli, inited: Path) -> None:
+    cli("run", "--json", "--", "true", expect=2)
+    cli("run", "--bogus", "true", expect=2)
+    assert _runs(cli) == []
+    # Options after the command are the command's own, with or without `--`.
+    cli("run", "--name", "a", "--", sys.executable, "-c", "import sys; sys.exit(0)", "--json")
+    cli("run", "--name", "b", sys.executable, "-c", "import sys; sys.exit(3)", expect=3)
+    assert [r["name"] for r in _runs(cli)] == ["b", "a"]
+
+
+def test_an_unknown_version_of_a_known_dataset_is_refused_before_the_run(cli: Cli, inited: Path) -> None:
+    (inited / "t.csv").write_text("a\n1\n")
+    cli("-q", "data", "add", "transactions", "t.csv")
+    marker = inited / "ran"
+    script = f"open({str(marker)!r}, 'w').close()"
+    proc = cli("run", "--input", "data:transactions@v99", "--", sys.executable, "-c", script, expect=3)
+    assert proc.stderr.startswith("error: data:transactions@v99"), proc.stderr
+    assert not marker.exists()
+    assert _runs(cli) == []
+    cli("run", "--input", "data:transactions@v1", "--", sys.executable, "-c", script)
+    assert marker.exists()
+
+
+def test_version_option_and_bare_command(cli: Cli, tmp_path: Path) -> None:
+    expected = f"labvault {dist_version('labvault')}\n"
+    assert cli("--version", cwd=tmp_path).stdout == expected
+    bare = cli(cwd=tmp_path, expect=0)
+    assert bare.stdout.startswith("Usage: labvault")
+    assert "--version" in bare.stdout
+
+
+def test_version_option_starts_without_the_cli_framework(tmp_path: Path) -> None:
+    import subprocess
+
+    code = (
+        "import sys; from labvault.cli.entry import main; code = main(['--version']); "
+        "heavy = sorted(m for m in ('typer', 'click', 'sqlalchemy', 'rich') if m in sys.modules); "
+        "print(heavy, code)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.splitlines()[-1] == "[] 0"
+
+
+def test_fsck_hint_names_commands_that_exist(cli: Cli, inited: Path) -> None:
+    (inited / "f").write_bytes(b"payload")
+    cli("-q", "data", "add", "f", "f")
+    for pack in (inited / ".labvault" / "objects").rglob("*.pack"):
+        pack.unlink()
+    proc = cli("fsck", expect=1)
+    hint = proc.stderr.splitlines()[-1]
+    assert hint.startswith("hint: "), proc.stderr
+    assert "labvault pull" not in hint
+    assert "labvault object put" in hint
