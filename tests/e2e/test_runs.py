@@ -183,6 +183,25 @@ def test_list_filter_sort_compare(cli: Cli, vault_project: Path) -> None:
     cli("runs", "compare", ids[0], expect=2)
 
 
+def test_list_filters_on_inputs(cli: Cli, vault_project: Path) -> None:
+    for _ in range(2):
+        (vault_project / "tx.csv").write_text(f"amount\n{_}\n")
+        cli("-q", "data", "add", "transactions", "tx.csv")
+    _train(cli, "--name", "v1", "--input", "data:transactions@v1")
+    _train(cli, "--name", "v2", "--input", "data:transactions")  # pinned to v2
+    _train(cli, "--name", "none")
+
+    def names(expr: str) -> list[str]:
+        return [r["name"] for r in json.loads(cli("runs", "list", "--json", "--filter", expr).stdout)]
+
+    assert names("inputs = 'data:transactions@v1'") == ["v1"]
+    assert names("inputs like 'data:transactions@%'") == ["v2", "v1"]
+    assert names("inputs != 'data:transactions@v1'") == ["none", "v2"]
+    assert names("inputs not like 'data:transactions@%'") == ["none"]
+    bad = cli("runs", "list", "--filter", "inputs > 'a'", expect=2)
+    assert bad.stderr.startswith("error: inputs compare as text")
+
+
 def test_show_export_delete_restore(cli: Cli, vault_project: Path) -> None:
     _train(cli, "--name", "x")
     run_id = _last_id(cli)
