@@ -202,6 +202,26 @@ def test_list_filters_on_inputs(cli: Cli, vault_project: Path) -> None:
     assert bad.stderr.startswith("error: inputs compare as text")
 
 
+def test_compare_shows_artifacts_with_their_sha256(cli: Cli, vault_project: Path) -> None:
+    import hashlib
+
+    write = "import sys; open('model.bin', 'w').write(sys.argv[1])"
+    for name, weights in (("a", "w1"), ("b", "w1"), ("c", "w2")):
+        cli("run", "--name", name, "--output", "model.bin", "--", sys.executable, "-c", write, weights)
+    ids = {r["name"]: r["id"] for r in json.loads(cli("runs", "list", "--json").stdout)}
+    same = json.loads(cli("runs", "compare", ids["a"], ids["b"], "--json").stdout)
+    w1 = "sha256:" + hashlib.sha256(b"w1").hexdigest()
+    assert same["artifacts"]["model.bin"] == {"values": [w1, w1], "differs": False}
+    human = cli("runs", "compare", ids["a"], ids["b"]).stdout
+    row = next(line for line in human.splitlines() if "artifacts.model.bin" in line)
+    assert row.count(w1) == 2
+    assert not row.lstrip().startswith("*")
+    differ = json.loads(cli("runs", "compare", ids["a"], ids["c"], "--json").stdout)
+    assert differ["artifacts"]["model.bin"]["differs"] is True
+    row = next(line for line in cli("runs", "compare", ids["a"], ids["c"]).stdout.splitlines() if "model.bin" in line)
+    assert row.lstrip().startswith("*")
+
+
 def test_show_export_delete_restore(cli: Cli, vault_project: Path) -> None:
     _train(cli, "--name", "x")
     run_id = _last_id(cli)

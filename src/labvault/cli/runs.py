@@ -221,7 +221,7 @@ def compare(
     all_rows: bool = typer.Option(False, "--all", help="Show rows that are the same in every run too."),
     json_output: bool = JSON,
 ) -> None:
-    """Params, metrics, inputs, code and environment side by side; differences marked with '*'."""
+    """Params, metrics, inputs, artifacts (sha256), code and environment side by side; differences marked '*'."""
     if len(runs) < 2:
         raise ValidationError("compare needs at least two runs", hint="labvault runs compare RUN RUN [RUN...]")
     with open_vault() as vault:
@@ -231,17 +231,18 @@ def compare(
         return
     header = ["", "field", *(r["id"] for r in doc["runs"])]
     rows = []
-    for section in ("attributes", "params", "metrics", "code", "environment"):
+    for section in ("attributes", "params", "metrics", "artifacts", "code", "environment"):
         for key, row in doc[section].items():
             if section == "environment" and key == "package_versions":
                 for pkg, prow in row.items():
                     rows.append(("*", f"package {pkg}", *(_cell(v) for v in prow["values"])))
                 continue
-            if row["differs"] or all_rows:
+            # Artifacts always show: an identical model file is an answer too.
+            if row["differs"] or all_rows or section == "artifacts":
                 rows.append(("*" if row["differs"] else "", f"{section}.{key}", *(_cell(v) for v in row["values"])))
     OUTPUT.table(header, rows)
     if not rows:
-        OUTPUT.info("the runs do not differ in params, metrics, inputs, code or environment")
+        OUTPUT.info("the runs do not differ in params, metrics, inputs, artifacts, code or environment")
 
 
 def _cell(value: Any) -> str:
