@@ -222,6 +222,48 @@ def test_compare_shows_artifacts_with_their_sha256(cli: Cli, vault_project: Path
     assert row.lstrip().startswith("*")
 
 
+def test_artifacts_download_files_and_folders_verified(cli: Cli, vault_project: Path) -> None:
+    import hashlib
+
+    make = (
+        "import os; os.makedirs('plots/roc', exist_ok=True); open('model.bin', 'w').write('weights'); "
+        "open('plots/roc/a.png', 'w').write('png'); open('plots/b.txt', 'w').write('b'); "
+        "os.symlink('b.txt', 'plots/latest')"
+    )
+    cli("run", "--output", "model.bin", "--output", "plots", "--", sys.executable, "-c", make)
+    run_id = _last_id(cli)
+    proc = cli("runs", "artifacts", run_id, "-o", "out", "--json")
+    got = {f["path"]: f for f in json.loads(proc.stdout)}
+    assert set(got) == {"model.bin", "plots/b.txt", "plots/roc/a.png", "plots/latest"}
+    assert got["model.bin"]["sha256"] == "sha256:" + hashlib.sha256(b"weights").hexdigest()
+    out = vault_project / "out"
+    assert (out / "model.bin").read_text() == "weights"
+    assert (out / "plots" / "roc" / "a.png").read_text() == "png"
+    assert os.readlink(out / "plots" / "latest") == "b.txt"
+    # Again: everything is already there, nothing is written.
+    again = json.loads(cli("runs", "artifacts", run_id, "-o", "out", "--json").stdout)
+    assert not any(f["written"] for f in again)
+    # One artifact by name.
+    cli("runs", "artifacts", run_id, "plots", "-o", "only")
+    assert sorted(p.name for p in (vault_project / "only").iterdir()) == ["plots"]
+    cli("runs", "artifacts", run_id, "nope", "-o", "only", expect=3)
+    # A different file in the way: exit 4, and nothing else is written.
+    (vault_project / "clash" / "plots").mkdir(parents=True)
+    (vault_project / "clash" / "plots" / "b.txt").write_text("mine")
+    clash = cli("runs", "artifacts", run_id, "-o", "clash", expect=4)
+    assert clash.stderr.startswith("error: "), clash.stderr
+    assert (vault_project / "clash" / "plots" / "b.txt").read_text() == "mine"
+    assert not (vault_project / "clash" / "model.bin").exists()
+    # A corrupt object is refused (exit 5), never written.
+    from labvault.refs import Digest
+    from labvault.storage.objects.local import LocalObjectStore
+    from tests.corruption import flip_byte
+
+    flip_byte(LocalObjectStore(vault_project / ".labvault"), Digest(got["model.bin"]["sha256"][7:]))
+    cli("runs", "artifacts", run_id, "model.bin", "-o", "bad", expect=5)
+    assert not (vault_project / "bad" / "model.bin").exists()
+
+
 def test_show_export_delete_restore(cli: Cli, vault_project: Path) -> None:
     _train(cli, "--name", "x")
     run_id = _last_id(cli)

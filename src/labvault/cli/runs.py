@@ -1,4 +1,4 @@
-"""``labvault run -- CMD`` and ``labvault runs list|show|compare|export|delete|restore``."""
+"""``labvault run -- CMD`` and ``labvault runs list|show|compare|artifacts|export|delete|restore``."""
 
 from __future__ import annotations
 
@@ -281,6 +281,29 @@ def export(
     else:
         output.write_text(text, encoding="utf-8")
         OUTPUT.info(f"wrote {output}")
+
+
+@app.command("artifacts")
+def artifacts(
+    run: str = RUN_ARG,
+    name: str | None = typer.Argument(None, help="Only this artifact (default: every artifact of the run)."),
+    dest: Path = typer.Option(Path("."), "--output", "-o", help="The folder to write them in (default: here)."),
+    json_output: bool = JSON,
+) -> None:
+    """Download a run's artifacts, folders included, each file verified against its sha256.
+
+    Files already there with the same content are kept; a different file in the way is exit 4 and
+    nothing is written.
+    """
+    with open_vault() as vault:
+        done = vault.runs.download_artifacts(run, dest, name=name)
+    if json_output:
+        print_json([f.to_json() for f in done])
+        return
+    for f in done:
+        OUTPUT.line(f"{dest / f.path}  {f.sha256 if f.kind == 'file' else '-> ' + str(f.target)}")
+    written = sum(f.written for f in done)
+    OUTPUT.info(f"{written} written, {len(done) - written} already there")
 
 
 @app.command("delete")
