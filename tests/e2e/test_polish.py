@@ -4,6 +4,7 @@ unknown inputs, --version, the fsck hint, downloads of run artifacts and the dat
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -102,3 +103,31 @@ def test_fsck_hint_names_commands_that_exist(cli: Cli, inited: Path) -> None:
     assert hint.startswith("hint: "), proc.stderr
     assert "labvault pull" not in hint
     assert "labvault object put" in hint
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_checkout_of_a_missing_object_is_exit_5_on_both_backends(
+    cli: Cli, project: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    db = ["--db", request.getfixturevalue("pg_url")] if backend == "postgres" else []
+    cli("-q", "init", *db)
+    (project / "raw").mkdir()
+    for i in range(3):
+        (project / "raw" / f"{i}.txt").write_text(f"row {i}\n" * 50)
+    cli("-q", "data", "add", "raw", "raw")
+    for pack in (project / ".labvault" / "objects").rglob("*.pack"):
+        pack.unlink()
+    for loose in (project / ".labvault" / "objects" / "sha256").rglob("*"):
+        if loose.is_file():
+            loose.unlink()
+    proc = cli("data", "checkout", "raw", "restored", expect=5)  # the tree's file list is cached: a file is missing
+    assert proc.stderr.startswith("error: "), proc.stderr
+    shutil.rmtree(project / ".labvault" / "cache")
+    proc = cli("data", "checkout", "raw", "again", expect=5)  # the tree itself is missing
+    assert proc.stderr.startswith("error: "), proc.stderr
+    assert "labvault fsck" in proc.stderr
+    assert not (project / "again").exists()
