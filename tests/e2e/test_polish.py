@@ -4,8 +4,11 @@ unknown inputs, --version, the fsck hint, downloads of run artifacts and the dat
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import sys
+from collections.abc import Iterator
 from importlib.metadata import version as dist_version
 from pathlib import Path
 
@@ -131,3 +134,94 @@ def test_checkout_of_a_missing_object_is_exit_5_on_both_backends(
     assert proc.stderr.startswith("error: "), proc.stderr
     assert "labvault fsck" in proc.stderr
     assert not (project / "again").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3_bucket() -> Iterator[tuple[str, str]]:
+    """(endpoint, bucket): a moto S3 server on loopback holding ``ds/a.csv``."""
+    moto_server = pytest.importorskip("moto.server")
+    import boto3
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    try:
+        client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+        )
+        client.create_bucket(Bucket="labvault-polish")
+        client.put_object(Bucket="labvault-polish", Key="ds/a.csv", Body=b"a\n1\n")
+        yield endpoint, "labvault-polish"
+    finally:
+        server.stop()
+
+
+def _aws_env(endpoint: str, *, credentials: bool) -> dict[str, str]:
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        # No credentials from files or an instance metadata service either.
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+        "AWS_CONFIG_FILE": "/nonexistent/config",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    if credentials:
+        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    return env
+
+
+def test_s3_import_without_credentials_is_exit_7_naming_the_variables(
+    cli: Cli, inited: Path, s3_bucket: tuple[str, str]
+) -> None:
+    endpoint, bucket = s3_bucket
+    assert not {k for k in os.environ if k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_SESSION_TOKEN")}
+    proc = cli("data", "import", "remote", f"s3://{bucket}/ds", env=_aws_env(endpoint, credentials=False), expect=7)
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("error: "), proc.stderr
+    assert lines[1].startswith("hint: ")
+    assert "AWS_ACCESS_KEY_ID" in lines[1]
+    assert "AWS_SECRET_ACCESS_KEY" in lines[1]
+    assert cli("data", "list", "--json").stdout.strip() == "[]"
+    # With them, the same import works; a key that is not there is not found (3).
+    env = _aws_env(endpoint, credentials=True)
+    cli("-q", "data", "import", "remote", f"s3://{bucket}/ds", env=env)
+    cli("data", "import", "other", f"s3://{bucket}/nope.csv", env=env, expect=3)
+
+
+def test_unreachable_sources_are_exit_7_not_missing(cli: Cli, inited: Path) -> None:
+    closed = f"127.0.0.1:{_free_port()}"
+    proc = cli("data", "import", "web", f"http://{closed}/a.csv", expect=7)
+    assert proc.stderr.startswith("error: cannot reach"), proc.stderr
+    env = {**_aws_env(f"http://{closed}", credentials=True), "AWS_MAX_ATTEMPTS": "1"}  # no retries: fast
+    proc = cli("data", "import", "remote", "s3://bucket1/ds", env=env, expect=7, timeout=300)
+    assert proc.stderr.startswith("error: cannot reach"), proc.stderr
+
+
+def test_local_import_outside_the_project_records_a_file_url(cli: Cli, inited: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "a.csv").write_text("a\n1\n")
+    doc = json.loads(cli("data", "import", "ext", str(outside), "--json").stdout)
+    assert doc["storage_uri"] == outside.resolve().as_uri()
+    assert doc["source_url"] == outside.resolve().as_uri()
+    assert doc["storage_uri"].startswith("file:///")
+
+
+def test_the_extra_named_by_an_import_hint_exists(cli: Cli, inited: Path) -> None:
+    import tomllib
+
+    pytest.importorskip("fsspec")
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        proc = cli("data", "import", "g", "gs://bucket/x.csv", expect=2)
+        assert proc.stderr.splitlines()[1] == "hint: pip install 'labvault[gcs]'"
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert {"s3", "gcs"} <= set(pyproject["project"]["optional-dependencies"])
