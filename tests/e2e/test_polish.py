@@ -225,3 +225,61 @@ def test_the_extra_named_by_an_import_hint_exists(cli: Cli, inited: Path) -> Non
         assert proc.stderr.splitlines()[1] == "hint: pip install 'labvault[gcs]'"
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     assert {"s3", "gcs"} <= set(pyproject["project"]["optional-dependencies"])
+
+
+def _write_csv(path: Path, rows: list[tuple[float, str]], *, extra: bool = False) -> None:
+    head = "amount,merchant" + (",country" if extra else "")
+    body = "".join(f"{a},{m}" + (",fr" if extra else "") + "\n" for a, m in rows)
+    path.write_text(head + "\n" + body)
+
+
+def test_data_diff_verdict_new_and_vanished_values_and_readable_numbers(cli: Cli, inited: Path) -> None:
+    import random
+
+    rng = random.Random(3)
+    base = [(round(rng.gauss(50_000, 500), 2), rng.choice("abc")) for _ in range(400)]
+    csv = inited / "tx.csv"
+    _write_csv(csv, base)
+    cli("-q", "data", "add", "tx", "tx.csv")
+    _write_csv(csv, [(a, m) for a, m in reversed(base[1:])])  # same distribution
+    cli("-q", "data", "add", "tx", "tx.csv")
+    _write_csv(csv, [(a * 1.05, "d" if m == "c" else m) for a, m in base])  # shifted; c replaced by d
+    cli("-q", "data", "add", "tx", "tx.csv")
+    _write_csv(csv, base, extra=True)
+    cli("-q", "data", "add", "tx", "tx.csv")
+
+    same = cli("data", "diff", "tx@v1", "tx@v2").stdout
+    assert "verdict: no drift (max PSI " in same
+    drift = cli("data", "diff", "tx@v1", "tx@v3").stdout
+    assert "verdict: drift in 1 column above PSI 0.2 (amount; max PSI " in drift
+    assert "e+0" not in drift
+    assert "mean=50,0" in drift
+    merchant = next(line for line in drift.splitlines() if line.lstrip().startswith("merchant"))
+    assert "new: d" in merchant
+    assert "vanished: c" in merchant
+    schema = cli("data", "diff", "tx@v1", "tx@v4").stdout
+    assert "verdict: schema changed (added country)" in schema
+    doc = json.loads(cli("data", "diff", "tx@v1", "tx@v3", "--json").stdout)
+    assert doc["verdict"] == {"status": "drift", "psi_threshold": 0.2, "drifted_columns": ["amount"]}
+    merchant_doc = next(c for c in doc["tabular"][0]["columns"] if c["column"] == "merchant")
+    assert merchant_doc["new_values"] == ["d"]
+    assert merchant_doc["vanished_values"] == ["c"]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (50213.4, "50,213.4"),
+        (50000.0, "50,000"),
+        (123456, "123,456"),
+        (0.03124, "0.03124"),
+        (12.3456, "12.35"),
+        (1e-7, "1.000e-07"),
+        (0.0, "0"),
+        (float("nan"), "nan"),
+    ],
+)
+def test_readable_numbers(value: float, text: str) -> None:
+    from labvault.cli.render import readable_number
+
+    assert readable_number(value) == text
