@@ -92,7 +92,7 @@ def test_import_a_local_folder(cli: Cli, project: Path, tmp_path: Path) -> None:
     cli("init")
     _tree(tmp_path / "outside", {"x.jsonl": '{"k": 1}\n'})
     doc = json.loads(cli("data", "import", "ext", str(tmp_path / "outside"), "--json").stdout)
-    assert doc["source_url"] == doc["storage_uri"] == str(tmp_path / "outside")
+    assert doc["source_url"] == doc["storage_uri"] == (tmp_path / "outside").resolve().as_uri()  # file://
     assert doc["ref"] == "data:ext@v1"
     assert doc["created"] is True
     assert doc["record_count"] == 1
