@@ -77,7 +77,10 @@ def test_workflow(cli: Cli, project: Path, data: Path) -> None:
     diff = json.loads(cli("data", "diff", "data:raw@v1", "data:raw@v2", "--json").stdout)
     assert diff["added"] == ["new.txt"]
     assert diff["modified"] == ["sub/n.txt"]
-    assert "1 added, 0 removed, 1 modified" in cli("data", "diff", "raw@v1", "raw@v2").stdout
+    text_diff = cli("data", "diff", "raw@v1", "raw@v2").stdout
+    assert "1 added, 0 removed, 1 modified" in text_diff
+    assert text_diff.splitlines()[-1] == "verdict: no drift (no numeric column of a tabular file changed)"
+    assert cli("data", "diff", "raw@v1", "raw@v1").stdout.splitlines()[-1] == "verdict: no change"
     # human tables
     assert "data:raw@v2" in cli("data", "list").stdout
     assert "t.csv" in cli("data", "show", "raw").stdout

@@ -272,6 +272,8 @@ def _verdict_text(verdict: Any) -> str:
         )
     if verdict.status == "no drift" and verdict.max_psi is not None:
         return f"no drift (max PSI {verdict.max_psi:.4f}, at most {verdict.psi_threshold})"
+    if verdict.status == "no drift":
+        return "no drift (no numeric column of a tabular file changed)"
     return str(verdict.status)
 
 
