@@ -3,8 +3,8 @@
 Commands parse, call the service layer and render; they contain no ``try``. Every expected failure
 is a :class:`~labvault.errors.LabvaultError`, mapped by :func:`labvault.cli.failures.guarded` to
 ``error: ...`` / ``hint: ...`` and its exit code; click's usage errors become ``ValidationError``
-(exit 2) here, with the command's usage line as the hint, so they read the same. Heavy modules (SQLAlchemy, the services) are imported inside commands, so ``--help``
-starts fast.
+(exit 2) here, with the command's usage line as the hint, so they read the same. Heavy modules
+(SQLAlchemy, the services) are imported inside commands, so ``--help`` starts fast.
 """
 
 from __future__ import annotations
