@@ -204,6 +204,33 @@ def test_unreachable_sources_are_exit_7_not_missing(cli: Cli, inited: Path) -> N
     assert proc.stderr.startswith("error: cannot reach"), proc.stderr
 
 
+def test_http_errors_are_told_apart(cli: Cli, inited: Path) -> None:
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            code = {"/gone.csv": 404, "/secret.csv": 403}.get(self.path, 503)
+            self.send_response(code)
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert "does not exist" in cli("data", "import", "w", f"{base}/gone.csv", expect=3).stderr
+        assert "access denied" in cli("data", "import", "w", f"{base}/secret.csv", expect=7).stderr
+        assert "cannot reach" in cli("data", "import", "w", f"{base}/busy.csv", expect=7).stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_local_import_outside_the_project_records_a_file_url(cli: Cli, inited: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()

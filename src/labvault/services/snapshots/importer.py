@@ -67,25 +67,31 @@ _NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError", "DefaultCred
 
 
 def _unreachable(exc: BaseException) -> bool:
-    """fsspec's HTTP back end reports a refused connection as FileNotFoundError; its cause says which."""
+    """fsspec's HTTP back end reports a refused connection, a timeout and a server error (5xx) as
+    FileNotFoundError too; its cause says which."""
     cause = exc.__cause__
+    status = getattr(cause, "status", None)
+    if isinstance(status, int):
+        return status >= 500
     return isinstance(cause, OSError | TimeoutError) and not isinstance(cause, FileNotFoundError)
+
+
+def _denied(exc: BaseException) -> bool:
+    return isinstance(exc, PermissionError) or getattr(exc.__cause__, "status", None) in (401, 403)
 
 
 def _source_error(exc: Exception, public: str, scheme: str) -> LabvaultError:
     """One labvault error for whatever an fsspec back end raised (botocore, aiohttp, google-auth...)."""
     if isinstance(exc, LabvaultError):
         return exc
+    kind = _EXTRAS.get(scheme, scheme)
+    if _denied(exc):
+        return ExternalError(f"{public}: access denied", hint=_CREDENTIALS_HINT.get(kind, "check your credentials"))
     if isinstance(exc, FileNotFoundError) and not _unreachable(exc):
         return NotFound(f"{public} does not exist", hint="check the URL")
-    kind = _EXTRAS.get(scheme, scheme)
     if _NO_CREDENTIALS & {cls.__name__ for cls in type(exc).__mro__}:
         return ExternalError(
             f"no credentials to read {public}", hint=_CREDENTIALS_HINT.get(kind, "check your credentials")
-        )
-    if isinstance(exc, PermissionError):
-        return ExternalError(
-            f"{public}: access denied ({exc})", hint=_CREDENTIALS_HINT.get(kind, "check your credentials")
         )
     detail = str(exc.__cause__ or exc) or type(exc).__name__
     return ExternalError(f"cannot reach {public}: {detail}", hint="check the URL and the network, then retry")
