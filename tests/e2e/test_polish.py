@@ -63,6 +63,16 @@ def test_an_unknown_option_before_the_command_is_refused_and_nothing_is_recorded
     assert [r["name"] for r in _runs(cli)] == ["b", "a"]
 
 
+def test_run_leaves_the_commands_own_quiet_and_verbose_flags_alone(cli: Cli, inited: Path) -> None:
+    check = "import sys; sys.exit(0 if sys.argv[1:] == ['-v', '-q'] else 9)"
+    cli("run", sys.executable, "-c", check, "-v", "-q")
+    cli("run", "--", sys.executable, "-c", check, "-v", "-q")
+    # Before the command they are labvault's own, as everywhere.
+    quiet = cli("run", "-q", "--name", "q", "--", sys.executable, "-c", "pass")
+    assert quiet.stderr == ""
+    assert cli("-q", "run", "--", sys.executable, "-c", "pass").stderr == ""
+
+
 def test_an_unknown_version_of_a_known_dataset_is_refused_before_the_run(cli: Cli, inited: Path) -> None:
     (inited / "t.csv").write_text("a\n1\n")
     cli("-q", "data", "add", "transactions", "t.csv")

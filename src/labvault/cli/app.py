@@ -71,10 +71,14 @@ _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose"
 
 
 def _hoist_global_flags(argv: list[str]) -> list[str]:
-    """Accept --quiet/--verbose anywhere before ``--`` (``labvault fsck -q`` as well as ``labvault -q fsck``)."""
+    """Accept --quiet/--verbose anywhere before ``--`` (``labvault fsck -q`` as well as ``labvault -q fsck``).
+
+    Not after ``run``: from its command's first word on, every argument is the command's own (``labvault
+    run python -v train.py``), so ``run`` parses its own -q/-v before that word.
+    """
     out: list[str] = []
     for i, arg in enumerate(argv):
-        if arg == "--":
+        if arg == "--" or (arg == "run" and not out):
             out.extend(argv[i:])
             break
         if arg in _GLOBAL_FLAGS:

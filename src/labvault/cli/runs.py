@@ -79,6 +79,8 @@ def run_cmd(
     seed: int | None = typer.Option(
         None, "--seed", help="Export LABVAULT_SEED and PYTHONHASHSEED with this value and record it.", min=0
     ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors (before CMD: after it, CMD's own)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print more detail on stderr (before CMD)."),
 ) -> None:
     """Run CMD as a tracked run: capture code, environment and output; exit with CMD's exit code.
 
@@ -88,6 +90,8 @@ def run_cmd(
     """
     from labvault.services.tracking.wrapper import run_command
 
+    OUTPUT.quiet = OUTPUT.quiet or quiet
+    OUTPUT.verbose = OUTPUT.verbose or verbose
     with open_vault() as vault:
         result = run_command(
             vault.runs,
