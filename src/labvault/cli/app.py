@@ -91,6 +91,8 @@ def _hoist_global_flags(argv: list[str]) -> list[str]:
 # Typer's own click, vendored in recent typer releases and the click package before: the module
 # that defines its exceptions, whichever it is.
 _CLICK: Any = importlib.import_module(typer.BadParameter.__module__)
+# Click 8.2 raises it for a group given no arguments; older releases print the help and exit 0.
+_NO_ARGS: Any = getattr(_CLICK, "NoArgsIsHelpError", ())
 
 
 def _command_path(root: Any, args: list[str]) -> str:
@@ -121,7 +123,7 @@ def _invoke(args: list[str]) -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="labvault", standalone_mode=False)
-    except _CLICK.NoArgsIsHelpError as asked:  # `labvault` or `labvault runs` alone: the help
+    except _NO_ARGS as asked:  # `labvault` or `labvault runs` alone: the help
         sys.stdout.write(asked.format_message() + "\n")
         return
     except _CLICK.UsageError as err:
