@@ -79,7 +79,10 @@ def test_workflow(cli: Cli, project: Path, data: Path) -> None:
     diff = json.loads(cli("data", "diff", "data:raw@v1", "data:raw@v2", "--json").stdout)
     assert diff["added"] == ["new.txt"]
     assert diff["modified"] == ["sub/n.txt"]
-    assert "1 added, 0 removed, 1 modified" in cli("data", "diff", "raw@v1", "raw@v2").stdout
+    text_diff = cli("data", "diff", "raw@v1", "raw@v2").stdout
+    assert "1 added, 0 removed, 1 modified" in text_diff
+    assert text_diff.splitlines()[-1] == "verdict: no drift (no numeric column of a tabular file changed)"
+    assert cli("data", "diff", "raw@v1", "raw@v1").stdout.splitlines()[-1] == "verdict: no change"
     # human tables
     assert "data:raw@v2" in cli("data", "list").stdout
     assert "t.csv" in cli("data", "show", "raw").stdout
@@ -94,7 +97,7 @@ def test_import_a_local_folder(cli: Cli, project: Path, tmp_path: Path) -> None:
     cli("init")
     _tree(tmp_path / "outside", {"x.jsonl": '{"k": 1}\n'})
     doc = json.loads(cli("data", "import", "ext", str(tmp_path / "outside"), "--json").stdout)
-    assert doc["source_url"] == doc["storage_uri"] == str(tmp_path / "outside")
+    assert doc["source_url"] == doc["storage_uri"] == (tmp_path / "outside").resolve().as_uri()  # file://
     assert doc["ref"] == "data:ext@v1"
     assert doc["created"] is True
     assert doc["record_count"] == 1

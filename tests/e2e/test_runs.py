@@ -49,6 +49,8 @@ def _last_id(cli: Cli) -> str:
 
 def test_run_wraps_a_python_script(cli: Cli, vault_project: Path) -> None:
     out_dir = vault_project / "out"
+    (vault_project / "tx.csv").write_text("amount\n1\n")
+    cli("-q", "data", "add", "tx", "tx.csv")
     proc = cli(
         "run",
         "--project",
@@ -58,7 +60,7 @@ def test_run_wraps_a_python_script(cli: Cli, vault_project: Path) -> None:
         "--config",
         "config.yaml",
         "--input",
-        "data:tx@v3",
+        "data:tx@v1",
         "--seed",
         "42",
         "--output",
@@ -89,7 +91,7 @@ def test_run_wraps_a_python_script(cli: Cli, vault_project: Path) -> None:
     assert run["name"] == "baseline"
     assert run["params"] == {"depth": 4, "optimizer": "adam"}
     assert run["metrics"] == {"auc": 0.95, "loss": 0.2}
-    assert run["inputs"] == ["data:tx@v3"]
+    assert run["inputs"] == ["data:tx@v1"]
     assert sorted(run["outputs"]) == ["model.txt", "out"]
     kinds = {a["name"]: a["kind"] for a in run["artifacts"]}
     assert kinds == {"model.txt": "file", "out": "tree"}
@@ -179,6 +181,87 @@ def test_list_filter_sort_compare(cli: Cli, vault_project: Path) -> None:
     assert "params.depth" in human
     assert "*" in human
     cli("runs", "compare", ids[0], expect=2)
+
+
+def test_list_filters_on_inputs(cli: Cli, vault_project: Path) -> None:
+    for _ in range(2):
+        (vault_project / "tx.csv").write_text(f"amount\n{_}\n")
+        cli("-q", "data", "add", "transactions", "tx.csv")
+    _train(cli, "--name", "v1", "--input", "data:transactions@v1")
+    _train(cli, "--name", "v2", "--input", "data:transactions")  # pinned to v2
+    _train(cli, "--name", "none")
+
+    def names(expr: str) -> list[str]:
+        return [r["name"] for r in json.loads(cli("runs", "list", "--json", "--filter", expr).stdout)]
+
+    assert names("inputs = 'data:transactions@v1'") == ["v1"]
+    assert names("inputs like 'data:transactions@%'") == ["v2", "v1"]
+    assert names("inputs != 'data:transactions@v1'") == ["none", "v2"]
+    assert names("inputs not like 'data:transactions@%'") == ["none"]
+    bad = cli("runs", "list", "--filter", "inputs > 'a'", expect=2)
+    assert bad.stderr.startswith("error: inputs compare as text")
+
+
+def test_compare_shows_artifacts_with_their_sha256(cli: Cli, vault_project: Path) -> None:
+    import hashlib
+
+    write = "import sys; open('model.bin', 'w').write(sys.argv[1])"
+    for name, weights in (("a", "w1"), ("b", "w1"), ("c", "w2")):
+        cli("run", "--name", name, "--output", "model.bin", "--", sys.executable, "-c", write, weights)
+    ids = {r["name"]: r["id"] for r in json.loads(cli("runs", "list", "--json").stdout)}
+    same = json.loads(cli("runs", "compare", ids["a"], ids["b"], "--json").stdout)
+    w1 = "sha256:" + hashlib.sha256(b"w1").hexdigest()
+    assert same["artifacts"]["model.bin"] == {"values": [w1, w1], "differs": False}
+    human = cli("runs", "compare", ids["a"], ids["b"]).stdout
+    row = next(line for line in human.splitlines() if "artifacts.model.bin" in line)
+    assert row.count(w1) == 2
+    assert not row.lstrip().startswith("*")
+    differ = json.loads(cli("runs", "compare", ids["a"], ids["c"], "--json").stdout)
+    assert differ["artifacts"]["model.bin"]["differs"] is True
+    row = next(line for line in cli("runs", "compare", ids["a"], ids["c"]).stdout.splitlines() if "model.bin" in line)
+    assert row.lstrip().startswith("*")
+
+
+def test_artifacts_download_files_and_folders_verified(cli: Cli, vault_project: Path) -> None:
+    import hashlib
+
+    make = (
+        "import os; os.makedirs('plots/roc', exist_ok=True); open('model.bin', 'w').write('weights'); "
+        "open('plots/roc/a.png', 'w').write('png'); open('plots/b.txt', 'w').write('b'); "
+        "os.symlink('b.txt', 'plots/latest')"
+    )
+    cli("run", "--output", "model.bin", "--output", "plots", "--", sys.executable, "-c", make)
+    run_id = _last_id(cli)
+    proc = cli("runs", "artifacts", run_id, "-o", "out", "--json")
+    got = {f["path"]: f for f in json.loads(proc.stdout)}
+    assert set(got) == {"model.bin", "plots/b.txt", "plots/roc/a.png", "plots/latest"}
+    assert got["model.bin"]["sha256"] == "sha256:" + hashlib.sha256(b"weights").hexdigest()
+    out = vault_project / "out"
+    assert (out / "model.bin").read_text() == "weights"
+    assert (out / "plots" / "roc" / "a.png").read_text() == "png"
+    assert os.readlink(out / "plots" / "latest") == "b.txt"
+    # Again: everything is already there, nothing is written.
+    again = json.loads(cli("runs", "artifacts", run_id, "-o", "out", "--json").stdout)
+    assert not any(f["written"] for f in again)
+    # One artifact by name.
+    cli("runs", "artifacts", run_id, "plots", "-o", "only")
+    assert sorted(p.name for p in (vault_project / "only").iterdir()) == ["plots"]
+    cli("runs", "artifacts", run_id, "nope", "-o", "only", expect=3)
+    # A different file in the way: exit 4, and nothing else is written.
+    (vault_project / "clash" / "plots").mkdir(parents=True)
+    (vault_project / "clash" / "plots" / "b.txt").write_text("mine")
+    clash = cli("runs", "artifacts", run_id, "-o", "clash", expect=4)
+    assert clash.stderr.startswith("error: "), clash.stderr
+    assert (vault_project / "clash" / "plots" / "b.txt").read_text() == "mine"
+    assert not (vault_project / "clash" / "model.bin").exists()
+    # A corrupt object is refused (exit 5), never written.
+    from labvault.refs import Digest
+    from labvault.storage.objects.local import LocalObjectStore
+    from tests.corruption import flip_byte
+
+    flip_byte(LocalObjectStore(vault_project / ".labvault"), Digest(got["model.bin"]["sha256"][7:]))
+    cli("runs", "artifacts", run_id, "model.bin", "-o", "bad", expect=5)
+    assert not (vault_project / "bad" / "model.bin").exists()
 
 
 def test_show_export_delete_restore(cli: Cli, vault_project: Path) -> None:

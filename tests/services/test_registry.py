@@ -265,6 +265,7 @@ def test_registering_a_recorded_output_must_match_the_record(vault: Vault, proje
 
 
 def test_an_unreadable_input_snapshot_is_named_not_fatal(vault: Vault, project: Path) -> None:
+    vault.runs.pin_input = None  # a record written without the check (an older vault): its input is unknown here
     run = vault.runs.create(name="train", inputs=["data:nothing@v1"], capture=False, background_git=False)
     vault.runs.log_artifact(run.id, make_model(project), name="model")
     vault.runs.finish(run.id)

@@ -34,7 +34,9 @@ def test_start_run_records_params_metrics_artifacts(any_vault: Vault, project: P
     (project / "model" / "weights.bin").write_bytes(b"\x00\x01")
     (project / "model" / "sub").mkdir()
     (project / "model" / "sub" / "b.txt").write_text("b")
-    with lv.start_run(project="fraud", name="baseline", config="conf.yaml", inputs=["data:tx@v3"], seed=42) as run:
+    (project / "tx.csv").write_text("amount\n1\n")
+    any_vault.data.add("tx", project / "tx.csv")
+    with lv.start_run(project="fraud", name="baseline", config="conf.yaml", inputs=["data:tx@v1"], seed=42) as run:
         assert lv.active_run() is run
         run.log_params({"depth": 4, "optimizer": "adam"})
         run.log_param("depth", "4")  # the same value again is fine
@@ -57,7 +59,7 @@ def test_start_run_records_params_metrics_artifacts(any_vault: Vault, project: P
     assert got.params == {"depth": 4, "optimizer": "adam"}
     assert got.metrics == {"acc": 0.8, "auc": 0.91, "loss": pytest.approx(1 / 3)}
     assert got.tags == {"team": "fraud"}
-    assert got.inputs == ("data:tx@v3",)
+    assert got.inputs == ("data:tx@v1",)
     assert got.seed == 42
     assert {a.name for a in got.artifacts} == {"model", "meta.json", "notes/readme.txt", "plot.png"}
     assert art.kind == "tree"
@@ -278,6 +280,8 @@ def test_capture_is_recorded_and_shared(vault: Vault, project: Path) -> None:
 
 def test_export_document(vault: Vault, project: Path) -> None:
     (project / "c.yaml").write_text("a: 1\n")
+    (project / "x.csv").write_text("a\n1\n")
+    vault.data.add("x", project / "x.csv")
     with lv.start_run(config=["c.yaml"], inputs=["data:x@v1"], seed=3) as run:
         run.log_param("k", "v")
         run.log_text("t", "t.txt")
@@ -287,12 +291,27 @@ def test_export_document(vault: Vault, project: Path) -> None:
     assert doc["id"] == run.id
     assert doc["config"][0]["content"] == "a: 1\n"
     assert doc["inputs"][0]["ref"] == "data:x@v1"
-    assert "no dataset" in doc["inputs"][0]["error"]  # an unknown snapshot is reported, not invented
+    assert doc["inputs"][0]["manifest_sha256"].startswith("sha256:")
     assert doc["seed"] == 3
     assert doc["environment"]["python"].startswith("CPython")
     assert doc["artifacts"][0]["sha256"].startswith("sha256:")
     assert doc["started_at"].endswith("Z")
     assert set(doc["code"]) == {"commit", "branch", "remote", "dirty", "patch"}
+
+
+def test_export_reports_an_input_snapshot_it_cannot_find(vault: Vault) -> None:
+    vault.runs.pin_input = None  # a record written without the check (an older vault): its input is unknown here
+    run = vault.runs.create(name="t", inputs=["data:x@v1"], capture=False, background_git=False)
+    doc = vault.runs.export(run.ref)
+    assert "no dataset" in doc["inputs"][0]["error"]  # an unknown snapshot is reported, not invented
+
+
+def test_start_run_refuses_an_unknown_version_of_a_dataset(vault: Vault, project: Path) -> None:
+    (project / "x.csv").write_text("a\n1\n")
+    vault.data.add("x", project / "x.csv")
+    with pytest.raises(NotFound, match=r"data:x@v2 does not exist"):
+        vault.runs.create(name="t", inputs=["data:x@v2"], capture=False, background_git=False)
+    assert vault.runs.list() == []
 
 
 def test_delete_and_restore(vault: Vault) -> None:

@@ -11,7 +11,7 @@ import typer
 from labvault.cli.context import open_vault
 from labvault.cli.data_add import run_add
 from labvault.cli.data_status import run_status
-from labvault.cli.render import OUTPUT, human_bytes, print_json, progress
+from labvault.cli.render import OUTPUT, human_bytes, print_json, progress, readable_number
 
 __all__ = ["app"]
 
@@ -227,10 +227,13 @@ def diff(
     json_output: bool = JSON,
 ) -> None:
     """Files added/removed/modified, and for tabular files schema, record-count and column drift (PSI)."""
+    from labvault.services.snapshots.diff import diff_verdict
+
     with open_vault() as vault:
         result = vault.data.diff(_ref(a), _ref(b))
+    verdict = diff_verdict(result)
     if json_output:
-        print_json(result.to_json())
+        print_json({**result.to_json(), "verdict": verdict.to_json()})
         return
     OUTPUT.line(
         f"{result.a} -> {result.b}: {len(result.added)} added, {len(result.removed)} removed, "
@@ -247,12 +250,41 @@ def diff(
             + (f"; retyped {[f'{c}:{x}->{y}' for c, x, y in t.columns_retyped]}" if t.columns_retyped else "")
         )
         OUTPUT.table(
-            ["column", "kind", "psi", "before", "after"],
+            ["column", "kind", "psi", "before", "after", "values"],
             [
-                [c.column, c.kind, "" if c.psi is None else f"{c.psi:.4f}", _brief(c.before), _brief(c.after)]
+                [
+                    c.column,
+                    c.kind,
+                    "" if c.psi is None else f"{c.psi:.4f}",
+                    _brief(c.before),
+                    _brief(c.after),
+                    _values(c.new_values, c.vanished_values),
+                ]
                 for c in t.columns
             ],
         )
+    OUTPUT.line(f"verdict: {_verdict_text(verdict)}")
+
+
+def _verdict_text(verdict: Any) -> str:
+    if verdict.status == "schema changed":
+        return f"schema changed ({', '.join(verdict.schema)})"
+    if verdict.status == "drift":
+        n = len(verdict.drifted_columns)
+        return (
+            f"drift in {n} column{'s' if n != 1 else ''} above PSI {verdict.psi_threshold} "
+            f"({', '.join(verdict.drifted_columns)}; max PSI {verdict.max_psi:.4f})"
+        )
+    if verdict.status == "no drift" and verdict.max_psi is not None:
+        return f"no drift (max PSI {verdict.max_psi:.4f}, at most {verdict.psi_threshold})"
+    if verdict.status == "no drift":
+        return "no drift (no numeric column of a tabular file changed)"
+    return str(verdict.status)
+
+
+def _values(new: tuple[str, ...], vanished: tuple[str, ...]) -> str:
+    parts = ([f"new: {', '.join(new)}"] if new else []) + ([f"vanished: {', '.join(vanished)}"] if vanished else [])
+    return "; ".join(parts)
 
 
 def _brief(stats: dict[str, Any]) -> str:
@@ -261,4 +293,4 @@ def _brief(stats: dict[str, Any]) -> str:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    return readable_number(v) if isinstance(v, int | float) and not isinstance(v, bool) else str(v)

@@ -1,6 +1,6 @@
 """The ``labvault`` executable's entry point.
 
-``labvault data status`` and ``labvault data add`` are answered here without importing typer and
+``labvault --version``, ``labvault data status`` and ``labvault data add`` are answered here without importing typer and
 pydantic (about 0.2 s of start-up on a small machine): they are run after every change to the data,
 and in prompts and hooks, so they must start lean. Every other command, and any call with options
 this parser does not know (``--help``, a usage error), goes to the full typer application in
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-__all__ = ["main", "run"]
+__all__ = ["main", "print_version", "run"]
 
 _GLOBAL = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 
@@ -89,8 +89,17 @@ def _fast_add(argv: list[str]) -> int | None:
     return _run_lean(flags, lambda: run_add(name, path, message=message, json_output=json_output, gitignore=gitignore))
 
 
+def print_version() -> None:
+    from importlib.metadata import version
+
+    sys.stdout.write(f"labvault {version('labvault')}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if [a for a in args if a not in _GLOBAL] == ["--version"]:
+        print_version()
+        return 0
     for fast in (_fast_status, _fast_add):
         code = fast(args)
         if code is not None:

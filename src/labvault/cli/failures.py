@@ -27,7 +27,7 @@ def exit_code_of(command: Callable[[], object]) -> int:
     """Run ``command``; map every expected failure to one line, a hint and the conventions' exit code."""
     try:
         command()
-    except SystemExit as done:  # typer's standalone mode reports usage errors itself (exit 2)
+    except SystemExit as done:  # an exit code a command chose (`labvault run` exits with CMD's own)
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except LabvaultError as err:
         return fail(err.message, err.hint, err.exit_code)

@@ -91,7 +91,8 @@ def fsck(json_output: bool = JSON) -> None:
     if not report.clean:
         raise CheckFailed(
             f"fsck found {len(report.corrupt)} corrupt and {len(report.missing)} missing objects",
-            hint="restore missing objects from a remote or a backup (`labvault pull` when configured)",
+            hint="restore .labvault/objects from a backup, or put the original files back "
+            "(`labvault object put FILE`: the same bytes restore the same object)",
         )
 
 

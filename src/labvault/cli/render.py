@@ -6,6 +6,7 @@ Progress and warnings go to stderr. Colour is off when stdout is not a terminal 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,7 @@ __all__ = [
     "human_bytes",
     "print_json",
     "progress",
+    "readable_number",
 ]
 
 
@@ -82,6 +84,25 @@ OUTPUT = Output()
 def print_json(doc: Any) -> None:
     """One JSON document on stdout; NaN and infinities as strings, per the conventions."""
     sys.stdout.write(json.dumps(json_safe(doc), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def readable_number(value: float | int) -> str:
+    """``50,213.4`` rather than ``5.021e+04``: thousands separated, a few significant digits below 1,000.
+
+    Exponent notation is kept only where a number has no better short form (below 1e-4 or from 1e15).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if not math.isfinite(value):
+        return str(value)
+    size = abs(value)
+    if size >= 1e15 or (0 < size < 1e-4):
+        return f"{value:.3e}"
+    if size >= 1000:
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.1f}"
+    return f"{value:.4g}"
 
 
 def human_bytes(n: float) -> str:

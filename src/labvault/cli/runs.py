@@ -1,4 +1,4 @@
-"""``labvault run -- CMD`` and ``labvault runs list|show|compare|export|delete|restore``."""
+"""``labvault run -- CMD`` and ``labvault runs list|show|compare|artifacts|export|delete|restore``."""
 
 from __future__ import annotations
 
@@ -74,6 +74,8 @@ def run_cmd(
     seed: int | None = typer.Option(
         None, "--seed", help="Export LABVAULT_SEED and PYTHONHASHSEED with this value and record it.", min=0
     ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors (before CMD: after it, CMD's own)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print more detail on stderr (before CMD)."),
 ) -> None:
     """Run CMD as a tracked run: capture code, environment and output; exit with CMD's exit code.
 
@@ -83,6 +85,8 @@ def run_cmd(
     """
     from labvault.services.tracking.wrapper import run_command
 
+    OUTPUT.quiet = OUTPUT.quiet or quiet
+    OUTPUT.verbose = OUTPUT.verbose or verbose
     with open_vault() as vault:
         result = run_command(
             vault.runs,
@@ -208,7 +212,7 @@ def compare(
     all_rows: bool = typer.Option(False, "--all", help="Show rows that are the same in every run too."),
     json_output: bool = JSON,
 ) -> None:
-    """Params, metrics, inputs, code and environment side by side; differences marked with '*'."""
+    """Params, metrics, inputs, artifacts (sha256), code and environment side by side; differences marked '*'."""
     if len(runs) < 2:
         raise ValidationError("compare needs at least two runs", hint="labvault runs compare RUN RUN [RUN...]")
     with open_vault() as vault:
@@ -218,17 +222,18 @@ def compare(
         return
     header = ["", "field", *(r["id"] for r in doc["runs"])]
     rows = []
-    for section in ("attributes", "params", "metrics", "code", "environment"):
+    for section in ("attributes", "params", "metrics", "artifacts", "code", "environment"):
         for key, row in doc[section].items():
             if section == "environment" and key == "package_versions":
                 for pkg, prow in row.items():
                     rows.append(("*", f"package {pkg}", *(_cell(v) for v in prow["values"])))
                 continue
-            if row["differs"] or all_rows:
+            # Artifacts always show: an identical model file is an answer too.
+            if row["differs"] or all_rows or section == "artifacts":
                 rows.append(("*" if row["differs"] else "", f"{section}.{key}", *(_cell(v) for v in row["values"])))
     OUTPUT.table(header, rows)
     if not rows:
-        OUTPUT.info("the runs do not differ in params, metrics, inputs, code or environment")
+        OUTPUT.info("the runs do not differ in params, metrics, inputs, artifacts, code or environment")
 
 
 def _cell(value: Any) -> str:
@@ -269,6 +274,29 @@ def export(
         OUTPUT.info(f"wrote {output}")
 
 
+@app.command("artifacts")
+def artifacts(
+    run: str = RUN_ARG,
+    name: str | None = typer.Argument(None, help="Only this artifact (default: every artifact of the run)."),
+    dest: Path = typer.Option(Path("."), "--output", "-o", help="The folder to write them in (default: here)."),
+    json_output: bool = JSON,
+) -> None:
+    """Download a run's artifacts, folders included, each file verified against its sha256.
+
+    Files already there with the same content are kept; a different file in the way is exit 4 and
+    nothing is written.
+    """
+    with open_vault() as vault:
+        done = vault.runs.download_artifacts(run, dest, name=name)
+    if json_output:
+        print_json([f.to_json() for f in done])
+        return
+    for f in done:
+        OUTPUT.line(f"{dest / f.path}  {f.sha256 if f.kind == 'file' else '-> ' + str(f.target)}")
+    written = sum(f.written for f in done)
+    OUTPUT.info(f"{written} written, {len(done) - written} already there")
+
+
 @app.command("delete")
 def delete(run: str = RUN_ARG, json_output: bool = JSON) -> None:
     """Soft-delete a run: hidden from listings; gc reclaims its objects after the grace period."""
@@ -292,8 +320,7 @@ def restore(run: str = RUN_ARG, json_output: bool = JSON) -> None:
 
 
 def register(root: typer.Typer) -> None:
-    root.command(
-        "run",
-        context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
-    )(run_cmd)
+    # Options are parsed up to the command's first word (or `--`); everything from there on is the
+    # command's own, so an unknown option before it is a usage error, not a command to run.
+    root.command("run", context_settings={"allow_interspersed_args": False})(run_cmd)
     root.add_typer(app, name="runs")

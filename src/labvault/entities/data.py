@@ -137,6 +137,8 @@ class ColumnDrift:
     after: dict[str, object]
     psi: float | None = None
     top_changes: tuple[tuple[str, float, float], ...] = ()  # (value, freq before, freq after)
+    new_values: tuple[str, ...] = ()  # categorical: values only ``after`` has, most frequent first
+    vanished_values: tuple[str, ...] = ()  # categorical: values only ``before`` has
 
     def to_json(self) -> dict[str, object]:
         doc: dict[str, object] = {
@@ -148,6 +150,8 @@ class ColumnDrift:
         }
         if self.kind == "categorical":
             doc["top_changes"] = [{"value": v, "before": a, "after": b} for v, a, b in self.top_changes]
+            doc["new_values"] = list(self.new_values)
+            doc["vanished_values"] = list(self.vanished_values)
         return doc
 
 

@@ -145,7 +145,7 @@ class Maintenance:
                 raise IntegrityError(
                     f"gc cannot tell what tree {blind[0]} refers to (it is missing or unreadable), so it "
                     f"deleted nothing ({len(blind)} such trees)",
-                    hint="run `labvault fsck`, then restore the tree (`labvault pull`) before collecting garbage",
+                    hint="run `labvault fsck`, then restore the tree from a backup before collecting garbage",
                 )
             deleted: list[Digest] = []
             freed = 0

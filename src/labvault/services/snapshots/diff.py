@@ -1,9 +1,11 @@
 """``data diff``: walk two snapshot trees together (equal subtrees are skipped by digest), then
-compare tabular files: schema, record count and per-column drift (see ``drift.py``)."""
+compare tabular files: schema, record count, per-column drift (see ``drift.py``) and new or vanished
+categorical values; and the one-line verdict (:func:`diff_verdict`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from labvault.entities import ColumnDrift, DataDiff, Snapshot, TabularChange
 from labvault.refs import Digest
@@ -14,8 +16,12 @@ from labvault.storage.objects.tree import TreeEntry, decode_tree, entry_digest
 if TYPE_CHECKING:
     from labvault.services.snapshots.service import DataService
 
-__all__ = ["diff_snapshots"]
+__all__ = ["DRIFT_PSI", "Verdict", "diff_snapshots", "diff_verdict"]
 
+#: The usual reading of the population stability index: above 0.2, a distribution has shifted.
+DRIFT_PSI = 0.2
+#: New or vanished categorical values listed per column.
+VALUES_SHOWN = 10
 _NUMERIC_PREFIXES = ("int", "uint", "float", "double", "decimal", "halffloat")
 
 
@@ -63,6 +69,18 @@ def _stats(svc: DataService, path: str, entry: TreeEntry, columns: list[str], nu
     return stats
 
 
+def _appeared(before: CategoricalStats, after: CategoricalStats) -> tuple[str, ...]:
+    """Values ``after`` has and ``before`` has not, most frequent first (at most ``VALUES_SHOWN``).
+
+    Exact while neither side passed the distinct-value cap; past it, a value missing from the
+    capped counts may only be uncounted, so nothing is claimed.
+    """
+    if before.capped or after.capped:
+        return ()
+    fresh = [(-n, v) for v, n in after.counts.items() if v not in before.counts]
+    return tuple(v for _, v in sorted(fresh)[:VALUES_SHOWN])
+
+
 def _tabular_change(svc: DataService, path: str, ea: TreeEntry, eb: TreeEntry) -> TabularChange:
     sa = dict(ea.extra["schema"])
     sb = dict(eb.extra["schema"])
@@ -75,7 +93,10 @@ def _tabular_change(svc: DataService, path: str, ea: TreeEntry, eb: TreeEntry) -
         if isinstance(x, NumericStats):
             drift.append(ColumnDrift(col, "numeric", x.to_json(), y.to_json(), psi(x.sample, y.sample)))
         else:
-            drift.append(ColumnDrift(col, "categorical", x.to_json(), y.to_json(), None, top_changes(x, y)))
+            new, vanished = _appeared(x, y), _appeared(y, x)
+            drift.append(
+                ColumnDrift(col, "categorical", x.to_json(), y.to_json(), None, top_changes(x, y), new, vanished)
+            )
     return TabularChange(
         path=path,
         record_count_before=ea.extra.get("record_count"),
@@ -85,6 +106,43 @@ def _tabular_change(svc: DataService, path: str, ea: TreeEntry, eb: TreeEntry) -
         columns_retyped=tuple((c, sa[c], sb[c]) for c in common if sa[c] != sb[c]),
         columns=tuple(drift),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The one-line answer of ``data diff``: ``no drift``, ``drift`` (columns above the PSI threshold)
+    or ``schema changed`` (columns added, removed or retyped in a tabular file)."""
+
+    status: Literal["no change", "no drift", "drift", "schema changed"]
+    psi_threshold: float
+    drifted_columns: tuple[str, ...] = ()
+    max_psi: float | None = None
+    schema: tuple[str, ...] = ()  # "added country", "removed x", "retyped amount int->float"
+
+    def to_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {"status": self.status, "psi_threshold": self.psi_threshold}
+        if self.status == "drift":
+            doc["drifted_columns"] = list(self.drifted_columns)
+        if self.status == "schema changed":
+            doc["schema"] = list(self.schema)
+        return doc
+
+
+def diff_verdict(diff: DataDiff, *, psi_threshold: float = DRIFT_PSI) -> Verdict:
+    """Schema changes first (a PSI over a retyped column means little), then numeric drift."""
+    schema: list[str] = []
+    for t in diff.tabular:
+        schema += [f"added {c}" for c in t.columns_added]
+        schema += [f"removed {c}" for c in t.columns_removed]
+        schema += [f"retyped {c} {a}->{b}" for c, a, b in t.columns_retyped]
+    if schema:
+        return Verdict("schema changed", psi_threshold, schema=tuple(schema))
+    drifted = sorted({c.column for t in diff.tabular for c in t.columns if c.psi is not None and c.psi > psi_threshold})
+    if drifted:
+        return Verdict("drift", psi_threshold, tuple(drifted), diff.max_psi)
+    if not diff.changed:
+        return Verdict("no change", psi_threshold)
+    return Verdict("no drift", psi_threshold, max_psi=diff.max_psi)
 
 
 def diff_snapshots(svc: DataService, a: Snapshot, b: Snapshot) -> DataDiff:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labvault.errors import IntegrityError, NotFound
 from labvault.refs import Digest
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import decode_tree, entry_digest
@@ -131,7 +132,10 @@ def load_flat(objects: ObjectStore, vault_dir: Path | None, root: Digest) -> Fla
                     return FlatTree(paths, arr, digests, profiles, links, dirs)
         except (OSError, ValueError, EOFError, TypeError):
             pass
-    flat = _walk(objects, root)
+    try:
+        flat = _walk(objects, root)
+    except NotFound as exc:  # the metadata names this tree: a missing one is damage, not a wrong name
+        raise IntegrityError(f"a tree of snapshot {root} is missing from the vault ({exc.message})") from exc
     if vault_dir is not None:
         save_flat(vault_dir, root, flat)
     return flat

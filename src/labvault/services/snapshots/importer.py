@@ -1,7 +1,9 @@
 """``data import``: snapshot data from outside the project through fsspec (http(s), s3, gs, local).
 
 The source is copied into a private temp folder inside the vault, snapshotted like a local folder,
-and the temp folder removed. The snapshot records the source URL (credentials stripped) and the
+and the temp folder removed. A local source is recorded as a ``file://`` URL. Failures of the source
+are translated once, here: not there is exit 3; no credentials, access denied, or a source that
+cannot be reached (refused, timed out) is exit 7. The snapshot records the source URL (credentials stripped) and the
 version the source reports: a single object's ETag / VersionId / generation, or for a folder a
 ``sha256:`` over every object's (path, ETag) pair when the source reports them.
 """
@@ -13,11 +15,12 @@ import json
 import os
 import secrets
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from labvault.entities import Snapshot
-from labvault.errors import ExternalError, NotFound, ValidationError
+from labvault.errors import ExternalError, LabvaultError, NotFound, ValidationError
 
 if TYPE_CHECKING:
     from labvault.services.snapshots.service import DataService, Progress
@@ -54,6 +57,52 @@ def _filesystem(url: str) -> tuple[Any, str]:
         raise ValidationError(f"cannot read {url!r}: {exc}", hint="use http(s)://, s3://, gs:// or a path") from exc
 
 
+_CREDENTIALS_HINT = {
+    "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys), or "
+    "AWS_PROFILE; AWS_ENDPOINT_URL names an S3-compatible store",
+    "gcs": "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, "
+    "or run `gcloud auth application-default login`",
+}
+_NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError"}
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """fsspec's HTTP back end reports a refused connection, a timeout and a server error (5xx) as
+    FileNotFoundError too; its cause says which."""
+    cause = exc.__cause__
+    status = getattr(cause, "status", None)
+    if isinstance(status, int):
+        return status >= 500
+    return isinstance(cause, OSError | TimeoutError) and not isinstance(cause, FileNotFoundError)
+
+
+def _denied(exc: BaseException) -> bool:
+    return isinstance(exc, PermissionError) or getattr(exc.__cause__, "status", None) in (401, 403)
+
+
+def _source_error(exc: Exception, public: str, scheme: str) -> LabvaultError:
+    """One labvault error for whatever an fsspec back end raised (botocore, aiohttp, google-auth...)."""
+    if isinstance(exc, LabvaultError):
+        return exc
+    kind = _EXTRAS.get(scheme, scheme)
+    if _denied(exc):
+        return ExternalError(f"{public}: access denied", hint=_CREDENTIALS_HINT.get(kind, "check your credentials"))
+    if isinstance(exc, FileNotFoundError) and not _unreachable(exc):
+        return NotFound(f"{public} does not exist", hint="check the URL")
+    if _NO_CREDENTIALS & {cls.__name__ for cls in type(exc).__mro__}:
+        return ExternalError(
+            f"no credentials to read {public}", hint=_CREDENTIALS_HINT.get(kind, "check your credentials")
+        )
+    detail = str(exc.__cause__ or exc) or type(exc).__name__
+    return ExternalError(f"cannot reach {public}: {detail}", hint="check the URL and the network, then retry")
+
+
+def _storage_uri(fs: Any, path: str, public: str) -> str:
+    """A local source is recorded as a ``file://`` URL, never a bare absolute path."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return Path(path).resolve().as_uri() if "file" in protocols else public
+
+
 def _version_of(info: dict[str, Any]) -> str | None:
     for key in _VERSION_KEYS:
         value = info.get(key)
@@ -66,42 +115,19 @@ def import_url(
     svc: DataService, name: str, url: str, *, message: str, progress: Progress | None
 ) -> tuple[Snapshot, bool]:
     fs, path = _filesystem(url)
-    public = _public_url(url)
+    scheme = urlsplit(url).scheme
+    public = _storage_uri(fs, path, _public_url(url))
     try:
         info = fs.info(path)
-    except FileNotFoundError:
-        raise NotFound(f"{public} does not exist", hint="check the URL") from None
-    except PermissionError as exc:
-        raise ExternalError(f"{public}: access denied ({exc})", hint="check your credentials") from exc
-    except OSError as exc:
-        raise ExternalError(f"cannot reach {public}: {exc}", hint="check the URL and the network") from exc
+    except Exception as exc:  # each fsspec back end raises its own types; translated here, once
+        raise _source_error(exc, public, scheme) from exc
     staging = svc.vault_dir / "tmp" / f"import-{os.getpid()}-{secrets.token_hex(6)}"
     staging.mkdir(parents=True)
     try:
-        if info.get("type") == "directory":
-            base = path.rstrip("/")
-            found = fs.find(base, detail=True)
-            versions = []
-            for full, meta in sorted(found.items()):
-                rel = full[len(base) :].lstrip("/")
-                if not rel or ".." in rel.split("/"):
-                    continue
-                out = staging / "data" / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
-                fs.get_file(full, str(out))
-                versions.append((rel, _version_of(meta)))
-            (staging / "data").mkdir(exist_ok=True)
-            target = staging / "data"
-            have = [v for _, v in versions if v]
-            source_version = None
-            if have and len(have) == len(versions):
-                digest = hashlib.sha256(json.dumps(versions, separators=(",", ":")).encode()).hexdigest()
-                source_version = f"sha256:{digest}"
-        else:
-            leaf = path.rstrip("/").rsplit("/", 1)[-1] or "data"
-            target = staging / leaf
-            fs.get_file(path, str(target))
-            source_version = _version_of(info)
+        try:
+            target, source_version = _copy(fs, path, info, staging)
+        except Exception as exc:
+            raise _source_error(exc, public, scheme) from exc
         snapshot, created, _ = svc._snapshot_local(
             name,
             target,
@@ -113,9 +139,29 @@ def import_url(
             use_cache=False,
         )
         return snapshot, created
-    except FileNotFoundError as exc:
-        raise NotFound(f"{public}: {exc}", hint="check the URL") from exc
-    except OSError as exc:
-        raise ExternalError(f"reading {public} failed: {exc}", hint="check the URL and the network") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _copy(fs: Any, path: str, info: dict[str, Any], staging: Path) -> tuple[Path, str | None]:
+    """Copy the source into ``staging``; the copy's path and the version the source reports."""
+    if info.get("type") != "directory":
+        leaf = path.rstrip("/").rsplit("/", 1)[-1] or "data"
+        fs.get_file(path, str(staging / leaf))
+        return staging / leaf, _version_of(info)
+    base = path.rstrip("/")
+    versions = []
+    for full, meta in sorted(fs.find(base, detail=True).items()):
+        rel = full[len(base) :].lstrip("/")
+        if not rel or ".." in rel.split("/"):
+            continue
+        out = staging / "data" / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(full, str(out))
+        versions.append((rel, _version_of(meta)))
+    (staging / "data").mkdir(exist_ok=True)
+    have = [v for _, v in versions if v]
+    if have and len(have) == len(versions):
+        digest = hashlib.sha256(json.dumps(versions, separators=(",", ":")).encode()).hexdigest()
+        return staging / "data", f"sha256:{digest}"
+    return staging / "data", None

@@ -127,9 +127,16 @@ def _row(values: Sequence[Any]) -> dict[str, Any]:
 
 
 def compare_runs(service: Tracking, runs: Sequence[Run]) -> dict[str, Any]:
-    """Params, metrics, inputs, code and environment side by side; ``differs`` marks differences."""
+    """Params, metrics, inputs, artifacts, code and environment side by side; ``differs`` marks differences."""
     docs = [export_run(service, r) for r in runs]
-    sections: dict[str, dict[str, Any]] = {"params": {}, "metrics": {}, "attributes": {}, "code": {}, "environment": {}}
+    sections: dict[str, dict[str, Any]] = {
+        "params": {},
+        "metrics": {},
+        "attributes": {},
+        "artifacts": {},
+        "code": {},
+        "environment": {},
+    }
     for key in sorted({k for r in runs for k in r.params}):
         sections["params"][key] = _row([r.params.get(key) for r in runs])
     for key in sorted({k for r in runs for k in r.metrics}):
@@ -138,6 +145,11 @@ def compare_runs(service: Tracking, runs: Sequence[Run]) -> dict[str, Any]:
     for key in ("project", "name", "status", "exit_code", "seed"):
         sections["attributes"][key] = _row([d[key] for d in docs])
     sections["attributes"]["inputs"] = _row([list(r.inputs) for r in runs])
+    # By content: "is the model file the same?" is answered by its sha256 (a tree's for a folder).
+    for name in sorted({a.name for r in runs for a in r.artifacts}):
+        sections["artifacts"][name] = _row(
+            [next((str(a.digest) for a in r.artifacts if a.name == name), None) for r in runs]
+        )
     for key in ("commit", "branch", "dirty", "patch"):
         sections["code"][key] = _row([d["code"][key] for d in docs])
     env_keys = ("sha256", "python", "os", "cpu", "gpus", "cuda", "container", "packages", "lock_files")

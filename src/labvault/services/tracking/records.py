@@ -71,14 +71,14 @@ class RunRecords:
     def _check_inputs(self, inputs: Iterable[str]) -> builtins.list[str]:
         """Parse input references; ``data:NAME`` without a version is pinned to its latest snapshot.
 
-        A run must name the exact data it read, never a moving "latest".
+        A run must name the exact data it read, never a moving "latest", nor a version that does not exist.
         """
         if isinstance(inputs, str):
             inputs = [inputs]
         out = []
         for text in inputs:
             ref = parse_ref(text)
-            if isinstance(ref, DataRef) and ref.version is None and self.pin_input is not None:
+            if isinstance(ref, DataRef) and self.pin_input is not None:
                 out.append(self.pin_input(str(ref)))
             else:
                 out.append(str(ref))

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from labvault.entities import Run, RunStatus, utcnow
 from labvault.errors import Conflict, ValidationError
@@ -34,6 +34,9 @@ from labvault.storage.meta.repos import runs as repo
 from labvault.storage.meta.repos.object_refs import RefKind, add_refs
 from labvault.storage.meta.store import MetaStore
 from labvault.storage.objects.protocol import ObjectStore
+
+if TYPE_CHECKING:
+    from labvault.services.tracking.download import DownloadedFile
 
 __all__ = ["InputResolver", "Tracking"]
 
@@ -330,6 +333,14 @@ class Tracking(RunRecords):
         from labvault.services.tracking.export import export_run
 
         return export_run(self, self.get(ref))
+
+    def download_artifacts(
+        self, ref: str, dest: str | os.PathLike[str], *, name: str | None = None
+    ) -> builtins.list[DownloadedFile]:
+        """Write the run's artifacts (or the one called ``name``) under ``dest``, verified; see download.py."""
+        from labvault.services.tracking.download import download_artifacts
+
+        return download_artifacts(self.objects, self.get(ref), Path(dest), name=name)
 
     def compare(self, refs: Sequence[str]) -> dict[str, Any]:
         from labvault.services.tracking.export import compare_runs

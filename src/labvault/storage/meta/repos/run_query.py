@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -46,6 +47,7 @@ ATTRIBUTES: dict[str, Any] = {
     "user": runs.c.user,
     "started": runs.c.started_at,
     "ended": runs.c.ended_at,
+    "inputs": runs.c.inputs,  # a list: see _inputs_match
 }
 
 Scope = Literal["metrics", "params", "tags", "attribute"]
@@ -149,8 +151,29 @@ def _value_column(field: Field, value: Value) -> tuple[sa.Table, Any]:
     return table, table.c.num if isinstance(value, float) else table.c.text
 
 
+def _inputs_match(node: Compare, *, sqlite: bool) -> ColumnElement[bool]:
+    """``inputs`` is a list: ``=``, ``in`` and ``like`` hold when any input matches, ``!=`` when none does."""
+    if node.op not in ("=", "!=", "in", "like") or not all(isinstance(v, str) for v in node.values):
+        raise ValidationError(
+            "inputs compare as text with =, !=, in or like",
+            hint="e.g. inputs = 'data:transactions@v1' or inputs like 'data:transactions@%'",
+        )
+    if sqlite:
+        element = sa.func.json_each(runs.c.inputs).table_valued("value")
+    else:
+        element = (
+            sa.func.jsonb_array_elements_text(sa.cast(runs.c.inputs, JSONB)).table_valued("value").render_derived()
+        )
+    op: Op = "=" if node.op == "!=" else node.op
+    conds = [_compare_column(element.c.value, "=" if op == "in" else op, v, sqlite=sqlite) for v in node.values]
+    found = sa.exists(sa.select(sa.literal(1)).select_from(element).where(sa.or_(*conds)))
+    return sa.not_(found) if node.op == "!=" else found
+
+
 def _compare(node: Compare, *, sqlite: bool) -> ColumnElement[bool]:
     field = node.field
+    if field.scope == "attribute" and field.key == "inputs":
+        return _inputs_match(node, sqlite=sqlite)
     if field.scope == "attribute":
         column = ATTRIBUTES[field.key]
         if node.op == "in":
@@ -181,6 +204,8 @@ def compile_filter(node: Node, *, sqlite: bool) -> ColumnElement[bool]:
 
 def compile_sort(key: SortKey) -> list[Any]:
     f = key.field
+    if f.scope == "attribute" and f.key == "inputs":
+        raise ValidationError("runs cannot be sorted by their inputs", hint="sort by name, started, metrics.KEY...")
     if f.scope == "attribute":
         column = ATTRIBUTES[f.key]
     elif f.scope == "metrics":
