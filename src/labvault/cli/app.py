@@ -1,7 +1,7 @@
 """The ``labvault`` command: the typer root, the command groups, and the single error handler.
 
 Commands parse, call the service layer and render; they contain no ``try``. Every expected failure
-is a :class:`~labvault.errors.LabvaultError`, mapped by :func:`labvault.cli.failures.guarded` to
+is a :class:`~labvault.errors.LabvaultError`, mapped by :func:`labvault.cli.failures.exit_code_of` to
 ``error: ...`` / ``hint: ...`` and its exit code; click's usage errors become ``ValidationError``
 (exit 2) here, with the command's usage line as the hint, so they read the same. Heavy modules
 (SQLAlchemy, the services) are imported inside commands, so ``--help`` starts fast.
