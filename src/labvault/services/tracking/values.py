@@ -59,7 +59,7 @@ def metric_step(key: str, step: object) -> int:
     try:
         if isinstance(step, bool):
             raise TypeError
-        number = operator.index(step)  # type: ignore[call-overload]
+        number = operator.index(step)  # type: ignore[arg-type]
     except TypeError:
         raise ValidationError(
             f"metric {key!r}: step must be an integer, got {type(step).__name__} {_short(step)}",
@@ -114,7 +114,7 @@ def _plain(key: str, value: object, depth: int) -> Any:
     if not isinstance(value, bytes | bytearray | set | frozenset):
         # numpy scalars and the like: integers through __index__, reals through __float__.
         try:
-            return _plain(key, operator.index(value), depth)  # type: ignore[call-overload]
+            return _plain(key, operator.index(value), depth)  # type: ignore[arg-type]
         except TypeError:
             pass
         if hasattr(value, "__float__"):
