@@ -126,6 +126,13 @@ CASES = [
         "not UTF-8",
         {"labvault.yaml": b"models:\n  fraud/detector: {prod: {approvals: \xff}}\n"},
     ),
+    Case(
+        "model-metrics-json-deep-nesting",
+        ("models", "promote", "fraud/hostile@0.1.0", "--to", "prod"),
+        1,  # gates unmet: the metrics cannot be read
+        "unmet gates: metric auc",
+        {"labvault.yaml": "models:\n  fraud/hostile:\n    prod:\n      metrics: {auc: '>= 0.9'}\n"},
+    ),
     # -- labvault.lock ----------------------------------------------------------------------------
     Case("lock-deep-nesting", ("data", "status"), 2, "nested more than 100", {"labvault.lock": "[" * 200_000}),
     Case("lock-over-10-mib", ("data", "status"), 2, "larger than 10 MiB", {"labvault.lock": " " * (11 << 20)}),
@@ -188,6 +195,9 @@ def hostile_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "ml").mkdir()
     (root / "ml" / "model.bin").write_bytes(b"weights")
     assert _run(root, "models", "register", "fraud/detector", "ml").returncode == 0
+    (root / "hostile").mkdir()
+    (root / "hostile" / "metrics.json").write_text("[" * 100_000)
+    assert _run(root, "models", "register", "fraud/hostile", "hostile").returncode == 0
     (root / "d_ok").mkdir()
     (root / "d_ok" / "a.csv").write_text("x\n1\n")
     assert _run(root, "data", "add", "raw", "d_ok").returncode == 0
