@@ -65,6 +65,8 @@ CASES = [
         "filter-1200-terms", ("runs", "list", "--filter", "name in (" + ",".join(["'a'"] * 1200) + ")"), 2, "500 values"
     ),
     Case("filter-100-deep-is-fine", ("runs", "list", "--filter", "(" * 100 + "status = 'x'" + ")" * 100), 0),
+    Case("filter-non-utf8", ("runs", "list", "--filter", b"name = 'a\xff'"), 2, "byte \\xff is not valid UTF-8"),
+    Case("sort-non-utf8", ("runs", "list", "--sort", b"-metrics.\xff"), 2, ""),
     Case("filter-injection", ("runs", "list", "--filter", "name = 'a'; DROP TABLE runs"), 2, "invalid filter"),
     # -- versions ---------------------------------------------------------------------------------
     Case("version-beyond-64-bits", ("models", "register", "fraud/detector", "ml", "--version", _BIG), 2, "2^63-1"),
