@@ -25,6 +25,7 @@ from labvault.services.snapshots.lockfile import LOCK_NAME, read_lock
 from labvault.services.tracking.filters import MAX_DEPTH, parse_filter, parse_sort
 from labvault.storage.meta.repos.run_query import compile_filter
 from labvault.storage.objects.tree import TREE_FORMAT, decode_tree
+from labvault.vault import Vault
 
 _FULL = os.environ.get("LABVAULT_TEST_FULL") == "1"
 
@@ -38,7 +39,9 @@ def bounded(examples: int) -> settings:
 
 
 # Text an attacker would try: separators, dots, encodings, controls, look-alikes, and ordinary letters.
-_HOSTILE_CHARS = "./\\%2e@:-_ \x00\n\r\t\x7f'\"`()<>=!,*?[]~$" + "\u0430\u0435\uff0e\u2024\u2215\u200b\ud7ff\u00e9"
+_HOSTILE_CHARS = (
+    "./\\%2e@:-_ \x00\n\r\t\x7f'\"`()<>=!,*?[]~$" + "\u0430\u0435\uff0e\u2024\u2215\u200b\ud7ff\udcff\u00e9"
+)
 hostile_text = st.text(st.sampled_from(_HOSTILE_CHARS) | st.characters(), max_size=80)
 ascii_text = st.text(string.printable, max_size=80)
 
@@ -151,6 +154,25 @@ def test_any_filter_text_parses_or_is_refused(text: str) -> None:
     # What parses compiles on both backends.
     for dialect, is_sqlite in ((sqlite.dialect(), True), (postgresql.dialect(), False)):
         sa.select(sa.literal(1)).where(compile_filter(node, sqlite=is_sqlite)).compile(dialect=dialect)
+
+
+@bounded(100)
+@given(
+    st.tuples(
+        st.sampled_from(["name", "params.depth", "tags.`t`", "status"]),
+        st.sampled_from(["=", "<", "like", "in"]),
+        hostile_text,
+    )
+)
+@example(("name", "=", "a\udcff"))
+def test_any_filter_that_parses_runs_on_sqlite(vault: Vault, parts: tuple[str, str, str]) -> None:
+    field, op, value = parts
+    quoted = "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    text = f"{field} {op} ({quoted})" if op == "in" else f"{field} {op} {quoted}"
+    try:
+        vault.runs.list(filter=text)
+    except ValidationError as err:
+        _check_refusal(err)
 
 
 @bounded(200)
