@@ -73,6 +73,11 @@ CASES = [
     Case("version-beyond-64-bits-in-ref", ("get", f"fraud/detector@{_BIG}", "-o", "out"), 2, "2^63-1"),
     Case("version-10000-digits", ("models", "show", "fraud/detector@0.0." + "9" * 10_000), 2, "2^63-1"),
     Case("version-with-newline", ("models", "register", "fraud/detector", "ml", "--version", "1.0.0\n"), 2),
+    # -- numbers beyond what is stored ------------------------------------------------------------
+    Case("runs-limit-beyond-64-bits", ("runs", "list", "--limit", "99999999999999999999"), 2, "limit"),
+    Case("audit-limit-beyond-64-bits", ("audit", "log", "-n", "99999999999999999999"), 2, "limit"),
+    Case("run-seed-beyond-32-bits", ("run", "--seed", "99999999999999999999", "--", "true"), 2, "seed"),
+    Case("run-seed-beyond-pythonhashseed", ("run", "--seed", "4294967296", "--", "true"), 2, "seed"),
     # -- file names that are not UTF-8 ------------------------------------------------------------
     Case("data-add-non-utf8-file", ("data", "add", "bad", "d_bad"), 2, "bad\\xff.txt"),
     Case("data-add-non-utf8-path", ("data", "add", "solo", b"solo\xfe.csv"), 2, "solo\\xfe.csv"),
@@ -259,12 +264,14 @@ def test_hostile_input(hostile_project: Path, case: Case) -> None:
 
 
 def test_the_project_is_untouched(hostile_project: Path) -> None:
-    """After every case: the one version and the one dataset, nothing written outside the project."""
+    """After every case: the versions and the dataset made first, no run, nothing written outside the project."""
     assert not (hostile_project / "pwned").exists()
     assert not (hostile_project.parent / "escape").exists()
-    listing = _run(hostile_project, "models", "versions", "fraud/detector", "--json")
+    listing = _run(hostile_project, "models", "versions", "fraud/detector", "--json")  # --version refused
     assert [v["version"] for v in json.loads(listing.stdout)] == ["0.1.0"]
     data = _run(hostile_project, "data", "list", "--json")
     assert [d["dataset_name"] for d in json.loads(data.stdout)] == ["raw"]
+    # A refused `labvault run` leaves no run behind (the seed is checked before the run is created).
+    assert json.loads(_run(hostile_project, "runs", "list", "--json").stdout) == []
     assert _run(hostile_project, "fsck").returncode == 0
     shutil.rmtree(hostile_project / "out", ignore_errors=True)

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from labvault.entities import AuditEvent, AuditReport, format_time, utcnow
-from labvault.errors import StorageError
+from labvault.errors import StorageError, ValidationError
 from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos import audit as repo
 from labvault.storage.meta.store import MetaStore
@@ -167,6 +167,8 @@ class AuditLog:
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[AuditEvent]:
+        if limit is not None and not 0 <= limit <= 2**63 - 1:  # SQL's LIMIT is a 64-bit integer
+            raise ValidationError(f"invalid limit {limit}", hint="give a limit from 1 to 2^63-1")
         with self._meta.read() as conn:
             return [
                 e

@@ -24,7 +24,7 @@ from labvault.refs import DataRef, Digest, parse_ref, validate_name
 from labvault.services.tracking import artifacts as _artifacts
 from labvault.services.tracking.filters import parse_filter, parse_sort
 from labvault.services.tracking.names import parse_run_id, validate_key
-from labvault.services.tracking.values import encode_param, metric_step, metric_value
+from labvault.services.tracking.values import check_limit, encode_param, metric_step, metric_value
 from labvault.storage.meta.repos import runs as repo
 from labvault.storage.meta.repos.metric_appender import MetricAppender
 from labvault.storage.meta.repos.object_refs import RefKind, add_refs
@@ -144,9 +144,7 @@ class RunRecords:
         order = compile_sort(parse_sort(sort)) if sort else [runs_table.c.started_at.desc(), runs_table.c.id]
         query = query.order_by(*order)
         if limit is not None:
-            if limit < 0:
-                raise ValidationError(f"invalid limit {limit}", hint="give a limit of 0 or more")
-            query = query.limit(limit)
+            query = query.limit(check_limit(limit))
         with self.meta.read() as conn:
             ids = list(conn.execute(query).scalars())
             return repo.load_runs(conn, ids)

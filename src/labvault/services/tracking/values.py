@@ -3,6 +3,7 @@
 - A metric value is a float64: anything with ``__float__`` or ``__index__`` (numpy scalars, ``Decimal``,
   ``Fraction``) that fits; NaN and the infinities are kept. Booleans, text and None are refused.
 - A step is an integer from 0 to 2^63-1 (anything with ``__index__``, such as ``numpy.int64``).
+- A seed is an integer from 0 to 2^32-1 (what PYTHONHASHSEED and ``numpy.random.seed`` accept).
 - A param is a str, int, float, bool or None, or a list (tuple) or dict (str keys) of those, nested at
   most :data:`~labvault.safeload.MAX_DEPTH` deep; lists and dicts are stored as canonical JSON (sorted
   keys, no spaces). Anything else (an object, a set, bytes) is refused rather than stored as its repr.
@@ -20,9 +21,21 @@ from typing import Any
 from labvault.errors import ValidationError
 from labvault.safeload import MAX_DEPTH
 
-__all__ = ["MAX_STEP", "MAX_VALUE", "encode_param", "metric_step", "metric_value"]
+__all__ = [
+    "MAX_LIMIT",
+    "MAX_SEED",
+    "MAX_STEP",
+    "MAX_VALUE",
+    "check_limit",
+    "check_seed",
+    "encode_param",
+    "metric_step",
+    "metric_value",
+]
 
 MAX_STEP = 2**63 - 1
+MAX_LIMIT = 2**63 - 1  # a query's LIMIT is a 64-bit integer in SQLite and PostgreSQL
+MAX_SEED = 2**32 - 1  # the largest PYTHONHASHSEED, and numpy's legacy seed
 MAX_VALUE = 6000  # characters of a param's text
 # str(int) refuses more than 4,300 digits; such a param would be far past MAX_VALUE anyway.
 _MAX_INT_BITS = 14_000
@@ -70,6 +83,18 @@ def metric_step(key: str, step: object) -> int:
             f"metric {key!r}: step {_short(number)} is out of range (0 to 2^63-1)", hint="pass a step of 0 or more"
         )
     return int(number)
+
+
+def check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValidationError(f"invalid seed {_short(seed)}", hint=f"a seed is an integer from 0 to {MAX_SEED}")
+    return seed
+
+
+def check_limit(limit: int) -> int:
+    if not 0 <= limit <= MAX_LIMIT:
+        raise ValidationError(f"invalid limit {_short(limit)}", hint=f"give a limit from 0 to {MAX_LIMIT}")
+    return limit
 
 
 def encode_param(key: str, value: object) -> tuple[str, str]:
