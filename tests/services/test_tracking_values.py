@@ -130,3 +130,19 @@ def test_scalars_are_stored_as_before() -> None:
     assert encode_param("a", float("nan")) == ('"nan"', "nan")
     assert metric_value("m", 3) == 3.0
     assert metric_step("m", 0) == 0
+
+
+def test_seeds_and_limits_beyond_what_is_stored_are_refused(vault: Vault) -> None:
+    with pytest.raises(ValidationError, match="invalid seed"):
+        lv.start_run(seed=2**32)
+    with pytest.raises(ValidationError, match="invalid seed"):
+        lv.start_run(seed=10**20)  # was an OverflowError from the database
+    assert vault.runs.list() == []  # refused before the run was created
+    with lv.start_run(seed=2**32 - 1) as run:
+        pass
+    assert vault.runs.get(run.id).seed == 2**32 - 1
+    with pytest.raises(ValidationError, match="invalid limit"):
+        vault.runs.list(limit=2**63)
+    with pytest.raises(ValidationError, match="invalid limit"):
+        vault.registry.audit.events(limit=10**20)
+    assert len(vault.runs.list(limit=2**63 - 1)) == 1
