@@ -8,6 +8,7 @@ the store's job (an ambiguous prefix raises :class:`~labvault.errors.AmbiguousRe
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ __all__ = [
     "ModelRef",
     "Ref",
     "RunRef",
+    "check_utf8",
     "format_ref",
     "parse_digest",
     "parse_ref",
@@ -48,6 +50,21 @@ def _shown(text: object) -> str:
     if isinstance(text, str) and len(text) > 80:
         return repr(text[:77]) + "..."
     return repr(text)
+
+
+def check_utf8(text: str, *, what: str) -> str:
+    """Return ``text`` if it is valid UTF-8 text; a command line's undecodable bytes are refused, shown escaped."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+        raise ValidationError(
+            f"{what} '{shown[:80]}' is not valid UTF-8", hint="rename it; names are stored as UTF-8 text"
+        ) from None
+    return text
 
 
 def validate_name(name: str, *, what: str = "name") -> str:

@@ -82,6 +82,8 @@ CASES = [
     Case("data-add-non-utf8-file", ("data", "add", "bad", "d_bad"), 2, "bad\\xff.txt"),
     Case("data-add-non-utf8-path", ("data", "add", "solo", b"solo\xfe.csv"), 2, "solo\\xfe.csv"),
     Case("data-add-non-utf8-link-target", ("data", "add", "lnk", "d_lnk"), 2, "tgt\\xff"),
+    Case("models-register-non-utf8-file", ("models", "register", "fraud/other", "d_bad"), 2, "bad\\xff.txt"),
+    Case("run-name-non-utf8", ("run", "--name", b"n\xff", "--", "true"), 2, "n\\xff"),
     Case("data-status-non-utf8-file", ("data", "status"), 2, "new\\xff.csv", {b"d_ok/new\xff.csv": b"x"}),
     # -- labvault.yaml ----------------------------------------------------------------------------
     Case(

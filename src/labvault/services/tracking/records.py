@@ -24,7 +24,7 @@ from labvault.refs import DataRef, Digest, parse_ref, validate_name
 from labvault.services.tracking import artifacts as _artifacts
 from labvault.services.tracking.filters import parse_filter, parse_sort
 from labvault.services.tracking.names import parse_run_id, validate_key
-from labvault.services.tracking.values import check_limit, encode_param, metric_step, metric_value
+from labvault.services.tracking.values import check_limit, check_text, encode_param, metric_step, metric_value
 from labvault.storage.meta.repos import runs as repo
 from labvault.storage.meta.repos.metric_appender import MetricAppender
 from labvault.storage.meta.repos.object_refs import RefKind, add_refs
@@ -101,7 +101,7 @@ class RunRecords:
         return out
 
     def _check_tags(self, tags: Mapping[str, object]) -> dict[str, str]:
-        return {validate_key(k, what="tag"): str(v) for k, v in tags.items()}
+        return {validate_key(k, what="tag"): check_text(k, str(v), what="tag") for k, v in tags.items()}
 
     # -- reading --------------------------------------------------------------------------------
     def resolve(self, ref: str) -> str:

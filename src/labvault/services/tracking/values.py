@@ -19,6 +19,7 @@ import operator
 from typing import Any
 
 from labvault.errors import ValidationError
+from labvault.refs import check_utf8
 from labvault.safeload import MAX_DEPTH
 
 __all__ = [
@@ -118,9 +119,20 @@ def encode_param(key: str, value: object) -> tuple[str, str]:
     return stored, text
 
 
+def check_text(key: str, text: str, *, what: str) -> str:
+    """Text a database can hold: no NUL (PostgreSQL refuses it) and no undecodable bytes."""
+    if "\x00" in text:
+        raise ValidationError(f"{what} {key!r} contains a NUL character", hint="remove it")
+    if not text.isascii():
+        check_utf8(text, what=f"{what} {key!r}: the text")
+    return text
+
+
 def _plain(key: str, value: object, depth: int) -> Any:
     """``value`` as plain JSON-able Python values; non-finite floats inside lists and dicts become text."""
-    if value is None or isinstance(value, bool | str):
+    if isinstance(value, str):
+        return check_text(key, value, what="param")
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         if value.bit_length() > _MAX_INT_BITS:
@@ -134,7 +146,7 @@ def _plain(key: str, value: object, depth: int) -> Any:
         if isinstance(value, dict):
             if not all(isinstance(k, str) for k in value):
                 raise ValidationError(f"param {key!r}: dict keys must be strings", hint=_PARAM_HINT)
-            return {k: _plain(key, v, depth + 1) for k, v in value.items()}
+            return {check_text(key, k, what="param"): _plain(key, v, depth + 1) for k, v in value.items()}
         return [_plain(key, v, depth + 1) for v in value]
     if not isinstance(value, bytes | bytearray | set | frozenset):
         # numpy scalars and the like: integers through __index__, reals through __float__.
