@@ -109,10 +109,21 @@ def test_files_over_10_mib_are_refused_before_parsing(tmp_path: Path) -> None:
         load_yaml(big, name="big.yaml")
     with pytest.raises(ValidationError, match=r"is larger than 10 MiB"):
         load_json(big)
-    # A file that reports no size (a device) is still read no further than the limit.
+
+
+def test_only_regular_files_are_read(tmp_path: Path) -> None:
+    # A device never ends; a FIFO without a writer blocks its reader forever.
     os.symlink("/dev/zero", tmp_path / "zero.json")
-    with pytest.raises(ValidationError, match=r"zero.json is larger than 10 MiB"):
+    with pytest.raises(ValidationError, match=r"zero.json is not a regular file"):
         load_json(tmp_path / "zero.json")
+    os.mkfifo(tmp_path / "labvault.yaml")
+    started = time.monotonic()
+    with pytest.raises(ValidationError, match=r"labvault.yaml is not a regular file"):
+        load_yaml(tmp_path / "labvault.yaml", name="labvault.yaml")
+    assert time.monotonic() - started < 2
+    (tmp_path / "real.yaml").write_text("a: 1\n")
+    os.symlink("real.yaml", tmp_path / "link.yaml")
+    assert load_yaml(tmp_path / "link.yaml") == {"a": 1}  # a link to a file is followed: the user made it
 
 
 def test_a_folder_is_not_a_file(tmp_path: Path) -> None:

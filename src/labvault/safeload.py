@@ -4,7 +4,8 @@
 import and records pulled from elsewhere later. All of them may come from someone else (a ``git pull``,
 a remote), so reading one must never hang, exhaust memory or crash with a traceback. The limits:
 
-- a file larger than :data:`MAX_FILE_BYTES` (10 MiB) is refused before it is parsed;
+- a file larger than :data:`MAX_FILE_BYTES` (10 MiB) is refused before it is parsed, and so is anything
+  that is not a regular file (a FIFO would block forever, ``/dev/zero`` never ends);
 - mappings and lists nest at most :data:`MAX_DEPTH` (100) deep, counted after YAML aliases are expanded;
 - YAML aliases may add at most :data:`MAX_ALIAS_NODES` (100,000) nodes to the document when expanded (the
   "billion laughs" file, 8 levels of 10 aliases, would expand to 10^8), and an alias may not contain itself;
@@ -23,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,19 +52,32 @@ MAX_ALIAS_NODES = 100_000
 
 
 def read_limited(path: Path, *, name: str | None = None, hint: str | None = None) -> bytes:
-    """The bytes of ``path``, refused past :data:`MAX_FILE_BYTES` (also when it is a device or still growing)."""
+    """The bytes of the regular file ``path``, refused past :data:`MAX_FILE_BYTES`.
+
+    A FIFO, a device or a folder is refused without reading: a FIFO would block the reader forever
+    and ``/dev/zero`` never ends. Opened non-blocking for the same reason (it changes nothing for a file).
+    """
     shown = name or str(path)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            data = f.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else b""
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise
-    except IsADirectoryError:
-        raise ValidationError(f"{shown} is a folder, not a file", hint=hint or f"remove or rename {shown}") from None
     except OSError as exc:
         raise StorageError(f"cannot read {shown}: {exc.strerror}") from exc
-    if size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a folder, not a file" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise ValidationError(f"{shown} is {what}", hint=hint or f"replace {shown} by a plain file")
+        data = b""
+        if st.st_size <= MAX_FILE_BYTES:
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)  # the file may have grown since fstat
+    except OSError as exc:
+        raise StorageError(f"cannot read {shown}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if st.st_size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
         raise ValidationError(
             f"{shown} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; labvault reads no bigger file",
             hint=hint or f"check what {shown} holds",

@@ -277,3 +277,16 @@ def test_the_project_is_untouched(hostile_project: Path) -> None:
     assert json.loads(_run(hostile_project, "runs", "list", "--json").stdout) == []
     assert _run(hostile_project, "fsck").returncode == 0
     shutil.rmtree(hostile_project / "out", ignore_errors=True)
+
+
+def test_a_fifo_or_device_for_labvault_yaml_is_refused_not_waited_on(hostile_project: Path) -> None:
+    policy = hostile_project / "labvault.yaml"
+    for make in (os.mkfifo, lambda p: os.symlink("/dev/zero", p)):
+        make(policy)
+        try:
+            proc = _run(hostile_project, "models", "promote", "fraud/detector@0.1.0", "--to", "prod", timeout=20)
+        finally:
+            policy.unlink()
+        stderr = proc.stderr.decode()
+        assert proc.returncode == 2, stderr
+        assert "labvault.yaml is not a regular file" in stderr
