@@ -85,6 +85,8 @@ CASES = [
     Case("models-register-non-utf8-file", ("models", "register", "fraud/other", "d_bad"), 2, "bad\\xff.txt"),
     Case("run-name-non-utf8", ("run", "--name", b"n\xff", "--", "true"), 2, "n\\xff"),
     Case("data-status-non-utf8-file", ("data", "status"), 2, "new\\xff.csv", {b"d_ok/new\xff.csv": b"x"}),
+    Case("ignore-file-not-utf8", ("data", "status"), 2, "not UTF-8", {"d_ok/.labvaultignore": b"\xff*.tmp\n"}),
+    Case("ignore-file-bad-pattern", ("data", "status"), 2, ".labvaultignore", {"d_ok/.labvaultignore": "!\n"}),
     # -- labvault.yaml ----------------------------------------------------------------------------
     Case(
         "yaml-alias-bomb",
