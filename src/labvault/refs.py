@@ -40,7 +40,7 @@ _DATA_VERSION_RE = re.compile(r"v[1-9][0-9]*")
 _SEMVER_RE = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 DIGEST_HEX_LENGTH = 64
 MIN_PREFIX = 8
-#: Each part of a model version is a signed 64-bit integer where it is stored.
+#: Each part of a model version, and a data version's number, is a signed 64-bit integer where it is stored.
 MAX_VERSION_PART = 2**63 - 1
 _SEMVER_HINT = "model versions are semantic: MAJOR.MINOR.PATCH, e.g. 1.2.0"
 
@@ -219,6 +219,11 @@ def _parse_any(text: str) -> Ref:
         if sep and not _DATA_VERSION_RE.fullmatch(version):
             raise ValidationError(
                 f"invalid data version {_shown(version)} in {_shown(text)}", hint="data versions are v1, v2, ..."
+            )
+        if sep and (len(version) > 20 or int(version[1:]) > MAX_VERSION_PART):
+            raise ValidationError(
+                f"data version {_shown(version)} is larger than v{MAX_VERSION_PART} (2^63-1)",
+                hint="data versions are v1, v2, ...",
             )
         return DataRef(name, version or None)
     if "/" in text:

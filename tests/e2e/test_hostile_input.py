@@ -72,6 +72,8 @@ CASES = [
     Case("version-beyond-64-bits", ("models", "register", "fraud/detector", "ml", "--version", _BIG), 2, "2^63-1"),
     Case("version-beyond-64-bits-in-ref", ("get", f"fraud/detector@{_BIG}", "-o", "out"), 2, "2^63-1"),
     Case("version-10000-digits", ("models", "show", "fraud/detector@0.0." + "9" * 10_000), 2, "2^63-1"),
+    Case("data-version-beyond-64-bits", ("data", "show", "data:raw@v99999999999999999999"), 2, "2^63-1"),
+    Case("audit-subject-non-utf8", ("audit", "log", "--subject", b"x\xff"), 2, "x\\xff"),
     Case("version-with-newline", ("models", "register", "fraud/detector", "ml", "--version", "1.0.0\n"), 2),
     # -- numbers beyond what is stored ------------------------------------------------------------
     Case("runs-limit-beyond-64-bits", ("runs", "list", "--limit", "99999999999999999999"), 2, "limit"),
