@@ -75,6 +75,8 @@ CASES = [
     Case("data-version-beyond-64-bits", ("data", "show", "data:raw@v99999999999999999999"), 2, "2^63-1"),
     Case("audit-subject-non-utf8", ("audit", "log", "--subject", b"x\xff"), 2, "x\\xff"),
     Case("version-with-newline", ("models", "register", "fraud/detector", "ml", "--version", "1.0.0\n"), 2),
+    Case("init-db-url-empty-label", ("init", "fresh", "--db", "postgresql://u@a..b/x"), 2, "invalid database URL"),
+    Case("init-db-url-non-utf8", ("init", "fresh", "--db", b"postgresql://u@h\xff/x"), 2, "invalid database URL"),
     # -- numbers beyond what is stored ------------------------------------------------------------
     Case("runs-limit-beyond-64-bits", ("runs", "list", "--limit", "99999999999999999999"), 2, "limit"),
     Case("audit-limit-beyond-64-bits", ("audit", "log", "-n", "99999999999999999999"), 2, "limit"),
@@ -272,6 +274,7 @@ def test_hostile_input(hostile_project: Path, case: Case) -> None:
 def test_the_project_is_untouched(hostile_project: Path) -> None:
     """After every case: the versions and the dataset made first, no run, nothing written outside the project."""
     assert not (hostile_project / "pwned").exists()
+    assert not (hostile_project / "fresh").exists()  # a refused init leaves no folder behind
     assert not (hostile_project.parent / "escape").exists()
     listing = _run(hostile_project, "models", "versions", "fraud/detector", "--json")  # --version refused
     assert [v["version"] for v in json.loads(listing.stdout)] == ["0.1.0"]
