@@ -7,6 +7,7 @@
 - A param is a str, int, float, bool or None, or a list (tuple) or dict (str keys) of those, nested at
   most :data:`~labvault.safeload.MAX_DEPTH` deep; lists and dicts are stored as canonical JSON (sorted
   keys, no spaces). Anything else (an object, a set, bytes) is refused rather than stored as its repr.
+- Text (a param's strings, a tag's value) holds no NUL and no undecodable bytes: no database keeps them.
 
 Every refusal is a :class:`~labvault.errors.ValidationError` (exit 2) naming the key.
 """
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_VALUE",
     "check_limit",
     "check_seed",
+    "check_text",
     "encode_param",
     "metric_step",
     "metric_value",
