@@ -1,7 +1,8 @@
 """Hostile input through the real executable: a table of case -> expected exit code.
 
 Each case is input an attacker (or an accident) could hand labvault: on the command line, in a file
-name, in ``labvault.yaml``, ``labvault.lock`` or ``config.json``. None may crash (a traceback, exit 1),
+name, in ``labvault.yaml``, ``labvault.lock``, ``config.json``, ``.labvaultignore`` or a model's
+``metrics.json``. None may crash (a traceback, exit 1),
 hang or be accepted: each exits with the code of the conventions table and a one-line error. The cases
 share one project (a vault with a registered model and a dataset); a case that plants a hostile file
 removes it again.
@@ -50,9 +51,8 @@ class Case:
     args: tuple[str | bytes, ...]
     exit: int
     says: str = ""  # a fragment stderr must contain
-    files: dict[str | bytes, str | bytes | Callable[[Path], str]] = field(
-        default_factory=dict
-    )  # planted for the case, then restored
+    # Files planted for the case (path relative to the project -> content), then restored.
+    files: dict[str | bytes, str | bytes | Callable[[Path], str]] = field(default_factory=dict)
     xfail: str = ""
 
 
