@@ -118,7 +118,14 @@ CASES = [
         ("models", "promote", "fraud/detector@0.1.0", "--to", "prod"),
         2,
         "nested more than 100",
-        {"labvault.yaml": "models: " + "[" * 50_000 + "]" * 50_000},
+        {"labvault.yaml": "models: " + "[" * 500 + "]" * 500},
+    ),
+    Case(
+        "yaml-500000-items",
+        ("models", "promote", "fraud/detector@0.1.0", "--to", "prod"),
+        2,
+        "labvault.yaml:1: more than 500000 nodes",
+        {"labvault.yaml": "models: [" + "1," * 500_001 + "]\n"},
     ),
     Case(
         "yaml-python-tag",
