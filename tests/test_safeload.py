@@ -142,3 +142,19 @@ def test_only_regular_files_are_read(tmp_path: Path) -> None:
 def test_a_folder_is_not_a_file(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="is a folder"):
         load_yaml(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["a: 1\nb: [x, {c: d}]\n", "base: &b {x: 1}\nuse: *b\n", _bomb(8), "a: &a [1, *a]\n"])
+def test_pure_python_parsing_gives_the_same_answers(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """Without libyaml, PyYAML's own parser feeds the same composer."""
+    import yaml
+
+    def load() -> object:
+        try:
+            return loads_yaml(text, name="f.yaml")
+        except ValidationError as err:
+            return err.message
+
+    with_c = load()
+    monkeypatch.setattr(yaml, "__with_libyaml__", False)
+    assert load() == with_c
