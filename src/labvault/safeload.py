@@ -2,8 +2,9 @@
 
 Today ``labvault.yaml``, ``labvault.lock``, ``.labvault/config.json`` and a registered model's
 ``metrics.json`` and ``data_manifest.json`` (and ``.labvaultignore`` files, through :func:`read_limited`);
-params files, ``dvc.yaml`` on import and records pulled from elsewhere later. All of them may come from someone else (a ``git pull``,
-a remote), so reading one must never hang, exhaust memory or crash with a traceback. The limits:
+params files, ``dvc.yaml`` on import and records pulled from elsewhere later. All of them may come from
+someone else (a ``git pull``, a remote), so reading one must never hang, exhaust memory or crash with a
+traceback. The limits:
 
 - a file larger than :data:`MAX_FILE_BYTES` (10 MiB) is refused before it is parsed, and so is anything
   that is not a regular file (a FIFO would block forever, ``/dev/zero`` never ends);
