@@ -233,3 +233,12 @@ def test_the_largest_version_parses() -> None:
     top = f"{MAX_VERSION_PART}.{MAX_VERSION_PART}.{MAX_VERSION_PART}"
     assert parse_semver(top) == (2**63 - 1,) * 3
     assert parse_ref(f"fraud/detector@{top}") == ModelRef("fraud", "detector", top)
+
+
+@pytest.mark.parametrize("version", ["v9223372036854775808", "v99999999999999999999", "v" + "9" * 5000])
+def test_data_versions_beyond_64_bits_are_refused(version: str) -> None:
+    # Used to reach the database: OverflowError, a traceback.
+    with pytest.raises(ValidationError, match="larger than") as err:
+        parse_ref(f"data:raw@{version}")
+    assert len(err.value.message) < 300
+    assert parse_ref("data:raw@v9223372036854775807") == DataRef("raw", "v9223372036854775807")

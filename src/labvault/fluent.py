@@ -85,6 +85,10 @@ def start_run(
 
     configs = [] if config is None else [config] if isinstance(config, str | os.PathLike) else list(config)
     refs = [] if inputs is None else [inputs] if isinstance(inputs, str) else list(inputs)
+    if seed is not None:
+        from labvault.services.tracking.values import check_seed
+
+        check_seed(seed)  # before a run is created: a refused seed leaves no run behind
     with _lock:
         parent = _stack[-1] if _stack else None
         if parent is not None and not nested and run_id is None:

@@ -8,6 +8,7 @@ the store's job (an ambiguous prefix raises :class:`~labvault.errors.AmbiguousRe
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ __all__ = [
     "ModelRef",
     "Ref",
     "RunRef",
+    "check_utf8",
     "format_ref",
     "parse_digest",
     "parse_ref",
@@ -38,7 +40,7 @@ _DATA_VERSION_RE = re.compile(r"v[1-9][0-9]*")
 _SEMVER_RE = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 DIGEST_HEX_LENGTH = 64
 MIN_PREFIX = 8
-#: Each part of a model version is a signed 64-bit integer where it is stored.
+#: Each part of a model version, and a data version's number, is a signed 64-bit integer where it is stored.
 MAX_VERSION_PART = 2**63 - 1
 _SEMVER_HINT = "model versions are semantic: MAJOR.MINOR.PATCH, e.g. 1.2.0"
 
@@ -48,6 +50,21 @@ def _shown(text: object) -> str:
     if isinstance(text, str) and len(text) > 80:
         return repr(text[:77]) + "..."
     return repr(text)
+
+
+def check_utf8(text: str, *, what: str) -> str:
+    """Return ``text`` if it is valid UTF-8 text; a command line's undecodable bytes are refused, shown escaped."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+        raise ValidationError(
+            f"{what} '{shown[:80]}' is not valid UTF-8", hint="rename it; names are stored as UTF-8 text"
+        ) from None
+    return text
 
 
 def validate_name(name: str, *, what: str = "name") -> str:
@@ -202,6 +219,11 @@ def _parse_any(text: str) -> Ref:
         if sep and not _DATA_VERSION_RE.fullmatch(version):
             raise ValidationError(
                 f"invalid data version {_shown(version)} in {_shown(text)}", hint="data versions are v1, v2, ..."
+            )
+        if sep and (len(version) > 20 or int(version[1:]) > MAX_VERSION_PART):
+            raise ValidationError(
+                f"data version {_shown(version)} is larger than v{MAX_VERSION_PART} (2^63-1)",
+                hint="data versions are v1, v2, ...",
             )
         return DataRef(name, version or None)
     if "/" in text:

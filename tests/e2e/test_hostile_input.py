@@ -1,7 +1,8 @@
 """Hostile input through the real executable: a table of case -> expected exit code.
 
 Each case is input an attacker (or an accident) could hand labvault: on the command line, in a file
-name, in ``labvault.yaml``, ``labvault.lock`` or ``config.json``. None may crash (a traceback, exit 1),
+name, in ``labvault.yaml``, ``labvault.lock``, ``config.json``, ``.labvaultignore`` or a model's
+``metrics.json``. None may crash (a traceback, exit 1),
 hang or be accepted: each exits with the code of the conventions table and a one-line error. The cases
 share one project (a vault with a registered model and a dataset); a case that plants a hostile file
 removes it again.
@@ -50,9 +51,8 @@ class Case:
     args: tuple[str | bytes, ...]
     exit: int
     says: str = ""  # a fragment stderr must contain
-    files: dict[str | bytes, str | bytes | Callable[[Path], str]] = field(
-        default_factory=dict
-    )  # planted for the case, then restored
+    # Files planted for the case (path relative to the project -> content), then restored.
+    files: dict[str | bytes, str | bytes | Callable[[Path], str]] = field(default_factory=dict)
     xfail: str = ""
 
 
@@ -65,17 +65,32 @@ CASES = [
         "filter-1200-terms", ("runs", "list", "--filter", "name in (" + ",".join(["'a'"] * 1200) + ")"), 2, "500 values"
     ),
     Case("filter-100-deep-is-fine", ("runs", "list", "--filter", "(" * 100 + "status = 'x'" + ")" * 100), 0),
+    Case("filter-non-utf8", ("runs", "list", "--filter", b"name = 'a\xff'"), 2, "byte \\xff is not valid UTF-8"),
+    Case("sort-non-utf8", ("runs", "list", "--sort", b"-metrics.\xff"), 2, ""),
     Case("filter-injection", ("runs", "list", "--filter", "name = 'a'; DROP TABLE runs"), 2, "invalid filter"),
     # -- versions ---------------------------------------------------------------------------------
     Case("version-beyond-64-bits", ("models", "register", "fraud/detector", "ml", "--version", _BIG), 2, "2^63-1"),
     Case("version-beyond-64-bits-in-ref", ("get", f"fraud/detector@{_BIG}", "-o", "out"), 2, "2^63-1"),
     Case("version-10000-digits", ("models", "show", "fraud/detector@0.0." + "9" * 10_000), 2, "2^63-1"),
+    Case("data-version-beyond-64-bits", ("data", "show", "data:raw@v99999999999999999999"), 2, "2^63-1"),
+    Case("audit-subject-non-utf8", ("audit", "log", "--subject", b"x\xff"), 2, "x\\xff"),
     Case("version-with-newline", ("models", "register", "fraud/detector", "ml", "--version", "1.0.0\n"), 2),
+    Case("init-db-url-empty-label", ("init", "fresh", "--db", "postgresql://u@a..b/x"), 2, "invalid database URL"),
+    Case("init-db-url-non-utf8", ("init", "fresh", "--db", b"postgresql://u@h\xff/x"), 2, "invalid database URL"),
+    # -- numbers beyond what is stored ------------------------------------------------------------
+    Case("runs-limit-beyond-64-bits", ("runs", "list", "--limit", "99999999999999999999"), 2, "limit"),
+    Case("audit-limit-beyond-64-bits", ("audit", "log", "-n", "99999999999999999999"), 2, "limit"),
+    Case("run-seed-beyond-32-bits", ("run", "--seed", "99999999999999999999", "--", "true"), 2, "seed"),
+    Case("run-seed-beyond-pythonhashseed", ("run", "--seed", "4294967296", "--", "true"), 2, "seed"),
     # -- file names that are not UTF-8 ------------------------------------------------------------
     Case("data-add-non-utf8-file", ("data", "add", "bad", "d_bad"), 2, "bad\\xff.txt"),
     Case("data-add-non-utf8-path", ("data", "add", "solo", b"solo\xfe.csv"), 2, "solo\\xfe.csv"),
     Case("data-add-non-utf8-link-target", ("data", "add", "lnk", "d_lnk"), 2, "tgt\\xff"),
+    Case("models-register-non-utf8-file", ("models", "register", "fraud/other", "d_bad"), 2, "bad\\xff.txt"),
+    Case("run-name-non-utf8", ("run", "--name", b"n\xff", "--", "true"), 2, "n\\xff"),
     Case("data-status-non-utf8-file", ("data", "status"), 2, "new\\xff.csv", {b"d_ok/new\xff.csv": b"x"}),
+    Case("ignore-file-not-utf8", ("data", "status"), 2, "not UTF-8", {"d_ok/.labvaultignore": b"\xff*.tmp\n"}),
+    Case("ignore-file-bad-pattern", ("data", "status"), 2, ".labvaultignore", {"d_ok/.labvaultignore": "!\n"}),
     # -- labvault.yaml ----------------------------------------------------------------------------
     Case(
         "yaml-alias-bomb",
@@ -103,7 +118,14 @@ CASES = [
         ("models", "promote", "fraud/detector@0.1.0", "--to", "prod"),
         2,
         "nested more than 100",
-        {"labvault.yaml": "models: " + "[" * 50_000 + "]" * 50_000},
+        {"labvault.yaml": "models: " + "[" * 500 + "]" * 500},
+    ),
+    Case(
+        "yaml-500000-items",
+        ("models", "promote", "fraud/detector@0.1.0", "--to", "prod"),
+        2,
+        "labvault.yaml:1: more than 500000 nodes",
+        {"labvault.yaml": "models: [" + "1," * 500_001 + "]\n"},
     ),
     Case(
         "yaml-python-tag",
@@ -125,6 +147,13 @@ CASES = [
         2,
         "not UTF-8",
         {"labvault.yaml": b"models:\n  fraud/detector: {prod: {approvals: \xff}}\n"},
+    ),
+    Case(
+        "model-metrics-json-deep-nesting",
+        ("models", "promote", "fraud/hostile@0.1.0", "--to", "prod"),
+        1,  # gates unmet: the metrics cannot be read
+        "unmet gates: metric auc",
+        {"labvault.yaml": "models:\n  fraud/hostile:\n    prod:\n      metrics: {auc: '>= 0.9'}\n"},
     ),
     # -- labvault.lock ----------------------------------------------------------------------------
     Case("lock-deep-nesting", ("data", "status"), 2, "nested more than 100", {"labvault.lock": "[" * 200_000}),
@@ -188,6 +217,9 @@ def hostile_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "ml").mkdir()
     (root / "ml" / "model.bin").write_bytes(b"weights")
     assert _run(root, "models", "register", "fraud/detector", "ml").returncode == 0
+    (root / "hostile").mkdir()
+    (root / "hostile" / "metrics.json").write_text("[" * 100_000)
+    assert _run(root, "models", "register", "fraud/hostile", "hostile").returncode == 0
     (root / "d_ok").mkdir()
     (root / "d_ok" / "a.csv").write_text("x\n1\n")
     assert _run(root, "data", "add", "raw", "d_ok").returncode == 0
@@ -247,12 +279,28 @@ def test_hostile_input(hostile_project: Path, case: Case) -> None:
 
 
 def test_the_project_is_untouched(hostile_project: Path) -> None:
-    """After every case: the one version and the one dataset, nothing written outside the project."""
+    """After every case: the versions and the dataset made first, no run, nothing written outside the project."""
     assert not (hostile_project / "pwned").exists()
+    assert not (hostile_project / "fresh").exists()  # a refused init leaves no folder behind
     assert not (hostile_project.parent / "escape").exists()
-    listing = _run(hostile_project, "models", "versions", "fraud/detector", "--json")
+    listing = _run(hostile_project, "models", "versions", "fraud/detector", "--json")  # --version refused
     assert [v["version"] for v in json.loads(listing.stdout)] == ["0.1.0"]
     data = _run(hostile_project, "data", "list", "--json")
     assert [d["dataset_name"] for d in json.loads(data.stdout)] == ["raw"]
+    # A refused `labvault run` leaves no run behind (the seed is checked before the run is created).
+    assert json.loads(_run(hostile_project, "runs", "list", "--json").stdout) == []
     assert _run(hostile_project, "fsck").returncode == 0
     shutil.rmtree(hostile_project / "out", ignore_errors=True)
+
+
+def test_a_fifo_or_device_for_labvault_yaml_is_refused_not_waited_on(hostile_project: Path) -> None:
+    policy = hostile_project / "labvault.yaml"
+    for make in (os.mkfifo, lambda p: os.symlink("/dev/zero", p)):
+        make(policy)
+        try:
+            proc = _run(hostile_project, "models", "promote", "fraud/detector@0.1.0", "--to", "prod", timeout=20)
+        finally:
+            policy.unlink()
+        stderr = proc.stderr.decode()
+        assert proc.returncode == 2, stderr
+        assert "labvault.yaml is not a regular file" in stderr

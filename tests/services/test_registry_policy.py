@@ -361,3 +361,25 @@ def test_a_non_finite_measured_metric_uses_the_one_json_encoding(any_vault: Vaul
         any_vault.registry.promote(ref, "staging")
     (gate,) = info.value.decision.failed_gates
     assert gate.measured == "Infinity"  # as json_safe writes it everywhere else, not Python's "inf"
+
+
+@pytest.mark.parametrize("bad", ["[" * 100_000, '{"auc": ' * 200 + "1" + "}" * 200])
+def test_hostile_json_in_a_model_folder_fails_the_gates_without_a_crash(vault: Vault, project: Path, bad: str) -> None:
+    # A metrics.json or data_manifest.json nested 100,000 deep used to be a RecursionError (a traceback).
+    model = make_model(project)
+    (model / "metrics.json").write_text(bad)
+    (model / "data_manifest.json").write_text(bad)
+    ref = vault.registry.register("fraud/detector", model)[0].ref
+    write_policy(
+        project,
+        """\
+        models:
+          fraud/detector:
+            prod:
+              metrics: {auc: ">= 0.9"}
+              drift: {reference: "data:transactions@v1", max_psi: 0.2}
+        """,
+    )
+    assert vault.registry.metrics(ref) is None
+    with pytest.raises(PromotionRefused):
+        vault.registry.promote(ref, "prod")

@@ -60,3 +60,20 @@ def test_a_non_utf8_dataset_folder_is_refused(tmp_path: Path) -> None:
     _write(root + b"/a.csv")
     with pytest.raises(ValidationError, match=r"data\\xfe"):
         scan_path(Path(os.fsdecode(root)))
+
+
+def test_an_ignore_file_that_is_not_utf8_text_or_not_a_file_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    root.mkdir()
+    _write(os.fsencode(root / "a.csv"))
+    (root / ".labvaultignore").write_bytes(b"\xff\xfe*.tmp\n")  # was a UnicodeDecodeError
+    with pytest.raises(ValidationError, match=r"\.labvaultignore: not UTF-8 text"):
+        scan_path(root)
+    for bad in ("!\n", "**/[z-a]\n"):  # patterns pathspec refuses: were tracebacks too
+        (root / ".labvaultignore").write_text(bad)
+        with pytest.raises(ValidationError, match=r"\.labvaultignore: "):
+            scan_path(root)
+    (root / ".labvaultignore").unlink()
+    os.mkfifo(root / ".labvaultignore")  # would block the scan forever
+    with pytest.raises(ValidationError, match="not a regular file"):
+        scan_path(root)

@@ -192,3 +192,18 @@ def test_the_largest_filter_allowed_runs(any_vault: Vault, runs: dict[str, str])
     assert _names(any_vault, wide) == {"a"}
     listed = "name in (" + ",".join(["'zz'"] * 499 + ["'b'"]) + ")"
     assert _names(any_vault, listed) == {"b"}
+
+
+@pytest.mark.parametrize(
+    ("expr", "column"),
+    [
+        ("name = 'a\udcff'", 10),  # a non-UTF-8 byte from the command line: was a UnicodeEncodeError
+        ("params.`k\udcfe` = 1", 10),
+        ("name = 'a\x00b'", 10),  # PostgreSQL refuses NUL in text: was a storage error
+    ],
+)
+def test_text_no_database_can_hold_is_refused(any_vault: Vault, runs: dict[str, str], expr: str, column: int) -> None:
+    with pytest.raises(FilterSyntaxError) as err:
+        any_vault.runs.list(filter=expr)
+    assert err.value.column == column
+    assert "\\x" in err.value.message

@@ -130,3 +130,34 @@ def test_scalars_are_stored_as_before() -> None:
     assert encode_param("a", float("nan")) == ('"nan"', "nan")
     assert metric_value("m", 3) == 3.0
     assert metric_step("m", 0) == 0
+
+
+def test_seeds_and_limits_beyond_what_is_stored_are_refused(vault: Vault) -> None:
+    with pytest.raises(ValidationError, match="invalid seed"):
+        lv.start_run(seed=2**32)
+    with pytest.raises(ValidationError, match="invalid seed"):
+        lv.start_run(seed=10**20)  # was an OverflowError from the database
+    assert vault.runs.list() == []  # refused before the run was created
+    with lv.start_run(seed=2**32 - 1) as run:
+        pass
+    assert vault.runs.get(run.id).seed == 2**32 - 1
+    with pytest.raises(ValidationError, match="invalid limit"):
+        vault.runs.list(limit=2**63)
+    with pytest.raises(ValidationError, match="invalid limit"):
+        vault.registry.audit.events(limit=10**20)
+    assert len(vault.runs.list(limit=2**63 - 1)) == 1
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "a\udcffb", ["ok", "a\x00"], {"k\x00": 1}, {"k": ["\udcfe"]}])
+def test_text_no_database_can_hold_is_refused(any_vault: Vault, value: object) -> None:
+    # NUL: PostgreSQL refuses it (a storage error, exit 7); a lone surrogate (an undecodable byte
+    # from a command line) failed to encode (a traceback).
+    run = any_vault.runs.create(name="r", project="p", capture=False)
+    with pytest.raises(ValidationError, match="param 'p'"):
+        any_vault.runs.log_params(run.id, {"p": value})
+    if isinstance(value, str):  # a tag is the str() of its value: a list's repr escapes what it holds
+        with pytest.raises(ValidationError, match="tag 't'"):
+            any_vault.runs.set_tags(run.id, {"t": value})
+    with pytest.raises(ValidationError, match="run name"):
+        any_vault.runs.create(name="n\udcff", project="p", capture=False)
+    assert any_vault.runs.get(run.id).params == {}

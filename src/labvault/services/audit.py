@@ -28,6 +28,7 @@ from typing import Any
 
 from labvault.entities import AuditEvent, AuditReport, format_time, json_safe, utcnow
 from labvault.errors import StorageError, ValidationError
+from labvault.refs import check_utf8
 from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos import audit as repo
 from labvault.storage.meta.store import Connection, MetaStore
@@ -204,6 +205,10 @@ class AuditLog:
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[AuditEvent]:
+        if limit is not None and not 0 <= limit <= 2**63 - 1:  # SQL's LIMIT is a 64-bit integer
+            raise ValidationError(f"invalid limit {limit}", hint="give a limit from 1 to 2^63-1")
+        if subject_prefix is not None:
+            check_utf8(subject_prefix, what="subject")
         with self._meta.read() as conn:
             return [
                 e

@@ -9,11 +9,11 @@ promotion gate that cannot see is not a pass.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from labvault.entities import GateResult, ModelVersion
-from labvault.errors import LabvaultError
+from labvault.errors import LabvaultError, ValidationError
+from labvault.safeload import loads_json
 from labvault.services.registry.context import RegistryContext
 from labvault.services.registry.layout import version_files
 from labvault.services.registry.policy import DriftSpec
@@ -27,8 +27,8 @@ def training_inputs(ctx: RegistryContext, version: ModelVersion) -> list[str]:
     if entry is None:
         return []
     try:
-        doc = json.loads(ctx.objects.get_bytes(entry.digest))
-    except ValueError:
+        doc = loads_json(ctx.objects.get_bytes(entry.digest), name="data_manifest.json")
+    except ValidationError:
         return []
     refs = []
     for item in doc if isinstance(doc, list) else []:

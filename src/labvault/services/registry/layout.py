@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from labvault.errors import IntegrityError, NotFound, ValidationError
-from labvault.refs import Digest
+from labvault.refs import Digest, check_utf8
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import TreeEntry, decode_tree, put_tree
 
@@ -51,6 +51,7 @@ def dump_json(doc: Any) -> bytes:
 
 
 def _check_rel(rel: str) -> str:
+    check_utf8(rel, what="file name")
     if "\n" in rel or "\\" in rel or "\r" in rel:
         raise ValidationError(
             f"cannot register a file named {rel!r}", hint="rename files whose names hold newlines or backslashes"

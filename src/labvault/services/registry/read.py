@@ -13,6 +13,7 @@ from typing import Any
 from labvault.entities import ModelVersion, RegisteredModel
 from labvault.errors import Conflict, NotFound, StorageError, ValidationError
 from labvault.refs import ModelRef
+from labvault.safeload import loads_json
 from labvault.services.registry.context import RegistryContext, parse_version
 from labvault.services.registry.layout import FileEntry, version_files
 from labvault.services.registry.register import parse_model_name
@@ -87,9 +88,9 @@ def read_metrics(ctx: RegistryContext, version: ModelVersion) -> tuple[dict[str,
     if entry is None:
         return None, "the version has no metrics.json"
     try:
-        doc = json.loads(ctx.objects.get_bytes(entry.digest))
-    except ValueError:
-        return None, "metrics.json is not valid JSON"
+        doc = loads_json(ctx.objects.get_bytes(entry.digest), name="metrics.json")
+    except ValidationError as err:
+        return None, err.message
     if not isinstance(doc, dict):
         return None, "metrics.json is not a JSON object of metric values"
     return doc, ""

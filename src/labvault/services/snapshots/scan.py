@@ -8,12 +8,14 @@ sockets, FIFOs and devices are refused (they have no bytes to snapshot).
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labvault.errors import ValidationError
+from labvault.safeload import read_limited
 
 __all__ = ["IGNORE_FILE", "Scan", "StatKey", "scan_path"]
 
@@ -68,8 +70,15 @@ def _escaped(name: str) -> str:
 def _load_ignore(path: str) -> Any:
     import pathspec
 
-    with open(path, encoding="utf-8") as f:
-        return pathspec.GitIgnoreSpec.from_lines(f.read().splitlines())
+    hint = f"fix {IGNORE_FILE}: it holds gitignore patterns, one a line, in UTF-8"
+    try:
+        text = read_limited(Path(path), hint=hint).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError(f"{path}: not UTF-8 text", hint=hint) from None
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+    except (ValueError, re.error) as exc:
+        raise ValidationError(f"{path}: {exc}", hint=hint) from None
 
 
 def scan_path(root: Path, *, skip: tuple[int, int] | None = None) -> Scan:

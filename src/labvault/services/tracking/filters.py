@@ -294,12 +294,33 @@ def parse_filter(text: str) -> Node:
             f"the filter is {len(text)} characters long; the limit is {MAX_LENGTH}",
             hint="split the query, or select by project, tag or status first",
         )
+    _check_storable(text)
     return _Parser(text).parse()
+
+
+# NUL (PostgreSQL text cannot hold it) and lone surrogates (a command line's undecodable bytes).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_storable(text: str) -> None:
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return
+    ch = found.group()
+    if ch == "\x00":
+        reason = "a NUL character (\\x00) cannot be compared"
+    elif 0xDC80 <= ord(ch) <= 0xDCFF:
+        reason = f"byte \\x{ord(ch) - 0xDC00:02x} is not valid UTF-8"
+    else:
+        reason = f"\\u{ord(ch):04x} is not valid text"
+    # The hint echoes the filter: show '?' in place of what a terminal cannot print.
+    raise FilterSyntaxError(_UNSTORABLE.sub("?", text), found.start() + 1, reason)
 
 
 def parse_sort(text: str) -> SortKey:
     """``metrics.auc``, ``-started`` (descending), ``params.depth``, ``name``..."""
     raw = text.strip()
+    _check_storable(raw)
     descending = raw.startswith("-")
     body = raw[1:] if descending or raw.startswith("+") else raw
     toks = _tokenize(body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from labvault.errors import ValidationError
-from labvault.refs import RunRef, parse_ref
+from labvault.refs import RunRef, check_utf8, parse_ref
 
 __all__ = [
     "MAX_KEY",
@@ -35,7 +35,7 @@ def validate_run_name(name: object) -> str:
         raise ValidationError(f"invalid run name {name!r}", hint="a run name is 1 to 256 printable characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise ValidationError(f"run name {name!r} contains control characters", hint="remove them")
-    return name
+    return check_utf8(name, what="run name")
 
 
 def parse_run_id(ref: str) -> str:

@@ -22,7 +22,7 @@ from labvault.refs import DataRef, Digest, parse_ref, validate_name
 from labvault.services.tracking import artifacts as _artifacts
 from labvault.services.tracking.filters import parse_filter, parse_sort
 from labvault.services.tracking.names import parse_run_id, validate_key
-from labvault.services.tracking.values import encode_param, metric_step, metric_value
+from labvault.services.tracking.values import check_limit, check_text, encode_param, metric_step, metric_value
 from labvault.storage.meta.repos import runs as repo
 from labvault.storage.meta.repos.metric_appender import MetricAppender
 from labvault.storage.meta.repos.object_refs import RefKind, add_refs
@@ -97,7 +97,7 @@ class RunRecords:
         return out
 
     def _check_tags(self, tags: Mapping[str, object]) -> dict[str, str]:
-        return {validate_key(k, what="tag"): str(v) for k, v in tags.items()}
+        return {validate_key(k, what="tag"): check_text(k, str(v), what="tag") for k, v in tags.items()}
 
     # -- reading --------------------------------------------------------------------------------
     def resolve(self, ref: str) -> str:
@@ -135,8 +135,8 @@ class RunRecords:
             project = validate_name(project, what="project name")
         where = parse_filter(filter) if filter and filter.strip() else None
         order = parse_sort(sort) if sort else None
-        if limit is not None and limit < 0:
-            raise ValidationError(f"invalid limit {limit}", hint="give a limit of 0 or more")
+        if limit is not None:
+            limit = check_limit(limit)
         with self.meta.read() as conn:
             ids = select_run_ids(
                 conn,

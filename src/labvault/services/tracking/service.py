@@ -30,6 +30,7 @@ from labvault.services.tracking.names import (
     validate_run_name,
 )
 from labvault.services.tracking.records import RunRecords, merge_capture, owner_of
+from labvault.services.tracking.values import check_seed
 from labvault.storage.meta.repos import runs as repo
 from labvault.storage.meta.repos.object_refs import RefKind, add_refs
 from labvault.storage.meta.store import MetaStore
@@ -130,8 +131,8 @@ class Tracking(RunRecords):
         configs = self._read_configs(config, here)
         if parent_id is not None:
             parent_id = self.resolve(parent_id)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValidationError(f"invalid seed {seed!r}", hint="a seed is a non-negative integer")
+        if seed is not None:
+            check_seed(seed)
         tag_values = self._check_tags(tags or {})
         doc: dict[str, Any] = {
             "command": argv,

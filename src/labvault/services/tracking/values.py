@@ -3,9 +3,11 @@
 - A metric value is a float64: anything with ``__float__`` or ``__index__`` (numpy scalars, ``Decimal``,
   ``Fraction``) that fits; NaN and the infinities are kept. Booleans, text and None are refused.
 - A step is an integer from 0 to 2^63-1 (anything with ``__index__``, such as ``numpy.int64``).
+- A seed is an integer from 0 to 2^32-1 (what PYTHONHASHSEED and ``numpy.random.seed`` accept).
 - A param is a str, int, float, bool or None, or a list (tuple) or dict (str keys) of those, nested at
   most :data:`~labvault.safeload.MAX_DEPTH` deep; lists and dicts are stored as canonical JSON (sorted
   keys, no spaces). Anything else (an object, a set, bytes) is refused rather than stored as its repr.
+- Text (a param's strings, a tag's value) holds no NUL and no undecodable bytes: no database keeps them.
 
 Every refusal is a :class:`~labvault.errors.ValidationError` (exit 2) naming the key.
 """
@@ -18,11 +20,25 @@ import operator
 from typing import Any, SupportsIndex, cast
 
 from labvault.errors import ValidationError
+from labvault.refs import check_utf8
 from labvault.safeload import MAX_DEPTH
 
-__all__ = ["MAX_STEP", "MAX_VALUE", "encode_param", "metric_step", "metric_value"]
+__all__ = [
+    "MAX_LIMIT",
+    "MAX_SEED",
+    "MAX_STEP",
+    "MAX_VALUE",
+    "check_limit",
+    "check_seed",
+    "check_text",
+    "encode_param",
+    "metric_step",
+    "metric_value",
+]
 
 MAX_STEP = 2**63 - 1
+MAX_LIMIT = 2**63 - 1  # a query's LIMIT is a 64-bit integer in SQLite and PostgreSQL
+MAX_SEED = 2**32 - 1  # the largest PYTHONHASHSEED, and numpy's legacy seed
 MAX_VALUE = 6000  # characters of a param's text
 # str(int) refuses more than 4,300 digits; such a param would be far past MAX_VALUE anyway.
 _MAX_INT_BITS = 14_000
@@ -72,6 +88,18 @@ def metric_step(key: str, step: object) -> int:
     return int(number)
 
 
+def check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValidationError(f"invalid seed {_short(seed)}", hint=f"a seed is an integer from 0 to {MAX_SEED}")
+    return seed
+
+
+def check_limit(limit: int) -> int:
+    if not 0 <= limit <= MAX_LIMIT:
+        raise ValidationError(f"invalid limit {_short(limit)}", hint=f"give a limit from 0 to {MAX_LIMIT}")
+    return limit
+
+
 def encode_param(key: str, value: object) -> tuple[str, str]:
     """``(json, text)`` for a param value; numbers, strings, booleans and None are kept as they are."""
     raw = _plain(key, value, 0)
@@ -93,9 +121,20 @@ def encode_param(key: str, value: object) -> tuple[str, str]:
     return stored, text
 
 
+def check_text(key: str, text: str, *, what: str) -> str:
+    """Text a database can hold: no NUL (PostgreSQL refuses it) and no undecodable bytes."""
+    if "\x00" in text:
+        raise ValidationError(f"{what} {key!r} contains a NUL character", hint="remove it")
+    if not text.isascii():
+        check_utf8(text, what=f"{what} {key!r}: the text")
+    return text
+
+
 def _plain(key: str, value: object, depth: int) -> Any:
     """``value`` as plain JSON-able Python values; non-finite floats inside lists and dicts become text."""
-    if value is None or isinstance(value, bool | str):
+    if isinstance(value, str):
+        return check_text(key, value, what="param")
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         if value.bit_length() > _MAX_INT_BITS:
@@ -109,7 +148,7 @@ def _plain(key: str, value: object, depth: int) -> Any:
         if isinstance(value, dict):
             if not all(isinstance(k, str) for k in value):
                 raise ValidationError(f"param {key!r}: dict keys must be strings", hint=_PARAM_HINT)
-            return {k: _plain(key, v, depth + 1) for k, v in value.items()}
+            return {check_text(key, k, what="param"): _plain(key, v, depth + 1) for k, v in value.items()}
         return [_plain(key, v, depth + 1) for v in value]
     if not isinstance(value, bytes | bytearray | set | frozenset):
         # numpy scalars and the like: integers through __index__, reals through __float__.

@@ -27,6 +27,7 @@ from labvault.entities import Run, RunStatus
 from labvault.errors import LabvaultError, ValidationError
 from labvault.services.tracking.artifacts import artifact_name, store_path
 from labvault.services.tracking.service import Tracking
+from labvault.services.tracking.values import check_seed
 
 __all__ = ["EXIT_NOT_EXECUTABLE", "EXIT_NOT_FOUND", "EXIT_WRAPPER", "WrappedResult", "run_command"]
 
@@ -97,6 +98,8 @@ def run_command(
         raise ValidationError("no command to run", hint="write labvault run [OPTIONS] -- CMD ARGS...")
     cwd = Path.cwd()
     names = [_output_name(o, cwd) for o in outputs]  # refuse bad output paths before anything runs
+    if seed is not None:
+        check_seed(seed)
     run = service.create(project=project, name=name, inputs=inputs, config=config, command=list(argv), cwd=cwd)
     env = {**os.environ, "LABVAULT_RUN_ID": run.id, "LABVAULT_DIR": str(vault_dir.resolve())}
     if seed is not None:

@@ -38,13 +38,35 @@ _PG_BUSY = {"55P03", "40P01", "40001"}
 def normalise_url(url: str) -> str:
     """Accept ``postgresql://`` and pick the psycopg 3 driver; refuse what we do not support."""
     if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    if url.startswith(("postgresql+psycopg://", "sqlite:///")):
+        return _check_server(url, "postgresql+psycopg://" + url.split("://", 1)[1])
+    if url.startswith("postgresql+psycopg://"):
+        return _check_server(url, url)
+    if url.startswith("sqlite:///"):
         return url
     raise ValidationError(
         f"unsupported database URL {url.split('@')[-1]!r}",
         hint="use postgresql://user@host:port/db, or leave it unset for the embedded SQLite file",
     )
+
+
+def _check_server(given: str, url: str) -> str:
+    """Refuse a host or port no server can have, before a driver trips on it (UnicodeError, ValueError)."""
+    try:
+        parsed = sa.engine.make_url(url)
+        for host in (parsed.host or "").split(","):
+            if host and not host.startswith("/"):  # a socket folder is a path, not a name
+                host.encode("idna")
+        port = parsed.port
+    except (ValueError, exc.ArgumentError):  # UnicodeError is a ValueError
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        where = given.rsplit("@", 1)[-1]  # never the password
+        shown = where if where.isascii() and where.isprintable() else ascii(where)
+        raise ValidationError(
+            f"invalid database URL: no server can be named by {shown[:120]!r}",
+            hint="use postgresql://user@host:port/db, or leave it unset for the embedded SQLite file",
+        )
+    return url
 
 
 def _translate(err: Exception, path: Path | None = None) -> LabvaultError:
