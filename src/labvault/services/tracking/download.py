@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from labvault.errors import Conflict, IntegrityError, NotFound, StorageError
 from labvault.refs import Digest
@@ -115,12 +115,11 @@ def download_artifacts(store: ObjectStore, run: Run, dest: Path, *, name: str | 
             out = dest / item.path
             out.parent.mkdir(parents=True, exist_ok=True)
             if item.kind == "link":
-                assert item.target is not None
-                os.symlink(item.target, out)
+                os.symlink(cast(str, item.target), out)  # a link entry always has its target
                 continue
-            assert item.sha256 is not None
+            digest = cast(Digest, item.sha256)  # a file entry always has its digest
             try:
-                store.materialize(item.sha256, out)
+                store.materialize(digest, out)
             except NotFound as exc:
                 raise IntegrityError(f"{out}: object {item.sha256} is missing from the vault") from exc
     except (FileExistsError, NotADirectoryError) as exc:

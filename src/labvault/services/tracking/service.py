@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from labvault.entities import Run, RunStatus, utcnow
-from labvault.errors import Conflict, ValidationError
+from labvault.errors import Conflict, NotFound, ValidationError
 from labvault.refs import Digest, validate_name
 from labvault.services.capture.environment import capture_environment
 from labvault.services.capture.git import GitState, cached_git_state, capture_git
@@ -300,8 +300,7 @@ class Tracking(RunRecords):
         with self.meta.transaction() as conn:
             found = repo.status_and_capture(conn, run_id)
             self._check_status(run_id, found[0] if found else None)
-            if git is not None:
-                assert found is not None
+            if git is not None and found is not None:  # _check_status raised when found is None
                 merge_capture(conn, run_id, *git, current=found[1])
             repo.end_run(conn, run_id, status=status, ended_at=utcnow(), exit_code=exit_code, error=error)
 
@@ -310,7 +309,8 @@ class Tracking(RunRecords):
         run_id = self.resolve(ref)
         with self.meta.transaction() as conn:
             row = repo.run_row(conn, run_id)
-            assert row is not None
+            if row is None:  # purged since it was resolved
+                raise NotFound(f"no run {ref!r}", hint="list runs with `labvault runs list`")
             if row.status == "finished":
                 raise Conflict(f"run:{run_id} finished; finished runs are never changed", hint="start a new run")
             if row.deleted_at is not None:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from labvault.entities import Run, RunStatus
 from labvault.errors import LabvaultError, ValidationError
@@ -111,9 +111,9 @@ def run_command(
     executable, early = _resolve(argv[0], cwd)
     if executable is None:
         what = "not found" if early == EXIT_NOT_FOUND else "not executable"
-        assert early is not None
-        service.finish(run.id, status="failed", exit_code=early, error=f"command {argv[0]!r} {what}")
-        return WrappedResult(service.get(run.id), early, ())
+        code = cast(int, early)  # _resolve gives an exit code whenever it finds no executable
+        service.finish(run.id, status="failed", exit_code=code, error=f"command {argv[0]!r} {what}")
+        return WrappedResult(service.get(run.id), code, ())
     received: list[int] = []
     with tempfile.TemporaryFile() as out_sink, tempfile.TemporaryFile() as err_sink:
         try:
@@ -137,11 +137,11 @@ def run_command(
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             previous = {s: signal.signal(s, _forward) for s in _FORWARDED}
-        assert child.stdout is not None
-        assert child.stderr is not None
+        # Both streams were opened with PIPE, so Popen always sets them.
+        stdout, stderr = cast(IO[bytes], child.stdout), cast(IO[bytes], child.stderr)
         pumps = [
-            threading.Thread(target=_pump, args=(child.stdout, sys.stdout.buffer, out_sink), daemon=True),
-            threading.Thread(target=_pump, args=(child.stderr, sys.stderr.buffer, err_sink), daemon=True),
+            threading.Thread(target=_pump, args=(stdout, sys.stdout.buffer, out_sink), daemon=True),
+            threading.Thread(target=_pump, args=(stderr, sys.stderr.buffer, err_sink), daemon=True),
         ]
         for t in pumps:
             t.start()
