@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import unicodedata
 from pathlib import Path
 
 import pytest
 
+from labvault import Vault
+from labvault.errors import Conflict
 from labvault.storage.objects.local import LocalObjectStore
 from tests.e2e.conftest import Cli
 
@@ -117,3 +120,94 @@ def test_models_get_from_python_writes_nothing_outside_the_cache(hostile: Path, 
     escaped = [p for p in _files(project / ".labvault", skip=cache) if "escape" in p.name]
     assert escaped == []
     assert not list(hostile.iterdir())
+
+
+def _set_lock_key(project: Path, old: str, new: str) -> None:
+    lock = json.loads((project / "labvault.lock").read_text())
+    lock["datasets"][new] = lock["datasets"].pop(old)
+    (project / "labvault.lock").write_text(json.dumps(lock))
+
+
+def test_a_lock_key_through_a_link_is_a_file_in_the_way(cli: Cli, project: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cli("init", "-q")
+    (project / "payload.txt").write_text("payload\n")
+    cli("data", "add", "payload", "payload.txt", "-q")
+    (project / "lnkdir").symlink_to(elsewhere)
+    _set_lock_key(project, "payload.txt", "lnkdir/payload.txt")
+    for args in (("data", "checkout"), ("data", "checkout", "--force")):
+        out = cli(*args, expect=4)
+        assert "lnkdir is a link" in out.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_directory_lock_key_through_a_link_deletes_nothing_there(cli: Cli, project: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "sub").mkdir(parents=True)
+    (elsewhere / "sub" / "victim.txt").write_text("precious\n")
+    cli("init", "-q")
+    (project / "sub").mkdir()
+    (project / "sub" / "a.txt").write_text("a\n")
+    cli("data", "add", "sub", "sub", "-q")
+    (project / "lnkdir").symlink_to(elsewhere)
+    _set_lock_key(project, "sub", "lnkdir/sub")
+    out = cli("data", "checkout", "--force", expect=4)
+    assert "lnkdir is a link" in out.stderr
+    assert (elsewhere / "sub" / "victim.txt").read_text() == "precious\n"
+    assert sorted(p.name for p in (elsewhere / "sub").iterdir()) == ["victim.txt"]
+
+
+def test_a_link_where_the_dataset_goes_is_in_the_way(cli: Cli, project: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    cli("init", "-q")
+    (project / "payload.txt").write_text("payload\n")
+    cli("data", "add", "payload", "payload.txt", "-q")
+    (project / "payload.txt").unlink()
+    (project / "payload.txt").symlink_to(victim)
+    out = cli("data", "checkout", expect=4)
+    assert "payload.txt (a link)" in out.stderr
+    cli("data", "checkout", "--force")
+    assert victim.read_text() == "precious\n"
+    assert (project / "payload.txt").read_text() == "payload\n"
+    assert not (project / "payload.txt").is_symlink()
+
+
+@pytest.mark.parametrize(
+    "key", ["/abs/payload.txt", "../payload.txt", "a/../../payload.txt", "a//b", "./a", "a\u0000b"]
+)
+def test_lock_keys_that_leave_the_project_are_refused(cli: Cli, project: Path, key: str) -> None:
+    cli("init", "-q")
+    (project / "payload.txt").write_text("payload\n")
+    cli("data", "add", "payload", "payload.txt", "-q")
+    _set_lock_key(project, "payload.txt", key)
+    out = cli("data", "checkout", expect=2)
+    assert "labvault.lock is malformed" in out.stderr
+    out = cli("data", "status", expect=2)
+
+
+def test_names_the_filesystem_would_fold_together_are_refused_before_writing(vault: Vault, project: Path) -> None:
+    from labvault.services.snapshots.checkout import checkout
+
+    (project / "ds").mkdir()
+    (project / "ds" / "README.txt").write_text("upper\n")
+    (project / "ds" / "readme.txt").write_text("lower\n")
+    (project / "ds" / "caf\u00e9.txt").write_text("composed\n")
+    (project / "ds" / "cafe\u0301.txt").write_text("decomposed\n")
+    vault.data.add("ds", project / "ds")
+    with pytest.raises(Conflict, match=r"README.txt and readme.txt"):
+        checkout(vault.data, "data:ds@v1", project / "out", force=False, fold=str.casefold)
+    with pytest.raises(Conflict, match=r"caf.*\.txt and caf.*\.txt"):
+        checkout(vault.data, "data:ds@v1", project / "out", force=False, fold=lambda n: unicodedata.normalize("NFC", n))
+    assert not (project / "out").exists()
+    checkout(vault.data, "data:ds@v1", project / "out", force=False)  # this filesystem keeps them apart
+    assert len(list((project / "out").iterdir())) == 4
+
+
+def test_the_probe_tells_an_exact_filesystem(tmp_path: Path) -> None:
+    from labvault.storage.contained import fold_collisions, name_folding
+
+    assert name_folding(tmp_path / "not" / "yet")("Ab") == "Ab"
+    assert fold_collisions(["a", "A"], tmp_path) == []
+    assert list(tmp_path.iterdir()) == []  # the probe is gone

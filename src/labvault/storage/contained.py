@@ -20,14 +20,15 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Callable, Iterator
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 from labvault.errors import Conflict, StorageError, ValidationError
 
-__all__ = ["Dest", "check_name", "replace_file", "split_rel", "write_text"]
+__all__ = ["Dest", "check_name", "fold_collisions", "name_folding", "replace_file", "split_rel", "write_text"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _T = TypeVar("_T")
@@ -56,6 +57,57 @@ def split_rel(rel: str) -> list[str]:
                 f"refusing to write {rel!r}: it holds {why}", hint="stored paths are relative and never climb out"
             )
     return parts
+
+
+def _widest_fold(name: str) -> str:
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
+
+
+def name_folding(near: Path) -> Callable[[str], str]:
+    """How the filesystem holding ``near`` (or its nearest existing parent) compares names.
+
+    A probe file tells case-insensitive (macOS, Windows) and normalisation-insensitive (APFS, HFS+)
+    filesystems from exact ones (ext4, xfs); the probe is removed at once.
+    """
+    folder = Path(os.path.abspath(near))
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    probe = f".labvault-fold-{secrets.token_hex(4)}-\u00c9"  # É, composed
+    try:
+        fd = os.open(folder / probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return _widest_fold  # cannot probe: assume the worst
+    os.close(fd)
+    try:
+        folds_case = os.path.lexists(folder / probe.lower())
+        folds_form = os.path.lexists(folder / unicodedata.normalize("NFD", probe))
+    finally:
+        os.unlink(folder / probe)
+    if folds_case and folds_form:
+        return _widest_fold
+    if folds_case:
+        return str.casefold
+    if folds_form:
+        return lambda name: unicodedata.normalize("NFD", name)
+    return str
+
+
+def fold_collisions(paths: Iterable[str], near: Path, fold: Callable[[str], str] | None = None) -> list[str]:
+    """Pairs of ``paths`` that would land on the same file below ``near`` (``a`` vs ``A``, composed
+    vs decomposed accents), as ``"a and A"``; empty on an exact filesystem. The filesystem is only
+    probed when the names could collide at all."""
+    seen: dict[str, str] = {}
+    out: list[str] = []
+    widest = {_widest_fold(p) for p in paths}
+    if len(widest) == len(set(paths)):
+        return []
+    fold = fold or name_folding(near)
+    for p in sorted(paths):
+        key = fold(p)
+        if key in seen and seen[key] != p:
+            out.append(f"{seen[key]} and {p}")
+        seen.setdefault(key, p)
+    return out
 
 
 def _oserror(exc: OSError, where: Path) -> StorageError:
@@ -161,6 +213,8 @@ class Dest:
 
     def check_dirs(self, rel: str) -> None:
         """Refuse (exit 4) if a link or a file stands where a folder of ``rel`` must be; creates nothing."""
+        if rel in ("", "."):
+            return
         parts = split_rel(rel)
         try:
             fd = self._open_dir(parts, create=False)
@@ -186,6 +240,14 @@ class Dest:
             with self._parent(rel, create=False) as (fd, name):
                 return os.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
+            return None
+
+    def readlink(self, rel: str) -> str | None:
+        """The target of the link ``rel``; None if ``rel`` is absent or not a link."""
+        try:
+            with self._parent(rel, create=False) as (fd, name):
+                return os.readlink(name, dir_fd=fd)
+        except (FileNotFoundError, OSError):
             return None
 
     def read_fd(self, rel: str) -> int:
@@ -231,11 +293,15 @@ class Dest:
             raise Conflict(f"{self.path / rel} is {what} in the way", hint="remove it, or choose another destination")
         os.replace(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
 
-    def write_bytes(self, rel: str, data: bytes, *, overwrite: bool = True) -> None:
+    def write_bytes(self, rel: str, data: bytes, *, overwrite: bool = True, durable: bool = False) -> None:
+        """``data`` at ``rel``; ``durable`` makes its bytes durable before the rename (a file kept in git)."""
+
         def fill(fd: int) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
 
         self.write(rel, fill, overwrite=overwrite)
 
@@ -322,13 +388,17 @@ class Dest:
                 raise _oserror(exc, self.path / dst) from exc
 
 
-def replace_file(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` (a path the user typed, or labvault's own) atomically."""
+def replace_file(path: Path | str, data: bytes, *, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` (a path the user typed, or labvault's own) atomically.
+
+    Links in the folders of ``path`` are followed (they were typed, or are labvault's own); a link
+    at ``path`` itself is replaced, not written through.
+    """
     path = Path(os.path.abspath(Path(path).expanduser()))
     with Dest.open(path.parent, create=False) as dest:
-        dest.write_bytes(path.name, data)
+        dest.write_bytes(path.name, data, durable=durable)
 
 
-def write_text(path: Path | str, text: str) -> None:
+def write_text(path: Path | str, text: str, *, durable: bool = False) -> None:
     """:func:`replace_file` for UTF-8 text."""
-    replace_file(path, text.encode("utf-8"))
+    replace_file(path, text.encode("utf-8"), durable=durable)
