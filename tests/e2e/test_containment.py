@@ -211,3 +211,29 @@ def test_the_probe_tells_an_exact_filesystem(tmp_path: Path) -> None:
     assert name_folding(tmp_path / "not" / "yet")("Ab") == "Ab"
     assert fold_collisions(["a", "A"], tmp_path) == []
     assert list(tmp_path.iterdir()) == []  # the probe is gone
+
+
+def test_get_does_not_follow_a_linked_folder_below_the_destination(cli: Cli, project: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cli("init", "-q")
+    (project / "model").mkdir()
+    (project / "model" / "w.bin").write_text("w\n")
+    cli("models", "register", "evil/mod", "model", "-q")
+    (project / "target").mkdir()
+    (project / "target" / "evil").symlink_to(elsewhere)
+    out = cli("get", "evil/mod@0.1.0", "-o", "target", expect=4)
+    assert "target/evil is a link" in out.stderr
+    assert list(elsewhere.iterdir()) == []
+    # A link the user typed is followed: ``-o deploy`` where deploy -> /srv/models.
+    (project / "deploy").symlink_to(elsewhere)
+    cli("get", "evil/mod@0.1.0", "-o", "deploy")
+    assert (elsewhere / "evil" / "mod" / "0.1.0" / "w.bin").read_text() == "w\n"
+    # A link in the way of a file is not written through.
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (project / "flat").mkdir()
+    (project / "flat" / "w.bin").symlink_to(victim)
+    out = cli("get", "evil/mod@0.1.0", "-o", "flat", "--flat", expect=4)
+    assert "flat/w.bin is a link" in out.stderr
+    assert victim.read_text() == "precious\n"

@@ -10,13 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labvault.errors import IntegrityError, NotFound, ValidationError
+from labvault.errors import Conflict, IntegrityError, NotFound, ValidationError
 from labvault.refs import Digest
+from labvault.storage.contained import Dest
+from labvault.storage.objects.materialize import materialize_into
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import TreeEntry, decode_tree, put_tree
 
@@ -31,6 +34,7 @@ __all__ = [
     "parse_checksums",
     "version_files",
     "wrap_version",
+    "write_version",
 ]
 
 CHECKSUM = "checksum.txt"
@@ -154,6 +158,66 @@ def iter_tree_files(store: ObjectStore, tree: Digest, prefix: str = "") -> Itera
 
 def version_files(store: ObjectStore, content: Digest) -> list[FileEntry]:
     return sorted(iter_tree_files(store, content), key=lambda f: f.path)
+
+
+def iter_tree_links(store: ObjectStore, tree: Digest, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """``(relative path, target)`` of every link below a tree (a registered link is kept a link)."""
+    for entry in decode_tree(store.get_bytes(tree), digest=tree):
+        rel = f"{prefix}{entry.name}"
+        if entry.type == "dir" and entry.digest is not None:
+            yield from iter_tree_links(store, entry.digest, rel + "/")
+        elif entry.type == "link" and entry.target is not None:
+            yield rel, entry.target
+
+
+def write_version(store: ObjectStore, content: Digest, dest: Path, rel: str) -> Path:
+    """Write a version folder's verified files (and links) to ``rel`` below ``dest``; return the folder.
+
+    ``dest`` was typed by the user (links in it are followed); ``rel`` (``PROJECT/MODEL/VERSION``
+    or ``.``) and the file names come from stored data and are resolved without following links.
+    Files already there with the right content are kept; a different file, a folder or a link in
+    the way is a conflict (exit 4), found before anything is written.
+    """
+    files = version_files(store, content)
+    links = dict(iter_tree_links(store, content))
+    todo, link_todo = list(files), dict(links)
+    if os.path.isdir(dest):
+        with Dest.open(dest, create=False) as top:
+            top.check_dirs(rel)
+            todo = [f for f in files if not _already_there(top, _under(rel, f.path), f)]
+            link_todo = {p: t for p, t in links.items() if not _link_there(top, _under(rel, p), t)}
+    with Dest.open(dest) as top, top.sub(rel) as into:
+        for f in todo:
+            materialize_into(store, f.digest, into, f.path)
+        for path, target in link_todo.items():
+            into.symlink(path, target)
+    return dest / rel if rel != "." else dest
+
+
+def _under(rel: str, path: str) -> str:
+    return path if rel == "." else f"{rel}/{path}"
+
+
+def _already_there(top: Dest, rel: str, f: FileEntry) -> bool:
+    st = top.lstat(rel)
+    if st is None:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "a link" if stat.S_ISLNK(st.st_mode) else "not a file"
+        raise Conflict(f"{top.path / rel} is {what}, where the version has a file", hint="choose another -o folder")
+    if st.st_size == f.size:
+        with open(top.read_fd(rel), "rb") as existing:
+            if hashlib.file_digest(existing, "sha256").hexdigest() == f.digest.hex:
+                return True
+    raise Conflict(f"{top.path / rel} exists with other content", hint="remove it, or choose another -o folder")
+
+
+def _link_there(top: Dest, rel: str, target: str) -> bool:
+    if top.lstat(rel) is None:
+        return False
+    if top.readlink(rel) == target:
+        return True
+    raise Conflict(f"{top.path / rel} is in the way of a link the version holds", hint="choose another -o folder")
 
 
 def sha256_bytes(data: bytes) -> Digest:
