@@ -237,3 +237,60 @@ def test_get_does_not_follow_a_linked_folder_below_the_destination(cli: Cli, pro
     out = cli("get", "evil/mod@0.1.0", "-o", "flat", "--flat", expect=4)
     assert "flat/w.bin is a link" in out.stderr
     assert victim.read_text() == "precious\n"
+
+
+def _flip_last_byte(path: Path) -> None:
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_object_cat_prints_nothing_of_a_corrupt_object(cli: Cli, project: Path) -> None:
+    cli("init", "-q")
+    (project / "big.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    digest = cli("object", "put", "big.bin").stdout.strip()
+    store = LocalObjectStore(project / ".labvault")
+    from labvault.refs import Digest
+
+    _flip_last_byte(store.path_of(Digest(digest.removeprefix("sha256:"))))
+    out = cli("object", "cat", digest, expect=5)
+    assert out.stdout == ""
+    assert "corrupt" in out.stderr
+
+
+def test_object_cat_output_file_appears_only_verified(cli: Cli, project: Path) -> None:
+    cli("init", "-q")
+    (project / "big.bin").write_bytes(os.urandom(2 * 1024 * 1024 + 3))
+    (project / "small.bin").write_bytes(b"small\n")
+    big = cli("object", "put", "big.bin").stdout.strip()
+    small = cli("object", "put", "small.bin").stdout.strip()
+    (project / "got").mkdir()
+    cli("object", "cat", small, "-o", "got/small.bin")
+    assert (project / "got" / "small.bin").read_bytes() == b"small\n"
+    cli("object", "cat", big, "-o", "got/big.bin")
+    assert (project / "got" / "big.bin").read_bytes() == (project / "big.bin").read_bytes()
+    store = LocalObjectStore(project / ".labvault")
+    from labvault.refs import Digest
+
+    _flip_last_byte(store.path_of(Digest(big.removeprefix("sha256:"))))
+    (project / "got" / "big.bin").unlink()
+    cli("object", "cat", big, "-o", "got/big.bin", expect=5)
+    assert sorted(p.name for p in (project / "got").iterdir()) == ["small.bin"]
+
+
+def test_a_quarantined_object_is_corrupt_not_missing(cli: Cli, project: Path) -> None:
+    cli("init", "-q")
+    (project / "model").mkdir()
+    (project / "model" / "w.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    cli("models", "register", "p/m", "model", "-q")
+    digest = cli("object", "put", "model/w.bin").stdout.strip()
+    store = LocalObjectStore(project / ".labvault")
+    from labvault.refs import Digest
+
+    _flip_last_byte(store.path_of(Digest(digest.removeprefix("sha256:"))))
+    cli("fsck", expect=1)
+    for args in (("object", "cat", digest), ("object", "cat", digest[:20]), ("get", "p/m@0.1.0", "-o", "out")):
+        out = cli(*args, expect=5)
+        assert "quarantine" in out.stderr, args
+    assert not any(p.is_file() for p in (project / "out").rglob("w.bin"))
