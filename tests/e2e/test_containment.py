@@ -294,3 +294,29 @@ def test_a_quarantined_object_is_corrupt_not_missing(cli: Cli, project: Path) ->
         out = cli(*args, expect=5)
         assert "quarantine" in out.stderr, args
     assert not any(p.is_file() for p in (project / "out").rglob("w.bin"))
+
+
+def test_a_damaged_tree_cache_is_ignored_rebuilt_and_reported(cli: Cli, project: Path) -> None:
+    import hashlib
+
+    cli("init", "-q")
+    (project / "ds").mkdir()
+    for i in range(31):
+        (project / "ds" / f"f{i:02d}.csv").write_text(f"row,{i}\n" * (i + 1))
+    cli("data", "add", "ds", "ds", "-q")
+    (cache,) = (project / ".labvault" / "cache" / "trees").glob("*.bin")
+    f05 = hashlib.sha256((project / "ds" / "f05.csv").read_bytes()).digest()
+    f15 = hashlib.sha256((project / "ds" / "f15.csv").read_bytes()).digest()
+    raw = cache.read_bytes()
+    assert raw.count(f15) == 1
+    cache.write_bytes(raw.replace(f15, f05))
+    out = cli("fsck", expect=1)
+    assert cache.name in out.stdout + out.stderr
+    cli("fsck")  # the damaged entry went: the next run is clean
+    cache.write_bytes(raw.replace(f15, f05))
+    cli("data", "checkout", "data:ds@v1", "copy")
+    got = sorted(p.name for p in (project / "copy").iterdir())
+    assert len(got) == 31
+    for name in got:
+        assert (project / "copy" / name).read_bytes() == (project / "ds" / name).read_bytes(), name
+    assert cache.read_bytes() != raw.replace(f15, f05)  # rebuilt

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from labvault.entities import FsckReport, GcReport
 from labvault.errors import IntegrityError, ValidationError
 from labvault.refs import Digest
+from labvault.services.snapshots.flat import check_tree_caches
 from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos.object_refs import iter_refs
 from labvault.storage.meta.store import MetaStore
@@ -108,6 +109,7 @@ class Maintenance:
                 verdict = conn.execute(sa.text("PRAGMA quick_check")).scalar()
             if verdict != "ok":
                 problems.append(f"metadata database: {verdict}")
+        problems += check_tree_caches(self._objects, self._objects.vault_dir)
         return FsckReport(
             checked=total,
             bytes_checked=nbytes,
