@@ -320,3 +320,54 @@ def test_a_damaged_tree_cache_is_ignored_rebuilt_and_reported(cli: Cli, project:
     for name in got:
         assert (project / "copy" / name).read_bytes() == (project / "ds" / name).read_bytes(), name
     assert cache.read_bytes() != raw.replace(f15, f05)  # rebuilt
+
+
+def test_register_records_links_and_refuses_ones_that_leave_the_folder(cli: Cli, project: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0\n")
+    cli("init", "-q")
+    ml = project / "ml"
+    (ml / "sub").mkdir(parents=True)
+    (ml / "w.bin").write_text("weights\n")
+    (ml / "latest.bin").symlink_to("w.bin")
+    (ml / "sub" / "up.bin").symlink_to("../w.bin")
+    (ml / "pw").symlink_to(secret)
+    out = cli("models", "register", "p/m", "ml", expect=2)
+    assert "ml/pw" in out.stderr
+    assert "--follow-links" in out.stderr
+    (ml / "pw").unlink()
+    (ml / "esc").symlink_to("../../passwd")
+    out = cli("models", "register", "p/m", "ml", expect=2)
+    assert "ml/esc" in out.stderr
+    (ml / "esc").unlink()
+    cli("models", "register", "p/m", "ml", "-q")
+    cli("get", "p/m@0.1.0", "-o", "out")
+    got = project / "out" / "p" / "m" / "0.1.0"
+    assert os.readlink(got / "latest.bin") == "w.bin"
+    assert os.readlink(got / "sub" / "up.bin") == "../w.bin"
+    assert (got / "latest.bin").read_text() == "weights\n"
+    cli("get", "p/m@0.1.0", "-o", "out")  # a second get finds the links in place
+    # --follow-links copies what a link points at, outside the folder included.
+    (ml / "pw").symlink_to(secret)
+    cli("models", "register", "p/m", "ml", "--follow-links", "-q")
+    cli("get", "p/m@0.1.1", "-o", "out")
+    copied = project / "out" / "p" / "m" / "0.1.1" / "pw"
+    assert not copied.is_symlink()
+    assert copied.read_text() == "root:x:0:0\n"
+
+
+def test_register_without_follow_links_stores_no_bytes_of_a_link_target(
+    cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "passwd"
+    secret.write_bytes(b"root:x:0:0:unique-marker-3f9c\n")
+    cli("init", "-q")
+    (project / "ml").mkdir()
+    (project / "ml" / "w.bin").write_text("weights\n")
+    (project / "ml" / "pw").symlink_to(secret)
+    cli("models", "register", "p/m", "ml", expect=2)
+    from labvault.refs import Digest
+
+    store = LocalObjectStore(project / ".labvault")
+    for row in json.loads(cli("object", "ls", "--json").stdout):
+        assert b"unique-marker-3f9c" not in store.get_bytes(Digest(row["id"]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,31 +63,56 @@ def _check_rel(rel: str) -> str:
     return rel
 
 
-def collect_path(path: Path) -> list[tuple[str, Path]]:
-    """The regular files under ``path`` (or ``path`` itself), as (relative path, absolute path)."""
+def collect_path(path: Path, *, follow_links: bool = False) -> tuple[list[tuple[str, Path]], dict[str, str]]:
+    """The regular files under ``path`` (or ``path`` itself) as (relative path, absolute path), and
+    the links as {relative path: target}.
+
+    A link is recorded as a link, as ``data add`` does, when it stays inside the folder; one that
+    points outside is refused (exit 2, naming it) unless ``follow_links`` says to copy its target.
+    """
     if not path.exists():
         raise NotFound(f"{path} does not exist", hint="give the folder (or file) that holds the model")
     if path.is_file():
-        return [(_check_rel(path.name), path)]
+        return [(_check_rel(path.name), path)], {}
     if not path.is_dir():
         raise ValidationError(f"{path} is neither a file nor a folder", hint="give the model's folder or file")
     out: list[tuple[str, Path]] = []
+    links: dict[str, str] = {}
     for folder, dirs, files in os.walk(path, followlinks=False):
         dirs.sort()
         base = Path(folder)
-        for name in sorted(files):
+        for name in sorted(files) + [d for d in dirs if (base / d).is_symlink()]:
             full = base / name
+            rel = _check_rel(full.relative_to(path).as_posix())
+            if full.is_symlink():
+                target = os.readlink(full)
+                if _stays_inside(rel, target):
+                    links[rel] = target
+                    continue
+                if not follow_links:
+                    raise ValidationError(
+                        f"{full} is a link to {target}, outside {path}",
+                        hint="copy the file in, or pass --follow-links to store what the link points at",
+                    )
+                if full.is_dir():
+                    raise ValidationError(f"{full} is a link to a folder", hint="copy the folder in instead")
             if not full.is_file():  # a dangling link, a socket, a fifo...
                 raise ValidationError(f"{full} is not a regular file", hint="remove it or replace the link by the file")
-            out.append((_check_rel(full.relative_to(path).as_posix()), full))
-        for name in dirs:
-            if (base / name).is_symlink():
-                raise ValidationError(f"{base / name} is a link to a folder", hint="copy the folder in instead")
+            out.append((rel, full))
         if len(out) > _MAX_FILES:
             raise ValidationError(f"{path} holds more than {_MAX_FILES} files", hint="register a smaller folder")
     if not out:
         raise ValidationError(f"{path} holds no files: there is no model to register", hint="check the path")
-    return out
+    return out, links
+
+
+def _stays_inside(rel: str, target: str) -> bool:
+    """Whether a link at ``rel`` pointing at ``target`` resolves inside the folder, by its text alone
+    (every link on the way is itself checked, so a chain cannot leave either)."""
+    if not target or target.startswith("/") or "\0" in target:
+        return False
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+    return joined != ".." and not joined.startswith("../")
 
 
 def parse_checksums(text: str, *, where: str) -> dict[str, str]:
@@ -107,27 +133,35 @@ def checksum_text(files: list[FileEntry]) -> bytes:
     return "".join(f"{f.digest.hex}  {f.path}\n" for f in sorted(files, key=lambda f: f.path)).encode()
 
 
-def _put_nested(store: ObjectStore, files: list[FileEntry]) -> tuple[Digest, int]:
-    """Put the folder trees for a flat list of files; return the top tree and total size."""
-    children: dict[str, list[FileEntry]] = {}
+def _put_nested(store: ObjectStore, files: list[FileEntry], links: dict[str, str]) -> tuple[Digest, int]:
+    """Put the folder trees for a flat list of files and links; return the top tree and total size."""
+    children: dict[str, tuple[list[FileEntry], dict[str, str]]] = {}
     entries: list[TreeEntry] = []
     for f in files:
         head, sep, rest = f.path.partition("/")
         if sep:
-            children.setdefault(head, []).append(FileEntry(rest, f.digest, f.size))
+            children.setdefault(head, ([], {}))[0].append(FileEntry(rest, f.digest, f.size))
         else:
             entries.append(TreeEntry(head, "file", f.digest, f.size))
+    for rel, target in links.items():
+        head, sep, rest = rel.partition("/")
+        if sep:
+            children.setdefault(head, ([], {}))[1][rest] = target
+        else:
+            entries.append(TreeEntry(head, "link", target=target))
     total = sum(e.size for e in entries)
-    for name, sub in children.items():
-        digest, size = _put_nested(store, sub)
+    for name, (sub, sub_links) in children.items():
+        digest, size = _put_nested(store, sub, sub_links)
         entries.append(TreeEntry(name, "dir", digest, size))
         total += size
     return put_tree(store, entries), total
 
 
-def build_version_tree(store: ObjectStore, files: list[FileEntry]) -> tuple[Digest, int]:
+def build_version_tree(
+    store: ObjectStore, files: list[FileEntry], links: dict[str, str] | None = None
+) -> tuple[Digest, int]:
     """The VERSION folder's tree (the content identity) and its total size."""
-    return _put_nested(store, files)
+    return _put_nested(store, files, links or {})
 
 
 def wrap_version(store: ObjectStore, content: Digest, size: int, *, project: str, model: str, version: str) -> Digest:
