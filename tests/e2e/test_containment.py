@@ -371,3 +371,15 @@ def test_register_without_follow_links_stores_no_bytes_of_a_link_target(
     store = LocalObjectStore(project / ".labvault")
     for row in json.loads(cli("object", "ls", "--json").stdout):
         assert b"unique-marker-3f9c" not in store.get_bytes(Digest(row["id"]))
+
+
+def test_an_output_file_that_is_a_link_is_replaced_not_written_through(cli: Cli, project: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.json"
+    victim.write_text("precious\n")
+    cli("init", "-q")
+    (project / "d.txt").write_text("d\n")
+    cli("data", "add", "d", "d.txt", "-q")
+    (project / "m.json").symlink_to(victim)
+    cli("data", "manifest", "data:d@v1", "-o", "m.json")
+    assert victim.read_text() == "precious\n"
+    assert json.loads((project / "m.json").read_text())["ref"] == "data:d@v1"

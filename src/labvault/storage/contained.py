@@ -119,7 +119,7 @@ def _oserror(exc: OSError, where: Path) -> StorageError:
 class Dest:
     """A destination folder held open by descriptor; paths below it never follow a link.
 
-    Use as a context manager (``with Dest.open(path) as dest: dest.write_bytes("a/b.txt", data)``).
+    Use as a context manager (``with Dest.open(path) as dest: dest.write_file("a/b.txt", data)``).
     """
 
     def __init__(self, fd: int, path: Path) -> None:
@@ -293,7 +293,7 @@ class Dest:
             raise Conflict(f"{self.path / rel} is {what} in the way", hint="remove it, or choose another destination")
         os.replace(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
 
-    def write_bytes(self, rel: str, data: bytes, *, overwrite: bool = True, durable: bool = False) -> None:
+    def write_file(self, rel: str, data: bytes, *, overwrite: bool = True, durable: bool = False) -> None:
         """``data`` at ``rel``; ``durable`` makes its bytes durable before the rename (a file kept in git)."""
 
         def fill(fd: int) -> None:
@@ -396,7 +396,7 @@ def replace_file(path: Path | str, data: bytes, *, durable: bool = False) -> Non
     """
     path = Path(os.path.abspath(Path(path).expanduser()))
     with Dest.open(path.parent, create=False) as dest:
-        dest.write_bytes(path.name, data, durable=durable)
+        dest.write_file(path.name, data, durable=durable)
 
 
 def write_text(path: Path | str, text: str, *, durable: bool = False) -> None:

@@ -137,7 +137,7 @@ def cached_copy(ctx: RegistryContext, version: ModelVersion) -> Path:
                 into.remove(stamp_path.name)
                 into.remove(version.version)
                 into.rename(tmp, version.version)
-                into.write_bytes(stamp_path.name, json.dumps(doc).encode())
+                into.write_file(stamp_path.name, json.dumps(doc).encode())
             except OSError as exc:
                 raise StorageError(f"cannot write the model cache {base}: {exc.strerror}") from exc
             finally:

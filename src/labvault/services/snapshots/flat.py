@@ -142,7 +142,7 @@ def save_flat(vault_dir: Path, root: Digest, flat: Flat) -> None:
     doc = ("\0".join(flat.paths), flat.sizes.tobytes(), flat.digests, flat.profiles, flat.links, flat.dirs)
     try:
         with Dest.open(vault_dir / "cache" / "trees") as caches:
-            caches.write_bytes(f"{root.hex}.bin", _seal(root, marshal.dumps(doc)))
+            caches.write_file(f"{root.hex}.bin", _seal(root, marshal.dumps(doc)))
     except LabvaultError:
         pass  # a cache we cannot write is only slower
 
@@ -173,15 +173,16 @@ def check_tree_caches(objects: ObjectStore, vault_dir: Path) -> list[str]:
         names = sorted(os.listdir(folder))
     except FileNotFoundError:
         return []
-    for name in names:
-        hexd, _, ext = name.partition(".")
-        if name.startswith(".") or ext != "bin":
-            continue  # a temp file of a writer
-        why = _cache_problem(objects, folder / name, hexd)
-        if why is not None:
-            problems.append(f"tree cache {name} {why}; removed (it is rebuilt from the trees when needed)")
-            with contextlib.suppress(OSError):
-                os.unlink(folder / name)
+    with Dest.open(folder, create=False) as caches:
+        for name in names:
+            hexd, _, ext = name.partition(".")
+            if name.startswith(".") or ext != "bin":
+                continue  # a temp file of a writer
+            why = _cache_problem(objects, folder / name, hexd)
+            if why is not None:
+                problems.append(f"tree cache {name} {why}; removed (it is rebuilt from the trees when needed)")
+                with contextlib.suppress(LabvaultError):
+                    caches.remove(name)
     return problems
 
 

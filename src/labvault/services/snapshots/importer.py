@@ -8,16 +8,18 @@ version the source reports: a single object's ETag / VersionId / generation, or 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
 import secrets
-import shutil
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from labvault.entities import Snapshot
-from labvault.errors import ExternalError, NotFound, ValidationError
+from labvault.errors import ExternalError, LabvaultError, NotFound, ValidationError
+from labvault.storage.contained import Dest
 
 if TYPE_CHECKING:
     from labvault.services.snapshots.service import DataService, Progress
@@ -76,21 +78,20 @@ def import_url(
     except OSError as exc:
         raise ExternalError(f"cannot reach {public}: {exc}", hint="check the URL and the network") from exc
     staging = svc.vault_dir / "tmp" / f"import-{os.getpid()}-{secrets.token_hex(6)}"
-    staging.mkdir(parents=True)
+    tmp = Dest.open(svc.vault_dir / "tmp")
     try:
         if info.get("type") == "directory":
             base = path.rstrip("/")
             found = fs.find(base, detail=True)
             versions = []
-            for full, meta in sorted(found.items()):
-                rel = full[len(base) :].lstrip("/")
-                if not rel or ".." in rel.split("/"):
-                    continue
-                out = staging / "data" / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
-                fs.get_file(full, str(out))
-                versions.append((rel, _version_of(meta)))
-            (staging / "data").mkdir(exist_ok=True)
+            with tmp.sub(f"{staging.name}/data") as into:
+                for full, meta in sorted(found.items()):
+                    rel = full[len(base) :].lstrip("/")
+                    if not rel or ".." in rel.split("/"):
+                        continue
+                    # Names come from the remote listing: written below the staging folder only.
+                    into.write(rel, functools.partial(_download, fs, full, public))
+                    versions.append((rel, _version_of(meta)))
             target = staging / "data"
             have = [v for _, v in versions if v]
             source_version = None
@@ -100,7 +101,7 @@ def import_url(
         else:
             leaf = path.rstrip("/").rsplit("/", 1)[-1] or "data"
             target = staging / leaf
-            fs.get_file(path, str(target))
+            tmp.write(f"{staging.name}/{leaf}", functools.partial(_download, fs, path, public))
             source_version = _version_of(info)
         snapshot, created, _ = svc._snapshot_local(
             name,
@@ -118,4 +119,27 @@ def import_url(
     except OSError as exc:
         raise ExternalError(f"reading {public} failed: {exc}", hint="check the URL and the network") from exc
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(LabvaultError):
+            tmp.remove(staging.name)
+        tmp.close()
+
+
+def _download(fs: Any, path: str, public: str, out: int) -> None:
+    """Copy ``path`` to ``out``; a failure to read is the source's (not found, network), not the disk's."""
+    try:
+        src = fs.open(path, "rb")
+    except FileNotFoundError as exc:
+        raise NotFound(f"{public}: {exc}", hint="check the URL") from exc
+    except OSError as exc:
+        raise ExternalError(f"reading {public} failed: {exc}", hint="check the URL and the network") from exc
+    with src:
+        while True:
+            try:
+                chunk = src.read(8 * 1024 * 1024)
+            except OSError as exc:
+                raise ExternalError(f"reading {public} failed: {exc}", hint="check the URL and the network") from exc
+            if not chunk:
+                return
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(out, view) :]

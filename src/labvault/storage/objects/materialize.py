@@ -49,7 +49,7 @@ def materialize_into(
     if packed is not None:
         if hashlib.sha256(packed).hexdigest() != digest.hex:
             store.refuse_corrupt(digest)
-        into.write_bytes(rel, packed)
+        into.write_file(rel, packed)
     elif mode == "hardlink":
         if not store.verify(digest):
             store.refuse_corrupt(digest)
