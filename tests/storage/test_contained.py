@@ -182,3 +182,28 @@ def test_the_scan_sees_writes_and_the_allow_list_is_current() -> None:
     assert not _WRITES.search("fd = os.open(here, os.O_RDONLY | os.O_DIRECTORY)")
     found = _write_sites()
     assert [rel for rel in ALLOWED if rel not in found] == []  # an entry nothing needs goes
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b"[]",
+        b'{"format":"labvault.tree/1","entries":"abc"}',
+        b'{"format":"labvault.tree/1","entries":[1]}',
+        b'{"format":"labvault.tree/1","entries":[{"name":"a","type":"file","sha256":1,"size":1}]}',
+        b'{"format":"labvault.tree/1","entries":[{"name":"a","type":"file","sha256":"' + b"a" * 64 + b'","size":-1}]}',
+        b'{"format":"labvault.tree/1","entries":[{"name":"a","type":"file","sha256":"' + b"a" * 64 + b'","size":1.5}]}',
+        b'{"format":"labvault.tree/1","entries":[{"name":"a","type":"file","sha256":"'
+        + b"a" * 64
+        + b'","size":true}]}',
+        b'{"format":"labvault.tree/1","entries":[{"name":"a","type":"link","target":""}]}',
+        b'{"format":"labvault.tree/1","entries":[{"name":"a","type":"link","target":"x\\u0000y"}]}',
+        b'{"format":"labvault.tree/1","entries":[{"name":["a"],"type":"link","target":"x"}]}',
+        b'{"format":"labvault.tree/1","entries":[{"name":"a","type":"socket"}]}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b"\xff\xfe",
+    ],
+)
+def test_decode_tree_says_corrupt_for_any_malformed_tree(doc: bytes) -> None:
+    with pytest.raises(IntegrityError, match="malformed"):
+        decode_tree(doc)

@@ -60,6 +60,8 @@ def split_rel(rel: str) -> list[str]:
 
 
 def _widest_fold(name: str) -> str:
+    if name.isascii():
+        return name.lower()
     return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
 
 

@@ -86,9 +86,12 @@ def decode_tree(data: bytes, *, digest: Digest | None = None) -> list[TreeEntry]
                 target = raw["target"]
                 if not isinstance(target, str) or not target or "\0" in target:
                     raise ValueError(f"link {name!r} has an invalid target")
-                out.append(TreeEntry(raw["name"], "link", target=target, extra=extra))
+                out.append(TreeEntry(name, "link", target=target, extra=extra))
             elif kind in ("file", "dir"):
-                out.append(TreeEntry(raw["name"], kind, Digest(raw["sha256"]), int(raw["size"]), extra=extra))
+                size = raw["size"]
+                if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                    raise ValueError(f"entry {name!r} has an invalid size {size!r}")
+                out.append(TreeEntry(name, kind, Digest(raw["sha256"]), size, extra=extra))
             else:
                 raise ValueError(f"unknown entry type {kind!r}")
         return out
