@@ -207,3 +207,18 @@ def test_the_scan_sees_writes_and_the_allow_list_is_current() -> None:
 def test_decode_tree_says_corrupt_for_any_malformed_tree(doc: bytes) -> None:
     with pytest.raises(IntegrityError, match="malformed"):
         decode_tree(doc)
+
+
+def test_held_folders_are_forgotten_when_a_folder_goes(tmp_path: Path) -> None:
+    with Dest.open(tmp_path / "dst") as dest:
+        dest.write_file("a/b/x", b"x")
+        dest.remove("a")
+        dest.write_file("a/b/y", b"y")  # not into the removed folder's descriptor
+        dest.write_file("c/d/z", b"z")
+        dest.rename("c/d", "e")
+        dest.write_file("c/d/w", b"w")
+    assert sorted(p.relative_to(tmp_path / "dst").as_posix() for p in (tmp_path / "dst").rglob("*") if p.is_file()) == [
+        "a/b/y",
+        "c/d/w",
+        "e/z",
+    ]

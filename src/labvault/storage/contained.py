@@ -30,6 +30,7 @@ from labvault.errors import Conflict, StorageError, ValidationError
 
 __all__ = ["Dest", "check_name", "fold_collisions", "name_folding", "replace_file", "split_rel", "write_text"]
 
+_HELD_DIRS = 32
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _T = TypeVar("_T")
 
@@ -112,6 +113,13 @@ def fold_collisions(paths: Iterable[str], near: Path, fold: Callable[[str], str]
     return out
 
 
+def _lstat_at(fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
 def _oserror(exc: OSError, where: Path) -> StorageError:
     if exc.errno == errno.ENOSPC:
         return StorageError(f"disk full while writing {where}", hint="free some space, then run the command again")
@@ -127,6 +135,9 @@ class Dest:
     def __init__(self, fd: int, path: Path) -> None:
         self.fd = fd
         self.path = path
+        # Folders below, held open by descriptor (most recently used last): a checkout writes many
+        # files into each folder, and resolving every path from the top costs more than the write.
+        self._dirs: dict[str, int] = {}
 
     @classmethod
     def open(cls, path: Path | str, *, create: bool = True) -> Dest:
@@ -141,7 +152,13 @@ class Dest:
         except OSError as exc:
             raise _oserror(exc, path) from exc
 
+    def _forget_dirs(self) -> None:
+        """Close the held folders: after a remove or a rename, one of them may be gone or moved."""
+        while self._dirs:
+            os.close(self._dirs.popitem()[1])
+
     def close(self) -> None:
+        self._forget_dirs()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -202,16 +219,22 @@ class Dest:
     @contextmanager
     def _parent(self, rel: str, *, create: bool = True) -> Iterator[tuple[int, str]]:
         parts = split_rel(rel)
-        try:
-            fd = self._open_dir(parts[:-1], create=create)
-        except FileNotFoundError:
-            raise  # only without ``create``: the caller says what absent means
-        except OSError as exc:
-            raise _oserror(exc, self.path / rel) from exc
-        try:
-            yield fd, parts[-1]
-        finally:
-            os.close(fd)
+        key = "/".join(parts[:-1])
+        if not key:
+            yield self.fd, parts[-1]
+            return
+        fd = self._dirs.pop(key, None)
+        if fd is None:
+            try:
+                fd = self._open_dir(parts[:-1], create=create)
+            except FileNotFoundError:
+                raise  # only without ``create``: the caller says what absent means
+            except OSError as exc:
+                raise _oserror(exc, self.path / rel) from exc
+            if len(self._dirs) >= _HELD_DIRS:
+                os.close(self._dirs.pop(next(iter(self._dirs))))
+        self._dirs[key] = fd
+        yield fd, parts[-1]
 
     def check_dirs(self, rel: str) -> None:
         """Refuse (exit 4) if a link or a file stands where a folder of ``rel`` must be; creates nothing."""
@@ -286,14 +309,19 @@ class Dest:
             return result
 
     def _rename(self, pfd: int, tmp: str, name: str, rel: str, *, overwrite: bool) -> None:
-        try:
-            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-        except FileNotFoundError:
-            st = None
-        if st is not None and (stat.S_ISDIR(st.st_mode) or not overwrite):
-            what = "a folder" if stat.S_ISDIR(st.st_mode) else "a file"
-            raise Conflict(f"{self.path / rel} is {what} in the way", hint="remove it, or choose another destination")
-        os.replace(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+        st = None if overwrite else _lstat_at(pfd, name)
+        if st is None:
+            try:
+                os.replace(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+                return
+            except IsADirectoryError:
+                st = _lstat_at(pfd, name)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                st = _lstat_at(pfd, name)
+        what = "a folder" if st is not None and stat.S_ISDIR(st.st_mode) else "a file"
+        raise Conflict(f"{self.path / rel} is {what} in the way", hint="remove it, or choose another destination")
 
     def write_file(self, rel: str, data: bytes, *, overwrite: bool = True, durable: bool = False) -> None:
         """``data`` at ``rel``; ``durable`` makes its bytes durable before the rename (a file kept in git)."""
@@ -371,6 +399,8 @@ class Dest:
             return
         except OSError as exc:
             raise _oserror(exc, self.path / rel) from exc
+        finally:
+            self._forget_dirs()
 
     def rmdir(self, rel: str) -> bool:
         """Remove the folder ``rel`` if it is empty; True if it went."""
@@ -380,6 +410,8 @@ class Dest:
             return True
         except (OSError, Conflict, StorageError):
             return False
+        finally:
+            self._forget_dirs()
 
     def rename(self, src: str, dst: str) -> None:
         """Rename ``src`` to ``dst``, both below this folder (a folder at ``dst`` is replaced only if empty)."""
@@ -388,6 +420,7 @@ class Dest:
                 os.replace(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
             except OSError as exc:
                 raise _oserror(exc, self.path / dst) from exc
+        self._forget_dirs()
 
 
 def replace_file(path: Path | str, data: bytes, *, durable: bool = False) -> None:

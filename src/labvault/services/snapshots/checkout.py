@@ -228,7 +228,7 @@ def _apply_below(
     written = 0
     for rel in plan.write or []:
         sha = target.files[rel][0]
-        st = base.lstat(rel)
+        st = base.lstat(rel) if plan.scan is not None else None  # a fresh destination has nothing in the way
         if st is not None and stat.S_ISDIR(st.st_mode):
             base.remove(rel)
         try:
