@@ -206,7 +206,7 @@ def test_names_the_filesystem_would_fold_together_are_refused_before_writing(vau
 
 
 def test_the_probe_tells_an_exact_filesystem(tmp_path: Path) -> None:
-    from labvault.storage.contained import fold_collisions, name_folding
+    from labvault.storage.folding import fold_collisions, name_folding
 
     assert name_folding(tmp_path / "not" / "yet")("Ab") == "Ab"
     assert fold_collisions(["a", "A"], tmp_path) == []
@@ -383,3 +383,17 @@ def test_an_output_file_that_is_a_link_is_replaced_not_written_through(cli: Cli,
     cli("data", "manifest", "data:d@v1", "-o", "m.json")
     assert victim.read_text() == "precious\n"
     assert json.loads((project / "m.json").read_text())["ref"] == "data:d@v1"
+
+
+def test_get_refuses_names_the_filesystem_would_fold_together(vault: Vault, project: Path) -> None:
+    from labvault.services.registry.layout import write_version
+
+    (project / "model").mkdir()
+    (project / "model" / "W.bin").write_text("upper\n")
+    (project / "model" / "w.bin").write_text("lower\n")
+    version, _ = vault.registry.register("p/m", project / "model")
+    with pytest.raises(Conflict, match=r"W.bin and w.bin"):
+        write_version(vault.objects, version.content, project / "out", ".", fold=str.casefold)
+    assert not (project / "out").exists()
+    vault.registry.materialize("p/m@0.1.0", project / "out", flat=True)  # this filesystem keeps them apart
+    assert (project / "out" / "W.bin").read_text() == "upper\n"

@@ -20,15 +20,14 @@ import os
 import secrets
 import shutil
 import stat
-import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 from labvault.errors import Conflict, StorageError, ValidationError
 
-__all__ = ["Dest", "check_name", "fold_collisions", "name_folding", "replace_file", "split_rel", "write_text"]
+__all__ = ["Dest", "check_name", "replace_file", "split_rel", "write_text"]
 
 _HELD_DIRS = 32
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -58,59 +57,6 @@ def split_rel(rel: str) -> list[str]:
                 f"refusing to write {rel!r}: it holds {why}", hint="stored paths are relative and never climb out"
             )
     return parts
-
-
-def _widest_fold(name: str) -> str:
-    if name.isascii():
-        return name.lower()
-    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
-
-
-def name_folding(near: Path) -> Callable[[str], str]:
-    """How the filesystem holding ``near`` (or its nearest existing parent) compares names.
-
-    A probe file tells case-insensitive (macOS, Windows) and normalisation-insensitive (APFS, HFS+)
-    filesystems from exact ones (ext4, xfs); the probe is removed at once.
-    """
-    folder = Path(os.path.abspath(near))
-    while not folder.is_dir() and folder != folder.parent:
-        folder = folder.parent
-    probe = f".labvault-fold-{secrets.token_hex(4)}-\u00c9"  # É, composed
-    try:
-        fd = os.open(folder / probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except OSError:
-        return _widest_fold  # cannot probe: assume the worst
-    os.close(fd)
-    try:
-        folds_case = os.path.lexists(folder / probe.lower())
-        folds_form = os.path.lexists(folder / unicodedata.normalize("NFD", probe))
-    finally:
-        os.unlink(folder / probe)
-    if folds_case and folds_form:
-        return _widest_fold
-    if folds_case:
-        return str.casefold
-    if folds_form:
-        return lambda name: unicodedata.normalize("NFD", name)
-    return str
-
-
-def fold_collisions(paths: Iterable[str], near: Path, fold: Callable[[str], str] | None = None) -> list[str]:
-    """Pairs of ``paths`` that would land on the same file below ``near`` (``a`` vs ``A``, composed
-    vs decomposed accents), as ``"a and A"``; empty on an exact filesystem. The filesystem is only
-    probed when the names could collide at all."""
-    seen: dict[str, str] = {}
-    out: list[str] = []
-    widest = {_widest_fold(p) for p in paths}
-    if len(widest) == len(set(paths)):
-        return []
-    fold = fold or name_folding(near)
-    for p in sorted(paths):
-        key = fold(p)
-        if key in seen and seen[key] != p:
-            out.append(f"{seen[key]} and {p}")
-        seen.setdefault(key, p)
-    return out
 
 
 def _lstat_at(fd: int, name: str) -> os.stat_result | None:

@@ -12,7 +12,7 @@ import json
 import os
 import posixpath
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from labvault.errors import Conflict, IntegrityError, NotFound, ValidationError
 from labvault.refs import Digest
 from labvault.storage.contained import Dest
+from labvault.storage.folding import fold_collisions
 from labvault.storage.objects.materialize import materialize_into
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import TreeEntry, decode_tree, put_tree
@@ -204,16 +205,25 @@ def iter_tree_links(store: ObjectStore, tree: Digest, prefix: str = "") -> Itera
             yield rel, entry.target
 
 
-def write_version(store: ObjectStore, content: Digest, dest: Path, rel: str) -> Path:
+def write_version(
+    store: ObjectStore, content: Digest, dest: Path, rel: str, *, fold: Callable[[str], str] | None = None
+) -> Path:
     """Write a version folder's verified files (and links) to ``rel`` below ``dest``; return the folder.
 
     ``dest`` was typed by the user (links in it are followed); ``rel`` (``PROJECT/MODEL/VERSION``
     or ``.``) and the file names come from stored data and are resolved without following links.
     Files already there with the right content are kept; a different file, a folder or a link in
-    the way is a conflict (exit 4), found before anything is written.
+    the way is a conflict (exit 4), found before anything is written, and so are two names that
+    ``dest``'s filesystem (or ``fold``) would store as one file.
     """
     files = version_files(store, content)
     links = dict(iter_tree_links(store, content))
+    clashes = fold_collisions([*(f.path for f in files), *links], dest, fold)
+    if clashes:
+        raise Conflict(
+            f"the version holds names that {dest}'s filesystem stores as one file: {'; '.join(clashes[:10])}",
+            hint="get it onto a case-sensitive filesystem (ext4, xfs)",
+        )
     todo, link_todo = list(files), dict(links)
     if os.path.isdir(dest):
         with Dest.open(dest, create=False) as top:
