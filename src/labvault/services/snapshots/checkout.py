@@ -4,6 +4,10 @@ Two phases: first every destination is compared with the snapshot (and with the 
 file says it was at), and if any local modification would be lost the whole checkout is refused,
 listing them, before anything is written. Then files are written atomically (temp + rename) from
 verified object reads; a corrupt object stops the checkout with exit 5 and names it.
+
+Every write goes through :class:`~labvault.storage.contained.Dest`: paths from the snapshot and from
+``labvault.lock`` are resolved below the destination without following links (a link where a folder
+must be is a file in the way, exit 4); only links in a PATH the user typed are followed.
 """
 
 from __future__ import annotations
