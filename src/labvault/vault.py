@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import secrets
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +24,7 @@ from labvault.config import (
     find_vault_dir,
 )
 from labvault.errors import StorageError, ValidationError
+from labvault.storage.contained import write_text
 from labvault.storage.locks import file_lock
 from labvault.storage.objects.local import LocalObjectStore
 from labvault.storage.objects.protocol import ObjectStore
@@ -155,7 +155,7 @@ class Vault:
     def maintenance(self) -> Maintenance:
         from labvault.services.maintenance import Maintenance
 
-        return Maintenance(objects=self.objects, meta=self.meta)
+        return Maintenance(objects=self.objects, meta=self.meta, vault_dir=self.dir)
 
     @cached_property
     def registry(self) -> Registry:
@@ -211,6 +211,11 @@ class Vault:
         """The default project name: the project root's folder name."""
         return self.root.name
 
+    def write_output(self, path: str | os.PathLike[str], text: str) -> None:
+        """Write a file the user asked for (``--output``): atomically, through the contained writer
+        (links in the typed path are followed; a link at the file itself is replaced, not written through)."""
+        write_text(Path(path), text)
+
     # -- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
         if "meta" in self.__dict__:
@@ -245,12 +250,7 @@ def _upgrade_format(vault_dir: Path, config: VaultConfig) -> VaultConfig:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text(path, text, durable=True)
 
 
 def _ignore_in_git(root: Path) -> None:

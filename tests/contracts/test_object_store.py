@@ -345,7 +345,7 @@ def test_corrupt_object_is_refused_and_never_served_again(case: StoreCase) -> No
     assert err.value.exit_code == 5
     assert str(digest) in str(err.value)
     assert not store.has(digest)
-    with pytest.raises(NotFound):
+    with pytest.raises(IntegrityError, match="quarantined"):  # still corrupt (exit 5), not "not stored"
         store.get_bytes(digest)
 
 

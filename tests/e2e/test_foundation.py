@@ -197,7 +197,8 @@ def test_object_cat_unknown_ambiguous_and_corrupt(cli: Cli, inited: Path) -> Non
     proc = cli("object", "cat", ref_of(a), expect=5)
     assert "corrupt" in error_lines(proc.stderr)[0]
     assert "fsck" in proc.stderr
-    cli("object", "cat", ref_of(a), expect=3)  # quarantined: never served again
+    proc = cli("object", "cat", ref_of(a), expect=5)  # quarantined: never served again, still corrupt
+    assert "quarantined to" in proc.stderr
 
 
 def test_object_put_bad_input(cli: Cli, inited: Path) -> None:

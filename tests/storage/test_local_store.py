@@ -103,9 +103,10 @@ def test_corrupt_object_is_quarantined_and_never_served_again(store: LocalObject
     assert not store.has(digest)
     quarantined = [p for p in store.quarantine_dir.iterdir() if p.name.startswith(digest.hex)]
     assert [p.read_bytes() for p in quarantined] == [b"bit rot here"]  # kept for inspection
-    with pytest.raises(NotFound):
+    # Once quarantined it is still corrupt (exit 5), not "not stored", and says where it went.
+    with pytest.raises(IntegrityError, match=r"quarantined to .*quarantine"):
         store.get_bytes(digest)
-    with pytest.raises(NotFound):
+    with pytest.raises(IntegrityError, match="quarantined to"):
         store.open(digest)
     # putting the right bytes again heals the store
     assert store.put_bytes(b"the original") == digest

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from labvault.errors import NotFound
+from labvault.errors import IntegrityError, NotFound
 from labvault.refs import Digest
 from labvault.storage.objects.local import LocalObjectStore
 from labvault.storage.objects.packs import HEADER_SIZE, PACK_MAGIC
@@ -119,7 +119,7 @@ def test_gc_leaves_out_a_corrupt_record_when_it_rewrites_a_pack(store: LocalObje
     store.compact()
     assert not store.has(bad)
     assert [p.read_bytes() for p in store.quarantine_dir.iterdir()] == [b"has rot!"]
-    with pytest.raises(NotFound, match="not stored"):
+    with pytest.raises(IntegrityError, match="quarantined to"):
         store.get_bytes(bad)
 
 

@@ -159,11 +159,11 @@ def manifest(
     """Export the manifest as stable, sorted JSON (data_manifest.json by default), to keep in git."""
     with open_vault() as vault:
         doc = vault.data.get(_ref(ref)).to_json()
-    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
-    if output == "-":
-        print_json(doc)
-        return
-    Path(output).write_text(text, encoding="utf-8")
+        text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+        if output == "-":
+            print_json(doc)
+            return
+        vault.write_output(output, text)
     OUTPUT.info(f"wrote {output}")
 
 

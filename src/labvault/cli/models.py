@@ -76,6 +76,9 @@ def register(
     allow_modified: bool = typer.Option(
         False, "--allow-modified", help="Register PATH even if it differs from what the run recorded."
     ),
+    follow_links: bool = typer.Option(
+        False, "--follow-links", help="Store what links pointing outside PATH point at (default: refuse them)."
+    ),
     json_output: bool = JSON,
 ) -> None:
     """Register an immutable version: 0.1.0 first, then the next patch unless --version/--bump say.
@@ -94,6 +97,7 @@ def register(
             bump=bump,
             message=message,
             allow_modified=allow_modified,
+            follow_links=follow_links,
         )
     if json_output:
         print_json({**version_json(found), "created": created})

@@ -40,10 +40,22 @@ def put(
 
 
 @app.command("cat")
-def cat(ref: str = typer.Argument(..., help="sha256:<hex> or a unique prefix of 8+ hex digits.")) -> None:
-    """Write an object's verified bytes to stdout (exit 5 if it is corrupt)."""
+def cat(
+    ref: str = typer.Argument(..., help="sha256:<hex> or a unique prefix of 8+ hex digits."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write to this file (renamed into place once verified) instead of stdout."
+    ),
+) -> None:
+    """Write an object's verified bytes to stdout or a file; a corrupt object writes nothing (exit 5)."""
     with open_vault() as vault:
         digest = vault.objects.resolve_prefix(ref)
+        if output is not None:
+            vault.objects.materialize(digest, output)
+            return
+        # Verified before the first byte is printed: a corrupt object puts nothing on stdout.
+        with vault.objects.open(digest, verify=True) as src:
+            while src.read(1 << 20):
+                pass
         with vault.objects.open(digest, verify=True) as src:
             out = sys.stdout.buffer
             while chunk := src.read(1 << 20):

@@ -259,18 +259,19 @@ def export(
         raise ValidationError(f"unknown format {fmt!r}", hint="use --format yaml or --format json")
     with open_vault() as vault:
         doc = vault.runs.export(run)
-    if fmt == "json":
-        import json
+        if fmt == "json":
+            import json
 
-        text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    else:
-        import yaml
+            text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        else:
+            import yaml
 
-        text = yaml.safe_dump(doc, sort_keys=True, allow_unicode=True, default_flow_style=False)
+            text = yaml.safe_dump(doc, sort_keys=True, allow_unicode=True, default_flow_style=False)
+        if output is not None:
+            vault.write_output(output, text)
     if output is None:
         OUTPUT.line(text.rstrip("\n"))
     else:
-        output.write_text(text, encoding="utf-8")
         OUTPUT.info(f"wrote {output}")
 
 

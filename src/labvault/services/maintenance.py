@@ -9,10 +9,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from labvault.entities import FsckReport, GcReport
 from labvault.errors import IntegrityError, ValidationError
 from labvault.refs import Digest
+from labvault.services.snapshots.flat import check_tree_caches
 from labvault.services.snapshots.sizes import manifest_size_problems
 from labvault.storage.meta.repos.object_refs import iter_refs
 from labvault.storage.meta.store import MetaStore
@@ -53,9 +55,10 @@ def _unique(digests: list[Digest]) -> list[Digest]:
 
 
 class Maintenance:
-    def __init__(self, *, objects: ObjectStore, meta: MetaStore) -> None:
+    def __init__(self, *, objects: ObjectStore, meta: MetaStore, vault_dir: Path) -> None:
         self._objects = objects
         self._meta = meta
+        self._vault_dir = vault_dir  # its caches (cache/trees) are checked by fsck
 
     def _live(self) -> _Live:
         with self._meta.read() as conn:
@@ -109,6 +112,7 @@ class Maintenance:
         if verdict != "ok":
             problems.append(f"metadata database: {verdict}")
         stale_files, stale_bytes = self._objects.sweep_dead_temp_files(remove=False)
+        problems += check_tree_caches(self._objects, self._vault_dir)
         return FsckReport(
             stale_temp_files=stale_files,
             stale_temp_bytes=stale_bytes,

@@ -65,8 +65,11 @@ class Registry(RegistryContext):
         bump: str | None = None,
         message: str | None = None,
         allow_modified: bool = False,
+        follow_links: bool = False,
     ) -> tuple[ModelVersion, bool]:
-        """Register ``path`` (or a run's artifact) as ``name@version``; returns ``(version, created)``."""
+        """Register ``path`` (or a run's artifact) as ``name@version``; returns ``(version, created)``.
+
+        Links in the folder stay links; one pointing outside is refused unless ``follow_links``."""
         return register_version(
             self,
             name,
@@ -77,6 +80,7 @@ class Registry(RegistryContext):
             bump=bump,
             message=message,
             allow_modified=allow_modified,
+            follow_links=follow_links,
         )
 
     resolve = _read.resolve

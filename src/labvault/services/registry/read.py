@@ -6,20 +6,19 @@ import dataclasses
 import json
 import os
 import secrets
-import shutil
 from pathlib import Path
 from typing import Any
 
 from labvault.entities import ModelVersion, RegisteredModel
-from labvault.errors import Conflict, NotFound, StorageError, ValidationError
+from labvault.errors import NotFound, StorageError, ValidationError
 from labvault.refs import ModelRef
 from labvault.safeload import loads_json
 from labvault.services.registry.context import RegistryContext, parse_version
-from labvault.services.registry.layout import FileEntry, version_files
+from labvault.services.registry.layout import FileEntry, version_files, write_version
 from labvault.services.registry.register import parse_model_name
+from labvault.storage.contained import Dest
 from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos import registry as repo
-from labvault.storage.objects.fileio import sha256_file
 
 __all__ = ["cached_copy", "list_models", "list_versions", "materialize", "read_metrics", "resolve"]
 
@@ -102,29 +101,8 @@ def materialize(ctx: RegistryContext, version: ModelVersion, dest: Path, *, flat
     Files already there with the right content are kept; a different file in the way is a conflict,
     found before anything is written.
     """
-    target = dest if flat else dest / version.project / version.model / version.version
-    files = files_of(ctx, version)
-    todo: list[FileEntry] = []
-    for f in files:
-        out = target / f.path
-        if out.is_dir():
-            raise Conflict(f"{out} is a folder, where the version has a file", hint="choose another -o folder")
-        if out.exists():
-            if out.stat().st_size == f.size and sha256_file(out) == f.digest.hex:
-                continue
-            raise Conflict(f"{out} exists with other content", hint="remove it, or choose another -o folder")
-        todo.append(f)
-    try:
-        for f in todo:
-            out = target / f.path
-            out.parent.mkdir(parents=True, exist_ok=True)
-            ctx.objects.materialize(f.digest, out)
-        target.mkdir(parents=True, exist_ok=True)
-    except NotADirectoryError as exc:
-        raise Conflict(f"{exc.filename} is a file, where the version needs a folder", hint="choose another -o") from exc
-    except OSError as exc:
-        raise StorageError(f"cannot write {target}: {exc.strerror}") from exc
-    return target
+    rel = "." if flat else f"{version.project}/{version.model}/{version.version}"
+    return write_version(ctx.objects, version.content, dest, rel)
 
 
 def _stamp(folder: Path, files: list[FileEntry]) -> dict[str, list[int]]:
@@ -145,10 +123,8 @@ def cached_copy(ctx: RegistryContext, version: ModelVersion) -> Path:
     final = base / version.version
     stamp_path = base / f".{version.version}.stamp.json"
     files = files_of(ctx, version)
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(f"cannot write the model cache {base}: {exc.strerror}") from exc
+    with Dest.open(ctx.vault_dir / "cache" / "models") as models:
+        models.sub(f"{version.project}/{version.model}").close()  # never through a link
     # One builder at a time per version: a concurrent reader never sees a half-replaced copy.
     with file_lock(base / f".{version.version}.lock", timeout=600, what=f"the cached copy of {version.ref}"):
         try:
@@ -157,20 +133,17 @@ def cached_copy(ctx: RegistryContext, version: ModelVersion) -> Path:
                 return final
         except (OSError, ValueError):
             pass
-        tmp = base / f".tmp-{secrets.token_hex(6)}"
-        try:
-            built = materialize(ctx, version, tmp, flat=True)
-            doc = {"content": version.content.hex, "files": _stamp(built, files)}
-            stamp_path.unlink(missing_ok=True)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            stamp_tmp = base / f".stamp-{secrets.token_hex(6)}"
-            stamp_tmp.write_text(json.dumps(doc), encoding="utf-8")
-            os.replace(stamp_tmp, stamp_path)
-        except OSError as exc:
-            raise StorageError(f"cannot write the model cache {base}: {exc.strerror}") from exc
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        tmp = f".tmp-{secrets.token_hex(6)}"
+        with Dest.open(base, create=False) as into:
+            try:
+                built = write_version(ctx.objects, version.content, base, tmp)
+                doc = {"content": version.content.hex, "files": _stamp(built, files)}
+                into.remove(stamp_path.name)
+                into.remove(version.version)
+                into.rename(tmp, version.version)
+                into.write_file(stamp_path.name, json.dumps(doc).encode())
+            except OSError as exc:
+                raise StorageError(f"cannot write the model cache {base}: {exc.strerror}") from exc
+            finally:
+                into.remove(tmp)
     return final

@@ -42,15 +42,16 @@ def parse_model_name(text: str) -> ModelRef:
     return ref
 
 
-def _from_path(ctx: RegistryContext, path: Path) -> _Content:
-    raw = collect_path(path)
+def _from_path(ctx: RegistryContext, path: Path, *, follow_links: bool) -> _Content:
+    raw, links = collect_path(path, follow_links=follow_links)
+    links.pop(CHECKSUM, None)  # replaced by the one labvault writes, as a file of that name is
     notes: list[str] = []
     top = dict(raw)
     if CHECKSUM in top:
         _verify_user_checksums(path if path.is_dir() else path.parent, top[CHECKSUM], top)
         notes.append(f"{CHECKSUM} from the folder verified; replaced by the one labvault writes")
     files = [FileEntry(rel, ctx.objects.put_file(full), full.stat().st_size) for rel, full in raw if rel != CHECKSUM]
-    return _Content(files=files, source={"path": str(path.resolve())}, notes=notes)
+    return _Content(files=files, source={"path": str(path.resolve())}, notes=notes, links=links)
 
 
 def _verify_user_checksums(base: Path, listing: Path, top: dict[str, Path]) -> None:
@@ -74,7 +75,7 @@ def _assemble(
     """User files + generated ones (a user file of the same name wins) + checksum.txt over all of them."""
     files = list(content.files)
     notes = list(content.notes)
-    present = {f.path for f in files}
+    present = {f.path for f in files} | set(content.links)
     for name in GENERATED:
         if name in present:
             notes.append(f"{name} is the one from the model folder; labvault's was not written")
@@ -97,8 +98,12 @@ def register_version(
     bump: str | None = None,
     message: str | None = None,
     allow_modified: bool = False,
+    follow_links: bool = False,
 ) -> tuple[ModelVersion, bool]:
     """Register content as ``name@version``; returns ``(version, created)``.
+
+    Links in the folder are kept as links; one pointing outside it is refused unless
+    ``follow_links`` says to store what it points at.
 
     Identical content under an existing version is a no-op (``created`` False); different content
     under an existing version raises :class:`Conflict`: version numbers are never reused. Without
@@ -132,7 +137,7 @@ def register_version(
     # One batch for every object (one durability barrier); the metadata commits after it.
     with ctx.objects.batch():
         if path is not None:
-            content = _from_path(ctx, path)
+            content = _from_path(ctx, path, follow_links=follow_links)
             if source is not None:
                 runlink.check_recorded_output(ctx, source, path, content.files, allow_modified, content.notes)
         elif source is not None:
@@ -144,7 +149,7 @@ def register_version(
             content.source["run"] = source.ref
             content.run_id = source.id
         files, notes = _assemble(ctx, content, generated)
-        inner, size = build_version_tree(ctx.objects, files)
+        inner, size = build_version_tree(ctx.objects, files, content.links)
         root = wrap_version(ctx.objects, inner, size, project=ref.project, model=ref.model, version=chosen)
 
     for _ in range(_RETRIES):

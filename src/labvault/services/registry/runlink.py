@@ -39,6 +39,7 @@ class ArtifactContent:
     source: dict[str, Any]
     run_id: str | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    links: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> target, kept as links
 
 
 def load_run(ctx: RegistryContext, run: str) -> RunSourceInfo:

@@ -4,13 +4,17 @@ Two phases: first every destination is compared with the snapshot (and with the 
 file says it was at), and if any local modification would be lost the whole checkout is refused,
 listing them, before anything is written. Then files are written atomically (temp + rename) from
 verified object reads; a corrupt object stops the checkout with exit 5 and names it.
+
+Every write goes through :class:`~labvault.storage.contained.Dest`: paths from the snapshot and from
+``labvault.lock`` are resolved below the destination without following links (a link where a folder
+must be is a file in the way, exit 4); only links in a PATH the user typed are followed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +27,9 @@ from labvault.services.snapshots.lockfile import LockEntry, read_lock, relative_
 from labvault.services.snapshots.scan import Scan, scan_path
 from labvault.services.snapshots.statcache import StatCache, fs_clock_ns
 from labvault.services.snapshots.status import compare
+from labvault.storage.contained import Dest, split_rel
+from labvault.storage.folding import fold_collisions
+from labvault.storage.objects.materialize import materialize_into
 
 if TYPE_CHECKING:
     from labvault.services.snapshots.service import DataService, Progress
@@ -35,13 +42,18 @@ _SHOWN = 20
 @dataclass(slots=True)
 class _Plan:
     snapshot: Snapshot
-    dest: Path
+    anchor: Path  # the folder the user named (links in it followed), or the project root
+    rel: str  # dest below ``anchor``: a stored path (lock key, storage_uri) or the typed last part
     key: str | None  # lock key when dest is inside the project
     target: FlatTree
     scan: Scan | None = None
     cache: StatCache | None = None
     delete: tuple[list[str], ...] = ()
     write: list[str] | None = None
+
+    @property
+    def dest(self) -> Path:
+        return self.anchor / self.rel
 
 
 def _as_file_flat(flat: FlatTree, name: str) -> FlatTree:
@@ -66,18 +78,28 @@ def _plans(svc: DataService, ref: str | DataRef | None, dest: str | os.PathLike[
                     f"{snapshot.content_hash}",
                     hint="the lock file comes from another vault; pull that vault's snapshots first",
                 )
-            out.append(_plan(svc, snapshot, svc.root / entry.path))
+            out.append(_plan(svc, snapshot, svc.root, entry.path))
         return out
     snapshot = svc.resolve(ref)
     if dest is None:
         if snapshot.source_url is not None:
             raise ValidationError(f"{snapshot.ref} was imported from a URL", hint="give a PATH to check it out to")
-        return [_plan(svc, snapshot, svc.root / snapshot.storage_uri)]
-    return [_plan(svc, snapshot, Path(dest).expanduser())]
+        return [_plan(svc, snapshot, svc.root, snapshot.storage_uri)]
+    typed = Path(os.path.abspath(Path(dest).expanduser()))
+    return [_plan(svc, snapshot, typed.parent, typed.name)]
 
 
-def _plan(svc: DataService, snapshot: Snapshot, dest: Path) -> _Plan:
-    dest = Path(os.path.abspath(dest))
+def _plan(svc: DataService, snapshot: Snapshot, anchor: Path, rel: str) -> _Plan:
+    """``rel`` is stored (a lock key, a storage_uri) or the last part of a typed path: it is resolved
+    below ``anchor`` without following links, and a link where one of its folders must be is a
+    file in the way (exit 4)."""
+    if rel in ("", "."):  # the dataset is the anchor folder itself
+        anchor, rel = anchor.parent, anchor.name
+    split_rel(rel)
+    if os.path.isdir(anchor):
+        with Dest.open(anchor, create=False) as top:
+            top.check_dirs(rel.rpartition("/")[0] or ".")
+    dest = anchor / rel
     vault_dir = svc.vault_dir.resolve()
     real = dest.resolve()
     if real == vault_dir or vault_dir in real.parents:
@@ -89,7 +111,19 @@ def _plan(svc: DataService, snapshot: Snapshot, dest: Path) -> _Plan:
     target = svc.flat(snapshot)
     if snapshot.kind == "file":
         target = _as_file_flat(target, dest.name)
-    return _Plan(snapshot, dest, key, target)
+    return _Plan(snapshot, anchor, rel, key, target)
+
+
+def _refuse_collisions(plan: _Plan, fold: Callable[[str], str] | None) -> None:
+    """Two entries that this filesystem would store as one file (``a`` and ``A`` where case folds)."""
+    t = plan.target
+    clashes = fold_collisions([*t.files, *t.links, *t.dirs], plan.anchor, fold)
+    if clashes:
+        shown = "; ".join(clashes[:_SHOWN]) + (f" and {len(clashes) - _SHOWN} more" if len(clashes) > _SHOWN else "")
+        raise Conflict(
+            f"{plan.snapshot.ref} holds names that {plan.dest}'s filesystem stores as one file: {shown}",
+            hint="check it out to a case-sensitive filesystem (ext4, xfs), or rename the files and add them again",
+        )
 
 
 def _examine(svc: DataService, plan: _Plan, baselines: dict[str, LockEntry]) -> list[str]:
@@ -99,6 +133,9 @@ def _examine(svc: DataService, plan: _Plan, baselines: dict[str, LockEntry]) -> 
     if not os.path.lexists(dest):
         plan.write, plan.delete = all_files, ([], [])
         return []
+    if os.path.islink(dest):  # a link where the dataset goes is in the way, never followed
+        plan.write, plan.delete = all_files, (["."], [])
+        return [f"{dest} (a link)"]
     is_dir = os.path.isdir(dest) and not os.path.islink(dest)
     if (kind == "dir") != is_dir:
         plan.write, plan.delete = all_files, (["."], [])
@@ -130,8 +167,12 @@ def checkout(
     *,
     force: bool,
     progress: Progress | None = None,
+    fold: Callable[[str], str] | None = None,
 ) -> list[CheckoutResult]:
+    """``fold`` says how the destination's filesystem compares names (default: probed when needed)."""
     plans = _plans(svc, ref, dest)
+    for plan in plans:
+        _refuse_collisions(plan, fold)
     baselines = read_lock(svc.root)
     at_risk: list[str] = []
     for plan in plans:
@@ -169,57 +210,53 @@ def checkout(
     return results
 
 
-def _remove(path: Path) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
-
-
 def _apply(svc: DataService, plan: _Plan, advance: Any) -> int:
-    dest, target = plan.dest, plan.target
     files_gone, links_gone = plan.delete or ([], [])
-    if files_gone == ["."]:
-        _remove(dest)
-        files_gone = []
-    base = dest if plan.snapshot.kind == "dir" else dest.parent
+    with Dest.open(plan.anchor) as top:
+        if files_gone == ["."]:
+            top.remove(plan.rel)
+            files_gone = []
+        parent = plan.rel.rpartition("/")[0]
+        with top.sub(plan.rel if plan.snapshot.kind == "dir" else parent or ".") as base:
+            return _apply_below(svc, plan, base, files_gone, links_gone, advance)
+
+
+def _apply_below(
+    svc: DataService, plan: _Plan, base: Dest, files_gone: list[str], links_gone: list[str], advance: Any
+) -> int:
+    """Write the plan below ``base`` (the dataset folder, or a single file's folder)."""
+    target = plan.target
     for rel in [*files_gone, *links_gone]:
-        _remove(base / rel)
-    base.mkdir(parents=True, exist_ok=True)
+        base.remove(rel)
     for d in sorted(target.dirs):
-        p = base / d
-        if os.path.lexists(p) and not (os.path.isdir(p) and not os.path.islink(p)):
-            os.unlink(p)
-        p.mkdir(exist_ok=True)
+        base.mkdir(d)
     written = 0
     for rel in plan.write or []:
         sha = target.files[rel][0]
-        out = base / rel
-        if os.path.isdir(out) and not os.path.islink(out):
-            shutil.rmtree(out)
+        st = base.lstat(rel) if plan.scan is not None else None  # a fresh destination has nothing in the way
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            base.remove(rel)
         try:
-            svc.objects.materialize(Digest(sha), out)
+            materialize_into(svc.objects, Digest(sha), base, rel)
         except IntegrityError as exc:
-            raise IntegrityError(f"{out}: {exc.message}") from exc
+            raise IntegrityError(f"{base.path / rel}: {exc.message}") from exc
         except NotFound as exc:
-            raise IntegrityError(f"{out}: object sha256:{sha} is missing from the vault") from exc
-        if plan.cache is not None:
-            st = os.stat(out)
+            raise IntegrityError(f"{base.path / rel}: object sha256:{sha} is missing from the vault") from exc
+        st = base.lstat(rel) if plan.cache is not None else None
+        if plan.cache is not None and st is not None:
             key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             plan.cache.put(rel, key, bytes.fromhex(sha), target.files[rel][2])
         written += 1
         if written % 256 == 0:
             advance(written)
     for rel, link_target in target.links.items():
-        p = base / rel
-        if os.path.islink(p) and os.readlink(p) == link_target:
+        if base.readlink(rel) == link_target:
             continue
-        _remove(p)
-        os.symlink(link_target, p)
+        base.remove(rel)
+        base.symlink(rel, link_target)
     if plan.scan is not None and plan.snapshot.kind == "dir":
         # Folders the snapshot does not have, deepest first, if nothing (ignored) is left inside.
         for d in sorted((d for d in plan.scan.dirs if d not in set(target.dirs)), key=lambda p: -p.count("/")):
-            with contextlib.suppress(OSError):
-                os.rmdir(base / d)
+            base.rmdir(d)
     advance(written)
     return written

@@ -5,26 +5,33 @@ cached under ``.labvault/cache/trees/`` (rebuilt from the trees if missing or un
 keeps ``data status`` from decoding one JSON tree per folder on every call. The cache is columnar
 (paths joined by NUL, sizes as one int64 array, digests as one bytes string): it loads in a few
 milliseconds for 20,000 files, where a dict of tuples takes tens.
+
+A cache is untrusted input like any file read back: each entry carries a sha256 of itself and of
+the root digest it stands for, and one that does not verify is ignored and rebuilt; ``fsck``
+checks every entry against its tree (:func:`check_tree_caches`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import marshal
 import os
-import secrets
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labvault.errors import IntegrityError, NotFound
+from labvault.errors import IntegrityError, LabvaultError, NotFound, ValidationError
 from labvault.refs import Digest
+from labvault.storage.contained import Dest
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import decode_tree, entry_digest
 
-__all__ = ["FlatTree", "load_flat", "save_flat"]
+__all__ = ["FlatTree", "check_tree_caches", "load_flat", "save_flat"]
 
-_FORMAT = 2
+# A cache entry: this magic (its format), sha256(root digest + payload), then the marshal payload.
+_MAGIC = b"labvault.flat/3\n"
 
 
 @dataclass(slots=True)
@@ -105,17 +112,39 @@ def _cache_path(vault_dir: Path, root: Digest) -> Path:
     return vault_dir / "cache" / "trees" / f"{root.hex}.bin"
 
 
+def _seal(root: Digest, payload: bytes) -> bytes:
+    # The checksum covers the digest the entry stands for too: an entry copied under another
+    # root's name does not verify either.
+    return _MAGIC + hashlib.sha256(bytes.fromhex(root.hex) + payload).digest() + payload
+
+
+def _unseal(root: Digest, raw: bytes) -> FlatTree | None:
+    """The cached flat form if ``raw`` verifies against ``root`` and is well formed, else None."""
+    head = len(_MAGIC)
+    payload = raw[head + 32 :]
+    if raw[:head] != _MAGIC or hashlib.sha256(bytes.fromhex(root.hex) + payload).digest() != raw[head : head + 32]:
+        return None
+    try:
+        joined, sizes, digests, profiles, links, dirs = marshal.loads(payload)
+        paths = joined.split("\0") if joined else []
+        arr = array("q")
+        arr.frombytes(sizes)
+    except (ValueError, EOFError, TypeError, AttributeError):
+        return None
+    if not (len(arr) == len(paths) == len(digests) // 32 and len(digests) % 32 == 0):
+        return None
+    if not (isinstance(profiles, dict) and isinstance(links, dict) and isinstance(dirs, list)):
+        return None
+    return FlatTree(paths, arr, digests, profiles, links, dirs)
+
+
 def save_flat(vault_dir: Path, root: Digest, flat: FlatTree) -> None:
     """Cache a tree's flat form (``add`` knows it already, so status never walks a fresh tree)."""
-    cache = _cache_path(vault_dir, root)
-    doc = (_FORMAT, "\0".join(flat.paths), flat.sizes.tobytes(), flat.digests, flat.profiles, flat.links, flat.dirs)
+    doc = ("\0".join(flat.paths), flat.sizes.tobytes(), flat.digests, flat.profiles, flat.links, flat.dirs)
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{secrets.token_hex(4)}")
-        with open(tmp, "wb") as f:
-            marshal.dump(doc, f)
-        os.replace(tmp, cache)
-    except OSError:
+        with Dest.open(vault_dir / "cache" / "trees") as caches:
+            caches.write_file(f"{root.hex}.bin", _seal(root, marshal.dumps(doc)))
+    except LabvaultError:
         pass  # a cache we cannot write is only slower
 
 
@@ -123,14 +152,10 @@ def load_flat(objects: ObjectStore, vault_dir: Path | None, root: Digest) -> Fla
     if vault_dir is not None:
         try:
             with open(_cache_path(vault_dir, root), "rb") as f:
-                fmt, joined, sizes, digests, profiles, links, dirs = marshal.load(f)
-            if fmt == _FORMAT:
-                paths = joined.split("\0") if joined else []
-                arr = array("q")
-                arr.frombytes(sizes)
-                if len(arr) == len(paths) == len(digests) // 32:
-                    return FlatTree(paths, arr, digests, profiles, links, dirs)
-        except (OSError, ValueError, EOFError, TypeError):
+                cached = _unseal(root, f.read())
+            if cached is not None:
+                return cached
+        except OSError:
             pass
     try:
         flat = _walk(objects, root)
@@ -139,3 +164,52 @@ def load_flat(objects: ObjectStore, vault_dir: Path | None, root: Digest) -> Fla
     if vault_dir is not None:
         save_flat(vault_dir, root, flat)
     return flat
+
+
+def check_tree_caches(objects: ObjectStore, vault_dir: Path) -> list[str]:
+    """fsck's check of ``cache/trees/``: every entry verifies and matches the tree it stands for.
+
+    An entry that does not is removed (it is rebuilt from the trees when next needed) and reported.
+    """
+    problems = []
+    folder = vault_dir / "cache" / "trees"
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    with Dest.open(folder, create=False) as caches:
+        for name in names:
+            hexd, _, ext = name.partition(".")
+            if name.startswith(".") or ext != "bin":
+                continue  # a temp file of a writer
+            why = _cache_problem(objects, folder / name, hexd)
+            if why is not None:
+                problems.append(f"tree cache {name} {why}; removed (it is rebuilt from the trees when needed)")
+                with contextlib.suppress(LabvaultError):
+                    caches.remove(name)
+    return problems
+
+
+def _cache_problem(objects: ObjectStore, path: Path, hexd: str) -> str | None:
+    try:
+        root = Digest(hexd)
+    except ValidationError:
+        return "is not named after a tree"
+    try:
+        cached = _unseal(root, path.read_bytes())
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if cached is None:
+        return "does not verify (damaged or of an older format)"
+    if not objects.has(root):
+        return None  # fsck reports the tree itself if anything refers to it
+    try:
+        walked = _walk(objects, root)
+    except LabvaultError:
+        return None  # the tree is reported by fsck's walk
+
+    def shape(flat: FlatTree) -> tuple[dict[str, tuple[str, int]], dict[str, str], set[str]]:
+        return {p: (h, n) for p, (h, n, _) in flat.files.items()}, flat.links, set(flat.dirs)
+
+    same = shape(cached) == shape(walked)
+    return None if same else "differs from the tree it stands for"

@@ -10,17 +10,19 @@ version the source reports: a single object's ETag / VersionId / generation, or 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
 import secrets
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from labvault.entities import Snapshot
 from labvault.errors import ExternalError, LabvaultError, NotFound, ValidationError
+from labvault.storage.contained import Dest
 
 if TYPE_CHECKING:
     from labvault.services.snapshots.service import DataService, Progress
@@ -122,10 +124,10 @@ def import_url(
     except Exception as exc:  # each fsspec back end raises its own types; translated here, once
         raise _source_error(exc, public, scheme) from exc
     staging = svc.vault_dir / "tmp" / f"import-{os.getpid()}-{secrets.token_hex(6)}"
-    staging.mkdir(parents=True)
+    tmp = Dest.open(svc.vault_dir / "tmp")
     try:
         try:
-            target, source_version = _copy(fs, path, info, staging)
+            target, source_version = _copy(fs, path, info, tmp, staging.name, public, scheme)
         except Exception as exc:
             raise _source_error(exc, public, scheme) from exc
         snapshot, created, _ = svc._snapshot_local(
@@ -140,28 +142,50 @@ def import_url(
         )
         return snapshot, created
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(LabvaultError):
+            tmp.remove(staging.name)
+        tmp.close()
 
 
-def _copy(fs: Any, path: str, info: dict[str, Any], staging: Path) -> tuple[Path, str | None]:
-    """Copy the source into ``staging``; the copy's path and the version the source reports."""
+def _copy(
+    fs: Any, path: str, info: dict[str, Any], tmp: Dest, staging: str, public: str, scheme: str
+) -> tuple[Path, str | None]:
+    """Copy the source below ``tmp/staging``; the copy's path and the version the source reports."""
     if info.get("type") != "directory":
         leaf = path.rstrip("/").rsplit("/", 1)[-1] or "data"
-        fs.get_file(path, str(staging / leaf))
-        return staging / leaf, _version_of(info)
+        tmp.write(f"{staging}/{leaf}", functools.partial(_download, fs, path, public, scheme))
+        return tmp.path / staging / leaf, _version_of(info)
     base = path.rstrip("/")
     versions = []
-    for full, meta in sorted(fs.find(base, detail=True).items()):
-        rel = full[len(base) :].lstrip("/")
-        if not rel or ".." in rel.split("/"):
-            continue
-        out = staging / "data" / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fs.get_file(full, str(out))
-        versions.append((rel, _version_of(meta)))
-    (staging / "data").mkdir(exist_ok=True)
+    with tmp.sub(f"{staging}/data") as into:
+        for full, meta in sorted(fs.find(base, detail=True).items()):
+            rel = full[len(base) :].lstrip("/")
+            if not rel or ".." in rel.split("/"):
+                continue
+            # Names come from the remote listing: written below the staging folder only.
+            into.write(rel, functools.partial(_download, fs, full, public, scheme))
+            versions.append((rel, _version_of(meta)))
     have = [v for _, v in versions if v]
     if have and len(have) == len(versions):
         digest = hashlib.sha256(json.dumps(versions, separators=(",", ":")).encode()).hexdigest()
-        return staging / "data", f"sha256:{digest}"
-    return staging / "data", None
+        return tmp.path / staging / "data", f"sha256:{digest}"
+    return tmp.path / staging / "data", None
+
+
+def _download(fs: Any, path: str, public: str, scheme: str, out: int) -> None:
+    """Copy ``path`` to ``out``; a failure to read is the source's (not found, network), not the disk's."""
+    try:
+        src = fs.open(path, "rb")
+    except Exception as exc:
+        raise _source_error(exc, public, scheme) from exc
+    with src:
+        while True:
+            try:
+                chunk = src.read(8 * 1024 * 1024)
+            except Exception as exc:
+                raise _source_error(exc, public, scheme) from exc
+            if not chunk:
+                return
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(out, view) :]

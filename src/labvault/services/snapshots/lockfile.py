@@ -19,14 +19,13 @@ Read without the database: ``data status`` and ``data checkout`` start from it.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from labvault.errors import ValidationError
 from labvault.refs import DataRef, Digest, parse_ref
 from labvault.safeload import load_json
+from labvault.storage.contained import check_name, write_text
 from labvault.storage.locks import file_lock
 
 __all__ = ["LOCK_NAME", "LockEntry", "read_lock", "relative_key", "update_lock"]
@@ -67,12 +66,8 @@ def read_lock(root: Path) -> dict[str, LockEntry]:
         out = {}
         for key, raw in doc["datasets"].items():
             ref = parse_ref(raw["ref"], expect=DataRef)
-            if (
-                not isinstance(ref, DataRef)
-                or ref.version is None
-                or ".." in PurePosixPath(key).parts
-                or key.startswith("/")
-            ):
+            _check_key(key)
+            if not isinstance(ref, DataRef) or ref.version is None:
                 raise ValueError(f"bad entry {key!r}")
             out[key] = LockEntry(key, ref, Digest(raw["content_hash"].removeprefix("sha256:")), raw["kind"])
         return out
@@ -81,6 +76,18 @@ def read_lock(root: Path) -> dict[str, LockEntry]:
         raise ValidationError(
             f"{path} is malformed: {msg}", hint="restore it from git (`git checkout -- labvault.lock`)"
         ) from exc
+
+
+def _check_key(key: str) -> None:
+    """A key is a relative path inside the project: no absolute path, no ``..``, ``.`` or empty part."""
+    if not isinstance(key, str):
+        raise ValueError("a key is not a string")
+    if key == ".":
+        return  # the project root itself
+    for part in key.split("/"):
+        why = check_name(part)
+        if why is not None:
+            raise ValueError(f"the key {key!r} holds {why}; keys are relative paths inside the project")
 
 
 def update_lock(root: Path, vault_dir: Path, entry: LockEntry) -> None:
@@ -96,10 +103,4 @@ def update_lock(root: Path, vault_dir: Path, entry: LockEntry) -> None:
             },
             "format": _FORMAT,
         }
-        target = root / LOCK_NAME
-        tmp = target.with_name(f".{LOCK_NAME}.{secrets.token_hex(4)}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        write_text(root / LOCK_NAME, json.dumps(doc, indent=2, sort_keys=True) + "\n", durable=True)

@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
-import secrets
 from array import array
 from pathlib import Path
 from typing import Any
 
 from labvault.errors import Conflict
+from labvault.storage.contained import Dest
 
 __all__ = ["CHUNK", "FileChanged", "StatCache", "fs_clock_ns", "hash_file", "read_file_checked"]
 
@@ -86,14 +86,13 @@ def hash_file(path: Path | str) -> tuple[bytes, tuple[int, int, int, int]]:
 
 def fs_clock_ns(where: Path) -> int:
     """The filesystem's current time as it stamps files (same clock and granularity as the data)."""
-    where.mkdir(parents=True, exist_ok=True)
-    probe = where / ".stamp"
-    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
+
+    def stamp(fd: int) -> int:
         os.write(fd, b"x")
         return os.fstat(fd).st_mtime_ns
-    finally:
-        os.close(fd)
+
+    with Dest.open(where) as folder:
+        return folder.write(".stamp", stamp)
 
 
 def entry_unchanged(keys: array[int], i: int, key: StatKey, stamp: int) -> bool:
@@ -207,11 +206,8 @@ class StatCache:
     def save(self, stamp_ns: int) -> None:
         """Write atomically (no fsync: it is a cache). ``stamp_ns`` is the clock read before the scan."""
         doc = self._patched() or self._rebuilt()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
-        with open(tmp, "wb") as f:
-            marshal.dump((_FORMAT, stamp_ns, self.synced, *doc), f)
-        os.replace(tmp, self.path)
+        with Dest.open(self.path.parent) as folder:
+            folder.write_file(self.path.name, marshal.dumps((_FORMAT, stamp_ns, self.synced, *doc)))
         self.stamp_ns = stamp_ns
         self.dirty = False
 

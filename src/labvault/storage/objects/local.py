@@ -323,6 +323,9 @@ class LocalObjectStore:
             return Digest(ref.prefix)
         matches = sorted(loose.with_prefix(self.root, ref.prefix) | set(self.packs.with_prefix(ref.prefix)))
         if not matches:
+            moved = sorted({p.name.partition(".")[0] for p in self.quarantine_dir.glob(f"{ref.prefix}*.*")})
+            if len(moved) == 1:
+                raise self.not_found(Digest(moved[0]))
             raise NotFound(f"no object matches sha256:{ref.prefix}", hint="list objects with `labvault object ls`")
         if len(matches) > 1:
             raise AmbiguousReference(f"sha256:{ref.prefix}", [f"sha256:{m}" for m in matches])
@@ -395,7 +398,14 @@ class LocalObjectStore:
         self.quarantine(digest)
         raise IntegrityError(f"object {digest} is corrupt (its bytes no longer match its hash); quarantined")
 
-    def not_found(self, digest: Digest) -> NotFound:
+    def not_found(self, digest: Digest) -> NotFound | IntegrityError:
+        """Not stored (exit 3), or corrupt (exit 5) if a verifying read or fsck quarantined it."""
+        moved = sorted(self.quarantine_dir.glob(f"{digest.hex}.*"))
+        if moved:
+            return IntegrityError(
+                f"object {digest} is corrupt: it was quarantined to {moved[-1]}",
+                hint="restore it from another copy of the vault, then run `labvault fsck`",
+            )
         return NotFound(f"object {digest} is not stored", hint="list objects with `labvault object ls`")
 
     # -- maintenance helpers ------------------------------------------------------------------

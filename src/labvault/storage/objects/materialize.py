@@ -1,64 +1,75 @@
-"""Materialising an object at a path: verified bytes, renamed into place, as a copy, hardlink or reflink."""
+"""Materialising an object at a path: verified bytes, renamed into place, as a copy, hardlink or reflink.
+
+Every write goes through :class:`~labvault.storage.contained.Dest`: the bytes land in a temp file
+beside their final name, and the rename happens only once they verified, so a corrupt object never
+leaves a file behind and no stored name can lead the write out of its destination.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from labvault.refs import Digest
-from labvault.storage.objects.fileio import copy_hashed, reflink
-from labvault.storage.objects.protocol import MaterializeMode
+from labvault.storage.contained import Dest
+from labvault.storage.objects.fileio import CHUNK, copy_hashed, reflink, write_all
+from labvault.storage.objects.protocol import MaterializeMode, ObjectStore
 
 if TYPE_CHECKING:
     from labvault.storage.objects.local import LocalObjectStore
 
-__all__ = ["materialize"]
+__all__ = ["materialize", "materialize_into"]
 
 
 def materialize(store: LocalObjectStore, digest: Digest, dest: Path, mode: MaterializeMode) -> None:
     """See :meth:`LocalObjectStore.materialize`; raises plain ``OSError`` for the store to translate."""
+    with Dest.open(dest.parent, create=False) as into:
+        materialize_into(store, digest, into, dest.name, mode=mode)
+
+
+def materialize_into(
+    store: ObjectStore, digest: Digest, into: Dest, rel: str, *, mode: MaterializeMode = "copy"
+) -> None:
+    """Write the object's verified bytes at ``rel`` below ``into`` (a stored path: never followed out).
+
+    Any store works (its verifying reader raises before the rename); the local store copies in the
+    kernel, or shares blocks with a hardlink or reflink.
+    """
+    from labvault.storage.objects.local import LocalObjectStore
+
+    if not isinstance(store, LocalObjectStore):
+        with store.open(digest, verify=True) as src:
+            into.write(rel, lambda out: _drain(src, out))
+        return
     packed = store.packs.read(digest.hex)
     if packed is None and not store.has(digest):
         raise store.not_found(digest)
-    tmp = dest.parent / f".{dest.name}.labvault-{secrets.token_hex(4)}"
-    try:
-        if packed is not None:
-            if hashlib.sha256(packed).hexdigest() != digest.hex:
-                store.refuse_corrupt(digest)
-            with open(tmp, "xb") as out:
-                out.write(packed)
-        elif mode == "hardlink":
+    if packed is not None:
+        if hashlib.sha256(packed).hexdigest() != digest.hex:
+            store.refuse_corrupt(digest)
+        into.write_file(rel, packed)
+    elif mode == "hardlink":
+        if not store.verify(digest):
+            store.refuse_corrupt(digest)
+        into.hardlink(rel, store.path_of(digest))
+    else:
+        into.write(rel, lambda out: _copy_verified(store, digest, out, reflinked=mode == "reflink"))
+
+
+def _drain(src: BinaryIO, out: int) -> None:
+    while chunk := src.read(CHUNK):
+        write_all(out, chunk)
+
+
+def _copy_verified(store: LocalObjectStore, digest: Digest, out: int, *, reflinked: bool) -> None:
+    with open(store.path_of(digest), "rb", buffering=0) as src:
+        if reflinked:
             if not store.verify(digest):
                 store.refuse_corrupt(digest)
-            os.link(store.path_of(digest), tmp)
-        elif not (mode == "reflink" and _try_reflink(store, digest, tmp)):
-            _copy_verified(store, digest, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _copy_verified(store: LocalObjectStore, digest: Digest, tmp: Path) -> None:
-    out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # read back for the hash
-    try:
-        with open(store.path_of(digest), "rb", buffering=0) as src:
-            hexd = copy_hashed(src.fileno(), out, os.fstat(src.fileno()).st_size)
-    finally:
-        os.close(out)
+            if reflink(src.fileno(), out):
+                return
+        hexd = copy_hashed(src.fileno(), out, os.fstat(src.fileno()).st_size)
     if hexd != digest.hex:  # what was written is checked, not only what was read
-        tmp.unlink(missing_ok=True)
         store.refuse_corrupt(digest)
-
-
-def _try_reflink(store: LocalObjectStore, digest: Digest, tmp: Path) -> bool:
-    if not store.verify(digest):
-        store.refuse_corrupt(digest)
-    with open(store.path_of(digest), "rb") as src, open(tmp, "xb") as out:
-        if reflink(src.fileno(), out.fileno()):
-            return True
-    tmp.unlink()
-    return False

@@ -14,6 +14,7 @@ from typing import BinaryIO
 from labvault.entities import ObjectInfo
 from labvault.errors import AmbiguousReference, IntegrityError, NotFound
 from labvault.refs import Digest, parse_digest
+from labvault.storage.contained import replace_file
 from labvault.storage.objects.protocol import BasicHousekeeping, MaterializeMode
 
 __all__ = ["MemoryObjectStore"]
@@ -22,6 +23,7 @@ __all__ = ["MemoryObjectStore"]
 class MemoryObjectStore(BasicHousekeeping):
     def __init__(self) -> None:
         self._objects: dict[str, tuple[bytes, float]] = {}
+        self._quarantined: set[str] = set()
         self._mutex = threading.RLock()
         # A batch belongs to the thread that opened it, as in the local store: (depth, pending).
         self._local = threading.local()
@@ -68,12 +70,15 @@ class MemoryObjectStore(BasicHousekeeping):
         try:
             return self._objects[digest.hex][0]
         except KeyError:
+            if digest.hex in self._quarantined:
+                raise IntegrityError(f"object {digest} is corrupt: it was quarantined") from None
             raise NotFound(f"object {digest} is not stored") from None
 
     def get_bytes(self, digest: Digest, *, verify: bool = True) -> bytes:
         data = self._get(digest)
         if verify and hashlib.sha256(data).hexdigest() != digest.hex:
             del self._objects[digest.hex]
+            self._quarantined.add(digest.hex)
             raise IntegrityError(f"object {digest} is corrupt; quarantined")
         return data
 
@@ -113,10 +118,7 @@ class MemoryObjectStore(BasicHousekeeping):
         return Digest(matches[0])
 
     def materialize(self, digest: Digest, dest: Path, *, mode: MaterializeMode = "copy") -> None:
-        data = self.get_bytes(digest)  # verified before anything is written
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(dest)
+        replace_file(dest, self.get_bytes(digest))  # verified before anything is written
 
     def corrupt_for_tests(self, digest: Digest, data: bytes) -> None:
         self._objects[digest.hex] = (data, self._objects[digest.hex][1])

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 from labvault.entities import ObjectInfo
 from labvault.errors import AmbiguousReference, ExternalError, IntegrityError, NotFound
 from labvault.refs import Digest, parse_digest
+from labvault.storage.contained import replace_file
 from labvault.storage.objects.protocol import BasicHousekeeping, MaterializeMode
 
 __all__ = ["FsspecObjectStore"]
@@ -133,6 +134,8 @@ class FsspecObjectStore(BasicHousekeeping):
         try:
             data: bytes = self._call("download", self.fs.cat_file, self.path_of(digest))
         except FileNotFoundError:
+            if self._call("lookup", self.fs.glob, f"{self.base}/quarantine/{digest.hex}.*"):
+                raise IntegrityError(f"object {digest} at {self.url} is corrupt: it was quarantined") from None
             raise NotFound(f"object {digest} is not stored at {self.url}") from None
         if verify and hashlib.sha256(data).hexdigest() != digest.hex:
             self.quarantine(digest)
@@ -208,10 +211,7 @@ class FsspecObjectStore(BasicHousekeeping):
         return Digest(matches[0])
 
     def materialize(self, digest: Digest, dest: Path, *, mode: MaterializeMode = "copy") -> None:
-        data = self.get_bytes(digest, verify=True)
-        tmp = dest.with_name(f".{dest.name}.labvault-{secrets.token_hex(4)}")
-        tmp.write_bytes(data)
-        tmp.replace(dest)
+        replace_file(dest, self.get_bytes(digest, verify=True))  # verified before anything is written
 
 
 def _mtime(st: dict[str, Any]) -> float:

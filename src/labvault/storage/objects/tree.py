@@ -8,7 +8,9 @@ an unchanged subtree has the same digest in every snapshot and is stored once::
                 {"name":"latest","target":"a.csv","type":"link"}],
      "format":"labvault.tree/1"}
 
-Entries are sorted by name; keys are sorted; no whitespace. Entries may carry extra keys (for
+Entries are sorted by name; keys are sorted; no whitespace. A name is one path component: never
+empty, ``.`` or ``..``, never holding ``/`` or NUL; :func:`decode_tree` refuses a tree that breaks
+this (it is corrupt, exit 5), since a tree may come from elsewhere. Entries may carry extra keys (for
 example ``record_count``); the walkers below only read ``type`` and ``sha256``.
 """
 
@@ -21,6 +23,7 @@ from typing import Any, Literal
 
 from labvault.errors import IntegrityError, ValidationError
 from labvault.refs import Digest
+from labvault.storage.contained import check_name
 from labvault.storage.objects.protocol import ObjectStore
 
 __all__ = [
@@ -63,8 +66,9 @@ def encode_tree(entries: Iterable[TreeEntry]) -> bytes:
     if len(set(names)) != len(names):
         raise ValidationError("a tree cannot hold two entries with the same name")
     for e in ordered:
-        if not e.name or "/" in e.name or e.name in (".", ".."):
-            raise ValidationError(f"invalid tree entry name {e.name!r}")
+        why = check_name(e.name)
+        if why is not None:
+            raise ValidationError(f"invalid tree entry: {why}")
     doc = {"format": TREE_FORMAT, "entries": [e.to_json() for e in ordered]}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -83,17 +87,31 @@ def decode_tree(data: bytes, *, digest: Digest | None = None) -> list[TreeEntry]
         if doc.get("format") != TREE_FORMAT:
             raise ValueError("unknown format")
         out = []
+        names: set[str] = set()
         for raw in doc["entries"]:
+            name = raw["name"]
+            why = check_name(name) if isinstance(name, str) else "a name that is not a string"
+            if why is not None:
+                raise ValueError(f"an entry has {why}")
+            if name in names:
+                raise ValueError(f"two entries are named {name!r}")
+            names.add(name)
             kind = raw["type"]
             extra = {k: v for k, v in raw.items() if k not in ("name", "type", "sha256", "size", "target")}
             if kind == "link":
-                out.append(TreeEntry(raw["name"], "link", target=raw["target"], extra=extra))
+                target = raw["target"]
+                if not isinstance(target, str) or not target or "\0" in target:
+                    raise ValueError(f"link {name!r} has an invalid target")
+                out.append(TreeEntry(name, "link", target=target, extra=extra))
             elif kind in ("file", "dir"):
-                out.append(TreeEntry(raw["name"], kind, Digest(raw["sha256"]), int(raw["size"]), extra=extra))
+                size = raw["size"]
+                if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                    raise ValueError(f"entry {name!r} has an invalid size {size!r}")
+                out.append(TreeEntry(name, kind, Digest(raw["sha256"]), size, extra=extra))
             else:
                 raise ValueError(f"unknown entry type {kind!r}")
         return out
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, ValidationError) as exc:
         raise IntegrityError(f"tree object{where} is malformed: {exc}") from exc
 
 
