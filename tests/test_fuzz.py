@@ -305,9 +305,6 @@ def test_decode_tree_survives_deep_nesting_and_infinite_sizes(data: bytes) -> No
 _CRAFTED_NAMES = ["..", ".", "", "a/b", "../escape", "a/../../escape", "/etc/passwd", "a\x00b", "sub/.."]
 
 
-@pytest.mark.xfail(
-    reason="decode_tree does not check entry names yet; entry-name validation is issue 10 item 1", strict=False
-)
 @bounded(30)
 @given(st.sampled_from(_CRAFTED_NAMES), st.sampled_from(["file", "dir"]))
 def test_decode_tree_refuses_crafted_entry_names(name: str, kind: str) -> None:

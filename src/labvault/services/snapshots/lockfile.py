@@ -84,6 +84,8 @@ def _check_key(key: str) -> None:
         raise ValueError("a key is not a string")
     if key == ".":
         return  # the project root itself
+    if key.startswith("/"):
+        raise ValueError(f"the key {key!r} is an absolute path; keys are relative paths inside the project")
     for part in key.split("/"):
         why = check_name(part)
         if why is not None:
