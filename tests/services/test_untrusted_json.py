@@ -7,6 +7,8 @@ capture warning, the second only makes the cached copy be rebuilt.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import shutil
@@ -16,7 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from labvault.errors import IntegrityError, ValidationError
+from labvault.services.audit import parse_anchor
 from labvault.services.capture.environment import capture_environment
+from labvault.services.snapshots.tabular import profile_stream
+from labvault.services.tracking.export import compare_runs, export_run
+from labvault.storage.objects.tree import decode_tree
 from labvault.vault import Vault
 
 DEEP = "[" * 100_000  # json.loads raises RecursionError on it
@@ -56,17 +63,22 @@ def test_a_hostile_direct_url_json_is_a_capture_warning(
         assert warning.startswith("environment: packages: hostile-pkg's direct_url.json")
 
 
+def _labvault(project: Path, *args: str, expect: int = 0, **env: str) -> subprocess.CompletedProcess[str]:
+    """The real executable, as the e2e suite runs it: exit code checked, no traceback."""
+    exe = shutil.which("labvault", path=str(Path(sys.executable).parent)) or "labvault"
+    full_env = {**os.environ, "NO_COLOR": "1", **env}
+    proc = subprocess.run([exe, *args], cwd=project, env=full_env, capture_output=True, text=True, check=False)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == expect, proc.stderr
+    return proc
+
+
 def test_a_deep_direct_url_json_is_a_warning_of_labvault_run(project: Path, tmp_path: Path) -> None:
     """Through the real executable: the run is recorded, the warning shown, no traceback."""
-    exe = shutil.which("labvault", path=str(Path(sys.executable).parent)) or "labvault"
     _distribution(tmp_path / "site", DEEP)
-    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(tmp_path / "site")}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([exe, *args], cwd=project, env=env, capture_output=True, text=True, check=False)
-        assert "Traceback" not in proc.stderr, proc.stderr
-        assert proc.returncode == 0, proc.stderr
-        return proc
+        return _labvault(project, *args, PYTHONPATH=str(tmp_path / "site"))
 
     run("-q", "init")
     run("run", "--", sys.executable, "-c", "pass")
@@ -96,3 +108,53 @@ def test_a_hostile_model_cache_stamp_is_ignored_and_rebuilt(stamp: str, vault: V
     assert again == copy
     assert (again / "model.bin").read_bytes() == b"weights"
     assert json.loads(stamp_path.read_text())["content"] == version.content.hex
+
+
+# -- other JSON read from elsewhere ---------------------------------------------------------------
+def test_a_deeply_nested_tree_object_is_corrupt_not_a_crash() -> None:
+    """Tree objects may exceed safeload's 10 MiB and are integrity errors (exit 5), so tree.py guards itself."""
+    with pytest.raises(IntegrityError, match="malformed") as err:
+        decode_tree(DEEP.encode())
+    assert err.value.exit_code == 5
+
+
+def test_a_deeply_nested_jsonl_line_skips_tabular_stats(project: Path, vault: Vault) -> None:
+    stats = profile_stream("rows.jsonl", io.BytesIO(b'{"a": 1}\n' + DEEP.encode() + b"\n"))
+    assert stats == {"note": "tabular stats skipped: line 2 is nested too deep"}
+    (project / "rows.jsonl").write_text('{"a": 1}\n{"a": ' + DEEP + "\n")
+    snap, _ = vault.data.add("rows", project / "rows.jsonl")  # never fails a snapshot
+    [entry] = vault.data.get(snap.ref).files
+    assert entry.note is not None
+    assert "nested too deep" in entry.note
+
+
+def test_an_audit_anchor_file_nested_deep_is_not_an_audit_head(tmp_path: Path) -> None:
+    anchor = tmp_path / "head.json"
+    anchor.write_text('{"head": ' + DEEP)
+    with pytest.raises(ValidationError, match="is not an audit head") as err:
+        parse_anchor(str(anchor))
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("document", "error"),
+    [('{"packages": ' + DEEP, "nested more than 100 deep"), ("[]", "not a JSON object")],
+    ids=["deep", "a list"],
+)
+def test_a_hostile_environment_object_is_shown_as_unreadable(vault: Vault, document: str, error: str) -> None:
+    """A run's environment document comes from the object store (and, later, from remotes)."""
+    run = vault.runs.create(capture=False)
+    hostile = vault.objects.put_bytes(document.encode())
+    run = dataclasses.replace(run, capture={**run.capture, "environment": str(hostile)})
+    env = export_run(vault.runs, run)["environment"]
+    assert env["sha256"] == str(hostile)
+    assert error in env["error"]
+    assert compare_runs(vault.runs, [run, run])["environment"]["package_versions"] == {}
+
+
+def test_audit_verify_against_a_deep_json_file_is_exit_2(project: Path) -> None:
+    _labvault(project, "-q", "init")
+    (project / "head.json").write_text('{"head": ' + DEEP)
+    proc = _labvault(project, "audit", "verify", "--against", "head.json", expect=2)
+    assert proc.stderr.startswith("error: "), proc.stderr
+    assert "is not an audit head" in proc.stderr
