@@ -279,11 +279,6 @@ def test_decode_tree_refuses_only_with_labvault_errors(data: bytes) -> None:
         decode_tree(data)
 
 
-@pytest.mark.xfail(
-    reason="tree.py parses with json.loads: a size of Infinity is an OverflowError and deep nesting a "
-    "RecursionError (both tracebacks); tree decoding is another part of issue 10",
-    strict=False,
-)
 @bounded(50)
 @given(
     st.sampled_from(

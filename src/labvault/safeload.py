@@ -1,7 +1,8 @@
 """The one loader for every YAML and JSON file labvault reads: bounded, and its errors name the file.
 
-Today ``labvault.yaml``, ``labvault.lock``, ``.labvault/config.json`` and a registered model's
-``metrics.json`` and ``data_manifest.json`` (and ``.labvaultignore`` files, through :func:`read_limited`);
+Today ``labvault.yaml``, ``labvault.lock``, ``.labvault/config.json``, a registered model's
+``metrics.json`` and ``data_manifest.json``, the model cache's stamps, and the ``direct_url.json`` of
+installed distributions (and ``.labvaultignore`` files, through :func:`read_limited`);
 params files, ``dvc.yaml`` on import and records pulled from elsewhere later. All of them may come from
 someone else (a ``git pull``, a remote), so reading one must never hang, exhaust memory or crash with a
 traceback. The limits:

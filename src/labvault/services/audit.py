@@ -29,6 +29,7 @@ from typing import Any
 from labvault.entities import AuditEvent, AuditReport, format_time, json_safe, utcnow
 from labvault.errors import StorageError, ValidationError
 from labvault.refs import check_utf8
+from labvault.safeload import loads_json
 from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos import audit as repo
 from labvault.storage.meta.store import Connection, MetaStore
@@ -349,8 +350,8 @@ def parse_anchor(text: str) -> tuple[int | None, str]:
 
 def _anchor_from_json(text: str) -> str:
     try:
-        doc = json.loads(text)
-    except ValueError:
+        doc = loads_json(text, name="audit head")
+    except ValidationError:
         return text
     if not isinstance(doc, dict) or not isinstance(doc.get("head"), str):
         return text

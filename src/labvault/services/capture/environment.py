@@ -21,6 +21,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from labvault.errors import ValidationError
+from labvault.safeload import loads_json
+
 __all__ = ["ENV_FORMAT", "capture_environment", "environment_summary"]
 
 ENV_FORMAT = "labvault.environment/1"
@@ -50,7 +53,7 @@ PRESENT = "<present>"
 _CACHE: dict[str, tuple[bytes, list[str]]] = {}
 
 
-def _packages() -> list[dict[str, Any]]:
+def _packages(warnings: list[str]) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"] if dist.metadata else None
@@ -59,19 +62,31 @@ def _packages() -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"name": name, "version": dist.version}
         direct = dist.read_text("direct_url.json")
         if direct:
-            try:
-                info = json.loads(direct)
-                source: dict[str, Any] = {"url": info.get("url")}
-                if "vcs_info" in info:
-                    source["vcs"] = info["vcs_info"].get("vcs")
-                    source["commit"] = info["vcs_info"].get("commit_id")
-                if info.get("dir_info", {}).get("editable"):
-                    source["editable"] = True
+            source = _direct_source(direct, name, warnings)
+            if source is not None:
                 entry["source"] = source
-            except (ValueError, AttributeError):
-                pass
         seen[name.lower()] = entry
     return sorted(seen.values(), key=lambda e: str(e["name"]).lower())
+
+
+def _direct_source(text: str, dist: str, warnings: list[str]) -> dict[str, Any] | None:
+    """The PEP 610 source of a distribution; any installed package may have written the file."""
+    try:
+        info = loads_json(text, name=f"{dist}'s direct_url.json")
+    except ValidationError as exc:
+        warnings.append(f"environment: packages: {exc.message}")
+        return None
+    if not isinstance(info, dict):
+        warnings.append(f"environment: packages: {dist}'s direct_url.json is not a JSON object")
+        return None
+    vcs, dir_info = info.get("vcs_info"), info.get("dir_info")
+    source: dict[str, Any] = {"url": info.get("url")}
+    if isinstance(vcs, dict):
+        source["vcs"] = vcs.get("vcs")
+        source["commit"] = vcs.get("commit_id")
+    if isinstance(dir_info, dict) and dir_info.get("editable"):
+        source["editable"] = True
+    return source
 
 
 def _lock_files(root: Path) -> dict[str, str]:
@@ -197,7 +212,7 @@ def capture_environment(
             "implementation": platform.python_implementation(),
             "executable": sys.executable,
         },
-        "packages": _packages,
+        "packages": lambda: _packages(warnings),
         "lock_files": lambda: _lock_files(root),
         "os": lambda: _os_info(sysroot),
         "cpu": lambda: _cpu(sysroot),

@@ -12,7 +12,7 @@ from typing import Any
 from labvault.entities import ModelVersion, RegisteredModel
 from labvault.errors import NotFound, StorageError, ValidationError
 from labvault.refs import ModelRef
-from labvault.safeload import loads_json
+from labvault.safeload import load_json, loads_json
 from labvault.services.registry.context import RegistryContext, parse_version
 from labvault.services.registry.layout import FileEntry, version_files, write_version
 from labvault.services.registry.register import parse_model_name
@@ -127,11 +127,17 @@ def cached_copy(ctx: RegistryContext, version: ModelVersion) -> Path:
         models.sub(f"{version.project}/{version.model}").close()  # never through a link
     # One builder at a time per version: a concurrent reader never sees a half-replaced copy.
     with file_lock(base / f".{version.version}.lock", timeout=600, what=f"the cached copy of {version.ref}"):
+        # The stamp is a file in the vault folder, not a record: one that is missing, unreadable or not
+        # what this code wrote (hand-edited, hostile) only means the copy is rebuilt.
         try:
-            recorded = json.loads(stamp_path.read_text(encoding="utf-8"))
-            if recorded.get("content") == version.content.hex and recorded.get("files") == _stamp(final, files):
+            recorded = load_json(stamp_path, name="model cache stamp")
+            if (
+                isinstance(recorded, dict)
+                and recorded.get("content") == version.content.hex
+                and recorded.get("files") == _stamp(final, files)
+            ):
                 return final
-        except (OSError, ValueError):
+        except (OSError, ValidationError, StorageError):
             pass
         tmp = f".tmp-{secrets.token_hex(6)}"
         with Dest.open(base, create=False) as into:

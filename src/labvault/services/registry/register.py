@@ -305,12 +305,3 @@ def _commit(
     )
     ctx.audit.publish(event)
     return found_version, True
-
-
-def read_json_file(ctx: RegistryContext, version: ModelVersion, name: str) -> Any:
-    from labvault.services.registry.layout import version_files
-
-    for f in version_files(ctx.objects, version.content):
-        if f.path == name:
-            return json.loads(ctx.objects.get_bytes(f.digest))
-    return None

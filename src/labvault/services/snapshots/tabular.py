@@ -163,6 +163,8 @@ def _profile_jsonl(raw: IO[bytes]) -> Profile:
                 rec = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise _Malformed(f"line {lineno} is not JSON ({exc.msg})") from None
+            except RecursionError:  # the user's data, profiled line by line: not a file safeload reads
+                raise _Malformed(f"line {lineno} is nested too deep") from None
             if not isinstance(rec, dict):
                 raise _Malformed(f"line {lineno} is not a JSON object")
             count += 1

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from labvault.entities import Run, format_time, json_safe
 from labvault.errors import LabvaultError
 from labvault.refs import Digest
+from labvault.safeload import loads_json
 from labvault.services.capture.environment import environment_summary
 
 if TYPE_CHECKING:
@@ -24,9 +25,11 @@ def _environment(service: Tracking, run: Run) -> dict[str, Any] | None:
     if not isinstance(ref, str):
         return None
     try:
-        doc = json.loads(service.objects.get_bytes(Digest(ref.removeprefix("sha256:"))))
+        doc = loads_json(service.objects.get_bytes(Digest(ref.removeprefix("sha256:"))), name=f"environment {ref}")
     except (LabvaultError, ValueError) as exc:
         return {"sha256": ref, "error": str(exc)}
+    if not isinstance(doc, dict):
+        return {"sha256": ref, "error": f"environment {ref} is not a JSON object"}
     return {"sha256": ref, **environment_summary(doc)}
 
 
@@ -167,9 +170,11 @@ def _package_diff(service: Tracking, runs: Sequence[Run]) -> dict[str, Any]:
         pkgs: dict[str, str] = {}
         if isinstance(ref, str):
             try:
-                doc = json.loads(service.objects.get_bytes(Digest(ref.removeprefix("sha256:"))))
+                doc = loads_json(
+                    service.objects.get_bytes(Digest(ref.removeprefix("sha256:"))), name=f"environment {ref}"
+                )
                 pkgs = {p["name"]: p["version"] for p in doc.get("packages") or []}
-            except (LabvaultError, ValueError, KeyError, TypeError):
+            except (LabvaultError, ValueError, KeyError, TypeError, AttributeError):
                 pkgs = {}
         versions.append(pkgs)
     names = sorted({n for v in versions for n in v})

@@ -111,8 +111,13 @@ def decode_tree(data: bytes, *, digest: Digest | None = None) -> list[TreeEntry]
             else:
                 raise ValueError(f"unknown entry type {kind!r}")
         return out
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, ValidationError) as exc:
+    # Not safeload: a tree of a large folder may exceed its 10 MiB, and a bad tree is corrupt (exit 5).
+    except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
         raise IntegrityError(f"tree object{where} is malformed: {exc}") from exc
+    except RecursionError:
+        raise IntegrityError(f"tree object{where} is malformed: nested too deep") from None
+    except OverflowError:  # int() of a size written as Infinity
+        raise IntegrityError(f"tree object{where} is malformed: a size is not a number") from None
 
 
 def put_tree(store: ObjectStore, entries: Iterable[TreeEntry]) -> Digest:

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from labvault.entities import Snapshot
-from labvault.refs import Digest
+from labvault.errors import ValidationError
+from labvault.refs import MAX_VERSION_PART, Digest
 from labvault.storage.meta.tables import data_snapshots as t
 
 __all__ = [
@@ -72,8 +73,13 @@ def insert_snapshot(conn: Connection, s: Snapshot) -> None:
 
 
 def next_version(conn: Connection, name: str) -> int:
-    current = conn.execute(sa.select(sa.func.max(t.c.version)).where(t.c.name == name)).scalar()
-    return int(current or 0) + 1
+    current = int(conn.execute(sa.select(sa.func.max(t.c.version)).where(t.c.name == name)).scalar() or 0)
+    if current >= MAX_VERSION_PART:  # the column is a signed 64-bit integer on both backends
+        raise ValidationError(
+            f"data:{name} is at v{current}, the last data version number",
+            hint="add the data under another dataset name",
+        )
+    return current + 1
 
 
 def get_snapshot(conn: Connection, name: str, version: int | None = None) -> Snapshot | None:

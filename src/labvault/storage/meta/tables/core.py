@@ -29,7 +29,8 @@ vault_meta = Table(
 object_refs = Table(
     "object_refs",
     metadata,
-    Column("owner", String(300), primary_key=True),  # a reference string: run:<id>, data:x@v3, ...
+    # A reference string: run:<id>, data:x@v3, project/model@X.Y.Z (up to 317 characters), ...
+    Column("owner", String(512), primary_key=True),
     Column("digest", String(64), primary_key=True),
     Column("kind", String(8), nullable=False),  # blob | tree
     Column("created_at", DateTime(timezone=True), nullable=False),

@@ -28,7 +28,7 @@ data_snapshots = Table(
     "data_snapshots",
     metadata,
     Column("name", String(128), primary_key=True),
-    Column("version", Integer, primary_key=True),
+    Column("version", BigInteger, primary_key=True),  # up to v(2^63-1): BIGINT on PostgreSQL
     Column("content_hash", String(64), nullable=False),
     Column("kind", String(8), nullable=False),  # file | dir
     Column("storage_uri", Text, nullable=False),  # project-relative path, or the import URL

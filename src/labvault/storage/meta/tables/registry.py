@@ -48,10 +48,11 @@ registry_versions = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("model_id", Integer, ForeignKey("registry_models.id"), nullable=False),
-    Column("version", String(40), nullable=False),
-    Column("major", Integer, nullable=False),
-    Column("minor", Integer, nullable=False),
-    Column("patch", Integer, nullable=False),
+    Column("version", String(64), nullable=False),  # X.Y.Z: up to 59 characters
+    # Each part up to 2^63-1 (refs.MAX_VERSION_PART): INTEGER would stop at 2^31-1 on PostgreSQL.
+    Column("major", BigInteger, nullable=False),
+    Column("minor", BigInteger, nullable=False),
+    Column("patch", BigInteger, nullable=False),
     Column("tree", String(64), nullable=False),  # root tree: PROJECT/MODEL/VERSION/...
     Column("content", String(64), nullable=False),  # the VERSION folder's tree: identity of the content
     Column("size", BigInteger, nullable=False),
@@ -115,7 +116,7 @@ audit_events = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Column("actor", String(300), nullable=False),
     Column("action", String(32), nullable=False),
-    Column("subject", String(300), nullable=False),
+    Column("subject", String(512), nullable=False),  # project/model@alias: up to 386 characters
     Column("before", Text, nullable=True),
     Column("after", Text, nullable=True),
     Column("policy_hash", String(64), nullable=True),
