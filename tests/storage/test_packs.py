@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from labvault.errors import NotFound
 from labvault.refs import Digest
 from labvault.storage.objects.local import LocalObjectStore
+from labvault.storage.objects.packfile import lock_pack
 from labvault.storage.objects.packs import HEADER_SIZE, PACK_MAGIC
 from labvault.vault import Vault
 from tests.corruption import age_object, corrupt_object
@@ -225,3 +227,33 @@ def test_a_format_1_vault_is_read_as_is_and_marked_format_2(tmp_path: Path) -> N
     assert not reopened.objects.is_packed(loose)
     assert reopened.objects.is_packed(reopened.objects.put_bytes(b"new"))
     reopened.close()
+
+
+def test_closing_a_vault_lets_go_of_its_packs_so_gc_can_compact_them(tmp_path: Path) -> None:
+    vault, _ = Vault.init(tmp_path)
+    digests = [vault.objects.put_bytes(b"object %d " % i * 50) for i in range(40)]  # a batch each
+    worker = threading.Thread(target=lambda: vault.objects.put_bytes(b"from another thread"))
+    worker.start()
+    worker.join()
+    for digest in digests[:30]:
+        vault.objects.delete(digest)
+    vault.close()
+
+    for pack in (p for p in vault.objects.packs.dir.iterdir() if p.suffix == ".pack"):
+        fd = lock_pack(pack)
+        assert fd is not None, f"{pack.name} is still held after Vault.close()"
+        os.close(fd)
+    other = LocalObjectStore(vault.dir)
+    assert other.compact() > 0
+    assert [other.get_bytes(d) for d in digests[30:]] == [b"object %d " % i * 50 for i in range(30, 40)]
+    assert other.get_bytes(sha(b"from another thread")) == b"from another thread"
+    other.close()
+
+
+def test_a_closed_store_can_still_be_used(store: LocalObjectStore) -> None:
+    store.put_bytes(b"before")
+    store.close()
+    store.close()
+    assert store.put_bytes(b"after") == sha(b"after")
+    assert store.get_bytes(sha(b"before")) == b"before"
+    store.close()

@@ -398,6 +398,11 @@ class LocalObjectStore:
     def not_found(self, digest: Digest) -> NotFound:
         return NotFound(f"object {digest} is not stored", hint="list objects with `labvault object ls`")
 
+    def close(self) -> None:
+        """Let go of the packs this store writes to, its index connections and its temp-file lock."""
+        self.packs.close_all()
+        self.temps.close()
+
     # -- maintenance helpers ------------------------------------------------------------------
     def gc_lock(self, *, timeout: float) -> AbstractContextManager[None]:
         return file_lock(self.gc_lock_path, timeout=timeout, what="the object store (a writer)")

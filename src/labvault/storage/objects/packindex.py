@@ -99,10 +99,12 @@ class PackIndex:
         self._seen = False
         self.lost: list[str] = []  # pack files the index listed that were gone (fsck reports them)
         self._recover_lock = threading.Lock()
+        self._conns: list[tuple[int, sqlite3.Connection]] = []  # (pid, conn) of every thread
+        self._generation = 0  # bumped by close_all(): a thread's connection from before it is closed
 
     def _db(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid != os.getpid():  # forked: never share a connection
+        if conn is not None and self._local.key != (os.getpid(), self._generation):  # forked, or closed
             conn = self._local.conn = None
         if conn is None:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +114,9 @@ class PackIndex:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
             self._local.conn = conn
-            self._local.pid = os.getpid()
+            self._local.key = (os.getpid(), self._generation)
+            with self._fds_lock:
+                self._conns.append((os.getpid(), conn))
             if not self._recovered:
                 with self._recover_lock:
                     if not self._recovered:
@@ -307,9 +311,20 @@ class PackIndex:
             conn.close()
             self._local.conn = None
         with self._fds_lock:
+            self._conns = [(pid, c) for pid, c in self._conns if c is not conn]
             for fd in self._read_fds.values():
                 os.close(fd)
             self._read_fds.clear()
+
+    def close_all(self) -> None:
+        """Close every thread's index connection too (the store is done with; see ``Vault.close``)."""
+        self.close()
+        with self._fds_lock:
+            conns, self._conns = self._conns, []
+            self._generation += 1
+        for pid, conn in conns:
+            if pid == os.getpid():  # a connection never crosses a fork
+                conn.close()
 
     @staticmethod
     def _live_bytes(conn: sqlite3.Connection) -> dict[int, int]:

@@ -27,6 +27,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from labvault.storage.objects.packfile import (
     HEADER,
@@ -62,6 +63,10 @@ class _Writer:
 
 class PackStore(PackIndex):
     """Small objects in pack files, found through an SQLite index (see :class:`PackIndex`)."""
+
+    def __init__(self, packs_dir: Path, quarantine_dir: Path | None = None) -> None:
+        super().__init__(packs_dir, quarantine_dir)
+        self._writers: dict[int, _Writer] = {}  # every thread's, by id: close_all() lets go of them
 
     @translate_sqlite_errors
     def append(self, hexd: str, data: bytes) -> None:
@@ -144,7 +149,9 @@ class PackStore(PackIndex):
 
     def _own_writer(self) -> _Writer | None:
         writer: _Writer | None = getattr(self._local, "writer", None)
-        if writer is not None and writer.pid != os.getpid():  # forked: the parent keeps appending to it
+        if writer is not None and writer.fd < 0:  # closed by close_all()
+            writer = self._local.writer = None
+        elif writer is not None and writer.pid != os.getpid():  # forked: the parent keeps appending to it
             os.close(writer.fd)
             writer = self._local.writer = None
         return writer
@@ -154,17 +161,37 @@ class PackStore(PackIndex):
         if writer is None:
             writer = self._take_over() or self._new_pack()
             self._local.writer = writer
+            with self._fds_lock:
+                self._writers[id(writer)] = writer
         return writer
 
     def _retire(self, writer: _Writer) -> None:
-        self._local.writer = None
-        os.close(writer.fd)  # releases the flock: the pack is full, nobody will append to it again
+        if getattr(self._local, "writer", None) is writer:
+            self._local.writer = None
+        with self._fds_lock:
+            self._writers.pop(id(writer), None)
+            fd, writer.fd = writer.fd, -1
+        if fd >= 0:
+            os.close(fd)  # releases the flock: others may append to the pack, or compact it
 
     def close(self) -> None:
+        """Let go of this thread's pack (its flock) and close its index connection."""
         writer = self._own_writer()
         if writer is not None:
             self._retire(writer)
         super().close()
+
+    def close_all(self) -> None:
+        """Let go of every thread's pack that has no batch open, and close every index connection.
+
+        A pack held by a writer is skipped by recovery and by compaction, in every process, so a
+        store that is done with (``Vault.close``) must not keep one.
+        """
+        with self._fds_lock:
+            idle = [w for w in self._writers.values() if not w.staged and not w.buffer and w.pid == os.getpid()]
+        for writer in idle:
+            self._retire(writer)
+        super().close_all()
 
     def _take_over(self) -> _Writer | None:
         """Reuse a pack nobody is writing to that still has room (fewer, fuller packs)."""
