@@ -32,6 +32,7 @@ from pathlib import Path
 from labvault.storage.objects.packfile import (
     HEADER,
     HEADER_SIZE,
+    NEW_SUFFIX,
     PACK_MAGIC,
     RECORD_MAGIC,
     fsync_dir,
@@ -211,12 +212,22 @@ class PackStore(PackIndex):
         return None
 
     def _new_pack(self) -> _Writer:
+        """A new pack, locked and holding its header before its name is visible.
+
+        Recovery in another process locks every pack it can: a pack created under its own name
+        and locked after would be recovery's to lock first, and its writer would then fail. So it
+        is created under a name recovery does not list (``packfile.NEW_SUFFIX``) and renamed.
+        """
         name = f"pack-{time.time_ns():x}-{secrets.token_hex(4)}.pack"
         path = self.dir / name
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        staging = self.dir / f"{name}{NEW_SUFFIX}"
+        fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        visible = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.write(fd, PACK_MAGIC)
+            os.rename(staging, path)
+            visible = True
             conn = self._db()
             pack = int(
                 conn.execute(
@@ -226,7 +237,7 @@ class PackStore(PackIndex):
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                os.unlink(path if visible else staging)
             raise
         return _Writer(pack, fd, len(PACK_MAGIC), new=True, start=len(PACK_MAGIC))
 
