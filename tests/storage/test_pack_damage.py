@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,8 +70,7 @@ def _damage(vault: Vault, digests: list[Digest], where: str) -> Path:
 
 
 def _reopen(vault: Vault, *, drop_index: bool) -> Vault:
-    vault.objects.packs.close()  # as if the process ended: its pack is no longer held
-    vault.close()
+    vault.close()  # as if the process ended: its pack is no longer held
     if drop_index:
         index = vault.objects.packs.index_path
         for suffix in ("", "-wal", "-shm"):
@@ -187,3 +187,22 @@ def test_a_damaged_last_record_is_a_torn_tail(vault: Vault) -> None:
         assert len(os.listdir(again.objects.quarantine_dir)) == 1
     finally:
         again.close()
+
+
+def test_a_wrong_index_row_to_a_damaged_record_is_refused_and_reported_once(vault: Vault) -> None:
+    """The index row and the record it names are both damaged: nothing intact is left to serve."""
+    digests = _fill(vault.objects)
+    _damage(vault, digests, "digest")
+    _damage(vault, digests, "payload")
+    vault.close()
+    with sqlite3.connect(vault.objects.packs.index_path) as conn:
+        conn.execute("UPDATE objects SET offset = offset + 1 WHERE digest = ?", (bytes.fromhex(digests[DAMAGED].hex),))
+    conn.close()
+    with Vault.open(vault.dir) as again:
+        with pytest.raises(IntegrityError, match="is lost"):
+            again.objects.get_bytes(digests[DAMAGED])
+        assert not again.objects.has(digests[DAMAGED])
+        report = again.maintenance.fsck()
+        assert report.corrupt == (digests[DAMAGED],)
+        assert _readable(again.objects, digests) == [i for i in range(RECORDS) if i != DAMAGED]
+        assert again.maintenance.fsck().corrupt == ()

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from labvault.entities import FsckReport, GcReport
-from labvault.errors import IntegrityError, ValidationError
+from labvault.entities import FsckReport, GcReport, ObjectInfo
+from labvault.errors import IntegrityError, NotFound, ValidationError
 from labvault.refs import Digest
 from labvault.services.snapshots.sizes import manifest_size_problems
 from labvault.storage.meta.repos.object_refs import iter_refs
@@ -89,7 +89,7 @@ class Maintenance:
         nbytes = 0
         # hashlib releases the GIL on large buffers, so two threads use both cores on big objects.
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for info, ok in zip(infos, pool.map(lambda i: self._objects.verify(i.digest), infos), strict=True):
+            for info, ok in zip(infos, pool.map(self._verify, infos), strict=True):
                 done += 1
                 nbytes += info.size
                 if not ok:
@@ -119,6 +119,12 @@ class Maintenance:
             quarantined=tuple(corrupt),
             problems=tuple(problems),
         )
+
+    def _verify(self, info: ObjectInfo) -> bool:
+        try:
+            return self._objects.verify(info.digest)
+        except NotFound:  # gone since it was listed: a concurrent gc, or an index row found wrong and dropped
+            return True
 
     def owners_of(self, digest: Digest) -> list[str]:
         return self.owners_of_each([digest])[digest.hex]

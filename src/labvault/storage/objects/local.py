@@ -299,7 +299,10 @@ class LocalObjectStore:
 
     def verify(self, digest: Digest) -> bool:
         """Re-hash a stored object; False (and quarantined) if its bytes do not match its name."""
-        data = self.packs.read(digest.hex)
+        try:
+            data = self.packs.read(digest.hex)
+        except IntegrityError:  # its pack record is lost, recorded as damage: nothing left to quarantine
+            return False
         if data is not None:
             actual = hashlib.sha256(data).hexdigest()
         else:

@@ -2,14 +2,15 @@
 
 ``objects/packs/index.sqlite`` (WAL, ``synchronous=NORMAL``) maps a digest to its pack, offset, size
 and last-put time, and each pack to how far it is indexed. It is derived data: on first opening it,
-a process re-indexes what the packs hold past it (``packfile.recover_all``). Writing and compaction
-are in ``packs.py``.
+a process re-indexes what the packs hold past it (``packfile.recover_all``), and a read checks its
+row against the record header it points at (``packrows.py``). Writing and compaction are in ``packs.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import mmap
 import os
 import sqlite3
@@ -20,15 +21,19 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from labvault.errors import IntegrityError, StorageError
+from labvault.storage.objects.fileio import SMALL
 from labvault.storage.objects.packfile import (
+    HEADER,
     HEADER_SIZE,
     PACK_MAGIC,
+    RECORD_MAGIC,
     Damage,
     quarantine_span,
     recover_all,
     scan,
     transaction,
 )
+from labvault.storage.objects.packrows import repair_rows
 from labvault.storage.space import disk_full, is_full
 
 __all__ = ["PackIndex", "translate_sqlite_errors"]
@@ -54,6 +59,9 @@ CREATE TABLE IF NOT EXISTS damage (
     PRIMARY KEY (pack, start)
 );
 """
+
+_FIRST_RECORD = len(PACK_MAGIC) + HEADER_SIZE  # no record's bytes start before this
+_header = HEADER.pack
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -147,23 +155,46 @@ class PackIndex:
 
     @translate_sqlite_errors
     def read(self, hexd: str) -> bytes | None:
-        """The stored bytes of a packed object (unverified), or None if it is not packed."""
-        for attempt in range(2):
+        """The stored bytes of a packed object (unverified), or None if it is not packed.
+
+        The index is not trusted: the record header at the row's offset must name the digest and
+        the size (read with the bytes, in one ``pread``), or the bytes must hash to the digest (a
+        record whose framing alone is damaged). Otherwise the row is wrong, not the object: the
+        pack's rows are re-derived from the pack (``packrows.repair_rows``) and the read retried.
+        """
+        digest = bytes.fromhex(hexd)
+        repaired = gone = False
+        while True:
             where = self.lookup(hexd)
             if where is None:
                 return None
             pack, offset, size, _ = where
-            try:
-                data = os.pread(self._read_fd(pack), size, offset)
-            except FileNotFoundError:  # compacted away meanwhile: the index now points elsewhere
-                self._forget_fd(pack)
-                if attempt:
-                    raise IntegrityError(
-                        f"object sha256:{hexd} is in a pack file that is missing", hint="run `labvault fsck`"
-                    ) from None
-                continue
-            return data
-        return None
+            record = b""
+            if offset >= _FIRST_RECORD and 0 <= size <= SMALL:  # else the row cannot be right
+                try:
+                    record = os.pread(self._read_fd(pack), HEADER_SIZE + size, offset - HEADER_SIZE)
+                except FileNotFoundError:  # compacted away meanwhile: the index now points elsewhere
+                    self._forget_fd(pack)
+                    if not gone:
+                        gone = True
+                        continue
+            if len(record) == HEADER_SIZE + size:
+                if record.startswith(_header(RECORD_MAGIC, digest, size)):
+                    return record[HEADER_SIZE:]
+                data = record[HEADER_SIZE:]
+                if hashlib.sha256(data).digest() == digest:
+                    return data  # its framing is damaged (fsck reports it), its bytes are intact
+            if repaired:
+                raise IntegrityError(f"object sha256:{hexd} cannot be found in its pack", hint="run `labvault fsck`")
+            repaired = True
+            with self._recover_lock:
+                lost = repair_rows(self._db(), self.dir, pack)
+            self._forget_fd(pack)
+            if digest in lost:
+                raise IntegrityError(
+                    f"object sha256:{hexd} is lost: its pack record is damaged (copied to quarantine/ by fsck)",
+                    hint="run `labvault fsck`; store the object again if you still have it",
+                )
 
     def _read_fd(self, pack: int) -> int:
         with self._fds_lock:
