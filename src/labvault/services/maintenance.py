@@ -109,9 +109,12 @@ class Maintenance:
         if verdict != "ok":
             problems.append(f"metadata database: {verdict}")
         stale_files, stale_bytes = self._objects.sweep_dead_temp_files(remove=False)
+        quarantine_files, quarantine_bytes = self._objects.sweep_quarantine(cutoff=None, remove=False)
         return FsckReport(
             stale_temp_files=stale_files,
             stale_temp_bytes=stale_bytes,
+            quarantine_files=quarantine_files,
+            quarantine_bytes=quarantine_bytes,
             checked=total,
             bytes_checked=nbytes,
             corrupt=tuple(corrupt),
@@ -134,11 +137,14 @@ class Maintenance:
         owners = self._live().owners if digests else {}
         return {d.hex: sorted(owners.get(d.hex, [])) for d in digests}
 
-    def gc(self, *, grace: float, dry_run: bool = False, lock_timeout: float = 60.0) -> GcReport:
+    def gc(
+        self, *, grace: float, dry_run: bool = False, quarantine: bool = False, lock_timeout: float = 60.0
+    ) -> GcReport:
         """Delete unreferenced objects older than ``grace`` seconds, and stale temp files.
 
         Temp files no live writer holds go at any age; other entries of ``tmp/`` (an older
-        labvault's temp files) once older than ``grace``.
+        labvault's temp files) once older than ``grace``. With ``quarantine``, files set aside in
+        the quarantine more than ``grace`` ago go too.
 
         Holds the gc lock exclusively: a writer that re-puts (and so refreshes) an object holds it
         shared, so it can never be deleted between the check and the delete.
@@ -176,6 +182,9 @@ class Maintenance:
                         shutil.rmtree(path, ignore_errors=True)
                     elif not dry_run:
                         path.unlink(missing_ok=True)
+            cleared = (0, 0)
+            if quarantine:
+                cleared = self._objects.sweep_quarantine(cutoff=cutoff, remove=not dry_run)
         return GcReport(
             dry_run=dry_run,
             deleted=tuple(deleted),
@@ -184,4 +193,6 @@ class Maintenance:
             kept_young=young,
             temp_files_removed=temps,
             pack_bytes_reclaimed=reclaimed,
+            quarantine_removed=cleared[0],
+            quarantine_bytes_removed=cleared[1],
         )

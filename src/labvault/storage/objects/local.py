@@ -383,6 +383,7 @@ class LocalObjectStore:
         target = self.quarantine_dir / f"{digest.hex}.{time.time_ns()}"
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path_of(digest), target)
+            os.utime(target)  # when it was set aside, for `gc --quarantine`'s grace period
         return target
 
     def _quarantine_bytes(self, hexd: str, data: bytes) -> Path:
@@ -418,6 +419,32 @@ class LocalObjectStore:
 
     def sweep_dead_temp_files(self, *, remove: bool) -> tuple[int, int]:
         return self.temps.sweep(remove=remove)
+
+    def sweep_quarantine(self, *, cutoff: float | None, remove: bool) -> tuple[int, int]:
+        """Files in ``quarantine/`` set aside before ``cutoff`` (their mtime: the time they were set aside)."""
+        files = nbytes = 0
+        try:
+            entries = list(os.scandir(self.quarantine_dir))
+        except FileNotFoundError:
+            return 0, 0
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            in_progress = entry.name.startswith(".")  # being written (or left by a crash while it was)
+            if (cutoff is None and in_progress) or (cutoff is not None and st.st_mtime > cutoff):
+                continue
+            files += 1
+            nbytes += st.st_size
+            if remove:
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise self._error(exc, "clearing the quarantine") from exc
+        return files, nbytes
 
     def iter_temp_files(self) -> Iterator[tuple[Path, float]]:
         """Entries of ``tmp/`` that no writer's lock names (an older labvault's, an import's staging)."""
