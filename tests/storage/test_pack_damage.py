@@ -258,3 +258,18 @@ def test_cli_fsck_reports_the_quarantine_and_gc_quarantine_clears_it(cli: Cli, p
     gc = json.loads(cli("gc", "--quarantine", "--grace", "0", "--json").stdout)
     assert gc["quarantine_removed"] == {"count": 1, "bytes": 48}
     assert json.loads(cli("fsck", "--json").stdout)["quarantine"] == {"count": 0, "bytes": 0}
+
+
+def test_gc_compaction_keeps_an_object_whose_index_row_is_wrong(vault: Vault) -> None:
+    digests = _fill(vault.objects)
+    for digest in digests[: RECORDS * 2 // 3]:  # mostly dead space: gc rewrites the pack
+        vault.objects.delete(digest)
+    kept = digests[-5]
+    vault.close()
+    with sqlite3.connect(vault.objects.packs.index_path) as conn:
+        conn.execute("UPDATE objects SET offset = offset + 2 WHERE digest = ?", (bytes.fromhex(kept.hex),))
+    conn.close()
+    with Vault.open(vault.dir) as again:
+        assert again.maintenance.gc(grace=3600).pack_bytes_reclaimed > 0
+        assert _readable(again.objects, digests) == list(range(RECORDS * 2 // 3, RECORDS))
+        assert list(again.objects.quarantine_dir.iterdir()) == []

@@ -28,9 +28,9 @@ def repair_rows(conn: sqlite3.Connection, packs_dir: Path, pack: int) -> set[byt
     A wrong row is moved to where a sound record of its digest is (in this pack, else in another),
     dropped when a sound record of another digest is where it points (a mangled copy of that
     record's row), else dropped and recorded as damage claiming its digest, so that ``fsck``
-    reports the object as corrupt: the returned digests. Sound records of this pack that no row
-    names (the record a mangled row belonged to) are indexed again, as of the pack's last write; one
-    nothing refers to is an orphan, which gc collects.
+    reports the object as corrupt: the returned digests. A sound record a wrong row points at that no
+    row names (the record a mangled row belonged to) is indexed again, as of the pack's last write.
+    Other records no row names are left alone: they are what gc deleted.
     """
     rows = [
         (bytes(d), int(o), int(s))
@@ -65,10 +65,11 @@ def repair_rows(conn: sqlite3.Connection, packs_dir: Path, pack: int) -> set[byt
                     "INSERT OR IGNORE INTO damage (pack, start, stop, claimed) VALUES (?, ?, ?, ?)",
                     (pack, offset - HEADER_SIZE, offset + size, digest),
                 )
-        if found is not None:
+        if found is not None:  # the records the wrong rows point at, when no row names them (a mangled digest)
+            owners = {named[o][0] for _, o, _ in wrong if o in named and sound.get(named[o][0]) == (o, named[o][1])}
             conn.executemany(
                 "INSERT OR IGNORE INTO objects (digest, pack, offset, size, mtime) VALUES (?, ?, ?, ?, ?)",
-                [(d, pack, o, s, written) for d, (o, s) in sound.items()],
+                [(d, pack, *sound[d], written) for d in owners],
             )
     return lost
 

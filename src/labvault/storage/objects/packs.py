@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import secrets
 import sqlite3
@@ -41,6 +42,7 @@ from labvault.storage.objects.packfile import (
     transaction,
 )
 from labvault.storage.objects.packindex import PackIndex, translate_sqlite_errors
+from labvault.storage.objects.packrows import repair_rows
 
 __all__ = ["PACK_TARGET", "PackStore"]
 
@@ -280,20 +282,17 @@ class PackStore(PackIndex):
     def _rewrite(
         self, conn: sqlite3.Connection, pack: int, name: str, size: int, verify: Callable[[str, bytes], bool]
     ) -> int:
-        rows = conn.execute(
-            "SELECT digest, offset, size FROM objects WHERE pack = ? ORDER BY offset", (pack,)
-        ).fetchall()
+        with open(self.dir / name, "rb", buffering=0) as src:
+            records = self._live_records(conn, pack, src.fileno())
         moved: list[tuple[int, int, bytes]] = []
         writer: _Writer | None = None
-        if rows:
+        if records:
             writer = self._new_pack()
-            with open(self.dir / name, "rb", buffering=0) as src:
-                for digest, offset, length in rows:
-                    data = os.pread(src.fileno(), length, offset)
-                    if not verify(digest.hex(), data):
-                        continue
-                    self._append_to(writer, digest, data)
-                    moved.append((writer.pack_id, writer.end - length, digest))
+            for digest, data in records:
+                if not verify(digest.hex(), data):
+                    continue
+                self._append_to(writer, digest, data)
+                moved.append((writer.pack_id, writer.end - len(data), digest))
             self._flush(writer)
             os.fdatasync(writer.fd)
             fsync_dir(self.dir)
@@ -311,6 +310,33 @@ class PackStore(PackIndex):
         os.unlink(self.dir / name)
         new_size = writer.end if writer is not None else 0
         return size - new_size
+
+    def _live_records(self, conn: sqlite3.Connection, pack: int, fd: int) -> list[tuple[bytes, bytes]]:
+        """``(digest, bytes)`` of the records the index rows of a pack point at, rows checked first.
+
+        A row the record header at its offset does not confirm (and whose bytes do not hash) is
+        wrong, not its object: the pack's rows are re-derived from the pack before anything is
+        copied, so that a wrong row never gets an intact object left out (``packrows.py``).
+        """
+        for attempt in range(2):
+            rows = conn.execute(
+                "SELECT digest, offset, size FROM objects WHERE pack = ? ORDER BY offset", (pack,)
+            ).fetchall()
+            records: list[tuple[bytes, bytes]] = []
+            for digest, offset, length in rows:
+                record = os.pread(fd, HEADER_SIZE + length, offset - HEADER_SIZE) if offset >= HEADER_SIZE else b""
+                data = record[HEADER_SIZE:]
+                if (
+                    attempt == 0
+                    and not record.startswith(HEADER.pack(RECORD_MAGIC, digest, length))
+                    and hashlib.sha256(data).digest() != digest
+                ):
+                    repair_rows(conn, self.dir, pack)
+                    break
+                records.append((bytes(digest), data))
+            else:
+                return records
+        return records
 
     @staticmethod
     def _append_to(writer: _Writer, digest: bytes, data: bytes) -> None:
