@@ -273,3 +273,14 @@ def test_gc_compaction_keeps_an_object_whose_index_row_is_wrong(vault: Vault) ->
         assert again.maintenance.gc(grace=3600).pack_bytes_reclaimed > 0
         assert _readable(again.objects, digests) == list(range(RECORDS * 2 // 3, RECORDS))
         assert list(again.objects.quarantine_dir.iterdir()) == []
+
+
+def test_a_damaged_pack_id_in_many_index_rows_is_repaired_by_one_scan(vault: Vault) -> None:
+    digests = _fill(vault.objects)
+    vault.close()
+    with sqlite3.connect(vault.objects.packs.index_path) as conn:
+        conn.execute("UPDATE objects SET pack = pack + 1000")  # a whole page of rows naming no pack
+    conn.close()
+    with Vault.open(vault.dir) as again:
+        assert _readable(again.objects, digests) == list(range(RECORDS))
+        assert again.maintenance.fsck().clean

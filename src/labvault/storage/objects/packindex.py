@@ -185,7 +185,8 @@ class PackIndex:
                 if hashlib.sha256(data).digest() == digest:
                     return data  # its framing is damaged (fsck reports it), its bytes are intact
             if repaired:
-                raise IntegrityError(f"object sha256:{hexd} cannot be found in its pack", hint="run `labvault fsck`")
+                where_to = "is in a pack file that is missing" if gone else "cannot be found in its pack"
+                raise IntegrityError(f"object sha256:{hexd} {where_to}", hint="run `labvault fsck`")
             repaired = True
             with self._recover_lock:
                 lost = repair_rows(self._db(), self.dir, pack)

@@ -20,6 +20,7 @@ from labvault.storage.objects.packfile import HEADER, HEADER_SIZE, PACK_MAGIC, R
 __all__ = ["repair_rows"]
 
 Location = tuple[int, int, int]  # pack, offset of the bytes, size
+_FEW = 16  # up to this many digests to find, each is looked for by its marker; more, by a full scan
 
 
 def repair_rows(conn: sqlite3.Connection, packs_dir: Path, pack: int) -> set[bytes]:
@@ -41,11 +42,14 @@ def repair_rows(conn: sqlite3.Connection, packs_dir: Path, pack: int) -> set[byt
     named: dict[int, tuple[bytes, int]] = {}  # offset -> what the record header there names
     written = 0.0
     if found is not None:
-        sound, named, written = _records(packs_dir / str(found[0]), int(found[1]))
+        scanned = _records(packs_dir / str(found[0]), int(found[1]))
+        if scanned is None:  # the pack file is gone: a lost pack, which fsck reports, not wrong rows
+            return set()
+        sound, named, written = scanned
     wrong = [(d, o, s) for d, o, s in rows if sound.get(d) != (o, s) and named.get(o) != (d, s)]
     if not wrong:
         return set()
-    elsewhere = {d: loc for d, _, _ in wrong if d not in sound and (loc := _find(conn, packs_dir, pack, d))}
+    elsewhere = _find(conn, packs_dir, pack, {d for d, _, _ in wrong if d not in sound})
     lost: set[bytes] = set()
     with transaction(conn):
         if conn.execute("SELECT 1 FROM packs WHERE id = ?", (pack,)).fetchone() is None:
@@ -74,12 +78,12 @@ def repair_rows(conn: sqlite3.Connection, packs_dir: Path, pack: int) -> set[byt
     return lost
 
 
-def _records(path: Path, end: int) -> tuple[dict[bytes, tuple[int, int]], dict[int, tuple[bytes, int]], float]:
+def _records(path: Path, end: int) -> tuple[dict[bytes, tuple[int, int]], dict[int, tuple[bytes, int]], float] | None:
     """The sound records of a pack up to ``end`` (digest -> offset, size), what each header names, its mtime."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        return {}, {}, 0.0
+        return None
     try:
         st = os.fstat(fd)
         stop = min(st.st_size, end)  # past indexed_end: a live writer's batch, not indexed yet
@@ -98,10 +102,17 @@ def _records(path: Path, end: int) -> tuple[dict[bytes, tuple[int, int]], dict[i
         os.close(fd)
 
 
-def _find(conn: sqlite3.Connection, packs_dir: Path, skip: int, digest: bytes) -> Location | None:
-    """A sound record of ``digest`` in a pack other than ``skip`` (a row whose pack is wrong)."""
-    marker = RECORD_MAGIC + digest
-    for pack, name, end in conn.execute("SELECT id, name, indexed_end FROM packs WHERE id != ?", (skip,)).fetchall():
+def _find(conn: sqlite3.Connection, packs_dir: Path, skip: int, wanted: set[bytes]) -> dict[bytes, Location]:
+    """Sound records of ``wanted`` digests in packs other than ``skip`` (rows whose pack is wrong).
+
+    A few digests are looked for by their record marker; many (a pack id damaged in a whole page of
+    rows) by one scan of each pack, so the cost stays one read of the store at most.
+    """
+    out: dict[bytes, Location] = {}
+    packs = conn.execute("SELECT id, name, indexed_end FROM packs WHERE id != ?", (skip,)).fetchall() if wanted else []
+    for pack, name, end in packs:
+        if not wanted - out.keys():
+            break
         try:
             fd = os.open(packs_dir / str(name), os.O_RDONLY)
         except FileNotFoundError:
@@ -111,13 +122,27 @@ def _find(conn: sqlite3.Connection, packs_dir: Path, skip: int, digest: bytes) -
             if stop <= len(PACK_MAGIC):
                 continue
             with mmap.mmap(fd, stop, access=mmap.ACCESS_READ) as view:
-                at = view.find(marker, len(PACK_MAGIC))
-                while at >= 0:
-                    size = HEADER.unpack_from(view, at)[2] if at + HEADER_SIZE <= stop else -1
-                    body = at + HEADER_SIZE
-                    if 0 <= size <= stop - body and hashlib.sha256(view[body : body + size]).digest() == digest:
-                        return int(pack), body, size
-                    at = view.find(marker, at + 1)
+                if len(wanted) > _FEW:
+                    records, damage = scan(view, len(PACK_MAGIC), stop)
+                    records += [d.salvaged for d in damage if d.salvaged is not None]
+                    out |= {d: (int(pack), o, n) for d, o, n in records if d in wanted and d not in out}
+                    continue
+                for digest in wanted - out.keys():
+                    if (at := _marker(view, digest, stop)) is not None:
+                        out[digest] = (int(pack), *at)
         finally:
             os.close(fd)
+    return out
+
+
+def _marker(view: mmap.mmap, digest: bytes, stop: int) -> tuple[int, int] | None:
+    """``(offset, size)`` of a sound record of ``digest``, found by its marker."""
+    marker = RECORD_MAGIC + digest
+    at = view.find(marker, len(PACK_MAGIC))
+    while at >= 0:
+        size = HEADER.unpack_from(view, at)[2] if at + HEADER_SIZE <= stop else -1
+        body = at + HEADER_SIZE
+        if 0 <= size <= stop - body and hashlib.sha256(view[body : body + size]).digest() == digest:
+            return body, size
+        at = view.find(marker, at + 1)
     return None
