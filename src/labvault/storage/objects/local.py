@@ -46,6 +46,7 @@ from labvault.storage.objects.fileio import (
 from labvault.storage.objects.fileio import sha256_file as _sha256_hex
 from labvault.storage.objects.packs import PackStore
 from labvault.storage.objects.protocol import MaterializeMode
+from labvault.storage.objects.quarantine import sweep_quarantine
 from labvault.storage.objects.tempfiles import TempFiles
 from labvault.storage.space import translate_os_error
 
@@ -421,30 +422,10 @@ class LocalObjectStore:
         return self.temps.sweep(remove=remove)
 
     def sweep_quarantine(self, *, cutoff: float | None, remove: bool) -> tuple[int, int]:
-        """Files in ``quarantine/`` set aside before ``cutoff`` (their mtime: the time they were set aside)."""
-        files = nbytes = 0
         try:
-            entries = list(os.scandir(self.quarantine_dir))
-        except FileNotFoundError:
-            return 0, 0
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            in_progress = entry.name.startswith(".")  # being written (or left by a crash while it was)
-            if (cutoff is None and in_progress) or (cutoff is not None and st.st_mtime > cutoff):
-                continue
-            files += 1
-            nbytes += st.st_size
-            if remove:
-                try:
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    raise self._error(exc, "clearing the quarantine") from exc
-        return files, nbytes
+            return sweep_quarantine(self.quarantine_dir, cutoff=cutoff, remove=remove)
+        except OSError as exc:
+            raise self._error(exc, "clearing the quarantine") from exc
 
     def iter_temp_files(self) -> Iterator[tuple[Path, float]]:
         """Entries of ``tmp/`` that no writer's lock names (an older labvault's, an import's staging)."""
