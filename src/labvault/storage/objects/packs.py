@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labvault.storage.objects.fileio import SMALL
 from labvault.storage.objects.packfile import (
     HEADER,
     HEADER_SIZE,
@@ -324,7 +325,8 @@ class PackStore(PackIndex):
             ).fetchall()
             records: list[tuple[bytes, bytes]] = []
             for digest, offset, length in rows:
-                record = os.pread(fd, HEADER_SIZE + length, offset - HEADER_SIZE) if offset >= HEADER_SIZE else b""
+                plausible = offset >= HEADER_SIZE + len(PACK_MAGIC) and 0 <= length <= SMALL
+                record = os.pread(fd, HEADER_SIZE + length, offset - HEADER_SIZE) if plausible else b""
                 data = record[HEADER_SIZE:]
                 if (
                     attempt == 0
