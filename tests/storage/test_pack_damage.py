@@ -286,13 +286,13 @@ def test_a_damaged_pack_id_in_many_index_rows_is_repaired_by_one_scan(vault: Vau
         assert again.maintenance.fsck().clean
 
 
-def test_an_absurd_size_in_an_index_row_is_a_wrong_row_for_gc(vault: Vault) -> None:
+def test_an_impossible_offset_in_an_index_row_is_a_wrong_row_for_gc(vault: Vault) -> None:
     digests = _fill(vault.objects)
     for digest in digests[:80]:
         vault.objects.delete(digest)
     vault.close()
-    with sqlite3.connect(vault.objects.packs.index_path) as conn:  # a flipped high bit: 32 TiB, never read
-        conn.execute("UPDATE objects SET size = size + ? WHERE digest = ?", (1 << 45, bytes.fromhex(digests[95].hex)))
+    with sqlite3.connect(vault.objects.packs.index_path) as conn:  # inside the pack header: no record starts there
+        conn.execute("UPDATE objects SET offset = 3 WHERE digest = ?", (bytes.fromhex(digests[95].hex),))
     conn.close()
     with Vault.open(vault.dir) as again:
         assert again.maintenance.gc(grace=3600).pack_bytes_reclaimed > 0  # the row is repaired before the copy
