@@ -218,6 +218,8 @@ class Vault:
 
     # -- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
+        if isinstance(self.objects, LocalObjectStore):  # a held pack is skipped by gc and recovery
+            self.objects.close()
         if "meta" in self.__dict__:
             self.meta.dispose()
 

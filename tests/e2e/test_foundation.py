@@ -226,6 +226,7 @@ def test_fsck_json_and_exit_1_on_corruption(cli: Cli, inited: Path) -> None:
         "quarantined": [],
         "problems": [],
         "stale_temp_files": {"count": 0, "bytes": 0},
+        "quarantine": {"count": 0, "bytes": 0},
     }
     human = cli("fsck")
     assert "no problems" in human.stderr
@@ -252,6 +253,7 @@ def test_gc_dry_run_grace_and_json(cli: Cli, inited: Path) -> None:
         "kept_young": 1,
         "temp_files_removed": 0,
         "pack_bytes_reclaimed": 0,
+        "quarantine_removed": {"count": 0, "bytes": 0},
     }
     dry = json.loads(cli("gc", "--dry-run", "--grace", "0", "--json").stdout)
     assert dry["dry_run"] is True

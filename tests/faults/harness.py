@@ -202,7 +202,6 @@ def assert_fsck_clean(project: Path) -> int:
     """fsck through a fresh open of the vault (as the next command would); returns the objects it checked."""
     with Vault.open(project) as vault:
         report = vault.maintenance.fsck()
-        vault.objects.packs.close()
     assert report.clean, report
     return report.checked
 

@@ -43,7 +43,6 @@ def _open(project: Path) -> Iterator[Vault]:
     try:
         yield vault
     finally:
-        vault.objects.packs.close()  # Vault.close leaves the object store's pack writer open
         vault.close()
 
 

@@ -3,12 +3,14 @@ several processes at once, and bad packs met on the way."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from labvault.errors import IntegrityError, NotFound
 from labvault.refs import Digest
 from labvault.storage.objects.local import LocalObjectStore
+from labvault.storage.objects.packfile import NEW_SUFFIX, lock_pack
 from labvault.storage.objects.packs import HEADER_SIZE, PACK_MAGIC
 from labvault.vault import Vault
 from tests.corruption import age_object, corrupt_object
@@ -225,3 +228,78 @@ def test_a_format_1_vault_is_read_as_is_and_marked_format_2(tmp_path: Path) -> N
     assert not reopened.objects.is_packed(loose)
     assert reopened.objects.is_packed(reopened.objects.put_bytes(b"new"))
     reopened.close()
+
+
+def test_closing_a_vault_lets_go_of_its_packs_so_gc_can_compact_them(tmp_path: Path) -> None:
+    vault, _ = Vault.init(tmp_path)
+    digests = [vault.objects.put_bytes(b"object %d " % i * 50) for i in range(40)]  # a batch each
+    worker = threading.Thread(target=lambda: vault.objects.put_bytes(b"from another thread"))
+    worker.start()
+    worker.join()
+    for digest in digests[:30]:
+        vault.objects.delete(digest)
+    vault.close()
+
+    for pack in (p for p in vault.objects.packs.dir.iterdir() if p.suffix == ".pack"):
+        fd = lock_pack(pack)
+        assert fd is not None, f"{pack.name} is still held after Vault.close()"
+        os.close(fd)
+    other = LocalObjectStore(vault.dir)
+    assert other.compact() > 0
+    assert [other.get_bytes(d) for d in digests[30:]] == [b"object %d " % i * 50 for i in range(30, 40)]
+    assert other.get_bytes(sha(b"from another thread")) == b"from another thread"
+    other.close()
+
+
+def test_a_closed_store_can_still_be_used(store: LocalObjectStore) -> None:
+    store.put_bytes(b"before")
+    store.close()
+    store.close()
+    assert store.put_bytes(b"after") == sha(b"after")
+    assert store.get_bytes(sha(b"before")) == b"before"
+    store.close()
+
+
+def test_recovery_in_another_process_never_takes_a_pack_being_created(
+    store: LocalObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a new pack's creation and its writer's flock, recovery elsewhere may lock every pack
+    it sees; the writer must not find its own pack taken."""
+    real_flock = fcntl.flock
+    held: list[int] = []
+
+    def recovery_runs_first(fd: int, operation: int) -> None:
+        if not held and os.readlink(f"/proc/self/fd/{fd}").startswith(str(store.packs.dir)):
+            for pack in store.packs.dir.glob("pack-*.pack"):  # as recover_all elsewhere would, right now
+                other = os.open(pack, os.O_RDWR)
+                real_flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(other)
+            held.append(-1)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", recovery_runs_first)
+    try:
+        assert store.put_bytes(b"first object") == sha(b"first object")
+    finally:
+        for fd in held:
+            if fd >= 0:
+                os.close(fd)
+    monkeypatch.undo()
+    assert held, "the writer never locked a new pack"
+    store.close()
+    assert LocalObjectStore(store.vault_dir).get_bytes(sha(b"first object")) == b"first object"
+
+
+def test_a_new_pack_left_by_a_killed_writer_is_removed_once_old(store: LocalObjectStore) -> None:
+    store.put_bytes(b"kept")
+    store.close()
+    left = store.packs.dir / f"pack-{'0' * 16}-dead.pack{NEW_SUFFIX}"
+    left.write_bytes(PACK_MAGIC)  # killed between creating it and renaming it into view
+    young = store.packs.dir / f"pack-{'1' * 16}-live.pack{NEW_SUFFIX}"
+    young.write_bytes(PACK_MAGIC)
+    os.utime(left, (OLD, OLD))
+    again = LocalObjectStore(store.vault_dir)
+    assert again.get_bytes(sha(b"kept")) == b"kept"
+    assert not left.exists()
+    assert young.exists()  # its writer may be about to rename it
+    again.close()

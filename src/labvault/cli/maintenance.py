@@ -50,7 +50,8 @@ def fsck(json_output: bool = JSON) -> None:
     """Re-hash every object, read every pack's framing, and check that every object the metadata refers to is present.
 
     Corrupt objects are moved to the quarantine folder and never served again. Temp files that
-    killed writers left are counted (gc removes them). Exits 1 if anything is corrupt or missing,
+    killed writers left, and the files in the quarantine folder, are counted (`gc` and
+    `gc --quarantine` remove them). Exits 1 if anything is corrupt or missing,
     or a pack is damaged.
     """
     with open_vault() as vault, progress("checking objects", None) as advance:
@@ -69,6 +70,7 @@ def fsck(json_output: bool = JSON) -> None:
                 "quarantined": [str(d) for d in report.quarantined],
                 "problems": list(report.problems),
                 "stale_temp_files": {"count": report.stale_temp_files, "bytes": report.stale_temp_bytes},
+                "quarantine": {"count": report.quarantine_files, "bytes": report.quarantine_bytes},
             }
         )
     else:
@@ -83,6 +85,11 @@ def fsck(json_output: bool = JSON) -> None:
             OUTPUT.line(
                 f"note     {report.stale_temp_files} temp files of killed writers "
                 f"({human_bytes(report.stale_temp_bytes)}) in tmp/; `labvault gc` removes them"
+            )
+        if report.quarantine_files:
+            OUTPUT.line(
+                f"note     {report.quarantine_files} files ({human_bytes(report.quarantine_bytes)}) in quarantine/; "
+                "`labvault gc --quarantine` removes those older than its grace period"
             )
         OUTPUT.info(
             f"checked {report.checked} objects ({human_bytes(report.bytes_checked)}): "
@@ -101,18 +108,22 @@ def gc(
     grace: str = typer.Option(
         "14d", "--grace", help="Keep unreferenced objects younger than this (e.g. 0, 30m, 12h, 14d)."
     ),
+    quarantine: bool = typer.Option(
+        False, "--quarantine", help="Also remove files set aside in the quarantine folder longer ago than --grace."
+    ),
     json_output: bool = JSON,
 ) -> None:
     """Delete objects that nothing refers to and that are older than the grace period.
 
     Also removes temp files no live writer holds, and rewrites packs that are mostly dead space or
-    damaged.
+    damaged. With --quarantine, also removes quarantined files (corrupt objects and damaged pack
+    bytes set aside) older than the grace period; keep them while you may still want to inspect them.
     """
     from labvault.services.maintenance import parse_duration
 
     seconds = parse_duration(grace)
     with open_vault() as vault:
-        report = vault.maintenance.gc(grace=seconds, dry_run=dry_run)
+        report = vault.maintenance.gc(grace=seconds, dry_run=dry_run, quarantine=quarantine)
     if json_output:
         print_json(
             {
@@ -123,6 +134,7 @@ def gc(
                 "kept_young": report.kept_young,
                 "temp_files_removed": report.temp_files_removed,
                 "pack_bytes_reclaimed": report.pack_bytes_reclaimed,
+                "quarantine_removed": {"count": report.quarantine_removed, "bytes": report.quarantine_bytes_removed},
             }
         )
         return
@@ -134,6 +146,11 @@ def gc(
         f"{verb} {len(report.deleted)} objects ({human_bytes(report.bytes_freed)}); kept "
         f"{report.kept_referenced} referenced and {report.kept_young} younger than {grace}"
     )
+    if quarantine:
+        OUTPUT.line(
+            f"{'would remove' if dry_run else 'removed'} {report.quarantine_removed} quarantined files "
+            f"({human_bytes(report.quarantine_bytes_removed)}) older than {grace}"
+        )
 
 
 def register(app: typer.Typer) -> None:

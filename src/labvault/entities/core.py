@@ -58,6 +58,8 @@ class FsckReport:
     problems: tuple[str, ...] = field(default=())  # other findings, one line each
     stale_temp_files: int = 0  # temp files no live writer holds (gc removes them; not a problem)
     stale_temp_bytes: int = 0
+    quarantine_files: int = 0  # files in quarantine/ (`gc --quarantine` removes old ones; not a problem)
+    quarantine_bytes: int = 0
 
     @property
     def clean(self) -> bool:
@@ -73,3 +75,5 @@ class GcReport:
     kept_young: int
     temp_files_removed: int
     pack_bytes_reclaimed: int = 0  # dead space cut out of packs by rewriting them
+    quarantine_removed: int = 0  # quarantined files older than the grace period (`--quarantine`)
+    quarantine_bytes_removed: int = 0

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from labvault.entities import FsckReport, GcReport
-from labvault.errors import IntegrityError, ValidationError
+from labvault.entities import FsckReport, GcReport, ObjectInfo
+from labvault.errors import IntegrityError, NotFound, ValidationError
 from labvault.refs import Digest
 from labvault.services.snapshots.flat import check_tree_caches
 from labvault.services.snapshots.sizes import manifest_size_problems
@@ -92,7 +92,7 @@ class Maintenance:
         nbytes = 0
         # hashlib releases the GIL on large buffers, so two threads use both cores on big objects.
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for info, ok in zip(infos, pool.map(lambda i: self._objects.verify(i.digest), infos), strict=True):
+            for info, ok in zip(infos, pool.map(self._verify, infos), strict=True):
                 done += 1
                 nbytes += info.size
                 if not ok:
@@ -113,9 +113,12 @@ class Maintenance:
             problems.append(f"metadata database: {verdict}")
         stale_files, stale_bytes = self._objects.sweep_dead_temp_files(remove=False)
         problems += check_tree_caches(self._objects, self._vault_dir)
+        quarantine_files, quarantine_bytes = self._objects.sweep_quarantine(cutoff=None, remove=False)
         return FsckReport(
             stale_temp_files=stale_files,
             stale_temp_bytes=stale_bytes,
+            quarantine_files=quarantine_files,
+            quarantine_bytes=quarantine_bytes,
             checked=total,
             bytes_checked=nbytes,
             corrupt=tuple(corrupt),
@@ -123,6 +126,12 @@ class Maintenance:
             quarantined=tuple(corrupt),
             problems=tuple(problems),
         )
+
+    def _verify(self, info: ObjectInfo) -> bool:
+        try:
+            return self._objects.verify(info.digest)
+        except NotFound:  # gone since it was listed: a concurrent gc, or an index row found wrong and dropped
+            return True
 
     def owners_of(self, digest: Digest) -> list[str]:
         return self.owners_of_each([digest])[digest.hex]
@@ -132,11 +141,14 @@ class Maintenance:
         owners = self._live().owners if digests else {}
         return {d.hex: sorted(owners.get(d.hex, [])) for d in digests}
 
-    def gc(self, *, grace: float, dry_run: bool = False, lock_timeout: float = 60.0) -> GcReport:
+    def gc(
+        self, *, grace: float, dry_run: bool = False, quarantine: bool = False, lock_timeout: float = 60.0
+    ) -> GcReport:
         """Delete unreferenced objects older than ``grace`` seconds, and stale temp files.
 
         Temp files no live writer holds go at any age; other entries of ``tmp/`` (an older
-        labvault's temp files) once older than ``grace``.
+        labvault's temp files) once older than ``grace``. With ``quarantine``, files set aside in
+        the quarantine more than ``grace`` ago go too.
 
         Holds the gc lock exclusively: a writer that re-puts (and so refreshes) an object holds it
         shared, so it can never be deleted between the check and the delete.
@@ -174,6 +186,9 @@ class Maintenance:
                         shutil.rmtree(path, ignore_errors=True)
                     elif not dry_run:
                         path.unlink(missing_ok=True)
+            cleared = (0, 0)
+            if quarantine:
+                cleared = self._objects.sweep_quarantine(cutoff=cutoff, remove=not dry_run)
         return GcReport(
             dry_run=dry_run,
             deleted=tuple(deleted),
@@ -182,4 +197,6 @@ class Maintenance:
             kept_young=young,
             temp_files_removed=temps,
             pack_bytes_reclaimed=reclaimed,
+            quarantine_removed=cleared[0],
+            quarantine_bytes_removed=cleared[1],
         )

@@ -46,6 +46,7 @@ from labvault.storage.objects.fileio import (
 from labvault.storage.objects.fileio import sha256_file as _sha256_hex
 from labvault.storage.objects.packs import PackStore
 from labvault.storage.objects.protocol import MaterializeMode
+from labvault.storage.objects.quarantine import sweep_quarantine
 from labvault.storage.objects.tempfiles import TempFiles
 from labvault.storage.space import translate_os_error
 
@@ -299,7 +300,10 @@ class LocalObjectStore:
 
     def verify(self, digest: Digest) -> bool:
         """Re-hash a stored object; False (and quarantined) if its bytes do not match its name."""
-        data = self.packs.read(digest.hex)
+        try:
+            data = self.packs.read(digest.hex)
+        except IntegrityError:  # its pack record is lost, recorded as damage: nothing left to quarantine
+            return False
         if data is not None:
             actual = hashlib.sha256(data).hexdigest()
         else:
@@ -383,6 +387,7 @@ class LocalObjectStore:
         target = self.quarantine_dir / f"{digest.hex}.{time.time_ns()}"
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path_of(digest), target)
+            os.utime(target)  # when it was set aside, for `gc --quarantine`'s grace period
         return target
 
     def _quarantine_bytes(self, hexd: str, data: bytes) -> Path:
@@ -408,6 +413,11 @@ class LocalObjectStore:
             )
         return NotFound(f"object {digest} is not stored", hint="list objects with `labvault object ls`")
 
+    def close(self) -> None:
+        """Let go of the packs this store writes to, its index connections and its temp-file lock."""
+        self.packs.close_all()
+        self.temps.close()
+
     # -- maintenance helpers ------------------------------------------------------------------
     def gc_lock(self, *, timeout: float) -> AbstractContextManager[None]:
         return file_lock(self.gc_lock_path, timeout=timeout, what="the object store (a writer)")
@@ -420,6 +430,12 @@ class LocalObjectStore:
 
     def sweep_dead_temp_files(self, *, remove: bool) -> tuple[int, int]:
         return self.temps.sweep(remove=remove)
+
+    def sweep_quarantine(self, *, cutoff: float | None, remove: bool) -> tuple[int, int]:
+        try:
+            return sweep_quarantine(self.quarantine_dir, cutoff=cutoff, remove=remove)
+        except OSError as exc:
+            raise self._error(exc, "clearing the quarantine") from exc
 
     def iter_temp_files(self) -> Iterator[tuple[Path, float]]:
         """Entries of ``tmp/`` that no writer's lock names (an older labvault's, an import's staging)."""

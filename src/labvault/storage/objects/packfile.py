@@ -29,6 +29,7 @@ from pathlib import Path
 __all__ = [
     "HEADER",
     "HEADER_SIZE",
+    "NEW_SUFFIX",
     "PACK_MAGIC",
     "RECORD_MAGIC",
     "Damage",
@@ -45,6 +46,8 @@ PACK_MAGIC = b"LVPACK2\n"
 RECORD_MAGIC = b"LVOB"
 HEADER = struct.Struct("<4s32sQ")  # magic, sha256, size
 HEADER_SIZE = HEADER.size
+NEW_SUFFIX = ".new"  # a pack being created, locked by its writer before it is renamed into view
+_STALE_NEW = 3600.0  # a new pack no writer holds after this long was left by a killed writer
 
 Record = tuple[bytes, int, int]  # digest, offset of its bytes, size
 
@@ -197,9 +200,11 @@ def recover_all(conn: sqlite3.Connection, packs_dir: Path, quarantine: Path) -> 
             if held:  # a pack created just before a crash, its folder entry never durable, held nothing
                 lost.append(name)
     try:
-        names = [n for n in os.listdir(packs_dir) if n.startswith("pack-") and n.endswith(".pack")]
+        listed = os.listdir(packs_dir)
     except FileNotFoundError:
         return lost
+    _sweep_new(packs_dir, [n for n in listed if n.startswith("pack-") and n.endswith(NEW_SUFFIX)])
+    names = [n for n in listed if n.startswith("pack-") and n.endswith(".pack")]
     for name in names:
         path = packs_dir / name
         pack: int | None
@@ -218,6 +223,23 @@ def recover_all(conn: sqlite3.Connection, packs_dir: Path, quarantine: Path) -> 
         finally:
             os.close(fd)
     return lost
+
+
+def _sweep_new(packs_dir: Path, names: list[str]) -> None:
+    """Remove new packs left by killed writers (they hold a header at most, never a record)."""
+    for name in names:
+        path = packs_dir / name
+        try:
+            if time.time() - os.stat(path).st_mtime < _STALE_NEW:
+                continue
+        except FileNotFoundError:
+            continue
+        fd = lock_pack(path)
+        if fd is not None:  # else its writer is alive and renames it soon
+            try:
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
 
 
 def recover(conn: sqlite3.Connection, pack: int | None, fd: int, *, name: str, quarantine: Path) -> int | None:

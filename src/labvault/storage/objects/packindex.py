@@ -2,14 +2,15 @@
 
 ``objects/packs/index.sqlite`` (WAL, ``synchronous=NORMAL``) maps a digest to its pack, offset, size
 and last-put time, and each pack to how far it is indexed. It is derived data: on first opening it,
-a process re-indexes what the packs hold past it (``packfile.recover_all``). Writing and compaction
-are in ``packs.py``.
+a process re-indexes what the packs hold past it (``packfile.recover_all``), and a read checks its
+row against the record header it points at (``packrows.py``). Writing and compaction are in ``packs.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import mmap
 import os
 import sqlite3
@@ -20,15 +21,19 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from labvault.errors import IntegrityError, StorageError
+from labvault.storage.objects.fileio import SMALL
 from labvault.storage.objects.packfile import (
+    HEADER,
     HEADER_SIZE,
     PACK_MAGIC,
+    RECORD_MAGIC,
     Damage,
     quarantine_span,
     recover_all,
     scan,
     transaction,
 )
+from labvault.storage.objects.packrows import repair_rows
 from labvault.storage.space import disk_full, is_full
 
 __all__ = ["PackIndex", "translate_sqlite_errors"]
@@ -54,6 +59,9 @@ CREATE TABLE IF NOT EXISTS damage (
     PRIMARY KEY (pack, start)
 );
 """
+
+_FIRST_RECORD = len(PACK_MAGIC) + HEADER_SIZE  # no record's bytes start before this
+_header = HEADER.pack
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -99,10 +107,12 @@ class PackIndex:
         self._seen = False
         self.lost: list[str] = []  # pack files the index listed that were gone (fsck reports them)
         self._recover_lock = threading.Lock()
+        self._conns: list[tuple[int, sqlite3.Connection]] = []  # (pid, conn) of every thread
+        self._generation = 0  # bumped by close_all(): a thread's connection from before it is closed
 
     def _db(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid != os.getpid():  # forked: never share a connection
+        if conn is not None and self._local.key != (os.getpid(), self._generation):  # forked, or closed
             conn = self._local.conn = None
         if conn is None:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +122,9 @@ class PackIndex:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
             self._local.conn = conn
-            self._local.pid = os.getpid()
+            self._local.key = (os.getpid(), self._generation)
+            with self._fds_lock:
+                self._conns.append((os.getpid(), conn))
             if not self._recovered:
                 with self._recover_lock:
                     if not self._recovered:
@@ -143,23 +155,47 @@ class PackIndex:
 
     @translate_sqlite_errors
     def read(self, hexd: str) -> bytes | None:
-        """The stored bytes of a packed object (unverified), or None if it is not packed."""
-        for attempt in range(2):
+        """The stored bytes of a packed object (unverified), or None if it is not packed.
+
+        The index is not trusted: the record header at the row's offset must name the digest and
+        the size (read with the bytes, in one ``pread``), or the bytes must hash to the digest (a
+        record whose framing alone is damaged). Otherwise the row is wrong, not the object: the
+        pack's rows are re-derived from the pack (``packrows.repair_rows``) and the read retried.
+        """
+        digest = bytes.fromhex(hexd)
+        repaired = gone = False
+        while True:
             where = self.lookup(hexd)
             if where is None:
                 return None
             pack, offset, size, _ = where
-            try:
-                data = os.pread(self._read_fd(pack), size, offset)
-            except FileNotFoundError:  # compacted away meanwhile: the index now points elsewhere
-                self._forget_fd(pack)
-                if attempt:
-                    raise IntegrityError(
-                        f"object sha256:{hexd} is in a pack file that is missing", hint="run `labvault fsck`"
-                    ) from None
-                continue
-            return data
-        return None
+            record = b""
+            if offset >= _FIRST_RECORD and 0 <= size <= SMALL:  # else the row cannot be right
+                try:
+                    record = os.pread(self._read_fd(pack), HEADER_SIZE + size, offset - HEADER_SIZE)
+                except FileNotFoundError:  # compacted away meanwhile: the index now points elsewhere
+                    self._forget_fd(pack)
+                    if not gone:
+                        gone = True
+                        continue
+            if len(record) == HEADER_SIZE + size:
+                if record.startswith(_header(RECORD_MAGIC, digest, size)):
+                    return record[HEADER_SIZE:]
+                data = record[HEADER_SIZE:]
+                if hashlib.sha256(data).digest() == digest:
+                    return data  # its framing is damaged (fsck reports it), its bytes are intact
+            if repaired:
+                where_to = "is in a pack file that is missing" if gone else "cannot be found in its pack"
+                raise IntegrityError(f"object sha256:{hexd} {where_to}", hint="run `labvault fsck`")
+            repaired = True
+            with self._recover_lock:
+                lost = repair_rows(self._db(), self.dir, pack)
+            self._forget_fd(pack)
+            if digest in lost:
+                raise IntegrityError(
+                    f"object sha256:{hexd} is lost: its pack record is damaged (copied to quarantine/ by fsck)",
+                    hint="run `labvault fsck`; store the object again if you still have it",
+                )
 
     def _read_fd(self, pack: int) -> int:
         with self._fds_lock:
@@ -307,9 +343,20 @@ class PackIndex:
             conn.close()
             self._local.conn = None
         with self._fds_lock:
+            self._conns = [(pid, c) for pid, c in self._conns if c is not conn]
             for fd in self._read_fds.values():
                 os.close(fd)
             self._read_fds.clear()
+
+    def close_all(self) -> None:
+        """Close every thread's index connection too (the store is done with; see ``Vault.close``)."""
+        self.close()
+        with self._fds_lock:
+            conns, self._conns = self._conns, []
+            self._generation += 1
+        for pid, conn in conns:
+            if pid == os.getpid():  # a connection never crosses a fork
+                conn.close()
 
     @staticmethod
     def _live_bytes(conn: sqlite3.Connection) -> dict[int, int]:

@@ -21,16 +21,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from labvault.storage.objects.fileio import SMALL
 from labvault.storage.objects.packfile import (
     HEADER,
     HEADER_SIZE,
+    NEW_SUFFIX,
     PACK_MAGIC,
     RECORD_MAGIC,
     fsync_dir,
@@ -39,6 +43,7 @@ from labvault.storage.objects.packfile import (
     transaction,
 )
 from labvault.storage.objects.packindex import PackIndex, translate_sqlite_errors
+from labvault.storage.objects.packrows import repair_rows
 
 __all__ = ["PACK_TARGET", "PackStore"]
 
@@ -62,6 +67,10 @@ class _Writer:
 
 class PackStore(PackIndex):
     """Small objects in pack files, found through an SQLite index (see :class:`PackIndex`)."""
+
+    def __init__(self, packs_dir: Path, quarantine_dir: Path | None = None) -> None:
+        super().__init__(packs_dir, quarantine_dir)
+        self._writers: dict[int, _Writer] = {}  # every thread's, by id: close_all() lets go of them
 
     @translate_sqlite_errors
     def append(self, hexd: str, data: bytes) -> None:
@@ -144,7 +153,9 @@ class PackStore(PackIndex):
 
     def _own_writer(self) -> _Writer | None:
         writer: _Writer | None = getattr(self._local, "writer", None)
-        if writer is not None and writer.pid != os.getpid():  # forked: the parent keeps appending to it
+        if writer is not None and writer.fd < 0:  # closed by close_all()
+            writer = self._local.writer = None
+        elif writer is not None and writer.pid != os.getpid():  # forked: the parent keeps appending to it
             os.close(writer.fd)
             writer = self._local.writer = None
         return writer
@@ -154,17 +165,37 @@ class PackStore(PackIndex):
         if writer is None:
             writer = self._take_over() or self._new_pack()
             self._local.writer = writer
+            with self._fds_lock:
+                self._writers[id(writer)] = writer
         return writer
 
     def _retire(self, writer: _Writer) -> None:
-        self._local.writer = None
-        os.close(writer.fd)  # releases the flock: the pack is full, nobody will append to it again
+        if getattr(self._local, "writer", None) is writer:
+            self._local.writer = None
+        with self._fds_lock:
+            self._writers.pop(id(writer), None)
+            fd, writer.fd = writer.fd, -1
+        if fd >= 0:
+            os.close(fd)  # releases the flock: others may append to the pack, or compact it
 
     def close(self) -> None:
+        """Let go of this thread's pack (its flock) and close its index connection."""
         writer = self._own_writer()
         if writer is not None:
             self._retire(writer)
         super().close()
+
+    def close_all(self) -> None:
+        """Let go of every thread's pack that has no batch open, and close every index connection.
+
+        A pack held by a writer is skipped by recovery and by compaction, in every process, so a
+        store that is done with (``Vault.close``) must not keep one.
+        """
+        with self._fds_lock:
+            idle = [w for w in self._writers.values() if not w.staged and not w.buffer and w.pid == os.getpid()]
+        for writer in idle:
+            self._retire(writer)
+        super().close_all()
 
     def _take_over(self) -> _Writer | None:
         """Reuse a pack nobody is writing to that still has room (fewer, fuller packs)."""
@@ -184,12 +215,22 @@ class PackStore(PackIndex):
         return None
 
     def _new_pack(self) -> _Writer:
+        """A new pack, locked and holding its header before its name is visible.
+
+        Recovery in another process locks every pack it can: a pack created under its own name
+        and locked after would be recovery's to lock first, and its writer would then fail. So it
+        is created under a name recovery does not list (``packfile.NEW_SUFFIX``) and renamed.
+        """
         name = f"pack-{time.time_ns():x}-{secrets.token_hex(4)}.pack"
         path = self.dir / name
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        staging = self.dir / f"{name}{NEW_SUFFIX}"
+        fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        visible = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.write(fd, PACK_MAGIC)
+            os.rename(staging, path)
+            visible = True
             conn = self._db()
             pack = int(
                 conn.execute(
@@ -199,7 +240,7 @@ class PackStore(PackIndex):
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                os.unlink(path if visible else staging)
             raise
         return _Writer(pack, fd, len(PACK_MAGIC), new=True, start=len(PACK_MAGIC))
 
@@ -242,20 +283,17 @@ class PackStore(PackIndex):
     def _rewrite(
         self, conn: sqlite3.Connection, pack: int, name: str, size: int, verify: Callable[[str, bytes], bool]
     ) -> int:
-        rows = conn.execute(
-            "SELECT digest, offset, size FROM objects WHERE pack = ? ORDER BY offset", (pack,)
-        ).fetchall()
+        with open(self.dir / name, "rb", buffering=0) as src:
+            records = self._live_records(conn, pack, src.fileno())
         moved: list[tuple[int, int, bytes]] = []
         writer: _Writer | None = None
-        if rows:
+        if records:
             writer = self._new_pack()
-            with open(self.dir / name, "rb", buffering=0) as src:
-                for digest, offset, length in rows:
-                    data = os.pread(src.fileno(), length, offset)
-                    if not verify(digest.hex(), data):
-                        continue
-                    self._append_to(writer, digest, data)
-                    moved.append((writer.pack_id, writer.end - length, digest))
+            for digest, data in records:
+                if not verify(digest.hex(), data):
+                    continue
+                self._append_to(writer, digest, data)
+                moved.append((writer.pack_id, writer.end - len(data), digest))
             self._flush(writer)
             os.fdatasync(writer.fd)
             fsync_dir(self.dir)
@@ -273,6 +311,34 @@ class PackStore(PackIndex):
         os.unlink(self.dir / name)
         new_size = writer.end if writer is not None else 0
         return size - new_size
+
+    def _live_records(self, conn: sqlite3.Connection, pack: int, fd: int) -> list[tuple[bytes, bytes]]:
+        """``(digest, bytes)`` of the records the index rows of a pack point at, rows checked first.
+
+        A row the record header at its offset does not confirm (and whose bytes do not hash) is
+        wrong, not its object: the pack's rows are re-derived from the pack before anything is
+        copied, so that a wrong row never gets an intact object left out (``packrows.py``).
+        """
+        for attempt in range(2):
+            rows = conn.execute(
+                "SELECT digest, offset, size FROM objects WHERE pack = ? ORDER BY offset", (pack,)
+            ).fetchall()
+            records: list[tuple[bytes, bytes]] = []
+            for digest, offset, length in rows:
+                plausible = offset >= HEADER_SIZE + len(PACK_MAGIC) and 0 <= length <= SMALL
+                record = os.pread(fd, HEADER_SIZE + length, offset - HEADER_SIZE) if plausible else b""
+                data = record[HEADER_SIZE:]
+                if (
+                    attempt == 0
+                    and not record.startswith(HEADER.pack(RECORD_MAGIC, digest, length))
+                    and hashlib.sha256(data).digest() != digest
+                ):
+                    repair_rows(conn, self.dir, pack)
+                    break
+                records.append((bytes(digest), data))
+            else:
+                return records
+        return records
 
     @staticmethod
     def _append_to(writer: _Writer, digest: bytes, data: bytes) -> None:

@@ -2,9 +2,9 @@
 
 Every implementation (local directory, memory, fsspec remote, HTTP client) passes the same contract
 suite in ``tests/contracts/``. The maintenance part of the protocol (``gc_lock``, ``compact``,
-``iter_temp_files``, ``lost_packs``, ``check_packs``, ``sweep_dead_temp_files``) has the defaults of a
-store that keeps no packs, temp files or lock file of its own in :class:`BasicHousekeeping`, so that
-services never ask which store they hold.
+``iter_temp_files``, ``lost_packs``, ``check_packs``, ``sweep_dead_temp_files``, ``sweep_quarantine``)
+has the defaults of a store that keeps no packs, temp files, quarantine or lock file of its own in
+:class:`BasicHousekeeping`, so that services never ask which store they hold.
 """
 
 from __future__ import annotations
@@ -94,6 +94,10 @@ class ObjectStore(Protocol):
         """Count (and with ``remove``, delete) temp files no live writer holds: ``(files, bytes)``."""
         ...
 
+    def sweep_quarantine(self, *, cutoff: float | None, remove: bool) -> tuple[int, int]:
+        """Count (and with ``remove``, delete) quarantined files set aside before ``cutoff`` (all if None)."""
+        ...
+
 
 class BasicHousekeeping:
     """The maintenance defaults of a store with no packs, temp files or lock file of its own.
@@ -118,4 +122,7 @@ class BasicHousekeeping:
         return [], []
 
     def sweep_dead_temp_files(self, *, remove: bool) -> tuple[int, int]:
+        return 0, 0
+
+    def sweep_quarantine(self, *, cutoff: float | None, remove: bool) -> tuple[int, int]:
         return 0, 0
