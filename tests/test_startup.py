@@ -97,3 +97,20 @@ def test_data_add_and_status_start_without_typer_or_pydantic(tmp_path: Path) -> 
         assert not imported & {"typer", "pydantic", "rich"}, args
     assert "pydantic" in _imported_by(["data", "add", "d", "d", "--help"], tmp_path)  # help goes to typer
     assert "sqlalchemy" not in _imported_by(["data", "status"], tmp_path)  # the vault, but not its database
+
+
+def test_read_commands_start_without_typer_pydantic_rich_or_sqlalchemy(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
+    subprocess.run([LABVAULT, "-q", "init"], cwd=tmp_path, env=env, check=True)
+    subprocess.run([LABVAULT, "-q", "runs", "list", "--filter", "name = 'x'"], cwd=tmp_path, env=env, check=True)
+    reads = [
+        ["runs", "list"],
+        ["runs", "list", "-p", "x", "--limit", "5", "--json"],
+        ["models", "list"],
+        ["data", "list", "--json"],
+        ["audit", "log", "--subject", "x", "-n", "3"],
+    ]
+    for args in reads:
+        assert not _imported_by(args, tmp_path) & {"typer", "pydantic", "rich", "sqlalchemy", "click"}, args
+    # what the lean path does not parse goes to the typer application
+    assert "sqlalchemy" in _imported_by(["runs", "list", "--filter", "name = 'x'"], tmp_path)

@@ -1,0 +1,365 @@
+"""The everyday read commands, answered without typer, pydantic or SQLAlchemy.
+
+``runs list``, ``models list``, ``models versions``, ``data list``, ``data log`` and ``audit log``
+are run many times a day, in scripts and prompts; through the typer application they start in
+about 0.5 s before reading a row (SQLAlchemy alone takes 0.3 s to import). :func:`run_read` answers
+them from :meth:`Vault.lean_reader` (the standard ``sqlite3`` module) and prints what the typer
+commands print, byte for byte; ``tests/e2e/test_lean.py`` runs each command through both paths and
+compares. Anything this module does not answer exactly goes to the typer application: options it
+does not know (``--help``, ``--filter``, a usage error), a PostgreSQL vault, a schema to migrate,
+an unknown name (whose error message the services own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from labvault.cli.failures import exit_code_of
+from labvault.cli.render import OUTPUT, human_bytes, print_json
+
+if TYPE_CHECKING:
+    from labvault.entities import ModelVersion, RegisteredModel, Run, Snapshot
+    from labvault.vault import LeanReader
+
+__all__ = ["FULL_PATH_VARIABLE", "run_read"]
+
+#: Set to 1 to send every command to the typer application (the tests compare both paths with it).
+FULL_PATH_VARIABLE = "LABVAULT_CLI_FULL"
+
+_GLOBAL = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
+# A command: (positional names, {option: (name, takes a value)}); the parse keeps only what it knows.
+_Spec = tuple[tuple[str, ...], dict[str, tuple[str, bool]]]
+_JSON = {"--json": ("json", False)}
+_SPECS: dict[tuple[str, str], _Spec] = {
+    ("runs", "list"): (
+        (),
+        {
+            **_JSON,
+            "--project": ("project", True),
+            "-p": ("project", True),
+            "--limit": ("limit", True),
+            "-l": ("limit", True),
+            "--deleted": ("deleted", False),
+        },
+    ),
+    ("models", "list"): ((), _JSON),
+    ("models", "versions"): (("name",), {**_JSON, "--all": ("all", False)}),
+    ("data", "list"): ((), _JSON),
+    ("data", "log"): (("name",), _JSON),
+    ("audit", "log"): (
+        (),
+        {
+            **_JSON,
+            "--subject": ("subject", True),
+            "--action": ("action", True),
+            "--limit": ("limit", True),
+            "-n": ("limit", True),
+        },
+    ),
+}
+
+
+def _parse(argv: list[str]) -> tuple[set[str], tuple[str, str], dict[str, Any]] | None:
+    """``(global flags, command, values)``, or None for anything the typer application must parse."""
+    if "--" in argv:
+        return None
+    flags = {_GLOBAL[a] for a in argv if a in _GLOBAL}
+    args = [a for a in argv if a not in _GLOBAL]
+    if len(args) < 2 or (args[0], args[1]) not in _SPECS:
+        return None
+    command = (args[0], args[1])
+    names, options = _SPECS[command]
+    values: dict[str, Any] = {}
+    positional: list[str] = []
+    rest = iter(args[2:])
+    for arg in rest:
+        key, eq, text = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        value: str | None = text if eq else None
+        if key in options:
+            name, takes_value = options[key]
+            if not takes_value:
+                if value is not None:
+                    return None
+                values[name] = True
+                continue
+            value = value if value is not None else next(rest, None)
+            if value is None or value.startswith("-") or name in values:
+                return None
+            values[name] = value
+        elif arg.startswith("-") or len(positional) == len(names):
+            return None
+        else:
+            positional.append(arg)
+    if len(positional) != len(names):
+        return None
+    values.update(zip(names, positional, strict=True))
+    if "limit" in values:
+        text = values["limit"]
+        if not (text.isascii() and text.isdigit()):
+            return None
+        values["limit"] = int(text)
+        if command == ("audit", "log") and values["limit"] < 1:
+            return None
+    return flags, command, values
+
+
+def run_read(argv: list[str]) -> int | None:
+    """Answer a read command and return its exit code; None when the typer application must."""
+    parsed = _parse(argv)
+    if parsed is None:
+        return None
+    flags, command, values = parsed
+    answered = True
+
+    def attempt() -> None:
+        nonlocal answered
+        from labvault.vault import Vault
+
+        with Vault.open() as vault, vault.lean_reader() as reader:
+            answered = reader is not None and _COMMANDS[command](reader, values)
+
+    OUTPUT.quiet = OUTPUT.quiet or "quiet" in flags
+    OUTPUT.verbose = OUTPUT.verbose or "verbose" in flags
+    code = exit_code_of(attempt)
+    return code if answered else None
+
+
+# -- the commands: each returns False, having printed nothing, when the full path must answer ------
+def _valid_name(name: str, what: str) -> bool:
+    from labvault.errors import LabvaultError
+    from labvault.refs import validate_name
+
+    try:
+        validate_name(name, what=what)
+    except LabvaultError:
+        return False
+    return True
+
+
+def _runs_list(reader: LeanReader, values: dict[str, Any]) -> bool:
+    project = values.get("project")
+    if project and not _valid_name(project, "project name"):
+        return False
+    ids = reader.run_ids(project=project or None, limit=values.get("limit"), deleted=bool(values.get("deleted")))
+    found = reader.runs(ids)
+    if values.get("json"):
+        print_json([_run_json(r) for r in found])
+        return True
+    rows = []
+    for r in found:
+        metrics = ",".join(f"{k}={v:.4g}" for k, v in list(r.metrics.items())[:3])
+        rows.append((r.id, r.project, r.name, r.status, r.started_at.strftime("%m-%d %H:%M"), _duration(r), metrics))
+    OUTPUT.table(["id", "project", "name", "status", "started", "duration", "metrics"], rows)
+    if not found:
+        OUTPUT.info("no runs match")
+    return True
+
+
+def _time(moment: Any) -> str | None:
+    from labvault.entities import format_time
+
+    return format_time(moment) if moment is not None else None
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    """``cli.runs.run_json``."""
+    from labvault.entities import json_safe
+
+    return {
+        "id": run.id,
+        "ref": run.ref,
+        "project": run.project,
+        "name": run.name,
+        "status": run.status,
+        "parent": f"run:{run.parent_id}" if run.parent_id else None,
+        "user": run.user,
+        "host": run.host,
+        "started_at": _time(run.started_at),
+        "ended_at": _time(run.ended_at),
+        "duration_seconds": run.duration,
+        "exit_code": run.exit_code,
+        "error": run.error,
+        "seed": run.seed,
+        "params": run.params,
+        "metrics": {k: json_safe(v) for k, v in run.metrics.items()},
+        "tags": run.tags,
+        "inputs": list(run.inputs),
+        "outputs": [a.name for a in run.outputs],
+        "artifacts": [{"name": a.name, "kind": a.kind, "sha256": str(a.digest), "size": a.size} for a in run.artifacts],
+        "deleted_at": _time(run.deleted_at),
+    }
+
+
+def _duration(run: Run) -> str:
+    seconds = run.duration
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _models_list(reader: LeanReader, values: dict[str, Any]) -> bool:
+    models = reader.models()
+    if values.get("json"):
+        print_json([_model_json(m) for m in models])
+        return True
+    rows = [
+        (m.ref, m.versions, m.latest or "-", ", ".join(f"{a}={v}" for a, v in m.aliases.items()) or "-") for m in models
+    ]
+    OUTPUT.table(["model", "versions", "latest", "aliases"], rows)
+    return True
+
+
+def _model_json(m: RegisteredModel) -> dict[str, Any]:
+    """``cli.models._model_json``."""
+    return {
+        "id": m.ref,
+        "ref": m.ref,
+        "project": m.project,
+        "model": m.model,
+        "versions": m.versions,
+        "latest": m.latest,
+        "aliases": m.aliases,
+        "created_at": _time(m.created_at),
+        "created_by": m.created_by,
+    }
+
+
+def _version_json(v: ModelVersion) -> dict[str, Any]:
+    """``cli.models.version_json``."""
+    return {
+        "id": v.ref,
+        "ref": v.ref,
+        "project": v.project,
+        "model": v.model,
+        "version": v.version,
+        "tree": str(v.tree),
+        "content": str(v.content),
+        "size": v.size,
+        "files": v.files,
+        "created_at": _time(v.created_at),
+        "created_by": v.created_by,
+        "run": f"run:{v.run_id}" if v.run_id else None,
+        "message": v.message,
+        "source": v.source,
+        "notes": list(v.notes),
+        "archived": v.archived,
+        "archived_at": _time(v.archived_at),
+        "aliases": list(v.aliases),
+    }
+
+
+def _models_versions(reader: LeanReader, values: dict[str, Any]) -> bool:
+    from labvault.errors import LabvaultError
+    from labvault.refs import ModelRef, parse_ref
+
+    try:
+        ref = parse_ref(values["name"], expect=ModelRef)
+    except LabvaultError:
+        return False
+    model = reader.model_id(ref.project, ref.model) if isinstance(ref, ModelRef) and ref.version is None else None
+    if model is None:
+        return False
+    found = reader.versions(model, include_archived=bool(values.get("all")))
+    if values.get("json"):
+        print_json([_version_json(v) for v in found])
+        return True
+    rows = [
+        (
+            v.version,
+            ", ".join(v.aliases) or "-",
+            human_bytes(v.size),
+            _time(v.created_at),
+            v.created_by,
+            "archived" if v.archived else "",
+            v.message or "",
+        )
+        for v in found
+    ]
+    OUTPUT.table(["version", "aliases", "size", "registered", "by", "", "message"], rows)
+    return True
+
+
+def _summary(s: Snapshot) -> list[Any]:
+    """``cli.data._summary`` without its first cell."""
+    records = "" if s.record_count is None else s.record_count
+    return [s.file_count, human_bytes(s.total_bytes), records, s.created_at.strftime("%Y-%m-%d %H:%M")]
+
+
+def _data_list(reader: LeanReader, values: dict[str, Any]) -> bool:
+    rows = reader.datasets()
+    if values.get("json"):
+        print_json([{**s.to_json(), "versions": n} for s, n in rows])
+        return True
+    OUTPUT.table(
+        ["dataset", "latest", "versions", "files", "size", "records", "created"],
+        [[s.name, s.ref, n, *_summary(s)] for s, n in rows],
+    )
+    return True
+
+
+def _data_log(reader: LeanReader, values: dict[str, Any]) -> bool:
+    name = values["name"].removeprefix("data:")
+    if not _valid_name(name, "dataset name"):
+        return False
+    versions = reader.snapshots(name)
+    if not versions:
+        return False
+    if values.get("json"):
+        print_json([s.to_json() for s in versions])
+        return True
+    OUTPUT.table(
+        ["version", "content", "files", "size", "records", "created", "by", "message"],
+        [[s.ref, s.content_hash.short, *_summary(s), s.created_by, s.message] for s in versions],
+    )
+    return True
+
+
+def _audit_log(reader: LeanReader, values: dict[str, Any]) -> bool:
+    events = reader.audit_events(
+        subject_prefix=values.get("subject"), action=values.get("action"), limit=values.get("limit")
+    )
+    events.reverse()
+    docs = [
+        {
+            "id": e.seq,
+            "ref": f"audit:{e.seq}",
+            "seq": e.seq,
+            "at": _time(e.at),
+            "actor": e.actor,
+            "action": e.action,
+            "subject": e.subject,
+            "before": e.before,
+            "after": e.after,
+            "policy_hash": f"sha256:{e.policy_hash}" if e.policy_hash else None,
+            "details": e.details,
+            "prev_hash": f"sha256:{e.prev_hash}",
+            "hash": f"sha256:{e.hash}",
+        }
+        for e in events
+    ]
+    if values.get("json"):
+        print_json(docs)
+        return True
+    OUTPUT.table(
+        ["#", "at", "actor", "action", "subject", "before", "after"],
+        [
+            (d["seq"], d["at"], d["actor"], d["action"], d["subject"], d["before"] or "-", d["after"] or "-")
+            for d in docs
+        ],
+    )
+    return True
+
+
+_COMMANDS: dict[tuple[str, str], Callable[[LeanReader, dict[str, Any]], bool]] = {
+    ("runs", "list"): _runs_list,
+    ("models", "list"): _models_list,
+    ("models", "versions"): _models_versions,
+    ("data", "list"): _data_list,
+    ("data", "log"): _data_log,
+    ("audit", "log"): _audit_log,
+}
