@@ -20,7 +20,7 @@ from labvault.cli.render import OUTPUT, human_bytes, print_json
 
 if TYPE_CHECKING:
     from labvault.entities import ModelVersion, RegisteredModel, Run, Snapshot
-    from labvault.vault import LeanReader
+    from labvault.vault import LeanReader, Vault
 
 __all__ = ["FULL_PATH_VARIABLE", "run_read"]
 
@@ -47,6 +47,8 @@ _SPECS: dict[tuple[str, str], _Spec] = {
     ("models", "versions"): (("name",), {**_JSON, "--all": ("all", False)}),
     ("data", "list"): ((), _JSON),
     ("data", "log"): (("name",), _JSON),
+    ("data", "show"): (("ref",), _JSON),
+    ("models", "show"): (("ref",), _JSON),
     ("audit", "log"): (
         (),
         {
@@ -117,7 +119,7 @@ def run_read(argv: list[str]) -> int | None:
         from labvault.vault import Vault
 
         with Vault.open() as vault, vault.lean_reader() as reader:
-            answered = reader is not None and _COMMANDS[command](reader, values)
+            answered = reader is not None and _COMMANDS[command](reader, values, vault)
 
     OUTPUT.quiet = OUTPUT.quiet or "quiet" in flags
     OUTPUT.verbose = OUTPUT.verbose or "verbose" in flags
@@ -137,7 +139,7 @@ def _valid_name(name: str, what: str) -> bool:
     return True
 
 
-def _runs_list(reader: LeanReader, values: dict[str, Any]) -> bool:
+def _runs_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
     project = values.get("project")
     if project and not _valid_name(project, "project name"):
         return False
@@ -202,7 +204,7 @@ def _duration(run: Run) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _models_list(reader: LeanReader, values: dict[str, Any]) -> bool:
+def _models_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
     models = reader.models()
     if values.get("json"):
         print_json([_model_json(m) for m in models])
@@ -253,7 +255,7 @@ def _version_json(v: ModelVersion) -> dict[str, Any]:
     }
 
 
-def _models_versions(reader: LeanReader, values: dict[str, Any]) -> bool:
+def _models_versions(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
     from labvault.errors import LabvaultError
     from labvault.refs import ModelRef, parse_ref
 
@@ -284,13 +286,101 @@ def _models_versions(reader: LeanReader, values: dict[str, Any]) -> bool:
     return True
 
 
+def _models_show(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
+    """``models show PROJECT/MODEL``; a version (``@VERSION``) reads files from the object store: full path."""
+    from labvault.errors import LabvaultError
+    from labvault.refs import ModelRef, parse_ref
+
+    try:
+        ref = parse_ref(values["ref"], expect=ModelRef)
+    except LabvaultError:
+        return False
+    if not isinstance(ref, ModelRef) or ref.version is not None:
+        return False
+    model = reader.model_id(ref.project, ref.model)
+    if model is None:
+        return False
+    aliases = reader.aliases(model)
+    versions = [_version_json(v) for v in reader.versions(model, include_archived=True)]
+    if values.get("json"):
+        print_json({"id": ref.name, "ref": ref.name, "aliases": aliases, "versions": versions})
+        return True
+    OUTPUT.line(f"model    {ref.name}")
+    OUTPUT.line("aliases  " + (", ".join(f"{a} -> {v}" for a, v in aliases.items()) or "none"))
+    OUTPUT.table(
+        ["version", "aliases", "size", "status"],
+        [
+            (d["version"], ", ".join(d["aliases"]) or "-", human_bytes(d["size"]), "archived" if d["archived"] else "")
+            for d in versions
+        ],
+    )
+    return True
+
+
+def _data_show(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
+    from labvault.errors import LabvaultError
+    from labvault.refs import DataRef, parse_ref
+
+    text = values["ref"]
+    if text.startswith(("sha256:", "run:")) or "/" in text:
+        return False
+    try:
+        ref = parse_ref(text if text.startswith("data:") else f"data:{text}", expect=DataRef)
+    except LabvaultError:
+        return False
+    snapshot = reader.snapshot(ref.name, ref.number) if isinstance(ref, DataRef) else None
+    if snapshot is None:
+        return False
+    manifest = vault.data.manifest(snapshot)
+    if values.get("json"):
+        print_json(manifest.to_json())
+        return True
+    doc = manifest.snapshot.to_json()
+    for key in _SHOW_KEYS:
+        if key in doc:
+            OUTPUT.line(f"{key + ':':<16}{'' if doc[key] is None else doc[key]}")
+    for note in manifest.snapshot.notes:
+        OUTPUT.line(f"{'note:':<16}{note}")
+    OUTPUT.table(
+        ["path", "size", "sha256", "records", "schema"],
+        [
+            [
+                f.path,
+                f.size,
+                f.sha256.short,
+                "" if f.record_count is None else f.record_count,
+                ", ".join(f"{c}:{t}" for c, t in f.schema) if f.schema else "",
+            ]
+            for f in manifest.files
+        ],
+    )
+    return True
+
+
+_SHOW_KEYS = (
+    "ref",
+    "storage_uri",
+    "content_hash",
+    "file_count",
+    "total_bytes",
+    "tabular",
+    "record_count",
+    "schema_hash",
+    "created_at",
+    "created_by",
+    "message",
+    "source_url",
+    "source_version",
+)
+
+
 def _summary(s: Snapshot) -> list[Any]:
     """``cli.data._summary`` without its first cell."""
     records = "" if s.record_count is None else s.record_count
     return [s.file_count, human_bytes(s.total_bytes), records, s.created_at.strftime("%Y-%m-%d %H:%M")]
 
 
-def _data_list(reader: LeanReader, values: dict[str, Any]) -> bool:
+def _data_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
     rows = reader.datasets()
     if values.get("json"):
         print_json([{**s.to_json(), "versions": n} for s, n in rows])
@@ -302,7 +392,7 @@ def _data_list(reader: LeanReader, values: dict[str, Any]) -> bool:
     return True
 
 
-def _data_log(reader: LeanReader, values: dict[str, Any]) -> bool:
+def _data_log(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
     name = values["name"].removeprefix("data:")
     if not _valid_name(name, "dataset name"):
         return False
@@ -319,7 +409,7 @@ def _data_log(reader: LeanReader, values: dict[str, Any]) -> bool:
     return True
 
 
-def _audit_log(reader: LeanReader, values: dict[str, Any]) -> bool:
+def _audit_log(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
     events = reader.audit_events(
         subject_prefix=values.get("subject"), action=values.get("action"), limit=values.get("limit")
     )
@@ -355,10 +445,12 @@ def _audit_log(reader: LeanReader, values: dict[str, Any]) -> bool:
     return True
 
 
-_COMMANDS: dict[tuple[str, str], Callable[[LeanReader, dict[str, Any]], bool]] = {
+_COMMANDS: dict[tuple[str, str], Callable[[LeanReader, dict[str, Any], Vault], bool]] = {
     ("runs", "list"): _runs_list,
     ("models", "list"): _models_list,
     ("models", "versions"): _models_versions,
+    ("models", "show"): _models_show,
+    ("data", "show"): _data_show,
     ("data", "list"): _data_list,
     ("data", "log"): _data_log,
     ("audit", "log"): _audit_log,

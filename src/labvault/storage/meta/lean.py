@@ -268,6 +268,15 @@ class LeanReader:
         )
         return [(_snapshot(r), int(r["n"])) for r in rows]
 
+    def snapshot(self, name: str, version: int | None) -> Snapshot | None:
+        """``repos.snapshots.get_snapshot``: the given version, or the latest."""
+        sql, params = "SELECT * FROM data_snapshots WHERE name = ?", list[object]([name])
+        if version is not None:
+            sql += " AND version = ?"
+            params.append(version)
+        rows = self._rows(sql + " ORDER BY version DESC LIMIT 1", tuple(params))
+        return _snapshot(rows[0]) if rows else None
+
     def snapshots(self, name: str) -> list[Snapshot]:
         """``repos.snapshots.list_versions``: newest first."""
         return [
