@@ -156,3 +156,13 @@ def test_data_add_and_status_behave_the_same_both_ways(cli: Cli, tmp_path: Path)
         lean = cli(*args, expect=None, cwd=twins[0])
         full = cli(*args, expect=None, cwd=twins[1], env=FULL)
         assert (lean.returncode, lean.stdout, lean.stderr) == (full.returncode, full.stdout, full.stderr), args
+
+
+def test_a_damaged_database_is_reported_the_same_both_ways(cli: Cli, filled: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(filled / ".labvault" / "meta.db") as conn:
+        conn.execute("DROP TABLE run_latest")
+    failed = _same(cli, "runs", "list")
+    assert failed.returncode == 7
+    assert failed.stderr.startswith("error: metadata database error (no such table: run_latest)")

@@ -31,6 +31,7 @@ from labvault.entities import (
     RunStatus,
     Snapshot,
 )
+from labvault.errors import LabvaultError, LockedError, StorageError
 from labvault.refs import Digest
 
 __all__ = ["LeanReader", "open_reader"]
@@ -61,6 +62,15 @@ def _param(raw: str) -> object:
     if raw.isdigit():
         return int(raw)
     return json.loads(raw)
+
+
+def _translate(err: sqlite3.Error) -> LabvaultError:
+    """The errors ``store._translate`` makes of the same SQLite failures, with the same words."""
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return LockedError(f"the metadata database is busy ({text})")
+    return StorageError(f"metadata database error ({text})", hint="run `labvault fsck`; report it if it persists")
 
 
 def _like_prefix(prefix: str) -> str:
@@ -98,7 +108,10 @@ class LeanReader:
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         self._conn.row_factory = sqlite3.Row
-        return self._conn.execute(sql, params).fetchall()
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as err:
+            raise _translate(err) from err
 
     # -- runs -------------------------------------------------------------------------------
     def run_ids(self, *, project: str | None, limit: int | None, deleted: bool) -> list[str]:
