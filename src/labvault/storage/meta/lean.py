@@ -16,7 +16,7 @@ import json
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,10 +34,11 @@ from labvault.entities import (
 from labvault.errors import LabvaultError, LockedError, StorageError
 from labvault.refs import Digest
 
-__all__ = ["LeanReader", "open_reader"]
+__all__ = ["LazyJSON", "LeanReader", "load_runs", "open_reader"]
 
 _VERSIONS = Path(__file__).parent / "migrations" / "versions"
 _BUSY_TIMEOUT_S = 30.0
+_CHUNK = 500  # ids per IN (...): well under SQLite's 32,766 bound parameters
 _NON_FINITE = {1: float("nan"), 2: float("inf"), 3: float("-inf")}
 
 
@@ -76,6 +77,127 @@ def _translate(err: sqlite3.Error) -> LabvaultError:
 def _like_prefix(prefix: str) -> str:
     # SQLAlchemy's startswith(autoescape=True): '/' escapes itself, '%' and '_'.
     return prefix.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+
+
+class LazyJSON(Mapping[str, Any]):
+    """A JSON object decoded on first use: listings rarely look at a run's capture document."""
+
+    __slots__ = ("_doc", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._doc: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        if self._doc is None:
+            self._doc = json.loads(self._text)
+        return self._doc
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __repr__(self) -> str:
+        return repr(self._get())
+
+
+_RUN_COLUMNS = (
+    "id, project, name, status, started_at, ended_at, parent_id, user, host, exit_code, error, seed, inputs,"
+    " capture, deleted_at"
+)
+
+
+def load_runs(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Run]:
+    """Full run records for ``ids``, in the order given (missing ids skipped), from a SQLite
+    connection: ``repos.runs.load_runs`` uses it on SQLite (the driver's own connection, inside the
+    caller's transaction), as the lean reader does. Statements go to the driver as written: building
+    them through SQLAlchemy cost more than running them.
+    """
+    cur = conn.cursor()
+    cur.row_factory = None
+    rows: dict[str, tuple[Any, ...]] = {}
+    params: dict[str, dict[str, object]] = defaultdict(dict)
+    tags: dict[str, dict[str, str]] = defaultdict(dict)
+    metrics: dict[str, dict[str, float]] = defaultdict(dict)
+    arts: dict[str, list[tuple[str, Artifact]]] = defaultdict(list)
+    try:
+        for start in range(0, len(ids), _CHUNK):
+            chunk = tuple(ids[start : start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for row in cur.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({marks})", chunk):
+                rows[row[0]] = row
+            for run_id, key, value in cur.execute(
+                f"SELECT run_id, key, value FROM run_params WHERE run_id IN ({marks})", chunk
+            ):
+                params[run_id][key] = _param(value)
+            for run_id, key, text in cur.execute(
+                f"SELECT run_id, key, text FROM run_tags WHERE run_id IN ({marks})", chunk
+            ):
+                tags[run_id][key] = text
+            for run_id, key, value, kind in cur.execute(
+                f"SELECT run_id, key, value, kind FROM run_latest WHERE run_id IN ({marks})", chunk
+            ):
+                metrics[run_id][key] = _metric(value, kind)
+            for run_id, name, role, kind, digest, size, path in cur.execute(
+                "SELECT run_id, name, role, kind, digest, size, path FROM run_artifacts"
+                f" WHERE run_id IN ({marks}) ORDER BY name",
+                chunk,
+            ):
+                arts[run_id].append((role, Artifact(name, Digest(digest), kind, int(size), path)))
+    except sqlite3.Error as err:
+        raise _translate(err) from err
+    out = []
+    for run_id in ids:
+        row = rows.get(run_id)
+        if row is None:
+            continue
+        (
+            rid,
+            project,
+            name,
+            status,
+            started,
+            ended,
+            parent,
+            user,
+            host,
+            code,
+            error,
+            seed,
+            inputs,
+            capture,
+            deleted,
+        ) = row
+        out.append(
+            Run(
+                id=rid,
+                project=project,
+                name=name,
+                status=cast(RunStatus, status),
+                started_at=cast(datetime, _time(started)),
+                ended_at=_time(ended),
+                params=params[run_id],
+                metrics=metrics[run_id],
+                tags=tags[run_id],
+                inputs=tuple(json.loads(inputs)),
+                outputs=tuple(a for role, a in arts[run_id] if role == "output"),
+                artifacts=tuple(a for _, a in arts[run_id]),
+                parent_id=parent,
+                user=user,
+                host=host,
+                exit_code=code,
+                error=error,
+                seed=seed,
+                deleted_at=_time(deleted),
+                capture=LazyJSON(capture),
+            )
+        )
+    return out
 
 
 @contextmanager
@@ -128,62 +250,7 @@ class LeanReader:
         return [r[0] for r in self._rows(sql, tuple(params))]
 
     def runs(self, ids: list[str]) -> list[Run]:
-        """``repos.runs.load_runs``: full records, in the order given."""
-        found: dict[str, sqlite3.Row] = {}
-        params: dict[str, dict[str, object]] = defaultdict(dict)
-        tags: dict[str, dict[str, str]] = defaultdict(dict)
-        metrics: dict[str, dict[str, float]] = defaultdict(dict)
-        arts: dict[str, list[tuple[str, Artifact]]] = defaultdict(list)
-        for start in range(0, len(ids), 500):
-            chunk = tuple(ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            for r in self._rows(f"SELECT * FROM runs WHERE id IN ({marks})", chunk):
-                found[r["id"]] = r
-            for run_id, key, value in self._rows(
-                f"SELECT run_id, key, value FROM run_params WHERE run_id IN ({marks})", chunk
-            ):
-                params[run_id][key] = _param(value)
-            for run_id, key, text in self._rows(
-                f"SELECT run_id, key, text FROM run_tags WHERE run_id IN ({marks})", chunk
-            ):
-                tags[run_id][key] = text
-            for run_id, key, value, kind in self._rows(
-                f"SELECT run_id, key, value, kind FROM run_latest WHERE run_id IN ({marks})", chunk
-            ):
-                metrics[run_id][key] = _metric(value, kind)
-            for a in self._rows(f"SELECT * FROM run_artifacts WHERE run_id IN ({marks}) ORDER BY name", chunk):
-                artifact = Artifact(a["name"], Digest(a["digest"]), a["kind"], int(a["size"]), a["path"])
-                arts[a["run_id"]].append((a["role"], artifact))
-        out = []
-        for run_id in ids:
-            row = found.get(run_id)
-            if row is None:
-                continue
-            out.append(
-                Run(
-                    id=row["id"],
-                    project=row["project"],
-                    name=row["name"],
-                    status=cast(RunStatus, row["status"]),
-                    started_at=cast(datetime, _time(row["started_at"])),
-                    ended_at=_time(row["ended_at"]),
-                    params=params[run_id],
-                    metrics=metrics[run_id],
-                    tags=tags[run_id],
-                    inputs=tuple(json.loads(row["inputs"])),
-                    outputs=tuple(a for role, a in arts[run_id] if role == "output"),
-                    artifacts=tuple(a for _, a in arts[run_id]),
-                    parent_id=row["parent_id"],
-                    user=row["user"],
-                    host=row["host"],
-                    exit_code=row["exit_code"],
-                    error=row["error"],
-                    seed=row["seed"],
-                    deleted_at=_time(row["deleted_at"]),
-                    capture=json.loads(row["capture"]),
-                )
-            )
-        return out
+        return load_runs(self._conn, ids)
 
     # -- registry ---------------------------------------------------------------------------
     _VERSION_SELECT = (
