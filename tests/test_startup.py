@@ -128,5 +128,9 @@ def test_read_commands_start_without_typer_pydantic_rich_or_sqlalchemy(tmp_path:
         assert not tops & {"typer", "pydantic", "sqlalchemy", "click"}, args
         # rich's emoji table may be read (a cell with two colons), never its console or tables
         assert not imported & {"rich.console", "rich.table"}, args
+    # a filter is the service's to compile (SQLAlchemy), still without typer
+    filtered = _imported_by(["runs", "list", "--filter", "name = 'x'"], tmp_path)
+    assert "sqlalchemy" in filtered
+    assert not filtered & {"typer", "click", "pydantic"}
     # what the lean path does not parse goes to the typer application
-    assert "sqlalchemy" in _imported_by(["runs", "list", "--filter", "name = 'x'"], tmp_path)
+    assert "typer" in _imported_by(["runs", "list", "--help"], tmp_path)

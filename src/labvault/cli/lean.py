@@ -6,9 +6,10 @@ application they start in about 0.5 s before reading a row (SQLAlchemy alone tak
 :func:`run_read` answers them from :meth:`Vault.lean_reader` (the standard ``sqlite3`` module) and
 prints, in :mod:`labvault.cli.lean_views`, what the typer commands print, byte for byte
 (``tests/e2e/test_lean.py`` runs each command through both paths and compares). Anything this module
-does not answer exactly goes to the typer application: options it does not know (``--help``,
-``--filter``, a usage error), a PostgreSQL vault, a schema to migrate, an unknown name (whose error
-message the services own).
+does not answer exactly goes to the typer application: options it does not know (``--help``, a
+usage error), a PostgreSQL vault, a schema to migrate, an unknown name (whose error message the
+services own). ``runs list --filter/--sort`` calls the tracking service (its filter language
+compiles to SQLAlchemy), still without typer.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ _SPECS: dict[tuple[str, str], _Spec] = {
             "--limit": ("limit", True),
             "-l": ("limit", True),
             "--deleted": ("deleted", False),
+            "--filter": ("filter", True),
+            "-f": ("filter", True),
+            "--sort": ("sort", True),
+            "-s": ("sort", True),
         },
     ),
     ("models", "list"): ((), _JSON),

@@ -31,11 +31,16 @@ def _valid_name(name: str, what: str) -> bool:
 
 
 def _runs_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
-    project = values.get("project")
-    if project and not _valid_name(project, "project name"):
+    project, limit, deleted = values.get("project"), values.get("limit"), bool(values.get("deleted"))
+    if "filter" in values or "sort" in values:
+        # The filter language is the service's (SQLAlchemy): still no typer, pydantic or click.
+        found = vault.runs.list(
+            project=project, filter=values.get("filter"), sort=values.get("sort"), limit=limit, deleted=deleted
+        )
+    elif project and not _valid_name(project, "project name"):
         return False
-    ids = reader.run_ids(project=project or None, limit=values.get("limit"), deleted=bool(values.get("deleted")))
-    found = reader.runs(ids)
+    else:
+        found = reader.runs(reader.run_ids(project=project or None, limit=limit, deleted=deleted))
     if values.get("json"):
         print_json([_run_json(r) for r in found])
         return True
