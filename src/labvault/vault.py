@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from labvault.services.registry import Registry
     from labvault.services.snapshots.service import DataService
     from labvault.services.tracking import Tracking
+    from labvault.storage.meta.lean import LeanReader as LeanReader  # re-exported for the CLI's types
     from labvault.storage.meta.store import MetaStore
 
 __all__ = ["Vault"]
@@ -201,6 +202,13 @@ class Vault:
         return DataService(
             objects=self.objects, meta=lambda: self.meta, root=self.root, vault_dir=self.dir, user=lambda: self.user
         )
+
+    def lean_reader(self) -> contextlib.AbstractContextManager[LeanReader | None]:
+        """A read-only ``sqlite3`` reader for the read commands that must start fast, in one read
+        transaction; None when it cannot answer exactly (PostgreSQL, a schema to migrate)."""
+        from labvault.storage.meta.lean import open_reader
+
+        return open_reader(self.config.database_url, self.dir)
 
     @cached_property
     def user(self) -> str:

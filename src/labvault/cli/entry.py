@@ -4,11 +4,14 @@
 pydantic (about 0.2 s of start-up on a small machine): they are run after every change to the data,
 and in prompts and hooks, so they must start lean. Every other command, and any call with options
 this parser does not know (``--help``, a usage error), goes to the full typer application in
-:mod:`labvault.cli.app`, which runs the same functions.
+:mod:`labvault.cli.app`, which runs the same functions. The read commands have their lean path in
+:mod:`labvault.cli.lean`. ``LABVAULT_CLI_FULL=1`` sends every command to the typer application: the
+tests run the same commands both ways and compare.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -100,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     if [a for a in args if a not in _GLOBAL] == ["--version"]:
         print_version()
         return 0
-    for fast in (_fast_status, _fast_add):
-        code = fast(args)
+    from labvault.cli.lean import FULL_PATH_VARIABLE, run_read
+
+    for fast in (_fast_status, _fast_add, run_read):
+        code = None if os.environ.get(FULL_PATH_VARIABLE) == "1" else fast(args)
         if code is not None:
             return code
     from labvault.cli.app import main as full_main

@@ -68,6 +68,12 @@ class Output:
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
         if self.quiet:
             return
+        cells = [[str(c) for c in columns], *(["" if v is None else str(v) for v in row] for row in rows)]
+        if _writes_plain(sys.stdout) and _plain_table(cells, title):
+            return
+        self._rich_table(columns, rows, title=title)
+
+    def _rich_table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None) -> None:
         from rich.table import Table
 
         table = Table(title=title, box=None, header_style="bold", pad_edge=False)
@@ -79,6 +85,50 @@ class Output:
 
 
 OUTPUT = Output()
+
+# The widest line the plain writer handles: rich's console is given 100,000 columns when piped.
+_PLAIN_WIDTH = 99_000
+
+
+def _writes_plain(stream: Any) -> bool:
+    """True when rich would print to ``stream`` without escape codes (rich's ``Console.is_terminal``)."""
+    compatible = os.environ.get("TTY_COMPATIBLE", "")
+    if compatible in ("0", "1"):
+        return compatible == "0"
+    force = os.environ.get("FORCE_COLOR")
+    if force is not None:
+        return force == ""
+    return not stream.isatty()
+
+
+def _is_plain(text: str) -> bool:
+    """Text rich prints as it is: printable ASCII, no markup, no emoji code."""
+    if not (text.isascii() and text.isprintable()) or "[" in text:
+        return False
+    if text.count(":") < 2:
+        return True
+    from rich._emoji_replace import _emoji_replace
+
+    return _emoji_replace(text) == text
+
+
+def _plain_table(cells: list[list[str]], title: str | None) -> bool:
+    """Write the table as rich does when piped (columns 2 spaces apart, every cell padded to its
+    column's width, the title as it is), without importing rich: rendering a thousand rows with rich
+    takes longer than the rest of ``labvault runs list``. False (nothing written) for any text rich
+    would change (markup, emoji codes, wide or control characters); the caller then uses rich.
+    """
+    if title and not _is_plain(title):
+        return False
+    if any(len(row) != len(cells[0]) for row in cells) or not all(_is_plain(c) for row in cells for c in row):
+        return False
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    if not 0 < sum(widths) + 2 * len(widths) - 2 <= _PLAIN_WIDTH:
+        return False  # rich prints an empty table as one space per line
+    lines = [title] if title else []
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
+    sys.stdout.write("\n".join(lines) + "\n")
+    return True
 
 
 def print_json(doc: Any) -> None:

@@ -225,7 +225,10 @@ class DataService:
 
     def get(self, ref: str | DataRef) -> Manifest:
         """The manifest of a snapshot: its summary and every file with its hash, size and schema."""
-        snapshot = self.resolve(ref)
+        return self.manifest(self.resolve(ref))
+
+    def manifest(self, snapshot: Snapshot) -> Manifest:
+        """The manifest of a snapshot already resolved (read from the object store only)."""
         flat = self.flat(snapshot)
         files = []
         for path, (sha, size, profile) in sorted(flat.files.items()):

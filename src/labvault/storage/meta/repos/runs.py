@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from labvault.entities import Artifact, MetricPoint, Run, RunStatus
 from labvault.errors import Conflict
 from labvault.refs import Digest
+from labvault.storage.meta import lean
 from labvault.storage.meta.tables import run_artifacts, run_latest, run_metrics, run_params, run_tags, runs
 
 __all__ = [
@@ -213,33 +214,6 @@ def metric_history(conn: Connection, run_id: str, key: str | None = None) -> dic
     return dict(out)
 
 
-class _LazyJSON(Mapping[str, Any]):
-    """A JSON object decoded on first use: listings rarely look at a run's capture document."""
-
-    __slots__ = ("_doc", "_text")
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._doc: dict[str, Any] | None = None
-
-    def _get(self) -> dict[str, Any]:
-        if self._doc is None:
-            self._doc = json.loads(self._text)
-        return self._doc
-
-    def __getitem__(self, key: str) -> Any:
-        return self._get()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._get())
-
-    def __len__(self) -> int:
-        return len(self._get())
-
-    def __repr__(self) -> str:
-        return repr(self._get())
-
-
 def _param_value(raw: str) -> object:
     # Most params are plain strings or integers: skip the JSON parser for those.
     if raw.startswith('"') and "\\" not in raw:
@@ -288,6 +262,8 @@ _LOAD_ARTIFACTS = sa.select(run_artifacts).where(run_artifacts.c.run_id.in_(_IDS
 
 def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
     """Full records for ``ids``, in the order given (missing ids are skipped)."""
+    if conn.dialect.name == "sqlite":
+        return lean.load_runs(cast(Any, conn.connection.driver_connection), ids)
     rows: dict[str, Any] = {}
     params: dict[str, dict[str, object]] = defaultdict(dict)
     tags: dict[str, dict[str, str]] = defaultdict(dict)
@@ -333,7 +309,7 @@ def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
                 error=row.error,
                 seed=row.seed,
                 deleted_at=as_utc(row.deleted_at),
-                capture=_LazyJSON(row.capture),
+                capture=lean.LazyJSON(row.capture),
             )
         )
     return out

@@ -1,0 +1,129 @@
+"""The everyday read commands, answered without typer, pydantic or SQLAlchemy.
+
+``runs list``, ``models list``, ``models versions``, ``models show MODEL``, ``data list``, ``data log``,
+``data show`` and ``audit log`` are run many times a day, in scripts and prompts; through the typer
+application they start in about 0.5 s before reading a row (SQLAlchemy alone takes 0.3 s to import).
+:func:`run_read` answers them from :meth:`Vault.lean_reader` (the standard ``sqlite3`` module) and
+prints, in :mod:`labvault.cli.lean_views`, what the typer commands print, byte for byte
+(``tests/e2e/test_lean.py`` runs each command through both paths and compares). Anything this module
+does not answer exactly goes to the typer application: options it does not know (``--help``, a
+usage error), a PostgreSQL vault, a schema to migrate, an unknown name (whose error message the
+services own). ``runs list --filter/--sort`` calls the tracking service (its filter language
+compiles to SQLAlchemy), still without typer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labvault.cli.failures import exit_code_of
+from labvault.cli.render import OUTPUT
+
+__all__ = ["FULL_PATH_VARIABLE", "run_read"]
+
+#: Set to 1 to send every command to the typer application (the tests compare both paths with it).
+FULL_PATH_VARIABLE = "LABVAULT_CLI_FULL"
+
+_GLOBAL = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
+# A command: (positional names, {option: (name, takes a value)}); the parse keeps only what it knows.
+_Spec = tuple[tuple[str, ...], dict[str, tuple[str, bool]]]
+_JSON = {"--json": ("json", False)}
+_SPECS: dict[tuple[str, str], _Spec] = {
+    ("runs", "list"): (
+        (),
+        {
+            **_JSON,
+            "--project": ("project", True),
+            "-p": ("project", True),
+            "--limit": ("limit", True),
+            "-l": ("limit", True),
+            "--deleted": ("deleted", False),
+            "--filter": ("filter", True),
+            "-f": ("filter", True),
+            "--sort": ("sort", True),
+            "-s": ("sort", True),
+        },
+    ),
+    ("models", "list"): ((), _JSON),
+    ("models", "versions"): (("name",), {**_JSON, "--all": ("all", False)}),
+    ("data", "list"): ((), _JSON),
+    ("data", "log"): (("name",), _JSON),
+    ("data", "show"): (("ref",), _JSON),
+    ("models", "show"): (("ref",), _JSON),
+    ("audit", "log"): (
+        (),
+        {
+            **_JSON,
+            "--subject": ("subject", True),
+            "--action": ("action", True),
+            "--limit": ("limit", True),
+            "-n": ("limit", True),
+        },
+    ),
+}
+
+
+def _parse(argv: list[str]) -> tuple[set[str], tuple[str, str], dict[str, Any]] | None:
+    """``(global flags, command, values)``, or None for anything the typer application must parse."""
+    if "--" in argv:
+        return None
+    flags = {_GLOBAL[a] for a in argv if a in _GLOBAL}
+    args = [a for a in argv if a not in _GLOBAL]
+    if len(args) < 2 or (args[0], args[1]) not in _SPECS:
+        return None
+    command = (args[0], args[1])
+    names, options = _SPECS[command]
+    values: dict[str, Any] = {}
+    positional: list[str] = []
+    rest = iter(args[2:])
+    for arg in rest:
+        key, eq, text = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        value: str | None = text if eq else None
+        if key in options:
+            name, takes_value = options[key]
+            if not takes_value:
+                if value is not None:
+                    return None
+                values[name] = True
+                continue
+            value = value if value is not None else next(rest, None)
+            if value is None or value.startswith("-") or name in values:
+                return None
+            values[name] = value
+        elif arg.startswith("-") or len(positional) == len(names):
+            return None
+        else:
+            positional.append(arg)
+    if len(positional) != len(names):
+        return None
+    values.update(zip(names, positional, strict=True))
+    if "limit" in values:
+        text = values["limit"]
+        if not (text.isascii() and text.isdigit()):
+            return None
+        values["limit"] = int(text)
+        if command == ("audit", "log") and values["limit"] < 1:
+            return None
+    return flags, command, values
+
+
+def run_read(argv: list[str]) -> int | None:
+    """Answer a read command and return its exit code; None when the typer application must."""
+    parsed = _parse(argv)
+    if parsed is None:
+        return None
+    flags, command, values = parsed
+    answered = True
+
+    def attempt() -> None:
+        nonlocal answered
+        from labvault.cli.lean_views import COMMANDS
+        from labvault.vault import Vault
+
+        with Vault.open() as vault, vault.lean_reader() as reader:
+            answered = reader is not None and COMMANDS[command](reader, values, vault)
+
+    OUTPUT.quiet = OUTPUT.quiet or "quiet" in flags
+    OUTPUT.verbose = OUTPUT.verbose or "verbose" in flags
+    code = exit_code_of(attempt)
+    return code if answered else None

@@ -1,0 +1,353 @@
+"""What the lean read commands print: the same bytes as the typer commands in ``cli/runs.py``,
+``cli/models.py``, ``cli/data.py`` and ``cli/audit.py`` (``tests/e2e/test_lean.py`` compares them).
+
+Each command returns False, having printed nothing, when the full path must answer (an unknown
+name, a form it does not handle): the services own those messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from labvault.cli.render import OUTPUT, human_bytes, print_json
+
+if TYPE_CHECKING:
+    from labvault.entities import ModelVersion, RegisteredModel, Run, Snapshot
+    from labvault.vault import LeanReader, Vault
+
+__all__ = ["COMMANDS"]
+
+
+def _valid_name(name: str, what: str) -> bool:
+    from labvault.errors import LabvaultError
+    from labvault.refs import validate_name
+
+    try:
+        validate_name(name, what=what)
+    except LabvaultError:
+        return False
+    return True
+
+
+def _runs_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
+    project, limit, deleted = values.get("project"), values.get("limit"), bool(values.get("deleted"))
+    if "filter" in values or "sort" in values:
+        # The filter language is the service's (SQLAlchemy): still no typer, pydantic or click.
+        found = vault.runs.list(
+            project=project, filter=values.get("filter"), sort=values.get("sort"), limit=limit, deleted=deleted
+        )
+    elif project and not _valid_name(project, "project name"):
+        return False
+    else:
+        found = reader.runs(reader.run_ids(project=project or None, limit=limit, deleted=deleted))
+    if values.get("json"):
+        print_json([_run_json(r) for r in found])
+        return True
+    rows = []
+    for r in found:
+        metrics = ",".join(f"{k}={v:.4g}" for k, v in list(r.metrics.items())[:3])
+        rows.append((r.id, r.project, r.name, r.status, r.started_at.strftime("%m-%d %H:%M"), _duration(r), metrics))
+    OUTPUT.table(["id", "project", "name", "status", "started", "duration", "metrics"], rows)
+    if not found:
+        OUTPUT.info("no runs match")
+    return True
+
+
+def _time(moment: Any) -> str | None:
+    from labvault.entities import format_time
+
+    return format_time(moment) if moment is not None else None
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    """``cli.runs.run_json``."""
+    from labvault.entities import json_safe
+
+    return {
+        "id": run.id,
+        "ref": run.ref,
+        "project": run.project,
+        "name": run.name,
+        "status": run.status,
+        "parent": f"run:{run.parent_id}" if run.parent_id else None,
+        "user": run.user,
+        "host": run.host,
+        "started_at": _time(run.started_at),
+        "ended_at": _time(run.ended_at),
+        "duration_seconds": run.duration,
+        "exit_code": run.exit_code,
+        "error": run.error,
+        "seed": run.seed,
+        "params": run.params,
+        "metrics": {k: json_safe(v) for k, v in run.metrics.items()},
+        "tags": run.tags,
+        "inputs": list(run.inputs),
+        "outputs": [a.name for a in run.outputs],
+        "artifacts": [{"name": a.name, "kind": a.kind, "sha256": str(a.digest), "size": a.size} for a in run.artifacts],
+        "deleted_at": _time(run.deleted_at),
+    }
+
+
+def _duration(run: Run) -> str:
+    seconds = run.duration
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _models_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
+    models = reader.models()
+    if values.get("json"):
+        print_json([_model_json(m) for m in models])
+        return True
+    rows = [
+        (m.ref, m.versions, m.latest or "-", ", ".join(f"{a}={v}" for a, v in m.aliases.items()) or "-") for m in models
+    ]
+    OUTPUT.table(["model", "versions", "latest", "aliases"], rows)
+    return True
+
+
+def _model_json(m: RegisteredModel) -> dict[str, Any]:
+    """``cli.models._model_json``."""
+    return {
+        "id": m.ref,
+        "ref": m.ref,
+        "project": m.project,
+        "model": m.model,
+        "versions": m.versions,
+        "latest": m.latest,
+        "aliases": m.aliases,
+        "created_at": _time(m.created_at),
+        "created_by": m.created_by,
+    }
+
+
+def _version_json(v: ModelVersion) -> dict[str, Any]:
+    """``cli.models.version_json``."""
+    return {
+        "id": v.ref,
+        "ref": v.ref,
+        "project": v.project,
+        "model": v.model,
+        "version": v.version,
+        "tree": str(v.tree),
+        "content": str(v.content),
+        "size": v.size,
+        "files": v.files,
+        "created_at": _time(v.created_at),
+        "created_by": v.created_by,
+        "run": f"run:{v.run_id}" if v.run_id else None,
+        "message": v.message,
+        "source": v.source,
+        "notes": list(v.notes),
+        "archived": v.archived,
+        "archived_at": _time(v.archived_at),
+        "aliases": list(v.aliases),
+    }
+
+
+def _models_versions(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
+    from labvault.errors import LabvaultError
+    from labvault.refs import ModelRef, parse_ref
+
+    try:
+        ref = parse_ref(values["name"], expect=ModelRef)
+    except LabvaultError:
+        return False
+    model = reader.model_id(ref.project, ref.model) if isinstance(ref, ModelRef) and ref.version is None else None
+    if model is None:
+        return False
+    found = reader.versions(model, include_archived=bool(values.get("all")))
+    if values.get("json"):
+        print_json([_version_json(v) for v in found])
+        return True
+    rows = [
+        (
+            v.version,
+            ", ".join(v.aliases) or "-",
+            human_bytes(v.size),
+            _time(v.created_at),
+            v.created_by,
+            "archived" if v.archived else "",
+            v.message or "",
+        )
+        for v in found
+    ]
+    OUTPUT.table(["version", "aliases", "size", "registered", "by", "", "message"], rows)
+    return True
+
+
+def _models_show(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
+    """``models show PROJECT/MODEL``; a version (``@VERSION``) reads files from the object store: full path."""
+    from labvault.errors import LabvaultError
+    from labvault.refs import ModelRef, parse_ref
+
+    try:
+        ref = parse_ref(values["ref"], expect=ModelRef)
+    except LabvaultError:
+        return False
+    if not isinstance(ref, ModelRef) or ref.version is not None:
+        return False
+    model = reader.model_id(ref.project, ref.model)
+    if model is None:
+        return False
+    aliases = reader.aliases(model)
+    versions = [_version_json(v) for v in reader.versions(model, include_archived=True)]
+    if values.get("json"):
+        print_json({"id": ref.name, "ref": ref.name, "aliases": aliases, "versions": versions})
+        return True
+    OUTPUT.line(f"model    {ref.name}")
+    OUTPUT.line("aliases  " + (", ".join(f"{a} -> {v}" for a, v in aliases.items()) or "none"))
+    OUTPUT.table(
+        ["version", "aliases", "size", "status"],
+        [
+            (d["version"], ", ".join(d["aliases"]) or "-", human_bytes(d["size"]), "archived" if d["archived"] else "")
+            for d in versions
+        ],
+    )
+    return True
+
+
+def _data_show(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
+    from labvault.errors import LabvaultError
+    from labvault.refs import DataRef, parse_ref
+
+    text = values["ref"]
+    if text.startswith(("sha256:", "run:")) or "/" in text:
+        return False
+    try:
+        ref = parse_ref(text if text.startswith("data:") else f"data:{text}", expect=DataRef)
+    except LabvaultError:
+        return False
+    snapshot = reader.snapshot(ref.name, ref.number) if isinstance(ref, DataRef) else None
+    if snapshot is None:
+        return False
+    manifest = vault.data.manifest(snapshot)
+    if values.get("json"):
+        print_json(manifest.to_json())
+        return True
+    doc = manifest.snapshot.to_json()
+    for key in _SHOW_KEYS:
+        if key in doc:
+            OUTPUT.line(f"{key + ':':<16}{'' if doc[key] is None else doc[key]}")
+    for note in manifest.snapshot.notes:
+        OUTPUT.line(f"{'note:':<16}{note}")
+    OUTPUT.table(
+        ["path", "size", "sha256", "records", "schema"],
+        [
+            [
+                f.path,
+                f.size,
+                f.sha256.short,
+                "" if f.record_count is None else f.record_count,
+                ", ".join(f"{c}:{t}" for c, t in f.schema) if f.schema else "",
+            ]
+            for f in manifest.files
+        ],
+    )
+    return True
+
+
+_SHOW_KEYS = (
+    "ref",
+    "storage_uri",
+    "content_hash",
+    "file_count",
+    "total_bytes",
+    "tabular",
+    "record_count",
+    "schema_hash",
+    "created_at",
+    "created_by",
+    "message",
+    "source_url",
+    "source_version",
+)
+
+
+def _summary(s: Snapshot) -> list[Any]:
+    """``cli.data._summary`` without its first cell."""
+    records = "" if s.record_count is None else s.record_count
+    return [s.file_count, human_bytes(s.total_bytes), records, s.created_at.strftime("%Y-%m-%d %H:%M")]
+
+
+def _data_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
+    rows = reader.datasets()
+    if values.get("json"):
+        print_json([{**s.to_json(), "versions": n} for s, n in rows])
+        return True
+    OUTPUT.table(
+        ["dataset", "latest", "versions", "files", "size", "records", "created"],
+        [[s.name, s.ref, n, *_summary(s)] for s, n in rows],
+    )
+    return True
+
+
+def _data_log(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
+    name = values["name"].removeprefix("data:")
+    if not _valid_name(name, "dataset name"):
+        return False
+    versions = reader.snapshots(name)
+    if not versions:
+        return False
+    if values.get("json"):
+        print_json([s.to_json() for s in versions])
+        return True
+    OUTPUT.table(
+        ["version", "content", "files", "size", "records", "created", "by", "message"],
+        [[s.ref, s.content_hash.short, *_summary(s), s.created_by, s.message] for s in versions],
+    )
+    return True
+
+
+def _audit_log(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
+    events = reader.audit_events(
+        subject_prefix=values.get("subject"), action=values.get("action"), limit=values.get("limit")
+    )
+    events.reverse()
+    docs = [
+        {
+            "id": e.seq,
+            "ref": f"audit:{e.seq}",
+            "seq": e.seq,
+            "at": _time(e.at),
+            "actor": e.actor,
+            "action": e.action,
+            "subject": e.subject,
+            "before": e.before,
+            "after": e.after,
+            "policy_hash": f"sha256:{e.policy_hash}" if e.policy_hash else None,
+            "details": e.details,
+            "prev_hash": f"sha256:{e.prev_hash}",
+            "hash": f"sha256:{e.hash}",
+        }
+        for e in events
+    ]
+    if values.get("json"):
+        print_json(docs)
+        return True
+    OUTPUT.table(
+        ["#", "at", "actor", "action", "subject", "before", "after"],
+        [
+            (d["seq"], d["at"], d["actor"], d["action"], d["subject"], d["before"] or "-", d["after"] or "-")
+            for d in docs
+        ],
+    )
+    return True
+
+
+COMMANDS: dict[tuple[str, str], Callable[[LeanReader, dict[str, Any], Vault], bool]] = {
+    ("runs", "list"): _runs_list,
+    ("models", "list"): _models_list,
+    ("models", "versions"): _models_versions,
+    ("models", "show"): _models_show,
+    ("data", "show"): _data_show,
+    ("data", "list"): _data_list,
+    ("data", "log"): _data_log,
+    ("audit", "log"): _audit_log,
+}

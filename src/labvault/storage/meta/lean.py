@@ -1,0 +1,406 @@
+"""Read-only queries on a SQLite metadata database through the standard ``sqlite3`` module.
+
+The everyday read commands (``runs list``, ``models list``, ``audit log``, ...) spend far longer
+importing SQLAlchemy than running their queries. :class:`LeanReader` answers them with the same
+entities the repos build, from the same rows, so the output is the same. It opens only a SQLite
+database whose schema is current, read-only; anything else (PostgreSQL, a schema to migrate, a
+missing file) makes :func:`open_reader` return None and the caller takes the full path.
+
+Each method is the twin of a repo function, named in its docstring; the CLI tests run every read
+command through both paths and compare the output byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from labvault.entities import (
+    Artifact,
+    AuditEvent,
+    ModelVersion,
+    RegisteredModel,
+    Run,
+    RunStatus,
+    Snapshot,
+)
+from labvault.errors import LabvaultError, LockedError, StorageError
+from labvault.refs import Digest
+
+__all__ = ["LazyJSON", "LeanReader", "load_runs", "open_reader"]
+
+_VERSIONS = Path(__file__).parent / "migrations" / "versions"
+_BUSY_TIMEOUT_S = 30.0
+_CHUNK = 500  # ids per IN (...): well under SQLite's 32,766 bound parameters
+_NON_FINITE = {1: float("nan"), 2: float("inf"), 3: float("-inf")}
+
+
+def _known_revisions() -> str:
+    # The same fingerprint as MetaStore.known_revisions (kept free of SQLAlchemy).
+    names = sorted(n for n in os.listdir(_VERSIONS) if n.endswith(".py") and n[0] != "_")
+    return ",".join(n[:-3] for n in names)
+
+
+def _time(text: str | None) -> datetime | None:
+    """SQLAlchemy stores SQLite datetimes as naive UTC text: ``2026-11-30 00:00:17.649620``."""
+    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _metric(value: float | None, kind: int) -> float:
+    return float(value) if kind == 0 and value is not None else _NON_FINITE.get(kind, float("nan"))
+
+
+def _param(raw: str) -> object:
+    if raw.startswith('"') and "\\" not in raw:
+        return raw[1:-1]
+    if raw.isdigit():
+        return int(raw)
+    return json.loads(raw)
+
+
+def _translate(err: sqlite3.Error) -> LabvaultError:
+    """The errors ``store._translate`` makes of the same SQLite failures, with the same words."""
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return LockedError(f"the metadata database is busy ({text})")
+    return StorageError(f"metadata database error ({text})", hint="run `labvault fsck`; report it if it persists")
+
+
+def _like_prefix(prefix: str) -> str:
+    # SQLAlchemy's startswith(autoescape=True): '/' escapes itself, '%' and '_'.
+    return prefix.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+
+
+class LazyJSON(Mapping[str, Any]):
+    """A JSON object decoded on first use: listings rarely look at a run's capture document."""
+
+    __slots__ = ("_doc", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._doc: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        if self._doc is None:
+            self._doc = json.loads(self._text)
+        return self._doc
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __repr__(self) -> str:
+        return repr(self._get())
+
+
+_RUN_COLUMNS = (
+    "id, project, name, status, started_at, ended_at, parent_id, user, host, exit_code, error, seed, inputs,"
+    " capture, deleted_at"
+)
+
+
+def load_runs(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Run]:
+    """Full run records for ``ids``, in the order given (missing ids skipped), from a SQLite
+    connection: ``repos.runs.load_runs`` uses it on SQLite (the driver's own connection, inside the
+    caller's transaction), as the lean reader does. Statements go to the driver as written: building
+    them through SQLAlchemy cost more than running them.
+    """
+    cur = conn.cursor()
+    cur.row_factory = None
+    rows: dict[str, tuple[Any, ...]] = {}
+    params: dict[str, dict[str, object]] = defaultdict(dict)
+    tags: dict[str, dict[str, str]] = defaultdict(dict)
+    metrics: dict[str, dict[str, float]] = defaultdict(dict)
+    arts: dict[str, list[tuple[str, Artifact]]] = defaultdict(list)
+    try:
+        for start in range(0, len(ids), _CHUNK):
+            chunk = tuple(ids[start : start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for row in cur.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({marks})", chunk):
+                rows[row[0]] = row
+            for run_id, key, value in cur.execute(
+                f"SELECT run_id, key, value FROM run_params WHERE run_id IN ({marks})", chunk
+            ):
+                params[run_id][key] = _param(value)
+            for run_id, key, text in cur.execute(
+                f"SELECT run_id, key, text FROM run_tags WHERE run_id IN ({marks})", chunk
+            ):
+                tags[run_id][key] = text
+            for run_id, key, value, kind in cur.execute(
+                f"SELECT run_id, key, value, kind FROM run_latest WHERE run_id IN ({marks})", chunk
+            ):
+                metrics[run_id][key] = _metric(value, kind)
+            for run_id, name, role, kind, digest, size, path in cur.execute(
+                "SELECT run_id, name, role, kind, digest, size, path FROM run_artifacts"
+                f" WHERE run_id IN ({marks}) ORDER BY name",
+                chunk,
+            ):
+                arts[run_id].append((role, Artifact(name, Digest(digest), kind, int(size), path)))
+    except sqlite3.Error as err:
+        raise _translate(err) from err
+    out = []
+    for run_id in ids:
+        row = rows.get(run_id)
+        if row is None:
+            continue
+        (
+            rid,
+            project,
+            name,
+            status,
+            started,
+            ended,
+            parent,
+            user,
+            host,
+            code,
+            error,
+            seed,
+            inputs,
+            capture,
+            deleted,
+        ) = row
+        out.append(
+            Run(
+                id=rid,
+                project=project,
+                name=name,
+                status=cast(RunStatus, status),
+                started_at=cast(datetime, _time(started)),
+                ended_at=_time(ended),
+                params=params[run_id],
+                metrics=metrics[run_id],
+                tags=tags[run_id],
+                inputs=tuple(json.loads(inputs)),
+                outputs=tuple(a for role, a in arts[run_id] if role == "output"),
+                artifacts=tuple(a for _, a in arts[run_id]),
+                parent_id=parent,
+                user=user,
+                host=host,
+                exit_code=code,
+                error=error,
+                seed=seed,
+                deleted_at=_time(deleted),
+                capture=LazyJSON(capture),
+            )
+        )
+    return out
+
+
+@contextmanager
+def open_reader(database_url: str | None, vault_dir: Path) -> Iterator[LeanReader | None]:
+    """A reader in one read transaction, or None when the lean path cannot answer exactly."""
+    if database_url is not None and not database_url.startswith("sqlite:///"):
+        yield None
+        return
+    path = Path(database_url.removeprefix("sqlite:///")) if database_url else vault_dir / "meta.db"
+    if not path.is_file():
+        yield None
+        return
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_S)
+    except sqlite3.Error:
+        yield None
+        return
+    with closing(conn):
+        try:
+            conn.execute("BEGIN")  # one snapshot for every query of the command
+            row = conn.execute("SELECT value FROM vault_meta WHERE key = 'schema_revisions'").fetchone()
+        except sqlite3.Error:
+            row = None
+        yield LeanReader(conn) if row is not None and row[0] == _known_revisions() else None
+
+
+class LeanReader:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        self._conn.row_factory = sqlite3.Row
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as err:
+            raise _translate(err) from err
+
+    # -- runs -------------------------------------------------------------------------------
+    def run_ids(self, *, project: str | None, limit: int | None, deleted: bool) -> list[str]:
+        """``run_query.select_run_ids`` without a filter or a sort: newest first."""
+        sql = "SELECT id FROM runs WHERE deleted_at IS " + ("NOT NULL" if deleted else "NULL")
+        params: list[Any] = []
+        if project:
+            sql += " AND project = ?"
+            params.append(project)
+        sql += " ORDER BY started_at DESC, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [r[0] for r in self._rows(sql, tuple(params))]
+
+    def runs(self, ids: list[str]) -> list[Run]:
+        return load_runs(self._conn, ids)
+
+    # -- registry ---------------------------------------------------------------------------
+    _VERSION_SELECT = (
+        "SELECT v.*, m.project AS project, m.name AS model FROM registry_versions v"
+        " JOIN registry_models m ON m.id = v.model_id"
+    )
+
+    def model_id(self, project: str, name: str) -> int | None:
+        rows = self._rows("SELECT id FROM registry_models WHERE project = ? AND name = ?", (project, name))
+        return int(rows[0][0]) if rows else None
+
+    def models(self) -> list[RegisteredModel]:
+        """``repos.registry.list_models``."""
+        out = []
+        for m in self._rows("SELECT * FROM registry_models ORDER BY project, name"):
+            live = [v for v in self.versions(int(m["id"]), include_archived=True) if not v.archived]
+            latest = max(live, key=lambda v: tuple(int(p) for p in v.version.split("."))).version if live else None
+            out.append(
+                RegisteredModel(
+                    project=m["project"],
+                    model=m["name"],
+                    created_at=cast(datetime, _time(m["created_at"])),
+                    created_by=m["created_by"],
+                    versions=len(live),
+                    latest=latest,
+                    aliases=self.aliases(int(m["id"])),
+                )
+            )
+        return out
+
+    def versions(self, model: int, *, include_archived: bool) -> list[ModelVersion]:
+        """``repos.registry.list_versions``: oldest first, each with its aliases."""
+        sql = self._VERSION_SELECT + " WHERE v.model_id = ?"
+        if not include_archived:
+            sql += " AND v.archived_at IS NULL"
+        rows = self._rows(sql + " ORDER BY v.major, v.minor, v.patch", (model,))
+        by_version: dict[int, list[str]] = {}
+        for alias, vid in self._rows(
+            "SELECT name, version_id FROM registry_aliases WHERE model_id = ? AND version_id IS NOT NULL", (model,)
+        ):
+            by_version.setdefault(int(vid), []).append(alias)
+        return [_version(r, tuple(sorted(by_version.get(int(r["id"]), [])))) for r in rows]
+
+    def aliases(self, model: int) -> dict[str, str]:
+        """``repos.registry.aliases_of``: alias -> version, for the aliases that are set."""
+        rows = self._rows(
+            "SELECT a.name, v.version FROM registry_aliases a JOIN registry_versions v ON v.id = a.version_id"
+            " WHERE a.model_id = ? ORDER BY a.name",
+            (model,),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def audit_events(self, *, subject_prefix: str | None, action: str | None, limit: int | None) -> list[AuditEvent]:
+        """``repos.audit.iter_events``, newest first."""
+        sql, params = "SELECT * FROM audit_events WHERE 1 = 1", list[object]()
+        if subject_prefix is not None:
+            sql += " AND subject LIKE ? ESCAPE '/'"
+            params.append(_like_prefix(subject_prefix))
+        if action is not None:
+            sql += " AND action = ?"
+            params.append(action)
+        sql += " ORDER BY seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        out = []
+        for r in self._rows(sql, tuple(params)):
+            try:
+                details: dict[str, Any] = json.loads(r["details"])
+            except ValueError:
+                details = {"unreadable": r["details"]}
+            out.append(
+                AuditEvent(
+                    seq=int(r["seq"]),
+                    at=cast(datetime, _time(r["at"])),
+                    actor=r["actor"],
+                    action=r["action"],
+                    subject=r["subject"],
+                    before=r["before"],
+                    after=r["after"],
+                    policy_hash=r["policy_hash"],
+                    details=details,
+                    prev_hash=r["prev_hash"],
+                    hash=r["hash"],
+                )
+            )
+        return out
+
+    # -- data -------------------------------------------------------------------------------
+    def datasets(self) -> list[tuple[Snapshot, int]]:
+        """``repos.snapshots.latest_per_dataset``."""
+        rows = self._rows(
+            "SELECT s.*, n.n AS n FROM data_snapshots s JOIN (SELECT name, max(version) AS v, count(*) AS n"
+            " FROM data_snapshots GROUP BY name) n ON s.name = n.name AND s.version = n.v ORDER BY s.name"
+        )
+        return [(_snapshot(r), int(r["n"])) for r in rows]
+
+    def snapshot(self, name: str, version: int | None) -> Snapshot | None:
+        """``repos.snapshots.get_snapshot``: the given version, or the latest."""
+        sql, params = "SELECT * FROM data_snapshots WHERE name = ?", list[object]([name])
+        if version is not None:
+            sql += " AND version = ?"
+            params.append(version)
+        rows = self._rows(sql + " ORDER BY version DESC LIMIT 1", tuple(params))
+        return _snapshot(rows[0]) if rows else None
+
+    def snapshots(self, name: str) -> list[Snapshot]:
+        """``repos.snapshots.list_versions``: newest first."""
+        return [
+            _snapshot(r)
+            for r in self._rows("SELECT * FROM data_snapshots WHERE name = ? ORDER BY version DESC", (name,))
+        ]
+
+
+def _version(r: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
+    return ModelVersion(
+        project=r["project"],
+        model=r["model"],
+        version=r["version"],
+        tree=Digest(r["tree"]),
+        content=Digest(r["content"]),
+        size=int(r["size"]),
+        files=int(r["files"]),
+        created_at=cast(datetime, _time(r["created_at"])),
+        created_by=r["created_by"],
+        run_id=r["run_id"],
+        message=r["message"],
+        source=json.loads(r["source"]),
+        notes=tuple(json.loads(r["notes"])),
+        archived_at=_time(r["archived_at"]),
+        aliases=aliases,
+    )
+
+
+def _snapshot(r: sqlite3.Row) -> Snapshot:
+    return Snapshot(
+        name=r["name"],
+        version=r["version"],
+        content_hash=Digest(r["content_hash"]),
+        kind=r["kind"],
+        storage_uri=r["storage_uri"],
+        file_count=r["file_count"],
+        total_bytes=r["total_bytes"],
+        tabular=bool(r["tabular"]),
+        record_count=r["record_count"],
+        schema_hash=r["schema_hash"],
+        created_at=cast(datetime, _time(r["created_at"])),
+        created_by=r["created_by"],
+        message=r["message"],
+        source_url=r["source_url"],
+        source_version=r["source_version"],
+        notes=tuple(json.loads(r["notes"] or "[]")),
+    )

@@ -1,0 +1,173 @@
+"""The lean paths (``cli/lean.py`` for the read commands, ``cli/entry.py`` for ``data add/status``)
+print exactly what the typer application prints: every command here runs both ways
+(``LABVAULT_CLI_FULL=1`` forces the typer application) and the two results are compared."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labvault.vault import Vault
+from tests.e2e.conftest import Cli
+
+FULL = {"LABVAULT_CLI_FULL": "1"}
+
+
+def _same(cli: Cli, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    lean = cli(*args, expect=None, cwd=cwd)
+    full = cli(*args, expect=None, cwd=cwd, env=FULL)
+    assert (lean.returncode, lean.stdout, lean.stderr) == (full.returncode, full.stdout, full.stderr), args
+    return lean
+
+
+@pytest.fixture
+def filled(project: Path, cli: Cli) -> Path:
+    """A vault with runs (deleted, NaN, artifacts, markup in a name), models, aliases, an archived
+    version, datasets and audit events."""
+    import labvault as lv
+
+    vault, _ = Vault.init(project)
+    with vault:
+        for i in range(12):
+            with lv.start_run(project="fraud" if i % 3 else "other", name=f"train-{i}") as run:
+                run.log_params({"depth": i % 4, "lr": 0.1, "name": "x"})
+                run.log_metrics({"auc": i / 10, "loss": float("nan") if i == 4 else 1 / (i + 1)})
+                run.log_metric("auc", i / 9, step=1)
+                run.set_tags({"team": "risk"})
+                (project / f"model{i}.bin").write_bytes(bytes([i]) * 10)
+                run.log_artifact(str(project / f"model{i}.bin"))
+        with lv.start_run(name="[bold]odd :100: name"):
+            pass
+        gone = vault.runs.list()[-1]
+        vault.runs.delete(gone.id)
+        for i in range(3):
+            (project / "m").mkdir(exist_ok=True)
+            (project / "m" / "w.bin").write_bytes(bytes([i]) * 100)
+            vault.registry.register("fraud/detector", project / "m", message=f"try {i}")
+        (project / "d").mkdir()
+        for i in range(2):
+            (project / "d" / "t.csv").write_text("a,b\n" + "".join(f"{j},{j * i}\n" for j in range(5)))
+            vault.data.add("transactions", project / "d", message=f"v{i}")
+    cli("models", "promote", "fraud/detector@0.1.1", "--to", "prod")
+    cli("models", "archive", "fraud/detector@0.1.0", "-m", "bad")
+    return project
+
+
+READS = [
+    ("runs", "list"),
+    ("runs", "list", "--json"),
+    ("runs", "list", "-p", "fraud", "--limit", "3"),
+    ("runs", "list", "--project=fraud", "-l", "0", "--json"),
+    ("runs", "list", "--deleted"),
+    ("runs", "list", "--deleted", "--json", "-q"),
+    ("runs", "list", "-p", "nobody"),
+    ("runs", "list", "-p", "bad/name"),
+    ("runs", "list", "--limit", "-1"),
+    ("runs", "list", "--filter", "metrics.auc > 0.5"),
+    ("runs", "list", "-f", "params.depth = 2 and tags.team = 'risk'", "--sort", "metrics.auc", "--json"),
+    ("runs", "list", "--sort=name", "-l", "4"),
+    ("runs", "list", "-s", "-metrics.loss"),
+    ("runs", "list", "--filter", "metrics.auc >"),
+    ("runs", "list", "--sort", "nothing.here"),
+    ("models", "list"),
+    ("models", "list", "--json"),
+    ("models", "versions", "fraud/detector"),
+    ("models", "versions", "fraud/detector", "--all", "--json"),
+    ("models", "versions", "fraud/nothing"),
+    ("models", "versions", "fraud/detector@prod"),
+    ("models", "show", "fraud/detector"),
+    ("models", "show", "fraud/detector", "--json"),
+    ("models", "show", "fraud/detector@prod"),
+    ("models", "show", "fraud/nothing"),
+    ("data", "list"),
+    ("data", "list", "--json"),
+    ("data", "show", "transactions"),
+    ("data", "show", "transactions@v1", "--json"),
+    ("data", "show", "data:transactions@v9"),
+    ("data", "show", "sha256:abcdef0123"),
+    ("data", "log", "transactions"),
+    ("data", "log", "data:transactions", "--json"),
+    ("data", "log", "nothing"),
+    ("data", "log", "../x"),
+    ("audit", "log"),
+    ("audit", "log", "--json"),
+    ("audit", "log", "--subject", "fraud/detector", "-n", "2"),
+    ("audit", "log", "--subject", "FRAUD", "--action", "archive", "--json"),
+    ("audit", "log", "--limit", "0"),
+    ("audit", "log", "--subject"),
+    ("runs", "list", "--help"),
+    ("-v", "models", "list", "extra"),
+]
+
+
+def test_read_commands_print_the_same_both_ways(cli: Cli, filled: Path) -> None:
+    for args in READS:
+        _same(cli, *args)
+    listed = json.loads(_same(cli, "runs", "list", "--json").stdout)
+    assert len(listed) == 12
+    assert {r["metrics"]["loss"] for r in listed if r["name"] == "train-4"} == {"NaN"}
+    assert " odd \N{HUNDRED POINTS SYMBOL} name " in _same(cli, "runs", "list").stdout  # rich renders it
+    assert json.loads(_same(cli, "models", "list", "--json").stdout)[0]["aliases"] == {"prod": "0.1.1"}
+
+
+def test_read_commands_outside_a_vault_and_on_an_old_schema(cli: Cli, filled: Path, tmp_path: Path) -> None:
+    assert _same(cli, "runs", "list", cwd=tmp_path).returncode == 3
+    # A schema to migrate is the full path's to upgrade: the lean path steps aside.
+    db = filled / ".labvault" / "meta.db"
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE vault_meta SET value = 'old' WHERE key = 'schema_revisions'")
+    lean = cli("models", "list")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM vault_meta WHERE key = 'schema_revisions'").fetchone()[0] != "old"
+    assert lean.stdout == cli("models", "list", env=FULL).stdout
+
+
+ADDS = [
+    ("data", "add", "d", "data", "-m", "first"),
+    ("data", "add", "d", "data", "--message=again"),
+    ("data", "status"),
+    ("data", "status", "--json"),
+    ("data", "status", "d"),
+    ("data", "status", "data"),
+    ("data", "add", "e", "data", "--no-gitignore", "-q"),
+    ("data", "add", "bad/name", "data"),
+    ("data", "add", "d"),
+    ("data", "add", "d", "data", "-m"),
+    ("data", "add", "d", "data", "--bogus"),
+    ("data", "status", "a", "b", "c"),
+    ("data", "status", "nothing"),
+]
+
+
+def test_data_add_and_status_behave_the_same_both_ways(cli: Cli, tmp_path: Path) -> None:
+    """The hand-written parser of ``cli/entry.py`` against typer's, on twin projects."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
+    twins = [tmp_path / "lean", tmp_path / "full"]
+    for twin in twins:
+        (twin / "data").mkdir(parents=True)
+        (twin / "data" / "t.csv").write_text("a,b\n1,2\n")
+        subprocess.run(["git", "init", "-q"], cwd=twin, check=True, env=env)
+        cli("-q", "init", cwd=twin)
+    for args in ADDS:
+        if args[:3] == ("data", "status", "data"):
+            for twin in twins:
+                (twin / "data" / "t.csv").write_text("a,b\n1,3\n")
+        lean = cli(*args, expect=None, cwd=twins[0])
+        full = cli(*args, expect=None, cwd=twins[1], env=FULL)
+        assert (lean.returncode, lean.stdout, lean.stderr) == (full.returncode, full.stdout, full.stderr), args
+
+
+def test_a_damaged_database_is_reported_the_same_both_ways(cli: Cli, filled: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(filled / ".labvault" / "meta.db") as conn:
+        conn.execute("DROP TABLE run_latest")
+    failed = _same(cli, "runs", "list")
+    assert failed.returncode == 7
+    assert failed.stderr.startswith("error: metadata database error (no such table: run_latest)")
