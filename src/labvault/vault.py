@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import os
 import secrets
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +33,7 @@ from labvault.storage.objects.protocol import ObjectStore
 if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
     from labvault.services.registry import Registry
+    from labvault.services.reproduce import ReproduceReport
     from labvault.services.snapshots.service import DataService
     from labvault.services.tracking import Tracking
     from labvault.storage.meta.store import MetaStore
@@ -200,6 +202,39 @@ class Vault:
 
         return DataService(
             objects=self.objects, meta=lambda: self.meta, root=self.root, vault_dir=self.dir, user=lambda: self.user
+        )
+
+    def reproduce(
+        self,
+        ref: str,
+        *,
+        env: str = "auto",
+        rtol: float | None = None,
+        atol: float | None = None,
+        ignore_metrics: Sequence[str] = (),
+        ignore_artifacts: Sequence[str] = (),
+        twice: bool = False,
+        workdir: str | os.PathLike[str] | None = None,
+        keep: bool = False,
+    ) -> ReproduceReport:
+        """Rerun a run (or a model version's source run) on a clean workspace and judge it (docs/reproduce.md)."""
+        from labvault.services.reproduce import reproduce
+
+        return reproduce(
+            runs=self.runs,
+            data=self.data,
+            source_run=lambda model: self.registry.resolve(model).run_id,
+            project_root=self.root,
+            vault_dir=self.dir,
+            ref=ref,
+            env=env,
+            rtol=rtol,
+            atol=atol,
+            ignore_metrics=ignore_metrics,
+            ignore_artifacts=ignore_artifacts,
+            twice=twice,
+            workdir=Path(workdir) if workdir is not None else None,
+            keep=keep,
         )
 
     @cached_property

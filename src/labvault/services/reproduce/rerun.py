@@ -1,0 +1,131 @@
+"""Rerun the recorded command in the workspace as a new tracked run linked to the original.
+
+The command runs with ``LABVAULT_RUN_ID``/``LABVAULT_DIR`` exported, so ``lv.start_run()`` inside it
+attaches to the new run, exactly as under ``labvault run``. Its output is recorded, not streamed:
+``reproduce --json`` prints one document and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from labvault.entities import Run, RunStatus
+from labvault.errors import ExternalError, LabvaultError
+from labvault.services.reproduce.record import Recipe
+from labvault.services.reproduce.workspace import Workspace
+from labvault.services.tracking.artifacts import store_path
+from labvault.services.tracking.service import Tracking
+
+__all__ = ["Rerun", "end_rerun", "rerun"]
+
+#: Never carried from this process into the rerun: they name this process's run and vault.
+_DROPPED = ("LABVAULT_RUN_ID", "LABVAULT_DIR", "LABVAULT_URI", "LABVAULT_SEED")
+
+
+@dataclass(frozen=True, slots=True)
+class Rerun:
+    """A rerun whose command has exited; its run stays open until :func:`end_rerun` (the report is
+    stored on it first)."""
+
+    run: Run
+    exit_code: int
+    seconds: float  # the command's own wall time
+    status: RunStatus
+    ended: bool = False
+
+
+def end_rerun(runs: Tracking, done: Rerun) -> None:
+    if not done.ended:
+        error = None if done.exit_code == 0 else f"exit code {done.exit_code}"
+        runs.finish(done.run.id, status=done.status, exit_code=done.exit_code, error=error)
+
+
+def _argv(recipe: Recipe, python: str | None, recorded_python: str | None) -> list[str]:
+    argv = list(recipe.command)
+    # A script run by `python train.py` under lv.start_run records the interpreter's full path;
+    # the rerun uses the chosen environment's interpreter instead.
+    if python is not None and recorded_python is not None and argv[0] == recorded_python:
+        argv[0] = python
+    return argv
+
+
+def _environ(recipe: Recipe, run_id: str, vault_dir: Path, variables: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
+    env.update(variables)
+    env["LABVAULT_RUN_ID"] = run_id
+    env["LABVAULT_DIR"] = str(vault_dir.resolve())
+    return env
+
+
+def rerun(
+    runs: Tracking,
+    recipe: Recipe,
+    workspace: Workspace,
+    *,
+    vault_dir: Path,
+    recorded_python: str | None,
+) -> Rerun:
+    """Run the command; the returned run is still open (end it with :func:`end_rerun`)."""
+    original = recipe.run
+    argv = _argv(recipe, sys.executable, recorded_python)
+    run = runs.create(
+        project=original.project,
+        name=original.name,
+        inputs=recipe.inputs,
+        config=[str(workspace.root / c.project_path) for c in recipe.configs if c.project_path is not None],
+        command=argv,
+        cwd=workspace.cwd,
+        seed=original.seed,
+        tags={"reproduces": original.ref},
+    )
+    env = _environ(recipe, run.id, vault_dir, recipe.variables)
+    executable = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
+    if executable is None or not os.path.exists(workspace.cwd / executable):
+        runs.finish(run.id, status="failed", exit_code=127, error=f"command {argv[0]!r} not found")
+        return Rerun(runs.get(run.id), 127, 0.0, "failed", ended=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.run(
+                [executable, *argv[1:]], cwd=workspace.cwd, env=env, stdout=out, stderr=err, check=False
+            )
+        except OSError as exc:
+            runs.finish(run.id, status="failed", exit_code=126, error=f"cannot start {argv[0]!r}: {exc}")
+            raise ExternalError(f"cannot start the recorded command {argv[0]!r}: {exc}") from exc
+        seconds = time.perf_counter() - started
+        update = {}
+        for stream, sink in (("stdout", out), ("stderr", err)):
+            sink.seek(0)
+            data = sink.read()
+            if data:
+                update[stream] = str(runs.log_output(run.id, data))
+        if update:
+            runs.update_capture(run.id, update)
+    code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+    _store_outputs(runs, run.id, original, workspace)
+    status: RunStatus = "finished" if code == 0 else ("killed" if proc.returncode < 0 else "failed")
+    return Rerun(runs.get(run.id), code, seconds, status)
+
+
+def _store_outputs(runs: Tracking, run_id: str, original: Run, workspace: Workspace) -> None:
+    """The outputs the original declared (``labvault run --output``), from where it declared them."""
+    warnings = []
+    for art in original.outputs:
+        given = art.path or art.name
+        path = Path(given) if Path(given).is_absolute() else workspace.cwd / given
+        if Path(given).is_absolute() or not path.exists():
+            continue  # compared as missing: the rerun did not produce it here
+        try:
+            runs.record_artifact(run_id, store_path(runs.objects, path, name=art.name, role_path=given), role="output")
+        except LabvaultError as exc:
+            warnings.append(f"output {given}: {exc}")
+    if warnings:
+        runs.update_capture(run_id, {"warnings": warnings})

@@ -1,0 +1,264 @@
+"""``labvault reproduce`` end to end: a seeded training script rerun after the checkout moved on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labvault.refs import Digest
+from labvault.vault import Vault
+from tests.e2e.conftest import Cli
+
+# A logistic regression trained by plain-Python gradient descent: random initial weights from the
+# seed, data from data/train.csv, learning rate and epochs from the config (not in git).
+TRAIN = """\
+import json, os, random
+import labvault as lv
+
+cfg = dict(line.split(": ") for line in open("configs/run.yaml").read().splitlines() if line)
+rng = random.Random(int(os.environ["LABVAULT_SEED"]))
+rows = [list(map(float, line.split(","))) for line in open("data/train.csv").read().split()]
+w = [rng.gauss(0, 1) for _ in range(len(rows[0]))]
+lr, epochs = float(cfg["lr"]), int(cfg["epochs"])
+for _ in range(epochs):
+    for *x, y in rows:
+        z = w[-1] + sum(wi * xi for wi, xi in zip(w, x))
+        p = 1 / (1 + 2.718281828459045 ** -max(-30.0, min(30.0, z)))
+        w = [wi - lr * (p - y) * xi for wi, xi in zip(w, x)] + [w[-1] - lr * (p - y)]
+correct = sum((w[-1] + sum(wi * xi for wi, xi in zip(w, x)) > 0) == (y == 1) for *x, y in rows)
+with open("model.json", "w") as f:
+    json.dump({"weights": w}, f)
+with lv.start_run() as run:
+    run.log_metric("accuracy", correct / len(rows))
+    run.log_metric("final_weight", w[0])
+"""
+
+
+def _git(project: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def _data(seed: int) -> str:
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(60):
+        a, b = rng.uniform(-2, 2), rng.uniform(-2, 2)
+        lines.append(f"{a:.4f},{b:.4f},{1 if a + 0.5 * b > 0 else 0}")
+    return "\n".join(lines) + "\n"
+
+
+def _state(project: Path) -> tuple[str, dict[str, str]]:
+    """``git status`` and the sha256 of every file outside .git and the vault."""
+    files = {
+        str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(project.rglob("*"))
+        if p.is_file() and ".git" not in p.parts and ".labvault" not in p.parts
+    }
+    return _git(project, "status", "--porcelain=v1", "--untracked-files=all"), files
+
+
+def _repository(project: Path, cli: Cli) -> None:
+    _git(project, "init", "-q", "-b", "main")
+    _git(project, "config", "user.email", "t@example.com")
+    _git(project, "config", "user.name", "t")
+    cli("init")
+
+
+def _run_id(out: subprocess.CompletedProcess[str]) -> str:
+    return out.stderr.split("run:")[1].split()[0]
+
+
+def _script(project: Path, cli: Cli, code: str, *run_args: str, commit: bool = True) -> str:
+    """Commit ``code`` as job.py and run it with ``labvault run``; returns the run id."""
+    (project / "job.py").write_text(code)
+    if commit:
+        _git(project, "add", "-A")
+        _git(project, "commit", "-qm", "job")
+    return _run_id(cli("run", *run_args, "--", sys.executable, "job.py"))
+
+
+@pytest.fixture
+def trained(project: Path, cli: Cli) -> str:
+    """A project whose seeded training run was recorded by ``labvault run``; returns the run id."""
+    _repository(project, cli)
+    (project / "train.py").write_text(TRAIN)
+    (project / ".gitignore").write_text(".labvault/\nconfigs/\n")  # the config is ignored by git
+    (project / "configs").mkdir()
+    (project / "configs" / "run.yaml").write_text("lr: 0.1\nepochs: 20\n")
+    (project / "data").mkdir()
+    (project / "data" / "train.csv").write_text(_data(1))
+    cli("data", "add", "train", "data/train.csv")
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "train")
+    (project / "train.py").write_text(TRAIN + "# uncommitted edit, recorded in the patch\n")
+    out = cli(
+        "run",
+        "--config",
+        "configs/run.yaml",
+        "--input",
+        "data:train",
+        "--output",
+        "model.json",
+        "--seed",
+        "7",
+        "--",
+        sys.executable,
+        "train.py",
+    )
+    return _run_id(out)
+
+
+def _reproduce(cli: Cli, *args: str, expect: int) -> dict[str, object]:
+    out = cli("reproduce", *args, "--json", expect=expect, timeout=300)
+    doc = json.loads(out.stdout)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_reproduce_after_the_checkout_moved_on(project: Path, cli: Cli, trained: str) -> None:
+    # The checkout moves on: a new commit, the data overwritten, the config edited, the tree dirty.
+    (project / "train.py").write_text(TRAIN.replace("rng.gauss(0, 1)", "rng.gauss(0, 2)"))
+    _git(project, "commit", "-qam", "moved on")
+    (project / "data" / "train.csv").write_text(_data(2))
+    (project / "configs" / "run.yaml").write_text("lr: 0.5\nepochs: 3\n")
+    (project / "notes.txt").write_text("untracked\n")
+    (project / "train.py").write_text("dirty\n")
+    before = _state(project)
+
+    doc = _reproduce(cli, trained, expect=0)
+
+    assert doc["verdict"] == "reproduced", doc
+    assert [(a["artifact"], a["verdict"]) for a in doc["artifacts"]] == [("model.json", "IDENTICAL")]  # type: ignore[index]
+    assert {m["metric"]: m["verdict"] for m in doc["metrics"]} == {"accuracy": "EXACT", "final_weight": "EXACT"}  # type: ignore[index]
+    assert doc["variables"]["LABVAULT_SEED"] == "7"  # type: ignore[index]
+    assert _state(project) == before  # the user's files and git status are untouched
+    rerun = doc["reruns"][0]  # type: ignore[index]
+    shown = json.loads(cli("runs", "show", rerun, "--json").stdout)
+    assert shown["tags"] == {"reproduces": f"run:{trained}"}
+    assert {a["name"] for a in shown["artifacts"]} >= {"model.json", "reproduce.md", "reproduce.json"}
+
+
+def test_an_undeclared_input_that_changed_is_named(project: Path, cli: Cli) -> None:
+    _repository(project, cli)
+    (project / "labvault.yaml").write_text("capture:\n  max_untracked_size: 100\n")
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "settings")
+    (project / "extra.txt").write_text("x" * 200)  # untracked and large: recorded without its bytes
+    code = "open('out.txt', 'w').write(str(len(open('extra.txt').read())))\n"
+    run_id = _script(project, cli, code, "--output", "out.txt", commit=False)
+    doc = _reproduce(cli, run_id, expect=0)  # unchanged: brought from the checkout, sha256 verified
+    (project / "extra.txt").write_text("y" * 300)
+
+    doc = _reproduce(cli, run_id, expect=1)
+
+    assert doc["verdict"] == "not reproduced"
+    assert doc["causes"][0].startswith("undeclared input: extra.txt")  # type: ignore[index]
+    assert "has changed" in doc["causes"][0]  # type: ignore[index]
+
+
+def test_twice_names_nondeterminism(project: Path, cli: Cli) -> None:
+    _repository(project, cli)
+    run_id = _script(project, cli, "import os\nopen('out.bin', 'wb').write(os.urandom(16))\n", "--output", "out.bin")
+
+    doc = _reproduce(cli, run_id, "--twice", expect=1)
+
+    assert len(doc["reruns"]) == 2  # type: ignore[arg-type]
+    assert any(c.startswith("nondeterminism") and "out.bin" in c for c in doc["causes"])  # type: ignore[union-attr]
+
+
+def test_a_commit_that_is_gone_is_exit_3(project: Path, cli: Cli) -> None:
+    _repository(project, cli)
+    _script(project, cli, "print(1)\n")
+    _git(project, "checkout", "-qb", "gone")
+    run_id = _script(project, cli, "print(2)\n")
+    _git(project, "checkout", "-q", "main")
+    _git(project, "branch", "-qD", "gone")
+    _git(project, "reflog", "expire", "--expire=now", "--all")
+    _git(project, "gc", "-q", "--prune=now")
+
+    out = cli("reproduce", run_id, expect=3)
+
+    assert "is not in the local repository and the run recorded no remote" in out.stdout
+
+
+def test_a_commit_gone_locally_is_cloned_from_the_recorded_remote(project: Path, cli: Cli, tmp_path: Path) -> None:
+    _repository(project, cli)
+    _script(project, cli, "print(1)\n")
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    _git(project, "remote", "add", "origin", str(remote))
+    _git(project, "checkout", "-qb", "feature")
+    run_id = _script(project, cli, "open('out.txt', 'w').write('feature')\n", "--output", "out.txt")
+    _git(project, "push", "-q", "origin", "feature")
+    _git(project, "checkout", "-q", "main")
+    _git(project, "branch", "-qD", "feature")
+    _git(project, "update-ref", "-d", "refs/remotes/origin/feature")
+    _git(project, "reflog", "expire", "--expire=now", "--all")
+    _git(project, "gc", "-q", "--prune=now")
+
+    doc = _reproduce(cli, run_id, expect=0)
+
+    assert [(a["artifact"], a["verdict"]) for a in doc["artifacts"]] == [("out.txt", "IDENTICAL")]  # type: ignore[index]
+
+
+def test_a_missing_snapshot_object_is_exit_5(project: Path, cli: Cli, trained: str) -> None:
+    with Vault.open(project) as vault:
+        snapshot = vault.data.resolve("data:train@v1")
+        (sha, *_), *_ = vault.data.flat(snapshot).files.values()
+        vault.objects.delete(Digest(sha))
+
+    doc = _reproduce(cli, trained, expect=5)
+
+    assert doc["verdict"] == "not attempted"
+    assert doc["missing"] == ["input data:train@v1: object of train.csv is missing from the vault"]
+
+
+def test_a_model_version_reproduces_its_source_run(project: Path, cli: Cli, trained: str) -> None:
+    cli("models", "register", "demo/clf", "--from", f"run:{trained}", "--artifact", "model.json")
+
+    doc = _reproduce(cli, "demo/clf@0.1.0", expect=0)
+
+    assert doc["original"] == f"run:{trained}"
+
+
+def test_a_run_made_by_start_run_in_a_plain_script(project: Path, cli: Cli) -> None:
+    _repository(project, cli)
+    code = (
+        "import random, labvault as lv\n"
+        "with lv.start_run(seed=5) as run:\n"
+        "    random.seed(5)\n"
+        "    run.log_metric('score', random.random())\n"
+        "    run.log_dict({'w': random.random()}, 'model.json')\n"
+    )
+    (project / "job.py").write_text(code)
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "job")
+    subprocess.run([sys.executable, "job.py"], cwd=project, check=True)
+    with Vault.open(project) as vault:
+        (run,) = vault.runs.list()
+
+    doc = _reproduce(cli, run.id, expect=0)
+
+    assert {m["metric"]: m["verdict"] for m in doc["metrics"]} == {"score": "EXACT"}  # type: ignore[index]
+    assert [(a["artifact"], a["verdict"]) for a in doc["artifacts"]] == [("model.json", "IDENTICAL")]  # type: ignore[index]
+
+
+def test_bad_input(project: Path, cli: Cli, trained: str) -> None:
+    assert "no run" in cli("reproduce", "run:abcdef123456", expect=3).stderr
+    assert "--rtol" in cli("reproduce", trained, "--rtol", "-1", expect=2).stderr
+    with Vault.open(project) as vault:
+        running = vault.runs.create(command=[sys.executable, "x.py"])
+        no_command = vault.runs.create(command=[])
+        vault.runs.finish(no_command.id)
+    assert "still running" in cli("reproduce", running.id, expect=4).stderr
+    err = cli("reproduce", no_command.id, expect=2).stderr
+    assert "recorded no command" in err
+    assert err.count("\n") == 2  # error + hint, no traceback
