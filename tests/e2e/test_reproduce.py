@@ -262,3 +262,59 @@ def test_bad_input(project: Path, cli: Cli, trained: str) -> None:
     err = cli("reproduce", no_command.id, expect=2).stderr
     assert "recorded no command" in err
     assert err.count("\n") == 2  # error + hint, no traceback
+
+
+def test_rebuild_reproduces_in_a_uv_environment_cached_by_its_hash(project: Path, cli: Cli, trained: str) -> None:
+    first = _reproduce(cli, trained, "--env", "rebuild", expect=0)
+    second = _reproduce(cli, trained, "--env", "rebuild", expect=0)
+
+    assert first["environment"]["mode"] == "rebuild"  # type: ignore[index]
+    assert "uv environment built in" in first["environment"]["reason"]  # type: ignore[index]
+    assert "uv environment cached" in second["environment"]["reason"]  # type: ignore[index]
+    assert [(a["artifact"], a["verdict"]) for a in second["artifacts"]] == [("model.json", "IDENTICAL")]  # type: ignore[index]
+    (env,) = [e for e in (project / ".labvault" / "envs").iterdir() if e.is_dir()]
+    with Vault.open(project) as vault:
+        rerun = vault.runs.get(second["reruns"][0])  # type: ignore[index]
+    assert rerun.capture["command"][0] == str(env / "bin" / "python")  # the rebuilt interpreter ran it
+
+
+def _edited_environment(project: Path, cli: Cli, edit: dict[str, object]) -> str:
+    """A finished run whose recorded environment is the real one with ``edit`` applied."""
+    _repository(project, cli)
+    (project / "job.py").write_text("print(1)\n")
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "job")
+    with Vault.open(project) as vault:
+        run = vault.runs.create(command=[sys.executable, "job.py"])
+        doc = json.loads(vault.objects.get_bytes(Digest(run.capture["environment"].removeprefix("sha256:"))))
+        doc.update(edit)
+        with vault.objects.batch():
+            digest = vault.objects.put_bytes(json.dumps(doc).encode())
+        vault.runs.update_capture(run.id, {"environment": str(digest)})
+        vault.runs.finish(run.id, exit_code=0)
+    return run.id
+
+
+def test_a_recorded_python_this_machine_lacks_is_exit_7(project: Path, cli: Cli) -> None:
+    run_id = _edited_environment(project, cli, {"python": {"version": "3.7.1", "implementation": "CPython"}})
+
+    doc = _reproduce(cli, run_id, expect=7)  # --env auto: the Python differs, so it rebuilds
+
+    assert doc["environment"]["mode"] == "rebuild"  # type: ignore[index]
+    assert doc["missing"] == ["Python 3.7 (recorded 3.7.1) is not on this machine"]
+
+
+def test_packages_that_cannot_be_installed_are_all_named_exit_7(project: Path, cli: Cli) -> None:
+    packages = [
+        {"name": "attrs", "version": "99.1.0"},
+        {"name": "typer", "version": "99.0.0"},
+        {"name": "pyyaml", "version": "6.0.2"},
+    ]
+    run_id = _edited_environment(project, cli, {"packages": packages})
+
+    doc = _reproduce(cli, run_id, "--env", "rebuild", expect=7)
+
+    assert doc["missing"] == [
+        "package attrs==99.1.0 cannot be installed",
+        "package typer==99.0.0 cannot be installed",
+    ]

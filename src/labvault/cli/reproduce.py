@@ -29,7 +29,10 @@ def reproduce_cmd(
         ..., help="run:<id>, an id or prefix, or a model version (project/model@1.2.0 or @alias)."
     ),
     env: str = typer.Option(
-        "auto", "--env", help="auto | current | rebuild (rebuild is not available yet; auto uses current)."
+        "auto",
+        "--env",
+        help="current: this environment; rebuild: a uv venv of the recorded Python and pins; auto: current when "
+        "Python major.minor and every package match the record, else rebuild.",
     ),
     rtol: float | None = typer.Option(None, "--rtol", help="Relative tolerance for every metric (default 0)."),
     atol: float | None = typer.Option(None, "--atol", help="Absolute tolerance for every metric (default 0)."),
@@ -51,7 +54,8 @@ def reproduce_cmd(
     never touched.
 
     Exit codes: 0 reproduced; 1 not reproduced; 3 a commit or snapshot is gone; 5 an object is
-    missing or corrupt; 2 bad usage; 4 the run is still running.
+    missing or corrupt; 7 the recorded Python or a package cannot be had; 2 bad usage; 4 the run
+    is still running.
     """
     import json
 

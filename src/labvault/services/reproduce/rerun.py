@@ -57,9 +57,12 @@ def _argv(recipe: Recipe, python: str | None, recorded_python: str | None) -> li
     return argv
 
 
-def _environ(recipe: Recipe, run_id: str, vault_dir: Path, variables: Mapping[str, str]) -> dict[str, str]:
+def _environ(run_id: str, vault_dir: Path, variables: Mapping[str, str], venv: Path | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
     env.update(variables)
+    if venv is not None:  # the rebuilt environment comes first, as its `activate` would do
+        env["PATH"] = os.pathsep.join([str(venv / "bin"), *([env["PATH"]] if env.get("PATH") else [])])
+        env["VIRTUAL_ENV"] = str(venv)
     env["LABVAULT_RUN_ID"] = run_id
     env["LABVAULT_DIR"] = str(vault_dir.resolve())
     return env
@@ -72,10 +75,12 @@ def rerun(
     *,
     vault_dir: Path,
     recorded_python: str | None,
+    venv: Path | None = None,
 ) -> Rerun:
-    """Run the command; the returned run is still open (end it with :func:`end_rerun`)."""
+    """Run the command, in the environment ``venv`` (else the current one); the returned run is
+    still open (end it with :func:`end_rerun`)."""
     original = recipe.run
-    argv = _argv(recipe, sys.executable, recorded_python)
+    argv = _argv(recipe, str(venv / "bin" / "python") if venv is not None else sys.executable, recorded_python)
     run = runs.create(
         project=original.project,
         name=original.name,
@@ -86,7 +91,7 @@ def rerun(
         seed=original.seed,
         tags={"reproduces": original.ref},
     )
-    env = _environ(recipe, run.id, vault_dir, recipe.variables)
+    env = _environ(run.id, vault_dir, recipe.variables, venv)
     executable = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
     if executable is None or not os.path.exists(workspace.cwd / executable):
         runs.finish(run.id, status="failed", exit_code=127, error=f"command {argv[0]!r} not found")

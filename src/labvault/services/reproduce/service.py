@@ -20,11 +20,13 @@ from labvault.entities import Run
 from labvault.errors import IntegrityError, NotFound, ValidationError
 from labvault.refs import Digest, ModelRef, parse_ref
 from labvault.services.reproduce.compare import ArtifactCheck, MetricCheck, compare_artifacts, compare_metrics
+from labvault.services.reproduce.envbuild import BuiltEnvironment, EnvironmentUnavailable, build_environment
 from labvault.services.reproduce.environment import (
     EnvironmentDrift,
     current_environment,
     environment_drift,
     load_environment,
+    same_python_minor,
 )
 from labvault.services.reproduce.record import Recipe, read_recipe
 from labvault.services.reproduce.report import ReproduceReport, render_markdown, report_json
@@ -64,18 +66,17 @@ def _summary(drift: EnvironmentDrift) -> str:
 
 
 def _environment_mode(env: str, drift: EnvironmentDrift | None) -> tuple[str, str]:
-    if env == "rebuild":
-        raise ValidationError(
-            "--env rebuild is not available in this version of labvault",
-            hint="use --env current: the report lists every difference from the recorded environment",
-        )
     if drift is None:
+        if env == "rebuild":
+            raise ValidationError("the run recorded no environment to rebuild", hint="use --env current")
         return "current", "the run recorded no environment"
     if env == "current":
         return "current", "asked for" + (f"; {_summary(drift)}" if not drift.empty else "; it matches the record")
-    if drift.empty:
-        return "current", "Python and every package match the record"
-    return "current", f"{_summary(drift)}; rebuilding is not available yet, so the current environment was used"
+    if env == "rebuild":
+        return "rebuild", "asked for"
+    if same_python_minor(drift) and not drift.packages():
+        return "current", "Python major.minor and every package match the record"
+    return "rebuild", _summary(drift)
 
 
 def _name(check: Check) -> str:
@@ -196,7 +197,8 @@ def reproduce(
     )
     folder = _check_workdir(workdir, project_root)
     recorded = _resolve_run(runs, ref, source_run)
-    recorded_env = load_environment(runs.objects, _env_digest(recorded))
+    env_digest = _env_digest(recorded)
+    recorded_env = load_environment(runs.objects, env_digest)
     recipe = read_recipe(recorded, recorded_env)
     drift = environment_drift(recorded_env, current_environment(project_root)) if recorded_env else None
     mode, reason = _environment_mode(env, drift)
@@ -213,6 +215,17 @@ def reproduce(
     if problems:
         code = 3 if any(p.exit_code == 3 for p in problems) else 5
         return ReproduceReport(verdict="not attempted", exit_code=code, missing=tuple(p.what for p in problems), **base)
+    built: BuiltEnvironment | None = None
+    if mode == "rebuild" and recorded_env is not None and env_digest is not None:  # rebuild implies a record
+        building = time.perf_counter()
+        try:
+            built = build_environment(recorded_env, env_digest, vault_dir=vault_dir)
+        except EnvironmentUnavailable as exc:
+            return ReproduceReport(verdict="not attempted", exit_code=exc.exit_code, missing=exc.missing, **base)
+        how = "cached" if built.cached else f"built in {time.perf_counter() - building:.1f}s"
+        skipped = f"; not installed: {', '.join(built.skipped)}" if built.skipped else ""
+        base["env_reason"] = f"{reason}; uv environment {how} in {built.folder}{skipped}"
+        base["drift"] = None  # the rebuilt environment has the recorded pins
     folder = folder or Path(tempfile.mkdtemp(prefix="labvault-reproduce-"))
     folder.mkdir(parents=True, exist_ok=True)
     made: list[Path] = []
@@ -227,8 +240,9 @@ def reproduce(
                 return ReproduceReport(verdict="not attempted", exit_code=exc.exit_code, missing=(exc.message,), **base)
             placed = placed or ws.placed
             python = ((recorded_env or {}).get("python") or {}).get("executable")
-            reruns.append(rerun(runs, recipe, ws, vault_dir=vault_dir, recorded_python=python))
-        report = _judge(runs, recipe, reruns, placed, tolerances, drift, base)
+            venv = built.folder if built is not None else None
+            reruns.append(rerun(runs, recipe, ws, vault_dir=vault_dir, recorded_python=python, venv=venv))
+        report = _judge(runs, recipe, reruns, placed, tolerances, base["drift"], base)
         overhead = time.perf_counter() - started - sum(r.seconds for r in reruns)
         report = dataclasses.replace(report, overhead_seconds=round(overhead, 3), workdir=str(folder) if keep else None)
         first = reruns[0].run.id
