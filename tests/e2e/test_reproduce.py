@@ -318,3 +318,49 @@ def test_packages_that_cannot_be_installed_are_all_named_exit_7(project: Path, c
         "package attrs==99.1.0 cannot be installed",
         "package typer==99.0.0 cannot be installed",
     ]
+
+
+def test_environment_drift_is_named_with_env_current(project: Path, cli: Cli) -> None:
+    # The run was recorded where PyYAML 5.4.1 was installed and wrote its version; this machine has another.
+    code = (
+        "from importlib.metadata import version\n"
+        "import labvault as lv\n"
+        "with lv.start_run() as run:\n"
+        "    run.log_text('pyyaml ' + version('pyyaml'), 'out.txt')\n"
+    )
+    _repository(project, cli)
+    (project / "job.py").write_text(code)
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "job")
+    with Vault.open(project) as vault:
+        run = vault.runs.create(command=[sys.executable, "job.py"])
+        doc = json.loads(vault.objects.get_bytes(Digest(run.capture["environment"].removeprefix("sha256:"))))
+        for package in doc["packages"]:
+            if package["name"].lower() == "pyyaml":
+                installed, package["version"] = package["version"], "5.4.1"
+        with vault.objects.batch():
+            digest = vault.objects.put_bytes(json.dumps(doc).encode())
+        vault.runs.update_capture(run.id, {"environment": str(digest)})
+        vault.runs.log_bytes(run.id, b"pyyaml 5.4.1", name="out.txt")
+        vault.runs.finish(run.id, exit_code=0)
+
+    doc = _reproduce(cli, run.id, "--env", "current", expect=1)
+
+    assert [(a["artifact"], a["verdict"]) for a in doc["artifacts"]] == [("out.txt", "DIFFERENT")]  # type: ignore[index]
+    assert doc["causes"] == [f"environment drift: pyyaml 5.4.1 -> {installed}"]
+    assert doc["environment"]["packages"] == [f"pyyaml 5.4.1 -> {installed}"]  # type: ignore[index]
+
+
+def test_report_file_workdir_and_keep(project: Path, cli: Cli, trained: str, tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    out = cli("reproduce", trained, "--workdir", str(workdir), "--keep", "--report", str(tmp_path / "r.json"))
+
+    assert "**Verdict: REPRODUCED**" in out.stdout
+    assert f"workspace kept in {workdir}" in out.stderr
+    assert (workdir / "rerun-1" / "model.json").is_file()
+    assert (workdir / "rerun-1" / "configs" / "run.yaml").read_text() == "lr: 0.1\nepochs: 20\n"
+    assert json.loads((tmp_path / "r.json").read_text())["verdict"] == "reproduced"
+    assert "already holds rerun-1" in cli("reproduce", trained, "--workdir", str(workdir), expect=2).stderr
+    err = cli("reproduce", trained, "--workdir", str(project / "inside"), expect=2).stderr
+    assert "overlaps the project" in err
+    assert not (project / "inside").exists()

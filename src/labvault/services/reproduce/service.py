@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -168,6 +169,11 @@ def _check_workdir(workdir: Path | None, project_root: Path) -> Path | None:
     root = project_root.resolve()
     if folder == root or root in folder.parents or folder in root.parents:
         raise ValidationError(f"--workdir {folder} overlaps the project {root}", hint="give a folder outside it")
+    used = [p.name for p in (folder / "rerun-1", folder / "rerun-2") if os.path.lexists(p)]
+    if used:
+        raise ValidationError(
+            f"--workdir {folder} already holds {', '.join(used)}", hint="remove it, or give another folder"
+        )
     return folder
 
 
