@@ -38,6 +38,7 @@ class ReproduceReport:
     twice: tuple[ArtifactCheck | MetricCheck, ...] = ()  # differences between the two reruns
     workdir: str | None = None  # kept with --keep
     overhead_seconds: float | None = None  # wall time minus the command's own
+    command_seconds: float | None = None  # the reruns' own wall time
 
     @property
     def reproduced(self) -> bool:
@@ -76,6 +77,7 @@ def report_json(r: ReproduceReport) -> dict[str, Any]:
         "variables": dict(r.variables),
         "workdir": r.workdir,
         "overhead_seconds": r.overhead_seconds,
+        "command_seconds": r.command_seconds,
     }
 
 

@@ -249,8 +249,13 @@ def reproduce(
             venv = built.folder if built is not None else None
             reruns.append(rerun(runs, recipe, ws, vault_dir=vault_dir, recorded_python=python, venv=venv))
         report = _judge(runs, recipe, reruns, placed, tolerances, base["drift"], base)
-        overhead = time.perf_counter() - started - sum(r.seconds for r in reruns)
-        report = dataclasses.replace(report, overhead_seconds=round(overhead, 3), workdir=str(folder) if keep else None)
+        command = sum(r.seconds for r in reruns)
+        report = dataclasses.replace(
+            report,
+            overhead_seconds=round(time.perf_counter() - started - command, 3),
+            command_seconds=round(command, 3),
+            workdir=str(folder) if keep else None,
+        )
         first = reruns[0].run.id
         runs.log_bytes(first, render_markdown(report).encode(), name="reproduce.md")
         runs.log_bytes(first, json.dumps(report_json(report), indent=2, sort_keys=True).encode(), name="reproduce.json")
