@@ -187,6 +187,7 @@ def test_a_commit_that_is_gone_is_exit_3(project: Path, cli: Cli) -> None:
     out = cli("reproduce", run_id, expect=3)
 
     assert "is not in the local repository and the run recorded no remote" in out.stdout
+    assert f"error: cannot reproduce run:{run_id}: commit" in out.stderr
 
 
 def test_a_commit_gone_locally_is_cloned_from_the_recorded_remote(project: Path, cli: Cli, tmp_path: Path) -> None:
@@ -364,3 +365,23 @@ def test_report_file_workdir_and_keep(project: Path, cli: Cli, trained: str, tmp
     err = cli("reproduce", trained, "--workdir", str(project / "inside"), expect=2).stderr
     assert "overlaps the project" in err
     assert not (project / "inside").exists()
+
+
+def test_a_module_run_with_python_m_reruns_the_workspace_copy(project: Path, cli: Cli) -> None:
+    # `python -m pkg.job` records the module's absolute path in argv: it must name the clean copy.
+    _repository(project, cli)
+    (project / "pkg").mkdir()
+    (project / "pkg" / "__init__.py").write_text("")
+    code = "import labvault as lv\nwith lv.start_run() as run:\n    run.log_text('{}', 'out.txt')\n"
+    (project / "pkg" / "job.py").write_text(code.format("v1"))
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "job")
+    subprocess.run([sys.executable, "-m", "pkg.job"], cwd=project, check=True)
+    with Vault.open(project) as vault:
+        (run,) = vault.runs.list()
+    assert run.capture["command"][1] == str(project / "pkg" / "job.py")
+    (project / "pkg" / "job.py").write_text(code.format("v2"))  # the checkout moved on
+
+    doc = _reproduce(cli, run.id, expect=0)
+
+    assert [(a["artifact"], a["verdict"]) for a in doc["artifacts"]] == [("out.txt", "IDENTICAL")]  # type: ignore[index]

@@ -81,6 +81,12 @@ def reproduce_cmd(
         print_json(doc)
     else:
         OUTPUT.line(render_markdown(result).rstrip("\n"))
+    if result.missing:
+        shown = "; ".join(result.missing[:5]) + (
+            f" and {len(result.missing) - 5} more" if len(result.missing) > 5 else ""
+        )
+        OUTPUT.info(f"error: cannot reproduce {result.original}: {shown}")
+        OUTPUT.info("hint: the report lists everything missing; restore it (git fetch, labvault pull), then retry")
     if result.workdir:
         OUTPUT.info(f"workspace kept in {result.workdir}")
     raise typer.Exit(result.exit_code)

@@ -48,12 +48,19 @@ def end_rerun(runs: Tracking, done: Rerun) -> None:
         runs.finish(done.run.id, status=done.status, exit_code=done.exit_code, error=error)
 
 
-def _argv(recipe: Recipe, python: str | None, recorded_python: str | None) -> list[str]:
+def _argv(recipe: Recipe, workspace: Workspace, python: str, recorded_python: str | None) -> list[str]:
     argv = list(recipe.command)
     # A script run by `python train.py` under lv.start_run records the interpreter's full path;
     # the rerun uses the chosen environment's interpreter instead.
-    if python is not None and recorded_python is not None and argv[0] == recorded_python:
+    if recorded_python is not None and argv[0] == recorded_python:
         argv[0] = python
+    # An absolute path into the original project (`python -m pkg.train` records the module's
+    # file) names the same file in the workspace, never the user's checkout.
+    root = Path(recipe.root)
+    for i, arg in enumerate(argv):
+        path = Path(arg)
+        if path.is_absolute() and (path == root or root in path.parents):
+            argv[i] = str(workspace.root / path.relative_to(root))
     return argv
 
 
@@ -80,7 +87,8 @@ def rerun(
     """Run the command, in the environment ``venv`` (else the current one); the returned run is
     still open (end it with :func:`end_rerun`)."""
     original = recipe.run
-    argv = _argv(recipe, str(venv / "bin" / "python") if venv is not None else sys.executable, recorded_python)
+    python = str(venv / "bin" / "python") if venv is not None else sys.executable
+    argv = _argv(recipe, workspace, python, recorded_python)
     run = runs.create(
         project=original.project,
         name=original.name,
@@ -105,6 +113,9 @@ def rerun(
         except OSError as exc:
             runs.finish(run.id, status="failed", exit_code=126, error=f"cannot start {argv[0]!r}: {exc}")
             raise ExternalError(f"cannot start the recorded command {argv[0]!r}: {exc}") from exc
+        except BaseException:  # Ctrl-C reached the command too (same process group): record it, go on dying
+            runs.finish(run.id, status="killed", exit_code=130, error="reproduce was interrupted")
+            raise
         seconds = time.perf_counter() - started
         update = {}
         for stream, sink in (("stdout", out), ("stderr", err)):
