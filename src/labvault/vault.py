@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
     from labvault.services.registry import Registry
     from labvault.services.reproduce import ReproduceReport
+    from labvault.services.reproduce.environments import Environments
     from labvault.services.snapshots.service import DataService
     from labvault.services.tracking import Tracking
     from labvault.storage.meta.store import MetaStore
@@ -203,6 +204,13 @@ class Vault:
         return DataService(
             objects=self.objects, meta=lambda: self.meta, root=self.root, vault_dir=self.dir, user=lambda: self.user
         )
+
+    @cached_property
+    def environments(self) -> Environments:
+        """Recorded environments: ``show``, ``diff``, ``export`` (docs/reproduce.md)."""
+        from labvault.services.reproduce.environments import Environments
+
+        return Environments(runs=self.runs, root=self.root)
 
     def reproduce(
         self,

@@ -11,6 +11,7 @@ import pytest
 from labvault.entities import Run
 from labvault.errors import Conflict, ValidationError
 from labvault.services.reproduce.compare import compare_artifacts, compare_metrics
+from labvault.services.reproduce.envbuild import requirements
 from labvault.services.reproduce.environment import environment_drift
 from labvault.services.reproduce.record import read_recipe
 from labvault.services.reproduce.settings import Tolerance, Tolerances, load_tolerances
@@ -179,3 +180,20 @@ def test_the_recipe_restores_the_recorded_variables_and_paths() -> None:
 def test_runs_that_cannot_be_rerun_say_why(fields: dict[str, object], error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         read_recipe(_run(**fields), None)
+
+
+def test_requirements_keep_each_recorded_package_on_one_line() -> None:
+    doc = {
+        "packages": [
+            {"name": "ok", "version": "1.0"},
+            {"name": "evil", "version": "1.0\n--index-url http://x"},
+            {"name": "newline", "version": "1.0\n"},
+            {"name": "spaced", "version": "1.0 ; python_version<'3'"},
+            {"name": "labvault", "version": "0.1.0"},
+            {"name": "vcs", "version": "2", "source": {"vcs": "git", "url": "https://h/r.git", "commit": "abc"}},
+            {"name": "mine", "version": "3", "source": {"url": "file:///p", "editable": True}},
+        ]
+    }
+    lines, skipped = requirements(doc)
+    assert lines == ["ok==1.0", "vcs @ git+https://h/r.git@abc"]
+    assert [s.split(" ")[0] for s in skipped] == ["evil", "newline", "spaced", "mine==3"]

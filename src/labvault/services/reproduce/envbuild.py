@@ -36,6 +36,7 @@ _MARKER = ".labvault-env.json"
 _TIMEOUT = 1800
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FAILED_RE = re.compile(r"no (?:version|versions) of ([A-Za-z0-9][A-Za-z0-9._-]*)|\b([A-Za-z0-9][A-Za-z0-9._-]*)==\S+ ")
+_SAFE_RE = re.compile(r"^[^\s#;'\"\\]+$")  # one token: no spaces, newlines, comments or quotes
 _LABVAULT = Path(__file__).resolve().parents[2]  # the running copy's package folder
 
 
@@ -82,10 +83,13 @@ def requirements(doc: Mapping[str, Any]) -> tuple[list[str], list[str]]:
             continue
         source = p.get("source") if isinstance(p.get("source"), dict) else {}
         url = source.get("url") if isinstance(source.get("url"), str) else None
-        if source.get("editable"):
+        commit = str(source.get("commit") or "")
+        if not all(_SAFE_RE.fullmatch(v) for v in (version, url or "-", commit or "-")):
+            skipped.append(f"{name} (its recorded version or source is not a plain token)")  # never a line of its own
+        elif source.get("editable"):
             skipped.append(f"{name}=={version} (editable from {url})")
-        elif source.get("vcs") == "git" and url and source.get("commit"):
-            lines.append(f"{name} @ git+{url}@{source['commit']}")
+        elif source.get("vcs") == "git" and url and commit:
+            lines.append(f"{name} @ git+{url}@{commit}")
         elif url and not url.startswith("file:"):
             lines.append(f"{name} @ {url}")
         else:
