@@ -54,12 +54,15 @@ def _argv(recipe: Recipe, workspace: Workspace, python: str, recorded_python: st
     # the rerun uses the chosen environment's interpreter instead.
     if recorded_python is not None and argv[0] == recorded_python:
         argv[0] = python
-    # An absolute path into the original project (`python -m pkg.train` records the module's
-    # file) names the same file in the workspace, never the user's checkout.
+    # An absolute path to a file of the original project (`python -m pkg.train` records the
+    # module's file) names the same file in the workspace, never the user's checkout. Paths the
+    # workspace does not have (a virtual environment or the vault inside the project) stay.
     root = Path(recipe.root)
     for i, arg in enumerate(argv):
         path = Path(arg)
-        if path.is_absolute() and (path == root or root in path.parents):
+        if (i == 0 and arg == python) or not path.is_absolute() or root not in path.parents:
+            continue
+        if os.path.lexists(workspace.root / path.relative_to(root)):
             argv[i] = str(workspace.root / path.relative_to(root))
     return argv
 
