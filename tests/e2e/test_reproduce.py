@@ -385,3 +385,31 @@ def test_a_module_run_with_python_m_reruns_the_workspace_copy(project: Path, cli
     doc = _reproduce(cli, run.id, expect=0)
 
     assert [(a["artifact"], a["verdict"]) for a in doc["artifacts"]] == [("out.txt", "IDENTICAL")]  # type: ignore[index]
+
+
+def test_a_nested_run_is_reproduced_through_its_process(project: Path, cli: Cli) -> None:
+    code = (
+        "import random, labvault as lv\n"
+        "with lv.start_run() as run:\n"
+        "    for fold in range(2):\n"
+        "        with lv.start_run(name='fold', nested=True) as child:\n"
+        "            child.log_metric('score', random.Random(fold).random())\n"
+        "            child.log_text(str(fold), 'fold.txt')\n"
+    )
+    _repository(project, cli)
+    top = _script(project, cli, code)
+    with Vault.open(project) as vault:
+        folds = sorted((r for r in vault.runs.list() if r.parent_id == top), key=lambda r: r.started_at)
+    second = folds[1]
+
+    doc = _reproduce(cli, second.id, expect=0)
+
+    assert doc["original"] == f"run:{second.id}"
+    assert {m["metric"]: (m["verdict"], m["recorded"]) for m in doc["metrics"]} == {  # type: ignore[index]
+        "score": ("EXACT", second.metrics["score"])
+    }
+    with Vault.open(project) as vault:
+        (compared,) = doc["compared"]  # type: ignore[misc]
+        twin = vault.runs.get(compared)
+        assert twin.parent_id == doc["reruns"][0].removeprefix("run:")  # type: ignore[index]
+        assert twin.metrics == second.metrics

@@ -108,14 +108,10 @@ def _variables(run: Run, env_doc: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def read_recipe(run: Run, env_doc: Mapping[str, Any] | None) -> Recipe:
-    """The rerun recipe of ``run``; refuses runs that cannot be rerun, saying why."""
+    """The rerun recipe of a top run (a nested run's is its top run's); refuses runs that cannot be
+    rerun, saying why."""
     if run.status == "running":
         raise Conflict(f"{run.ref} is still running", hint="reproduce it once it has ended")
-    if run.parent_id is not None:
-        raise ValidationError(
-            f"{run.ref} is a nested run: its command is its parent's",
-            hint=f"reproduce the parent run: labvault reproduce run:{run.parent_id}",
-        )
     cap = run.capture
     command = cap.get("command")
     if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):

@@ -27,6 +27,7 @@ class ReproduceReport:
     env: str  # current | rebuild
     env_reason: str
     reruns: tuple[str, ...] = ()  # run:<id> of each rerun
+    compared: tuple[str, ...] = ()  # for a nested run: its counterpart in each rerun's tree
     exit_codes: tuple[int | None, ...] = ()  # the original's, then each rerun's
     artifacts: tuple[ArtifactCheck, ...] = ()
     metrics: tuple[MetricCheck, ...] = ()
@@ -67,6 +68,7 @@ def report_json(r: ReproduceReport) -> dict[str, Any]:
             "packages": drift.packages() if drift else [],
         },
         "reruns": list(r.reruns),
+        "compared": list(r.compared),
         "exit_codes": {"recorded": r.exit_codes[0] if r.exit_codes else None, "reruns": list(r.exit_codes[1:])},
         "artifacts": [_check(c) for c in r.artifacts],
         "metrics": [_check(c) for c in r.metrics],
@@ -91,6 +93,8 @@ def render_markdown(r: ReproduceReport) -> str:
     lines.append("")
     if r.reruns:
         lines.append(f"- Reruns: {', '.join(r.reruns)} (tagged `reproduces: {r.original}`)")
+    if r.compared:
+        lines.append(f"- Nested run compared with: {', '.join(r.compared)}")
     lines.append(f"- Environment: `{r.env}` ({r.env_reason})")
     if r.exit_codes:
         lines.append(f"- Exit code: recorded {r.exit_codes[0]}, rerun {', '.join(str(c) for c in r.exit_codes[1:])}")

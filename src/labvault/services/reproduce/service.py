@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from labvault.entities import Run
-from labvault.errors import IntegrityError, NotFound, ValidationError
+from labvault.errors import Conflict, IntegrityError, NotFound, ValidationError
 from labvault.refs import Digest, ModelRef, parse_ref
 from labvault.services.reproduce.compare import ArtifactCheck, MetricCheck, compare_artifacts, compare_metrics
 from labvault.services.reproduce.envbuild import BuiltEnvironment, EnvironmentUnavailable, build_environment
@@ -29,6 +29,7 @@ from labvault.services.reproduce.environment import (
     load_environment,
     same_python_minor,
 )
+from labvault.services.reproduce.nested import counterpart, top_run
 from labvault.services.reproduce.record import Recipe, read_recipe
 from labvault.services.reproduce.report import ReproduceReport, render_markdown, report_json
 from labvault.services.reproduce.rerun import Rerun, end_rerun, rerun
@@ -123,15 +124,17 @@ def _judge(
     tolerances: Tolerances,
     drift: EnvironmentDrift | None,
     base: dict[str, Any],
+    chain: list[Run],
 ) -> ReproduceReport:
-    recorded = recipe.run
-    first = runs.get(reruns[0].run.id)
+    recorded = chain[-1] if chain else recipe.run
+    targets = [_target(runs, r, chain) for r in reruns]
+    first = targets[0] or dataclasses.replace(reruns[0].run, metrics={}, artifacts=())
     artifacts = compare_artifacts(runs.objects, recorded, first, tolerances.ignore_artifacts)
     metrics = compare_metrics(recorded, first, tolerances)
     checks: list[Check] = [*artifacts, *metrics]
     twice: list[Check] = []
     if len(reruns) > 1:
-        second = runs.get(reruns[1].run.id)
+        second = targets[1] or dataclasses.replace(reruns[1].run, metrics={}, artifacts=())
         between: list[Check] = [
             *compare_artifacts(runs.objects, first, second, tolerances.ignore_artifacts),
             *compare_metrics(first, second, tolerances),
@@ -139,19 +142,29 @@ def _judge(
         twice = [c for c in between if c.verdict == "DIFFERENT"]
         if reruns[1].exit_code != reruns[0].exit_code:
             twice.append(MetricCheck("exit code", "DIFFERENT", reruns[0].exit_code, reruns[1].exit_code))
-    ok = all(c.verdict != "DIFFERENT" for c in checks) and reruns[0].exit_code == recorded.exit_code and not twice
+    top_code = recipe.run.exit_code
+    ok = all(c.verdict != "DIFFERENT" for c in checks) and reruns[0].exit_code == top_code and not twice
+    causes = [] if ok else _causes(recipe.run, reruns[0], checks, placed, twice, drift)
+    if chain and targets[0] is None:
+        causes.insert(0, f"the rerun made no nested run at {' / '.join(r.name for r in chain)}")
     return ReproduceReport(
         verdict="reproduced" if ok else "not reproduced",
         exit_code=0 if ok else 1,
         reruns=tuple(r.run.ref for r in reruns),
-        exit_codes=(recorded.exit_code, *(r.exit_code for r in reruns)),
+        exit_codes=(top_code, *(r.exit_code for r in reruns)),
+        compared=tuple(t.ref for t in targets if t is not None) if chain else (),
         artifacts=tuple(artifacts),
         metrics=tuple(metrics),
-        causes=() if ok else tuple(_causes(recorded, reruns[0], checks, placed, twice, drift)),
+        causes=tuple(causes),
         restored=placed,
         twice=tuple(twice),
         **base,
     )
+
+
+def _target(runs: Tracking, done: Rerun, chain: list[Run]) -> Run | None:
+    """What is compared with the original: the rerun itself, or for a nested run its counterpart."""
+    return counterpart(runs, done.run.id, chain) if chain else runs.get(done.run.id)
 
 
 def _env_digest(run: Run) -> Digest | None:
@@ -203,9 +216,12 @@ def reproduce(
     )
     folder = _check_workdir(workdir, project_root)
     recorded = _resolve_run(runs, ref, source_run)
-    env_digest = _env_digest(recorded)
+    if recorded.status == "running":
+        raise Conflict(f"{recorded.ref} is still running", hint="reproduce it once it has ended")
+    top, chain = top_run(runs, recorded)  # a nested run is reproduced by rerunning its process
+    env_digest = _env_digest(top)
     recorded_env = load_environment(runs.objects, env_digest)
-    recipe = read_recipe(recorded, recorded_env)
+    recipe = read_recipe(top, recorded_env)
     drift = environment_drift(recorded_env, current_environment(project_root)) if recorded_env else None
     mode, reason = _environment_mode(env, drift)
     repo = project_repository(project_root)
@@ -248,7 +264,7 @@ def reproduce(
             python = ((recorded_env or {}).get("python") or {}).get("executable")
             venv = built.folder if built is not None else None
             reruns.append(rerun(runs, recipe, ws, vault_dir=vault_dir, recorded_python=python, venv=venv))
-        report = _judge(runs, recipe, reruns, placed, tolerances, base["drift"], base)
+        report = _judge(runs, recipe, reruns, placed, tolerances, base["drift"], base, chain)
         command = sum(r.seconds for r in reruns)
         report = dataclasses.replace(
             report,
