@@ -142,8 +142,11 @@ def test_reproduce_after_the_checkout_moved_on(project: Path, cli: Cli, trained:
     assert _state(project) == before  # the user's files and git status are untouched
     rerun = doc["reruns"][0]  # type: ignore[index]
     shown = json.loads(cli("runs", "show", rerun, "--json").stdout)
-    assert shown["tags"] == {"reproduces": f"run:{trained}"}
+    assert shown["tags"] == {"reproduces": f"run:{trained}", "reproduce_verdict": "reproduced"}
     assert {a["name"] for a in shown["artifacts"]} >= {"model.json", "reproduce.md", "reproduce.json"}
+    original = json.loads(cli("runs", "show", trained, "--json").stdout)
+    assert original["reproductions"] == [{"ref": rerun, "verdict": "reproduced"}]
+    assert f"{rerun} (reproduced)" in cli("runs", "show", trained).stdout
 
 
 def test_an_undeclared_input_that_changed_is_named(project: Path, cli: Cli) -> None:

@@ -273,6 +273,8 @@ def reproduce(
             workdir=str(folder) if keep else None,
         )
         first = reruns[0].run.id
+        for done in reruns:  # the original is never changed: `runs show` finds its reproductions by tag
+            runs.set_tags(done.run.id, {"reproduce_verdict": report.verdict})
         runs.log_bytes(first, render_markdown(report).encode(), name="reproduce.md")
         runs.log_bytes(first, json.dumps(report_json(report), indent=2, sort_keys=True).encode(), name="reproduce.json")
         return report
