@@ -196,3 +196,27 @@ def test_requirements_keep_each_recorded_package_on_one_line() -> None:
     lines, skipped = requirements(doc)
     assert lines == ["ok==1.0", "vcs @ git+https://h/r.git@abc"]
     assert [s.split(" ")[0] for s in skipped] == ["evil", "newline", "spaced", "mine==3"]
+
+
+def test_the_python_api_returns_a_frozen_report(vault: Vault, project: Path) -> None:
+    import dataclasses
+    import subprocess
+    import sys
+
+    for args in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *args], cwd=project, check=True)
+    (project / "job.py").write_text("open('out.txt', 'w').write('same every time')\n")
+    subprocess.run(["git", "add", "job.py"], cwd=project, check=True)
+    subprocess.run(["git", "commit", "-qm", "job"], cwd=project, check=True)
+    run = vault.runs.create(command=[sys.executable, "job.py"], cwd=project)
+    subprocess.run([sys.executable, "job.py"], cwd=project, check=True)
+    vault.runs.log_artifact(run.id, project / "out.txt", role="output")
+    vault.runs.finish(run.id, exit_code=0)
+
+    report = vault.reproduce(run.ref, env="current")
+
+    assert report.reproduced, (report.causes, report.artifacts, report.exit_codes)
+    assert (report.verdict, report.exit_code) == ("reproduced", 0)
+    assert [(a.name, a.verdict) for a in report.artifacts] == [("out.txt", "IDENTICAL")]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.verdict = "x"  # type: ignore[misc]

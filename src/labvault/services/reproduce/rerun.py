@@ -129,19 +129,26 @@ def rerun(
         if update:
             runs.update_capture(run.id, update)
     code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-    _store_outputs(runs, run.id, original, workspace)
+    _store_outputs(runs, run.id, recipe, workspace)
     status: RunStatus = "finished" if code == 0 else ("killed" if proc.returncode < 0 else "failed")
     return Rerun(runs.get(run.id), code, seconds, status)
 
 
-def _store_outputs(runs: Tracking, run_id: str, original: Run, workspace: Workspace) -> None:
-    """The outputs the original declared (``labvault run --output``), from where it declared them."""
+def _store_outputs(runs: Tracking, run_id: str, recipe: Recipe, workspace: Workspace) -> None:
+    """The outputs the original declared (``labvault run --output``), from where it declared them:
+    relative to the working directory, or an absolute path into the project mapped into the workspace."""
     warnings = []
-    for art in original.outputs:
+    root = Path(recipe.root)
+    for art in recipe.run.outputs:
         given = art.path or art.name
-        path = Path(given) if Path(given).is_absolute() else workspace.cwd / given
-        if Path(given).is_absolute() or not path.exists():
-            continue  # compared as missing: the rerun did not produce it here
+        if not Path(given).is_absolute():
+            path = workspace.cwd / given
+        elif root in Path(given).parents:
+            path = workspace.root / Path(given).relative_to(root)
+        else:
+            continue  # outside the project: the rerun cannot have written it there; compared as missing
+        if not path.exists() or workspace.root.resolve() not in path.resolve().parents:
+            continue  # compared as missing: not produced, or (a hostile record) outside the workspace
         try:
             runs.record_artifact(run_id, store_path(runs.objects, path, name=art.name, role_path=given), role="output")
         except LabvaultError as exc:
