@@ -416,3 +416,21 @@ def test_a_nested_run_is_reproduced_through_its_process(project: Path, cli: Cli)
         twin = vault.runs.get(compared)
         assert twin.parent_id == doc["reruns"][0].removeprefix("run:")  # type: ignore[index]
         assert twin.metrics == second.metrics
+
+
+def test_everything_missing_is_listed_not_just_the_first(project: Path, cli: Cli, trained: str) -> None:
+    with Vault.open(project) as vault:
+        snapshot = vault.data.resolve("data:train@v1")
+        (sha, *_), *_ = vault.data.flat(snapshot).files.values()
+        vault.objects.delete(Digest(sha))
+    _git(project, "checkout", "-q", "--orphan", "other")
+    _git(project, "commit", "-qm", "other")
+    _git(project, "branch", "-qD", "main")
+    _git(project, "reflog", "expire", "--expire=now", "--all")
+    _git(project, "gc", "-q", "--prune=now")
+
+    doc = _reproduce(cli, trained, expect=3)  # something gone (3) outranks something corrupt (5)
+
+    assert len(doc["missing"]) == 2  # type: ignore[arg-type]
+    assert "is not in the local repository" in doc["missing"][0]  # type: ignore[index]
+    assert doc["missing"][1] == "input data:train@v1: object of train.csv is missing from the vault"  # type: ignore[index]
