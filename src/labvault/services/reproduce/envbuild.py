@@ -14,6 +14,7 @@ second reproduction of the same environment does not rebuild.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -127,10 +128,25 @@ def _site_packages(folder: Path, minor: str) -> Path:
     return folder / "lib" / f"python{minor}" / "site-packages"
 
 
+def _fingerprint(package: Path) -> str:
+    entries = []
+    for path in sorted(package.rglob("*")):
+        if "__pycache__" not in path.parts and path.is_file():
+            st = path.stat()
+            entries.append(f"{path.relative_to(package)}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
+
 def _copy_labvault(folder: Path, minor: str) -> None:
+    """The running copy of labvault, copied again only when it changed (so its bytecode stays)."""
     dest = _site_packages(folder, minor) / "labvault"
+    stamp = folder / ".labvault-copy"
+    fingerprint = _fingerprint(_LABVAULT)
+    if dest.is_dir() and stamp.is_file() and stamp.read_text(encoding="utf-8") == fingerprint:
+        return
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(_LABVAULT, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    stamp.write_text(fingerprint, encoding="utf-8")
 
 
 def build_environment(doc: Mapping[str, Any], digest: Digest, *, vault_dir: Path) -> BuiltEnvironment:
