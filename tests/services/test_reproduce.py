@@ -174,6 +174,11 @@ def test_the_recipe_restores_the_recorded_variables_and_paths() -> None:
         ({"status": "running"}, Conflict, "still running"),
         ({"capture": {}}, ValidationError, "recorded no command"),
         ({"capture": {"command": ["x"], "git": None}}, ValidationError, "recorded no git commit"),
+        (
+            {"capture": {"command": ["x"], "git": {"commit": "--orphan=x", "root": "/p"}}},
+            ValidationError,
+            "malformed commit",
+        ),
     ],
 )
 def test_runs_that_cannot_be_rerun_say_why(fields: dict[str, object], error: type[Exception], message: str) -> None:

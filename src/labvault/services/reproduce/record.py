@@ -7,6 +7,7 @@ stay inside the project before it names a file in the workspace.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -30,6 +31,9 @@ RESTORED_VARIABLES = (
     "TF_DETERMINISTIC_OPS",
     "TF_CUDNN_DETERMINISTIC",
 )
+
+
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +130,8 @@ def read_recipe(run: Run, env_doc: Mapping[str, Any] | None) -> Recipe:
             f"{run.ref} recorded no git commit, so its code cannot be restored",
             hint="runs made outside a git repository (or in one without a commit) cannot be reproduced",
         )
+    if not _COMMIT_RE.fullmatch(commit):  # it reaches git's command line: hex only
+        raise ValidationError(f"{run.ref} records a malformed commit {commit[:80]!r}", hint="it cannot be reproduced")
     cwd = _relative(str(cap.get("cwd") or root), Path(root))
     if cwd is None:
         raise ValidationError(f"{run.ref} ran outside its repository {root}", hint="it cannot be reproduced")

@@ -56,7 +56,8 @@ class Workspace:
 
 
 def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    # The remote comes from a record (untrusted): no prompts, and no transport that runs commands (ext::).
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh"}
     try:
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=_TIMEOUT, check=False, env=env)
     except (OSError, subprocess.SubprocessError) as exc:
@@ -110,10 +111,10 @@ def _clone(recipe: Recipe, repo: Path | None, dest: Path) -> None:
     if _has_commit(repo, recipe.commit):
         assert repo is not None
         source, how = str(repo), "the local repository"
-        args = ["clone", "--quiet", "--shared", "--no-checkout", source, str(dest)]
+        args = ["clone", "--quiet", "--shared", "--no-checkout", "--", source, str(dest)]
     elif recipe.remote is not None:
         source, how = recipe.remote, f"the recorded remote {recipe.remote}"
-        args = ["clone", "--quiet", "--no-checkout", source, str(dest)]
+        args = ["clone", "--quiet", "--no-checkout", "--", source, str(dest)]
     else:
         raise NotFound(f"commit {recipe.commit} is gone", hint="fetch it into the repository, then retry")
     out = _git(args, dest.parent)
