@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -222,32 +223,45 @@ def reproduce(
     env_digest = _env_digest(top)
     recorded_env = load_environment(runs.objects, env_digest)
     recipe = read_recipe(top, recorded_env)
-    drift = environment_drift(recorded_env, current_environment(project_root)) if recorded_env else None
-    mode, reason = _environment_mode(env, drift)
+    if env == "rebuild" and recorded_env is None:
+        raise ValidationError(f"{top.ref} recorded no environment to rebuild", hint="use --env current")
     repo = project_repository(project_root)
-    base: dict[str, Any] = {
-        "original": recorded.ref,
-        "target": ref,
-        "env": mode,
-        "env_reason": reason,
-        "variables": tuple(recipe.variables.items()),
-        "drift": drift,
-    }
-    problems = find_problems(recipe, objects=runs.objects, data=data, repo=repo)
-    if problems:
-        code = 3 if any(p.exit_code == 3 for p in problems) else 5
-        return ReproduceReport(verdict="not attempted", exit_code=code, missing=tuple(p.what for p in problems), **base)
-    built: BuiltEnvironment | None = None
-    if mode == "rebuild" and recorded_env is not None and env_digest is not None:  # rebuild implies a record
+    # This machine's environment is read (for the drift and the rerun's own record) while the
+    # workspace is cloned and its data checked out: the two do not wait on each other.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labvault-env")
+    here = pool.submit(current_environment, project_root) if recorded_env else None
+    pool.shutdown(wait=False)
+
+    def settle() -> tuple[dict[str, Any], BuiltEnvironment | None, list[str]]:
+        """The report's environment fields, the rebuilt environment, and what could not be had."""
+        drift = environment_drift(recorded_env, here.result()) if recorded_env and here else None
+        mode, reason = _environment_mode(env, drift)
+        base = {
+            "original": recorded.ref,
+            "target": ref,
+            "env": mode,
+            "env_reason": reason,
+            "variables": tuple(recipe.variables.items()),
+            "drift": drift,
+        }
+        if mode != "rebuild" or recorded_env is None or env_digest is None:
+            return base, None, []
         building = time.perf_counter()
         try:
             built = build_environment(recorded_env, env_digest, vault_dir=vault_dir)
         except EnvironmentUnavailable as exc:
-            return ReproduceReport(verdict="not attempted", exit_code=exc.exit_code, missing=exc.missing, **base)
+            return base, None, list(exc.missing)
         how = "cached" if built.cached else f"built in {time.perf_counter() - building:.1f}s"
         skipped = f"; not installed: {', '.join(built.skipped)}" if built.skipped else ""
         base["env_reason"] = f"{reason}; uv environment {how} in {built.folder}{skipped}"
         base["drift"] = None  # the rebuilt environment has the recorded pins
+        return base, built, []
+
+    problems = find_problems(recipe, objects=runs.objects, data=data, repo=repo)
+    if problems:
+        code = 3 if any(p.exit_code == 3 for p in problems) else 5
+        missing = tuple(p.what for p in problems)
+        return ReproduceReport(verdict="not attempted", exit_code=code, missing=missing, **settle()[0])
     folder = folder or Path(tempfile.mkdtemp(prefix="labvault-reproduce-"))
     folder.mkdir(parents=True, exist_ok=True)
     made: list[Path] = []
@@ -259,7 +273,13 @@ def reproduce(
             try:
                 ws = prepare_workspace(recipe, objects=runs.objects, data=data, repo=repo, dest=made[-1])
             except (NotFound, IntegrityError) as exc:
-                return ReproduceReport(verdict="not attempted", exit_code=exc.exit_code, missing=(exc.message,), **base)
+                return ReproduceReport(
+                    verdict="not attempted", exit_code=exc.exit_code, missing=(exc.message,), **settle()[0]
+                )
+            if attempt == 0:
+                base, built, unavailable = settle()
+                if unavailable:
+                    return ReproduceReport(verdict="not attempted", exit_code=7, missing=tuple(unavailable), **base)
             placed = placed or ws.placed
             python = ((recorded_env or {}).get("python") or {}).get("executable")
             venv = built.folder if built is not None else None
