@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -434,3 +435,23 @@ def test_everything_missing_is_listed_not_just_the_first(project: Path, cli: Cli
     assert len(doc["missing"]) == 2  # type: ignore[arg-type]
     assert "is not in the local repository" in doc["missing"][0]  # type: ignore[index]
     assert doc["missing"][1] == "input data:train@v1: object of train.csv is missing from the vault"  # type: ignore[index]
+
+
+def test_a_run_started_in_a_subfolder_reruns_there(project: Path, cli: Cli) -> None:
+    _repository(project, cli)
+    (project / "sub").mkdir()
+    (project / "sub" / "job.py").write_text("import os\nopen('out.txt', 'w').write(os.path.basename(os.getcwd()))\n")
+    (project / "sub" / "settings.yaml").write_text("x: 1\n")
+    _git(project, "add", "sub/job.py")
+    _git(project, "commit", "-qm", "job")
+    out = cli(
+        "run", "--config", "settings.yaml", "--output", "out.txt", "--", sys.executable, "job.py", cwd=project / "sub"
+    )
+    (project / "sub" / "settings.yaml").write_text("x: 2\n")
+
+    doc = _reproduce(cli, _run_id(out), "--keep", expect=0)
+
+    assert [(a["artifact"], a["verdict"]) for a in doc["artifacts"]] == [("out.txt", "IDENTICAL")]  # type: ignore[index]
+    assert Path(doc["workdir"], "rerun-1", "sub", "settings.yaml").read_text() == "x: 1\n"  # type: ignore[arg-type]
+    assert {"kind": "config", "path": "sub/settings.yaml"}.items() <= doc["restored"][0].items()  # type: ignore[index]
+    shutil.rmtree(str(doc["workdir"]))
