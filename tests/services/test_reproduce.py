@@ -225,3 +225,21 @@ def test_the_python_api_returns_a_frozen_report(vault: Vault, project: Path) -> 
     assert [(a.name, a.verdict) for a in report.artifacts] == [("out.txt", "IDENTICAL")]
     with pytest.raises(dataclasses.FrozenInstanceError):
         report.verdict = "x"  # type: ignore[misc]
+
+
+def test_workspace_writes_refuse_symlinks_and_escapes(tmp_path: Path) -> None:
+    from labvault.errors import IntegrityError
+    from labvault.services.reproduce.workspace import _write_contained
+
+    root = tmp_path / "ws"
+    (root / "configs").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "linked").symlink_to(outside)
+    (root / "configs" / "run.yaml").symlink_to(outside / "target.yaml")
+    for rel in ("linked/run.yaml", "configs/run.yaml", "../escape.yaml", "/etc/x.yaml"):
+        with pytest.raises(IntegrityError):
+            _write_contained(root, rel, b"x")
+    assert list(outside.iterdir()) == []
+    _write_contained(root, "configs/new/run.yaml", b"ok")
+    assert (root / "configs" / "new" / "run.yaml").read_bytes() == b"ok"
