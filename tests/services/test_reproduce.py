@@ -229,7 +229,7 @@ def test_the_python_api_returns_a_frozen_report(vault: Vault, project: Path) -> 
 
 def test_workspace_writes_refuse_symlinks_and_escapes(tmp_path: Path) -> None:
     from labvault.errors import IntegrityError
-    from labvault.services.reproduce.workspace import _write_contained
+    from labvault.services.reproduce.files import write_contained
 
     root = tmp_path / "ws"
     (root / "configs").mkdir(parents=True)
@@ -239,7 +239,7 @@ def test_workspace_writes_refuse_symlinks_and_escapes(tmp_path: Path) -> None:
     (root / "configs" / "run.yaml").symlink_to(outside / "target.yaml")
     for rel in ("linked/run.yaml", "configs/run.yaml", "../escape.yaml", "/etc/x.yaml"):
         with pytest.raises(IntegrityError):
-            _write_contained(root, rel, b"x")
+            write_contained(root, rel, b"x")
     assert list(outside.iterdir()) == []
-    _write_contained(root, "configs/new/run.yaml", b"ok")
+    write_contained(root, "configs/new/run.yaml", b"ok")
     assert (root / "configs" / "new" / "run.yaml").read_bytes() == b"ok"

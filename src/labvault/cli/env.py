@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 import typer
@@ -71,7 +69,6 @@ def export(
     if output is None:
         OUTPUT.line(text.rstrip("\n"))
         return
-    # Written whole (temp file + rename); it should use the contained-write helper of DESIGN.md rule 7.
-    tmp = output.with_name(f".{output.name}.{secrets.token_hex(4)}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, output)
+    from labvault.services.reproduce.files import write_whole
+
+    write_whole(output.expanduser(), text)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 import typer
@@ -12,16 +10,6 @@ from labvault.cli.context import open_vault
 from labvault.cli.render import OUTPUT, print_json
 
 __all__ = ["reproduce_cmd"]
-
-
-def _write_report(path: Path, text: str) -> None:
-    # A file the user named: written whole (temp file + rename) so no partial report is left.
-    # It should go through the contained-write helper of DESIGN.md rule 7 once that exists.
-    path = path.expanduser()
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def reproduce_cmd(
@@ -60,6 +48,7 @@ def reproduce_cmd(
     import json
 
     from labvault.services.reproduce import render_markdown, report_json
+    from labvault.services.reproduce.files import write_whole
 
     with open_vault() as vault:
         result = vault.reproduce(
@@ -76,7 +65,7 @@ def reproduce_cmd(
     doc = report_json(result)
     if report is not None:
         text = json.dumps(doc, indent=2, sort_keys=True) + "\n" if report.suffix == ".json" else render_markdown(result)
-        _write_report(report, text)
+        write_whole(report.expanduser(), text)
     if json_output:
         print_json(doc)
     else:

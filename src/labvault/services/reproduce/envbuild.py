@@ -29,6 +29,7 @@ from typing import Any
 
 from labvault.errors import ExternalError
 from labvault.refs import Digest
+from labvault.services.reproduce.files import copy_tree, remove_tree, write_whole
 from labvault.storage.locks import file_lock
 
 __all__ = ["BuiltEnvironment", "EnvironmentUnavailable", "build_environment", "requirements"]
@@ -144,9 +145,9 @@ def _copy_labvault(folder: Path, minor: str) -> None:
     fingerprint = _fingerprint(_LABVAULT)
     if dest.is_dir() and stamp.is_file() and stamp.read_text(encoding="utf-8") == fingerprint:
         return
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(_LABVAULT, dest, ignore=shutil.ignore_patterns("__pycache__"))
-    stamp.write_text(fingerprint, encoding="utf-8")
+    remove_tree(dest)
+    copy_tree(_LABVAULT, dest, ignore="__pycache__")
+    write_whole(stamp, fingerprint)
 
 
 def build_environment(doc: Mapping[str, Any], digest: Digest, *, vault_dir: Path) -> BuiltEnvironment:
@@ -163,20 +164,20 @@ def build_environment(doc: Mapping[str, Any], digest: Digest, *, vault_dir: Path
         except (OSError, ValueError, AttributeError):
             cached = False
         if not cached:
-            shutil.rmtree(folder, ignore_errors=True)  # an interrupted build is redone from scratch
+            remove_tree(folder)  # an interrupted build is redone from scratch
             uv = _uv()
             out = _run([*uv, "venv", "--quiet", "--no-python-downloads", "--python", minor, str(folder)])
             if out.returncode != 0 or not python.exists():
-                shutil.rmtree(folder, ignore_errors=True)
+                remove_tree(folder)
                 raise EnvironmentUnavailable([f"Python {minor} (recorded {full}) is not on this machine"])
-            (folder / "requirements.txt").write_text("".join(f"{r}\n" for r in lines), encoding="utf-8")
+            write_whole(folder / "requirements.txt", "".join(f"{r}\n" for r in lines))
             args = [*uv, "pip", "install", "--quiet", "--no-deps", "--python", str(python)]
             out = _run([*args, "-r", str(folder / "requirements.txt")])
             if out.returncode != 0:
                 failed = _failing(uv, python, lines, out.stderr)
-                shutil.rmtree(folder, ignore_errors=True)
+                remove_tree(folder)
                 raise EnvironmentUnavailable(failed)
         _copy_labvault(folder, minor)  # always the running copy, also in a cached environment
         if not cached:
-            marker.write_text(json.dumps({"environment": str(digest), "skipped": skipped}), encoding="utf-8")
+            write_whole(marker, json.dumps({"environment": str(digest), "skipped": skipped}))
     return BuiltEnvironment(folder, python, cached, tuple(skipped))

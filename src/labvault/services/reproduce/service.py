@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from labvault.services.reproduce.environment import (
     load_environment,
     same_python_minor,
 )
+from labvault.services.reproduce.files import remove_tree
 from labvault.services.reproduce.nested import counterpart, top_run
 from labvault.services.reproduce.record import Recipe, read_recipe
 from labvault.services.reproduce.report import ReproduceReport, render_markdown, report_json
@@ -303,6 +303,6 @@ def reproduce(
             end_rerun(runs, done)
         if not keep:
             for dest in made:
-                shutil.rmtree(dest, ignore_errors=True)
+                remove_tree(dest)
             if workdir is None:
-                shutil.rmtree(folder, ignore_errors=True)
+                remove_tree(folder)

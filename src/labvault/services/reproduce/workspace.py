@@ -6,22 +6,21 @@ commit is checked out and the recorded patch applied. Data is checked out from t
 snapshots at the paths they had, config restored byte for byte. The user's checkout is only read.
 
 Every file written here stays inside the workspace: paths from the record are checked, and no write
-follows a symlink. (These writes should go through the contained-write helper of DESIGN.md rule 7
-once it lands; until then ``_write_contained`` refuses links and escapes itself.)
+follows a symlink (``files``: the one module of reproduce that writes files).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from labvault.errors import ExternalError, IntegrityError, LabvaultError, NotFound
 from labvault.refs import DataRef, Digest, parse_ref
+from labvault.services.reproduce.files import contained, copy_file, remove_empty_dir, write_contained
 from labvault.services.reproduce.record import Recipe
 from labvault.services.snapshots.lockfile import read_lock
 from labvault.services.snapshots.service import DataService
@@ -143,28 +142,6 @@ def _apply_patch(recipe: Recipe, objects: ObjectStore, dest: Path) -> None:
         )
 
 
-def _contained(root: Path, rel: str) -> Path:
-    """``root/rel`` after checking that no existing component below ``root`` is a symlink."""
-    parts = PurePosixPath(rel).parts
-    if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
-        raise IntegrityError(f"the record names a path outside the workspace: {rel!r}")
-    path = root
-    for part in parts:
-        path = path / part
-        if path.is_symlink():
-            raise IntegrityError(f"{rel}: the workspace holds a symlink at {path.relative_to(root)}; refused")
-    return path
-
-
-def _write_contained(root: Path, rel: str, data: bytes) -> None:
-    path = _contained(root, rel)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _contained(root, rel)  # the folders just made are real ones
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -188,7 +165,7 @@ def _place_data(recipe: Recipe, data: DataService, root: Path) -> list[Placed]:
             wanted[path] = (str(lock[path].ref), "pinned")
     placed = []
     for path, (ref, kind) in sorted(wanted.items()):
-        dest = _contained(root, path)
+        dest = contained(root, path)
         data.checkout(ref, dest, force=True)  # verified bytes; a corrupt object is exit 5
         placed.append(Placed(kind, path, ref))
     return placed
@@ -203,9 +180,7 @@ def _place_untracked(recipe: Recipe, repo: Path | None, root: Path) -> list[Plac
         if current is None or not current.is_file() or current.is_symlink():
             placed.append(Placed("untracked", f.path, f.sha256, "gone"))
             continue
-        dest = _contained(root, f.path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(current, dest, follow_symlinks=False)
+        dest = copy_file(current, root, f.path)
         note = "" if _sha256(dest) == f.sha256 else "changed"
         placed.append(Placed("untracked", f.path, f.sha256, note))
     return placed
@@ -216,7 +191,7 @@ def prepare_workspace(
 ) -> Workspace:
     """Clone, check out, patch, then place data, config and undeclared files in ``dest`` (made empty)."""
     dest.mkdir(parents=True, exist_ok=False)
-    os.rmdir(dest)  # git clone makes it
+    remove_empty_dir(dest)  # git clone makes it
     _clone(recipe, repo, dest)
     _apply_patch(recipe, objects, dest)
     placed = _place_data(recipe, data, dest)
@@ -224,9 +199,9 @@ def prepare_workspace(
         if config.project_path is None:
             placed.append(Placed("config", config.path, str(config.digest), "outside the project"))
             continue
-        _write_contained(dest, config.project_path, objects.get_bytes(config.digest))
+        write_contained(dest, config.project_path, objects.get_bytes(config.digest))
         placed.append(Placed("config", config.project_path, str(config.digest)))
     placed += _place_untracked(recipe, repo, dest)
-    cwd = dest if recipe.cwd == "." else _contained(dest, recipe.cwd)
+    cwd = dest if recipe.cwd == "." else contained(dest, recipe.cwd)
     cwd.mkdir(parents=True, exist_ok=True)
     return Workspace(dest, cwd, tuple(placed))
