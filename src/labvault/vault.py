@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +33,8 @@ from labvault.storage.objects.protocol import ObjectStore
 if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
     from labvault.services.registry import Registry
+    from labvault.services.reproduce import ReproduceReport
+    from labvault.services.reproduce.environments import Environments
     from labvault.services.snapshots.service import DataService
     from labvault.services.tracking import Tracking
     from labvault.storage.meta.lean import LeanReader as LeanReader  # re-exported for the CLI's types
@@ -209,6 +212,46 @@ class Vault:
         from labvault.storage.meta.lean import open_reader
 
         return open_reader(self.config.database_url, self.dir)
+
+    @cached_property
+    def environments(self) -> Environments:
+        """Recorded environments: ``show``, ``diff``, ``export`` (docs/reproduce.md)."""
+        from labvault.services.reproduce.environments import Environments
+
+        return Environments(runs=self.runs, root=self.root)
+
+    def reproduce(
+        self,
+        ref: str,
+        *,
+        env: str = "auto",
+        rtol: float | None = None,
+        atol: float | None = None,
+        ignore_metrics: Sequence[str] = (),
+        ignore_artifacts: Sequence[str] = (),
+        twice: bool = False,
+        workdir: str | os.PathLike[str] | None = None,
+        keep: bool = False,
+    ) -> ReproduceReport:
+        """Rerun a run (or a model version's source run) on a clean workspace and judge it (docs/reproduce.md)."""
+        from labvault.services.reproduce import reproduce
+
+        return reproduce(
+            runs=self.runs,
+            data=self.data,
+            source_run=lambda model: self.registry.resolve(model).run_id,
+            project_root=self.root,
+            vault_dir=self.dir,
+            ref=ref,
+            env=env,
+            rtol=rtol,
+            atol=atol,
+            ignore_metrics=ignore_metrics,
+            ignore_artifacts=ignore_artifacts,
+            twice=twice,
+            workdir=Path(workdir) if workdir is not None else None,
+            keep=keep,
+        )
 
     @cached_property
     def user(self) -> str:

@@ -161,8 +161,10 @@ def show(run: str = RUN_ARG, json_output: bool = JSON) -> None:
         doc = vault.runs.export(run)
         history = vault.runs.history(doc["id"])
         gone = vault.runs.process_gone(status=doc["status"], pid=doc.get("pid"), host=doc["host"])
+        found = vault.runs.list(filter=f"tags.reproduces = '{doc['ref']}'", sort="started")
+    reproductions = [{"ref": r.ref, "verdict": r.tags.get("reproduce_verdict")} for r in found]
     if json_output:
-        print_json({**doc, "metric_history": _history_json(history)})
+        print_json({**doc, "metric_history": _history_json(history), "reproductions": reproductions})
         return
     code = doc["code"]
     lines = [
@@ -187,6 +189,7 @@ def show(run: str = RUN_ARG, json_output: bool = JSON) -> None:
         ("seed", doc["seed"]),
         ("environment", (doc["environment"] or {}).get("sha256")),
         ("deleted", doc["deleted_at"]),
+        ("reproduced by", ", ".join(f"{r['ref']} ({r['verdict']})" for r in reproductions) or None),
     ]
     OUTPUT.table(["", ""], [(k, v) for k, v in lines if v not in (None, "")])
     if doc["params"]:
