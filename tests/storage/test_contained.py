@@ -146,6 +146,8 @@ ALLOWED = {
     "storage/objects/loose.py": "the object store's temp-and-rename internals (loose objects)",
     "storage/objects/packs.py": "the object store's internals (pack files)",
     "storage/objects/packfile.py": "the object store's internals (pack files)",
+    "storage/objects/tempfiles.py": "the object store's writer locks and temp files, and sweeping dead writers' ones",
+    "storage/objects/quarantine.py": "removes quarantined objects older than the grace (gc --quarantine)",
     "storage/objects/remote.py": "spools a stream to an anonymous temp file before an upload",
     "storage/locks.py": "creates lock files (empty, never renamed or read back as data)",
     "services/maintenance.py": "gc deletes the object store's stale temp files",

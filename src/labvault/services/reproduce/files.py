@@ -1,19 +1,17 @@
-"""Every file ``reproduce`` and ``env`` write, in one module.
+"""Every file ``reproduce`` and ``env`` write, in one module, each through the contained-write helper.
 
-DESIGN.md rule 7 wants every write to go through the one contained-write helper
-(``labvault.storage.contained``); this branch predates it, so the writes are gathered here, each
-refusing what that helper refuses (symlinks, names that climb out), and become calls to it in one
-place when the two meet.
+Paths below a workspace come from the run's record (untrusted): they are written from a directory
+descriptor of the workspace, never through a link, and names that climb out are refused.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
-import secrets
-import shutil
 from pathlib import Path, PurePosixPath
 
 from labvault.errors import IntegrityError
+from labvault.storage.contained import Dest, write_text
 
 __all__ = [
     "contained",
@@ -41,40 +39,55 @@ def contained(root: Path, rel: str) -> Path:
 
 def write_contained(root: Path, rel: str, data: bytes) -> None:
     """Write ``data`` to ``root/rel`` (folders made), never through a symlink."""
-    path = contained(root, rel)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    contained(root, rel)  # the folders just made are real ones
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    contained(root, rel)
+    with Dest.open(root) as dest:
+        dest.write_file(rel, data)
 
 
 def write_whole(path: Path, text: str) -> None:
-    """A whole file at ``path`` (temp file beside it, then rename): never half written."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+    """A whole file at ``path`` (a path the user typed, or labvault's own): temp file, then rename."""
+    write_text(path, text)
+
+
+def _copy_into(source: Path, dest: Dest, rel: str) -> None:
+    def fill(out: int) -> None:
+        with open(source, "rb") as src, os.fdopen(os.dup(out), "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+
+    dest.write(rel, fill, mode=source.stat().st_mode & 0o777)
 
 
 def copy_file(source: Path, root: Path, rel: str) -> Path:
-    dest = contained(root, rel)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, dest, follow_symlinks=False)
-    return dest
+    """Copy ``source`` (a regular file) to ``root/rel``."""
+    path = contained(root, rel)
+    with Dest.open(root) as dest:
+        _copy_into(source, dest, rel)
+    return path
 
 
 def copy_tree(source: Path, dest: Path, *, ignore: str) -> None:
-    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(ignore))
+    """Copy the folder ``source`` (labvault's own package) into a new folder ``dest``; links are skipped."""
+    with Dest.open(dest) as into:
+        for folder, dirs, files in os.walk(source):
+            dirs[:] = sorted(d for d in dirs if not fnmatch.fnmatch(d, ignore))
+            here = Path(folder).relative_to(source).as_posix()
+            for name in sorted(files):
+                path = Path(folder) / name
+                if fnmatch.fnmatch(name, ignore) or path.is_symlink():
+                    continue
+                _copy_into(path, into, name if here == "." else f"{here}/{name}")
 
 
 def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    """Remove a workspace labvault made (a link at ``path`` itself is removed, not followed)."""
+    if not path.parent.is_dir():
+        return
+    with Dest.open(path.parent, create=False) as parent:
+        parent.remove(path.name)
 
 
 def remove_empty_dir(path: Path) -> None:
-    os.rmdir(path)
+    """Remove ``path`` if it is an empty folder."""
+    with Dest.open(path.parent, create=False) as parent:
+        parent.rmdir(path.name)

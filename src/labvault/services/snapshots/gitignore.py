@@ -8,14 +8,13 @@ tracking it (``git rm --cached``), and leaves the decision to the user.
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from labvault.errors import StorageError
+from labvault.storage.contained import write_text
 from labvault.storage.locks import file_lock
 
 __all__ = ["GitIgnored", "gitignore_line", "ignore_in_git"]
@@ -71,16 +70,7 @@ def ignore_in_git(root: Path, vault_dir: Path, key: str) -> GitIgnored:
 
 
 def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot update {path}: {exc.strerror}") from exc
+    write_text(path, text, durable=True)
 
 
 def _git(root: Path, args: list[str]) -> subprocess.CompletedProcess[bytes] | None:

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Literal, cast
 from labvault.errors import Conflict, IntegrityError, NotFound, StorageError
 from labvault.refs import Digest
 from labvault.services.tracking.artifacts import artifact_name
+from labvault.storage.contained import Dest
 from labvault.storage.objects.fileio import sha256_file
+from labvault.storage.objects.materialize import materialize_into
 from labvault.storage.objects.tree import decode_tree
 
 if TYPE_CHECKING:
@@ -109,19 +111,18 @@ def download_artifacts(store: ObjectStore, run: Run, dest: Path, *, name: str | 
     planned = [item for a in artifacts for item in _entries(store, a)]
     done = [item if not _already_there(dest, item) else _kept(item) for item in planned]
     try:
-        for item in done:
-            if not item.written:
-                continue
-            out = dest / item.path
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if item.kind == "link":
-                os.symlink(cast(str, item.target), out)  # a link entry always has its target
-                continue
-            digest = cast(Digest, item.sha256)  # a file entry always has its digest
-            try:
-                store.materialize(digest, out)
-            except NotFound as exc:
-                raise IntegrityError(f"{out}: object {item.sha256} is missing from the vault") from exc
+        with Dest.open(dest) as into:
+            for item in done:
+                if not item.written:
+                    continue
+                if item.kind == "link":
+                    into.symlink(item.path, cast(str, item.target))  # a link entry always has its target
+                    continue
+                digest = cast(Digest, item.sha256)  # a file entry always has its digest
+                try:
+                    materialize_into(store, digest, into, item.path)
+                except NotFound as exc:
+                    raise IntegrityError(f"{dest / item.path}: object {digest} is missing from the vault") from exc
     except (FileExistsError, NotADirectoryError) as exc:
         raise Conflict(f"{exc.filename} is in the way", hint="remove it, or choose another -o folder") from exc
     except OSError as exc:
