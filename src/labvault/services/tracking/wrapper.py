@@ -152,6 +152,8 @@ def run_command(
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            stdout.close()
+            stderr.close()
         update: dict[str, Any] = {}
         for stream, sink in (("stdout", out_sink), ("stderr", err_sink)):
             sink.seek(0)
