@@ -240,6 +240,7 @@ class Vault:
             runs=self.runs,
             data=self.data,
             source_run=lambda model: self.registry.resolve(model).run_id,
+            models=lambda: [m.ref for m in self.registry.models()],
             project_root=self.root,
             vault_dir=self.dir,
             ref=ref,

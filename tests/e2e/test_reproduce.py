@@ -234,6 +234,25 @@ def test_a_model_version_reproduces_its_source_run(project: Path, cli: Cli, trai
     assert doc["original"] == f"run:{trained}"
 
 
+def test_the_short_form_names_the_default_projects_single_model(project: Path, cli: Cli, trained: str) -> None:
+    cli("models", "register", "demo/other", "--from", f"run:{trained}", "--artifact", "model.json")
+    err = cli("reproduce", "@0.1.0", expect=3).stderr  # the default project ("project") has no model yet
+    assert "no model in project project" in err
+    assert "demo/other" in err
+    cli("models", "register", "project/clf", "--from", f"run:{trained}", "--artifact", "model.json")
+
+    doc = _reproduce(cli, "@0.1.0", expect=0)
+
+    assert doc["original"] == f"run:{trained}"
+    assert doc["target"] == "project/clf@0.1.0"
+    cli("models", "register", "project/big", "--from", f"run:{trained}", "--artifact", "model.json")
+    err = cli("reproduce", "@0.1.0", expect=2).stderr
+    assert "@0.1.0 is ambiguous" in err
+    assert "project/big@0.1.0, project/clf@0.1.0" in err
+    assert err.count("\n") == 2  # error + hint, no traceback
+    assert "not a version or alias" in cli("reproduce", "@", expect=2).stderr
+
+
 def test_a_run_made_by_start_run_in_a_plain_script(project: Path, cli: Cli) -> None:
     _repository(project, cli)
     code = (

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from labvault.entities import Run
-from labvault.errors import Conflict, ValidationError
+from labvault.errors import Conflict, NotFound, ValidationError
 from labvault.services.reproduce.compare import compare_artifacts, compare_metrics
 from labvault.services.reproduce.envbuild import requirements
 from labvault.services.reproduce.environment import environment_drift
 from labvault.services.reproduce.record import read_recipe
+from labvault.services.reproduce.service import expand_model_shorthand
 from labvault.services.reproduce.settings import Tolerance, Tolerances, load_tolerances
 from labvault.vault import Vault
 
@@ -243,3 +244,26 @@ def test_workspace_writes_refuse_symlinks_and_escapes(tmp_path: Path) -> None:
     assert list(outside.iterdir()) == []
     write_contained(root, "configs/new/run.yaml", b"ok")
     assert (root / "configs" / "new" / "run.yaml").read_bytes() == b"ok"
+
+
+@pytest.mark.parametrize(
+    ("ref", "models", "expected"),
+    [
+        ("@1.2.0", ["proj/clf", "other/x"], "proj/clf@1.2.0"),
+        ("@prod", ["proj/clf"], "proj/clf@prod"),
+        ("@1.2.0", ["proj/a", "proj/b"], ValidationError("@1.2.0 is ambiguous")),
+        ("@1.2.0", ["other/x"], NotFound("no model in project proj")),
+        ("@", ["proj/clf"], ValidationError("not a version or alias")),
+        ("@a/b", ["proj/clf"], ValidationError("not a version or alias")),
+        ("@bad alias!", ["proj/clf"], ValidationError("invalid alias")),
+    ],
+)
+def test_the_model_shorthand_names_the_default_projects_single_model(
+    ref: str, models: list[str], expected: str | Exception
+) -> None:
+    if isinstance(expected, str):
+        assert expand_model_shorthand(ref, project="proj", models=models) == expected
+        return
+    with pytest.raises(type(expected), match=str(expected)) as info:
+        expand_model_shorthand(ref, project="proj", models=models)
+    assert info.value.hint

@@ -14,7 +14,9 @@ __all__ = ["reproduce_cmd"]
 
 def reproduce_cmd(
     ref: str = typer.Argument(
-        ..., help="run:<id>, an id or prefix, or a model version (project/model@1.2.0 or @alias)."
+        ...,
+        help="run:<id>, an id or prefix, or a model version (project/model@1.2.0 or @alias; @1.2.0 or @alias "
+        "alone for the default project's only model).",
     ),
     env: str = typer.Option(
         "auto",

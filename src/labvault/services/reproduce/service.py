@@ -39,13 +39,30 @@ from labvault.services.reproduce.workspace import Placed, find_problems, prepare
 from labvault.services.snapshots.service import DataService
 from labvault.services.tracking.service import Tracking
 
-__all__ = ["ENV_MODES", "SourceRun", "reproduce"]
+__all__ = ["ENV_MODES", "SourceRun", "expand_model_shorthand", "reproduce"]
 
 ENV_MODES = ("auto", "current", "rebuild")
 
 #: Given a model version reference, the id of the run that produced it (None when it has none).
 SourceRun = Callable[[str], str | None]
 Check = ArtifactCheck | MetricCheck
+
+
+def expand_model_shorthand(ref: str, *, project: str, models: Sequence[str]) -> str:
+    """``@VERSION`` or ``@ALIAS`` -> ``project/model@...`` for the default project's single model.
+
+    ``models`` are the registered model names (``project/model``)."""
+    tail = ref[1:]
+    if not tail or "@" in tail or "/" in tail:
+        raise ValidationError(f"{ref!r} is not a version or alias", hint="write @1.2.0, @prod or project/model@1.2.0")
+    mine = sorted(m for m in models if m.split("/", 1)[0] == project)
+    if not mine:
+        others = ", ".join(sorted(models)[:10]) or "none registered"
+        raise NotFound(f"no model in project {project} for {ref}", hint=f"name one in full: {others}")
+    if len(mine) > 1:
+        shown = ", ".join(f"{m}{ref}" for m in mine[:10]) + (" ..." if len(mine) > 10 else "")
+        raise ValidationError(f"{ref} is ambiguous: project {project} has {len(mine)} models", hint=f"write {shown}")
+    return str(parse_ref(f"{mine[0]}{ref}", expect=ModelRef))
 
 
 def _resolve_run(runs: Tracking, ref: str, source_run: SourceRun) -> Run:
@@ -199,6 +216,7 @@ def reproduce(
     project_root: Path,
     vault_dir: Path,
     ref: str,
+    models: Callable[[], Sequence[str]] = tuple,
     env: str = "auto",
     rtol: float | None = None,
     atol: float | None = None,
@@ -216,6 +234,8 @@ def reproduce(
         project_root, rtol=rtol, atol=atol, ignore_metrics=ignore_metrics, ignore_artifacts=ignore_artifacts
     )
     folder = _check_workdir(workdir, project_root)
+    if ref.startswith("@"):  # the default project (the project root's folder name) has one model
+        ref = expand_model_shorthand(ref, project=project_root.name, models=models())
     recorded = _resolve_run(runs, ref, source_run)
     if recorded.status == "running":
         raise Conflict(f"{recorded.ref} is still running", hint="reproduce it once it has ended")
