@@ -228,10 +228,14 @@ def test_a_missing_snapshot_object_is_exit_5(project: Path, cli: Cli, trained: s
 
 def test_a_model_version_reproduces_its_source_run(project: Path, cli: Cli, trained: str) -> None:
     cli("models", "register", "demo/clf", "--from", f"run:{trained}", "--artifact", "model.json")
+    stat_cache = project / ".labvault" / "cache" / "stat"
+    before = sorted(p.name for p in stat_cache.iterdir())
 
     doc = _reproduce(cli, "demo/clf@0.1.0", expect=0)
 
     assert doc["original"] == f"run:{trained}"
+    # The workspace's data checkouts leave no stat-cache file behind: reproducing adds nothing there.
+    assert sorted(p.name for p in stat_cache.iterdir()) == before
 
 
 def test_the_short_form_names_the_default_projects_single_model(project: Path, cli: Cli, trained: str) -> None:

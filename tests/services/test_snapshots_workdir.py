@@ -225,3 +225,15 @@ def test_stat_cache_saves_re_hashed_entries_whether_or_not_entries_went(tmp_path
     assert again.lookup("d/f8", (8, 18, 108, 108)) == (b"\x08" * 32, {"record_count": 2})
     assert again.lookup("d/f1", keys["d/f1"]) == (bytes([4]) * 32, None)
     assert (again.lookup("d/f9", keys["d/f9"]) is None) is removed
+
+
+def test_a_throwaway_checkout_keeps_no_stat_cache(vault: Vault, dataset: Path, tmp_path: Path) -> None:
+    vault.data.add("raw", dataset)
+    stat_dir = vault.dir / "cache" / "stat"
+    before = sorted(stat_dir.iterdir())
+    for i in range(3):
+        (result,) = vault.data.checkout("data:raw@v1", tmp_path / f"ws-{i}", force=True, cache_stats=False)
+        assert result.written == 5
+    assert sorted(stat_dir.iterdir()) == before
+    vault.data.checkout("data:raw@v1", tmp_path / "kept")  # a checkout kept for use has its baseline recorded
+    assert len(list(stat_dir.iterdir())) == len(before) + 1

@@ -166,7 +166,8 @@ def _place_data(recipe: Recipe, data: DataService, root: Path) -> list[Placed]:
     placed = []
     for path, (ref, kind) in sorted(wanted.items()):
         dest = contained(root, path)
-        data.checkout(ref, dest, force=True)  # verified bytes; a corrupt object is exit 5
+        # Verified bytes (a corrupt object is exit 5); a throwaway folder, so no stat cache for it.
+        data.checkout(ref, dest, force=True, cache_stats=False)
         placed.append(Placed(kind, path, ref))
     return placed
 

@@ -168,8 +168,12 @@ def checkout(
     force: bool,
     progress: Progress | None = None,
     fold: Callable[[str], str] | None = None,
+    cache_stats: bool = True,
 ) -> list[CheckoutResult]:
-    """``fold`` says how the destination's filesystem compares names (default: probed when needed)."""
+    """``fold`` says how the destination's filesystem compares names (default: probed when needed).
+
+    ``cache_stats=False`` records no stat cache for the destination (a throwaway folder, as
+    reproduce's workspace: its cache file would only pile up in ``cache/stat``)."""
     plans = _plans(svc, ref, dest)
     for plan in plans:
         _refuse_collisions(plan, fold)
@@ -198,10 +202,11 @@ def checkout(
         done += written
         removed = sum(len(d) for d in plan.delete if d != ["."])
         unchanged = len(plan.target.files) - written
-        if plan.cache is None:
-            plan.cache = StatCache.for_dataset(svc.vault_dir, plan.dest)
-        plan.cache.synced = plan.snapshot.content_hash.hex
-        plan.cache.save(stamp)
+        if cache_stats:
+            if plan.cache is None:
+                plan.cache = StatCache.for_dataset(svc.vault_dir, plan.dest)
+            plan.cache.synced = plan.snapshot.content_hash.hex
+            plan.cache.save(stamp)
         if plan.key is not None and ref is not None:
             snap = plan.snapshot
             entry = LockEntry(plan.key, DataRef(snap.name, f"v{snap.version}"), snap.content_hash, snap.kind)

@@ -319,13 +319,15 @@ class DataService:
         *,
         force: bool = False,
         progress: Progress | None = None,
+        cache_stats: bool = True,
     ) -> list[_checkout.CheckoutResult]:
         """Restore verified bytes: one snapshot to ``dest`` (default: where it was added from), or,
         without ``ref``, every dataset to the snapshot ``labvault.lock`` names.
 
         Refuses (exit 4, listing them) to overwrite local modifications unless ``force``.
+        ``cache_stats=False``: keep no stat cache for a throwaway ``dest``.
         """
-        return _checkout.checkout(self, ref, dest, force=force, progress=progress)
+        return _checkout.checkout(self, ref, dest, force=force, progress=progress, cache_stats=cache_stats)
 
     def diff(self, a: str | DataRef, b: str | DataRef) -> DataDiff:
         """Files added/removed/modified from ``a`` to ``b``, and for tabular files the schema change,
