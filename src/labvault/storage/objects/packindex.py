@@ -15,6 +15,7 @@ import mmap
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -67,27 +68,40 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+_DAMAGED = (11, 26)  # SQLITE_CORRUPT ("database disk image is malformed") and SQLITE_NOTADB
+
+
 def translate_sqlite_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Report a failure of the pack index as one StorageError (never a raw sqlite3 traceback)."""
+    """Report a failure of the pack index as one StorageError (never a raw sqlite3 traceback).
+
+    An index whose SQLite pages are damaged is set aside in ``quarantine/`` and the call made once
+    more, on an index rebuilt from the packs: it is a cache, as deleting it by hand always showed.
+    """
 
     @wraps(fn)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return fn(*args, **kwargs)
-        except sqlite3.Error as exc:
-            text = str(exc)
-            where = args[0].dir if args and isinstance(args[0], PackIndex) else None
-            # SQLite says "database or disk is full", or "disk I/O error" when it could not grow its WAL
-            if where is not None and ("full" in text or ("I/O error" in text and is_full(where))):
-                raise disk_full(where, "updating the pack index") from exc
-            raise StorageError(
-                f"the pack index failed: {text}",
-                hint="run `labvault fsck`; the index is rebuilt from the packs if it is deleted",
-            ) from exc
-        except OSError as exc:  # others are the caller's to handle (a pack compacted away, ...)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and args and isinstance(args[0], PackIndex):
-                raise disk_full(args[0].dir, "updating the packs", quota=exc.errno == errno.EDQUOT) from exc
-            raise
+        index = args[0] if args and isinstance(args[0], PackIndex) else None
+        retried = False
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except sqlite3.Error as exc:
+                damaged = getattr(exc, "sqlite_errorcode", 0) & 0xFF in _DAMAGED
+                if damaged and not retried and index is not None and index.set_aside():
+                    retried = True
+                    continue
+                text = str(exc)
+                # SQLite says "database or disk is full", or "disk I/O error" when it could not grow its WAL
+                if index is not None and ("full" in text or ("I/O error" in text and is_full(index.dir))):
+                    raise disk_full(index.dir, "updating the pack index") from exc
+                raise StorageError(
+                    f"the pack index failed: {text}",
+                    hint="run `labvault fsck`; the index is rebuilt from the packs if it is deleted",
+                ) from exc
+            except OSError as exc:  # others are the caller's to handle (a pack compacted away, ...)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT) and index is not None:
+                    raise disk_full(index.dir, "updating the packs", quota=exc.errno == errno.EDQUOT) from exc
+                raise
 
     return wrapper
 
@@ -117,6 +131,8 @@ class PackIndex:
         if conn is None:
             self.dir.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.index_path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            with contextlib.suppress(FileNotFoundError):  # which file it is: set_aside() moves only that one
+                self._local.ino = os.stat(self.index_path).st_ino
             conn.execute("PRAGMA journal_mode = WAL")
             # The packs are durable before their rows commit, and lost rows are rebuilt from them.
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -131,6 +147,35 @@ class PackIndex:
                         self.lost.extend(recover_all(conn, self.dir, self.quarantine_dir))
                         self._recovered = True
         return conn
+
+    def _batch_open(self) -> bool:
+        """Whether a writer of this process has records staged against the index (see PackStore)."""
+        return False
+
+    def set_aside(self) -> bool:
+        """Move a damaged index file into ``quarantine/``, so that the next use rebuilds it from the packs.
+
+        Refused (False) while a batch of this process is open: its staged rows name packs by their
+        id in this index. Another process's index file, made since ours was opened, is not moved.
+        """
+        ours = getattr(self._local, "ino", None)
+        with self._recover_lock:
+            if self._batch_open():
+                return False
+            self.close_all()
+            try:
+                current: int | None = os.stat(self.index_path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current is not None and current == ours:
+                self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+                stamp = time.time_ns()
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(f"{self.index_path}{suffix}", self.quarantine_dir / f"index.sqlite{suffix}.{stamp}")
+            self._recovered = self._seen = False
+            self._names.clear()
+        return True
 
     def _exists(self) -> bool:
         """Whether there is anything packed to look at (without creating the index to find out)."""

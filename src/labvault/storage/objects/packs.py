@@ -197,6 +197,10 @@ class PackStore(PackIndex):
             self._retire(writer)
         super().close_all()
 
+    def _batch_open(self) -> bool:
+        with self._fds_lock:
+            return any((w.staged or w.buffer) and w.pid == os.getpid() for w in self._writers.values())
+
     def _take_over(self) -> _Writer | None:
         """Reuse a pack nobody is writing to that still has room (fewer, fuller packs)."""
         conn = self._db()

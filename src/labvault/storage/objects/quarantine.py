@@ -1,9 +1,9 @@
 """The quarantine folder: what a verifying read, fsck or pack recovery set aside, never read again.
 
-Files there are named ``<digest>.<ns>`` (a corrupt object) or ``<pack>.<offset>.<sha256 prefix>``
-(damaged pack bytes); a name starting with ``.`` is one being written. A file's modification time
-is when it was set aside. Nothing removes them on its own: ``fsck`` counts them and
-``gc --quarantine`` removes those older than its grace period.
+Files there are named ``<digest>.<ns>`` (a corrupt object), ``<pack>.<offset>.<sha256 prefix>``
+(damaged pack bytes) or ``index.sqlite[-wal|-shm].<ns>`` (a damaged pack index); a name starting
+with ``.`` is one being written. A file's modification time is when it was set aside. Nothing removes
+them on its own: ``fsck`` counts them and ``gc --quarantine`` removes those older than its grace period.
 
 Raises plain ``OSError``; the store translates it once.
 """
