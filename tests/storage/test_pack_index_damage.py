@@ -103,3 +103,20 @@ def test_cli_commands_work_after_the_pack_index_is_damaged(cli: Cli, project: Pa
     assert all((project / "restored" / f"f{i}.bin").read_bytes() == _payload(i) for i in range(OBJECTS))
     assert len([n for n in _set_aside(vault_dir) if n.startswith("index.sqlite.")]) == 1
     assert os.path.exists(index)
+
+
+def test_the_index_is_not_set_aside_under_an_open_batch(tmp_path: Path) -> None:
+    vault_dir = tmp_path / "v"
+    originals, index = _store_with_index(vault_dir)
+    store = LocalObjectStore(vault_dir)
+    try:
+        with store.batch():
+            store.put_bytes(b"staged, its row not yet committed")
+            assert store.packs.set_aside() is False  # its staged rows name a pack by its id in this index
+            assert index.exists()
+        assert store.packs.set_aside() is True  # the batch committed: nothing names the old index any more
+        assert not index.exists()
+        assert all(store.get_bytes(d) == data for d, data in originals.items())
+        assert store.get_bytes(Digest(hashlib.sha256(b"staged, its row not yet committed").hexdigest()))
+    finally:
+        store.close()
