@@ -213,7 +213,7 @@ class _PausedGc(Maintenance):
     """gc that stops after deciding what to delete and before deleting, until told to go on."""
 
     def __init__(self, vault: Vault) -> None:
-        super().__init__(objects=vault.objects, meta=vault.meta)
+        super().__init__(objects=vault.objects, meta=vault.meta, vault_dir=vault.dir)
         self.decided = threading.Event()
         self.proceed = threading.Event()
         real_iter = vault.objects.iter_objects
