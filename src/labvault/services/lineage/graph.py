@@ -1,0 +1,66 @@
+"""Lineage values: a graph of nodes (``id``, ``ref``) and edges (``from``, ``to``, ``kind``).
+
+Edges always point the way data flowed (snapshot -> run -> model version -> alias; commit, config,
+environment and patch -> run; run -> its nested runs and its reproductions), whichever way the
+walk went. ``children`` keeps the walk's own tree for the text view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Lineage", "LineageEdge", "LineageNode"]
+
+
+@dataclass(frozen=True, slots=True)
+class LineageNode:
+    """One thing in a lineage: ``kind`` is run, snapshot, model_version, alias, commit, patch, config,
+    environment, import, object or input; ``marks`` flag what the user should notice (deleted,
+    archived, missing, a run's status, a reproduction's verdict)."""
+
+    id: str
+    ref: str
+    kind: str
+    label: str = ""
+    marks: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "ref": self.ref, "kind": self.kind, "label": self.label, "marks": list(self.marks)}
+
+
+@dataclass(frozen=True, slots=True)
+class LineageEdge:
+    """``source`` -> ``target`` (node refs), printed as ``from`` and ``to``."""
+
+    source: str
+    target: str
+    kind: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"from": self.source, "to": self.target, "kind": self.kind}
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    root: str  # the root node's ref
+    direction: str  # upstream | downstream
+    depth: int | None  # None: no limit
+    nodes: tuple[LineageNode, ...]
+    edges: tuple[LineageEdge, ...]
+    truncated: bool = False  # the depth limit left links unwalked
+    children: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # ref -> ((kind, ref), ...)
+
+    def node(self, ref: str) -> LineageNode:
+        return next(n for n in self.nodes if n.ref == ref)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "direction": self.direction,
+            "depth": self.depth,
+            "truncated": self.truncated,
+            "nodes": [n.to_json() for n in self.nodes],
+            "edges": [e.to_json() for e in self.edges],
+        }
