@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from labvault import Vault
 from labvault.errors import NotFound, ValidationError
 from labvault.services.lineage import Lineage
-from labvault.storage.meta.tables import data_snapshots
+from labvault.storage.meta.tables import data_snapshots, runs
 
 
 def _snapshot(vault: Vault, project: Path, name: str, text: str) -> str:
@@ -169,3 +170,18 @@ def test_a_snapshot_read_by_most_of_1000_runs(vault: Vault, project: Path) -> No
     assert took < 5  # the benchmark holds the real target; this only catches a per-node query
     up = vault.lineage.upstream("shop/ranker@0.1.0")
     assert (hot, f"run:{ids[1]}", "input") in _edges(up)
+
+
+def test_readers_match_whole_references_only(any_vault: Vault, project: Path) -> None:
+    vault = any_vault
+    tx = _snapshot(vault, project, "tx", "a\n1\n")
+    reader = _train(vault, project, [tx])
+    decoy = _train(vault, project, [])
+    lookalike = _train(vault, project, [])
+    # Rows are untrusted (pulled from elsewhere): neither a longer version nor a quoted string
+    # holding the reference is a read of it.
+    with vault.meta.transaction() as conn:
+        conn.execute(sa.update(runs).where(runs.c.id == decoy).values(inputs=json.dumps([f'x"{tx}'])))
+        conn.execute(sa.update(runs).where(runs.c.id == lookalike).values(inputs=json.dumps([f"{tx}0"])))
+    down = vault.lineage.downstream(tx, depth=1)
+    assert {n.ref for n in down.nodes if n.kind == "run"} == {f"run:{reader}"}

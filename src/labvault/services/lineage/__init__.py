@@ -10,8 +10,10 @@ again, so the result is finite and acyclic even when tags claim otherwise.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,20 +65,20 @@ class LineageService:
             raise ValidationError(f"--depth must be 1 or more, not {depth}", hint="omit --depth to walk everything")
         walk = _Walk(direction)
         root = self._root(ref, walk)
-        with self._meta().read() as conn:
+        with self._meta().read() as conn, _gc_paused():
             level = 0
             while walk.frontier and (depth is None or level < depth):
                 walk.expand(conn)
                 level += 1
-        return Lineage(
-            root=root,
-            direction=direction,
-            depth=depth,
-            nodes=tuple(walk.nodes.values()),
-            edges=tuple(walk.edges),
-            truncated=bool(walk.frontier),
-            children={k: tuple(v) for k, v in walk.children.items()},
-        )
+            return Lineage(
+                root=root,
+                direction=direction,
+                depth=depth,
+                nodes=tuple(walk.nodes.values()),
+                edges=tuple(walk.edges),
+                truncated=bool(walk.frontier),
+                children={k: tuple(v) for k, v in walk.children.items()},
+            )
 
     def _root(self, text: str, walk: _Walk) -> str:
         text = text.strip() if isinstance(text, str) else text
@@ -112,6 +114,20 @@ class LineageService:
         return root
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Hold the cyclic collector while a walk builds its (acyclic) graph: 180,000 new tuples for a
+    snapshot read by 90,000 runs would trigger collections that rescan every one of them, which
+    doubles the walk's time. Reference counting still frees everything as usual."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 @dataclass
 class _Walk:
     direction: str
@@ -123,7 +139,8 @@ class _Walk:
     versions: dict[str, int | None] = field(default_factory=dict)  # ref -> registry id (None: not known yet)
     pending_versions: dict[str, tuple[str | None, bool]] = field(default_factory=dict)
     object_owners: tuple[str, list[str]] | None = None
-    expanded: set[str] = field(default_factory=set)
+    expanded: set[str] = field(default_factory=set)  # snapshot and version refs walked already
+    expanded_runs: set[str] = field(default_factory=set)  # run ids walked already
     _edge_keys: set[tuple[str, str, str]] = field(default_factory=set)
     frontier: bool = True
 
@@ -144,9 +161,24 @@ class _Walk:
     def add_run(self, run_id: str, *, marks: tuple[str, ...] = (), walk: bool = True) -> str:
         ref = f"run:{run_id}"
         self.add(LineageNode(id=run_id, ref=ref, kind="run", marks=marks))
-        if walk and ref not in self.expanded:
+        if walk and run_id not in self.expanded_runs:
             self.runs.add(run_id)
         return ref
+
+    def fan_out(self, source: str, kind: str, run_ids: list[str]) -> None:
+        """``source`` -> each run, as :meth:`add_run` and :meth:`link` would, inlined: the one path
+        that meets 90,000 runs at once (every reader of a snapshot). Each source is expanded once, so
+        its edges are new and need no duplicate check."""
+        nodes, edges, runs, walked = self.nodes, self.edges, self.runs, self.expanded_runs
+        kids = self.children.setdefault(source, [])
+        for run_id in run_ids:
+            ref = "run:" + run_id
+            if ref not in nodes:
+                nodes[ref] = LineageNode(run_id, ref, "run")
+                if run_id not in walked:
+                    runs.add(run_id)
+            edges.append(LineageEdge(source, ref, kind))
+            kids.append((kind, ref))
 
     def add_snapshot(self, ref: str) -> str:
         self.add(LineageNode(id=ref[5:], ref=ref, kind="snapshot"))
@@ -170,7 +202,7 @@ class _Walk:
     def expand(self, conn: Any) -> None:
         runs, snapshots, versions = self.runs, self.snapshots, self.versions
         self.runs, self.snapshots, self.versions = set(), set(), {}
-        self.expanded.update(f"run:{r}" for r in runs)
+        self.expanded_runs.update(runs)
         self.expanded.update(snapshots)
         self.expanded.update(versions)
         owners, self.object_owners = self.object_owners, None
@@ -297,8 +329,7 @@ class _Walk:
         if not refs:
             return
         for ref, readers in sorted(repo.readers_of(conn, refs).items()):
-            for run_id in readers:
-                self.link(ref, self.add_run(run_id), "input", expanded=ref)
+            self.fan_out(ref, "input", readers)
 
     def _versions_down(self, conn: Any, versions: dict[str, int | None]) -> None:
         unknown = [ref for ref, vid in versions.items() if vid is None]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["Lineage", "LineageEdge", "LineageNode"]
 
 
-@dataclass(frozen=True, slots=True)
-class LineageNode:
+# Nodes and edges are named tuples, not frozen dataclasses: a snapshot read by 90,000 runs makes
+# 180,000 of them, and a frozen dataclass takes twice as long to build (one object.__setattr__ a field).
+class LineageNode(NamedTuple):
     """One thing in a lineage: ``kind`` is run, snapshot, model_version, alias, commit, patch, config,
     environment, import, object or input; ``marks`` flag what the user should notice (deleted,
     archived, missing, a run's status, a reproduction's verdict)."""
@@ -30,8 +31,7 @@ class LineageNode:
         return {"id": self.id, "ref": self.ref, "kind": self.kind, "label": self.label, "marks": list(self.marks)}
 
 
-@dataclass(frozen=True, slots=True)
-class LineageEdge:
+class LineageEdge(NamedTuple):
     """``source`` -> ``target`` (node refs), printed as ``from`` and ``to``."""
 
     source: str

@@ -97,19 +97,33 @@ def run_links(conn: Connection, ids: Collection[str]) -> dict[str, RunLinks]:
 
 
 def readers_of(conn: Connection, refs: Collection[str]) -> dict[str, list[str]]:
-    """``{data ref: [run ids that list it among their inputs]}``, in one scan of the runs."""
+    """``{data ref: [live run ids that list it among their inputs]}``, in one scan of the runs."""
     if not refs:
         return {}
-    wanted = set(refs)
-    # A LIKE on the JSON text narrows the scan; decoding each candidate's list makes the match exact
-    # (``data:x@v1`` must not match ``data:x@v10``).
-    patterns = [runs.c.inputs.like("%" + _escape(json.dumps(r)) + "%", escape="\\") for r in sorted(wanted)]
-    out: dict[str, list[str]] = {r: [] for r in wanted}
-    stmt = sa.select(runs.c.id, runs.c.inputs).where(sa.or_(*patterns), runs.c.deleted_at.is_(None))
-    for row in conn.execute(stmt):
-        for ref in _loads(row.inputs, []):
-            if ref in wanted:
-                out[ref].append(row.id)
+    # Inputs are stored as a JSON list of parsed references (no quote or backslash in them), so the
+    # quoted reference found in the text is the element itself: ``"data:x@v1"`` never matches
+    # ``data:x@v10``. A row whose text has a backslash is decoded instead of trusted.
+    quoted = {json.dumps(r): r for r in refs}
+    patterns = [runs.c.inputs.like("%" + _escape(q) + "%", escape="\\") for q in sorted(quoted)]
+    out: dict[str, list[str]] = {r: [] for r in refs}
+    # The text comes back only for rows that need more than the LIKE: several refs to tell apart,
+    # or a backslash to decode. A snapshot read by 90,000 runs then fetches 90,000 ids, not lists.
+    odd = runs.c.inputs.like("%\\\\%", escape="\\")
+    text = runs.c.inputs if len(quoted) > 1 else sa.case((odd, runs.c.inputs), else_=sa.null())
+    stmt = sa.select(runs.c.id, text).where(sa.or_(*patterns), runs.c.deleted_at.is_(None))
+    (only,) = quoted.values() if len(quoted) == 1 else (None,)
+    for run_id, inputs in conn.execute(stmt):
+        if inputs is None:  # the one ref, matched exactly by its quoted form
+            out[str(only)].append(run_id)
+        elif "\\" in inputs:
+            listed = {i for i in _loads(inputs, []) if isinstance(i, str)}
+            for ref in refs:
+                if ref in listed:
+                    out[ref].append(run_id)
+        else:
+            for q, ref in quoted.items():
+                if q in inputs:
+                    out[ref].append(run_id)
     return out
 
 
@@ -137,15 +151,16 @@ def reproductions_of(conn: Connection, ids: Collection[str]) -> dict[str, list[t
         .where(run_tags.c.key == "reproduces")
     )
     out: dict[str, list[tuple[str, str | None]]] = {}
-    wanted = {f"run:{i}": i for i in ids}
+    wanted = set(ids)
     if len(wanted) > _WHOLE_TABLE:
         rows: Iterable[Any] = conn.execute(stmt)
     else:
-        rows = (row for chunk in _chunks(wanted) for row in conn.execute(stmt.where(run_tags.c.text.in_(chunk))))
-    for row in rows:
-        original = wanted.get(row.text)
-        if original is not None and row.run_id != original:
-            out.setdefault(original, []).append((row.run_id, row.verdict))
+        tags = [f"run:{i}" for i in wanted]
+        rows = (row for chunk in _chunks(tags) for row in conn.execute(stmt.where(run_tags.c.text.in_(chunk))))
+    for text, rerun, verdict_text in rows:
+        original = text[4:] if text.startswith("run:") else None
+        if original in wanted and rerun != original:
+            out.setdefault(original, []).append((rerun, verdict_text))
     return out
 
 
