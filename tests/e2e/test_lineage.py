@@ -31,6 +31,7 @@ def test_a_model_shows_its_run_and_snapshot_upstream(cli: Cli, trained: dict[str
     out = cli("lineage", "shop/ranker@prod").stdout
     lines = out.splitlines()
     assert lines[0] == "shop/ranker@0.1.0"
+    assert "  -> alias: shop/ranker@prod" in lines  # the alias points at it: downstream, so ->
     assert any(line.strip().startswith(f"<- registered: {trained['run']}") for line in lines)
     assert any(line.strip() == "<- input: data:tx@v1" for line in lines)
     doc = json.loads(cli("lineage", "shop/ranker@0.1.0", "--json").stdout)

@@ -74,24 +74,23 @@ def _clean(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
-_ARROW = {"upstream": "<-", "downstream": "->"}
-
-
 def render_tree(graph: Lineage) -> str:
-    """The walk as an indented tree; a node met again says so instead of repeating its subtree."""
+    """The walk as an indented tree; ``->`` where data flowed from the line above to this one, ``<-``
+    where it flowed in; a node met again says so instead of repeating its subtree."""
     nodes = {n.ref: n for n in graph.nodes}
     lines = [_label(nodes[graph.root])]
     shown = {graph.root}
     # An explicit stack: a long chain of nested runs must not hit Python's recursion limit.
-    stack = [(kind, kid, 1) for kind, kid in reversed(graph.children.get(graph.root, ()))]
+    flows = {(e.source, e.target, e.kind) for e in graph.edges}
+    stack = [(graph.root, kind, kid, 1) for kind, kid in reversed(graph.children.get(graph.root, ()))]
     while stack:
-        kind, kid, level = stack.pop()
-        arrow = "->" if kind == "reproduced_by" else _ARROW[graph.direction]
+        parent, kind, kid, level = stack.pop()
+        arrow = "->" if (parent, kid, kind) in flows else "<-"
         again = kid in shown
         lines.append(f"{'  ' * level}{arrow} {kind}: {_label(nodes[kid])}" + (" (shown above)" if again else ""))
         if not again:
             shown.add(kid)
-            stack.extend((k, grandkid, level + 1) for k, grandkid in reversed(graph.children.get(kid, ())))
+            stack.extend((kid, k, grandkid, level + 1) for k, grandkid in reversed(graph.children.get(kid, ())))
     return "\n".join(lines)
 
 

@@ -94,7 +94,7 @@ class LineageService:
             root = walk.add_version(version.ref, marks=("archived",) if version.archived_at else ())
             if parsed.is_alias:
                 alias = f"{version.name}@{parsed.version}"
-                walk.add(LineageNode(id=alias, ref=alias, kind="alias", label=f"alias {parsed.version}"))
+                walk.add(LineageNode(id=alias, ref=alias, kind="alias"))
                 walk.link(root, alias, "alias", expanded=root)
             walk.pending_versions[root] = (version.run_id, version.archived_at is not None)
             return root
@@ -275,7 +275,7 @@ class _Walk:
                 self.link(self.add(node), ref, "config", expanded=ref)
         env = capture.get("environment")
         if isinstance(env, str) and env.startswith("sha256:"):
-            node = LineageNode(env[7:], env, "environment", "environment")
+            node = LineageNode(env[7:], env, "environment")
             self.link(self.add(node), ref, "environment", expanded=ref)
 
     def _reproductions(self, conn: Any, ids: set[str], *, walk: bool) -> None:
@@ -342,5 +342,5 @@ class _Walk:
             model = vref.rsplit("@", 1)[0]
             for name in names:
                 alias = f"{model}@{name}"
-                self.add(LineageNode(id=alias, ref=alias, kind="alias", label=f"alias {name}"))
+                self.add(LineageNode(id=alias, ref=alias, kind="alias"))
                 self.link(vref, alias, "alias", expanded=vref)
