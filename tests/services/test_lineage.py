@@ -185,3 +185,15 @@ def test_readers_match_whole_references_only(any_vault: Vault, project: Path) ->
         conn.execute(sa.update(runs).where(runs.c.id == lookalike).values(inputs=json.dumps([f"{tx}0"])))
     down = vault.lineage.downstream(tx, depth=1)
     assert {n.ref for n in down.nodes if n.kind == "run"} == {f"run:{reader}"}
+
+
+def test_archived_versions_and_deleted_runs_are_marked(any_vault: Vault, shop: dict[str, str]) -> None:
+    up = any_vault.lineage.upstream(shop["v2"])
+    assert "archived" in up.node(shop["v2"]).marks
+    assert (f"run:{shop['second']}", shop["v2"], "registered") in _edges(up)
+    any_vault.runs.delete(shop["second"])
+    by_bare_id = any_vault.lineage.upstream(shop["second"])
+    assert "deleted" in by_bare_id.node(f"run:{shop['second']}").marks
+    # A deleted run no longer counts as a reader of its snapshot.
+    down = any_vault.lineage.downstream(shop["tx"])
+    assert f"run:{shop['second']}" not in {n.ref for n in down.nodes}
