@@ -61,7 +61,18 @@ def _fill(vault: Vault, n_runs: int, n_snapshots: int, n_versions: int) -> tuple
     ]
     hot = "data:ds0@v1"
     run_ids = [f"{i:012x}" for i in range(n_runs)]
-    capture = json.dumps({"git": {"commit": "c" * 40}, "environment": "sha256:" + "e" * 64, "config": []})
+    # About the size of a real capture document (command, cwd, git, environment, config, warnings):
+    # the readers' scan reads every run's row, so a toy document would flatter it.
+    capture = json.dumps(
+        {
+            "git": {"commit": "c" * 40, "branch": "main", "remote": "git@example.com:shop/ranker.git"},
+            "environment": "sha256:" + "e" * 64,
+            "config": [{"path": "conf/train.yaml", "sha256": "sha256:" + "f" * 64, "size": 812}],
+            "command": ["python", "train.py", "--epochs", "20", "--lr", "0.001"],
+            "cwd": "/home/user/projects/shop",
+            "warnings": ["git: 2 untracked files above the size limit were left out of the patch"] * 8,
+        }
+    )
     rows = []
     for i, run_id in enumerate(run_ids):
         other = f"data:ds{1 + i % 99}@v{1 + i % max(1, n_snapshots // 100)}"

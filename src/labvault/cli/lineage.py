@@ -82,7 +82,8 @@ def render_tree(graph: Lineage) -> str:
     shown = {graph.root}
     # An explicit stack: a long chain of nested runs must not hit Python's recursion limit.
     flows = {(e.source, e.target, e.kind) for e in graph.edges}
-    stack = [(graph.root, kind, kid, 1) for kind, kid in reversed(graph.children.get(graph.root, ()))]
+    children = graph.tree()
+    stack = [(graph.root, kind, kid, 1) for kind, kid in reversed(children.get(graph.root, ()))]
     while stack:
         parent, kind, kid, level = stack.pop()
         arrow = "->" if (parent, kid, kind) in flows else "<-"
@@ -90,7 +91,7 @@ def render_tree(graph: Lineage) -> str:
         lines.append(f"{'  ' * level}{arrow} {kind}: {_label(nodes[kid])}" + (" (shown above)" if again else ""))
         if not again:
             shown.add(kid)
-            stack.extend((kid, k, grandkid, level + 1) for k, grandkid in reversed(graph.children.get(kid, ())))
+            stack.extend((kid, k, grandkid, level + 1) for k, grandkid in reversed(children.get(kid, ())))
     return "\n".join(lines)
 
 

@@ -77,7 +77,6 @@ class LineageService:
                 nodes=tuple(walk.nodes.values()),
                 edges=tuple(walk.edges),
                 truncated=bool(walk.frontier),
-                children={k: tuple(v) for k, v in walk.children.items()},
             )
 
     def _root(self, text: str, walk: _Walk) -> str:
@@ -95,7 +94,7 @@ class LineageService:
             if parsed.is_alias:
                 alias = f"{version.name}@{parsed.version}"
                 walk.add(LineageNode(id=alias, ref=alias, kind="alias"))
-                walk.link(root, alias, "alias", expanded=root)
+                walk.link(root, alias, "alias")
             walk.pending_versions[root] = (version.run_id, version.archived_at is not None)
             return root
         assert isinstance(parsed, DigestRef)
@@ -133,7 +132,6 @@ class _Walk:
     direction: str
     nodes: dict[str, LineageNode] = field(default_factory=dict)
     edges: list[LineageEdge] = field(default_factory=list)
-    children: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     runs: set[str] = field(default_factory=set)
     snapshots: set[str] = field(default_factory=set)
     versions: dict[str, int | None] = field(default_factory=dict)  # ref -> registry id (None: not known yet)
@@ -150,13 +148,11 @@ class _Walk:
             self.nodes[node.ref] = node
         return node.ref
 
-    def link(self, source: str, target: str, kind: str, *, expanded: str) -> None:
+    def link(self, source: str, target: str, kind: str) -> None:
         if source == target or (source, target, kind) in self._edge_keys:
             return
         self._edge_keys.add((source, target, kind))
         self.edges.append(LineageEdge(source, target, kind))
-        other = target if expanded == source else source
-        self.children.setdefault(expanded, []).append((kind, other))
 
     def add_run(self, run_id: str, *, marks: tuple[str, ...] = (), walk: bool = True) -> str:
         ref = f"run:{run_id}"
@@ -170,7 +166,6 @@ class _Walk:
         that meets 90,000 runs at once (every reader of a snapshot). Each source is expanded once, so
         its edges are new and need no duplicate check."""
         nodes, edges, runs, walked = self.nodes, self.edges, self.runs, self.expanded_runs
-        kids = self.children.setdefault(source, [])
         for run_id in run_ids:
             ref = "run:" + run_id
             if ref not in nodes:
@@ -178,7 +173,6 @@ class _Walk:
                 if run_id not in walked:
                     runs.add(run_id)
             edges.append(LineageEdge(source, ref, kind))
-            kids.append((kind, ref))
 
     def add_snapshot(self, ref: str) -> str:
         self.add(LineageNode(id=ref[5:], ref=ref, kind="snapshot"))
@@ -226,7 +220,7 @@ class _Walk:
                 ref = self.add_snapshot(owner)
             else:
                 ref = self.add_version(owner)
-            self.link(root, ref, "stored_in", expanded=root)
+            self.link(root, ref, "stored_in")
 
     def _runs_up(self, conn: Any, ids: set[str]) -> None:
         if not ids:
@@ -249,34 +243,30 @@ class _Walk:
                     source = self.add_run(text[4:])
                 else:
                     source = self.add(LineageNode(id=text, ref=text, kind="input"))
-                self.link(source, ref, "input", expanded=ref)
+                self.link(source, ref, "input")
             self._capture(ref, found.capture)
             if found.parent_id:
-                self.link(self.add_run(found.parent_id), ref, "parent", expanded=ref)
+                self.link(self.add_run(found.parent_id), ref, "parent")
         self._reproductions(conn, ids, walk=False)
 
     def _capture(self, ref: str, capture: dict[str, Any]) -> None:
         git = capture.get("git")
         commit = git.get("commit") if isinstance(git, dict) else None
         if isinstance(commit, str) and commit:
-            self.link(
-                self.add(LineageNode(commit, f"commit:{commit}", "commit", commit[:12])), ref, "code", expanded=ref
-            )
+            self.link(self.add(LineageNode(commit, f"commit:{commit}", "commit", commit[:12])), ref, "code")
         patch = capture.get("patch")
         if isinstance(patch, str) and patch.startswith("sha256:"):
-            self.link(
-                self.add(LineageNode(patch[7:], patch, "patch", "uncommitted changes")), ref, "patch", expanded=ref
-            )
+            self.link(self.add(LineageNode(patch[7:], patch, "patch", "uncommitted changes")), ref, "patch")
         configs = capture.get("config")
         for item in configs if isinstance(configs, list) else []:
             sha = item.get("sha256") if isinstance(item, dict) else None
             if isinstance(sha, str) and sha.startswith("sha256:"):
                 node = LineageNode(sha[7:], sha, "config", str(item.get("path", "")))
-                self.link(self.add(node), ref, "config", expanded=ref)
+                self.link(self.add(node), ref, "config")
         env = capture.get("environment")
         if isinstance(env, str) and env.startswith("sha256:"):
             node = LineageNode(env[7:], env, "environment")
-            self.link(self.add(node), ref, "environment", expanded=ref)
+            self.link(self.add(node), ref, "environment")
 
     def _reproductions(self, conn: Any, ids: set[str], *, walk: bool) -> None:
         for run_id, reruns in sorted(repo.reproductions_of(conn, ids).items()):
@@ -284,7 +274,7 @@ class _Walk:
                 marks = (verdict or "no verdict",)
                 rerun_ref = self.add_run(rerun, marks=marks, walk=walk)
                 self._mark(rerun_ref, *marks)
-                self.link(f"run:{run_id}", rerun_ref, "reproduced_by", expanded=f"run:{run_id}")
+                self.link(f"run:{run_id}", rerun_ref, "reproduced_by")
 
     def _snapshots_up(self, conn: Any, refs: set[str]) -> None:
         keys = {}
@@ -298,7 +288,7 @@ class _Walk:
                 self._mark(ref, "deleted")
             elif found[key]:
                 url = str(found[key])
-                self.link(self.add(LineageNode(url, url, "import", url)), ref, "imported_from", expanded=ref)
+                self.link(self.add(LineageNode(url, url, "import", url)), ref, "imported_from")
 
     def _versions_up(self, conn: Any, versions: dict[str, int | None]) -> None:
         unknown = [ref for ref in versions if ref not in self.pending_versions]
@@ -310,7 +300,7 @@ class _Walk:
                 if named[ref].archived_at:
                     self._mark(ref, "archived")
             if run_id:
-                self.link(self.add_run(run_id), ref, "registered", expanded=ref)
+                self.link(self.add_run(run_id), ref, "registered")
 
     def _runs_down(self, conn: Any, ids: set[str]) -> None:
         if not ids:
@@ -319,10 +309,10 @@ class _Walk:
             for version in made:
                 marks = ("archived",) if version.archived_at else ()
                 vref = self.add_version(version.ref, marks=marks, version_id=version.id)
-                self.link(f"run:{run_id}", vref, "registered", expanded=f"run:{run_id}")
+                self.link(f"run:{run_id}", vref, "registered")
         for parent, kids in sorted(repo.children_of(conn, ids).items()):
             for kid in kids:
-                self.link(f"run:{parent}", self.add_run(kid), "parent", expanded=f"run:{parent}")
+                self.link(f"run:{parent}", self.add_run(kid), "parent")
         self._reproductions(conn, ids, walk=True)
 
     def _snapshots_down(self, conn: Any, refs: set[str]) -> None:
@@ -343,4 +333,4 @@ class _Walk:
             for name in names:
                 alias = f"{model}@{name}"
                 self.add(LineageNode(id=alias, ref=alias, kind="alias"))
-                self.link(vref, alias, "alias", expanded=vref)
+                self.link(vref, alias, "alias")

@@ -2,16 +2,19 @@
 
 Edges always point the way data flowed (snapshot -> run -> model version -> alias; commit, config,
 environment and patch -> run; run -> its nested runs and its reproductions), whichever way the
-walk went. ``children`` keeps the walk's own tree for the text view.
+walk went. :meth:`Lineage.tree` gives the walk's own tree back for the text view.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 __all__ = ["Lineage", "LineageEdge", "LineageNode"]
+
+# Upstream, a run's reruns, a version's alias and an object's owners are found from the edge's source.
+_FOUND_FROM_SOURCE = frozenset({"reproduced_by", "alias", "stored_in"})
 
 
 # Nodes and edges are named tuples, not frozen dataclasses: a snapshot read by 90,000 runs makes
@@ -50,10 +53,20 @@ class Lineage:
     nodes: tuple[LineageNode, ...]
     edges: tuple[LineageEdge, ...]
     truncated: bool = False  # the depth limit left links unwalked
-    children: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # ref -> ((kind, ref), ...)
 
     def node(self, ref: str) -> LineageNode:
         return next(n for n in self.nodes if n.ref == ref)
+
+    def tree(self) -> Mapping[str, list[tuple[str, str]]]:
+        """``{ref: [(edge kind, ref reached from it)]}`` in walk order: each edge was found from the
+        node the walk was expanding, which its kind and the direction tell."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        for edge in self.edges:
+            if self.direction == "downstream" or edge.kind in _FOUND_FROM_SOURCE:
+                out.setdefault(edge.source, []).append((edge.kind, edge.target))
+            else:
+                out.setdefault(edge.target, []).append((edge.kind, edge.source))
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {
