@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from labvault import Vault
-from labvault.errors import NotFound, ValidationError
+from labvault.errors import AmbiguousReference, NotFound, ValidationError
 from labvault.services.lineage import Lineage
-from labvault.storage.meta.tables import data_snapshots, runs
+from labvault.storage.meta.tables import data_snapshots, object_refs, runs
 
 
 def _snapshot(vault: Vault, project: Path, name: str, text: str) -> str:
@@ -197,3 +198,17 @@ def test_archived_versions_and_deleted_runs_are_marked(any_vault: Vault, shop: d
     # A deleted run no longer counts as a reader of its snapshot.
     down = any_vault.lineage.downstream(shop["tx"])
     assert f"run:{shop['second']}" not in {n.ref for n in down.nodes}
+
+
+def test_an_ambiguous_object_prefix_is_refused(vault: Vault, project: Path) -> None:
+    # Two owned objects sharing 8 leading hex digits: recorded directly, as nothing real makes them.
+    tx = _snapshot(vault, project, "tx", "a\n1\n")
+    now = datetime.now(UTC)
+    with vault.meta.transaction() as conn:
+        conn.execute(
+            sa.insert(object_refs),
+            [{"owner": tx, "digest": "abcdef01" + c * 56, "kind": "blob", "created_at": now} for c in "01"],
+        )
+    with pytest.raises(AmbiguousReference):
+        vault.lineage.upstream("sha256:abcdef01")
+    assert vault.lineage.upstream("sha256:abcdef010").root == "sha256:abcdef01" + "0" * 56

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labvault.entities import ModelVersion, Snapshot
-from labvault.errors import NotFound, ValidationError
+from labvault.errors import AmbiguousReference, NotFound, ValidationError
 from labvault.refs import DataRef, DigestRef, ModelRef, RunRef, parse_ref
 from labvault.services.lineage.graph import Lineage, LineageEdge, LineageNode
 from labvault.storage.meta.repos import lineage as repo
@@ -103,8 +103,7 @@ class LineageService:
         if not owners:
             raise NotFound(f"no record points at {parsed}", hint="check the hash with `labvault object cat`")
         if len(owners) > 1:
-            shown = ", ".join(f"sha256:{d[:12]}" for d in sorted(owners)[:5])
-            raise ValidationError(f"{parsed} is ambiguous: {shown}", hint="give more hex digits")
+            raise AmbiguousReference(str(parsed), [f"sha256:{d}" for d in sorted(owners)])
         digest, refs = next(iter(owners.items()))
         root = f"sha256:{digest}"
         walk.add(LineageNode(id=digest, ref=root, kind="object", label=digest[:12]))
