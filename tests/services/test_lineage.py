@@ -212,3 +212,16 @@ def test_an_ambiguous_object_prefix_is_refused(vault: Vault, project: Path) -> N
     with pytest.raises(AmbiguousReference):
         vault.lineage.upstream("sha256:abcdef01")
     assert vault.lineage.upstream("sha256:abcdef010").root == "sha256:abcdef01" + "0" * 56
+
+
+def test_an_imported_snapshot_leads_up_to_its_source(any_vault: Vault, project: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "rows.csv").write_text("a\n1\n")
+    snap, _ = any_vault.data.import_("ext", str(outside))
+    run = _train(any_vault, project, [snap.ref])
+    up = any_vault.lineage.upstream(f"run:{run}")
+    assert snap.source_url is not None
+    assert snap.source_url.startswith("file://")
+    assert (snap.source_url, snap.ref, "imported_from") in _edges(up)
+    assert up.node(snap.source_url).kind == "import"
