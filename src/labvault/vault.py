@@ -31,6 +31,7 @@ from labvault.storage.objects.local import LocalObjectStore
 from labvault.storage.objects.protocol import ObjectStore
 
 if TYPE_CHECKING:
+    from labvault.services.lineage import LineageService
     from labvault.services.maintenance import Maintenance
     from labvault.services.registry import Registry
     from labvault.services.reproduce import ReproduceReport
@@ -212,6 +213,18 @@ class Vault:
         from labvault.storage.meta.lean import open_reader
 
         return open_reader(self.config.database_url, self.dir)
+
+    @cached_property
+    def lineage(self) -> LineageService:
+        """Lineage both ways: ``vault.lineage.upstream(ref)``, ``.downstream(ref)`` (docs/lineage.md)."""
+        from labvault.services.lineage import LineageService
+
+        return LineageService(
+            meta=lambda: self.meta,
+            resolve_run=self.runs.resolve,
+            resolve_data=self.data.resolve,
+            resolve_model=self.registry.resolve,
+        )
 
     @cached_property
     def environments(self) -> Environments:

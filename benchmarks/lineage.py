@@ -1,0 +1,215 @@
+"""Lineage: ``downstream`` of a snapshot read by 90% of the runs, and ``upstream`` of a prod model.
+
+A vault of 100,000 runs and 10,000 snapshots (``--runs``/``--snapshots`` to change), 1,000 model
+versions registered from runs and a ``prod`` alias, written straight into the tables (building it
+through the service would take far longer than what is measured). Medians of in-process calls to
+``vault.lineage`` (printing aside), on SQLite and on PostgreSQL when it is reachable.
+
+Targets: under 50 ms for the model, under 500 ms for the snapshot.
+
+    .venv/bin/python benchmarks/lineage.py
+    .venv/bin/python benchmarks/lineage.py --quick --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from labvault import Vault
+from labvault.storage.meta.tables import data_snapshots, runs
+from labvault.storage.meta.tables.registry import registry_aliases, registry_models, registry_versions
+
+PG = os.environ.get("LABVAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+GOALS = {"model_upstream": 0.050, "snapshot_downstream": 0.500}
+_BATCH = 5_000
+
+
+def _fill(vault: Vault, n_runs: int, n_snapshots: int, n_versions: int) -> tuple[str, str]:
+    now = datetime.now(UTC)
+    digest = "ab" * 32
+    snaps = [
+        {
+            "name": f"ds{i % 100}",
+            "version": i // 100 + 1,
+            "content_hash": digest,
+            "kind": "dir",
+            "storage_uri": f"ds{i % 100}",
+            "file_count": 1,
+            "total_bytes": 1,
+            "tabular": False,
+            "record_count": None,
+            "schema_hash": None,
+            "created_at": now,
+            "created_by": "bench",
+            "message": "",
+            "source_url": None,
+            "source_version": None,
+            "notes": "[]",
+        }
+        for i in range(n_snapshots)
+    ]
+    hot = "data:ds0@v1"
+    run_ids = [f"{i:012x}" for i in range(n_runs)]
+    # About the size of a real capture document (command, cwd, git, environment, config, warnings):
+    # the readers' scan reads every run's row, so a toy document would flatter it.
+    capture = json.dumps(
+        {
+            "git": {"commit": "c" * 40, "branch": "main", "remote": "git@example.com:shop/ranker.git"},
+            "environment": "sha256:" + "e" * 64,
+            "config": [{"path": "conf/train.yaml", "sha256": "sha256:" + "f" * 64, "size": 812}],
+            "command": ["python", "train.py", "--epochs", "20", "--lr", "0.001"],
+            "cwd": "/home/user/projects/shop",
+            "warnings": ["git: 2 untracked files above the size limit were left out of the patch"] * 8,
+        }
+    )
+    rows = []
+    for i, run_id in enumerate(run_ids):
+        other = f"data:ds{1 + i % 99}@v{1 + i % max(1, n_snapshots // 100)}"
+        inputs = [hot, other] if i % 10 else [other]
+        rows.append(
+            {
+                "id": run_id,
+                "project": "shop",
+                "name": "train",
+                "status": "finished",
+                "parent_id": None,
+                "user": "bench",
+                "host": "bench",
+                "started_at": now,
+                "ended_at": now,
+                "exit_code": 0,
+                "error": None,
+                "seed": None,
+                "inputs": json.dumps(inputs),
+                "capture": capture,
+                "deleted_at": None,
+            }
+        )
+    with vault.meta.transaction() as conn:
+        for i in range(0, len(snaps), _BATCH):
+            conn.execute(sa.insert(data_snapshots), snaps[i : i + _BATCH])
+        for i in range(0, len(rows), _BATCH):
+            conn.execute(sa.insert(runs), rows[i : i + _BATCH])
+        model_id = conn.execute(
+            sa.insert(registry_models).values(project="shop", name="ranker", created_at=now, created_by="bench")
+        ).inserted_primary_key[0]
+        step = max(1, n_runs // n_versions)
+        versions = [
+            {
+                "model_id": model_id,
+                "version": f"0.{v}.0",
+                "major": 0,
+                "minor": v,
+                "patch": 0,
+                "tree": digest,
+                "content": digest,
+                "size": 1,
+                "files": 1,
+                "run_id": run_ids[1 + v * step],
+                "source": "{}",
+                "message": None,
+                "notes": "[]",
+                "created_at": now,
+                "created_by": "bench",
+            }
+            for v in range(n_versions)
+        ]
+        conn.execute(sa.insert(registry_versions), versions)
+        top = conn.execute(sa.select(sa.func.max(registry_versions.c.id))).scalar_one()
+        conn.execute(
+            sa.insert(registry_aliases).values(
+                model_id=model_id, name="prod", version_id=top, lock_version=1, updated_at=now, updated_by="bench"
+            )
+        )
+    return "shop/ranker@prod", hot
+
+
+def _median(fn: Any, n: int) -> float:
+    fn()  # warm: the first call opens the engine and compiles statements
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _measure(vault: Vault, n: int, args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    model, hot = _fill(vault, args.runs, args.snapshots, args.versions)
+    built = time.perf_counter() - started
+    down = vault.lineage.downstream(hot)
+    readers = sum(1 for node in down.nodes if node.kind == "run")
+    return {
+        "build_s": round(built, 1),
+        "readers": readers,
+        "model_upstream": _median(lambda: vault.lineage.upstream(model), n),
+        "snapshot_downstream": _median(lambda: vault.lineage.downstream(hot), max(3, n // 4)),
+    }
+
+
+def _pg_schema() -> tuple[str, sa.Engine, str] | None:
+    admin = "postgresql+psycopg://" + PG.split("://", 1)[1]
+    try:
+        engine = sa.create_engine(admin)
+        schema = f"lv_bench_{secrets.token_hex(4)}"
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    except Exception:  # no PostgreSQL here: SQLite only
+        return None
+    sep = "&" if "?" in PG else "?"
+    return f"{PG}{sep}options=-csearch_path%3D{schema}", engine, schema
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--snapshots", type=int, default=10_000)
+    parser.add_argument("--versions", type=int, default=1_000)
+    parser.add_argument("-n", type=int, default=20, help="timed calls per figure")
+    parser.add_argument("--quick", action="store_true", help="10,000 runs, 1,000 snapshots: checks the script")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.snapshots, args.versions, args.n = 10_000, 1_000, 100, 5
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        vault, _ = Vault.init(Path(tmp) / "sqlite")
+        with vault:
+            results["sqlite"] = _measure(vault, args.n, args)
+        pg = _pg_schema()
+        if pg is not None:
+            url, engine, schema = pg
+            try:
+                vault, _ = Vault.init(Path(tmp) / "postgres", database_url=url)
+                with vault:
+                    results["postgresql"] = _measure(vault, args.n, args)
+            finally:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+                engine.dispose()
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"{args.runs:,} runs, {args.snapshots:,} snapshots, {args.versions:,} versions")
+    for backend, figures in results.items():
+        print(f"{backend}: built in {figures['build_s']} s; the hot snapshot has {figures['readers']:,} readers")
+        for key, goal in GOALS.items():
+            took = figures[key]
+            verdict = "ok" if took < goal else "OVER"
+            print(f"  {key:<20} {took * 1000:8.1f} ms  (target {goal * 1000:.0f} ms: {verdict})")
+
+
+if __name__ == "__main__":
+    main()
