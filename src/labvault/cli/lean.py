@@ -97,14 +97,23 @@ def _parse(argv: list[str]) -> tuple[set[str], tuple[str, str], dict[str, Any]] 
     if len(positional) != len(names):
         return None
     values.update(zip(names, positional, strict=True))
+    for value in values.values():
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return None  # undecodable bytes: the full path refuses them with their escaped form
     if "limit" in values:
         text = values["limit"]
         if not (text.isascii() and text.isdigit()):
             return None
         values["limit"] = int(text)
-        if command == ("audit", "log") and values["limit"] < 1:
-            return None
+        if values["limit"] > _MAX_LIMIT or (command == ("audit", "log") and values["limit"] < 1):
+            return None  # out of range: the full path says so (exit 2)
     return flags, command, values
+
+
+_MAX_LIMIT = 2**63 - 1  # what a query's LIMIT can hold
 
 
 def run_read(argv: list[str]) -> int | None:
