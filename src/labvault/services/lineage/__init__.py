@@ -97,7 +97,10 @@ class LineageService:
                 walk.link(root, alias, "alias")
             walk.pending_versions[root] = (version.run_id, version.archived_at is not None)
             return root
-        assert isinstance(parsed, DigestRef)
+        if not isinstance(parsed, DigestRef):  # parse_ref knows no other kind of reference
+            raise ValidationError(
+                f"cannot show the lineage of {text!r}", hint="give a run, a snapshot, a model or an object"
+            )
         with self._meta().read() as conn:
             owners = repo.object_owners(conn, parsed.prefix)
         if not owners:

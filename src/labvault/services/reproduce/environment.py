@@ -48,8 +48,7 @@ def load_environment(objects: ObjectStore, digest: Digest | None) -> dict[str, A
 
 def current_environment(root: Path) -> dict[str, Any]:
     data, _ = capture_environment(root)
-    doc = json.loads(data)
-    assert isinstance(doc, dict)
+    doc: dict[str, Any] = json.loads(data)  # labvault's own capture: always a JSON object
     return doc
 
 

@@ -31,7 +31,8 @@ def counterpart(runs: Tracking, rerun_top: str, chain: list[Run]) -> Run | None:
     current = rerun_top
     found: Run | None = None
     for original in chain:
-        assert original.parent_id is not None
+        if original.parent_id is None:  # a chain lists nested runs only
+            return None
         position = [r.id for r in _children(runs, original.parent_id, original)].index(original.id)
         candidates = _children(runs, current, original)
         if position >= len(candidates):

@@ -107,8 +107,7 @@ def find_problems(recipe: Recipe, *, objects: ObjectStore, data: DataService, re
 
 
 def _clone(recipe: Recipe, repo: Path | None, dest: Path) -> None:
-    if _has_commit(repo, recipe.commit):
-        assert repo is not None
+    if repo is not None and _has_commit(repo, recipe.commit):
         source, how = str(repo), "the local repository"
         args = ["clone", "--quiet", "--shared", "--no-checkout", "--", source, str(dest)]
     elif recipe.remote is not None:
