@@ -1,7 +1,7 @@
 """The everyday read commands, answered without typer, pydantic or SQLAlchemy.
 
-``runs list``, ``models list``, ``models versions``, ``models show MODEL``, ``data list``, ``data log``,
-``data show`` and ``audit log`` are run many times a day, in scripts and prompts; through the typer
+``runs list``, ``runs show``, ``models list``, ``models versions``, ``models show MODEL``, ``data list``,
+``data log``, ``data show`` and ``audit log`` are run many times a day, in scripts and prompts; through the typer
 application they start in about 0.5 s before reading a row (SQLAlchemy alone takes 0.3 s to import).
 :func:`run_read` answers them from :meth:`Vault.lean_reader` (the standard ``sqlite3`` module) and
 prints, in :mod:`labvault.cli.lean_views`, what the typer commands print, byte for byte
@@ -44,6 +44,7 @@ _SPECS: dict[tuple[str, str], _Spec] = {
             "-s": ("sort", True),
         },
     ),
+    ("runs", "show"): (("run",), _JSON),
     ("models", "list"): ((), _JSON),
     ("models", "versions"): (("name",), {**_JSON, "--all": ("all", False)}),
     ("data", "list"): ((), _JSON),
