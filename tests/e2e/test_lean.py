@@ -69,6 +69,8 @@ READS = [
     ("runs", "list", "-p", "nobody"),
     ("runs", "list", "-p", "bad/name"),
     ("runs", "list", "--limit", "-1"),
+    ("runs", "list", "--limit", "99999999999999999999"),
+    ("audit", "log", "-n", "9223372036854775808"),
     ("runs", "list", "--filter", "metrics.auc > 0.5"),
     ("runs", "list", "-f", "params.depth = 2 and tags.team = 'risk'", "--sort", "metrics.auc", "--json"),
     ("runs", "list", "--sort=name", "-l", "4"),

@@ -24,6 +24,8 @@ __all__ = ["FULL_PATH_VARIABLE", "run_read"]
 #: Set to 1 to send every command to the typer application (the tests compare both paths with it).
 FULL_PATH_VARIABLE = "LABVAULT_CLI_FULL"
 
+_MAX_LIMIT = 2**63 - 1  # SQL's LIMIT is a 64-bit integer; sqlite3 cannot even bind a larger one
+
 _GLOBAL = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 # A command: (positional names, {option: (name, takes a value)}); the parse keeps only what it knows.
 _Spec = tuple[tuple[str, ...], dict[str, tuple[str, bool]]]
@@ -64,10 +66,19 @@ _SPECS: dict[tuple[str, str], _Spec] = {
 }
 
 
+def _is_utf8(arg: str) -> bool:
+    """False for an argument that was not UTF-8 bytes (Python keeps those as lone surrogates)."""
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _parse(argv: list[str]) -> tuple[set[str], tuple[str, str], dict[str, Any]] | None:
     """``(global flags, command, values)``, or None for anything the typer application must parse."""
-    if "--" in argv:
-        return None
+    if "--" in argv or not all(_is_utf8(a) for a in argv):
+        return None  # the services word what is wrong with a non-UTF-8 argument
     flags = {_GLOBAL[a] for a in argv if a in _GLOBAL}
     args = [a for a in argv if a not in _GLOBAL]
     if len(args) < 2 or (args[0], args[1]) not in _SPECS:
@@ -103,8 +114,8 @@ def _parse(argv: list[str]) -> tuple[set[str], tuple[str, str], dict[str, Any]] 
         if not (text.isascii() and text.isdigit()):
             return None
         values["limit"] = int(text)
-        if command == ("audit", "log") and values["limit"] < 1:
-            return None
+        if values["limit"] > _MAX_LIMIT or (command == ("audit", "log") and values["limit"] < 1):
+            return None  # the services word which limits are valid
     return flags, command, values
 
 
