@@ -63,3 +63,24 @@ def test_plain_only_when_rich_would_print_no_escape_codes(
             return False
 
     assert render._writes_plain(Piped()) is plain
+
+
+@pytest.mark.parametrize("through_rich", [False, True])
+def test_cell_text_is_printed_as_it_is(monkeypatch: pytest.MonkeyPatch, through_rich: bool) -> None:
+    # A run named "[bold]odd :100: name" printed as "odd 💯 name", and "a [/] b" was a traceback:
+    # rich read cell text as markup and emoji codes.
+    for key in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(key, raising=False)
+    names = [
+        "[bold]odd :100: name",
+        "a [/] b",
+        ":smile: [red]x[/red]",
+        "caf\N{LATIN SMALL LETTER E WITH ACUTE} :1st_place_medal:",
+    ]
+    rows = [[n] for n in names]
+    write = (
+        (lambda: OUTPUT._rich_table(["name"], rows, title=None))
+        if through_rich
+        else lambda: OUTPUT.table(["name"], rows)
+    )
+    assert [line.rstrip() for line in _printed(write)[1].splitlines()] == ["name", *names]

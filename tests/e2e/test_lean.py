@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,8 @@ READS = [
     ("runs", "list", "-p", "nobody"),
     ("runs", "list", "-p", "bad/name"),
     ("runs", "list", "--limit", "-1"),
+    ("runs", "list", "--limit", "99999999999999999999"),
+    ("audit", "log", "-n", "9223372036854775808"),
     ("runs", "list", "--filter", "metrics.auc > 0.5"),
     ("runs", "list", "-f", "params.depth = 2 and tags.team = 'risk'", "--sort", "metrics.auc", "--json"),
     ("runs", "list", "--sort=name", "-l", "4"),
@@ -110,7 +114,7 @@ def test_read_commands_print_the_same_both_ways(cli: Cli, filled: Path) -> None:
     listed = json.loads(_same(cli, "runs", "list", "--json").stdout)
     assert len(listed) == 12
     assert {r["metrics"]["loss"] for r in listed if r["name"] == "train-4"} == {"NaN"}
-    assert " odd \N{HUNDRED POINTS SYMBOL} name " in _same(cli, "runs", "list").stdout  # rich renders it
+    assert " [bold]odd :100: name " in _same(cli, "runs", "list").stdout  # cell text is never markup
     assert json.loads(_same(cli, "models", "list", "--json").stdout)[0]["aliases"] == {"prod": "0.1.1"}
 
 
@@ -126,6 +130,51 @@ def test_read_commands_outside_a_vault_and_on_an_old_schema(cli: Cli, filled: Pa
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT value FROM vault_meta WHERE key = 'schema_revisions'").fetchone()[0] != "old"
     assert lean.stdout == cli("models", "list", env=FULL).stdout
+
+
+_KILLED = """
+import os, signal, labvault as lv
+run = lv.start_run(name="doomed", inputs=["data:transactions@v1"])
+run.log_metric("m", 1.0)
+print(run.id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_runs_show_prints_the_same_both_ways(cli: Cli, filled: Path) -> None:
+    import labvault as lv
+
+    (filled / "cfg.yaml").write_text("lr: 0.1\n")
+    with lv.start_run(name="fed", inputs=["data:transactions@v1", "data:transactions"], config="cfg.yaml") as run:
+        run.log_params({"note": "[red]x[/red] :smile:"})
+        for step in range(3):
+            run.log_metric("auc", step / 3, step=step)
+        fed = run.id
+    for verdict in ("reproduced", "not reproduced"):
+        with lv.start_run(name="again", tags={"reproduces": f"run:{fed}", "reproduce_verdict": verdict}):
+            pass
+    killed = subprocess.run([sys.executable, "-c", _KILLED], cwd=filled, capture_output=True, text=True, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    doomed = killed.stdout.strip()
+    listed = json.loads(cli("runs", "list", "--json", "--deleted").stdout)
+    deleted = listed[0]["id"]
+    others = [r["id"] for r in json.loads(cli("runs", "list", "--json").stdout)]
+    for run_id in (fed, doomed, deleted, *others[:4]):
+        _same(cli, "runs", "show", run_id)
+        _same(cli, "runs", "show", f"run:{run_id}", "--json")
+    shown = _same(cli, "runs", "show", fed[:8].upper()).stdout
+    assert "reproduced by" in shown
+    assert "(not reproduced)" in shown
+    assert "[red]x[/red] :smile:" in shown
+    assert "is gone: it was killed or crashed" in _same(cli, "runs", "show", doomed).stdout
+    doc = json.loads(_same(cli, "runs", "show", fed, "--json").stdout)
+    assert [i["ref"] for i in doc["inputs"]] == ["data:transactions@v1", "data:transactions@v2"]
+    assert all(i["manifest_sha256"].startswith("sha256:") for i in doc["inputs"])
+    assert [p["value"] for p in doc["metric_history"]["auc"]] == [0, 1 / 3, 2 / 3]
+    assert [r["verdict"] for r in doc["reproductions"]] == ["reproduced", "not reproduced"]
+    for bad in ("run:ffffffffffff", "fffffff", "nothex", "run:", "abc"):
+        assert _same(cli, "runs", "show", bad).returncode in (2, 3), bad
+    assert _same(cli, "runs", "show", fed, "extra").returncode == 2
 
 
 ADDS = [

@@ -1,7 +1,7 @@
 """The everyday read commands, answered without typer, pydantic or SQLAlchemy.
 
-``runs list``, ``models list``, ``models versions``, ``models show MODEL``, ``data list``, ``data log``,
-``data show`` and ``audit log`` are run many times a day, in scripts and prompts; through the typer
+``runs list``, ``runs show``, ``models list``, ``models versions``, ``models show MODEL``, ``data list``,
+``data log``, ``data show`` and ``audit log`` are run many times a day, in scripts and prompts; through the typer
 application they start in about 0.5 s before reading a row (SQLAlchemy alone takes 0.3 s to import).
 :func:`run_read` answers them from :meth:`Vault.lean_reader` (the standard ``sqlite3`` module) and
 prints, in :mod:`labvault.cli.lean_views`, what the typer commands print, byte for byte
@@ -24,6 +24,8 @@ __all__ = ["FULL_PATH_VARIABLE", "run_read"]
 #: Set to 1 to send every command to the typer application (the tests compare both paths with it).
 FULL_PATH_VARIABLE = "LABVAULT_CLI_FULL"
 
+_MAX_LIMIT = 2**63 - 1  # SQL's LIMIT is a 64-bit integer; sqlite3 cannot even bind a larger one
+
 _GLOBAL = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 # A command: (positional names, {option: (name, takes a value)}); the parse keeps only what it knows.
 _Spec = tuple[tuple[str, ...], dict[str, tuple[str, bool]]]
@@ -44,6 +46,7 @@ _SPECS: dict[tuple[str, str], _Spec] = {
             "-s": ("sort", True),
         },
     ),
+    ("runs", "show"): (("run",), _JSON),
     ("models", "list"): ((), _JSON),
     ("models", "versions"): (("name",), {**_JSON, "--all": ("all", False)}),
     ("data", "list"): ((), _JSON),
@@ -63,10 +66,19 @@ _SPECS: dict[tuple[str, str], _Spec] = {
 }
 
 
+def _is_utf8(arg: str) -> bool:
+    """False for an argument that was not UTF-8 bytes (Python keeps those as lone surrogates)."""
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _parse(argv: list[str]) -> tuple[set[str], tuple[str, str], dict[str, Any]] | None:
     """``(global flags, command, values)``, or None for anything the typer application must parse."""
-    if "--" in argv:
-        return None
+    if "--" in argv or not all(_is_utf8(a) for a in argv):
+        return None  # the services word what is wrong with a non-UTF-8 argument
     flags = {_GLOBAL[a] for a in argv if a in _GLOBAL}
     args = [a for a in argv if a not in _GLOBAL]
     if len(args) < 2 or (args[0], args[1]) not in _SPECS:
@@ -97,12 +109,6 @@ def _parse(argv: list[str]) -> tuple[set[str], tuple[str, str], dict[str, Any]] 
     if len(positional) != len(names):
         return None
     values.update(zip(names, positional, strict=True))
-    for value in values.values():
-        if isinstance(value, str) and not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return None  # undecodable bytes: the full path refuses them with their escaped form
     if "limit" in values:
         text = values["limit"]
         if not (text.isascii() and text.isdigit()):
@@ -111,9 +117,6 @@ def _parse(argv: list[str]) -> tuple[set[str], tuple[str, str], dict[str, Any]] 
         if values["limit"] > _MAX_LIMIT or (command == ("audit", "log") and values["limit"] < 1):
             return None  # out of range: the full path says so (exit 2)
     return flags, command, values
-
-
-_MAX_LIMIT = 2**63 - 1  # what a query's LIMIT can hold
 
 
 def run_read(argv: list[str]) -> int | None:

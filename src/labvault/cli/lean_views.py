@@ -1,5 +1,6 @@
-"""What the lean read commands print: the same bytes as the typer commands in ``cli/runs.py``,
-``cli/models.py``, ``cli/data.py`` and ``cli/audit.py`` (``tests/e2e/test_lean.py`` compares them).
+"""What the lean read commands print (``runs`` in :mod:`labvault.cli.lean_runs`): the same bytes as
+the typer commands in ``cli/runs.py``, ``cli/models.py``, ``cli/data.py`` and ``cli/audit.py``
+(``tests/e2e/test_lean.py`` compares them).
 
 Each command returns False, having printed nothing, when the full path must answer (an unknown
 name, a form it does not handle): the services own those messages.
@@ -10,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from labvault.cli.lean_runs import runs_list, runs_show
 from labvault.cli.render import OUTPUT, human_bytes, print_json
 
 if TYPE_CHECKING:
-    from labvault.entities import ModelVersion, RegisteredModel, Run, Snapshot
+    from labvault.entities import ModelVersion, RegisteredModel, Snapshot
     from labvault.vault import LeanReader, Vault
 
 __all__ = ["COMMANDS"]
@@ -30,74 +32,10 @@ def _valid_name(name: str, what: str) -> bool:
     return True
 
 
-def _runs_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
-    project, limit, deleted = values.get("project"), values.get("limit"), bool(values.get("deleted"))
-    if "filter" in values or "sort" in values:
-        # The filter language is the service's (SQLAlchemy): still no typer, pydantic or click.
-        found = vault.runs.list(
-            project=project, filter=values.get("filter"), sort=values.get("sort"), limit=limit, deleted=deleted
-        )
-    elif project and not _valid_name(project, "project name"):
-        return False
-    else:
-        found = reader.runs(reader.run_ids(project=project or None, limit=limit, deleted=deleted))
-    if values.get("json"):
-        print_json([_run_json(r) for r in found])
-        return True
-    rows = []
-    for r in found:
-        metrics = ",".join(f"{k}={v:.4g}" for k, v in list(r.metrics.items())[:3])
-        rows.append((r.id, r.project, r.name, r.status, r.started_at.strftime("%m-%d %H:%M"), _duration(r), metrics))
-    OUTPUT.table(["id", "project", "name", "status", "started", "duration", "metrics"], rows)
-    if not found:
-        OUTPUT.info("no runs match")
-    return True
-
-
 def _time(moment: Any) -> str | None:
     from labvault.entities import format_time
 
     return format_time(moment) if moment is not None else None
-
-
-def _run_json(run: Run) -> dict[str, Any]:
-    """``cli.runs.run_json``."""
-    from labvault.entities import json_safe
-
-    return {
-        "id": run.id,
-        "ref": run.ref,
-        "project": run.project,
-        "name": run.name,
-        "status": run.status,
-        "parent": f"run:{run.parent_id}" if run.parent_id else None,
-        "user": run.user,
-        "host": run.host,
-        "started_at": _time(run.started_at),
-        "ended_at": _time(run.ended_at),
-        "duration_seconds": run.duration,
-        "exit_code": run.exit_code,
-        "error": run.error,
-        "seed": run.seed,
-        "params": run.params,
-        "metrics": {k: json_safe(v) for k, v in run.metrics.items()},
-        "tags": run.tags,
-        "inputs": list(run.inputs),
-        "outputs": [a.name for a in run.outputs],
-        "artifacts": [{"name": a.name, "kind": a.kind, "sha256": str(a.digest), "size": a.size} for a in run.artifacts],
-        "deleted_at": _time(run.deleted_at),
-    }
-
-
-def _duration(run: Run) -> str:
-    seconds = run.duration
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _models_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
@@ -342,7 +280,8 @@ def _audit_log(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool
 
 
 COMMANDS: dict[tuple[str, str], Callable[[LeanReader, dict[str, Any], Vault], bool]] = {
-    ("runs", "list"): _runs_list,
+    ("runs", "list"): runs_list,
+    ("runs", "show"): runs_show,
     ("models", "list"): _models_list,
     ("models", "versions"): _models_versions,
     ("models", "show"): _models_show,

@@ -75,12 +75,15 @@ class Output:
 
     def _rich_table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None) -> None:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title=title, box=None, header_style="bold", pad_edge=False)
         for col in columns:
             table.add_column(col, overflow="fold")  # on a narrow terminal, wrap ids; never elide them
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            # Cells hold user text (run names, paths, messages): a Text is printed as it is, where a
+            # string would be read as markup ("[bold]") and emoji codes (":100:").
+            table.add_row(*(Text("" if v is None else str(v)) for v in row))
         self.out.print(table)
 
 
@@ -102,8 +105,8 @@ def _writes_plain(stream: Any) -> bool:
 
 
 def _is_plain(text: str) -> bool:
-    """Text rich prints as it is: printable ASCII, no markup, no emoji code."""
-    if not (text.isascii() and text.isprintable()) or "[" in text:
+    """A title or column name rich prints as it is: printable ASCII, no markup, no emoji code."""
+    if not _is_plain_cell(text) or "[" in text:
         return False
     if text.count(":") < 2:
         return True
@@ -112,15 +115,23 @@ def _is_plain(text: str) -> bool:
     return _emoji_replace(text) == text
 
 
+def _is_plain_cell(text: str) -> bool:
+    """A cell rich prints as it is (cells are never read as markup): printable ASCII."""
+    return text.isascii() and text.isprintable()
+
+
 def _plain_table(cells: list[list[str]], title: str | None) -> bool:
     """Write the table as rich does when piped (columns 2 spaces apart, every cell padded to its
     column's width, the title as it is), without importing rich: rendering a thousand rows with rich
     takes longer than the rest of ``labvault runs list``. False (nothing written) for any text rich
-    would change (markup, emoji codes, wide or control characters); the caller then uses rich.
+    would change (wide or control characters; markup or emoji codes in the title or a column name);
+    the caller then uses rich.
     """
     if title and not _is_plain(title):
         return False
-    if any(len(row) != len(cells[0]) for row in cells) or not all(_is_plain(c) for row in cells for c in row):
+    if any(len(row) != len(cells[0]) for row in cells) or not (
+        all(_is_plain(c) for c in cells[0]) and all(_is_plain_cell(c) for row in cells[1:] for c in row)
+    ):
         return False
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     if not 0 < sum(widths) + 2 * len(widths) - 2 <= _PLAIN_WIDTH:

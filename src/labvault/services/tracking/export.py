@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from labvault.entities import Run, format_time, json_safe
 from labvault.errors import LabvaultError
@@ -14,13 +14,25 @@ from labvault.services.capture.environment import environment_summary
 
 if TYPE_CHECKING:
     from labvault.services.tracking.service import Tracking
+    from labvault.storage.objects.protocol import ObjectStore
 
-__all__ = ["EXPORT_FORMAT", "compare_runs", "export_run", "run_header"]
+__all__ = ["EXPORT_FORMAT", "RunSources", "compare_runs", "export_run", "run_header"]
 
 EXPORT_FORMAT = "labvault.run/1"
 
 
-def _environment(service: Tracking, run: Run) -> dict[str, Any] | None:
+class RunSources(Protocol):
+    """What exporting a run reads besides its record: the tracking service, or the lean
+    ``runs show`` (``cli/lean_runs.py``), which must not import the service's database layer."""
+
+    @property
+    def objects(self) -> ObjectStore: ...
+
+    @property
+    def resolve_input(self) -> Callable[[str], str | None] | None: ...
+
+
+def _environment(service: RunSources, run: Run) -> dict[str, Any] | None:
     ref = run.capture.get("environment")
     if not isinstance(ref, str):
         return None
@@ -33,7 +45,7 @@ def _environment(service: Tracking, run: Run) -> dict[str, Any] | None:
     return {"sha256": ref, **environment_summary(doc)}
 
 
-def _config(service: Tracking, run: Run) -> list[dict[str, Any]]:
+def _config(service: RunSources, run: Run) -> list[dict[str, Any]]:
     out = []
     for entry in run.capture.get("config") or []:
         item = dict(entry)
@@ -49,7 +61,7 @@ def _config(service: Tracking, run: Run) -> list[dict[str, Any]]:
     return out
 
 
-def _inputs(service: Tracking, run: Run) -> list[dict[str, Any]]:
+def _inputs(service: RunSources, run: Run) -> list[dict[str, Any]]:
     out = []
     for ref in run.inputs:
         item: dict[str, Any] = {"ref": ref}
@@ -81,7 +93,7 @@ def run_header(run: Run) -> dict[str, Any]:
     }
 
 
-def export_run(service: Tracking, run: Run) -> dict[str, Any]:
+def export_run(service: RunSources, run: Run) -> dict[str, Any]:
     cap = run.capture
     git = cap.get("git") or {}
     return {

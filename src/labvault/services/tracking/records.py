@@ -9,7 +9,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,6 +20,7 @@ from labvault.errors import AmbiguousReference, Conflict, NotFound, ValidationEr
 from labvault.refs import DataRef, Digest, parse_ref, validate_name
 from labvault.services.tracking import artifacts as _artifacts
 from labvault.services.tracking.filters import parse_filter, parse_sort
+from labvault.services.tracking.liveness import process_gone
 from labvault.services.tracking.names import parse_run_id, validate_key
 from labvault.services.tracking.values import check_limit, check_text, encode_param, metric_step, metric_value
 from labvault.storage.meta.repos import runs as repo
@@ -156,15 +156,7 @@ class RunRecords:
 
     def process_gone(self, *, status: str, pid: object, host: str | None) -> bool:
         """True when a running run's process on this host no longer exists (SIGKILL, crash)."""
-        if status != "running" or not isinstance(pid, int) or host != socket.gethostname():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            pass  # alive, under another user
-        return False
+        return process_gone(status=status, pid=pid, host=host)
 
     def max_steps(self, run_id: str) -> dict[str, int]:
         with self.meta.read() as conn:

@@ -33,6 +33,7 @@ from labvault.entities import (
 )
 from labvault.errors import LabvaultError, LockedError, StorageError
 from labvault.refs import Digest
+from labvault.storage.meta.lean_runs import RunReads
 
 __all__ = ["LazyJSON", "LeanReader", "load_runs", "open_reader"]
 
@@ -224,7 +225,7 @@ def open_reader(database_url: str | None, vault_dir: Path) -> Iterator[LeanReade
         yield LeanReader(conn) if row is not None and row[0] == _known_revisions() else None
 
 
-class LeanReader:
+class LeanReader(RunReads):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
@@ -235,20 +236,7 @@ class LeanReader:
         except sqlite3.Error as err:
             raise _translate(err) from err
 
-    # -- runs -------------------------------------------------------------------------------
-    def run_ids(self, *, project: str | None, limit: int | None, deleted: bool) -> list[str]:
-        """``run_query.select_run_ids`` without a filter or a sort: newest first."""
-        sql = "SELECT id FROM runs WHERE deleted_at IS " + ("NOT NULL" if deleted else "NULL")
-        params: list[Any] = []
-        if project:
-            sql += " AND project = ?"
-            params.append(project)
-        sql += " ORDER BY started_at DESC, id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [r[0] for r in self._rows(sql, tuple(params))]
-
+    # -- runs (and the queries of RunReads) ---------------------------------------------------
     def runs(self, ids: list[str]) -> list[Run]:
         return load_runs(self._conn, ids)
 
