@@ -46,20 +46,20 @@ def runs_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
     else:
         found = reader.runs(reader.run_ids(project=project or None, limit=limit, deleted=deleted))
     if values.get("json"):
-        print_json([_run_json(r) for r in found])
+        print_json([run_json(r) for r in found])
         return True
     rows = []
     for r in found:
         metrics = ",".join(f"{k}={v:.4g}" for k, v in list(r.metrics.items())[:3])
-        rows.append((r.id, r.project, r.name, r.status, r.started_at.strftime("%m-%d %H:%M"), _duration(r), metrics))
+        rows.append((r.id, r.project, r.name, r.status, r.started_at.strftime("%m-%d %H:%M"), run_duration(r), metrics))
     OUTPUT.table(["id", "project", "name", "status", "started", "duration", "metrics"], rows)
     if not found:
         OUTPUT.info("no runs match")
     return True
 
 
-def _run_json(run: Run) -> dict[str, Any]:
-    """``cli.runs.run_json``."""
+def run_json(run: Run) -> dict[str, Any]:
+    """The JSON form of a run in listings (``id`` and ``ref``, ISO times, NaN as a string)."""
     from labvault.entities import json_safe
     from labvault.services.tracking.export import run_header
 
@@ -76,7 +76,7 @@ def _run_json(run: Run) -> dict[str, Any]:
     }
 
 
-def _duration(run: Run) -> str:
+def run_duration(run: Run) -> str:
     seconds = run.duration
     if seconds is None:
         return ""
@@ -139,13 +139,13 @@ def runs_show(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
         for r in reader.runs(reader.tagged_run_ids("reproduces", doc["ref"]))
     ]
     if values.get("json"):
-        print_json({**doc, "metric_history": _history_json(history), "reproductions": reproductions})
+        print_json({**doc, "metric_history": history_json(history), "reproductions": reproductions})
         return True
-    _print_run(doc, history, gone=gone, reproductions=reproductions)
+    print_run(doc, history, gone=gone, reproductions=reproductions)
     return True
 
 
-def _history_json(history: dict[str, list[MetricPoint]]) -> dict[str, list[dict[str, Any]]]:
+def history_json(history: dict[str, list[MetricPoint]]) -> dict[str, list[dict[str, Any]]]:
     from labvault.entities import json_safe
 
     return {
@@ -154,7 +154,7 @@ def _history_json(history: dict[str, list[MetricPoint]]) -> dict[str, list[dict[
     }
 
 
-def _status_line(doc: dict[str, Any], *, process_gone: bool) -> str:
+def status_line(doc: dict[str, Any], *, process_gone: bool) -> str:
     text: str = doc["status"]
     if doc["exit_code"] is not None:
         text += f" (exit code {doc['exit_code']})"
@@ -163,7 +163,7 @@ def _status_line(doc: dict[str, Any], *, process_gone: bool) -> str:
     return text
 
 
-def _print_run(
+def print_run(
     doc: dict[str, Any], history: dict[str, list[MetricPoint]], *, gone: bool, reproductions: list[dict[str, Any]]
 ) -> None:
     code = doc["code"]
@@ -171,7 +171,7 @@ def _print_run(
         ("run", doc["ref"]),
         ("name", doc["name"]),
         ("project", doc["project"]),
-        ("status", _status_line(doc, process_gone=gone)),
+        ("status", status_line(doc, process_gone=gone)),
         ("error", doc["error"]),
         ("parent", doc["parent"]),
         ("started", doc["started_at"]),

@@ -8,52 +8,18 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from labvault.cli.context import open_vault
+from labvault.cli.lean_runs import history_json, print_run, run_duration, run_json
 from labvault.cli.render import OUTPUT, print_json
-from labvault.entities import json_safe
 from labvault.errors import ValidationError
 
 if TYPE_CHECKING:
-    from labvault.entities import MetricPoint, Run
+    pass
 
 __all__ = ["app", "register"]
 
 app = typer.Typer(help="Find, inspect, compare, export and delete tracked runs.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 RUN_ARG = typer.Argument(..., help="run:<id>, an id, or a unique prefix of 6+ hex digits.")
-
-
-def _time(moment: Any) -> str | None:
-    from labvault.entities import format_time
-
-    return format_time(moment) if moment is not None else None
-
-
-def run_json(run: Run) -> dict[str, Any]:
-    """The JSON form of a run in listings (``id`` and ``ref``, ISO times, NaN as a string)."""
-    from labvault.services.tracking.export import run_header
-
-    return {
-        **run_header(run),
-        "seed": run.seed,
-        "params": run.params,
-        "metrics": {k: json_safe(v) for k, v in run.metrics.items()},
-        "tags": run.tags,
-        "inputs": list(run.inputs),
-        "outputs": [a.name for a in run.outputs],
-        "artifacts": [{"name": a.name, "kind": a.kind, "sha256": str(a.digest), "size": a.size} for a in run.artifacts],
-        "deleted_at": _time(run.deleted_at),
-    }
-
-
-def _duration(run: Run) -> str:
-    seconds = run.duration
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _short(value: float) -> str:
@@ -131,27 +97,10 @@ def list_cmd(
     for r in found:
         metrics = ",".join(f"{k}={_short(v)}" for k, v in list(r.metrics.items())[:3])
         started = r.started_at.strftime("%m-%d %H:%M")
-        rows.append((r.id, r.project, r.name, r.status, started, _duration(r), metrics))
+        rows.append((r.id, r.project, r.name, r.status, started, run_duration(r), metrics))
     OUTPUT.table(["id", "project", "name", "status", "started", "duration", "metrics"], rows)
     if not found:
         OUTPUT.info("no runs match")
-
-
-def _history_json(history: dict[str, list[MetricPoint]]) -> dict[str, list[dict[str, Any]]]:
-    return {
-        key: [{"step": p.step, "timestamp": _time(p.timestamp), "value": json_safe(p.value)} for p in points]
-        for key, points in history.items()
-    }
-
-
-def _status_line(doc: dict[str, Any], *, process_gone: bool) -> str:
-    """The status, saying so when a running run's process no longer exists (SIGKILL, crash)."""
-    text: str = doc["status"]
-    if doc["exit_code"] is not None:
-        text += f" (exit code {doc['exit_code']})"
-    if process_gone:
-        text += f" (its process {doc['pid']} is gone: it was killed or crashed)"
-    return text
 
 
 @app.command("show")
@@ -164,49 +113,9 @@ def show(run: str = RUN_ARG, json_output: bool = JSON) -> None:
         found = vault.runs.list(filter=f"tags.reproduces = '{doc['ref']}'", sort="started")
     reproductions = [{"ref": r.ref, "verdict": r.tags.get("reproduce_verdict")} for r in found]
     if json_output:
-        print_json({**doc, "metric_history": _history_json(history), "reproductions": reproductions})
+        print_json({**doc, "metric_history": history_json(history), "reproductions": reproductions})
         return
-    code = doc["code"]
-    lines = [
-        ("run", doc["ref"]),
-        ("name", doc["name"]),
-        ("project", doc["project"]),
-        ("status", _status_line(doc, process_gone=gone)),
-        ("error", doc["error"]),
-        ("parent", doc["parent"]),
-        ("started", doc["started_at"]),
-        ("ended", doc["ended_at"]),
-        ("user", f"{doc['user']} on {doc['host']}"),
-        ("command", " ".join(doc["command"] or [])),
-        ("cwd", doc["cwd"]),
-        (
-            "commit",
-            f"{code['commit']} ({code['branch']})" + (" dirty" if code["dirty"] else "") if code["commit"] else None,
-        ),
-        ("patch", code["patch"]),
-        ("inputs", ", ".join(i["ref"] for i in doc["inputs"]) or None),
-        ("config", ", ".join(c["path"] for c in doc["config"]) or None),
-        ("seed", doc["seed"]),
-        ("environment", (doc["environment"] or {}).get("sha256")),
-        ("deleted", doc["deleted_at"]),
-        ("reproduced by", ", ".join(f"{r['ref']} ({r['verdict']})" for r in reproductions) or None),
-    ]
-    OUTPUT.table(["", ""], [(k, v) for k, v in lines if v not in (None, "")])
-    if doc["params"]:
-        OUTPUT.table(["param", "value"], sorted(doc["params"].items()), title="params")
-    if history:
-        rows = []
-        for key, points in history.items():
-            last = points[-1]
-            rows.append((key, _short(last.value), last.step, len(points)))
-        OUTPUT.table(["metric", "latest", "step", "points"], rows, title="metrics")
-    if doc["tags"]:
-        OUTPUT.table(["tag", "value"], sorted(doc["tags"].items()), title="tags")
-    if doc["artifacts"]:
-        rows = [(a["name"], a["kind"], a["size"], a["sha256"]) for a in doc["artifacts"]]
-        OUTPUT.table(["artifact", "kind", "size", "sha256"], rows, title="artifacts")
-    for warning in doc["capture_warnings"]:
-        OUTPUT.info(f"capture warning: {warning}")
+    print_run(doc, history, gone=gone, reproductions=reproductions)
 
 
 @app.command("compare")
