@@ -39,19 +39,22 @@ def _time(moment: Any) -> str | None:
 
 
 def _models_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
-    models = reader.models()
-    if values.get("json"):
-        print_json([_model_json(m) for m in models])
-        return True
+    print_models(reader.models(), json_output=bool(values.get("json")))
+    return True
+
+
+def print_models(models: list[RegisteredModel], *, json_output: bool) -> None:
+    if json_output:
+        print_json([model_json(m) for m in models])
+        return
     rows = [
         (m.ref, m.versions, m.latest or "-", ", ".join(f"{a}={v}" for a, v in m.aliases.items()) or "-") for m in models
     ]
     OUTPUT.table(["model", "versions", "latest", "aliases"], rows)
-    return True
 
 
-def _model_json(m: RegisteredModel) -> dict[str, Any]:
-    """``cli.models._model_json``."""
+def model_json(m: RegisteredModel) -> dict[str, Any]:
+    """``cli.models.model_json``."""
     return {
         "id": m.ref,
         "ref": m.ref,
@@ -65,8 +68,8 @@ def _model_json(m: RegisteredModel) -> dict[str, Any]:
     }
 
 
-def _version_json(v: ModelVersion) -> dict[str, Any]:
-    """``cli.models.version_json``."""
+def version_json(v: ModelVersion) -> dict[str, Any]:
+    """The JSON form of a model version (``id`` and ``ref``, ISO times)."""
     return {
         "id": v.ref,
         "ref": v.ref,
@@ -100,10 +103,16 @@ def _models_versions(reader: LeanReader, values: dict[str, Any], vault: Vault) -
     model = reader.model_id(ref.project, ref.model) if isinstance(ref, ModelRef) and ref.version is None else None
     if model is None:
         return False
-    found = reader.versions(model, include_archived=bool(values.get("all")))
-    if values.get("json"):
-        print_json([_version_json(v) for v in found])
-        return True
+    print_versions(
+        reader.versions(model, include_archived=bool(values.get("all"))), json_output=bool(values.get("json"))
+    )
+    return True
+
+
+def print_versions(found: list[ModelVersion], *, json_output: bool) -> None:
+    if json_output:
+        print_json([version_json(v) for v in found])
+        return
     rows = [
         (
             v.version,
@@ -117,7 +126,6 @@ def _models_versions(reader: LeanReader, values: dict[str, Any], vault: Vault) -
         for v in found
     ]
     OUTPUT.table(["version", "aliases", "size", "registered", "by", "", "message"], rows)
-    return True
 
 
 def _models_show(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
@@ -135,7 +143,7 @@ def _models_show(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bo
     if model is None:
         return False
     aliases = reader.aliases(model)
-    versions = [_version_json(v) for v in reader.versions(model, include_archived=True)]
+    versions = [version_json(v) for v in reader.versions(model, include_archived=True)]
     if values.get("json"):
         print_json({"id": ref.name, "ref": ref.name, "aliases": aliases, "versions": versions})
         return True

@@ -9,10 +9,11 @@ import typer
 
 from labvault.cli import model_aliases
 from labvault.cli.context import open_vault
+from labvault.cli.lean_views import print_models, print_versions, version_json
 from labvault.cli.render import OUTPUT, human_bytes, print_json
 
 if TYPE_CHECKING:
-    from labvault.entities import ModelVersion, RegisteredModel
+    pass
 
 __all__ = ["app", "get", "version_json"]
 
@@ -21,47 +22,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
-
-
-def version_json(v: ModelVersion) -> dict[str, Any]:
-    from labvault.entities import format_time
-
-    return {
-        "id": v.ref,
-        "ref": v.ref,
-        "project": v.project,
-        "model": v.model,
-        "version": v.version,
-        "tree": str(v.tree),
-        "content": str(v.content),
-        "size": v.size,
-        "files": v.files,
-        "created_at": format_time(v.created_at),
-        "created_by": v.created_by,
-        "run": f"run:{v.run_id}" if v.run_id else None,
-        "message": v.message,
-        "source": v.source,
-        "notes": list(v.notes),
-        "archived": v.archived,
-        "archived_at": format_time(v.archived_at) if v.archived_at else None,
-        "aliases": list(v.aliases),
-    }
-
-
-def _model_json(m: RegisteredModel) -> dict[str, Any]:
-    from labvault.entities import format_time
-
-    return {
-        "id": m.ref,
-        "ref": m.ref,
-        "project": m.project,
-        "model": m.model,
-        "versions": m.versions,
-        "latest": m.latest,
-        "aliases": m.aliases,
-        "created_at": format_time(m.created_at),
-        "created_by": m.created_by,
-    }
 
 
 @app.command("register")
@@ -115,13 +75,7 @@ def list_models(json_output: bool = JSON) -> None:
     """List registered models with their latest version and aliases."""
     with open_vault() as vault:
         models = vault.registry.models()
-    if json_output:
-        print_json([_model_json(m) for m in models])
-        return
-    rows = [
-        (m.ref, m.versions, m.latest or "-", ", ".join(f"{a}={v}" for a, v in m.aliases.items()) or "-") for m in models
-    ]
-    OUTPUT.table(["model", "versions", "latest", "aliases"], rows)
+    print_models(models, json_output=json_output)
 
 
 @app.command("versions")
@@ -131,26 +85,10 @@ def versions(
     json_output: bool = JSON,
 ) -> None:
     """List a model's versions, oldest first."""
-    from labvault.entities import format_time
 
     with open_vault() as vault:
         found = vault.registry.versions(name, include_archived=include_archived)
-    if json_output:
-        print_json([version_json(v) for v in found])
-        return
-    rows = [
-        (
-            v.version,
-            ", ".join(v.aliases) or "-",
-            human_bytes(v.size),
-            format_time(v.created_at),
-            v.created_by,
-            "archived" if v.archived else "",
-            v.message or "",
-        )
-        for v in found
-    ]
-    OUTPUT.table(["version", "aliases", "size", "registered", "by", "", "message"], rows)
+    print_versions(found, json_output=json_output)
 
 
 @app.command("show")
