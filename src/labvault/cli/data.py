@@ -11,6 +11,7 @@ import typer
 from labvault.cli.context import open_vault
 from labvault.cli.data_add import run_add
 from labvault.cli.data_status import run_status
+from labvault.cli.lean_views import print_manifest
 from labvault.cli.render import OUTPUT, human_bytes, print_json, progress, readable_number
 
 __all__ = ["app"]
@@ -113,42 +114,7 @@ def show(ref: str = typer.Argument(..., help=REF_HELP), json_output: bool = JSON
     """The manifest: summary keys and every file with its sha256, size, record count and schema."""
     with open_vault() as vault:
         manifest = vault.data.get(_ref(ref))
-    if json_output:
-        print_json(manifest.to_json())
-        return
-    doc = manifest.snapshot.to_json()
-    for key in (
-        "ref",
-        "storage_uri",
-        "content_hash",
-        "file_count",
-        "total_bytes",
-        "tabular",
-        "record_count",
-        "schema_hash",
-        "created_at",
-        "created_by",
-        "message",
-        "source_url",
-        "source_version",
-    ):
-        if key in doc:
-            OUTPUT.line(f"{key + ':':<16}{'' if doc[key] is None else doc[key]}")
-    for note in manifest.snapshot.notes:
-        OUTPUT.line(f"{'note:':<16}{note}")
-    OUTPUT.table(
-        ["path", "size", "sha256", "records", "schema"],
-        [
-            [
-                f.path,
-                f.size,
-                f.sha256.short,
-                "" if f.record_count is None else f.record_count,
-                ", ".join(f"{c}:{t}" for c, t in f.schema) if f.schema else "",
-            ]
-            for f in manifest.files
-        ],
-    )
+    print_manifest(manifest, json_output=json_output)
 
 
 @app.command("manifest")

@@ -15,10 +15,10 @@ from labvault.cli.lean_runs import runs_list, runs_show
 from labvault.cli.render import OUTPUT, human_bytes, print_json
 
 if TYPE_CHECKING:
-    from labvault.entities import ModelVersion, RegisteredModel, Snapshot
+    from labvault.entities import Manifest, ModelVersion, RegisteredModel, Snapshot
     from labvault.vault import LeanReader, Vault
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "model_json", "print_manifest", "print_models", "print_versions", "version_json"]
 
 
 def _valid_name(name: str, what: str) -> bool:
@@ -173,10 +173,15 @@ def _data_show(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool
     snapshot = reader.snapshot(ref.name, ref.number) if isinstance(ref, DataRef) else None
     if snapshot is None:
         return False
-    manifest = vault.data.manifest(snapshot)
-    if values.get("json"):
+    print_manifest(vault.data.manifest(snapshot), json_output=bool(values.get("json")))
+    return True
+
+
+def print_manifest(manifest: Manifest, *, json_output: bool) -> None:
+    """``data show``: the summary keys, then every file with its sha256, size, record count and schema."""
+    if json_output:
         print_json(manifest.to_json())
-        return True
+        return
     doc = manifest.snapshot.to_json()
     for key in _SHOW_KEYS:
         if key in doc:
@@ -196,7 +201,6 @@ def _data_show(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool
             for f in manifest.files
         ],
     )
-    return True
 
 
 _SHOW_KEYS = (
