@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
 from labvault.cli.context import open_vault
+from labvault.cli.lean_views import print_audit_events
 from labvault.cli.render import OUTPUT, print_json
 from labvault.errors import CheckFailed
 
@@ -26,39 +25,9 @@ def log(
     json_output: bool = JSON,
 ) -> None:
     """List audit events, oldest first."""
-    from labvault.entities import format_time
-
     with open_vault() as vault:
         events = vault.registry.audit.events(subject_prefix=subject, action=action, limit=limit, newest_first=True)
-    events.reverse()
-    docs: list[dict[str, Any]] = [
-        {
-            "id": e.seq,
-            "ref": f"audit:{e.seq}",
-            "seq": e.seq,
-            "at": format_time(e.at),
-            "actor": e.actor,
-            "action": e.action,
-            "subject": e.subject,
-            "before": e.before,
-            "after": e.after,
-            "policy_hash": f"sha256:{e.policy_hash}" if e.policy_hash else None,
-            "details": e.details,
-            "prev_hash": f"sha256:{e.prev_hash}",
-            "hash": f"sha256:{e.hash}",
-        }
-        for e in events
-    ]
-    if json_output:
-        print_json(docs)
-        return
-    OUTPUT.table(
-        ["#", "at", "actor", "action", "subject", "before", "after"],
-        [
-            (d["seq"], d["at"], d["actor"], d["action"], d["subject"], d["before"] or "-", d["after"] or "-")
-            for d in docs
-        ],
-    )
+    print_audit_events(events, json_output=json_output)
 
 
 @app.command("verify")

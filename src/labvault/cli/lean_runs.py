@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["runs_list", "runs_show"]
 
 
-def _valid_name(name: str, what: str) -> bool:
+def valid_name(name: str, what: str) -> bool:
     from labvault.errors import LabvaultError
     from labvault.refs import validate_name
 
@@ -28,7 +28,7 @@ def _valid_name(name: str, what: str) -> bool:
     return True
 
 
-def _time(moment: Any) -> str | None:
+def format_moment(moment: Any) -> str | None:
     from labvault.entities import format_time
 
     return format_time(moment) if moment is not None else None
@@ -41,7 +41,7 @@ def runs_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
         found = vault.runs.list(
             project=project, filter=values.get("filter"), sort=values.get("sort"), limit=limit, deleted=deleted
         )
-    elif project and not _valid_name(project, "project name"):
+    elif project and not valid_name(project, "project name"):
         return False
     else:
         found = reader.runs(reader.run_ids(project=project or None, limit=limit, deleted=deleted))
@@ -72,7 +72,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "inputs": list(run.inputs),
         "outputs": [a.name for a in run.outputs],
         "artifacts": [{"name": a.name, "kind": a.kind, "sha256": str(a.digest), "size": a.size} for a in run.artifacts],
-        "deleted_at": _time(run.deleted_at),
+        "deleted_at": format_moment(run.deleted_at),
     }
 
 
@@ -149,7 +149,7 @@ def history_json(history: dict[str, list[MetricPoint]]) -> dict[str, list[dict[s
     from labvault.entities import json_safe
 
     return {
-        key: [{"step": p.step, "timestamp": _time(p.timestamp), "value": json_safe(p.value)} for p in points]
+        key: [{"step": p.step, "timestamp": format_moment(p.timestamp), "value": json_safe(p.value)} for p in points]
         for key, points in history.items()
     }
 

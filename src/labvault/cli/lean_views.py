@@ -11,31 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from labvault.cli.lean_runs import format_moment as _time
 from labvault.cli.lean_runs import runs_list, runs_show
+from labvault.cli.lean_runs import valid_name as _valid_name
 from labvault.cli.render import OUTPUT, human_bytes, print_json
 
 if TYPE_CHECKING:
-    from labvault.entities import Manifest, ModelVersion, RegisteredModel, Snapshot
+    from labvault.entities import AuditEvent, Manifest, ModelVersion, RegisteredModel, Snapshot
     from labvault.vault import LeanReader, Vault
 
-__all__ = ["COMMANDS", "model_json", "print_manifest", "print_models", "print_versions", "version_json"]
-
-
-def _valid_name(name: str, what: str) -> bool:
-    from labvault.errors import LabvaultError
-    from labvault.refs import validate_name
-
-    try:
-        validate_name(name, what=what)
-    except LabvaultError:
-        return False
-    return True
-
-
-def _time(moment: Any) -> str | None:
-    from labvault.entities import format_time
-
-    return format_time(moment) if moment is not None else None
+__all__ = [
+    "COMMANDS",
+    "model_json",
+    "print_audit_events",
+    "print_manifest",
+    "print_models",
+    "print_versions",
+    "version_json",
+]
 
 
 def _models_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
@@ -259,7 +252,13 @@ def _audit_log(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool
     events = reader.audit_events(
         subject_prefix=values.get("subject"), action=values.get("action"), limit=values.get("limit")
     )
-    events.reverse()
+    print_audit_events(events, json_output=bool(values.get("json")))
+    return True
+
+
+def print_audit_events(events: list[AuditEvent], *, json_output: bool) -> None:
+    """``audit log``: the events given newest first, printed oldest first."""
+    events = list(reversed(events))
     docs = [
         {
             "id": e.seq,
@@ -278,9 +277,9 @@ def _audit_log(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool
         }
         for e in events
     ]
-    if values.get("json"):
+    if json_output:
         print_json(docs)
-        return True
+        return
     OUTPUT.table(
         ["#", "at", "actor", "action", "subject", "before", "after"],
         [
@@ -288,7 +287,6 @@ def _audit_log(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool
             for d in docs
         ],
     )
-    return True
 
 
 COMMANDS: dict[tuple[str, str], Callable[[LeanReader, dict[str, Any], Vault], bool]] = {

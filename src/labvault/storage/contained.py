@@ -281,12 +281,12 @@ class Dest:
 
         self.write(rel, fill, overwrite=overwrite)
 
-    def hardlink(self, rel: str, source: Path | str) -> None:
-        """Put a hard link to ``source`` (an object file of the store) at ``rel``, atomically."""
+    def _place(self, rel: str, make: Callable[[str, int], None]) -> None:
+        """``make(tmp, parent_fd)`` creates a temp entry beside ``rel``; it is then renamed onto ``rel``."""
         with self._parent(rel) as (pfd, name):
             tmp = f".{name[:200]}.labvault-{secrets.token_hex(4)}"
             try:
-                os.link(source, tmp, dst_dir_fd=pfd)
+                make(tmp, pfd)
                 try:
                     self._rename(pfd, tmp, name, rel, overwrite=True)
                 except BaseException:
@@ -295,19 +295,13 @@ class Dest:
             except OSError as exc:
                 raise _oserror(exc, self.path / rel) from exc
 
+    def hardlink(self, rel: str, source: Path | str) -> None:
+        """Put a hard link to ``source`` (an object file of the store) at ``rel``, atomically."""
+        self._place(rel, lambda tmp, pfd: os.link(source, tmp, dst_dir_fd=pfd))
+
     def symlink(self, rel: str, target: str) -> None:
         """Put a link at ``rel`` (pointing at ``target``, which is stored, never followed here)."""
-        with self._parent(rel) as (pfd, name):
-            tmp = f".{name[:200]}.labvault-{secrets.token_hex(4)}"
-            try:
-                os.symlink(target, tmp, dir_fd=pfd)
-                try:
-                    self._rename(pfd, tmp, name, rel, overwrite=True)
-                except BaseException:
-                    os.unlink(tmp, dir_fd=pfd)
-                    raise
-            except OSError as exc:
-                raise _oserror(exc, self.path / rel) from exc
+        self._place(rel, lambda tmp, pfd: os.symlink(target, tmp, dir_fd=pfd))
 
     def mkdir(self, rel: str) -> None:
         """Make the folder ``rel`` and its parents; a file or a link in the way is removed first."""
