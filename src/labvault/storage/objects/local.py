@@ -24,7 +24,6 @@ import heapq
 import io
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -40,22 +39,17 @@ from labvault.storage.objects.fileio import (
     SMALL,
     VerifyingReader,
     copy_and_hash,
+    sha256_file,
     stream_and_hash,
     write_all,
 )
-from labvault.storage.objects.fileio import sha256_file as _sha256_hex
 from labvault.storage.objects.packs import PackStore
 from labvault.storage.objects.protocol import MaterializeMode
-from labvault.storage.objects.quarantine import sweep_quarantine
+from labvault.storage.objects.quarantine import quarantine_bytes, quarantine_file, quarantined_copy, sweep_quarantine
 from labvault.storage.objects.tempfiles import TempFiles
 from labvault.storage.space import translate_os_error
 
-__all__ = ["LocalObjectStore", "sha256_file"]
-
-
-def sha256_file(path: Path) -> Digest:
-    """Hash a file without storing it."""
-    return Digest(_sha256_hex(path))
+__all__ = ["LocalObjectStore"]
 
 
 class _Batch:
@@ -308,7 +302,7 @@ class LocalObjectStore:
             actual = hashlib.sha256(data).hexdigest()
         else:
             try:
-                actual = _sha256_hex(self._path_s(digest.hex))
+                actual = sha256_file(self._path_s(digest.hex))
             except FileNotFoundError:
                 raise self.not_found(digest) from None
         if actual != digest.hex:
@@ -383,18 +377,11 @@ class LocalObjectStore:
         data = self.packs.read(digest.hex)
         if data is not None:
             return self._quarantine_bytes(digest.hex, data)
-        self.quarantine_dir.mkdir(exist_ok=True)
-        target = self.quarantine_dir / f"{digest.hex}.{time.time_ns()}"
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(self.path_of(digest), target)
-            os.utime(target)  # when it was set aside, for `gc --quarantine`'s grace period
-        return target
+        return quarantine_file(self.quarantine_dir, digest.hex, self.path_of(digest))
 
     def _quarantine_bytes(self, hexd: str, data: bytes) -> Path:
         """Copy a packed object's bytes aside, then forget it (its space goes at the next compaction)."""
-        self.quarantine_dir.mkdir(exist_ok=True)
-        target = self.quarantine_dir / f"{hexd}.{time.time_ns()}"
-        target.write_bytes(data)
+        target = quarantine_bytes(self.quarantine_dir, hexd, data)
         self.packs.delete(hexd)
         return target
 
@@ -405,10 +392,10 @@ class LocalObjectStore:
 
     def not_found(self, digest: Digest) -> NotFound | IntegrityError:
         """Not stored (exit 3), or corrupt (exit 5) if a verifying read or fsck quarantined it."""
-        moved = sorted(self.quarantine_dir.glob(f"{digest.hex}.*"))
-        if moved:
+        moved = quarantined_copy(self.quarantine_dir, digest.hex)
+        if moved is not None:
             return IntegrityError(
-                f"object {digest} is corrupt: it was quarantined to {moved[-1]}",
+                f"object {digest} is corrupt: it was quarantined to {moved}",
                 hint="restore it from another copy of the vault, then run `labvault fsck`",
             )
         return NotFound(f"object {digest} is not stored", hint="list objects with `labvault object ls`")

@@ -12,9 +12,34 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
-__all__ = ["sweep_quarantine"]
+__all__ = ["quarantine_bytes", "quarantine_file", "quarantined_copy", "sweep_quarantine"]
+
+
+def quarantine_file(folder: Path, hexd: str, path: Path) -> Path:
+    """Move a corrupt object file aside as ``<digest>.<ns>`` (gone already: nothing to move)."""
+    folder.mkdir(exist_ok=True)
+    target = folder / f"{hexd}.{time.time_ns()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(path, target)
+        os.utime(target)  # when it was set aside, for `gc --quarantine`'s grace period
+    return target
+
+
+def quarantine_bytes(folder: Path, hexd: str, data: bytes) -> Path:
+    """Write a corrupt packed object's bytes aside as ``<digest>.<ns>``."""
+    folder.mkdir(exist_ok=True)
+    target = folder / f"{hexd}.{time.time_ns()}"
+    target.write_bytes(data)
+    return target
+
+
+def quarantined_copy(folder: Path, hexd: str) -> Path | None:
+    """The newest copy of an object set aside, if any."""
+    moved = sorted(folder.glob(f"{hexd}.*"))
+    return moved[-1] if moved else None
 
 
 def sweep_quarantine(folder: Path, *, cutoff: float | None, remove: bool) -> tuple[int, int]:
