@@ -7,6 +7,8 @@
   from LABVAULT_TEST_POSTGRES_URL; unreachable, it is skipped with the reason shown, except with
   CI=true, where it fails the run.
 - ``pg_vault``: a fresh vault whose metadata lives in a fresh PostgreSQL schema.
+- ``s3_server``: one moto S3 server process on loopback for the session (``tests/s3server.py``);
+  ``s3_server.bucket()`` makes a fresh bucket, ``s3_server.env()`` gives subprocesses its ``AWS_*``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from labvault.vault import Vault
+from tests.s3server import S3Server
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -105,3 +108,14 @@ def any_vault(request: pytest.FixtureRequest, project: Path) -> Iterator[Vault]:
     v, _ = Vault.init(project, database_url=url)
     yield v
     v.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A moto S3 server process on loopback, started once and stopped at the end of the session."""
+    pytest.importorskip("moto.server")
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
