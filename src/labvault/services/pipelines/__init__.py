@@ -1,0 +1,1 @@
+"""Pipelines: stages from ``labvault.yaml``, a content-keyed cache, local and Dask executors."""
