@@ -16,8 +16,9 @@ maps the class to an HTTP status.
     ├── Conflict             (4)       different content under an immutable name, a lost race
     ├── IntegrityError       (5)       a corrupt or missing object met while reading
     ├── LockedError          (6)       a lock or busy database beyond the timeout
-    └── ExternalError        (7)       could not attempt: git, network, package index, disk full
-        └── StorageError     (7)       the object store or database failed underneath us
+    ├── ExternalError        (7)       could not attempt: git, network, package index, disk full
+    │   └── StorageError     (7)       the object store or database failed underneath us
+    └── NotAllowed           (8)       a server refused the token (HTTP 401) or its role (HTTP 403)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "IntegrityError",
     "LabvaultError",
     "LockedError",
+    "NotAllowed",
     "NotFound",
     "StorageError",
     "ValidationError",
@@ -47,6 +49,7 @@ EXIT_CODES: dict[int, str] = {
     5: "integrity (a corrupt or missing object met while reading)",
     6: "locked or busy beyond the timeout",
     7: "could not attempt (an external failure: git, network, package index, disk full)",
+    8: "not allowed (a server refused the token or its role: HTTP 401/403)",
 }
 
 
@@ -118,3 +121,13 @@ class ExternalError(LabvaultError):
 
 class StorageError(ExternalError):
     """The filesystem, object store or database failed underneath us (disk full, I/O error...)."""
+
+
+class NotAllowed(LabvaultError):
+    """A server refused the request: no valid token (``status`` 401) or a role too low (403)."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int = 401) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status

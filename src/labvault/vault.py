@@ -31,6 +31,7 @@ from labvault.storage.objects.local import LocalObjectStore
 from labvault.storage.objects.protocol import ObjectStore
 
 if TYPE_CHECKING:
+    from labvault.services.access import Access
     from labvault.services.lineage import LineageService
     from labvault.services.maintenance import Maintenance
     from labvault.services.registry import Registry
@@ -266,6 +267,21 @@ class Vault:
             workdir=Path(workdir) if workdir is not None else None,
             keep=keep,
         )
+
+    @cached_property
+    def access(self) -> Access:
+        """The team server's API tokens and idempotent requests (docs/server.md)."""
+        from labvault.services.access import Access
+
+        return Access(meta=lambda: self.meta, user=lambda: self.user)
+
+    def as_user(self, user: str) -> Vault:
+        """This vault acting as ``user`` (the server's authenticated identity): the same stores, its own
+        services, so the audit chain and the runs name ``user``. Close the vault it came from, not this."""
+        view = Vault(self.dir, self.config, self.settings, migrate=False, objects=self.objects)
+        view.__dict__["meta"] = self.meta
+        view.__dict__["user"] = user
+        return view
 
     @cached_property
     def user(self) -> str:

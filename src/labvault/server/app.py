@@ -1,0 +1,101 @@
+"""``create_app(vault)``: the FastAPI application over one open vault.
+
+The OpenAPI schema is at ``/api/v1/openapi.json`` and a page that renders it, served from this
+package (no CDN), at ``/api/docs``. ``app_from_env`` is the factory ``labvault server`` hands to
+uvicorn, so that each worker process opens the vault itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from labvault.server.deps import ServerState
+from labvault.server.errors import error_response, install_handlers
+from labvault.server.routes import audit, data, models, objects, runs
+from labvault.vault import Vault
+
+__all__ = ["ENV_NO_AUTH", "ENV_VAULT", "MAX_JSON_BODY", "app_from_env", "create_app"]
+
+ENV_VAULT = "LABVAULT_SERVER_VAULT"
+ENV_NO_AUTH = "LABVAULT_SERVER_NO_AUTH"
+#: JSON bodies larger than this are refused with 413; objects have their own limit (routes/objects.py).
+MAX_JSON_BODY = 16 << 20
+
+_access_log = logging.getLogger("labvault.server.access")
+
+
+def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
+    """The application serving ``vault``; ``no_auth`` treats every request as the vault's own user (admin)."""
+    app = FastAPI(
+        title="labvault",
+        version="1",
+        description="The labvault team server: runs, data snapshots, objects, models, audit and lineage.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.labvault = ServerState(vault=vault, no_auth=no_auth)
+    install_handlers(app)
+    for module in (runs, objects, data, models, audit):
+        app.include_router(module.router, prefix="/api/v1")
+
+    @app.middleware("http")
+    async def limit_and_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        is_object = request.url.path.startswith("/api/v1/objects/") and request.method == "PUT"
+        if length is not None and not is_object:
+            if not length.isdigit():
+                return error_response(400, "invalid Content-Length", "", 2)
+            if int(length) > MAX_JSON_BODY:
+                return error_response(
+                    413, f"the body is {length} bytes; the limit is {MAX_JSON_BODY}", "send less per request", 2
+                )
+        response = await call_next(request)
+        _access_log.info(
+            json.dumps(
+                {
+                    "method": request.method,
+                    "path": request.url.path,
+                    "status": response.status_code,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "user": getattr(request.state, "user", None),
+                }
+            )
+        )
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> JSONResponse:
+        from labvault.refs import Digest
+
+        vault.runs.list(limit=1)
+        vault.objects.has(Digest("0" * 64))
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/api/docs", include_in_schema=False)
+    def docs_page() -> HTMLResponse:
+        page = resources.files("labvault.server").joinpath("ui/docs.html").read_text(encoding="utf-8")
+        return HTMLResponse(page)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The factory uvicorn calls in each worker: the vault named by LABVAULT_SERVER_VAULT."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    vault = Vault.open(os.environ[ENV_VAULT])
+    return create_app(vault, no_auth=os.environ.get(ENV_NO_AUTH) == "1")

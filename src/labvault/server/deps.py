@@ -1,0 +1,70 @@
+"""Who is calling: the bearer token, its role, and the vault acting as its user.
+
+Every route names the role it needs with :func:`caller`; there is no route without one, except the
+health checks and the schema. The vault a route gets acts as the token's user, so every record and
+audit event names the authenticated identity, never a name the client sent.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from fastapi import Request
+
+from labvault.entities.access import ApiToken
+from labvault.services.access import Access
+from labvault.vault import Vault
+
+__all__ = ["Caller", "ServerState", "caller"]
+
+
+@dataclass
+class ServerState:
+    vault: Vault
+    no_auth: bool = False
+    _views: dict[str, Vault] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def vault_for(self, user: str) -> Vault:
+        """The vault acting as ``user``: one per user, sharing the stores (users are few)."""
+        with self._lock:
+            view = self._views.get(user)
+            if view is None:
+                view = self._views[user] = self.vault.as_user(user)
+            return view
+
+
+@dataclass(frozen=True)
+class Caller:
+    token: ApiToken
+    vault: Vault
+
+    @property
+    def user(self) -> str:
+        return self.token.user
+
+
+def _state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.labvault
+    return state
+
+
+def caller(needed: str) -> Callable[[Request], Caller]:
+    """A dependency: the authenticated caller, refused (401/403) unless its role is ``needed`` or above."""
+
+    def dependency(request: Request) -> Caller:
+        state = _state(request)
+        if state.no_auth:  # only ever on a loopback address (labvault server --no-auth)
+            token = ApiToken("local", state.vault.user, "admin", datetime.now(UTC), state.vault.user, None, None)
+        else:
+            scheme, _, value = request.headers.get("authorization", "").partition(" ")
+            token = state.vault.access.authenticate(value.strip() if scheme.lower() == "bearer" else None)
+            Access.require(token, needed)
+        request.state.user = token.user
+        return Caller(token=token, vault=state.vault_for(token.user))
+
+    dependency.__name__ = f"needs_{needed}"
+    return dependency

@@ -1,0 +1,1 @@
+"""One router per resource; each route names the role it needs and calls one service."""

@@ -1,0 +1,192 @@
+"""``/api/v1/runs``: create, log in batches (idempotent with a key), artifacts, end, list, show,
+compare, export, delete/restore, metric history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from labvault.entities import Artifact
+from labvault.errors import Conflict, NotFound
+from labvault.server.deps import Caller, caller
+from labvault.server.encode import to_json
+from labvault.services.tracking.artifacts import artifact_name
+from labvault.services.transfer import parse_full_digest
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+Reader = Annotated[Caller, Depends(caller("reader"))]
+Writer = Annotated[Caller, Depends(caller("writer"))]
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+MAX_BATCH = 10_000
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunCreate(_Body):
+    project: str | None = Field(None, max_length=128)
+    name: str | None = Field(None, max_length=256)
+    parent: str | None = Field(None, max_length=64, description="run:<id> of the parent run")
+    inputs: list[str] = Field(default_factory=list, max_length=1000, description="data:<name>@<v> references")
+    seed: int | None = None
+    tags: dict[str, str] = Field(default_factory=dict, max_length=1000)
+    params: dict[str, Any] = Field(default_factory=dict, max_length=10_000)
+    command: list[str] = Field(default_factory=list, max_length=1000, description="the client's command line")
+
+
+class MetricIn(_Body):
+    key: str = Field(max_length=250)
+    value: float | Literal["NaN", "Infinity", "-Infinity"]
+    step: int | None = Field(None, ge=0)
+
+
+class LogBatch(_Body):
+    params: dict[str, Any] = Field(default_factory=dict, max_length=MAX_BATCH)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=MAX_BATCH)
+    metrics: list[MetricIn] = Field(default_factory=list, max_length=MAX_BATCH)
+
+
+class ArtifactIn(_Body):
+    name: str = Field(max_length=255)
+    digest: str = Field(max_length=71, description="sha256:<hex> of an object uploaded to /api/v1/objects")
+
+
+class RunEnd(_Body):
+    status: Literal["finished", "failed", "killed"] = "finished"
+    exit_code: int | None = None
+    error: str | None = Field(None, max_length=10_000)
+
+
+@router.post("", status_code=201, summary="Create a running run")
+def create_run(body: RunCreate, who: Writer) -> Any:
+    runs = who.vault.runs
+    run = runs.create(
+        project=body.project,
+        name=body.name or "api",
+        parent_id=body.parent,
+        inputs=body.inputs,
+        seed=body.seed,
+        tags=body.tags,
+        command=body.command or ["api"],
+        cwd=who.vault.root,
+        capture=False,
+    )
+    if body.params:
+        runs.log_params(run.id, body.params)
+    return to_json(runs.get(run.id))
+
+
+@router.get("", summary="List runs (the filter language of docs/tracking.md)")
+def list_runs(
+    who: Reader,
+    filter: Annotated[str | None, Query(max_length=10_000)] = None,
+    project: Annotated[str | None, Query(max_length=128)] = None,
+    sort: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    deleted: bool = False,
+) -> Any:
+    return to_json(who.vault.runs.list(project=project, filter=filter, sort=sort, limit=limit, deleted=deleted))
+
+
+@router.get("/compare", summary="Compare runs side by side")
+def compare_runs(who: Reader, ref: Annotated[list[str], Query(min_length=1, max_length=100)]) -> Any:
+    return to_json(who.vault.runs.compare(ref))
+
+
+@router.get("/{ref}", summary="Show one run")
+def show_run(ref: str, who: Reader) -> Any:
+    return to_json(who.vault.runs.get(ref))
+
+
+@router.get("/{ref}/export", summary="The run's self-contained run.yaml document")
+def export_run(ref: str, who: Reader) -> Any:
+    return to_json(who.vault.runs.export(ref))
+
+
+@router.get("/{ref}/history", summary="Metric histories (one key, or all)")
+def metric_history(ref: str, who: Reader, key: Annotated[str | None, Query(max_length=250)] = None) -> Any:
+    return to_json(who.vault.runs.history(ref, key))
+
+
+@router.post("/{ref}/log", summary="Log params, tags and metric points in one batch")
+def log_batch(
+    ref: str,
+    body: LogBatch,
+    who: Writer,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> Any:
+    """A retry with the same ``Idempotency-Key`` header (per user and run) is stored once and gets the
+    first answer back."""
+    runs = who.vault.runs
+    run_id = runs.resolve(ref)
+
+    def work() -> dict[str, int]:
+        runs.log_params(run_id, body.params)  # also refuses a run that is not running (409)
+        if body.tags:
+            runs.set_tags(run_id, body.tags)
+        if body.metrics:
+            next_step: dict[str, int] | None = None
+            points: list[tuple[str, object, int]] = []
+            for m in body.metrics:
+                value = _NON_FINITE[m.value] if isinstance(m.value, str) else m.value
+                if m.step is None:
+                    if next_step is None:
+                        next_step = {k: v + 1 for k, v in runs.max_steps(run_id).items()}
+                    step = next_step.get(m.key, 0)
+                else:
+                    step = m.step
+                if next_step is not None:
+                    next_step[m.key] = max(next_step.get(m.key, 0), step + 1)
+                points.append((m.key, value, step))
+            runs.log_metrics(run_id, points)
+        return {"params": len(body.params), "tags": len(body.tags), "metrics": len(body.metrics)}
+
+    return who.vault.access.once(f"{who.user}:run:{run_id}", idempotency_key, work, encode=lambda x: x)
+
+
+@router.post("/{ref}/artifacts", status_code=201, summary="Record an uploaded object as an artifact of the run")
+def add_artifact(ref: str, body: ArtifactIn, who: Writer) -> Any:
+    runs = who.vault.runs
+    run_id = runs.resolve(ref)
+    digest = parse_full_digest(body.digest)
+    objects = who.vault.objects
+    if not objects.has(digest):
+        raise NotFound(f"no object {digest}", hint="upload it first: PUT /api/v1/objects/{digest}")
+    artifact = Artifact(body.name, digest, "file", objects.info(digest).size, None)
+    runs.record_artifact(run_id, _named(artifact), role="artifact")
+    return to_json(artifact)
+
+
+@router.get("/{ref}/artifacts", summary="The run's artifacts")
+def list_artifacts(ref: str, who: Reader) -> Any:
+    return to_json(who.vault.runs.get(ref).artifacts)
+
+
+@router.post("/{ref}/end", summary="End a running run")
+def end_run(ref: str, body: RunEnd, who: Writer) -> Any:
+    runs = who.vault.runs
+    run_id = runs.resolve(ref)
+    runs.finish(run_id, status=body.status, exit_code=body.exit_code, error=body.error)
+    return to_json(runs.get(run_id))
+
+
+@router.delete("/{ref}", summary="Delete a run (restorable)")
+def delete_run(ref: str, who: Writer) -> Any:
+    return to_json(who.vault.runs.delete(ref))
+
+
+@router.post("/{ref}/restore", summary="Restore a deleted run")
+def restore_run(ref: str, who: Writer) -> Any:
+    run = who.vault.runs.restore(ref)
+    if run.deleted:
+        raise Conflict(f"{run.ref} is still deleted", hint="retry")
+    return to_json(run)
+
+
+def _named(artifact: Artifact) -> Artifact:
+    return Artifact(artifact_name(artifact.name), artifact.digest, artifact.kind, artifact.size, artifact.path)
