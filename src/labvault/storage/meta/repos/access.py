@@ -74,12 +74,14 @@ def revoke_token(conn: Connection, token_id: str, now: datetime) -> bool:
 
 def claim_request(conn: Connection, scope: str, key: str, now: datetime) -> tuple[str, str | None] | None:
     """Claim ``(scope, key)``: None when this call claimed it, else the stored ``(state, result)``."""
+    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
     inserted = conn.execute(
         insert_or_ignore(conn, server_requests)
         .values(scope=scope, key=key, state="pending", result=None, created_at=now)
         .on_conflict_do_nothing()
-    )
-    if inserted.rowcount:
+        .returning(server_requests.c.key)
+    ).first()
+    if inserted is not None:
         return None
     row = conn.execute(
         sa.select(server_requests.c.state, server_requests.c.result).where(
