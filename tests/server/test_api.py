@@ -239,6 +239,10 @@ def test_docs_schema_health_and_limits(served: Served) -> None:
     assert "openapi.json" in page
     assert "http" not in page.replace("/api/v1/openapi.json", "").split("<script>")[1]
     assert httpx.get(base + "/readyz").json() == {"status": "ready"}
+    scraped = httpx.get(base + "/metrics").text
+    assert 'labvault_http_requests_total{method="GET",route="/api/v1/runs",status="401"}' in scraped or (
+        "labvault_http_request_seconds_count" in scraped
+    )
     big = b'{"params": {"x": "' + b"a" * (17 << 20) + b'"}}'
     response = served.client("writer").post("/runs", content=big, headers={"content-type": "application/json"})
     error_of(response, 413)
@@ -249,3 +253,27 @@ def test_docs_schema_health_and_limits(served: Served) -> None:
 def test_records_name_the_token_user_not_the_client(served: Served, role: str) -> None:
     run = _run(served, tags={"user": "mallory"})
     assert run["user"] == "writer-user"
+
+
+def test_snapshot_from_uploaded_objects(served: Served) -> None:
+    w = served.client("writer")
+    table, notes = b"a,b\n1,2\n3,4\n", b"hello"
+    files = {"train/t.csv": f"sha256:{_upload(served, table)}", "README": f"sha256:{_upload(served, notes)}"}
+    made = w.post("/data/uploaded", json={"files": files, "message": "from the API"})
+    assert made.status_code == 201, made.text
+    doc = made.json()
+    assert doc["created"] is True
+    assert doc["created_by"] == "writer-user"
+    assert doc["file_count"] == 2
+    assert doc["record_count"] == 2
+    again = w.post("/data/uploaded", json={"files": files})
+    assert again.json()["created"] is False
+    assert again.json()["version"] == doc["version"]
+    manifest = w.get(f"/data/uploaded/{doc['version']}/manifest").json()
+    assert {f["path"]: f["sha256"] for f in manifest["files"]} == files
+    for bad in ("../x", "/abs", "a//b", "a\\b", "a/./b", "a\x00b", ""):
+        error_of(w.post("/data/uploaded", json={"files": {bad: files["README"]}}), 400, 2)
+    error_of(w.post("/data/uploaded", json={"files": {"x": "sha256:" + "0" * 64}}), 404, 3)
+    error_of(w.post("/data/uploaded", json={"files": {"a": files["README"], "a/b": files["README"]}}), 400, 2)
+    assert w.post("/data/..%2fx", json={"files": files}).status_code in (400, 404, 405)
+    error_of(served.client("reader").post("/data/uploaded", json={"files": files}), 403, 8)

@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from labvault.server.deps import ServerState
 from labvault.server.errors import error_response, install_handlers
+from labvault.server.metrics import Metrics
 from labvault.server.routes import audit, data, models, objects, runs
 from labvault.vault import Vault
 
@@ -45,6 +46,7 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
     )
     app.state.labvault = ServerState(vault=vault, no_auth=no_auth)
     install_handlers(app)
+    metrics = Metrics()
     for module in (runs, objects, data, models, audit):
         app.include_router(module.router, prefix="/api/v1")
 
@@ -61,13 +63,17 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
                     413, f"the body is {length} bytes; the limit is {MAX_JSON_BODY}", "send less per request", 2
                 )
         response = await call_next(request)
+        seconds = time.perf_counter() - started
+        route = request.scope.get("route")
+        # The route's template, not the path: a label per run id would grow without bound.
+        metrics.observe(request.method, getattr(route, "path", "unmatched"), response.status_code, seconds)
         _access_log.info(
             json.dumps(
                 {
                     "method": request.method,
                     "path": request.url.path,
                     "status": response.status_code,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "ms": round(seconds * 1000, 2),
                     "user": getattr(request.state, "user", None),
                 }
             )
@@ -85,6 +91,10 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
         vault.runs.list(limit=1)
         vault.objects.has(Digest("0" * 64))
         return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/api/docs", include_in_schema=False)
     def docs_page() -> HTMLResponse:

@@ -5,15 +5,33 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from labvault.server.deps import Caller, caller
 from labvault.server.encode import to_json
+from labvault.services.transfer import parse_full_digest
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/data", tags=["data"])
 Reader = Annotated[Caller, Depends(caller("reader"))]
+Writer = Annotated[Caller, Depends(caller("writer"))]
 Ref = Annotated[str, Query(max_length=600, description="data:<name>@v<N>")]
+
+
+class SnapshotCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    files: dict[str, str] = Field(
+        min_length=1, max_length=1_000_000, description="relative path -> sha256:<hex> of an uploaded object"
+    )
+    message: str = Field("", max_length=10_000)
+
+
+@router.post("/{name}", status_code=201, summary="Snapshot uploaded objects as the next version of a dataset")
+def create_snapshot(name: str, body: SnapshotCreate, who: Writer) -> Any:
+    files = {path: parse_full_digest(digest) for path, digest in body.files.items()}
+    snapshot, created = who.vault.data.add_objects(name, files, message=body.message)
+    return dict(to_json(snapshot), created=created)
 
 
 @router.get("", summary="Every dataset's latest snapshot and its number of versions")

@@ -10,7 +10,7 @@ collected by ``gc``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -76,6 +76,16 @@ class DataService:
             LockEntry(key, DataRef(name, f"v{snapshot.version}"), snapshot.content_hash, kind),
         )
         return snapshot, created
+
+    def add_objects(self, name: str, files: Mapping[str, Digest], *, message: str = "") -> tuple[Snapshot, bool]:
+        """Snapshot stored objects (uploaded to the server) as the next version of ``name``; ``files``
+        maps relative paths to digests. Identical content to the latest version returns it, not created."""
+        from labvault.services.snapshots.uploaded import build_from_objects
+
+        validate_name(name, what="dataset name")
+        with self.objects.batch():
+            built = build_from_objects(self.objects, files)
+        return self._record(name, built, "dir", f"upload:{name}", message, source_url=None, source_version=None)
 
     def ignore_in_git(self, path: str | os.PathLike[str]) -> GitIgnored:
         """Keep a dataset path out of git: an anchored line in the project root's ``.gitignore``
