@@ -7,20 +7,18 @@ uvicorn, so that each worker process opens the vault itself.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from importlib import resources
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from labvault.server.deps import ServerState
-from labvault.server.errors import error_response, install_handlers
+from labvault.server.errors import install_handlers
 from labvault.server.metrics import Metrics
+from labvault.server.middleware import MAX_JSON_BODY, LimitAndLog
 from labvault.server.routes import audit, data, models, objects, runs
 from labvault.vault import Vault
 
@@ -28,10 +26,6 @@ __all__ = ["ENV_NO_AUTH", "ENV_VAULT", "MAX_JSON_BODY", "app_from_env", "create_
 
 ENV_VAULT = "LABVAULT_SERVER_VAULT"
 ENV_NO_AUTH = "LABVAULT_SERVER_NO_AUTH"
-#: JSON bodies larger than this are refused with 413; objects have their own limit (routes/objects.py).
-MAX_JSON_BODY = 16 << 20
-
-_access_log = logging.getLogger("labvault.server.access")
 
 
 def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
@@ -50,35 +44,7 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
     for module in (runs, objects, data, models, audit):
         app.include_router(module.router, prefix="/api/v1")
 
-    @app.middleware("http")
-    async def limit_and_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        is_object = request.url.path.startswith("/api/v1/objects/") and request.method == "PUT"
-        if length is not None and not is_object:
-            if not length.isdigit():
-                return error_response(400, "invalid Content-Length", "", 2)
-            if int(length) > MAX_JSON_BODY:
-                return error_response(
-                    413, f"the body is {length} bytes; the limit is {MAX_JSON_BODY}", "send less per request", 2
-                )
-        response = await call_next(request)
-        seconds = time.perf_counter() - started
-        route = request.scope.get("route")
-        # The route's template, not the path: a label per run id would grow without bound.
-        metrics.observe(request.method, getattr(route, "path", "unmatched"), response.status_code, seconds)
-        _access_log.info(
-            json.dumps(
-                {
-                    "method": request.method,
-                    "path": request.url.path,
-                    "status": response.status_code,
-                    "ms": round(seconds * 1000, 2),
-                    "user": getattr(request.state, "user", None),
-                }
-            )
-        )
-        return response
+    app.add_middleware(LimitAndLog, metrics=metrics)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -1,0 +1,96 @@
+"""The one middleware: body limits (413), the JSON request log and the Prometheus counts.
+
+Plain ASGI rather than ``@app.middleware``: it adds no task and no stream copy per request, and it
+counts a body sent without a Content-Length as it arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from labvault.server.errors import error_response
+from labvault.server.metrics import Metrics
+
+__all__ = ["MAX_JSON_BODY", "LimitAndLog"]
+
+#: JSON bodies larger than this are refused with 413; objects have their own limit (routes/objects.py).
+MAX_JSON_BODY = 16 << 20
+
+_access_log = logging.getLogger("labvault.server.access")
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"the body is over {limit} bytes")
+
+
+class LimitAndLog:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        # An object upload is streamed and limited by its route; everything else is JSON.
+        limit = None if method == "PUT" and path.startswith("/api/v1/objects/") else MAX_JSON_BODY
+        status = 500
+        received = 0
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if limit is not None and message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(limit)
+            return message
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if limit is not None and length is not None and (not length.isdigit() or int(length) > limit):
+                bad = not length.isdigit()
+                response = error_response(
+                    400 if bad else 413,
+                    "invalid Content-Length" if bad else f"the body is {length.decode()} bytes; the limit is {limit}",
+                    "" if bad else "send less per request",
+                    2,
+                )
+                await response(scope, receive, recording_send)
+                return
+            await self.app(scope, counting_receive, recording_send)
+        finally:
+            seconds = time.perf_counter() - started
+            self.metrics.observe(method, _route_label(scope), status, seconds)
+            user = scope.get("state", {}).get("user")
+            _access_log.info(
+                json.dumps(
+                    {"method": method, "path": path, "status": status, "ms": round(seconds * 1000, 2), "user": user}
+                )
+            )
+
+
+def _route_label(scope: Scope) -> str:
+    """The route's template, not the path: a label per run id would grow without bound."""
+    route: Any = scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return "unmatched"
+    # Routers mounted under /api/v1 may know their template without the prefix.
+    if scope["path"].startswith("/api/v1/") and not template.startswith("/api/v1"):
+        return "/api/v1" + template
+    return template
