@@ -48,6 +48,12 @@ class Spool:
     def close(self) -> None:
         self.file.close()
 
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
 
 def _put_stream(objects: ObjectStore, src: BinaryIO) -> Digest:
     put = getattr(objects, "put_stream", None)
