@@ -9,7 +9,8 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from labvault.entities.access import role_allows
+from labvault.entities import utcnow
+from labvault.entities.access import ApiToken, role_allows
 from labvault.errors import CheckFailed, Conflict, NotAllowed, NotFound, ValidationError
 from labvault.refs import Digest
 from labvault.services.access import Access
@@ -62,12 +63,9 @@ def test_roles_are_ordered() -> None:
     assert role_allows("writer", "writer")
     assert not role_allows("reader", "writer")
     assert not role_allows("boss", "reader")
-    token_reader = Access.require
+    writer = ApiToken("x", "u", "writer", utcnow(), "u", None, None)
     with pytest.raises(NotAllowed) as err:
-        from labvault.entities import utcnow
-        from labvault.entities.access import ApiToken
-
-        token_reader(ApiToken("x", "u", "writer", utcnow(), "u", None, None), "maintainer")
+        Access.require(writer, "maintainer")
     assert err.value.status == 403
 
 
