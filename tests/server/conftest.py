@@ -127,20 +127,19 @@ def pg_module_url(pg_admin_url: str) -> Iterator[str]:
         engine.dispose()
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Served]:
     """A vault with one token per role, served by the real executable (two processes on PostgreSQL)."""
     root = tmp_path_factory.mktemp("served") / "proj"
     root.mkdir()
-    if request.param == "postgres":
+    if backend == "postgres":
         lv(root, "init", "--db", request.getfixturevalue("pg_module_url"))
     else:
         lv(root, "init")
     with Vault.open(root) as vault:  # in-process: the token commands' own tests run the executable
         tokens = {role: vault.access.create_token(f"{role}-user", role=role)[1] for role in ROLES}
-    served = Served(root=root, urls=[], tokens=tokens, backend=request.param)
+    served = Served(root=root, urls=[], tokens=tokens, backend=backend)
     try:
-        for _ in range(2 if request.param == "postgres" else 1):
+        for _ in range(2 if backend == "postgres" else 1):
             proc, url = start_server(root)
             served.procs.append(proc)
             served.urls.append(url)
@@ -148,6 +147,11 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     finally:
         log = served.close()
     assert "Traceback" not in log, log
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    yield from serve(request, tmp_path_factory, request.param)
 
 
 def error_of(response: httpx.Response, status: int, code: int | None = None) -> dict[str, object]:
@@ -160,4 +164,4 @@ def error_of(response: httpx.Response, status: int, code: int | None = None) -> 
     return body
 
 
-__all__ = ["ROLES", "Served", "error_of", "free_port", "lv", "start_server", "stop_server", "sys"]
+__all__ = ["ROLES", "Served", "error_of", "free_port", "lv", "serve", "start_server", "stop_server", "sys"]
