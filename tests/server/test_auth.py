@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -125,3 +126,21 @@ def test_token_service_refuses_bad_values(vault: Vault) -> None:
     assert vault.access.revoke_token(token.id).revoked_at is not None
     again = vault.access.revoke_token(text)  # the whole token names it too; revoking twice is a no-op
     assert again.revoked_at is not None
+
+
+def test_no_auth_on_loopback_acts_as_the_vault_user(vault: Vault) -> None:
+    from tests.server.conftest import start_server, stop_server
+
+    proc, url = start_server(vault.root, "--no-auth")
+    try:
+        response = httpx.post(url + "/api/v1/runs", json={"name": "local"})
+        assert response.status_code == 201, response.text
+        assert response.json()["user"]  # the server process's own identity (git's user.email here)
+    finally:
+        log = stop_server(proc)
+    assert "Traceback" not in log
+
+
+def test_server_outside_a_vault_is_exit_3(tmp_path: Path) -> None:
+    err = lv(tmp_path, "server", "--port", "1", expect=3).stderr
+    assert err.startswith("error: not inside a labvault vault")
