@@ -139,7 +139,7 @@ stages:
 plots: [{roc: {x: fpr}}]
 artifacts: {m: {path: model.pkl}}
 """,
-        {"data/raw.xml.dvc": "outs: []\n", "dvc.lock": "schema: '2.0'\n"},
+        {"data/raw.xml.dvc": "outs: []\n", "dvc.lock": "schema: '2.0'\n", ".dvc/config": "", ".git/x.dvc": ""},
     )
     got = import_dvc(dvc)
     assert got.stages["s"] == {
@@ -164,6 +164,7 @@ artifacts: {m: {path: model.pkl}}
         "data/raw.xml.dvc: data tracked by DVC",
     ):
         assert fragment in text
+    assert not any(n.startswith((".dvc", ".git")) for n in got.untranslated)  # DVC's own folder is no data
     assert "m.json" not in text  # a metrics file's cache flag is moot: labvault records metrics in the run
 
 

@@ -18,6 +18,7 @@ value's type is checked (a bad one is a ``ValidationError``, exit 2, naming the 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -277,12 +278,26 @@ def import_dvc(dvc_yaml: Path, *, project_root: Path | None = None, expand_all: 
             t.notes.append(f"top-level {key}: {_short(doc[key])} (no labvault equivalent)")
     if (dvc_dir / "dvc.lock").is_file():
         t.notes.append("dvc.lock: not imported; the first `labvault pipeline run` computes its own keys")
-    for tracked in sorted(dvc_dir.glob("**/*.dvc"))[:100]:
+    for tracked in _dvc_files(dvc_dir):
         rel = tracked.relative_to(root).as_posix()
         t.notes.append(
             f"{rel}: data tracked by DVC; snapshot it with `labvault data add NAME {rel.removesuffix('.dvc')}`"
         )
     return DvcImport(stages=t.stages, untranslated=t.notes)
+
+
+def _dvc_files(folder: Path, *, limit: int = 100, budget: int = 50_000) -> list[Path]:
+    """``*.dvc`` files below ``folder``: hidden folders (``.dvc``, ``.git``, ``.labvault``) are not entered,
+    and the walk stops after ``budget`` entries, so a large data folder costs little."""
+    found: list[Path] = []
+    seen = 0
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        seen += len(dirs) + len(files)
+        found.extend(Path(here) / f for f in sorted(files) if f.endswith(".dvc") and not f.startswith("."))
+        if len(found) >= limit or seen > budget:
+            break
+    return found[:limit]
 
 
 def _stage(t: _Translator, name: str, body: Any, ctx: dict[str, Any]) -> None:
@@ -312,8 +327,8 @@ def _stage(t: _Translator, name: str, body: Any, ctx: dict[str, Any]) -> None:
 
 
 # -- labvault.yaml ------------------------------------------------------------------------------------
-class _Dumper(yaml.SafeDumper):
-    """Mappings as blocks, lists of plain values on one line (``deps: [a, b]``), as the issue's example."""
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """Mappings as blocks, lists of plain values on one line (``deps: [a, b]``); libyaml's emitter when present."""
 
 
 def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
