@@ -250,3 +250,18 @@ def test_imported_dvc_get_started_pipeline_runs_on_the_cluster(
     }
     assert made == expected
     assert len(made) == 6  # prepared, features, model, importance, metrics, roc
+
+
+def test_workers_let_go_of_the_store_after_each_stage(executor: DaskExecutor) -> None:
+    """A worker lives long: a stage that opened the local store (packs, index, locks) closes it again."""
+
+    def open_fds() -> int:
+        return sum(len(fds) for fds in executor.client.run(os.listdir, "/proc/self/fd").values())
+
+    jobs = [StageJob(f"f{i}", f"echo {i} > o.txt", ".", {}, ("o.txt",)) for i in range(12)]
+    for job in jobs[:2]:  # warm-up: the worker's own one-time opens
+        _run(executor, job)
+    before = open_fds()
+    for job in jobs[2:]:
+        assert _run(executor, job).returncode == 0
+    assert open_fds() - before < 5

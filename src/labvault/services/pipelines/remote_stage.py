@@ -37,7 +37,7 @@ from labvault.services.snapshots.build import build_tree
 from labvault.services.snapshots.scan import scan_path
 from labvault.services.snapshots.statcache import StatCache
 from labvault.storage.contained import Dest, split_rel
-from labvault.storage.objects.location import open_store_at
+from labvault.storage.objects.location import close_store, open_store_at
 from labvault.storage.objects.materialize import materialize_into
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import TreeEntry, decode_tree, encode_tree, entry_digest
@@ -151,6 +151,9 @@ def run_command(job: StageJob, cwd: Path, *, token: str = "") -> tuple[int, str]
     )
     with _LOCK:
         _RUNNING.setdefault(token, set()).add(proc.pid)
+        stopped = token in _STOPPED  # stop_stages ran between the check at the start and now
+    if stopped:
+        _killpg(proc.pid, signal.SIGTERM)
     tail = _Tail(cast(BinaryIO, proc.stdout))  # a pipe: stdout=PIPE
     note = ""
     try:
@@ -197,6 +200,7 @@ def run_stage_job(job: StageJob, location: str, *, token: str = "", scratch_dir:
     started = time.time()
     worker = _where()
     scratch = Path(tempfile.mkdtemp(prefix="labvault-stage-", dir=scratch_dir))
+    opened: list[ObjectStore] = []
     try:
         if token in _STOPPED:
             return StageOutcome(
@@ -209,6 +213,7 @@ def run_stage_job(job: StageJob, location: str, *, token: str = "", scratch_dir:
                 worker=worker,
             )
         store = open_store_at(location)
+        opened.append(store)
         materialize_deps(store, dict(job.deps), scratch)
         # The folders an output goes in may be in the project's git checkout but in no dep: make them.
         with Dest.open(scratch) as into:
@@ -231,5 +236,7 @@ def run_stage_job(job: StageJob, location: str, *, token: str = "", scratch_dir:
         log = f"labvault: error: {exc}\n" + (f"labvault: hint: {hint}\n" if hint else "")
         return StageOutcome(job.name, WRAPPER_ERROR, {}, log, started, time.time(), worker=worker)
     finally:
+        for store in opened:
+            close_store(store)
         with Dest.open(scratch.parent, create=False) as parent:
             parent.remove(scratch.name)

@@ -16,7 +16,7 @@ from labvault.storage.objects.local import LocalObjectStore
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.remote import FsspecObjectStore
 
-__all__ = ["is_local_location", "is_this_machine", "location_of", "open_store_at"]
+__all__ = ["close_store", "is_local_location", "is_this_machine", "location_of", "open_store_at"]
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
 
@@ -53,6 +53,12 @@ def open_store_at(location: str) -> ObjectStore:
             hint="a local object store is reachable only from this machine; use a remote one (s3://...)",
         )
     return LocalObjectStore(path)
+
+
+def close_store(store: ObjectStore) -> None:
+    """Let go of what :func:`open_store_at` opened (a local store's packs, index and temp-file lock)."""
+    if isinstance(store, LocalObjectStore):
+        store.close()
 
 
 def is_this_machine(host: str) -> bool:
