@@ -96,6 +96,25 @@ stages:
     assert stages["c@eu"]["cmd"] == "echo eu 2"
 
 
+def test_values_that_cannot_name_a_stage_name_it_by_index(tmp_path: Path) -> None:
+    dvc = _dvc(
+        tmp_path,
+        """
+stages:
+  f:
+    foreach: [data/a.csv, b.csv]
+    do: {cmd: "wc ${item}", deps: ["${item}"]}
+  m:
+    matrix: {path: [x/1, x/2], mode: [fast]}
+    cmd: run ${item.path} ${item.mode}
+""",
+    )
+    stages = import_dvc(dvc, expand_all=True).stages
+    assert list(stages) == ["f@0", "f@1", "m@path0-fast", "m@path1-fast"]
+    assert stages["f@0"]["deps"] == ["data/a.csv"]
+    assert stages["m@path1-fast"]["cmd"] == "run x/2 fast"
+
+
 def test_matrix_is_kept_or_expanded(tmp_path: Path) -> None:
     dvc = _dvc(
         tmp_path,
@@ -230,3 +249,13 @@ def test_write_keeps_other_sections_and_refuses_to_overwrite(tmp_path: Path) -> 
     assert doc["stages"] == {"b": {"cmd": "y"}}
     assert doc["models"] == {"a/b": {"prod": {"approvals": 1}}}
     assert (tmp_path / "labvault.yaml").read_text().count("# stages imported from") == 1
+
+
+def test_an_unclosed_reference_with_much_space_is_read_in_linear_time(tmp_path: Path) -> None:
+    import time
+
+    cmd = "echo ${" + " " * 3000 + "x and ${a " * 200
+    started = time.monotonic()
+    stages = import_dvc(_dvc(tmp_path, f"stages:\n  s: {{cmd: '{cmd}'}}\n")).stages
+    assert time.monotonic() - started < 1.0
+    assert stages["s"]["cmd"] == cmd  # no reference closes: the text stays as written

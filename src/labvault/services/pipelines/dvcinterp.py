@@ -26,8 +26,11 @@ __all__ = ["MAX_OUTPUT_CHARS", "MAX_STAGES", "Interpolator", "expand_foreach", "
 MAX_STAGES = 10_000
 MAX_OUTPUT_CHARS = 50_000_000
 
-_REF = re.compile(r"(\\)?\$\{\s*([^${}]*?)\s*\}")
+# One unambiguous pattern (the spaces are stripped after matching): a lazy group between two
+# optional-space runs backtracks cubically on a long unclosed "${   ...", which a dvc.yaml may hold.
+_REF = re.compile(r"(\\)?\$\{([^${}]*)\}")
 _SYNTAX = re.compile(r"[^.\[\]\s]+(?:\.[^.\[\]\s]+|\[\d+\])*")
+_LABEL = re.compile(r"[A-Za-z0-9_.+\-]{1,100}")
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _HINT = "fix dvc.yaml (see https://dvc.org/doc/user-guide/project-structure/dvcyaml-files#templating)"
 
@@ -90,17 +93,18 @@ class Interpolator:
         if "${" not in text:
             return text
         whole = _REF.fullmatch(text)
-        if whole and not whole.group(1) and _root(whole.group(2)) not in keep:
-            value = _lookup(ctx, whole.group(2), where)
+        if whole and not whole.group(1) and _root(whole.group(2).strip()) not in keep:
+            value = _lookup(ctx, whole.group(2).strip(), where)
             self._count(len(str(value)) if isinstance(value, str) else 1)
             return value
 
         def sub(m: re.Match[str]) -> str:
             if m.group(1):  # \${...} is a literal ${...}
                 return m.group(0)[1:]
-            if _root(m.group(2)) in keep:
+            ref = m.group(2).strip()
+            if _root(ref) in keep:
                 return m.group(0)
-            out = _as_text(_lookup(ctx, m.group(2), where), m.group(2), where)
+            out = _as_text(_lookup(ctx, ref, where), ref, where)
             self._count(len(out))
             return out
 
@@ -146,6 +150,14 @@ def read_vars_file(path: Path) -> Any:
         raise ValidationError(f"dvc.yaml: vars file {path.name} does not exist", hint=_HINT) from None
 
 
+def _is_label(value: Any) -> bool:
+    """Whether a foreach/matrix value can name its stage (``train@us``); else stages are named by index.
+
+    DVC names them by the value; a value such as ``data/a.csv`` cannot be part of a stage name here.
+    """
+    return isinstance(value, str | int | float | bool) and bool(_LABEL.fullmatch(str(value)))
+
+
 def _check_count(n: int, name: str) -> None:
     if n > MAX_STAGES:
         raise ValidationError(f"dvc.yaml: stage {name} expands to more than {MAX_STAGES:,} stages", hint=_HINT)
@@ -164,8 +176,8 @@ def expand_foreach(
         if not items:
             raise ValidationError(f"dvc.yaml: stage {name}: foreach is an empty list", hint="give it at least one item")
         _check_count(len(items), name)
-        scalar = all(isinstance(v, str | int | float | bool) for v in items)
-        return [(f"{name}@{v if scalar else i}", {"item": v}) for i, v in enumerate(items)]
+        named = all(_is_label(v) for v in items)
+        return [(f"{name}@{v if named else i}", {"item": v}) for i, v in enumerate(items)]
     raise ValidationError(f"dvc.yaml: stage {name}: foreach must be a list or a mapping", hint=_HINT)
 
 
@@ -191,7 +203,7 @@ def expand_matrix(name: str, matrix: dict[str, list[Any]]) -> list[tuple[str, di
     """``[(stage@a-b, {"item": {...}})]`` as DVC names them (a non-scalar value by its index)."""
     keys = list(matrix)
     labelled = [
-        [(str(v) if isinstance(v, str | int | float | bool) else f"{k}{i}", v) for i, v in enumerate(matrix[k])]
+        [(str(v) if all(_is_label(x) for x in matrix[k]) else f"{k}{i}", v) for i, v in enumerate(matrix[k])]
         for k in keys
     ]
     out = []
