@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from labvault.errors import Conflict, ValidationError
 from labvault.safeload import load_yaml
-from labvault.services.pipelines.dvcimport import import_dvc, write_stages
+from labvault.services.pipelines.dvcimport import import_dvc, render_stages, write_stages
 
 
 def _dvc(root: Path, text: str, files: dict[str, str] | None = None) -> Path:
@@ -259,3 +263,64 @@ def test_an_unclosed_reference_with_much_space_is_read_in_linear_time(tmp_path: 
     stages = import_dvc(_dvc(tmp_path, f"stages:\n  s: {{cmd: '{cmd}'}}\n")).stages
     assert time.monotonic() - started < 1.0
     assert stages["s"]["cmd"] == cmd  # no reference closes: the text stays as written
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.sampled_from(["x", "${a}", "${item}", "${item.k}", "${a.b[0]}", "\\${a}", "${", "params.yaml", "p.yaml:a"]),
+    st.text(max_size=8),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "k", "cmd", "b"]), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_KEYS = [
+    "cmd",
+    "deps",
+    "params",
+    "outs",
+    "metrics",
+    "plots",
+    "wdir",
+    "frozen",
+    "always_changed",
+    "vars",
+    "foreach",
+    "do",
+    "matrix",
+    "desc",
+]
+
+
+@settings(
+    max_examples=1000 if os.environ.get("LABVAULT_TEST_FULL") else 60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    top_vars=st.one_of(
+        st.none(), st.lists(st.dictionaries(st.sampled_from(["a", "item"]), _VALUES, max_size=2), max_size=2)
+    ),
+    stages=st.dictionaries(
+        st.sampled_from(["s", "t", "u@1", "a b"]),
+        st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=5),
+        max_size=3,
+    ),
+)
+def test_any_dvc_yaml_imports_or_is_refused_cleanly(tmp_path: Path, top_vars: object, stages: object) -> None:
+    """Whatever dvc.yaml holds, the import gives stages or a labvault error (exit 2), nothing else."""
+    doc = {"stages": stages} if top_vars is None else {"vars": top_vars, "stages": stages}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(doc))
+    try:
+        got = import_dvc(tmp_path / "dvc.yaml")
+    except ValidationError:
+        return
+    for name, stage in got.stages.items():
+        assert isinstance(name, str)
+        assert isinstance(stage["cmd"], str)
+        yaml.safe_load(render_stages({name: stage}))  # what would be written reads back
