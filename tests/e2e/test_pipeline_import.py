@@ -250,3 +250,19 @@ def test_missing_or_special_dvc_yaml(cli: Cli, project: Path) -> None:
     assert (project / "labvault.yaml").read_text() == "- a list\n"
     proc = cli("pipeline", "import", "--dry-run")
     assert proc.stdout.startswith("stages:\n  s:\n    cmd: x")
+
+
+def test_a_hostile_labvault_yaml_is_refused_and_left_alone(cli: Cli, project: Path) -> None:
+    (project / "dvc.yaml").write_text("stages:\n  s: {cmd: x}\n")
+    bomb = _alias_bomb().replace("stages:\n  s: {cmd: x, deps: *a8}\n", "models: *a8\n")
+    (project / "labvault.yaml").write_text(bomb)
+    proc = cli("pipeline", "import", "--force", expect=2, timeout=60)
+    assert proc.stderr.startswith("error: labvault.yaml")
+    assert (project / "labvault.yaml").read_text() == bomb
+    elsewhere = project / "elsewhere.yaml"
+    elsewhere.write_text("models: {}\n")
+    (project / "labvault.yaml").unlink()
+    (project / "labvault.yaml").symlink_to(elsewhere)
+    cli("pipeline", "import")
+    assert elsewhere.read_text() == "models: {}\n"  # the link is replaced, never written through
+    assert "stages:" in (project / "labvault.yaml").read_text()
