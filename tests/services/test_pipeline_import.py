@@ -113,7 +113,7 @@ stages:
     cmd: run ${item.path} ${item.mode}
 """,
     )
-    stages = import_dvc(dvc, expand_all=True).stages
+    stages = import_dvc(dvc, expand=True).stages
     assert list(stages) == ["f@0", "f@1", "m@path0-fast", "m@path1-fast"]
     assert stages["f@0"]["deps"] == ["data/a.csv"]
     assert stages["m@path1-fast"]["cmd"] == "run x/2 fast"
@@ -139,7 +139,7 @@ stages:
             "deps": ["data/${item.split}.csv"],
         }
     }
-    expanded = import_dvc(dvc, expand_all=True).stages
+    expanded = import_dvc(dvc, expand=True).stages
     assert list(expanded) == ["ev@cnn-val", "ev@cnn-test", "ev@xgb-val", "ev@xgb-test"]
     assert expanded["ev@xgb-test"]["deps"] == ["data/test.csv"]
 

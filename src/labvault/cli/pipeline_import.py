@@ -27,7 +27,7 @@ def import_cmd(
     from labvault.services.pipelines.dvcimport import import_dvc, project_root, render_stages, write_stages
 
     root = project_root()
-    imported = import_dvc(dvc_yaml, project_root=root, expand_all=expand)
+    imported = import_dvc(dvc_yaml, project_root=root, expand=expand)
     written = None
     if not dry_run:
         written = write_stages(root, imported, force=force, source=dvc_yaml.name)

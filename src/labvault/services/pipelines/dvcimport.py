@@ -233,10 +233,10 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def import_dvc(dvc_yaml: Path, *, project_root: Path | None = None, expand_all: bool = False) -> DvcImport:
+def import_dvc(dvc_yaml: Path, *, project_root: Path | None = None, expand: bool = False) -> DvcImport:
     """Translate ``dvc_yaml``; ``project_root`` (default: its folder) is where ``labvault.yaml`` lives.
 
-    ``expand_all`` expands ``matrix`` stages too (``foreach`` is always expanded, as DVC names them).
+    ``expand`` expands ``matrix`` stages too (``foreach`` is always expanded, as DVC names them).
     """
     dvc_yaml = Path(dvc_yaml)
     shown = dvc_yaml.name
@@ -256,7 +256,7 @@ def import_dvc(dvc_yaml: Path, *, project_root: Path | None = None, expand_all: 
         raise ValidationError(
             f"{dvc_yaml} is outside the project {root}", hint="run the import in the project"
         ) from None
-    t = _Translator(dvc_dir, "" if prefix == "." else prefix, keep_matrix=not expand_all)
+    t = _Translator(dvc_dir, "" if prefix == "." else prefix, keep_matrix=not expand)
 
     ctx: dict[str, Any] = {}
     if (dvc_dir / "params.yaml").is_file():  # DVC's default templating context
