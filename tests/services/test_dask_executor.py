@@ -265,3 +265,17 @@ def test_workers_let_go_of_the_store_after_each_stage(executor: DaskExecutor) ->
     for job in jobs[2:]:
         assert _run(executor, job).returncode == 0
     assert open_fds() - before < 5
+
+
+def test_which_hosts_are_this_machine() -> None:
+    import socket
+
+    from labvault.storage.objects.location import is_local_location, is_this_machine
+
+    for host in ("localhost", "127.0.0.1", "127.3.2.1", "::1", "[::1]", socket.gethostname()):
+        assert is_this_machine(host), host
+    for host in ("192.0.2.1", "198.51.100.7", "no-such-host.invalid"):
+        assert not is_this_machine(host), host
+    assert is_local_location("/srv/project/.labvault")
+    assert is_local_location("file:///srv/project/.labvault")
+    assert not is_local_location("s3://bucket/vault")
