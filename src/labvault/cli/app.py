@@ -68,7 +68,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(data.app, name="data")
 app.command("reproduce")(reproduce.reproduce_cmd)
 app.add_typer(env.app, name="env")
-app.command("lineage")(lineage.lineage_cmd)
+app.add_typer(lineage.app, name="lineage")
 
 _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 

@@ -2,6 +2,7 @@
 
 >>> vault.lineage.upstream("fraud/detector@prod")    # version -> run -> snapshots, commit, config, env
 >>> vault.lineage.downstream("data:tx@v3")           # snapshot -> runs -> versions -> aliases
+>>> vault.lineage.diff("fraud/detector@1.0.0", "fraud/detector@1.1.0")   # data, code, config, env, seeds, metrics
 
 The walk is breadth first, one set-based read per kind of node per level (never one per node), and
 each node is expanded once: a run reached again through nesting or a reproduction tag is not walked
@@ -20,11 +21,12 @@ from typing import Any
 from labvault.entities import ModelVersion, Snapshot
 from labvault.errors import AmbiguousReference, NotFound, ValidationError
 from labvault.refs import DataRef, DigestRef, ModelRef, RunRef, parse_ref
+from labvault.services.lineage.diff import DiffSources, LineageDiff, diff_lineage
 from labvault.services.lineage.graph import Lineage, LineageEdge, LineageNode
 from labvault.storage.meta.repos import lineage as repo
 from labvault.storage.meta.store import MetaStore
 
-__all__ = ["Lineage", "LineageEdge", "LineageNode", "LineageService"]
+__all__ = ["DiffSources", "Lineage", "LineageDiff", "LineageEdge", "LineageNode", "LineageService"]
 
 _BARE_RUN = re.compile(r"[0-9a-fA-F]{6,32}")
 _DATA = re.compile(r"data:(.+)@v([0-9]{1,19})")
@@ -38,8 +40,10 @@ class LineageService:
         resolve_run: Callable[[str], str],
         resolve_data: Callable[[str], Snapshot],
         resolve_model: Callable[[str], ModelVersion],
+        diff_sources: Callable[[], DiffSources] | None = None,
     ) -> None:
         self._meta = meta
+        self._diff_sources = diff_sources
         self._resolve_run = resolve_run
         self._resolve_data = resolve_data
         self._resolve_model = resolve_model
@@ -53,6 +57,13 @@ class LineageService:
         """What depends on ``ref``: a snapshot's readers, a run's versions, nested runs and
         reproductions, a version's aliases."""
         return self.walk(ref, direction="downstream", depth=depth)
+
+    def diff(self, a: str, b: str) -> LineageDiff:
+        """What differs in the lineage of ``a`` and ``b`` (model versions or runs): data, code,
+        config, environment, seeds and metrics (docs/lineage.md)."""
+        if self._diff_sources is None:
+            raise ValidationError("this vault cannot compare lineages", hint="open it with labvault.open()")
+        return diff_lineage(self._diff_sources(), a, b)
 
     def default_direction(self, ref: str) -> str:
         """Downstream for a snapshot, upstream for everything else."""
