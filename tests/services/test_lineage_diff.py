@@ -77,7 +77,7 @@ def test_the_diff_names_the_schema_change_and_the_config_change(
     assert config[("conf.yaml", "lr")] == (0.1, 0.2, "changed")
     assert config[("params", "epochs")] == (10, 20, "changed")
     assert ("conf.yaml", "layers.n") not in config  # unchanged keys are not listed
-    assert diff.code.commits == 1
+    assert (diff.code.commits, diff.code.commits_back) == (1, 0)
     assert diff.code.files == (("M", "conf.yaml"), ("M", "train.py"))
     assert diff.code.range is not None
     assert {s.name: (s.a, s.b) for s in diff.seeds}["seed"] == (1, 2)
@@ -106,6 +106,8 @@ def test_a_version_against_itself_and_runs(any_vault: Vault, two_versions: tuple
     by_run = any_vault.lineage.diff(run, "shop/ranker@0.2.0")
     assert by_run.a == run
     assert by_run.changed["data"]
+    backwards = any_vault.lineage.diff("shop/ranker@0.2.0", run)
+    assert (backwards.code.commits, backwards.code.commits_back) == (0, 1)
 
 
 def test_a_commit_missing_from_the_repository_is_said(

@@ -178,7 +178,7 @@ def _number(value: float | None) -> str:
 
 def render_diff(d: LineageDiff) -> str:
     """The diff as sections; each says ``same`` when nothing in it differs."""
-    lines = [f"{d.a} ({d.run_a}) -> {d.b} ({d.run_b})"]
+    lines = [" -> ".join(ref if ref == run else f"{ref} ({run})" for ref, run in ((d.a, d.run_a), (d.b, d.run_b)))]
     changed = d.changed
     lines.append("data:" + ("" if d.data else " no input snapshots"))
     for c in d.data:
@@ -205,7 +205,11 @@ def render_diff(d: LineageDiff) -> str:
         lines.append(f"code: same commit {code.a[:12] if code.a else '-'}")
     else:
         span = code.range or f"{(code.a or '-')[:12]} (same commit)"
-        more = f", {code.commits} commit{'s' if code.commits != 1 else ''}" if code.commits is not None else ""
+        more = ""
+        if code.commits is not None:
+            more = f", {code.commits} commit{'s' if code.commits != 1 else ''}"
+            if code.commits_back:
+                more += f" ({code.commits_back} in A only)"
         files = (
             f", {code.files_changed} file{'s' if code.files_changed != 1 else ''} changed"
             if code.files_changed is not None

@@ -100,6 +100,7 @@ class CodeChange:
     a: str | None  # commit
     b: str | None
     commits: int | None = None  # commits reachable from b and not from a (git rev-list --count a..b)
+    commits_back: int | None = None  # and the other way (b..a): b is older than a when only this is set
     files: tuple[tuple[str, str], ...] = ()  # (git status letter, path), at most _MAX_FILES
     files_changed: int | None = None  # None when git could not tell
     patch_a: str | None = None  # the uncommitted changes each run recorded (sha256:...)
@@ -120,6 +121,7 @@ class CodeChange:
             "b": self.b,
             "range": self.range,
             "commits": self.commits,
+            "commits_back": self.commits_back,
             "files_changed": self.files_changed,
             "files": [{"status": s, "path": p} for s, p in self.files],
             "patch": {"a": self.patch_a, "b": self.patch_b},
@@ -368,7 +370,7 @@ def _code(root: Path, run_a: Run, run_b: Run) -> CodeChange:
         which = " and ".join(r.ref for r, c in ((run_a, a), (run_b, b)) if c is None)
         return CodeChange(a, b, note=f"{which} recorded no git commit", patch_a=pa, patch_b=pb)
     if a == b:
-        return CodeChange(a, b, commits=0, files_changed=0, patch_a=pa, patch_b=pb)
+        return CodeChange(a, b, commits=0, commits_back=0, files_changed=0, patch_a=pa, patch_b=pb)
     if shutil.which("git") is None:
         return CodeChange(a, b, note="git is not installed here: files changed unknown", patch_a=pa, patch_b=pb)
     absent = [c[:12] for c in (a, b) if _git(root, "cat-file", "-e", f"{c}^{{commit}}") is None]
@@ -376,7 +378,7 @@ def _code(root: Path, run_a: Run, run_b: Run) -> CodeChange:
         note = f"commit {', '.join(absent)} is not in the repository at {root}: files changed unknown"
         return CodeChange(a, b, note=note, patch_a=pa, patch_b=pb)
     listed = _git(root, "diff", "--name-status", "--no-renames", "-z", a, b)
-    count = _git(root, "rev-list", "--count", f"{a}..{b}")
+    counts = (_git(root, "rev-list", "--left-right", "--count", f"{a}...{b}") or "").split()
     if listed is None:
         return CodeChange(a, b, note="git diff failed: files changed unknown", patch_a=pa, patch_b=pb)
     words = listed.split("\0")
@@ -384,7 +386,8 @@ def _code(root: Path, run_a: Run, run_b: Run) -> CodeChange:
     return CodeChange(
         a,
         b,
-        commits=int(count) if count and count.strip().isdigit() else None,
+        commits=int(counts[1]) if len(counts) == 2 and counts[1].isdigit() else None,
+        commits_back=int(counts[0]) if len(counts) == 2 and counts[0].isdigit() else None,
         files=tuple(files[:_MAX_FILES]),
         files_changed=len(files),
         patch_a=pa,
