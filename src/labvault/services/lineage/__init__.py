@@ -153,6 +153,10 @@ class _Walk:
     expanded: set[str] = field(default_factory=set)  # snapshot and version refs walked already
     expanded_runs: set[str] = field(default_factory=set)  # run ids walked already
     _edge_keys: set[tuple[str, str, str]] = field(default_factory=set)
+    # run ref -> the run refs it links to (parent -> nested, original -> rerun, input run -> reader):
+    # the only edges that can close a loop, since every other kind joins nodes of different kinds in
+    # one fixed order (snapshot -> run -> version -> alias).
+    _run_edges: dict[str, list[str]] = field(default_factory=dict)
     frontier: bool = True
 
     # -- building ---------------------------------------------------------------------------------
@@ -161,11 +165,31 @@ class _Walk:
             self.nodes[node.ref] = node
         return node.ref
 
-    def link(self, source: str, target: str, kind: str) -> None:
+    def link(self, source: str, target: str, kind: str) -> bool:
+        """Add the edge; False when it is a self-link, known already, or would close a loop of runs
+        (records pulled from elsewhere and user tags can claim one): then ``target`` is marked."""
         if source == target or (source, target, kind) in self._edge_keys:
-            return
+            return False
+        if source.startswith("run:") and target.startswith("run:"):
+            if self._reaches(target, source):
+                self._mark(target, "cycle")
+                return False
+            self._run_edges.setdefault(source, []).append(target)
         self._edge_keys.add((source, target, kind))
         self.edges.append(LineageEdge(source, target, kind))
+        return True
+
+    def _reaches(self, start: str, goal: str) -> bool:
+        """Whether the run edges lead from ``start`` to ``goal`` (iteratively: chains can be long)."""
+        seen, stack = {start}, [start]
+        while stack:
+            for nxt in self._run_edges.get(stack.pop(), ()):
+                if nxt == goal:
+                    return True
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return False
 
     def add_run(self, run_id: str, *, marks: tuple[str, ...] = (), walk: bool = True) -> str:
         ref = f"run:{run_id}"
@@ -284,10 +308,10 @@ class _Walk:
     def _reproductions(self, conn: Any, ids: set[str], *, walk: bool) -> None:
         for run_id, reruns in sorted(repo.reproductions_of(conn, ids).items()):
             for rerun, verdict in reruns:
-                marks = (verdict or "no verdict",)
-                rerun_ref = self.add_run(rerun, marks=marks, walk=walk)
-                self._mark(rerun_ref, *marks)
-                self.link(f"run:{run_id}", rerun_ref, "reproduced_by")
+                known = f"run:{rerun}" in self.nodes
+                rerun_ref = self.add_run(rerun, walk=walk)
+                if self.link(f"run:{run_id}", rerun_ref, "reproduced_by") or not known:
+                    self._mark(rerun_ref, verdict or "no verdict")
 
     def _snapshots_up(self, conn: Any, refs: set[str]) -> None:
         keys = {}
