@@ -203,13 +203,15 @@ class _Walk:
         that meets 90,000 runs at once (every reader of a snapshot). Each source is expanded once, so
         its edges are new and need no duplicate check."""
         nodes, edges, runs, walked = self.nodes, self.edges, self.runs, self.expanded_runs
+        # tuple.__new__ straight: the named tuples' own __new__ is a Python call per object.
+        new, node_type, edge_type = tuple.__new__, LineageNode, LineageEdge
         for run_id in run_ids:
             ref = "run:" + run_id
             if ref not in nodes:
-                nodes[ref] = LineageNode(run_id, ref, "run")
+                nodes[ref] = new(node_type, (run_id, ref, "run", "", ()))
                 if run_id not in walked:
                     runs.add(run_id)
-            edges.append(LineageEdge(source, ref, kind))
+            edges.append(new(edge_type, (source, ref, kind)))
 
     def add_snapshot(self, ref: str) -> str:
         self.add(LineageNode(id=ref[5:], ref=ref, kind="snapshot"))
