@@ -129,3 +129,37 @@ def test_bad_input(any_vault: Vault, two_versions: tuple[str, str]) -> None:
         any_vault.lineage.diff(a, "shop/ranker@9.9.9")
     with pytest.raises(NotFound):
         any_vault.lineage.diff("run:abcdef123456", a)
+
+
+def _environment(vault: Vault, run_id: str, doc: object) -> None:
+    data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    digest = vault.objects.put_bytes(data)
+    vault.runs.update_capture(run_id, {"environment": str(digest)}, refs=[(digest, "blob")])
+
+
+def test_packages_changed_and_an_unreadable_environment(vault: Vault, project: Path) -> None:
+    ids = []
+    for _ in range(3):
+        run = vault.runs.create(name="train", capture=False, background_git=False)
+        vault.runs.finish(run.id)
+        ids.append(run.id)
+    base = {"python": {"version": "3.11.7"}, "packages": [{"name": "numpy", "version": "1.26.4"}]}
+    _environment(vault, ids[0], base)
+    _environment(
+        vault,
+        ids[1],
+        {
+            "python": {"version": "3.12.1"},
+            "packages": [{"name": "numpy", "version": "2.0.0"}, {"name": "rich", "version": "13.7.1"}],
+        },
+    )
+    _environment(vault, ids[2], b"[" * 200_000)  # not a document: too deep to decode
+    diff = vault.lineage.diff(ids[0], ids[1])
+    assert {(p.name, p.a, p.b) for p in diff.environment} == {
+        ("python", "3.11.7", "3.12.1"),
+        ("numpy", "1.26.4", "2.0.0"),
+        ("rich", None, "13.7.1"),
+    }
+    unreadable = vault.lineage.diff(ids[0], ids[2])
+    assert unreadable.environment == ()
+    assert unreadable.environment_note == f"run:{ids[2]} recorded no readable environment"
