@@ -130,7 +130,9 @@ def reproducible_gate(ctx: RegistryContext, version: ModelVersion, spec: Reprodu
     qualifying = [r for r in passing if (spec.env != "rebuild" or r.env == "rebuild") and not r.outside]
     if qualifying:
         best = qualifying[-1]
-        return result(True, f"reproduced by {best.ref} (environment: {best.env})", measured=best.verdict)
+        return result(
+            True, f"reproduced by {best.ref} (environment: {best.env})", measured=f"{best.verdict} (env {best.env})"
+        )
     latest = found[-1]
     if not passing:
         detail = (
@@ -143,4 +145,4 @@ def reproducible_gate(ctx: RegistryContext, version: ModelVersion, spec: Reprodu
     outside = sorted({m for r in passing for m in r.outside})
     if outside:
         reasons.append(f"metrics beyond the policy's tolerances: {', '.join(outside[:10])}")
-    return result(False, "; ".join(reasons) + f"; run {command}", measured=latest.verdict)
+    return result(False, "; ".join(reasons) + f"; run {command}", measured=f"{latest.verdict} (env {latest.env})")
