@@ -68,7 +68,9 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(data.app, name="data")
 app.command("reproduce")(reproduce.reproduce_cmd)
 app.add_typer(env.app, name="env")
-app.command("lineage")(lineage.lineage_cmd)
+app.add_typer(_pipeline := typer.Typer(help="Run pipelines.", no_args_is_help=True), name="pipeline")  # temporary
+importlib.import_module("labvault.cli.pipeline_import").register(_pipeline)  # until the pipeline group lands
+app.add_typer(lineage.app, name="lineage")
 app.add_typer(server.app, name="server")
 
 _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
