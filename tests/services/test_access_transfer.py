@@ -153,3 +153,24 @@ def test_snapshot_of_stored_objects(vault: Vault) -> None:
     assert not report.corrupt
     assert not report.missing
     assert not report.problems
+
+
+def test_a_claim_left_by_a_dead_server_is_taken_over(any_vault: Vault) -> None:
+    from datetime import timedelta
+
+    from labvault.storage.meta.tables.access import server_requests
+
+    def never() -> dict[str, int]:
+        raise AssertionError("not while the claim is fresh")
+
+    once = any_vault.access.once
+    with any_vault.meta.transaction() as conn:  # a server claimed the key, then died
+        conn.execute(
+            sa.insert(server_requests).values(scope="s", key="k", state="pending", result=None, created_at=utcnow())
+        )
+    with pytest.raises(Conflict):
+        once("s", "k", never, encode=lambda x: x)
+    with any_vault.meta.transaction() as conn:
+        conn.execute(sa.update(server_requests).values(created_at=utcnow() - timedelta(minutes=3)))
+    assert once("s", "k", lambda: {"n": 1}, encode=lambda x: x) == {"n": 1}
+    assert once("s", "k", never, encode=lambda x: x) == {"n": 1}

@@ -30,6 +30,8 @@ _TOKEN_RE = re.compile(r"lvt_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,255}")
 _KEY_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MAX_EXPIRY_DAYS = 36_500
+#: A claim still pending after this long was left by a server that died mid-request; a retry takes it over.
+_ABANDONED = timedelta(minutes=2)
 _NO_TOKEN_HINT = "send `Authorization: Bearer <token>`; an admin makes one with `labvault server token create`"
 
 T = TypeVar("T")
@@ -130,14 +132,17 @@ class Access:
 
         The key is claimed before the work runs and released if it fails, so a retry of a failed
         request runs it again; a retry while the first is still running is a Conflict (retry later).
+        A claim left pending for two minutes (its server was killed mid-request) is taken over by
+        the next retry, which runs the work: if the killed request had stored it, it is stored twice.
         """
         if key is None:
             return encode(work())
         if not _KEY_RE.fullmatch(key):
             raise ValidationError("invalid idempotency key", hint="use 1 to 128 of letters, digits and . _ : -")
         scope = scope[:300]
+        now = utcnow()
         with self._meta().transaction() as conn:
-            found = repo.claim_request(conn, scope, key, utcnow())
+            found = repo.claim_request(conn, scope, key, now, stale_before=now - _ABANDONED)
         if found is not None:
             state, result = found
             if state == "done" and result is not None:

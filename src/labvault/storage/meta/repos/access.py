@@ -72,8 +72,14 @@ def revoke_token(conn: Connection, token_id: str, now: datetime) -> bool:
     return bool(done.rowcount)
 
 
-def claim_request(conn: Connection, scope: str, key: str, now: datetime) -> tuple[str, str | None] | None:
-    """Claim ``(scope, key)``: None when this call claimed it, else the stored ``(state, result)``."""
+def claim_request(
+    conn: Connection, scope: str, key: str, now: datetime, *, stale_before: datetime
+) -> tuple[str, str | None] | None:
+    """Claim ``(scope, key)``: None when this call claimed it, else the stored ``(state, result)``.
+
+    A pending claim made before ``stale_before`` was left by a server that died in the middle: it is
+    taken over (compare-and-set on its time, so two retries cannot both take it).
+    """
     # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
     inserted = conn.execute(
         insert_or_ignore(conn, server_requests)
@@ -83,12 +89,23 @@ def claim_request(conn: Connection, scope: str, key: str, now: datetime) -> tupl
     ).first()
     if inserted is not None:
         return None
+    where = (server_requests.c.scope == scope, server_requests.c.key == key)
     row = conn.execute(
-        sa.select(server_requests.c.state, server_requests.c.result).where(
-            server_requests.c.scope == scope, server_requests.c.key == key
-        )
+        sa.select(server_requests.c.state, server_requests.c.result, server_requests.c.created_at).where(*where)
     ).first()
-    return None if row is None else (str(row.state), row.result)
+    if row is None:
+        return None
+    claimed_at = as_utc(row.created_at)
+    if row.state == "pending" and claimed_at is not None and claimed_at < stale_before:
+        taken = conn.execute(
+            sa.update(server_requests)
+            .where(*where, server_requests.c.state == "pending", server_requests.c.created_at == row.created_at)
+            .values(created_at=now)
+            .returning(server_requests.c.key)
+        ).first()
+        if taken is not None:
+            return None
+    return (str(row.state), row.result)
 
 
 def finish_request(conn: Connection, scope: str, key: str, result: str) -> None:
