@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -102,7 +102,7 @@ class Planner:
                 continue
             owner = self.pipeline.owner_of(dep)
             if owner is None:
-                for out_owner in self._owners_below(dep):
+                for out_owner in self.pipeline.owners_below(dep):
                     up = self.decided.get(out_owner)
                     if up is not None and up.outs is None:
                         unknown.append(f"upstream stage {out_owner} will run")
@@ -128,12 +128,6 @@ class Planner:
                 )
             deps[dep] = digest
         return deps, unknown
-
-    def _owners_below(self, dep: str) -> Iterable[str]:
-        prefix = dep + "/"
-        for name, st in self.pipeline.stages.items():
-            if any(o.startswith(prefix) for o in st.outs):
-                yield name
 
     def decide(self, name: str, *, force: bool = False) -> Decision:
         stage = self.pipeline.stages[name]

@@ -84,6 +84,7 @@ class Pipeline:
     stages: dict[str, Stage]
     upstream: dict[str, tuple[str, ...]]  # stage -> stages whose outputs it reads
     files: tuple[str, ...] = ()  # the files read to build it (labvault.yaml, params files)
+    _index: tuple[dict[str, str], dict[str, list[str]]] | None = None
 
     def downstream(self) -> dict[str, list[str]]:
         down: dict[str, list[str]] = {n: [] for n in self.stages}
@@ -113,11 +114,23 @@ class Pipeline:
         return out
 
     def owner_of(self, path: str) -> str | None:
-        for name, stage in self.stages.items():
-            for out in stage.outs:
-                if path == out or path.startswith(out + "/"):
-                    return name
+        """The stage whose output is ``path`` or holds it."""
+        owners = self._indexes()[0]
+        probe = path
+        while probe:
+            if probe in owners:
+                return owners[probe]
+            probe = probe.rpartition("/")[0]
         return None
+
+    def owners_below(self, path: str) -> list[str]:
+        """The stages with an output strictly inside the folder ``path``."""
+        return self._indexes()[1].get(path, [])
+
+    def _indexes(self) -> tuple[dict[str, str], dict[str, list[str]]]:
+        if self._index is None:
+            self._index = _output_indexes(self.stages)
+        return self._index
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -327,6 +340,22 @@ class _ParamFiles:
 
 
 # -- the graph --------------------------------------------------------------------------------
+def _output_indexes(stages: dict[str, Stage]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(output -> stage, folder -> stages with an output below it): lookups in O(path depth)."""
+    owner: dict[str, str] = {}
+    below: dict[str, list[str]] = {}
+    for name, stage in stages.items():
+        for out in stage.outs:
+            owner.setdefault(out, name)
+            parent = out.rpartition("/")[0]
+            while parent:
+                seen = below.setdefault(parent, [])
+                if not seen or seen[-1] != name:
+                    seen.append(name)
+                parent = parent.rpartition("/")[0]
+    return owner, below
+
+
 def build_graph(stages: dict[str, Stage]) -> dict[str, tuple[str, ...]]:
     """stage -> the stages it depends on; refuses duplicate or nested outputs and cycles (exit 2)."""
     owner: dict[str, str] = {}
@@ -350,6 +379,7 @@ def build_graph(stages: dict[str, Stage]) -> dict[str, tuple[str, ...]]:
                     hint="an output folder belongs to one stage; write to a sibling path instead",
                 )
             parent = parent.rpartition("/")[0]
+    below = _output_indexes(stages)[1]
     upstream: dict[str, tuple[str, ...]] = {}
     for name, stage in stages.items():
         ups: dict[str, None] = {}
@@ -362,10 +392,8 @@ def build_graph(stages: dict[str, Stage]) -> dict[str, tuple[str, ...]]:
                     ups[owner[probe]] = None
                     break
                 probe = probe.rpartition("/")[0]
-            prefix = dep + "/"
-            for out, who in owner.items():  # an output inside a folder the stage reads
-                if out.startswith(prefix):
-                    ups[who] = None
+            for who in below.get(dep, ()):  # an output inside a folder the stage reads
+                ups[who] = None
         upstream[name] = tuple(ups)
     _refuse_cycles(upstream)
     return upstream
