@@ -132,6 +132,7 @@ def test_cache_across_branches_restores_everything(project: Path, cli: Cli) -> N
     (project / "params.yaml").write_text("prepare:\n  seed: 1\ntrain:\n  lr: 0.1\n  epochs: 3\n")
     dry = cli("pipeline", "run", "--dry-run", "--json")
     assert _states(dry)["train"] == "will restore from cache"
+    assert _reasons(dry)["train"][0].endswith(", 2 files modified")
     states = _states(cli("pipeline", "run", "--json"))
     assert "ran" not in states.values()
     assert states["train"] == "restored"

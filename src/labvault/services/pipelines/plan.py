@@ -76,7 +76,9 @@ class Planner:
         data_dep: Callable[[str], str],
         lookup: Lookup,
         ignore_env: bool = False,
+        trees: Callable[[str], dict[str, str] | None] | None = None,
     ) -> None:
+        self._trees = trees
         self.pipeline = pipeline
         self.lock = lock
         self.hashes = hashes
@@ -162,6 +164,25 @@ class Planner:
                 return self._set(Decision(name, "restore", reasons, key, deps, outs))
         return self._set(Decision(name, "run", reasons, key, deps))
 
+    def _tree_change(self, old: str, new: str) -> str | None:
+        """``3 files modified, 1 added`` between two folder trees, when both are in the object store."""
+        if self._trees is None:
+            return None
+        a, b = self._trees(old), self._trees(new)
+        if a is None or b is None:
+            return None
+        counts = (
+            ("modified", sum(1 for p in a if p in b and a[p] != b[p])),
+            ("added", sum(1 for p in b if p not in a)),
+            ("removed", sum(1 for p in a if p not in b)),
+        )
+        parts = [
+            f"{n} {'file' if n == 1 else 'files'} {what}" if i == 0 else f"{n} {what}"
+            for i, (what, n) in enumerate(counts)
+            if n
+        ]
+        return ", ".join(parts) or None
+
     def _frozen(self, stage: Stage, entry: dict[str, Any], deps: dict[str, str]) -> Decision:
         recorded = _recorded_outs(entry)
         current = self._current_outs(stage)
@@ -206,7 +227,8 @@ class Planner:
             elif b is None:
                 reasons.append(f"dep {path} removed")
             else:
-                reasons.append(f"dep {path} changed: {short(a)} -> {short(b)}")
+                detail = self._tree_change(a, b) if self._trees is not None else None
+                reasons.append(f"dep {path} changed: {short(a)} -> {short(b)}" + (f", {detail}" if detail else ""))
         old_params: dict[str, Any] = entry["params"]
         for k in sorted(set(old_params) | set(stage.params)):
             shown = k.split(":", 1)[1] if k.startswith("params.yaml:") else k

@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labvault.errors import Conflict, NotFound, ValidationError
+from labvault.errors import Conflict, LabvaultError, NotFound, ValidationError
 from labvault.refs import DataRef, Digest, parse_ref, validate_name
 from labvault.services.pipelines.fingerprint import Fingerprint, current_fingerprint
 from labvault.services.pipelines.hashing import HashCache, cache_dir
@@ -148,7 +148,24 @@ class Pipelines:
             data_dep=self.data_dep,
             lookup=lookup,
             ignore_env=ignore_env,
+            trees=self._tree_files,
         )
+
+    def _tree_files(self, digest: str) -> dict[str, str] | None:
+        """path -> sha256 of every file of a stored folder tree; None when it is not a stored tree."""
+        from labvault.services.snapshots.flat import load_flat
+
+        d = Digest(digest.removeprefix("sha256:"))
+        try:
+            if not self.objects.has(d):
+                return None
+            head = self.objects.get_bytes(d)[:40]
+            if not head.startswith(b'{"entries":'):
+                return None
+            flat = load_flat(self.objects, self.vault_dir, d)
+        except LabvaultError:
+            return None
+        return {p: v[0] for p, v in flat.files.items()}
 
     # -- status -------------------------------------------------------------------------------
     def status(
