@@ -205,6 +205,19 @@ def test_noop_run_and_status_open_no_database(project: Path, cli: Cli) -> None:
         db.with_name("meta.db.away").rename(db)
 
 
+def test_noop_status_imports_no_parser_or_database(project: Path, cli: Cli) -> None:
+    _init(project, cli)
+    cli("pipeline", "run")
+    probe = (
+        "import sys\nfrom labvault.cli.entry import main\ncode = main(['pipeline', 'status'])\n"
+        "heavy = sorted(m for m in ('typer', 'pydantic', 'sqlalchemy', 'yaml', 'rich') if m in sys.modules)\n"
+        "print('HEAVY', code, heavy)"
+    )
+    python = Path(LABVAULT).parent / "python"
+    done = subprocess.run([str(python), "-c", probe], cwd=project, capture_output=True, text=True, check=True)
+    assert "HEAVY 0 []" in done.stdout, done.stdout + done.stderr
+
+
 def test_lock_format_1_is_read(project: Path, cli: Cli) -> None:
     _init(project, cli, "stages:\n  one:\n    cmd: echo 1 > one.txt\n    outs: [one.txt]\n")
     (project / "labvault.lock").write_text(json.dumps({"datasets": {}, "format": "labvault.lock/1"}))

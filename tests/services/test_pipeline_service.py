@@ -74,3 +74,61 @@ def test_gc_keeps_what_the_cache_points_at(vault: Vault, project: Path) -> None:
     (project / "params.yaml").write_text("lr: 0.1\n")
     shutil.rmtree(project / "out")
     assert _states(vault.pipelines.run()) == {"make": "restored", "use": "restored"}
+
+
+class ScratchExecutor:
+    """An executor that shares no folder with the runner, as a Dask worker: it materialises the deps
+    from the object store into a scratch folder, runs the command there, stores the outputs and
+    returns their hashes (the contract of services/pipelines/executor.py)."""
+
+    def __init__(self, vault: Vault, scratch: Path) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.vault = vault
+        self.scratch = scratch
+        self.pool = ThreadPoolExecutor(2)
+        self.seen: list[dict[str, str]] = []
+
+    def submit(self, job):  # type: ignore[no-untyped-def]
+        return self.pool.submit(self._run, job)
+
+    def _run(self, job):  # type: ignore[no-untyped-def]
+        import subprocess
+        import time
+
+        from labvault.services.pipelines.executor import StageOutcome
+        from labvault.services.pipelines.hashing import HashCache
+        from labvault.services.pipelines.outputs import restore_output, store_output
+
+        self.seen.append(dict(job.deps))
+        work = self.scratch / job.name
+        work.mkdir(parents=True)
+        hashes = HashCache(work, self.vault.dir)
+        for path, digest in job.deps.items():
+            kind = "dir" if self.vault.pipelines.is_tree(digest) else "file"
+            restore_output(self.vault.objects, work, self.vault.dir, hashes, path, digest, kind)
+        started = time.time()
+        done = subprocess.run(["sh", "-c", job.cmd], cwd=work / job.wdir, capture_output=True, text=True, check=False)
+        outs = {}
+        with self.vault.objects.batch():
+            for out in job.outs:
+                outs[out] = store_output(self.vault.objects, work, self.vault.dir, out)[0]
+        return StageOutcome(job.name, done.returncode, outs, done.stdout, started, time.time(), worker="scratch")
+
+    def cancel_all(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def test_an_executor_without_a_shared_folder(vault: Vault, project: Path, tmp_path: Path) -> None:
+    (project / "in.txt").write_text("one\n")
+    (project / "params.yaml").write_text("lr: 0.1\n")
+    (project / "labvault.yaml").write_text(STAGES)
+    executor = ScratchExecutor(vault, tmp_path / "scratch")
+    assert _states(vault.pipelines.run(executor=executor)) == {"make": "ran", "use": "ran"}
+    assert executor.seen[0] == {"in.txt": vault.pipelines.status()[0].deps["in.txt"]}
+    assert (project / "model.txt").read_text() == "one\nb\n"  # brought back from the object store
+    assert not (tmp_path / "scratch" / "make" / "model.txt").exists()
+    assert {d.state for d in vault.pipelines.status()} == {"up to date"}

@@ -66,6 +66,10 @@ class Runner:
         self.forced = forced
         self.keep_going = keep_going
         self.say = say
+        from labvault.services.pipelines.local import LocalExecutor
+
+        # Another executor reads deps from the object store, not from this folder.
+        self.remote = not isinstance(executor, LocalExecutor)
         self._plan_lock = threading.Lock()
         self._track_lock = threading.Lock()
         self._cancel = threading.Event()
@@ -198,7 +202,7 @@ class Runner:
             name=stage.name,
             cmd=stage.cmd,
             wdir=stage.wdir,
-            deps={d: h for d, h in decision.deps.items() if not d.startswith("data:")},
+            deps=self.svc.job_deps(decision.deps, store=self.remote),
             outs=stage.outs,
         )
         outcome: StageOutcome = self.executor.submit(job).result()
@@ -229,9 +233,13 @@ class Runner:
                 log=log_rel,
             )
         outs: dict[str, tuple[str, str]] = {}
-        if outcome.outs:  # a remote executor stored them already
+        if outcome.outs:  # a remote executor stored them already: bring them here, verified
             for path, digest in outcome.outs.items():
-                kind = "dir" if (self.svc.root / path).is_dir() else "file"
+                kind = "dir" if self.svc.is_tree(digest) else "file"
+                if self.planner.hashes.digest(path) != digest:
+                    restore_output(
+                        self.svc.objects, self.svc.root, self.svc.vault_dir, self.planner.hashes, path, digest, kind
+                    )
                 outs[path] = (digest, kind)
         else:
             with self.svc.objects.batch():

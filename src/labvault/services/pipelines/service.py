@@ -167,6 +167,33 @@ class Pipelines:
             return None
         return {p: v[0] for p, v in flat.files.items()}
 
+    def is_tree(self, digest: str) -> bool:
+        return self._tree_files(digest) is not None
+
+    def job_deps(self, deps: dict[str, str], *, store: bool) -> dict[str, str]:
+        """path -> content hash of every dep, for an executor; with ``store``, put in the object store first
+        (a remote executor materialises them from there), ``data:`` deps at the path the lock pins."""
+        from labvault.services.pipelines.outputs import store_output
+
+        out: dict[str, str] = {}
+        pinned = {f"data:{e.ref.name}": e for e in read_lock(self.root).values()}
+        for dep, digest in deps.items():
+            if dep.startswith("data:"):
+                entry = pinned.get(dep.partition("@")[0])
+                if entry is not None:
+                    out[entry.path] = str(entry.content_hash)
+                continue
+            out[dep] = digest
+        if store:
+            with self.objects.batch():
+                for dep in [d for d in deps if not d.startswith("data:")]:
+                    stored, _kind = store_output(self.objects, self.root, self.vault_dir, dep)
+                    if stored != deps[dep]:
+                        raise Conflict(
+                            f"dep {dep} changed while the pipeline ran", hint="run the pipeline again when it is stable"
+                        )
+        return out
+
     # -- status -------------------------------------------------------------------------------
     def status(
         self,
@@ -193,7 +220,7 @@ class Pipelines:
         force: bool = False,
         downstream: bool = False,
         jobs: int | None = None,
-        executor: str = "local",
+        executor: str | Executor = "local",
         keep_going: bool = False,
         ignore_env: bool = False,
         say: Callable[[str], None] = lambda _line: None,
@@ -222,7 +249,8 @@ class Pipelines:
         from labvault.services.pipelines.runner import Runner
 
         jobs = jobs or os.cpu_count() or 1
-        runner_executor = self._executor(executor, jobs)
+        # An Executor object is used as given (and closed here); a string names one.
+        runner_executor = self._executor(executor, jobs) if isinstance(executor, str) else executor
         try:
             runner = Runner(
                 self, pipeline, planner, runner_executor, jobs=jobs, forced=forced, keep_going=keep_going, say=say
