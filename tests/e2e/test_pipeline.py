@@ -342,11 +342,14 @@ stages:
 
 
 def test_independent_stages_run_at_once(project: Path, cli: Cli) -> None:
-    body = "".join(f"  s{i}:\n    cmd: sleep 1 && echo {i} > o{i}.txt\n    outs: [o{i}.txt]\n" for i in range(4))
+    body = "".join(
+        f"  s{i}:\n    cmd: date +%s.%N > o{i}.txt && sleep 1 && date +%s.%N >> o{i}.txt\n    outs: [o{i}.txt]\n"
+        for i in range(4)
+    )
     _init(project, cli, "stages:\n" + body)
-    started = time.monotonic()
     assert set(_states(cli("pipeline", "run", "-j", "4", "--json")).values()) == {"ran"}
-    assert time.monotonic() - started < 3.5  # serially: 4 s of sleeping alone
+    spans = [[float(t) for t in (project / f"o{i}.txt").read_text().split()] for i in range(4)]
+    assert max(start for start, _ in spans) < min(end for _, end in spans)  # all four were running at once
 
 
 def _wait_for(path: Path, timeout: float = 30) -> None:

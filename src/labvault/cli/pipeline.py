@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 from typing import Any
 
 import typer
@@ -122,7 +123,7 @@ def show_cmd(stage: str = typer.Argument(..., help="A stage (NAME or NAME@VALUE)
         if doc[label]:
             OUTPUT.line(f"{label:<9}{', '.join(doc[label])}")
     for k, v in doc["params"].items():
-        OUTPUT.line(f"param    {k} = {v}")
+        OUTPUT.line(f"param    {k} = {json.dumps(v, default=str)}")
     OUTPUT.line(f"key      {doc['key'] or 'not known yet (an upstream stage will run)'}")
     OUTPUT.line(f"state    {doc['state']}" + (f": {'; '.join(doc['reasons'])}" if doc["reasons"] else ""))
     last = doc["last"]
