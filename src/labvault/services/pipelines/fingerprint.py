@@ -33,7 +33,9 @@ class Fingerprint:
 
 def _path_key() -> str:
     parts = [sys.version, sys.executable]
-    for entry in sys.path:
+    # Not sys.path[0]: the script's folder or the current one, which differs between callers and
+    # holds no installed distributions.
+    for entry in sys.path[1:]:
         try:
             st = os.stat(entry or ".")
         except OSError:
