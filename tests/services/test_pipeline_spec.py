@@ -155,3 +155,21 @@ def test_lock_stages_are_validated(vault: Vault) -> None:
     (root / "labvault.lock").write_text(json.dumps(doc))
     with pytest.raises(ValidationError, match="is malformed"):
         read_stages(root)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"trees": 5},
+        {"outs": {"o": 5}},
+        {"key": None},
+        {"deps": {"/abs": "sha256:" + "c" * 64}},
+        {"wdir": ["x"]},
+    ],
+)
+def test_hostile_lock_stage_entries_are_refused(vault: Vault, change: dict) -> None:
+    root = vault.root
+    entry = {"cmd": "x", "deps": {}, "env": None, "key": "sha256:" + "a" * 64, "outs": {}, "params": {}, **change}
+    (root / "labvault.lock").write_text(json.dumps({"format": "labvault.lock/2", "stages": {"s": entry}}))
+    with pytest.raises(ValidationError, match="is malformed"):
+        read_stages(root)

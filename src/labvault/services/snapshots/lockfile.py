@@ -130,6 +130,11 @@ def read_stages(root: Path) -> dict[str, dict[str, Any]]:
     for name, entry in stages.items():
         if not isinstance(entry, dict) or any(not isinstance(entry.get(k), t) for k, t in _STAGE_KEYS.items()):
             raise ValidationError(f"{path} is malformed: the entry of stage {name!r} is incomplete", hint=_HINT)
+        trees = entry.get("trees", [])
+        if not isinstance(trees, list) or not all(isinstance(t, str) for t in trees):
+            raise ValidationError(f"{path} is malformed: stage {name!r}: trees is not a list of paths", hint=_HINT)
+        if not isinstance(entry.get("wdir", "."), str):
+            raise ValidationError(f"{path} is malformed: stage {name!r}: wdir is not a path", hint=_HINT)
         for section in ("deps", "outs"):
             for key, value in entry[section].items():
                 if not key.startswith("data:"):
