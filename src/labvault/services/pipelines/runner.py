@@ -15,14 +15,11 @@ of the stages that did not finish, and re-raises (exit 130).
 
 from __future__ import annotations
 
-import json
-import os
-import shlex
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from labvault.errors import LabvaultError, ValidationError
 from labvault.services.pipelines.executor import Executor, StageJob, StageOutcome
@@ -30,7 +27,6 @@ from labvault.services.pipelines.outputs import remove_outputs, restore_output, 
 from labvault.services.pipelines.plan import Decision, Planner
 from labvault.services.pipelines.select import StageReport
 from labvault.services.pipelines.spec import Pipeline, Stage
-from labvault.storage.contained import Dest
 from labvault.storage.locks import file_lock
 
 if TYPE_CHECKING:
@@ -321,16 +317,3 @@ class Runner:
                 error=error,
                 env=self.planner.env_digest(stage),
             )
-
-
-def describe_command(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)
-
-
-def json_safe(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def ensure_folder(path: os.PathLike[str] | str) -> None:
-    with Dest.open(os.fspath(path)):
-        pass

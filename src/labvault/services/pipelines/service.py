@@ -6,21 +6,19 @@ only: the metadata store is opened (``meta``, lazily) the first time a stage is 
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labvault.errors import Conflict, LabvaultError, NotFound, ValidationError
-from labvault.refs import DataRef, Digest, parse_ref, validate_name
+from labvault.refs import DataRef, Digest, parse_ref
 from labvault.services.pipelines.fingerprint import Fingerprint, current_fingerprint
 from labvault.services.pipelines.hashing import HashCache, cache_dir
 from labvault.services.pipelines.plan import Decision, Planner
 from labvault.services.pipelines.select import StageReport, select_stages
-from labvault.services.pipelines.spec import PIPELINE_FILE, Pipeline, Stage
+from labvault.services.pipelines.spec import Pipeline, Stage
 from labvault.services.pipelines.speccache import cached_pipeline
 from labvault.services.snapshots.lockfile import LOCK_NAME, read_lock, read_stages, update_stages
 from labvault.storage.contained import write_text
@@ -290,6 +288,7 @@ class Pipelines:
 
     def record_cache(self, key: str, stage: str, outs: dict[str, tuple[str, str]], run_id: str | None) -> None:
         """One transaction: the cache row and its object references (the objects are stored already)."""
+        from labvault.entities import utcnow
         from labvault.storage.meta.repos import pipelines as repo
         from labvault.storage.meta.repos.object_refs import add_refs
 
@@ -303,7 +302,7 @@ class Pipelines:
                 outs={p: [d.removeprefix("sha256:"), k] for p, (d, k) in outs.items()},
                 run_id=run_id,
                 user=self._user(),
-                now=_now(),
+                now=utcnow(),
             )
             add_refs(conn, f"stage:{hexkey}", refs)  # type: ignore[arg-type]
 
@@ -325,89 +324,11 @@ class Pipelines:
         self._runs().finish(run_id, status=status, exit_code=exit_code, error=error)  # type: ignore[arg-type]
 
     def record_stage_run(
-        self,
-        parent: str,
-        stage: Stage,
-        decision: Decision,
-        outs: dict[str, tuple[str, str]],
-        *,
-        restored: bool,
-        outcome: Any,
-        error: str | None,
-        env: str | None,
+        self, parent: str, stage: Stage, decision: Decision, outs: dict[str, tuple[str, str]], **kw: Any
     ) -> str:
-        from labvault.entities import Artifact
+        from labvault.services.pipelines.record import record_stage_run
 
-        runs = self._runs()
-        inputs = [d for d in stage.deps if d.startswith("data:")]
-        inputs = [str(e.ref) for e in read_lock(self.root).values() if any(f"data:{e.ref.name}" in i for i in inputs)]
-        tags = {
-            "pipeline.stage": stage.name,
-            "pipeline.key": decision.key or "",
-            "pipeline.status": "restored from cache" if restored else ("failed" if error else "ran"),
-        }
-        if env:
-            tags["pipeline.env"] = env
-        run = runs.create(
-            name=stage.name,
-            parent_id=parent,
-            command=["sh", "-c", stage.cmd],
-            cwd=self.root / stage.wdir,
-            inputs=inputs,
-            tags=tags,
-            capture=False,
-        )
-        params = {_param_key(k): v for k, v in stage.params.items()}
-        if params:
-            runs.log_params(run.id, params)
-        doc: dict[str, Any] = {
-            "pipeline": {
-                "stage": stage.name,
-                "key": decision.key,
-                "reasons": decision.reasons,
-                "deps": decision.deps,
-                "outs": {p: d for p, (d, _k) in outs.items()},
-                "restored": restored,
-                "environment": env,
-            }
-        }
-        if outcome is not None:
-            doc["pipeline"]["started"] = outcome.started
-            doc["pipeline"]["ended"] = outcome.ended
-            doc["pipeline"]["worker"] = outcome.worker
-            runs.log_bytes(run.id, outcome.log.encode("utf-8", "replace"), name="log.txt")
-        runs.update_capture(run.id, doc)
-        for path, (digest, kind) in outs.items():
-            d = Digest(digest.removeprefix("sha256:"))
-            size = os.path.getsize(self.root / path) if kind == "file" and (self.root / path).is_file() else 0
-            art = Artifact(
-                path.replace("/", "_") if "/" in path else path, d, "tree" if kind == "dir" else "file", size, path
-            )
-            runs.record_artifact(run.id, art, role="output")
-        if not error:
-            metrics = self._metrics(stage)
-            if metrics:
-                runs.log_metrics(run.id, [(k, v, 0) for k, v in metrics.items()])
-        runs.finish(
-            run.id,
-            status="failed" if error else "finished",
-            exit_code=getattr(outcome, "returncode", 0) if outcome is not None else 0,
-            error=error,
-        )
-        return run.id
-
-    def _metrics(self, stage: Stage) -> dict[str, float]:
-        from labvault.safeload import load_json, load_yaml
-
-        out: dict[str, float] = {}
-        for path in stage.metrics:
-            full = self.root / path
-            try:
-                doc = load_json(full, name=path) if path.endswith(".json") else load_yaml(full, name=path)
-            except (FileNotFoundError, ValidationError):
-                continue
-            _flatten(doc, "", out)
-        return out
+        return record_stage_run(self._runs(), self.root, parent, stage, decision, outs, **kw)
 
     # -- checkout -----------------------------------------------------------------------------
     def checkout(self, stages: list[str] | None = None) -> dict[str, int]:
@@ -465,102 +386,12 @@ class Pipelines:
     # -- tags and log -------------------------------------------------------------------------
     def tag(self, name: str, *, message: str = "") -> dict[str, Any]:
         """An immutable, named pipeline version ``pipeline:NAME``: definition + lock + commit."""
-        from labvault.storage.meta.repos import pipelines as repo
-        from labvault.storage.meta.repos.object_refs import add_refs
+        from labvault.services.pipelines.tags import tag_pipeline
 
-        validate_name(name, what="pipeline tag")
-        try:
-            definition = (self.root / PIPELINE_FILE).read_bytes()
-            lock = (self.root / LOCK_NAME).read_bytes()
-        except FileNotFoundError as exc:
-            raise NotFound(f"{exc.filename} does not exist", hint="run the pipeline once before tagging it") from None
-        with self.objects.batch():
-            d1 = self.objects.put_bytes(definition)
-            d2 = self.objects.put_bytes(lock)
-        row = {
-            "name": name,
-            "definition": d1.hex,
-            "lock": d2.hex,
-            "commit": _git_commit(self.root),
-            "message": message,
-            "created_at": _now(),
-            "created_by": self._user(),
-        }
-        with self.meta.transaction() as conn:
-            existing = repo.get_tag(conn, name)
-            if existing is not None:
-                if existing["definition"] == d1.hex and existing["lock"] == d2.hex:
-                    return _tag_json(existing)
-                raise Conflict(f"pipeline:{name} exists with other content", hint="tags are immutable; pick a new name")
-            repo.insert_tag(conn, row)
-            add_refs(conn, f"pipeline:{name}", [(d1, "blob"), (d2, "blob")])
-        return _tag_json(row)
+        return tag_pipeline(self.objects, self.meta, self.root, name, message=message, user=self._user())
 
     def log(self) -> dict[str, Any]:
-        from labvault.storage.meta.repos import pipelines as repo
+        """The pipeline tags and the pipeline runs, newest first."""
+        from labvault.services.pipelines.tags import pipeline_log
 
-        with self.meta.read() as conn:
-            tags = [_tag_json(t) for t in repo.list_tags(conn)]
-        runs = [
-            {"id": r.id, "ref": f"run:{r.id}", "status": r.status, "started_at": _iso(r.started_at)}
-            for r in self._runs().list(filter="tags.pipeline = 'run'", limit=100)
-        ]
-        return {"tags": tags, "runs": runs}
-
-
-def _now() -> Any:
-    from labvault.entities import utcnow
-
-    return utcnow()
-
-
-def _iso(moment: Any) -> str:
-    return str(moment.isoformat()).replace("+00:00", "Z")
-
-
-def _tag_json(t: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": t["name"],
-        "ref": f"pipeline:{t['name']}",
-        "definition": f"sha256:{t['definition']}",
-        "lock": f"sha256:{t['lock']}",
-        "commit": t["commit"],
-        "message": t["message"],
-        "created_at": _iso(t["created_at"]),
-        "created_by": t["created_by"],
-    }
-
-
-def _git_commit(root: Path) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, timeout=30, check=False, text=True
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    commit = done.stdout.strip()
-    return str(commit) if done.returncode == 0 and commit else None
-
-
-def _param_key(key: str) -> str:
-    file, _, name = key.partition(":")
-    return name if file == "params.yaml" else f"{file}/{name}"
-
-
-def _flatten(doc: Any, prefix: str, out: dict[str, float]) -> None:
-    if isinstance(doc, bool):
-        return
-    if isinstance(doc, int | float):
-        if prefix:
-            out[prefix] = float(doc)
-        return
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            _flatten(v, f"{prefix}.{i}" if prefix else str(i), out)
-
-
-def json_dump(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+        return pipeline_log(self.meta, self._runs())
