@@ -218,6 +218,15 @@ def test_noop_status_imports_no_parser_or_database(project: Path, cli: Cli) -> N
     assert "HEAVY 0 []" in done.stdout, done.stdout + done.stderr
 
 
+def test_lean_and_typer_paths_answer_alike(project: Path, cli: Cli) -> None:
+    _init(project, cli)
+    cli("pipeline", "run", "prepare")
+    for args in (("status",), ("status", "--json"), ("run", "--dry-run", "train"), ("status", "nope")):
+        lean = cli("pipeline", *args, expect=None)
+        full = cli("pipeline", *args, expect=None, env={"LABVAULT_CLI_FULL": "1"})
+        assert (lean.returncode, lean.stdout, lean.stderr) == (full.returncode, full.stdout, full.stderr)
+
+
 def test_lock_format_1_is_read(project: Path, cli: Cli) -> None:
     _init(project, cli, "stages:\n  one:\n    cmd: echo 1 > one.txt\n    outs: [one.txt]\n")
     (project / "labvault.lock").write_text(json.dumps({"datasets": {}, "format": "labvault.lock/1"}))
