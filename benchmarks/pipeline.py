@@ -1,6 +1,6 @@
 """Pipelines: labvault vs DVC on the same stages, same machine, paired runs (order alternated), medians.
 
-Usage: ``.venv/bin/python benchmarks/pipeline.py [--runs 5] [--files 20000] [--matrix 1000]``
+Usage: ``.venv/bin/python benchmarks/pipeline.py [--runs 5] [--files 20000] [--matrix 1000] [--only STEP]``
 
 Installs DVC into ``.bench/dvc-venv`` if absent (``uv venv`` + ``uv pip install dvc``), then measures:
 
@@ -166,14 +166,18 @@ def bench_matrix(n: int, runs: int) -> None:
 
 def bench_checkout(files: int, runs: int) -> None:
     maker = (
-        "python3 -c \"import os; os.makedirs('out', exist_ok=True)\n"
-        f"for i in range({files}): d = f'out/d{{i // 200}}'; os.makedirs(d, exist_ok=True); "
-        "open(f'{d}/f{i}.txt', 'w').write(f'{i}' * (1 + i % 500))\""
+        "import os, sys\n"
+        "for i in range(int(sys.argv[1])):\n"
+        "    d = f'out/d{i // 200}'\n"
+        "    os.makedirs(d, exist_ok=True)\n"
+        "    with open(f'{d}/f{i}.txt', 'w') as f:\n"
+        "        f.write(str(i) * (1 + i % 500))\n"
     )
-    stages = {"make": {"cmd": maker, "outs": ["out"]}}
+    stages = {"make": {"cmd": f"python3 make.py {files}", "deps": ["make.py"], "outs": ["out"]}}
     roots = {}
     for tool in ("labvault", "dvc"):
         roots[tool] = project("checkout", tool)
+        (roots[tool] / "make.py").write_text(maker)
         if tool == "dvc":
             run([str(DVC), "config", "cache.type", "copy"], roots[tool])
         write_stages(roots[tool], tool, stages)
@@ -196,14 +200,20 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--matrix", type=int, default=1_000)
+    parser.add_argument("--only", action="append", choices=["chain", "fanout", "matrix", "checkout"])
     args = parser.parse_args()
     ensure_dvc()
     WORK.mkdir(parents=True, exist_ok=True)
     print(f"labvault {LABVAULT}, dvc {DVC}, {os.cpu_count()} cores", flush=True)
-    bench_chain(args.runs)
-    bench_fanout(args.runs)
-    bench_matrix(args.matrix, args.runs)
-    bench_checkout(args.files, args.runs)
+    only = set(args.only or ["chain", "fanout", "matrix", "checkout"])
+    if "chain" in only:
+        bench_chain(args.runs)
+    if "fanout" in only:
+        bench_fanout(args.runs)
+    if "matrix" in only:
+        bench_matrix(args.matrix, args.runs)
+    if "checkout" in only:
+        bench_checkout(args.files, args.runs)
     return 0
 
 
