@@ -132,3 +132,48 @@ def test_an_executor_without_a_shared_folder(vault: Vault, project: Path, tmp_pa
     assert (project / "model.txt").read_text() == "one\nb\n"  # brought back from the object store
     assert not (tmp_path / "scratch" / "make" / "model.txt").exists()
     assert {d.state for d in vault.pipelines.status()} == {"up to date"}
+
+
+FLAGS = """\
+stages:
+  a:
+    cmd: date +%N > a.txt
+    outs: [a.txt]
+  b:
+    cmd: cat a.txt > b.txt
+    deps: [a.txt]
+    outs: [b.txt]
+  c:
+    cmd: cat b.txt > c.txt
+    deps: [b.txt]
+    outs: [c.txt]
+  stamp:
+    cmd: date +%N > stamp.txt
+    outs: [stamp.txt]
+    always_changed: true
+  fixed:
+    cmd: date +%N > sub/fixed.txt
+    wdir: sub
+    outs: [fixed.txt]
+    frozen: true
+"""
+
+
+def test_targets_downstream_frozen_always_changed_and_wdir(vault: Vault, project: Path) -> None:
+    (project / "sub").mkdir()
+    (project / "labvault.yaml").write_text(FLAGS.replace("> sub/fixed.txt", "> fixed.txt"))
+    pipes = vault.pipelines
+    assert set(_states(pipes.run()).values()) == {"ran"}
+    fixed = (project / "sub" / "fixed.txt").read_text()
+    again = _states(pipes.run())
+    assert again["stamp"] == "ran"  # always_changed
+    assert {k: v for k, v in again.items() if k != "stamp"} == dict.fromkeys(("a", "b", "c", "fixed"), "up to date")
+    # a target runs with its upstream only; --force reruns the target, not its upstream
+    assert _states(pipes.run(["b"], force=True)) == {"a": "up to date", "b": "ran"}
+    # --downstream: the target and what depends on it
+    assert list(_states(pipes.run(["b"], downstream=True, force=True))) == ["b", "c"]
+    # frozen: never rerun, but its outputs are restored when missing
+    (project / "sub" / "fixed.txt").unlink()
+    assert _states(pipes.run(["fixed"])) == {"fixed": "restored"}
+    assert (project / "sub" / "fixed.txt").read_text() == fixed
+    assert {d.name: d.state for d in pipes.status(["fixed"])} == {"fixed": "frozen"}

@@ -161,7 +161,7 @@ class Runner:
         lock_dir = self.svc.vault_dir / "locks" / "pipeline"
         lock_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(lock_dir / f"{decision.key[7:]}.lock", timeout=_KEY_LOCK_WAIT_S, what=f"stage {name}'s key"):
-            if name not in self.forced:
+            if name not in self.forced and not stage.always_changed:
                 cached = self.svc.cached_outs(decision.key)
                 if cached is not None and set(cached) == set(stage.outs):
                     decision.reasons.append("another run computed it meanwhile")
