@@ -9,6 +9,7 @@ corrupt or missing object is exit 5, naming the output.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from labvault.errors import IntegrityError, NotFound
@@ -23,6 +24,9 @@ from labvault.storage.objects.materialize import materialize_into
 from labvault.storage.objects.protocol import ObjectStore
 
 __all__ = ["remove_outputs", "restore_output", "store_output"]
+
+_SMALL = 1024 * 1024
+_WRITERS = 4
 
 
 def store_output(objects: ObjectStore, root: Path, vault_dir: Path, rel: str) -> tuple[str, str]:
@@ -46,6 +50,33 @@ def remove_outputs(root: Path, outs: list[str] | tuple[str, ...]) -> None:
             top.remove(rel)
 
 
+def _write_files(objects: ObjectStore, base: Dest, files: dict[str, tuple[str, int, object]]) -> int:
+    """Write a tree's files below ``base``: small ones read (verified) here and written by a few threads,
+    one folder per task, since creating files is what a restore waits on; large ones streamed."""
+    by_folder: dict[str, list[tuple[str, str]]] = {}
+    for path, (sha, size, _profile) in files.items():
+        if size > _SMALL:
+            materialize_into(objects, Digest(sha), base, path)
+            continue
+        folder, _, name = path.rpartition("/")
+        by_folder.setdefault(folder, []).append((name, sha))
+
+    def write_folder(folder: Dest, items: list[tuple[str, bytes]]) -> None:
+        with folder:
+            for name, data in items:
+                folder.write_file(name, data)
+
+    with ThreadPoolExecutor(max_workers=_WRITERS) as pool:
+        pending = []
+        for folder, entries in by_folder.items():
+            # Read and verify in this thread (the store is not shared across threads); write in the pool.
+            items = [(name, objects.get_bytes(Digest(sha), verify=True)) for name, sha in entries]
+            pending.append(pool.submit(write_folder, base.sub(folder or "."), items))
+        for fut in pending:
+            fut.result()
+    return len(files)
+
+
 def restore_output(
     objects: ObjectStore, root: Path, vault_dir: Path, hashes: HashCache, rel: str, digest: str, kind: str
 ) -> int:
@@ -65,9 +96,7 @@ def restore_output(
                 with top.sub(rel) as base:
                     for sub in sorted(flat.dirs):
                         base.mkdir(sub)
-                    for path, (sha, _size, _profile) in flat.files.items():
-                        materialize_into(objects, Digest(sha), base, path)
-                        written += 1
+                    written = _write_files(objects, base, flat.files)
                     for path, target in flat.links.items():
                         base.symlink(path, target)
     except NotFound as exc:
