@@ -267,14 +267,15 @@ class Pipelines:
             import importlib
 
             try:
-                # By name: the Dask executor is an optional module (labvault[dask]).
+                # By name: the Dask executor and its store locations are an optional part (labvault[dask]).
                 module = importlib.import_module("labvault.services.pipelines.dask_executor")
+                location = importlib.import_module("labvault.storage.objects.location").location_of(self.objects)
             except ImportError as exc:
                 raise ValidationError(
                     f"--executor {spec} needs the Dask executor, which is not installed ({exc})",
                     hint="install labvault[dask]",
                 ) from None
-            executor: Executor = module.DaskExecutor(spec, objects=self.objects, root=self.root, jobs=jobs)
+            executor: Executor = module.DaskExecutor(spec, location)
             return executor
         raise ValidationError(f"unknown executor {spec!r}", hint="use --executor local or --executor dask://HOST:PORT")
 
