@@ -7,8 +7,16 @@ through the service would take far longer than what is measured). Medians of in-
 
 Targets: under 50 ms for the model, under 500 ms for the snapshot.
 
+Beside it, the anchor: MLflow on SQLite, on a smaller vault built the same way through its client
+(``--anchor-runs``, 1,000 by default: MLflow creates a run in milliseconds, so 100,000 would take
+long), with labvault measured on a vault of that size too. MLflow's lineage is the same walk by
+hand: ``get_model_version_by_alias`` -> ``get_run`` -> its dataset inputs for the model, and
+``search_runs`` on ``datasets.name``/``datasets.digest`` -> the model versions of those runs -> their
+aliases for the snapshot. MLflow is installed on first use into ``.bench/venv-mlflow``.
+
     .venv/bin/python benchmarks/lineage.py
     .venv/bin/python benchmarks/lineage.py --quick --json
+    .venv/bin/python benchmarks/lineage.py --no-anchor
 """
 
 from __future__ import annotations
@@ -17,25 +25,31 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
-from labvault import Vault
-from labvault.storage.meta.tables import data_snapshots, runs
-from labvault.storage.meta.tables.registry import registry_aliases, registry_models, registry_versions
-
+# labvault and SQLAlchemy are imported where they are used: the MLflow worker runs this file in
+# MLflow's own venv, where labvault is not installed.
+ROOT = Path(__file__).resolve().parent.parent
+MLFLOW_VENV = ROOT / ".bench" / "venv-mlflow"
 PG = os.environ.get("LABVAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 GOALS = {"model_upstream": 0.050, "snapshot_downstream": 0.500}
 _BATCH = 5_000
 
 
-def _fill(vault: Vault, n_runs: int, n_snapshots: int, n_versions: int) -> tuple[str, str]:
+def _fill(vault: Any, n_runs: int, n_snapshots: int, n_versions: int) -> tuple[str, str]:
+    import sqlalchemy as sa
+
+    from labvault.storage.meta.tables import data_snapshots, runs
+    from labvault.storage.meta.tables.registry import registry_aliases, registry_models, registry_versions
+
     now = datetime.now(UTC)
     digest = "ab" * 32
     snaps = [
@@ -135,17 +149,19 @@ def _fill(vault: Vault, n_runs: int, n_snapshots: int, n_versions: int) -> tuple
     return "shop/ranker@prod", hot
 
 
-def _median(fn: Any, n: int) -> float:
+def _median(fn: Any, n: int, *, clock: Any = time.perf_counter) -> float:
+    """Median wall time (or, with ``clock=time.process_time``, this process's CPU time: on a shared
+    machine it tells the work done from the time spent waiting for a core)."""
     fn()  # warm: the first call opens the engine and compiles statements
     times = []
     for _ in range(n):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
-def _measure(vault: Vault, n: int, args: argparse.Namespace) -> dict[str, Any]:
+def _measure(vault: Any, n: int, args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     model, hot = _fill(vault, args.runs, args.snapshots, args.versions)
     built = time.perf_counter() - started
@@ -156,10 +172,15 @@ def _measure(vault: Vault, n: int, args: argparse.Namespace) -> dict[str, Any]:
         "readers": readers,
         "model_upstream": _median(lambda: vault.lineage.upstream(model), n),
         "snapshot_downstream": _median(lambda: vault.lineage.downstream(hot), max(3, n // 4)),
+        "snapshot_downstream_cpu": _median(
+            lambda: vault.lineage.downstream(hot), max(3, n // 4), clock=time.process_time
+        ),
     }
 
 
-def _pg_schema() -> tuple[str, sa.Engine, str] | None:
+def _pg_schema() -> tuple[str, Any, str] | None:
+    import sqlalchemy as sa
+
     admin = "postgresql+psycopg://" + PG.split("://", 1)[1]
     try:
         engine = sa.create_engine(admin)
@@ -172,6 +193,110 @@ def _pg_schema() -> tuple[str, sa.Engine, str] | None:
     return f"{PG}{sep}options=-csearch_path%3D{schema}", engine, schema
 
 
+# -- MLflow, the anchor (runs inside its own venv) ----------------------------------------------------
+def mlflow_worker(n_runs: int, n_versions: int, n: int) -> dict[str, Any]:
+    import logging
+
+    logging.disable(logging.WARNING)
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Dataset, DatasetInput
+
+    tmp = Path(tempfile.mkdtemp(prefix="mlflow-bench-lineage-"))
+    try:
+        mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+        client = MlflowClient()
+        exp = client.create_experiment("bench", artifact_location=(tmp / "artifacts").as_uri())
+        started = time.perf_counter()
+
+        def dataset(name: str, version: int) -> DatasetInput:
+            return DatasetInput(Dataset(name=name, digest=f"{name}v{version}", source_type="local", source=name))
+
+        run_ids = []
+        versions_per_name = max(1, n_runs // 10 // 100)
+        for i in range(n_runs):
+            run_id = client.create_run(exp).info.run_id
+            other = dataset(f"ds{1 + i % 99}", 1 + i % versions_per_name)
+            client.log_inputs(run_id, [dataset("ds0", 1), other] if i % 10 else [other])
+            client.set_terminated(run_id)
+            run_ids.append(run_id)
+        client.create_registered_model("ranker")
+        step = max(1, n_runs // n_versions)
+        last = None
+        for v in range(n_versions):
+            rid = run_ids[1 + v * step]
+            last = client.create_model_version("ranker", source=f"runs:/{rid}/model", run_id=rid)
+        assert last is not None
+        client.set_registered_model_alias("ranker", "prod", last.version)
+        built = time.perf_counter() - started
+
+        def upstream() -> int:
+            version = client.get_model_version_by_alias("ranker", "prod")
+            run = client.get_run(version.run_id)
+            return len(run.inputs.dataset_inputs)
+
+        def downstream() -> tuple[int, int]:
+            readers: set[str] = set()
+            token = None
+            while True:
+                page = client.search_runs(
+                    [exp], "datasets.name = 'ds0' AND datasets.digest = 'ds0v1'", max_results=50_000, page_token=token
+                )
+                readers.update(r.info.run_id for r in page)
+                token = page.token
+                if not token:
+                    break
+            made = [v for v in client.search_model_versions("name = 'ranker'") if v.run_id in readers]
+            aliases = [a for v in made for a in v.aliases]
+            return len(readers), len(made) + len(aliases)
+
+        readers, _ = downstream()
+        return {
+            "version": mlflow.__version__,
+            "build_s": round(built, 1),
+            "readers": readers,
+            "model_upstream": _median(upstream, n),
+            "snapshot_downstream": _median(downstream, max(3, n // 4)),
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ensure_mlflow() -> Path:
+    python = MLFLOW_VENV / "bin" / "python"
+    probe = (
+        subprocess.run([str(python), "-c", "import mlflow"], capture_output=True, check=False)
+        if python.exists()
+        else None
+    )
+    if probe is None or probe.returncode != 0:
+        print("installing MLflow into .bench/venv-mlflow ...", file=sys.stderr)
+        MLFLOW_VENV.parent.mkdir(exist_ok=True)
+        if not python.exists():
+            subprocess.run(["uv", "venv", "--quiet", str(MLFLOW_VENV)], check=True)
+        subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(python), "mlflow"], check=True)
+    return python
+
+
+def _anchor(args: argparse.Namespace) -> dict[str, Any]:
+    """labvault and MLflow on the same smaller vault: ``anchor_runs`` runs, a tenth as many snapshots."""
+    from labvault import Vault
+
+    python = _ensure_mlflow()
+    n_versions = max(1, args.anchor_runs // 100)
+    command = [str(python), __file__, "--mlflow-worker", "--anchor-runs", str(args.anchor_runs), "-n", str(args.n)]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"MLflow worker failed:\n{proc.stderr}")
+    theirs = dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    small = argparse.Namespace(runs=args.anchor_runs, snapshots=max(100, args.anchor_runs // 10), versions=n_versions)
+    with tempfile.TemporaryDirectory() as tmp:
+        vault, _ = Vault.init(Path(tmp))
+        with vault:
+            ours = _measure(vault, args.n, small)
+    return {"runs": args.anchor_runs, "versions": n_versions, "labvault": ours, "mlflow": theirs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100_000)
@@ -180,9 +305,17 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20, help="timed calls per figure")
     parser.add_argument("--quick", action="store_true", help="10,000 runs, 1,000 snapshots: checks the script")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--anchor-runs", type=int, default=1_000, help="runs in the vault MLflow is compared on")
+    parser.add_argument("--no-anchor", action="store_true", help="labvault alone")
+    parser.add_argument("--mlflow-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.mlflow_worker:
+        print(json.dumps(mlflow_worker(args.anchor_runs, max(1, args.anchor_runs // 100), args.n)))
+        return
+    from labvault import Vault
+
     if args.quick:
-        args.runs, args.snapshots, args.versions, args.n = 10_000, 1_000, 100, 5
+        args.runs, args.snapshots, args.versions, args.n, args.anchor_runs = 10_000, 1_000, 100, 5, 500
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         vault, _ = Vault.init(Path(tmp) / "sqlite")
@@ -199,8 +332,9 @@ def main() -> None:
                 with engine.begin() as conn:
                     conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
                 engine.dispose()
+    anchor = None if args.no_anchor else _anchor(args)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({**results, "anchor": anchor}, indent=2))
         return
     print(f"{args.runs:,} runs, {args.snapshots:,} snapshots, {args.versions:,} versions")
     for backend, figures in results.items():
@@ -209,6 +343,20 @@ def main() -> None:
             took = figures[key]
             verdict = "ok" if took < goal else "OVER"
             print(f"  {key:<20} {took * 1000:8.1f} ms  (target {goal * 1000:.0f} ms: {verdict})")
+        cpu = figures["snapshot_downstream_cpu"] * 1000
+        print(f"  {'  of which CPU here':<20} {cpu:8.1f} ms  (this process; the database server's is apart)")
+    print(f"load average when done: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    if anchor is not None:
+        ours, theirs = anchor["labvault"], anchor["mlflow"]
+        print(
+            f"beside MLflow {theirs['version']} (SQLite), {anchor['runs']:,} runs, {anchor['versions']:,} versions, "
+            f"the hot snapshot read by {ours['readers']:,} (MLflow: {theirs['readers']:,}); MLflow built in "
+            f"{theirs['build_s']} s"
+        )
+        print(f"  {'':<20} {'labvault':>10} {'MLflow':>10} {'ratio':>8}")
+        for key in GOALS:
+            ratio = theirs[key] / ours[key]
+            print(f"  {key:<20} {ours[key] * 1000:8.1f}ms {theirs[key] * 1000:8.1f}ms {ratio:7.1f}x")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@
 - ``pg_vault``: a fresh vault whose metadata lives in a fresh PostgreSQL schema.
 - ``s3_server``: one moto S3 server process on loopback for the session (``tests/s3server.py``);
   ``s3_server.bucket()`` makes a fresh bucket, ``s3_server.env()`` gives subprocesses its ``AWS_*``.
+- ``dask_cluster``: a ``dask scheduler`` and two ``dask worker`` processes on loopback for the session
+  (``tests/dask_cluster.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from labvault.vault import Vault
+from tests.dask_cluster import DaskCluster
 from tests.s3server import S3Server
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -119,3 +122,14 @@ def s3_server() -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    """A Dask scheduler and two workers on loopback, started once and stopped at the end of the session."""
+    pytest.importorskip("distributed")
+    cluster = DaskCluster(tmp_path_factory.mktemp("dask")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -233,13 +233,21 @@ class Vault:
     @cached_property
     def lineage(self) -> LineageService:
         """Lineage both ways: ``vault.lineage.upstream(ref)``, ``.downstream(ref)`` (docs/lineage.md)."""
-        from labvault.services.lineage import LineageService
+        from labvault.services.lineage import DiffSources, LineageService
 
         return LineageService(
             meta=lambda: self.meta,
             resolve_run=self.runs.resolve,
             resolve_data=self.data.resolve,
             resolve_model=self.registry.resolve,
+            diff_sources=lambda: DiffSources(
+                objects=self.objects,
+                root=self.root,
+                get_run=self.runs.get,
+                resolve_model=self.registry.resolve,
+                version_metrics=self.registry.metrics,
+                diff_data=self.data.diff,
+            ),
         )
 
     @cached_property
@@ -301,6 +309,8 @@ class Vault:
     def close(self) -> None:
         if isinstance(self.objects, LocalObjectStore):  # a held pack is skipped by gc and recovery
             self.objects.close()
+        if "runs" in self.__dict__:  # its metric connection is checked out: dispose() would leave it open
+            self.runs.close()
         if "meta" in self.__dict__:
             self.meta.dispose()
 

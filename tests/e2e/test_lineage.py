@@ -93,3 +93,62 @@ def test_bad_input(cli: Cli, trained: dict[str, str]) -> None:
         assert first.startswith("error: "), args
         assert says in first, args
         assert second.startswith("hint: "), args
+
+
+def _git(project: Path, *args: str) -> None:
+    import subprocess
+
+    subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+
+
+TRAIN = "import labvault as lv\nlv.log_metric('auc', {auc})\nopen('model.bin', 'w').write('{auc}')\n"
+
+
+def test_lineage_diff_names_the_schema_change_and_the_config_change(cli: Cli, project: Path) -> None:
+    """Two versions trained on two snapshots, a column added and the config's lr changed between them."""
+    _git(project, "init", "-q", "-b", "main")
+    _git(project, "config", "user.email", "t@example.com")
+    _git(project, "config", "user.name", "t")
+    cli("init", "-q")
+    (project / ".gitignore").write_text(".labvault/\ntx/\nmodel.bin\n")
+    (project / "conf.yaml").write_text("lr: 0.1\n")
+    (project / "tx").mkdir()
+    for version, (header, row, auc) in enumerate((("amount", "1", 0.8), ("amount,country", "1,fr", 0.9)), start=1):
+        (project / "tx" / "rows.csv").write_text(f"{header}\n" + f"{row}\n" * 20)
+        cli("data", "add", "tx", "tx", "-q")
+        if version == 2:
+            (project / "conf.yaml").write_text("lr: 0.2\n")
+        (project / "train.py").write_text(TRAIN.format(auc=auc))
+        _git(project, "add", "-A")
+        _git(project, "commit", "-qm", f"train {version}")
+        cli("run", "--config", "conf.yaml", "--input", f"data:tx@v{version}", "--output", "model.bin", "--",
+            sys.executable, "train.py")  # fmt: skip
+        run_id = json.loads(cli("runs", "list", "--json", "--limit", "1").stdout)[0]["id"]
+        cli("models", "register", "shop/ranker", "--from", f"run:{run_id}", "--artifact", "model.bin", "-q")
+    text = cli("lineage", "diff", "shop/ranker@0.1.0", "shop/ranker@0.1.1").stdout
+    lines = text.splitlines()
+    assert lines[0].startswith("shop/ranker@0.1.0 (run:")
+    tx = next(line for line in lines if line.startswith("  tx: "))
+    assert "data:tx@v1 -> data:tx@v2: schema changed" in tx
+    assert "schema: added country" in tx
+    assert "  conf.yaml: lr: 0.1 -> 0.2" in lines
+    assert any(line.startswith("code: ") and "1 commit, 3 files changed" in line for line in lines)
+    assert {"  M conf.yaml", "  M train.py", "  M labvault.lock"} <= set(lines)
+    assert any(line.split() == ["auc", "0.8", "->", "0.9", "(+0.1)"] for line in lines)
+    doc = json.loads(cli("lineage", "diff", "shop/ranker@0.1.0", "shop/ranker@0.1.1", "--json").stdout)
+    assert {k for k, v in doc["changed"].items() if v} == {"data", "code", "config", "metrics"}
+    assert doc["data"][0]["schema"] == ["added country"]
+    assert {"source": "conf.yaml", "key": "lr", "a": 0.1, "b": 0.2, "change": "changed"} in doc["config"]
+    assert ("M", "train.py") in [(f["status"], f["path"]) for f in doc["code"]["files"]]
+    # Bad input: one line and a hint, the right exit code, nothing on stdout.
+    for args, code, says in (
+        (["shop/ranker@0.1.0", "data:tx@v1"], 2, "model versions or runs"),
+        (["shop/ranker@0.1.0", "shop/ranker@7.0.0"], 3, "7.0.0"),
+        (["shop/ranker@0.1.0"], 2, "missing argument"),
+    ):
+        proc = cli("lineage", "diff", *args, expect=code)
+        assert proc.stdout == ""
+        first, second = proc.stderr.splitlines()[:2]
+        assert first.startswith("error: "), args
+        assert says in first.lower(), (args, first)
+        assert second.startswith("hint: ")

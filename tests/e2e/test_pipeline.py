@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -436,12 +437,11 @@ def test_ctrl_c_stops_every_stage_and_removes_unfinished_outputs(project: Path, 
     assert status["quick"] == "up to date"
 
 
-def test_dask_executor_missing_is_a_clear_error(project: Path, cli: Cli) -> None:
-    _init(project, cli, "stages:\n  one:\n    cmd: echo 1 > one.txt\n    outs: [one.txt]\n")
-    try:
-        import labvault.services.pipelines.dask_executor  # noqa: F401
-    except ImportError:
-        refused = cli("pipeline", "run", "--executor", "dask://127.0.0.1:1", expect=2)
-        assert "install labvault[dask]" in refused.stderr
-    else:
-        pytest.skip("the Dask executor is installed: its own tests cover it")
+def test_stages_on_a_dask_cluster(project: Path, cli: Cli, dask_cluster: Any) -> None:
+    """The runner and the Dask executor together: deps travel through the object store, outputs come back."""
+    _init(project, cli)
+    ran = cli("pipeline", "run", "--executor", dask_cluster.dask_url(), "--json", timeout=300)
+    assert set(_states(ran).values()) == {"ran"}
+    assert (project / "eval_test.txt").read_text() == "raw\nraw!\n  lr: 0.1\n"
+    assert (project / "data" / "prepared" / "b.txt").read_text() == "raw!\n"
+    assert set(_states(cli("pipeline", "status", "--json")).values()) == {"up to date"}

@@ -225,3 +225,51 @@ def test_an_imported_snapshot_leads_up_to_its_source(any_vault: Vault, project: 
     assert snap.source_url.startswith("file://")
     assert (snap.source_url, snap.ref, "imported_from") in _edges(up)
     assert up.node(snap.source_url).kind == "import"
+
+
+def _acyclic(lineage: Lineage) -> bool:
+    """Kahn's algorithm over the edges: every node can be removed in order only if there is no cycle."""
+    into: dict[str, int] = {n.ref: 0 for n in lineage.nodes}
+    out: dict[str, list[str]] = {}
+    for e in lineage.edges:
+        into[e.target] += 1
+        out.setdefault(e.source, []).append(e.target)
+    ready = [ref for ref, n in into.items() if n == 0]
+    removed = 0
+    while ready:
+        ref = ready.pop()
+        removed += 1
+        for target in out.get(ref, ()):
+            into[target] -= 1
+            if into[target] == 0:
+                ready.append(target)
+    return removed == len(into)
+
+
+def test_a_run_is_never_its_own_ancestor_through_reproduction_tags(any_vault: Vault, project: Path) -> None:
+    vault = any_vault
+    parent = vault.runs.create(name="sweep", capture=False, background_git=False).id
+    child = vault.runs.create(name="trial", parent_id=parent, capture=False, background_git=False).id
+    other = _train(vault, project, [], tags={"reproduces": f"run:{child}"})
+    # The tags claim the parent reproduces its own child, and the child reproduces the third run.
+    vault.runs.set_tags(parent, {"reproduces": f"run:{child}"})
+    vault.runs.set_tags(child, {"reproduces": f"run:{other}"})
+    for ref in (parent, child, other):
+        for lineage in (vault.lineage.upstream(f"run:{ref}"), vault.lineage.downstream(f"run:{ref}")):
+            assert _acyclic(lineage), (ref, lineage.direction, _edges(lineage))
+    up = vault.lineage.upstream(f"run:{child}")
+    assert (f"run:{parent}", f"run:{child}", "parent") in _edges(up)
+    assert "cycle" in up.node(f"run:{parent}").marks  # the claim that closes the loop is dropped, and marked
+
+
+def test_a_run_is_never_its_own_ancestor_through_nesting(any_vault: Vault, project: Path) -> None:
+    # Records pulled from elsewhere may name each other as parents: a -> b -> c -> a.
+    vault = any_vault
+    ids = [vault.runs.create(name=f"r{i}", capture=False, background_git=False).id for i in range(3)]
+    with vault.meta.transaction() as conn:
+        for i, run_id in enumerate(ids):
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(parent_id=ids[(i + 1) % 3]))
+    for run_id in ids:
+        for lineage in (vault.lineage.upstream(f"run:{run_id}"), vault.lineage.downstream(f"run:{run_id}")):
+            assert _acyclic(lineage), (run_id, lineage.direction, _edges(lineage))
+            assert {n.ref for n in lineage.nodes} == {f"run:{i}" for i in ids}

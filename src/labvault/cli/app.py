@@ -68,8 +68,8 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(data.app, name="data")
 app.command("reproduce")(reproduce.reproduce_cmd)
 app.add_typer(env.app, name="env")
-app.command("lineage")(lineage.lineage_cmd)
-pipeline.register(app)
+app.add_typer(lineage.app, name="lineage")
+pipeline.register(app)  # with `pipeline import` (cli/pipeline_import.py)
 
 _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 

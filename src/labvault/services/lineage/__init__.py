@@ -2,6 +2,7 @@
 
 >>> vault.lineage.upstream("fraud/detector@prod")    # version -> run -> snapshots, commit, config, env
 >>> vault.lineage.downstream("data:tx@v3")           # snapshot -> runs -> versions -> aliases
+>>> vault.lineage.diff("fraud/detector@1.0.0", "fraud/detector@1.1.0")   # data, code, config, env, seeds, metrics
 
 The walk is breadth first, one set-based read per kind of node per level (never one per node), and
 each node is expanded once: a run reached again through nesting or a reproduction tag is not walked
@@ -20,11 +21,12 @@ from typing import Any
 from labvault.entities import ModelVersion, Snapshot
 from labvault.errors import AmbiguousReference, NotFound, ValidationError
 from labvault.refs import DataRef, DigestRef, ModelRef, RunRef, parse_ref
+from labvault.services.lineage.diff import DiffSources, LineageDiff, diff_lineage
 from labvault.services.lineage.graph import Lineage, LineageEdge, LineageNode
 from labvault.storage.meta.repos import lineage as repo
 from labvault.storage.meta.store import MetaStore
 
-__all__ = ["Lineage", "LineageEdge", "LineageNode", "LineageService"]
+__all__ = ["DiffSources", "Lineage", "LineageDiff", "LineageEdge", "LineageNode", "LineageService"]
 
 _BARE_RUN = re.compile(r"[0-9a-fA-F]{6,32}")
 _DATA = re.compile(r"data:(.+)@v([0-9]{1,19})")
@@ -38,8 +40,10 @@ class LineageService:
         resolve_run: Callable[[str], str],
         resolve_data: Callable[[str], Snapshot],
         resolve_model: Callable[[str], ModelVersion],
+        diff_sources: Callable[[], DiffSources] | None = None,
     ) -> None:
         self._meta = meta
+        self._diff_sources = diff_sources
         self._resolve_run = resolve_run
         self._resolve_data = resolve_data
         self._resolve_model = resolve_model
@@ -53,6 +57,13 @@ class LineageService:
         """What depends on ``ref``: a snapshot's readers, a run's versions, nested runs and
         reproductions, a version's aliases."""
         return self.walk(ref, direction="downstream", depth=depth)
+
+    def diff(self, a: str, b: str) -> LineageDiff:
+        """What differs in the lineage of ``a`` and ``b`` (model versions or runs): data, code,
+        config, environment, seeds and metrics (docs/lineage.md)."""
+        if self._diff_sources is None:
+            raise ValidationError("this vault cannot compare lineages", hint="open it with labvault.open()")
+        return diff_lineage(self._diff_sources(), a, b)
 
     def default_direction(self, ref: str) -> str:
         """Downstream for a snapshot, upstream for everything else."""
@@ -142,6 +153,10 @@ class _Walk:
     expanded: set[str] = field(default_factory=set)  # snapshot and version refs walked already
     expanded_runs: set[str] = field(default_factory=set)  # run ids walked already
     _edge_keys: set[tuple[str, str, str]] = field(default_factory=set)
+    # run ref -> the run refs it links to (parent -> nested, original -> rerun, input run -> reader):
+    # the only edges that can close a loop, since every other kind joins nodes of different kinds in
+    # one fixed order (snapshot -> run -> version -> alias).
+    _run_edges: dict[str, list[str]] = field(default_factory=dict)
     frontier: bool = True
 
     # -- building ---------------------------------------------------------------------------------
@@ -150,11 +165,31 @@ class _Walk:
             self.nodes[node.ref] = node
         return node.ref
 
-    def link(self, source: str, target: str, kind: str) -> None:
+    def link(self, source: str, target: str, kind: str) -> bool:
+        """Add the edge; False when it is a self-link, known already, or would close a loop of runs
+        (records pulled from elsewhere and user tags can claim one): then ``target`` is marked."""
         if source == target or (source, target, kind) in self._edge_keys:
-            return
+            return False
+        if source.startswith("run:") and target.startswith("run:"):
+            if self._reaches(target, source):
+                self._mark(target, "cycle")
+                return False
+            self._run_edges.setdefault(source, []).append(target)
         self._edge_keys.add((source, target, kind))
         self.edges.append(LineageEdge(source, target, kind))
+        return True
+
+    def _reaches(self, start: str, goal: str) -> bool:
+        """Whether the run edges lead from ``start`` to ``goal`` (iteratively: chains can be long)."""
+        seen, stack = {start}, [start]
+        while stack:
+            for nxt in self._run_edges.get(stack.pop(), ()):
+                if nxt == goal:
+                    return True
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return False
 
     def add_run(self, run_id: str, *, marks: tuple[str, ...] = (), walk: bool = True) -> str:
         ref = f"run:{run_id}"
@@ -168,13 +203,15 @@ class _Walk:
         that meets 90,000 runs at once (every reader of a snapshot). Each source is expanded once, so
         its edges are new and need no duplicate check."""
         nodes, edges, runs, walked = self.nodes, self.edges, self.runs, self.expanded_runs
+        # tuple.__new__ straight: the named tuples' own __new__ is a Python call per object.
+        new, node_type, edge_type = tuple.__new__, LineageNode, LineageEdge
         for run_id in run_ids:
             ref = "run:" + run_id
             if ref not in nodes:
-                nodes[ref] = LineageNode(run_id, ref, "run")
+                nodes[ref] = new(node_type, (run_id, ref, "run", "", ()))
                 if run_id not in walked:
                     runs.add(run_id)
-            edges.append(LineageEdge(source, ref, kind))
+            edges.append(new(edge_type, (source, ref, kind)))
 
     def add_snapshot(self, ref: str) -> str:
         self.add(LineageNode(id=ref[5:], ref=ref, kind="snapshot"))
@@ -273,10 +310,10 @@ class _Walk:
     def _reproductions(self, conn: Any, ids: set[str], *, walk: bool) -> None:
         for run_id, reruns in sorted(repo.reproductions_of(conn, ids).items()):
             for rerun, verdict in reruns:
-                marks = (verdict or "no verdict",)
-                rerun_ref = self.add_run(rerun, marks=marks, walk=walk)
-                self._mark(rerun_ref, *marks)
-                self.link(f"run:{run_id}", rerun_ref, "reproduced_by")
+                known = f"run:{rerun}" in self.nodes
+                rerun_ref = self.add_run(rerun, walk=walk)
+                if self.link(f"run:{run_id}", rerun_ref, "reproduced_by") or not known:
+                    self._mark(rerun_ref, verdict or "no verdict")
 
     def _snapshots_up(self, conn: Any, refs: set[str]) -> None:
         keys = {}

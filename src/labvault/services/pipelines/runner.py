@@ -198,7 +198,7 @@ class Runner:
             name=stage.name,
             cmd=stage.cmd,
             wdir=stage.wdir,
-            deps=self.svc.job_deps(decision.deps, store=self.remote),
+            deps=self.svc.job_deps(stage, decision.deps, store=self.remote),
             outs=stage.outs,
         )
         outcome: StageOutcome = self.executor.submit(job).result()

@@ -168,11 +168,18 @@ class Pipelines:
     def is_tree(self, digest: str) -> bool:
         return self._tree_files(digest) is not None
 
-    def job_deps(self, deps: dict[str, str], *, store: bool) -> dict[str, str]:
+    def job_deps(self, stage: Stage, deps: dict[str, str], *, store: bool) -> dict[str, str]:
         """path -> content hash of every dep, for an executor; with ``store``, put in the object store first
-        (a remote executor materialises them from there), ``data:`` deps at the path the lock pins."""
+        (a remote executor materialises them from there), ``data:`` deps at the path the lock pins. The
+        stage's params files go too: a command reads them, as DVC's params are deps."""
         from labvault.services.pipelines.outputs import store_output
 
+        deps = dict(deps)
+        if store:
+            for file in sorted({k.rpartition(":")[0] for k in stage.params}):
+                digest = HashCache(self.root, self.vault_dir).digest(file) if file not in deps else None
+                if digest is not None:
+                    deps[file] = digest
         out: dict[str, str] = {}
         pinned = {f"data:{e.ref.name}": e for e in read_lock(self.root).values()}
         for dep, digest in deps.items():

@@ -1,7 +1,7 @@
 """Evaluating an alias's policy for one version: every gate, each with its measured value.
 
-Gates run in this order: ``from``, ``approvals``, ``rollback_plan``, ``metrics``, ``drift``, then the
-``checks`` (slowest last). All of them are evaluated, so a refusal lists every unmet gate.
+Gates run in this order: ``from``, ``approvals``, ``rollback_plan``, ``metrics``, ``drift``,
+``reproducible``, then the ``checks`` (slowest last). All of them are evaluated, so a refusal lists every unmet gate.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from labvault.services.registry.checks import expand_command, run_check
 from labvault.services.registry.context import RegistryContext
 from labvault.services.registry.policy import AliasPolicy
 from labvault.services.registry.read import cached_copy, read_metrics
+from labvault.services.registry.reproducible_gate import reproducible_gate
 
 __all__ = ["AliasState", "evaluate_gates", "unmet_gates"]
 
@@ -96,6 +97,8 @@ def evaluate_gates(
         gates.extend(_metric_gates(ctx, version, policy))
     if policy.drift is not None:
         gates.extend(drift_gate.drift_gates(ctx, version, policy.drift))
+    if policy.reproducible is not None:
+        gates.append(reproducible_gate(ctx, version, policy.reproducible))
     if policy.checks:
         gates.extend(_check_gates(ctx, version, policy))
     return gates
@@ -186,6 +189,8 @@ def _why(g: GateResult) -> str:
         return "drift (schema changed)"
     if g.gate == "drift":
         return f"drift ({g.detail})"
+    if g.gate == "reproducible":
+        return f"reproducible ({g.detail})"
     if g.gate == "check":
         return f"check {g.name} ({g.detail.rsplit(' (', 1)[0]})"
     return f"{g.gate} {g.name} ({g.detail})"

@@ -12,6 +12,7 @@
           drift: {reference: "data:transactions@v3", max_psi: 0.2, max_record_change: 0.1}
           rollback_plan: required
           approvals: 1
+          reproducible: {env: rebuild, rtol: 1e-6}   # or: reproducible: required
 
 Errors name the file, the line and the key: ``labvault.yaml:7: models.fraud/detector.prod.approvals: ...``.
 Other top-level sections (``stages:``, ...) belong to other parts of labvault and are not read here.
@@ -37,7 +38,16 @@ from labvault.errors import ValidationError
 from labvault.refs import DataRef, parse_ref, validate_name
 from labvault.safeload import compose_yaml, construct_yaml, read_limited
 
-__all__ = ["POLICY_FILE", "AliasPolicy", "CheckSpec", "DriftSpec", "PolicyFile", "Threshold", "load_policy"]
+__all__ = [
+    "POLICY_FILE",
+    "AliasPolicy",
+    "CheckSpec",
+    "DriftSpec",
+    "PolicyFile",
+    "ReproducibleSpec",
+    "Threshold",
+    "load_policy",
+]
 
 POLICY_FILE = "labvault.yaml"
 _HINT = f"fix {POLICY_FILE}; its format is in docs/registry.md"
@@ -108,6 +118,16 @@ class DriftSpec(_Strict):
         return value
 
 
+class ReproducibleSpec(_Strict):
+    """``reproducible: {env: rebuild, rtol: ..., atol: ...}``: the source run must have a passing
+    reproduction (in a rebuilt environment with ``env: rebuild``), whose every metric is within
+    ``atol + rtol * |recorded|`` of the recorded value when a tolerance is given."""
+
+    env: Literal["any", "rebuild"] = "any"
+    rtol: float | None = Field(None, ge=0, allow_inf_nan=False)
+    atol: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
 def _threshold_text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"write the threshold as a quoted comparison, like '>= {value}'")
@@ -125,6 +145,7 @@ class AliasPolicy(_Strict):
     drift: DriftSpec | None = None
     rollback_plan: Literal["required", "optional"] = "optional"
     approvals: int = Field(0, ge=0, le=100)
+    reproducible: ReproducibleSpec | None = None
 
     @field_validator("from_")
     @classmethod
@@ -134,6 +155,18 @@ class AliasPolicy(_Strict):
                 validate_name(value, what="alias")
             except ValidationError as err:
                 raise ValueError(err.message) from None
+        return value
+
+    @field_validator("reproducible", mode="before")
+    @classmethod
+    def _reproducible(cls, value: Any) -> Any:
+        # `required` is the gate with its defaults (any environment, the reproduction's own verdict).
+        if value == "required":
+            return {}
+        if value == "optional" or value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError("write `required`, or a mapping like {env: rebuild, rtol: 1e-6, atol: 0}")
         return value
 
     @field_validator("checks")
@@ -277,6 +310,8 @@ def _allowed(base: tuple[Any, ...], loc: tuple[Any, ...]) -> list[str]:
     parents = [p for p in loc[:-1] if isinstance(p, str)]
     if parents and parents[-1] == "drift":
         return list(DriftSpec.model_fields)
+    if parents and parents[-1] in ("reproducible", "ReproducibleSpec"):
+        return list(ReproducibleSpec.model_fields)
     if (parents and parents[-1] == "checks") or (len(loc) >= 2 and isinstance(loc[-2], int)):
         return list(CheckSpec.model_fields)
     return [f.alias or n for n, f in AliasPolicy.model_fields.items()]
