@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from labvault.services.access import Access
     from labvault.services.lineage import LineageService
     from labvault.services.maintenance import Maintenance
+    from labvault.services.pipelines.service import Pipelines
     from labvault.services.registry import Registry
     from labvault.services.reproduce import ReproduceReport
     from labvault.services.reproduce.environments import Environments
@@ -206,6 +207,21 @@ class Vault:
 
         return DataService(
             objects=self.objects, meta=lambda: self.meta, root=self.root, vault_dir=self.dir, user=lambda: self.user
+        )
+
+    @cached_property
+    def pipelines(self) -> Pipelines:
+        """Pipelines: ``vault.pipelines.status/run/checkout/dag/show/tag/log`` (docs/pipelines.md)."""
+        from labvault.services.pipelines.service import Pipelines
+
+        return Pipelines(
+            objects=self.objects,
+            meta=lambda: self.meta,
+            root=self.root,
+            vault_dir=self.dir,
+            user=lambda: self.user,
+            runs=lambda: self.runs,
+            data=lambda: self.data,
         )
 
     def lean_reader(self) -> contextlib.AbstractContextManager[LeanReader | None]:

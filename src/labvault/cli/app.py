@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from labvault.cli import audit, data, env, lineage, maintenance, models, objects, reproduce, runs, server
+from labvault.cli import audit, data, env, lineage, maintenance, models, objects, pipeline, reproduce, runs, server
 from labvault.cli.failures import exit_code_of
 from labvault.cli.render import OUTPUT
 from labvault.errors import EXIT_CODES, ExternalError, ValidationError
@@ -68,10 +68,9 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(data.app, name="data")
 app.command("reproduce")(reproduce.reproduce_cmd)
 app.add_typer(env.app, name="env")
-app.add_typer(_pipeline := typer.Typer(help="Run pipelines.", no_args_is_help=True), name="pipeline")  # temporary
-importlib.import_module("labvault.cli.pipeline_import").register(_pipeline)  # until the pipeline group lands
 app.add_typer(lineage.app, name="lineage")
 app.add_typer(server.app, name="server")
+pipeline.register(app)  # with `pipeline import` (cli/pipeline_import.py)
 
 _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 

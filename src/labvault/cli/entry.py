@@ -92,6 +92,23 @@ def _fast_add(argv: list[str]) -> int | None:
     return _run_lean(flags, lambda: run_add(name, path, message=message, json_output=json_output, gitignore=gitignore))
 
 
+def _fast_pipeline(argv: list[str]) -> int | None:
+    """``pipeline status`` and ``pipeline run`` (a no-op run must start and answer fast)."""
+    args = [a for a in argv if a not in _GLOBAL]
+    if len(args) < 2 or args[0] != "pipeline":
+        return None
+    from labvault.cli.pipeline_views import parse_lean, run_lean
+
+    if parse_lean(args) is None:
+        return None
+    return _run_lean({_GLOBAL[a] for a in argv if a in _GLOBAL}, lambda: _exit_with(run_lean(args)))
+
+
+def _exit_with(code: int | None) -> None:
+    if code:
+        raise SystemExit(code)
+
+
 def print_version() -> None:
     from importlib.metadata import version
 
@@ -105,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from labvault.cli.lean import FULL_PATH_VARIABLE, run_read
 
-    for fast in (_fast_status, _fast_add, run_read):
+    for fast in (_fast_status, _fast_add, _fast_pipeline, run_read):
         code = None if os.environ.get(FULL_PATH_VARIABLE) == "1" else fast(args)
         if code is not None:
             return code

@@ -1,14 +1,14 @@
 """The team server: API tokens (salted sha256, never the secret) and idempotency keys of retried requests.
 
 Revision ID: 0008_server_tokens
-Revises: 0006_bigint_versions
+Revises: 0007_pipelines
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_server_tokens"
-down_revision = "0006_bigint_versions"
+down_revision = "0007_pipelines"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,107 @@
+"""Stage outputs in the object store: store them after a stage ran, restore them (verified) by hash.
+
+A file output is one object; a folder output is a Merkle tree of objects, built by the same code as
+``data add`` (snapshots/build.py), so its recorded hash is its root tree. Restoring writes every file
+through the contained writer (a stored path never leads outside the output) from verified reads; a
+corrupt or missing object is exit 5, naming the output.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from labvault.errors import IntegrityError, NotFound
+from labvault.refs import Digest
+from labvault.services.pipelines.hashing import HashCache
+from labvault.services.snapshots.build import build_tree
+from labvault.services.snapshots.flat import load_flat
+from labvault.services.snapshots.scan import scan_path
+from labvault.services.snapshots.statcache import StatCache, fs_clock_ns
+from labvault.storage.contained import Dest
+from labvault.storage.objects.materialize import materialize_into
+from labvault.storage.objects.protocol import ObjectStore
+
+__all__ = ["remove_outputs", "restore_output", "store_output"]
+
+_SMALL = 1024 * 1024
+_WRITERS = 4
+
+
+def store_output(objects: ObjectStore, root: Path, vault_dir: Path, rel: str) -> tuple[str, str]:
+    """Put the output at ``rel`` in the object store (call inside ``objects.batch()``): ``(sha256:hex, kind)``."""
+    full = root / rel
+    if os.path.isdir(full) and not os.path.islink(full):
+        vst = os.stat(vault_dir)
+        scan = scan_path(full, skip=(vst.st_dev, vst.st_ino))
+        stamp = fs_clock_ns(vault_dir / "cache" / "stat")
+        cache = StatCache.for_dataset(vault_dir, full)
+        built = build_tree(objects, scan, cache, referenced=set())
+        cache.save(stamp)
+        return str(built.root), "dir"
+    return str(objects.put_file(full)), "file"
+
+
+def remove_outputs(root: Path, outs: list[str] | tuple[str, ...]) -> None:
+    """Remove declared outputs (before a stage runs, and for stages that did not finish)."""
+    with Dest.open(root, create=False) as top:
+        for rel in outs:
+            top.remove(rel)
+
+
+def _write_files(objects: ObjectStore, base: Dest, files: dict[str, tuple[str, int, object]]) -> int:
+    """Write a tree's files below ``base``: small ones read (verified) here and written by a few threads,
+    one folder per task, since creating files is what a restore waits on; large ones streamed."""
+    by_folder: dict[str, list[tuple[str, str]]] = {}
+    for path, (sha, size, _profile) in files.items():
+        if size > _SMALL:
+            materialize_into(objects, Digest(sha), base, path)
+            continue
+        folder, _, name = path.rpartition("/")
+        by_folder.setdefault(folder, []).append((name, sha))
+
+    def write_folder(folder: Dest, items: list[tuple[str, bytes]]) -> None:
+        with folder:
+            for name, data in items:
+                folder.write_file(name, data)
+
+    with ThreadPoolExecutor(max_workers=_WRITERS) as pool:
+        pending = []
+        for folder, entries in by_folder.items():
+            # Read and verify in this thread (the store is not shared across threads); write in the pool.
+            items = [(name, objects.get_bytes(Digest(sha), verify=True)) for name, sha in entries]
+            pending.append(pool.submit(write_folder, base.sub(folder or "."), items))
+        for fut in pending:
+            fut.result()
+    return len(files)
+
+
+def restore_output(
+    objects: ObjectStore, root: Path, vault_dir: Path, hashes: HashCache, rel: str, digest: str, kind: str
+) -> int:
+    """Write the stored output ``digest`` at ``rel`` (replacing what is there); the number of files written."""
+    d = Digest(digest.removeprefix("sha256:"))
+    written = 0
+    try:
+        with Dest.open(root, create=False) as top:
+            top.remove(rel)
+            parent, _, name = rel.rpartition("/")
+            if kind == "file":
+                with top.sub(parent or ".") as base:
+                    materialize_into(objects, d, base, name)
+                written = 1
+            else:
+                flat = load_flat(objects, vault_dir, d)
+                with top.sub(rel) as base:
+                    for sub in sorted(flat.dirs):
+                        base.mkdir(sub)
+                    written = _write_files(objects, base, flat.files)
+                    for path, target in flat.links.items():
+                        base.symlink(path, target)
+    except NotFound as exc:
+        raise IntegrityError(f"output {rel}: {exc.message}", hint="run the stage again with --force") from exc
+    except IntegrityError as exc:
+        raise IntegrityError(f"output {rel}: {exc.message}", hint="run the stage again with --force") from exc
+    hashes.record(rel, digest)
+    return written
