@@ -102,11 +102,13 @@ def test_a_dataset_at_the_last_version_number_refuses_one_more_cleanly(any_vault
 
 
 def _without_bigint_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the store ship the migrations as they were before ``0006_bigint_versions``."""
+    """Make the store ship the migrations as they were before ``0006_bigint_versions`` (and later ones)."""
     old = tmp_path / "old_migrations"
-    shutil.copytree(
-        store_module._MIGRATIONS, old, ignore=shutil.ignore_patterns("0006_bigint_versions.py", "__pycache__")
-    )
+
+    def _from_0006_on(_folder: str, names: list[str]) -> set[str]:
+        return {n for n in names if n == "__pycache__" or (n[:4].isdigit() and int(n[:4]) >= 6)}
+
+    shutil.copytree(store_module._MIGRATIONS, old, ignore=_from_0006_on)
     monkeypatch.setattr(store_module, "_MIGRATIONS", old)
 
 
