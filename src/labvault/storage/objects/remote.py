@@ -33,7 +33,7 @@ _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
 
 
 class FsspecObjectStore(BasicHousekeeping):
-    def __init__(self, url: str, **storage_options: Any) -> None:
+    def __init__(self, url: str, *, cache_dir: Path | None = None, cache_size: int = 0, **storage_options: Any) -> None:
         try:
             import fsspec
             from fsspec.core import url_to_fs
