@@ -82,6 +82,7 @@ class FsspecObjectStore(BasicHousekeeping):
             # Fail in seconds, not minutes, when the endpoint is down; no stale directory listings.
             storage_options.setdefault("config_kwargs", {"connect_timeout": 5, "retries": {"max_attempts": 2}})
             storage_options.setdefault("use_listings_cache", False)
+            storage_options.setdefault("skip_instance_cache", True)  # credentials and endpoint read afresh
         try:
             self.fs, base = url_to_fs(url, **storage_options)
         except (ImportError, ValueError) as exc:
