@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import secrets
 import shutil
 import tempfile
 import threading
@@ -125,7 +126,7 @@ class FsspecObjectStore(BasicHousekeeping):
         if self._atomic:
             self._call("uploading objects", self.fs.pipe_file, path, data)
             return
-        tmp = f"{self.base}/tmp/{time.time_ns():x}-{threading.get_ident():x}"
+        tmp = f"{self.base}/tmp/{time.time_ns():x}-{secrets.token_hex(8)}"
         self._call("uploading objects", self.fs.makedirs, f"{self.base}/tmp", exist_ok=True)
         self._call("uploading objects", self.fs.pipe_file, tmp, data)
         self._call("uploading objects", self.fs.makedirs, path.rsplit("/", 1)[0], exist_ok=True)
