@@ -19,7 +19,6 @@ and every back-end error is translated once, in :meth:`FsspecObjectStore._call`.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import secrets
 import shutil
@@ -32,25 +31,21 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from labvault.entities import ObjectInfo
-from labvault.errors import AmbiguousReference, ExternalError, IntegrityError, NotFound, ValidationError
-from labvault.refs import Digest, parse_digest
+from labvault.errors import ExternalError, IntegrityError, NotFound, ValidationError
+from labvault.refs import Digest
 from labvault.safeload import loads_json
-from labvault.storage.contained import replace_file
 from labvault.storage.objects.cache import ObjectCache
 from labvault.storage.objects.fileio import SMALL
-from labvault.storage.objects.packfile import HEADER_SIZE
-from labvault.storage.objects.protocol import BasicHousekeeping, MaterializeMode
+from labvault.storage.objects.protocol import BasicHousekeeping
 from labvault.storage.objects.remote_errors import is_backend_error, missing_bucket, translate
 from labvault.storage.objects.remote_packs import (
-    REMOTE_PACK_TARGET,
-    Location,
     PackBuilder,
     PackView,
     decode_index,
     encode_index,
     record_at,
 )
+from labvault.storage.objects.remote_reads import RemoteReads, stat_mtime
 
 __all__ = ["LAYOUT_MARKER", "LAYOUT_VERSION", "FsspecObjectStore"]
 
@@ -60,7 +55,6 @@ REFRESH_AFTER = 60.0  # a re-put of an object last put longer ago than this uplo
 STALE_UPLOAD = 24 * 3600.0  # a pack with no index this old was left by a killed upload: compact removes it
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
 _BUCKETS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
-_PACK_MEMORY = 4  # whole packs kept in memory for fsck's verifying reads
 
 
 class _Batch:
@@ -74,7 +68,7 @@ class _Batch:
         self.staged: set[bytes] = set()
 
 
-class FsspecObjectStore(BasicHousekeeping):
+class FsspecObjectStore(RemoteReads, BasicHousekeeping):
     def __init__(self, url: str, *, cache_dir: Path | None = None, cache_size: int = 0, **storage_options: Any) -> None:
         from fsspec.core import url_to_fs
 
@@ -182,7 +176,7 @@ class FsspecObjectStore(BasicHousekeeping):
                 leaf = str(st["name"]).rstrip("/").rsplit("/", 1)[-1]
                 stem, _, ext = leaf.rpartition(".")
                 if ext == "pack":
-                    packs[stem] = (int(st.get("size") or 0), _mtime(st))
+                    packs[stem] = (int(st.get("size") or 0), stat_mtime(st))
                 elif ext == "idx":
                     indexes.add(stem)
             for known in [p for p in self.view.packs if p not in indexes]:
@@ -325,7 +319,7 @@ class FsspecObjectStore(BasicHousekeeping):
             st = self._call("looking up an object", self.fs.info, path)
         except FileNotFoundError:
             return False
-        if always or time.time() - _mtime(st) > REFRESH_AFTER:
+        if always or time.time() - stat_mtime(st) > REFRESH_AFTER:
             self._touch_file(path)
         return True
 
@@ -363,188 +357,6 @@ class FsspecObjectStore(BasicHousekeeping):
                     self._stage_packed(key, self.get_bytes(digest))
                 return
             self._refresh_loose(digest, always=True)
-
-    # -- reads ---------------------------------------------------------------------------------
-    def has(self, digest: Digest) -> bool:
-        key = bytes.fromhex(digest.hex)
-        if self._view().lookup(key) is not None or self._loose_exists(digest):
-            return True
-        self.refresh()  # another machine may have added it since the last listing
-        return self.view.lookup(key) is not None
-
-    def _loose_exists(self, digest: Digest) -> bool:
-        return bool(self._call("looking up an object", self.fs.exists, self.path_of(digest)))
-
-    def get_bytes(self, digest: Digest, *, verify: bool = True) -> bytes:
-        if self.cache is not None:
-            cached = self.cache.get(digest.hex)  # verified by the cache on every read
-            if cached is not None:
-                return cached
-        data = self._fetch(digest, verify=verify)
-        if self.cache is not None and (verify or hashlib.sha256(data).hexdigest() == digest.hex):
-            self.cache.put(digest.hex, data)
-        return data
-
-    def _fetch(self, digest: Digest, *, verify: bool) -> bytes:
-        key = bytes.fromhex(digest.hex)
-        for attempt in range(2):
-            loc = self._view().lookup(key)
-            if loc is not None:
-                try:
-                    return self._read_packed(key, loc, verify=verify)
-                except FileNotFoundError:  # compacted into another pack since the listing
-                    self.refresh()
-                    continue
-            try:
-                data: bytes = self._call("downloading an object", self.fs.cat_file, self.path_of(digest))
-            except FileNotFoundError:
-                if attempt == 0:
-                    self.refresh()
-                    continue
-                raise self.not_found(digest) from None
-            if verify and hashlib.sha256(data).hexdigest() != digest.hex:
-                self.quarantine(digest)
-                raise IntegrityError(f"object {digest} at {self.url} is corrupt; moved to quarantine")
-            return data
-        raise self.not_found(digest)
-
-    def _read_packed(self, key: bytes, loc: Location, *, verify: bool) -> bytes:
-        whole = (
-            self.cache is not None
-            and loc.size < REMOTE_PACK_TARGET
-            and self.view.packs.get(loc.pack, 0) * 4 <= self.cache.max_bytes
-        )
-        if whole:
-            data = self._fetch_pack_into_cache(key, loc)
-        else:
-            raw = self._call(
-                "downloading an object",
-                self.fs.cat_file,
-                self._pack_path(loc.pack, "pack"),
-                start=loc.offset - HEADER_SIZE,
-                end=loc.offset + loc.size,
-            )
-            data = record_at(raw, HEADER_SIZE, key, loc.size)
-        if data is None:
-            raise IntegrityError(
-                f"object sha256:{key.hex()} is lost: the index of pack {loc.pack} does not match the pack",
-                hint="run `labvault fsck`, then restore the object from another copy",
-            )
-        if verify and hashlib.sha256(data).digest() != key:
-            self._quarantine_packed(key.hex(), data)
-            raise IntegrityError(f"object sha256:{key.hex()} at {self.url} is corrupt; moved to quarantine")
-        return data
-
-    def _fetch_pack_into_cache(self, key: bytes, loc: Location) -> bytes | None:
-        """Download a whole pack once (one GET) and keep its sound records in the cache."""
-        if self.cache is None:
-            return None
-        with self.view.lock:
-            lock = self._pack_locks.setdefault(loc.pack, threading.Lock())
-        with lock:
-            cached = self.cache.get(key.hex())  # another thread fetched this pack meanwhile
-            if cached is not None:
-                return cached
-            pack = self._call("downloading a pack", self.fs.cat_file, self._pack_path(loc.pack, "pack"))
-            wanted = None
-            for digest, where in self.view.digests_in(loc.pack):
-                data = record_at(pack, where.offset, digest, where.size)
-                if digest == key:
-                    wanted = data
-                elif data is not None and hashlib.sha256(data).digest() == digest:
-                    self.cache.put(digest.hex(), data)
-            return wanted
-
-    def _pack_bytes(self, name: str) -> bytes:
-        """A whole pack, for fsck's verifying reads (a few kept in memory)."""
-        with self.view.lock:
-            if name in self._pack_memory:
-                self._pack_memory.move_to_end(name)
-                return self._pack_memory[name]
-        data: bytes = self._call("downloading a pack", self.fs.cat_file, self._pack_path(name, "pack"))
-        with self.view.lock:
-            self._pack_memory[name] = data
-            while len(self._pack_memory) > _PACK_MEMORY:
-                self._pack_memory.popitem(last=False)
-        return data
-
-    def verify(self, digest: Digest) -> bool:
-        """Re-hash the store's copy (never the cache's); False, and quarantined, if corrupt."""
-        key = bytes.fromhex(digest.hex)
-        loc = self._view().lookup(key)
-        if loc is None:
-            try:
-                self._fetch(digest, verify=True)
-            except IntegrityError:
-                return False
-            return True
-        try:
-            data = record_at(self._pack_bytes(loc.pack), loc.offset, key, loc.size)
-        except FileNotFoundError:
-            raise self.not_found(digest) from None
-        if data is None or hashlib.sha256(data).digest() != key:
-            if data is not None:
-                self._quarantine_packed(digest.hex, data)
-            return False
-        return True
-
-    def open(self, digest: Digest, *, verify: bool = True) -> BinaryIO:
-        return io.BytesIO(self.get_bytes(digest, verify=verify))
-
-    def info(self, digest: Digest) -> ObjectInfo:
-        key = bytes.fromhex(digest.hex)
-        for attempt in range(2):
-            loc = self._view().lookup(key)
-            if loc is not None:
-                return ObjectInfo(digest, loc.size, loc.mtime)
-            try:
-                st = self._call("looking up an object", self.fs.info, self.path_of(digest))
-                return ObjectInfo(digest, int(st.get("size") or 0), _mtime(st))
-            except FileNotFoundError:
-                if attempt == 0:
-                    self.refresh()
-        raise self.not_found(digest)
-
-    def iter_objects(self) -> Iterator[ObjectInfo]:
-        """Every object, packed or not, in digest order (an object in both places once, newest age)."""
-        self.refresh()
-        found: dict[str, ObjectInfo] = {
-            d.hex(): ObjectInfo(Digest(d.hex()), size, mtime) for d, size, mtime in self.view.objects()
-        }
-        try:
-            listed = self._call("listing objects", self.fs.find, self.root, detail=True)
-        except FileNotFoundError:
-            listed = {}
-        for path, st in listed.items():
-            parts = path.rstrip("/").split("/")
-            name = parts[-2] + parts[-1] if len(parts) >= 2 else ""
-            if len(name) == 64 and len(parts[-2]) == 2 and set(name) <= set("0123456789abcdef"):
-                info = ObjectInfo(Digest(name), int(st.get("size") or 0), _mtime(st))
-                if name not in found or found[name].mtime < info.mtime:
-                    found[name] = info
-        for hexd in sorted(found):
-            yield found[hexd]
-
-    def resolve_prefix(self, prefix: str) -> Digest:
-        ref = parse_digest(prefix)
-        if ref.is_full:
-            return Digest(ref.prefix)
-        self.refresh()
-        matches = {d.hex() for d, _, _ in self.view.objects() if d.hex().startswith(ref.prefix)}
-        try:
-            names = self._call("listing objects", self.fs.ls, f"{self.root}/{ref.prefix[:2]}", detail=False)
-        except FileNotFoundError:
-            names = []
-        tails = (str(p).rstrip("/").rsplit("/", 1)[-1] for p in names)
-        matches |= {ref.prefix[:2] + n for n in tails if n.startswith(ref.prefix[2:])}
-        if not matches:
-            raise NotFound(f"no object matches sha256:{ref.prefix} at {self.url}")
-        if len(matches) > 1:
-            raise AmbiguousReference(f"sha256:{ref.prefix}", [f"sha256:{m}" for m in sorted(matches)])
-        return Digest(matches.pop())
-
-    def materialize(self, digest: Digest, dest: Path, *, mode: MaterializeMode = "copy") -> None:
-        replace_file(dest, self.get_bytes(digest, verify=True))  # verified before anything is written
 
     # -- deletion, corruption, maintenance ------------------------------------------------------
     def delete(self, digest: Digest) -> None:
@@ -604,14 +416,3 @@ class FsspecObjectStore(BasicHousekeeping):
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
-
-
-def _mtime(st: dict[str, Any]) -> float:
-    for key in ("mtime", "LastModified", "updated", "created", "last_modified"):
-        value = st.get(key)
-        if isinstance(value, int | float):
-            return float(value)
-        stamp = getattr(value, "timestamp", None)
-        if callable(stamp):
-            return float(stamp())
-    return time.time()
