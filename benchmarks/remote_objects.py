@@ -57,12 +57,13 @@ DOWNLOAD = """
 import json, sys
 from pathlib import Path
 from labvault.refs import Digest
+from labvault.storage.contained import Dest
+from labvault.storage.objects.materialize import materialize_into
 from labvault.storage.objects.opener import open_object_store
 store = open_object_store(sys.argv[1], cache_dir=Path(sys.argv[2]), cache_size=10 << 30)
-dest = Path(sys.argv[4])
-for rel, hexd in json.loads(Path(sys.argv[3]).read_text()).items():
-    (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-    store.materialize(Digest(hexd), dest / rel)
+with Dest.open(Path(sys.argv[4])) as into:  # as `data checkout` writes a snapshot's files
+    for rel, hexd in json.loads(Path(sys.argv[3]).read_text()).items():
+        materialize_into(store, Digest(hexd), into, rel)
 """
 
 
