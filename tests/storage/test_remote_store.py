@@ -23,7 +23,20 @@ from labvault.storage.objects.remote import LAYOUT_MARKER, FsspecObjectStore
 from tests.contracts.test_object_store import corrupt_remote
 from tests.s3server import S3Server
 
-_COUNTED = {"pipe_file", "cat_file", "ls", "info", "exists", "rm_file", "find", "glob", "setxattr", "mv"}
+_COUNTED = {
+    "open",
+    "put_file",
+    "pipe_file",
+    "cat_file",
+    "ls",
+    "info",
+    "exists",
+    "rm_file",
+    "find",
+    "glob",
+    "setxattr",
+    "mv",
+}
 
 
 class CountingFS:
@@ -48,7 +61,8 @@ class CountingFS:
 
     def downloads(self) -> list[str]:
         """Paths of objects and packs fetched (index objects and listings not counted)."""
-        return [p for name, p in self.paths if name == "cat_file" and not p.endswith((".idx", ".json"))]
+        fetched = ("cat_file", "open")  # a whole or ranged GET; a streamed GET
+        return [p for name, p in self.paths if name in fetched and not p.endswith((".idx", ".json"))]
 
 
 def _store(server: S3Server, bucket: str, cache: Path | None = None, size: int = 1 << 30) -> FsspecObjectStore:
@@ -273,3 +287,41 @@ def test_no_credentials_is_exit_7_naming_the_variables(s3_server: S3Server, monk
     assert err.value.exit_code == 7
     assert "AWS_ACCESS_KEY_ID" in err.value.hint
     assert "AWS_SECRET_ACCESS_KEY" in err.value.hint
+
+
+def test_a_large_object_streams_through_the_cache(s3_server: S3Server, tmp_path: Path) -> None:
+    bucket = s3_server.bucket()
+    store = _store(s3_server, bucket)
+    big = tmp_path / "weights.bin"
+    big.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    digest = store.put_file(big)
+    assert store.fs.exists(store.path_of(digest))  # a file of its own
+    reader = _store(s3_server, bucket, tmp_path / "cache")
+    fs = _counted(reader)
+    with reader.open(digest) as f:
+        assert f.read() == big.read_bytes()
+    reader.materialize(digest, tmp_path / "copy.bin")
+    assert (tmp_path / "copy.bin").read_bytes() == big.read_bytes()
+    assert len(fs.downloads()) == 1  # streamed into the cache once; the copy came from there
+    assert (tmp_path / "cache" / digest.hex[:2] / digest.hex[2:]).stat().st_size == big.stat().st_size
+    # the cached copy rots: refused once (exit 5) and removed, then fetched again
+    (tmp_path / "cache" / digest.hex[:2] / digest.hex[2:]).write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    with pytest.raises(IntegrityError), reader.open(digest) as f:
+        f.read()
+    with reader.open(digest) as f:
+        assert f.read() == big.read_bytes()
+
+
+def test_a_corrupt_large_object_is_never_cached_nor_materialized(s3_server: S3Server, tmp_path: Path) -> None:
+    store = _store(s3_server, s3_server.bucket(), tmp_path / "cache")
+    data = os.urandom(2 * 1024 * 1024)
+    digest = store.put_bytes(data)
+    store.fs.pipe_file(store.path_of(digest), data[:-1] + b"!")
+    with pytest.raises(IntegrityError):
+        store.materialize(digest, tmp_path / "out.bin")
+    assert not (tmp_path / "out.bin").exists()
+    assert store.cache is not None
+    assert store.cache.usage() == (0, 0)
+    assert not store.has(digest)  # quarantined
+    with pytest.raises(IntegrityError):
+        store.get_bytes(digest)

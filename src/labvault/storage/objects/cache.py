@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from labvault.errors import StorageError
@@ -103,6 +105,32 @@ class ObjectCache:
                     continue
                 found.append((st.st_mtime, st.st_size, f"{shard.name}/{entry.name}"))
         return found
+
+    def fits(self, size: int) -> bool:
+        return 0 < size <= self.max_bytes * _LOW_WATER
+
+    def open_entry(self, hexd: str) -> io.FileIO | None:
+        """The cached file of ``hexd``, opened for reading (the caller verifies as it reads), or None."""
+        if self.max_bytes <= 0:
+            return None
+        path = self.path / self._rel(hexd)
+        try:
+            raw = io.FileIO(path, "r")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        return raw
+
+    def fill(self, hexd: str, fill: Callable[[int], None]) -> None:
+        """Write an entry by descriptor (a large object streamed in); ``fill`` raising keeps nothing."""
+        with Dest.open(self.path) as folder:  # its own descriptors: the fill may take long, off the lock
+            folder.write(self._rel(hexd), fill)
+        with self._lock:
+            size = os.stat(self.path / self._rel(hexd)).st_size
+            self._used = self._scan_size() if self._used is None else self._used + size
+            if self._used > self.max_bytes:
+                self._evict()
 
     def _scan_size(self) -> int:
         return sum(size for _, size, _ in self._entries())

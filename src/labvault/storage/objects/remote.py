@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
-import shutil
 import tempfile
 import threading
 import time
@@ -35,7 +35,7 @@ from labvault.errors import ExternalError, IntegrityError, NotFound, ValidationE
 from labvault.refs import Digest
 from labvault.safeload import loads_json
 from labvault.storage.objects.cache import ObjectCache
-from labvault.storage.objects.fileio import SMALL
+from labvault.storage.objects.fileio import CHUNK, SMALL
 from labvault.storage.objects.protocol import BasicHousekeeping
 from labvault.storage.objects.remote_errors import is_backend_error, missing_bucket, translate
 from labvault.storage.objects.remote_packs import (
@@ -46,14 +46,22 @@ from labvault.storage.objects.remote_packs import (
     record_at,
 )
 from labvault.storage.objects.remote_reads import RemoteReads, stat_mtime
+from labvault.storage.space import translate_os_error
 
 __all__ = ["LAYOUT_MARKER", "LAYOUT_VERSION", "FsspecObjectStore"]
+
+
+def _temp_file() -> Any:
+    """An anonymous local temp file (removed when closed) for a larger object waiting for its upload."""
+    return tempfile.NamedTemporaryFile(prefix="labvault-upload-")
+
 
 LAYOUT_MARKER = "labvault-objects.json"
 LAYOUT_VERSION = 1
 REFRESH_AFTER = 60.0  # a re-put of an object last put longer ago than this uploads it again (gc's grace)
 STALE_UPLOAD = 24 * 3600.0  # a pack with no index this old was left by a killed upload: compact removes it
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
+_PACKAGES = {"s3": "'labvault[s3]'", "gs": "'labvault[gcs]'", "az": "adlfs", "abfs": "adlfs"}
 _BUCKETS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 
 
@@ -64,7 +72,7 @@ class _Batch:
         self.depth = 0
         self.builder: PackBuilder | None = None
         self.done: list[PackBuilder] = []  # packs uploaded, their index not yet
-        self.loose: dict[str, Any] = {}  # hex -> spooled bytes of a larger object
+        self.loose: dict[str, Any] = {}  # hex -> an anonymous temp file holding a larger object
         self.staged: set[bytes] = set()
 
 
@@ -81,9 +89,8 @@ class FsspecObjectStore(RemoteReads, BasicHousekeeping):
         try:
             self.fs, base = url_to_fs(url, **storage_options)
         except (ImportError, ValueError) as exc:
-            raise ExternalError(
-                f"cannot open {url}: {exc}", hint=f"install the filesystem for {self.scheme}:// (e.g. labvault[s3])"
-            ) from exc
+            package = _PACKAGES.get(self.scheme, f"the fsspec filesystem for {self.scheme}://")
+            raise ExternalError(f"cannot open {url}: {exc}", hint=f"pip install {package}") from exc
         self.url = url
         self.base = base.rstrip("/")
         self.root = f"{self.base}/objects/sha256"
@@ -221,8 +228,8 @@ class FsspecObjectStore(RemoteReads, BasicHousekeeping):
         """Objects put inside the block are uploaded when it exits without error, discarded otherwise.
 
         A batch belongs to the thread that opened it. Small objects go into packs (uploaded as they
-        fill, visible only once their index is uploaded at the end); larger ones wait in a spooled
-        temp file each and are uploaded at the end.
+        fill, visible only once their index is uploaded at the end); larger ones wait in a local
+        temp file each and are uploaded (streamed, multipart where the store has it) at the end.
         """
         current: _Batch | None = getattr(self._local, "batch", None)
         if current is None:
@@ -252,8 +259,8 @@ class FsspecObjectStore(RemoteReads, BasicHousekeeping):
             if batch.staged or batch.loose:
                 self._ensure_marker()
             for hexd, spool in batch.loose.items():
-                spool.seek(0)
-                self._write(self.path_of(Digest(hexd)), spool.read())
+                spool.flush()
+                self._upload_file(self.path_of(Digest(hexd)), spool.name)
             if batch.builder is not None:
                 self._upload_pack(batch, batch.builder)
                 batch.builder = None
@@ -307,10 +314,34 @@ class FsspecObjectStore(RemoteReads, BasicHousekeeping):
             elif len(data) <= SMALL:
                 self._stage_packed(key, data)
             elif not self._refresh_loose(digest):
-                spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - closed by batch()
+                spool = _temp_file()
                 spool.write(data)
                 batch.loose[digest.hex] = spool
         return digest
+
+    def _stage_loose(self, digest: Digest, spool: Any) -> None:
+        """Stage a larger object already in a local temp file (the batch closes it)."""
+        with self.batch():
+            batch: _Batch = self._local.batch
+            if (
+                digest.hex in batch.loose
+                or self._view().lookup(bytes.fromhex(digest.hex)) is not None
+                or self._refresh_loose(digest)
+            ):
+                spool.close()
+            else:
+                batch.loose[digest.hex] = spool
+
+    def _upload_file(self, path: str, local: str) -> None:
+        """Upload a local file whole (multipart on S3: the object appears only once it is complete)."""
+        if self._atomic:
+            self._call("uploading objects", self.fs.put_file, local, path)
+            return
+        tmp = f"{self.base}/tmp/{time.time_ns():x}-{secrets.token_hex(8)}"
+        self._call("uploading objects", self.fs.makedirs, f"{self.base}/tmp", exist_ok=True)
+        self._call("uploading objects", self.fs.put_file, local, tmp)
+        self._call("uploading objects", self.fs.makedirs, path.rsplit("/", 1)[0], exist_ok=True)
+        self._call("uploading objects", self.fs.mv, tmp, path)
 
     def _refresh_loose(self, digest: Digest, *, always: bool = False) -> bool:
         """True if ``digest`` is stored as a file of its own; restarts its age if old (or ``always``)."""
@@ -337,13 +368,40 @@ class FsspecObjectStore(RemoteReads, BasicHousekeeping):
                 self._write(path, self._call("refreshing an object", self.fs.cat_file, path))
 
     def put_file(self, path: Path) -> Digest:
-        return self.put_bytes(Path(path).read_bytes())
+        try:
+            with open(path, "rb", buffering=0) as src:
+                if os.fstat(src.fileno()).st_size <= SMALL:
+                    data = src.read(SMALL + 1)
+                    if len(data) <= SMALL:  # else it grew while we read it: stream it
+                        return self.put_bytes(data)
+                    src.seek(0)
+                return self.put_stream(src)
+        except FileNotFoundError:
+            raise NotFound(f"{path}: no such file", hint="check the path") from None
+        except OSError as exc:
+            raise translate_os_error(exc, Path(path).parent, f"reading {path}") from exc
 
     def put_stream(self, src: BinaryIO) -> Digest:
-        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
-            shutil.copyfileobj(src, spool)
-            spool.seek(0)
-            return self.put_bytes(spool.read())
+        """Hash while copying to a local temp file (never whole in memory), then stage it."""
+        spool = _temp_file()
+        try:
+            hasher = hashlib.sha256()
+            size = 0
+            while chunk := src.read(CHUNK):
+                hasher.update(chunk)
+                spool.write(chunk)
+                size += len(chunk)
+            digest = Digest(hasher.hexdigest())
+            if size <= SMALL:
+                spool.seek(0)
+                data = spool.read()
+                spool.close()
+                return self.put_bytes(data)
+        except BaseException:
+            spool.close()
+            raise
+        self._stage_loose(digest, spool)
+        return digest
 
     def touch(self, digest: Digest) -> None:
         """Restart an object's age: a packed one is packed again in this batch, a file is touched."""

@@ -19,8 +19,9 @@ from typing import Any, BinaryIO
 from labvault.entities import ObjectInfo
 from labvault.errors import AmbiguousReference, IntegrityError, NotFound
 from labvault.refs import Digest, parse_digest
-from labvault.storage.contained import replace_file
+from labvault.storage.contained import Dest
 from labvault.storage.objects.cache import ObjectCache
+from labvault.storage.objects.fileio import CHUNK, SMALL, VerifyingReader, write_all
 from labvault.storage.objects.packfile import HEADER_SIZE
 from labvault.storage.objects.protocol import MaterializeMode
 from labvault.storage.objects.remote_packs import REMOTE_PACK_TARGET, Location, PackView, record_at
@@ -174,7 +175,58 @@ class RemoteReads:
         return True
 
     def open(self, digest: Digest, *, verify: bool = True) -> BinaryIO:
+        """A packed or small object in memory; a larger one streamed (through the cache if it fits)."""
+        cached = self.cache.open_entry(digest.hex) if self.cache is not None else None
+        if cached is not None:
+            return _verifying(cached, digest, lambda: self._refuse_cached(digest))
+        if self._view().lookup(bytes.fromhex(digest.hex)) is None:
+            size = self.info(digest).size
+            if size > SMALL and self.cache is not None and self.cache.fits(size):
+                self._download_into_cache(digest)
+                entry = self.cache.open_entry(digest.hex)
+                if entry is not None:
+                    return _verifying(entry, digest, lambda: self._refuse_cached(digest))
+            if size > SMALL:
+                try:
+                    raw = self._call("downloading an object", self.fs.open, self.path_of(digest), "rb")
+                except FileNotFoundError:
+                    raise self.not_found(digest) from None
+                if not verify:
+                    return raw  # type: ignore[no-any-return]
+                return _verifying(raw, digest, lambda: self._refuse_remote(digest))
         return io.BytesIO(self.get_bytes(digest, verify=verify))
+
+    def _download_into_cache(self, digest: Digest) -> None:
+        """Stream a larger object into the cache, hashing it; a corrupt one is quarantined (exit 5)."""
+        cache = self.cache
+        if cache is None:
+            return
+
+        def fill(fd: int) -> None:
+            hasher = hashlib.sha256()
+            with self._call("downloading an object", self.fs.open, self.path_of(digest), "rb") as src:
+                while chunk := src.read(CHUNK):
+                    hasher.update(chunk)
+                    write_all(fd, chunk)
+            if hasher.hexdigest() != digest.hex:
+                raise _Corrupt
+
+        try:
+            cache.fill(digest.hex, fill)
+        except _Corrupt:
+            self._refuse_remote(digest)
+
+    def _refuse_remote(self, digest: Digest) -> None:
+        self.quarantine(digest)
+        raise IntegrityError(f"object {digest} at {self.url} is corrupt; moved to quarantine")
+
+    def _refuse_cached(self, digest: Digest) -> None:
+        if self.cache is not None:
+            self.cache.remove(digest.hex)
+        raise IntegrityError(
+            f"the locally cached copy of {digest} was corrupt; it was removed",
+            hint="run the command again: the object is fetched again from the store",
+        )
 
     def info(self, digest: Digest) -> ObjectInfo:
         key = bytes.fromhex(digest.hex)
@@ -229,7 +281,19 @@ class RemoteReads:
         return Digest(matches.pop())
 
     def materialize(self, digest: Digest, dest: Path, *, mode: MaterializeMode = "copy") -> None:
-        replace_file(dest, self.get_bytes(digest, verify=True))  # verified before anything is written
+        """Verified bytes at ``dest``, renamed into place only once they verified (streamed if large)."""
+        from labvault.storage.objects.materialize import materialize_into
+
+        with Dest.open(dest.parent, create=False) as into:
+            materialize_into(self, digest, into, dest.name)  # type: ignore[arg-type]
+
+
+class _Corrupt(Exception):
+    """A download did not hash to its name (raised inside a cache fill, so that nothing is kept)."""
+
+
+def _verifying(raw: Any, digest: Digest, on_mismatch: Callable[[], None]) -> BinaryIO:
+    return io.BufferedReader(VerifyingReader(raw, digest.hex, on_mismatch), CHUNK)  # type: ignore[return-value]
 
 
 def stat_mtime(st: dict[str, Any]) -> float:
