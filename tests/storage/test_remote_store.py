@@ -357,3 +357,20 @@ def test_gc_on_one_machine_while_the_other_reputs_loses_nothing(
         # a third machine, whose view of the packs is stale by now, still finds it
         assert reader.get_bytes(digest) == b"old object %d" % i, f"interleaving {i}: {steps}"
         assert b.has(digest), f"interleaving {i}: {steps}"  # and the gc's own view knows the new copy
+
+
+def test_compact_merges_many_small_packs(s3_server: S3Server) -> None:
+    bucket = s3_server.bucket()
+    store = _store(s3_server, bucket)
+    digests = [store.put_bytes(b"batch of one %d" % i) for i in range(20)]  # a pack each
+    stale = _store(s3_server, bucket)
+    assert all(stale.has(d) for d in digests)
+    ages = {i.digest: i.mtime for i in store.iter_objects()}
+    store.delete(digests[0])
+    store.compact()
+    names = store.fs.ls(f"{bucket}/team/packs")
+    assert len([n for n in names if n.endswith(".idx")]) == 1
+    assert {i.digest: i.mtime for i in store.iter_objects()} == {d: ages[d] for d in digests[1:]}  # ages kept
+    assert all(stale.get_bytes(d) == b"batch of one %d" % i for i, d in enumerate(digests) if i)  # a stale view
+    with pytest.raises(NotFound):
+        stale.get_bytes(digests[0])

@@ -28,6 +28,7 @@ from labvault.storage.objects.packfile import HEADER, HEADER_SIZE, PACK_MAGIC, R
 __all__ = [
     "INDEX_MAGIC",
     "REMOTE_PACK_TARGET",
+    "Entry",
     "Location",
     "PackBuilder",
     "PackView",
