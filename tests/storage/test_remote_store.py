@@ -374,3 +374,12 @@ def test_compact_merges_many_small_packs(s3_server: S3Server) -> None:
     assert all(stale.get_bytes(d) == b"batch of one %d" % i for i, d in enumerate(digests) if i)  # a stale view
     with pytest.raises(NotFound):
         stale.get_bytes(digests[0])
+
+
+def test_describe_says_where_and_how_much_is_cached(s3_server: S3Server, tmp_path: Path) -> None:
+    store = _store(s3_server, s3_server.bucket(), tmp_path / "cache", size=1 << 20)
+    store.get_bytes(store.put_bytes(b"cached once read"))
+    about = store.describe()
+    assert about["url"].startswith("s3://")
+    assert about["layout_version"] == 1
+    assert about["cache"] == {"path": str(tmp_path / "cache"), "size": 1 << 20, "used": 16, "objects": 1}

@@ -471,6 +471,15 @@ class FsspecObjectStore(RemoteReads, BasicHousekeeping):
         self.refresh()
         return sorted(self.view.damaged.values()), []
 
+    def describe(self) -> dict[str, Any]:
+        """Where the objects are (the URL holds no credentials: the opener refuses those), the layout
+        version, and the local cache's bound and use, for ``vault show``."""
+        cache: dict[str, Any] | None = None
+        if self.cache is not None:
+            files, used = self.cache.usage()
+            cache = {"path": str(self.cache.path), "size": self.cache.max_bytes, "used": used, "objects": files}
+        return {"url": self.url, "layout_version": LAYOUT_VERSION, "cache": cache}
+
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
