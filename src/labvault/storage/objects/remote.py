@@ -77,7 +77,18 @@ class _Batch:
 
 
 class FsspecObjectStore(RemoteReads, BasicHousekeeping):
-    def __init__(self, url: str, *, cache_dir: Path | None = None, cache_size: int = 0, **storage_options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        cache_dir: Path | None = None,
+        cache_size: int = 0,
+        refresh_after: float | None = None,
+        **storage_options: Any,
+    ) -> None:
+        """``refresh_after``: re-putting an object last put longer ago than this (default 60 s) uploads
+        it again so that gc's grace period starts over; a caller that keeps gc out for the whole write
+        (a lock shared by writers, exclusive for gc) may raise it to avoid re-uploads."""
         from fsspec.core import url_to_fs
 
         self.scheme = url.split("://", 1)[0].lower() if "://" in url else "file"
@@ -100,6 +111,7 @@ class FsspecObjectStore(RemoteReads, BasicHousekeeping):
         self._bucket = self.base.split("/", 1)[0] if self.scheme in _BUCKETS else None
         self.cache = ObjectCache(cache_dir, cache_size) if cache_dir is not None and cache_size > 0 else None
         self.view = PackView()
+        self.refresh_after = refresh_after
         self._local = threading.local()
         self._refresh_lock = threading.Lock()
         self._pack_locks: dict[str, threading.Lock] = {}
@@ -309,7 +321,7 @@ class FsspecObjectStore(RemoteReads, BasicHousekeeping):
                 return digest
             loc = self._view().lookup(key)
             if loc is not None:
-                if time.time() - loc.mtime > REFRESH_AFTER:
+                if time.time() - loc.mtime > self._refresh_after():
                     self._stage_packed(key, data)  # a fresh copy: gc's grace period starts over
             elif len(data) <= SMALL:
                 self._stage_packed(key, data)
@@ -350,9 +362,12 @@ class FsspecObjectStore(RemoteReads, BasicHousekeeping):
             st = self._call("looking up an object", self.fs.info, path)
         except FileNotFoundError:
             return False
-        if always or time.time() - stat_mtime(st) > REFRESH_AFTER:
+        if always or time.time() - stat_mtime(st) > self._refresh_after():
             self._touch_file(path)
         return True
+
+    def _refresh_after(self) -> float:
+        return REFRESH_AFTER if self.refresh_after is None else self.refresh_after
 
     def _touch_file(self, path: str) -> None:
         if self.scheme in ("s3", "s3a"):  # a copy onto itself with new metadata: server side, new LastModified
