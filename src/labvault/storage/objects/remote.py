@@ -245,9 +245,9 @@ class FsspecObjectStore(RemoteReads, BasicHousekeeping):
         """
         current: _Batch | None = getattr(self._local, "batch", None)
         if current is None:
-            current = self._local.batch = _Batch()
             if time.monotonic() - self.view.listed_at > 1.0:
-                self.refresh()
+                self.refresh()  # before the batch exists: a failed listing leaves no batch behind
+            current = self._local.batch = _Batch()
         current.depth += 1
         ok = False
         try:
