@@ -387,3 +387,16 @@ def test_describe_says_where_and_how_much_is_cached(s3_server: S3Server, tmp_pat
     assert about["url"].startswith("s3://")
     assert about["layout_version"] == 1
     assert about["cache"] == {"path": str(tmp_path / "cache"), "size": 1 << 20, "used": 16, "objects": 1}
+
+
+def test_names_labvault_never_writes_in_packs_are_left_alone(s3_server: S3Server, tmp_path: Path) -> None:
+    bucket = s3_server.bucket()
+    store = _store(s3_server, bucket)
+    digest = store.put_bytes(b"still readable")
+    for stray in ("..idx", ".idx", "notes.txt", "pack-zz-12345678.idx", "pack-1-2.pack"):
+        store.fs.pipe_file(f"{bucket}/team/packs/{stray}", b"not an index")
+    reader = _store(s3_server, bucket, tmp_path / "cache")
+    assert reader.get_bytes(digest) == b"still readable"
+    assert [i.digest for i in reader.iter_objects()] == [digest]
+    assert reader.check_packs() == ([], [])
+    assert reader.lost_packs() == []

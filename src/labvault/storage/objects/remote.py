@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import tempfile
 import threading
@@ -61,6 +62,7 @@ LAYOUT_VERSION = 1
 REFRESH_AFTER = 60.0  # a re-put of an object last put longer ago than this uploads it again (gc's grace)
 STALE_UPLOAD = 24 * 3600.0  # a pack with no index this old was left by a killed upload: compact removes it
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
+_PACK_NAME = re.compile(r"pack-[0-9a-f]{1,32}-[0-9a-f]{8}")
 _PACKAGES = {"s3": "'labvault[s3]'", "gs": "'labvault[gcs]'", "az": "adlfs", "abfs": "adlfs"}
 _BUCKETS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 
@@ -194,6 +196,8 @@ class FsspecObjectStore(RemoteReads, BasicHousekeeping):
             for st in listing:
                 leaf = str(st["name"]).rstrip("/").rsplit("/", 1)[-1]
                 stem, _, ext = leaf.rpartition(".")
+                if not _PACK_NAME.fullmatch(stem):  # a name labvault never writes: not ours, left alone
+                    continue
                 if ext == "pack":
                     packs[stem] = (int(st.get("size") or 0), stat_mtime(st))
                 elif ext == "idx":

@@ -176,24 +176,25 @@ class RemoteReads:
 
     def open(self, digest: Digest, *, verify: bool = True) -> BinaryIO:
         """A packed or small object in memory; a larger one streamed (through the cache if it fits)."""
+        if self._view().lookup(bytes.fromhex(digest.hex)) is not None:  # packed: small, read whole
+            return io.BytesIO(self.get_bytes(digest, verify=verify))
         cached = self.cache.open_entry(digest.hex) if self.cache is not None else None
         if cached is not None:
             return _verifying(cached, digest, lambda: self._refuse_cached(digest))
-        if self._view().lookup(bytes.fromhex(digest.hex)) is None:
-            size = self.info(digest).size
-            if size > SMALL and self.cache is not None and self.cache.fits(size):
-                self._download_into_cache(digest)
-                entry = self.cache.open_entry(digest.hex)
-                if entry is not None:
-                    return _verifying(entry, digest, lambda: self._refuse_cached(digest))
-            if size > SMALL:
-                try:
-                    raw = self._call("downloading an object", self.fs.open, self.path_of(digest), "rb")
-                except FileNotFoundError:
-                    raise self.not_found(digest) from None
-                if not verify:
-                    return raw  # type: ignore[no-any-return]
-                return _verifying(raw, digest, lambda: self._refuse_remote(digest))
+        size = self.info(digest).size
+        if size > SMALL and self.cache is not None and self.cache.fits(size):
+            self._download_into_cache(digest)
+            entry = self.cache.open_entry(digest.hex)
+            if entry is not None:
+                return _verifying(entry, digest, lambda: self._refuse_cached(digest))
+        if size > SMALL:
+            try:
+                raw = self._call("downloading an object", self.fs.open, self.path_of(digest), "rb")
+            except FileNotFoundError:
+                raise self.not_found(digest) from None
+            if not verify:
+                return raw  # type: ignore[no-any-return]
+            return _verifying(raw, digest, lambda: self._refuse_remote(digest))
         return io.BytesIO(self.get_bytes(digest, verify=verify))
 
     def _download_into_cache(self, digest: Digest) -> None:
@@ -293,7 +294,8 @@ class _Corrupt(Exception):
 
 
 def _verifying(raw: Any, digest: Digest, on_mismatch: Callable[[], None]) -> BinaryIO:
-    return io.BufferedReader(VerifyingReader(raw, digest.hex, on_mismatch), CHUNK)  # type: ignore[return-value]
+    # The default buffer: reads of a chunk or more go straight through it (no 8 MiB buffer per object).
+    return io.BufferedReader(VerifyingReader(raw, digest.hex, on_mismatch))  # type: ignore[return-value]
 
 
 def stat_mtime(st: dict[str, Any]) -> float:
