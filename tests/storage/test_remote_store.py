@@ -149,10 +149,20 @@ def test_a_corrupt_cache_entry_is_never_served(s3_server: S3Server, tmp_path: Pa
     store = _store(s3_server, s3_server.bucket(), tmp_path / "cache")
     digest = store.put_bytes(b"the real bytes")
     assert store.get_bytes(digest) == b"the real bytes"
-    entry = tmp_path / "cache" / digest.hex[:2] / digest.hex[2:]
-    entry.write_bytes(b"tampered bytes")
-    assert store.get_bytes(digest) == b"the real bytes"
-    assert entry.read_bytes() == b"the real bytes"  # fetched again, verified, cached again
+    (pack,) = (tmp_path / "cache" / "packs").iterdir()  # a packed object: its whole pack is cached
+    pack.write_bytes(pack.read_bytes().replace(b"the real bytes", b"tampered bytes"))
+    fs = _counted(store)
+    assert store.get_bytes(digest) == b"the real bytes"  # the cached pack is dropped, fetched again
+    assert len(fs.downloads()) == 1
+    assert b"the real bytes" in pack.read_bytes()
+    # an object of its own, cached as a file of its own
+    big = os.urandom(1024 * 1024 + 1)
+    large = store.put_bytes(big)
+    assert store.get_bytes(large) == big
+    entry = tmp_path / "cache" / large.hex[:2] / large.hex[2:]
+    entry.write_bytes(b"x" * len(big))
+    assert store.get_bytes(large) == big
+    assert entry.read_bytes() == big  # fetched again, verified, cached again
 
 
 def test_two_machines_one_bucket(s3_server: S3Server, tmp_path: Path) -> None:
@@ -386,7 +396,13 @@ def test_describe_says_where_and_how_much_is_cached(s3_server: S3Server, tmp_pat
     about = store.describe()
     assert about["url"].startswith("s3://")
     assert about["layout_version"] == 1
-    assert about["cache"] == {"path": str(tmp_path / "cache"), "size": 1 << 20, "used": 16, "objects": 1}
+    pack = next((tmp_path / "cache" / "packs").iterdir())
+    assert about["cache"] == {
+        "path": str(tmp_path / "cache"),
+        "size": 1 << 20,
+        "used": pack.stat().st_size,
+        "objects": 1,
+    }
 
 
 def test_names_labvault_never_writes_in_packs_are_left_alone(s3_server: S3Server, tmp_path: Path) -> None:

@@ -206,6 +206,7 @@ class FsspecObjectStore(RemoteReads, BasicHousekeeping):
                 self.view.drop(known)
                 if self.cache is not None:
                     self.cache.drop_index(known)
+                    self.cache.drop_pack(known)
             self._lost = sorted(i for i in indexes if i not in packs)
             self._orphans = {p: v for p, v in packs.items() if p not in indexes}
             for name in sorted(indexes - set(self.view.packs) - set(self._lost)):

@@ -102,4 +102,5 @@ def _rewrite(store: FsspecObjectStore, packs: list[str]) -> int:
         view.drop(pack)
         if store.cache is not None:
             store.cache.drop_index(pack)
+            store.cache.drop_pack(pack)
     return old_size - new_size

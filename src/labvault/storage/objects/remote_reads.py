@@ -66,12 +66,13 @@ class RemoteReads:
             cached = self.cache.get(digest.hex)  # verified by the cache on every read
             if cached is not None:
                 return cached
-        data = self._fetch(digest, verify=verify)
-        if self.cache is not None and (verify or hashlib.sha256(data).hexdigest() == digest.hex):
+        data, kept = self._fetch(digest, verify=verify)
+        if self.cache is not None and not kept and (verify or hashlib.sha256(data).hexdigest() == digest.hex):
             self.cache.put(digest.hex, data)
         return data
 
-    def _fetch(self, digest: Digest, *, verify: bool) -> bytes:
+    def _fetch(self, digest: Digest, *, verify: bool) -> tuple[bytes, bool]:
+        """The object's bytes, and whether they are in the cache already (in a cached pack)."""
         key = bytes.fromhex(digest.hex)
         for attempt in range(2):
             loc = self._view().lookup(key)
@@ -91,17 +92,18 @@ class RemoteReads:
             if verify and hashlib.sha256(data).hexdigest() != digest.hex:
                 self.quarantine(digest)
                 raise IntegrityError(f"object {digest} at {self.url} is corrupt; moved to quarantine")
-            return data
+            return data, False
         raise self.not_found(digest)
 
-    def _read_packed(self, key: bytes, loc: Location, *, verify: bool) -> bytes:
+    def _read_packed(self, key: bytes, loc: Location, *, verify: bool) -> tuple[bytes, bool]:
         whole = (
             self.cache is not None
             and loc.size < REMOTE_PACK_TARGET
             and self.view.packs.get(loc.pack, 0) * 4 <= self.cache.max_bytes
         )
+        kept = False
         if whole:
-            data = self._fetch_pack_into_cache(key, loc)
+            data, kept = self._record_via_cached_pack(key, loc)
         else:
             raw = self._call(
                 "downloading an object",
@@ -116,30 +118,29 @@ class RemoteReads:
                 f"object sha256:{key.hex()} is lost: the index of pack {loc.pack} does not match the pack",
                 hint="run `labvault fsck`, then restore the object from another copy",
             )
-        if verify and hashlib.sha256(data).digest() != key:
+        if verify and not kept and hashlib.sha256(data).digest() != key:
             self._quarantine_packed(key.hex(), data)
             raise IntegrityError(f"object sha256:{key.hex()} at {self.url} is corrupt; moved to quarantine")
-        return data
+        return data, kept
 
-    def _fetch_pack_into_cache(self, key: bytes, loc: Location) -> bytes | None:
-        """Download a whole pack once (one GET) and keep its sound records in the cache."""
-        if self.cache is None:
-            return None
+    def _record_via_cached_pack(self, key: bytes, loc: Location) -> tuple[bytes | None, bool]:
+        """A record from the cached copy of its pack, downloading the whole pack (one GET) on a miss;
+        True with it when it verified and sits in the cache."""
+        cache = self.cache
+        if cache is None:
+            return None, False
         with self.view.lock:
             lock = self._pack_locks.setdefault(loc.pack, threading.Lock())
-        with lock:
-            cached = self.cache.get(key.hex())  # another thread fetched this pack meanwhile
-            if cached is not None:
-                return cached
+        with lock:  # one download per pack, however many threads want its records
+            hit = cache.read_record(loc.pack, loc.offset, loc.size, key)  # verified
+            if hit is not None:
+                return hit, True
             pack = self._call("downloading a pack", self.fs.cat_file, self._pack_path(loc.pack, "pack"))
-            wanted = None
-            for digest, where in self.view.digests_in(loc.pack):
-                data = record_at(pack, where.offset, digest, where.size)
-                if digest == key:
-                    wanted = data
-                elif data is not None and hashlib.sha256(data).digest() == digest:
-                    self.cache.put(digest.hex(), data)
-            return wanted
+            data = record_at(pack, loc.offset, key, loc.size)
+            if data is None or hashlib.sha256(data).digest() != key:
+                return data, False  # not kept: the caller quarantines it
+            cache.put_pack(loc.pack, pack)  # its other records are verified when they are read
+            return data, True
 
     def _pack_bytes(self, name: str) -> bytes:
         """A whole pack, for fsck's verifying reads (a few kept in memory)."""
@@ -160,7 +161,7 @@ class RemoteReads:
         loc = self._view().lookup(key)
         if loc is None:
             try:
-                self._fetch(digest, verify=True)
+                self._fetch(digest, verify=True)  # never the cache: the store's own copy
             except IntegrityError:
                 return False
             return True
