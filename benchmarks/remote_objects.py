@@ -141,6 +141,7 @@ def main() -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     data = WORK / "project" / "data"
     make_files(data, args.files)
+    os.environ["MOTO_RECORDER_FILEPATH"] = str(WORK / "moto_recording")  # the server's request log
     server = S3Server().start()
     try:
         bucket = server.bucket("bench")
