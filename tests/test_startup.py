@@ -110,7 +110,12 @@ def test_read_commands_start_without_typer_pydantic_rich_or_sqlalchemy(tmp_path:
     subprocess.run([LABVAULT, "-q", "init"], cwd=tmp_path, env=env, check=True)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f.txt").write_text("lean\n")
-    for setup in (["data", "add", "d", "d"], ["models", "register", "a/b", "d"], ["run", "--", "true"]):
+    for setup in (
+        ["data", "add", "d", "d"],
+        ["models", "register", "a/b", "d"],
+        ["models", "promote", "a/b@0.1.0", "--to", "prod"],
+        ["run", "--", "true"],
+    ):
         subprocess.run([LABVAULT, "-q", *setup], cwd=tmp_path, env=env, check=True)
     listed = subprocess.run(
         [LABVAULT, "runs", "list", "--json"], cwd=tmp_path, env=env, check=True, capture_output=True
@@ -124,6 +129,8 @@ def test_read_commands_start_without_typer_pydantic_rich_or_sqlalchemy(tmp_path:
         ["models", "list"],
         ["models", "versions", "a/b"],
         ["models", "show", "a/b"],
+        ["models", "show", "a/b@0.1.0", "--json"],
+        ["models", "show", "a/b@prod"],
         ["data", "list", "--json"],
         ["data", "log", "d"],
         ["data", "show", "d"],

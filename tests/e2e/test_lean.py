@@ -86,6 +86,14 @@ READS = [
     ("models", "show", "fraud/detector"),
     ("models", "show", "fraud/detector", "--json"),
     ("models", "show", "fraud/detector@prod"),
+    ("models", "show", "fraud/detector@prod", "--json"),
+    ("models", "show", "fraud/detector@0.1.0"),
+    ("models", "show", "fraud/detector@0.1.2", "--json"),
+    ("models", "show", "fraud/detector@0.9.9"),
+    ("models", "show", "fraud/detector@1.2"),
+    ("models", "show", "fraud/detector@staging"),
+    ("models", "show", "fraud/nothing@0.1.0"),
+    ("models", "show", "fraud/nothing@prod"),
     ("models", "show", "fraud/nothing"),
     ("data", "list"),
     ("data", "list", "--json"),
@@ -116,6 +124,9 @@ def test_read_commands_print_the_same_both_ways(cli: Cli, filled: Path) -> None:
     assert {r["metrics"]["loss"] for r in listed if r["name"] == "train-4"} == {"NaN"}
     assert " [bold]odd :100: name " in _same(cli, "runs", "list").stdout  # cell text is never markup
     assert json.loads(_same(cli, "models", "list", "--json").stdout)[0]["aliases"] == {"prod": "0.1.1"}
+    shown = json.loads(_same(cli, "models", "show", "fraud/detector@prod", "--json").stdout)
+    assert (shown["version"], shown["aliases"]) == ("0.1.1", ["prod"])
+    assert "w.bin" in {f["path"] for f in shown["file_list"]}
 
 
 def test_read_commands_outside_a_vault_and_on_an_old_schema(cli: Cli, filled: Path, tmp_path: Path) -> None:

@@ -282,6 +282,20 @@ class LeanReader(RunReads):
             by_version.setdefault(int(vid), []).append(alias)
         return [_version(r, tuple(sorted(by_version.get(int(r["id"]), [])))) for r in rows]
 
+    def find_version(self, project: str, model: str, name: str, *, alias: bool) -> ModelVersion | None:
+        """``repos.registry.find_version`` then ``aliases_on``: a version by number or alias, with
+        every alias that points at it."""
+        sql = self._VERSION_SELECT
+        if alias:
+            sql += " JOIN registry_aliases a ON a.version_id = v.id AND a.model_id = v.model_id WHERE a.name = ?"
+        else:
+            sql += " WHERE v.version = ?"
+        rows = self._rows(sql + " AND m.project = ? AND m.name = ?", (name, project, model))
+        if not rows:
+            return None
+        names = self._rows("SELECT name FROM registry_aliases WHERE version_id = ? ORDER BY name", (rows[0]["id"],))
+        return _version(rows[0], tuple(r[0] for r in names))
+
     def aliases(self, model: int) -> dict[str, str]:
         """``repos.registry.aliases_of``: alias -> version, for the aliases that are set."""
         rows = self._rows(
