@@ -142,9 +142,8 @@ def test_read_commands_start_without_typer_pydantic_rich_or_sqlalchemy(tmp_path:
         assert not tops & {"typer", "pydantic", "sqlalchemy", "click"}, args
         # the plain writer prints these tables: cells are never markup, and the headers are plain
         assert "rich" not in tops, args
-    # a filter is the service's to compile (SQLAlchemy), still without typer
-    filtered = _imported_by(["runs", "list", "--filter", "name = 'x'"], tmp_path)
-    assert "sqlalchemy" in filtered
-    assert not filtered & {"typer", "click", "pydantic"}
+    # a filter and a sort compile to plain SQL, shared with the full path
+    for args in (["--filter", "name = 'x' and metrics.auc > 0.5"], ["-f", "inputs like 'data:%'", "-s", "-params.a"]):
+        assert not _imported_by(["runs", "list", *args], tmp_path) & {"typer", "click", "pydantic", "sqlalchemy"}
     # what the lean path does not parse goes to the typer application
     assert "typer" in _imported_by(["runs", "list", "--help"], tmp_path)

@@ -143,6 +143,53 @@ def test_read_commands_outside_a_vault_and_on_an_old_schema(cli: Cli, filled: Pa
     assert lean.stdout == cli("models", "list", env=FULL).stdout
 
 
+FILTERS = [
+    ("--filter", "metrics.auc > 0.5 and not params.depth in (1, 3)"),
+    ("-f", "tags.team like 'r%' or name like 'train-1_'", "-s", "-params.depth"),
+    ("-f", "name like 'TRAIN%'", "--json"),
+    ("-f", "status = 'finished' and ended > '2000-01-01'", "-s", "ended", "-l", "5"),
+    ("-f", "not not metrics.loss < 0.2", "-s", "-metrics.loss", "--json"),
+    ("-f", "inputs = 'data:transactions@v1'", "--json"),
+    ("-f", "inputs != 'data:transactions@v1'"),
+    ("-f", "inputs like 'data:trans%' and project = 'fraud'"),
+    ("-f", "inputs not like 'data:%'", "-p", "fraud"),
+    ("-f", "inputs in ('data:transactions@v2', 'x')"),
+    ("-f", "params.name = 'x' and (params.lr = 0.1 or tags.team != 'risk')", "-s", "tags.team"),
+    ("-f", "user = 'nobody'"),
+    (
+        "-f",
+        "   ",
+    ),
+    ("-s", "-started", "--deleted"),
+    ("-s", "params.depth", "-l", "3"),
+    ("-s", "--json"),
+    ("-f", "--json"),
+    ("-f", "metrics.auc > 'x'"),
+    ("-f", "inputs > 'a'"),
+    ("-s", "inputs"),
+    ("-s", "metrics"),
+    ("-f", "bogus.x = 1"),
+    ("-f", "name = 'unterminated"),
+    ("-f", "started > 'yesterday'"),
+    ("-f", "(name = 'a'", "-p", "bad/name"),
+    ("-f", "name = 'a'", "-l", "-1"),
+]
+
+
+def test_filters_and_sorts_give_the_same_runs_and_errors_both_ways(cli: Cli, filled: Path) -> None:
+    import labvault as lv
+
+    with lv.start_run(name="fed", project="fraud", inputs=["data:transactions@v1"]):
+        pass
+    for args in FILTERS:
+        _same(cli, "runs", "list", *args)
+    fed = json.loads(_same(cli, "runs", "list", "-f", "inputs like 'data:%'", "--json").stdout)
+    assert [r["name"] for r in fed] == ["fed"]
+    refused = _same(cli, "runs", "list", "-f", "metrics.auc > 'x'")
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[1:3] == ["hint: metrics.auc > 'x'", "                    ^"]
+
+
 _KILLED = """
 import os, signal, labvault as lv
 run = lv.start_run(name="doomed", inputs=["data:transactions@v1"])

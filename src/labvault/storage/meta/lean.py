@@ -35,7 +35,7 @@ from labvault.errors import LabvaultError, LockedError, StorageError
 from labvault.refs import Digest
 from labvault.storage.meta.lean_runs import RunReads
 
-__all__ = ["LazyJSON", "LeanReader", "load_runs", "open_reader"]
+__all__ = ["LazyJSON", "LeanReader", "load_runs", "open_reader", "translate_error"]
 
 _VERSIONS = Path(__file__).parent / "migrations" / "versions"
 _BUSY_TIMEOUT_S = 30.0
@@ -66,7 +66,7 @@ def _param(raw: str) -> object:
     return json.loads(raw)
 
 
-def _translate(err: sqlite3.Error) -> LabvaultError:
+def translate_error(err: sqlite3.Error) -> LabvaultError:
     """The errors ``store._translate`` makes of the same SQLite failures, with the same words."""
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
     low = text.lower()
@@ -151,7 +151,7 @@ def load_runs(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Run]:
             ):
                 arts[run_id].append((role, Artifact(name, Digest(digest), kind, int(size), path)))
     except sqlite3.Error as err:
-        raise _translate(err) from err
+        raise translate_error(err) from err
     out = []
     for run_id in ids:
         row = rows.get(run_id)
@@ -234,7 +234,7 @@ class LeanReader(RunReads):
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as err:
-            raise _translate(err) from err
+            raise translate_error(err) from err
 
     # -- runs (and the queries of RunReads) ---------------------------------------------------
     def runs(self, ids: list[str]) -> list[Run]:

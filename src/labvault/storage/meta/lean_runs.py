@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from labvault.entities import MetricPoint
+from labvault.storage.meta.run_filter import Node, SortKey, run_ids_query
 
 __all__ = ["RunReads"]
 
@@ -20,17 +21,21 @@ class RunReads:
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         raise NotImplementedError
 
-    def run_ids(self, *, project: str | None, limit: int | None, deleted: bool) -> list[str]:
-        """``run_query.select_run_ids`` without a filter or a sort: newest first."""
-        sql = "SELECT id FROM runs WHERE deleted_at IS " + ("NOT NULL" if deleted else "NULL")
-        params: list[Any] = []
-        if project:
-            sql += " AND project = ?"
-            params.append(project)
-        sql += " ORDER BY started_at DESC, id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+    sqlite = True  # which SQL dialect run_ids_query writes
+
+    def run_ids(
+        self,
+        *,
+        project: str | None,
+        limit: int | None,
+        deleted: bool,
+        where: Node | None = None,
+        sort: SortKey | None = None,
+    ) -> list[str]:
+        """``run_query.select_run_ids``: the same statement, from the same compiler."""
+        sql, params = run_ids_query(
+            deleted=deleted, project=project, where=where, sort=sort, limit=limit, sqlite=self.sqlite
+        )
         return [r[0] for r in self._rows(sql, tuple(params))]
 
     def match_runs(self, run_id: str) -> list[str]:
