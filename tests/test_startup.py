@@ -147,3 +147,24 @@ def test_read_commands_start_without_typer_pydantic_rich_or_sqlalchemy(tmp_path:
         assert not _imported_by(["runs", "list", *args], tmp_path) & {"typer", "click", "pydantic", "sqlalchemy"}
     # what the lean path does not parse goes to the typer application
     assert "typer" in _imported_by(["runs", "list", "--help"], tmp_path)
+
+
+@pytest.mark.postgres
+def test_read_commands_on_postgresql_start_without_sqlalchemy(tmp_path: Path, pg_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
+    subprocess.run([LABVAULT, "-q", "init", "--db", pg_url], cwd=tmp_path, env=env, check=True)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.txt").write_text("lean\n")
+    for setup in (["data", "add", "d", "d"], ["models", "register", "a/b", "d"], ["run", "--", "true"]):
+        subprocess.run([LABVAULT, "-q", *setup], cwd=tmp_path, env=env, check=True)
+    reads = [
+        ["runs", "list", "-f", "inputs like 'x%' or name = 'y'", "-s", "-started"],
+        ["models", "list"],
+        ["models", "show", "a/b@0.1.0"],
+        ["data", "log", "d", "--json"],
+        ["audit", "log"],
+    ]
+    for args in reads:
+        tops = _imported_by(args, tmp_path)
+        assert "psycopg" in tops, args  # the measurement itself: the lean path read PostgreSQL
+        assert not tops & {"typer", "pydantic", "sqlalchemy", "click", "rich"}, args

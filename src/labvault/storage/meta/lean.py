@@ -33,6 +33,7 @@ from labvault.entities import (
 )
 from labvault.errors import LabvaultError, LockedError, StorageError
 from labvault.refs import Digest
+from labvault.storage.meta.lean_pg import connect, pg_errors, translate_pg_error
 from labvault.storage.meta.lean_runs import RunReads
 
 __all__ = ["LazyJSON", "LeanReader", "load_runs", "open_reader", "translate_error"]
@@ -49,9 +50,12 @@ def _known_revisions() -> str:
     return ",".join(n[:-3] for n in names)
 
 
-def _time(text: str | None) -> datetime | None:
-    """SQLAlchemy stores SQLite datetimes as naive UTC text: ``2026-11-30 00:00:17.649620``."""
-    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
+def _time(value: str | datetime | None) -> datetime | None:
+    """SQLAlchemy stores SQLite datetimes as naive UTC text: ``2026-11-30 00:00:17.649620``;
+    PostgreSQL gives them as aware datetimes."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def _metric(value: float | None, kind: int) -> float:
@@ -66,8 +70,10 @@ def _param(raw: str) -> object:
     return json.loads(raw)
 
 
-def translate_error(err: sqlite3.Error) -> LabvaultError:
-    """The errors ``store._translate`` makes of the same SQLite failures, with the same words."""
+def translate_error(err: Exception) -> LabvaultError:
+    """The errors ``store._translate`` makes of the same SQLite (or PostgreSQL) failures, with the same words."""
+    if not isinstance(err, sqlite3.Error):
+        return translate_pg_error(err)
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
     low = text.lower()
     if "locked" in low or "busy" in low:
@@ -107,20 +113,23 @@ class LazyJSON(Mapping[str, Any]):
         return repr(self._get())
 
 
-_RUN_COLUMNS = (
-    "id, project, name, status, started_at, ended_at, parent_id, user, host, exit_code, error, seed, inputs,"
+_RUN_COLUMNS = (  # "user" is a keyword (CURRENT_USER) in PostgreSQL
+    'id, project, name, status, started_at, ended_at, parent_id, "user", host, exit_code, error, seed, inputs,'
     " capture, deleted_at"
 )
 
 
-def load_runs(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Run]:
-    """Full run records for ``ids``, in the order given (missing ids skipped), from a SQLite
-    connection: ``repos.runs.load_runs`` uses it on SQLite (the driver's own connection, inside the
+def load_runs(conn: Any, ids: Sequence[str], *, sqlite: bool = True) -> list[Run]:
+    """Full run records for ``ids``, in the order given (missing ids skipped), from a ``sqlite3`` or
+    psycopg connection: ``repos.runs.load_runs`` uses it (the driver's own connection, inside the
     caller's transaction), as the lean reader does. Statements go to the driver as written: building
     them through SQLAlchemy cost more than running them.
     """
     cur = conn.cursor()
-    cur.row_factory = None
+    if sqlite:
+        cur.row_factory = None
+    mark = "?" if sqlite else "%s"
+    errors: tuple[type[Exception], ...] = (sqlite3.Error, *pg_errors())
     rows: dict[str, tuple[Any, ...]] = {}
     params: dict[str, dict[str, object]] = defaultdict(dict)
     tags: dict[str, dict[str, str]] = defaultdict(dict)
@@ -129,7 +138,7 @@ def load_runs(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Run]:
     try:
         for start in range(0, len(ids), _CHUNK):
             chunk = tuple(ids[start : start + _CHUNK])
-            marks = ",".join("?" * len(chunk))
+            marks = ",".join([mark] * len(chunk))
             for row in cur.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({marks})", chunk):
                 rows[row[0]] = row
             for run_id, key, value in cur.execute(
@@ -150,7 +159,7 @@ def load_runs(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Run]:
                 chunk,
             ):
                 arts[run_id].append((role, Artifact(name, Digest(digest), kind, int(size), path)))
-    except sqlite3.Error as err:
+    except errors as err:
         raise translate_error(err) from err
     out = []
     for run_id in ids:
@@ -204,6 +213,10 @@ def load_runs(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Run]:
 @contextmanager
 def open_reader(database_url: str | None, vault_dir: Path) -> Iterator[LeanReader | None]:
     """A reader in one read transaction, or None when the lean path cannot answer exactly."""
+    if database_url is not None and database_url.startswith(("postgresql", "postgres://")):
+        with _open_postgres(database_url) as reader:
+            yield reader
+        return
     if database_url is not None and not database_url.startswith("sqlite:///"):
         yield None
         return
@@ -225,20 +238,43 @@ def open_reader(database_url: str | None, vault_dir: Path) -> Iterator[LeanReade
         yield LeanReader(conn) if row is not None and row[0] == _known_revisions() else None
 
 
-class LeanReader(RunReads):
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+@contextmanager
+def _open_postgres(url: str) -> Iterator[LeanReader | None]:
+    conn = connect(url)
+    if conn is None:
+        yield None
+        return
+    with closing(conn):
+        try:
+            rows = conn.execute("SELECT value FROM vault_meta WHERE key = 'schema_revisions'").fetchall()
+        except pg_errors():
+            rows = []
+        yield LeanReader(conn, sqlite=False) if rows and rows[0][0] == _known_revisions() else None
 
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+
+class LeanReader(RunReads):
+    """Reads on a ``sqlite3`` connection, or on a psycopg one (``sqlite=False``)."""
+
+    def __init__(self, conn: Any, *, sqlite: bool = True) -> None:
+        self._conn = conn
+        self.sqlite = sqlite
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        if not self.sqlite:
+            try:
+                return list(self._conn.execute(sql.replace("?", "%s"), params).fetchall())
+            except pg_errors() as err:
+                raise translate_pg_error(err) from err
         self._conn.row_factory = sqlite3.Row
         try:
-            return self._conn.execute(sql, params).fetchall()
+            rows: list[Any] = self._conn.execute(sql, params).fetchall()
+            return rows
         except sqlite3.Error as err:
             raise translate_error(err) from err
 
     # -- runs (and the queries of RunReads) ---------------------------------------------------
     def runs(self, ids: list[str]) -> list[Run]:
-        return load_runs(self._conn, ids)
+        return load_runs(self._conn, ids, sqlite=self.sqlite)
 
     # -- registry ---------------------------------------------------------------------------
     _VERSION_SELECT = (
@@ -367,7 +403,7 @@ class LeanReader(RunReads):
         ]
 
 
-def _version(r: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
+def _version(r: Any, aliases: tuple[str, ...]) -> ModelVersion:
     return ModelVersion(
         project=r["project"],
         model=r["model"],
@@ -387,7 +423,7 @@ def _version(r: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
     )
 
 
-def _snapshot(r: sqlite3.Row) -> Snapshot:
+def _snapshot(r: Any) -> Snapshot:
     return Snapshot(
         name=r["name"],
         version=r["version"],

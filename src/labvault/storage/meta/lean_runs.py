@@ -3,7 +3,6 @@ each the twin of the repo function its docstring names."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +17,7 @@ _PREFIX_MATCHES = 11  # as repos.runs.match_prefix: enough to say "ambiguous" an
 
 
 class RunReads:
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         raise NotImplementedError
 
     sqlite = True  # which SQL dialect run_ids_query writes
