@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from sqlalchemy.engine import Connection
 
-from labvault.storage.meta.lean import translate_error
+from labvault.storage.meta.lean_records import translate_error
 from labvault.storage.meta.run_filter import Node, SortKey, run_ids_query
 
 __all__ = ["select_run_ids"]

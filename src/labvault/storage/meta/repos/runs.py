@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from labvault.entities import Artifact, MetricPoint, Run
 from labvault.errors import Conflict
-from labvault.storage.meta import lean
+from labvault.storage.meta import lean_records
 from labvault.storage.meta.tables import run_artifacts, run_latest, run_metrics, run_params, run_tags, runs
 
 __all__ = [
@@ -216,4 +216,4 @@ def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
     """Full records for ``ids``, in the order given (missing ids are skipped): the lean reader's
     statements, on the driver's own connection inside the caller's transaction."""
     sqlite = conn.dialect.name == "sqlite"
-    return lean.load_runs(cast(Any, conn.connection.driver_connection), ids, sqlite=sqlite)
+    return lean_records.load_runs(cast(Any, conn.connection.driver_connection), ids, sqlite=sqlite)
