@@ -10,6 +10,7 @@ files without the :class:`Registry` and its SQLAlchemy repos.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,14 +19,15 @@ if TYPE_CHECKING:
 
 __all__ = ["PromotionRefused", "Registry"]
 
+_LAZY = {
+    "PromotionRefused": "labvault.services.registry.aliases",
+    "Registry": "labvault.services.registry.service",
+}
+
 
 def __getattr__(name: str) -> Any:
-    if name == "Registry":
-        from labvault.services.registry.service import Registry
-
-        return Registry
-    if name == "PromotionRefused":
-        from labvault.services.registry.aliases import PromotionRefused
-
-        return PromotionRefused
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'labvault.services.registry' has no attribute {name!r}")
