@@ -69,9 +69,9 @@ def test_filtered_run_ids_match_the_repos_on_both_databases(any_vault: Vault, pr
             with open_reader(database_url, any_vault.dir) as reader:
                 assert reader is not None
                 where, order = parse_filter(text), parse_sort(sort) if sort else None
-                found = reader.run_ids(project=None, limit=7, deleted=False, where=where, sort=order)
-                assert found == expected, (text, sort)
-                assert reader.runs(found) == any_vault.runs.list(filter=text, sort=sort, limit=7)
+                found = reader.select_runs(project=None, limit=7, deleted=False, where=where, sort=order)
+                assert [r.id for r in found] == expected, (text, sort)
+                assert found == reader.runs(expected)
     assert expected  # the filters select something
 
 

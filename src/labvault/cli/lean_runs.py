@@ -45,8 +45,7 @@ def runs_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
         project = validate_name(project, what="project name")
     where = parse_filter(text) if text and text.strip() else None
     order = parse_sort(sort) if sort else None
-    ids = reader.run_ids(project=project or None, limit=limit, deleted=deleted, where=where, sort=order)
-    found = reader.runs(ids)
+    found = reader.select_runs(project=project or None, limit=limit, deleted=deleted, where=where, sort=order)
     if values.get("json"):
         print_json([run_json(r) for r in found])
         return True

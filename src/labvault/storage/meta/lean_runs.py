@@ -7,8 +7,9 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from labvault.entities import MetricPoint
-from labvault.storage.meta.run_filter import Node, SortKey, run_ids_query
+from labvault.entities import MetricPoint, Run
+from labvault.storage.meta.lean_records import select_runs
+from labvault.storage.meta.run_filter import Node, SortKey
 
 __all__ = ["RunReads"]
 
@@ -17,12 +18,14 @@ _PREFIX_MATCHES = 11  # as repos.runs.match_prefix: enough to say "ambiguous" an
 
 
 class RunReads:
+    _conn: Any  # a sqlite3 or psycopg connection
+
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         raise NotImplementedError
 
     sqlite = True  # which SQL dialect run_ids_query writes
 
-    def run_ids(
+    def select_runs(
         self,
         *,
         project: str | None,
@@ -30,12 +33,11 @@ class RunReads:
         deleted: bool,
         where: Node | None = None,
         sort: SortKey | None = None,
-    ) -> list[str]:
-        """``run_query.select_run_ids``: the same statement, from the same compiler."""
-        sql, params = run_ids_query(
-            deleted=deleted, project=project, where=where, sort=sort, limit=limit, sqlite=self.sqlite
+    ) -> list[Run]:
+        """``run_query.select_runs``: the same statements, from the same compiler."""
+        return select_runs(
+            self._conn, deleted=deleted, project=project, where=where, sort=sort, limit=limit, sqlite=self.sqlite
         )
-        return [r[0] for r in self._rows(sql, tuple(params))]
 
     def match_runs(self, run_id: str) -> list[str]:
         """``RunRecords.resolve`` without its errors: the id itself when it is a whole stored id,
@@ -57,7 +59,7 @@ class RunReads:
         return dict(out)
 
     def tagged_run_ids(self, key: str, text: str) -> list[str]:
-        """``select_run_ids`` for ``tags.KEY = 'TEXT'`` sorted by ``started``: oldest first, not deleted."""
+        """``select_runs`` for ``tags.KEY = 'TEXT'`` sorted by ``started``: oldest first, not deleted."""
         rows = self._rows(
             "SELECT id FROM runs WHERE deleted_at IS NULL AND id IN"
             " (SELECT run_id FROM run_tags WHERE key = ? AND text = ?) ORDER BY started_at, id",

@@ -1,6 +1,6 @@
 """The run filter's syntax tree, compiled to parameterised SQL text for SQLite and PostgreSQL.
 
-One compiler serves both read paths: :func:`repos.run_query.select_run_ids` runs its statement on
+One compiler serves both read paths: :func:`repos.run_query.select_runs` runs its statement on
 the driver under SQLAlchemy's connection, and the lean reader (``storage/meta/lean.py``) on the
 standard ``sqlite3`` module or psycopg, without importing SQLAlchemy. Building the statement as
 text costs a tenth of building it as SQLAlchemy expressions, and the two paths cannot drift apart.
@@ -229,11 +229,12 @@ def run_ids_query(
     sort: SortKey | None,
     limit: int | None,
     sqlite: bool,
+    columns: str = "runs.id",
 ) -> tuple[str, list[object]]:
-    """``(sql, params)`` selecting the ids of the runs matching ``where``, newest first unless
-    ``sort`` says otherwise; placeholders are ``?`` for SQLite and ``%s`` for PostgreSQL."""
+    """``(sql, params)`` selecting ``columns`` (the id first) of the runs matching ``where``, newest
+    first unless ``sort`` says otherwise; placeholders are ``?`` for SQLite and ``%s`` for PostgreSQL."""
     c = _Compiler(sqlite=sqlite)
-    sql = "SELECT runs.id FROM runs WHERE runs.deleted_at IS " + ("NOT NULL" if deleted else "NULL")
+    sql = f"SELECT {columns} FROM runs WHERE runs.deleted_at IS " + ("NOT NULL" if deleted else "NULL")
     if project:
         sql += f" AND runs.project = {c.bind(project)}"
     if where is not None:
