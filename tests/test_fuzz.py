@@ -21,7 +21,7 @@ from labvault.errors import IntegrityError, LabvaultError, ValidationError
 from labvault.refs import MAX_NAME_LENGTH, DataRef, ModelRef, parse_ref, parse_semver, validate_name
 from labvault.services.snapshots.lockfile import LOCK_NAME, read_lock
 from labvault.services.tracking.filters import MAX_DEPTH, parse_filter, parse_sort
-from labvault.storage.meta.run_filter import run_ids_query
+from labvault.storage.meta.run_filter import runs_query
 from labvault.storage.objects.tree import TREE_FORMAT, decode_tree
 from labvault.vault import Vault
 
@@ -151,7 +151,7 @@ def test_any_filter_text_parses_or_is_refused(text: str) -> None:
         return
     # What parses compiles on both backends.
     for is_sqlite in (True, False):
-        run_ids_query(deleted=False, project=None, where=node, sort=None, limit=None, sqlite=is_sqlite)
+        runs_query(deleted=False, project=None, where=node, sort=None, limit=None, sqlite=is_sqlite)
 
 
 @bounded(100)
@@ -217,7 +217,7 @@ valid_filters = st.recursive(
 @given(valid_filters)
 def test_well_formed_filters_parse_and_compile(text: str) -> None:
     node = parse_filter(text)
-    sql, params = run_ids_query(deleted=False, project=None, where=node, sort=None, limit=None, sqlite=True)
+    sql, params = runs_query(deleted=False, project=None, where=node, sort=None, limit=None, sqlite=True)
     assert sql.count("?") == len(params)
 
 

@@ -14,7 +14,7 @@ from labvault.entities import Artifact, Run, RunStatus
 from labvault.errors import LabvaultError, LockedError, StorageError
 from labvault.refs import Digest
 from labvault.storage.meta.lean_pg import pg_errors, translate_pg_error
-from labvault.storage.meta.run_filter import Node, SortKey, run_ids_query
+from labvault.storage.meta.run_filter import Node, SortKey, runs_query
 
 __all__ = ["RUN_COLUMNS", "LazyJSON", "load_runs", "parse_time", "select_runs", "translate_error"]
 
@@ -128,7 +128,7 @@ def select_runs(
 ) -> list[Run]:
     """Full records of the runs matching ``where``, newest first unless ``sort`` says otherwise: the
     filter's statement selects the run rows themselves, and :func:`load_runs` adds their values."""
-    sql, params = run_ids_query(
+    sql, params = runs_query(
         deleted=deleted, project=project, where=where, sort=sort, limit=limit, sqlite=sqlite, columns=RUN_COLUMNS
     )
     cur = conn.cursor()

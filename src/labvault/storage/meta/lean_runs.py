@@ -23,7 +23,7 @@ class RunReads:
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         raise NotImplementedError
 
-    sqlite = True  # which SQL dialect run_ids_query writes
+    sqlite = True  # which SQL dialect runs_query writes
 
     def select_runs(
         self,

@@ -32,7 +32,7 @@ __all__ = [
     "Scope",
     "SortKey",
     "Value",
-    "run_ids_query",
+    "runs_query",
 ]
 
 #: Run attributes a filter or sort may name, and their columns (``user`` is a keyword in PostgreSQL).
@@ -221,7 +221,7 @@ class _Compiler:
         return f"CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {direction}, runs.id"
 
 
-def run_ids_query(
+def runs_query(
     *,
     deleted: bool,
     project: str | None,
