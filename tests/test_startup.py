@@ -122,6 +122,8 @@ def test_read_commands_start_without_typer_pydantic_rich_or_sqlalchemy(tmp_path:
     )
     run_id = json.loads(listed.stdout)[0]["id"]
     reads = [
+        ["version"],
+        ["version", "--json"],
         ["runs", "list"],
         ["runs", "list", "-p", "x", "--limit", "5", "--json"],
         ["runs", "show", run_id],

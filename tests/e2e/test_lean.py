@@ -126,6 +126,10 @@ READS = [
     ("audit", "log", "--subject"),
     ("runs", "list", "--help"),
     ("-v", "models", "list", "extra"),
+    ("version",),
+    ("version", "--json"),
+    ("-q", "version"),
+    ("version", "--bogus"),
 ]
 
 
