@@ -110,13 +110,20 @@ def test_read_commands_start_without_typer_pydantic_rich_or_sqlalchemy(tmp_path:
     subprocess.run([LABVAULT, "-q", "init"], cwd=tmp_path, env=env, check=True)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f.txt").write_text("lean\n")
-    for setup in (["data", "add", "d", "d"], ["models", "register", "a/b", "d"], ["run", "--", "true"]):
+    for setup in (
+        ["data", "add", "d", "d"],
+        ["models", "register", "a/b", "d"],
+        ["models", "promote", "a/b@0.1.0", "--to", "prod"],
+        ["run", "--", "true"],
+    ):
         subprocess.run([LABVAULT, "-q", *setup], cwd=tmp_path, env=env, check=True)
     listed = subprocess.run(
         [LABVAULT, "runs", "list", "--json"], cwd=tmp_path, env=env, check=True, capture_output=True
     )
     run_id = json.loads(listed.stdout)[0]["id"]
     reads = [
+        ["version"],
+        ["version", "--json"],
         ["runs", "list"],
         ["runs", "list", "-p", "x", "--limit", "5", "--json"],
         ["runs", "show", run_id],
@@ -124,6 +131,8 @@ def test_read_commands_start_without_typer_pydantic_rich_or_sqlalchemy(tmp_path:
         ["models", "list"],
         ["models", "versions", "a/b"],
         ["models", "show", "a/b"],
+        ["models", "show", "a/b@0.1.0", "--json"],
+        ["models", "show", "a/b@prod"],
         ["data", "list", "--json"],
         ["data", "log", "d"],
         ["data", "show", "d"],
@@ -135,9 +144,29 @@ def test_read_commands_start_without_typer_pydantic_rich_or_sqlalchemy(tmp_path:
         assert not tops & {"typer", "pydantic", "sqlalchemy", "click"}, args
         # the plain writer prints these tables: cells are never markup, and the headers are plain
         assert "rich" not in tops, args
-    # a filter is the service's to compile (SQLAlchemy), still without typer
-    filtered = _imported_by(["runs", "list", "--filter", "name = 'x'"], tmp_path)
-    assert "sqlalchemy" in filtered
-    assert not filtered & {"typer", "click", "pydantic"}
+    # a filter and a sort compile to plain SQL, shared with the full path
+    for args in (["--filter", "name = 'x' and metrics.auc > 0.5"], ["-f", "inputs like 'data:%'", "-s", "-params.a"]):
+        assert not _imported_by(["runs", "list", *args], tmp_path) & {"typer", "click", "pydantic", "sqlalchemy"}
     # what the lean path does not parse goes to the typer application
     assert "typer" in _imported_by(["runs", "list", "--help"], tmp_path)
+
+
+@pytest.mark.postgres
+def test_read_commands_on_postgresql_start_without_sqlalchemy(tmp_path: Path, pg_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
+    subprocess.run([LABVAULT, "-q", "init", "--db", pg_url], cwd=tmp_path, env=env, check=True)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.txt").write_text("lean\n")
+    for setup in (["data", "add", "d", "d"], ["models", "register", "a/b", "d"], ["run", "--", "true"]):
+        subprocess.run([LABVAULT, "-q", *setup], cwd=tmp_path, env=env, check=True)
+    reads = [
+        ["runs", "list", "-f", "inputs like 'x%' or name = 'y'", "-s", "-started"],
+        ["models", "list"],
+        ["models", "show", "a/b@0.1.0"],
+        ["data", "log", "d", "--json"],
+        ["audit", "log"],
+    ]
+    for args in reads:
+        tops = _imported_by(args, tmp_path)
+        assert "psycopg" in tops, args  # the measurement itself: the lean path read PostgreSQL
+        assert not tops & {"typer", "pydantic", "sqlalchemy", "click", "rich"}, args

@@ -26,13 +26,26 @@ def _same(cli: Cli, *args: str, cwd: Path | None = None) -> subprocess.Completed
     return lean
 
 
+_FULL_TRIAL = os.environ.get("LABVAULT_TEST_FULL") == "1"
+
+
 @pytest.fixture
 def filled(project: Path, cli: Cli) -> Path:
-    """A vault with runs (deleted, NaN, artifacts, markup in a name), models, aliases, an archived
-    version, datasets and audit events."""
+    """A SQLite vault with runs (deleted, NaN, artifacts, markup in a name), models, aliases, an
+    archived version, datasets and audit events."""
+    return _fill(project, cli, None)
+
+
+@pytest.fixture
+def pg_filled(project: Path, cli: Cli, pg_url: str) -> Path:
+    """``filled`` with its metadata in PostgreSQL."""
+    return _fill(project, cli, pg_url)
+
+
+def _fill(project: Path, cli: Cli, url: str | None) -> Path:
     import labvault as lv
 
-    vault, _ = Vault.init(project)
+    vault, _ = Vault.init(project, database_url=url)
     with vault:
         for i in range(12):
             with lv.start_run(project="fraud" if i % 3 else "other", name=f"train-{i}") as run:
@@ -86,6 +99,14 @@ READS = [
     ("models", "show", "fraud/detector"),
     ("models", "show", "fraud/detector", "--json"),
     ("models", "show", "fraud/detector@prod"),
+    ("models", "show", "fraud/detector@prod", "--json"),
+    ("models", "show", "fraud/detector@0.1.0"),
+    ("models", "show", "fraud/detector@0.1.2", "--json"),
+    ("models", "show", "fraud/detector@0.9.9"),
+    ("models", "show", "fraud/detector@1.2"),
+    ("models", "show", "fraud/detector@staging"),
+    ("models", "show", "fraud/nothing@0.1.0"),
+    ("models", "show", "fraud/nothing@prod"),
     ("models", "show", "fraud/nothing"),
     ("data", "list"),
     ("data", "list", "--json"),
@@ -105,6 +126,10 @@ READS = [
     ("audit", "log", "--subject"),
     ("runs", "list", "--help"),
     ("-v", "models", "list", "extra"),
+    ("version",),
+    ("version", "--json"),
+    ("-q", "version"),
+    ("version", "--bogus"),
 ]
 
 
@@ -116,6 +141,9 @@ def test_read_commands_print_the_same_both_ways(cli: Cli, filled: Path) -> None:
     assert {r["metrics"]["loss"] for r in listed if r["name"] == "train-4"} == {"NaN"}
     assert " [bold]odd :100: name " in _same(cli, "runs", "list").stdout  # cell text is never markup
     assert json.loads(_same(cli, "models", "list", "--json").stdout)[0]["aliases"] == {"prod": "0.1.1"}
+    shown = json.loads(_same(cli, "models", "show", "fraud/detector@prod", "--json").stdout)
+    assert (shown["version"], shown["aliases"]) == ("0.1.1", ["prod"])
+    assert "w.bin" in {f["path"] for f in shown["file_list"]}
 
 
 def test_read_commands_outside_a_vault_and_on_an_old_schema(cli: Cli, filled: Path, tmp_path: Path) -> None:
@@ -130,6 +158,85 @@ def test_read_commands_outside_a_vault_and_on_an_old_schema(cli: Cli, filled: Pa
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT value FROM vault_meta WHERE key = 'schema_revisions'").fetchone()[0] != "old"
     assert lean.stdout == cli("models", "list", env=FULL).stdout
+
+
+FILTERS = [
+    ("--filter", "metrics.auc > 0.5 and not params.depth in (1, 3)"),
+    ("-f", "tags.team like 'r%' or name like 'train-1_'", "-s", "-params.depth"),
+    ("-f", "name like 'TRAIN%'", "--json"),
+    ("-f", "status = 'finished' and ended > '2000-01-01'", "-s", "ended", "-l", "5"),
+    ("-f", "not not metrics.loss < 0.2", "-s", "-metrics.loss", "--json"),
+    ("-f", "inputs = 'data:transactions@v1'", "--json"),
+    ("-f", "inputs != 'data:transactions@v1'"),
+    ("-f", "inputs like 'data:trans%' and project = 'fraud'"),
+    ("-f", "inputs not like 'data:%'", "-p", "fraud"),
+    ("-f", "inputs in ('data:transactions@v2', 'x')"),
+    ("-f", "params.name = 'x' and (params.lr = 0.1 or tags.team != 'risk')", "-s", "tags.team"),
+    ("-f", "user = 'nobody'"),
+    (
+        "-f",
+        "   ",
+    ),
+    ("-s", "-started", "--deleted"),
+    ("-s", "params.depth", "-l", "3"),
+    ("-s", "--json"),
+    ("-f", "--json"),
+    ("-f", "metrics.auc > 'x'"),
+    ("-f", "inputs > 'a'"),
+    ("-s", "inputs"),
+    ("-s", "metrics"),
+    ("-f", "bogus.x = 1"),
+    ("-f", "name = 'unterminated"),
+    ("-f", "started > 'yesterday'"),
+    ("-f", "(name = 'a'", "-p", "bad/name"),
+    ("-f", "name = 'a'", "-l", "-1"),
+]
+
+
+def test_filters_and_sorts_give_the_same_runs_and_errors_both_ways(cli: Cli, filled: Path) -> None:
+    import labvault as lv
+
+    with lv.start_run(name="fed", project="fraud", inputs=["data:transactions@v1"]):
+        pass
+    for args in FILTERS:
+        _same(cli, "runs", "list", *args)
+    fed = json.loads(_same(cli, "runs", "list", "-f", "inputs like 'data:%'", "--json").stdout)
+    assert [r["name"] for r in fed] == ["fed"]
+    refused = _same(cli, "runs", "list", "-f", "metrics.auc > 'x'")
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[1:3] == ["hint: metrics.auc > 'x'", "                    ^"]
+
+
+# One of each read command and of each filter form: on PostgreSQL the full path takes seconds a
+# command on a busy machine; LABVAULT_TEST_FULL=1 runs every case of READS and FILTERS there too.
+PG_SAMPLE = [
+    ("runs", "list", "--json"),
+    ("runs", "list", "-p", "fraud", "--limit", "3"),
+    ("runs", "list", "-f", "name like 'TRAIN%' or user = 'x'", "-s", "-params.depth", "--json"),
+    ("runs", "list", "-f", "inputs like 'data:%' and ended > '2000-01-01'", "-s", "tags.team"),
+    ("runs", "list", "-f", "metrics.auc > 'x'"),
+    ("models", "list", "--json"),
+    ("models", "versions", "fraud/detector", "--all"),
+    ("models", "show", "fraud/detector"),
+    ("models", "show", "fraud/detector@prod", "--json"),
+    ("data", "list", "--json"),
+    ("data", "show", "transactions@v1"),
+    ("data", "log", "transactions"),
+    ("audit", "log", "--json", "--subject", "fraud/"),
+]
+
+
+@pytest.mark.postgres
+def test_reads_on_postgresql_print_the_same_both_ways(cli: Cli, pg_filled: Path) -> None:
+    import labvault as lv
+
+    with lv.start_run(name="fed", project="fraud", inputs=["data:transactions@v1"]) as run:
+        run.log_metric("auc", 0.5, step=3)
+    cases = [*READS, *(("runs", "list", *f) for f in FILTERS)] if _FULL_TRIAL else PG_SAMPLE
+    for args in [*cases, ("runs", "show", run.id), ("runs", "show", run.id[:8], "--json")]:
+        _same(cli, *args)
+    listed = json.loads(_same(cli, "runs", "list", "--json").stdout)
+    assert {r["user"] for r in listed} == {lv.open().user}  # "user" is a keyword in PostgreSQL
 
 
 _KILLED = """

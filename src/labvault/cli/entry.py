@@ -1,12 +1,12 @@
 """The ``labvault`` executable's entry point.
 
-``labvault --version``, ``labvault data status`` and ``labvault data add`` are answered here without importing typer and
-pydantic (about 0.2 s of start-up on a small machine): they are run after every change to the data,
-and in prompts and hooks, so they must start lean. Every other command, and any call with options
-this parser does not know (``--help``, a usage error), goes to the full typer application in
-:mod:`labvault.cli.app`, which runs the same functions. The read commands have their lean path in
-:mod:`labvault.cli.lean`. ``LABVAULT_CLI_FULL=1`` sends every command to the typer application: the
-tests run the same commands both ways and compare.
+``labvault --version``, ``labvault version``, ``labvault data status`` and ``labvault data add`` are
+answered here without importing typer and pydantic (about 0.2 s of start-up on a small machine): they
+are run after every change to the data, and in prompts and hooks, so they must start lean. Every
+other command, and any call with options this parser does not know (``--help``, a usage error), goes
+to the full typer application in :mod:`labvault.cli.app`, which runs the same functions. The read
+commands have their lean path in :mod:`labvault.cli.lean`. ``LABVAULT_CLI_FULL=1`` sends every
+command to the typer application: the tests run the same commands both ways and compare.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable
 
-__all__ = ["main", "print_version", "run"]
+__all__ = ["main", "print_version", "run", "show_version"]
 
 _GLOBAL = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 
@@ -115,6 +115,26 @@ def print_version() -> None:
     sys.stdout.write(f"labvault {version('labvault')}\n")
 
 
+def show_version(*, json_output: bool) -> None:
+    """``labvault version [--json]``, on both paths."""
+    from importlib.metadata import version
+
+    from labvault.cli.render import OUTPUT, print_json
+
+    if json_output:
+        print_json({"version": version("labvault")})
+    else:
+        OUTPUT.line(f"labvault {version('labvault')}")
+
+
+def _fast_version(argv: list[str]) -> int | None:
+    flags = {_GLOBAL[a] for a in argv if a in _GLOBAL}
+    args = [a for a in argv if a not in _GLOBAL]
+    if args not in (["version"], ["version", "--json"]):
+        return None
+    return _run_lean(flags, lambda: show_version(json_output=len(args) == 2))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if [a for a in args if a not in _GLOBAL] == ["--version"]:
@@ -122,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from labvault.cli.lean import FULL_PATH_VARIABLE, run_read
 
-    for fast in (_fast_status, _fast_add, _fast_pipeline, run_read):
+    for fast in (_fast_version, _fast_status, _fast_add, _fast_pipeline, run_read):
         code = None if os.environ.get(FULL_PATH_VARIABLE) == "1" else fast(args)
         if code is not None:
             return code

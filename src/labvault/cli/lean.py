@@ -7,9 +7,9 @@ application they start in about 0.5 s before reading a row (SQLAlchemy alone tak
 prints, in :mod:`labvault.cli.lean_views`, what the typer commands print, byte for byte
 (``tests/e2e/test_lean.py`` runs each command through both paths and compares). Anything this module
 does not answer exactly goes to the typer application: options it does not know (``--help``, a
-usage error), a PostgreSQL vault, a schema to migrate, an unknown name (whose error message the
-services own). ``runs list --filter/--sort`` calls the tracking service (its filter language
-compiles to SQLAlchemy), still without typer.
+usage error), a schema to migrate, an unknown name (whose error message the services own).
+``runs list --filter/--sort`` parses with the tracking service's parser and runs the statement of
+:mod:`labvault.storage.meta.run_filter`, the compiler the full path uses too.
 """
 
 from __future__ import annotations
@@ -98,8 +98,9 @@ def _parse(argv: list[str]) -> tuple[set[str], tuple[str, str], dict[str, Any]] 
                     return None
                 values[name] = True
                 continue
+            # As click does, the next argument is the value even when it starts with "-" (`-s -started`).
             value = value if value is not None else next(rest, None)
-            if value is None or value.startswith("-") or name in values:
+            if value is None or name in values:
                 return None
             values[name] = value
         elif arg.startswith("-") or len(positional) == len(names):

@@ -35,16 +35,17 @@ def format_moment(moment: Any) -> str | None:
 
 
 def runs_list(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
+    from labvault.refs import validate_name
+    from labvault.services.tracking.filters import parse_filter, parse_sort
+
     project, limit, deleted = values.get("project"), values.get("limit"), bool(values.get("deleted"))
-    if "filter" in values or "sort" in values:
-        # The filter language is the service's (SQLAlchemy): still no typer, pydantic or click.
-        found = vault.runs.list(
-            project=project, filter=values.get("filter"), sort=values.get("sort"), limit=limit, deleted=deleted
-        )
-    elif project and not valid_name(project, "project name"):
-        return False
-    else:
-        found = reader.runs(reader.run_ids(project=project or None, limit=limit, deleted=deleted))
+    text, sort = values.get("filter"), values.get("sort")
+    # The checks of Tracking.list, in its order: the same errors, worded by the same functions.
+    if project:
+        project = validate_name(project, what="project name")
+    where = parse_filter(text) if text and text.strip() else None
+    order = parse_sort(sort) if sort else None
+    found = reader.select_runs(project=project or None, limit=limit, deleted=deleted, where=where, sort=order)
     if values.get("json"):
         print_json([run_json(r) for r in found])
         return True

@@ -23,8 +23,11 @@ if TYPE_CHECKING:
 __all__ = [
     "COMMANDS",
     "model_json",
+    "model_version_doc",
     "print_audit_events",
     "print_manifest",
+    "print_model",
+    "print_model_version",
     "print_models",
     "print_versions",
     "version_json",
@@ -122,25 +125,39 @@ def print_versions(found: list[ModelVersion], *, json_output: bool) -> None:
 
 
 def _models_show(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:
-    """``models show PROJECT/MODEL``; a version (``@VERSION``) reads files from the object store: full path."""
+    """``models show PROJECT/MODEL[@VERSION|ALIAS]``; an unknown name or version is the full path's to word."""
     from labvault.errors import LabvaultError
-    from labvault.refs import ModelRef, parse_ref
+    from labvault.refs import ModelRef, parse_ref, parse_semver
 
     try:
         ref = parse_ref(values["ref"], expect=ModelRef)
+        if isinstance(ref, ModelRef) and ref.version is not None and not ref.is_alias:
+            parse_semver(ref.version)
     except LabvaultError:
         return False
-    if not isinstance(ref, ModelRef) or ref.version is not None:
+    if not isinstance(ref, ModelRef):
         return False
+    if ref.version is not None:
+        found = reader.find_version(ref.project, ref.model, ref.version, alias=ref.is_alias)
+        if found is None:
+            return False
+        print_model_version(model_version_doc(vault, found), json_output=bool(values.get("json")))
+        return True
     model = reader.model_id(ref.project, ref.model)
     if model is None:
         return False
-    aliases = reader.aliases(model)
-    versions = [version_json(v) for v in reader.versions(model, include_archived=True)]
-    if values.get("json"):
-        print_json({"id": ref.name, "ref": ref.name, "aliases": aliases, "versions": versions})
-        return True
-    OUTPUT.line(f"model    {ref.name}")
+    versions = reader.versions(model, include_archived=True)
+    print_model(ref.name, reader.aliases(model), versions, json_output=bool(values.get("json")))
+    return True
+
+
+def print_model(name: str, aliases: dict[str, str], found: list[ModelVersion], *, json_output: bool) -> None:
+    """``models show PROJECT/MODEL``: its aliases, then every version."""
+    versions = [version_json(v) for v in found]
+    if json_output:
+        print_json({"id": name, "ref": name, "aliases": aliases, "versions": versions})
+        return
+    OUTPUT.line(f"model    {name}")
     OUTPUT.line("aliases  " + (", ".join(f"{a} -> {v}" for a, v in aliases.items()) or "none"))
     OUTPUT.table(
         ["version", "aliases", "size", "status"],
@@ -149,7 +166,39 @@ def _models_show(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bo
             for d in versions
         ],
     )
-    return True
+
+
+def model_version_doc(vault: Vault, version: ModelVersion) -> dict[str, Any]:
+    """``models show PROJECT/MODEL@VERSION --json``: the version, its metrics and its files (read verified)."""
+    from labvault.services.registry.show import version_file_list, version_metrics
+
+    files = version_file_list(vault.objects, version)
+    return {
+        **version_json(version),
+        "metrics": version_metrics(vault.objects, files)[0],
+        "file_list": [{"path": f.path, "sha256": str(f.digest), "size": f.size} for f in files],
+    }
+
+
+def print_model_version(doc: dict[str, Any], *, json_output: bool) -> None:
+    """``models show PROJECT/MODEL@VERSION``."""
+    if json_output:
+        print_json(doc)
+        return
+    for key in ("ref", "content", "created_at", "created_by", "run", "message"):
+        if doc.get(key):
+            OUTPUT.line(f"{key:<11}{doc[key]}")
+    OUTPUT.line(f"{'aliases':<11}{', '.join(doc['aliases']) or '-'}")
+    if doc["archived"]:
+        OUTPUT.line(f"{'archived':<11}{doc['archived_at']}")
+    metrics = doc["metrics"] or {}
+    if metrics:
+        OUTPUT.line(f"{'metrics':<11}" + ", ".join(f"{k}={metrics[k]}" for k in sorted(metrics)))
+    for note in doc["notes"]:
+        OUTPUT.line(f"{'note':<11}{note}")
+    OUTPUT.table(
+        ["file", "size", "sha256"], [(f["path"], human_bytes(f["size"]), f["sha256"]) for f in doc["file_list"]]
+    )
 
 
 def _data_show(reader: LeanReader, values: dict[str, Any], vault: Vault) -> bool:

@@ -37,13 +37,9 @@ def init(
 
 def version(json_output: bool = JSON) -> None:
     """Print labvault's version."""
-    from importlib.metadata import version as dist_version
+    from labvault.cli.entry import show_version
 
-    v = dist_version("labvault")
-    if json_output:
-        print_json({"version": v})
-    else:
-        OUTPUT.line(f"labvault {v}")
+    show_version(json_output=json_output)
 
 
 def fsck(json_output: bool = JSON) -> None:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from labvault.cli import model_aliases
 from labvault.cli.context import open_vault
-from labvault.cli.lean_views import print_models, print_versions, version_json
+from labvault.cli.lean_views import (
+    model_version_doc,
+    print_model,
+    print_model_version,
+    print_models,
+    print_versions,
+    version_json,
+)
 from labvault.cli.render import OUTPUT, human_bytes, print_json
 
 if TYPE_CHECKING:
@@ -106,54 +113,10 @@ def show(
     with open_vault() as vault:
         if parsed.version is None:
             found = vault.registry.versions(parsed.name, include_archived=True)
-            aliases = vault.registry.aliases(parsed.name)
-            doc: dict[str, Any] = {
-                "id": parsed.name,
-                "ref": parsed.name,
-                "aliases": aliases,
-                "versions": [version_json(v) for v in found],
-            }
+            print_model(parsed.name, vault.registry.aliases(parsed.name), found, json_output=json_output)
         else:
-            v = vault.registry.resolve(ref)
-            files = vault.registry.files(v)
-            doc = {
-                **version_json(v),
-                "metrics": vault.registry.metrics(v),
-                "file_list": [{"path": f.path, "sha256": str(f.digest), "size": f.size} for f in files],
-            }
-    if json_output:
-        print_json(doc)
-        return
-    if parsed.version is None:
-        OUTPUT.line(f"model    {doc['ref']}")
-        OUTPUT.line("aliases  " + (", ".join(f"{a} -> {v}" for a, v in doc["aliases"].items()) or "none"))
-        OUTPUT.table(
-            ["version", "aliases", "size", "status"],
-            [
-                (
-                    d["version"],
-                    ", ".join(d["aliases"]) or "-",
-                    human_bytes(d["size"]),
-                    "archived" if d["archived"] else "",
-                )
-                for d in doc["versions"]
-            ],
-        )
-        return
-    for key in ("ref", "content", "created_at", "created_by", "run", "message"):
-        if doc.get(key):
-            OUTPUT.line(f"{key:<11}{doc[key]}")
-    OUTPUT.line(f"{'aliases':<11}{', '.join(doc['aliases']) or '-'}")
-    if doc["archived"]:
-        OUTPUT.line(f"{'archived':<11}{doc['archived_at']}")
-    metrics = doc["metrics"] or {}
-    if metrics:
-        OUTPUT.line(f"{'metrics':<11}" + ", ".join(f"{k}={metrics[k]}" for k in sorted(metrics)))
-    for note in doc["notes"]:
-        OUTPUT.line(f"{'note':<11}{note}")
-    OUTPUT.table(
-        ["file", "size", "sha256"], [(f["path"], human_bytes(f["size"]), f["sha256"]) for f in doc["file_list"]]
-    )
+            doc = model_version_doc(vault, vault.registry.resolve(ref))
+            print_model_version(doc, json_output=json_output)
 
 
 @app.command("archive")

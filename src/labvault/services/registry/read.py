@@ -12,10 +12,11 @@ from typing import Any
 from labvault.entities import ModelVersion, RegisteredModel
 from labvault.errors import NotFound, StorageError, ValidationError
 from labvault.refs import ModelRef
-from labvault.safeload import load_json, loads_json
+from labvault.safeload import load_json
 from labvault.services.registry.context import RegistryContext, parse_version
-from labvault.services.registry.layout import FileEntry, version_files, write_version
+from labvault.services.registry.layout import FileEntry, write_version
 from labvault.services.registry.register import parse_model_name
+from labvault.services.registry.show import version_file_list, version_metrics
 from labvault.storage.contained import Dest
 from labvault.storage.locks import file_lock
 from labvault.storage.meta.repos import registry as repo
@@ -78,21 +79,12 @@ def aliases(ctx: RegistryContext, name: str) -> dict[str, str]:
 
 
 def files_of(ctx: RegistryContext, version: ModelVersion) -> list[FileEntry]:
-    return version_files(ctx.objects, version.content)
+    return version_file_list(ctx.objects, version)
 
 
 def read_metrics(ctx: RegistryContext, version: ModelVersion) -> tuple[dict[str, Any] | None, str]:
     """The version's ``metrics.json`` (verified read) and a note when it is absent or not a mapping."""
-    entry = next((f for f in files_of(ctx, version) if f.path == "metrics.json"), None)
-    if entry is None:
-        return None, "the version has no metrics.json"
-    try:
-        doc = loads_json(ctx.objects.get_bytes(entry.digest), name="metrics.json")
-    except ValidationError as err:
-        return None, err.message
-    if not isinstance(doc, dict):
-        return None, "metrics.json is not a JSON object of metric values"
-    return doc, ""
+    return version_metrics(ctx.objects, files_of(ctx, version))
 
 
 def materialize(ctx: RegistryContext, version: ModelVersion, dest: Path, *, flat: bool = False) -> Path:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import cast
 
 from labvault.errors import ValidationError
-from labvault.storage.meta.repos.run_query import (
+from labvault.storage.meta.run_filter import (
     ATTRIBUTES,
     And,
     Compare,

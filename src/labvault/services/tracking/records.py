@@ -26,7 +26,7 @@ from labvault.services.tracking.values import check_limit, check_text, encode_pa
 from labvault.storage.meta.repos import runs as repo
 from labvault.storage.meta.repos.metric_appender import MetricAppender
 from labvault.storage.meta.repos.object_refs import RefKind, add_refs
-from labvault.storage.meta.repos.run_query import select_run_ids
+from labvault.storage.meta.repos.run_query import select_runs
 from labvault.storage.meta.store import Connection, MetaStore
 from labvault.storage.objects.protocol import ObjectStore
 
@@ -138,16 +138,7 @@ class RunRecords:
         if limit is not None:
             limit = check_limit(limit)
         with self.meta.read() as conn:
-            ids = select_run_ids(
-                conn,
-                deleted=deleted,
-                project=project,
-                where=where,
-                sort=order,
-                limit=limit,
-                sqlite=self.meta.is_sqlite,
-            )
-            return repo.load_runs(conn, ids)
+            return select_runs(conn, deleted=deleted, project=project, where=where, sort=order, limit=limit)
 
     def history(self, ref: str, key: str | None = None) -> dict[str, builtins.list[MetricPoint]]:
         run_id = self.resolve(ref)

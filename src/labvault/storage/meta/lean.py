@@ -1,10 +1,11 @@
-"""Read-only queries on a SQLite metadata database through the standard ``sqlite3`` module.
+"""Read-only queries on the metadata database through the standard ``sqlite3`` module, or psycopg.
 
 The everyday read commands (``runs list``, ``models list``, ``audit log``, ...) spend far longer
 importing SQLAlchemy than running their queries. :class:`LeanReader` answers them with the same
-entities the repos build, from the same rows, so the output is the same. It opens only a SQLite
-database whose schema is current, read-only; anything else (PostgreSQL, a schema to migrate, a
-missing file) makes :func:`open_reader` return None and the caller takes the full path.
+entities the repos build, from the same rows, so the output is the same. It opens only a database
+whose schema is current, read-only (a PostgreSQL one through :mod:`.lean_pg`); anything else (a
+schema to migrate, a missing file, a server it cannot reach) makes :func:`open_reader` return None
+and the caller takes the full path.
 
 Each method is the twin of a repo function, named in its docstring; the CLI tests run every read
 command through both paths and compare the output byte for byte.
@@ -15,32 +16,22 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-from labvault.entities import (
-    Artifact,
-    AuditEvent,
-    ModelVersion,
-    RegisteredModel,
-    Run,
-    RunStatus,
-    Snapshot,
-)
-from labvault.errors import LabvaultError, LockedError, StorageError
+from labvault.entities import AuditEvent, ModelVersion, RegisteredModel, Run, Snapshot
 from labvault.refs import Digest
+from labvault.storage.meta.lean_pg import connect, pg_errors, translate_pg_error
+from labvault.storage.meta.lean_records import load_runs, parse_time, translate_error
 from labvault.storage.meta.lean_runs import RunReads
 
-__all__ = ["LazyJSON", "LeanReader", "load_runs", "open_reader"]
+__all__ = ["LeanReader", "open_reader"]
 
 _VERSIONS = Path(__file__).parent / "migrations" / "versions"
 _BUSY_TIMEOUT_S = 30.0
-_CHUNK = 500  # ids per IN (...): well under SQLite's 32,766 bound parameters
-_NON_FINITE = {1: float("nan"), 2: float("inf"), 3: float("-inf")}
 
 
 def _known_revisions() -> str:
@@ -49,161 +40,18 @@ def _known_revisions() -> str:
     return ",".join(n[:-3] for n in names)
 
 
-def _time(text: str | None) -> datetime | None:
-    """SQLAlchemy stores SQLite datetimes as naive UTC text: ``2026-11-30 00:00:17.649620``."""
-    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def _metric(value: float | None, kind: int) -> float:
-    return float(value) if kind == 0 and value is not None else _NON_FINITE.get(kind, float("nan"))
-
-
-def _param(raw: str) -> object:
-    if raw.startswith('"') and "\\" not in raw:
-        return raw[1:-1]
-    if raw.isdigit():
-        return int(raw)
-    return json.loads(raw)
-
-
-def _translate(err: sqlite3.Error) -> LabvaultError:
-    """The errors ``store._translate`` makes of the same SQLite failures, with the same words."""
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    low = text.lower()
-    if "locked" in low or "busy" in low:
-        return LockedError(f"the metadata database is busy ({text})")
-    return StorageError(f"metadata database error ({text})", hint="run `labvault fsck`; report it if it persists")
-
-
 def _like_prefix(prefix: str) -> str:
     # SQLAlchemy's startswith(autoescape=True): '/' escapes itself, '%' and '_'.
     return prefix.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
 
 
-class LazyJSON(Mapping[str, Any]):
-    """A JSON object decoded on first use: listings rarely look at a run's capture document."""
-
-    __slots__ = ("_doc", "_text")
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._doc: dict[str, Any] | None = None
-
-    def _get(self) -> dict[str, Any]:
-        if self._doc is None:
-            self._doc = json.loads(self._text)
-        return self._doc
-
-    def __getitem__(self, key: str) -> Any:
-        return self._get()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._get())
-
-    def __len__(self) -> int:
-        return len(self._get())
-
-    def __repr__(self) -> str:
-        return repr(self._get())
-
-
-_RUN_COLUMNS = (
-    "id, project, name, status, started_at, ended_at, parent_id, user, host, exit_code, error, seed, inputs,"
-    " capture, deleted_at"
-)
-
-
-def load_runs(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Run]:
-    """Full run records for ``ids``, in the order given (missing ids skipped), from a SQLite
-    connection: ``repos.runs.load_runs`` uses it on SQLite (the driver's own connection, inside the
-    caller's transaction), as the lean reader does. Statements go to the driver as written: building
-    them through SQLAlchemy cost more than running them.
-    """
-    cur = conn.cursor()
-    cur.row_factory = None
-    rows: dict[str, tuple[Any, ...]] = {}
-    params: dict[str, dict[str, object]] = defaultdict(dict)
-    tags: dict[str, dict[str, str]] = defaultdict(dict)
-    metrics: dict[str, dict[str, float]] = defaultdict(dict)
-    arts: dict[str, list[tuple[str, Artifact]]] = defaultdict(list)
-    try:
-        for start in range(0, len(ids), _CHUNK):
-            chunk = tuple(ids[start : start + _CHUNK])
-            marks = ",".join("?" * len(chunk))
-            for row in cur.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({marks})", chunk):
-                rows[row[0]] = row
-            for run_id, key, value in cur.execute(
-                f"SELECT run_id, key, value FROM run_params WHERE run_id IN ({marks})", chunk
-            ):
-                params[run_id][key] = _param(value)
-            for run_id, key, text in cur.execute(
-                f"SELECT run_id, key, text FROM run_tags WHERE run_id IN ({marks})", chunk
-            ):
-                tags[run_id][key] = text
-            for run_id, key, value, kind in cur.execute(
-                f"SELECT run_id, key, value, kind FROM run_latest WHERE run_id IN ({marks})", chunk
-            ):
-                metrics[run_id][key] = _metric(value, kind)
-            for run_id, name, role, kind, digest, size, path in cur.execute(
-                "SELECT run_id, name, role, kind, digest, size, path FROM run_artifacts"
-                f" WHERE run_id IN ({marks}) ORDER BY name",
-                chunk,
-            ):
-                arts[run_id].append((role, Artifact(name, Digest(digest), kind, int(size), path)))
-    except sqlite3.Error as err:
-        raise _translate(err) from err
-    out = []
-    for run_id in ids:
-        row = rows.get(run_id)
-        if row is None:
-            continue
-        (
-            rid,
-            project,
-            name,
-            status,
-            started,
-            ended,
-            parent,
-            user,
-            host,
-            code,
-            error,
-            seed,
-            inputs,
-            capture,
-            deleted,
-        ) = row
-        out.append(
-            Run(
-                id=rid,
-                project=project,
-                name=name,
-                status=cast(RunStatus, status),
-                started_at=cast(datetime, _time(started)),
-                ended_at=_time(ended),
-                params=params[run_id],
-                metrics=metrics[run_id],
-                tags=tags[run_id],
-                inputs=tuple(json.loads(inputs)),
-                outputs=tuple(a for role, a in arts[run_id] if role == "output"),
-                artifacts=tuple(a for _, a in arts[run_id]),
-                parent_id=parent,
-                user=user,
-                host=host,
-                exit_code=code,
-                error=error,
-                seed=seed,
-                deleted_at=_time(deleted),
-                capture=LazyJSON(capture),
-            )
-        )
-    return out
-
-
 @contextmanager
 def open_reader(database_url: str | None, vault_dir: Path) -> Iterator[LeanReader | None]:
     """A reader in one read transaction, or None when the lean path cannot answer exactly."""
+    if database_url is not None and database_url.startswith(("postgresql", "postgres://")):
+        with _open_postgres(database_url) as reader:
+            yield reader
+        return
     if database_url is not None and not database_url.startswith("sqlite:///"):
         yield None
         return
@@ -225,20 +73,43 @@ def open_reader(database_url: str | None, vault_dir: Path) -> Iterator[LeanReade
         yield LeanReader(conn) if row is not None and row[0] == _known_revisions() else None
 
 
-class LeanReader(RunReads):
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+@contextmanager
+def _open_postgres(url: str) -> Iterator[LeanReader | None]:
+    conn = connect(url)
+    if conn is None:
+        yield None
+        return
+    with closing(conn):
+        try:
+            rows = conn.execute("SELECT value FROM vault_meta WHERE key = 'schema_revisions'").fetchall()
+        except pg_errors():
+            rows = []
+        yield LeanReader(conn, sqlite=False) if rows and rows[0][0] == _known_revisions() else None
 
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+
+class LeanReader(RunReads):
+    """Reads on a ``sqlite3`` connection, or on a psycopg one (``sqlite=False``)."""
+
+    def __init__(self, conn: Any, *, sqlite: bool = True) -> None:
+        self._conn = conn
+        self.sqlite = sqlite
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        if not self.sqlite:
+            try:
+                return list(self._conn.execute(sql.replace("?", "%s"), params).fetchall())
+            except pg_errors() as err:
+                raise translate_pg_error(err) from err
         self._conn.row_factory = sqlite3.Row
         try:
-            return self._conn.execute(sql, params).fetchall()
+            rows: list[Any] = self._conn.execute(sql, params).fetchall()
+            return rows
         except sqlite3.Error as err:
-            raise _translate(err) from err
+            raise translate_error(err) from err
 
     # -- runs (and the queries of RunReads) ---------------------------------------------------
     def runs(self, ids: list[str]) -> list[Run]:
-        return load_runs(self._conn, ids)
+        return load_runs(self._conn, ids, sqlite=self.sqlite)
 
     # -- registry ---------------------------------------------------------------------------
     _VERSION_SELECT = (
@@ -260,7 +131,7 @@ class LeanReader(RunReads):
                 RegisteredModel(
                     project=m["project"],
                     model=m["name"],
-                    created_at=cast(datetime, _time(m["created_at"])),
+                    created_at=cast(datetime, parse_time(m["created_at"])),
                     created_by=m["created_by"],
                     versions=len(live),
                     latest=latest,
@@ -281,6 +152,20 @@ class LeanReader(RunReads):
         ):
             by_version.setdefault(int(vid), []).append(alias)
         return [_version(r, tuple(sorted(by_version.get(int(r["id"]), [])))) for r in rows]
+
+    def find_version(self, project: str, model: str, name: str, *, alias: bool) -> ModelVersion | None:
+        """``repos.registry.find_version`` then ``aliases_on``: a version by number or alias, with
+        every alias that points at it."""
+        sql = self._VERSION_SELECT
+        if alias:
+            sql += " JOIN registry_aliases a ON a.version_id = v.id AND a.model_id = v.model_id WHERE a.name = ?"
+        else:
+            sql += " WHERE v.version = ?"
+        rows = self._rows(sql + " AND m.project = ? AND m.name = ?", (name, project, model))
+        if not rows:
+            return None
+        names = self._rows("SELECT name FROM registry_aliases WHERE version_id = ? ORDER BY name", (rows[0]["id"],))
+        return _version(rows[0], tuple(r[0] for r in names))
 
     def aliases(self, model: int) -> dict[str, str]:
         """``repos.registry.aliases_of``: alias -> version, for the aliases that are set."""
@@ -313,7 +198,7 @@ class LeanReader(RunReads):
             out.append(
                 AuditEvent(
                     seq=int(r["seq"]),
-                    at=cast(datetime, _time(r["at"])),
+                    at=cast(datetime, parse_time(r["at"])),
                     actor=r["actor"],
                     action=r["action"],
                     subject=r["subject"],
@@ -353,7 +238,7 @@ class LeanReader(RunReads):
         ]
 
 
-def _version(r: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
+def _version(r: Any, aliases: tuple[str, ...]) -> ModelVersion:
     return ModelVersion(
         project=r["project"],
         model=r["model"],
@@ -362,18 +247,18 @@ def _version(r: sqlite3.Row, aliases: tuple[str, ...]) -> ModelVersion:
         content=Digest(r["content"]),
         size=int(r["size"]),
         files=int(r["files"]),
-        created_at=cast(datetime, _time(r["created_at"])),
+        created_at=cast(datetime, parse_time(r["created_at"])),
         created_by=r["created_by"],
         run_id=r["run_id"],
         message=r["message"],
         source=json.loads(r["source"]),
         notes=tuple(json.loads(r["notes"])),
-        archived_at=_time(r["archived_at"]),
+        archived_at=parse_time(r["archived_at"]),
         aliases=aliases,
     )
 
 
-def _snapshot(r: sqlite3.Row) -> Snapshot:
+def _snapshot(r: Any) -> Snapshot:
     return Snapshot(
         name=r["name"],
         version=r["version"],
@@ -385,7 +270,7 @@ def _snapshot(r: sqlite3.Row) -> Snapshot:
         tabular=bool(r["tabular"]),
         record_count=r["record_count"],
         schema_hash=r["schema_hash"],
-        created_at=cast(datetime, _time(r["created_at"])),
+        created_at=cast(datetime, parse_time(r["created_at"])),
         created_by=r["created_by"],
         message=r["message"],
         source_url=r["source_url"],

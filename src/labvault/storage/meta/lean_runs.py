@@ -3,12 +3,13 @@ each the twin of the repo function its docstring names."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from labvault.entities import MetricPoint
+from labvault.entities import MetricPoint, Run
+from labvault.storage.meta.lean_records import select_runs
+from labvault.storage.meta.run_filter import Node, SortKey
 
 __all__ = ["RunReads"]
 
@@ -17,21 +18,26 @@ _PREFIX_MATCHES = 11  # as repos.runs.match_prefix: enough to say "ambiguous" an
 
 
 class RunReads:
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    _conn: Any  # a sqlite3 or psycopg connection
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         raise NotImplementedError
 
-    def run_ids(self, *, project: str | None, limit: int | None, deleted: bool) -> list[str]:
-        """``run_query.select_run_ids`` without a filter or a sort: newest first."""
-        sql = "SELECT id FROM runs WHERE deleted_at IS " + ("NOT NULL" if deleted else "NULL")
-        params: list[Any] = []
-        if project:
-            sql += " AND project = ?"
-            params.append(project)
-        sql += " ORDER BY started_at DESC, id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [r[0] for r in self._rows(sql, tuple(params))]
+    sqlite = True  # which SQL dialect runs_query writes
+
+    def select_runs(
+        self,
+        *,
+        project: str | None,
+        limit: int | None,
+        deleted: bool,
+        where: Node | None = None,
+        sort: SortKey | None = None,
+    ) -> list[Run]:
+        """``run_query.select_runs``: the same statements, from the same compiler."""
+        return select_runs(
+            self._conn, deleted=deleted, project=project, where=where, sort=sort, limit=limit, sqlite=self.sqlite
+        )
 
     def match_runs(self, run_id: str) -> list[str]:
         """``RunRecords.resolve`` without its errors: the id itself when it is a whole stored id,
@@ -53,7 +59,7 @@ class RunReads:
         return dict(out)
 
     def tagged_run_ids(self, key: str, text: str) -> list[str]:
-        """``select_run_ids`` for ``tags.KEY = 'TEXT'`` sorted by ``started``: oldest first, not deleted."""
+        """``select_runs`` for ``tags.KEY = 'TEXT'`` sorted by ``started``: oldest first, not deleted."""
         rows = self._rows(
             "SELECT id FROM runs WHERE deleted_at IS NULL AND id IN"
             " (SELECT run_id FROM run_tags WHERE key = ? AND text = ?) ORDER BY started_at, id",

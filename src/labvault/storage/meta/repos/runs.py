@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from labvault.entities import Artifact, MetricPoint, Run, RunStatus
+from labvault.entities import Artifact, MetricPoint, Run
 from labvault.errors import Conflict
-from labvault.refs import Digest
-from labvault.storage.meta import lean
+from labvault.storage.meta import lean_records
 from labvault.storage.meta.tables import run_artifacts, run_latest, run_metrics, run_params, run_tags, runs
 
 __all__ = [
@@ -214,102 +212,8 @@ def metric_history(conn: Connection, run_id: str, key: str | None = None) -> dic
     return dict(out)
 
 
-def _param_value(raw: str) -> object:
-    # Most params are plain strings or integers: skip the JSON parser for those.
-    if raw.startswith('"') and "\\" not in raw:
-        return raw[1:-1]
-    if raw.isdigit():
-        return int(raw)
-    return json.loads(raw)
-
-
-def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
-    for i in range(0, len(ids), _CHUNK):
-        yield list(ids[i : i + _CHUNK])
-
-
-_IDS: Any = sa.bindparam("b_ids", expanding=True)
-_LOAD_RUNS = sa.select(runs).where(runs.c.id.in_(_IDS))
-# Params, tags and latest metrics of many runs in one round trip: (source, run, key, text, number, kind).
-_LOAD_VALUES = sa.union_all(
-    sa.select(
-        sa.literal(0).label("src"),
-        run_params.c.run_id,
-        run_params.c.key,
-        run_params.c.value.label("text"),
-        sa.cast(sa.null(), sa.Float).label("num"),
-        sa.cast(sa.null(), sa.SmallInteger).label("kind"),
-    ).where(run_params.c.run_id.in_(_IDS)),
-    sa.select(
-        sa.literal(1),
-        run_tags.c.run_id,
-        run_tags.c.key,
-        run_tags.c.text,
-        sa.cast(sa.null(), sa.Float),
-        sa.cast(sa.null(), sa.SmallInteger),
-    ).where(run_tags.c.run_id.in_(_IDS)),
-    sa.select(
-        sa.literal(2),
-        run_latest.c.run_id,
-        run_latest.c.key,
-        sa.cast(sa.null(), sa.Text),
-        run_latest.c.value,
-        run_latest.c.kind,
-    ).where(run_latest.c.run_id.in_(_IDS)),
-)
-_LOAD_ARTIFACTS = sa.select(run_artifacts).where(run_artifacts.c.run_id.in_(_IDS)).order_by(run_artifacts.c.name)
-
-
 def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
-    """Full records for ``ids``, in the order given (missing ids are skipped)."""
-    if conn.dialect.name == "sqlite":
-        return lean.load_runs(cast(Any, conn.connection.driver_connection), ids)
-    rows: dict[str, Any] = {}
-    params: dict[str, dict[str, object]] = defaultdict(dict)
-    tags: dict[str, dict[str, str]] = defaultdict(dict)
-    metrics: dict[str, dict[str, float]] = defaultdict(dict)
-    arts: dict[str, list[tuple[str, Artifact]]] = defaultdict(list)
-    for chunk in _chunks(ids):
-        bound = {"b_ids": chunk}
-        for found in conn.execute(_LOAD_RUNS, bound).all():
-            rows[found.id] = found
-        for src, run_id, key, text, num, kind in conn.execute(_LOAD_VALUES, bound).all():
-            if src == 0:
-                params[run_id][key] = _param_value(text)
-            elif src == 1:
-                tags[run_id][key] = text
-            else:
-                metrics[run_id][key] = decode_metric(num, kind)
-        for a in conn.execute(_LOAD_ARTIFACTS, bound).all():
-            artifact = Artifact(a.name, Digest(a.digest), cast(Any, a.kind), int(a.size), a.path)
-            arts[a.run_id].append((a.role, artifact))
-    out = []
-    for run_id in ids:
-        row = rows.get(run_id)
-        if row is None:
-            continue
-        out.append(
-            Run(
-                id=row.id,
-                project=row.project,
-                name=row.name,
-                status=cast(RunStatus, row.status),
-                started_at=cast(datetime, as_utc(row.started_at)),
-                ended_at=as_utc(row.ended_at),
-                params=params[run_id],
-                metrics=metrics[run_id],
-                tags=tags[run_id],
-                inputs=tuple(json.loads(row.inputs)),
-                outputs=tuple(a for role, a in arts[run_id] if role == "output"),
-                artifacts=tuple(a for _, a in arts[run_id]),
-                parent_id=row.parent_id,
-                user=row.user,
-                host=row.host,
-                exit_code=row.exit_code,
-                error=row.error,
-                seed=row.seed,
-                deleted_at=as_utc(row.deleted_at),
-                capture=lean.LazyJSON(row.capture),
-            )
-        )
-    return out
+    """Full records for ``ids``, in the order given (missing ids are skipped): the lean reader's
+    statements, on the driver's own connection inside the caller's transaction."""
+    sqlite = conn.dialect.name == "sqlite"
+    return lean_records.load_runs(cast(Any, conn.connection.driver_connection), ids, sqlite=sqlite)

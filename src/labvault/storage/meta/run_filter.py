@@ -1,0 +1,245 @@
+"""The run filter's syntax tree, compiled to parameterised SQL text for SQLite and PostgreSQL.
+
+One compiler serves both read paths: :func:`repos.run_query.select_runs` runs its statement on
+the driver under SQLAlchemy's connection, and the lean reader (``storage/meta/lean.py``) on the
+standard ``sqlite3`` module or psycopg, without importing SQLAlchemy. Building the statement as
+text costs a tenth of building it as SQLAlchemy expressions, and the two paths cannot drift apart.
+
+Every user value is a bound parameter (keys too), so a filter can never change the SQL's shape.
+A comparison on a metric, param or tag compiles to ``runs.id IN (SELECT run_id FROM <table> WHERE
+key = ? AND <value comparison>)``, answered from the table's ``(key, value)`` index. That is
+two-valued by construction: a missing key, a NaN or an infinity (stored as NULL) is simply not in
+the set, so the comparison is false and ``not`` selects exactly the runs it did not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from labvault.errors import ValidationError
+
+__all__ = [
+    "ATTRIBUTES",
+    "And",
+    "Compare",
+    "Field",
+    "Node",
+    "Not",
+    "Op",
+    "Or",
+    "Scope",
+    "SortKey",
+    "Value",
+    "runs_query",
+]
+
+#: Run attributes a filter or sort may name, and their columns (``user`` is a keyword in PostgreSQL).
+ATTRIBUTES: dict[str, str] = {
+    "id": "runs.id",
+    "name": "runs.name",
+    "project": "runs.project",
+    "status": "runs.status",
+    "user": 'runs."user"',
+    "started": "runs.started_at",
+    "ended": "runs.ended_at",
+    "inputs": "runs.inputs",  # a list: see _Compiler.inputs_match
+}
+
+Scope = Literal["metrics", "params", "tags", "attribute"]
+Op = Literal["=", "!=", "<", "<=", ">", ">=", "in", "like"]
+Value = str | float | datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    scope: Scope
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    field: Field
+    op: Op
+    values: tuple[Value, ...]  # one value, or the list of ``in``
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    nodes: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    nodes: tuple[Node, ...]
+
+
+Node = Compare | Not | And | Or
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    field: Field
+    descending: bool
+
+
+_TABLES = {"metrics": "run_latest", "params": "run_params", "tags": "run_tags"}
+# SQLAlchemy's storage format for DateTime on SQLite: naive UTC text, always with microseconds.
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def _glob(pattern: str) -> str:
+    """A LIKE pattern (``\\`` escapes) as a GLOB pattern: SQLite's LIKE ignores ASCII case, GLOB does not."""
+    out: list[str] = []
+    escaped = False
+    for ch in pattern:
+        if escaped:
+            out.append(f"[{ch}]" if ch in "*?[" else ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "%":
+            out.append("*")
+        elif ch == "_":
+            out.append("?")
+        elif ch in "*?[":
+            out.append(f"[{ch}]")
+        else:
+            out.append(ch)
+    if escaped:
+        out.append("\\")
+    return "".join(out)
+
+
+class _Compiler:
+    """Appends SQL text and its parameters in placeholder order."""
+
+    def __init__(self, *, sqlite: bool) -> None:
+        self.sqlite = sqlite
+        self.mark = "?" if sqlite else "%s"
+        self.params: list[object] = []
+
+    def bind(self, value: object) -> str:
+        if isinstance(value, datetime) and self.sqlite:
+            value = value.strftime(_SQLITE_TIME)
+        self.params.append(value)
+        return self.mark
+
+    def compare_column(self, column: str, op: Op, value: Value) -> str:
+        if op == "like":
+            if self.sqlite:
+                return f"{column} GLOB {self.bind(_glob(str(value)))}"
+            return f"{column} LIKE {self.bind(value)} ESCAPE '\\'"
+        return f"{column} {op} {self.bind(value)}"
+
+    def inputs_match(self, node: Compare) -> str:
+        """``inputs`` is a list: ``=``, ``in`` and ``like`` hold when any input matches, ``!=`` when none does."""
+        if node.op not in ("=", "!=", "in", "like") or not all(isinstance(v, str) for v in node.values):
+            raise ValidationError(
+                "inputs compare as text with =, !=, in or like",
+                hint="e.g. inputs = 'data:transactions@v1' or inputs like 'data:transactions@%'",
+            )
+        source = (
+            "json_each(runs.inputs) AS e"
+            if self.sqlite
+            else "jsonb_array_elements_text(CAST(runs.inputs AS JSONB)) AS e(value)"
+        )
+        op: Op = "=" if node.op in ("!=", "in") else node.op
+        conds = " OR ".join(self.compare_column("e.value", op, v) for v in node.values)
+        found = f"EXISTS (SELECT 1 FROM {source} WHERE {conds})"
+        return f"NOT {found}" if node.op == "!=" else found
+
+    def compare(self, node: Compare) -> str:
+        field = node.field
+        if field.scope == "attribute" and field.key == "inputs":
+            return self.inputs_match(node)
+        if field.scope == "attribute":
+            column = ATTRIBUTES[field.key]
+            if node.op == "in":
+                cond = " OR ".join(self.compare_column(column, "=", v) for v in node.values)
+            else:
+                cond = self.compare_column(column, node.op, node.values[0])
+            # Attributes such as `ended` can be NULL: make the comparison two-valued.
+            return f"COALESCE(({cond}), {'0' if self.sqlite else 'false'})"
+        table = _TABLES[field.scope]
+        key = self.bind(field.key)
+
+        def value_column(value: Value) -> str:
+            if field.scope == "metrics":
+                return "value"
+            return "num" if isinstance(value, float) else "text"
+
+        if node.op == "in":
+            cond = " OR ".join(self.compare_column(value_column(v), "=", v) for v in node.values)
+        else:
+            cond = self.compare_column(value_column(node.values[0]), node.op, node.values[0])
+        return f"runs.id IN (SELECT run_id FROM {table} WHERE key = {key} AND ({cond}))"
+
+    def filter(self, node: Node) -> str:
+        # As few parentheses as the precedence needs (SQLite's parser stack is shallow): an OR
+        # inside an AND, and what NOT applies to. Every comparison is two-valued, so NOT NOT x is x.
+        if isinstance(node, Compare):
+            return self.compare(node)
+        if isinstance(node, Not):
+            inner = node.node
+            if isinstance(inner, Not):
+                return self.filter(inner.node)
+            return f"NOT ({self.filter(inner)})"
+        if isinstance(node, Or):
+            return " OR ".join(self.filter(n) for n in node.nodes)
+        return " AND ".join(f"({self.filter(n)})" if isinstance(n, Or) else self.filter(n) for n in node.nodes)
+
+    def value_of(self, table: str, column: str, key: str) -> str:
+        """The outer run's ``column`` in ``table`` for ``key``, as a scalar subquery (NULL when it has none)."""
+        return f"(SELECT {column} FROM {table} WHERE {table}.run_id = runs.id AND {table}.key = {self.bind(key)})"
+
+    def sort(self, key: SortKey) -> str:
+        f = key.field
+        direction = "DESC" if key.descending else "ASC"
+        if f.scope == "attribute" and f.key == "inputs":
+            raise ValidationError("runs cannot be sorted by their inputs", hint="sort by name, started, metrics.KEY...")
+        if f.scope in ("params", "tags"):
+            table = _TABLES[f.scope]
+            # Numbers sort as numbers and before text; runs without the key sort last either way.
+            missing = f"CASE WHEN {self.value_of(table, 'text', f.key)} IS NULL THEN 1 ELSE 0 END"
+            if key.descending:
+                num, text = self.value_of(table, "num", f.key), self.value_of(table, "text", f.key)
+                return f"{missing}, {num} DESC, {text} DESC, runs.id"
+            no_num = self.value_of(table, "num", f.key)  # each subquery binds its key: build them in order
+            num, text = self.value_of(table, "num", f.key), self.value_of(table, "text", f.key)
+            return f"{missing}, {no_num} IS NULL, {num}, {text}, runs.id"
+        if f.scope == "metrics":
+            missing = f"CASE WHEN {self.value_of('run_latest', 'value', f.key)} IS NULL THEN 1 ELSE 0 END"
+            return f"{missing}, {self.value_of('run_latest', 'value', f.key)} {direction}, runs.id"
+        column = ATTRIBUTES[f.key]
+        return f"CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {direction}, runs.id"
+
+
+def runs_query(
+    *,
+    deleted: bool,
+    project: str | None,
+    where: Node | None,
+    sort: SortKey | None,
+    limit: int | None,
+    sqlite: bool,
+    columns: str = "runs.id",
+) -> tuple[str, list[object]]:
+    """``(sql, params)`` selecting ``columns`` (the id first) of the runs matching ``where``, newest
+    first unless ``sort`` says otherwise; placeholders are ``?`` for SQLite and ``%s`` for PostgreSQL."""
+    c = _Compiler(sqlite=sqlite)
+    sql = f"SELECT {columns} FROM runs WHERE runs.deleted_at IS " + ("NOT NULL" if deleted else "NULL")
+    if project:
+        sql += f" AND runs.project = {c.bind(project)}"
+    if where is not None:
+        sql += f" AND ({c.filter(where)})"
+    sql += " ORDER BY " + (c.sort(sort) if sort else "runs.started_at DESC, runs.id")
+    if limit is not None:
+        sql += f" LIMIT {c.bind(limit)}"
+    return sql, c.params
