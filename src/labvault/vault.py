@@ -24,7 +24,7 @@ from labvault.config import (
     acting_user,
     find_vault_dir,
 )
-from labvault.errors import StorageError, ValidationError
+from labvault.errors import StorageError, ValidationError, VaultNotFound
 from labvault.storage.contained import write_text
 from labvault.storage.locks import file_lock
 from labvault.storage.objects.local import LocalObjectStore
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from labvault.services.lineage import LineageService
     from labvault.services.maintenance import Maintenance
     from labvault.services.registry import Registry
+    from labvault.services.remotes import Remotes, RemoteSpec, Side
     from labvault.services.reproduce import ReproduceReport
     from labvault.services.reproduce.environments import Environments
     from labvault.services.snapshots.service import DataService
@@ -64,6 +65,7 @@ class Vault:
         self.settings = settings
         self.objects: ObjectStore = objects if objects is not None else LocalObjectStore(vault_dir)
         self._migrate = migrate
+        self._opened: list[Vault] = []  # remote vaults opened by push and pull
 
     @cached_property
     def meta(self) -> MetaStore:
@@ -281,8 +283,61 @@ class Vault:
         (links in the typed path are followed; a link at the file itself is replaced, not written through)."""
         write_text(Path(path), text)
 
+    @cached_property
+    def remotes(self) -> Remotes:
+        """Remotes and the transfers to them: ``vault.remotes.push(...)``, ``.pull(...)`` (docs/remotes.md)."""
+        from labvault.services.remotes import Remotes
+
+        return Remotes(
+            here=lambda: self._side("this vault"),
+            vault_dir=self.dir,
+            root=self.root,
+            config=lambda: VaultConfig.load(self.dir),
+            open_remote=self._open_remote,
+        )
+
+    def _side(self, where: str) -> Side:
+        from labvault.services.remotes import Side
+
+        def resolve_model(ref: str) -> tuple[str, str, str]:
+            found = self.registry.resolve(ref)
+            return found.project, found.model, found.version
+
+        return Side(
+            meta=self.meta,
+            objects=self.objects,
+            dir=self.dir,
+            where=where,
+            user=self.user,
+            resolve_run=self.runs.resolve,
+            resolve_model=resolve_model,
+        )
+
+    def _open_remote(self, spec: RemoteSpec, create: bool) -> Side:
+        """The remote's vault (made on a first push when ``create``), closed with this one."""
+        from labvault.errors import ExternalError
+
+        folder = spec.path
+        vault_dir = folder if folder.name == VAULT_DIRNAME else folder / VAULT_DIRNAME
+        settings = Settings(user=self.user)
+        if (vault_dir / CONFIG_NAME).is_file():
+            remote = Vault.open(vault_dir, settings=settings)
+        elif create:
+            remote = Vault.init(vault_dir.parent, settings=settings)[0]
+        elif not folder.is_dir():
+            raise ExternalError(
+                f"cannot reach remote {spec.name!r}: {folder} is not there",
+                hint="mount the disk or fix the path: labvault remote list",
+            )
+        else:
+            raise VaultNotFound(f"remote {spec.name!r} ({folder}) holds no vault yet", hint="push to it first")
+        self._opened.append(remote)
+        return remote._side(f"remote {spec.name!r} ({folder})")
+
     # -- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
+        for remote in self._opened:
+            remote.close()
         if isinstance(self.objects, LocalObjectStore):  # a held pack is skipped by gc and recovery
             self.objects.close()
         if "meta" in self.__dict__:

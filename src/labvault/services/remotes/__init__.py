@@ -1,0 +1,258 @@
+"""Push and pull between vaults: ``vault.remotes.push(...)``, ``.pull(...)`` (docs/remotes.md).
+
+The order is the storage rule: objects first (in parallel, only those the other side lacks, each
+verified on arrival), records last in one transaction on the receiving side. A push killed at any
+point leaves the other side consistent (at worst orphan objects, which gc collects), and a rerun
+sends only what is still missing. Aliases, approvals and the audit chain never travel; a received
+model version appends a ``register`` event to the receiving vault's own chain.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labvault.config import VaultConfig
+from labvault.errors import ValidationError
+from labvault.services.remotes import settings
+from labvault.services.remotes.apply import Landing, decide, write_records
+from labvault.services.remotes.copy import copy_objects, reachable
+from labvault.services.remotes.plan import Side, gather
+from labvault.services.remotes.settings import RemoteSpec
+from labvault.services.snapshots.lockfile import read_lock
+
+__all__ = ["Moved", "RemoteSpec", "Remotes", "Side", "TransferResult"]
+
+Progress = Callable[[int, int], None]
+MAX_JOBS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """One record of a transfer: ``action`` is new | renamed | present."""
+
+    ref: str
+    kind: str
+    action: str
+    target: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ref": self.ref, "kind": self.kind, "action": self.action, "as": self.target}
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    direction: str  # push | pull
+    remote: str
+    url: str
+    records: tuple[Moved, ...]
+    objects_sent: int
+    bytes_sent: int
+    objects_present: int
+    dry_run: bool = False
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def changed(self) -> bool:
+        return self.objects_sent > 0 or any(m.action != "present" for m in self.records)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "direction": self.direction,
+            "remote": self.remote,
+            "url": self.url,
+            "dry_run": self.dry_run,
+            "records": [m.to_json() for m in self.records],
+            "objects": {"sent": self.objects_sent, "bytes": self.bytes_sent, "present": self.objects_present},
+            "warnings": list(self.warnings),
+        }
+
+
+class Remotes:
+    """The vault's remotes and the transfers to and from them."""
+
+    def __init__(
+        self,
+        *,
+        here: Callable[[], Side],
+        vault_dir: Path,
+        root: Path,
+        config: Callable[[], VaultConfig],
+        open_remote: Callable[[RemoteSpec, bool], Side],
+    ) -> None:
+        self._here = here
+        self._vault_dir = vault_dir
+        self._root = root
+        self._config = config
+        self._open_remote = open_remote
+
+    # -- configuration --------------------------------------------------------------------------
+    def add(self, name: str, location: str, *, default: bool = False) -> RemoteSpec:
+        """Add a folder remote (another vault's folder; made on the first push if absent)."""
+        return settings.add_remote(self._vault_dir, name=name, location=location, default=default)
+
+    def list(self) -> builtins.list[RemoteSpec]:
+        return settings.list_remotes(self._config())
+
+    def remove(self, name: str) -> None:
+        settings.remove_remote(self._vault_dir, name)
+
+    def get(self, name: str | None = None) -> RemoteSpec:
+        """The remote named ``name``, else the default one (or the only one)."""
+        return settings.default_remote(self._config(), name)
+
+    # -- transfers ------------------------------------------------------------------------------
+    def push(
+        self,
+        refs: Sequence[str] = (),
+        *,
+        remote: str | None = None,
+        everything: bool = False,
+        jobs: int = 8,
+        no_data: bool = False,
+        rename: bool = False,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> TransferResult:
+        """Send records (the lock's snapshots when ``refs`` is empty) and their objects to a remote.
+
+        Different content under a number the remote already has is a Conflict (exit 4) unless
+        ``rename`` gives it the remote's next free number.
+        """
+        spec = self.get(remote)
+        src = self._here()
+        lock = [] if refs or everything else self._lock_entries()
+        plan = gather(src, refs, lock=lock, everything=everything, no_data=no_data)
+        dst = self._open_remote(spec, not dry_run)
+        return self._transfer(
+            "push",
+            spec,
+            src,
+            dst,
+            plan.ordered(),
+            plan.warnings,
+            jobs=jobs,
+            rename=rename,
+            by_content=False,
+            dry_run=dry_run,
+            progress=progress,
+        )
+
+    def pull(
+        self,
+        refs: Sequence[str] = (),
+        *,
+        remote: str | None = None,
+        jobs: int = 8,
+        no_data: bool = False,
+        rename: bool = False,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> TransferResult:
+        """Fetch records (the lock's snapshots, found by content hash, when ``refs`` is empty) and their objects.
+
+        Everything read from the remote is validated before anything is written here.
+        """
+        spec = self.get(remote)
+        src = self._open_remote(spec, False)
+        lock = [] if refs else self._lock_entries()
+        plan = gather(src, refs, lock=lock, no_data=no_data)
+        dst = self._here()
+        return self._transfer(
+            "pull",
+            spec,
+            src,
+            dst,
+            plan.ordered(),
+            plan.warnings,
+            jobs=jobs,
+            rename=rename,
+            by_content=True,
+            dry_run=dry_run,
+            progress=progress,
+        )
+
+    def _lock_entries(self) -> builtins.list[Any]:
+        entries = list(read_lock(self._root).values())
+        if not entries:
+            raise ValidationError(
+                "labvault.lock names no datasets, and no REF was given",
+                hint="give what to move: data:NAME@vN, run:ID, PROJECT/MODEL@VERSION, or --all",
+            )
+        return entries
+
+    def _transfer(
+        self,
+        direction: str,
+        spec: RemoteSpec,
+        src: Side,
+        dst: Side,
+        records: builtins.list[Any],
+        warnings: Iterable[str],
+        *,
+        jobs: int,
+        rename: bool,
+        by_content: bool,
+        dry_run: bool,
+        progress: Progress | None,
+    ) -> TransferResult:
+        if not 1 <= jobs <= MAX_JOBS:
+            raise ValidationError(f"--jobs {jobs} is out of range", hint=f"give 1 to {MAX_JOBS}")
+        with dst.meta.read() as conn:
+            landings = decide(conn, records, dst=dst, rename=rename, by_content=by_content)
+        to_write = [landing.record for landing in landings if landing.writes]
+        roots = [ref for record in to_write for ref in record.refs]
+        wanted = reachable(src.objects, roots, src.where) if roots else []
+        missing = [d for d in wanted if not dst.objects.has(d)]
+        sent = 0
+        size = 0
+        if not dry_run:
+            stats = copy_objects(src.objects, dst.objects, missing, where=src.where, jobs=jobs, progress=progress)
+            sent, size = stats.objects, stats.bytes
+            if to_write:
+                landings = _merge(
+                    landings,
+                    write_records(
+                        dst,
+                        to_write,
+                        rename=rename,
+                        by_content=by_content,
+                        origin=f"{spec.name}:{spec.url}" if direction == "pull" else str(src.dir.parent),
+                    ),
+                )
+        else:
+            sent = len(missing)
+        notes = list(warnings) + _renamed_inputs(landings)
+        return TransferResult(
+            direction=direction,
+            remote=spec.name,
+            url=spec.url,
+            records=tuple(Moved(lg.record.ref, lg.record.kind, lg.action, lg.target) for lg in landings),
+            objects_sent=sent,
+            bytes_sent=size,
+            objects_present=len(wanted) - len(missing),
+            dry_run=dry_run,
+            warnings=tuple(notes),
+        )
+
+
+def _merge(first: list[Landing], written: list[Landing]) -> list[Landing]:
+    by_ref = {landing.record.ref: landing for landing in written}
+    return [by_ref.get(landing.record.ref, landing) for landing in first]
+
+
+def _renamed_inputs(landings: list[Landing]) -> list[str]:
+    """A run whose input snapshot landed under another number names that number in its record."""
+    moved = {lg.record.ref: lg.target for lg in landings if lg.record.kind == "snapshot" and lg.target != lg.record.ref}
+    out = []
+    for landing in landings:
+        if landing.record.kind == "run" and moved:
+            from labvault.services.remotes.records import inputs_of
+
+            for text in inputs_of(landing.record):
+                if text in moved:
+                    out.append(f"{landing.record.ref} read {text}, which is {moved[text]} on the receiving side")
+    return out
