@@ -24,7 +24,7 @@ from labvault.config import (
     acting_user,
     find_vault_dir,
 )
-from labvault.errors import StorageError, ValidationError, VaultNotFound
+from labvault.errors import StorageError, ValidationError
 from labvault.storage.contained import write_text
 from labvault.storage.locks import file_lock
 from labvault.storage.objects.local import LocalObjectStore
@@ -313,10 +313,9 @@ class Vault:
             resolve_model=resolve_model,
         )
 
-    def _open_remote(self, spec: RemoteSpec, create: bool) -> Side:
-        """The remote's vault (made on a first push when ``create``), closed with this one."""
-        from labvault.errors import ExternalError
-
+    def _open_remote(self, spec: RemoteSpec, create: bool) -> Side | None:
+        """The remote's vault (made on a first push when ``create``), closed with this one; None
+        when there is no vault there yet."""
         folder = spec.path
         vault_dir = folder if folder.name == VAULT_DIRNAME else folder / VAULT_DIRNAME
         settings = Settings(user=self.user)
@@ -324,13 +323,8 @@ class Vault:
             remote = Vault.open(vault_dir, settings=settings)
         elif create:
             remote = Vault.init(vault_dir.parent, settings=settings)[0]
-        elif not folder.is_dir():
-            raise ExternalError(
-                f"cannot reach remote {spec.name!r}: {folder} is not there",
-                hint="mount the disk or fix the path: labvault remote list",
-            )
         else:
-            raise VaultNotFound(f"remote {spec.name!r} ({folder}) holds no vault yet", hint="push to it first")
+            return None
         self._opened.append(remote)
         return remote._side(f"remote {spec.name!r} ({folder})")
 

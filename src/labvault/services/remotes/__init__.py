@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from labvault.config import VaultConfig
-from labvault.errors import ValidationError
+from labvault.errors import ExternalError, LabvaultError, ValidationError, VaultNotFound
 from labvault.services.remotes import settings
 from labvault.services.remotes.apply import Landing, decide, write_records
 from labvault.services.remotes.copy import copy_objects, reachable
@@ -81,7 +81,7 @@ class Remotes:
         vault_dir: Path,
         root: Path,
         config: Callable[[], VaultConfig],
-        open_remote: Callable[[RemoteSpec, bool], Side],
+        open_remote: Callable[[RemoteSpec, bool], Side | None],
     ) -> None:
         self._here = here
         self._vault_dir = vault_dir
@@ -158,6 +158,8 @@ class Remotes:
         """
         spec = self.get(remote)
         src = self._open_remote(spec, False)
+        if src is None:
+            raise _unreachable(spec)
         lock = [] if refs else self._lock_entries()
         plan = gather(src, refs, lock=lock, no_data=no_data)
         dst = self._here()
@@ -189,7 +191,7 @@ class Remotes:
         direction: str,
         spec: RemoteSpec,
         src: Side,
-        dst: Side,
+        dst: Side | None,
         records: builtins.list[Any],
         warnings: Iterable[str],
         *,
@@ -201,15 +203,18 @@ class Remotes:
     ) -> TransferResult:
         if not 1 <= jobs <= MAX_JOBS:
             raise ValidationError(f"--jobs {jobs} is out of range", hint=f"give 1 to {MAX_JOBS}")
-        with dst.meta.read() as conn:
-            landings = decide(conn, records, dst=dst, rename=rename, by_content=by_content)
+        if dst is None:  # a dry run towards a remote not made yet: everything would be sent
+            landings = [Landing(record, "new", record.ref) for record in records]
+        else:
+            with dst.meta.read() as conn:
+                landings = decide(conn, records, dst=dst, rename=rename, by_content=by_content)
         to_write = [landing.record for landing in landings if landing.writes]
         roots = [ref for record in to_write for ref in record.refs]
         wanted = reachable(src.objects, roots, src.where) if roots else []
-        missing = [d for d in wanted if not dst.objects.has(d)]
+        missing = [d for d in wanted if dst is None or not dst.objects.has(d)]
         sent = 0
         size = 0
-        if not dry_run:
+        if dst is not None and not dry_run:
             stats = copy_objects(src.objects, dst.objects, missing, where=src.where, jobs=jobs, progress=progress)
             sent, size = stats.objects, stats.bytes
             if to_write:
@@ -237,6 +242,15 @@ class Remotes:
             dry_run=dry_run,
             warnings=tuple(notes),
         )
+
+
+def _unreachable(spec: RemoteSpec) -> LabvaultError:
+    if not spec.path.is_dir():
+        return ExternalError(
+            f"cannot reach remote {spec.name!r}: {spec.path} is not there",
+            hint="mount the disk or fix the path (see `labvault remote list`)",
+        )
+    return VaultNotFound(f"remote {spec.name!r} ({spec.path}) holds no vault yet", hint="push to it first")
 
 
 def _merge(first: list[Landing], written: list[Landing]) -> list[Landing]:
