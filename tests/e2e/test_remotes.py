@@ -260,3 +260,59 @@ def test_an_unreachable_remote_is_exit_7(project: Path, cli: Cli, tmp_path: Path
     bad = cli("pull", "data:raw@v1", expect=7)
     assert len(bad.stderr.splitlines()) == 2
     assert "not-mounted" in bad.stderr
+
+
+def _ci_steps() -> list[str]:
+    """The shell lines of the CI recipe's ``run: |`` blocks in docs/remotes.md."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "remotes.md").read_text()
+    yaml_text = doc.split("```yaml\n")[-1].split("```")[0]
+    lines, inside = [], False
+    for line in yaml_text.splitlines():
+        if line.strip() == "run: |":
+            inside = True
+            continue
+        if inside and line.startswith(" " * 10):
+            lines.append(line.strip())
+        else:
+            inside = False
+    return lines
+
+
+def test_the_ci_recipe_reproduces_the_model_behind_prod(
+    project: Path,
+    cli: Cli,
+    trained: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import os
+    import sys
+
+    cli("models", "register", "fraud/detector", "--from", f"run:{trained}", "--artifact", "model.json")
+    nas = tmp_path / "nas"
+    cli("remote", "add", "origin", str(nas))
+    cli("push")
+    cli("push", "fraud/detector@0.1.0")
+    # Aliases never travel: prod moves in the shared vault, under its policies.
+    cli("models", "promote", "fraud/detector@0.1.0", "--to", "prod", cwd=nas)
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "trained")
+
+    runner = tmp_path / "runner"
+    _git(tmp_path, "clone", "-q", str(project), str(runner))
+    _git(runner, "config", "user.email", "ci@example.com")
+    _git(runner, "config", "user.name", "ci")
+    steps = _ci_steps()
+    assert steps[0] == "labvault init"
+    assert any(s.startswith("labvault reproduce") for s in steps)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "LABVAULT_REMOTE": str(nas),
+        "MODEL": "fraud/detector",
+    }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    script = "set -euo pipefail\n" + "\n".join(steps) + "\n"
+    proc = subprocess.run(["bash", "-c", script], cwd=runner, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert (runner / "version.txt").read_text().strip() == "fraud/detector@0.1.0"
+    assert json.loads((runner / "reproduce.json").read_text())["verdict"] == "reproduced"

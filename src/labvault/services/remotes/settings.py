@@ -7,6 +7,7 @@ carries a user or a password is refused, as is a server URL (not supported yet).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -125,7 +126,7 @@ def _update(vault_dir: Path, change: Any) -> None:
         config = VaultConfig.load(vault_dir)
         extra = json.loads(json.dumps(config.extra))
         change(extra)
-        doc = VaultConfig(format_version=config.format_version, database_url=config.database_url, extra=extra)
+        doc = dataclasses.replace(config, extra=extra)  # every other setting kept as it is
         write_text(vault_dir / CONFIG_NAME, doc.to_json(), durable=True)
 
 
