@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from labvault.services.lineage import LineageService
     from labvault.services.maintenance import Maintenance
     from labvault.services.registry import Registry
-    from labvault.services.remotes import Remotes, RemoteSpec, Side
+    from labvault.services.remotes import Remotes, RemoteSpec
+    from labvault.services.remotes.side import Side
     from labvault.services.reproduce import ReproduceReport
     from labvault.services.reproduce.environments import Environments
     from labvault.services.snapshots.service import DataService
@@ -297,7 +298,7 @@ class Vault:
         )
 
     def _side(self, where: str) -> Side:
-        from labvault.services.remotes import Side
+        from labvault.services.remotes.side import Side
 
         def resolve_model(ref: str) -> tuple[str, str, str]:
             found = self.registry.resolve(ref)

@@ -148,3 +148,18 @@ def test_a_crafted_run_on_the_remote_is_refused(vault: Vault, project: Path, nas
         other.remotes.pull([f"run:{run_id}"])
     with pytest.raises(NotFound):
         other.runs.get(f"run:{run_id}")
+
+
+def test_is_pushed_answers_the_no_op_push_from_the_lock(vault: Vault, project: Path, nas: Path) -> None:
+    (project / "d.txt").write_text("1")
+    vault.data.add("d", project / "d.txt")
+    vault.remotes.add("nas", str(nas))
+    assert vault.remotes.is_pushed() is None  # no vault there yet
+    vault.remotes.push()
+    done = vault.remotes.is_pushed()
+    assert done is not None
+    assert [(m.ref, m.action) for m in done.records] == [("data:d@v1", "present")]
+    (project / "d.txt").write_text("2")
+    vault.data.add("d", project / "d.txt")  # the lock now names data:d@v2, which the remote lacks
+    assert vault.remotes.is_pushed() is None
+    assert [m.ref for m in vault.remotes.push().records] == ["data:d@v2"]

@@ -13,16 +13,18 @@ import builtins
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from labvault.config import VaultConfig
+from labvault.config import CONFIG_NAME, VAULT_DIRNAME, VaultConfig
 from labvault.errors import ExternalError, LabvaultError, ValidationError, VaultNotFound
 from labvault.services.remotes import settings
-from labvault.services.remotes.apply import Landing, decide, write_records
-from labvault.services.remotes.copy import copy_objects, reachable
-from labvault.services.remotes.plan import Side, gather
 from labvault.services.remotes.settings import RemoteSpec
+from labvault.services.remotes.side import Side
 from labvault.services.snapshots.lockfile import read_lock
+from labvault.storage.meta.lean import open_reader
+
+if TYPE_CHECKING:
+    from labvault.services.remotes.apply import Landing
 
 __all__ = ["Moved", "RemoteSpec", "Remotes", "Side", "TransferResult"]
 
@@ -111,7 +113,7 @@ class Remotes:
         *,
         remote: str | None = None,
         everything: bool = False,
-        jobs: int = 8,
+        jobs: int = 4,
         no_data: bool = False,
         rename: bool = False,
         dry_run: bool = False,
@@ -122,6 +124,8 @@ class Remotes:
         Different content under a number the remote already has is a Conflict (exit 4) unless
         ``rename`` gives it the remote's next free number.
         """
+        from labvault.services.remotes.plan import gather
+
         spec = self.get(remote)
         src = self._here()
         lock = [] if refs or everything else self._lock_entries()
@@ -146,7 +150,7 @@ class Remotes:
         refs: Sequence[str] = (),
         *,
         remote: str | None = None,
-        jobs: int = 8,
+        jobs: int = 4,
         no_data: bool = False,
         rename: bool = False,
         dry_run: bool = False,
@@ -156,6 +160,8 @@ class Remotes:
 
         Everything read from the remote is validated before anything is written here.
         """
+        from labvault.services.remotes.plan import gather
+
         spec = self.get(remote)
         src = self._open_remote(spec, False)
         if src is None:
@@ -175,6 +181,35 @@ class Remotes:
             by_content=True,
             dry_run=dry_run,
             progress=progress,
+        )
+
+    def is_pushed(self, remote: str | None = None) -> TransferResult | None:
+        """The no-op result when the remote already holds, under the same numbers, every snapshot labvault.lock
+        names, as this vault does: a push with no REF would send nothing. Read with sqlite3 alone
+        (no SQLAlchemy), so that the no-op push stays fast; None whenever it cannot tell."""
+        spec = self.get(remote)
+        entries = read_lock(self._root)
+        folder = spec.path
+        there = folder if folder.name == VAULT_DIRNAME else folder / VAULT_DIRNAME
+        if not entries or not (there / CONFIG_NAME).is_file():
+            return None
+        for vault_dir, config in ((self._vault_dir, self._config()), (there, VaultConfig.load(there))):
+            with open_reader(config.database_url, vault_dir) as reader:
+                if reader is None:
+                    return None
+                for entry in entries.values():
+                    found = reader.snapshot(entry.ref.name, entry.ref.number)
+                    if found is None or found.content_hash != entry.content_hash:
+                        return None
+        refs = sorted({str(entry.ref) for entry in entries.values()})
+        return TransferResult(
+            direction="push",
+            remote=spec.name,
+            url=spec.url,
+            records=tuple(Moved(ref, "snapshot", "present", ref) for ref in refs),
+            objects_sent=0,
+            bytes_sent=0,
+            objects_present=0,
         )
 
     def _lock_entries(self) -> builtins.list[Any]:
@@ -201,6 +236,11 @@ class Remotes:
         dry_run: bool,
         progress: Progress | None,
     ) -> TransferResult:
+        # Imported here, not at the top: SQLAlchemy comes with them, and `push` with nothing to send
+        # (is_pushed) must answer without it.
+        from labvault.services.remotes.apply import Landing, decide, write_records
+        from labvault.services.remotes.copy import copy_objects, reachable
+
         if not 1 <= jobs <= MAX_JOBS:
             raise ValidationError(f"--jobs {jobs} is out of range", hint=f"give 1 to {MAX_JOBS}")
         if dst is None:  # a dry run towards a remote not made yet: everything would be sent
@@ -211,25 +251,17 @@ class Remotes:
         to_write = [landing.record for landing in landings if landing.writes]
         roots = [ref for record in to_write for ref in record.refs]
         wanted = reachable(src.objects, roots, src.where) if roots else []
-        missing = [d for d in wanted if dst is None or not dst.objects.has(d)]
-        sent = 0
-        size = 0
-        if dst is not None and not dry_run:
-            stats = copy_objects(src.objects, dst.objects, missing, where=src.where, jobs=jobs, progress=progress)
-            sent, size = stats.objects, stats.bytes
-            if to_write:
-                landings = _merge(
-                    landings,
-                    write_records(
-                        dst,
-                        to_write,
-                        rename=rename,
-                        by_content=by_content,
-                        origin=f"{spec.name}:{spec.url}" if direction == "pull" else str(src.dir.parent),
-                    ),
-                )
+        sent = size = present = 0
+        if dst is None or dry_run:
+            missing = [d for d in wanted if dst is None or not dst.objects.has(d)]
+            sent, present = len(missing), len(wanted) - len(missing)
         else:
-            sent = len(missing)
+            stats = copy_objects(src.objects, dst.objects, wanted, where=src.where, jobs=jobs, progress=progress)
+            sent, size, present = stats.objects, stats.bytes, stats.present
+            if to_write:
+                origin = f"{spec.name}:{spec.url}" if direction == "pull" else str(src.dir.parent)
+                written = write_records(dst, to_write, rename=rename, by_content=by_content, origin=origin)
+                landings = _merge(landings, written)
         notes = list(warnings) + _renamed_inputs(landings)
         return TransferResult(
             direction=direction,
@@ -238,7 +270,7 @@ class Remotes:
             records=tuple(Moved(lg.record.ref, lg.record.kind, lg.action, lg.target) for lg in landings),
             objects_sent=sent,
             bytes_sent=size,
-            objects_present=len(wanted) - len(missing),
+            objects_present=present,
             dry_run=dry_run,
             warnings=tuple(notes),
         )

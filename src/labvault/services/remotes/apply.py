@@ -14,8 +14,8 @@ from typing import Any
 from labvault.errors import Conflict
 from labvault.refs import parse_semver
 from labvault.services.audit import AuditLog
-from labvault.services.remotes.plan import Side
 from labvault.services.remotes.records import Record
+from labvault.services.remotes.side import Side
 from labvault.storage.meta.repos import transfer as repo
 from labvault.storage.meta.repos.object_refs import add_refs
 from labvault.storage.meta.repos.registry import ensure_model

@@ -29,6 +29,7 @@ _CHUNK = 256  # objects per work item: one batch commit each
 class CopyStats:
     objects: int = 0
     bytes: int = 0
+    present: int = 0  # already on the receiving side
 
 
 def _read_checked(store: ObjectStore, digest: Digest, where: str) -> bytes:
@@ -77,23 +78,30 @@ def copy_objects(
     jobs: int,
     progress: Callable[[int, int], None] | None = None,
 ) -> CopyStats:
-    """Put every digest of ``src`` into ``dst`` (the caller gives only those ``dst`` lacks)."""
+    """Put every digest of ``src`` that ``dst`` lacks into ``dst``.
+
+    The workers ask ``dst`` what it has, in parallel with the copies: that is a file-system look-up
+    per object, and a new remote has nothing.
+    """
     stats = CopyStats()
     lock = threading.Lock()
     chunks = [digests[i : i + _CHUNK] for i in range(0, len(digests), _CHUNK)]
 
     def send(chunk: list[Digest]) -> None:
-        sent = size = 0
+        sent = size = present = 0
         with dst.batch():
             for digest in chunk:
-                nbytes = _send_one(src, dst, digest, where)
+                if dst.has(digest):
+                    present += 1
+                    continue
+                size += _send_one(src, dst, digest, where)
                 sent += 1
-                size += nbytes
         with lock:
             stats.objects += sent
             stats.bytes += size
+            stats.present += present
             if progress is not None:
-                progress(stats.objects, len(digests))
+                progress(stats.objects + stats.present, len(digests))
 
     if jobs <= 1 or len(chunks) <= 1:
         for chunk in chunks:
@@ -111,8 +119,14 @@ def _send_one(src: ObjectStore, dst: ObjectStore, digest: Digest, where: str) ->
     except NotFound:
         raise IntegrityError(f"object {digest} is missing on {where}", hint=f"run `labvault fsck` on {where}") from None
     if size <= _BIG:
-        data = _read_checked(src, digest, where)
-        got = dst.put_bytes(data)
+        # put_bytes hashes what it stores: the digest it returns is the check, and a mismatch raised
+        # here drops the worker's whole batch.
+        try:
+            got = dst.put_bytes(src.get_bytes(digest, verify=False))
+        except NotFound:
+            raise IntegrityError(
+                f"object {digest} is missing on {where}", hint=f"run `labvault fsck` on {where}"
+            ) from None
     else:
         with src.open(digest, verify=False) as stream:
             got = _put_stream(dst, stream)

@@ -10,31 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from labvault.errors import IntegrityError, NotFound, ValidationError
 from labvault.refs import DataRef, DigestRef, ModelRef, RunRef, parse_ref
 from labvault.services.remotes.records import Record, check_run, check_snapshot, check_version, inputs_of
+from labvault.services.remotes.side import Side
 from labvault.services.snapshots.lockfile import LockEntry
 from labvault.storage.meta.repos import transfer as repo
-from labvault.storage.meta.store import MetaStore
-from labvault.storage.objects.protocol import ObjectStore
 
 __all__ = ["Plan", "Side", "gather"]
-
-
-@dataclass(frozen=True, slots=True)
-class Side:
-    """One vault of a transfer, as the remotes service sees it (built by ``Vault``)."""
-
-    meta: MetaStore
-    objects: ObjectStore
-    dir: Path
-    where: str  # how messages name it: "this vault", "remote 'nas' (/mnt/nas/proj)"
-    user: str
-    resolve_run: Callable[[str], str]
-    resolve_model: Callable[[str], tuple[str, str, str]]  # (project, model, version)
 
 
 @dataclass(slots=True)
