@@ -177,10 +177,10 @@ class Vault:
             objects_url = normalise_objects_url(check_objects_url(objects_url), base=vault_dir.parent)
         if (vault_dir / CONFIG_NAME).is_file():
             return cls(vault_dir, VaultConfig.load(vault_dir), settings), False
-        if objects_url:  # before anything is written: a typo leaves no half-made vault behind
-            from labvault.storage.team_store import probe_objects
+        if objects_url:  # reached before anything is written: a typo leaves no half-made vault behind
+            from labvault.storage.team_store import open_objects
 
-            probe_objects(objects_url, create=True)
+            open_objects(objects_url, cache_dir=vault_dir / "cache" / "objects", cache_size=0, create=True)
         try:
             LocalObjectStore.create(vault_dir)
         except OSError as exc:

@@ -152,37 +152,75 @@ def test_a_promotion_on_one_machine_is_seen_on_the_other(team: Team) -> None:
     assert audit.returncode == 0
 
 
-def test_gc_on_one_machine_while_the_other_writes_loses_nothing(team: Team) -> None:
-    """Each round the writer re-adds content whose objects are unreferenced and older than the grace
-    period, while gc runs on the other machine: the re-put refreshes them under the shared lock, so
-    gc either ran before (and the writer uploads them again) or after (and finds them young). The
-    grace period covers the moment between the upload and the metadata commit, as on one machine."""
-    rounds = 20
-    grace = 2.0
-    for r in range(rounds):
-        data = team.b.root / "data"
-        files = _write_tree(data, 5, f"round{r}")
-        # Objects of this round's content, stored but referenced by nothing yet: gc's prey.
-        for rel in ("part0/f0.bin", "part1/f1.bin"):
-            team.b("object", "put", str(data / rel))
-        time.sleep(grace + 0.2)
-        errors: list[str] = []
+FULL = os.environ.get("LABVAULT_TEST_FULL") == "1"
 
-        def collect(m: Machine = team.a, errors: list[str] = errors) -> None:
-            proc = m("gc", "--grace", f"{grace}s", expect=None)
-            if proc.returncode not in (0, 6):
-                errors.append(proc.stderr)
 
-        gc = threading.Thread(target=collect)
-        gc.start()
-        team.b("data", "add", "ds", "data", "-m", f"round {r}")
-        gc.join()
-        assert not errors, errors
-        out = team.a.root / f"check{r}"
-        team.a("data", "checkout", f"data:ds@v{r + 1}", str(out))
-        assert _read_tree(out) == files
-        for rel in list(files)[:2]:
-            (data / rel).unlink()
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_gc_on_one_machine_while_the_other_writes_loses_nothing(
+    team: Team, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each round the writer adds content whose objects are stored, unreferenced and just older than
+    the grace period, while gc runs on the other machine. The re-put stores a fresh copy under the
+    shared lock, so gc either ran before (and the writer, listing the store again under the lock,
+    uploads it again) or after (and finds it young); the grace period covers the moment between the
+    upload and the metadata commit.
+
+    The remote store refreshes only objects older than a minute, so the grace period is just above
+    that. A thread stores each round's orphans one spacing after the last round's, so that when a
+    round comes its own orphans, and only they, are gc's prey. 20 rounds with LABVAULT_TEST_FULL=1
+    (about 3 minutes), 8 by default."""
+    from labvault.vault import Vault
+
+    rounds = 20 if FULL else 8
+    grace = 61.0
+    spacing = 5.0
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    rounds_files = [_write_tree(team.b.root / f"round{r}", 4, f"round{r}") for r in range(rounds)]
+    made: list[float] = []
+    ready = threading.Condition()
+
+    def make_orphans() -> None:
+        with Vault.open(team.b.root) as vault:
+            t0 = time.monotonic()
+            for r in range(rounds):
+                time.sleep(max(0.0, t0 + r * spacing - time.monotonic()))
+                folder = team.b.root / f"round{r}"
+                with vault.objects.batch():  # stored, referenced by nothing: gc's prey from now + grace
+                    vault.objects.put_file(folder / "part1" / "f1.bin")
+                    vault.objects.put_file(folder / "big.bin")
+                with ready:
+                    made.append(time.monotonic())
+                    ready.notify_all()
+
+    maker = threading.Thread(target=make_orphans)
+    maker.start()
+    try:
+        for r in range(rounds):
+            with ready:
+                ready.wait_for(lambda r=r: len(made) > r, timeout=120)
+            time.sleep(max(0.0, made[r] + grace + 1.0 - time.monotonic()))
+            errors: list[str] = []
+
+            def collect(m: Machine = team.a, errors: list[str] = errors) -> None:
+                proc = m("gc", "--grace", f"{grace}s", expect=None)
+                if proc.returncode not in (0, 6):
+                    errors.append(proc.stderr)
+
+            gc = threading.Thread(target=collect)
+            gc.start()
+            time.sleep(0.2 * (r % 4))  # vary which of the two starts first
+            team.b("data", "add", f"ds{r}", f"round{r}", "-m", f"round {r}")
+            gc.join()
+            assert not errors, errors
+    finally:
+        maker.join()
+    with Vault.open(team.a.root) as vault:
+        for r in range(rounds):
+            out = team.a.root / f"check{r}"
+            vault.data.checkout(f"data:ds{r}@v1", out)
+            assert _read_tree(out) == rounds_files[r], f"round {r}"
     for m in (team.a, team.b):
         fsck = json.loads(m("fsck", "--json").stdout)
         assert fsck["clean"], fsck

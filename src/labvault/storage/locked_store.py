@@ -8,6 +8,7 @@ inside it, and passes every other call through unchanged.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -30,12 +31,26 @@ class LockedObjectStore:
     def __init__(self, inner: ObjectStore, lock: GcLock) -> None:
         self.inner = inner
         self.lock = lock
+        self._local = threading.local()
 
     # -- the two locked entry points -----------------------------------------------------------
     @contextmanager
     def batch(self) -> Iterator[None]:
-        with self.lock.shared(), self.inner.batch():
-            yield
+        depth = getattr(self._local, "depth", 0)
+        with self.lock.shared():
+            if depth == 0:
+                # What the store knew before the lock may be stale: a gc on another machine can
+                # have removed objects (and rewritten packs) in the meantime. Re-read its listing
+                # now, so that an object is deduplicated only against what gc left in place.
+                refresh = getattr(self.inner, "refresh", None)
+                if callable(refresh):
+                    refresh()
+            self._local.depth = depth + 1
+            try:
+                with self.inner.batch():
+                    yield
+            finally:
+                self._local.depth = depth
 
     @contextmanager
     def gc_lock(self, *, timeout: float) -> Iterator[None]:

@@ -12,24 +12,25 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-import sqlalchemy as sa
-from sqlalchemy import exc
+from typing import TYPE_CHECKING
 
 from labvault.errors import LockedError, StorageError
-from labvault.storage.meta.store import BUSY_TIMEOUT_MS, MetaStore
+
+if TYPE_CHECKING:
+    from labvault.storage.meta.store import MetaStore
 
 __all__ = ["GC_LOCK_KEY", "AdvisoryGcLock"]
 
 #: pg_advisory_lock key: "lvgclock" as a signed 64-bit integer (distinct from the migration lock).
 GC_LOCK_KEY = int.from_bytes(b"lvgclock", "big", signed=True)
 _LOCKED = {"55P03", "40P01"}  # lock_not_available (lock_timeout), deadlock_detected
+_WRITER_TIMEOUT_S = 30.0  # as long as a writer waits for a busy database
 
 
 class AdvisoryGcLock:
     """``shared()`` for writers (re-entrant per thread), ``exclusive(timeout=...)`` for gc."""
 
-    def __init__(self, meta: Callable[[], MetaStore], *, writer_timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
+    def __init__(self, meta: Callable[[], MetaStore], *, writer_timeout: float = _WRITER_TIMEOUT_S) -> None:
         self._meta = meta
         self._writer_timeout = writer_timeout
         self._local = threading.local()
@@ -58,11 +59,21 @@ class AdvisoryGcLock:
 
     @contextmanager
     def _held(self, take: str, release: str, timeout: float, holder: str) -> Iterator[None]:
+        # SQLAlchemy is imported on first use: the vault builds this lock for every command,
+        # and the object-only ones (``object put``) never open the metadata store otherwise.
+        import sqlalchemy as sa
+        from sqlalchemy import exc
+
+        from labvault.storage.meta.store import BUSY_TIMEOUT_MS
+
         engine = self._meta().engine
         try:
             conn = engine.connect()
         except exc.SQLAlchemyError as err:
-            raise StorageError(f"cannot reach the metadata database ({_first_line(err)})") from err
+            raise StorageError(
+                f"cannot reach the metadata database ({_first_line(err)})",
+                hint="check that the database server is running",
+            ) from err
         try:
             try:
                 conn.execute(sa.text(f"SET lock_timeout = {max(1, int(timeout * 1000))}"))
