@@ -223,3 +223,45 @@ def test_gc_on_one_machine_while_the_other_writes_loses_nothing(
     for m in (team.a, team.b):
         fsck = json.loads(m("fsck", "--json").stdout)
         assert fsck["clean"], fsck
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_sigkill_during_an_upload_leaves_both_machines_clean_and_the_retry_completes(team: Team) -> None:
+    """``data add`` killed (SIGKILL) at a random moment of its upload, then: fsck clean on both
+    machines, the retry completes, the other machine checks it out byte for byte.
+    20 trials with LABVAULT_TEST_FULL=1, 3 by default."""
+    import random
+    import signal
+
+    trials = 20 if FULL else 3
+    rng = random.Random(14)
+    killed_mid_upload = 0
+    for t in range(trials):
+        folder = team.a.root / f"trial{t}"
+        files = _write_tree(folder, 400, f"trial{t}")
+        for i in range(3):
+            data = os.urandom(1 << 20)
+            files[f"big{i}.bin"] = data
+            (folder / f"big{i}.bin").write_bytes(data)
+        proc = subprocess.Popen(
+            [LABVAULT, "data", "add", f"t{t}", folder.name],
+            cwd=team.a.root,
+            env=team.a.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(rng.uniform(0.5, 4.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed_mid_upload += 1
+        proc.communicate(timeout=120)
+        for m in (team.a, team.b):
+            fsck = json.loads(m("fsck", "--json").stdout)
+            assert fsck["clean"], (t, fsck)
+        team.a("data", "add", f"t{t}", folder.name)
+        out = team.b.root / f"out{t}"
+        team.b("data", "checkout", f"data:t{t}@v1", str(out))
+        assert _read_tree(out) == files, t
+    assert killed_mid_upload >= trials // 2, "the add finished before the kill too often to test anything"
