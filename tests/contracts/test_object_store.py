@@ -27,6 +27,7 @@ from labvault.storage.objects.memory import MemoryObjectStore
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.remote import FsspecObjectStore
 from tests.corruption import corrupt_object
+from tests.s3server import S3Server
 
 
 @dataclass
@@ -36,7 +37,7 @@ class StoreCase:
     leftovers: Callable[[], list[str]]  # temp files the store left behind
 
 
-def _local(tmp_path: Path) -> StoreCase:
+def _local(tmp_path: Path, _request: pytest.FixtureRequest) -> StoreCase:
     store = LocalObjectStore.create(tmp_path / ".labvault")
 
     def corrupt(digest: Digest, data: bytes) -> None:
@@ -47,80 +48,56 @@ def _local(tmp_path: Path) -> StoreCase:
     )
 
 
-def _memory(_tmp_path: Path) -> StoreCase:
+def _memory(_tmp_path: Path, _request: pytest.FixtureRequest) -> StoreCase:
     store = MemoryObjectStore()
     return StoreCase(store, store.corrupt_for_tests, list)
 
 
-def _fsspec_memory(tmp_path: Path) -> StoreCase:
+def corrupt_remote(store: FsspecObjectStore, digest: Digest, data: bytes) -> None:
+    """Replace an object's bytes in place in the remote store: in its pack (same length), or its file."""
+    loc = store.view.lookup(bytes.fromhex(digest.hex))
+    if loc is None:
+        store.fs.pipe_file(store.path_of(digest), data)
+        return
+    assert len(data) == loc.size, "a packed object is corrupted in place, at its own length"
+    path = store._pack_path(loc.pack, "pack")
+    pack = bytearray(store.fs.cat_file(path))
+    pack[loc.offset : loc.offset + loc.size] = data
+    store.fs.pipe_file(path, bytes(pack))
+    store._pack_memory.clear()
+
+
+def _fsspec_memory(tmp_path: Path, _request: pytest.FixtureRequest) -> StoreCase:
     from fsspec.implementations.memory import MemoryFileSystem
 
     url = f"memory://{tmp_path.name}/vault"
     store = FsspecObjectStore(url)
 
-    def corrupt(digest: Digest, data: bytes) -> None:
-        store.fs.pipe_file(store.path_of(digest), data)
-
     def leftovers() -> list[str]:
         found = [p for p in MemoryFileSystem.store if p.startswith(f"/{tmp_path.name}/vault/tmp/")]
         return sorted(found)
 
-    return StoreCase(store, corrupt, leftovers)
+    return StoreCase(store, lambda d, b: corrupt_remote(store, d, b), leftovers)
 
 
-def _fsspec_file(tmp_path: Path) -> StoreCase:
+def _fsspec_file(tmp_path: Path, _request: pytest.FixtureRequest) -> StoreCase:
     store = FsspecObjectStore(f"file://{tmp_path / 'remote'}")
-
-    def corrupt(digest: Digest, data: bytes) -> None:
-        Path(store.path_of(digest)).write_bytes(data)
 
     def leftovers() -> list[str]:
         tmp = tmp_path / "remote" / "tmp"
         return sorted(os.listdir(tmp)) if tmp.exists() else []
 
-    return StoreCase(store, corrupt, leftovers)
+    return StoreCase(store, lambda d, b: corrupt_remote(store, d, b), leftovers)
 
 
-@cache
-def _moto_endpoint() -> str:
-    """One S3-compatible server process on loopback for the whole session (moto's server mode)."""
-    import atexit
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    atexit.register(server.stop)
-    return f"http://127.0.0.1:{port}"
+def _fsspec_s3(_tmp_path: Path, request: pytest.FixtureRequest) -> StoreCase:
+    """On the session's moto S3 server process (``s3_server``), a fresh bucket per test."""
+    server: S3Server = request.getfixturevalue("s3_server")
+    store = FsspecObjectStore(f"s3://{server.bucket()}/vault", **server.storage_options())
+    return StoreCase(store, lambda d, b: corrupt_remote(store, d, b), list)  # uploads are atomic on S3
 
 
-def _fsspec_s3(tmp_path: Path) -> StoreCase:
-    import boto3
-
-    endpoint = _moto_endpoint()
-    bucket = "lv-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:20]
-    creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-    boto3.client("s3", endpoint_url=endpoint, **creds).create_bucket(Bucket=bucket)
-    store = FsspecObjectStore(
-        f"s3://{bucket}/vault",
-        key="testing",
-        secret="testing",
-        endpoint_url=endpoint,
-        client_kwargs={"region_name": "us-east-1"},
-        skip_instance_cache=True,
-    )
-
-    def corrupt(digest: Digest, data: bytes) -> None:
-        store.fs.pipe_file(store.path_of(digest), data)
-
-    return StoreCase(store, corrupt, list)  # uploads are atomic on S3: no temp objects
-
-
-STORES: dict[str, Callable[[Path], StoreCase]] = {
+STORES: dict[str, Callable[[Path, pytest.FixtureRequest], StoreCase]] = {
     "fsspec-s3": _fsspec_s3,
     "local": _local,
     "memory": _memory,
@@ -131,7 +108,7 @@ STORES: dict[str, Callable[[Path], StoreCase]] = {
 
 @pytest.fixture(params=sorted(STORES))
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreCase]:
-    made = STORES[request.param](tmp_path)
+    made = STORES[request.param](tmp_path, request)
     yield made
     assert made.leftovers() == [], "temp files left behind"
 

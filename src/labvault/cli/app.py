@@ -15,7 +15,19 @@ from typing import Any
 
 import typer
 
-from labvault.cli import audit, data, env, lineage, maintenance, models, objects, remotes, reproduce, runs
+from labvault.cli import (
+    audit,
+    data,
+    env,
+    lineage,
+    maintenance,
+    models,
+    objects,
+    remotes,
+    reproduce,
+    runs,
+    vault_config,
+)
 from labvault.cli.failures import exit_code_of
 from labvault.cli.render import OUTPUT
 from labvault.errors import EXIT_CODES, ExternalError, ValidationError
@@ -69,6 +81,8 @@ app.add_typer(data.app, name="data")
 app.command("reproduce")(reproduce.reproduce_cmd)
 app.add_typer(env.app, name="env")
 app.command("lineage")(lineage.lineage_cmd)
+app.add_typer(vault_config.config_app, name="config")
+app.add_typer(vault_config.vault_app, name="vault")
 remotes.register(app)
 
 _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}

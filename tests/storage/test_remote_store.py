@@ -1,0 +1,275 @@
+"""The remote object store as a team shares it: packs, requests counted, the cache, two machines, errors.
+
+Everything runs against the session's moto S3 server process (``s3_server``); the requests are
+counted by wrapping the store's fsspec filesystem (every call the store makes goes through it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labvault.errors import ExternalError, IntegrityError, NotFound, ValidationError
+from labvault.refs import Digest
+from labvault.storage.objects import remote
+from labvault.storage.objects.opener import open_object_store
+from labvault.storage.objects.remote import LAYOUT_MARKER, FsspecObjectStore
+from tests.contracts.test_object_store import corrupt_remote
+from tests.s3server import S3Server
+
+_COUNTED = {"pipe_file", "cat_file", "ls", "info", "exists", "rm_file", "find", "glob", "setxattr", "mv"}
+
+
+class CountingFS:
+    """An fsspec filesystem that counts the calls made on it (a call is one request, or one listing)."""
+
+    def __init__(self, fs: Any) -> None:
+        self._fs = fs
+        self.calls: Counter[str] = Counter()
+        self.paths: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._fs, name)
+        if name not in _COUNTED:
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            self.paths.append((name, str(args[0]) if args else ""))
+            return attr(*args, **kwargs)
+
+        return counted
+
+    def downloads(self) -> list[str]:
+        """Paths of objects and packs fetched (index objects and listings not counted)."""
+        return [p for name, p in self.paths if name == "cat_file" and not p.endswith((".idx", ".json"))]
+
+
+def _store(server: S3Server, bucket: str, cache: Path | None = None, size: int = 1 << 30) -> FsspecObjectStore:
+    return FsspecObjectStore(
+        f"s3://{bucket}/team", cache_dir=cache, cache_size=size if cache else 0, **server.storage_options()
+    )
+
+
+def _counted(store: FsspecObjectStore) -> CountingFS:
+    counting = CountingFS(store.fs)
+    store.fs = counting
+    return counting
+
+
+def sha(data: bytes) -> Digest:
+    return Digest(hashlib.sha256(data).hexdigest())
+
+
+def test_a_batch_of_1000_small_objects_is_a_few_puts(s3_server: S3Server) -> None:
+    store = _store(s3_server, s3_server.bucket())
+    fs = _counted(store)
+    with store.batch():
+        digests = [store.put_bytes(b"small object %d " % i * 20) for i in range(1000)]
+    assert fs.calls["pipe_file"] == 3  # the layout marker, one pack, its index
+    assert fs.calls["exists"] + fs.calls["info"] == 0  # small objects: no request per object
+    other = _store(s3_server, store.base.split("/")[0])
+    assert all(other.has(d) for d in digests[::50])
+    assert other.get_bytes(digests[999]) == b"small object 999 " * 20
+
+
+def test_a_large_batch_uploads_a_pack_each_16_mib_visible_only_at_the_end(s3_server: S3Server) -> None:
+    bucket = s3_server.bucket()
+    store = _store(s3_server, bucket)
+    fs = _counted(store)
+    reader = _store(s3_server, bucket)
+    blob = os.urandom(900 * 1024)
+    with store.batch():
+        digests = [store.put_bytes(blob + b"%d" % i) for i in range(40)]  # 36 MiB: three packs
+        assert not reader.has(digests[0])  # uploaded already, but not visible: its index is not
+    assert [n for n, p in fs.paths if n == "pipe_file" and p.endswith(".pack")].__len__() == 3
+    assert all(reader.has(d) for d in digests)
+
+
+def test_second_reader_with_the_same_cache_downloads_nothing(s3_server: S3Server, tmp_path: Path) -> None:
+    bucket = s3_server.bucket()
+    writer = _store(s3_server, bucket)
+    with writer.batch():
+        digests = [writer.put_bytes(b"file %d\n" % i * 100) for i in range(300)]
+        big = writer.put_bytes(os.urandom(2 * 1024 * 1024))  # a file of its own
+    first = _store(s3_server, bucket, tmp_path / "cache")
+    fs1 = _counted(first)
+    for d in [*digests, big]:
+        first.materialize(d, tmp_path / "out.bin")
+    assert len(fs1.downloads()) == 2  # the whole pack once, the large object once
+    second = _store(s3_server, bucket, tmp_path / "cache")  # "a second checkout", another process
+    fs2 = _counted(second)
+    for d in [*digests, big]:
+        assert second.get_bytes(d) == first.get_bytes(d)
+    assert fs2.downloads() == []
+    assert fs2.calls["cat_file"] == 0  # cache hits need no listing and no index either
+
+
+def test_cache_is_bounded_and_evicts_the_least_recently_used(s3_server: S3Server, tmp_path: Path) -> None:
+    store = _store(s3_server, s3_server.bucket(), tmp_path / "cache", size=200_000)
+    blobs = [os.urandom(1_200_000 + i) for i in range(2)] + [os.urandom(30_000 + i) for i in range(12)]
+    with store.batch():
+        digests = [store.put_bytes(b) for b in blobs]
+    fs = _counted(store)
+    for d in digests:
+        store.get_bytes(d)
+    files, used = store.cache.usage()  # type: ignore[union-attr]
+    assert used <= 200_000
+    assert 0 < files < 12
+    fs.paths.clear()
+    kept = digests[-1]  # read last: most recently used, still there
+    assert store.get_bytes(kept) == blobs[-1]
+    assert fs.downloads() == []
+    assert store.get_bytes(digests[2]) == blobs[2]  # evicted long ago: fetched again
+    assert len(fs.downloads()) == 1
+
+
+def test_a_corrupt_cache_entry_is_never_served(s3_server: S3Server, tmp_path: Path) -> None:
+    store = _store(s3_server, s3_server.bucket(), tmp_path / "cache")
+    digest = store.put_bytes(b"the real bytes")
+    assert store.get_bytes(digest) == b"the real bytes"
+    entry = tmp_path / "cache" / digest.hex[:2] / digest.hex[2:]
+    entry.write_bytes(b"tampered bytes")
+    assert store.get_bytes(digest) == b"the real bytes"
+    assert entry.read_bytes() == b"the real bytes"  # fetched again, verified, cached again
+
+
+def test_two_machines_one_bucket(s3_server: S3Server, tmp_path: Path) -> None:
+    bucket = s3_server.bucket()
+    a = _store(s3_server, bucket, tmp_path / "a-cache")
+    b = _store(s3_server, bucket, tmp_path / "b-cache")
+    assert not b.has(sha(b"from a"))  # b lists the packs now, before a writes
+    with a.batch():
+        first = a.put_bytes(b"from a")
+        keep = a.put_bytes(b"kept by a")
+    assert b.has(first)  # a miss lists again
+    assert b.get_bytes(first) == b"from a"
+    with b.batch():
+        second = b.put_bytes(b"from b")
+    assert a.get_bytes(second) == b"from b"
+    assert {i.digest for i in a.iter_objects()} == {first, keep, second}
+    # b deletes a packed object and compacts: a, which read the old pack's index, finds it gone
+    b.delete(first)
+    assert b.compact() > 0
+    with pytest.raises(NotFound):
+        a.get_bytes(first)
+    assert a.get_bytes(keep) == b"kept by a"  # moved to the new pack: a finds it there
+    assert {i.digest for i in _store(s3_server, bucket).iter_objects()} == {keep, second}
+
+
+def test_reput_of_an_old_object_restarts_its_age(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _store(s3_server, s3_server.bucket())
+    digest = store.put_bytes(b"old object")
+    before = store.info(digest).mtime
+    fs = _counted(store)
+    store.put_bytes(b"old object")  # young: a no-op
+    assert fs.calls["pipe_file"] == 0
+    monkeypatch.setattr(remote, "REFRESH_AFTER", -1.0)
+    store.put_bytes(b"old object")
+    assert store.info(digest).mtime > before
+    assert len(list(store.iter_objects())) == 1
+
+
+def test_layout_marker_from_a_newer_labvault_is_refused(s3_server: S3Server) -> None:
+    bucket = s3_server.bucket()
+    store = _store(s3_server, bucket)
+    store.put_bytes(b"x")
+    marker = json.loads(store.fs.cat_file(f"{bucket}/team/{LAYOUT_MARKER}"))
+    assert marker == {"format": "labvault.objects", "version": 1}
+    store.fs.pipe_file(f"{bucket}/team/{LAYOUT_MARKER}", b'{"format": "labvault.objects", "version": 7}')
+    with pytest.raises(ValidationError) as err:
+        _store(s3_server, bucket)
+    assert err.value.exit_code == 2
+    assert "version 7" in str(err.value)
+    store.fs.pipe_file(f"{bucket}/team/{LAYOUT_MARKER}", b"[1, 2")
+    with pytest.raises(ValidationError):
+        _store(s3_server, bucket)
+
+
+def test_a_damaged_index_is_reported_not_trusted(s3_server: S3Server) -> None:
+    bucket = s3_server.bucket()
+    store = _store(s3_server, bucket)
+    digest = store.put_bytes(b"indexed")
+    (index,) = [p for p in store.fs.find(f"{bucket}/team/packs") if p.endswith(".idx")]
+    data = bytearray(store.fs.cat_file(index))
+    data[10] ^= 0xFF
+    store.fs.pipe_file(index, bytes(data))
+    other = _store(s3_server, bucket)
+    assert not other.has(digest)
+    problems, _ = other.check_packs()
+    assert len(problems) == 1
+    assert "checksum" in problems[0]
+
+
+def test_a_killed_upload_is_invisible_and_compact_removes_it(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = s3_server.bucket()
+    store = _store(s3_server, bucket)
+    store.put_bytes(b"committed")
+    store.fs.pipe_file(f"{bucket}/team/packs/pack-0-deadbeef.pack", b"LVPACK2\ntorn")  # no index: never seen
+    assert len(list(store.iter_objects())) == 1
+    assert store.compact() == 0  # young: an upload may still be under way
+    monkeypatch.setattr(remote, "STALE_UPLOAD", -1.0)
+    assert store.compact() == len(b"LVPACK2\ntorn")
+    assert not store.fs.exists(f"{bucket}/team/packs/pack-0-deadbeef.pack")
+
+
+def test_a_corrupt_packed_record_is_quarantined_by_verify(s3_server: S3Server) -> None:
+    store = _store(s3_server, s3_server.bucket())
+    good, bad = store.put_bytes(b"good record"), store.put_bytes(b"bad record!")
+    corrupt_remote(store, bad, b"BAD RECORD!")
+    assert store.verify(good)
+    assert not store.verify(bad)
+    with pytest.raises(IntegrityError):
+        store.get_bytes(bad)
+    store.compact()  # the corrupt record leaves its pack
+    assert [i.digest for i in _store(s3_server, store.base.split("/")[0]).iter_objects()] == [good]
+
+
+# -- errors at the edge, through the opener and the environment only --------------------------
+def _env(monkeypatch: pytest.MonkeyPatch, server: S3Server, **overrides: str | None) -> None:
+    for key, value in {**server.env(), **overrides}.items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+
+
+def test_opener_uses_the_environment_only(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    _env(monkeypatch, s3_server)
+    store = open_object_store(f"s3://{s3_server.bucket()}/p")
+    assert store.get_bytes(store.put_bytes(b"via the environment")) == b"via the environment"
+
+
+def test_a_bucket_that_does_not_exist_is_exit_3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    _env(monkeypatch, s3_server)
+    with pytest.raises(NotFound) as err:
+        open_object_store("s3://no-such-bucket-here/p")
+    assert err.value.exit_code == 3
+    assert "no-such-bucket-here" in str(err.value)
+
+
+def test_an_unreachable_endpoint_is_exit_7(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    _env(monkeypatch, s3_server, AWS_ENDPOINT_URL="http://127.0.0.1:9")
+    with pytest.raises(ExternalError) as err:
+        open_object_store("s3://bucket/p")
+    assert err.value.exit_code == 7
+    assert "cannot reach" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert "AWS_ENDPOINT_URL" in err.value.hint
+
+
+def test_no_credentials_is_exit_7_naming_the_variables(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    _env(monkeypatch, s3_server, AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None, AWS_PROFILE=None)
+    with pytest.raises(ExternalError) as err:
+        open_object_store(f"s3://{s3_server.bucket()}/p")
+    assert err.value.exit_code == 7
+    assert "AWS_ACCESS_KEY_ID" in err.value.hint
+    assert "AWS_SECRET_ACCESS_KEY" in err.value.hint
