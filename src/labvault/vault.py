@@ -382,14 +382,18 @@ class Vault:
         folder = spec.path
         vault_dir = folder if folder.name == VAULT_DIRNAME else folder / VAULT_DIRNAME
         settings = Settings(user=self.user)
-        if (vault_dir / CONFIG_NAME).is_file():
+        if spec.kind == "team":  # a local folder that joins the team vault: its config and its cache
+            remote = Vault.init(
+                folder, database_url=spec.database_url, objects_url=spec.objects_url, settings=settings
+            )[0]
+        elif (vault_dir / CONFIG_NAME).is_file():
             remote = Vault.open(vault_dir, settings=settings)
         elif create:
             remote = Vault.init(vault_dir.parent, settings=settings)[0]
         else:
             return None
         self._opened.append(remote)
-        return remote._side(f"remote {spec.name!r} ({folder})")
+        return remote._side(f"remote {spec.name!r} ({spec.url})")
 
     # -- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:

@@ -33,22 +33,14 @@ def add(
         None, help="A folder (another vault's folder, made on the first push) or file:// URL."
     ),
     default: bool = typer.Option(False, "--default", help="Make it the remote push and pull use by default."),
-    db: str | None = typer.Option(None, "--db", help="A team vault's database URL (not supported yet)."),
-    objects: str | None = typer.Option(None, "--objects", help="A team vault's object store URL (not supported yet)."),
+    db: str | None = typer.Option(None, "--db", help="A team vault's database URL: postgresql://user@host/db."),
+    objects: str | None = typer.Option(None, "--objects", help="A team vault's object store URL: s3://bucket/prefix."),
     json_output: bool = JSON,
 ) -> None:
-    """Add a remote, kept in .labvault/config.json (never with credentials)."""
-    from labvault.errors import ValidationError
-
-    if db is not None or objects is not None:
-        raise ValidationError(
-            "team vault remotes (--db, --objects) are not supported yet",
-            hint="use a folder remote: labvault remote add NAME /path/to/folder",
-        )
-    if location is None:
-        raise ValidationError("give the remote's folder", hint="labvault remote add NAME /path/to/folder")
+    """Add a remote, kept in .labvault/config.json (never with credentials): a folder, or a team
+    vault by --db and --objects (credentials come from the environment, as for `labvault init`)."""
     with open_vault() as vault:
-        spec = vault.remotes.add(name, location, default=default)
+        spec = vault.remotes.add(name, location, database_url=db, objects_url=objects, default=default)
     if json_output:
         print_json(spec.to_json())
     else:

@@ -92,19 +92,35 @@ class Remotes:
         self._open_remote = open_remote
 
     # -- configuration --------------------------------------------------------------------------
-    def add(self, name: str, location: str, *, default: bool = False) -> RemoteSpec:
-        """Add a folder remote (another vault's folder; made on the first push if absent)."""
-        return settings.add_remote(self._vault_dir, name=name, location=location, default=default)
+    def add(
+        self,
+        name: str,
+        location: str | None = None,
+        *,
+        database_url: str | None = None,
+        objects_url: str | None = None,
+        default: bool = False,
+    ) -> RemoteSpec:
+        """Add a folder remote (another vault's folder; made on the first push if absent), or a
+        team-vault remote by its ``database_url`` (PostgreSQL) and ``objects_url`` (``s3://...``)."""
+        return settings.add_remote(
+            self._vault_dir,
+            name=name,
+            location=location,
+            database_url=database_url,
+            objects_url=objects_url,
+            default=default,
+        )
 
     def list(self) -> builtins.list[RemoteSpec]:
-        return settings.list_remotes(self._config())
+        return settings.list_remotes(self._config(), self._vault_dir)
 
     def remove(self, name: str) -> None:
         settings.remove_remote(self._vault_dir, name)
 
     def get(self, name: str | None = None) -> RemoteSpec:
         """The remote named ``name``, else the default one (or the only one)."""
-        return settings.default_remote(self._config(), name)
+        return settings.default_remote(self._config(), name, self._vault_dir)
 
     # -- transfers ------------------------------------------------------------------------------
     def push(
@@ -188,6 +204,8 @@ class Remotes:
         names, as this vault does: a push with no REF would send nothing. Read with sqlite3 alone
         (no SQLAlchemy), so that the no-op push stays fast; None whenever it cannot tell."""
         spec = self.get(remote)
+        if spec.kind != "folder":
+            return None
         entries = read_lock(self._root)
         folder = spec.path
         there = folder if folder.name == VAULT_DIRNAME else folder / VAULT_DIRNAME
@@ -277,7 +295,7 @@ class Remotes:
 
 
 def _unreachable(spec: RemoteSpec) -> LabvaultError:
-    if not spec.path.is_dir():
+    if spec.kind == "folder" and not spec.path.is_dir():
         return ExternalError(
             f"cannot reach remote {spec.name!r}: {spec.path} is not there",
             hint="mount the disk or fix the path (see `labvault remote list`)",
