@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -22,7 +23,10 @@ from labvault.config import (
     Settings,
     VaultConfig,
     acting_user,
+    check_database_url,
+    check_objects_url,
     find_vault_dir,
+    parse_size,
 )
 from labvault.errors import StorageError, ValidationError
 from labvault.storage.contained import write_text
@@ -36,10 +40,13 @@ if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
     from labvault.services.pipelines.service import Pipelines
     from labvault.services.registry import Registry
+    from labvault.services.remotes import Remotes, RemoteSpec
+    from labvault.services.remotes.side import Side
     from labvault.services.reproduce import ReproduceReport
     from labvault.services.reproduce.environments import Environments
     from labvault.services.snapshots.service import DataService
     from labvault.services.tracking import Tracking
+    from labvault.services.vault_info import VaultInfo
     from labvault.storage.meta.lean import LeanReader as LeanReader  # re-exported for the CLI's types
     from labvault.storage.meta.store import MetaStore
 
@@ -64,8 +71,28 @@ class Vault:
         self.root = vault_dir.parent
         self.config = config
         self.settings = settings
-        self.objects: ObjectStore = objects if objects is not None else LocalObjectStore(vault_dir)
+        self.objects: ObjectStore = objects if objects is not None else self._build_objects()
         self._migrate = migrate
+        self._opened: list[Vault] = []  # remote vaults opened by push and pull
+
+    def _build_objects(self) -> ObjectStore:
+        """The store config.json names (the vault folder's own by default); with the metadata in
+        PostgreSQL, writers and gc on every machine take the database's advisory gc lock."""
+        store: ObjectStore
+        if self.config.objects_url:
+            from labvault.storage.team_store import open_objects
+
+            store = open_objects(
+                self.config.objects_url, cache_dir=self.dir / "cache" / "objects", cache_size=self.config.cache_size
+            )
+        else:
+            store = LocalObjectStore(self.dir)
+        if self.config.database_url and not self.config.database_url.startswith("sqlite"):
+            from labvault.storage.locked_store import LockedObjectStore
+            from labvault.storage.meta.repos.gc_lock import AdvisoryGcLock
+
+            store = LockedObjectStore(store, AdvisoryGcLock(lambda: self.meta))
+        return store
 
     @cached_property
     def meta(self) -> MetaStore:
@@ -113,6 +140,8 @@ class Vault:
         config = VaultConfig.load(vault_dir)
         if config.format_version < FORMAT_VERSION:
             config = _upgrade_format(vault_dir, config)
+        for warning in config.credential_warnings():
+            sys.stderr.write(f"warning: {warning}\n")
         return cls(vault_dir, config, settings, objects=objects)
 
     @classmethod
@@ -121,9 +150,15 @@ class Vault:
         path: str | os.PathLike[str] | None = None,
         *,
         database_url: str | None = None,
+        objects_url: str | None = None,
+        cache_size: int | None = None,
         settings: Settings | None = None,
     ) -> tuple[Vault, bool]:
         """Create a vault in ``path/.labvault`` (or ``LABVAULT_DIR``); returns ``(vault, created)``.
+
+        ``database_url`` (PostgreSQL) and ``objects_url`` (``s3://bucket/prefix``, ``file://``, a
+        folder) make a team vault: the same call on every machine joins it. Credentials never go in
+        either URL (ValidationError); the object store is reached before anything is written.
 
         Safe to run concurrently: the first process creates the vault under a lock, the others
         find it made and return ``created=False``. ``config.json`` is written last, so a vault
@@ -140,9 +175,17 @@ class Vault:
         if database_url:
             from labvault.storage.meta.store import normalise_url
 
-            database_url = normalise_url(database_url)
+            database_url = normalise_url(check_database_url(database_url))
+        if objects_url:
+            from labvault.storage.team_store import normalise_objects_url
+
+            objects_url = normalise_objects_url(check_objects_url(objects_url), base=vault_dir.parent)
         if (vault_dir / CONFIG_NAME).is_file():
             return cls(vault_dir, VaultConfig.load(vault_dir), settings), False
+        if objects_url:  # reached before anything is written: a typo leaves no half-made vault behind
+            from labvault.storage.team_store import open_objects
+
+            open_objects(objects_url, cache_dir=vault_dir / "cache" / "objects", cache_size=0, create=True)
         try:
             LocalObjectStore.create(vault_dir)
         except OSError as exc:
@@ -150,7 +193,9 @@ class Vault:
         with file_lock(vault_dir / "locks" / "init.lock", timeout=120, what="the vault being initialised"):
             if (vault_dir / CONFIG_NAME).is_file():
                 return cls(vault_dir, VaultConfig.load(vault_dir), settings), False
-            config = VaultConfig(database_url=database_url)
+            config = VaultConfig(database_url=database_url, objects_url=objects_url)
+            if cache_size is not None:
+                config = dataclasses.replace(config, cache_size=cache_size)
             vault = cls(vault_dir, config, settings)
             vault.meta  # noqa: B018 - opening the store runs the migrations, before config.json says "ready"
             _write_atomic(vault_dir / CONFIG_NAME, config.to_json())
@@ -292,6 +337,26 @@ class Vault:
             keep=keep,
         )
 
+    def describe(self) -> VaultInfo:
+        """Where the metadata and objects are (no credentials), the format, the object count and bytes, the cache."""
+        from labvault.services.vault_info import describe_vault
+
+        return describe_vault(vault_dir=self.dir, config=self.config, objects=self.objects)
+
+    def set_config(self, key: str, value: str) -> VaultConfig:
+        """Change one setting of ``config.json``; only ``objects.cache_size`` can be set."""
+        if key != "objects.cache_size":
+            raise ValidationError(
+                f"{key!r} cannot be set",
+                hint="settable: objects.cache_size (the store's location and database are fixed at init)",
+            )
+        size = parse_size(value)
+        with file_lock(self.dir / "locks" / "init.lock", timeout=120, what="the vault's config"):
+            config = dataclasses.replace(VaultConfig.load(self.dir), cache_size=size)
+            _write_atomic(self.dir / CONFIG_NAME, config.to_json())
+        self.config = config
+        return config
+
     @cached_property
     def access(self) -> Access:
         """The team server's API tokens and idempotent requests (docs/server.md)."""
@@ -321,10 +386,62 @@ class Vault:
         (links in the typed path are followed; a link at the file itself is replaced, not written through)."""
         write_text(Path(path), text)
 
+    @cached_property
+    def remotes(self) -> Remotes:
+        """Remotes and the transfers to them: ``vault.remotes.push(...)``, ``.pull(...)`` (docs/remotes.md)."""
+        from labvault.services.remotes import Remotes
+
+        return Remotes(
+            here=lambda: self._side("this vault"),
+            vault_dir=self.dir,
+            root=self.root,
+            config=lambda: VaultConfig.load(self.dir),
+            open_remote=self._open_remote,
+        )
+
+    def _side(self, where: str) -> Side:
+        from labvault.services.remotes.side import Side
+
+        def resolve_model(ref: str) -> tuple[str, str, str]:
+            found = self.registry.resolve(ref)
+            return found.project, found.model, found.version
+
+        return Side(
+            meta=self.meta,
+            objects=self.objects,
+            dir=self.dir,
+            where=where,
+            user=self.user,
+            resolve_run=self.runs.resolve,
+            resolve_model=resolve_model,
+        )
+
+    def _open_remote(self, spec: RemoteSpec, create: bool) -> Side | None:
+        """The remote's vault (made on a first push when ``create``), closed with this one; None
+        when there is no vault there yet."""
+        folder = spec.path
+        vault_dir = folder if folder.name == VAULT_DIRNAME else folder / VAULT_DIRNAME
+        settings = Settings(user=self.user)
+        if spec.kind == "team":  # a local folder that joins the team vault: its config and its cache
+            remote = Vault.init(
+                folder, database_url=spec.database_url, objects_url=spec.objects_url, settings=settings
+            )[0]
+        elif (vault_dir / CONFIG_NAME).is_file():
+            remote = Vault.open(vault_dir, settings=settings)
+        elif create:
+            remote = Vault.init(vault_dir.parent, settings=settings)[0]
+        else:
+            return None
+        self._opened.append(remote)
+        return remote._side(f"remote {spec.name!r} ({spec.url})")
+
     # -- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
-        if isinstance(self.objects, LocalObjectStore):  # a held pack is skipped by gc and recovery
-            self.objects.close()
+        for remote in self._opened:
+            remote.close()
+        closer = getattr(self.objects, "close", None)  # a held pack is skipped by gc and recovery
+        if callable(closer):
+            closer()
         if "runs" in self.__dict__:  # its metric connection is checked out: dispose() would leave it open
             self.runs.close()
         if "meta" in self.__dict__:

@@ -15,7 +15,21 @@ from typing import Any
 
 import typer
 
-from labvault.cli import audit, data, env, lineage, maintenance, models, objects, pipeline, reproduce, runs, server
+from labvault.cli import (
+    audit,
+    data,
+    env,
+    lineage,
+    maintenance,
+    models,
+    objects,
+    pipeline,
+    remotes,
+    reproduce,
+    runs,
+    server,
+    vault_config,
+)
 from labvault.cli.failures import exit_code_of
 from labvault.cli.render import OUTPUT
 from labvault.errors import EXIT_CODES, ExternalError, ValidationError
@@ -71,6 +85,9 @@ app.add_typer(env.app, name="env")
 app.add_typer(lineage.app, name="lineage")
 app.add_typer(server.app, name="server")
 pipeline.register(app)  # with `pipeline import` (cli/pipeline_import.py)
+app.add_typer(vault_config.config_app, name="config")
+app.add_typer(vault_config.vault_app, name="vault")
+remotes.register(app)
 
 _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 

@@ -18,19 +18,50 @@ JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 def init(
     path: Path | None = typer.Argument(None, help="Project root (default: the current folder)."),
     db: str | None = typer.Option(
-        None, "--db", help="Database URL (postgresql://user@host/db); default: an embedded SQLite file."
+        None,
+        "--db",
+        help="Database URL (postgresql://user@host/db); default: an embedded SQLite file. No password in it: "
+        "set PGPASSWORD or use ~/.pgpass.",
+    ),
+    objects: str | None = typer.Option(
+        None,
+        "--objects",
+        help="Object store of a team vault: s3://bucket/prefix, file:///folder or a folder path (gs://, az:// "
+        "through fsspec). No keys in it: credentials come from the environment (AWS_ACCESS_KEY_ID, ...).",
+    ),
+    cache_size: str | None = typer.Option(
+        None, "--cache-size", help="Bound of the local cache of a remote object store (default 10GiB)."
+    ),
+    join: bool = typer.Option(
+        False, "--join", help="Take --db, --objects and --cache-size from the vault: section of labvault.yaml."
     ),
     json_output: bool = JSON,
 ) -> None:
-    """Make a vault in PATH/.labvault and add it to .gitignore; a no-op on an existing vault."""
+    """Make a vault in PATH/.labvault and add it to .gitignore; a no-op on an existing vault.
+
+    With --db and --objects, the vault's metadata and objects live in PostgreSQL and object storage:
+    run the same line (or `labvault init --join`) on every machine of the team (docs/team.md).
+    """
+    from labvault.config import parse_size, read_join_settings
+    from labvault.errors import ValidationError
     from labvault.vault import Vault
 
-    vault, created = Vault.init(path, database_url=db)
+    size = parse_size(cache_size) if cache_size is not None else None
+    if join:
+        if db or objects or cache_size:
+            raise ValidationError(
+                "--join takes the settings from labvault.yaml; give no --db, --objects or --cache-size with it",
+                hint="labvault init --join",
+            )
+        settings = read_join_settings((path or Path.cwd()).expanduser().resolve())
+        db, objects, size = settings.database_url, settings.objects_url, settings.cache_size
+    vault, created = Vault.init(path, database_url=db, objects_url=objects, cache_size=size)
     with vault:
         if json_output:
             print_json({"created": created, "path": str(vault.dir), "root": str(vault.root)})
         elif created:
-            OUTPUT.line(f"Initialised an empty labvault vault in {vault.dir}")
+            kind = "a team vault" if vault.config.is_team else "an empty labvault vault"
+            OUTPUT.line(f"Initialised {kind} in {vault.dir}")
         else:
             OUTPUT.line(f"{vault.dir} is already a vault")
 

@@ -277,6 +277,14 @@ class AuditLog:
         self, file_head: tuple[int, str] | None, hashes: dict[int, str], last_seq: int, notes: list[str]
     ) -> list[tuple[int, str]]:
         name = self.head_path.name
+        # A database shared by many machines (PostgreSQL) has one head file per vault folder: each
+        # witnesses the chain as this machine last wrote or saw it, and other machines append after
+        # it. Such a file may be missing or far behind; it must still name an event of the chain.
+        shared = not self._meta.is_sqlite
+        if file_head is None and shared:
+            if last_seq > 0:
+                notes.append(f"this machine's head file {name} is not written yet (it has made no change here)")
+            return []
         if file_head is None:
             return [(last_seq, f"the head file {name} is missing")] if last_seq > 0 else []
         seq, digest = file_head
@@ -288,7 +296,9 @@ class AuditLog:
             ]
         if hashes.get(seq) != digest:
             return [(seq, f"event #{seq} differs from the one the head file recorded")]
-        if seq == last_seq - 1:
+        if shared and seq < last_seq:
+            notes.append(f"this machine's head file is at event #{seq}; other machines appended up to #{last_seq}")
+        elif seq == last_seq - 1:
             notes.append(f"the head file lags one event, at #{seq} (an interrupted write); the chain is intact")
         elif seq < last_seq:
             return [

@@ -71,7 +71,7 @@ def _plans(svc: DataService, ref: str | DataRef | None, dest: str | os.PathLike[
             raise NotFound("labvault.lock names no datasets", hint="snapshot one with `labvault data add NAME PATH`")
         out = []
         for entry in sorted(entries.values(), key=lambda e: e.path):
-            snapshot = svc.resolve(entry.ref)
+            snapshot = _locked_snapshot(svc, entry)
             if snapshot.content_hash != entry.content_hash:
                 raise Conflict(
                     f"labvault.lock says {entry.ref} is {entry.content_hash}, but this vault's {entry.ref} is "
@@ -87,6 +87,17 @@ def _plans(svc: DataService, ref: str | DataRef | None, dest: str | os.PathLike[
         return [_plan(svc, snapshot, svc.root, snapshot.storage_uri)]
     typed = Path(os.path.abspath(Path(dest).expanduser()))
     return [_plan(svc, snapshot, typed.parent, typed.name)]
+
+
+def _locked_snapshot(svc: DataService, entry: LockEntry) -> Snapshot:
+    """The snapshot a lock entry pins, found by content: a pulled snapshot may have another number here."""
+    from labvault.storage.meta.repos.snapshots import find_by_content
+
+    with svc.meta.read() as conn:
+        same = [s for s in find_by_content(conn, entry.content_hash) if s.name == entry.ref.name]
+    if same:
+        return next((s for s in same if s.version == entry.ref.number), same[-1])
+    return svc.resolve(entry.ref)
 
 
 def _plan(svc: DataService, snapshot: Snapshot, anchor: Path, rel: str) -> _Plan:

@@ -1,0 +1,142 @@
+"""Benchmark: ``labvault push``/``pull`` to a folder remote against ``dvc push``/``dvc pull`` to a local remote.
+
+Usage: ``.venv/bin/python benchmarks/remotes.py [--runs 3] [--files 20000]``
+
+Creates the data under ``.bench/`` (files of 1-8 KiB in folders of 200), installs DVC into
+``.bench/dvc-venv`` if absent (``uv venv`` + ``uv pip install dvc``), snapshots the data once in each
+tool (not timed), then runs, as paired runs (order alternated) and reporting medians:
+
+- push of the snapshot to an empty folder remote (``labvault push`` vs ``dvc push``);
+- a no-op push of the same (everything already there), as a whole command;
+- pull into a fresh clone and check out (``labvault pull`` + ``labvault data checkout`` vs ``dvc pull``,
+  which fetches and checks out), the clone made of the files git would bring (the lock / .dvc file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / ".bench"
+WORK = BENCH / "work-remotes"
+DVC_VENV = BENCH / "dvc-venv"
+DVC = str(DVC_VENV / "bin" / "dvc")
+LABVAULT = str(REPO / ".venv" / "bin" / "labvault")
+ENV = {**os.environ, "LABVAULT_USER": "bench@example.com", "DVC_NO_ANALYTICS": "1", "NO_COLOR": "1"}
+
+
+def ensure_dvc() -> None:
+    if Path(DVC).exists():
+        return
+    print("installing DVC into", DVC_VENV, flush=True)
+    subprocess.run(["uv", "venv", "--quiet", str(DVC_VENV)], check=True)
+    subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(DVC_VENV / "bin" / "python"), "dvc"], check=True)
+
+
+def run(cmd: list[str], cwd: Path) -> None:
+    subprocess.run(cmd, cwd=cwd, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def timed(cmds: list[list[str]], cwd: Path) -> float:
+    """Wall seconds of whole commands run one after the other."""
+    start = time.perf_counter()
+    for cmd in cmds:
+        proc = subprocess.run(cmd, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
+    return time.perf_counter() - start
+
+
+def make_files(root: Path, count: int, *, per_dir: int = 200, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    for i in range(count):
+        d = root / f"d{i // per_dir:04}"
+        if i % per_dir == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i % per_dir:04}.bin").write_bytes(os.urandom(rng.randint(1024, 8192)))
+
+
+def fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def setup(count: int) -> dict[str, Path]:
+    data = WORK / f"src{count}" / "data"
+    if not data.exists():
+        make_files(data, count)
+    lv = fresh_dir(WORK / "lv-src")
+    shutil.copytree(data, lv / "data")
+    run([LABVAULT, "init", "-q"], lv)
+    run([LABVAULT, "data", "add", "d", "data"], lv)
+    dv = fresh_dir(WORK / "dvc-src")
+    shutil.copytree(data, dv / "data")
+    run([DVC, "init", "--no-scm", "-q"], dv)
+    run([DVC, "config", "core.analytics", "false"], dv)
+    run([DVC, "add", "-q", "data"], dv)
+    return {"labvault": lv, "dvc": dv}
+
+
+def paired(label: str, runs: int, step: dict[str, Callable[[], float]]) -> dict[str, float]:
+    times: dict[str, list[float]] = {"labvault": [], "dvc": []}
+    for i in range(runs):
+        for tool in ["labvault", "dvc"] if i % 2 == 0 else ["dvc", "labvault"]:
+            times[tool].append(step[tool]())
+    med = {t: statistics.median(v) for t, v in times.items()}
+    ratio = med["dvc"] / med["labvault"]
+    print(f"{label:<46} labvault {med['labvault']:8.3f} s   dvc {med['dvc']:8.3f} s   ratio {ratio:6.1f}x", flush=True)
+    return med
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--files", type=int, default=20_000)
+    args = parser.parse_args()
+    ensure_dvc()
+    src = setup(args.files)
+    remotes = {"labvault": WORK / "lv-remote", "dvc": WORK / "dvc-remote"}
+    # The remote each tool pushes to; the DVC remote is configured once, by path.
+    run([DVC, "remote", "add", "-f", "-d", "local", str(remotes["dvc"])], src["dvc"])
+    run([LABVAULT, "remote", "add", "nas", str(remotes["labvault"]), "--default"], src["labvault"])
+    push = {"labvault": [LABVAULT, "push"], "dvc": [DVC, "push", "-q"]}
+
+    def cold_push(tool: str) -> float:
+        shutil.rmtree(remotes[tool], ignore_errors=True)
+        if tool == "dvc":
+            shutil.rmtree(src["dvc"] / ".dvc" / "tmp", ignore_errors=True)  # its remote index: the remote is new
+        return timed([push[tool]], src[tool])
+
+    print(f"{args.files:,} files of 1-8 KiB, {args.runs} paired runs, medians", flush=True)
+    paired(f"push {args.files:,} files to a folder remote", args.runs, {t: (lambda t=t: cold_push(t)) for t in src})
+    paired("no-op push (all there), whole command", args.runs, {t: (lambda t=t: timed([push[t]], src[t])) for t in src})
+
+    def clone_and_pull(tool: str) -> float:
+        clone = fresh_dir(WORK / f"{tool}-clone")
+        if tool == "dvc":
+            run([DVC, "init", "--no-scm", "-q"], clone)
+            shutil.copy2(src["dvc"] / "data.dvc", clone / "data.dvc")
+            shutil.copy2(src["dvc"] / ".dvc" / "config", clone / ".dvc" / "config")
+            return timed([[DVC, "pull", "-q"]], clone)
+        run([LABVAULT, "init", "-q"], clone)
+        run([LABVAULT, "remote", "add", "nas", str(remotes["labvault"])], clone)
+        shutil.copy2(src["labvault"] / "labvault.lock", clone / "labvault.lock")
+        return timed([[LABVAULT, "pull"], [LABVAULT, "data", "checkout"]], clone)
+
+    paired("pull into a fresh clone + checkout", args.runs, {t: (lambda t=t: clone_and_pull(t)) for t in src})
+    for tool in src:
+        got = sum(1 for p in (WORK / f"{tool}-clone" / "data").rglob("*") if p.is_file())
+        assert got == args.files, f"{tool}: {got} files checked out"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""``labvault remote add|list|remove``, ``labvault push`` and ``labvault pull`` (docs/remotes.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from labvault.cli.context import open_vault
+from labvault.cli.render import OUTPUT, human_bytes, print_json, progress
+
+__all__ = ["app", "register"]
+
+app = typer.Typer(
+    help="Remotes: other vaults (a folder on a NAS or mounted disk) to push to and pull from.", no_args_is_help=True
+)
+JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+REMOTE = typer.Option(None, "--remote", "-r", help="The remote's name (default: the default remote, or the only one).")
+JOBS = typer.Option(4, "--jobs", "-j", help="Objects sent in parallel (1 to 64).")
+NO_DATA = typer.Option(False, "--no-data", help="Leave out the snapshots that runs read.")
+DRY_RUN = typer.Option(False, "--dry-run", "-n", help="Say what would move; move nothing.")
+REFS = typer.Argument(
+    None,
+    help="data:NAME@vN, run:ID, PROJECT/MODEL@VERSION|ALIAS; none: the snapshots labvault.lock names.",
+    show_default=False,
+)
+
+
+@app.command("add")
+def add(
+    name: str = typer.Argument(..., help="The remote's name (letters, digits, '.', '_', '-')."),
+    location: str | None = typer.Argument(
+        None, help="A folder (another vault's folder, made on the first push) or file:// URL."
+    ),
+    default: bool = typer.Option(False, "--default", help="Make it the remote push and pull use by default."),
+    db: str | None = typer.Option(None, "--db", help="A team vault's database URL: postgresql://user@host/db."),
+    objects: str | None = typer.Option(None, "--objects", help="A team vault's object store URL: s3://bucket/prefix."),
+    json_output: bool = JSON,
+) -> None:
+    """Add a remote, kept in .labvault/config.json (never with credentials): a folder, or a team
+    vault by --db and --objects (credentials come from the environment, as for `labvault init`)."""
+    with open_vault() as vault:
+        spec = vault.remotes.add(name, location, database_url=db, objects_url=objects, default=default)
+    if json_output:
+        print_json(spec.to_json())
+    else:
+        OUTPUT.line(f"added remote {spec.name} -> {spec.url}" + (" (default)" if spec.default else ""))
+
+
+@app.command("list")
+def list_(json_output: bool = JSON) -> None:
+    """List the remotes; the default one is marked."""
+    with open_vault() as vault:
+        remotes = vault.remotes.list()
+    if json_output:
+        print_json([spec.to_json() for spec in remotes])
+        return
+    if not remotes:
+        OUTPUT.info("no remotes (add one with `labvault remote add NAME PATH`)")
+        return
+    OUTPUT.table(
+        ["name", "kind", "url", "default"], [[s.name, s.kind, s.url, "*" if s.default else ""] for s in remotes]
+    )
+
+
+@app.command("remove")
+def remove(name: str = typer.Argument(..., help="The remote's name.")) -> None:
+    """Forget a remote (its vault is left as it is)."""
+    with open_vault() as vault:
+        vault.remotes.remove(name)
+    OUTPUT.line(f"removed remote {name}")
+
+
+def push(
+    refs: list[str] | None = REFS,
+    remote: str | None = REMOTE,
+    everything: bool = typer.Option(False, "--all", help="Every snapshot, finished run and model version."),
+    jobs: int = JOBS,
+    no_data: bool = NO_DATA,
+    rename: bool = typer.Option(
+        False,
+        "--rename",
+        help="Give a snapshot or version whose number the remote holds with other content the next free number.",
+    ),
+    dry_run: bool = DRY_RUN,
+    json_output: bool = JSON,
+) -> None:
+    """Send snapshots, runs and model versions, with every object they need, to a remote.
+
+    Objects go first (only those the remote lacks, in parallel, verified on arrival), records last
+    in one transaction: an interrupted push leaves the remote consistent and a rerun resumes.
+    Different content under a number the remote has is a conflict (exit 4) unless --rename.
+    """
+    with open_vault() as vault:
+        done = None if refs or everything or dry_run else vault.remotes.is_pushed(remote)
+    if done is not None:  # answered without SQLAlchemy: the no-op push stays fast
+        _report(done, json_output)
+        return
+    with open_vault() as vault, progress("pushing objects", None) as advance:
+        result = vault.remotes.push(
+            refs or [],
+            remote=remote,
+            everything=everything,
+            jobs=jobs,
+            no_data=no_data,
+            rename=rename,
+            dry_run=dry_run,
+            progress=advance,
+        )
+    _report(result, json_output)
+
+
+def pull(
+    refs: list[str] | None = REFS,
+    remote: str | None = REMOTE,
+    jobs: int = JOBS,
+    no_data: bool = NO_DATA,
+    rename: bool = typer.Option(
+        False,
+        "--rename",
+        help="Give a model version whose number this vault holds with other content the next free number.",
+    ),
+    dry_run: bool = DRY_RUN,
+    json_output: bool = JSON,
+) -> None:
+    """Fetch snapshots, runs and model versions, with every object they need, from a remote.
+
+    With no REF, the snapshots labvault.lock names, found on the remote by content hash (then
+    `labvault data checkout` restores them). Every record and object read from the remote is
+    validated first: a corrupt object is exit 5 and nothing is recorded.
+    """
+    with open_vault() as vault, progress("pulling objects", None) as advance:
+        result = vault.remotes.pull(
+            refs or [], remote=remote, jobs=jobs, no_data=no_data, rename=rename, dry_run=dry_run, progress=advance
+        )
+    _report(result, json_output)
+
+
+def _report(result: Any, json_output: bool) -> None:
+    for warning in result.warnings:
+        OUTPUT.info(f"warning: {warning}")
+    if json_output:
+        print_json(result.to_json())
+        return
+    would = "would " if result.dry_run else ""
+    for moved in result.records:
+        if moved.action == "renamed":
+            OUTPUT.line(f"{moved.ref} -> {moved.target}")
+        elif moved.action == "new":
+            OUTPUT.line(f"{would}{result.direction} {moved.ref}")
+        elif moved.target != moved.ref:
+            OUTPUT.line(f"{moved.ref} is already there as {moved.target}")
+        else:
+            OUTPUT.debug(f"{moved.ref} is already there")
+    verb = "pushed" if result.direction == "push" else "pulled"
+    if result.dry_run:
+        OUTPUT.line(f"would send {result.objects_sent} objects ({result.objects_present} already there)")
+    elif not result.changed:
+        OUTPUT.line(
+            f"nothing to {result.direction}: {result.remote} is up to date"
+            if result.direction == "push"
+            else f"nothing to pull: up to date with {result.remote}"
+        )
+    else:
+        records = sum(m.action != "present" for m in result.records)
+        OUTPUT.line(
+            f"{verb} {result.objects_sent} objects ({human_bytes(result.bytes_sent)}), {records} records; "
+            f"{result.objects_present} objects already there"
+        )
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="remote")
+    root.command("push")(push)
+    root.command("pull")(pull)

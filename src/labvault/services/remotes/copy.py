@@ -1,0 +1,145 @@
+"""Objects between vaults: walk what records point at, send what the other side lacks, verify on arrival.
+
+Trees are read from the sending side without its own verification (which would quarantine, that is
+write, in a vault we only read) and hashed here instead: a tree or file whose bytes do not match
+its name is refused (exit 5) naming it, and what came with it in that worker's batch is dropped.
+Each worker thread holds its own batch on the receiving store, so durability is paid once a batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from labvault.errors import IntegrityError, NotFound
+from labvault.refs import Digest
+from labvault.storage.objects.protocol import ObjectStore
+from labvault.storage.objects.tree import decode_tree
+
+__all__ = ["CopyStats", "copy_objects", "reachable"]
+
+_BIG = 64 << 20  # objects above this stream through a temp file instead of memory
+_CHUNK = 256  # objects per work item: one batch commit each
+
+
+@dataclass(slots=True)
+class CopyStats:
+    objects: int = 0
+    bytes: int = 0
+    present: int = 0  # already on the receiving side
+
+
+def _read_checked(store: ObjectStore, digest: Digest, where: str) -> bytes:
+    try:
+        data = store.get_bytes(digest, verify=False)
+    except NotFound:
+        raise IntegrityError(f"object {digest} is missing on {where}", hint=f"run `labvault fsck` on {where}") from None
+    if hashlib.sha256(data).hexdigest() != digest.hex:
+        raise IntegrityError(
+            f"object {digest} on {where} is corrupt (its bytes do not match its name)",
+            hint=f"run `labvault fsck` on {where}; nothing was recorded here",
+        )
+    return data
+
+
+def reachable(store: ObjectStore, roots: Iterable[tuple[Digest, str]], where: str) -> list[Digest]:
+    """Every object reachable from ``roots`` (blobs and trees, trees decoded and checked), each once."""
+    seen: set[str] = set()
+    out: list[Digest] = []
+    stack: list[Digest] = []
+    for digest, kind in roots:
+        if digest.hex in seen:
+            continue
+        seen.add(digest.hex)
+        out.append(digest)
+        if kind == "tree":
+            stack.append(digest)
+    while stack:
+        tree = stack.pop()
+        for entry in decode_tree(_read_checked(store, tree, where), digest=tree):
+            if entry.digest is None or entry.digest.hex in seen:
+                continue
+            seen.add(entry.digest.hex)
+            out.append(entry.digest)
+            if entry.type == "dir":
+                stack.append(entry.digest)
+    return out
+
+
+def copy_objects(
+    src: ObjectStore,
+    dst: ObjectStore,
+    digests: list[Digest],
+    *,
+    where: str,
+    jobs: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> CopyStats:
+    """Put every digest of ``src`` that ``dst`` lacks into ``dst``.
+
+    The workers ask ``dst`` what it has, in parallel with the copies: that is a file-system look-up
+    per object, and a new remote has nothing.
+    """
+    stats = CopyStats()
+    lock = threading.Lock()
+    chunks = [digests[i : i + _CHUNK] for i in range(0, len(digests), _CHUNK)]
+
+    def send(chunk: list[Digest]) -> None:
+        sent = size = present = 0
+        with dst.batch():
+            for digest in chunk:
+                if dst.has(digest):
+                    present += 1
+                    continue
+                size += _send_one(src, dst, digest, where)
+                sent += 1
+        with lock:
+            stats.objects += sent
+            stats.bytes += size
+            stats.present += present
+            if progress is not None:
+                progress(stats.objects + stats.present, len(digests))
+
+    if jobs <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            send(chunk)
+        return stats
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="labvault-copy") as pool:
+        for future in [pool.submit(send, chunk) for chunk in chunks]:
+            future.result()
+    return stats
+
+
+def _send_one(src: ObjectStore, dst: ObjectStore, digest: Digest, where: str) -> int:
+    try:
+        size = src.info(digest).size
+    except NotFound:
+        raise IntegrityError(f"object {digest} is missing on {where}", hint=f"run `labvault fsck` on {where}") from None
+    if size <= _BIG:
+        # put_bytes hashes what it stores: the digest it returns is the check, and a mismatch raised
+        # here drops the worker's whole batch.
+        try:
+            got = dst.put_bytes(src.get_bytes(digest, verify=False))
+        except NotFound:
+            raise IntegrityError(
+                f"object {digest} is missing on {where}", hint=f"run `labvault fsck` on {where}"
+            ) from None
+    else:
+        with src.open(digest, verify=False) as stream:
+            got = _put_stream(dst, stream)
+    if got != digest:
+        raise IntegrityError(
+            f"object {digest} on {where} is corrupt (it arrived as {got})",
+            hint=f"run `labvault fsck` on {where}; nothing was recorded here",
+        )
+    return size
+
+
+def _put_stream(dst: ObjectStore, stream: object) -> Digest:
+    put_stream = getattr(dst, "put_stream", None)
+    if put_stream is not None:
+        return put_stream(stream)  # type: ignore[no-any-return]
+    return dst.put_bytes(stream.read())  # type: ignore[attr-defined]

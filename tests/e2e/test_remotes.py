@@ -1,0 +1,319 @@
+"""``labvault remote``, ``push`` and ``pull`` end to end, through the real executable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labvault.refs import Digest
+from labvault.storage.objects.local import LocalObjectStore
+from labvault.vault import Vault
+from tests.corruption import corrupt_object
+from tests.e2e.conftest import Cli
+from tests.e2e.test_reproduce import trained  # noqa: F401  (the fixture)
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+
+def _json(proc: subprocess.CompletedProcess[str]) -> dict:  # type: ignore[type-arg]
+    doc = json.loads(proc.stdout)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _dataset(project: Path, cli: Cli, name: str = "raw", files: int = 3, salt: str = "") -> str:
+    folder = project / "data" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        (folder / f"f{i}.txt").write_text(f"{salt}{i}\n")
+    return cli("data", "add", name, f"data/{name}", cwd=project).stdout.split()[0]
+
+
+def test_push_pull_of_a_snapshot_and_a_model_between_two_folders(project: Path, cli: Cli, tmp_path: Path) -> None:
+    cli("init")
+    ref = _dataset(project, cli)
+    assert ref == "data:raw@v1"
+    (project / "model").mkdir()
+    (project / "model" / "w.bin").write_bytes(b"\x01" * 5000)
+    cli("models", "register", "shop/ranker", "model")
+    nas = tmp_path / "nas"
+    cli("remote", "add", "nas", str(nas), "--default")
+    listed = json.loads(cli("remote", "list", "--json").stdout)
+    assert listed == [{"name": "nas", "kind": "folder", "url": str(nas), "default": True}]
+
+    dry = _json(cli("push", "--dry-run", "--json", "data:raw", "shop/ranker@0.1.0"))
+    assert dry["dry_run"]
+    assert not (nas / ".labvault").exists()
+    pushed = _json(cli("push", "--json", "data:raw", "shop/ranker@0.1.0"))
+    assert [(r["ref"], r["action"]) for r in pushed["records"]] == [
+        ("data:raw@v1", "new"),
+        ("shop/ranker@0.1.0", "new"),
+    ]
+    assert pushed["objects"]["sent"] >= 5
+    again = _json(cli("push", "--json", "data:raw", "shop/ranker@0.1.0"))
+    assert again["objects"]["sent"] == 0
+    assert {r["action"] for r in again["records"]} == {"present"}
+    # The receiving vault audits the registration it received; aliases never travel.
+    audit = cli("audit", "log", "--json", cwd=nas).stdout
+    assert "shop/ranker@0.1.0" in audit
+    assert "received_from" in audit
+    cli("fsck", cwd=nas)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    cli("init", cwd=other)
+    cli("remote", "add", "nas", str(nas), cwd=other)
+    pulled = _json(cli("pull", "--json", "data:raw@v1", "shop/ranker@0.1.0", cwd=other))
+    assert {r["action"] for r in pulled["records"]} == {"new"}
+    out = tmp_path / "served"
+    cli("get", "shop/ranker@0.1.0", "-o", str(out), cwd=other)
+    assert (out / "shop" / "ranker" / "0.1.0" / "w.bin").read_bytes() == b"\x01" * 5000
+    cli("data", "checkout", "data:raw@v1", str(other / "raw"), cwd=other)
+    assert (other / "raw" / "f2.txt").read_text() == "2\n"
+    cli("fsck", cwd=other)
+
+
+def test_conflict_names_both_and_rename_renumbers(project: Path, cli: Cli, tmp_path: Path) -> None:
+    nas = tmp_path / "nas"
+    other = tmp_path / "other"
+    other.mkdir()
+    cli("init", cwd=other)
+    _dataset(other, cli, salt="theirs", files=2)
+    cli("remote", "add", "nas", str(nas), cwd=other)
+    cli("push", "data:raw@v1", cwd=other)
+
+    cli("init")
+    _dataset(project, cli, salt="mine")
+    cli("remote", "add", "nas", str(nas))
+    clash = cli("push", "data:raw@v1", expect=4)
+    assert "data:raw@v1 differs" in clash.stderr
+    assert clash.stderr.count("sha256:") == 2
+    assert "--rename" in clash.stderr
+    renamed = cli("push", "data:raw@v1", "--rename")
+    assert "data:raw@v1 -> data:raw@v2" in renamed.stdout
+    cli("push", "data:raw@v1", "--rename")  # the same content is now there: a no-op
+    cli("fsck", cwd=nas)
+
+
+def test_fresh_machine_pull_checkout_and_reproduce(
+    project: Path,
+    cli: Cli,
+    trained: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Machine A trains and pushes; a fresh clone pulls the lock's data and the run, and reproduces it."""
+    nas = tmp_path / "nas"
+    cli("remote", "add", "origin", str(nas))
+    cli("push")  # the lock's snapshots
+    cli("push", f"run:{trained}")
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "after training")
+
+    fresh = tmp_path / "fresh"
+    _git(tmp_path, "clone", "-q", str(project), str(fresh))
+    _git(fresh, "config", "user.email", "t@example.com")
+    _git(fresh, "config", "user.name", "t")
+    cli("init", cwd=fresh)
+    cli("remote", "add", "origin", str(nas), cwd=fresh)
+    cli("pull", cwd=fresh)
+    cli("pull", f"run:{trained}", cwd=fresh)
+    cli("data", "checkout", cwd=fresh)
+    (fresh / "configs").mkdir(exist_ok=True)  # the config is not in git: reproduce restores it from the run
+    doc = _json(cli("reproduce", trained, "--json", cwd=fresh, timeout=300))
+    assert doc["verdict"] == "reproduced", doc
+    cli("fsck", cwd=fresh)
+
+
+def test_pull_resolves_the_lock_by_content(project: Path, cli: Cli, tmp_path: Path) -> None:
+    """The puller already has its own data:raw@v1: the pulled one lands as v2, and the lock still checks out."""
+    nas = tmp_path / "nas"
+    _git(project, "init", "-q")
+    cli("init")
+    _dataset(project, cli, salt="A")
+    cli("remote", "add", "nas", str(nas))
+    cli("push")
+    lock = (project / "labvault.lock").read_text()
+
+    other = tmp_path / "other"
+    other.mkdir()
+    cli("init", cwd=other)
+    _dataset(other, cli, salt="B")  # its own data:raw@v1
+    (other / "labvault.lock").write_text(lock)  # as a git pull of A's commit would bring
+    cli("remote", "add", "nas", str(nas), cwd=other)
+    pulled = _json(cli("pull", "--json", cwd=other))
+    assert [(r["ref"], r["action"], r["as"]) for r in pulled["records"]] == [("data:raw@v1", "renamed", "data:raw@v2")]
+    cli("data", "checkout", "--force", cwd=other)
+    assert (other / "data" / "raw" / "f0.txt").read_text() == "A0\n"
+
+
+def test_corrupt_object_on_the_remote_is_exit_5(project: Path, cli: Cli, tmp_path: Path) -> None:
+    nas = tmp_path / "nas"
+    cli("init")
+    (project / "big.bin").write_bytes(b"x" * 200_000)  # stored loose, not packed
+    cli("data", "add", "big", "big.bin")
+    cli("remote", "add", "nas", str(nas))
+    cli("push", "data:big@v1")
+    digest = Digest(hashlib.sha256(b"x" * 200_000).hexdigest())
+    with Vault.open(nas) as remote:
+        assert isinstance(remote.objects, LocalObjectStore)
+        corrupt_object(remote.objects, digest, b"y" * 200_000)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    cli("init", cwd=other)
+    cli("remote", "add", "nas", str(nas), cwd=other)
+    bad = cli("pull", "data:big@v1", cwd=other, expect=5)
+    assert str(digest) in bad.stderr
+    assert "corrupt" in bad.stderr
+    assert "data:big" not in cli("data", "list", cwd=other).stdout
+    cli("fsck", cwd=other)
+
+
+def test_hostile_records_on_the_remote_are_refused(project: Path, cli: Cli, tmp_path: Path) -> None:
+    nas = tmp_path / "nas"
+    cli("init")
+    _dataset(project, cli)
+    cli("remote", "add", "nas", str(nas))
+    cli("push", "data:raw@v1")
+    other = tmp_path / "other"
+    other.mkdir()
+    cli("init", cwd=other)
+    cli("remote", "add", "nas", str(nas), cwd=other)
+    db = sqlite3.connect(nas / ".labvault" / "meta.db")
+    # A size no column can hold, then a storage path that climbs out of the project.
+    db.execute("UPDATE data_snapshots SET total_bytes = 99999999999999999999")
+    db.commit()
+    bad = cli("pull", "data:raw@v1", cwd=other, expect=5)
+    assert "malformed" in bad.stderr or "cannot be read" in bad.stderr
+    db.execute("UPDATE data_snapshots SET total_bytes = 6, storage_uri = '../../outside'")
+    db.commit()
+    bad = cli("pull", "data:raw@v1", cwd=other, expect=5)
+    assert "relative path" in bad.stderr
+    db.close()
+    assert "data:raw" not in cli("data", "list", cwd=other).stdout
+    assert not (tmp_path / "outside").exists()
+
+
+def test_a_crafted_tree_on_the_remote_is_refused_and_writes_nothing(project: Path, cli: Cli, tmp_path: Path) -> None:
+    nas = tmp_path / "nas"
+    nas.mkdir()
+    cli("init", cwd=nas)
+    # A tree whose entry climbs out, stored under its true hash, and a snapshot row pointing at it.
+    crafted = json.dumps(
+        {"format": "labvault.tree/1", "entries": [{"name": "..", "sha256": "0" * 64, "size": 1, "type": "file"}]},
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+    with Vault.open(nas) as remote:
+        digest = remote.objects.put_bytes(crafted)
+    db = sqlite3.connect(nas / ".labvault" / "meta.db")
+    db.execute(
+        "INSERT INTO data_snapshots VALUES ('evil', 1, ?, 'dir', 'data/evil', 1, 1, 0, NULL, NULL,"
+        " '2026-01-01 00:00:00.000000', 'x', '', NULL, NULL, '[]')",
+        (digest.hex,),
+    )
+    db.commit()
+    db.close()
+    cli("init")
+    cli("remote", "add", "nas", str(nas))
+    bad = cli("pull", "data:evil@v1", expect=5)
+    assert "malformed" in bad.stderr
+    assert "evil" not in cli("data", "list").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (("push", "--remote", "nope", "data:raw@v1"), 3, "no remote named 'nope'"),
+        (("push", "data:nothing@v1"), 3, "has no data:nothing@v1"),
+        (("pull", "data:nothing@v1"), 3, "has no data:nothing@v1"),
+        (("remote", "add", "x", "s3://user:secret@bucket/p"), 2, "credentials"),
+        (("remote", "add", "x", "https://lab.example.com"), 2, "server"),
+        (("remote", "add", "x", "--db", "postgresql://u:secret@h/db", "--objects", "s3://b"), 2, "credentials"),
+        (("remote", "add", "x", "--db", "postgresql://h/db"), 2, "--objects"),
+        (("remote", "add", "bad/name", "/tmp/x"), 2, "remote name"),
+        (("remote", "remove", "nope"), 3, "no remote named"),
+        (("push", "--jobs", "0", "data:raw@v1"), 2, "--jobs"),
+    ],
+)
+def test_bad_input(project: Path, cli: Cli, tmp_path: Path, args: tuple[str, ...], code: int, words: str) -> None:
+    cli("init")
+    _dataset(project, cli)
+    cli("remote", "add", "nas", str(tmp_path / "nas"))
+    cli("push", "data:raw@v1")
+    bad = cli(*args, expect=code)
+    assert words in bad.stderr
+    assert "secret" not in bad.stderr
+    assert bad.stderr.startswith("error: ")
+    assert "\nhint: " in bad.stderr
+
+
+def test_an_unreachable_remote_is_exit_7(project: Path, cli: Cli, tmp_path: Path) -> None:
+    cli("init")
+    cli("remote", "add", "gone", str(tmp_path / "not-mounted"))
+    bad = cli("pull", "data:raw@v1", expect=7)
+    assert len(bad.stderr.splitlines()) == 2
+    assert "not-mounted" in bad.stderr
+
+
+def _ci_steps() -> list[str]:
+    """The shell lines of the CI recipe's ``run: |`` blocks in docs/remotes.md."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "remotes.md").read_text()
+    yaml_text = doc.split("```yaml\n")[-1].split("```")[0]
+    lines, inside = [], False
+    for line in yaml_text.splitlines():
+        if line.strip() == "run: |":
+            inside = True
+            continue
+        if inside and line.startswith(" " * 10):
+            lines.append(line.strip())
+        else:
+            inside = False
+    return lines
+
+
+def test_the_ci_recipe_reproduces_the_model_behind_prod(
+    project: Path,
+    cli: Cli,
+    trained: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import os
+    import sys
+
+    cli("models", "register", "fraud/detector", "--from", f"run:{trained}", "--artifact", "model.json")
+    nas = tmp_path / "nas"
+    cli("remote", "add", "origin", str(nas))
+    cli("push")
+    cli("push", "fraud/detector@0.1.0")
+    # Aliases never travel: prod moves in the shared vault, under its policies.
+    cli("models", "promote", "fraud/detector@0.1.0", "--to", "prod", cwd=nas)
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "trained")
+
+    runner = tmp_path / "runner"
+    _git(tmp_path, "clone", "-q", str(project), str(runner))
+    _git(runner, "config", "user.email", "ci@example.com")
+    _git(runner, "config", "user.name", "ci")
+    steps = _ci_steps()
+    assert steps[0] == "labvault init"
+    assert any(s.startswith("labvault reproduce") for s in steps)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "LABVAULT_REMOTE": str(nas),
+        "MODEL": "fraud/detector",
+    }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    script = "set -euo pipefail\n" + "\n".join(steps) + "\n"
+    proc = subprocess.run(["bash", "-c", script], cwd=runner, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert (runner / "version.txt").read_text().strip() == "fraud/detector@0.1.0"
+    assert json.loads((runner / "reproduce.json").read_text())["verdict"] == "reproduced"
