@@ -91,7 +91,6 @@ BAD_INPUT = [
 ]
 
 
-@TEAM
 def test_bad_input_exit_codes(vault_cli: Cli, project: Path) -> None:
     model_folder(project)
     (project / "empty").mkdir()
