@@ -97,8 +97,18 @@ def _fsspec_s3(_tmp_path: Path, request: pytest.FixtureRequest) -> StoreCase:
     return StoreCase(store, lambda d, b: corrupt_remote(store, d, b), list)  # uploads are atomic on S3
 
 
+def _fsspec_s3_cached(tmp_path: Path, request: pytest.FixtureRequest) -> StoreCase:
+    """The same, read through a local cache (whole packs, larger objects) as a team vault reads."""
+    server: S3Server = request.getfixturevalue("s3_server")
+    store = FsspecObjectStore(
+        f"s3://{server.bucket()}/vault", cache_dir=tmp_path / "cache", cache_size=64 << 20, **server.storage_options()
+    )
+    return StoreCase(store, lambda d, b: corrupt_remote(store, d, b), list)
+
+
 STORES: dict[str, Callable[[Path, pytest.FixtureRequest], StoreCase]] = {
     "fsspec-s3": _fsspec_s3,
+    "fsspec-s3-cached": _fsspec_s3_cached,
     "local": _local,
     "memory": _memory,
     "fsspec-memory": _fsspec_memory,

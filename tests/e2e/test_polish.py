@@ -8,13 +8,13 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import Iterator
 from importlib.metadata import version as dist_version
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import Cli
+from tests.s3server import S3Server
 
 
 @pytest.fixture
@@ -153,24 +153,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def s3_bucket() -> Iterator[tuple[str, str]]:
-    """(endpoint, bucket): a moto S3 server on loopback holding ``ds/a.csv``."""
-    moto_server = pytest.importorskip("moto.server")
-    import boto3
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    try:
-        client = boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
-        )
-        client.create_bucket(Bucket="labvault-polish")
-        client.put_object(Bucket="labvault-polish", Key="ds/a.csv", Body=b"a\n1\n")
-        yield endpoint, "labvault-polish"
-    finally:
-        server.stop()
+def s3_bucket(s3_server: S3Server) -> tuple[str, str]:
+    """(endpoint, bucket): the session's moto S3 server process, a bucket holding ``ds/a.csv``."""
+    bucket = s3_server.bucket("labvault-polish")
+    s3_server.client().put_object(Bucket=bucket, Key="ds/a.csv", Body=b"a\n1\n")
+    return s3_server.endpoint, bucket
 
 
 def _aws_env(endpoint: str, *, credentials: bool) -> dict[str, str]:

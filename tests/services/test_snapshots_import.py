@@ -6,13 +6,13 @@ import functools
 import http.server
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from labvault.errors import NotFound, ValidationError
 from labvault.vault import Vault
+from tests.s3server import S3Server
 
 from .conftest import write_tree
 
@@ -23,16 +23,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+@pytest.fixture
+def s3_endpoint(s3_server: S3Server) -> str:
+    return s3_server.endpoint
 
 
 @pytest.fixture

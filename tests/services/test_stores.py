@@ -13,11 +13,13 @@ from labvault.storage.objects.memory import MemoryObjectStore
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.remote import FsspecObjectStore
 from labvault.vault import Vault
+from tests.s3server import S3Server
 
 STORES: dict[str, Callable[[Path], ObjectStore]] = {
     "local": lambda vault_dir: LocalObjectStore(vault_dir),
     "memory": lambda _: MemoryObjectStore(),
     "fsspec": lambda _: FsspecObjectStore(f"memory://labvault-{secrets.token_hex(4)}"),
+    "s3-cached": lambda _: MemoryObjectStore(),  # replaced in the fixture: needs the s3_server process
 }
 
 
@@ -26,6 +28,14 @@ def store_vault(request: pytest.FixtureRequest, project: Path) -> Iterator[tuple
     made, _ = Vault.init(project)
     made.close()
     store = STORES[request.param](made.dir)
+    if request.param == "s3-cached":
+        server: S3Server = request.getfixturevalue("s3_server")
+        store = FsspecObjectStore(
+            f"s3://{server.bucket()}/team",
+            cache_dir=made.dir / "cache" / "objects",
+            cache_size=1 << 30,
+            **server.storage_options(),
+        )
     with Vault.open(project, objects=store) as v:
         yield v, store
 

@@ -149,7 +149,6 @@ ALLOWED = {
     "storage/objects/tempfiles.py": "the object store's writer locks and temp files, and sweeping dead writers' ones",
     "storage/objects/quarantine.py": "removes quarantined objects older than the grace (gc --quarantine)",
     "storage/objects/packindex.py": "moves a damaged pack index into quarantine/ before rebuilding it from the packs",
-    "storage/objects/remote.py": "spools a stream to an anonymous temp file before an upload",
     "storage/locks.py": "creates lock files (empty, never renamed or read back as data)",
     "services/maintenance.py": "gc deletes the object store's stale temp files",
     "services/audit.py": "the audit head: one fixed-size record rewritten in place under a lock",

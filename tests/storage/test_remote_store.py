@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,20 @@ from labvault.storage.objects.remote import LAYOUT_MARKER, FsspecObjectStore
 from tests.contracts.test_object_store import corrupt_remote
 from tests.s3server import S3Server
 
-_COUNTED = {"pipe_file", "cat_file", "ls", "info", "exists", "rm_file", "find", "glob", "setxattr", "mv"}
+_COUNTED = {
+    "open",
+    "put_file",
+    "pipe_file",
+    "cat_file",
+    "ls",
+    "info",
+    "exists",
+    "rm_file",
+    "find",
+    "glob",
+    "setxattr",
+    "mv",
+}
 
 
 class CountingFS:
@@ -48,7 +62,8 @@ class CountingFS:
 
     def downloads(self) -> list[str]:
         """Paths of objects and packs fetched (index objects and listings not counted)."""
-        return [p for name, p in self.paths if name == "cat_file" and not p.endswith((".idx", ".json"))]
+        fetched = ("cat_file", "open")  # a whole or ranged GET; a streamed GET
+        return [p for name, p in self.paths if name in fetched and not p.endswith((".idx", ".json"))]
 
 
 def _store(server: S3Server, bucket: str, cache: Path | None = None, size: int = 1 << 30) -> FsspecObjectStore:
@@ -134,10 +149,20 @@ def test_a_corrupt_cache_entry_is_never_served(s3_server: S3Server, tmp_path: Pa
     store = _store(s3_server, s3_server.bucket(), tmp_path / "cache")
     digest = store.put_bytes(b"the real bytes")
     assert store.get_bytes(digest) == b"the real bytes"
-    entry = tmp_path / "cache" / digest.hex[:2] / digest.hex[2:]
-    entry.write_bytes(b"tampered bytes")
-    assert store.get_bytes(digest) == b"the real bytes"
-    assert entry.read_bytes() == b"the real bytes"  # fetched again, verified, cached again
+    (pack,) = (tmp_path / "cache" / "packs").iterdir()  # a packed object: its whole pack is cached
+    pack.write_bytes(pack.read_bytes().replace(b"the real bytes", b"tampered bytes"))
+    fs = _counted(store)
+    assert store.get_bytes(digest) == b"the real bytes"  # the cached pack is dropped, fetched again
+    assert len(fs.downloads()) == 1
+    assert b"the real bytes" in pack.read_bytes()
+    # an object of its own, cached as a file of its own
+    big = os.urandom(1024 * 1024 + 1)
+    large = store.put_bytes(big)
+    assert store.get_bytes(large) == big
+    entry = tmp_path / "cache" / large.hex[:2] / large.hex[2:]
+    entry.write_bytes(b"x" * len(big))
+    assert store.get_bytes(large) == big
+    assert entry.read_bytes() == big  # fetched again, verified, cached again
 
 
 def test_two_machines_one_bucket(s3_server: S3Server, tmp_path: Path) -> None:
@@ -170,7 +195,11 @@ def test_reput_of_an_old_object_restarts_its_age(s3_server: S3Server, monkeypatc
     fs = _counted(store)
     store.put_bytes(b"old object")  # young: a no-op
     assert fs.calls["pipe_file"] == 0
-    monkeypatch.setattr(remote, "REFRESH_AFTER", -1.0)
+    monkeypatch.setattr(remote, "REFRESH_AFTER", -1.0)  # now it counts as old
+    store.refresh_after = 1e9  # a caller that keeps gc out by a lock needs no refresh
+    store.put_bytes(b"old object")
+    assert fs.calls["pipe_file"] == 0
+    store.refresh_after = None
     store.put_bytes(b"old object")
     assert store.info(digest).mtime > before
     assert len(list(store.iter_objects())) == 1
@@ -273,3 +302,117 @@ def test_no_credentials_is_exit_7_naming_the_variables(s3_server: S3Server, monk
     assert err.value.exit_code == 7
     assert "AWS_ACCESS_KEY_ID" in err.value.hint
     assert "AWS_SECRET_ACCESS_KEY" in err.value.hint
+
+
+def test_a_large_object_streams_through_the_cache(s3_server: S3Server, tmp_path: Path) -> None:
+    bucket = s3_server.bucket()
+    store = _store(s3_server, bucket)
+    big = tmp_path / "weights.bin"
+    big.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    digest = store.put_file(big)
+    assert store.fs.exists(store.path_of(digest))  # a file of its own
+    reader = _store(s3_server, bucket, tmp_path / "cache")
+    fs = _counted(reader)
+    with reader.open(digest) as f:
+        assert f.read() == big.read_bytes()
+    reader.materialize(digest, tmp_path / "copy.bin")
+    assert (tmp_path / "copy.bin").read_bytes() == big.read_bytes()
+    assert len(fs.downloads()) == 1  # streamed into the cache once; the copy came from there
+    assert (tmp_path / "cache" / digest.hex[:2] / digest.hex[2:]).stat().st_size == big.stat().st_size
+    # the cached copy rots: refused once (exit 5) and removed, then fetched again
+    (tmp_path / "cache" / digest.hex[:2] / digest.hex[2:]).write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    with pytest.raises(IntegrityError), reader.open(digest) as f:
+        f.read()
+    with reader.open(digest) as f:
+        assert f.read() == big.read_bytes()
+
+
+def test_a_corrupt_large_object_is_never_cached_nor_materialized(s3_server: S3Server, tmp_path: Path) -> None:
+    store = _store(s3_server, s3_server.bucket(), tmp_path / "cache")
+    data = os.urandom(2 * 1024 * 1024)
+    digest = store.put_bytes(data)
+    store.fs.pipe_file(store.path_of(digest), data[:-1] + b"!")
+    with pytest.raises(IntegrityError):
+        store.materialize(digest, tmp_path / "out.bin")
+    assert not (tmp_path / "out.bin").exists()
+    assert store.cache is not None
+    assert store.cache.usage() == (0, 0)
+    assert not store.has(digest)  # quarantined
+    with pytest.raises(IntegrityError):
+        store.get_bytes(digest)
+
+
+def test_gc_on_one_machine_while_the_other_reputs_loses_nothing(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20 interleavings of machine b's gc (list, delete what is old, compact) with machine a re-putting
+    an old object (which a's metadata is about to refer to): the re-put copy always survives."""
+    monkeypatch.setattr(remote, "REFRESH_AFTER", -1.0)  # every object counts as old: every re-put refreshes
+    bucket = s3_server.bucket()
+    a, b, reader = _store(s3_server, bucket), _store(s3_server, bucket), _store(s3_server, bucket)
+    with a.batch():
+        olds = [a.put_bytes(b"old object %d" % i) for i in range(20)]
+    for i, digest in enumerate(olds):
+        cutoff = time.time()
+        steps = ["list", "reput", "delete"] if i % 2 else ["reput", "list", "delete"]
+        if i % 4 == 3:
+            steps = ["list", "delete", "reput"]
+        doomed: list[Digest] = []
+        for step in steps:
+            if step == "reput":
+                with a.batch():
+                    a.put_bytes(b"old object %d" % i)
+            elif step == "list":
+                doomed = [info.digest for info in b.iter_objects() if info.mtime <= cutoff and info.digest == digest]
+            else:
+                for gone in doomed:
+                    b.delete(gone)
+                b.compact()
+        # a third machine, whose view of the packs is stale by now, still finds it
+        assert reader.get_bytes(digest) == b"old object %d" % i, f"interleaving {i}: {steps}"
+        assert b.has(digest), f"interleaving {i}: {steps}"  # and the gc's own view knows the new copy
+
+
+def test_compact_merges_many_small_packs(s3_server: S3Server) -> None:
+    bucket = s3_server.bucket()
+    store = _store(s3_server, bucket)
+    digests = [store.put_bytes(b"batch of one %d" % i) for i in range(20)]  # a pack each
+    stale = _store(s3_server, bucket)
+    assert all(stale.has(d) for d in digests)
+    ages = {i.digest: i.mtime for i in store.iter_objects()}
+    store.delete(digests[0])
+    store.compact()
+    names = store.fs.ls(f"{bucket}/team/packs")
+    assert len([n for n in names if n.endswith(".idx")]) == 1
+    assert {i.digest: i.mtime for i in store.iter_objects()} == {d: ages[d] for d in digests[1:]}  # ages kept
+    assert all(stale.get_bytes(d) == b"batch of one %d" % i for i, d in enumerate(digests) if i)  # a stale view
+    with pytest.raises(NotFound):
+        stale.get_bytes(digests[0])
+
+
+def test_describe_says_where_and_how_much_is_cached(s3_server: S3Server, tmp_path: Path) -> None:
+    store = _store(s3_server, s3_server.bucket(), tmp_path / "cache", size=1 << 20)
+    store.get_bytes(store.put_bytes(b"cached once read"))
+    about = store.describe()
+    assert about["url"].startswith("s3://")
+    assert about["layout_version"] == 1
+    pack = next((tmp_path / "cache" / "packs").iterdir())
+    assert about["cache"] == {
+        "path": str(tmp_path / "cache"),
+        "size": 1 << 20,
+        "used": pack.stat().st_size,
+        "objects": 1,
+    }
+
+
+def test_names_labvault_never_writes_in_packs_are_left_alone(s3_server: S3Server, tmp_path: Path) -> None:
+    bucket = s3_server.bucket()
+    store = _store(s3_server, bucket)
+    digest = store.put_bytes(b"still readable")
+    for stray in ("..idx", ".idx", "notes.txt", "pack-zz-12345678.idx", "pack-1-2.pack"):
+        store.fs.pipe_file(f"{bucket}/team/packs/{stray}", b"not an index")
+    reader = _store(s3_server, bucket, tmp_path / "cache")
+    assert reader.get_bytes(digest) == b"still readable"
+    assert [i.digest for i in reader.iter_objects()] == [digest]
+    assert reader.check_packs() == ([], [])
+    assert reader.lost_packs() == []

@@ -3,12 +3,14 @@
 Layout below the cache folder (``.labvault/cache/objects`` in a team vault)::
 
     ab/cdef0123...      an object's bytes, named by its sha256 like the store itself
-    index/<pack>.idx    pack indexes of the remote store (immutable there; verified by their checksum)
+    packs/<pack>        a whole pack of the remote store (its records are read from it by offset)
+    index/<pack>        pack indexes of the remote store (immutable there; verified by their checksum)
 
 The cache is untrusted like any file read back: an entry is hashed every time it is read, and one that
-does not match its name is removed and fetched again. A hit refreshes the entry's modification time,
-which is the eviction order; several processes may share the folder, so the bound is kept by each one
-re-scanning the folder when its own count says it is over, and is approximate between scans.
+does not match its name is removed and fetched again (for a record of a cached pack, the whole pack).
+A hit refreshes the entry's modification time, which is the eviction order; several processes may
+share the folder, so the bound is kept by each one re-scanning the folder when its own count says it
+is over, and is approximate between scans.
 Deleting the folder loses nothing. Every write goes through :mod:`labvault.storage.contained`.
 """
 
@@ -16,12 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from labvault.errors import StorageError
 from labvault.storage.contained import Dest
+from labvault.storage.objects.packfile import HEADER_SIZE
+from labvault.storage.objects.remote_packs import record_at
 
 __all__ = ["ObjectCache"]
 
@@ -36,6 +43,7 @@ class ObjectCache:
         self._lock = threading.Lock()
         self._used: int | None = None  # bytes, as of the last scan plus this process's own puts
         self._dest: Dest | None = None
+        self._touched: dict[str, float] = {}  # pack -> when this process last refreshed its mtime
 
     def _folder(self) -> Dest:
         if self._dest is None:
@@ -72,12 +80,13 @@ class ObjectCache:
             return
         with self._lock:
             self._folder().write_file(self._rel(hexd), data)
-            if self._used is None:
-                self._used = self._scan_size()
-            else:
-                self._used += len(data)
-            if self._used > self.max_bytes:
-                self._evict()
+            self._account(len(data))
+
+    def _account(self, size: int) -> None:
+        """Count ``size`` new bytes (the caller holds the lock); evict if over the bound."""
+        self._used = self._scan_size() if self._used is None else self._used + size
+        if self._used > self.max_bytes:
+            self._evict()
 
     def remove(self, hexd: str) -> None:
         # A file in the way of the folder is left for the next scan.
@@ -85,15 +94,16 @@ class ObjectCache:
             self._folder().remove(self._rel(hexd))
 
     def _entries(self) -> list[tuple[float, int, str]]:
-        """``(mtime, size, rel)`` of every cached object."""
+        """``(mtime, size, rel)`` of every cached object and pack."""
         found: list[tuple[float, int, str]] = []
         try:
-            shards = [e for e in os.scandir(self.path) if len(e.name) == 2 and set(e.name) <= _HEX]
+            folders = [e.name for e in os.scandir(self.path) if (len(e.name) == 2 and set(e.name) <= _HEX)]
         except FileNotFoundError:
             return found
-        for shard in shards:
+        folders.append("packs")
+        for folder in folders:
             try:
-                entries = list(os.scandir(shard.path))
+                entries = list(os.scandir(self.path / folder))
             except (FileNotFoundError, NotADirectoryError):
                 continue
             for entry in entries:
@@ -101,8 +111,73 @@ class ObjectCache:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                found.append((st.st_mtime, st.st_size, f"{shard.name}/{entry.name}"))
+                found.append((st.st_mtime, st.st_size, f"{folder}/{entry.name}"))
         return found
+
+    # -- whole packs ----------------------------------------------------------------------------
+    def read_record(self, pack: str, offset: int, size: int, digest: bytes) -> bytes | None:
+        """A record's verified bytes from a cached pack; None on a miss (a corrupt pack is removed)."""
+        if self.max_bytes <= 0:
+            return None
+        path = self.path / "packs" / pack
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError:  # a link or something else in its place: not ours to read
+            return None
+        try:
+            raw = os.pread(fd, HEADER_SIZE + size, offset - HEADER_SIZE) if offset >= HEADER_SIZE else b""
+        finally:
+            os.close(fd)
+        data = record_at(raw, HEADER_SIZE, digest, size)
+        if data is None or hashlib.sha256(data).digest() != digest:
+            self.drop_pack(pack)
+            return None
+        now = time.monotonic()
+        if now - self._touched.get(pack, 0.0) > 10.0:  # most recently used (once in a while: a syscall)
+            self._touched[pack] = now
+            with contextlib.suppress(OSError):
+                os.utime(path)
+        return data
+
+    def has_pack(self, pack: str) -> bool:
+        return self.max_bytes > 0 and os.path.isfile(self.path / "packs" / pack)
+
+    def put_pack(self, pack: str, data: bytes) -> None:
+        """Keep a whole pack (its records already checked by the caller) unless it is over the bound."""
+        if len(data) > self.max_bytes * _LOW_WATER:
+            return
+        with self._lock:
+            self._folder().write_file(f"packs/{pack}", data)
+            self._account(len(data))
+
+    def drop_pack(self, pack: str) -> None:
+        with self._lock, contextlib.suppress(StorageError):
+            self._folder().remove(f"packs/{pack}")
+
+    def fits(self, size: int) -> bool:
+        return 0 < size <= self.max_bytes * _LOW_WATER
+
+    def open_entry(self, hexd: str) -> io.FileIO | None:
+        """The cached file of ``hexd``, opened for reading (the caller verifies as it reads), or None."""
+        if self.max_bytes <= 0:
+            return None
+        path = self.path / self._rel(hexd)
+        try:
+            raw = io.FileIO(path, "r")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        return raw
+
+    def fill(self, hexd: str, fill: Callable[[int], None]) -> None:
+        """Write an entry by descriptor (a large object streamed in); ``fill`` raising keeps nothing."""
+        with Dest.open(self.path) as folder:  # its own descriptors: the fill may take long, off the lock
+            folder.write(self._rel(hexd), fill)
+        with self._lock:
+            self._account(os.stat(self.path / self._rel(hexd)).st_size)
 
     def _scan_size(self) -> int:
         return sum(size for _, size, _ in self._entries())

@@ -38,8 +38,12 @@ def open_object_store(
     cache_dir: Path | None = None,
     cache_size: int = DEFAULT_CACHE_SIZE,
     create: bool = True,
+    refresh_after: float | None = None,
 ) -> ObjectStore:
-    """The object store at ``location``; ``create=False`` refuses a local folder that holds no store."""
+    """The object store at ``location``; ``create=False`` refuses a local folder that holds no store.
+
+    ``refresh_after`` (remote stores): see :class:`~labvault.storage.objects.remote.FsspecObjectStore`.
+    """
     if cache_size < 0:
         raise ValidationError(f"cache size {cache_size} is negative", hint="give a size in bytes, 0 for no cache")
     if isinstance(location, Path) or "://" not in location:
@@ -71,7 +75,7 @@ def open_object_store(
         raise ValidationError(f"{location!r} names no bucket", hint=f"write {scheme}://bucket/prefix")
     from labvault.storage.objects.remote import FsspecObjectStore
 
-    return FsspecObjectStore(location, cache_dir=cache_dir, cache_size=cache_size)
+    return FsspecObjectStore(location, cache_dir=cache_dir, cache_size=cache_size, refresh_after=refresh_after)
 
 
 def _local(path: Path, *, create: bool) -> LocalObjectStore:

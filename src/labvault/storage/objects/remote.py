@@ -19,9 +19,10 @@ and every back-end error is translated once, in :meth:`FsspecObjectStore._call`.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import shutil
+import os
+import re
+import secrets
 import tempfile
 import threading
 import time
@@ -31,35 +32,39 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from labvault.entities import ObjectInfo
-from labvault.errors import AmbiguousReference, ExternalError, IntegrityError, NotFound, ValidationError
-from labvault.refs import Digest, parse_digest
+from labvault.errors import ExternalError, IntegrityError, NotFound, ValidationError
+from labvault.refs import Digest
 from labvault.safeload import loads_json
-from labvault.storage.contained import replace_file
 from labvault.storage.objects.cache import ObjectCache
-from labvault.storage.objects.fileio import SMALL
-from labvault.storage.objects.packfile import HEADER_SIZE
-from labvault.storage.objects.protocol import BasicHousekeeping, MaterializeMode
+from labvault.storage.objects.fileio import CHUNK, SMALL
+from labvault.storage.objects.protocol import BasicHousekeeping
 from labvault.storage.objects.remote_errors import is_backend_error, missing_bucket, translate
 from labvault.storage.objects.remote_packs import (
-    REMOTE_PACK_TARGET,
-    Location,
     PackBuilder,
     PackView,
     decode_index,
     encode_index,
     record_at,
 )
+from labvault.storage.objects.remote_reads import RemoteReads, stat_mtime
+from labvault.storage.space import translate_os_error
 
 __all__ = ["LAYOUT_MARKER", "LAYOUT_VERSION", "FsspecObjectStore"]
+
+
+def _temp_file() -> Any:
+    """An anonymous local temp file (removed when closed) for a larger object waiting for its upload."""
+    return tempfile.NamedTemporaryFile(prefix="labvault-upload-")
+
 
 LAYOUT_MARKER = "labvault-objects.json"
 LAYOUT_VERSION = 1
 REFRESH_AFTER = 60.0  # a re-put of an object last put longer ago than this uploads it again (gc's grace)
 STALE_UPLOAD = 24 * 3600.0  # a pack with no index this old was left by a killed upload: compact removes it
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
+_PACK_NAME = re.compile(r"pack-[0-9a-f]{1,32}-[0-9a-f]{8}")
+_PACKAGES = {"s3": "'labvault[s3]'", "gs": "'labvault[gcs]'", "az": "adlfs", "abfs": "adlfs"}
 _BUCKETS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
-_PACK_MEMORY = 4  # whole packs kept in memory for fsck's verifying reads
 
 
 class _Batch:
@@ -69,12 +74,23 @@ class _Batch:
         self.depth = 0
         self.builder: PackBuilder | None = None
         self.done: list[PackBuilder] = []  # packs uploaded, their index not yet
-        self.loose: dict[str, Any] = {}  # hex -> spooled bytes of a larger object
+        self.loose: dict[str, Any] = {}  # hex -> an anonymous temp file holding a larger object
         self.staged: set[bytes] = set()
 
 
-class FsspecObjectStore(BasicHousekeeping):
-    def __init__(self, url: str, *, cache_dir: Path | None = None, cache_size: int = 0, **storage_options: Any) -> None:
+class FsspecObjectStore(RemoteReads, BasicHousekeeping):
+    def __init__(
+        self,
+        url: str,
+        *,
+        cache_dir: Path | None = None,
+        cache_size: int = 0,
+        refresh_after: float | None = None,
+        **storage_options: Any,
+    ) -> None:
+        """``refresh_after``: re-putting an object last put longer ago than this (default 60 s) uploads
+        it again so that gc's grace period starts over; a caller that keeps gc out for the whole write
+        (a lock shared by writers, exclusive for gc) may raise it to avoid re-uploads."""
         from fsspec.core import url_to_fs
 
         self.scheme = url.split("://", 1)[0].lower() if "://" in url else "file"
@@ -86,9 +102,8 @@ class FsspecObjectStore(BasicHousekeeping):
         try:
             self.fs, base = url_to_fs(url, **storage_options)
         except (ImportError, ValueError) as exc:
-            raise ExternalError(
-                f"cannot open {url}: {exc}", hint=f"install the filesystem for {self.scheme}:// (e.g. labvault[s3])"
-            ) from exc
+            package = _PACKAGES.get(self.scheme, f"the fsspec filesystem for {self.scheme}://")
+            raise ExternalError(f"cannot open {url}: {exc}", hint=f"pip install {package}") from exc
         self.url = url
         self.base = base.rstrip("/")
         self.root = f"{self.base}/objects/sha256"
@@ -98,6 +113,7 @@ class FsspecObjectStore(BasicHousekeeping):
         self._bucket = self.base.split("/", 1)[0] if self.scheme in _BUCKETS else None
         self.cache = ObjectCache(cache_dir, cache_size) if cache_dir is not None and cache_size > 0 else None
         self.view = PackView()
+        self.refresh_after = refresh_after
         self._local = threading.local()
         self._refresh_lock = threading.Lock()
         self._pack_locks: dict[str, threading.Lock] = {}
@@ -125,7 +141,7 @@ class FsspecObjectStore(BasicHousekeeping):
         if self._atomic:
             self._call("uploading objects", self.fs.pipe_file, path, data)
             return
-        tmp = f"{self.base}/tmp/{time.time_ns():x}-{threading.get_ident():x}"
+        tmp = f"{self.base}/tmp/{time.time_ns():x}-{secrets.token_hex(8)}"
         self._call("uploading objects", self.fs.makedirs, f"{self.base}/tmp", exist_ok=True)
         self._call("uploading objects", self.fs.pipe_file, tmp, data)
         self._call("uploading objects", self.fs.makedirs, path.rsplit("/", 1)[0], exist_ok=True)
@@ -180,14 +196,17 @@ class FsspecObjectStore(BasicHousekeeping):
             for st in listing:
                 leaf = str(st["name"]).rstrip("/").rsplit("/", 1)[-1]
                 stem, _, ext = leaf.rpartition(".")
+                if not _PACK_NAME.fullmatch(stem):  # a name labvault never writes: not ours, left alone
+                    continue
                 if ext == "pack":
-                    packs[stem] = (int(st.get("size") or 0), _mtime(st))
+                    packs[stem] = (int(st.get("size") or 0), stat_mtime(st))
                 elif ext == "idx":
                     indexes.add(stem)
             for known in [p for p in self.view.packs if p not in indexes]:
                 self.view.drop(known)
                 if self.cache is not None:
                     self.cache.drop_index(known)
+                    self.cache.drop_pack(known)
             self._lost = sorted(i for i in indexes if i not in packs)
             self._orphans = {p: v for p, v in packs.items() if p not in indexes}
             for name in sorted(indexes - set(self.view.packs) - set(self._lost)):
@@ -226,14 +245,14 @@ class FsspecObjectStore(BasicHousekeeping):
         """Objects put inside the block are uploaded when it exits without error, discarded otherwise.
 
         A batch belongs to the thread that opened it. Small objects go into packs (uploaded as they
-        fill, visible only once their index is uploaded at the end); larger ones wait in a spooled
-        temp file each and are uploaded at the end.
+        fill, visible only once their index is uploaded at the end); larger ones wait in a local
+        temp file each and are uploaded (streamed, multipart where the store has it) at the end.
         """
         current: _Batch | None = getattr(self._local, "batch", None)
         if current is None:
-            current = self._local.batch = _Batch()
             if time.monotonic() - self.view.listed_at > 1.0:
-                self.refresh()
+                self.refresh()  # before the batch exists: a failed listing leaves no batch behind
+            current = self._local.batch = _Batch()
         current.depth += 1
         ok = False
         try:
@@ -257,8 +276,8 @@ class FsspecObjectStore(BasicHousekeeping):
             if batch.staged or batch.loose:
                 self._ensure_marker()
             for hexd, spool in batch.loose.items():
-                spool.seek(0)
-                self._write(self.path_of(Digest(hexd)), spool.read())
+                spool.flush()
+                self._upload_file(self.path_of(Digest(hexd)), spool.name)
             if batch.builder is not None:
                 self._upload_pack(batch, batch.builder)
                 batch.builder = None
@@ -307,15 +326,39 @@ class FsspecObjectStore(BasicHousekeeping):
                 return digest
             loc = self._view().lookup(key)
             if loc is not None:
-                if time.time() - loc.mtime > REFRESH_AFTER:
+                if time.time() - loc.mtime > self._refresh_after():
                     self._stage_packed(key, data)  # a fresh copy: gc's grace period starts over
             elif len(data) <= SMALL:
                 self._stage_packed(key, data)
             elif not self._refresh_loose(digest):
-                spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - closed by batch()
+                spool = _temp_file()
                 spool.write(data)
                 batch.loose[digest.hex] = spool
         return digest
+
+    def _stage_loose(self, digest: Digest, spool: Any) -> None:
+        """Stage a larger object already in a local temp file (the batch closes it)."""
+        with self.batch():
+            batch: _Batch = self._local.batch
+            if (
+                digest.hex in batch.loose
+                or self._view().lookup(bytes.fromhex(digest.hex)) is not None
+                or self._refresh_loose(digest)
+            ):
+                spool.close()
+            else:
+                batch.loose[digest.hex] = spool
+
+    def _upload_file(self, path: str, local: str) -> None:
+        """Upload a local file whole (multipart on S3: the object appears only once it is complete)."""
+        if self._atomic:
+            self._call("uploading objects", self.fs.put_file, local, path)
+            return
+        tmp = f"{self.base}/tmp/{time.time_ns():x}-{secrets.token_hex(8)}"
+        self._call("uploading objects", self.fs.makedirs, f"{self.base}/tmp", exist_ok=True)
+        self._call("uploading objects", self.fs.put_file, local, tmp)
+        self._call("uploading objects", self.fs.makedirs, path.rsplit("/", 1)[0], exist_ok=True)
+        self._call("uploading objects", self.fs.mv, tmp, path)
 
     def _refresh_loose(self, digest: Digest, *, always: bool = False) -> bool:
         """True if ``digest`` is stored as a file of its own; restarts its age if old (or ``always``)."""
@@ -324,9 +367,12 @@ class FsspecObjectStore(BasicHousekeeping):
             st = self._call("looking up an object", self.fs.info, path)
         except FileNotFoundError:
             return False
-        if always or time.time() - _mtime(st) > REFRESH_AFTER:
+        if always or time.time() - stat_mtime(st) > self._refresh_after():
             self._touch_file(path)
         return True
+
+    def _refresh_after(self) -> float:
+        return REFRESH_AFTER if self.refresh_after is None else self.refresh_after
 
     def _touch_file(self, path: str) -> None:
         if self.scheme in ("s3", "s3a"):  # a copy onto itself with new metadata: server side, new LastModified
@@ -342,13 +388,40 @@ class FsspecObjectStore(BasicHousekeeping):
                 self._write(path, self._call("refreshing an object", self.fs.cat_file, path))
 
     def put_file(self, path: Path) -> Digest:
-        return self.put_bytes(Path(path).read_bytes())
+        try:
+            with open(path, "rb", buffering=0) as src:
+                if os.fstat(src.fileno()).st_size <= SMALL:
+                    data = src.read(SMALL + 1)
+                    if len(data) <= SMALL:  # else it grew while we read it: stream it
+                        return self.put_bytes(data)
+                    src.seek(0)
+                return self.put_stream(src)
+        except FileNotFoundError:
+            raise NotFound(f"{path}: no such file", hint="check the path") from None
+        except OSError as exc:
+            raise translate_os_error(exc, Path(path).parent, f"reading {path}") from exc
 
     def put_stream(self, src: BinaryIO) -> Digest:
-        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
-            shutil.copyfileobj(src, spool)
-            spool.seek(0)
-            return self.put_bytes(spool.read())
+        """Hash while copying to a local temp file (never whole in memory), then stage it."""
+        spool = _temp_file()
+        try:
+            hasher = hashlib.sha256()
+            size = 0
+            while chunk := src.read(CHUNK):
+                hasher.update(chunk)
+                spool.write(chunk)
+                size += len(chunk)
+            digest = Digest(hasher.hexdigest())
+            if size <= SMALL:
+                spool.seek(0)
+                data = spool.read()
+                spool.close()
+                return self.put_bytes(data)
+        except BaseException:
+            spool.close()
+            raise
+        self._stage_loose(digest, spool)
+        return digest
 
     def touch(self, digest: Digest) -> None:
         """Restart an object's age: a packed one is packed again in this batch, a file is touched."""
@@ -362,188 +435,6 @@ class FsspecObjectStore(BasicHousekeeping):
                     self._stage_packed(key, self.get_bytes(digest))
                 return
             self._refresh_loose(digest, always=True)
-
-    # -- reads ---------------------------------------------------------------------------------
-    def has(self, digest: Digest) -> bool:
-        key = bytes.fromhex(digest.hex)
-        if self._view().lookup(key) is not None or self._loose_exists(digest):
-            return True
-        self.refresh()  # another machine may have added it since the last listing
-        return self.view.lookup(key) is not None
-
-    def _loose_exists(self, digest: Digest) -> bool:
-        return bool(self._call("looking up an object", self.fs.exists, self.path_of(digest)))
-
-    def get_bytes(self, digest: Digest, *, verify: bool = True) -> bytes:
-        if self.cache is not None:
-            cached = self.cache.get(digest.hex)  # verified by the cache on every read
-            if cached is not None:
-                return cached
-        data = self._fetch(digest, verify=verify)
-        if self.cache is not None and (verify or hashlib.sha256(data).hexdigest() == digest.hex):
-            self.cache.put(digest.hex, data)
-        return data
-
-    def _fetch(self, digest: Digest, *, verify: bool) -> bytes:
-        key = bytes.fromhex(digest.hex)
-        for attempt in range(2):
-            loc = self._view().lookup(key)
-            if loc is not None:
-                try:
-                    return self._read_packed(key, loc, verify=verify)
-                except FileNotFoundError:  # compacted into another pack since the listing
-                    self.refresh()
-                    continue
-            try:
-                data: bytes = self._call("downloading an object", self.fs.cat_file, self.path_of(digest))
-            except FileNotFoundError:
-                if attempt == 0:
-                    self.refresh()
-                    continue
-                raise self.not_found(digest) from None
-            if verify and hashlib.sha256(data).hexdigest() != digest.hex:
-                self.quarantine(digest)
-                raise IntegrityError(f"object {digest} at {self.url} is corrupt; moved to quarantine")
-            return data
-        raise self.not_found(digest)
-
-    def _read_packed(self, key: bytes, loc: Location, *, verify: bool) -> bytes:
-        whole = (
-            self.cache is not None
-            and loc.size < REMOTE_PACK_TARGET
-            and self.view.packs.get(loc.pack, 0) * 4 <= self.cache.max_bytes
-        )
-        if whole:
-            data = self._fetch_pack_into_cache(key, loc)
-        else:
-            raw = self._call(
-                "downloading an object",
-                self.fs.cat_file,
-                self._pack_path(loc.pack, "pack"),
-                start=loc.offset - HEADER_SIZE,
-                end=loc.offset + loc.size,
-            )
-            data = record_at(raw, HEADER_SIZE, key, loc.size)
-        if data is None:
-            raise IntegrityError(
-                f"object sha256:{key.hex()} is lost: the index of pack {loc.pack} does not match the pack",
-                hint="run `labvault fsck`, then restore the object from another copy",
-            )
-        if verify and hashlib.sha256(data).digest() != key:
-            self._quarantine_packed(key.hex(), data)
-            raise IntegrityError(f"object sha256:{key.hex()} at {self.url} is corrupt; moved to quarantine")
-        return data
-
-    def _fetch_pack_into_cache(self, key: bytes, loc: Location) -> bytes | None:
-        """Download a whole pack once (one GET) and keep its sound records in the cache."""
-        if self.cache is None:
-            return None
-        with self.view.lock:
-            lock = self._pack_locks.setdefault(loc.pack, threading.Lock())
-        with lock:
-            cached = self.cache.get(key.hex())  # another thread fetched this pack meanwhile
-            if cached is not None:
-                return cached
-            pack = self._call("downloading a pack", self.fs.cat_file, self._pack_path(loc.pack, "pack"))
-            wanted = None
-            for digest, where in self.view.digests_in(loc.pack):
-                data = record_at(pack, where.offset, digest, where.size)
-                if digest == key:
-                    wanted = data
-                elif data is not None and hashlib.sha256(data).digest() == digest:
-                    self.cache.put(digest.hex(), data)
-            return wanted
-
-    def _pack_bytes(self, name: str) -> bytes:
-        """A whole pack, for fsck's verifying reads (a few kept in memory)."""
-        with self.view.lock:
-            if name in self._pack_memory:
-                self._pack_memory.move_to_end(name)
-                return self._pack_memory[name]
-        data: bytes = self._call("downloading a pack", self.fs.cat_file, self._pack_path(name, "pack"))
-        with self.view.lock:
-            self._pack_memory[name] = data
-            while len(self._pack_memory) > _PACK_MEMORY:
-                self._pack_memory.popitem(last=False)
-        return data
-
-    def verify(self, digest: Digest) -> bool:
-        """Re-hash the store's copy (never the cache's); False, and quarantined, if corrupt."""
-        key = bytes.fromhex(digest.hex)
-        loc = self._view().lookup(key)
-        if loc is None:
-            try:
-                self._fetch(digest, verify=True)
-            except IntegrityError:
-                return False
-            return True
-        try:
-            data = record_at(self._pack_bytes(loc.pack), loc.offset, key, loc.size)
-        except FileNotFoundError:
-            raise self.not_found(digest) from None
-        if data is None or hashlib.sha256(data).digest() != key:
-            if data is not None:
-                self._quarantine_packed(digest.hex, data)
-            return False
-        return True
-
-    def open(self, digest: Digest, *, verify: bool = True) -> BinaryIO:
-        return io.BytesIO(self.get_bytes(digest, verify=verify))
-
-    def info(self, digest: Digest) -> ObjectInfo:
-        key = bytes.fromhex(digest.hex)
-        for attempt in range(2):
-            loc = self._view().lookup(key)
-            if loc is not None:
-                return ObjectInfo(digest, loc.size, loc.mtime)
-            try:
-                st = self._call("looking up an object", self.fs.info, self.path_of(digest))
-                return ObjectInfo(digest, int(st.get("size") or 0), _mtime(st))
-            except FileNotFoundError:
-                if attempt == 0:
-                    self.refresh()
-        raise self.not_found(digest)
-
-    def iter_objects(self) -> Iterator[ObjectInfo]:
-        """Every object, packed or not, in digest order (an object in both places once, newest age)."""
-        self.refresh()
-        found: dict[str, ObjectInfo] = {
-            d.hex(): ObjectInfo(Digest(d.hex()), size, mtime) for d, size, mtime in self.view.objects()
-        }
-        try:
-            listed = self._call("listing objects", self.fs.find, self.root, detail=True)
-        except FileNotFoundError:
-            listed = {}
-        for path, st in listed.items():
-            parts = path.rstrip("/").split("/")
-            name = parts[-2] + parts[-1] if len(parts) >= 2 else ""
-            if len(name) == 64 and len(parts[-2]) == 2 and set(name) <= set("0123456789abcdef"):
-                info = ObjectInfo(Digest(name), int(st.get("size") or 0), _mtime(st))
-                if name not in found or found[name].mtime < info.mtime:
-                    found[name] = info
-        for hexd in sorted(found):
-            yield found[hexd]
-
-    def resolve_prefix(self, prefix: str) -> Digest:
-        ref = parse_digest(prefix)
-        if ref.is_full:
-            return Digest(ref.prefix)
-        self.refresh()
-        matches = {d.hex() for d, _, _ in self.view.objects() if d.hex().startswith(ref.prefix)}
-        try:
-            names = self._call("listing objects", self.fs.ls, f"{self.root}/{ref.prefix[:2]}", detail=False)
-        except FileNotFoundError:
-            names = []
-        tails = (str(p).rstrip("/").rsplit("/", 1)[-1] for p in names)
-        matches |= {ref.prefix[:2] + n for n in tails if n.startswith(ref.prefix[2:])}
-        if not matches:
-            raise NotFound(f"no object matches sha256:{ref.prefix} at {self.url}")
-        if len(matches) > 1:
-            raise AmbiguousReference(f"sha256:{ref.prefix}", [f"sha256:{m}" for m in sorted(matches)])
-        return Digest(matches.pop())
-
-    def materialize(self, digest: Digest, dest: Path, *, mode: MaterializeMode = "copy") -> None:
-        replace_file(dest, self.get_bytes(digest, verify=True))  # verified before anything is written
 
     # -- deletion, corruption, maintenance ------------------------------------------------------
     def delete(self, digest: Digest) -> None:
@@ -600,17 +491,15 @@ class FsspecObjectStore(BasicHousekeeping):
         self.refresh()
         return sorted(self.view.damaged.values()), []
 
+    def describe(self) -> dict[str, Any]:
+        """Where the objects are (the URL holds no credentials: the opener refuses those), the layout
+        version, and the local cache's bound and use, for ``vault show``."""
+        cache: dict[str, Any] | None = None
+        if self.cache is not None:
+            files, used = self.cache.usage()
+            cache = {"path": str(self.cache.path), "size": self.cache.max_bytes, "used": used, "objects": files}
+        return {"url": self.url, "layout_version": LAYOUT_VERSION, "cache": cache}
+
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
-
-
-def _mtime(st: dict[str, Any]) -> float:
-    for key in ("mtime", "LastModified", "updated", "created", "last_modified"):
-        value = st.get(key)
-        if isinstance(value, int | float):
-            return float(value)
-        stamp = getattr(value, "timestamp", None)
-        if callable(stamp):
-            return float(stamp())
-    return time.time()

@@ -20,6 +20,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from labvault.errors import ValidationError
 from labvault.storage.objects.fileio import SMALL
@@ -28,6 +29,7 @@ from labvault.storage.objects.packfile import HEADER, HEADER_SIZE, PACK_MAGIC, R
 __all__ = [
     "INDEX_MAGIC",
     "REMOTE_PACK_TARGET",
+    "Entry",
     "Location",
     "PackBuilder",
     "PackView",
@@ -111,8 +113,7 @@ class PackBuilder:
         return [(d, off, size, mtime) for d, off, size in self.records]
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
+class Location(NamedTuple):  # a tuple: a reader makes one per record of every pack it lists
     pack: str
     offset: int
     size: int
