@@ -221,6 +221,7 @@ class Vault:
             user=lambda: self.user,
             runs=lambda: getattr(self, "runs", None),
             data=lambda: getattr(self, "data", None),
+            shared_audit_head=bool(self.config.objects_url) and not self.meta.is_sqlite,
         )
 
     @cached_property

@@ -15,8 +15,15 @@ import pytest
 from labvault.refs import Digest
 from labvault.storage.objects.local import LocalObjectStore
 from tests.corruption import flip_byte
+from tests.e2e.teamvault import TEAM, team_or_local_cli
 
 from .conftest import Cli
+
+
+@pytest.fixture
+def cli(request: pytest.FixtureRequest, cli: Cli) -> Cli:
+    """The local vault, or (for the tests marked TEAM) also a team vault on PostgreSQL + S3."""
+    return team_or_local_cli(request, cli)
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
@@ -33,6 +40,7 @@ def data(cli: Cli, project: Path) -> Path:
     return _tree(project / "data", {"t.csv": "a,b\n1,x\n2,y\n", "sub/n.txt": "note\n", "bad.csv": 'a\n"open\n'})
 
 
+@TEAM
 def test_workflow(cli: Cli, project: Path, data: Path) -> None:
     out = cli("data", "add", "raw", "data", "-m", "first").stdout.split()
     assert out[0] == "data:raw@v1"
@@ -93,6 +101,7 @@ def test_workflow(cli: Cli, project: Path, data: Path) -> None:
     cli("fsck")
 
 
+@TEAM
 def test_import_a_local_folder(cli: Cli, project: Path, tmp_path: Path) -> None:
     cli("init")
     _tree(tmp_path / "outside", {"x.jsonl": '{"k": 1}\n'})
@@ -152,6 +161,7 @@ def test_add_options_on_the_lean_path(cli: Cli, project: Path, data: Path) -> No
     assert "Snapshot PATH" in cli("data", "add", "--help").stdout
 
 
+@TEAM
 def test_bad_input(cli: Cli, data: Path) -> None:
     """One line on stderr, the conventions' exit code, no traceback (the cli fixture checks it)."""
     cli("data", "add", "raw", "data")

@@ -12,6 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Cli
+from tests.e2e.teamvault import TEAM, team_or_local_cli
+
+
+@pytest.fixture
+def cli(request: pytest.FixtureRequest, cli: Cli) -> Cli:
+    """The local vault, or (for the tests marked TEAM) also a team vault on PostgreSQL + S3."""
+    return team_or_local_cli(request, cli)
 
 
 def model_folder(project: Path, name: str = "model", *, weights: str = "w1", auc: float = 0.95) -> Path:
@@ -28,6 +35,7 @@ def vault_cli(cli: Cli) -> Cli:
     return cli
 
 
+@TEAM
 def test_register_get_and_sha256sum(vault_cli: Cli, project: Path) -> None:
     model_folder(project)
     out = vault_cli("models", "register", "fraud/detector", "model", "-m", "first", "--json")
@@ -48,6 +56,7 @@ def test_register_get_and_sha256sum(vault_cli: Cli, project: Path) -> None:
     assert "nothing to do" in again.stdout
 
 
+@TEAM
 def test_listings_are_json_arrays(vault_cli: Cli, project: Path) -> None:
     model_folder(project)
     vault_cli("models", "register", "fraud/detector", "model")
@@ -123,6 +132,7 @@ def test_policy_errors_name_line_and_key(vault_cli: Cli, project: Path) -> None:
     assert "labvault.yaml:4: models.fraud/detector.prod.approvals" in proc.stderr
 
 
+@TEAM
 def test_promotion_gates_refusal_check_and_history(vault_cli: Cli, project: Path) -> None:
     model_folder(project, auc=0.85)
     vault_cli("models", "register", "fraud/detector", "model")

@@ -14,6 +14,14 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import LABVAULT, Cli
+from tests.e2e.teamvault import TEAM, team_or_local_cli
+
+
+@pytest.fixture
+def cli(request: pytest.FixtureRequest, cli: Cli) -> Cli:
+    """The local vault, or (for the tests marked TEAM) also a team vault on PostgreSQL + S3."""
+    return team_or_local_cli(request, cli)
+
 
 TRAIN = """
 import os, sys, labvault as lv
@@ -47,6 +55,7 @@ def _last_id(cli: Cli) -> str:
     return json.loads(cli("runs", "list", "--json", "--limit", "1").stdout)[0]["id"]
 
 
+@TEAM
 def test_run_wraps_a_python_script(cli: Cli, vault_project: Path) -> None:
     out_dir = vault_project / "out"
     (vault_project / "tx.csv").write_text("amount\n1\n")
@@ -149,6 +158,7 @@ def test_wrapper_forwards_sigterm(cli: Cli, vault_project: Path) -> None:
     assert run["status"] == "killed"
 
 
+@TEAM
 def test_list_filter_sort_compare(cli: Cli, vault_project: Path) -> None:
     _train(cli, "--name", "a", depth=4, opt="adam", loss=0.2, auc=0.95)
     _train(cli, "--name", "b", depth=8, opt="sgd", loss=0.7, auc=0.85)
@@ -202,6 +212,7 @@ def test_list_filters_on_inputs(cli: Cli, vault_project: Path) -> None:
     assert bad.stderr.startswith("error: inputs compare as text")
 
 
+@TEAM
 def test_compare_shows_artifacts_with_their_sha256(cli: Cli, vault_project: Path) -> None:
     import hashlib
 
@@ -264,6 +275,7 @@ def test_artifacts_download_files_and_folders_verified(cli: Cli, vault_project: 
     assert not (vault_project / "bad" / "model.bin").exists()
 
 
+@TEAM
 def test_show_export_delete_restore(cli: Cli, vault_project: Path) -> None:
     _train(cli, "--name", "x")
     run_id = _last_id(cli)

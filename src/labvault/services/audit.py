@@ -79,8 +79,11 @@ def event_hash(event: AuditEvent) -> str:
 
 
 class AuditLog:
-    def __init__(self, *, meta: MetaStore, vault_dir: Path) -> None:
+    def __init__(self, *, meta: MetaStore, vault_dir: Path, shared_head: bool = False) -> None:
+        """``shared_head``: many machines append to this database (a team vault), each keeping its
+        own head file, which may then be missing or behind (see :meth:`_check_head_file`)."""
         self._meta = meta
+        self._shared_head = shared_head
         self.head_path = vault_dir / HEAD_FILE
         self._lock_path = vault_dir / "locks" / "audit-head.lock"
 
@@ -277,10 +280,10 @@ class AuditLog:
         self, file_head: tuple[int, str] | None, hashes: dict[int, str], last_seq: int, notes: list[str]
     ) -> list[tuple[int, str]]:
         name = self.head_path.name
-        # A database shared by many machines (PostgreSQL) has one head file per vault folder: each
-        # witnesses the chain as this machine last wrote or saw it, and other machines append after
-        # it. Such a file may be missing or far behind; it must still name an event of the chain.
-        shared = not self._meta.is_sqlite
+        # A team vault's database is shared by many machines, each with its own head file: it
+        # witnesses the chain as this machine last wrote it, and other machines append after it.
+        # Such a file may be missing or far behind; it must still name an event of the chain.
+        shared = self._shared_head
         if file_head is None and shared:
             if last_seq > 0:
                 notes.append(f"this machine's head file {name} is not written yet (it has made no change here)")

@@ -35,11 +35,12 @@ class Registry(RegistryContext):
         user: Callable[[], str],
         runs: Callable[[], RunSource | None] = lambda: None,
         data: Callable[[], DataSource | None] = lambda: None,
+        shared_audit_head: bool = False,
     ) -> None:
         super().__init__(
             objects=objects,
             meta=meta,
-            audit=AuditLog(meta=meta, vault_dir=vault_dir),
+            audit=AuditLog(meta=meta, vault_dir=vault_dir, shared_head=shared_audit_head),
             root=root,
             vault_dir=vault_dir,
             user=user,
