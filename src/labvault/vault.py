@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -335,7 +335,29 @@ class Vault:
             twice=twice,
             workdir=Path(workdir) if workdir is not None else None,
             keep=keep,
+            pipeline_rerun=self._pipeline_rerun,
         )
+
+    def _pipeline_rerun(self, root: Path, run_id: str, env: Mapping[str, str]) -> int:
+        """Rerun every stage of the pipeline at ``root`` (a reproduce workspace), cache off, under ``run_id``."""
+        from labvault.services.pipelines.service import Pipelines
+        from labvault.services.snapshots.service import DataService
+
+        data = DataService(
+            objects=self.objects, meta=lambda: self.meta, root=root, vault_dir=self.dir, user=lambda: self.user
+        )
+        svc = Pipelines(
+            objects=self.objects,
+            meta=lambda: self.meta,
+            root=root,
+            vault_dir=self.dir,
+            user=lambda: self.user,
+            runs=lambda: self.runs,
+            data=lambda: data,
+        )
+        svc.parent_run, svc.use_cache, svc.stage_env = run_id, False, dict(env)
+        reports = svc.run(force=True)
+        return 1 if any(r.state in ("failed", "skipped", "not started") for r in reports) else 0
 
     def describe(self) -> VaultInfo:
         """Where the metadata and objects are (no credentials), the format, the object count and bytes, the cache."""

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from labvault.services.tracking import Tracking
     from labvault.storage.meta.store import MetaStore
 
-__all__ = ["pipeline_log", "tag_pipeline"]
+__all__ = ["definition_tags", "pipeline_log", "tag_pipeline", "tags_for_definition"]
 
 
 def tag_pipeline(
@@ -57,6 +57,29 @@ def tag_pipeline(
             raise Conflict(f"pipeline:{name} was just made by another process", hint="look at `labvault pipeline log`")
         add_refs(conn, f"pipeline:{name}", [(d1, "blob"), (d2, "blob")])
     return _tag_json(row)
+
+
+def definition_tags(objects: ObjectStore, meta: MetaStore, root: Path) -> dict[str, str]:
+    """The tags a pipeline run and its stage runs carry: ``pipeline.definition`` (labvault.yaml, stored)
+    and ``pipeline.tag`` naming the newest ``pipeline:NAME`` made from that definition, if any. A tag made
+    later is found by lineage through the definition."""
+    try:
+        definition = (root / PIPELINE_FILE).read_bytes()
+    except FileNotFoundError:
+        return {}
+    digest = objects.put_bytes(definition)
+    out = {"pipeline.definition": f"sha256:{digest.hex}"}
+    named = tags_for_definition(meta, digest.hex)
+    if named:
+        out["pipeline.tag"] = f"pipeline:{named[0]['name']}"
+    return out
+
+
+def tags_for_definition(meta: MetaStore, definition: str) -> list[dict[str, Any]]:
+    """The pipeline tags (rows, newest first) whose definition is ``definition`` (hex or sha256:hex)."""
+    hexdigest = definition.removeprefix("sha256:")
+    with meta.read() as conn:
+        return [t for t in repo.list_tags(conn) if t["definition"] == hexdigest]
 
 
 def pipeline_log(meta: MetaStore, runs: Tracking) -> dict[str, Any]:
