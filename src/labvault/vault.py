@@ -338,7 +338,7 @@ class Vault:
             pipeline_rerun=self._pipeline_rerun,
         )
 
-    def _pipeline_rerun(self, root: Path, run_id: str, env: Mapping[str, str]) -> int:
+    def _pipeline_rerun(self, root: Path, run_id: str, env: Mapping[str, str]) -> tuple[int, str | None]:
         """Rerun every stage of the pipeline at ``root`` (a reproduce workspace), cache off, under ``run_id``."""
         from labvault.services.pipelines.service import Pipelines
         from labvault.services.snapshots.service import DataService
@@ -357,7 +357,10 @@ class Vault:
         )
         svc.parent_run, svc.use_cache, svc.stage_env = run_id, False, dict(env)
         reports = svc.run(force=True)
-        return 1 if any(r.state in ("failed", "skipped", "not started") for r in reports) else 0
+        failed = [r for r in reports if r.state == "failed"]
+        if failed:
+            return 1, failed[0].error or f"stage {failed[0].name} failed"
+        return (1, "not every stage ran") if any(r.state != "ran" for r in reports) else (0, None)
 
     def describe(self) -> VaultInfo:
         """Where the metadata and objects are (no credentials), the format, the object count and bytes, the cache."""

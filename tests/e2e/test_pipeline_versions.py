@@ -132,3 +132,15 @@ def test_key_lock_files_do_not_accumulate(project: Path, cli: Cli) -> None:
     (project / "raw.txt").write_text("changed\n")
     cli("pipeline", "run")
     assert list(locks.iterdir()) == []
+
+
+def test_reproduce_names_why_the_pipeline_cannot_run_in_the_workspace(project: Path, cli: Cli) -> None:
+    (project / ".gitignore").write_text("raw.txt\n")  # the raw data is not in git: the clone lacks it
+    run_id = _project(project, cli, STAGES)
+    out = cli("reproduce", f"run:{run_id}", "--env", "current", "--json", expect=1)
+    report = json.loads(out.stdout)
+    assert report["verdict"] == "not reproduced"
+    assert "raw.txt" in report["causes"][0]
+    assert "Traceback" not in out.stderr
+    runs = json.loads(cli("runs", "list", "--json", "--filter", "status = 'running'").stdout)
+    assert runs == []  # the rerun was ended

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from labvault.entities import Run
+from labvault.errors import LabvaultError
 from labvault.services.reproduce.compare import ArtifactCheck, MetricCheck, compare_artifacts, compare_metrics
 from labvault.services.reproduce.record import Recipe
 from labvault.services.reproduce.rerun import Rerun
@@ -23,9 +24,9 @@ from labvault.services.tracking.service import Tracking
 
 __all__ = ["PipelineRerun", "compare_stages", "is_pipeline_run", "rerun_pipeline", "stage_runs", "stage_tolerances"]
 
-#: (workspace root, the open rerun's id, extra environment of every stage) -> exit code (0, or 1 when a
-#: stage failed). The rerun stays open: reproduce stores its report on it, then ends it.
-PipelineRerun = Callable[[Path, str, Mapping[str, str]], int]
+#: (workspace root, the open rerun's id, extra environment of every stage) -> (exit code: 0, or 1 when a
+#: stage failed; the first failure's error). The rerun stays open: reproduce stores its report on it.
+PipelineRerun = Callable[[Path, str, Mapping[str, str]], tuple[int, str | None]]
 
 
 def is_pipeline_run(run: Run) -> bool:
@@ -58,9 +59,18 @@ def rerun_pipeline(
         env["PATH"] = os.pathsep.join([str(venv / "bin"), os.environ.get("PATH", "")])
         env["VIRTUAL_ENV"] = str(venv)
     started = time.perf_counter()
-    code = run_stages(workspace.root, run.id, env)
+    try:
+        code, failure = run_stages(workspace.root, run.id, env)
+    except LabvaultError as exc:  # the pipeline cannot run there (a bad definition at that commit): a result
+        error = f"the pipeline did not run in the workspace: {exc.message}"
+        return Rerun(runs.get(run.id), exc.exit_code, time.perf_counter() - started, "failed", error=error)
+    except BaseException:  # Ctrl-C: record it, go on dying
+        runs.finish(run.id, status="killed", exit_code=130, error="reproduce was interrupted")
+        raise
     seconds = time.perf_counter() - started
-    return Rerun(runs.get(run.id), code, seconds, "finished" if code == 0 else "failed")
+    if code != 0:
+        return Rerun(runs.get(run.id), code, seconds, "failed", error=failure)
+    return Rerun(runs.get(run.id), code, seconds, "finished")
 
 
 def stage_runs(runs: Tracking, parent: Run) -> dict[str, Run]:

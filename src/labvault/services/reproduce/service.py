@@ -182,6 +182,8 @@ def _judge(
     causes = [] if ok else _causes(recipe.run, reruns[0], checks, placed, twice, drift)
     if chain and targets[0] is None:
         causes.insert(0, f"the rerun made no nested run at {' / '.join(r.name for r in chain)}")
+    if not ok and reruns[0].error:
+        causes.insert(0, reruns[0].error)  # why the pipeline (or which stage) failed
     return ReproduceReport(
         verdict="reproduced" if ok else "not reproduced",
         exit_code=0 if ok else 1,
