@@ -238,6 +238,7 @@ class Pipelines:
         say: Callable[[str], None] = lambda _line: None,
     ) -> list[StageReport]:
         """Bring the pipeline up to date; a failed stage is a report with state ``failed``."""
+        self._memo.clear()  # labvault.yaml may have changed since the last run of this object
         pipeline = self.pipeline()
         selected = select_stages(pipeline, list(stages or []), downstream=downstream)
         planner = self.planner(pipeline, ignore_env=ignore_env)
