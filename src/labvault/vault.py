@@ -346,11 +346,13 @@ class Vault:
         data = DataService(
             objects=self.objects, meta=lambda: self.meta, root=root, vault_dir=self.dir, user=lambda: self.user
         )
+        # Its caches (file hashes, the parsed definition, stage logs, key locks) live in the workspace:
+        # the project's own stay as they are, and go with the workspace.
         svc = Pipelines(
             objects=self.objects,
             meta=lambda: self.meta,
             root=root,
-            vault_dir=self.dir,
+            vault_dir=root / ".labvault",
             user=lambda: self.user,
             runs=lambda: self.runs,
             data=lambda: data,

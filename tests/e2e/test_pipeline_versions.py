@@ -67,6 +67,8 @@ def _stage_run(cli: Cli, parent: str, stage: str) -> dict[str, Any]:
 def test_reproduce_a_pipeline_run_reruns_every_stage_and_compares_each(project: Path, cli: Cli) -> None:
     run_id = _project(project, cli, STAGES)
     before = (project / "labvault.lock").read_text()
+    caches = project / ".labvault" / "cache" / "pipelines"
+    cached = {p.name: p.read_bytes() for p in caches.rglob("*") if p.is_file()}
     out = cli("reproduce", f"run:{run_id}", "--env", "current", "--json")
     report = json.loads(out.stdout)
     assert report["verdict"] == "reproduced"
@@ -79,6 +81,7 @@ def test_reproduce_a_pipeline_run_reruns_every_stage_and_compares_each(project: 
     for stage in ("prepare", "train"):
         assert _stage_run(cli, rerun, stage)["tags"]["pipeline.status"] == "ran"
     assert (project / "labvault.lock").read_text() == before  # the user's checkout is not touched
+    assert {p.name: p.read_bytes() for p in caches.rglob("*") if p.is_file()} == cached  # nor its caches
     text = cli("reproduce", f"run:{run_id}", "--env", "current").stdout
     assert "prepare: data_clean.txt" in text
     assert "train: model.pkl" in text
