@@ -125,6 +125,10 @@ def test_runs_and_model_versions_point_to_their_pipeline_version(project: Path, 
     assert _stage_run(cli, newest, "prepare")["tags"]["pipeline.tag"] == "pipeline:v1"
     tree = cli("lineage", f"run:{newest}").stdout
     assert "pipeline:v1" in tree
+    log = json.loads(cli("pipeline", "log", "--json").stdout)
+    assert [e["versions"] for e in log if e["kind"] == "run"] == [["pipeline:v1"], ["pipeline:v1"]]
+    assert f"run:{newest}" in cli("pipeline", "log").stdout.splitlines()[1]
+    assert cli("pipeline", "log").stdout.splitlines()[1].endswith("pipeline:v1")
 
 
 def test_key_lock_files_do_not_accumulate(project: Path, cli: Cli) -> None:

@@ -85,8 +85,18 @@ def tags_for_definition(meta: MetaStore, definition: str) -> list[dict[str, Any]
 def pipeline_log(meta: MetaStore, runs: Tracking) -> dict[str, Any]:
     with meta.read() as conn:
         tags = [_tag_json(t) for t in repo.list_tags(conn)]
+    named: dict[str, list[str]] = {}
+    for t in tags:  # newest first
+        named.setdefault(t["definition"], []).append(t["ref"])
     listed = [
-        {"id": r.id, "ref": f"run:{r.id}", "status": r.status, "started_at": _iso(r.started_at)}
+        {
+            "id": r.id,
+            "ref": f"run:{r.id}",
+            "status": r.status,
+            "started_at": _iso(r.started_at),
+            "definition": r.tags.get("pipeline.definition"),
+            "versions": named.get(r.tags.get("pipeline.definition") or "", []),  # tags made from it
+        }
         for r in runs.list(filter="tags.pipeline = 'run'", limit=100)
     ]
     return {"tags": tags, "runs": listed}
