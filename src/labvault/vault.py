@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -336,7 +336,34 @@ class Vault:
             twice=twice,
             workdir=Path(workdir) if workdir is not None else None,
             keep=keep,
+            pipeline_rerun=self._pipeline_rerun,
         )
+
+    def _pipeline_rerun(self, root: Path, run_id: str, env: Mapping[str, str]) -> tuple[int, str | None]:
+        """Rerun every stage of the pipeline at ``root`` (a reproduce workspace), cache off, under ``run_id``."""
+        from labvault.services.pipelines.service import Pipelines
+        from labvault.services.snapshots.service import DataService
+
+        data = DataService(
+            objects=self.objects, meta=lambda: self.meta, root=root, vault_dir=self.dir, user=lambda: self.user
+        )
+        # Its caches (file hashes, the parsed definition, stage logs, key locks) live in the workspace:
+        # the project's own stay as they are, and go with the workspace.
+        svc = Pipelines(
+            objects=self.objects,
+            meta=lambda: self.meta,
+            root=root,
+            vault_dir=root / ".labvault",
+            user=lambda: self.user,
+            runs=lambda: self.runs,
+            data=lambda: data,
+        )
+        svc.parent_run, svc.use_cache, svc.stage_env = run_id, False, dict(env)
+        reports = svc.run(force=True)
+        failed = [r for r in reports if r.state == "failed"]
+        if failed:
+            return 1, failed[0].error or f"stage {failed[0].name} failed"
+        return (1, "not every stage ran") if any(r.state != "ran" for r in reports) else (0, None)
 
     def describe(self) -> VaultInfo:
         """Where the metadata and objects are (no credentials), the format, the object count and bytes, the cache."""

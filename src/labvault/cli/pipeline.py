@@ -158,7 +158,8 @@ def log_cmd(json_output: bool = JSON) -> None:
     for t in doc["tags"]:
         OUTPUT.line(f"{t['ref']}  {t['created_at']}  {t['message']}")
     for r in doc["runs"]:
-        OUTPUT.line(f"{r['ref']}  {r['started_at']}  {r['status']}")
+        version = ", ".join(r["versions"]) or (f"definition {r['definition'][:19]}…" if r["definition"] else "")
+        OUTPUT.line(f"{r['ref']}  {r['started_at']}  {r['status']}" + (f"  {version}" if version else ""))
 
 
 def register(root: Any) -> None:

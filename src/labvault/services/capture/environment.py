@@ -24,7 +24,7 @@ from typing import Any
 from labvault.errors import ValidationError
 from labvault.safeload import loads_json
 
-__all__ = ["ENV_FORMAT", "capture_environment", "environment_summary"]
+__all__ = ["ENV_FORMAT", "capture_environment", "environment_summary", "python_and_packages"]
 
 ENV_FORMAT = "labvault.environment/1"
 LOCK_FILES = ("requirements*.txt", "uv.lock", "poetry.lock", "Pipfile.lock", "environment.yml", "environment.yaml")
@@ -67,6 +67,12 @@ def _packages(warnings: list[str]) -> list[dict[str, Any]]:
                 entry["source"] = source
         seen[name.lower()] = entry
     return sorted(seen.values(), key=lambda e: str(e["name"]).lower())
+
+
+def python_and_packages() -> tuple[str, list[dict[str, Any]]]:
+    """The ``python.version`` and ``packages`` sections of the environment document, read as
+    :func:`capture_environment` reads them (pipeline stage keys use the same inputs)."""
+    return platform.python_version(), _packages([])
 
 
 def _direct_source(text: str, dist: str, warnings: list[str]) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ from labvault.refs import DataRef, DigestRef, ModelRef, RunRef, parse_ref
 from labvault.services.lineage.diff import DiffSources, LineageDiff, diff_lineage
 from labvault.services.lineage.graph import Lineage, LineageEdge, LineageNode
 from labvault.storage.meta.repos import lineage as repo
+from labvault.storage.meta.repos import pipelines as pipeline_repo
 from labvault.storage.meta.store import MetaStore
 
 __all__ = ["DiffSources", "Lineage", "LineageDiff", "LineageEdge", "LineageNode", "LineageService"]
@@ -158,6 +159,8 @@ class _Walk:
     # one fixed order (snapshot -> run -> version -> alias).
     _run_edges: dict[str, list[str]] = field(default_factory=dict)
     frontier: bool = True
+    # run ref -> (definition hex, recorded tag or None): the pipeline version a pipeline run ran
+    _pipelines: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     # -- building ---------------------------------------------------------------------------------
     def add(self, node: LineageNode) -> str:
@@ -286,7 +289,26 @@ class _Walk:
             self._capture(ref, found.capture)
             if found.parent_id:
                 self.link(self.add_run(found.parent_id), ref, "parent")
+        self._pipeline_versions(conn)
         self._reproductions(conn, ids, walk=False)
+
+    def _pipeline_versions(self, conn: Any) -> None:
+        """``pipeline:NAME`` -> run for every tag made from the definition the run ran (a tag made later
+        too); the bare definition when no tag has it."""
+        pending, self._pipelines = self._pipelines, {}
+        if not pending:
+            return
+        named = pipeline_repo.tags_by_definition(conn, [d for d, _t in pending.values()])
+        for ref, (definition, recorded) in sorted(pending.items()):
+            names = [f"pipeline:{n}" for n in named.get(definition, [])]
+            if recorded and recorded not in names:
+                names.append(recorded)  # a tag pulled from elsewhere, or deleted since
+            for name in names:
+                self.link(self.add(LineageNode(name, name, "pipeline", name)), ref, "pipeline")
+            if not names:
+                digest = f"sha256:{definition}"
+                node = LineageNode(definition, digest, "pipeline", "pipeline definition (untagged)")
+                self.link(self.add(node), ref, "pipeline")
 
     def _capture(self, ref: str, capture: dict[str, Any]) -> None:
         git = capture.get("git")
@@ -302,6 +324,12 @@ class _Walk:
             if isinstance(sha, str) and sha.startswith("sha256:"):
                 node = LineageNode(sha[7:], sha, "config", str(item.get("path", "")))
                 self.link(self.add(node), ref, "config")
+        version = capture.get("pipeline_version")
+        definition = version.get("definition") if isinstance(version, dict) else None
+        if isinstance(definition, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", definition):
+            tag = version.get("tag") if isinstance(version, dict) else None
+            recorded = tag if isinstance(tag, str) and tag.startswith("pipeline:") else None
+            self._pipelines[ref] = (definition[7:], recorded)
         env = capture.get("environment")
         if isinstance(env, str) and env.startswith("sha256:"):
             node = LineageNode(env[7:], env, "environment")

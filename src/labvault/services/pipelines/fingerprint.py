@@ -1,11 +1,11 @@
 """The environment fingerprint of a stage key: the Python version and the installed-distribution set.
 
-The same inputs the environment capture of tracking records (``capture/environment.py``), reduced to
-what decides a result: ``{"python": "3.11.9", "packages": {"numpy": "1.26.4", ...}}``. Listing the
-distributions costs tens of milliseconds, so the document is cached in
-``.labvault/cache/pipelines/env.json``, keyed on the stat of every ``sys.path`` folder (installing,
-upgrading or removing a distribution adds or removes a ``.dist-info`` folder there, which changes the
-folder's mtime); the cache carries a checksum of itself.
+Read by the environment capture of tracking (``capture/environment.py``: the same Python version and
+distribution list a run records), reduced to what decides a result:
+``{"python": "3.11.9", "packages": {"numpy": "1.26.4", ...}}``. Listing the distributions costs tens
+of milliseconds, so the document is cached in ``.labvault/cache/pipelines/env.json``, keyed on the
+stat of every ``sys.path`` folder (installing, upgrading or removing a distribution adds or removes a
+``.dist-info`` folder there, which changes the folder's mtime); the cache carries a checksum of itself.
 """
 
 from __future__ import annotations
@@ -46,14 +46,11 @@ def _path_key() -> str:
 
 
 def _compute() -> dict[str, Any]:
-    from importlib import metadata  # only on a cache miss: it takes longer to import than a no-op run
+    # Only on a cache miss: listing the distributions takes longer than a no-op run.
+    from labvault.services.capture.environment import python_and_packages
 
-    packages: dict[str, str] = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"] if dist.metadata else None
-        if name and name.lower() not in packages:
-            packages[name.lower()] = dist.version
-    python = ".".join(str(p) for p in sys.version_info[:3])
+    python, listed = python_and_packages()
+    packages = {str(p["name"]).lower(): str(p["version"]) for p in listed}
     return {"packages": dict(sorted(packages.items())), "python": python}
 
 

@@ -33,6 +33,7 @@ def record_stage_run(
     outcome: Any,
     error: str | None,
     env: str | None,
+    version: dict[str, str] | None = None,
 ) -> str:
     names = {d.removeprefix("data:").partition("@")[0] for d in stage.deps if d.startswith("data:")}
     inputs = [str(e.ref) for e in read_lock(root).values() if e.ref.name in names]
@@ -43,6 +44,7 @@ def record_stage_run(
     }
     if env:
         tags["pipeline.env"] = env
+    tags.update(version or {})
     run = runs.create(
         name=stage.name,
         parent_id=parent,

@@ -27,7 +27,7 @@ from labvault.services.pipelines.outputs import remove_outputs, restore_output, 
 from labvault.services.pipelines.plan import Decision, Planner
 from labvault.services.pipelines.select import StageReport
 from labvault.services.pipelines.spec import Pipeline, Stage
-from labvault.storage.locks import file_lock
+from labvault.storage.locks import removable_lock, sweep_locks
 
 if TYPE_CHECKING:
     from labvault.services.pipelines.service import Pipelines
@@ -117,6 +117,7 @@ class Runner:
             self._finish_parent("killed", 130, "interrupted")
             raise
         pool.shutdown(wait=True)
+        sweep_locks(self.svc.vault_dir / "locks" / "pipeline")  # those of killed runs; held ones stay
         for name in remaining:
             reports[name] = StageReport(name, "not started", ["the pipeline stopped after a failure"])
         failed = [r for r in reports.values() if r.state == "failed"]
@@ -160,7 +161,9 @@ class Runner:
                 self._start_parent()
         lock_dir = self.svc.vault_dir / "locks" / "pipeline"
         lock_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(lock_dir / f"{decision.key[7:]}.lock", timeout=_KEY_LOCK_WAIT_S, what=f"stage {name}'s key"):
+        with removable_lock(
+            lock_dir / f"{decision.key[7:]}.lock", timeout=_KEY_LOCK_WAIT_S, what=f"stage {name}'s key"
+        ):
             if name not in self.forced and not stage.always_changed:
                 cached = self.svc.cached_outs(decision.key)
                 if cached is not None and set(cached) == set(stage.outs):
@@ -200,6 +203,7 @@ class Runner:
             wdir=stage.wdir,
             deps=self.svc.job_deps(stage, decision.deps, store=self.remote),
             outs=stage.outs,
+            env=dict(self.svc.stage_env),
         )
         outcome: StageOutcome = self.executor.submit(job).result()
         log_rel = self.svc.write_log(stage.name, outcome.log)

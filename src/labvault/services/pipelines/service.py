@@ -54,6 +54,13 @@ class Pipelines:
         self._data = data
         self._fingerprint: Fingerprint | None = None
         self.argv: list[str] = ["labvault", "pipeline", "run"]
+        #: Set by ``reproduce``: the stage runs hang under this (already open) run, which the caller
+        #: ends; no cache row is written (a reproduction judges the result, it does not feed the cache).
+        self.parent_run: str | None = None
+        self.use_cache = True
+        #: Extra environment variables of every stage's command (a rebuilt environment's PATH).
+        self.stage_env: dict[str, str] = {}
+        self._memo: dict[str, dict[str, str]] = {}
 
     @cached_property
     def meta(self) -> MetaStore:
@@ -231,6 +238,7 @@ class Pipelines:
         say: Callable[[str], None] = lambda _line: None,
     ) -> list[StageReport]:
         """Bring the pipeline up to date; a failed stage is a report with state ``failed``."""
+        self._memo.clear()  # labvault.yaml may have changed since the last run of this object
         pipeline = self.pipeline()
         selected = select_stages(pipeline, list(stages or []), downstream=downstream)
         planner = self.planner(pipeline, ignore_env=ignore_env)
@@ -301,6 +309,8 @@ class Pipelines:
         from labvault.storage.meta.repos.object_refs import add_refs
 
         hexkey = key.removeprefix("sha256:")
+        if not self.use_cache:
+            return
         refs = [(Digest(d.removeprefix("sha256:")), "tree" if k == "dir" else "blob") for d, k in outs.values()]
         with self.meta.transaction() as conn:
             repo.insert_cached(
@@ -325,10 +335,39 @@ class Pipelines:
         with self.objects.batch():
             fp = self.fingerprint()
             self.objects.put_bytes(fp.text.encode())  # so that a later "why" can name the packages that changed
-        run = runs.create(name="pipeline", command=self.argv, cwd=self.root, tags={"pipeline": "run"})
-        return run.id
+            version = self.version_tags()
+        if self.parent_run is not None:
+            runs.set_tags(self.parent_run, version)
+            run_id = self.parent_run
+        else:
+            run_id = runs.create(
+                name="pipeline", command=self.argv, cwd=self.root, tags={"pipeline": "run", **version}
+            ).id
+        self.record_version(run_id)
+        return run_id
+
+    def record_version(self, run_id: str) -> None:
+        """The run's capture names its pipeline version (lineage reads it there); the stored
+        definition is referenced by the run, so gc keeps it."""
+        version = self.version_tags()
+        if "pipeline.definition" not in version:
+            return
+        doc = {"definition": version["pipeline.definition"], "tag": version.get("pipeline.tag")}
+        digest = Digest(version["pipeline.definition"].removeprefix("sha256:"))
+        self._runs().update_capture(run_id, {"pipeline_version": doc}, refs=[(digest, "blob")])
+
+    def version_tags(self) -> dict[str, str]:
+        """What points a run to its pipeline version: ``pipeline.definition`` (the digest of labvault.yaml,
+        stored so lineage can show it) and ``pipeline.tag`` when a ``pipeline:NAME`` tag has that definition."""
+        if "version" not in self._memo:
+            from labvault.services.pipelines.tags import definition_tags
+
+            self._memo["version"] = definition_tags(self.objects, self.meta, self.root)
+        return dict(self._memo["version"])
 
     def finish_run(self, run_id: str, *, status: str, exit_code: int, error: str | None) -> None:
+        if run_id == self.parent_run:
+            return  # its owner (reproduce) ends it, after storing its report
         self._runs().finish(run_id, status=status, exit_code=exit_code, error=error)  # type: ignore[arg-type]
 
     def record_stage_run(
@@ -336,7 +375,11 @@ class Pipelines:
     ) -> str:
         from labvault.services.pipelines.record import record_stage_run
 
-        return record_stage_run(self._runs(), self.root, parent, stage, decision, outs, **kw)
+        run_id = record_stage_run(
+            self._runs(), self.root, parent, stage, decision, outs, version=self.version_tags(), **kw
+        )
+        self.record_version(run_id)
+        return run_id
 
     # -- checkout -----------------------------------------------------------------------------
     def checkout(self, stages: list[str] | None = None) -> dict[str, int]:

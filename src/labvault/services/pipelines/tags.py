@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from labvault.services.tracking import Tracking
     from labvault.storage.meta.store import MetaStore
 
-__all__ = ["pipeline_log", "tag_pipeline"]
+__all__ = ["definition_tags", "pipeline_log", "tag_pipeline", "tags_for_definition"]
 
 
 def tag_pipeline(
@@ -59,11 +59,44 @@ def tag_pipeline(
     return _tag_json(row)
 
 
+def definition_tags(objects: ObjectStore, meta: MetaStore, root: Path) -> dict[str, str]:
+    """The tags a pipeline run and its stage runs carry: ``pipeline.definition`` (labvault.yaml, stored)
+    and ``pipeline.tag`` naming the newest ``pipeline:NAME`` made from that definition, if any. A tag made
+    later is found by lineage through the definition."""
+    try:
+        definition = (root / PIPELINE_FILE).read_bytes()
+    except FileNotFoundError:
+        return {}
+    digest = objects.put_bytes(definition)
+    out = {"pipeline.definition": f"sha256:{digest.hex}"}
+    named = tags_for_definition(meta, digest.hex)
+    if named:
+        out["pipeline.tag"] = f"pipeline:{named[0]['name']}"
+    return out
+
+
+def tags_for_definition(meta: MetaStore, definition: str) -> list[dict[str, Any]]:
+    """The pipeline tags (rows, newest first) whose definition is ``definition`` (hex or sha256:hex)."""
+    hexdigest = definition.removeprefix("sha256:")
+    with meta.read() as conn:
+        return [t for t in repo.list_tags(conn) if t["definition"] == hexdigest]
+
+
 def pipeline_log(meta: MetaStore, runs: Tracking) -> dict[str, Any]:
     with meta.read() as conn:
         tags = [_tag_json(t) for t in repo.list_tags(conn)]
+    named: dict[str, list[str]] = {}
+    for t in tags:  # newest first
+        named.setdefault(t["definition"], []).append(t["ref"])
     listed = [
-        {"id": r.id, "ref": f"run:{r.id}", "status": r.status, "started_at": _iso(r.started_at)}
+        {
+            "id": r.id,
+            "ref": f"run:{r.id}",
+            "status": r.status,
+            "started_at": _iso(r.started_at),
+            "definition": r.tags.get("pipeline.definition"),
+            "versions": named.get(r.tags.get("pipeline.definition") or "", []),  # tags made from it
+        }
         for r in runs.list(filter="tags.pipeline = 'run'", limit=100)
     ]
     return {"tags": tags, "runs": listed}

@@ -40,11 +40,12 @@ class Rerun:
     seconds: float  # the command's own wall time
     status: RunStatus
     ended: bool = False
+    error: str | None = None  # why it failed, when more is known than its exit code
 
 
 def end_rerun(runs: Tracking, done: Rerun) -> None:
     if not done.ended:
-        error = None if done.exit_code == 0 else f"exit code {done.exit_code}"
+        error = None if done.exit_code == 0 else (done.error or f"exit code {done.exit_code}")
         runs.finish(done.run.id, status=done.status, exit_code=done.exit_code, error=error)
 
 

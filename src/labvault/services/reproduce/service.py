@@ -31,6 +31,13 @@ from labvault.services.reproduce.environment import (
 )
 from labvault.services.reproduce.files import remove_tree
 from labvault.services.reproduce.nested import counterpart, top_run
+from labvault.services.reproduce.pipeline import (
+    PipelineRerun,
+    compare_stages,
+    is_pipeline_run,
+    rerun_pipeline,
+    stage_tolerances,
+)
 from labvault.services.reproduce.record import Recipe, read_recipe
 from labvault.services.reproduce.report import ReproduceReport, render_markdown, report_json
 from labvault.services.reproduce.rerun import Rerun, end_rerun, rerun
@@ -147,16 +154,26 @@ def _judge(
     recorded = chain[-1] if chain else recipe.run
     targets = [_target(runs, r, chain) for r in reruns]
     first = targets[0] or dataclasses.replace(reruns[0].run, metrics={}, artifacts=())
-    artifacts = compare_artifacts(runs.objects, recorded, first, tolerances.ignore_artifacts)
-    metrics = compare_metrics(recorded, first, tolerances)
+    pipeline = is_pipeline_run(recipe.run) and not chain  # a whole pipeline run: stage by stage
+    if is_pipeline_run(recipe.run):
+        tolerances = stage_tolerances(tolerances)
+    if pipeline:
+        artifacts, metrics = compare_stages(runs, recorded, first, tolerances)
+    else:
+        artifacts = compare_artifacts(runs.objects, recorded, first, tolerances.ignore_artifacts)
+        metrics = compare_metrics(recorded, first, tolerances)
     checks: list[Check] = [*artifacts, *metrics]
     twice: list[Check] = []
     if len(reruns) > 1:
         second = targets[1] or dataclasses.replace(reruns[1].run, metrics={}, artifacts=())
-        between: list[Check] = [
-            *compare_artifacts(runs.objects, first, second, tolerances.ignore_artifacts),
-            *compare_metrics(first, second, tolerances),
-        ]
+        if pipeline:
+            stage_artifacts, stage_metrics = compare_stages(runs, first, second, tolerances)
+            between: list[Check] = [*stage_artifacts, *stage_metrics]
+        else:
+            between = [
+                *compare_artifacts(runs.objects, first, second, tolerances.ignore_artifacts),
+                *compare_metrics(first, second, tolerances),
+            ]
         twice = [c for c in between if c.verdict == "DIFFERENT"]
         if reruns[1].exit_code != reruns[0].exit_code:
             twice.append(MetricCheck("exit code", "DIFFERENT", reruns[0].exit_code, reruns[1].exit_code))
@@ -165,6 +182,8 @@ def _judge(
     causes = [] if ok else _causes(recipe.run, reruns[0], checks, placed, twice, drift)
     if chain and targets[0] is None:
         causes.insert(0, f"the rerun made no nested run at {' / '.join(r.name for r in chain)}")
+    if not ok and reruns[0].error:
+        causes.insert(0, reruns[0].error)  # why the pipeline (or which stage) failed
     return ReproduceReport(
         verdict="reproduced" if ok else "not reproduced",
         exit_code=0 if ok else 1,
@@ -225,6 +244,7 @@ def reproduce(
     twice: bool = False,
     workdir: Path | None = None,
     keep: bool = False,
+    pipeline_rerun: PipelineRerun | None = None,
 ) -> ReproduceReport:
     """Rerun ``ref`` (a run, or a model version's source run) on a clean workspace and judge it."""
     started = time.perf_counter()
@@ -303,7 +323,10 @@ def reproduce(
             placed = placed or ws.placed
             python = ((recorded_env or {}).get("python") or {}).get("executable")
             venv = built.folder if built is not None else None
-            reruns.append(rerun(runs, recipe, ws, vault_dir=vault_dir, recorded_python=python, venv=venv))
+            if pipeline_rerun is not None and is_pipeline_run(top):
+                reruns.append(rerun_pipeline(runs, recipe, ws, run_stages=pipeline_rerun, venv=venv))
+            else:
+                reruns.append(rerun(runs, recipe, ws, vault_dir=vault_dir, recorded_python=python, venv=venv))
         report = _judge(runs, recipe, reruns, placed, tolerances, base["drift"], base, chain)
         command = sum(r.seconds for r in reruns)
         report = dataclasses.replace(

@@ -73,3 +73,18 @@ def get_tag(conn: Connection, name: str) -> dict[str, Any] | None:
 
 def list_tags(conn: Connection) -> list[dict[str, Any]]:
     return [_tag(r) for r in conn.execute(sa.select(pipeline_tags).order_by(pipeline_tags.c.created_at.desc()))]
+
+
+def tags_by_definition(conn: Connection, definitions: list[str]) -> dict[str, list[str]]:
+    """``{definition hex: [tag names, newest first]}`` for the definitions that have tags."""
+    out: dict[str, list[str]] = {}
+    if not definitions:
+        return out
+    stmt = (
+        sa.select(pipeline_tags.c.definition, pipeline_tags.c.name)
+        .where(pipeline_tags.c.definition.in_(sorted(set(definitions))[:1000]))
+        .order_by(pipeline_tags.c.created_at.desc())
+    )
+    for row in conn.execute(stmt):
+        out.setdefault(row.definition, []).append(row.name)
+    return out
