@@ -1,4 +1,4 @@
-"""Reproduction records and data lock status through the real server, with their bad input."""
+"""Reproduction records, data lock status and readiness through the real server, with their bad input."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from labvault.vault import Vault
 from tests.server.conftest import Served, error_of, lv, start_server, stop_server
@@ -133,3 +135,35 @@ def test_a_real_reproduction_is_served(tmp_path: Path) -> None:
     finally:
         log = stop_server(proc)
     assert "Traceback" not in log
+
+
+@pytest.mark.postgres
+def test_readyz_is_not_ready_when_the_object_store_is_down(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its own moto server, stopped under a running server: /readyz says 503 until it is back."""
+    pytest.importorskip("moto.server")
+    from tests.s3server import S3Server
+
+    s3 = S3Server().start()
+    try:
+        for key, value in s3.env().items():
+            monkeypatch.setenv(key, value)
+        root = tmp_path / "proj"
+        root.mkdir()
+        lv(root, "init", "--db", pg_url, "--objects", f"s3://{s3.bucket()}/vault")
+        proc, url = start_server(root)
+        try:
+            assert httpx.get(url + "/readyz", timeout=30).status_code == 200
+            s3.stop()
+            started = time.monotonic()
+            down = httpx.get(url + "/readyz", timeout=60)
+            assert down.status_code == 503, down.text
+            assert down.json()["code"] == 7
+            assert time.monotonic() - started < 30
+            assert httpx.get(url + "/healthz", timeout=5).status_code == 200  # the process itself is fine
+        finally:
+            log = stop_server(proc)
+        assert "Traceback" not in log
+    finally:
+        s3.stop()
