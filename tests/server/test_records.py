@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -167,3 +168,36 @@ def test_readyz_is_not_ready_when_the_object_store_is_down(
         assert "Traceback" not in log
     finally:
         s3.stop()
+
+
+def test_many_concurrent_writers_do_not_exhaust_the_connection_pool(served: Served) -> None:
+    """More concurrent requests than the database pool has connections: all answered, none waits for one."""
+    clients = 24
+    w = served.client("writer")
+    runs = [str(w.post("/runs", json={}).json()["id"]) for _ in range(clients)]
+    statuses: list[int] = []
+    slowest = [0.0]
+
+    def work(n: int) -> None:
+        url = served.urls[n % len(served.urls)] + f"/api/v1/runs/{runs[n]}/log"
+        headers = {"Authorization": f"Bearer {served.tokens['writer']}"}
+        with httpx.Client(headers=headers, timeout=25) as c:
+            for step in range(15):
+                t = time.monotonic()
+                try:
+                    statuses.append(
+                        c.post(url, json={"metrics": [{"key": "loss", "value": 1.0, "step": step}]}).status_code
+                    )
+                except httpx.TimeoutException:
+                    statuses.append(0)
+                slowest[0] = max(slowest[0], time.monotonic() - t)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * clients * 15, sorted(set(statuses))
+    assert slowest[0] < 20
+    stored = w.get(f"/runs/{runs[0]}/history", params={"key": "loss"}).json()["loss"]
+    assert len(stored) == 15
