@@ -1,16 +1,19 @@
-"""Server benchmark: labvault's server against ``mlflow server``, same machine, same HTTP client, SQLite.
+"""Server benchmark: labvault's server against ``mlflow server``, same machine, same HTTP client.
 
-    python benchmarks/server.py [--quick] [--clients N] [--runs N]
+    python benchmarks/server.py [--quick] [--seconds S] [--clients N] [--runs N] [--artifact-mib M]
+                                [--workers W] [--pg URL]
 
 MLflow is installed into its own virtual environment under ``.bench/mlflow`` when absent (as in
-benchmarks/tracking.py). Each server is started on a free loopback port over a fresh SQLite store,
-with one worker process each; the client is this process (httpx, one connection per client thread).
+benchmarks/tracking.py). Each server is started on a free loopback port with ``--workers W`` worker
+processes (the same for both); the clients are threads of this process (httpx, one connection each).
 
-1. 10,000 metrics in batches of 100 (100 requests), against MLflow's ``runs/log-batch``; one client,
-   then N concurrent clients each logging 10,000 to its own run;
-2. single points, 1,000 requests, against MLflow's ``runs/log-metric``;
-3. searching runs (``metrics.auc > 0.9 and params.depth = 4``, a page of 50) and listing a page of 50,
-   over R runs created through each API (10 params and an ``auc`` each).
+1. N concurrent clients (50 by default) logging for S seconds (60 by default), each to its own run:
+   single points against MLflow's ``runs/log-metric``, then batches of 100 against ``runs/log-batch``;
+   SQLite for both, then PostgreSQL for labvault (a fresh schema in ``--pg``);
+2. search over R runs (100,000 by default) through the API, ``metrics.auc > 0.9 and params.depth = 4``,
+   a page of 50 (p50 of 20 requests); the runs are created through each API by 8 clients;
+3. a M MiB artifact (2048 by default) uploaded through labvault's API (chunks of 256 MiB, then
+   compose) and downloaded, sha256 verified both ways, against a local ``cp`` of the same file.
 
 Every figure is points/s or a latency (p50, p99 of the requests); errors and points lost are counted
 (a point is lost when the stored history is shorter than what was acknowledged).
@@ -19,8 +22,11 @@ Every figure is points/s or a latency (p50, p99 of the requests); errors and poi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import os
 import random
+import secrets
 import shutil
 import socket
 import statistics
@@ -29,7 +35,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +47,6 @@ BENCH = ROOT / ".bench"
 MLFLOW_VENV = BENCH / "mlflow"
 LABVAULT = str(Path(sys.executable).parent / "labvault")
 BATCH = 100
-TOTAL = 10_000
 
 
 def ensure_mlflow() -> Path:
@@ -174,60 +180,73 @@ class MlflowApi(Api):
         return len(r.json().get("metrics", []))
 
 
-def logging_load(api: Api, clients: int, per_client: int, batch: int) -> dict[str, float]:
-    """``clients`` threads, each logging ``per_client`` points to its own run in requests of ``batch``."""
-    latencies: list[float] = []
-    errors = [0]
-    acked = [0]
-    runs: list[str] = []
-    lock = threading.Lock()
+def logging_load(api: Api, clients: int, seconds: float, batch: int) -> dict[str, float]:
+    """``clients`` threads, each logging to its own run for ``seconds``, in requests of ``batch`` points."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    acked = [0] * clients
     with api.client() as c:
         runs = [api.create_run(c, {"kind": "load"}) for _ in range(clients)]
+    start = threading.Barrier(clients + 1)
+    deadline = [0.0]
 
     def work(n: int) -> None:
         with api.client() as c:
-            for start in range(0, per_client, batch):
+            step = 0
+            start.wait()
+            while time.perf_counter() < deadline[0]:
                 t = time.perf_counter()
                 try:
                     if batch == 1:
-                        api.log_point(c, runs[n], "loss", start)
+                        api.log_point(c, runs[n], "loss", step)
                     else:
-                        api.log_batch(c, runs[n], "loss", start, batch)
+                        api.log_batch(c, runs[n], "loss", step, batch)
                 except httpx.HTTPError:
-                    with lock:
-                        errors[0] += 1
+                    errors[n] += 1
                     continue
-                with lock:
-                    latencies.append(time.perf_counter() - t)
-                    acked[0] += batch
+                finally:
+                    step += batch
+                latencies[n].append(time.perf_counter() - t)
+                acked[n] += batch
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(clients)]
-    t0 = time.perf_counter()
     for t in threads:
         t.start()
+    t0 = time.perf_counter()
+    deadline[0] = t0 + seconds
+    start.wait()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
     with api.client() as c:
         stored = sum(api.history_len(c, r, "loss") for r in runs)
+    flat = [x for xs in latencies for x in xs]
     return {
-        "points_per_s": acked[0] / elapsed,
-        "p50_ms": pct(latencies, 0.5) * 1000,
-        "p99_ms": pct(latencies, 0.99) * 1000,
-        "errors": errors[0],
-        "lost": acked[0] - stored,
+        "points_per_s": sum(acked) / elapsed,
+        "p50_ms": pct(flat, 0.5) * 1000,
+        "p99_ms": pct(flat, 0.99) * 1000,
+        "errors": sum(errors),
+        "lost": sum(acked) - stored,
     }
 
 
-def search_load(api: Api, runs: int) -> dict[str, float]:
-    random.seed(7)
+def search_load(api: Api, runs: int, seeders: int = 8) -> dict[str, float]:
+    rng = random.Random(7)
+    specs = [(str(rng.choice([2, 4, 6, 8])), rng.random()) for _ in range(runs)]
+
+    def seed(part: int) -> None:
+        with api.client() as c:
+            for depth, auc in specs[part::seeders]:
+                api.create_run(c, {"depth": depth, **{f"p{j}": str(j) for j in range(9)}}, auc=auc)
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=seed, args=(n,)) for n in range(seeders)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    out: dict[str, float] = {"runs_per_s": runs / (time.perf_counter() - t)}
     with api.client() as c:
-        t = time.perf_counter()
-        for _ in range(runs):
-            params = {"depth": str(random.choice([2, 4, 6, 8])), **{f"p{j}": str(j) for j in range(9)}}
-            api.create_run(c, params, auc=random.random())
-        create_s = time.perf_counter() - t
-        out: dict[str, float] = {"runs_per_s": runs / create_s}
         for name, filt in (("search", "metrics.auc > 0.9 and params.depth = 4"), ("list", None)):
             times = []
             for _ in range(20):
@@ -238,11 +257,84 @@ def search_load(api: Api, runs: int) -> dict[str, float]:
     return out
 
 
-def serve_labvault(tmp: Path) -> tuple[subprocess.Popen[bytes], Api]:
-    root = tmp / "lv"
+CHUNK = 256 << 20
+
+
+def artifact_load(api: Api, tmp: Path, mib: int) -> dict[str, float]:
+    """Upload (chunks in parallel, then compose) and download a ``mib`` MiB file, sha256 both ways; and ``cp``."""
+    src = tmp / "artifact.bin"
+    whole = hashlib.sha256()
+    chunks: list[tuple[int, int, str]] = []
+    with src.open("wb") as f:
+        block = os.urandom(16 << 20)
+        offset = 0
+        while offset < mib << 20:
+            n = min(CHUNK, (mib << 20) - offset)
+            h = hashlib.sha256()
+            for i in range(0, n, len(block)):
+                piece = block[: min(len(block), n - i)]
+                piece = (offset + i).to_bytes(8, "big") + piece[8:]  # no two blocks alike
+                f.write(piece)
+                h.update(piece)
+                whole.update(piece)
+            chunks.append((offset, n, h.hexdigest()))
+            offset += n
+    size = src.stat().st_size
+    digest = whole.hexdigest()
+    subprocess.run(["sync"], check=False)
+
+    t = time.perf_counter()
+    subprocess.run(["cp", str(src), str(tmp / "artifact.copy")], check=True)
+    subprocess.run(["sync"], check=False)
+    cp_s = time.perf_counter() - t
+    (tmp / "artifact.copy").unlink()
+
+    def put(chunk: tuple[int, int, str]) -> None:
+        offset, n, sha = chunk
+
+        def body() -> Any:
+            with src.open("rb") as f:
+                f.seek(offset)
+                left = n
+                while left:
+                    data = f.read(min(8 << 20, left))
+                    left -= len(data)
+                    yield data
+
+        with api.client() as c:
+            r = c.put(f"/api/v1/objects/sha256:{sha}", content=body(), headers={"content-length": str(n)})
+            r.raise_for_status()
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(put, chunks))
+    with api.client() as c:
+        c.post(
+            f"/api/v1/objects/sha256:{digest}/compose", json={"chunks": [f"sha256:{sha}" for *_, sha in chunks]}
+        ).raise_for_status()
+    up_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    got = hashlib.sha256()
+    with api.client() as c, c.stream("GET", f"/api/v1/objects/sha256:{digest}") as r:
+        r.raise_for_status()
+        for data in r.iter_bytes(8 << 20):
+            got.update(data)
+    down_s = time.perf_counter() - t
+    src.unlink()
+    if got.hexdigest() != digest:
+        sys.exit("the downloaded artifact does not hash to what was uploaded")
+    mb = size / 1e6
+    return {"cp_mb_s": mb / cp_s, "up_mb_s": mb / up_s, "down_mb_s": mb / down_s, "mib": mib}
+
+
+def serve_labvault(tmp: Path, workers: int, db: str | None = None) -> tuple[subprocess.Popen[bytes], Api]:
+    root = tmp / ("lv-pg" if db else "lv")
     root.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
-    subprocess.run([LABVAULT, "init"], cwd=root, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [LABVAULT, "init", *(["--db", db] if db else [])], cwd=root, env=env, check=True, capture_output=True
+    )
     token = subprocess.run(
         [LABVAULT, "server", "token", "create", "bench", "--role", "writer"],
         cwd=root,
@@ -253,7 +345,7 @@ def serve_labvault(tmp: Path) -> tuple[subprocess.Popen[bytes], Api]:
     ).stdout.strip()
     port = free_port()
     proc = subprocess.Popen(
-        [LABVAULT, "server", "--port", str(port)],
+        [LABVAULT, "server", "--port", str(port), "--workers", str(workers)],
         cwd=root,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -263,7 +355,7 @@ def serve_labvault(tmp: Path) -> tuple[subprocess.Popen[bytes], Api]:
     return proc, LabvaultApi(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"})
 
 
-def serve_mlflow(tmp: Path, mlflow: Path) -> tuple[subprocess.Popen[bytes], Api]:
+def serve_mlflow(tmp: Path, mlflow: Path, workers: int) -> tuple[subprocess.Popen[bytes], Api]:
     root = tmp / "ml"
     root.mkdir()
     port = free_port()
@@ -280,7 +372,7 @@ def serve_mlflow(tmp: Path, mlflow: Path) -> tuple[subprocess.Popen[bytes], Api]
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(workers),
         ],
         cwd=root,
         stdout=subprocess.DEVNULL,
@@ -290,17 +382,40 @@ def serve_mlflow(tmp: Path, mlflow: Path) -> tuple[subprocess.Popen[bytes], Api]
     return proc, MlflowApi(f"http://127.0.0.1:{port}", {})
 
 
+@contextlib.contextmanager
+def pg_schema(admin_url: str) -> Iterator[str]:
+    """A fresh schema in ``admin_url``'s database, dropped afterwards; the URL that uses it."""
+    import sqlalchemy as sa
+
+    schema = f"lv_bench_{secrets.token_hex(6)}"
+    engine = sa.create_engine("postgresql+psycopg://" + admin_url.split("://", 1)[1])
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in admin_url else "?"
+    try:
+        yield f"{admin_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        engine.dispose()
+
+
 def measure(
-    start: Callable[[], tuple[subprocess.Popen[bytes], Api]], clients: int, runs: int
+    start: Callable[[], tuple[subprocess.Popen[bytes], Api]],
+    opts: argparse.Namespace,
+    artifact: Path | None = None,
+    runs: int | None = None,
 ) -> dict[str, dict[str, float]]:
     proc, api = start()
     try:
-        return {
-            "batch1": logging_load(api, 1, TOTAL, BATCH),
-            "batchN": logging_load(api, clients, TOTAL, BATCH),
-            "single": logging_load(api, 1, 1000, 1),
-            "search": search_load(api, runs),
+        out = {
+            "single": logging_load(api, opts.clients, opts.seconds, 1),
+            "batch": logging_load(api, opts.clients, opts.seconds, BATCH),
+            "search": search_load(api, runs or opts.runs),
         }
+        if artifact is not None:
+            out["artifact"] = artifact_load(api, artifact, opts.artifact_mib)
+        return out
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -309,53 +424,75 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the script itself")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the batched load")
-    parser.add_argument("--runs", type=int, default=1000, help="runs created for the search")
+    parser.add_argument("--seconds", type=float, default=60, help="how long the clients log, per workload")
+    parser.add_argument("--clients", type=int, default=50, help="concurrent logging clients")
+    parser.add_argument("--runs", type=int, default=100_000, help="runs created for the search")
+    parser.add_argument("--mlflow-runs", type=int, default=None, help="runs for MLflow's search (default: --runs)")
+    parser.add_argument("--artifact-mib", type=int, default=2048, help="size of the uploaded artifact (0: skip)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of each server")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test", help="PostgreSQL ('' to skip)")
     opts = parser.parse_args()
-    clients, runs = (2, 100) if opts.quick else (opts.clients, opts.runs)
+    if opts.quick:
+        opts.seconds, opts.clients, opts.runs, opts.artifact_mib = 3, 4, 200, 64
     mlflow = ensure_mlflow()
+    results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="labvault-bench-") as tmp:
-        print("labvault server ...", file=sys.stderr)
-        lv = measure(lambda: serve_labvault(Path(tmp)), clients, runs)
-        print("mlflow server ...", file=sys.stderr)
-        ml = measure(lambda: serve_mlflow(Path(tmp), mlflow), clients, runs)
-    print(f"\nlabvault server vs mlflow server, SQLite, one worker each, loopback; {TOTAL:,} points per client\n")
-    print(f"{'workload':56} {'labvault':>10} {'MLflow':>10} {'ratio':>7}")
-    rows = [
-        (f"batches of {BATCH}, 1 client: points/s", lv["batch1"]["points_per_s"], ml["batch1"]["points_per_s"], True),
-        (f"batches of {BATCH}, 1 client: p50 ms", lv["batch1"]["p50_ms"], ml["batch1"]["p50_ms"], False),
-        (f"batches of {BATCH}, 1 client: p99 ms", lv["batch1"]["p99_ms"], ml["batch1"]["p99_ms"], False),
-        (
-            f"batches of {BATCH}, {clients} clients: points/s",
-            lv["batchN"]["points_per_s"],
-            ml["batchN"]["points_per_s"],
-            True,
-        ),
-        (f"batches of {BATCH}, {clients} clients: p50 ms", lv["batchN"]["p50_ms"], ml["batchN"]["p50_ms"], False),
-        (f"batches of {BATCH}, {clients} clients: p99 ms", lv["batchN"]["p99_ms"], ml["batchN"]["p99_ms"], False),
-        (
-            "single points (log-metric), 1 client: points/s",
-            lv["single"]["points_per_s"],
-            ml["single"]["points_per_s"],
-            True,
-        ),
-        ("single points, 1 client: p99 ms", lv["single"]["p99_ms"], ml["single"]["p99_ms"], False),
-        (f"runs created over HTTP (runs/s, of {runs})", lv["search"]["runs_per_s"], ml["search"]["runs_per_s"], True),
-        (
-            f"search, page of 50 over {runs} runs: p50 ms",
-            lv["search"]["search_p50_ms"],
-            ml["search"]["search_p50_ms"],
-            False,
-        ),
-        (f"list, page of 50 over {runs} runs: p50 ms", lv["search"]["list_p50_ms"], ml["search"]["list_p50_ms"], False),
+        base = Path(tmp)
+        print("labvault server, SQLite ...", file=sys.stderr)
+        results["lv"] = measure(lambda: serve_labvault(base, opts.workers), opts, base if opts.artifact_mib else None)
+        print("mlflow server, SQLite ...", file=sys.stderr)
+        results["ml"] = measure(lambda: serve_mlflow(base, mlflow, opts.workers), opts, None, opts.mlflow_runs)
+        if opts.pg:
+            print("labvault server, PostgreSQL ...", file=sys.stderr)
+            with pg_schema(opts.pg) as url:
+                results["pg"] = measure(lambda: serve_labvault(base, opts.workers, url), opts)
+    report(results, opts)
+
+
+def report(results: dict[str, dict[str, dict[str, float]]], opts: argparse.Namespace) -> None:
+    lv, ml, pg = results["lv"], results["ml"], results.get("pg")
+    print(
+        f"\nlabvault server vs mlflow server, loopback, {opts.workers} worker(s) each; "
+        f"{opts.clients} clients logging for {opts.seconds:g} s per workload; search over {opts.runs:,} runs "
+        f"({opts.mlflow_runs or opts.runs:,} for MLflow)\n"
+    )
+    print(
+        f"{'workload':52} {'labvault':>10} {'MLflow':>10} {'ratio':>7}" + (f" {'lv PG':>10} {'ratio':>7}" if pg else "")
+    )
+    rows: list[tuple[str, str, str, bool]] = []
+    for kind, label in (("single", "single points vs log-metric"), ("batch", f"batches of {BATCH} vs log-batch")):
+        rows += [
+            (f"{label}: points/s", kind, "points_per_s", True),
+            (f"{label}: p50 ms", kind, "p50_ms", False),
+            (f"{label}: p99 ms", kind, "p99_ms", False),
+        ]
+    rows += [
+        ("runs created over HTTP, 8 clients: runs/s", "search", "runs_per_s", True),
+        ("search (auc > 0.9 and depth = 4), page of 50: p50 ms", "search", "search_p50_ms", False),
+        ("list, page of 50: p50 ms", "search", "list_p50_ms", False),
     ]
-    for name, ours, theirs, higher in rows:
-        ratio = ours / theirs if higher else theirs / ours
-        print(f"{name:56} {ours:10.4g} {theirs:10.4g} {ratio:6.1f}x")
-    for label, key in (("labvault", lv), ("MLflow", ml)):
-        errs = sum(int(key[k]["errors"]) for k in ("batch1", "batchN", "single"))
-        lost = sum(int(key[k]["lost"]) for k in ("batch1", "batchN", "single"))
-        print(f"{label}: errors {errs}, points lost {lost}, search matched {int(key['search']['search_n'])}")
+
+    def ratio(ours: float, theirs: float, higher: bool) -> float:
+        return ours / theirs if higher else theirs / ours
+
+    for name, kind, key, higher in rows:
+        ours, theirs = lv[kind][key], ml[kind][key]
+        line = f"{name:52} {ours:10.4g} {theirs:10.4g} {ratio(ours, theirs, higher):6.1f}x"
+        if pg:
+            line += f" {pg[kind][key]:10.4g} {ratio(pg[kind][key], theirs, higher):6.1f}x"
+        print(line)
+    for label, res in (("labvault SQLite", lv), ("MLflow SQLite", ml), ("labvault PostgreSQL", pg)):
+        if res:
+            errs = sum(int(res[k]["errors"]) for k in ("single", "batch"))
+            lost = sum(int(res[k]["lost"]) for k in ("single", "batch"))
+            print(f"{label}: errors {errs}, points lost {lost}, search matched {int(res['search']['search_n'])}")
+    if "artifact" in lv:
+        a = lv["artifact"]
+        print(
+            f"\nartifact of {int(a['mib'])} MiB, sha256 verified: upload {a['up_mb_s']:.0f} MB/s "
+            f"({a['up_mb_s'] / a['cp_mb_s']:.2f}x cp), download {a['down_mb_s']:.0f} MB/s "
+            f"({a['down_mb_s'] / a['cp_mb_s']:.2f}x cp); local cp {a['cp_mb_s']:.0f} MB/s"
+        )
     print("\nratio: how many times better labvault is (higher throughput, or lower latency)")
 
 

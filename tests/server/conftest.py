@@ -1,5 +1,6 @@
 """The real server: ``labvault server`` in a subprocess on a free loopback port, over a SQLite vault
-and over a PostgreSQL vault (served by two server processes sharing it).
+and over a team vault (PostgreSQL + the moto S3 server process), served by two server processes
+sharing it.
 
 Module-scoped: one vault and its servers per test module and backend, so starting them is paid once.
 """
@@ -128,18 +129,28 @@ def pg_module_url(pg_admin_url: str) -> Iterator[str]:
 
 
 def serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Served]:
-    """A vault with one token per role, served by the real executable (two processes on PostgreSQL)."""
+    """A vault with one token per role, served by the real executable (two processes on the team vault).
+
+    The team vault's ``AWS_*`` variables are set for the module, so that the executables this module
+    runs (servers, ``lv``) and the in-process ``Vault.open`` all reach the same moto S3 server.
+    """
     root = tmp_path_factory.mktemp("served") / "proj"
     root.mkdir()
-    if backend == "postgres":
-        lv(root, "init", "--db", request.getfixturevalue("pg_module_url"))
+    env = pytest.MonkeyPatch()
+    request.addfinalizer(env.undo)
+    if backend == "team":
+        s3 = request.getfixturevalue("s3_server")
+        for key, value in s3.env().items():
+            env.setenv(key, value)
+        objects = f"s3://{s3.bucket()}/vault"
+        lv(root, "init", "--db", request.getfixturevalue("pg_module_url"), "--objects", objects)
     else:
         lv(root, "init")
     with Vault.open(root) as vault:  # in-process: the token commands' own tests run the executable
         tokens = {role: vault.access.create_token(f"{role}-user", role=role)[1] for role in ROLES}
     served = Served(root=root, urls=[], tokens=tokens, backend=backend)
     try:
-        for _ in range(2 if backend == "postgres" else 1):
+        for _ in range(2 if backend == "team" else 1):
             proc, url = start_server(root)
             served.procs.append(proc)
             served.urls.append(url)
@@ -149,7 +160,7 @@ def serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     assert "Traceback" not in log, log
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("team", marks=pytest.mark.postgres)])
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     yield from serve(request, tmp_path_factory, request.param)
 

@@ -19,9 +19,9 @@ from tests.server.conftest import Served, serve
 
 FULL = os.environ.get("LABVAULT_TEST_FULL") == "1"
 ST = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
-# The same routes on both backends: PostgreSQL in the full run only.
+# The same routes on both backends: the team vault in the full run only.
 _POSTGRES = pytest.param(
-    "postgres", marks=[pytest.mark.postgres, pytest.mark.skipif(not FULL, reason="LABVAULT_TEST_FULL=1 only")]
+    "team", marks=[pytest.mark.postgres, pytest.mark.skipif(not FULL, reason="LABVAULT_TEST_FULL=1 only")]
 )
 
 

@@ -35,6 +35,10 @@ def _targets(attack: str) -> list[tuple[str, str, dict[str, object] | None]]:
     return [
         ("GET", f"/runs/{attack}", None),
         ("GET", f"/runs/{attack}/history", None),
+        ("GET", f"/runs/{attack}/reproductions", None),
+        ("GET", f"/runs/x/reproductions/{attack}", None),
+        ("GET", f"/data/lock?path={attack}", None),
+        ("GET", f"/data/lock?name={attack}", None),
         ("GET", f"/data/{attack}", None),
         ("GET", f"/data/tx/{attack}", None),
         ("GET", f"/data/{attack}/v1/manifest", None),

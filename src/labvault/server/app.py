@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
@@ -26,6 +29,17 @@ __all__ = ["ENV_NO_AUTH", "ENV_VAULT", "MAX_JSON_BODY", "app_from_env", "create_
 
 ENV_VAULT = "LABVAULT_SERVER_VAULT"
 ENV_NO_AUTH = "LABVAULT_SERVER_NO_AUTH"
+#: Threads that run requests, per process. Each may hold two database connections at once (its
+#: metric appender's, kept per thread, and a transaction's), and the connection pool has 5 + 10: with
+#: the framework's default of 40 threads, 16 or more concurrent writers exhausted the pool and every
+#: request waited 30 s for a connection. Beyond the cap, requests queue for a thread instead.
+REQUEST_THREADS = 6
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
+    yield
 
 
 def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
@@ -37,6 +51,7 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url=None,
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.labvault = ServerState(vault=vault, no_auth=no_auth)
     install_handlers(app)

@@ -1,4 +1,4 @@
-"""``/api/v1/data``: data snapshots: list, versions, show, manifest, diff."""
+"""``/api/v1/data``: data snapshots: list, versions, show, manifest, diff, lock status."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from labvault.errors import NotFound
 from labvault.server.deps import Caller, caller
 from labvault.server.encode import to_json
 from labvault.services.transfer import parse_full_digest
@@ -42,6 +43,22 @@ def list_datasets(who: Reader) -> Any:
 @router.get("/diff", summary="Files added, removed and modified from snapshot a to b, with tabular drift")
 def diff_snapshots(a: Ref, b: Ref, who: Reader) -> Any:
     return to_json(who.vault.data.diff(a, b))
+
+
+@router.get("/lock", summary="Lock status: how each dataset the server's labvault.lock pins differs from its snapshot")
+def lock_status(
+    who: Reader,
+    name: Annotated[str | None, Query(max_length=128, description="only this dataset")] = None,
+    path: Annotated[str | None, Query(max_length=4096, description="only the lock entry with exactly this key")] = None,
+) -> Any:
+    """The server's own project root, as ``labvault data status`` would show it there. ``path`` is
+    matched against the lock file's keys as text; the server never opens a path a client names."""
+    found = who.vault.data.status(name)
+    if path is not None:
+        found = [s for s in found if s.path == path]
+        if not found:
+            raise NotFound(f"labvault.lock pins nothing at {path!r}", hint="GET /api/v1/data/lock lists what it pins")
+    return to_json(found)
 
 
 @router.get("/{name}", summary="Every version of a dataset, newest first")

@@ -1,5 +1,5 @@
 """``/api/v1/runs``: create, log in batches (idempotent with a key), artifacts, end, list, show,
-compare, export, delete/restore, metric history."""
+compare, export, delete/restore, metric history, reproduction records."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from labvault.entities import Artifact
+from labvault.entities import Artifact, Run
 from labvault.errors import Conflict, NotFound
+from labvault.safeload import loads_json
 from labvault.server.deps import Caller, caller
 from labvault.server.encode import to_json
 from labvault.services.tracking.artifacts import artifact_name
@@ -22,6 +23,8 @@ Reader = Annotated[Caller, Depends(caller("reader"))]
 Writer = Annotated[Caller, Depends(caller("writer"))]
 _NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 MAX_BATCH = 10_000
+REPORT_NAME = "reproduce.json"  # the report `labvault reproduce` stores on its (first) rerun
+MAX_REPORT = 16 * 1024 * 1024
 
 
 class _Body(BaseModel):
@@ -111,6 +114,53 @@ def export_run(ref: str, who: Reader) -> Any:
 @router.get("/{ref}/history", summary="Metric histories (one key, or all)")
 def metric_history(ref: str, who: Reader, key: Annotated[str | None, Query(max_length=250)] = None) -> Any:
     return to_json(who.vault.runs.history(ref, key))
+
+
+@router.get("/{ref}/reproductions", summary="The run's reproductions (reruns by `labvault reproduce`), oldest first")
+def list_reproductions(ref: str, who: Reader) -> Any:
+    runs = who.vault.runs
+    original = runs.get(ref)
+    found = runs.list(filter=f"tags.reproduces = '{original.ref}'", sort="started")
+    return [_reproduction(r, original.ref) for r in found]
+
+
+@router.get("/{ref}/reproductions/{rerun}", summary="One reproduction of the run, with its report")
+def show_reproduction(ref: str, rerun: str, who: Reader) -> Any:
+    """The report is the ``reproduce.json`` the rerun stored (null for a second rerun of ``--twice``,
+    whose report is on the first)."""
+    runs = who.vault.runs
+    original = runs.get(ref)
+    run = runs.get(rerun)
+    if run.tags.get("reproduces") != original.ref:
+        raise NotFound(
+            f"{run.ref} is not a reproduction of {original.ref}",
+            hint=f"list them: GET /api/v1/runs/{original.id}/reproductions",
+        )
+    return dict(_reproduction(run, original.ref), report=_report(who, run))
+
+
+def _reproduction(run: Run, original: str) -> dict[str, Any]:
+    return {
+        "ref": run.ref,
+        "id": run.id,
+        "reproduces": original,
+        "verdict": run.tags.get("reproduce_verdict"),
+        "status": run.status,
+        "started_at": to_json(run.started_at),
+        "ended_at": to_json(run.ended_at),
+        "has_report": any(a.name == REPORT_NAME for a in run.artifacts),
+    }
+
+
+def _report(who: Caller, run: Run) -> Any:
+    artifact = next((a for a in run.artifacts if a.name == REPORT_NAME and a.kind == "file"), None)
+    if artifact is None:
+        return None
+    if artifact.size > MAX_REPORT:
+        raise Conflict(f"{run.ref}'s {REPORT_NAME} is {artifact.size} bytes", hint="download the artifact instead")
+    with who.vault.objects.open(artifact.digest, verify=True) as f:
+        data = f.read(MAX_REPORT + 1)
+    return loads_json(data, name=f"{run.ref}:{REPORT_NAME}", hint="download the artifact and inspect it")
 
 
 @router.post("/{ref}/log", summary="Log params, tags and metric points in one batch")
