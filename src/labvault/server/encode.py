@@ -7,13 +7,12 @@ every object that has a reference carries ``ref`` beside its ``id``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
-from labvault.entities import format_time
+from labvault.entities import format_time, json_safe
 from labvault.refs import Digest
 
 __all__ = ["to_json"]
@@ -23,11 +22,7 @@ def to_json(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return value
+        return json_safe(value)  # the one NaN/Infinity encoding
     if isinstance(value, datetime):
         return format_time(value)
     if isinstance(value, Digest):
