@@ -317,3 +317,51 @@ def test_the_ci_recipe_reproduces_the_model_behind_prod(
     assert proc.returncode == 0, proc.stderr
     assert (runner / "version.txt").read_text().strip() == "fraud/detector@0.1.0"
     assert json.loads((runner / "reproduce.json").read_text())["verdict"] == "reproduced"
+
+
+def test_checkout_and_get_fetch_what_is_missing_from_the_default_remote(
+    project: Path, cli: Cli, tmp_path: Path
+) -> None:
+    cli("init")
+    _dataset(project, cli, files=4)
+    (project / "model").mkdir()
+    (project / "model" / "w.bin").write_bytes(b"\x02" * 3000)
+    cli("models", "register", "shop/ranker", "model")
+    nas = tmp_path / "nas"
+    cli("remote", "add", "nas", str(nas), "--default")
+    cli("push", "shop/ranker@0.1.0")  # the lock's data:raw@v1 is not pushed yet
+    cli("push")
+
+    other = tmp_path / "clone"
+    other.mkdir()
+    (other / "labvault.lock").write_bytes((project / "labvault.lock").read_bytes())
+    cli("init", cwd=other)
+    # No remote: one line naming what is missing and how to add a default remote.
+    failed = cli("data", "checkout", cwd=other, expect=None)
+    assert failed.returncode == 3, failed.stderr
+    assert "error: this vault lacks snapshots labvault.lock names" in failed.stderr
+    assert "labvault remote add NAME PATH --default" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    failed = cli("get", "shop/ranker@0.1.0", "-o", str(tmp_path / "x"), cwd=other, expect=None)
+    assert failed.returncode == 3
+    assert "--default" in failed.stderr
+    assert not (tmp_path / "x").exists()
+
+    cli("remote", "add", "nas", str(nas), "--default", cwd=other)
+    cli("data", "checkout", cwd=other)  # the lock's snapshot and its objects come from nas
+    assert sorted(p.name for p in (other / "data" / "raw").iterdir()) == ["f0.txt", "f1.txt", "f2.txt", "f3.txt"]
+    assert (other / "data" / "raw" / "f3.txt").read_text() == "3\n"
+    out = tmp_path / "served"
+    cli("get", "shop/ranker@0.1.0", "-o", str(out), cwd=other)
+    assert (out / "shop" / "ranker" / "0.1.0" / "w.bin").read_bytes() == b"\x02" * 3000
+
+    # Objects lost here (records kept) are fetched again, verified.
+    store = LocalObjectStore(other / ".labvault" / "objects")
+    blob = Digest(hashlib.sha256(b"\x02" * 3000).hexdigest())
+    for path in (other / ".labvault" / "objects").rglob(blob.hex):
+        path.unlink()
+    assert not store.has(blob)
+    out2 = tmp_path / "served2"
+    cli("get", "shop/ranker@0.1.0", "-o", str(out2), cwd=other)
+    assert (out2 / "shop" / "ranker" / "0.1.0" / "w.bin").read_bytes() == b"\x02" * 3000
+    cli("fsck", cwd=other)

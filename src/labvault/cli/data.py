@@ -177,8 +177,11 @@ def checkout(
     json_output: bool = JSON,
 ) -> None:
     """Restore a snapshot's exact, verified bytes; refuses to overwrite local modifications."""
-    with open_vault() as vault, progress("checking out", None) as advance:
-        results = vault.data.checkout(_ref(ref) if ref else None, path, force=force, progress=advance)
+    with open_vault() as vault:
+        with progress("fetching from the remote", None) as fetched:
+            vault.remotes.fetch([_ref(ref)] if ref else [], progress=fetched)
+        with progress("checking out", None) as advance:
+            results = vault.data.checkout(_ref(ref) if ref else None, path, force=force, progress=advance)
     if json_output:
         print_json([r.to_json() for r in results])
         return

@@ -17,7 +17,7 @@ from labvault.cli.lean_views import (
     print_versions,
     version_json,
 )
-from labvault.cli.render import OUTPUT, human_bytes, print_json
+from labvault.cli.render import OUTPUT, human_bytes, print_json, progress
 
 if TYPE_CHECKING:
     pass
@@ -142,6 +142,8 @@ def get(
 ) -> None:
     """Write a registered version's verified files to DIR/PROJECT/MODEL/VERSION/ (an alias resolved)."""
     with open_vault() as vault:
+        with progress("fetching from the remote", None) as fetched:
+            vault.remotes.fetch([ref], progress=fetched)
         found, target = vault.registry.materialize(ref, output, flat=flat)
     if json_output:
         print_json({**version_json(found), "path": str(target)})

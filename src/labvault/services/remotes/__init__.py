@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labvault.config import CONFIG_NAME, VAULT_DIRNAME, VaultConfig
-from labvault.errors import ExternalError, LabvaultError, ValidationError, VaultNotFound
+from labvault.errors import ExternalError, LabvaultError, NotFound, ValidationError, VaultNotFound
 from labvault.services.remotes import settings
 from labvault.services.remotes.settings import RemoteSpec
 from labvault.services.remotes.side import Side
@@ -198,6 +198,38 @@ class Remotes:
             dry_run=dry_run,
             progress=progress,
         )
+
+    def fetch(self, refs: Sequence[str] = (), *, jobs: int = 4, progress: Progress | None = None) -> int:
+        """Pull from the default remote whatever ``refs`` (the lock's snapshots when empty) need and this
+        vault lacks: records and objects, verified on arrival. Returns the objects fetched (0, with no
+        remote asked, when everything is here). ``data checkout`` and ``get`` call it first."""
+        from labvault.services.remotes.copy import copy_objects, reachable
+        from labvault.services.remotes.fetch import ADD_DEFAULT_HINT, missing
+
+        here = self._here()
+        lock = [] if refs else list(read_lock(self._root).values())
+        lacking = missing(here, refs, lock)
+        if not lacking:
+            return 0
+        try:
+            spec = self.get(None)
+        except NotFound:
+            raise NotFound(
+                f"this vault lacks {lacking.describe()}, and has no remote to fetch them from", hint=ADD_DEFAULT_HINT
+            ) from None
+        fetched = 0
+        if lacking.refs or lacking.lock:
+            pulled = self.pull(lacking.refs, remote=spec.name, jobs=jobs, no_data=True, progress=progress)
+            fetched += pulled.objects_sent
+            lacking = missing(here, refs, lock)
+        if lacking.objects:
+            src = self._open_remote(spec, False)
+            if src is None:
+                raise _unreachable(spec)
+            wanted = reachable(src.objects, lacking.roots, src.where)
+            stats = copy_objects(src.objects, here.objects, wanted, where=src.where, jobs=jobs, progress=progress)
+            fetched += stats.objects
+        return fetched
 
     def is_pushed(self, remote: str | None = None) -> TransferResult | None:
         """The no-op result when the remote already holds, under the same numbers, every snapshot labvault.lock

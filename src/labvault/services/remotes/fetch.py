@@ -1,0 +1,66 @@
+"""Fetch what a checkout or a ``get`` needs from the default remote (docs/remotes.md).
+
+``data checkout`` and ``get`` call :func:`missing` first: the records the references name (the
+lock's snapshots, found by content, when there are none) and every object they reach. Whatever
+this vault lacks is pulled from the default remote, objects verified on arrival as any pull;
+nothing is asked of a remote when everything is here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from labvault.errors import IntegrityError, NotFound
+from labvault.refs import Digest
+from labvault.services.remotes.copy import reachable
+from labvault.services.remotes.plan import gather
+from labvault.services.remotes.side import Side
+from labvault.services.snapshots.lockfile import LockEntry
+
+__all__ = ["Missing", "missing"]
+
+ADD_DEFAULT_HINT = "add one with `labvault remote add NAME PATH --default` (a folder, or --db URL --objects URL)"
+
+
+@dataclass(slots=True)
+class Missing:
+    """What this vault lacks for some references: records (by reference) and objects."""
+
+    refs: list[str] = field(default_factory=list)
+    lock: bool = False  # some of the lock's snapshots are not here
+    objects: int = 0  # objects not here (at least; a missing tree hides what is below it)
+    roots: list[tuple[Digest, str]] = field(default_factory=list)  # of the records that are here
+
+    def __bool__(self) -> bool:
+        return bool(self.refs or self.lock or self.objects)
+
+    def describe(self) -> str:
+        parts = list(self.refs) + (["snapshots labvault.lock names"] if self.lock else [])
+        if self.objects:
+            parts.append(f"{self.objects} objects")
+        return ", ".join(parts)
+
+
+def missing(here: Side, refs: Sequence[str], lock: Iterable[LockEntry] = ()) -> Missing:
+    """What ``here`` lacks of ``refs`` and of the lock entries, and of the objects they reach."""
+    out = Missing()
+    records = []
+    for entry in lock:
+        try:
+            records += gather(here, [], lock=[entry]).records
+        except NotFound:
+            out.lock = True
+    for ref in refs:
+        try:
+            records += gather(here, [ref], no_data=True).records
+        except NotFound:
+            out.refs.append(ref)
+    out.roots = [r for record in records for r in record.refs]
+    try:
+        wanted = reachable(here.objects, out.roots, here.where) if out.roots else []
+    except IntegrityError:  # a tree is not here (or is damaged): what is below it is fetched too
+        out.objects = 1 + sum(not here.objects.has(d) for d, _ in out.roots)
+        return out
+    out.objects = sum(not here.objects.has(d) for d in wanted)
+    return out
