@@ -319,13 +319,16 @@ def test_the_ci_recipe_reproduces_the_model_behind_prod(
     assert json.loads((runner / "reproduce.json").read_text())["verdict"] == "reproduced"
 
 
+_BIG_BYTES = b"\x02" * (1 << 20 | 3000)  # above the pack limit: a file of its own, easy to lose
+
+
 def test_checkout_and_get_fetch_what_is_missing_from_the_default_remote(
     project: Path, cli: Cli, tmp_path: Path
 ) -> None:
     cli("init")
     _dataset(project, cli, files=4)
     (project / "model").mkdir()
-    (project / "model" / "w.bin").write_bytes(b"\x02" * 3000)
+    (project / "model" / "w.bin").write_bytes(_BIG_BYTES)
     cli("models", "register", "shop/ranker", "model")
     nas = tmp_path / "nas"
     cli("remote", "add", "nas", str(nas), "--default")
@@ -339,7 +342,7 @@ def test_checkout_and_get_fetch_what_is_missing_from_the_default_remote(
     # No remote: one line naming what is missing and how to add a default remote.
     failed = cli("data", "checkout", cwd=other, expect=None)
     assert failed.returncode == 3, failed.stderr
-    assert "error: this vault lacks snapshots labvault.lock names" in failed.stderr
+    assert "error: this vault lacks data:raw@v1 (labvault.lock), and has no remote" in failed.stderr
     assert "labvault remote add NAME PATH --default" in failed.stderr
     assert "Traceback" not in failed.stderr
     failed = cli("get", "shop/ranker@0.1.0", "-o", str(tmp_path / "x"), cwd=other, expect=None)
@@ -353,15 +356,60 @@ def test_checkout_and_get_fetch_what_is_missing_from_the_default_remote(
     assert (other / "data" / "raw" / "f3.txt").read_text() == "3\n"
     out = tmp_path / "served"
     cli("get", "shop/ranker@0.1.0", "-o", str(out), cwd=other)
-    assert (out / "shop" / "ranker" / "0.1.0" / "w.bin").read_bytes() == b"\x02" * 3000
+    assert (out / "shop" / "ranker" / "0.1.0" / "w.bin").read_bytes() == _BIG_BYTES
 
     # Objects lost here (records kept) are fetched again, verified.
-    store = LocalObjectStore(other / ".labvault" / "objects")
-    blob = Digest(hashlib.sha256(b"\x02" * 3000).hexdigest())
-    for path in (other / ".labvault" / "objects").rglob(blob.hex):
-        path.unlink()
+    store = LocalObjectStore(other / ".labvault")
+    blob = Digest(hashlib.sha256(_BIG_BYTES).hexdigest())
+    (other / ".labvault" / "objects" / "sha256" / blob.hex[:2] / blob.hex[2:]).unlink()
     assert not store.has(blob)
     out2 = tmp_path / "served2"
     cli("get", "shop/ranker@0.1.0", "-o", str(out2), cwd=other)
-    assert (out2 / "shop" / "ranker" / "0.1.0" / "w.bin").read_bytes() == b"\x02" * 3000
+    assert (out2 / "shop" / "ranker" / "0.1.0" / "w.bin").read_bytes() == _BIG_BYTES
     cli("fsck", cwd=other)
+
+
+def test_remote_status_says_what_each_side_lacks(project: Path, cli: Cli, tmp_path: Path) -> None:
+    cli("init")
+    (project / "data" / "raw").mkdir(parents=True)
+    (project / "data" / "raw" / "big.bin").write_bytes(b"\x03" * (1 << 20 | 6000))
+    _dataset(project, cli, files=3)
+    nas = tmp_path / "nas"
+    cli("remote", "add", "nas", str(nas), "--default")
+    fresh = _json(cli("remote", "status", "--json"))
+    assert fresh["remote_has_vault"] is False
+    assert fresh["remote_lacks"]["records"] == ["data:raw@v1"]
+    assert not fresh["in_sync"]
+    cli("push")
+    synced = _json(cli("remote", "status", "nas", "--json"))
+    assert synced["in_sync"], synced
+    assert synced["remote_lacks"] == {"records": [], "objects": 0}
+    assert "in sync" in cli("remote", "status").stdout
+
+    # A second snapshot here only, and a dataset pushed from another vault: each side lacks one.
+    _dataset(project, cli, name="extra", files=2, salt="x")
+    other = tmp_path / "other"
+    other.mkdir()
+    cli("init", cwd=other)
+    cli("remote", "add", "nas", str(nas), cwd=other)
+    _dataset(other, cli, name="theirs", files=2, salt="t")
+    cli("push", "data:theirs@v1", cwd=other)
+    both = _json(cli("remote", "status", "data:extra@v1", "data:theirs@v1", "--json"))
+    assert both["remote_lacks"]["records"] == ["data:extra@v1"]
+    assert both["here_lacks"]["records"] == ["data:theirs@v1"]
+    text = cli("remote", "status", "nas", "data:extra@v1", "data:theirs@v1").stdout
+    assert "the remote lacks: data:extra@v1" in text
+    assert "this vault lacks: data:theirs@v1" in text
+
+    # Objects lost on the remote (its records kept) are counted.
+    digest = hashlib.sha256(b"\x03" * (1 << 20 | 6000)).hexdigest()
+    (nas / ".labvault" / "objects" / "sha256" / digest[:2] / digest[2:]).unlink()
+    lost = _json(cli("remote", "status", "nas", "data:raw@v1", "--json"))
+    assert lost["remote_lacks"] == {"records": [], "objects": 1}
+
+    bad = cli("remote", "status", "nope", expect=3)
+    assert "no remote named 'nope'" in bad.stderr
+    gone = cli("remote", "status", "data:nothing@v1", expect=3)
+    assert "neither this vault nor remote 'nas' has data:nothing@v1" in gone.stderr
+    cli("remote", "add", "away", str(tmp_path / "unmounted" / "proj"))
+    cli("remote", "status", "away", expect=7)

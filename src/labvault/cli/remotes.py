@@ -71,6 +71,35 @@ def remove(name: str = typer.Argument(..., help="The remote's name.")) -> None:
     OUTPUT.line(f"removed remote {name}")
 
 
+@app.command("status")
+def status(
+    name: str | None = typer.Argument(None, help="The remote's name (default: the default remote, or the only one)."),
+    refs: list[str] | None = typer.Argument(
+        None, help="data:NAME@vN, run:ID, PROJECT/MODEL@VERSION; none: the snapshots labvault.lock names."
+    ),
+    json_output: bool = JSON,
+) -> None:
+    """What the remote lacks (a push would send) and what this vault lacks (a pull would fetch):
+    records and objects, for labvault.lock or the REFs. Exit 0 either way."""
+    with open_vault() as vault:
+        if name is not None and any(c in name for c in ":@/") and name not in {r.name for r in vault.remotes.list()}:
+            refs, name = [name, *(refs or [])], None  # a REF given with no remote name
+        found = vault.remotes.status(refs or [], remote=name)
+    if json_output:
+        print_json(found.to_json())
+        return
+    OUTPUT.line(f"remote {found.remote} ({found.url})" + ("" if found.reachable else ": no vault there yet"))
+    if found.in_sync:
+        OUTPUT.line("in sync: both sides hold every record and object")
+        return
+    for label, lacks in (("the remote lacks", found.remote_lacks), ("this vault lacks", found.here_lacks)):
+        if not lacks:
+            OUTPUT.line(f"{label} nothing")
+            continue
+        shown = ", ".join(lacks.records())
+        OUTPUT.line(f"{label}: {shown or 'no record'}" + (f"; {lacks.objects} objects" if lacks.objects else ""))
+
+
 def push(
     refs: list[str] | None = REFS,
     remote: str | None = REMOTE,

@@ -25,6 +25,7 @@ from labvault.storage.meta.lean import open_reader
 
 if TYPE_CHECKING:
     from labvault.services.remotes.apply import Landing
+    from labvault.services.remotes.fetch import Status
 
 __all__ = ["Moved", "RemoteSpec", "Remotes", "Side", "TransferResult"]
 
@@ -230,6 +231,31 @@ class Remotes:
             stats = copy_objects(src.objects, here.objects, wanted, where=src.where, jobs=jobs, progress=progress)
             fetched += stats.objects
         return fetched
+
+    def status(self, refs: Sequence[str] = (), *, remote: str | None = None) -> Status:
+        """What the remote lacks and what this vault lacks of ``refs`` (the lock's snapshots when empty):
+        records, and the objects they reach. Lock entries are found by content on both sides."""
+        from labvault.services.remotes.fetch import Missing, Status, missing
+
+        spec = self.get(remote)
+        lock = [] if refs else self._lock_entries()
+        here = self._here()
+        here_lacks = missing(here, refs, lock)
+        there = self._open_remote(spec, False)
+        if there is None:
+            if spec.kind == "folder" and not spec.path.parent.is_dir():  # an unmounted disk, a wrong path
+                raise _unreachable(spec)
+            everything = Missing(refs=[r for r in refs if r not in here_lacks.refs])
+            everything.lock = [str(e.ref) for e in lock if str(e.ref) not in here_lacks.lock]
+            return Status(spec.name, spec.url, everything, here_lacks, reachable=False)
+        remote_lacks = missing(there, refs, lock)
+        nowhere = [r for r in here_lacks.refs if r in remote_lacks.refs]
+        if nowhere:
+            raise NotFound(
+                f"neither this vault nor remote {spec.name!r} has {', '.join(nowhere)}",
+                hint="list what each holds with `labvault data list`, `labvault runs list`, `labvault models list`",
+            )
+        return Status(spec.name, spec.url, remote_lacks, here_lacks)
 
     def is_pushed(self, remote: str | None = None) -> TransferResult | None:
         """The no-op result when the remote already holds, under the same numbers, every snapshot labvault.lock

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from labvault.errors import IntegrityError, NotFound
 from labvault.refs import Digest
@@ -18,7 +19,7 @@ from labvault.services.remotes.plan import gather
 from labvault.services.remotes.side import Side
 from labvault.services.snapshots.lockfile import LockEntry
 
-__all__ = ["Missing", "missing"]
+__all__ = ["Missing", "Status", "missing"]
 
 ADD_DEFAULT_HINT = "add one with `labvault remote add NAME PATH --default` (a folder, or --db URL --objects URL)"
 
@@ -28,18 +29,49 @@ class Missing:
     """What this vault lacks for some references: records (by reference) and objects."""
 
     refs: list[str] = field(default_factory=list)
-    lock: bool = False  # some of the lock's snapshots are not here
+    lock: list[str] = field(default_factory=list)  # the lock's snapshots that are not here
     objects: int = 0  # objects not here (at least; a missing tree hides what is below it)
     roots: list[tuple[Digest, str]] = field(default_factory=list)  # of the records that are here
 
     def __bool__(self) -> bool:
         return bool(self.refs or self.lock or self.objects)
 
+    def records(self) -> list[str]:
+        return [*self.refs, *self.lock]
+
     def describe(self) -> str:
-        parts = list(self.refs) + (["snapshots labvault.lock names"] if self.lock else [])
+        parts = list(self.refs) + [f"{ref} (labvault.lock)" for ref in self.lock]
         if self.objects:
             parts.append(f"{self.objects} objects")
         return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """``labvault remote status``: what the remote lacks and what this vault lacks."""
+
+    remote: str
+    url: str
+    remote_lacks: Missing
+    here_lacks: Missing
+    reachable: bool = True  # False: the remote's folder holds no vault yet (it lacks everything)
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.remote_lacks and not self.here_lacks
+
+    def to_json(self) -> dict[str, Any]:
+        def side(m: Missing) -> dict[str, Any]:
+            return {"records": m.records(), "objects": m.objects}
+
+        return {
+            "remote": self.remote,
+            "url": self.url,
+            "remote_has_vault": self.reachable,
+            "remote_lacks": side(self.remote_lacks),
+            "here_lacks": side(self.here_lacks),
+            "in_sync": self.in_sync,
+        }
 
 
 def missing(here: Side, refs: Sequence[str], lock: Iterable[LockEntry] = ()) -> Missing:
@@ -50,7 +82,7 @@ def missing(here: Side, refs: Sequence[str], lock: Iterable[LockEntry] = ()) -> 
         try:
             records += gather(here, [], lock=[entry]).records
         except NotFound:
-            out.lock = True
+            out.lock.append(str(entry.ref))
     for ref in refs:
         try:
             records += gather(here, [ref], no_data=True).records
