@@ -102,19 +102,23 @@ def test_conflict_names_both_and_rename_renumbers(project: Path, cli: Cli, tmp_p
     cli("fsck", cwd=nas)
 
 
-def test_fresh_machine_pull_checkout_and_reproduce(
+def test_fresh_machine_pull_get_and_reproduce_a_model(
     project: Path,
     cli: Cli,
     trained: str,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """Machine A trains and pushes; a fresh clone pulls the lock's data and the run, and reproduces it."""
+    """The issue's whole path: machine A trains, snapshots, registers and pushes; a fresh clone with an
+    empty vault pulls the lock's data and the model, serves it verified and reproduces it, rebuilt."""
+    cli("models", "register", "fraud/detector", "--from", f"run:{trained}", "--artifact", "model.json")
     nas = tmp_path / "nas"
-    cli("remote", "add", "origin", str(nas))
+    cli("remote", "add", "origin", str(nas), "--default")
     cli("push")  # the lock's snapshots
-    cli("push", f"run:{trained}")
+    cli("push", "fraud/detector@0.1.0")  # the version, its run, the run's inputs
     _git(project, "add", "-A")
     _git(project, "commit", "-qm", "after training")
+    served_a = tmp_path / "served-a"
+    cli("get", "fraud/detector@0.1.0", "-o", str(served_a))
 
     fresh = tmp_path / "fresh"
     _git(tmp_path, "clone", "-q", str(project), str(fresh))
@@ -122,13 +126,29 @@ def test_fresh_machine_pull_checkout_and_reproduce(
     _git(fresh, "config", "user.name", "t")
     cli("init", cwd=fresh)
     cli("remote", "add", "origin", str(nas), cwd=fresh)
+    status = _json(cli("remote", "status", "--json", cwd=fresh))
+    assert status["here_lacks"]["records"] == ["data:train@v1"]
     cli("pull", cwd=fresh)
-    cli("pull", f"run:{trained}", cwd=fresh)
     cli("data", "checkout", cwd=fresh)
+    assert (fresh / "data" / "train.csv").read_bytes() == (project / "data" / "train.csv").read_bytes()
+    pulled = _json(cli("pull", "fraud/detector@0.1.0", "--json", cwd=fresh))
+    assert {(r["ref"], r["action"]) for r in pulled["records"]} >= {
+        (f"run:{trained}", "new"),
+        ("fraud/detector@0.1.0", "new"),
+    }
+    served = tmp_path / "served"
+    cli("get", "fraud/detector@0.1.0", "-o", str(served), cwd=fresh)
+    got = served / "fraud" / "detector" / "0.1.0"
+    want = served_a / "fraud" / "detector" / "0.1.0"
+    assert sorted(p.name for p in got.iterdir()) == sorted(p.name for p in want.iterdir())
+    for path in want.iterdir():
+        assert (got / path.name).read_bytes() == path.read_bytes()
     (fresh / "configs").mkdir(exist_ok=True)  # the config is not in git: reproduce restores it from the run
-    doc = _json(cli("reproduce", trained, "--json", cwd=fresh, timeout=300))
+    doc = _json(cli("reproduce", "fraud/detector@0.1.0", "--env", "rebuild", "--json", cwd=fresh, timeout=300))
     assert doc["verdict"] == "reproduced", doc
+    assert doc["environment"]["mode"] == "rebuild"
     cli("fsck", cwd=fresh)
+    assert _json(cli("remote", "status", "fraud/detector@0.1.0", "--json", cwd=fresh))["in_sync"]
 
 
 def test_pull_resolves_the_lock_by_content(project: Path, cli: Cli, tmp_path: Path) -> None:
@@ -264,8 +284,8 @@ def test_an_unreachable_remote_is_exit_7(project: Path, cli: Cli, tmp_path: Path
 
 
 def _ci_steps() -> list[str]:
-    """The shell lines of the CI recipe's ``run: |`` blocks in docs/remotes.md."""
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "remotes.md").read_text()
+    """The shell lines of the CI recipe's ``run: |`` blocks in docs/ci.md."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ci.md").read_text()
     yaml_text = doc.split("```yaml\n")[-1].split("```")[0]
     lines, inside = [], False
     for line in yaml_text.splitlines():
