@@ -433,3 +433,38 @@ def test_remote_status_says_what_each_side_lacks(project: Path, cli: Cli, tmp_pa
     assert "neither this vault nor remote 'nas' has data:nothing@v1" in gone.stderr
     cli("remote", "add", "away", str(tmp_path / "unmounted" / "proj"))
     cli("remote", "status", "away", expect=7)
+
+
+def test_push_shows_a_progress_bar_of_objects_and_bytes_on_a_terminal(project: Path, cli: Cli, tmp_path: Path) -> None:
+    import os
+    import pty
+
+    from tests.e2e.conftest import LABVAULT
+
+    cli("init")
+    (project / "data" / "raw").mkdir(parents=True)
+    (project / "data" / "raw" / "big.bin").write_bytes(b"\x05" * (2 << 20))
+    _dataset(project, cli, files=600)
+    cli("remote", "add", "nas", str(tmp_path / "nas"), "--default")
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.run(
+        [LABVAULT, "push", "--jobs", "2"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=follower, timeout=120
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert proc.returncode == 0
+    text = shown.decode(errors="replace")
+    assert "pushing" in text
+    assert "602/602" in text  # 600 files, the big one and the tree
+    assert "objects, 2.1 MiB" in text  # and the bytes sent

@@ -17,7 +17,8 @@ from labvault.cli.lean_views import (
     print_versions,
     version_json,
 )
-from labvault.cli.render import OUTPUT, human_bytes, print_json, progress
+from labvault.cli.remotes import transfer_progress
+from labvault.cli.render import OUTPUT, human_bytes, print_json
 
 if TYPE_CHECKING:
     pass
@@ -142,7 +143,7 @@ def get(
 ) -> None:
     """Write a registered version's verified files to DIR/PROJECT/MODEL/VERSION/ (an alias resolved)."""
     with open_vault() as vault:
-        with progress("fetching from the remote", None) as fetched:
+        with transfer_progress("fetching") as fetched:
             vault.remotes.fetch([ref], progress=fetched)
         found, target = vault.registry.materialize(ref, output, flat=flat)
     if json_output:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
 
 from labvault.cli.context import open_vault
-from labvault.cli.render import OUTPUT, human_bytes, print_json, progress
+from labvault.cli.render import OUTPUT, human_bytes, print_json
 
-__all__ = ["app", "register"]
+__all__ = ["app", "register", "transfer_progress"]
 
 app = typer.Typer(
     help="Remotes: other vaults (a folder on a NAS or mounted disk) to push to and pull from.", no_args_is_help=True
@@ -24,6 +27,31 @@ REFS = typer.Argument(
     help="data:NAME@vN, run:ID, PROJECT/MODEL@VERSION|ALIAS; none: the snapshots labvault.lock names.",
     show_default=False,
 )
+
+
+@contextmanager
+def transfer_progress(description: str) -> Iterator[Any]:
+    """A bar of objects and bytes on stderr when it is a terminal; else a no-op ``advance(done, total, nbytes)``."""
+    if OUTPUT.quiet or not sys.stderr.isatty():
+        yield lambda done, total, nbytes=0: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("objects, {task.fields[sent]}"),
+        TimeRemainingColumn(),
+        console=OUTPUT.err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None, sent="0 B")
+
+        def advance(done: int, total: int, nbytes: int = 0) -> None:
+            bar.update(task, completed=done, total=total, sent=human_bytes(nbytes))
+
+        yield advance
 
 
 @app.command("add")
@@ -125,7 +153,7 @@ def push(
     if done is not None:  # answered without SQLAlchemy: the no-op push stays fast
         _report(done, json_output)
         return
-    with open_vault() as vault, progress("pushing objects", None) as advance:
+    with open_vault() as vault, transfer_progress("pushing") as advance:
         result = vault.remotes.push(
             refs or [],
             remote=remote,
@@ -158,7 +186,7 @@ def pull(
     `labvault data checkout` restores them). Every record and object read from the remote is
     validated first: a corrupt object is exit 5 and nothing is recorded.
     """
-    with open_vault() as vault, progress("pulling objects", None) as advance:
+    with open_vault() as vault, transfer_progress("pulling") as advance:
         result = vault.remotes.pull(
             refs or [], remote=remote, jobs=jobs, no_data=no_data, rename=rename, dry_run=dry_run, progress=advance
         )

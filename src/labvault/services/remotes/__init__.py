@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Moved", "RemoteSpec", "Remotes", "Side", "TransferResult"]
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int, int], None]  # (objects done, objects in all, bytes sent)
 MAX_JOBS = 64
 
 

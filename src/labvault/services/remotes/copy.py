@@ -76,9 +76,10 @@ def copy_objects(
     *,
     where: str,
     jobs: int,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> CopyStats:
-    """Put every digest of ``src`` that ``dst`` lacks into ``dst``.
+    """Put every digest of ``src`` that ``dst`` lacks into ``dst``; ``progress(done, total, bytes_sent)``
+    after each batch.
 
     The workers ask ``dst`` what it has, in parallel with the copies: that is a file-system look-up
     per object, and a new remote has nothing.
@@ -101,7 +102,7 @@ def copy_objects(
             stats.bytes += size
             stats.present += present
             if progress is not None:
-                progress(stats.objects + stats.present, len(digests))
+                progress(stats.objects + stats.present, len(digests), stats.bytes)
 
     if jobs <= 1 or len(chunks) <= 1:
         for chunk in chunks:
