@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
 from labvault.cli.context import open_vault
 from labvault.cli.render import OUTPUT, human_bytes, print_json
+from labvault.errors import IntegrityError, LabvaultError, NotFound
 
-__all__ = ["app", "register", "transfer_progress"]
+__all__ = ["app", "fetching", "register", "transfer_progress"]
 
 app = typer.Typer(
     help="Remotes: other vaults (a folder on a NAS or mounted disk) to push to and pull from.", no_args_is_help=True
 )
+T = TypeVar("T")
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 REMOTE = typer.Option(None, "--remote", "-r", help="The remote's name (default: the default remote, or the only one).")
 JOBS = typer.Option(4, "--jobs", "-j", help="Objects sent in parallel (1 to 64).")
@@ -52,6 +54,24 @@ def transfer_progress(description: str) -> Iterator[Any]:
             bar.update(task, completed=done, total=total, sent=human_bytes(nbytes))
 
         yield advance
+
+
+def fetching(vault: Any, refs: list[str], action: Callable[[], T]) -> T:
+    """Run ``action`` (a checkout, a get) after fetching from the default remote the records and trees
+    this vault lacks; an object found missing while it runs is fetched too, and ``action`` rerun once."""
+    with transfer_progress("fetching") as advance:
+        vault.remotes.fetch(refs, blobs=False, progress=advance)
+    try:
+        return action()
+    except (IntegrityError, NotFound) as exc:
+        try:
+            with transfer_progress("fetching") as advance:
+                fetched = vault.remotes.fetch(refs, progress=advance)
+        except LabvaultError:
+            raise exc from None
+        if not fetched:
+            raise
+    return action()
 
 
 @app.command("add")

@@ -200,16 +200,19 @@ class Remotes:
             progress=progress,
         )
 
-    def fetch(self, refs: Sequence[str] = (), *, jobs: int = 4, progress: Progress | None = None) -> int:
+    def fetch(
+        self, refs: Sequence[str] = (), *, blobs: bool = True, jobs: int = 4, progress: Progress | None = None
+    ) -> int:
         """Pull from the default remote whatever ``refs`` (the lock's snapshots when empty) need and this
         vault lacks: records and objects, verified on arrival. Returns the objects fetched (0, with no
-        remote asked, when everything is here). ``data checkout`` and ``get`` call it first."""
+        remote asked, when everything is here). ``data checkout`` and ``get`` call it first with
+        ``blobs=False`` (records and trees looked for, files' objects only when a read misses one)."""
         from labvault.services.remotes.copy import copy_objects, reachable
         from labvault.services.remotes.fetch import ADD_DEFAULT_HINT, missing
 
         here = self._here()
         lock = [] if refs else list(read_lock(self._root).values())
-        lacking = missing(here, refs, lock)
+        lacking = missing(here, refs, lock, blobs=blobs)
         if not lacking:
             return 0
         try:
@@ -222,7 +225,7 @@ class Remotes:
         if lacking.refs or lacking.lock:
             pulled = self.pull(lacking.refs, remote=spec.name, jobs=jobs, no_data=True, progress=progress)
             fetched += pulled.objects_sent
-            lacking = missing(here, refs, lock)
+            lacking = missing(here, refs, lock, blobs=blobs)
         if lacking.objects:
             src = self._open_remote(spec, False)
             if src is None:

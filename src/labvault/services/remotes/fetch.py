@@ -74,8 +74,9 @@ class Status:
         }
 
 
-def missing(here: Side, refs: Sequence[str], lock: Iterable[LockEntry] = ()) -> Missing:
-    """What ``here`` lacks of ``refs`` and of the lock entries, and of the objects they reach."""
+def missing(here: Side, refs: Sequence[str], lock: Iterable[LockEntry] = (), *, blobs: bool = True) -> Missing:
+    """What ``here`` lacks of ``refs`` and of the lock entries, and of the objects they reach
+    (with ``blobs=False``, of the trees only: a file's object is then looked for when it is read)."""
     out = Missing()
     records = []
     for entry in lock:
@@ -94,5 +95,6 @@ def missing(here: Side, refs: Sequence[str], lock: Iterable[LockEntry] = ()) -> 
     except IntegrityError:  # a tree is not here (or is damaged): what is below it is fetched too
         out.objects = 1 + sum(not here.objects.has(d) for d, _ in out.roots)
         return out
-    out.objects = sum(not here.objects.has(d) for d in wanted)
+    if blobs:
+        out.objects = sum(not here.objects.has(d) for d in wanted)
     return out
