@@ -346,6 +346,8 @@ def test_checkout_and_get_fetch_what_is_missing_from_the_default_remote(
     project: Path, cli: Cli, tmp_path: Path
 ) -> None:
     cli("init")
+    (project / "data" / "raw").mkdir(parents=True)
+    (project / "data" / "raw" / "big.bin").write_bytes(_BIG_BYTES[::-1] + b"d")
     _dataset(project, cli, files=4)
     (project / "model").mkdir()
     (project / "model" / "w.bin").write_bytes(_BIG_BYTES)
@@ -372,7 +374,13 @@ def test_checkout_and_get_fetch_what_is_missing_from_the_default_remote(
 
     cli("remote", "add", "nas", str(nas), "--default", cwd=other)
     cli("data", "checkout", cwd=other)  # the lock's snapshot and its objects come from nas
-    assert sorted(p.name for p in (other / "data" / "raw").iterdir()) == ["f0.txt", "f1.txt", "f2.txt", "f3.txt"]
+    assert sorted(p.name for p in (other / "data" / "raw").iterdir()) == [
+        "big.bin",
+        "f0.txt",
+        "f1.txt",
+        "f2.txt",
+        "f3.txt",
+    ]
     assert (other / "data" / "raw" / "f3.txt").read_text() == "3\n"
     out = tmp_path / "served"
     cli("get", "shop/ranker@0.1.0", "-o", str(out), cwd=other)
@@ -386,6 +394,10 @@ def test_checkout_and_get_fetch_what_is_missing_from_the_default_remote(
     out2 = tmp_path / "served2"
     cli("get", "shop/ranker@0.1.0", "-o", str(out2), cwd=other)
     assert (out2 / "shop" / "ranker" / "0.1.0" / "w.bin").read_bytes() == _BIG_BYTES
+    data_blob = hashlib.sha256(_BIG_BYTES[::-1] + b"d").hexdigest()
+    (other / ".labvault" / "objects" / "sha256" / data_blob[:2] / data_blob[2:]).unlink()
+    cli("data", "checkout", "data:raw@v1", str(tmp_path / "raw2"), cwd=other)
+    assert (tmp_path / "raw2" / "big.bin").read_bytes() == _BIG_BYTES[::-1] + b"d"
     cli("fsck", cwd=other)
 
 
