@@ -147,6 +147,8 @@ class Remotes:
         src = self._here()
         lock = [] if refs or everything else self._lock_entries()
         plan = gather(src, refs, lock=lock, everything=everything, no_data=no_data)
+        there = spec.path if spec.path.name == VAULT_DIRNAME else spec.path / VAULT_DIRNAME
+        fresh = spec.kind == "folder" and not (there / CONFIG_NAME).is_file()  # made by this push
         dst = self._open_remote(spec, not dry_run)
         return self._transfer(
             "push",
@@ -160,6 +162,7 @@ class Remotes:
             by_content=False,
             dry_run=dry_run,
             progress=progress,
+            fresh=fresh,
         )
 
     def pull(
@@ -314,6 +317,7 @@ class Remotes:
         by_content: bool,
         dry_run: bool,
         progress: Progress | None,
+        fresh: bool = False,
     ) -> TransferResult:
         # Imported here, not at the top: SQLAlchemy comes with them, and `push` with nothing to send
         # (is_pushed) must answer without it.
@@ -335,7 +339,9 @@ class Remotes:
             missing = [d for d in wanted if dst is None or not dst.objects.has(d)]
             sent, present = len(missing), len(wanted) - len(missing)
         else:
-            stats = copy_objects(src.objects, dst.objects, wanted, where=src.where, jobs=jobs, progress=progress)
+            stats = copy_objects(
+                src.objects, dst.objects, wanted, where=src.where, jobs=jobs, progress=progress, fresh=fresh
+            )
             sent, size, present = stats.objects, stats.bytes, stats.present
             if to_write:
                 origin = f"{spec.name}:{spec.url}" if direction == "pull" else str(src.dir.parent)

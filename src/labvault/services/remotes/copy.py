@@ -79,9 +79,11 @@ def copy_objects(
     where: str,
     jobs: int,
     progress: Callable[[int, int, int], None] | None = None,
+    fresh: bool = False,
 ) -> CopyStats:
     """Put every digest of ``src`` that ``dst`` lacks into ``dst``; ``progress(done, total, bytes_sent)``
-    after each batch.
+    after each batch. ``fresh``: ``dst`` was made by this transfer and holds nothing, so nothing is
+    looked up there first (``put_bytes`` still stores an object only once).
 
     The workers ask ``dst`` what it has, in parallel with the copies: that is a file-system look-up
     per object, and a new remote has nothing.
@@ -94,7 +96,7 @@ def copy_objects(
         sent = size = present = 0
         with dst.batch():
             for digest in chunk:
-                if dst.has(digest):
+                if not fresh and dst.has(digest):
                     present += 1
                     continue
                 size += _send_one(src, dst, digest, where)
