@@ -102,19 +102,23 @@ def test_conflict_names_both_and_rename_renumbers(project: Path, cli: Cli, tmp_p
     cli("fsck", cwd=nas)
 
 
-def test_fresh_machine_pull_checkout_and_reproduce(
+def test_fresh_machine_pull_get_and_reproduce_a_model(
     project: Path,
     cli: Cli,
     trained: str,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """Machine A trains and pushes; a fresh clone pulls the lock's data and the run, and reproduces it."""
+    """The issue's whole path: machine A trains, snapshots, registers and pushes; a fresh clone with an
+    empty vault pulls the lock's data and the model, serves it verified and reproduces it, rebuilt."""
+    cli("models", "register", "fraud/detector", "--from", f"run:{trained}", "--artifact", "model.json")
     nas = tmp_path / "nas"
-    cli("remote", "add", "origin", str(nas))
+    cli("remote", "add", "origin", str(nas), "--default")
     cli("push")  # the lock's snapshots
-    cli("push", f"run:{trained}")
+    cli("push", "fraud/detector@0.1.0")  # the version, its run, the run's inputs
     _git(project, "add", "-A")
     _git(project, "commit", "-qm", "after training")
+    served_a = tmp_path / "served-a"
+    cli("get", "fraud/detector@0.1.0", "-o", str(served_a))
 
     fresh = tmp_path / "fresh"
     _git(tmp_path, "clone", "-q", str(project), str(fresh))
@@ -122,13 +126,29 @@ def test_fresh_machine_pull_checkout_and_reproduce(
     _git(fresh, "config", "user.name", "t")
     cli("init", cwd=fresh)
     cli("remote", "add", "origin", str(nas), cwd=fresh)
+    status = _json(cli("remote", "status", "--json", cwd=fresh))
+    assert status["here_lacks"]["records"] == ["data:train@v1"]
     cli("pull", cwd=fresh)
-    cli("pull", f"run:{trained}", cwd=fresh)
     cli("data", "checkout", cwd=fresh)
+    assert (fresh / "data" / "train.csv").read_bytes() == (project / "data" / "train.csv").read_bytes()
+    pulled = _json(cli("pull", "fraud/detector@0.1.0", "--json", cwd=fresh))
+    assert {(r["ref"], r["action"]) for r in pulled["records"]} >= {
+        (f"run:{trained}", "new"),
+        ("fraud/detector@0.1.0", "new"),
+    }
+    served = tmp_path / "served"
+    cli("get", "fraud/detector@0.1.0", "-o", str(served), cwd=fresh)
+    got = served / "fraud" / "detector" / "0.1.0"
+    want = served_a / "fraud" / "detector" / "0.1.0"
+    assert sorted(p.name for p in got.iterdir()) == sorted(p.name for p in want.iterdir())
+    for path in want.iterdir():
+        assert (got / path.name).read_bytes() == path.read_bytes()
     (fresh / "configs").mkdir(exist_ok=True)  # the config is not in git: reproduce restores it from the run
-    doc = _json(cli("reproduce", trained, "--json", cwd=fresh, timeout=300))
+    doc = _json(cli("reproduce", "fraud/detector@0.1.0", "--env", "rebuild", "--json", cwd=fresh, timeout=300))
     assert doc["verdict"] == "reproduced", doc
+    assert doc["environment"]["mode"] == "rebuild"
     cli("fsck", cwd=fresh)
+    assert _json(cli("remote", "status", "fraud/detector@0.1.0", "--json", cwd=fresh))["in_sync"]
 
 
 def test_pull_resolves_the_lock_by_content(project: Path, cli: Cli, tmp_path: Path) -> None:
@@ -264,8 +284,8 @@ def test_an_unreachable_remote_is_exit_7(project: Path, cli: Cli, tmp_path: Path
 
 
 def _ci_steps() -> list[str]:
-    """The shell lines of the CI recipe's ``run: |`` blocks in docs/remotes.md."""
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "remotes.md").read_text()
+    """The shell lines of the CI recipe's ``run: |`` blocks in docs/ci.md."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ci.md").read_text()
     yaml_text = doc.split("```yaml\n")[-1].split("```")[0]
     lines, inside = [], False
     for line in yaml_text.splitlines():
@@ -317,3 +337,146 @@ def test_the_ci_recipe_reproduces_the_model_behind_prod(
     assert proc.returncode == 0, proc.stderr
     assert (runner / "version.txt").read_text().strip() == "fraud/detector@0.1.0"
     assert json.loads((runner / "reproduce.json").read_text())["verdict"] == "reproduced"
+
+
+_BIG_BYTES = b"\x02" * (1 << 20 | 3000)  # above the pack limit: a file of its own, easy to lose
+
+
+def test_checkout_and_get_fetch_what_is_missing_from_the_default_remote(
+    project: Path, cli: Cli, tmp_path: Path
+) -> None:
+    cli("init")
+    (project / "data" / "raw").mkdir(parents=True)
+    (project / "data" / "raw" / "big.bin").write_bytes(_BIG_BYTES[::-1] + b"d")
+    _dataset(project, cli, files=4)
+    (project / "model").mkdir()
+    (project / "model" / "w.bin").write_bytes(_BIG_BYTES)
+    cli("models", "register", "shop/ranker", "model")
+    nas = tmp_path / "nas"
+    cli("remote", "add", "nas", str(nas), "--default")
+    cli("push", "shop/ranker@0.1.0")  # the lock's data:raw@v1 is not pushed yet
+    cli("push")
+
+    other = tmp_path / "clone"
+    other.mkdir()
+    (other / "labvault.lock").write_bytes((project / "labvault.lock").read_bytes())
+    cli("init", cwd=other)
+    # No remote: one line naming what is missing and how to add a default remote.
+    failed = cli("data", "checkout", cwd=other, expect=None)
+    assert failed.returncode == 3, failed.stderr
+    assert "error: this vault lacks data:raw@v1 (labvault.lock), and has no remote" in failed.stderr
+    assert "labvault remote add NAME PATH --default" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    failed = cli("get", "shop/ranker@0.1.0", "-o", str(tmp_path / "x"), cwd=other, expect=None)
+    assert failed.returncode == 3
+    assert "--default" in failed.stderr
+    assert not (tmp_path / "x").exists()
+
+    cli("remote", "add", "nas", str(nas), "--default", cwd=other)
+    cli("data", "checkout", cwd=other)  # the lock's snapshot and its objects come from nas
+    assert sorted(p.name for p in (other / "data" / "raw").iterdir()) == [
+        "big.bin",
+        "f0.txt",
+        "f1.txt",
+        "f2.txt",
+        "f3.txt",
+    ]
+    assert (other / "data" / "raw" / "f3.txt").read_text() == "3\n"
+    out = tmp_path / "served"
+    cli("get", "shop/ranker@0.1.0", "-o", str(out), cwd=other)
+    assert (out / "shop" / "ranker" / "0.1.0" / "w.bin").read_bytes() == _BIG_BYTES
+
+    # Objects lost here (records kept) are fetched again, verified.
+    store = LocalObjectStore(other / ".labvault")
+    blob = Digest(hashlib.sha256(_BIG_BYTES).hexdigest())
+    (other / ".labvault" / "objects" / "sha256" / blob.hex[:2] / blob.hex[2:]).unlink()
+    assert not store.has(blob)
+    out2 = tmp_path / "served2"
+    cli("get", "shop/ranker@0.1.0", "-o", str(out2), cwd=other)
+    assert (out2 / "shop" / "ranker" / "0.1.0" / "w.bin").read_bytes() == _BIG_BYTES
+    data_blob = hashlib.sha256(_BIG_BYTES[::-1] + b"d").hexdigest()
+    (other / ".labvault" / "objects" / "sha256" / data_blob[:2] / data_blob[2:]).unlink()
+    cli("data", "checkout", "data:raw@v1", str(tmp_path / "raw2"), cwd=other)
+    assert (tmp_path / "raw2" / "big.bin").read_bytes() == _BIG_BYTES[::-1] + b"d"
+    cli("fsck", cwd=other)
+
+
+def test_remote_status_says_what_each_side_lacks(project: Path, cli: Cli, tmp_path: Path) -> None:
+    cli("init")
+    (project / "data" / "raw").mkdir(parents=True)
+    (project / "data" / "raw" / "big.bin").write_bytes(b"\x03" * (1 << 20 | 6000))
+    _dataset(project, cli, files=3)
+    nas = tmp_path / "nas"
+    cli("remote", "add", "nas", str(nas), "--default")
+    fresh = _json(cli("remote", "status", "--json"))
+    assert fresh["remote_has_vault"] is False
+    assert fresh["remote_lacks"]["records"] == ["data:raw@v1"]
+    assert not fresh["in_sync"]
+    cli("push")
+    synced = _json(cli("remote", "status", "nas", "--json"))
+    assert synced["in_sync"], synced
+    assert synced["remote_lacks"] == {"records": [], "objects": 0}
+    assert "in sync" in cli("remote", "status").stdout
+
+    # A second snapshot here only, and a dataset pushed from another vault: each side lacks one.
+    _dataset(project, cli, name="extra", files=2, salt="x")
+    other = tmp_path / "other"
+    other.mkdir()
+    cli("init", cwd=other)
+    cli("remote", "add", "nas", str(nas), cwd=other)
+    _dataset(other, cli, name="theirs", files=2, salt="t")
+    cli("push", "data:theirs@v1", cwd=other)
+    both = _json(cli("remote", "status", "data:extra@v1", "data:theirs@v1", "--json"))
+    assert both["remote_lacks"]["records"] == ["data:extra@v1"]
+    assert both["here_lacks"]["records"] == ["data:theirs@v1"]
+    text = cli("remote", "status", "nas", "data:extra@v1", "data:theirs@v1").stdout
+    assert "the remote lacks: data:extra@v1" in text
+    assert "this vault lacks: data:theirs@v1" in text
+
+    # Objects lost on the remote (its records kept) are counted.
+    digest = hashlib.sha256(b"\x03" * (1 << 20 | 6000)).hexdigest()
+    (nas / ".labvault" / "objects" / "sha256" / digest[:2] / digest[2:]).unlink()
+    lost = _json(cli("remote", "status", "nas", "data:raw@v1", "--json"))
+    assert lost["remote_lacks"] == {"records": [], "objects": 1}
+
+    bad = cli("remote", "status", "nope", expect=3)
+    assert "no remote named 'nope'" in bad.stderr
+    gone = cli("remote", "status", "data:nothing@v1", expect=3)
+    assert "neither this vault nor remote 'nas' has data:nothing@v1" in gone.stderr
+    cli("remote", "add", "away", str(tmp_path / "unmounted" / "proj"))
+    cli("remote", "status", "away", expect=7)
+
+
+def test_push_shows_a_progress_bar_of_objects_and_bytes_on_a_terminal(project: Path, cli: Cli, tmp_path: Path) -> None:
+    import os
+    import pty
+
+    from tests.e2e.conftest import LABVAULT
+
+    cli("init")
+    (project / "data" / "raw").mkdir(parents=True)
+    (project / "data" / "raw" / "big.bin").write_bytes(b"\x05" * (2 << 20))
+    _dataset(project, cli, files=600)
+    cli("remote", "add", "nas", str(tmp_path / "nas"), "--default")
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.run(
+        [LABVAULT, "push", "--jobs", "2"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=follower, timeout=120
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert proc.returncode == 0
+    text = shown.decode(errors="replace")
+    assert "pushing" in text
+    assert "602/602" in text  # 600 files, the big one and the tree
+    assert "objects, 2.1 MiB" in text  # and the bytes sent

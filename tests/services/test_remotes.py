@@ -163,3 +163,30 @@ def test_is_pushed_answers_the_no_op_push_from_the_lock(vault: Vault, project: P
     vault.data.add("d", project / "d.txt")  # the lock now names data:d@v2, which the remote lacks
     assert vault.remotes.is_pushed() is None
     assert [m.ref for m in vault.remotes.push().records] == ["data:d@v2"]
+
+
+def test_objects_above_the_memory_limit_stream_and_are_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labvault.errors import IntegrityError as _Integrity
+    from labvault.services.remotes import copy as copy_mod
+    from labvault.storage.objects.local import LocalObjectStore
+
+    monkeypatch.setattr(copy_mod, "_BIG", 1000)  # objects above 1000 bytes take the streaming path
+    src, dst = LocalObjectStore.create(tmp_path / "a"), LocalObjectStore.create(tmp_path / "b")
+    big, small = src.put_bytes(b"x" * 3000), src.put_bytes(b"y" * 10)
+    stats = copy_mod.copy_objects(src, dst, [big, small], where="a", jobs=1)
+    assert (stats.objects, stats.bytes, stats.present) == (2, 3010, 0)
+    assert dst.get_bytes(big) == b"x" * 3000
+    assert dst.get_bytes(small) == b"y" * 10
+    again = copy_mod.copy_objects(src, dst, [big, small], where="a", jobs=1)
+    assert (again.objects, again.present) == (0, 2)
+
+    bad = src.put_bytes(b"z" * 2000)
+    from tests.corruption import flip_byte
+
+    flip_byte(src, bad)  # same name, other bytes
+    other = LocalObjectStore.create(tmp_path / "c")
+    with pytest.raises(_Integrity, match="corrupt"):
+        copy_mod.copy_objects(src, other, [bad], where="a", jobs=1)
+    assert not other.has(bad)

@@ -12,6 +12,7 @@ from labvault.cli.context import open_vault
 from labvault.cli.data_add import run_add
 from labvault.cli.data_status import run_status
 from labvault.cli.lean_views import print_manifest
+from labvault.cli.remotes import fetching
 from labvault.cli.render import OUTPUT, human_bytes, print_json, progress, readable_number
 
 __all__ = ["app"]
@@ -177,8 +178,13 @@ def checkout(
     json_output: bool = JSON,
 ) -> None:
     """Restore a snapshot's exact, verified bytes; refuses to overwrite local modifications."""
-    with open_vault() as vault, progress("checking out", None) as advance:
-        results = vault.data.checkout(_ref(ref) if ref else None, path, force=force, progress=advance)
+
+    def run() -> list[Any]:
+        with progress("checking out", None) as advance:
+            return vault.data.checkout(_ref(ref) if ref else None, path, force=force, progress=advance)
+
+    with open_vault() as vault:
+        results = fetching(vault, [_ref(ref)] if ref else [], run)
     if json_output:
         print_json([r.to_json() for r in results])
         return

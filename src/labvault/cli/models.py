@@ -17,6 +17,7 @@ from labvault.cli.lean_views import (
     print_versions,
     version_json,
 )
+from labvault.cli.remotes import fetching
 from labvault.cli.render import OUTPUT, human_bytes, print_json
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def get(
 ) -> None:
     """Write a registered version's verified files to DIR/PROJECT/MODEL/VERSION/ (an alias resolved)."""
     with open_vault() as vault:
-        found, target = vault.registry.materialize(ref, output, flat=flat)
+        found, target = fetching(vault, [ref], lambda: vault.registry.materialize(ref, output, flat=flat))
     if json_output:
         print_json({**version_json(found), "path": str(target)})
     else:

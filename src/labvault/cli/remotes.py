@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import typer
 
 from labvault.cli.context import open_vault
-from labvault.cli.render import OUTPUT, human_bytes, print_json, progress
+from labvault.cli.render import OUTPUT, human_bytes, print_json
+from labvault.errors import IntegrityError, LabvaultError, NotFound
 
-__all__ = ["app", "register"]
+__all__ = ["app", "fetching", "register", "transfer_progress"]
 
 app = typer.Typer(
     help="Remotes: other vaults (a folder on a NAS or mounted disk) to push to and pull from.", no_args_is_help=True
 )
+T = TypeVar("T")
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 REMOTE = typer.Option(None, "--remote", "-r", help="The remote's name (default: the default remote, or the only one).")
 JOBS = typer.Option(4, "--jobs", "-j", help="Objects sent in parallel (1 to 64).")
@@ -24,6 +29,49 @@ REFS = typer.Argument(
     help="data:NAME@vN, run:ID, PROJECT/MODEL@VERSION|ALIAS; none: the snapshots labvault.lock names.",
     show_default=False,
 )
+
+
+@contextmanager
+def transfer_progress(description: str) -> Iterator[Any]:
+    """A bar of objects and bytes on stderr when it is a terminal; else a no-op ``advance(done, total, nbytes)``."""
+    if OUTPUT.quiet or not sys.stderr.isatty():
+        yield lambda done, total, nbytes=0: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("objects, {task.fields[sent]}"),
+        TimeRemainingColumn(),
+        console=OUTPUT.err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None, sent="0 B")
+
+        def advance(done: int, total: int, nbytes: int = 0) -> None:
+            bar.update(task, completed=done, total=total, sent=human_bytes(nbytes))
+
+        yield advance
+
+
+def fetching(vault: Any, refs: list[str], action: Callable[[], T]) -> T:
+    """Run ``action`` (a checkout, a get) after fetching from the default remote the records and trees
+    this vault lacks; an object found missing while it runs is fetched too, and ``action`` rerun once."""
+    with transfer_progress("fetching") as advance:
+        vault.remotes.fetch(refs, blobs=False, progress=advance)
+    try:
+        return action()
+    except (IntegrityError, NotFound) as exc:
+        try:
+            with transfer_progress("fetching") as advance:
+                fetched = vault.remotes.fetch(refs, progress=advance)
+        except LabvaultError:
+            raise exc from None
+        if not fetched:
+            raise
+    return action()
 
 
 @app.command("add")
@@ -71,6 +119,35 @@ def remove(name: str = typer.Argument(..., help="The remote's name.")) -> None:
     OUTPUT.line(f"removed remote {name}")
 
 
+@app.command("status")
+def status(
+    name: str | None = typer.Argument(None, help="The remote's name (default: the default remote, or the only one)."),
+    refs: list[str] | None = typer.Argument(
+        None, help="data:NAME@vN, run:ID, PROJECT/MODEL@VERSION; none: the snapshots labvault.lock names."
+    ),
+    json_output: bool = JSON,
+) -> None:
+    """What the remote lacks (a push would send) and what this vault lacks (a pull would fetch):
+    records and objects, for labvault.lock or the REFs. Exit 0 either way."""
+    with open_vault() as vault:
+        if name is not None and any(c in name for c in ":@/") and name not in {r.name for r in vault.remotes.list()}:
+            refs, name = [name, *(refs or [])], None  # a REF given with no remote name
+        found = vault.remotes.status(refs or [], remote=name)
+    if json_output:
+        print_json(found.to_json())
+        return
+    OUTPUT.line(f"remote {found.remote} ({found.url})" + ("" if found.reachable else ": no vault there yet"))
+    if found.in_sync:
+        OUTPUT.line("in sync: both sides hold every record and object")
+        return
+    for label, lacks in (("the remote lacks", found.remote_lacks), ("this vault lacks", found.here_lacks)):
+        if not lacks:
+            OUTPUT.line(f"{label} nothing")
+            continue
+        shown = ", ".join(lacks.records())
+        OUTPUT.line(f"{label}: {shown or 'no record'}" + (f"; {lacks.objects} objects" if lacks.objects else ""))
+
+
 def push(
     refs: list[str] | None = REFS,
     remote: str | None = REMOTE,
@@ -96,7 +173,7 @@ def push(
     if done is not None:  # answered without SQLAlchemy: the no-op push stays fast
         _report(done, json_output)
         return
-    with open_vault() as vault, progress("pushing objects", None) as advance:
+    with open_vault() as vault, transfer_progress("pushing") as advance:
         result = vault.remotes.push(
             refs or [],
             remote=remote,
@@ -129,7 +206,7 @@ def pull(
     `labvault data checkout` restores them). Every record and object read from the remote is
     validated first: a corrupt object is exit 5 and nothing is recorded.
     """
-    with open_vault() as vault, progress("pulling objects", None) as advance:
+    with open_vault() as vault, transfer_progress("pulling") as advance:
         result = vault.remotes.pull(
             refs or [], remote=remote, jobs=jobs, no_data=no_data, rename=rename, dry_run=dry_run, progress=advance
         )

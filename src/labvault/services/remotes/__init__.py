@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labvault.config import CONFIG_NAME, VAULT_DIRNAME, VaultConfig
-from labvault.errors import ExternalError, LabvaultError, ValidationError, VaultNotFound
+from labvault.errors import ExternalError, LabvaultError, NotFound, ValidationError, VaultNotFound
 from labvault.services.remotes import settings
 from labvault.services.remotes.settings import RemoteSpec
 from labvault.services.remotes.side import Side
@@ -25,10 +25,11 @@ from labvault.storage.meta.lean import open_reader
 
 if TYPE_CHECKING:
     from labvault.services.remotes.apply import Landing
+    from labvault.services.remotes.fetch import Status
 
 __all__ = ["Moved", "RemoteSpec", "Remotes", "Side", "TransferResult"]
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int, int], None]  # (objects done, objects in all, bytes sent)
 MAX_JOBS = 64
 
 
@@ -146,6 +147,8 @@ class Remotes:
         src = self._here()
         lock = [] if refs or everything else self._lock_entries()
         plan = gather(src, refs, lock=lock, everything=everything, no_data=no_data)
+        there = spec.path if spec.path.name == VAULT_DIRNAME else spec.path / VAULT_DIRNAME
+        fresh = spec.kind == "folder" and not (there / CONFIG_NAME).is_file()  # made by this push
         dst = self._open_remote(spec, not dry_run)
         return self._transfer(
             "push",
@@ -159,6 +162,7 @@ class Remotes:
             by_content=False,
             dry_run=dry_run,
             progress=progress,
+            fresh=fresh,
         )
 
     def pull(
@@ -198,6 +202,66 @@ class Remotes:
             dry_run=dry_run,
             progress=progress,
         )
+
+    def fetch(
+        self, refs: Sequence[str] = (), *, blobs: bool = True, jobs: int = 4, progress: Progress | None = None
+    ) -> int:
+        """Pull from the default remote whatever ``refs`` (the lock's snapshots when empty) need and this
+        vault lacks: records and objects, verified on arrival. Returns the objects fetched (0, with no
+        remote asked, when everything is here). ``data checkout`` and ``get`` call it first with
+        ``blobs=False`` (records and trees looked for, files' objects only when a read misses one)."""
+        from labvault.services.remotes.copy import copy_objects, reachable
+        from labvault.services.remotes.fetch import ADD_DEFAULT_HINT, missing
+
+        here = self._here()
+        lock = [] if refs else list(read_lock(self._root).values())
+        lacking = missing(here, refs, lock, blobs=blobs)
+        if not lacking:
+            return 0
+        try:
+            spec = self.get(None)
+        except NotFound:
+            raise NotFound(
+                f"this vault lacks {lacking.describe()}, and has no remote to fetch them from", hint=ADD_DEFAULT_HINT
+            ) from None
+        fetched = 0
+        if lacking.refs or lacking.lock:
+            pulled = self.pull(lacking.refs, remote=spec.name, jobs=jobs, no_data=True, progress=progress)
+            fetched += pulled.objects_sent
+            lacking = missing(here, refs, lock, blobs=blobs)
+        if lacking.objects:
+            src = self._open_remote(spec, False)
+            if src is None:
+                raise _unreachable(spec)
+            wanted = reachable(src.objects, lacking.roots, src.where)
+            stats = copy_objects(src.objects, here.objects, wanted, where=src.where, jobs=jobs, progress=progress)
+            fetched += stats.objects
+        return fetched
+
+    def status(self, refs: Sequence[str] = (), *, remote: str | None = None) -> Status:
+        """What the remote lacks and what this vault lacks of ``refs`` (the lock's snapshots when empty):
+        records, and the objects they reach. Lock entries are found by content on both sides."""
+        from labvault.services.remotes.fetch import Missing, Status, missing
+
+        spec = self.get(remote)
+        lock = [] if refs else self._lock_entries()
+        here = self._here()
+        here_lacks = missing(here, refs, lock)
+        there = self._open_remote(spec, False)
+        if there is None:
+            if spec.kind == "folder" and not spec.path.parent.is_dir():  # an unmounted disk, a wrong path
+                raise _unreachable(spec)
+            everything = Missing(refs=[r for r in refs if r not in here_lacks.refs])
+            everything.lock = [str(e.ref) for e in lock if str(e.ref) not in here_lacks.lock]
+            return Status(spec.name, spec.url, everything, here_lacks, reachable=False)
+        remote_lacks = missing(there, refs, lock)
+        nowhere = [r for r in here_lacks.refs if r in remote_lacks.refs]
+        if nowhere:
+            raise NotFound(
+                f"neither this vault nor remote {spec.name!r} has {', '.join(nowhere)}",
+                hint="list what each holds with `labvault data list`, `labvault runs list`, `labvault models list`",
+            )
+        return Status(spec.name, spec.url, remote_lacks, here_lacks)
 
     def is_pushed(self, remote: str | None = None) -> TransferResult | None:
         """The no-op result when the remote already holds, under the same numbers, every snapshot labvault.lock
@@ -253,6 +317,7 @@ class Remotes:
         by_content: bool,
         dry_run: bool,
         progress: Progress | None,
+        fresh: bool = False,
     ) -> TransferResult:
         # Imported here, not at the top: SQLAlchemy comes with them, and `push` with nothing to send
         # (is_pushed) must answer without it.
@@ -274,7 +339,9 @@ class Remotes:
             missing = [d for d in wanted if dst is None or not dst.objects.has(d)]
             sent, present = len(missing), len(wanted) - len(missing)
         else:
-            stats = copy_objects(src.objects, dst.objects, wanted, where=src.where, jobs=jobs, progress=progress)
+            stats = copy_objects(
+                src.objects, dst.objects, wanted, where=src.where, jobs=jobs, progress=progress, fresh=fresh
+            )
             sent, size, present = stats.objects, stats.bytes, stats.present
             if to_write:
                 origin = f"{spec.name}:{spec.url}" if direction == "pull" else str(src.dir.parent)

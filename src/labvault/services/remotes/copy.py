@@ -9,10 +9,12 @@ Each worker thread holds its own batch on the receiving store, so durability is 
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from labvault.errors import IntegrityError, NotFound
 from labvault.refs import Digest
@@ -22,7 +24,7 @@ from labvault.storage.objects.tree import decode_tree
 __all__ = ["CopyStats", "copy_objects", "reachable"]
 
 _BIG = 64 << 20  # objects above this stream through a temp file instead of memory
-_CHUNK = 256  # objects per work item: one batch commit each
+_CHUNK = 1024  # objects per work item: one batch commit (one fdatasync of a pack) each
 
 
 @dataclass(slots=True)
@@ -76,9 +78,12 @@ def copy_objects(
     *,
     where: str,
     jobs: int,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+    fresh: bool = False,
 ) -> CopyStats:
-    """Put every digest of ``src`` that ``dst`` lacks into ``dst``.
+    """Put every digest of ``src`` that ``dst`` lacks into ``dst``; ``progress(done, total, bytes_sent)``
+    after each batch. ``fresh``: ``dst`` was made by this transfer and holds nothing, so nothing is
+    looked up there first (``put_bytes`` still stores an object only once).
 
     The workers ask ``dst`` what it has, in parallel with the copies: that is a file-system look-up
     per object, and a new remote has nothing.
@@ -91,7 +96,7 @@ def copy_objects(
         sent = size = present = 0
         with dst.batch():
             for digest in chunk:
-                if dst.has(digest):
+                if not fresh and dst.has(digest):
                     present += 1
                     continue
                 size += _send_one(src, dst, digest, where)
@@ -101,7 +106,7 @@ def copy_objects(
             stats.bytes += size
             stats.present += present
             if progress is not None:
-                progress(stats.objects + stats.present, len(digests))
+                progress(stats.objects + stats.present, len(digests), stats.bytes)
 
     if jobs <= 1 or len(chunks) <= 1:
         for chunk in chunks:
@@ -114,28 +119,52 @@ def copy_objects(
 
 
 def _send_one(src: ObjectStore, dst: ObjectStore, digest: Digest, where: str) -> int:
+    # One read of the sending side: its first _BIG + 1 bytes say whether the object fits in memory
+    # (no separate size look-up, and no trust in the size a tree claims).
     try:
-        size = src.info(digest).size
+        with src.open(digest, verify=False) as stream:
+            head = stream.read(_BIG + 1)
+            if len(head) <= _BIG:
+                # put_bytes hashes what it stores: the digest it returns is the check, and a mismatch
+                # raised here drops the worker's whole batch.
+                size, got = len(head), dst.put_bytes(head)
+            else:
+                rest = _Counted(head, stream)
+                got = _put_stream(dst, rest)
+                size = rest.size
     except NotFound:
         raise IntegrityError(f"object {digest} is missing on {where}", hint=f"run `labvault fsck` on {where}") from None
-    if size <= _BIG:
-        # put_bytes hashes what it stores: the digest it returns is the check, and a mismatch raised
-        # here drops the worker's whole batch.
-        try:
-            got = dst.put_bytes(src.get_bytes(digest, verify=False))
-        except NotFound:
-            raise IntegrityError(
-                f"object {digest} is missing on {where}", hint=f"run `labvault fsck` on {where}"
-            ) from None
-    else:
-        with src.open(digest, verify=False) as stream:
-            got = _put_stream(dst, stream)
     if got != digest:
         raise IntegrityError(
             f"object {digest} on {where} is corrupt (it arrived as {got})",
             hint=f"run `labvault fsck` on {where}; nothing was recorded here",
         )
     return size
+
+
+class _Counted(io.RawIOBase):
+    """The bytes already read, then the rest of the stream; counts what was read."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head, self._stream, self.size = head, stream, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            out, self._head = self._head + self._stream.read(), b""
+        elif self._head:
+            out, self._head = self._head[:n], self._head[n:]
+        else:
+            out = self._stream.read(n)
+        self.size += len(out)
+        return out
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _put_stream(dst: ObjectStore, stream: object) -> Digest:
