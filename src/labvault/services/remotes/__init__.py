@@ -221,6 +221,15 @@ class Remotes:
         try:
             spec = self.get(None)
         except NotFound:
+            if lacking.looked_up and not lacking.lock:
+                # The look-up's own words ("no alias 'prod'"), and where the ref could come from.
+                first = lacking.looked_up[0]
+                hint = f"{first.hint}; or {ADD_DEFAULT_HINT}" if first.hint else ADD_DEFAULT_HINT
+                raise NotFound(first.message, hint=hint) from None
+            if not lacking.records():
+                # Objects missing under records that are here: the read reports them as an integrity
+                # error (exit 5), as in a vault that has never had a remote.
+                return 0
             raise NotFound(
                 f"this vault lacks {lacking.describe()}, and has no remote to fetch them from", hint=ADD_DEFAULT_HINT
             ) from None

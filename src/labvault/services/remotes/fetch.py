@@ -32,6 +32,7 @@ class Missing:
     lock: list[str] = field(default_factory=list)  # the lock's snapshots that are not here
     objects: int = 0  # objects not here (at least; a missing tree hides what is below it)
     roots: list[tuple[Digest, str]] = field(default_factory=list)  # of the records that are here
+    looked_up: list[NotFound] = field(default_factory=list)  # why each of ``refs`` is not here
 
     def __bool__(self) -> bool:
         return bool(self.refs or self.lock or self.objects)
@@ -87,8 +88,9 @@ def missing(here: Side, refs: Sequence[str], lock: Iterable[LockEntry] = (), *, 
     for ref in refs:
         try:
             records += gather(here, [ref], no_data=True).records
-        except NotFound:
+        except NotFound as exc:
             out.refs.append(ref)
+            out.looked_up.append(exc)
     out.roots = [r for record in records for r in record.refs]
     try:
         wanted = reachable(here.objects, out.roots, here.where) if out.roots else []
