@@ -424,9 +424,10 @@ def test_ctrl_c_stops_every_stage_and_removes_unfinished_outputs(project: Path, 
     _wait_for(project.parent / "started.log")
     _wait_for(project.parent / "started2.log")
     _wait_for(project / "out" / "part.txt")
-    # `quick` runs beside them: interrupt only once its result is recorded, or it is rightly "will run".
+    # `quick` runs beside them: interrupt only once it has finished (its lock entry written), or it is
+    # rightly not up to date.
     deadline = time.monotonic() + 30
-    while _states(cli("pipeline", "status", "--json"))["quick"] == "will run":
+    while _states(cli("pipeline", "status", "--json"))["quick"] != "up to date":
         assert time.monotonic() < deadline, "quick's result was never recorded"
         time.sleep(0.1)
     started = time.monotonic()
