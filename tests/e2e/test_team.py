@@ -29,7 +29,7 @@ class Machine:
     root: Path
     env: dict[str, str]
 
-    def __call__(self, *args: str, expect: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def __call__(self, *args: str, expect: int | None = 0, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [LABVAULT, *args], cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
