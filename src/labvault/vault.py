@@ -126,8 +126,8 @@ class Vault:
         settings = settings or Settings.from_env()
         if settings.uri and path is None:
             raise ValidationError(
-                f"LABVAULT_URI={settings.uri} names a server, and this labvault has no server client yet",
-                hint="unset LABVAULT_URI to use the local vault",
+                f"LABVAULT_URI={settings.uri} names a server, and Vault.open() opens a local vault",
+                hint="use labvault.open() to work through the server, or unset LABVAULT_URI",
             )
         if path is not None:
             start = Path(path).expanduser()

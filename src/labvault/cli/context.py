@@ -1,16 +1,49 @@
-"""Opening the vault for a command; imported lazily so that ``--help`` stays light."""
+"""Opening the vault for a command; imported lazily so that ``--help`` stays light.
+
+With ``LABVAULT_URI`` set (or a ``labvault login``), commands work through that server: the vault
+they get is a :class:`~labvault.client.vault.ServerVault` with the same parts.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from labvault.vault import Vault
 
-__all__ = ["open_vault"]
+__all__ = ["open_local_vault", "open_vault", "through_server"]
 
 
-def open_vault() -> Vault:
+def through_server() -> bool:
+    """True when this process works through a server rather than a local vault."""
+    from labvault.client.settings import server_target
+
+    return server_target() is not None
+
+
+def open_vault() -> Vault | Any:
+    from labvault.client.settings import server_target
+
+    target = server_target()
+    if target is not None:
+        from labvault.client.vault import ServerVault
+
+        return ServerVault.open(target)
+    from labvault.vault import Vault
+
+    return Vault.open()
+
+
+def open_local_vault(what: str) -> Vault:
+    """The local vault, for commands that run only where the stores are (fsck, gc, server token):
+    through a server they are a usage error (exit 2) saying so."""
+    from labvault.client.settings import server_target
+
+    target = server_target()
+    if target is not None:
+        from labvault.client.vault import server_only
+
+        server_only(what, target.url)
     from labvault.vault import Vault
 
     return Vault.open()

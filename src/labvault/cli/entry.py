@@ -135,6 +135,14 @@ def _fast_version(argv: list[str]) -> int | None:
     return _run_lean(flags, lambda: show_version(json_output=len(args) == 2))
 
 
+def _through_server() -> bool:
+    if os.environ.get("LABVAULT_URI"):
+        return True
+    from labvault.client.settings import credentials_path
+
+    return not os.environ.get("LABVAULT_DIR") and credentials_path().is_file()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if [a for a in args if a not in _GLOBAL] == ["--version"]:
@@ -142,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from labvault.cli.lean import FULL_PATH_VARIABLE, run_read
 
+    # Through a server (LABVAULT_URI or a saved login) every command takes the full path.
+    local = os.environ.get(FULL_PATH_VARIABLE) != "1" and not _through_server()
     for fast in (_fast_version, _fast_status, _fast_add, _fast_pipeline, run_read):
-        code = None if os.environ.get(FULL_PATH_VARIABLE) == "1" else fast(args)
+        code = fast(args) if local or fast is _fast_version else None
         if code is not None:
             return code
     from labvault.cli.app import main as full_main

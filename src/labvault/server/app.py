@@ -61,6 +61,13 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
 
     app.add_middleware(LimitAndLog, metrics=metrics)
 
+    @app.get("/api/v1/version", tags=["server"])
+    def version() -> dict[str, str]:
+        """The API version this server speaks (clients refuse another) and its labvault version."""
+        from labvault import __version__
+
+        return {"api": "1", "labvault": __version__}
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
