@@ -59,6 +59,9 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
     for module in (runs, objects, data, models, audit):
         app.include_router(module.router, prefix="/api/v1")
 
+    from labvault.server import ui
+
+    ui.install(app)
     app.add_middleware(LimitAndLog, metrics=metrics)
 
     @app.get("/api/v1/version", tags=["server"])
@@ -86,7 +89,7 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
 
     @app.get("/api/docs", include_in_schema=False)
     def docs_page() -> HTMLResponse:
-        page = resources.files("labvault.server").joinpath("ui/docs.html").read_text(encoding="utf-8")
+        page = resources.files("labvault.server").joinpath("ui/static/docs.html").read_text(encoding="utf-8")
         return HTMLResponse(page)
 
     return app
