@@ -237,13 +237,24 @@ def test_sigkill_during_an_upload_leaves_both_machines_clean_and_the_retry_compl
     trials = 20 if FULL else 3
     rng = random.Random(14)
     killed_mid_upload = 0
-    for t in range(trials):
-        folder = team.a.root / f"trial{t}"
-        files = _write_tree(folder, 400, f"trial{t}")
+
+    def tree(name: str) -> tuple[Path, dict[str, bytes]]:
+        folder = team.a.root / name
+        files = _write_tree(folder, 400, name)
         for i in range(3):
             data = os.urandom(1 << 20)
             files[f"big{i}.bin"] = data
             (folder / f"big{i}.bin").write_bytes(data)
+        return folder, files
+
+    # The kill lands at a random point of an add of this machine's own speed: a fixed window
+    # missed it on a fast machine (the add had finished) and would on a slow one (not started).
+    calib, _ = tree("calibration")
+    began = time.monotonic()
+    team.a("data", "add", "calibration", calib.name)
+    duration = time.monotonic() - began
+    for t in range(trials):
+        folder, files = tree(f"trial{t}")
         proc = subprocess.Popen(
             [LABVAULT, "data", "add", f"t{t}", folder.name],
             cwd=team.a.root,
@@ -252,7 +263,7 @@ def test_sigkill_during_an_upload_leaves_both_machines_clean_and_the_retry_compl
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(rng.uniform(0.5, 4.0))
+        time.sleep(rng.uniform(0.3, 0.9) * duration)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed_mid_upload += 1
