@@ -276,3 +276,31 @@ def test_sigkill_during_an_upload_leaves_both_machines_clean_and_the_retry_compl
         team.b("data", "checkout", f"data:t{t}@v1", str(out))
         assert _read_tree(out) == files, t
     assert killed_mid_upload >= trials // 2, "the add finished before the kill too often to test anything"
+
+
+def test_two_machines_running_the_same_stage_at_once_run_it_once(team: Team, tmp_path: Path) -> None:
+    """The stage's key lock is team-wide: the second machine waits, then restores what the first stored."""
+    log = tmp_path / "started.log"
+    spec = (
+        "stages:\n  slow:\n"
+        f"    cmd: echo started >> {log} && sleep 3 && mkdir -p out && echo done > out/result.txt\n"
+        "    outs: [out]\n"
+    )
+    for m in (team.a, team.b):
+        (m.root / "labvault.yaml").write_text(spec)
+    procs = [
+        subprocess.Popen(
+            [LABVAULT, "pipeline", "run", "--json"],
+            cwd=m.root,
+            env=m.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m in (team.a, team.b)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert log.read_text() == "started\n", outs
+    for m in (team.a, team.b):
+        assert (m.root / "out" / "result.txt").read_text() == "done\n"

@@ -15,9 +15,10 @@ of the stages that did not finish, and re-raises (exit 130).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,7 @@ from labvault.services.pipelines.plan import Decision, Planner
 from labvault.services.pipelines.select import StageReport
 from labvault.services.pipelines.spec import Pipeline, Stage
 from labvault.storage.locks import removable_lock, sweep_locks
+from labvault.storage.meta.repos.gc_lock import key_lock
 
 if TYPE_CHECKING:
     from labvault.services.pipelines.service import Pipelines
@@ -159,17 +161,29 @@ class Runner:
         with self._track_lock:
             if self._parent_thread is None:
                 self._start_parent()
-        lock_dir = self.svc.vault_dir / "locks" / "pipeline"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with removable_lock(
-            lock_dir / f"{decision.key[7:]}.lock", timeout=_KEY_LOCK_WAIT_S, what=f"stage {name}'s key"
-        ):
+        with self._key_lock(decision.key, name):
             if name not in self.forced and not stage.always_changed:
                 cached = self.svc.cached_outs(decision.key)
                 if cached is not None and set(cached) == set(stage.outs):
                     decision.reasons.append("another run computed it meanwhile")
                     return self._restore(stage, decision, cached)
             return self._execute(stage, decision)
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: str, name: str) -> Iterator[None]:
+        """One run of a stage key at a time: on this machine (a lock file), and with the metadata in
+        PostgreSQL on every machine of the team (an advisory lock on the key), so the second waits and
+        then restores what the first stored."""
+        lock_dir = self.svc.vault_dir / "locks" / "pipeline"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        what = f"stage {name}'s key"
+        with removable_lock(lock_dir / f"{key[7:]}.lock", timeout=_KEY_LOCK_WAIT_S, what=what):
+            meta = self.svc.meta
+            if meta.is_sqlite:
+                yield
+                return
+            with key_lock(meta, key, timeout=_KEY_LOCK_WAIT_S, what=what):
+                yield
 
     def _restore(self, stage: Stage, decision: Decision, outs: dict[str, tuple[str, str]]) -> StageReport:
         if self._cancel.is_set():

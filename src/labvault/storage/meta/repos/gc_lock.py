@@ -9,6 +9,8 @@ connection closes and its lock goes with it.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +21,7 @@ from labvault.errors import LockedError, StorageError
 if TYPE_CHECKING:
     from labvault.storage.meta.store import MetaStore
 
-__all__ = ["GC_LOCK_KEY", "AdvisoryGcLock"]
+__all__ = ["GC_LOCK_KEY", "AdvisoryGcLock", "advisory_key", "key_lock"]
 
 #: pg_advisory_lock key: "lvgclock" as a signed 64-bit integer (distinct from the migration lock).
 GC_LOCK_KEY = int.from_bytes(b"lvgclock", "big", signed=True)
@@ -57,46 +59,70 @@ class AdvisoryGcLock:
         with self._held("pg_advisory_lock", "pg_advisory_unlock", timeout, "writers on the team vault"):
             yield
 
-    @contextmanager
-    def _held(self, take: str, release: str, timeout: float, holder: str) -> Iterator[None]:
-        # SQLAlchemy is imported on first use: the vault builds this lock for every command,
-        # and the object-only ones (``object put``) never open the metadata store otherwise.
-        import sqlalchemy as sa
-        from sqlalchemy import exc
+    def _held(self, take: str, release: str, timeout: float, holder: str) -> contextlib.AbstractContextManager[None]:
+        return _held(
+            self._meta(),
+            GC_LOCK_KEY,
+            take,
+            release,
+            timeout,
+            f"the team vault's gc lock is held by {holder}",
+            "gc lock",
+        )
 
-        from labvault.storage.meta.store import BUSY_TIMEOUT_MS
 
-        engine = self._meta().engine
+def advisory_key(text: str) -> int:
+    """A 64-bit advisory lock key for ``text`` (a stage's cache key, say), away from the gc and migration keys."""
+    return int.from_bytes(hashlib.sha256(b"labvault-lock:" + text.encode()).digest()[:8], "big", signed=True)
+
+
+def key_lock(meta: MetaStore, text: str, *, timeout: float, what: str) -> contextlib.AbstractContextManager[None]:
+    """An exclusive advisory lock on ``text`` held by this session, team-wide: every machine using the
+    database waits for it. A killed holder's connection closes and the lock goes with it."""
+    return _held(
+        meta, advisory_key(text), "pg_advisory_lock", "pg_advisory_unlock", timeout, f"{what} is held elsewhere", what
+    )
+
+
+@contextmanager
+def _held(meta: MetaStore, key: int, take: str, release: str, timeout: float, busy: str, what: str) -> Iterator[None]:
+    # SQLAlchemy is imported on first use: the vault builds the gc lock for every command,
+    # and the object-only ones (``object put``) never open the metadata store otherwise.
+    import sqlalchemy as sa
+    from sqlalchemy import exc
+
+    from labvault.storage.meta.store import BUSY_TIMEOUT_MS
+
+    engine = meta.engine
+    try:
+        conn = engine.connect()
+    except exc.SQLAlchemyError as err:
+        raise StorageError(
+            f"cannot reach the metadata database ({_first_line(err)})",
+            hint="check that the database server is running",
+        ) from err
+    try:
         try:
-            conn = engine.connect()
+            conn.execute(sa.text(f"SET lock_timeout = {max(1, int(timeout * 1000))}"))
+            conn.execute(sa.text(f"SELECT {take}(:k)"), {"k": key})
+            conn.execute(sa.text(f"SET lock_timeout = {int(BUSY_TIMEOUT_MS)}"))
+            conn.commit()  # the lock is the session's; no transaction stays open while it is held
         except exc.SQLAlchemyError as err:
-            raise StorageError(
-                f"cannot reach the metadata database ({_first_line(err)})",
-                hint="check that the database server is running",
-            ) from err
+            if getattr(getattr(err, "orig", None), "sqlstate", None) in _LOCKED:
+                raise LockedError(
+                    f"{busy} (waited {timeout:g} s)", hint="wait for it to finish, then run the command again"
+                ) from err
+            raise StorageError(f"cannot take the {what} ({_first_line(err)})") from err
         try:
-            try:
-                conn.execute(sa.text(f"SET lock_timeout = {max(1, int(timeout * 1000))}"))
-                conn.execute(sa.text(f"SELECT {take}(:k)"), {"k": GC_LOCK_KEY})
-                conn.execute(sa.text(f"SET lock_timeout = {int(BUSY_TIMEOUT_MS)}"))
-                conn.commit()  # the lock is the session's; no transaction stays open while it is held
-            except exc.SQLAlchemyError as err:
-                if getattr(getattr(err, "orig", None), "sqlstate", None) in _LOCKED:
-                    raise LockedError(
-                        f"the team vault's gc lock is held by {holder} (waited {timeout:g} s)",
-                        hint="wait for it to finish, then run the command again",
-                    ) from err
-                raise StorageError(f"cannot take the team vault's gc lock ({_first_line(err)})") from err
-            try:
-                yield
-            finally:
-                try:
-                    conn.execute(sa.text(f"SELECT {release}(:k)"), {"k": GC_LOCK_KEY})
-                    conn.commit()
-                except exc.SQLAlchemyError:
-                    conn.invalidate()  # closing the session releases the lock all the same
+            yield
         finally:
-            conn.close()
+            try:
+                conn.execute(sa.text(f"SELECT {release}(:k)"), {"k": key})
+                conn.commit()
+            except exc.SQLAlchemyError:
+                conn.invalidate()  # closing the session releases the lock all the same
+    finally:
+        conn.close()
 
 
 def _first_line(err: Exception) -> str:
