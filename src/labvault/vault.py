@@ -10,11 +10,11 @@ import contextlib
 import dataclasses
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from labvault.config import (
     CONFIG_NAME,
@@ -28,7 +28,7 @@ from labvault.config import (
     find_vault_dir,
     parse_size,
 )
-from labvault.errors import StorageError, ValidationError
+from labvault.errors import IntegrityError, LabvaultError, NotFound, StorageError, ValidationError
 from labvault.storage.contained import write_text
 from labvault.storage.locks import file_lock
 from labvault.storage.objects.local import LocalObjectStore
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from labvault.storage.meta.store import MetaStore
 
 __all__ = ["Vault"]
+
+T = TypeVar("T")
 
 _GITIGNORE_LINE = f"{VAULT_DIRNAME}/"
 
@@ -252,8 +254,31 @@ class Vault:
         from labvault.services.snapshots.service import DataService
 
         return DataService(
-            objects=self.objects, meta=lambda: self.meta, root=self.root, vault_dir=self.dir, user=lambda: self.user
+            objects=self.objects,
+            meta=lambda: self.meta,
+            root=self.root,
+            vault_dir=self.dir,
+            user=lambda: self.user,
+            fetching=self.fetching,
         )
+
+    def fetching(self, refs: Sequence[str], action: Callable[[], T]) -> T:
+        """Run ``action`` (a checkout, a get) after fetching from the default remote the records and
+        trees it needs that this vault lacks; when a read then misses an object, fetch the objects too
+        and rerun ``action`` once. With no remote configured, just run it."""
+        if not self.remotes.list():
+            return action()
+        self.remotes.fetch(refs, blobs=False)
+        try:
+            return action()
+        except (IntegrityError, NotFound) as exc:
+            try:
+                fetched = self.remotes.fetch(refs)
+            except LabvaultError:
+                raise exc from None
+            if not fetched:
+                raise
+        return action()
 
     @cached_property
     def pipelines(self) -> Pipelines:

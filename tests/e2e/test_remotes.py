@@ -480,3 +480,23 @@ def test_push_shows_a_progress_bar_of_objects_and_bytes_on_a_terminal(project: P
     assert "pushing" in text
     assert "602/602" in text  # 600 files, the big one and the tree
     assert "objects, 2.1 MiB" in text  # and the bytes sent
+
+
+def test_data_checkout_from_python_fetches_from_the_default_remote(project: Path, cli: Cli, tmp_path: Path) -> None:
+    from labvault.vault import Vault
+
+    cli("init")
+    _dataset(project, cli, files=3)
+    nas = tmp_path / "nas"
+    cli("remote", "add", "nas", str(nas), "--default")
+    cli("push")
+    other = tmp_path / "clone"
+    other.mkdir()
+    cli("init", cwd=other)
+    cli("remote", "add", "nas", str(nas), "--default", cwd=other)
+    with Vault.open(other) as vault:
+        results = vault.data.checkout("data:raw@v1", other / "restored")
+    assert [r.ref for r in results] == ["data:raw@v1"]
+    assert sorted(p.name for p in (other / "restored").iterdir()) == ["f0.txt", "f1.txt", "f2.txt"]
+    assert (other / "restored" / "f1.txt").read_bytes() == (project / "data" / "raw" / "f1.txt").read_bytes()
+    cli("fsck", cwd=other)

@@ -181,7 +181,7 @@ def checkout(
 
     def run() -> list[Any]:
         with progress("checking out", None) as advance:
-            return vault.data.checkout(_ref(ref) if ref else None, path, force=force, progress=advance)
+            return vault.data.checkout(_ref(ref) if ref else None, path, force=force, progress=advance, fetch=False)
 
     with open_vault() as vault:
         results = fetching(vault, [_ref(ref)] if ref else [], run)

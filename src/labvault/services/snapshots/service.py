@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from labvault.entities import DataDiff, DatasetStatus, Manifest, Snapshot, SnapshotFile, SnapshotLink, utcnow
 from labvault.errors import NotFound, ValidationError
@@ -32,7 +32,11 @@ from labvault.storage.objects.protocol import ObjectStore
 if TYPE_CHECKING:
     from labvault.storage.meta.store import MetaStore
 
-__all__ = ["DataService"]
+__all__ = ["DataService", "Fetching"]
+
+#: ``fetching(refs, action)``: run ``action`` after fetching what ``refs`` need from the default
+#: remote, fetching again and rerunning it once when a read misses an object (the vault's own).
+Fetching = Callable[[list[str], Callable[[], Any]], Any]
 
 Progress = Callable[[int, int], None]
 
@@ -46,8 +50,10 @@ class DataService:
         root: Path,
         vault_dir: Path,
         user: Callable[[], str],
+        fetching: Fetching | None = None,
     ) -> None:
         self.objects = objects
+        self._fetching = fetching
         self._open_meta = meta
         self.root = root
         self.vault_dir = vault_dir
@@ -330,14 +336,24 @@ class DataService:
         force: bool = False,
         progress: Progress | None = None,
         cache_stats: bool = True,
+        fetch: bool = True,
     ) -> list[_checkout.CheckoutResult]:
         """Restore verified bytes: one snapshot to ``dest`` (default: where it was added from), or,
         without ``ref``, every dataset to the snapshot ``labvault.lock`` names.
 
         Refuses (exit 4, listing them) to overwrite local modifications unless ``force``.
-        ``cache_stats=False``: keep no stat cache for a throwaway ``dest``.
+        ``cache_stats=False``: keep no stat cache for a throwaway ``dest``. With a default remote, what
+        this vault lacks (records, trees, then any object a read misses) is fetched from it first,
+        unless ``fetch=False``.
         """
-        return _checkout.checkout(self, ref, dest, force=force, progress=progress, cache_stats=cache_stats)
+
+        def run() -> list[_checkout.CheckoutResult]:
+            return _checkout.checkout(self, ref, dest, force=force, progress=progress, cache_stats=cache_stats)
+
+        if fetch and self._fetching is not None:
+            results: list[_checkout.CheckoutResult] = self._fetching([str(ref)] if ref is not None else [], run)
+            return results
+        return run()
 
     def diff(self, a: str | DataRef, b: str | DataRef) -> DataDiff:
         """Files added/removed/modified from ``a`` to ``b``, and for tabular files the schema change,
