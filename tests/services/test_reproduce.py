@@ -267,3 +267,10 @@ def test_the_model_shorthand_names_the_default_projects_single_model(
     with pytest.raises(type(expected), match=str(expected)) as info:
         expand_model_shorthand(ref, project="proj", models=models)
     assert info.value.hint
+
+
+def test_a_recorded_environment_nested_too_deep_is_unreadable_not_a_crash(vault: Vault) -> None:
+    from labvault.services.reproduce.environment import load_environment
+
+    digest = vault.objects.put_bytes(b"[" * 100_000 + b"]" * 100_000)
+    assert load_environment(vault.objects, digest) is None

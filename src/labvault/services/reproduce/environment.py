@@ -10,6 +10,7 @@ from typing import Any
 
 from labvault.errors import LabvaultError
 from labvault.refs import Digest
+from labvault.safeload import loads_json
 from labvault.services.capture.environment import capture_environment
 from labvault.storage.objects.protocol import ObjectStore
 
@@ -40,8 +41,8 @@ def load_environment(objects: ObjectStore, digest: Digest | None) -> dict[str, A
     if digest is None:
         return None
     try:
-        doc = json.loads(objects.get_bytes(digest))
-    except (LabvaultError, ValueError):
+        doc = loads_json(objects.get_bytes(digest), name=f"environment {digest}")
+    except LabvaultError:  # unreadable, or malformed (too deep included): no environment to compare
         return None
     return doc if isinstance(doc, dict) else None
 
