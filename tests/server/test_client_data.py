@@ -266,3 +266,17 @@ def test_server_only_commands_say_so(served: Served, tmp_path: Path, args: tuple
     proc = run(tmp_path, env, *args, expect=2)
     assert "server's machine" in proc.stderr
     assert not (tmp_path / ".labvault").exists()
+
+
+def test_object_put_and_cat_through_the_server(served: Served, tmp_path: Path) -> None:
+    env = writer(served, tmp_path / "home")
+    data = random.Random(3).randbytes(5000)
+    (tmp_path / "o.bin").write_bytes(data)
+    digest = run(tmp_path, env, "object", "put", "o.bin").stdout.strip()
+    assert digest == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    cat = subprocess.run([LABVAULT, "object", "cat", digest], cwd=tmp_path, env=env, capture_output=True, check=True)
+    assert cat.stdout == data
+    run(tmp_path, env, "object", "cat", digest, "-o", "copy.bin")
+    assert (tmp_path / "copy.bin").read_bytes() == data
+    assert "server's machine" in run(tmp_path, env, "object", "ls", expect=2).stderr
+    assert "full sha256" in run(tmp_path, env, "object", "cat", digest[:20], expect=2).stderr
