@@ -26,7 +26,7 @@ from labvault.client.transport import Transport
 from labvault.errors import ExternalError, IntegrityError, NotFound
 from labvault.refs import Digest
 from tests.e2e.conftest import LABVAULT
-from tests.server.conftest import Served, clean_env, free_port
+from tests.server.conftest import Served, clean_env, error_of, free_port
 
 _TIME = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?Z?)?")
 
@@ -280,3 +280,25 @@ def test_object_put_and_cat_through_the_server(served: Served, tmp_path: Path) -
     assert (tmp_path / "copy.bin").read_bytes() == data
     assert "server's machine" in run(tmp_path, env, "object", "ls", expect=2).stderr
     assert "full sha256" in run(tmp_path, env, "object", "cat", digest[:20], expect=2).stderr
+
+
+def test_the_snapshot_route_checks_the_kind_and_path_a_client_sends(served: Served) -> None:
+    w = served.client("writer")
+    a, b = b"first file\n", b"second file\n"
+    for body in (a, b):
+        assert w.put(f"/objects/{hashlib.sha256(body).hexdigest()}", content=body).status_code in (200, 201)
+    da, db = (f"sha256:{hashlib.sha256(x).hexdigest()}" for x in (a, b))
+    name = f"route-{secrets.token_hex(3)}"
+    for path in ("../outside", "/etc", "a/../../b", "a\\b", ""):
+        r = w.post(f"/data/{name}", json={"files": {"f.txt": da}, "path": path})
+        error_of(r, 400, 2)
+    error_of(w.post(f"/data/{name}", json={"files": {"f.txt": da, "g.txt": db}, "kind": "file"}), 400, 2)
+    error_of(w.post(f"/data/{name}", json={"files": {"d/f.txt": da}, "kind": "file"}), 400, 2)
+    r = w.post(f"/data/{name}", json={"files": {"f.txt": da}, "kind": "file", "path": "models/f.txt"})
+    assert r.status_code == 201, r.text
+    doc = r.json()
+    assert (doc["kind"], doc["storage_uri"], doc["created"]) == ("file", "models/f.txt", True)
+    shown = served.client("reader").get(f"/data/{name}/v1").json()
+    assert shown["kind"] == "file"
+    again = w.post(f"/data/{name}", json={"files": {"f.txt": da}, "kind": "file", "path": "models/f.txt"})
+    assert again.json()["created"] is False
