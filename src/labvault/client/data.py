@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from labvault.client.objects import HttpObjectStore
 from labvault.client.settings import spool_dir
 from labvault.entities import Snapshot
 from labvault.errors import Conflict, ExternalError, LabvaultError, NotFound, ValidationError
@@ -166,6 +167,7 @@ class ServerData(DataService):
         cache_stats: bool = True,
     ) -> list[_checkout.CheckoutResult]:
         if ref is not None:
+            self._prefetch(self.resolve(ref), dest)
             return _checkout.checkout(self, ref, dest, force=force, progress=progress, cache_stats=cache_stats)
         if dest is not None:
             raise ValidationError("a PATH needs a REF", hint="labvault data checkout data:NAME@vN PATH")
@@ -182,12 +184,37 @@ class ServerData(DataService):
                     hint="the lock file comes from another vault; push that vault's snapshots to the server first",
                 )
             pinned.append((entry, snapshot))
+        for entry, snapshot in pinned:
+            self._prefetch(snapshot, self.root / entry.path)
         results: list[_checkout.CheckoutResult] = []
         for entry, snapshot in pinned:
             results += _checkout.checkout(
                 self, snapshot.ref, self.root / entry.path, force=force, progress=progress, cache_stats=cache_stats
             )
         return results
+
+    def _prefetch(self, snapshot: Snapshot, dest: str | os.PathLike[str] | None) -> None:
+        """Download, several at a time, the objects of files that are missing or of another size at
+        the destination (checkout itself writes one file after the other, and then finds them cached)."""
+        if not isinstance(self.objects, HttpObjectStore):
+            return
+        if dest is None:
+            if snapshot.source_url is not None:
+                return  # checkout refuses it
+            target = self.root / snapshot.storage_uri
+        else:
+            target = Path(os.path.abspath(Path(dest).expanduser()))
+        flat = self.flat(snapshot)
+        wanted = []
+        for rel, (sha, size, _) in flat.files.items():
+            local = target if snapshot.kind == "file" else target / rel
+            try:
+                same = os.lstat(local).st_size == size
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                wanted.append(Digest(sha))
+        self.objects.prefetch(wanted)
 
 
 def _created(answer: object) -> tuple[Snapshot, bool]:

@@ -18,10 +18,12 @@ import hashlib
 import io
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import httpx
 
@@ -38,12 +40,15 @@ from labvault.storage.objects.protocol import BasicHousekeeping, MaterializeMode
 
 __all__ = ["CHUNK_SIZE", "HttpObjectStore", "object_cache_dir"]
 
+_T = TypeVar("_T")
+
 #: Files above this size are uploaded as chunks of this size, then composed on the server.
 CHUNK_SIZE = 8 << 20
 #: The bound of the local object cache (least recently used entries are evicted first).
 CACHE_BYTES = 20 << 30
 _MISSING_BATCH = 10_000  # digests per POST /objects/missing (the server takes up to 100,000)
 _QUEUED_BYTES = 64 << 20  # a batch sends what it queued once this much is held in memory
+_PARALLEL = 8  # requests in flight for many small objects
 _WHOLE_READ = 64 << 20  # cached entries up to this size are read and verified before they are returned
 
 
@@ -79,6 +84,7 @@ class HttpObjectStore(BasicHousekeeping):
         self._queue: dict[str, _Queued] | None = None
         self._queued_bytes = 0
         self._depth = 0
+        self._count = threading.Lock()
 
     # -- writes -------------------------------------------------------------------------------
     @contextmanager
@@ -131,14 +137,27 @@ class HttpObjectStore(BasicHousekeeping):
 
     def _send(self, items: list[tuple[Digest, _Queued]]) -> None:
         lacking = set(self.missing(d for d, _ in items))
-        for digest, item in items:
-            if digest.hex not in lacking:
-                continue
+        todo = [(d, q) for d, q in items if d.hex in lacking]
+
+        def send(pair: tuple[Digest, _Queued]) -> None:
+            digest, item = pair
             if item.data is not None:
                 self._put_whole(digest, item.data)
             else:
                 assert item.path is not None
                 self._put_path(digest, item.path, item.size)
+
+        _in_parallel(send, todo)
+
+    def prefetch(self, digests: Iterable[Digest]) -> int:
+        """Download into the cache, several at a time, the objects it does not hold; how many."""
+        wanted = [d for d in dict.fromkeys(digests) if not self.cache.has(d.hex)]
+
+        def fetch(digest: Digest) -> None:
+            self.open(digest).close()
+
+        _in_parallel(fetch, wanted)
+        return len(wanted)
 
     def missing(self, digests: Iterable[Digest]) -> list[str]:
         """The hex digests of those the server does not store."""
@@ -151,7 +170,8 @@ class HttpObjectStore(BasicHousekeeping):
         return out
 
     def _put_whole(self, digest: Digest, data: bytes) -> None:
-        self.uploads += 1
+        with self._count:
+            self.uploads += 1
         self.transport.request(
             "PUT", f"/objects/{digest.hex}", content=data, headers={"Content-Type": "application/octet-stream"}
         )
@@ -208,7 +228,8 @@ class HttpObjectStore(BasicHousekeeping):
         if cached is not None:
             return cached
         with self.transport.stream("GET", f"/objects/{digest.hex}") as response:
-            self.downloads += 1
+            with self._count:
+                self.downloads += 1
             size = _length(response)
             if size is not None and self.cache.fits(size):
                 self.cache.fill(digest.hex, lambda fd: _drain_verified(response, fd, digest))
@@ -246,7 +267,8 @@ class HttpObjectStore(BasicHousekeeping):
 
     def _download(self, digest: Digest) -> bytes:
         response = self.transport.request("GET", f"/objects/{digest.hex}", raw=True)
-        self.downloads += 1
+        with self._count:
+            self.downloads += 1
         data = bytes(response.content)
         if hashlib.sha256(data).hexdigest() != digest.hex:
             raise _corrupt(digest, "as downloaded")
@@ -290,6 +312,24 @@ class HttpObjectStore(BasicHousekeeping):
 
     def close(self) -> None:
         self.cache.close()
+
+
+def _in_parallel(work: Callable[[_T], None], items: list[_T]) -> None:
+    """``work`` on every item, a few requests in flight at once (small objects are latency-bound);
+    the first failure is raised once the others in flight have finished."""
+    if len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    with ThreadPoolExecutor(max_workers=min(_PARALLEL, len(items))) as pool:
+        futures = [pool.submit(work, item) for item in items]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _list(answer: object, key: str) -> list[object]:
