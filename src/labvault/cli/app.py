@@ -20,6 +20,7 @@ from labvault.cli import (
     data,
     env,
     lineage,
+    login,
     maintenance,
     models,
     objects,
@@ -88,6 +89,7 @@ pipeline.register(app)  # with `pipeline import` (cli/pipeline_import.py)
 app.add_typer(vault_config.config_app, name="config")
 app.add_typer(vault_config.vault_app, name="vault")
 remotes.register(app)
+login.register(app)
 
 _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 

@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from labvault.cli.context import open_vault
+from labvault.cli.context import open_local_vault, open_vault
 from labvault.cli.render import OUTPUT, print_json
 from labvault.entities import format_time, utcnow
 from labvault.entities.access import ApiToken
@@ -98,7 +98,7 @@ def token_create(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     """Make a token and print it once; only its salted hash is stored."""
-    with open_vault() as vault:
+    with open_local_vault("server token") as vault:
         token, text = vault.access.create_token(user, role=role, expires_days=_days(expires))
     if json_output:
         print_json(dict(_token_json(token), token=text))
@@ -123,7 +123,7 @@ def _token_json(token: ApiToken) -> dict[str, object]:
 @token_app.command("list")
 def token_list(json_output: bool = typer.Option(False, "--json", help="Print one JSON array on stdout.")) -> None:
     """List tokens (never their secrets): id, user, role, state, dates."""
-    with open_vault() as vault:
+    with open_local_vault("server token") as vault:
         docs = [_token_json(t) for t in vault.access.tokens()]
     if json_output:
         print_json(docs)
@@ -135,6 +135,6 @@ def token_list(json_output: bool = typer.Option(False, "--json", help="Print one
 @token_app.command("revoke")
 def token_revoke(token_id: str = typer.Argument(..., metavar="ID", help="The token's id (see `token list`).")) -> None:
     """Revoke a token: every request with it is refused (401) from now on."""
-    with open_vault() as vault:
+    with open_local_vault("server token") as vault:
         token = vault.access.revoke_token(token_id)
     OUTPUT.line(f"revoked token {token.id} of {token.user}")

@@ -13,12 +13,13 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Annotated
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
-from labvault.server.deps import ServerState
+from labvault.server.deps import Caller, ServerState, caller
 from labvault.server.errors import install_handlers
 from labvault.server.metrics import Metrics
 from labvault.server.middleware import MAX_JSON_BODY, LimitAndLog
@@ -70,6 +71,11 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
         from labvault import __version__
 
         return {"api": "1", "labvault": __version__}
+
+    @app.get("/api/v1/whoami", tags=["server"])
+    def whoami(who: Annotated[Caller, Depends(caller("reader"))]) -> dict[str, str]:
+        """The caller's user, role and token id (``labvault login`` checks a token with it)."""
+        return {"user": who.token.user, "role": who.token.role, "token": who.token.id}
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
