@@ -165,6 +165,7 @@ class ServerData(DataService):
         force: bool = False,
         progress: Progress | None = None,
         cache_stats: bool = True,
+        fetch: bool = True,  # through a server, objects always come from it: nothing else to fetch from
     ) -> list[_checkout.CheckoutResult]:
         if ref is not None:
             self._prefetch(self.resolve(ref), dest)
