@@ -129,16 +129,22 @@ class RunRecords:
         sort: str | None = None,
         limit: int | None = None,
         deleted: bool = False,
+        offset: int = 0,
     ) -> builtins.list[Run]:
-        """Runs matching ``filter`` (the filter language of docs/tracking.md), newest first by default."""
+        """Runs matching ``filter`` (the filter language of docs/tracking.md), newest first by default,
+        skipping the first ``offset`` (a page of a table)."""
         if project:
             project = validate_name(project, what="project name")
         where = parse_filter(filter) if filter and filter.strip() else None
         order = parse_sort(sort) if sort else None
         if limit is not None:
             limit = check_limit(limit)
+        if not isinstance(offset, int) or offset < 0:
+            raise ValidationError(f"invalid offset {offset!r}", hint="give a whole number of runs to skip, 0 or more")
         with self.meta.read() as conn:
-            return select_runs(conn, deleted=deleted, project=project, where=where, sort=order, limit=limit)
+            return select_runs(
+                conn, deleted=deleted, project=project, where=where, sort=order, limit=limit, offset=offset
+            )
 
     def history(self, ref: str, key: str | None = None) -> dict[str, builtins.list[MetricPoint]]:
         run_id = self.resolve(ref)
