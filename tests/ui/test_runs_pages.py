@@ -173,3 +173,20 @@ def test_hostile_text_is_shown_as_text_and_child_runs_are_listed(page: Any, site
     link.click()
     page.wait_for_url(f"{site.url}/runs/{child['id']}")
     assert urlsplit(page.url).path == f"/runs/{child['id']}"
+
+
+def test_a_long_history_is_downsampled_keeping_its_spikes(page: Any, site: Site) -> None:
+    api = httpx.Client(base_url=f"{site.url}/api/v1", headers={"Authorization": f"Bearer {site.tokens['writer']}"})
+    with api:
+        run = api.post("/runs", json={"project": "long", "name": "long"}).json()
+        points = [{"key": "noise", "value": 100.0 if s == 3333 else (s % 7) / 7, "step": s} for s in range(6000)]
+        api.post(f"/runs/{run['id']}/log", json={"metrics": points}).raise_for_status()
+    sign_in(page, site, "reader")
+    page.goto(f"{site.url}/runs/{run['id']}")
+    drawn = page.locator("figure.chart svg path.series")
+    drawn.wait_for()
+    assert 1000 <= int(drawn.get_attribute("data-points") or 0) <= 2000
+    data = page.evaluate("JSON.parse(document.getElementById('chart-data').textContent)")
+    values = [v for _, v in data[0]["series"][0]["points"]]
+    assert max(values) == 100.0
+    assert min(values) == 0.0

@@ -3,22 +3,22 @@
 
 The table pages on the server (``limit`` + ``offset`` in the query: a page never loads more than its
 rows, whatever the number of runs) with the filter language of ``runs list --filter``. Metric
-histories are downsampled here, keeping each bucket's minimum and maximum, before the page's script
-draws them (``static/charts.js``).
+histories come downsampled by the database (``runs.history_envelope``: each step range's minimum and
+maximum) and the page's script draws them (``static/charts.js``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from labvault.entities import MetricPoint, Run
+from labvault.entities import Run
 from labvault.errors import LabvaultError, NotFound, ValidationError
 from labvault.refs import Digest
 from labvault.safeload import loads_json
@@ -27,13 +27,13 @@ from labvault.server.ui import render
 from labvault.server.ui.session import page_caller
 from labvault.services.tracking.filters import FilterSyntaxError
 
-__all__ = ["downsample", "router"]
+__all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 Reader = Annotated[Caller, Depends(page_caller("reader"))]
 
 PAGE_SIZES = (25, 50, 100, 250)
-MAX_CHART_POINTS = 2000  # per series after downsampling: each bucket keeps its minimum and maximum
+CHART_BUCKETS = 1000  # a longer history is drawn as each of this many step ranges' minimum and maximum
 MAX_TEXT = 256 * 1024  # bytes of a patch, config file, stdout or stderr shown on a page
 MAX_DEFAULT_COLUMNS = 12
 _ATTRIBUTE_COLUMNS = (("name", "Name"), ("id", "Id"), ("status", "Status"), ("project", "Project"))
@@ -60,29 +60,6 @@ def _cell(run: Run, column: str) -> str:
     if scope == "metrics":
         return show_value(run.metrics.get(key))
     return show_value(run.tags.get(key))
-
-
-def downsample(points: Sequence[MetricPoint], limit: int = MAX_CHART_POINTS) -> list[list[float | None]]:
-    """``[[step, value], ...]`` in step order, at most about ``limit`` points: each of ``limit / 2``
-    buckets keeps its minimum and its maximum, so spikes survive. Non-finite values become null."""
-
-    def pair(p: MetricPoint) -> list[float | None]:
-        return [p.step, p.value if math.isfinite(p.value) else None]
-
-    ordered = sorted(points, key=lambda p: p.step)
-    if len(ordered) <= limit:
-        return [pair(p) for p in ordered]
-    buckets = max(1, limit // 2)
-    size = len(ordered) / buckets
-    out: list[list[float | None]] = []
-    for b in range(buckets):
-        chunk = [p for p in ordered[int(b * size) : int((b + 1) * size)] if math.isfinite(p.value)]
-        if not chunk:
-            continue
-        low = min(chunk, key=lambda p: p.value)
-        high = max(chunk, key=lambda p: p.value)
-        out.extend(pair(p) for p in sorted({id(low): low, id(high): high}.values(), key=lambda p: p.step))
-    return out
 
 
 def _read_text(who: Caller, ref: object) -> dict[str, Any] | None:
@@ -242,8 +219,8 @@ def run_page(request: Request, ref: str, who: Reader) -> HTMLResponse:
     runs = who.vault.runs
     run = runs.get(ref)
     doc = runs.export(run.id)
-    history = runs.history(run.id)
-    charts = [{"key": k, "series": [{"label": run.name, "points": downsample(v)}]} for k, v in sorted(history.items())]
+    history = runs.history_envelope(run.id, buckets=CHART_BUCKETS)
+    charts = [{"key": k, "series": [{"label": run.name, "points": v}]} for k, v in sorted(history.items())]
     patch = _read_text(who, run.capture.get("patch"))
     environment = doc.get("environment") or {}
     return render(
@@ -334,13 +311,13 @@ def compare_page(
                 "rows": [(name, [show_value(v) for v in row["values"]], row["differs"]) for name, row in rows.items()],
             }
         )
-    histories = [who.vault.runs.history(r.id) for r in found]
+    histories = [who.vault.runs.history_envelope(r.id, buckets=CHART_BUCKETS) for r in found]
     keys = sorted({k for h in histories for k in h})
     charts = [
         {
             "key": k,
             "series": [
-                {"label": f"{r.name} ({r.id[:8]})", "points": downsample(h[k])}
+                {"label": f"{r.name} ({r.id[:8]})", "points": h[k]}
                 for r, h in zip(found, histories, strict=True)
                 if k in h
             ],

@@ -151,6 +151,13 @@ class RunRecords:
         with self.meta.read() as conn:
             return repo.metric_history(conn, run_id, key)
 
+    def history_envelope(self, ref: str, *, buckets: int = 1000) -> dict[str, builtins.list[tuple[int, float | None]]]:
+        """Each metric's ``(step, value)`` points for a chart, at most about ``2 * buckets``: a longer
+        history becomes each step range's minimum and maximum, computed by the database."""
+        run_id = self.resolve(ref)
+        with self.meta.read() as conn:
+            return repo.metric_envelope(conn, run_id, buckets=max(1, min(buckets, 100_000)))
+
     def process_gone(self, *, status: str, pid: object, host: str | None) -> bool:
         """True when a running run's process on this host no longer exists (SIGKILL, crash)."""
         return process_gone(status=status, pid=pid, host=host)
