@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from labvault.server.deps import Caller
 from tests.server.conftest import lv, start_server, stop_server
 from tests.ui.conftest import Site, sign_in
 
@@ -187,3 +188,34 @@ def test_labvault_ui_prints_its_address_and_serves_without_sign_in(site: Site) -
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert b"Traceback" not in err, err
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_a_role_too_low_gets_a_page_naming_the_role(site: Site) -> None:
+    # In process: no page of the runs module needs more than a reader; the dependency is what is tested.
+    from fastapi import Depends
+    from fastapi.testclient import TestClient
+
+    from labvault.server.app import create_app
+    from labvault.server.ui.session import page_caller
+    from labvault.vault import Vault
+
+    with Vault.open(site.root) as vault:
+        app = create_app(vault)
+
+        @app.get("/maintainers-only")
+        def guarded(who: Caller = Depends(page_caller("maintainer"))) -> dict[str, str]:
+            return {"user": who.user}
+
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            form = client.get("/login").text
+            csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', form)
+            assert csrf is not None
+            signed = client.post(
+                "/login", data={"token": site.tokens["writer"], "csrf": csrf.group(1)}, follow_redirects=False
+            )
+            assert signed.status_code == 303
+            refused = client.get("/maintainers-only")
+            assert refused.status_code == 403, refused.text
+            assert "this page needs the maintainer role" in refused.text
+            assert refused.headers["content-type"].startswith("text/html")
