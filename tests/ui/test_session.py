@@ -36,6 +36,22 @@ def test_no_session_redirects_to_sign_in_and_back(page: Any, site: Site) -> None
     page.wait_for_url(f"{site.url}/runs/{run_id}")
     assert page.locator("h1").first.inner_text().startswith("train-0")
     assert httpx.get(f"{site.url}/", follow_redirects=False).headers["location"] == "/runs"
+    # A link from another site arrives without the SameSite=Strict cookie: the page reloads itself
+    # from this site (which sends the cookie) before asking to sign in.
+    signed_in = page.context.cookies()
+    fresh = page.context.browser.new_context()
+    try:
+        fresh.add_cookies(signed_in)
+        other = fresh.new_page()
+        other.set_content(f'<a id="go" href="{site.url}/runs/{run_id}">run</a>')  # about:blank: cross-site
+        other.click("#go")
+        other.wait_for_url(f"{site.url}/runs/{run_id}")
+        other.locator("#params").wait_for()
+    finally:
+        fresh.close()
+    cross = httpx.get(f"{site.url}/runs/{run_id}?x=%22%3E", headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross.status_code == 200
+    assert f'content="0;url=/runs/{run_id}?x=%22%3E"' in cross.text
 
 
 def test_sign_in_sets_an_httponly_strict_cookie_that_is_not_the_token(page: Any, site: Site, tmp_path: Path) -> None:

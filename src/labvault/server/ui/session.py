@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import html
 import os
 import re
 import secrets
@@ -317,6 +318,13 @@ def install_handlers(app: FastAPI) -> None:
 
     def sign_in(request: Request, err: Exception) -> Response:
         target = err.next_url if isinstance(err, SignInRequired) else "/runs"
+        if request.headers.get("sec-fetch-site") == "cross-site" and request.method == "GET":
+            # A link from another site (chat, mail) comes without the SameSite=Strict cookie: load
+            # the page again from this site, which sends it, before asking to sign in.
+            return HTMLResponse(
+                f'<!doctype html><meta http-equiv="refresh" content="0;url={html.escape(target)}">'
+                f'<title>labvault</title><a href="{html.escape(target)}">continue</a>'
+            )
         if request.headers.get("hx-request"):  # htmx follows a redirect in place: send the whole page there
             return Response(status_code=204, headers={"HX-Redirect": f"/login?next={quote(target, safe='')}"})
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)

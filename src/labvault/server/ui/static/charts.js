@@ -82,6 +82,10 @@
       title.textContent = s.label;
       path.appendChild(title);
       svg.appendChild(path);
+      if (s.points.length === 1) {  // one point draws no line: show it as a dot
+        var p0 = s.points[0];
+        svg.appendChild(el("circle", { cx: sx(p0[0]), cy: sy(log ? Math.log10(p0[1]) : p0[1]), r: 3, fill: COLORS[n % COLORS.length] }));
+      }
     });
     if (series.length > 1) {
       var legend = document.createElement("ul");
