@@ -144,6 +144,8 @@ def test_compare_highlights_differences_and_overlays_charts(page: Any, site: Sit
 
 
 def test_hostile_text_is_shown_as_text_and_child_runs_are_listed(page: Any, site: Site) -> None:
+    import hashlib
+
     evil = "<script>window.pwned = 1</script><b>bold</b>"
     api = httpx.Client(base_url=f"{site.url}/api/v1", headers={"Authorization": f"Bearer {site.tokens['writer']}"})
     with api:
@@ -152,12 +154,18 @@ def test_hostile_text_is_shown_as_text_and_child_runs_are_listed(page: Any, site
             "/runs",
             json={
                 "project": "hostile",
-                "name": "child",
+                "name": "child <i>italic</i>",
                 "parent": parent["ref"],
                 "params": {"note": evil},
                 "tags": {"why": evil},
             },
         ).json()
+        content = b"<script>window.pwned = 2</script>"
+        digest = hashlib.sha256(content).hexdigest()
+        api.put(f"/objects/{digest}", content=content).raise_for_status()
+        api.post(
+            f"/runs/{child['id']}/artifacts", json={"name": "<i>evil</i>.html", "digest": f"sha256:{digest}"}
+        ).raise_for_status()
         api.post(f"/runs/{child['id']}/end", json={}).raise_for_status()
     sign_in(page, site, "reader")
     page.goto(f"{site.url}/runs?filter=project%20%3D%20%27hostile%27&col=params.note&col=tags.why")
@@ -165,8 +173,15 @@ def test_hostile_text_is_shown_as_text_and_child_runs_are_listed(page: Any, site
     page.goto(f"{site.url}/runs/{child['id']}")
     assert evil in page.locator("#params").inner_text()
     assert evil in page.locator("#tags").inner_text()
+    assert "<i>evil</i>.html" in page.locator("#artifacts").inner_text()
+    assert page.locator("h1").first.inner_text().startswith("child <i>italic</i>")
     assert page.evaluate("window.pwned") is None
-    assert page.locator("main b").count() == 0
+    assert page.locator("main b, main i").count() == 0
+    # The artifact downloads as an attachment, never rendered as a page of this site.
+    download = page.request.get(site.url + (page.locator("#artifacts a").first.get_attribute("href") or ""))
+    assert download.body() == content
+    assert download.headers["content-type"] == "application/octet-stream"
+    assert download.headers["x-content-type-options"] == "nosniff"
     page.goto(f"{site.url}/runs/{parent['id']}")
     link = page.locator("#children a", has_text="child")
     assert link.get_attribute("href") == f"/runs/{child['id']}"
@@ -190,3 +205,35 @@ def test_a_long_history_is_downsampled_keeping_its_spikes(page: Any, site: Site)
     values = [v for _, v in data[0]["series"][0]["points"]]
     assert max(values) == 100.0
     assert min(values) == 0.0
+
+
+def test_the_reproducibility_report_is_shown(page: Any, site: Site) -> None:
+    import hashlib
+    import json
+
+    original = site.runs[0]
+    report = json.dumps({"verdict": "reproduced", "metrics": {"auc": {"original": 0.8, "rerun": 0.8}}}).encode()
+    digest = hashlib.sha256(report).hexdigest()
+    api = httpx.Client(base_url=f"{site.url}/api/v1", headers={"Authorization": f"Bearer {site.tokens['writer']}"})
+    with api:
+        rerun = api.post(
+            "/runs",
+            json={
+                "project": "demo-reruns",
+                "name": "rerun",
+                "tags": {"reproduces": original, "reproduce_verdict": "reproduced"},
+            },
+        ).json()
+        api.put(f"/objects/{digest}", content=report).raise_for_status()
+        added = api.post(
+            f"/runs/{rerun['id']}/artifacts", json={"name": "reproduce.json", "digest": f"sha256:{digest}"}
+        )
+        added.raise_for_status()
+        api.post(f"/runs/{rerun['id']}/end", json={}).raise_for_status()
+    sign_in(page, site, "reader")
+    page.goto(f"{site.url}/runs/{_id(original)}")
+    section = page.locator("#reproducibility")
+    assert rerun["ref"] in section.inner_text()
+    assert '"verdict": "reproduced"' in section.locator("pre.report").inner_text()
+    page.goto(f"{site.url}/runs/{rerun['id']}")
+    assert "This run is a reproduction: reproduced" in page.locator("#reproducibility").inner_text()
