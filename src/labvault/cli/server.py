@@ -19,7 +19,7 @@ from labvault.entities import format_time, utcnow
 from labvault.entities.access import ApiToken
 from labvault.errors import ValidationError
 
-__all__ = ["app"]
+__all__ = ["app", "run_server"]
 
 app = typer.Typer(
     help="The team server: one REST API over this vault, with tokens and roles (docs/server.md).",
@@ -58,6 +58,11 @@ def serve(
             f"--no-auth is allowed only on a loopback address, not {host}",
             hint="make tokens with `labvault server token create`, or listen on 127.0.0.1",
         )
+    run_server(host=host, port=port, workers=workers, no_auth=no_auth)
+
+
+def run_server(*, host: str, port: int, workers: int, no_auth: bool, banner: str | None = None) -> None:
+    """Serve the current vault with uvicorn until interrupted (``labvault server``, ``labvault ui``)."""
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -69,7 +74,7 @@ def serve(
         vault.meta  # noqa: B018 - migrate once here, not racing in every worker
         os.environ["LABVAULT_SERVER_VAULT"] = str(vault.dir)
     os.environ["LABVAULT_SERVER_NO_AUTH"] = "1" if no_auth else "0"
-    OUTPUT.info(f"labvault server: serving {vault.dir} at http://{host}:{port}/api/v1 (docs at /api/docs)")
+    OUTPUT.info(banner or f"labvault server: serving {vault.dir} at http://{host}:{port}/api/v1 (docs at /api/docs)")
     uvicorn.run(
         "labvault.server.app:app_from_env",
         factory=True,
