@@ -95,11 +95,20 @@ def test_hostile_names_are_text(page: Any, site: Site, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "status"),
-    [("/data/nope", 404), ("/data/tx/v9", 404), ("/data/tx/diff?a=1&b=x", 400), ("/data/%3Cscript%3E", 400)],
+    ("path", "status", "message"),
+    [
+        ("/data/nope", 404, "no dataset named 'nope'"),
+        ("/data/tx/v9", 404, "data:tx@v9 does not exist"),
+        ("/data/tx/diff?a=1&b=x", 400, "not a data version: 'x'"),
+        ("/data/%3Cimg%20src%3Dx%20onerror%3Dwindow.pwned%3D1%3E", 400, "<img src=x onerror=window.pwned=1>"),
+    ],
 )
-def test_bad_references_are_refused_as_text(page: Any, site: Site, path: str, status: int) -> None:
+def test_bad_references_are_an_error_page_in_text(page: Any, site: Site, path: str, status: int, message: str) -> None:
     enter(page, site)
     response = page.goto(site.url + path)
     assert response.status == status
-    assert page.locator("script").count() == 0
+    assert response.headers["content-type"].startswith("text/html")
+    assert message in page.locator("#error").inner_text()
+    assert "hint:" in page.locator("#error").inner_text()
+    assert page.locator("main script").count() == 0
+    assert page.evaluate("window.pwned") is None
