@@ -8,52 +8,21 @@ column on the server (SVG), so the page needs no script.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, Response
-from fastapi.routing import APIRoute
+from fastapi.responses import HTMLResponse
 
 from labvault.entities import ColumnDrift, DataDiff
-from labvault.errors import LabvaultError, NotAllowed, ValidationError
+from labvault.errors import ValidationError
 from labvault.server.deps import Caller
-from labvault.server.errors import STATUS_OF_EXIT_CODE
 from labvault.server.ui import render
 from labvault.server.ui.session import page_caller
 
-__all__ = ["MAX_FILES_SHOWN", "PageRoute", "error_page", "error_status", "router"]
+__all__ = ["MAX_FILES_SHOWN", "router"]
 
-
-def error_status(err: LabvaultError) -> int:
-    """The HTTP status the JSON API gives the same failure."""
-    return err.status if isinstance(err, NotAllowed) else STATUS_OF_EXIT_CODE.get(err.exit_code, 500)
-
-
-def error_page(request: Request, err: LabvaultError) -> HTMLResponse:
-    """A failure as a page: the message and hint as text."""
-    status = error_status(err)
-    return render(request, "data/error.html", status_code=status, error=err, status=status)
-
-
-class PageRoute(APIRoute):
-    """A page route whose expected failures (not found, bad reference, ...) render as an HTML page
-    rather than the JSON API's error body: the one place these pages map an error to the user."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def page_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except LabvaultError as err:
-                return error_page(request, err)
-
-        return page_handler
-
-
-router = APIRouter(include_in_schema=False, route_class=PageRoute)
+router = APIRouter(include_in_schema=False)
 Reader = Annotated[Caller, Depends(page_caller("reader"))]
 Version = Annotated[str, Query(max_length=24, description="v<N> or <N>")]
 

@@ -19,13 +19,12 @@ from fastapi.responses import HTMLResponse
 
 from labvault.server.deps import Caller
 from labvault.server.ui import render
-from labvault.server.ui.data_pages import PageRoute
 from labvault.server.ui.session import page_caller
 from labvault.services.lineage import Lineage, LineageNode
 
 __all__ = ["MAX_CHILDREN", "MAX_DEPTH", "router"]
 
-router = APIRouter(include_in_schema=False, route_class=PageRoute)
+router = APIRouter(include_in_schema=False)
 Reader = Annotated[Caller, Depends(page_caller("reader"))]
 Ref = Annotated[str, Query(max_length=600, description="run:<id>, data:<name>@v<N>, <project>/<model>@<v|alias>")]
 

@@ -19,15 +19,15 @@ from fastapi.responses import HTMLResponse
 
 from labvault.entities import Decision
 from labvault.entities.access import role_allows
-from labvault.errors import LabvaultError
+from labvault.errors import LabvaultError, NotAllowed
 from labvault.server.deps import Caller
+from labvault.server.errors import STATUS_OF_EXIT_CODE
 from labvault.server.ui import render
-from labvault.server.ui.data_pages import PageRoute, error_status
 from labvault.server.ui.session import page_caller
 
 __all__ = ["router"]
 
-router = APIRouter(include_in_schema=False, route_class=PageRoute)
+router = APIRouter(include_in_schema=False)
 Reader = Annotated[Caller, Depends(page_caller("reader"))]
 Maintainer = Annotated[Caller, Depends(page_caller("maintainer"))]
 Text = Annotated[str | None, Form(max_length=10_000)]
@@ -152,7 +152,8 @@ def _acted(request: Request, who: Caller, name: str, act: Any) -> HTMLResponse:
     try:
         decision: Decision = act()
     except LabvaultError as err:
-        return _model_page(request, who, name, error=err, status_code=error_status(err))
+        status = err.status if isinstance(err, NotAllowed) else STATUS_OF_EXIT_CODE.get(err.exit_code, 500)
+        return _model_page(request, who, name, error=err, status_code=status)
     return _model_page(request, who, name, decision=decision)
 
 
