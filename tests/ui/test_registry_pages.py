@@ -200,7 +200,7 @@ def test_reader_sees_no_action_and_a_direct_post_is_refused(page: Any, versions:
     sign_in(page, site, "reader")
     page.goto(f"{site.url}/models/demo/clf")
     assert page.locator("section[data-alias=prod]").count() == 1
-    assert page.locator("#actions, form.rollback, form[method=post]").count() == 0
+    assert page.locator("#actions, form.rollback, main form[method=post]").count() == 0
     csrf = page.get_attribute("meta[name=csrf-token]", "content")
     for path, form in (("promote", {"version": "0.2.0", "alias": "prod"}), ("rollback", {"alias": "prod"})):
         response = page.request.post(
