@@ -3,12 +3,15 @@ to its runs, versions and aliases, and the diff of two lineages side by side."""
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.server.conftest import lv
 from tests.ui.conftest import Site, sign_in
 
 
@@ -80,3 +83,17 @@ def test_a_bad_reference_is_refused_as_text(page: Any, site: Site) -> None:
     assert response.status == 404
     page.goto(f"{site.url}/lineage")
     assert page.locator("#lineage-form input[name=ref]").count() == 1
+
+
+def test_a_hostile_run_name_is_text(page: Any, site: Site) -> None:
+    hostile = "<img src=x onerror=window.pwned=1>"
+    lv(site.root, "run", "-n", hostile, "-i", "data:tx@v1", "-q", "--", sys.executable, "-c", "pass")
+    runs = json.loads(lv(site.root, "runs", "list", "--json").stdout)
+    ref = next(r["ref"] for r in runs if r["name"] == hostile)
+    enter(page, site)
+    page.goto(f"{site.url}/lineage?ref={ref}")
+    assert hostile in page.locator(f"#upstream li[data-ref='{ref}'] .label").first.inner_text()
+    page.goto(f"{site.url}/lineage?ref=data:tx@v1")
+    assert page.locator(f"#downstream li[data-ref='{ref}']").count() == 1
+    assert page.locator("main img").count() == 0
+    assert page.evaluate("window.pwned") is None

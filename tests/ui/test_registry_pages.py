@@ -156,7 +156,10 @@ def test_maintainer_sets_an_alias_and_rolls_it_back(page: Any, versions: Site, t
 def test_policy_refusal_is_shown_in_the_page(page: Any, versions: Site, tmp_path: Path) -> None:
     site = versions
     enter(page, site, "maintainer")
-    page.goto(f"{site.url}/models/demo/clf/promote?version=0.1.0&alias=candidate")
+    page.goto(f"{site.url}/models/demo/clf/versions/0.1.0")
+    page.fill("#promote input[name=alias]", "candidate")
+    page.click("#promote button[type=submit]")
+    page.wait_for_url(re.compile(r"/models/demo/clf/promote\?version=0.1.0&alias=candidate"))
     assert "auc >= 2" in page.locator("#policy").inner_text()
     page.click("#confirm button[type=submit]")
     outcome = page.wait_for_selector("#outcome")
@@ -201,6 +204,8 @@ def test_reader_sees_no_action_and_a_direct_post_is_refused(page: Any, versions:
     page.goto(f"{site.url}/models/demo/clf")
     assert page.locator("section[data-alias=prod]").count() == 1
     assert page.locator("#actions, form.rollback, main form[method=post]").count() == 0
+    page.goto(f"{site.url}/models/demo/clf/versions/0.2.0")
+    assert page.locator("#actions, #promote").count() == 0
     csrf = page.get_attribute("meta[name=csrf-token]", "content")
     for path, form in (("promote", {"version": "0.2.0", "alias": "prod"}), ("rollback", {"alias": "prod"})):
         response = page.request.post(
