@@ -24,6 +24,8 @@ models:
       metrics: {auc: ">= 2"}
     staging:
       rollback_plan: required
+    reviewed:
+      approvals: 1
 """
 
 
@@ -173,6 +175,23 @@ def test_policy_refusal_is_shown_in_the_page(page: Any, versions: Site, tmp_path
     shot(page, tmp_path, "refused")
 
 
+def test_maintainer_approves_then_promotes(page: Any, versions: Site) -> None:
+    site = versions
+    enter(page, site, "maintainer")
+    page.goto(f"{site.url}/models/demo/clf/promote?version=0.2.0&alias=reviewed")
+    assert "approvals: at least 1" in page.locator("#policy").inner_text()
+    page.fill("#approve input[name=message]", HOSTILE)
+    page.click("#approve button[type=submit]")
+    assert "is recorded" in page.locator("#outcome").inner_text()
+    assert HOSTILE in page.locator("#approvals").inner_text()
+    page.click("#confirm button[type=submit]")
+    page.wait_for_selector("#outcome")
+    assert "reviewed: unset → 0.2.0" in page.locator("#outcome").inner_text()
+    gate = page.locator("#outcome-gates tbody tr", has_text="approvals")
+    assert gate.locator("td").nth(2).inner_text() == "passed"
+    assert page.evaluate("window.pwned") is None
+
+
 def test_a_failed_action_is_shown_in_the_page(page: Any, versions: Site) -> None:
     site = versions
     enter(page, site, "maintainer")
@@ -207,7 +226,11 @@ def test_reader_sees_no_action_and_a_direct_post_is_refused(page: Any, versions:
     page.goto(f"{site.url}/models/demo/clf/versions/0.2.0")
     assert page.locator("#actions, #promote").count() == 0
     csrf = page.get_attribute("meta[name=csrf-token]", "content")
-    for path, form in (("promote", {"version": "0.2.0", "alias": "prod"}), ("rollback", {"alias": "prod"})):
+    for path, form in (
+        ("promote", {"version": "0.2.0", "alias": "prod"}),
+        ("rollback", {"alias": "prod"}),
+        ("approve", {"version": "0.2.0", "alias": "prod"}),
+    ):
         response = page.request.post(
             f"{site.url}/models/demo/clf/{path}", form={**form, "csrf_token": csrf}, max_redirects=0
         )

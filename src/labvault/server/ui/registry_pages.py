@@ -73,19 +73,25 @@ def confirm_page(
 ) -> HTMLResponse:
     """What the alias's policy will check before the move is confirmed; nothing is evaluated yet
     (a policy's checks run commands, which a GET must not start)."""
-    registry = who.vault.registry
-    found = registry.resolve(f"{project}/{model}@{version}")
-    policy = registry.policy().for_alias(found.project, found.model, alias)
-    return render(
-        request,
-        "models/confirm.html",
-        version=found,
-        alias=alias,
-        current=registry.aliases(found.name).get(alias),
-        policy=policy.canonical() if policy is not None else None,
-        reason=reason,
-        waive_rollback_plan=waive_rollback_plan,
-    )
+    return _confirm_page(request, who, f"{project}/{model}@{version}", alias, reason, waive_rollback_plan)
+
+
+@router.post("/models/{project}/{model}/approve", response_class=HTMLResponse)
+def approve_action(
+    request: Request,
+    project: str,
+    model: str,
+    who: Maintainer,
+    version: Annotated[str, Form(min_length=1, max_length=64)],
+    alias: Short,
+    csrf_token: Text = None,
+    message: Text = None,
+) -> HTMLResponse:
+    """Record the caller's approval of the version for the alias (a policy's ``approvals`` gate counts them)."""
+    _check_csrf(request, csrf_token)
+    ref = f"{project}/{model}@{version}"
+    added = who.vault.registry.approve(ref, alias, message=message or None)
+    return _confirm_page(request, who, ref, alias, "", "", approved=added)
 
 
 @router.post("/models/{project}/{model}/promote", response_class=HTMLResponse)
@@ -139,6 +145,31 @@ def _check_csrf(request: Request, form_value: str | None) -> None:
     except (ImportError, AttributeError):
         return
     check(request, form_value)
+
+
+def _confirm_page(
+    request: Request, who: Caller, ref: str, alias: str, reason: str, waive: str, approved: bool | None = None
+) -> HTMLResponse:
+    registry = who.vault.registry
+    found = registry.resolve(ref)
+    policy = registry.policy().for_alias(found.project, found.model, alias)
+    approvals = [
+        e
+        for e in registry.audit.events(subject_prefix=found.ref, action="approve", newest_first=True)
+        if e.subject == found.ref and e.details.get("alias") == alias
+    ]
+    return render(
+        request,
+        "models/confirm.html",
+        version=found,
+        alias=alias,
+        current=registry.aliases(found.name).get(alias),
+        policy=policy.canonical() if policy is not None else None,
+        approvals=approvals,
+        approved=approved,
+        reason=reason,
+        waive_rollback_plan=waive,
+    )
 
 
 def _can_maintain(who: Caller) -> bool:
