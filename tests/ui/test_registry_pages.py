@@ -252,3 +252,18 @@ def test_a_post_without_the_csrf_token_is_refused(page: Any, versions: Site) -> 
     assert response.status == 403
     page.goto(f"{site.url}/models/demo/clf")
     assert page.locator("section[data-alias=prod] h3").inner_text() == "prod → 0.1.0"
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/models/demo/nope", "no model demo/nope in the registry"),
+        ("/models/demo/clf/versions/9.9.9", "9.9.9"),
+        ("/models/demo/clf/versions/nightly", "nightly"),
+    ],
+)
+def test_a_missing_model_or_version_is_404(page: Any, site: Site, path: str, message: str) -> None:
+    enter(page, site, "reader")
+    response = page.goto(site.url + path)
+    assert response.status == 404
+    assert message in page.locator("body").inner_text()
