@@ -28,6 +28,7 @@ PAGE_MODULES: tuple[str, ...] = (
     "labvault.server.ui.data_pages",
     "labvault.server.ui.registry_pages",
     "labvault.server.ui.lineage_pages",
+    "labvault.server.ui.audit_pages",
 )
 
 
