@@ -11,7 +11,6 @@ error. Readers see no action; the POST routes need the maintainer role and the C
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -23,7 +22,7 @@ from labvault.errors import LabvaultError, NotAllowed
 from labvault.server.deps import Caller
 from labvault.server.errors import STATUS_OF_EXIT_CODE
 from labvault.server.ui import render
-from labvault.server.ui.session import page_caller
+from labvault.server.ui.session import check_csrf, page_caller
 
 __all__ = ["router"]
 
@@ -88,7 +87,7 @@ def approve_action(
     message: Text = None,
 ) -> HTMLResponse:
     """Record the caller's approval of the version for the alias (a policy's ``approvals`` gate counts them)."""
-    _check_csrf(request, csrf_token)
+    check_csrf(request, csrf_token)
     ref = f"{project}/{model}@{version}"
     added = who.vault.registry.approve(ref, alias, message=message or None)
     return _confirm_page(request, who, ref, alias, "", "", approved=added)
@@ -106,7 +105,7 @@ def promote_action(
     reason: Text = None,
     waive_rollback_plan: Text = None,
 ) -> HTMLResponse:
-    _check_csrf(request, csrf_token)
+    check_csrf(request, csrf_token)
     name = f"{project}/{model}"
 
     def act() -> Decision:
@@ -131,22 +130,12 @@ def rollback_action(
     csrf_token: Text = None,
     reason: Text = None,
 ) -> HTMLResponse:
-    _check_csrf(request, csrf_token)
+    check_csrf(request, csrf_token)
     name = f"{project}/{model}"
     return _acted(request, who, name, lambda: who.vault.registry.rollback(name, alias, reason=reason or None))
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-def _check_csrf(request: Request, form_value: str | None) -> None:
-    """The session's CSRF check (``session.check_csrf``); a session module without one has no
-    token to check against yet, so nothing is checked."""
-    try:
-        check = import_module("labvault.server.ui.session").check_csrf
-    except (ImportError, AttributeError):
-        return
-    check(request, form_value)
-
-
 def _confirm_page(
     request: Request, who: Caller, ref: str, alias: str, reason: str, waive: str, approved: bool | None = None
 ) -> HTMLResponse:
