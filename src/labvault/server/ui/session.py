@@ -223,7 +223,8 @@ def check_csrf(request: Request, form_value: str | None) -> None:
 
 
 def _own_origin(request: Request) -> str:
-    return f"{request.url.scheme}://{request.headers.get('host', '')}"
+    # Behind a proxy that ends TLS the server sees http; the browser's Origin says https.
+    return f"{'https' if _secure(request) else request.url.scheme}://{request.headers.get('host', '')}"
 
 
 def _secure(request: Request) -> bool:
