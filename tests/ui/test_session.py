@@ -241,3 +241,15 @@ def test_a_role_too_low_gets_a_page_naming_the_role(site: Site) -> None:
             assert refused.status_code == 403, refused.text
             assert "this page needs the maintainer role" in refused.text
             assert refused.headers["content-type"].startswith("text/html")
+
+
+def test_a_session_holds_across_server_processes_of_the_vault(page: Any, site: Site) -> None:
+    proc, other = start_server(site.root)
+    try:
+        sign_in(page, site, "reader")
+        page.goto(f"{other}/runs")  # the cookie is per host, not port: the other process receives it
+        assert urlsplit(page.url).path == "/runs"
+        page.locator("table.runs tbody tr[data-run]").first.wait_for()
+    finally:
+        log = stop_server(proc)
+    assert "Traceback" not in log, log
