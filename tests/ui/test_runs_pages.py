@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.ui.conftest import Site, sign_in
 
@@ -31,7 +32,7 @@ def test_filter_with_errors_shown_at_the_caret(page: Any, site: Site, tmp_path: 
     assert sorted(_names(page)) == ["train-0", "train-1", "train-2"]
     page.fill("#filter", "params.lr < 0.05 and project = 'demo'")
     page.click("form.filters button[type=submit]")
-    page.wait_for_function("document.querySelectorAll('table.runs tbody tr[data-run]').length === 2")
+    expect(page.locator(ROWS)).to_have_count(2)
     assert sorted(_names(page)) == ["train-1", "train-2"]
     assert "filter=params.lr" in page.url  # htmx pushed the filter into the address: shareable
     page.screenshot(path=str(tmp_path / "runs-filtered.png"))
@@ -52,14 +53,10 @@ def test_sort_by_a_param_and_a_metric(page: Any, site: Site) -> None:
     page.goto(f"{site.url}/runs?filter=project%20%3D%20%27demo%27")
     header = page.locator("th[data-key='params.lr'] a")
     header.click()
-    page.wait_for_function(
-        "document.querySelector(\"th[data-key='params.lr']\").getAttribute('aria-sort') === 'ascending'"
-    )
+    expect(page.locator("th[data-key='params.lr']")).to_have_attribute("aria-sort", "ascending")
     assert _names(page) == ["train-2", "train-1", "train-0"]
     page.locator("th[data-key='params.lr'] a").click()
-    page.wait_for_function(
-        "document.querySelector(\"th[data-key='params.lr']\").getAttribute('aria-sort') === 'descending'"
-    )
+    expect(page.locator("th[data-key='params.lr']")).to_have_attribute("aria-sort", "descending")
     assert _names(page) == ["train-0", "train-1", "train-2"]
     page.goto(f"{site.url}/runs?filter=project%20%3D%20%27demo%27&sort=-metrics.auc")
     assert _names(page) == ["train-2", "train-1", "train-0"]
@@ -76,13 +73,13 @@ def test_pages_and_chosen_columns(page: Any, site: Site) -> None:
     assert "params.lr" not in headers
     assert page.locator("a[rel=prev]").count() == 0
     page.click("a[rel=next]")
-    page.wait_for_function("document.querySelectorAll('table.runs tbody tr[data-run]').length === 1")
+    expect(page.locator(ROWS)).to_have_count(1)
     assert _names(page) == ["train-2"]
     assert "page=2" in page.url
     assert page.locator("a[rel=next]").count() == 0
     assert page.locator(f"{ROWS} td.value").all_inner_texts() == ["6", "fraud"]  # the chosen columns, kept
     page.click("a[rel=prev]")
-    page.wait_for_function("document.querySelectorAll('table.runs tbody tr[data-run]').length === 2")
+    expect(page.locator(ROWS)).to_have_count(2)
 
 
 def test_run_page_params_chart_and_artifact_download(page: Any, site: Site, tmp_path: Path) -> None:
@@ -237,3 +234,16 @@ def test_the_reproducibility_report_is_shown(page: Any, site: Site) -> None:
     assert '"verdict": "reproduced"' in section.locator("pre.report").inner_text()
     page.goto(f"{site.url}/runs/{rerun['id']}")
     assert "This run is a reproduction: reproduced" in page.locator("#reproducibility").inner_text()
+
+
+def test_pages_run_no_inline_code_under_their_policy(page: Any, site: Site) -> None:
+    violations: list[str] = []
+    page.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
+    sign_in(page, site, "reader")
+    for path in ("/runs", f"/runs/{_id(site.runs[0])}", f"/compare?runs={_id(site.runs[0])},{_id(site.runs[1])}"):
+        response = page.goto(site.url + path)
+        assert response is not None
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        assert response.headers["x-frame-options"] == "DENY"
+    page.locator("figure.chart svg path.series").first.wait_for(state="attached")
+    assert violations == []

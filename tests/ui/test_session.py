@@ -123,7 +123,13 @@ def test_a_post_without_the_csrf_token_is_refused(page: Any, site: Site) -> None
     wrong = page.request.post(f"{site.url}/logout", form={"csrf": "0" * 40}, max_redirects=0)
     assert wrong.status == 403
     assert _session_cookie(page) is not None
-    # The sign-out button sends it: the session ends.
+    # htmx sends it as a header, from the page's meta tag.
+    csrf = page.locator("meta[name=csrf-token]").get_attribute("content") or ""
+    by_header = page.request.post(f"{site.url}/logout", headers={"X-CSRF-Token": csrf}, max_redirects=0)
+    assert by_header.status == 303
+    assert _session_cookie(page) is None
+    # The sign-out button sends it in the form: the session ends.
+    sign_in(page, site, "reader")
     page.click("form.logout button[type=submit]")
     page.wait_for_url(f"{site.url}/login")
     assert _session_cookie(page) is None
@@ -235,3 +241,15 @@ def test_a_role_too_low_gets_a_page_naming_the_role(site: Site) -> None:
             assert refused.status_code == 403, refused.text
             assert "this page needs the maintainer role" in refused.text
             assert refused.headers["content-type"].startswith("text/html")
+
+
+def test_a_session_holds_across_server_processes_of_the_vault(page: Any, site: Site) -> None:
+    proc, other = start_server(site.root)
+    try:
+        sign_in(page, site, "reader")
+        page.goto(f"{other}/runs")  # the cookie is per host, not port: the other process receives it
+        assert urlsplit(page.url).path == "/runs"
+        page.locator("table.runs tbody tr[data-run]").first.wait_for()
+    finally:
+        log = stop_server(proc)
+    assert "Traceback" not in log, log

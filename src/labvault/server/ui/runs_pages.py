@@ -24,7 +24,7 @@ from labvault.refs import Digest
 from labvault.safeload import loads_json
 from labvault.server.deps import Caller
 from labvault.server.ui import render
-from labvault.server.ui.session import page_caller
+from labvault.server.ui.session import page_caller, protect
 from labvault.services.tracking.filters import FilterSyntaxError
 
 __all__ = ["router"]
@@ -42,6 +42,13 @@ _REPORT = "reproduce.json"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+def protect_page(request: Request, name: str, **context: Any) -> HTMLResponse:
+    """The page ``name`` with the pages' security headers (a strict Content-Security-Policy)."""
+    page = render(request, name, **context)
+    protect(page)
+    return page
+
+
 def show_value(value: object) -> str:
     """A param, metric or tag value as a table shows it."""
     if value is None:
@@ -172,7 +179,7 @@ def runs_table(
         for r in runs
     ]
     first = (page - 1) * size + 1
-    return render(
+    return protect_page(
         request,
         "runs/table.html",
         filter=filter,
@@ -223,7 +230,7 @@ def run_page(request: Request, ref: str, who: Reader) -> HTMLResponse:
     charts = [{"key": k, "series": [{"label": run.name, "points": v}]} for k, v in sorted(history.items())]
     patch = _read_text(who, run.capture.get("patch"))
     environment = doc.get("environment") or {}
-    return render(
+    return protect_page(
         request,
         "runs/run.html",
         run=run,
@@ -324,7 +331,7 @@ def compare_page(
         }
         for k in keys
     ]
-    return render(
+    return protect_page(
         request,
         "runs/compare.html",
         runs=found,

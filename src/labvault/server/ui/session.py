@@ -39,12 +39,14 @@ from labvault.errors import IntegrityError, LabvaultError, NotAllowed
 from labvault.server.deps import Caller, ServerState
 
 __all__ = [
+    "CSP",
     "CSRF_HEADER",
     "SESSION_COOKIE",
     "SESSION_SECONDS",
     "check_csrf",
     "install_handlers",
     "page_caller",
+    "protect",
     "router",
     "safe_next",
     "template_context",
@@ -221,7 +223,8 @@ def check_csrf(request: Request, form_value: str | None) -> None:
 
 
 def _own_origin(request: Request) -> str:
-    return f"{request.url.scheme}://{request.headers.get('host', '')}"
+    # Behind a proxy that ends TLS the server sees http; the browser's Origin says https.
+    return f"{'https' if _secure(request) else request.url.scheme}://{request.headers.get('host', '')}"
 
 
 def _secure(request: Request) -> bool:
@@ -235,6 +238,23 @@ def template_context(request: Request) -> dict[str, Any]:
         "csrf_token": _csrf_token(request),
         "no_auth": _state(request).no_auth,
     }
+
+
+#: The pages' Content-Security-Policy: scripts and styles from this server's files only, so that text
+#: that slipped through escaping still could not run; no framing (clickjacking).
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def protect(response: Response) -> Response:
+    """``response`` with the pages' security headers (:data:`CSP`, no framing, no sniffing)."""
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
 
 
 # -- pages -----------------------------------------------------------------------------------------
@@ -253,6 +273,7 @@ def _login_page(request: Request, next_url: str, error: str | None, status: int)
     response.set_cookie(
         _LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict", secure=_secure(request), path="/login"
     )
+    protect(response)
     return response
 
 
@@ -337,7 +358,8 @@ def install_handlers(app: FastAPI) -> None:
         from labvault.server.ui import render
 
         status = err.status if isinstance(err, NotAllowed) else STATUS_OF_EXIT_CODE.get(err.exit_code, 500)
-        return render(request, "error.html", status_code=status, message=err.message, hint=err.hint, status=status)
+        page = render(request, "error.html", status_code=status, message=err.message, hint=err.hint, status=status)
+        return protect(page)
 
     app.add_exception_handler(SignInRequired, sign_in)
     app.add_exception_handler(LabvaultError, labvault_error)
