@@ -22,7 +22,20 @@ __all__ = ["Models", "models"]
 
 class Models:
     def get(self, ref: str, *, vault: str | os.PathLike[str] | None = None) -> Path:
-        """The local path of a verified, cached copy of ``project/model@version|alias``."""
+        """The local path of a verified, cached copy of ``project/model@version|alias``.
+
+        Through a server (``LABVAULT_URI``, no ``vault=``), the server resolves the alias and the copy
+        is kept in the user's cache folder; while the version's content is unchanged, a later call
+        downloads nothing."""
+        if vault is None:
+            from labvault.client.settings import server_target
+
+            target = server_target()
+            if target is not None:
+                from labvault.client.vault import ServerVault
+
+                with ServerVault.open(target) as server:
+                    return server.registry.get(ref)  # type: ignore[no-any-return]
         from labvault.vault import Vault
 
         with Vault.open(vault) as v:
