@@ -84,7 +84,7 @@ class ServerRegistry:
             FileEntry(d.text("path"), d.digest("digest"), d.integer("size"))
             for d in (decode.Doc(f, "version file") for f in decode.Doc(raw, "model version").items("files"))
         ]
-        return decode.model_version(raw), files
+        return decode.model_version({**raw, "files": raw.get("file_count")}), files
 
     def resolve(self, ref: str) -> ModelVersion:
         return self._show(ref)[0]

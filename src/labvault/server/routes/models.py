@@ -104,7 +104,8 @@ def list_versions(project: str, model: str, who: Reader, archived: bool = False)
 def show_version(project: str, model: str, version: str, who: Reader) -> Any:
     registry = who.vault.registry
     found = registry.resolve(f"{_name(project, model)}@{version}")
-    return dict(to_json(found), files=to_json(registry.files(found)))
+    # ``files`` is the file list here; ``file_count`` keeps the version's own count.
+    return dict(to_json(found), files=to_json(registry.files(found)), file_count=found.files)
 
 
 @router.post("/{project}/{model}/versions/{version}/archive", summary="Archive a version no alias points at")
