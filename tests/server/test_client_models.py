@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,7 @@ class World:
     home: Path
     run_id: str
     other_run: str
+    names: dict[str, str] = field(default_factory=dict)  # placeholders in a test's arguments -> refs
 
     def env(self, role: str | None) -> dict[str, str]:
         env = clean_env()
@@ -229,3 +230,14 @@ def test_models_get_caches_and_downloads_nothing_while_unchanged(
     fetched.clear()
     assert lv.models.get("fraud/detector@prod") == path
     assert fetched  # a stamp that does not verify: rebuilt
+
+
+def test_audit_verify_against_a_head_kept_in_a_file_here(world: World) -> None:
+    head = world.server("audit", "verify", "--json").stdout
+    (world.client / "head.json").write_text(head)
+    ok = world.server("audit", "verify", "--against", "head.json")
+    assert ok.stdout.startswith("audit chain intact")
+    bogus = "1 sha256:" + "0" * 64
+    local = world.local("audit", "verify", "--against", bogus, expect=1)
+    through = world.server("audit", "verify", "--against", bogus, expect=1)
+    assert through.stderr == local.stderr

@@ -43,6 +43,8 @@ def world(served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
         "    lv.log_metric('auc', float('nan'))\n"
     )
     subprocess.run([sys.executable, "-c", script], cwd=served.root, env=w.env(None), check=True, timeout=120)
+    logged = json.loads(w.local("runs", "list", "--filter", "name = 'logged'", "--json").stdout)[0]["id"]
+    w.names.update(RUN=w.run_id, OTHER=w.other_run, LOGGED=logged)
     return w
 
 
@@ -60,9 +62,7 @@ COMMANDS = [
 
 
 def _fill(world: World, args: tuple[str, ...]) -> tuple[str, ...]:
-    logged = json.loads(world.local("runs", "list", "--filter", "name = 'logged'", "--json").stdout)[0]["id"]
-    names = {"RUN": world.run_id, "OTHER": world.other_run, "LOGGED": logged}
-    return tuple(names.get(a, a) for a in args)
+    return tuple(world.names.get(a, a) for a in args)
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=[" ".join(c) for c in COMMANDS])

@@ -233,9 +233,12 @@ class ServerAudit:
         return found if newest_first else found[::-1]  # the server answers newest first
 
     def verify(self, *, against: str | None = None) -> AuditReport:
-        if against is not None and Path(against).is_file():
-            # A head kept in a file here: the server reads no client paths, so send what the file holds.
-            against = Path(against).read_text(encoding="utf-8", errors="replace")[:200].strip()
+        if against is not None:
+            # Parsed here: a head kept in a file is a file on this machine, and the server gets the head.
+            from labvault.services.audit import parse_anchor
+
+            seq, hexd = parse_anchor(against)
+            against = f"sha256:{hexd}" if seq is None else f"{seq} sha256:{hexd}"
         return decode.audit_report(self.transport.request("GET", "/audit/verify", params={"against": against}))
 
 
