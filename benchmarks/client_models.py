@@ -59,8 +59,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 120
+def wait_up(url: str, proc: subprocess.Popen[bytes], limit: float = 600) -> None:
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.exit(f"the server exited ({proc.returncode}) before answering {url}")
@@ -69,7 +69,7 @@ def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
                 return
         except httpx.TransportError:
             time.sleep(0.2)
-    sys.exit(f"no answer from {url} in 120 s")
+    sys.exit(f"no answer from {url} in {limit:.0f} s")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -220,6 +220,7 @@ def main() -> None:
         folder = model_folder(tmp, opts.mb)
         print("labvault server ...", file=sys.stderr)
         lv = bench_labvault(tmp, folder, opts.n)
+        print(f"labvault: {json.dumps(lv)}", file=sys.stderr)
         print("mlflow server ...", file=sys.stderr)
         ml = bench_mlflow(tmp, folder, opts.n)
     finally:

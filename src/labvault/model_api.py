@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from labvault.client.settings import ServerTarget
+    from labvault.client.vault import ServerVault
     from labvault.entities import ModelVersion
 
 __all__ = ["Models", "models"]
@@ -28,14 +30,9 @@ class Models:
         is kept in the user's cache folder; while the version's content is unchanged, a later call
         downloads nothing."""
         if vault is None:
-            from labvault.client.settings import server_target
-
-            target = server_target()
-            if target is not None:
-                from labvault.client.vault import ServerVault
-
-                with ServerVault.open(target) as server:
-                    return server.registry.get(ref)  # type: ignore[no-any-return]
+            server = _server()
+            if server is not None:
+                return server.registry.get(ref)  # type: ignore[no-any-return]
         from labvault.vault import Vault
 
         with Vault.open(vault) as v:
@@ -53,3 +50,24 @@ class Models:
 
 
 models = Models()
+
+# One connection per server and process: a deployment job calling ``models.get`` in a loop pays the
+# TLS setup and the API version check once, not per call (an httpx client builds an SSL context, about
+# 15 ms, even for http://). Keyed by pid too, so a forked child never shares its parent's sockets.
+_SERVERS: dict[tuple[int, ServerTarget], ServerVault] = {}
+
+
+def _server() -> ServerVault | None:
+    """The vault of the targeted server (``LABVAULT_URI`` or a saved login), or None for a local vault."""
+    from labvault.client.settings import server_target
+
+    target = server_target()
+    if target is None:
+        return None
+    key = (os.getpid(), target)
+    found = _SERVERS.get(key)
+    if found is None:
+        from labvault.client.vault import ServerVault
+
+        found = _SERVERS[key] = ServerVault.open(target)
+    return found
