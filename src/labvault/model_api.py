@@ -10,6 +10,7 @@ Each call opens the vault found from the current folder (or ``vault=``), delegat
 
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,5 +70,13 @@ def _server() -> ServerVault | None:
     if found is None:
         from labvault.client.vault import ServerVault
 
+        if not _SERVERS:
+            atexit.register(_close_servers)
         found = _SERVERS[key] = ServerVault.open(target)
     return found
+
+
+def _close_servers() -> None:
+    for server in _SERVERS.values():
+        server.close()
+    _SERVERS.clear()

@@ -190,6 +190,7 @@ def test_models_get_caches_and_downloads_nothing_while_unchanged(
     import time
 
     import labvault as lv
+    from labvault import model_api
     from labvault.client.fetch import ObjectReader
     from labvault.client.vault import ServerVault
 
@@ -205,6 +206,7 @@ def test_models_get_caches_and_downloads_nothing_while_unchanged(
         return real_open(self, digest, verify=verify)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ObjectReader, "open", counting_open)
+    monkeypatch.setattr(model_api, "_SERVERS", {})
     with lv.open() as vault:
         assert isinstance(vault, ServerVault)
     path = lv.models.get("fraud/detector@prod")
@@ -229,6 +231,7 @@ def test_models_get_caches_and_downloads_nothing_while_unchanged(
     fetched.clear()
     assert lv.models.get("fraud/detector@prod") == path
     assert fetched  # a stamp that does not verify: rebuilt
+    model_api._close_servers()
 
 
 def test_audit_verify_against_a_head_kept_in_a_file_here(world: World) -> None:
