@@ -83,7 +83,19 @@ _LAZY = {
 
 
 def open(path: str | None = None) -> Vault:
-    """Open the vault at ``path`` or the one found by walking up from the current folder."""
+    """Open the vault at ``path`` or the one found by walking up from the current folder.
+
+    With no ``path`` and a server targeted (``LABVAULT_URI`` or ``labvault login``), the vault is that
+    server's: a :class:`~labvault.client.vault.ServerVault` with the same parts.
+    """
+    if path is None:
+        from labvault.client.settings import server_target
+
+        target = server_target()
+        if target is not None:
+            from labvault.client.vault import ServerVault
+
+            return ServerVault.open(target)  # type: ignore[return-value]
     from labvault.vault import Vault
 
     return Vault.open(path)

@@ -140,7 +140,8 @@ def approve(
     """Approve a version for an alias as the acting user (each user counts once)."""
     with open_vault() as vault:
         recorded = vault.registry.approve(ref, alias, message=message)
-        user = vault.user
+        # Through a server, the approver is the token's user, as the server recorded it.
+        user = getattr(vault.registry, "last_actor", None) or vault.user
     if json_output:
         print_json({"ref": ref, "alias": alias, "user": user, "recorded": recorded})
     else:

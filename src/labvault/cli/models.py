@@ -115,6 +115,12 @@ def show(
         if parsed.version is None:
             found = vault.registry.versions(parsed.name, include_archived=True)
             print_model(parsed.name, vault.registry.aliases(parsed.name), found, json_output=json_output)
+        elif getattr(vault, "is_server", False):  # the files and metrics.json come from the server's objects
+            version, files, metrics = getattr(vault.registry, "show_version")(ref)  # noqa: B009 - ServerRegistry
+            file_list = [{"path": f.path, "sha256": str(f.digest), "size": f.size} for f in files]
+            print_model_version(
+                {**version_json(version), "metrics": metrics, "file_list": file_list}, json_output=json_output
+            )
         else:
             doc = model_version_doc(vault, vault.registry.resolve(ref))
             print_model_version(doc, json_output=json_output)
@@ -143,7 +149,10 @@ def get(
 ) -> None:
     """Write a registered version's verified files to DIR/PROJECT/MODEL/VERSION/ (an alias resolved)."""
     with open_vault() as vault:
-        found, target = fetching(vault, [ref], lambda: vault.registry.materialize(ref, output, flat=flat))
+        if getattr(vault, "is_server", False):  # the server is the source: nothing to fetch from a remote
+            found, target = vault.registry.materialize(ref, output, flat=flat)
+        else:
+            found, target = fetching(vault, [ref], lambda: vault.registry.materialize(ref, output, flat=flat))
     if json_output:
         print_json({**version_json(found), "path": str(target)})
     else:

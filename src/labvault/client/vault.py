@@ -93,6 +93,12 @@ class ServerVault:
 
         return ServerAudit(self)
 
+    def write_output(self, path: str | os.PathLike[str], text: str) -> None:
+        """Write a file the user asked for (``--output``) on this machine, through the contained writer."""
+        from labvault.storage.contained import write_text
+
+        write_text(Path(path), text)
+
     @property
     def maintenance(self) -> NoReturn:
         server_only("fsck", self.url)

@@ -49,3 +49,10 @@ def lineage(
     service = who.vault.lineage
     walked = service.walk(ref, direction=direction or service.default_direction(ref), depth=depth)
     return to_json(walked)
+
+
+@router.get("/lineage/diff", tags=["lineage"], summary="What differs in the lineage of two model versions or runs")
+def lineage_diff(
+    who: Reader, a: Annotated[str, Query(max_length=600)], b: Annotated[str, Query(max_length=600)]
+) -> Any:
+    return who.vault.lineage.diff(a, b).to_json()

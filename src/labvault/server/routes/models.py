@@ -4,6 +4,8 @@ no policy."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -11,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labvault.server.deps import Caller, caller
 from labvault.server.encode import to_json
+from labvault.services.registry.layout import write_version
+from labvault.services.transfer import parse_full_digest
 
 __all__ = ["router"]
 
@@ -25,8 +29,14 @@ class _Body(BaseModel):
 
 
 class Register(_Body):
-    run: str = Field(max_length=64, description="run:<id> whose artifact is registered")
-    artifact: str = Field(max_length=255, description="the artifact's name on that run")
+    run: str | None = Field(None, max_length=64, description="run:<id> whose artifact (or output) is registered")
+    artifact: str | None = Field(None, max_length=255, description="the artifact's name on that run")
+    tree: str | None = Field(
+        None, max_length=71, description="sha256:<hex> of an uploaded folder tree to register (a client's local folder)"
+    )
+    allow_modified: bool = Field(
+        False, description="with tree and run: register it even if the run recorded other files"
+    )
     version: str | None = Field(None, max_length=64)
     bump: Literal["major", "minor", "patch"] | None = None
     message: str | None = Field(None, max_length=10_000)
@@ -36,6 +46,7 @@ class Promote(_Body):
     version: str = Field(max_length=64)
     reason: str | None = Field(None, max_length=10_000)
     waive_rollback_plan: str | None = Field(None, max_length=10_000)
+    raise_on_refusal: bool = Field(True, description="false: a refusal is the 200 answer (action refuse), not 422")
 
 
 class Approve(_Body):
@@ -58,14 +69,18 @@ def list_models(who: Reader) -> Any:
 
 @router.post("/{project}/{model}/versions", status_code=201, summary="Register a run's artifact as a version")
 def register_version(project: str, model: str, body: Register, who: Writer) -> Any:
-    version, created = who.vault.registry.register(
-        _name(project, model),
-        run=body.run,
-        artifact=body.artifact,
-        version=body.version,
-        bump=body.bump,
-        message=body.message,
-    )
+    registry = who.vault.registry
+    options: dict[str, Any] = {"version": body.version, "bump": body.bump, "message": body.message}
+    if body.tree is None:
+        version, created = registry.register(_name(project, model), run=body.run, artifact=body.artifact, **options)
+        return dict(to_json(version), created=created)
+    # A client's folder: its objects were uploaded; lay them out here and register that folder.
+    tree = parse_full_digest(body.tree)
+    with tempfile.TemporaryDirectory(prefix="labvault-register-") as tmp:
+        folder = write_version(who.vault.objects, tree, Path(tmp), "model")
+        version, created = registry.register(
+            _name(project, model), folder, run=body.run, allow_modified=body.allow_modified, **options
+        )
     return dict(to_json(version), created=created)
 
 
@@ -89,7 +104,8 @@ def list_versions(project: str, model: str, who: Reader, archived: bool = False)
 def show_version(project: str, model: str, version: str, who: Reader) -> Any:
     registry = who.vault.registry
     found = registry.resolve(f"{_name(project, model)}@{version}")
-    return dict(to_json(found), files=to_json(registry.files(found)))
+    # ``files`` is the file list here; ``file_count`` keeps the version's own count.
+    return dict(to_json(found), files=to_json(registry.files(found)), file_count=found.files)
 
 
 @router.post("/{project}/{model}/versions/{version}/archive", summary="Archive a version no alias points at")
@@ -107,9 +123,16 @@ def alias_history(
 
 @router.get("/{project}/{model}/aliases/{alias}/check", summary="Evaluate the promotion gates without moving")
 def check_promotion(
-    project: str, model: str, alias: str, who: Reader, version: Annotated[str, Query(max_length=64)]
+    project: str,
+    model: str,
+    alias: str,
+    who: Reader,
+    version: Annotated[str, Query(max_length=64)],
+    waive_rollback_plan: Annotated[str | None, Query(max_length=10_000)] = None,
 ) -> Any:
-    return to_json(who.vault.registry.check(f"{_name(project, model)}@{version}", alias))
+    return to_json(
+        who.vault.registry.check(f"{_name(project, model)}@{version}", alias, waive_rollback_plan=waive_rollback_plan)
+    )
 
 
 @router.post("/{project}/{model}/aliases/{alias}", summary="Set (promote) an alias under the server's policy")
@@ -119,6 +142,7 @@ def promote(project: str, model: str, alias: str, body: Promote, who: Maintainer
         alias,
         reason=body.reason,
         waive_rollback_plan=body.waive_rollback_plan,
+        raise_on_refusal=body.raise_on_refusal,
     )
     return to_json(decision)
 
@@ -135,5 +159,11 @@ def rollback(project: str, model: str, alias: str, body: Reason, who: Maintainer
 
 
 @router.delete("/{project}/{model}/aliases/{alias}", summary="Unset an alias")
-def unset_alias(project: str, model: str, alias: str, who: Maintainer) -> Any:
-    return to_json(who.vault.registry.unset_alias(_name(project, model), alias))
+def unset_alias(
+    project: str,
+    model: str,
+    alias: str,
+    who: Maintainer,
+    reason: Annotated[str | None, Query(max_length=10_000)] = None,
+) -> Any:
+    return to_json(who.vault.registry.unset_alias(_name(project, model), alias, reason=reason))
