@@ -290,6 +290,10 @@ def test_a_big_object_goes_up_in_chunks_and_resumes(
 
     monkeypatch.setattr(remote_objects, "CHUNKED_OVER", 64 << 10)
     monkeypatch.setattr(remote_objects, "CHUNK", 16 << 10)
+    monkeypatch.setattr(remote, "INLINE_RECORDS", 100)  # the records go up as an object too
+    batches: list[dict[str, Any]] = []
+    real_batch = remote._batch
+    monkeypatch.setattr(remote, "_batch", lambda t, wire: batches.append(real_batch(t, wire)) or batches[-1])
     monkeypatch.setenv("LABVAULT_TOKEN", served.tokens["writer"])
     mine = _project(tmp_path / "proj", served.urls[0])
     big = os.urandom(200 << 10)
@@ -302,6 +306,7 @@ def test_a_big_object_goes_up_in_chunks_and_resumes(
         result = remote.push(vault, spec, ["data:big@v1"], jobs=2)
         assert result.objects_sent >= 2
         assert [m.action for m in result.records] == ["new"]
+        assert list(batches[0]) == ["batch"]
         again = remote.push(vault, spec, ["data:big@v1"])
         assert again.objects_sent == 0
     got = served.client("reader").get(f"/objects/{digest}")
@@ -352,3 +357,20 @@ def test_records_from_a_server_are_decoded_and_checked() -> None:
     for raw in ([{"kind": "alias"}], [{"kind": "snapshot", "row": []}], "no", [{"kind": "run", "row": {"id": "x"}}]):
         with pytest.raises(IntegrityError):
             decode_records(raw, where="remote 'team'")
+
+
+def test_the_saved_login_s_token_serves_a_remote_of_that_url(served: Served, tmp_path: Path) -> None:
+    from labvault.client.settings import save_login
+
+    mine = _project(tmp_path / "proj", served.urls[0])
+    _dataset(mine, "login", files=1, salt="login")
+    save_login(served.urls[0], served.tokens["writer"], {"XDG_CONFIG_HOME": str(tmp_path / "cfg")})
+    pushed = _doc(lv(mine, "push", "--json", "data:login@v1"))  # no LABVAULT_TOKEN: the saved one
+    assert _actions(pushed) == {"data:login@v1": "new"}
+    assert served.tokens["writer"] not in (mine / ".labvault" / "config.json").read_text()
+    env = {**_env(tmp_path, None), "LABVAULT_URI": served.urls[0]}
+    through = subprocess.run(
+        [LABVAULT, "push", "data:login@v1"], cwd=mine, env=env, capture_output=True, text=True, check=False
+    )
+    assert through.returncode == 2, through.stderr
+    assert through.stderr.startswith("error: ")

@@ -58,6 +58,21 @@ def transfer_progress(description: str) -> Iterator[Any]:
         yield advance
 
 
+def _local_vault(what: str) -> Any:
+    """This machine's vault: remotes, push and pull move between it and its remotes. With LABVAULT_URI
+    set they are refused (exit 2); a saved login alone does not redirect them (its token still serves
+    a server remote of the same URL)."""
+    import os
+
+    from labvault.client.settings import ENV_URI
+
+    if os.environ.get(ENV_URI):
+        return open_local_vault(what)
+    from labvault.vault import Vault
+
+    return Vault.open()
+
+
 def fetching(vault: Any, refs: list[str], action: Callable[[], T]) -> T:
     """Run ``action`` (a checkout, a get) after fetching from the default remote the records and trees
     this vault lacks; an object found missing while it runs is fetched too, and ``action`` rerun once."""
@@ -92,7 +107,7 @@ def add(
     """Add a remote, kept in .labvault/config.json (never with credentials): a folder, a labvault
     server by its URL, or a team vault by --db and --objects (credentials come from the environment,
     as for `labvault init`)."""
-    with open_local_vault("remote add") as vault:
+    with _local_vault("remote add") as vault:
         spec = vault.remotes.add(name, location, database_url=db, objects_url=objects, default=default)
     if json_output:
         print_json(spec.to_json())
@@ -103,7 +118,7 @@ def add(
 @app.command("list")
 def list_(json_output: bool = JSON) -> None:
     """List the remotes; the default one is marked."""
-    with open_local_vault("remote list") as vault:
+    with _local_vault("remote list") as vault:
         remotes = vault.remotes.list()
     if json_output:
         print_json([spec.to_json() for spec in remotes])
@@ -119,7 +134,7 @@ def list_(json_output: bool = JSON) -> None:
 @app.command("remove")
 def remove(name: str = typer.Argument(..., help="The remote's name.")) -> None:
     """Forget a remote (its vault is left as it is)."""
-    with open_local_vault("remote remove") as vault:
+    with _local_vault("remote remove") as vault:
         vault.remotes.remove(name)
     OUTPUT.line(f"removed remote {name}")
 
@@ -134,7 +149,7 @@ def status(
 ) -> None:
     """What the remote lacks (a push would send) and what this vault lacks (a pull would fetch):
     records and objects, for labvault.lock or the REFs. Exit 0 either way."""
-    with open_local_vault("remote status") as vault:
+    with _local_vault("remote status") as vault:
         if name is not None and any(c in name for c in ":@/") and name not in {r.name for r in vault.remotes.list()}:
             refs, name = [name, *(refs or [])], None  # a REF given with no remote name
         found = vault.remotes.status(refs or [], remote=name)
@@ -173,7 +188,7 @@ def push(
     in one transaction: an interrupted push leaves the remote consistent and a rerun resumes.
     Different content under a number the remote has is a conflict (exit 4) unless --rename.
     """
-    with open_local_vault("push") as vault:
+    with _local_vault("push") as vault:
         if vault.remotes.get(remote).kind == "server":
             with transfer_progress("pushing") as advance:
                 from labvault.client.remote import push as push_to_server
@@ -195,7 +210,7 @@ def push(
     if done is not None:  # answered without SQLAlchemy: the no-op push stays fast
         _report(done, json_output)
         return
-    with open_local_vault("push") as vault, transfer_progress("pushing") as advance:
+    with _local_vault("push") as vault, transfer_progress("pushing") as advance:
         result = vault.remotes.push(
             refs or [],
             remote=remote,
@@ -228,7 +243,7 @@ def pull(
     `labvault data checkout` restores them). Every record and object read from the remote is
     validated first: a corrupt object is exit 5 and nothing is recorded.
     """
-    with open_local_vault("pull") as vault, transfer_progress("pulling") as advance:
+    with _local_vault("pull") as vault, transfer_progress("pulling") as advance:
         spec = vault.remotes.get(remote)
         if spec.kind == "server":
             from labvault.client.remote import pull as pull_from_server

@@ -18,6 +18,8 @@ objects), and a rerun sends only what is still missing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,6 +30,7 @@ from labvault.client.remote_wire import decode_records, encode_records
 from labvault.client.settings import ENV_URI, ServerTarget, server_target
 from labvault.client.transport import Transport
 from labvault.errors import IntegrityError, ValidationError
+from labvault.refs import Digest
 from labvault.services.remotes import MAX_JOBS, Moved, RemoteSpec, TransferResult
 from labvault.services.remotes.apply import Landing, decide, write_records
 from labvault.services.remotes.copy import copy_objects, reachable
@@ -43,6 +46,8 @@ __all__ = ["pull", "push", "remote_target"]
 Progress = Callable[[int, int, int], None]
 #: How long a request that is safe to repeat is retried while the server is away, once it answered.
 RETRY_FOR = 30.0
+#: Records up to this much JSON go in the request body; more go up as an object first.
+INLINE_RECORDS = 8 << 20
 
 
 def remote_target(spec: RemoteSpec) -> ServerTarget:
@@ -67,6 +72,20 @@ def _open(spec: RemoteSpec) -> Transport:
         raise
     transport.retry_for = RETRY_FOR
     return transport
+
+
+def _batch(transport: Transport, wire: list[dict[str, Any]]) -> dict[str, Any]:
+    """The records inline, or, over :data:`INLINE_RECORDS` bytes of JSON (the server refuses JSON
+    bodies over 16 MiB), uploaded as an object and named by its digest (an orphan gc collects)."""
+    text = json.dumps(wire, separators=(",", ":"), allow_nan=False).encode()
+    if len(text) <= INLINE_RECORDS:
+        return {"records": wire}
+    digest = Digest(hashlib.sha256(text).hexdigest())
+    if missing_on_server(transport, [digest]):
+        transport.request(
+            "PUT", f"/objects/{digest}", content=text, headers={"Content-Type": "application/octet-stream"}
+        )
+    return {"batch": str(digest)}
 
 
 def _lock_entries(vault: Vault) -> list[LockEntry]:
@@ -159,9 +178,8 @@ def push(
     records = plan.ordered()
     where = _where(spec)
     with _open(spec) as transport:
-        answer = transport.request(
-            "POST", "/transfer/decide", json={"records": encode_records(records), "rename": rename}
-        )
+        slim = encode_records(records, history=False)
+        answer = transport.request("POST", "/transfer/decide", json={"records": slim, "rename": rename})
         landings = _landings(answer, records, where)
         to_write = [lg.record for lg in landings if lg.writes]
         roots = [ref for record in to_write for ref in record.refs]
@@ -176,7 +194,7 @@ def push(
             transport, src.objects, lacking, where=src.where, jobs=jobs, progress=progress, already=present
         )
         if to_write:
-            body = {"records": encode_records(to_write), "rename": rename, "origin": str(vault.root)}
+            body = {**_batch(transport, encode_records(to_write)), "rename": rename, "origin": str(vault.root)}
             # Safe to repeat (the same content is a no-op), so a lost answer is retried.
             answer = transport.request("POST", "/transfer/records", json=body, idempotency_key=uuid.uuid4().hex)
             by_ref = {lg.record.ref: lg for lg in _landings(answer, to_write, where)}

@@ -109,17 +109,20 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
     return {key: _value(value) for key, value in row.items()}
 
 
-def encode_record(record: Record) -> dict[str, Any]:
+def encode_record(record: Record, *, history: bool = True) -> dict[str, Any]:
+    """``history=False`` leaves out a run's params, tags and metrics (where a record would land does
+    not depend on them): a small body for ``/transfer/decide``."""
+    kept = ("artifacts",) if not history else tuple(record.parts)
     return {
         "kind": record.kind,
         "row": _row(record.row),
         "refs": [[digest.hex, kind] for digest, kind in record.refs],
-        "parts": {part: [_row(r) for r in rows] for part, rows in record.parts.items()},
+        "parts": {part: [_row(r) for r in rows] if part in kept else [] for part, rows in record.parts.items()},
     }
 
 
-def encode_records(records: Iterable[Record]) -> list[dict[str, Any]]:
-    return [encode_record(record) for record in records]
+def encode_records(records: Iterable[Record], *, history: bool = True) -> list[dict[str, Any]]:
+    return [encode_record(record, history=history) for record in records]
 
 
 # -- decoding ----------------------------------------------------------------------------------------

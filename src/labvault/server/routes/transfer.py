@@ -19,12 +19,14 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from labvault.client.remote_wire import MAX_RECORDS, decode_records, encode_records
-from labvault.errors import IntegrityError
+from labvault.errors import IntegrityError, ValidationError
 from labvault.refs import DataRef, Digest, validate_name
+from labvault.safeload import loads_json
 from labvault.server.deps import Caller, caller
 from labvault.services.remotes.records import Record
 from labvault.services.remotes.side import Side
 from labvault.services.snapshots.lockfile import LockEntry
+from labvault.services.transfer import parse_full_digest
 
 __all__ = ["router"]
 
@@ -33,6 +35,8 @@ Reader = Annotated[Caller, Depends(caller("reader"))]
 Writer = Annotated[Caller, Depends(caller("writer"))]
 _WHERE = "the server"
 _RANK = {"snapshot": 0, "run": 1, "version": 2}
+#: The largest records batch read from an object (runs with long metric histories).
+MAX_BATCH = 256 << 20
 
 
 class _Body(BaseModel):
@@ -52,7 +56,11 @@ class Gather(_Body):
 
 
 class Records(_Body):
-    records: list[dict[str, Any]] = Field(max_length=MAX_RECORDS)
+    """The records inline, or (a batch over the JSON body limit) the digest of an uploaded object
+    holding their JSON list."""
+
+    records: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_RECORDS)
+    batch: str | None = Field(default=None, max_length=80)
     rename: bool = False
     origin: str = Field(default="a client", max_length=2048)
 
@@ -70,7 +78,16 @@ def _landings(landings: list[Any]) -> dict[str, Any]:
 
 
 def _received(body: Records, who: Caller) -> list[Record]:
-    records = decode_records(body.records, where=f"the pushing client ({who.user})")
+    where = f"the pushing client ({who.user})"
+    if (body.records is None) == (body.batch is None):
+        raise ValidationError("give the records inline or as a batch object, not both", hint="see /api/docs")
+    raw: Any = body.records
+    if body.batch is not None:
+        digest = parse_full_digest(body.batch)
+        if who.vault.objects.info(digest).size > MAX_BATCH:
+            raise ValidationError(f"a records batch is at most {MAX_BATCH} bytes", hint="push fewer records at once")
+        raw = loads_json(who.vault.objects.get_bytes(digest, verify=True).decode("utf-8", "replace"), name=where)
+    records = decode_records(raw, where=where)
     return sorted(records, key=lambda r: _RANK[r.kind])
 
 
