@@ -135,7 +135,7 @@ def require_vault(spec: RemoteSpec) -> RemoteSpec:
     if spec.kind == "server":
         raise ValidationError(
             f"remote {spec.name!r} is a server ({spec.url}); this works only with a folder or team-vault remote",
-            hint="`labvault push`, `labvault pull` and `labvault remote status` work with it",
+            hint=f"`labvault push --remote {spec.name}` and `labvault pull --remote {spec.name}` work with it",
         )
     return spec
 
