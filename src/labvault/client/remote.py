@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from labvault.client.remote_objects import ServerSource, missing_on_server, upload_objects
+from labvault.client.remote_objects import ServerSource, download_objects, missing_on_server, upload_objects
 from labvault.client.remote_wire import decode_records, encode_records
 from labvault.client.settings import ENV_URI, ServerTarget, server_target
 from labvault.client.transport import Transport
@@ -33,7 +33,7 @@ from labvault.errors import IntegrityError, ValidationError
 from labvault.refs import Digest
 from labvault.services.remotes import MAX_JOBS, Moved, RemoteSpec, TransferResult
 from labvault.services.remotes.apply import Landing, decide, write_records
-from labvault.services.remotes.copy import copy_objects, reachable
+from labvault.services.remotes.copy import reachable
 from labvault.services.remotes.plan import gather
 from labvault.services.remotes.records import Record, inputs_of
 from labvault.services.snapshots.lockfile import LockEntry, read_lock
@@ -252,7 +252,7 @@ def pull(
                 present=len(wanted) - len(lacking),
                 dry_run=True,
             )
-        stats = copy_objects(source, here.objects, wanted, where=where, jobs=jobs, progress=progress)  # type: ignore[arg-type]
+        stats = download_objects(source, here.objects, wanted, where=where, jobs=jobs, progress=progress)
     if to_write:
         written = write_records(here, to_write, rename=rename, by_content=True, origin=f"{spec.name}:{spec.url}")
         by_ref = {lg.record.ref: lg for lg in written}
