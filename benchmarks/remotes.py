@@ -10,6 +10,10 @@ tool (not timed), then runs, as paired runs (order alternated) and reporting med
 - a no-op push of the same (everything already there), as a whole command;
 - pull into a fresh clone and check out (``labvault pull`` + ``labvault data checkout`` vs ``dvc pull``,
   which fetches and checks out), the clone made of the files git would bring (the lock / .dvc file).
+
+With ``--server``, the same three steps against a labvault server remote (``labvault server
+--no-auth`` on a loopback port, over a fresh vault each cold push): labvault only, as DVC has no
+counterpart of a server that validates what it receives.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import argparse
 import os
 import random
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import time
@@ -70,7 +76,7 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def setup(count: int) -> dict[str, Path]:
+def setup_labvault(count: int) -> Path:
     data = WORK / f"src{count}" / "data"
     if not data.exists():
         make_files(data, count)
@@ -78,6 +84,12 @@ def setup(count: int) -> dict[str, Path]:
     shutil.copytree(data, lv / "data")
     run([LABVAULT, "init", "-q"], lv)
     run([LABVAULT, "data", "add", "d", "data"], lv)
+    return lv
+
+
+def setup(count: int) -> dict[str, Path]:
+    data = WORK / f"src{count}" / "data"
+    lv = setup_labvault(count)
     dv = fresh_dir(WORK / "dvc-src")
     shutil.copytree(data, dv / "data")
     run([DVC, "init", "--no-scm", "-q"], dv)
@@ -101,7 +113,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--server", action="store_true", help="also push/pull through a labvault server remote")
+    parser.add_argument("--server-only", action="store_true", help="only the server rows (no DVC)")
     args = parser.parse_args()
+    if args.server_only:
+        print(f"{args.files:,} files of 1-8 KiB, {args.runs} runs, medians", flush=True)
+        server_rows(setup_labvault(args.files), args.files, args.runs)
+        return
     ensure_dvc()
     src = setup(args.files)
     remotes = {"labvault": WORK / "lv-remote", "dvc": WORK / "dvc-remote"}
@@ -136,6 +154,65 @@ def main() -> None:
     for tool in src:
         got = sum(1 for p in (WORK / f"{tool}-clone" / "data").rglob("*") if p.is_file())
         assert got == args.files, f"{tool}: {got} files checked out"
+    if args.server:
+        server_rows(src["labvault"], args.files, args.runs)
+
+
+def start_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    fresh_dir(folder)
+    run([LABVAULT, "init", "-q"], folder)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [LABVAULT, "server", "--no-auth", "--port", str(port)],
+        cwd=folder,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+
+
+def server_rows(src: Path, files: int, runs: int) -> None:
+    """push / no-op push / pull + checkout through a labvault server remote (labvault only)."""
+    push, noop, pull = [], [], []
+    for _ in range(runs):
+        proc, url = start_server(WORK / "server-vault")
+        try:
+            subprocess.run([LABVAULT, "remote", "remove", "srv"], cwd=src, env=ENV, capture_output=True, check=False)
+            run([LABVAULT, "remote", "add", "srv", url], src)
+            push.append(timed([[LABVAULT, "push", "--remote", "srv"]], src))
+            noop.append(timed([[LABVAULT, "push", "--remote", "srv"]], src))
+            clone = fresh_dir(WORK / "server-clone")
+            run([LABVAULT, "init", "-q"], clone)
+            run([LABVAULT, "remote", "add", "srv", url], clone)
+            shutil.copy2(src / "labvault.lock", clone / "labvault.lock")
+            pull.append(timed([[LABVAULT, "pull"], [LABVAULT, "data", "checkout"]], clone))
+            got = sum(1 for p in (clone / "data").rglob("*") if p.is_file())
+            assert got == files, f"{got} files checked out through the server"
+        finally:
+            stop(proc)
+    for label, times in (
+        (f"push {files:,} files to a server remote", push),
+        ("no-op push to a server remote, whole command", noop),
+        ("pull from a server remote + checkout", pull),
+    ):
+        print(f"{label:<46} labvault {statistics.median(times):8.3f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -255,7 +255,7 @@ def test_a_crafted_tree_on_the_remote_is_refused_and_writes_nothing(project: Pat
         (("push", "data:nothing@v1"), 3, "has no data:nothing@v1"),
         (("pull", "data:nothing@v1"), 3, "has no data:nothing@v1"),
         (("remote", "add", "x", "s3://user:secret@bucket/p"), 2, "credentials"),
-        (("remote", "add", "x", "https://lab.example.com"), 2, "server"),
+        (("remote", "add", "x", "https://u:secret@lab.example.com"), 2, "credentials"),
         (("remote", "add", "x", "--db", "postgresql://u:secret@h/db", "--objects", "s3://b"), 2, "credentials"),
         (("remote", "add", "x", "--db", "postgresql://h/db"), 2, "--objects"),
         (("remote", "add", "bad/name", "/tmp/x"), 2, "remote name"),

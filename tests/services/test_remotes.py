@@ -126,7 +126,7 @@ def test_remote_settings(vault: Vault, nas: Path) -> None:
     assert vault.remotes.get().name == "a"
     with pytest.raises(NotFound):
         vault.remotes.remove("b")
-    for bad in ("s3://key:secret@bucket/x", "http://host", "ftp://x", "file://host/x", "\0"):
+    for bad in ("s3://key:secret@bucket/x", "http://u:p@host", "http://host?x=1", "ftp://x", "file://host/x", "\0"):
         with pytest.raises(ValidationError):
             vault.remotes.add("c", bad)
 

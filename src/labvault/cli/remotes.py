@@ -9,14 +9,16 @@ from typing import Any, TypeVar
 
 import typer
 
-from labvault.cli.context import open_vault
+from labvault.cli.context import open_local_vault
 from labvault.cli.render import OUTPUT, human_bytes, print_json
 from labvault.errors import IntegrityError, LabvaultError, NotFound
 
 __all__ = ["app", "fetching", "register", "transfer_progress"]
 
 app = typer.Typer(
-    help="Remotes: other vaults (a folder on a NAS or mounted disk) to push to and pull from.", no_args_is_help=True
+    help="Remotes: other vaults (a folder on a NAS or mounted disk, a team vault, a labvault server) to push to "
+    "and pull from.",
+    no_args_is_help=True,
 )
 T = TypeVar("T")
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -56,6 +58,21 @@ def transfer_progress(description: str) -> Iterator[Any]:
         yield advance
 
 
+def _local_vault(what: str) -> Any:
+    """This machine's vault: remotes, push and pull move between it and its remotes. With LABVAULT_URI
+    set they are refused (exit 2); a saved login alone does not redirect them (its token still serves
+    a server remote of the same URL)."""
+    import os
+
+    from labvault.client.settings import ENV_URI
+
+    if os.environ.get(ENV_URI):
+        return open_local_vault(what)
+    from labvault.vault import Vault
+
+    return Vault.open()
+
+
 def fetching(vault: Any, refs: list[str], action: Callable[[], T]) -> T:
     """Run ``action`` (a checkout, a get) after fetching from the default remote the records and trees
     this vault lacks; an object found missing while it runs is fetched too, and ``action`` rerun once."""
@@ -78,16 +95,19 @@ def fetching(vault: Any, refs: list[str], action: Callable[[], T]) -> T:
 def add(
     name: str = typer.Argument(..., help="The remote's name (letters, digits, '.', '_', '-')."),
     location: str | None = typer.Argument(
-        None, help="A folder (another vault's folder, made on the first push) or file:// URL."
+        None,
+        help="A folder (another vault's folder, made on the first push), a file:// URL, or a labvault server's "
+        "http(s)://HOST[:PORT] (its token: LABVAULT_TOKEN or `labvault login URL`).",
     ),
     default: bool = typer.Option(False, "--default", help="Make it the remote push and pull use by default."),
     db: str | None = typer.Option(None, "--db", help="A team vault's database URL: postgresql://user@host/db."),
     objects: str | None = typer.Option(None, "--objects", help="A team vault's object store URL: s3://bucket/prefix."),
     json_output: bool = JSON,
 ) -> None:
-    """Add a remote, kept in .labvault/config.json (never with credentials): a folder, or a team
-    vault by --db and --objects (credentials come from the environment, as for `labvault init`)."""
-    with open_vault() as vault:
+    """Add a remote, kept in .labvault/config.json (never with credentials): a folder, a labvault
+    server by its URL, or a team vault by --db and --objects (credentials come from the environment,
+    as for `labvault init`)."""
+    with _local_vault("remote add") as vault:
         spec = vault.remotes.add(name, location, database_url=db, objects_url=objects, default=default)
     if json_output:
         print_json(spec.to_json())
@@ -98,7 +118,7 @@ def add(
 @app.command("list")
 def list_(json_output: bool = JSON) -> None:
     """List the remotes; the default one is marked."""
-    with open_vault() as vault:
+    with _local_vault("remote list") as vault:
         remotes = vault.remotes.list()
     if json_output:
         print_json([spec.to_json() for spec in remotes])
@@ -114,7 +134,7 @@ def list_(json_output: bool = JSON) -> None:
 @app.command("remove")
 def remove(name: str = typer.Argument(..., help="The remote's name.")) -> None:
     """Forget a remote (its vault is left as it is)."""
-    with open_vault() as vault:
+    with _local_vault("remote remove") as vault:
         vault.remotes.remove(name)
     OUTPUT.line(f"removed remote {name}")
 
@@ -129,7 +149,7 @@ def status(
 ) -> None:
     """What the remote lacks (a push would send) and what this vault lacks (a pull would fetch):
     records and objects, for labvault.lock or the REFs. Exit 0 either way."""
-    with open_vault() as vault:
+    with _local_vault("remote status") as vault:
         if name is not None and any(c in name for c in ":@/") and name not in {r.name for r in vault.remotes.list()}:
             refs, name = [name, *(refs or [])], None  # a REF given with no remote name
         found = vault.remotes.status(refs or [], remote=name)
@@ -168,12 +188,29 @@ def push(
     in one transaction: an interrupted push leaves the remote consistent and a rerun resumes.
     Different content under a number the remote has is a conflict (exit 4) unless --rename.
     """
-    with open_vault() as vault:
+    with _local_vault("push") as vault:
+        if vault.remotes.get(remote).kind == "server":
+            with transfer_progress("pushing") as advance:
+                from labvault.client.remote import push as push_to_server
+
+                result = push_to_server(
+                    vault,
+                    vault.remotes.get(remote),
+                    refs or [],
+                    everything=everything,
+                    jobs=jobs,
+                    no_data=no_data,
+                    rename=rename,
+                    dry_run=dry_run,
+                    progress=advance,
+                )
+            _report(result, json_output)
+            return
         done = None if refs or everything or dry_run else vault.remotes.is_pushed(remote)
     if done is not None:  # answered without SQLAlchemy: the no-op push stays fast
         _report(done, json_output)
         return
-    with open_vault() as vault, transfer_progress("pushing") as advance:
+    with _local_vault("push") as vault, transfer_progress("pushing") as advance:
         result = vault.remotes.push(
             refs or [],
             remote=remote,
@@ -206,10 +243,18 @@ def pull(
     `labvault data checkout` restores them). Every record and object read from the remote is
     validated first: a corrupt object is exit 5 and nothing is recorded.
     """
-    with open_vault() as vault, transfer_progress("pulling") as advance:
-        result = vault.remotes.pull(
-            refs or [], remote=remote, jobs=jobs, no_data=no_data, rename=rename, dry_run=dry_run, progress=advance
-        )
+    with _local_vault("pull") as vault, transfer_progress("pulling") as advance:
+        spec = vault.remotes.get(remote)
+        if spec.kind == "server":
+            from labvault.client.remote import pull as pull_from_server
+
+            result = pull_from_server(
+                vault, spec, refs or [], jobs=jobs, no_data=no_data, rename=rename, dry_run=dry_run, progress=advance
+            )
+        else:
+            result = vault.remotes.pull(
+                refs or [], remote=remote, jobs=jobs, no_data=no_data, rename=rename, dry_run=dry_run, progress=advance
+            )
     _report(result, json_output)
 
 

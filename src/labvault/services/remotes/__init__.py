@@ -143,7 +143,7 @@ class Remotes:
         """
         from labvault.services.remotes.plan import gather
 
-        spec = self.get(remote)
+        spec = settings.require_vault(self.get(remote))
         src = self._here()
         lock = [] if refs or everything else self._lock_entries()
         plan = gather(src, refs, lock=lock, everything=everything, no_data=no_data)
@@ -182,7 +182,7 @@ class Remotes:
         """
         from labvault.services.remotes.plan import gather
 
-        spec = self.get(remote)
+        spec = settings.require_vault(self.get(remote))
         src = self._open_remote(spec, False)
         if src is None:
             raise _unreachable(spec)
@@ -219,7 +219,7 @@ class Remotes:
         if not lacking:
             return 0
         try:
-            spec = self.get(None)
+            spec = settings.require_vault(self.get(None))
         except NotFound:
             if lacking.looked_up and not lacking.lock:
                 # The look-up's own words ("no alias 'prod'"), and where the ref could come from.
@@ -252,7 +252,7 @@ class Remotes:
         records, and the objects they reach. Lock entries are found by content on both sides."""
         from labvault.services.remotes.fetch import Missing, Status, missing
 
-        spec = self.get(remote)
+        spec = settings.require_vault(self.get(remote))
         lock = [] if refs else self._lock_entries()
         here = self._here()
         here_lacks = missing(here, refs, lock)

@@ -3,8 +3,9 @@
 A remote is another vault: a folder (a NAS, a mounted disk) holding the remote's ``.labvault``,
 made on the first push; or a team vault, named by its database and object-store URLs and reached
 through a small vault folder of its own under ``.labvault/remotes/NAME`` that joins it (its
-config and read cache). Credentials never enter the file: a URL that carries a password or key
-is refused, as is a server URL (not supported yet).
+config and read cache); or a labvault server by its ``http(s)://`` URL, whose transfers go through
+its API (``labvault.client.remote``; the token comes from ``LABVAULT_TOKEN`` or the saved login for
+that URL). Credentials never enter the file: a URL that carries a password, key or token is refused.
 """
 
 from __future__ import annotations
@@ -24,24 +25,38 @@ from labvault.refs import validate_name
 from labvault.storage.contained import write_text
 from labvault.storage.locks import file_lock
 
-__all__ = ["RemoteSpec", "add_remote", "default_remote", "list_remotes", "parse_location", "remove_remote"]
+__all__ = [
+    "RemoteSpec",
+    "add_remote",
+    "default_remote",
+    "is_server_url",
+    "list_remotes",
+    "parse_location",
+    "parse_server_url",
+    "remove_remote",
+    "require_vault",
+]
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _MAX_REMOTES = 100
 _ADD_HINT = "labvault remote add NAME /path/to/folder"
+_SERVER_HINT = "give http://HOST:PORT or https://HOST, as `labvault server` prints"
 
 
 @dataclass(frozen=True, slots=True)
 class RemoteSpec:
     name: str
-    kind: str  # folder | team
-    path: Path  # the folder; for a team vault, the local folder that joins it
+    kind: str  # folder | team | server
+    path: Path  # the folder; for a team vault, the local folder that joins it (unused for a server)
     default: bool = False
     database_url: str | None = None  # team vaults only
     objects_url: str | None = None
+    server_url: str | None = None  # servers only: http(s)://host[:port][/prefix], no trailing slash
 
     @property
     def url(self) -> str:
+        if self.kind == "server":
+            return self.server_url or ""
         if self.kind == "team":
             return f"{redact_url(self.database_url or '')} + {redact_url(self.objects_url or '')}"
         return str(self.path)
@@ -80,13 +95,49 @@ def parse_location(text: str) -> Path:
         return Path(unquote(parts.path))
     if scheme in ("http", "https"):
         raise ValidationError(
-            "a server remote needs the labvault server, which this labvault does not have yet",
-            hint="use a folder remote (a NAS or mounted disk): " + _ADD_HINT,
+            "a server URL is a server remote, not a folder",
+            hint="add it with `labvault remote add NAME https://HOST[:PORT]`",
         )
     raise ValidationError(
         f"unsupported remote scheme {scheme}://",
         hint="a remote is another vault's folder: " + _ADD_HINT,
     )
+
+
+def is_server_url(text: str) -> bool:
+    return isinstance(text, str) and text[:8].lower().startswith(("http://", "https://"))
+
+
+def parse_server_url(text: str) -> str:
+    """A labvault server's URL, ``http(s)://host[:port][/prefix]`` without a trailing slash; refuses
+    credentials (a token never goes in config.json), queries and fragments, never echoing them."""
+    if not isinstance(text, str) or not text.strip() or "\0" in text or len(text) > 2048 or text != text.strip():
+        raise ValidationError("invalid server URL", hint=_SERVER_HINT)
+    try:
+        parts = urlsplit(text.rstrip("/"))
+        hostname, _port = parts.hostname, parts.port  # a bad port raises here
+    except ValueError:
+        raise ValidationError("invalid server URL (host or port)", hint=_SERVER_HINT) from None
+    if "@" in parts.netloc:
+        raise ValidationError(
+            f"the {parts.scheme}:// URL carries credentials, and config.json never holds them",
+            hint="give the URL alone; the token comes from LABVAULT_TOKEN or `labvault login URL`",
+        )
+    if parts.scheme.lower() not in ("http", "https") or not hostname:
+        raise ValidationError("invalid server URL", hint=_SERVER_HINT)
+    if parts.query or parts.fragment:
+        raise ValidationError("a server URL has no query or fragment", hint=_SERVER_HINT)
+    return f"{parts.scheme.lower()}://{parts.netloc}{parts.path}"
+
+
+def require_vault(spec: RemoteSpec) -> RemoteSpec:
+    """``spec``, unless it is a server remote: those move through the server's API, not a vault's stores."""
+    if spec.kind == "server":
+        raise ValidationError(
+            f"remote {spec.name!r} is a server ({spec.url}); this works only with a folder or team-vault remote",
+            hint=f"`labvault push --remote {spec.name}` and `labvault pull --remote {spec.name}` work with it",
+        )
+    return spec
 
 
 def _raw_remotes(config: VaultConfig) -> dict[str, Any]:
@@ -117,6 +168,9 @@ def list_remotes(config: VaultConfig, vault_dir: Path | None = None) -> list[Rem
             if entry.get("kind") == "team" and vault_dir is not None:
                 db, objects = _team_urls(entry["db"], entry["objects"])
                 spec = RemoteSpec(name, "team", team_folder(vault_dir, name), name == default, db, objects)
+            elif entry.get("kind") == "server":
+                url = parse_server_url(entry["url"])
+                spec = RemoteSpec(name, "server", Path(), name == default, server_url=url)
             elif entry.get("kind", "folder") == "folder":
                 spec = RemoteSpec(name=name, kind="folder", path=parse_location(entry["url"]), default=name == default)
             else:
@@ -181,6 +235,10 @@ def add_remote(
         return spec
     if location is None:
         raise ValidationError("give the remote's folder", hint=_ADD_HINT)
+    if is_server_url(location):
+        url = parse_server_url(location)
+        _save(vault_dir, name, {"kind": "server", "url": url}, default=default)
+        return RemoteSpec(name, "server", Path(), default, server_url=url)
     path = parse_location(location)
     if path == vault_dir.parent or path == vault_dir:
         raise ValidationError(f"{path} is this vault itself", hint="a remote is another vault's folder")

@@ -1,0 +1,262 @@
+"""Objects between a vault and a labvault server, for push and pull through the API.
+
+A push asks the server which objects it lacks (``POST /objects/missing``, in batches), then sends
+only those, ``jobs`` at a time: an object up to :data:`CHUNKED_OVER` bytes in one ``PUT``, a bigger
+one in chunks of :data:`CHUNK` bytes (each stored as its own object, so a rerun after an
+interruption sends only the chunks still missing) composed on the server. The server hashes what
+arrives and refuses bytes that do not match their name; the bytes read here are hashed too, so a
+corrupt local object is refused (exit 5) before it is sent.
+
+A pull reads through :class:`ServerSource`, which offers the two reads ``copy_objects`` and
+``reachable`` use (``get_bytes`` and ``open``); what it downloads is hashed on arrival by the
+receiving store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO
+
+from labvault.client.transport import Transport
+from labvault.errors import IntegrityError, NotFound
+from labvault.refs import Digest
+from labvault.storage.objects.protocol import ObjectStore
+
+__all__ = [
+    "CHUNK",
+    "CHUNKED_OVER",
+    "DownloadStats",
+    "ServerSource",
+    "UploadStats",
+    "download_objects",
+    "missing_on_server",
+    "upload_objects",
+]
+
+#: Objects above this size go up in chunks (resumable); below it, in one PUT.
+CHUNKED_OVER = 64 << 20
+#: The size of one chunk of a big object.
+CHUNK = 32 << 20
+_ASK = 10_000  # digests per /objects/missing request
+_BLOCK = 1 << 20
+_TREE_CACHE = 4 << 20  # small objects a pull reads twice (trees: walked, then copied) are kept
+_PER_BATCH = 128  # objects a pull's worker stores per batch of the receiving store
+
+
+@dataclass(slots=True)
+class UploadStats:
+    objects: int = 0
+    bytes: int = 0
+
+
+def missing_on_server(transport: Transport, digests: Sequence[Digest]) -> list[Digest]:
+    """The digests the server does not store, in the order given."""
+    absent: set[str] = set()
+    for start in range(0, len(digests), _ASK):
+        batch = [str(d) for d in digests[start : start + _ASK]]
+        answer = transport.request("POST", "/objects/missing", json={"digests": batch})
+        listed = answer.get("missing") if isinstance(answer, dict) else None
+        if not isinstance(listed, list):
+            raise IntegrityError("the server's list of missing objects is malformed", hint="check the server's log")
+        absent.update(str(x).removeprefix("sha256:") for x in listed)
+    return [d for d in digests if d.hex in absent]
+
+
+def _corrupt(digest: Digest, where: str) -> IntegrityError:
+    return IntegrityError(
+        f"object {digest} on {where} is corrupt (its bytes do not match its name)",
+        hint=f"run `labvault fsck` on {where}; nothing was recorded on the server",
+    )
+
+
+def _put(transport: Transport, digest: Digest, data: bytes) -> None:
+    transport.request("PUT", f"/objects/{digest}", content=data, headers={"Content-Type": "application/octet-stream"})
+
+
+def _upload_one(transport: Transport, src: ObjectStore, digest: Digest, where: str) -> int:
+    try:
+        with src.open(digest, verify=False) as stream:
+            head = stream.read(CHUNKED_OVER + 1)
+            if len(head) <= CHUNKED_OVER:
+                if hashlib.sha256(head).hexdigest() != digest.hex:
+                    raise _corrupt(digest, where)
+                _put(transport, digest, head)
+                return len(head)
+            return _upload_chunked(transport, digest, head, stream, where)
+    except NotFound:
+        raise IntegrityError(f"object {digest} is missing on {where}", hint=f"run `labvault fsck` on {where}") from None
+
+
+def _upload_chunked(transport: Transport, digest: Digest, head: bytes, stream: IO[bytes], where: str) -> int:
+    whole = hashlib.sha256()
+    chunks: list[str] = []
+    size = 0
+    pending = head
+    while True:
+        while len(pending) < CHUNK:
+            more = stream.read(CHUNK - len(pending))
+            if not more:
+                break
+            pending += more
+        if not pending:
+            break
+        piece, pending = pending[:CHUNK], pending[CHUNK:]
+        whole.update(piece)
+        size += len(piece)
+        name = Digest(hashlib.sha256(piece).hexdigest())
+        chunks.append(str(name))
+        if missing_on_server(transport, [name]):  # a rerun skips the chunks already up
+            _put(transport, name, piece)
+    if whole.hexdigest() != digest.hex:
+        raise _corrupt(digest, where)
+    transport.request("POST", f"/objects/{digest}/compose", json={"chunks": chunks})
+    return size
+
+
+def upload_objects(
+    transport: Transport,
+    src: ObjectStore,
+    digests: Sequence[Digest],
+    *,
+    where: str,
+    jobs: int,
+    progress: Callable[[int, int, int], None] | None = None,
+    total: int | None = None,
+    already: int = 0,
+) -> UploadStats:
+    """Send ``digests`` (which the server lacks) from ``src``; ``progress(done, total, bytes)`` after each."""
+    stats = UploadStats()
+    lock = threading.Lock()
+    count = len(digests) + already if total is None else total
+
+    def send(digest: Digest) -> None:
+        size = _upload_one(transport, src, digest, where)
+        with lock:
+            stats.objects += 1
+            stats.bytes += size
+            if progress is not None:
+                progress(already + stats.objects, count, stats.bytes)
+
+    if jobs <= 1 or len(digests) <= 1:
+        for digest in digests:
+            send(digest)
+        return stats
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="labvault-push") as pool:
+        for future in [pool.submit(send, d) for d in digests]:
+            future.result()
+    return stats
+
+
+class ServerSource:
+    """The server's objects as the sending side of a pull: ``get_bytes`` and ``open``, nothing else.
+    Nothing it returns is trusted: trees are hashed by ``reachable``, objects by the receiving store."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._small: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def get_bytes(self, digest: Digest, *, verify: bool = False) -> bytes:
+        with self._lock:
+            cached = self._small.get(digest.hex)
+        if cached is not None:
+            return cached
+        with self._download(digest) as spool:
+            data = spool.read()
+        if len(data) <= _TREE_CACHE:
+            with self._lock:
+                self._small[digest.hex] = data
+        return data
+
+    @contextmanager
+    def open(self, digest: Digest, *, verify: bool = False) -> Iterator[IO[bytes]]:
+        with self._lock:
+            cached = self._small.pop(digest.hex, None)
+        if cached is not None:
+            yield io.BytesIO(cached)
+            return
+        with self._download(digest) as spool:
+            yield spool
+
+    @contextmanager
+    def _download(self, digest: Digest) -> Iterator[IO[bytes]]:
+        # Spooled: small objects stay in memory, big ones go to an anonymous temp file; the response
+        # is closed before the bytes are used, so a slow receiving store holds no connection.
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+            with self._transport.stream("GET", f"/objects/{digest}") as response:
+                for block in response.iter_bytes(_BLOCK):
+                    spool.write(block)
+            spool.seek(0)
+            yield spool  # type: ignore[misc]
+
+
+@dataclass(slots=True)
+class DownloadStats:
+    objects: int = 0
+    bytes: int = 0
+    present: int = 0
+
+
+def download_objects(
+    source: ServerSource,
+    dst: ObjectStore,
+    digests: Sequence[Digest],
+    *,
+    where: str,
+    jobs: int,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> DownloadStats:
+    """Fetch every digest ``dst`` lacks, ``jobs`` downloads at a time, each hashed by ``dst`` as it is
+    stored (a mismatch is refused, exit 5). Each worker stores :data:`_PER_BATCH` objects per batch of
+    ``dst``, so durability is paid once a batch, not once an object."""
+    stats = DownloadStats()
+    lock = threading.Lock()
+    lacking = [d for d in digests if not dst.has(d)]
+    stats.present = len(digests) - len(lacking)
+    groups = [lacking[i : i + _PER_BATCH] for i in range(0, len(lacking), _PER_BATCH)]
+
+    def fetch(group: list[Digest]) -> None:
+        with dst.batch():
+            for digest in group:
+                try:
+                    with source.open(digest) as stream:
+                        got = _store(dst, stream)
+                        size = stream.tell()
+                except NotFound:
+                    raise IntegrityError(
+                        f"object {digest} is missing on {where}", hint=f"run `labvault fsck` on {where}"
+                    ) from None
+                if got != digest:
+                    raise IntegrityError(
+                        f"object {digest} on {where} is corrupt (it arrived as {got})",
+                        hint=f"run `labvault fsck` on {where}; nothing was recorded here",
+                    )
+                with lock:
+                    stats.objects += 1
+                    stats.bytes += size
+                    if progress is not None:
+                        progress(stats.present + stats.objects, len(digests), stats.bytes)
+
+    if jobs <= 1 or len(groups) <= 1:
+        for group in groups:
+            fetch(group)
+        return stats
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="labvault-pull") as pool:
+        for future in [pool.submit(fetch, g) for g in groups]:
+            future.result()
+    return stats
+
+
+def _store(dst: ObjectStore, stream: IO[bytes]) -> Digest:
+    put_stream = getattr(dst, "put_stream", None)
+    if put_stream is not None:
+        digest: Digest = put_stream(stream)
+        return digest
+    return dst.put_bytes(stream.read())
