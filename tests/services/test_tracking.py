@@ -401,3 +401,17 @@ def test_an_unversioned_data_input_is_pinned_to_the_latest_snapshot(vault: Vault
 def test_an_unversioned_input_of_an_unknown_dataset_is_refused(vault: Vault) -> None:
     with pytest.raises(NotFound), lv.start_run(inputs=["data:nothing-here"]):
         pass
+
+
+def test_history_envelope_keeps_each_range_s_extremes_on_both_databases(any_vault: Vault) -> None:
+    """The run page's charts: a long history comes back as each step range's minimum and maximum."""
+    with lv.start_run(project="p", vault=any_vault.root) as run:
+        any_vault.runs.log_metrics(run.id, [("loss", float(i % 97), i) for i in range(5000)])
+        any_vault.runs.log_metrics(run.id, [("auc", 0.5, 0), ("auc", float("nan"), 1), ("auc", 0.9, 2)])
+    env = any_vault.runs.history_envelope(run.id, buckets=50)
+    assert env["auc"] == [(0, 0.5), (1, None), (2, 0.9)]  # short: as it is
+    loss = env["loss"]
+    assert 50 <= len(loss) <= 100
+    assert [s for s, _ in loss] == sorted(s for s, _ in loss)
+    assert min(v for _, v in loss if v is not None) == 0.0
+    assert max(v for _, v in loss if v is not None) == 96.0

@@ -20,6 +20,7 @@ from labvault.cli import (
     data,
     env,
     lineage,
+    login,
     maintenance,
     models,
     objects,
@@ -28,6 +29,7 @@ from labvault.cli import (
     reproduce,
     runs,
     server,
+    ui,
     vault_config,
 )
 from labvault.cli.failures import exit_code_of
@@ -84,10 +86,12 @@ app.command("reproduce")(reproduce.reproduce_cmd)
 app.add_typer(env.app, name="env")
 app.add_typer(lineage.app, name="lineage")
 app.add_typer(server.app, name="server")
+app.command("ui")(ui.ui)
 pipeline.register(app)  # with `pipeline import` (cli/pipeline_import.py)
 app.add_typer(vault_config.config_app, name="config")
 app.add_typer(vault_config.vault_app, name="vault")
 remotes.register(app)
+login.register(app)
 
 _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 

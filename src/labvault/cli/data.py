@@ -130,7 +130,8 @@ def manifest(
         if output == "-":
             print_json(doc)
             return
-        vault.write_output(output, text)
+        writer: Any = vault.data if getattr(vault, "is_server", False) else vault
+        writer.write_output(output, text)
     OUTPUT.info(f"wrote {output}")
 
 
@@ -184,7 +185,8 @@ def checkout(
             return vault.data.checkout(_ref(ref) if ref else None, path, force=force, progress=advance, fetch=False)
 
     with open_vault() as vault:
-        results = fetching(vault, [_ref(ref)] if ref else [], run)
+        # Through a server there is no remote to fetch from: the server is where the objects are.
+        results = run() if getattr(vault, "is_server", False) else fetching(vault, [_ref(ref)] if ref else [], run)
     if json_output:
         print_json([r.to_json() for r in results])
         return

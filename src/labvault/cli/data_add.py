@@ -20,9 +20,9 @@ __all__ = ["run_add"]
 
 
 def run_add(name: str, path: str, *, message: str, json_output: bool, gitignore: bool = True) -> None:
-    from labvault.vault import Vault
+    from labvault.cli.context import open_vault
 
-    vault = Vault.open()
+    vault = open_vault()  # a ServerVault through a server: the files are hashed here, objects sent there
     try:
         with progress(f"snapshotting {path}", None) as advance:
             snapshot, created = vault.data.add(name, path, message=message, progress=advance)

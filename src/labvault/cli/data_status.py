@@ -16,14 +16,14 @@ __all__ = ["run_status"]
 
 
 def run_status(name: str | None, path: str | None, *, json_output: bool) -> None:
+    from labvault.cli.context import open_vault
     from labvault.refs import validate_name
-    from labvault.vault import Vault
 
     if name is not None and path is None and ("/" in name or Path(name).exists()):
         name, path = None, name  # `data status PATH`: a path is never a valid dataset name
     if name is not None:
         validate_name(name, what="dataset name")
-    with Vault.open() as vault:
+    with open_vault() as vault:
         statuses = vault.data.status(name, path)
     if json_output:
         print_json([s.to_json() for s in statuses])

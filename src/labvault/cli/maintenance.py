@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from labvault.cli.context import open_vault
+from labvault.cli.context import open_local_vault
 from labvault.cli.render import OUTPUT, human_bytes, print_json, progress
 from labvault.errors import CheckFailed
 
@@ -42,9 +42,16 @@ def init(
     With --db and --objects, the vault's metadata and objects live in PostgreSQL and object storage:
     run the same line (or `labvault init --join`) on every machine of the team (docs/team.md).
     """
+    from labvault.client.settings import server_target
     from labvault.config import parse_size, read_join_settings
     from labvault.errors import ValidationError
     from labvault.vault import Vault
+
+    target = server_target()
+    if target is not None:  # a vault is made where its stores are, never through a server
+        from labvault.client.vault import server_only
+
+        server_only("init", target.url)
 
     size = parse_size(cache_size) if cache_size is not None else None
     if join:
@@ -81,7 +88,7 @@ def fsck(json_output: bool = JSON) -> None:
     `gc --quarantine` remove them). Exits 1 if anything is corrupt or missing,
     or a pack is damaged.
     """
-    with open_vault() as vault, progress("checking objects", None) as advance:
+    with open_local_vault("fsck") as vault, progress("checking objects", None) as advance:
         report = vault.maintenance.fsck(progress=advance)
         owners = vault.maintenance.owners_of_each(list(report.missing))
     if json_output:
@@ -149,7 +156,7 @@ def gc(
     from labvault.services.maintenance import parse_duration
 
     seconds = parse_duration(grace)
-    with open_vault() as vault:
+    with open_local_vault("gc") as vault:
         report = vault.maintenance.gc(grace=seconds, dry_run=dry_run, quarantine=quarantine)
     if json_output:
         print_json(

@@ -13,13 +13,13 @@ import sys
 
 import typer
 
-from labvault.cli.context import open_vault
+from labvault.cli.context import open_local_vault, open_vault
 from labvault.cli.render import OUTPUT, print_json
 from labvault.entities import format_time, utcnow
 from labvault.entities.access import ApiToken
 from labvault.errors import ValidationError
 
-__all__ = ["app"]
+__all__ = ["app", "run_server"]
 
 app = typer.Typer(
     help="The team server: one REST API over this vault, with tokens and roles (docs/server.md).",
@@ -58,6 +58,11 @@ def serve(
             f"--no-auth is allowed only on a loopback address, not {host}",
             hint="make tokens with `labvault server token create`, or listen on 127.0.0.1",
         )
+    run_server(host=host, port=port, workers=workers, no_auth=no_auth)
+
+
+def run_server(*, host: str, port: int, workers: int, no_auth: bool, banner: str | None = None) -> None:
+    """Serve the current vault with uvicorn until interrupted (``labvault server``, ``labvault ui``)."""
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -69,7 +74,7 @@ def serve(
         vault.meta  # noqa: B018 - migrate once here, not racing in every worker
         os.environ["LABVAULT_SERVER_VAULT"] = str(vault.dir)
     os.environ["LABVAULT_SERVER_NO_AUTH"] = "1" if no_auth else "0"
-    OUTPUT.info(f"labvault server: serving {vault.dir} at http://{host}:{port}/api/v1 (docs at /api/docs)")
+    OUTPUT.info(banner or f"labvault server: serving {vault.dir} at http://{host}:{port}/api/v1 (docs at /api/docs)")
     uvicorn.run(
         "labvault.server.app:app_from_env",
         factory=True,
@@ -98,7 +103,7 @@ def token_create(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     """Make a token and print it once; only its salted hash is stored."""
-    with open_vault() as vault:
+    with open_local_vault("server token") as vault:
         token, text = vault.access.create_token(user, role=role, expires_days=_days(expires))
     if json_output:
         print_json(dict(_token_json(token), token=text))
@@ -123,7 +128,7 @@ def _token_json(token: ApiToken) -> dict[str, object]:
 @token_app.command("list")
 def token_list(json_output: bool = typer.Option(False, "--json", help="Print one JSON array on stdout.")) -> None:
     """List tokens (never their secrets): id, user, role, state, dates."""
-    with open_vault() as vault:
+    with open_local_vault("server token") as vault:
         docs = [_token_json(t) for t in vault.access.tokens()]
     if json_output:
         print_json(docs)
@@ -135,6 +140,6 @@ def token_list(json_output: bool = typer.Option(False, "--json", help="Print one
 @token_app.command("revoke")
 def token_revoke(token_id: str = typer.Argument(..., metavar="ID", help="The token's id (see `token list`).")) -> None:
     """Revoke a token: every request with it is refused (401) from now on."""
-    with open_vault() as vault:
+    with open_local_vault("server token") as vault:
         token = vault.access.revoke_token(token_id)
     OUTPUT.line(f"revoked token {token.id} of {token.user}")

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from labvault.cli.context import open_vault
+from labvault.cli.context import open_local_vault, open_vault
 from labvault.cli.render import OUTPUT, human_bytes, print_json
 
 __all__ = ["config_app", "vault_app"]
@@ -65,7 +65,7 @@ def config_set(
     """Change a setting; only objects.cache_size (the read-through cache's bound) can be set."""
     from labvault.config import format_size
 
-    with open_vault() as vault:
+    with open_local_vault("config set") as vault:
         config = vault.set_config(key, value)
     OUTPUT.line(f"objects.cache_size = {format_size(config.cache_size)} ({config.cache_size} bytes)")
 

@@ -13,15 +13,16 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Annotated
 
 import anyio.to_thread
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi import Depends, FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 
-from labvault.server.deps import ServerState
+from labvault.server.deps import Caller, ServerState, caller
 from labvault.server.errors import install_handlers
 from labvault.server.metrics import Metrics
-from labvault.server.middleware import MAX_JSON_BODY, LimitAndLog
+from labvault.server.middleware import MAX_JSON_BODY, LimitAndLog, LoopbackOnly
 from labvault.server.routes import audit, data, models, objects, runs
 from labvault.vault import Vault
 
@@ -60,9 +61,17 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
 
     from labvault.server import ui
+    from labvault.server.ui import session
 
     ui.install(app)
+    session.install_handlers(app)
+    if no_auth:  # no token to ask for: the browser's Host and Origin are what keep other pages out
+        app.add_middleware(LoopbackOnly)
     app.add_middleware(LimitAndLog, metrics=metrics)
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/runs", status_code=303)
 
     @app.get("/api/v1/version", tags=["server"])
     def version() -> dict[str, str]:
@@ -70,6 +79,11 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
         from labvault import __version__
 
         return {"api": "1", "labvault": __version__}
+
+    @app.get("/api/v1/whoami", tags=["server"])
+    def whoami(who: Annotated[Caller, Depends(caller("reader"))]) -> dict[str, str]:
+        """The caller's user, role and token id (``labvault login`` checks a token with it)."""
+        return {"user": who.token.user, "role": who.token.role, "token": who.token.id}
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The one middleware: body limits (413), the JSON request log and the Prometheus counts.
+"""The one middleware: body limits (413), the JSON request log and the Prometheus counts; and, on a
+server without authentication, the Host and Origin checks that keep other web pages from driving it.
 
 Plain ASGI rather than ``@app.middleware``: it adds no task and no stream copy per request, and it
 counts a body sent without a Content-Length as it arrives.
@@ -6,6 +7,7 @@ counts a body sent without a Content-Length as it arrives.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import time
@@ -17,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from labvault.server.errors import error_response
 from labvault.server.metrics import Metrics
 
-__all__ = ["MAX_JSON_BODY", "LimitAndLog"]
+__all__ = ["MAX_JSON_BODY", "LimitAndLog", "LoopbackOnly"]
 
 #: JSON bodies larger than this are refused with 413; objects have their own limit (routes/objects.py).
 MAX_JSON_BODY = 16 << 20
@@ -94,3 +96,50 @@ def _route_label(scope: Scope) -> str:
     if scope["path"].startswith("/api/v1/") and not template.startswith("/api/v1"):
         return "/api/v1" + template
     return template
+
+
+def _loopback_authority(authority: str, port: int, *, default_port: int) -> bool:
+    """True when ``authority`` (``host[:port]``) names a loopback address and ``port``."""
+    host, sep, given = authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
+    if not sep:
+        host, given = authority, str(default_port)
+    if not given.isdigit() or int(given) != port:
+        return False
+    host = host.lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
+
+
+class LoopbackOnly:
+    """On a server with ``--no-auth`` (``labvault ui``): refuse (403) a request whose ``Host`` is not a
+    loopback name with the server's own port (DNS rebinding: evil.example resolving to 127.0.0.1) or
+    whose ``Origin``, when sent, is not the server itself (a form or fetch from another web page)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        server = scope.get("server")
+        port = server[1] if server and server[1] is not None else 80
+        headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in (b"host", b"origin")}
+        host = headers.get("host", "")
+        origin = headers.get("origin")
+        reason = None
+        if not _loopback_authority(host, port, default_port=80):
+            reason = f"the Host {host[:100]!r} is not this server on a loopback address"
+        elif origin is not None and not (
+            origin.startswith("http://") and _loopback_authority(origin[7:], port, default_port=80)
+        ):
+            reason = f"a request from {origin[:100]!r} is not accepted"
+        if reason is None:
+            await self.app(scope, receive, send)
+            return
+        response = error_response(403, reason, f"open http://127.0.0.1:{port}/ in the browser", 8)
+        await response(scope, receive, send)

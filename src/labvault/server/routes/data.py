@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,18 +26,29 @@ class SnapshotCreate(BaseModel):
         min_length=1, max_length=1_000_000, description="relative path -> sha256:<hex> of an uploaded object"
     )
     message: str = Field("", max_length=10_000)
+    kind: Literal["file", "dir"] = Field("dir", description='"file": a one-file snapshot, checked out as a file')
+    path: str | None = Field(
+        None, max_length=4096, description="where the client added it from, relative to its project root"
+    )
+
+
+def _snap(snapshot: Any) -> dict[str, Any]:
+    """A snapshot's JSON with its ``kind``, which a client's checkout needs."""
+    return dict(to_json(snapshot), kind=snapshot.kind)
 
 
 @router.post("/{name}", status_code=201, summary="Snapshot uploaded objects as the next version of a dataset")
 def create_snapshot(name: str, body: SnapshotCreate, who: Writer) -> Any:
     files = {path: parse_full_digest(digest) for path, digest in body.files.items()}
-    snapshot, created = who.vault.data.add_objects(name, files, message=body.message)
-    return dict(to_json(snapshot), created=created)
+    snapshot, created = who.vault.data.add_objects(
+        name, files, message=body.message, kind=body.kind, storage_uri=body.path
+    )
+    return dict(_snap(snapshot), created=created)
 
 
 @router.get("", summary="Every dataset's latest snapshot and its number of versions")
 def list_datasets(who: Reader) -> Any:
-    return [dict(to_json(snap), versions=count) for snap, count in who.vault.data.datasets()]
+    return [dict(_snap(snap), versions=count) for snap, count in who.vault.data.datasets()]
 
 
 @router.get("/diff", summary="Files added, removed and modified from snapshot a to b, with tabular drift")
@@ -63,14 +74,15 @@ def lock_status(
 
 @router.get("/{name}", summary="Every version of a dataset, newest first")
 def dataset_versions(name: str, who: Reader) -> Any:
-    return to_json(who.vault.data.log(name))
+    return [_snap(s) for s in who.vault.data.log(name)]
 
 
 @router.get("/{name}/{version}", summary="One snapshot")
 def show_snapshot(name: str, version: str, who: Reader) -> Any:
-    return to_json(who.vault.data.resolve(f"data:{name}@{version}"))
+    return _snap(who.vault.data.resolve(f"data:{name}@{version}"))
 
 
 @router.get("/{name}/{version}/manifest", summary="A snapshot with its files (path, sha256, size)")
 def snapshot_manifest(name: str, version: str, who: Reader) -> Any:
-    return to_json(who.vault.data.get(f"data:{name}@{version}"))
+    manifest = who.vault.data.get(f"data:{name}@{version}")
+    return dict(to_json(manifest), kind=manifest.snapshot.kind)

@@ -22,7 +22,14 @@ _HERE = resources.files("labvault.server.ui")
 templates = Jinja2Templates(directory=str(_HERE.joinpath("templates")))
 
 #: The page routers, mounted in this order.
-PAGE_MODULES: tuple[str, ...] = ("labvault.server.ui.session", "labvault.server.ui.audit_pages")
+PAGE_MODULES: tuple[str, ...] = (
+    "labvault.server.ui.session",
+    "labvault.server.ui.runs_pages",
+    "labvault.server.ui.data_pages",
+    "labvault.server.ui.registry_pages",
+    "labvault.server.ui.lineage_pages",
+    "labvault.server.ui.audit_pages",
+)
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -83,15 +83,31 @@ class DataService:
         )
         return snapshot, created
 
-    def add_objects(self, name: str, files: Mapping[str, Digest], *, message: str = "") -> tuple[Snapshot, bool]:
+    def add_objects(
+        self,
+        name: str,
+        files: Mapping[str, Digest],
+        *,
+        message: str = "",
+        kind: str = "dir",
+        storage_uri: str | None = None,
+    ) -> tuple[Snapshot, bool]:
         """Snapshot stored objects (uploaded to the server) as the next version of ``name``; ``files``
-        maps relative paths to digests. Identical content to the latest version returns it, not created."""
-        from labvault.services.snapshots.uploaded import build_from_objects
+        maps relative paths to digests. Identical content to the latest version returns it, not created.
+
+        ``kind="file"`` (one file) and ``storage_uri`` (the client's project-relative path) make the
+        snapshot the one ``data add`` of that path makes."""
+        from labvault.services.snapshots.uploaded import build_from_objects, check_rel_path
 
         validate_name(name, what="dataset name")
+        if kind not in ("file", "dir") or (kind == "file" and (len(files) != 1 or "/" in next(iter(files), "/"))):
+            raise ValidationError("a file snapshot holds exactly one file, at its top", hint='send kind "dir"')
+        if storage_uri is not None and storage_uri != ".":
+            check_rel_path(storage_uri)
         with self.objects.batch():
             built = build_from_objects(self.objects, files)
-        return self._record(name, built, "dir", f"upload:{name}", message, source_url=None, source_version=None)
+        uri = storage_uri or f"upload:{name}"
+        return self._record(name, built, kind, uri, message, source_url=None, source_version=None)
 
     def ignore_in_git(self, path: str | os.PathLike[str]) -> GitIgnored:
         """Keep a dataset path out of git: an anchored line in the project root's ``.gitignore``

@@ -129,21 +129,34 @@ class RunRecords:
         sort: str | None = None,
         limit: int | None = None,
         deleted: bool = False,
+        offset: int = 0,
     ) -> builtins.list[Run]:
-        """Runs matching ``filter`` (the filter language of docs/tracking.md), newest first by default."""
+        """Runs matching ``filter`` (the filter language of docs/tracking.md), newest first by default,
+        skipping the first ``offset`` (a page of a table)."""
         if project:
             project = validate_name(project, what="project name")
         where = parse_filter(filter) if filter and filter.strip() else None
         order = parse_sort(sort) if sort else None
         if limit is not None:
             limit = check_limit(limit)
+        if not isinstance(offset, int) or offset < 0:
+            raise ValidationError(f"invalid offset {offset!r}", hint="give a whole number of runs to skip, 0 or more")
         with self.meta.read() as conn:
-            return select_runs(conn, deleted=deleted, project=project, where=where, sort=order, limit=limit)
+            return select_runs(
+                conn, deleted=deleted, project=project, where=where, sort=order, limit=limit, offset=offset
+            )
 
     def history(self, ref: str, key: str | None = None) -> dict[str, builtins.list[MetricPoint]]:
         run_id = self.resolve(ref)
         with self.meta.read() as conn:
             return repo.metric_history(conn, run_id, key)
+
+    def history_envelope(self, ref: str, *, buckets: int = 1000) -> dict[str, builtins.list[tuple[int, float | None]]]:
+        """Each metric's ``(step, value)`` points for a chart, at most about ``2 * buckets``: a longer
+        history becomes each step range's minimum and maximum, computed by the database."""
+        run_id = self.resolve(ref)
+        with self.meta.read() as conn:
+            return repo.metric_envelope(conn, run_id, buckets=max(1, min(buckets, 100_000)))
 
     def process_gone(self, *, status: str, pid: object, host: str | None) -> bool:
         """True when a running run's process on this host no longer exists (SIGKILL, crash)."""

@@ -125,11 +125,19 @@ def select_runs(
     sort: SortKey | None,
     limit: int | None,
     sqlite: bool = True,
+    offset: int = 0,
 ) -> list[Run]:
     """Full records of the runs matching ``where``, newest first unless ``sort`` says otherwise: the
     filter's statement selects the run rows themselves, and :func:`load_runs` adds their values."""
     sql, params = runs_query(
-        deleted=deleted, project=project, where=where, sort=sort, limit=limit, sqlite=sqlite, columns=RUN_COLUMNS
+        deleted=deleted,
+        project=project,
+        where=where,
+        sort=sort,
+        limit=limit,
+        sqlite=sqlite,
+        columns=RUN_COLUMNS,
+        offset=offset,
     )
     cur = conn.cursor()
     if sqlite:

@@ -45,6 +45,7 @@ ATTRIBUTES: dict[str, str] = {
     "started": "runs.started_at",
     "ended": "runs.ended_at",
     "inputs": "runs.inputs",  # a list: see _Compiler.inputs_match
+    "parent": "runs.parent_id",
 }
 
 Scope = Literal["metrics", "params", "tags", "attribute"]
@@ -230,6 +231,7 @@ def runs_query(
     limit: int | None,
     sqlite: bool,
     columns: str = "runs.id",
+    offset: int = 0,
 ) -> tuple[str, list[object]]:
     """``(sql, params)`` selecting ``columns`` (the id first) of the runs matching ``where``, newest
     first unless ``sort`` says otherwise; placeholders are ``?`` for SQLite and ``%s`` for PostgreSQL."""
@@ -242,4 +244,6 @@ def runs_query(
     sql += " ORDER BY " + (c.sort(sort) if sort else "runs.started_at DESC, runs.id")
     if limit is not None:
         sql += f" LIMIT {c.bind(limit)}"
+    if offset:  # a page of the web UI's runs table; SQLite needs a LIMIT before an OFFSET
+        sql += ("" if limit is not None else " LIMIT -1" if sqlite else " LIMIT ALL") + f" OFFSET {c.bind(offset)}"
     return sql, c.params

@@ -23,11 +23,12 @@ def select_runs(
     where: Node | None,
     sort: SortKey | None,
     limit: int | None,
+    offset: int = 0,
 ) -> list[Run]:
     """Full records of the runs matching ``where``, newest first unless ``sort`` says otherwise, on the
     driver under the caller's transaction (SQLAlchemy's result layer costs more than the queries)."""
     driver = cast(Any, conn.connection.driver_connection)
     sqlite = conn.dialect.name == "sqlite"
     return lean_records.select_runs(
-        driver, deleted=deleted, project=project, where=where, sort=sort, limit=limit, sqlite=sqlite
+        driver, deleted=deleted, project=project, where=where, sort=sort, limit=limit, sqlite=sqlite, offset=offset
     )

@@ -28,6 +28,7 @@ __all__ = [
     "load_runs",
     "match_prefix",
     "max_steps",
+    "metric_envelope",
     "metric_history",
     "run_row",
     "run_status",
@@ -210,6 +211,45 @@ def metric_history(conn: Connection, run_id: str, key: str | None = None) -> dic
     ):
         out[k].append(MetricPoint(k, int(step), datetime.fromtimestamp(ts_ms / 1000, UTC), decode_metric(value, kind)))
     return dict(out)
+
+
+def metric_envelope(conn: Connection, run_id: str, *, buckets: int) -> dict[str, list[tuple[int, float | None]]]:
+    """Each metric's ``(step, value)`` history in about ``2 * buckets`` points at most, for a chart: a
+    short history as it is (non-finite values as None), a longer one as the minimum and the maximum
+    of each of ``buckets`` equal step ranges, computed by the database (non-finite values left out)."""
+    m = run_metrics.c
+    counts = conn.execute(
+        sa.select(m.key, sa.func.count(), sa.func.min(m.step), sa.func.max(m.step))
+        .where(m.run_id == run_id)
+        .group_by(m.key)
+    ).all()
+    out: dict[str, list[tuple[int, float | None]]] = {}
+    short = [k for k, n, _, _ in counts if n <= 2 * buckets]
+    if short:
+        for k, step, value, kind in conn.execute(
+            sa.select(m.key, m.step, m.value, m.kind)
+            .where(m.run_id == run_id, m.key.in_(short))
+            .order_by(m.key, m.step, m.id)
+        ):
+            v = decode_metric(value, kind)
+            out.setdefault(k, []).append((int(step), v if math.isfinite(v) else None))
+    for k, n, lo, hi in counts:
+        if n <= 2 * buckets:
+            continue
+        bucket = ((m.step - int(lo)) * buckets // (int(hi) - int(lo) + 1)).label("bucket")
+        points = out.setdefault(k, [])
+        for _, first, last, low, high in conn.execute(
+            sa.select(bucket, sa.func.min(m.step), sa.func.max(m.step), sa.func.min(m.value), sa.func.max(m.value))
+            .where(m.run_id == run_id, m.key == k, m.kind == 0)
+            # By the label: PostgreSQL does not see two copies of the expression, each with its own
+            # parameters, as the same grouping.
+            .group_by(sa.literal_column("bucket"))
+            .order_by(sa.literal_column("bucket"))
+        ):
+            points.append((int(first), float(low)))
+            if last != first:
+                points.append((int(last), float(high)))
+    return out
 
 
 def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
