@@ -34,6 +34,9 @@ def _seqs(page: Any) -> list[int]:
 def test_lists_seeded_events_newest_first_and_verifies_the_chain(page: Any, site: Site) -> None:
     _open(page, site, "/audit")
     assert page.title().startswith("Audit log")
+    headers = httpx.get(f"{site.url}/audit", timeout=10).headers
+    # Without a session the request is sent to sign in; the page itself carries the strict policy.
+    assert "Content-Security-Policy" in headers or headers.get("location", "").startswith("/login")
     verified = page.locator("#audit-verify")
     assert verified.get_attribute("data-verified") == "ok"
     assert "Chain verified" in verified.inner_text()

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse
 from labvault.entities import AuditEvent, format_time, json_safe
 from labvault.server.deps import Caller
 from labvault.server.ui import render
-from labvault.server.ui.session import page_caller
+from labvault.server.ui.session import page_caller, protect
 
 __all__ = ["router"]
 
@@ -95,7 +95,7 @@ def audit_page(
     shown = events[start:end]
     report = audit.verify()
     filters = {"action": action, "subject": subject, "per": per if per != PER_PAGE else None}
-    return render(
+    page_response = render(
         request,
         "audit/index.html",
         rows=[_row(e) for e in shown],
@@ -113,3 +113,5 @@ def audit_page(
         capped=len(events) > end and end >= MAX_READ,
         max_read=MAX_READ,
     )
+    protect(page_response)
+    return page_response
