@@ -13,7 +13,8 @@
    to the first run row visible, labvault ``/runs`` (``--row-selector``) against MLflow's experiment
    page (``--mlflow-row-selector``); one warm-up navigation each, then the median of K (5).
 4. A run with M metrics of P points each (10 x 100,000): the time from navigation to every chart drawn
-   on ``/runs/ID`` (``--chart-selector`` matched M times), median of K.
+   on ``/runs/ID`` (``--chart-selector`` matched M times), median of K; and, for comparison, the
+   server's share: the page's HTML fetched over HTTP (median of K after one warm-up).
 
 Chromium is Debian's (``apt-get install chromium``), never a downloaded one.
 """
@@ -264,6 +265,13 @@ def main() -> None:
                     )
                 finally:
                     browser.close()
+            # The server's share of the run page: the HTML with its downsampled chart data, no drawing.
+            html_times = []
+            with httpx.Client(timeout=120) as client:
+                for _ in range(opts.repeat + 1):
+                    t = time.perf_counter()
+                    client.get(f"{lv_url}/runs/{big}").raise_for_status()
+                    html_times.append(time.perf_counter() - t)
         finally:
             stop(lv_proc)
             stop(ml_proc)
@@ -274,6 +282,8 @@ def main() -> None:
     print(f"{label:58} {lv_med:10.3f} {ml_med:10.3f} {ml_med / lv_med:6.1f}x")
     label = f"run page, {opts.metrics} metrics x {opts.points:,} points: all charts drawn (s)"
     print(f"{label:58} {chart_med:10.3f}")
+    label = "  of which the server's HTML response, no drawing (s)"
+    print(f"{label:58} {statistics.median(html_times[1:]):10.3f}")
     print(f"\nseeding (not compared): labvault {lv_seed:.1f} s in-process, MLflow {ml_seed:.1f} s (MlflowClient)")
     print("ratio: how many times faster labvault's page is (MLflow time / labvault time)")
 
