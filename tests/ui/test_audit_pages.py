@@ -20,11 +20,11 @@ def _has_login(site: Site) -> bool:
     return httpx.get(f"{site.url}/login", timeout=10).status_code == 200
 
 
-def _open(page: Any, site: Site, path: str) -> None:
-    """``path`` as a reader: through the sign-in page when the server has one."""
+def _open(page: Any, site: Site, path: str) -> Any:
+    """``path`` as a reader (through the sign-in page when the server has one); the response."""
     if _has_login(site):
         sign_in(page, site, "reader")
-    page.goto(f"{site.url}{path}")
+    return page.goto(f"{site.url}{path}")
 
 
 def _seqs(page: Any) -> list[int]:
@@ -32,7 +32,9 @@ def _seqs(page: Any) -> list[int]:
 
 
 def test_lists_seeded_events_newest_first_and_verifies_the_chain(page: Any, site: Site) -> None:
-    _open(page, site, "/audit")
+    response = _open(page, site, "/audit")
+    assert response.status == 200
+    assert "script-src 'self'" in response.headers["content-security-policy"]
     assert page.title().startswith("Audit log")
     verified = page.locator("#audit-verify")
     assert verified.get_attribute("data-verified") == "ok"

@@ -2,8 +2,8 @@
 
 The page reads through ``vault.registry.audit`` as ``GET /api/v1/audit`` and ``/api/v1/audit/verify`` do.
 The log service pages by a limit only, so page N reads its first ``N x per`` events (newest first)
-and shows the last ``per`` of them; the page number is bounded so that a request cannot ask for an
-unbounded read.
+and shows the last ``per`` of them; pages stop at the newest :data:`MAX_READ` events (a filter
+reaches older ones), so that no request reads more than that.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse
 from labvault.entities import AuditEvent, format_time, json_safe
 from labvault.server.deps import Caller
 from labvault.server.ui import render
-from labvault.server.ui.session import page_caller
+from labvault.server.ui.session import page_caller, protect
 
 __all__ = ["router"]
 
@@ -29,6 +29,8 @@ Reader = Annotated[Caller, Depends(page_caller("reader"))]
 PER_PAGE = 50
 MAX_PER_PAGE = 500
 MAX_PAGE = 10_000
+#: The most events one page request reads (pages go back this far from the newest).
+MAX_READ = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +90,12 @@ def audit_page(
     audit = who.vault.registry.audit
     start = (page - 1) * per
     # One more than the page holds: whether a next page exists, without counting the whole log.
-    events = audit.events(
-        subject_prefix=subject or None, action=action or None, limit=start + per + 1, newest_first=True
-    )
-    shown = events[start : start + per]
+    end = min(start + per, MAX_READ)
+    events = audit.events(subject_prefix=subject or None, action=action or None, limit=end + 1, newest_first=True)
+    shown = events[start:end]
     report = audit.verify()
     filters = {"action": action, "subject": subject, "per": per if per != PER_PAGE else None}
-    return render(
+    page_response = render(
         request,
         "audit/index.html",
         rows=[_row(e) for e in shown],
@@ -108,5 +109,9 @@ def audit_page(
         last=start + len(shown),
         filtered=bool(action or subject),
         prev_url=_link(filters, page - 1) if page > 1 else None,
-        next_url=_link(filters, page + 1) if len(events) > start + per and page < MAX_PAGE else None,
+        next_url=_link(filters, page + 1) if len(events) > end and end < MAX_READ and page < MAX_PAGE else None,
+        capped=len(events) > end and end >= MAX_READ,
+        max_read=MAX_READ,
     )
+    protect(page_response)
+    return page_response
