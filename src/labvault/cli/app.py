@@ -28,6 +28,7 @@ from labvault.cli import (
     reproduce,
     runs,
     server,
+    sync,
     vault_config,
 )
 from labvault.cli.failures import exit_code_of
@@ -88,6 +89,7 @@ pipeline.register(app)  # with `pipeline import` (cli/pipeline_import.py)
 app.add_typer(vault_config.config_app, name="config")
 app.add_typer(vault_config.vault_app, name="vault")
 remotes.register(app)
+app.command("sync")(sync.sync)
 
 _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 
