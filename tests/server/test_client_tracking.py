@@ -169,7 +169,8 @@ def test_server_away_mid_loop_every_point_arrives_once(restartable: tuple[Restar
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     worst = float(next(line.split()[1] for line in out.splitlines() if line.startswith("worst")))
-    assert worst < 0.5, f"a log_metric call waited {worst:.2f} s while the server was away"
+    # A call that waited on the network would have waited out the outage; a loaded machine may pause any call.
+    assert worst < OUTAGE / 2, f"a log_metric call waited {worst:.2f} s while the server was away"
     with httpx.Client(base_url=server.url + "/api/v1", headers={"Authorization": f"Bearer {token}"}) as c:
         assert_once(history(c, run_id), 10_000)
         run = c.get(f"/runs/{run_id}").json()
