@@ -364,3 +364,24 @@ def test_sync_without_a_server_is_a_usage_error(tmp_path: Path) -> None:
     proc = run_sync(tmp_path, env, expect=2)
     assert proc.stderr.startswith("error: ")
     assert "LABVAULT_URI" in proc.stderr
+
+
+def test_a_run_left_open_at_exit_is_sent_and_ended_as_killed(served: Served, tmp_path: Path) -> None:
+    env = client_env(tmp_path, served.urls[0], served.tokens["writer"])
+    train = script(
+        tmp_path,
+        """
+        run = lv.start_run(name="no-with")
+        for i in range(500):
+            run.log_metric("loss", i * 0.5)
+        print(run.id)
+        """,
+    )
+    proc = subprocess.run([sys.executable, str(train)], cwd=train.parent, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    run_id = proc.stdout.strip()
+    assert_once(history(served.client("reader"), run_id), 500)
+    run = served.client("reader").get(f"/runs/{run_id}").json()
+    assert run["status"] == "killed"
+    assert "exited without ending" in run["error"]
+    assert spool_files(tmp_path) == []

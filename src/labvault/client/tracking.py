@@ -11,6 +11,7 @@ the background by the next process that tracks a run through the same server.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -47,6 +48,7 @@ __all__ = ["SendReport", "ServerActiveRun", "TrackingWrites", "send_spool"]
 
 SEND_EVERY = 1.0  # seconds between the sender's passes (sooner on flush and end)
 END_WAIT = 120.0  # seconds end() waits for the server before leaving the rest to `labvault sync`
+EXIT_WAIT = 10.0  # the same, for runs left open when the process exits
 _MAX_DELAY = 5.0
 _STILL_RUNNING = "still running"  # the server's 409 for a key whose first request is being stored
 
@@ -279,6 +281,7 @@ class _Channel:
         self.transport = Transport(owner.target, timeout=30.0)
         self.sender = _Sender(self.writer, self.transport, self.folder)
         self.sender.start()
+        self.owned = owned
         self.params: dict[str, str] = {}
 
     def flush(self, timeout: float | None) -> bool:
@@ -317,8 +320,21 @@ class TrackingWrites:
         channels = self._channels()
         channel = channels.get(run_id)
         if channel is None:
+            if not channels and not self.__dict__.get("_exit_hook"):
+                self.__dict__["_exit_hook"] = True
+                atexit.register(self._at_exit)
             channel = channels[run_id] = _Channel(self.owner, run_id, owned=owned)
         return channel
+
+    def _at_exit(self) -> None:
+        """A process that exits with runs still open: a run it owns ends as killed (as a local
+        vault records a run whose process is gone); what is spooled is sent for a few seconds, and
+        whatever the server has not taken by then stays for `labvault sync`."""
+        for run_id, channel in list(self._channels().items()):
+            if channel.owned:
+                channel.writer.append_end("killed", None, "the process exited without ending the run")
+            with contextlib.suppress(LabvaultError, OSError):
+                self._release(run_id, wait=EXIT_WAIT)
 
     # -- runs -----------------------------------------------------------------------------------
     def create(
