@@ -385,3 +385,50 @@ def test_a_run_left_open_at_exit_is_sent_and_ended_as_killed(served: Served, tmp
     assert run["status"] == "killed"
     assert "exited without ending" in run["error"]
     assert spool_files(tmp_path) == []
+
+
+def test_a_batch_a_dead_server_stored_but_never_answered_is_not_stored_again(served: Served, tmp_path: Path) -> None:
+    """A server killed after storing a batch, before recording its answer, leaves the key claimed
+    (409 "still running" for two minutes, then a retry would store it again). The client sees that
+    the batch's last point is stored and takes the batch as acknowledged."""
+    import threading
+
+    from labvault.client.settings import ServerTarget
+    from labvault.client.spool import SpoolReader, SpoolWriter
+    from labvault.client.tracking import send_spool
+    from labvault.client.transport import Transport
+
+    target = ServerTarget(served.urls[0], served.tokens["writer"])
+    with Transport(target) as transport:
+        run_id = transport.request("POST", "/runs", json={"name": "dead-server"})["id"]
+        writer = SpoolWriter(tmp_path / "spool", url=target.url, run_id=run_id)
+        for i in range(1_000):
+            writer.append_metric("loss", i * 0.5, i)
+        writer.close()
+        reader = SpoolReader(writer.path)
+        batch = reader.next_batch()
+        assert batch is not None
+        stored, release = threading.Event(), threading.Event()
+        with Vault.open(served.root) as vault:
+
+            def work() -> dict[str, int]:  # the dead server's request: stored, never answered
+                vault.runs.log_metrics(run_id, [("loss", i * 0.5, i) for i in range(1_000)])
+                stored.set()
+                release.wait(120)
+                return {}
+
+            claim = threading.Thread(
+                target=vault.access.once,
+                args=(f"writer-user:run:{run_id}", reader.idempotency_key(batch), work),
+                kwargs={"encode": lambda x: x},
+            )
+            claim.start()
+            try:
+                assert stored.wait(60)
+                report = send_spool(reader, transport, retry_until=time.monotonic() + 20)
+            finally:
+                release.set()
+                claim.join()
+    assert report.error is None
+    assert report.done
+    assert_once(history(served.client("reader"), run_id), 1_000)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import math
 import os
 import random
@@ -101,14 +102,36 @@ def _send_batch(transport: Transport, reader: SpoolReader, batch: Batch) -> None
                 "POST", f"/runs/{reader.run_id}/end", json={"status": status, "exit_code": exit_code, "error": error}
             )
     else:
-        transport.request(
-            "POST",
-            f"/runs/{reader.run_id}/log",
-            content=batch.body(),
-            headers={"Content-Type": "application/json"},
-            idempotency_key=reader.idempotency_key(batch),
-        )
+        try:
+            transport.request(
+                "POST",
+                f"/runs/{reader.run_id}/log",
+                content=batch.body(),
+                headers={"Content-Type": "application/json"},
+                idempotency_key=reader.idempotency_key(batch),
+            )
+        except Conflict as err:
+            if _STILL_RUNNING not in str(err) or not _stored_already(transport, reader.run_id, batch):
+                raise
     reader.mark_acked(batch)
+
+
+def _stored_already(transport: Transport, run_id: str, batch: Batch) -> bool:
+    """Whether the server holds this batch's points though its key is still claimed (a server
+    killed after storing the batch, before recording the answer, keeps the claim two minutes and
+    then lets a retry store it again). The points go in one transaction after the params and tags,
+    so the last point being there means the whole batch is."""
+    if not batch.metrics:
+        return False  # params and tags are stored again harmlessly: wait for the claim
+    last = json.loads(batch.metrics[-1])
+    if not isinstance(last, dict) or not isinstance(last.get("key"), str):
+        return False
+    found = transport.request("GET", f"/runs/{run_id}/history", params={"key": last["key"]})
+    points = found.get(last["key"], []) if isinstance(found, dict) else []
+    return any(
+        isinstance(p, dict) and p.get("step") == last.get("step") and p.get("value") == last.get("value")
+        for p in points
+    )
 
 
 def send_spool(
@@ -500,8 +523,6 @@ def _params(params: Mapping[str, object]) -> dict[str, str]:
 
 
 def _plain(stored: str) -> Any:
-    import json
-
     return json.loads(stored)
 
 
