@@ -4,8 +4,9 @@ logging off, and against MLflow's ``log_metric`` to an ``mlflow server``, same m
     python benchmarks/client_tracking.py [--points N] [--work-us W] [--mlflow-points M] [--reps R]
 
 A "training loop" of N steps (100,000 by default) does W microseconds of CPU work per step (a
-pure-Python busy loop, 200 us by default: a small model's step) and logs one metric point per
-step. Each variant runs in a fresh Python process against a fresh server, R times (3), median:
+pure-Python busy loop, 200 us by default: a small model's step; calibrated once, so every variant
+does the same work) and logs one metric point per step. Each variant runs in a fresh Python
+process against a fresh server, R times (3), median:
 
 - ``off``: the same loop, logging off (no run at all);
 - ``labvault``: ``lv.start_run`` with ``LABVAULT_URI`` set; ``run.log_metric`` per step (spooled,
@@ -23,13 +24,16 @@ that the server holds N points afterwards. MLflow is installed into ``.bench/mlf
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,23 +41,27 @@ from server import LABVAULT, MLFLOW_VENV, ensure_mlflow, free_port, wait_up
 
 WORK = r"""
 import sys, time, json
-N, WORK_US = int(sys.argv[1]), float(sys.argv[2])
-def calibrate():
-    # iterations of the busy loop that take WORK_US microseconds on this machine, now
-    n = 20000
-    t = time.perf_counter()
-    x = 0
-    for i in range(n):
-        x += i * i
-    per = (time.perf_counter() - t) / n
-    return max(0, int(WORK_US / 1e6 / per))
-ITER = calibrate()
+N, ITER = int(sys.argv[1]), int(sys.argv[2])
 def step():
     x = 0
     for i in range(ITER):
         x += i * i
     return x
 """
+
+
+def calibrate(work_us: float) -> int:
+    """Iterations of the busy loop that take ``work_us`` microseconds here (the best of 5 tries):
+    measured once, so every variant does the same work."""
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        x = 0
+        for i in range(200_000):
+            x += i * i
+        best = min(best, (time.perf_counter() - t) / 200_000)
+    return max(0, int(work_us / 1e6 / best))
+
 
 OFF = (
     WORK
@@ -105,6 +113,27 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server and every process it started (its own session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextlib.contextmanager
+def stopped_on_failure(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        stop(proc)
+        raise
+
+
 def start_labvault(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     root = tmp / "lv"
     root.mkdir()
@@ -125,8 +154,10 @@ def start_labvault(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
-    wait_up(f"http://127.0.0.1:{port}/healthz", proc)
+    with stopped_on_failure(proc):
+        wait_up(f"http://127.0.0.1:{port}/healthz", proc)
     return proc, f"http://127.0.0.1:{port}", token
 
 
@@ -152,8 +183,10 @@ def start_mlflow(tmp: Path, mlflow: Path) -> tuple[subprocess.Popen[bytes], str]
         cwd=root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its workers and job consumers are stopped with it
     )
-    wait_up(f"http://127.0.0.1:{port}/health", proc)
+    with stopped_on_failure(proc):
+        wait_up(f"http://127.0.0.1:{port}/health", proc)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -199,6 +232,7 @@ def main() -> None:
     parser.add_argument("--no-mlflow", action="store_true", help="labvault and the loop alone")
     opts = parser.parse_args()
     n, work = opts.points, opts.work_us
+    iterations = str(calibrate(work))
     mlflow = None if opts.no_mlflow else ensure_mlflow()
     results: dict[str, list[dict[str, float | str]]] = {}
     with tempfile.TemporaryDirectory(prefix="lv-bench-client-") as tmp_name:
@@ -210,20 +244,19 @@ def main() -> None:
             work_dir.mkdir()
             env = clean_env()
             print(f"rep {rep + 1}/{opts.reps}: off ...", file=sys.stderr)
-            results.setdefault("off", []).append(run_script(sys.executable, OFF, [str(n), str(work)], env, work_dir))
+            results.setdefault("off", []).append(run_script(sys.executable, OFF, [str(n), iterations], env, work_dir))
 
             print(f"rep {rep + 1}/{opts.reps}: labvault ...", file=sys.stderr)
             proc, url, token = start_labvault(rep_dir)
             try:
                 lv_env = dict(env, LABVAULT_URI=url, LABVAULT_TOKEN=token, XDG_CACHE_HOME=str(rep_dir / "cache"))
-                out = run_script(sys.executable, LABVAULT_LOOP, [str(n), str(work)], lv_env, work_dir)
+                out = run_script(sys.executable, LABVAULT_LOOP, [str(n), iterations], lv_env, work_dir)
                 got = count_labvault(url, token, str(out["run"]))
                 if got != n:
                     sys.exit(f"labvault's server holds {got} points of {n}")
                 results.setdefault("labvault", []).append(out)
             finally:
-                proc.terminate()
-                proc.wait()
+                stop(proc)
 
             if mlflow is not None:
                 python = str(MLFLOW_VENV / "bin" / "python")
@@ -233,15 +266,14 @@ def main() -> None:
                     mdir.mkdir()
                     proc, url = start_mlflow(mdir, mlflow)
                     try:
-                        out = run_script(python, MLFLOW_LOOP, [str(points), str(work), mode, url], env, work_dir)
+                        out = run_script(python, MLFLOW_LOOP, [str(points), iterations, mode, url], env, work_dir)
                         got = count_mlflow(url, str(out["run"]))
                         if got != points:
                             sys.exit(f"MLflow's server holds {got} points of {points} ({mode})")
                         out["loop"] = float(out["loop"]) * n / points  # extrapolated to N steps
                         results.setdefault(f"mlflow {mode}", []).append(out)
                     finally:
-                        proc.terminate()
-                        proc.wait()
+                        stop(proc)
 
     off = statistics.median(float(r["loop"]) for r in results["off"])
     print(f"\ntraining loop of {n:,} steps, {work:g} us of work per step, one point per step; median of {opts.reps}")

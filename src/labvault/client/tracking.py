@@ -49,7 +49,7 @@ __all__ = ["SendReport", "ServerActiveRun", "TrackingWrites", "send_spool"]
 
 SEND_EVERY = 1.0  # seconds between the sender's passes (sooner on flush and end)
 END_WAIT = 120.0  # seconds end() waits for the server before leaving the rest to `labvault sync`
-EXIT_WAIT = 10.0  # the same, for runs left open when the process exits
+EXIT_WAIT = 10.0  # the same, for a run killed by a signal or left open when the process exits
 _MAX_DELAY = 5.0
 _STILL_RUNNING = "still running"  # the server's 409 for a key whose first request is being stored
 
@@ -405,7 +405,8 @@ class TrackingWrites:
         """Spool the end, then wait (up to END_WAIT s) for the server to hold it all."""
         channel = self._channel(run_id, owned=True)
         channel.writer.append_end(status, exit_code, None if error is None else error[:10_000])
-        self._release(run_id, wait=END_WAIT)
+        # A run killed by a signal is in its grace period (SIGTERM): wait less before leaving the rest.
+        self._release(run_id, wait=EXIT_WAIT if status == "killed" else END_WAIT)
 
     def _release(self, run_id: str, *, wait: float) -> None:
         channel = self._channels().pop(run_id, None)
