@@ -11,6 +11,8 @@ process against a fresh server, R times (3), median:
 - ``off``: the same loop, logging off (no run at all);
 - ``labvault``: ``lv.start_run`` with ``LABVAULT_URI`` set; ``run.log_metric`` per step (spooled,
   sent in the background); the loop's wall time, then how long ``end()`` waited for the server;
+  then, in the same process, a paired measure: blocks of 1,000 steps with logging on and off,
+  alternated (on a machine shared with other jobs, the separate processes' times drift apart);
 - ``mlflow sync``: ``mlflow.log_metric`` per step to ``mlflow server`` (one HTTP request per
   point), over M steps (5,000 by default: at milliseconds a point, 100,000 would take minutes),
   extrapolated to N;
@@ -86,7 +88,25 @@ for s in range(N):
 loop = time.perf_counter() - t
 t = time.perf_counter()
 run.end()
-print(json.dumps({"loop": loop, "end": time.perf_counter() - t, "run": run.id}))
+out = {"loop": loop, "end": time.perf_counter() - t, "run": run.id}
+# Paired: blocks of 1,000 steps with logging on and off, alternated in this one process, so that a
+# machine whose load changes by the second (other jobs) weighs on both sides alike.
+run = lv.start_run(name="bench-paired")
+on = off = 0.0
+for block in range(0, N, 1000):
+    t = time.perf_counter()
+    for s in range(block, min(N, block + 1000)):
+        step()
+        run.log_metric("loss", 1.0 / (s + 1))
+    on += time.perf_counter() - t
+    t = time.perf_counter()
+    for s in range(block, min(N, block + 1000)):
+        step()
+        loss = 1.0 / (s + 1)
+    off += time.perf_counter() - t
+run.end()
+out.update(paired_on=on, paired_off=off)
+print(json.dumps(out))
 """
 )
 
@@ -285,6 +305,11 @@ def main() -> None:
         note = f"  (measured over {opts.mlflow_points:,} steps)" if name == "mlflow sync" else ""
         print(f"{name:<14}{loop:>10.2f}{loop / off:>7.2f}x{extra:>10.1f}{end:>8.2f}{note}")
     lv_loop = statistics.median(float(r["loop"]) for r in results["labvault"])
+    paired = statistics.median(float(r["paired_on"]) / float(r["paired_off"]) for r in results["labvault"])
+    per_point = statistics.median(
+        (float(r["paired_on"]) - float(r["paired_off"])) / n * 1e6 for r in results["labvault"]
+    )
+    print(f"labvault paired (blocks of 1,000 steps on/off in one process): {paired:.3f}x, {per_point:.1f} us/point")
     for name in ("mlflow sync", "mlflow async"):
         if name in results:
             ml_loop = statistics.median(float(r["loop"]) for r in results[name])
