@@ -432,3 +432,26 @@ def test_a_batch_a_dead_server_stored_but_never_answered_is_not_stored_again(ser
     assert report.error is None
     assert report.done
     assert_once(history(served.client("reader"), run_id), 1_000)
+
+
+def test_resume_through_the_server_continues_the_steps(served: Served, tmp_path: Path) -> None:
+    env = client_env(tmp_path, served.urls[0], served.tokens["writer"])
+    train = script(
+        tmp_path,
+        """
+        run = lv.start_run(name="resumed")
+        for i in range(10):
+            run.log_metric("loss", i * 0.5)
+        run.end("failed", error="preempted")
+        with lv.start_run(run_id=run.id) as again:
+            for i in range(10):
+                again.log_metric("loss", (10 + i) * 0.5)
+            print(again.id, again.info.status)
+        """,
+    )
+    proc = subprocess.run([sys.executable, str(train)], cwd=train.parent, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    run_id, status = proc.stdout.split()
+    assert status == "running"
+    assert_once(history(served.client("reader"), run_id), 20)
+    assert served.client("reader").get(f"/runs/{run_id}").json()["status"] == "finished"

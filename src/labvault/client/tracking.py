@@ -389,6 +389,10 @@ class TrackingWrites:
             self._channel(run.id, owned=True).params.update(_params(params))
         return run
 
+    def get(self, ref: str) -> Run:
+        """The run as the server has it now (the read side, ``ServerRuns``, may decode more of it)."""
+        return decode_run(self.owner.transport.request("GET", f"/runs/{ref}"))
+
     def resume(self, ref: str) -> Run:
         return decode_run(self.owner.transport.request("POST", f"/runs/{ref}/resume"))
 
