@@ -254,9 +254,9 @@ def test_sigkill_mid_loop_then_sync_sends_every_point(served: Served, tmp_path: 
 def test_resend_after_a_crash_between_send_and_ack_is_stored_once(served: Served, tmp_path: Path) -> None:
     """The sender records the range it sends before sending; a process that dies before the answer
     leaves that record, and the resend (same range, same Idempotency-Key) is deduplicated."""
+    from labvault.client.sender import send_spool
     from labvault.client.settings import ServerTarget
     from labvault.client.spool import SpoolReader, SpoolWriter
-    from labvault.client.tracking import send_spool
     from labvault.client.transport import Transport
 
     target = ServerTarget(served.urls[0], served.tokens["writer"])
@@ -393,9 +393,9 @@ def test_a_batch_a_dead_server_stored_but_never_answered_is_not_stored_again(ser
     the batch's last point is stored and takes the batch as acknowledged."""
     import threading
 
+    from labvault.client.sender import send_spool
     from labvault.client.settings import ServerTarget
     from labvault.client.spool import SpoolReader, SpoolWriter
-    from labvault.client.tracking import send_spool
     from labvault.client.transport import Transport
 
     target = ServerTarget(served.urls[0], served.tokens["writer"])

@@ -23,9 +23,9 @@ def sync(
     """
     import time
 
+    from labvault.client.sender import send_orphans
     from labvault.client.settings import server_target, spool_dir
     from labvault.client.spool import server_folder
-    from labvault.client.tracking import send_orphans
     from labvault.client.transport import Transport
     from labvault.errors import ValidationError
 
