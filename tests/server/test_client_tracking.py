@@ -455,3 +455,19 @@ def test_resume_through_the_server_continues_the_steps(served: Served, tmp_path:
     assert status == "running"
     assert_once(history(served.client("reader"), run_id), 20)
     assert served.client("reader").get(f"/runs/{run_id}").json()["status"] == "finished"
+
+
+def test_a_spool_left_before_its_header_was_written_is_removed(tmp_path: Path) -> None:
+    from labvault.client.sender import send_orphans
+    from labvault.client.settings import ServerTarget
+    from labvault.client.transport import Transport
+
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    empty = folder / "0123456789ab-0123456789abcdef.spool"
+    empty.write_bytes(b"\0" * 4096)  # the mapped room of a process killed before its first record
+    with Transport(ServerTarget("http://127.0.0.1:1", None)) as transport:  # never contacted
+        (report,) = send_orphans(folder, transport, retry_for=0)
+    assert report.done
+    assert report.metrics == 0
+    assert not empty.exists()

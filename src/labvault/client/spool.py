@@ -289,8 +289,11 @@ class SpoolReader:
             self.state_path.unlink()
 
     # -- reading --------------------------------------------------------------------------------
-    def _read_header(self, f: Any) -> None:
+    def _read_header(self, f: Any) -> bool:
+        """False for a spool its process left before writing anything (all zeros, or empty)."""
         line = f.readline(4096)
+        if not line.strip(b"\0"):
+            return False
         if not line.endswith(b"\n"):
             raise IntegrityError(f"spool {self.path} has no complete header", hint="remove it")
         try:
@@ -302,14 +305,15 @@ class SpoolReader:
         self.url = str(header.get("url", ""))
         self.owned = header.get("owned") is True
         self.header_end = len(line)
+        return True
 
     def next_batch(self) -> Batch | None:
         """The next range to send: the one recorded as being sent, else up to MAX_BATCH points
         from the acknowledged offset (params and tags ride along; an end is a batch of its own).
         None when every complete record is acknowledged."""
         with open(self.path, "rb") as f:
-            if not self.header_end:
-                self._read_header(f)
+            if not self.header_end and not self._read_header(f):
+                return None  # nothing was ever logged to it
             start = max(self.acked, self.header_end)
             limit = _MAX_READ
             if self.sending is not None and self.sending[0] == start:
