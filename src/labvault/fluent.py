@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from labvault.errors import ValidationError
 
 if TYPE_CHECKING:
+    from labvault.client.vault import ServerVault
     from labvault.entities import Artifact
     from labvault.services.tracking import ActiveRun
     from labvault.vault import Vault
@@ -35,6 +36,23 @@ __all__ = [
 _stack: list[ActiveRun] = []
 _lock = threading.RLock()
 _vaults: dict[str, Vault] = {}
+_servers: dict[str, ServerVault] = {}
+
+
+def _open_server() -> ServerVault | None:
+    """The server named by LABVAULT_URI (or a saved login), opened once per process; None without one."""
+    from labvault.client.settings import server_target
+
+    target = server_target()
+    if target is None:
+        return None
+    from labvault.client.vault import ServerVault
+
+    key = f"{target.url} {target.token}"
+    with _lock:
+        if key not in _servers:
+            _servers[key] = ServerVault.open(target)
+        return _servers[key]
 
 
 def _open_vault(path: str | os.PathLike[str] | None) -> Vault:
@@ -80,6 +98,10 @@ def start_run(
 
     ``seed`` calls :func:`seed_everything` and records what it did. ``config`` files are stored byte
     for byte; ``inputs`` are data references such as ``data:transactions@v3``.
+
+    With ``LABVAULT_URI`` set (or a ``labvault login``) the run lives on that server: params,
+    tags and metrics go to a local spool that a background thread sends (``run.flush()`` waits for
+    it); see docs/client-tracking.md.
     """
     from labvault.services.tracking import ActiveRun
 
@@ -96,6 +118,27 @@ def start_run(
                 f"{parent.ref} is already active in this process",
                 hint="end it first, or pass nested=True to open a child run",
             )
+        server = _open_server() if vault is None else None
+        if server is not None:
+            handle = _start_server_run(
+                server,
+                parent,
+                project=project,
+                name=name,
+                refs=refs,
+                configs=configs,
+                tags=tags,
+                seed=seed,
+                run_id=run_id,
+            )
+            if parent is None and handle.owned:
+                handle.install_signal_handlers()
+            _stack.append(handle)
+            if seed is not None:
+                from labvault.services.capture.seeds import seed_everything as _seed_all
+
+                _seed_all(seed, deterministic=deterministic)
+            return handle
         v = _open_vault(vault)
         wrapper_id = os.environ.get("LABVAULT_RUN_ID")
         service = v.runs
@@ -132,6 +175,45 @@ def start_run(
     if seed is not None:
         _seed(handle, seed, deterministic)
     return handle
+
+
+def _start_server_run(
+    server: ServerVault,
+    parent: ActiveRun | None,
+    *,
+    project: str | None,
+    name: str | None,
+    refs: list[str],
+    configs: list[str | os.PathLike[str]],
+    tags: Mapping[str, object] | None,
+    seed: int | None,
+    run_id: str | None,
+) -> ActiveRun:
+    """start_run through a server: create (or resume, or attach to) the run there; logging is spooled."""
+    runs = server.runs
+    wrapper_id = os.environ.get("LABVAULT_RUN_ID")
+    if run_id is not None:
+        handle = runs.open_run(runs.resume(run_id), owned=True, resumed=True)
+    elif wrapper_id and parent is None:
+        handle = runs.open_run(runs.get(wrapper_id), owned=False)
+        if refs:
+            runs.add_inputs(handle.id, refs)
+        if tags:
+            runs.set_tags(handle.id, tags)
+    else:
+        run = runs.create(
+            project=project,
+            name=name,
+            parent_id=parent.id if parent is not None else None,
+            inputs=refs,
+            tags=tags,
+            seed=seed,
+        )
+        handle = runs.open_run(run, owned=True)
+    handle._on_close = _pop
+    for path in configs:  # through a server, config files are stored as the run's artifacts
+        handle.log_artifact(path)
+    return cast("ActiveRun", handle)
 
 
 def _seed(handle: ActiveRun, seed: int, deterministic: bool) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from labvault.cli import (
     reproduce,
     runs,
     server,
+    sync,
     ui,
     vault_config,
 )
@@ -92,6 +93,7 @@ app.add_typer(vault_config.config_app, name="config")
 app.add_typer(vault_config.vault_app, name="vault")
 remotes.register(app)
 login.register(app)
+app.command("sync")(sync.sync)
 
 _GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 

@@ -59,6 +59,10 @@ class ArtifactIn(_Body):
     digest: str = Field(max_length=71, description="sha256:<hex> of an object uploaded to /api/v1/objects")
 
 
+class RunInputs(_Body):
+    inputs: list[str] = Field(max_length=1000, description="data:<name>@<v> references the run read")
+
+
 class RunEnd(_Body):
     status: Literal["finished", "failed", "killed"] = "finished"
     exit_code: int | None = None
@@ -222,6 +226,19 @@ def end_run(ref: str, body: RunEnd, who: Writer) -> Any:
     runs = who.vault.runs
     run_id = runs.resolve(ref)
     runs.finish(run_id, status=body.status, exit_code=body.exit_code, error=body.error)
+    return to_json(runs.get(run_id))
+
+
+@router.post("/{ref}/resume", summary="Reopen a run that did not finish (running, failed or killed)")
+def resume_run(ref: str, who: Writer) -> Any:
+    return to_json(who.vault.runs.resume(ref))
+
+
+@router.post("/{ref}/inputs", summary="Record data references the running run read")
+def add_inputs(ref: str, body: RunInputs, who: Writer) -> Any:
+    runs = who.vault.runs
+    run_id = runs.resolve(ref)
+    runs.add_inputs(run_id, body.inputs)
     return to_json(runs.get(run_id))
 
 
