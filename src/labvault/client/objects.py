@@ -119,7 +119,8 @@ class HttpObjectStore(BasicHousekeeping):
         return digest
 
     def _enqueue(self, digest: Digest, item: _Queued) -> None:
-        assert self._queue is not None
+        if self._queue is None:
+            raise RuntimeError("an upload queued outside a batch")  # a programming error, never input
         if digest.hex in self._queue:
             return
         self._queue[digest.hex] = item
@@ -143,8 +144,7 @@ class HttpObjectStore(BasicHousekeeping):
             digest, item = pair
             if item.data is not None:
                 self._put_whole(digest, item.data)
-            else:
-                assert item.path is not None
+            elif item.path is not None:
                 self._put_path(digest, item.path, item.size)
 
         _in_parallel(send, todo)

@@ -35,7 +35,7 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from labvault.entities.access import ApiToken, role_allows
-from labvault.errors import IntegrityError, LabvaultError, NotAllowed
+from labvault.errors import IntegrityError, LabvaultError, NotAllowed, StorageError
 from labvault.server.deps import Caller, ServerState
 
 __all__ = [
@@ -116,7 +116,8 @@ def session_secret(vault_dir: Path) -> bytes:
             if found is None:
                 _make_secret(path)
                 found = _read_secret(path)
-            assert found is not None
+            if found is None:
+                raise StorageError(f"cannot read the session key {path}", hint="check the vault folder's permissions")
             _secrets[key] = found
         return found
 
