@@ -339,7 +339,7 @@ def test_the_server_refuses_crafted_or_incomplete_records(served: Served) -> Non
     }
     record = {"kind": "snapshot", "row": row, "refs": [["ab" * 32, "tree"]], "parts": {}}
     missing = writer.post("/transfer/records", json={"records": [record]})
-    assert "not on the server" in str(error_of(missing, 500, 5)["error"])
+    assert "not on the server" in str(error_of(missing, 409, 4)["error"])
     for bad in (
         {**row, "storage_uri": "../../etc"},
         {**row, "evil": 1},
@@ -347,7 +347,7 @@ def test_the_server_refuses_crafted_or_incomplete_records(served: Served) -> Non
         {**row, "created_at": "yesterday"},
     ):
         refused = writer.post("/transfer/records", json={"records": [{**record, "row": bad}]})
-        assert "malformed" in str(error_of(refused, 500, 5)["error"])
+        assert "malformed" in str(error_of(refused, 400, 2)["error"])
     reader = served.client("reader").post("/transfer/records", json={"records": [record]})
     error_of(reader, 403, 8)
 

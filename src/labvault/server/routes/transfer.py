@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from labvault.client.remote_wire import MAX_RECORDS, decode_records, encode_records
-from labvault.errors import IntegrityError, ValidationError
+from labvault.errors import Conflict, IntegrityError, ValidationError
 from labvault.refs import DataRef, Digest, validate_name
 from labvault.safeload import loads_json
 from labvault.server.deps import Caller, caller
@@ -87,7 +87,10 @@ def _received(body: Records, who: Caller) -> list[Record]:
         if who.vault.objects.info(digest).size > MAX_BATCH:
             raise ValidationError(f"a records batch is at most {MAX_BATCH} bytes", hint="push fewer records at once")
         raw = loads_json(who.vault.objects.get_bytes(digest, verify=True).decode("utf-8", "replace"), name=where)
-    records = decode_records(raw, where=where)
+    try:
+        records = decode_records(raw, where=where)
+    except IntegrityError as exc:  # damaged on a server's disk; in a request, it is bad input (400)
+        raise ValidationError(exc.message, hint=exc.hint) from None
     return sorted(records, key=lambda r: _RANK[r.kind])
 
 
@@ -129,8 +132,8 @@ def write_records(body: Records, who: Writer) -> Any:
     absent = [d for d, _ in roots if not side.objects.has(d)]
     if not absent:
         absent = [d for d in reachable(side.objects, roots, _WHERE) if not side.objects.has(d)]
-    if absent:
-        raise IntegrityError(
+    if absent:  # the client's order is wrong, not the server's data: 409, never a server error
+        raise Conflict(
             f"{len(absent)} object(s) these records need are not on the server, the first {absent[0]}",
             hint="send the objects first (POST /api/v1/objects/missing lists them), then the records",
         )

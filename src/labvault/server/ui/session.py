@@ -329,8 +329,12 @@ def logout(request: Request, csrf: Annotated[str | None, Form(max_length=100)] =
 
 
 # -- errors on pages -------------------------------------------------------------------------------
+#: Paths of programs, not people (health checks, Prometheus): their failures stay JSON.
+_MACHINE_PATHS = ("/api/", "/healthz", "/readyz", "/metrics")
+
+
 def _is_page(request: Request) -> bool:
-    return not request.url.path.startswith("/api/")
+    return not request.url.path.startswith(_MACHINE_PATHS)
 
 
 def install_handlers(app: FastAPI) -> None:
