@@ -71,6 +71,27 @@ _R = TypeVar("_R")
 _DAMAGED = (11, 26)  # SQLITE_CORRUPT ("database disk image is malformed") and SQLITE_NOTADB
 
 
+def _switch_to_wal(conn: sqlite3.Connection, *, wait: float = 60.0) -> None:
+    """``PRAGMA journal_mode = WAL``, waiting as long as a busy database would be waited for.
+
+    The first switch of a fresh index needs its exclusive lock, and SQLite answers the connections
+    that race for it "database is locked" at once, without calling the busy handler (the first
+    stage of a pipeline on a new vault failed so). Once the file is in WAL mode the pragma takes no
+    lock at all.
+    """
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+
 def translate_sqlite_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Report a failure of the pack index as one StorageError (never a raw sqlite3 traceback).
 
@@ -133,7 +154,7 @@ class PackIndex:
             conn = sqlite3.connect(self.index_path, timeout=60.0, isolation_level=None, check_same_thread=False)
             with contextlib.suppress(FileNotFoundError):  # which file it is: set_aside() moves only that one
                 self._local.ino = os.stat(self.index_path).st_ino
-            conn.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(conn)
             # The packs are durable before their rows commit, and lost rows are rebuilt from them.
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
