@@ -30,6 +30,8 @@ from tests.e2e.conftest import Cli
 pytestmark = pytest.mark.slow
 
 KILLS = 100
+MID_WRITE = 30  # kills that must land mid-write; more kills are made (up to MAX_KILLS) until they have
+MAX_KILLS = 300
 
 WRITER = r"""
 import random, sys
@@ -92,7 +94,10 @@ def test_sigkilled_writers_never_corrupt_the_vault(project: Path, tmp_path: Path
     mid_write = 0
     temp_kills = 0
     started = time.monotonic()
-    for seed in range(KILLS):
+    kills = 0
+    while kills < KILLS or (mid_write < MID_WRITE and kills < MAX_KILLS):
+        seed = kills
+        kills += 1
         proc = _start(vault.dir, seed, rounds=50, scratch=scratch)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
@@ -106,9 +111,11 @@ def test_sigkilled_writers_never_corrupt_the_vault(project: Path, tmp_path: Path
         if temps or _unindexed_pack_bytes(store):
             mid_write += 1
     elapsed = time.monotonic() - started
-    print(f"{KILLS} kills in {elapsed:.1f} s, {mid_write} mid-write")  # noqa: T201 - shown with -s
+    print(f"{kills} kills in {elapsed:.1f} s, {mid_write} mid-write")  # noqa: T201 - shown with -s
 
-    assert mid_write >= KILLS * 0.3, f"only {mid_write} of {KILLS} kills landed mid-write"
+    # Where a kill lands is chance: on a fast or quiet machine fewer land mid-write, so the trial
+    # goes on killing until enough have; only a writer that is almost never caught mid-write fails.
+    assert mid_write >= MID_WRITE, f"only {mid_write} of {kills} kills landed mid-write"
     # Each writer removed the temp files of the writers killed before it: only the last one's remain.
     left = len(_temp_files(store))
     assert left <= 1
