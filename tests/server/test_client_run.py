@@ -1,0 +1,96 @@
+"""``labvault run -- CMD`` through a server (``LABVAULT_URI``): the run is created, captured and ended
+on the server as the same command records it on the server's own vault (code, environment, config,
+seed, stdout/stderr, declared outputs, exit status). The real executable, on SQLite and on the team
+vault (PostgreSQL + S3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server.conftest import Served, serve
+from tests.server.test_client_models import World
+
+FULL = os.environ.get("LABVAULT_TEST_FULL") == "1"
+
+# Writes to both streams, logs a metric to the wrapper's run from inside, writes the declared output
+# and exits 3: the run is "failed (exit code 3)" either way.
+SCRIPT = (
+    "import os, sys; import labvault as lv; print('hello out', flush=True); print('to err', file=sys.stderr); "
+    "lv.log_metric('loss', 0.5); os.makedirs('out/sub', exist_ok=True); open('out/model.bin', 'w').write('w'); "
+    "open('out/sub/notes.txt', 'w').write('n'); sys.exit(3)"
+)
+CONFIG = "lr: 0.1\ndepth: 4\n"
+# What differs between two runs of the same command by nature: who, where, when, which process.
+VOLATILE = ("id", "ref", "started_at", "ended_at", "duration_seconds", "user", "host", "pid", "cwd", "environment")
+
+
+# The team vault's half (PostgreSQL + S3, two server processes) under LABVAULT_TEST_FULL=1: its start
+# alone would take this module past its share of the suite's time.
+@pytest.fixture(
+    scope="module", params=["sqlite", *([pytest.param("team", marks=pytest.mark.postgres)] if FULL else [])]
+)
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    yield from serve(request, tmp_path_factory, request.param)
+
+
+@pytest.fixture(scope="module")
+def world(served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
+    base = tmp_path_factory.mktemp("client")
+    client, home = base / "work", base / "home"
+    client.mkdir()
+    home.mkdir()
+    for where in (client, served.root):
+        (where / "cfg.yaml").write_text(CONFIG)
+    return World(served, client, home, "", "")
+
+
+def _wrapped(world: World, through_server: bool) -> tuple[str, dict[str, Any]]:
+    args = ("run", "--name", "wrapped", "-c", "cfg.yaml", "-o", "out", "--seed", "5", "--", sys.executable, "-c")
+    ran = world.server(*args, SCRIPT, expect=3) if through_server else world.local(*args, SCRIPT, expect=3)
+    assert ran.stdout == "hello out\n"  # streamed through while recorded
+    assert "to err" in ran.stderr
+    assert "failed (exit code 3)" in ran.stderr
+    run_id = ran.stderr.split("run:")[1].split()[0]
+    exported = (world.server if through_server else world.local)("runs", "export", run_id, "--format", "json")
+    return run_id, json.loads(exported.stdout)
+
+
+def test_run_is_recorded_on_the_server_like_locally(world: World) -> None:
+    local_id, local = _wrapped(world, through_server=False)
+    server_id, through = _wrapped(world, through_server=True)
+    assert through["cwd"] == str(world.client)  # the client's folder, as text
+    assert through["environment"]["sha256"].startswith("sha256:")
+    assert through["environment"]["python"] == local["environment"]["python"]
+    assert (through["status"], through["exit_code"], through["error"]) == ("failed", 3, "exit code 3")
+    assert through["stdout"] is not None
+    assert through["stdout"] == local["stdout"]  # the same bytes: the same object
+    assert through["config"][0]["content"] == CONFIG
+    assert through["metrics"] == {"loss": 0.5}
+    assert {a["name"]: a["output"] for a in through["artifacts"]} == {"out": True}
+    for key in VOLATILE:
+        local.pop(key)
+        through.pop(key)
+    # The same notes, each naming its own folder.
+    local["capture_warnings"] = [w.replace(str(world.served.root), "HERE") for w in local["capture_warnings"]]
+    through["capture_warnings"] = [w.replace(str(world.client), "HERE") for w in through["capture_warnings"]]
+    assert through == local
+    assert local_id != server_id
+
+
+def test_run_of_a_missing_command_through_the_server(world: World) -> None:
+    ran = world.server("run", "--", "no-such-command-xyz", expect=127)
+    run_id = ran.stderr.split("run:")[1].split()[0]
+    doc = json.loads(world.server("runs", "show", run_id, "--json").stdout)
+    assert (doc["status"], doc["exit_code"]) == ("failed", 127)
+
+
+def test_run_needs_the_writer_role(world: World, tmp_path: Path) -> None:
+    ran = world.server("run", "--", sys.executable, "-c", "print('never')", role="reader", expect=8)
+    assert "never" not in ran.stdout
