@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from labvault.entities import Artifact, Run
 from labvault.errors import Conflict, NotFound
 from labvault.safeload import loads_json
+from labvault.server.capture import CaptureIn, record_capture
 from labvault.server.deps import Caller, caller
 from labvault.server.encode import to_json
-from labvault.services.tracking.artifacts import artifact_name
+from labvault.services.tracking.artifacts import artifact_name, stored_tree_size
 from labvault.services.transfer import parse_full_digest
 
 __all__ = ["router"]
@@ -57,6 +58,9 @@ class LogBatch(_Body):
 class ArtifactIn(_Body):
     name: str = Field(max_length=255)
     digest: str = Field(max_length=71, description="sha256:<hex> of an object uploaded to /api/v1/objects")
+    kind: Literal["file", "tree"] = Field("file", description='"tree": a folder, every object of it uploaded')
+    role: Literal["artifact", "output"] = Field("artifact", description='"output": declared by `labvault run -o`')
+    path: str | None = Field(None, max_length=4096, description="the path the client stored it from, as text")
 
 
 class RunInputs(_Body):
@@ -211,8 +215,9 @@ def add_artifact(ref: str, body: ArtifactIn, who: Writer) -> Any:
     objects = who.vault.objects
     if not objects.has(digest):
         raise NotFound(f"no object {digest}", hint="upload it first: PUT /api/v1/objects/{digest}")
-    artifact = Artifact(body.name, digest, "file", objects.info(digest).size, None)
-    runs.record_artifact(run_id, _named(artifact), role="artifact")
+    size = stored_tree_size(objects, digest) if body.kind == "tree" else objects.info(digest).size
+    artifact = Artifact(body.name, digest, body.kind, size, body.path)
+    runs.record_artifact(run_id, _named(artifact), role=body.role)
     return to_json(artifact)
 
 
@@ -227,6 +232,11 @@ def end_run(ref: str, body: RunEnd, who: Writer) -> Any:
     run_id = runs.resolve(ref)
     runs.finish(run_id, status=body.status, exit_code=body.exit_code, error=body.error)
     return to_json(runs.get(run_id))
+
+
+@router.post("/{ref}/capture", summary="Record what the client captured for a run it wraps (`labvault run`)")
+def add_capture(ref: str, body: CaptureIn, who: Writer) -> Any:
+    return to_json(record_capture(who.vault, ref, body))
 
 
 @router.post("/{ref}/resume", summary="Reopen a run that did not finish (running, failed or killed)")
