@@ -94,3 +94,15 @@ def test_run_of_a_missing_command_through_the_server(world: World) -> None:
 def test_run_needs_the_writer_role(world: World, tmp_path: Path) -> None:
     ran = world.server("run", "--", sys.executable, "-c", "print('never')", role="reader", expect=8)
     assert "never" not in ran.stdout
+
+
+def test_registered_folder_records_the_clients_path(world: World) -> None:
+    """The version's ``source.path`` is the folder the client registered, as registering it locally
+    records it (not the server's temporary copy); the server keeps it as text and never opens it."""
+    folder = world.client / "models" / "m1"
+    folder.mkdir(parents=True)
+    (folder / "model.bin").write_text("weights")
+    done = json.loads(world.server("models", "register", "proj/sourced", "models/m1", "--json").stdout)
+    assert done["source"] == {"path": str(folder.resolve())}
+    shown = json.loads(world.local("models", "show", "proj/sourced@0.1.0", "--json").stdout)
+    assert shown["source"] == {"path": str(folder.resolve())}
