@@ -106,3 +106,18 @@ def test_registered_folder_records_the_clients_path(world: World) -> None:
     assert done["source"] == {"path": str(folder.resolve())}
     shown = json.loads(world.local("models", "show", "proj/sourced@0.1.0", "--json").stdout)
     assert shown["source"] == {"path": str(folder.resolve())}
+
+
+def test_digest_prefixes_resolve_on_the_server(world: World) -> None:
+    """``object cat`` takes a unique prefix of 8+ hex digits through a server as it does locally."""
+    blob = world.client / "blob.txt"
+    blob.write_text("prefixed bytes\n")
+    digest = world.server("object", "put", "blob.txt").stdout.strip()
+    prefix = digest[: len("sha256:") + 10]
+    assert world.server("object", "cat", prefix).stdout == "prefixed bytes\n"
+    assert world.server("object", "cat", prefix.removeprefix("sha256:")).stdout == "prefixed bytes\n"
+    unknown = "sha256:" + ("0123456789" if not digest[7:].startswith("0123456789") else "9876543210")
+    local = world.local("object", "cat", unknown, expect=3)
+    through = world.server("object", "cat", unknown, expect=3)
+    assert through.stderr.splitlines()[0] == local.stderr.splitlines()[0]
+    world.server("object", "cat", "sha256:0123", expect=2)  # too short, as locally
