@@ -30,7 +30,7 @@ import httpx
 from labvault.client.settings import spool_dir
 from labvault.client.transport import Transport
 from labvault.entities import ObjectInfo
-from labvault.errors import IntegrityError, NotFound, ValidationError
+from labvault.errors import ExternalError, IntegrityError, NotFound, ValidationError
 from labvault.refs import Digest, parse_digest
 from labvault.storage.contained import Dest
 from labvault.storage.objects.cache import ObjectCache
@@ -294,11 +294,15 @@ class HttpObjectStore(BasicHousekeeping):
 
     def resolve_prefix(self, prefix: str) -> Digest:
         ref = parse_digest(prefix)
-        if not ref.is_full:
-            raise ValidationError(
-                f"{prefix}: give the full sha256 through a server",
-                hint="digest prefixes resolve on the server's machine",
-            )
+        if not ref.is_full:  # the server resolves it among its objects; its answer is checked here
+            found = self.transport.request("GET", f"/objects/resolve/sha256:{ref.prefix}")
+            text = found.get("digest") if isinstance(found, dict) else None
+            hexd = text.removeprefix("sha256:") if isinstance(text, str) else ""
+            if len(hexd) != 64 or not hexd.startswith(ref.prefix) or hexd.strip("0123456789abcdef"):
+                raise ExternalError(
+                    f"the server resolved sha256:{ref.prefix} to {text!r}", hint="is it a labvault server?"
+                )
+            return Digest(hexd)
         digest = Digest(ref.prefix)
         if not self.has(digest):
             raise NotFound(f"no object {digest}", hint="check the digest")

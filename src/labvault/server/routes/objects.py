@@ -1,6 +1,7 @@
 """``/api/v1/objects``: upload by digest (whole, or chunked and resumable), download with ranges.
 
-Objects are named by their full sha256 only; no parameter is ever a path. An upload is hashed as it
+Objects are named by their full sha256 only (``/objects/resolve/{prefix}`` names the one object a
+unique prefix of 8+ hex digits matches); no parameter is ever a path. An upload is hashed as it
 arrives and refused when it does not match the digest it names.
 """
 
@@ -14,7 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from labvault.errors import ValidationError
+from labvault.errors import NotFound, ValidationError
 from labvault.server.deps import Caller, caller
 from labvault.services.transfer import (
     MAX_CHUNKS,
@@ -88,6 +89,15 @@ def find_missing(body: Digests, who: Writer) -> Any:
 def compose(digest: str, body: Compose, who: Writer) -> Any:
     stored, created, size = compose_object(who.vault.objects, parse_full_digest(digest), body.chunks)
     return JSONResponse({"digest": str(stored), "size": size, "created": created}, status_code=201 if created else 200)
+
+
+@router.get("/resolve/{prefix}", summary="The full digest of the one object a prefix (8+ hex digits) matches")
+def resolve_prefix(prefix: str, who: Reader) -> Any:
+    objects = who.vault.objects
+    digest = objects.resolve_prefix(prefix[:71])  # parses it: hex only, never a path
+    if not objects.has(digest):  # a full digest is given back unchecked
+        raise NotFound(f"no object {digest}", hint="check the digest")
+    return {"digest": str(digest)}
 
 
 @router.head("/{digest}", summary="Whether an object is stored, and its size")
