@@ -121,3 +121,24 @@ def test_digest_prefixes_resolve_on_the_server(world: World) -> None:
     through = world.server("object", "cat", unknown, expect=3)
     assert through.stderr.splitlines()[0] == local.stderr.splitlines()[0]
     world.server("object", "cat", "sha256:0123", expect=2)  # too short, as locally
+
+
+def test_get_a_snapshot_through_the_server(world: World, tmp_path: Path) -> None:
+    """``labvault get data:NAME@vN -o DIR`` writes the snapshot's verified files to DIR/NAME/vN/ (or
+    into DIR with --flat), through a server as on the server's own vault."""
+    for where in (world.served.root, world.client):
+        (where / "ds" / "sub").mkdir(parents=True, exist_ok=True)
+        (where / "ds" / "a.csv").write_text("x\n1\n")
+        (where / "ds" / "sub" / "b.txt").write_text("b")
+    world.local("data", "add", "getme", "ds")
+    local = world.local("get", "data:getme@v1", "-o", str(tmp_path / "local"), "--json")
+    through = world.server("get", "data:getme@v1", "-o", str(tmp_path / "server"), "--json")
+    assert json.loads(through.stdout)["path"] == str(tmp_path / "server" / "getme" / "v1")
+    assert json.loads(through.stdout)["ref"] == json.loads(local.stdout)["ref"] == "data:getme@v1"
+    assert (tmp_path / "server" / "getme" / "v1" / "sub" / "b.txt").read_text() == "b"
+    assert (tmp_path / "server" / "getme" / "v1" / "a.csv").read_text() == "x\n1\n"
+    world.server("get", "data:getme@v1", "-o", str(tmp_path / "flat"), "--flat")
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["a.csv", "sub"]
+    (tmp_path / "flat" / "a.csv").write_text("changed")  # a different file in the way: nothing written
+    world.server("get", "data:getme@v1", "-o", str(tmp_path / "flat"), "--flat", expect=4)
+    assert (tmp_path / "flat" / "a.csv").read_text() == "changed"
