@@ -154,7 +154,14 @@ class TrackingWrites:
         if params:
             self._channel(run.id, owned=True).params.update(_params(params))
         if captured is not None:
-            self.update_capture(run.id, captured)
+            try:
+                self.update_capture(run.id, captured)
+            except LabvaultError as exc:  # as a local run whose capture failed: none left running
+                with contextlib.suppress(LabvaultError):
+                    self.owner.transport.request(
+                        "POST", f"/runs/{run.id}/end", json={"status": "failed", "error": f"capture: {exc}"[:10_000]}
+                    )
+                raise
         return run
 
     def get(self, ref: str) -> Run:

@@ -8,9 +8,9 @@ it is kept with the run (``object_refs``), as a local run keeps what it captured
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from labvault.entities import Run
 from labvault.errors import Conflict, NotFound
@@ -26,18 +26,28 @@ _PATH = 4096
 _TEXT = 10_000
 
 
+def _plain_text(value: str) -> str:
+    """A path or name shown in listings: no control characters (a terminal would act on them)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("plain text only: no control characters")
+    return value
+
+
+_Path = Annotated[str, Field(max_length=_PATH), AfterValidator(_plain_text)]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class UntrackedIn(_Body):
-    path: str = Field(max_length=_PATH)
+    path: _Path
     size: int = Field(ge=0)
     sha256: str = Field(max_length=_DIGEST)
 
 
 class LeftOutIn(_Body):
-    pinned: list[str] = Field(default_factory=list, max_length=10_000)
+    pinned: list[_Path] = Field(default_factory=list, max_length=10_000)
     untracked: list[UntrackedIn] = Field(default_factory=list, max_length=10_000)
 
 
@@ -46,12 +56,12 @@ class GitIn(_Body):
     branch: str | None = Field(None, max_length=1000)
     remote: str | None = Field(None, max_length=_PATH)
     dirty: bool | None = None
-    root: str | None = Field(None, max_length=_PATH, description="the client's work tree, as text")
+    root: _Path | None = Field(None, description="the client's work tree, as text")
     left_out: LeftOutIn | None = None
 
 
 class ConfigIn(_Body):
-    path: str = Field(max_length=_PATH)
+    path: _Path
     sha256: str = Field(max_length=_DIGEST)
     size: int = Field(ge=0)
 
@@ -70,7 +80,7 @@ class SeedsIn(_Body):
 
 
 class CaptureIn(_Body):
-    cwd: str | None = Field(None, max_length=_PATH, description="the client's working folder, as text")
+    cwd: _Path | None = Field(None, description="the client's working folder, as text")
     pythonhashseed: str | None = Field(None, max_length=32)
     environment: str | None = Field(None, max_length=_DIGEST, description="sha256:<hex> of the environment document")
     git: GitIn | None = None
