@@ -146,8 +146,9 @@ class HttpObjectStore(BasicHousekeeping):
     def _send(self, items: list[tuple[Digest, _Queued]]) -> None:
         lacking = set(self.missing(d for d, _ in items))
         todo = {d.hex: q for d, q in items if d.hex in lacking}
-        small = frames.batches((h, q.size) for h, q in todo.items() if q.size <= frames.MAX_OBJECT)
-        big = [(Digest(h), q) for h, q in todo.items() if q.size > frames.MAX_OBJECT]
+        limit = min(frames.MAX_OBJECT, self.chunk_size)  # what is chunked never goes in a batch
+        small = frames.batches((h, q.size) for h, q in todo.items() if q.size <= limit)
+        big = [(Digest(h), q) for h, q in todo.items() if q.size > limit]
 
         def send(pair: tuple[Digest, _Queued]) -> None:
             digest, item = pair
