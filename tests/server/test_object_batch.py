@@ -1,7 +1,8 @@
 """Many small objects per request (``POST /objects/batch`` and ``/objects/batch/get``), through the real
 ``labvault`` executable against the real server: data add and checkout of many files take a few
 requests; a batch corrupted or cut short on the way is refused (400, exit 2) with nothing stored,
-and a rerun sends what is missing; the routes' framing, limits and roles."""
+and a rerun sends what is missing; a damaged answer is refused (exit 5) with nothing written; the
+routes' framing, limits and roles."""
 
 from __future__ import annotations
 
@@ -50,11 +51,11 @@ def test_data_add_and_checkout_of_many_files_take_a_few_requests(served: Served,
     adder, user = tmp_path / "adder", tmp_path / "user"
     adder.mkdir()
     user.mkdir()
-    files = _files(adder / "data", 300, name)
+    files = _files(adder / "data", 300 if served.backend == "sqlite" else 100, name)
     before = len(_object_requests(served))
     run(adder, writer(served, tmp_path / "home-a"), "data", "add", name, "data")
     sent = _object_requests(served)[before:]
-    # One "which do you lack?", one batch of the 300 small files, one PUT of the big one.
+    # One "which do you lack?", one batch of the small files, one PUT of the big one.
     assert len(sent) == 3, sent
     assert sum('"/api/v1/objects/batch"' in line for line in sent) == 1
     assert _missing(served, files) == []
@@ -62,7 +63,7 @@ def test_data_add_and_checkout_of_many_files_take_a_few_requests(served: Served,
     before = len(_object_requests(served))
     run(user, writer(served, tmp_path / "home-b"), "data", "checkout", name, "data")
     fetched = _object_requests(served)[before:]
-    # The three trees one by one, the 300 small files in one batch, the big one alone.
+    # The three trees one by one, the small files in one batch, the big one alone.
     assert len(fetched) <= 6, fetched
     assert sum('"/api/v1/objects/batch/get"' in line for line in fetched) == 1
     for rel, data in files.items():
@@ -78,19 +79,22 @@ class _Tamper(BaseHTTPRequestHandler):
     def _forward(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
-        if self.command == "POST" and self.path == "/api/v1/objects/batch":
+        if self.command == "POST" and self.path == "/api/v1/objects/batch" and self.how != "answer":
             body = body[:-1] + bytes([body[-1] ^ 1]) if self.how == "mismatch" else body[:-5]
         skip = {"host", "content-length", "connection", "accept-encoding"}
         headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
         answer = httpx.request(self.command, self.upstream + self.path, content=body, headers=headers, timeout=60)
+        content = answer.content
+        if self.how == "answer" and self.path == "/api/v1/objects/batch/get" and answer.status_code == 200:
+            content = content[:-1] + bytes([content[-1] ^ 1])
         self.send_response(answer.status_code)
         for key, value in answer.headers.items():
             if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
                 self.send_header(key, value)
-        self.send_header("Content-Length", str(len(answer.content)))
+        self.send_header("Content-Length", str(len(content)))
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(answer.content)
+            self.wfile.write(content)
 
     do_GET = do_POST = do_PUT = do_HEAD = _forward
 
@@ -132,6 +136,25 @@ def test_a_batch_damaged_on_the_way_is_refused_and_nothing_is_stored(
     run(project, env, "data", "log", name, expect=3)  # and no snapshot
     run(project, env, "data", "add", name, "data")  # a rerun, undamaged, completes
     assert _missing(served, files) == []
+
+
+@pytest.mark.parametrize("tamper", ["answer"], indirect=True)
+def test_a_batch_answer_damaged_on_the_way_is_refused_and_nothing_is_written(
+    served: Served, tmp_path: Path, tamper: str
+) -> None:
+    name = f"got-{secrets.token_hex(4)}"
+    adder, user = tmp_path / "adder", tmp_path / "user"
+    adder.mkdir()
+    user.mkdir()
+    files = _files(adder / "data", 20, name)
+    run(adder, writer(served, tmp_path / "home-a"), "data", "add", name, "data")
+    env = writer(served, tmp_path / "home-b")
+    proc = run(user, {**env, "LABVAULT_URI": tamper}, "data", "checkout", name, "data", expect=5)
+    assert re.search(r"sent bytes for sha256:[0-9a-f]{64} that hash to sha256:", proc.stderr), proc.stderr
+    assert not (user / "data").exists()  # nothing unverified was written, nor kept in the cache
+    run(user, env, "data", "checkout", name, "data")
+    for rel, data in files.items():
+        assert (user / "data" / rel).read_bytes() == data
 
 
 def test_the_batch_routes_refuse_bad_frames_and_answer_framed_bytes(served: Served) -> None:

@@ -34,6 +34,7 @@ router = APIRouter(prefix="/objects", tags=["objects"])
 Reader = Annotated[Caller, Depends(caller("reader"))]
 Writer = Annotated[Caller, Depends(caller("writer"))]
 _SPOOL_MEMORY = 4 << 20  # a batch's verified bytes are kept in memory up to this, then in a temp file
+_BLOCK = 1 << 20  # an answer is sent in blocks of about this size
 
 
 class BatchGet(BaseModel):
@@ -103,18 +104,22 @@ def get_batch(body: BatchGet, who: Reader) -> StreamingResponse:
 
 
 def _frames(vault: Vault, digests: list[Digest], sizes: list[int]) -> Iterator[bytes]:
-    yield MAGIC
+    """The answer in blocks of about 1 MiB (each block is a hop to a worker thread, not each object)."""
+    block = bytearray(MAGIC)
     sent = 0
     for digest, size in zip(digests, sizes, strict=True):
         if sent and sent + size > MAX_BODY:
-            return  # the client asks again for the rest
-        if size > MAX_OBJECT:
-            yield frame(digest.hex, None)
-            continue
-        try:
-            data = vault.objects.get_bytes(digest, verify=True)
-        except (IntegrityError, NotFound):  # corrupt (quarantined) or gone since: GET /objects/{digest} says which
-            yield frame(digest.hex, None)
-            continue
-        sent += len(data)
-        yield frame(digest.hex, data)
+            break  # the client asks again for the rest
+        data: bytes | None = None
+        if size <= MAX_OBJECT:
+            try:
+                data = vault.objects.get_bytes(digest, verify=True)
+            except (IntegrityError, NotFound):  # corrupt (quarantined) or gone since: GET /objects/{digest} says
+                data = None
+        sent += len(data or b"")
+        block += frame(digest.hex, data)
+        if len(block) >= _BLOCK:
+            yield bytes(block)
+            block.clear()
+    if block:
+        yield bytes(block)
