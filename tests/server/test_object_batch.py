@@ -7,6 +7,7 @@ routes' framing, limits and roles."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import threading
@@ -79,6 +80,9 @@ class _Tamper(BaseHTTPRequestHandler):
     def _forward(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
+        if self.how == "old" and self.command == "POST" and self.path.startswith("/api/v1/objects/batch"):
+            self._old_server()
+            return
         if self.command == "POST" and self.path == "/api/v1/objects/batch" and self.how != "answer":
             body = body[:-1] + bytes([body[-1] ^ 1]) if self.how == "mismatch" else body[:-5]
         skip = {"host", "content-length", "connection", "accept-encoding"}
@@ -95,6 +99,17 @@ class _Tamper(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(content)
+
+    def _old_server(self) -> None:
+        """What a server older than the batch routes answers for them."""
+        get = self.path.endswith("/get")
+        status, message, code = (404, "not found", 3) if get else (405, "method not allowed", 2)
+        content = json.dumps({"error": message, "hint": "see the endpoints at /api/docs", "code": code}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
 
     do_GET = do_POST = do_PUT = do_HEAD = _forward
 
@@ -115,14 +130,11 @@ def tamper(served: Served, request: pytest.FixtureRequest) -> Iterator[str]:
         proxy.server_close()
 
 
-@pytest.mark.parametrize(
-    ("tamper", "says"),
-    [("mismatch", r"object sha256:[0-9a-f]{64} in the batch hashes to sha256:"), ("cut", "cut short")],
-    indirect=["tamper"],
-)
+@pytest.mark.parametrize("tamper", ["mismatch"], indirect=True)
 def test_a_batch_damaged_on_the_way_is_refused_and_nothing_is_stored(
-    served: Served, tmp_path: Path, tamper: str, says: str
+    served: Served, tmp_path: Path, tamper: str
 ) -> None:
+    """(A batch cut short is refused the same way: see the routes' test below.)"""
     name = f"bad-{secrets.token_hex(4)}"
     project = tmp_path / "proj"
     project.mkdir()
@@ -130,7 +142,7 @@ def test_a_batch_damaged_on_the_way_is_refused_and_nothing_is_stored(
     del files["big.bin"]  # sent alone, untouched by the proxy
     env = writer(served, tmp_path / "home")
     proc = run(project, {**env, "LABVAULT_URI": tamper}, "data", "add", name, "data", expect=2)
-    assert re.search(says, proc.stderr), proc.stderr
+    assert re.search(r"object sha256:[0-9a-f]{64} in the batch hashes to sha256:", proc.stderr), proc.stderr
     assert "nothing was stored" in proc.stderr
     assert len(_missing(served, files)) == len(files)  # none of the batch, not even the intact ones
     run(project, env, "data", "log", name, expect=3)  # and no snapshot
@@ -157,7 +169,40 @@ def test_a_batch_answer_damaged_on_the_way_is_refused_and_nothing_is_written(
         assert (user / "data" / rel).read_bytes() == data
 
 
+@pytest.mark.parametrize("tamper", ["old"], indirect=True)
+def test_a_server_without_the_batch_routes_gets_objects_one_by_one(
+    served: Served, tmp_path: Path, tamper: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labvault.client import remote
+    from labvault.vault import Vault
+
+    if served.backend != "sqlite":
+        pytest.skip("the fallback is the client's; one backend shows it")
+    name = f"old-{secrets.token_hex(4)}"
+    adder, user, mine, theirs = (tmp_path / n for n in ("adder", "user", "mine", "theirs"))
+    for folder in (adder, user, mine, theirs):
+        folder.mkdir()
+    files = _files(adder / "data", 10, name)
+    old = {**writer(served, tmp_path / "home-a"), "LABVAULT_URI": tamper}
+    run(adder, old, "data", "add", name, "data")
+    run(user, {**old, "XDG_CACHE_HOME": str(tmp_path / "cache-b")}, "data", "checkout", name, "data")
+    assert {rel: (user / "data" / rel).read_bytes() for rel in files} == files
+
+    monkeypatch.setenv("LABVAULT_TOKEN", served.tokens["writer"])
+    pushed = _files(mine / "data", 10, name + "-push")
+    with Vault.init(mine)[0] as here:
+        here.remotes.add("team", tamper, default=True)
+        here.data.add("pushed", mine / "data")
+        assert remote.push(here, here.remotes.get("team"), ["data:pushed@v1"]).objects_sent == len(pushed) + 3
+    with Vault.init(theirs)[0] as there:
+        there.remotes.add("team", tamper, default=True)
+        assert remote.pull(there, there.remotes.get("team"), ["data:pushed@v1"]).objects_sent == len(pushed) + 3
+        there.data.checkout("data:pushed@v1", theirs / "back")
+    assert {rel: (theirs / "back" / rel).read_bytes() for rel in pushed} == pushed
+
+
 def test_the_batch_routes_refuse_bad_frames_and_answer_framed_bytes(served: Served) -> None:
+    """Nothing of a refused batch is stored; a reader cannot upload; big objects are marked, not sent."""
     w, r = served.client("writer"), served.client("reader")
     small = secrets.token_bytes(300)
     hexd = hashlib.sha256(small).hexdigest()

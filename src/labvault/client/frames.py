@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 
 from labvault.client.transport import Transport
-from labvault.errors import IntegrityError, LabvaultError
+from labvault.errors import IntegrityError, LabvaultError, NotFound, ValidationError
 from labvault.refs import Digest
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "batches",
     "fetch_batch",
     "frame",
+    "no_batch_route",
 ]
 
 MAGIC = b"LVOBJ1\n"
@@ -43,6 +44,8 @@ MAX_COUNT = 1000
 #: The most bytes of one batch body (the server's limit of a request body) and of one answer's objects.
 MAX_BODY = 16 << 20
 _HEX = re.compile(rb"[0-9a-f]{64}")
+#: The hint of a server's "no such route" answers (404, 405).
+_NO_ROUTE_HINT = "see the endpoints at /api/docs"
 
 Frame = tuple[str, bytes | None]  # (hex digest, bytes, or None when skipped)
 
@@ -114,6 +117,12 @@ class FrameParser:
         """Refuses a body that ended inside a frame (or before its magic)."""
         if not self._magic or self._buf:
             raise self._bad("the body ends inside a frame (it was cut short)")
+
+
+def no_batch_route(err: LabvaultError) -> bool:
+    """Whether ``err`` is a server older than the batch routes saying it has none (then objects go one
+    by one, as they did)."""
+    return isinstance(err, ValidationError | NotFound) and err.hint == _NO_ROUTE_HINT
 
 
 def _answer_error(where: str) -> Callable[[str], LabvaultError]:

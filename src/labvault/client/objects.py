@@ -36,7 +36,7 @@ from labvault.client import frames
 from labvault.client.settings import spool_dir
 from labvault.client.transport import Transport
 from labvault.entities import ObjectInfo
-from labvault.errors import IntegrityError, NotFound, ValidationError
+from labvault.errors import IntegrityError, LabvaultError, NotFound, ValidationError
 from labvault.refs import Digest, parse_digest
 from labvault.storage.contained import Dest
 from labvault.storage.objects.cache import ObjectCache
@@ -88,6 +88,7 @@ class HttpObjectStore(BasicHousekeeping):
         self.cache = ObjectCache(cache_dir or object_cache_dir(), cache_bytes)
         self.downloads = 0  # objects fetched over the network by this process
         self.uploads = 0  # upload requests sent (PUTs of whole objects and chunks, and batches)
+        self.batches = True  # False once the server says it has no batch routes (an older server)
         self._queue: dict[str, _Queued] | None = None
         self._queued_bytes = 0
         self._depth = 0
@@ -161,7 +162,23 @@ class HttpObjectStore(BasicHousekeeping):
         _in_parallel(send, big)
 
     def _put_batch(self, group: list[tuple[str, _Queued]]) -> None:
-        """One ``POST /objects/batch`` of small objects; the server stores all of them or none."""
+        """One ``POST /objects/batch`` of small objects; the server stores all of them or none (an
+        older server without the route gets them one by one)."""
+        if self.batches:
+            try:
+                self._put_framed(group)
+                return
+            except LabvaultError as err:
+                if not frames.no_batch_route(err):
+                    raise
+                self.batches = False
+        for hexd, item in group:
+            if item.data is not None:
+                self._put_whole(Digest(hexd), item.data)
+            elif item.path is not None:
+                self._put_path(Digest(hexd), item.path, item.size)
+
+    def _put_framed(self, group: list[tuple[str, _Queued]]) -> None:
         body = bytearray(frames.MAGIC)
         for hexd, item in group:
             data = item.data
@@ -188,7 +205,20 @@ class HttpObjectStore(BasicHousekeeping):
         alone: list[Digest] = []
 
         def fetch_group(group: list[Digest]) -> None:
-            got, skipped = frames.fetch_batch(self.transport, group, where=f"the server at {self.transport.target.url}")
+            got: dict[str, bytes]
+            skipped: list[str]
+            if not self.batches:
+                got, skipped = {}, [d.hex for d in group]
+            else:
+                try:
+                    got, skipped = frames.fetch_batch(
+                        self.transport, group, where=f"the server at {self.transport.target.url}"
+                    )
+                except LabvaultError as err:
+                    if not frames.no_batch_route(err):
+                        raise
+                    self.batches = False
+                    got, skipped = {}, [d.hex for d in group]
             for hexd, data in got.items():  # verified by the parser
                 self.cache.put(hexd, data)
             with self._count:

@@ -29,7 +29,7 @@ from typing import IO
 
 from labvault.client import frames
 from labvault.client.transport import Transport
-from labvault.errors import IntegrityError, NotFound
+from labvault.errors import IntegrityError, LabvaultError, NotFound
 from labvault.refs import Digest
 from labvault.storage.objects.protocol import ObjectStore
 
@@ -147,23 +147,38 @@ def upload_objects(
             if progress is not None:
                 progress(already + stats.objects, count, stats.bytes)
 
+    batching = [True]  # False once the server says it has no batch routes (an older server)
+
+    def flush(body: bytearray, framed: list[tuple[Digest, bytes]]) -> None:
+        if batching[0]:
+            try:
+                _put_batch(transport, body)
+                sent(len(framed), sum(len(data) for _, data in framed))
+                return
+            except LabvaultError as err:
+                if not frames.no_batch_route(err):
+                    raise
+                batching[0] = False
+        for digest, data in framed:
+            _put(transport, digest, data)
+            sent(1, len(data))
+
     def send(group: list[Digest]) -> None:
         """Small objects framed into batches as they are read; a bigger one goes alone."""
-        body, held = bytearray(frames.MAGIC), 0
+        body = bytearray(frames.MAGIC)
+        framed: list[tuple[Digest, bytes]] = []
         for digest in group:
             head = _read_small(src, digest, where)
             if head is None:
                 sent(1, _upload_one(transport, src, digest, where))
                 continue
-            if held and (held >= frames.MAX_COUNT or len(body) + frames.HEADER + len(head) > frames.MAX_BODY):
-                _put_batch(transport, body)
-                sent(held, len(body) - len(frames.MAGIC) - held * frames.HEADER)
-                body, held = bytearray(frames.MAGIC), 0
+            if framed and (len(framed) >= frames.MAX_COUNT or len(body) + frames.HEADER + len(head) > frames.MAX_BODY):
+                flush(body, framed)
+                body, framed = bytearray(frames.MAGIC), []
             body += frames.frame(digest.hex, head)
-            held += 1
-        if held:
-            _put_batch(transport, body)
-            sent(held, len(body) - len(frames.MAGIC) - held * frames.HEADER)
+            framed.append((digest, head))
+        if framed:
+            flush(body, framed)
 
     groups = [list(digests[i : i + frames.MAX_COUNT]) for i in range(0, len(digests), frames.MAX_COUNT)]
     if jobs <= 1 or len(groups) <= 1:
@@ -210,6 +225,7 @@ class ServerSource:
         self._transport = transport
         self._small: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self.batches = True  # False once the server says it has no batch routes (an older server)
 
     def get_bytes(self, digest: Digest, *, verify: bool = False) -> bytes:
         with self._lock:
@@ -235,7 +251,15 @@ class ServerSource:
         rest = [d for d in digests if d.hex not in got]
         if not rest:
             return got, []
-        fetched, alone = frames.fetch_batch(self._transport, rest, where=where)
+        if not self.batches:
+            return got, [d.hex for d in rest]
+        try:
+            fetched, alone = frames.fetch_batch(self._transport, rest, where=where)
+        except LabvaultError as err:
+            if not frames.no_batch_route(err):
+                raise
+            self.batches = False  # an older server: one by one, as before
+            return got, [d.hex for d in rest]
         got.update(fetched)
         return got, alone
 
