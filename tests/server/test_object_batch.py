@@ -10,7 +10,9 @@ import hashlib
 import json
 import re
 import secrets
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -228,3 +230,28 @@ def test_the_batch_routes_refuse_bad_frames_and_answer_framed_bytes(served: Serv
     assert answer.status_code == 200
     # The big one is marked "fetch it alone" (the all-ones length, no bytes), the small one framed.
     assert answer.content == MAGIC + big_hex.encode() + SKIPPED.to_bytes(8, "big") + frame(hexd, small)
+
+
+@pytest.mark.parametrize("route", ["/api/v1/objects/batch", "/api/v1/objects/{digest}"])
+def test_a_client_gone_mid_upload_is_no_server_error(served: Served, route: str) -> None:
+    data = secrets.token_bytes(5000)
+    hexd = hashlib.sha256(data).hexdigest()
+    method, body = ("POST", MAGIC + frame(hexd, data)) if "batch" in route else ("PUT", data)
+    host, port = served.urls[0].removeprefix("http://").split(":")
+    head = (
+        f"{method} {route.format(digest=hexd)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: Bearer {served.tokens['writer']}\r\nContent-Length: {len(body) + 1000}\r\n\r\n"
+    )
+    log = served.procs[0].log_path  # type: ignore[attr-defined]
+    before = log.read_text().count("\n")
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(head.encode() + body[:-100])  # the client goes away mid-body
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while log.read_text().count("\n") == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    new = log.read_text().splitlines()[before:]
+    assert new, "the server logged no answer"
+    assert "Traceback" not in "\n".join(new)
+    assert all('"status": 500' not in line for line in new), new
+    assert served.client("writer").head(f"/objects/{hexd}").status_code == 404  # nothing stored

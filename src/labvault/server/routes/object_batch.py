@@ -25,6 +25,7 @@ from labvault.client.frames import MAGIC, MAX_BODY, MAX_COUNT, MAX_OBJECT, Frame
 from labvault.errors import CheckFailed, IntegrityError, LabvaultError, NotFound, ValidationError
 from labvault.refs import Digest
 from labvault.server.deps import Caller, caller
+from labvault.server.routes.objects import body_blocks
 from labvault.services.transfer import parse_full_digest
 from labvault.vault import Vault
 
@@ -70,7 +71,7 @@ async def put_batch(request: Request, who: Writer) -> Any:
     entries: list[tuple[str, int, int]] = []  # (hex, offset, size) of verified objects in the spool
     received = 0
     try:
-        async for block in request.stream():
+        async for block in body_blocks(request):
             received += len(block)
             if received > MAX_BODY:
                 return _too_large(f"the batch is over {MAX_BODY} bytes")
