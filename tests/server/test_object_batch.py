@@ -32,9 +32,10 @@ def _object_requests(served: Served) -> list[str]:
     return [line for line in log.splitlines() if '"/api/v1/objects' in line]
 
 
-def _files(folder: Path, count: int, salt: str) -> dict[str, bytes]:
+def _files(folder: Path, count: int, salt: str, *, big: bool = True) -> dict[str, bytes]:
     files = {f"part{i % 2}/f{i}.bin": f"{salt}:{i}:".encode() + bytes(2000) for i in range(count)}
-    files["big.bin"] = salt.encode() + bytes(_BIG)
+    if big:
+        files["big.bin"] = salt.encode() + bytes(_BIG)
     for rel, data in files.items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_bytes(data)
@@ -140,8 +141,7 @@ def test_a_batch_damaged_on_the_way_is_refused_and_nothing_is_stored(
     name = f"bad-{secrets.token_hex(4)}"
     project = tmp_path / "proj"
     project.mkdir()
-    files = _files(project / "data", 20, name)
-    del files["big.bin"]  # sent alone, untouched by the proxy
+    files = _files(project / "data", 20, name, big=False)
     env = writer(served, tmp_path / "home")
     proc = run(project, {**env, "LABVAULT_URI": tamper}, "data", "add", name, "data", expect=2)
     assert re.search(r"object sha256:[0-9a-f]{64} in the batch hashes to sha256:", proc.stderr), proc.stderr
@@ -156,6 +156,8 @@ def test_a_batch_damaged_on_the_way_is_refused_and_nothing_is_stored(
 def test_a_batch_answer_damaged_on_the_way_is_refused_and_nothing_is_written(
     served: Served, tmp_path: Path, tamper: str
 ) -> None:
+    if served.backend != "sqlite":
+        pytest.skip("the client checks what it receives; one backend shows it")
     name = f"got-{secrets.token_hex(4)}"
     adder, user = tmp_path / "adder", tmp_path / "user"
     adder.mkdir()
@@ -184,14 +186,14 @@ def test_a_server_without_the_batch_routes_gets_objects_one_by_one(
     adder, user, mine, theirs = (tmp_path / n for n in ("adder", "user", "mine", "theirs"))
     for folder in (adder, user, mine, theirs):
         folder.mkdir()
-    files = _files(adder / "data", 10, name)
+    files = _files(adder / "data", 3, name, big=False)
     old = {**writer(served, tmp_path / "home-a"), "LABVAULT_URI": tamper}
     run(adder, old, "data", "add", name, "data")
     run(user, {**old, "XDG_CACHE_HOME": str(tmp_path / "cache-b")}, "data", "checkout", name, "data")
     assert {rel: (user / "data" / rel).read_bytes() for rel in files} == files
 
     monkeypatch.setenv("LABVAULT_TOKEN", served.tokens["writer"])
-    pushed = _files(mine / "data", 10, name + "-push")
+    pushed = _files(mine / "data", 3, name + "-push")
     with Vault.init(mine)[0] as here:
         here.remotes.add("team", tamper, default=True)
         here.data.add("pushed", mine / "data")
