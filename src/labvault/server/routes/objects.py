@@ -8,12 +8,14 @@ arrives and refused when it does not match the digest it names.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from labvault.errors import NotFound, ValidationError
 from labvault.server.deps import Caller, caller
@@ -27,7 +29,7 @@ from labvault.services.transfer import (
     store_spool,
 )
 
-__all__ = ["MAX_OBJECT_BODY", "router"]
+__all__ = ["MAX_OBJECT_BODY", "body_blocks", "router"]
 
 router = APIRouter(prefix="/objects", tags=["objects"])
 Reader = Annotated[Caller, Depends(caller("reader"))]
@@ -49,6 +51,17 @@ class Compose(_Body):
     chunks: list[str] = Field(min_length=1, max_length=MAX_CHUNKS)
 
 
+async def body_blocks(request: Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a client gone before its end is bad input, not a server error."""
+    try:
+        async for block in request.stream():
+            yield block
+    except ClientDisconnect:
+        raise ValidationError(
+            "the client went away before the whole body arrived; nothing was stored", hint="send it again"
+        ) from None
+
+
 def _too_large(size: int) -> JSONResponse:
     return JSONResponse(
         {
@@ -68,7 +81,7 @@ async def put_object(digest: str, request: Request, who: Writer) -> Any:
         return _too_large(int(length))
     spool = Spool()
     try:
-        async for block in request.stream():
+        async for block in body_blocks(request):
             spool.write(block)
             if spool.size > MAX_OBJECT_BODY:
                 return _too_large(spool.size)
