@@ -6,8 +6,11 @@ No browser: these are the answers the pages draw (tests/ui/test_runs_pages.py ch
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+
+import httpx
 
 from labvault.vault import Vault
 
@@ -85,3 +88,33 @@ def test_a_page_sorted_by_a_metric_or_a_param(any_vault: Vault, project: Path) -
     assert pages("-metrics.auc") == descending
     assert pages("params.depth") == by_param
     assert [r.id for r in any_vault.runs.list(sort="metrics.auc")] == ascending  # no limit: the same order
+
+
+def test_a_running_runs_chart_shows_new_points_and_a_finished_runs_stays_right(project: Path) -> None:
+    # The server keeps a finished run's envelope; a running run's is read again on every page.
+    from tests.server.conftest import lv, start_server, stop_server
+
+    lv(project, "init")
+    with Vault.open(project) as vault:
+        run_id = _run(vault, project, "live")
+        vault.runs.log_metrics(run_id, [("loss", 1.0 / (1 + s), s) for s in range(10)])
+    proc, url = start_server(project, "--no-auth")
+    try:
+
+        def drawn() -> int:
+            page = httpx.get(f"{url}/runs/{run_id}", timeout=30)
+            page.raise_for_status()
+            data = page.text.split('<script type="application/json" id="chart-data">', 1)[1].split("</script>")[0]
+            return len(json.loads(data)[0]["series"][0]["points"])
+
+        assert drawn() == 10
+        with Vault.open(project) as vault:
+            vault.runs.log_metrics(run_id, [("loss", 0.01, s) for s in range(10, 15)])
+        assert drawn() == 15
+        with Vault.open(project) as vault:
+            vault.runs.finish(run_id)
+        assert drawn() == 15
+        assert drawn() == 15
+    finally:
+        log = stop_server(proc)
+    assert "Traceback" not in log, log
