@@ -32,6 +32,7 @@ __all__ = [
     "Scope",
     "SortKey",
     "Value",
+    "metric_page_queries",
     "runs_query",
 ]
 
@@ -245,3 +246,47 @@ def runs_query(
     if offset:  # a page of the web UI's runs table; SQLite needs a LIMIT before an OFFSET
         sql += ("" if limit is not None else " LIMIT -1" if sqlite else " LIMIT ALL") + f" OFFSET {c.bind(offset)}"
     return sql, c.params
+
+
+def _conditions(c: _Compiler, *, deleted: bool, project: str | None, where: Node | None) -> str:
+    sql = "runs.deleted_at IS " + ("NOT NULL" if deleted else "NULL")
+    if project:
+        sql += f" AND runs.project = {c.bind(project)}"
+    if where is not None:
+        sql += f" AND ({c.filter(where)})"
+    return sql
+
+
+def metric_page_queries(
+    *, deleted: bool, project: str | None, where: Node | None, sort: SortKey, sqlite: bool
+) -> dict[str, tuple[str, list[object]]]:
+    """A page of runs sorted by a metric in up to three statements, each answered from an index: the
+    runs with a finite latest value in the ``(key, value)`` index's order (``valued``: limit and offset
+    are its last two parameters), how many there are (``count``), and the others by id (``rest``,
+    likewise). The same order as :func:`runs_query`'s, where every run's value was looked up and the
+    whole set sorted before the first page could be returned."""
+    out: dict[str, tuple[str, list[object]]] = {}
+    direction = "DESC" if sort.descending else "ASC"
+    for part in ("valued", "count", "rest"):
+        c = _Compiler(sqlite=sqlite)
+        if part == "rest":
+            conds = _conditions(c, deleted=deleted, project=project, where=where)
+            sql = (
+                f"SELECT runs.id FROM runs WHERE {conds} AND NOT EXISTS (SELECT 1 FROM run_latest AS sort_by"
+                f" WHERE sort_by.run_id = runs.id AND sort_by.key = {c.bind(sort.field.key)}"
+                " AND sort_by.value IS NOT NULL) ORDER BY runs.id"
+            )
+        else:
+            key = c.bind(sort.field.key)
+            conds = _conditions(c, deleted=deleted, project=project, where=where)
+            what = "count(*)" if part == "count" else "runs.id"
+            sql = (
+                f"SELECT {what} FROM run_latest AS sort_by JOIN runs ON runs.id = sort_by.run_id"
+                f" WHERE sort_by.key = {key} AND sort_by.value IS NOT NULL AND {conds}"
+            )
+            if part == "valued":
+                sql += f" ORDER BY sort_by.value {direction}, runs.id"
+        if part != "count":
+            sql += " LIMIT " + c.mark + " OFFSET " + c.mark
+        out[part] = (sql, c.params)
+    return out
