@@ -15,7 +15,7 @@
 2. Starts ``labvault server --no-auth`` and ``mlflow server`` on free loopback ports.
 3. In Chromium, each time in a fresh browser context (no cache, no cookies): the time from navigation
    to the first run row visible, labvault ``/runs`` (``--row-selector``) against MLflow's experiment
-   page (``--mlflow-row-selector``); one warm-up navigation each, then the median of K (5).
+   page (``--mlflow-row-selector``), the two taking turns: one warm-up round, then the median of K (5).
 4. The long-histories run page: the time from navigation to every chart drawn on ``/runs/ID``
    (``--chart-selector`` matched M times), first views (each of the C runs opened once: the database
    computes the envelope) and opened again (median of K: the server keeps a finished run's envelope);
@@ -262,25 +262,31 @@ def serve_mlflow(python: Path, root: Path, uri: str) -> tuple[subprocess.Popen[b
     return proc, url
 
 
-def timed_navigation(
-    browser: Any, url: str, ready: Callable[[Any], None], repeat: int, *, warm_up: bool = True
-) -> list[float]:
-    """Seconds from navigation to ``ready(page)`` returning, in a fresh context each time, after one
-    untimed warm-up unless ``warm_up`` is false."""
-    times: list[float] = []
-    for i in range(repeat + 1 if warm_up else repeat):
-        context = browser.new_context()
-        page = context.new_page()
-        page.set_default_timeout(120_000)
-        try:
-            t = time.perf_counter()
-            page.goto(url, wait_until="commit")
-            ready(page)
-            if i or not warm_up:  # the first is the warm-up
-                times.append(time.perf_counter() - t)
-                print(f"  {url}: {times[-1]:.3f} s", file=sys.stderr)
-        finally:
-            context.close()
+def navigate(browser: Any, url: str, ready: Callable[[Any], None]) -> float:
+    """Seconds from navigation to ``ready(page)`` returning, in a fresh context (no cache, no cookies)."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    try:
+        t = time.perf_counter()
+        page.goto(url, wait_until="commit")
+        ready(page)
+        seconds = time.perf_counter() - t
+    finally:
+        context.close()
+    print(f"  {url}: {seconds:.3f} s", file=sys.stderr)
+    return seconds
+
+
+def timed_navigation(browser: Any, pages: list[tuple[str, Callable[[Any], None]]], repeat: int) -> list[list[float]]:
+    """Each page's times over ``repeat`` rounds after one untimed warm-up round; within a round the
+    pages take turns, so that a change in the machine's load falls on all of them alike."""
+    times: list[list[float]] = [[] for _ in pages]
+    for i in range(repeat + 1):
+        for n, (url, ready) in enumerate(pages):
+            seconds = navigate(browser, url, ready)
+            if i:  # the first round is the warm-up
+                times[n].append(seconds)
     return times
 
 
@@ -343,36 +349,30 @@ def main() -> None:
         lv_root, ml_root, long_runs, uri = _seeded(workdir, opts, python)
         lv_proc, lv_url = serve_labvault(lv_root)
         ml_proc, ml_url = serve_mlflow(python, ml_root, uri)
-        all_drawn = (
-            "([sel, n]) => document.querySelectorAll(sel).length >= n",
-            [opts.chart_selector, opts.metrics],
-        )
+
+        def all_drawn(page: Any) -> None:
+            page.wait_for_function(
+                "([sel, n]) => document.querySelectorAll(sel).length >= n", arg=[opts.chart_selector, opts.metrics]
+            )
+
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
                 try:
-                    lv_rows = timed_navigation(
+                    lv_rows, ml_rows = timed_navigation(
                         browser,
-                        lv_url + opts.lv_path,
-                        lambda p: p.wait_for_selector(opts.row_selector, state="visible"),
-                        opts.repeat,
-                    )
-                    ml_rows = timed_navigation(
-                        browser,
-                        ml_url + opts.mlflow_path,
-                        lambda p: p.wait_for_selector(opts.mlflow_row_selector, state="visible"),
+                        [
+                            (lv_url + opts.lv_path, lambda p: p.wait_for_selector(opts.row_selector, state="visible")),
+                            (
+                                ml_url + opts.mlflow_path,
+                                lambda p: p.wait_for_selector(opts.mlflow_row_selector, state="visible"),
+                            ),
+                        ],
                         opts.repeat,
                     )
                     # First views: each long run opened once, its envelope computed by the database.
-                    cold = [
-                        timed_navigation(
-                            browser, f"{lv_url}/runs/{run}", lambda p: p.wait_for_function(*all_drawn), 1, warm_up=False
-                        )[0]
-                        for run in long_runs
-                    ]
-                    charts = timed_navigation(
-                        browser, f"{lv_url}/runs/{long_runs[0]}", lambda p: p.wait_for_function(*all_drawn), opts.repeat
-                    )
+                    cold = [navigate(browser, f"{lv_url}/runs/{run}", all_drawn) for run in long_runs]
+                    (charts,) = timed_navigation(browser, [(f"{lv_url}/runs/{long_runs[0]}", all_drawn)], opts.repeat)
                 finally:
                     browser.close()
             # The server's share of the run page: the HTML with its downsampled chart data, no drawing.
@@ -386,7 +386,10 @@ def main() -> None:
             stop(lv_proc)
             stop(ml_proc)
     lv_med, ml_med, chart_med = (statistics.median(xs) for xs in (lv_rows, ml_rows, charts))
-    print(f"\nweb UI, {opts.runs:,} runs each, Debian Chromium headless; median of {opts.repeat} after a warm-up\n")
+    print(
+        f"\nweb UI, {opts.runs:,} runs each, Debian Chromium headless; median of {opts.repeat} after a warm-up;"
+        " labvault and MLflow take turns\n"
+    )
     print(f"{'page':62} {'labvault':>10} {'MLflow':>10} {'ratio':>7}")
     label = "runs list: navigation -> first run row visible (s)"
     print(f"{label:62} {lv_med:10.3f} {ml_med:10.3f} {ml_med / lv_med:6.1f}x")
