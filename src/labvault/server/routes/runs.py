@@ -14,6 +14,7 @@ from labvault.safeload import loads_json
 from labvault.server.deps import Caller, caller
 from labvault.server.encode import to_json
 from labvault.services.tracking.artifacts import artifact_name
+from labvault.services.tracking.names import parse_run_id
 from labvault.services.transfer import parse_full_digest
 
 __all__ = ["router"]
@@ -177,7 +178,9 @@ def log_batch(
     """A retry with the same ``Idempotency-Key`` header (per user and run) is stored once and gets the
     first answer back: the batch and the key's answer commit in one transaction."""
     runs = who.vault.runs
-    run_id = runs.resolve(ref)
+    run_id = parse_run_id(ref)
+    if len(run_id) != 12:  # a prefix; a full id is checked in the transaction (no read of its own)
+        run_id = runs.resolve(ref)
     points: list[tuple[str, object, int]] = []
     next_step: dict[str, int] | None = None
     for m in body.metrics:
