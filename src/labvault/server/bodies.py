@@ -6,6 +6,8 @@ hashing and writing overlap, and the thread hops are one per block, not one per 
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -15,11 +17,23 @@ import anyio.to_thread
 from fastapi import Request
 from starlette.exceptions import HTTPException
 
-__all__ = ["consume_body"]
+__all__ = ["UPLOAD_THREADS", "consume_body"]
 
 T = TypeVar("T")
 _BLOCK = 4 << 20
 _QUEUED = 2  # blocks held for the thread at most: the memory one upload can take
+#: Uploads stored at once per process. They have threads of their own: a few slow clients holding
+#: upload threads must not take the threads every other request runs in (app.REQUEST_THREADS).
+UPLOAD_THREADS = 4
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+
+
+def _upload_limiter() -> anyio.CapacityLimiter:
+    loop = asyncio.get_running_loop()
+    limiter = _limiters.get(loop)
+    if limiter is None:
+        limiter = _limiters[loop] = anyio.CapacityLimiter(UPLOAD_THREADS)
+    return limiter
 
 
 async def consume_body(request: Request, consume: Callable[[Callable[[], bytes]], T], *, limit: int) -> T:
@@ -61,7 +75,7 @@ async def consume_body(request: Request, consume: Callable[[Callable[[], bytes]]
 
     async def work() -> None:
         try:
-            outcome.append(await anyio.to_thread.run_sync(consume, read))
+            outcome.append(await anyio.to_thread.run_sync(consume, read, limiter=_upload_limiter()))
         except Exception as exc:  # raised below, outside the task group (which would wrap it)
             error.append(exc)
         finally:
