@@ -14,20 +14,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from labvault.errors import NotFound, ValidationError
+from labvault.server.bodies import consume_body
 from labvault.server.deps import Caller, caller
-from labvault.services.transfer import (
-    MAX_CHUNKS,
-    Spool,
-    compose_object,
-    missing_objects,
-    parse_full_digest,
-    read_range,
-    store_spool,
-)
+from labvault.services.object_streams import compose_chunks, read_object, store_upload
+from labvault.services.transfer import MAX_CHUNKS, missing_objects, parse_full_digest, read_range
 
 __all__ = ["MAX_OBJECT_BODY", "body_blocks", "router"]
 
@@ -79,18 +72,11 @@ async def put_object(digest: str, request: Request, who: Writer) -> Any:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_OBJECT_BODY:
         return _too_large(int(length))
-    spool = Spool()
-    try:
-        async for block in body_blocks(request):
-            spool.write(block)
-            if spool.size > MAX_OBJECT_BODY:
-                return _too_large(spool.size)
-        stored, created = await run_in_threadpool(store_spool, who.vault.objects, claimed, spool)
-    finally:
-        spool.close()
-    return JSONResponse(
-        {"digest": str(stored), "size": spool.size, "created": created}, status_code=201 if created else 200
+    objects = who.vault.objects
+    stored, created, size = await consume_body(
+        request, lambda read: store_upload(objects, claimed, read), limit=MAX_OBJECT_BODY
     )
+    return JSONResponse({"digest": str(stored), "size": size, "created": created}, status_code=201 if created else 200)
 
 
 @router.post("/missing", summary="Which of these objects are not stored (resume an upload)")
@@ -100,7 +86,7 @@ def find_missing(body: Digests, who: Writer) -> Any:
 
 @router.post("/{digest}/compose", status_code=201, summary="Store the concatenation of uploaded chunks as {digest}")
 def compose(digest: str, body: Compose, who: Writer) -> Any:
-    stored, created, size = compose_object(who.vault.objects, parse_full_digest(digest), body.chunks)
+    stored, created, size = compose_chunks(who.vault.objects, parse_full_digest(digest), body.chunks)
     return JSONResponse({"digest": str(stored), "size": size, "created": created}, status_code=201 if created else 200)
 
 
@@ -127,9 +113,7 @@ def get_object(digest: str, who: Reader, range: Annotated[str | None, Header(max
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{parsed.hex}"'}
     if range is None or size == 0:
         headers["Content-Length"] = str(size)
-        return StreamingResponse(
-            read_range(objects, parsed, 0, size - 1), media_type="application/octet-stream", headers=headers
-        )
+        return StreamingResponse(read_object(objects, parsed), media_type="application/octet-stream", headers=headers)
     start, end = _parse_range(range, size)
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1)
