@@ -101,3 +101,27 @@ def test_a_wrong_index_row_or_damaged_framing_still_delivers_the_object(src: Loc
     assert stats.objects == COUNT
     assert all(dst.has(d) for d in digests)
     _sound(dst)  # fresh framing for the damaged record, every row right
+
+
+@pytest.mark.timeout(60)
+def test_workers_read_packs_whose_names_they_never_looked_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's first use of the sending index may be a span read (a pull from a fresh remote hung there)."""
+    from labvault.services.remotes import copy as copy_mod
+    from labvault.storage.objects import packs as packs_mod
+
+    monkeypatch.setattr(packs_mod, "PACK_TARGET", 1)  # each batch leaves its pack: four packs
+    monkeypatch.setattr(copy_mod, "_CHUNK_BYTES", 1)  # each span a work item of its own
+    store = LocalObjectStore.create(tmp_path / "src")
+    digests = _digests()
+    for part in range(4):
+        with store.batch():
+            for i in range(part * COUNT // 4, (part + 1) * COUNT // 4):
+                store.put_bytes(_payload(i))
+    assert len(store.packs.pack_files()) == 4
+    store.close()
+
+    src = LocalObjectStore(tmp_path / "src")  # nothing looked up in it yet
+    dst = LocalObjectStore.create(tmp_path / "dst")
+    stats = copy_objects(src, dst, digests, where="src", jobs=4)
+    assert stats.objects == COUNT
+    _sound(dst)

@@ -291,10 +291,16 @@ class PackIndex:
     def _read_fd(self, pack: int) -> int:
         with self._fds_lock:
             fd = self._read_fds.get(pack)
-            if fd is None:
-                fd = os.open(self.dir / self._name(pack), os.O_RDONLY)
-                self._read_fds[pack] = fd
+        if fd is not None:
             return fd
+        # The name is looked up outside the lock: a thread's first look-up opens its connection,
+        # which takes the same lock.
+        opened = os.open(self.dir / self._name(pack), os.O_RDONLY)
+        with self._fds_lock:
+            fd = self._read_fds.setdefault(pack, opened)
+        if fd != opened:  # another thread opened it meanwhile
+            os.close(opened)
+        return fd
 
     def _forget_fd(self, pack: int) -> None:
         with self._fds_lock:
