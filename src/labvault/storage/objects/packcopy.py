@@ -69,15 +69,16 @@ def plan_spans(
     A row that cannot be right (its offset before the first record, its size above what is packed)
     is left out of the spans: the object goes the object-by-object way.
     """
-    rows = index.lookup_many([bytes.fromhex(d.hex) for d in digests])
+    keys = [bytes.fromhex(d.hex) for d in digests]
+    rows = index.lookup_many(keys)
     rest: list[Digest] = []
     by_pack: dict[int, list[Record]] = {}
-    for d in digests:
-        row = rows.get(bytes.fromhex(d.hex))
+    for d, key in zip(digests, keys, strict=True):
+        row = rows.get(key)
         if row is None or row[1] < _FIRST_RECORD or not 0 <= row[2] <= SMALL:
             rest.append(d)
             continue
-        by_pack.setdefault(row[0], []).append((bytes.fromhex(d.hex), row[1], row[2]))
+        by_pack.setdefault(row[0], []).append((key, row[1], row[2]))
     spans: list[Span] = []
     for pack, records in by_pack.items():
         records.sort(key=lambda r: r[1])

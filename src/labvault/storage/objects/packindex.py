@@ -232,7 +232,8 @@ class PackIndex:
             rows = conn.execute(
                 f"SELECT digest, pack, offset, size FROM objects WHERE digest IN ({','.join('?' * len(part))})", part
             )
-            out.update((bytes(d), (int(p), int(o), int(s))) for d, p, o, s in rows)
+            # A row of another type than the schema's is wrong: its object is read the one-by-one way.
+            out |= {d: (p, o, s) for d, p, o, s in rows if type(p) is type(o) is type(s) is int}
         return out
 
     @translate_sqlite_errors
