@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS damage (
 """
 
 _FIRST_RECORD = len(PACK_MAGIC) + HEADER_SIZE  # no record's bytes start before this
+_MANY = 500  # digests per look-up query (SQLite allows 32,766 parameters; smaller IN lists plan as well)
 _header = HEADER.pack
 
 _P = ParamSpec("_P")
@@ -220,6 +221,22 @@ class PackIndex:
         return None if row is None else (int(row[0]), int(row[1]), int(row[2]), float(row[3]))
 
     @translate_sqlite_errors
+    def lookup_many(self, digests: Sequence[bytes]) -> dict[bytes, tuple[int, int, int]]:
+        """``digest -> (pack, offset, size)`` of those of ``digests`` that are packed (a few queries, not one each)."""
+        if not digests or not self._exists():
+            return {}
+        conn = self._db()
+        out: dict[bytes, tuple[int, int, int]] = {}
+        for i in range(0, len(digests), _MANY):
+            part = digests[i : i + _MANY]
+            rows = conn.execute(
+                f"SELECT digest, pack, offset, size FROM objects WHERE digest IN ({','.join('?' * len(part))})", part
+            )
+            # A row of another type than the schema's is wrong: its object is read the one-by-one way.
+            out |= {d: (p, o, s) for d, p, o, s in rows if type(p) is type(o) is type(s) is int}
+        return out
+
+    @translate_sqlite_errors
     def read(self, hexd: str) -> bytes | None:
         """The stored bytes of a packed object (unverified), or None if it is not packed.
 
@@ -263,13 +280,28 @@ class PackIndex:
                     hint="run `labvault fsck`; store the object again if you still have it",
                 )
 
+    def read_span(self, pack: int, start: int, length: int) -> bytes | None:
+        """Bytes ``start..start + length`` of a pack as they are (records whole, unverified; shorter at
+        its end), or None if the pack is gone (compacted away since its rows were read)."""
+        try:
+            return os.pread(self._read_fd(pack), length, start)
+        except FileNotFoundError:
+            self._forget_fd(pack)
+            return None
+
     def _read_fd(self, pack: int) -> int:
         with self._fds_lock:
             fd = self._read_fds.get(pack)
-            if fd is None:
-                fd = os.open(self.dir / self._name(pack), os.O_RDONLY)
-                self._read_fds[pack] = fd
+        if fd is not None:
             return fd
+        # The name is looked up outside the lock: a thread's first look-up opens its connection,
+        # which takes the same lock.
+        opened = os.open(self.dir / self._name(pack), os.O_RDONLY)
+        with self._fds_lock:
+            fd = self._read_fds.setdefault(pack, opened)
+        if fd != opened:  # another thread opened it meanwhile
+            os.close(opened)
+        return fd
 
     def _forget_fd(self, pack: int) -> None:
         with self._fds_lock:
