@@ -220,6 +220,34 @@ def test_a_corrupt_packed_object_among_its_neighbours_is_exit_5(project: Path, c
     cli("fsck", cwd=other)
 
 
+@pytest.mark.parametrize(
+    ("column", "value"), [("offset", "'x'"), ("size", "1.5"), ("pack", "'p'"), ("mtime", "'never'")]
+)
+def test_a_crafted_pack_index_row_on_the_remote_is_no_traceback(
+    project: Path, cli: Cli, tmp_path: Path, column: str, value: str
+) -> None:
+    """An index row of another type than the schema's is a wrong row: repaired from the pack, or refused."""
+    nas = tmp_path / "nas"
+    cli("init")
+    _dataset(project, cli, "raw", files=4)
+    cli("remote", "add", "nas", str(nas))
+    cli("push", "data:raw@v1")
+    with sqlite3.connect(nas / ".labvault" / "objects" / "packs" / "index.sqlite") as db:
+        db.execute(f"UPDATE objects SET {column} = {value}")  # noqa: S608 - the test's own constants
+
+    other = tmp_path / "other"
+    other.mkdir()
+    cli("init", cwd=other)
+    cli("remote", "add", "nas", str(nas), cwd=other)
+    out = cli("pull", "data:raw@v1", cwd=other, expect=None)
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.returncode in (0, 5), out.stderr
+    if out.returncode == 0:
+        cli("data", "checkout", "data:raw@v1", "--force", cwd=other)
+        assert (other / "data" / "raw" / "f0.txt").exists()
+    cli("fsck", cwd=other)
+
+
 def test_hostile_records_on_the_remote_are_refused(project: Path, cli: Cli, tmp_path: Path) -> None:
     nas = tmp_path / "nas"
     cli("init")

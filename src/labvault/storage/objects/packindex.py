@@ -218,7 +218,20 @@ class PackIndex:
             .execute("SELECT pack, offset, size, mtime FROM objects WHERE digest = ?", (bytes.fromhex(hexd),))
             .fetchone()
         )
-        return None if row is None else (int(row[0]), int(row[1]), int(row[2]), float(row[3]))
+        if row is None:
+            return None
+        pack, offset, size, mtime = row
+        if type(pack) is not int:  # an index written elsewhere is input: a row naming no pack is damage
+            raise IntegrityError(
+                f"the pack index row of object sha256:{hexd} names no pack", hint="run `labvault fsck`"
+            )
+        # An offset or size of another type than the schema's cannot be right: read() re-derives the row.
+        return (
+            pack,
+            offset if type(offset) is int else -1,
+            size if type(size) is int else -1,
+            float(mtime) if type(mtime) in (int, float) else 0.0,
+        )
 
     @translate_sqlite_errors
     def lookup_many(self, digests: Sequence[bytes]) -> dict[bytes, tuple[int, int, int]]:

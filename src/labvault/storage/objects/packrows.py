@@ -33,9 +33,10 @@ def repair_rows(conn: sqlite3.Connection, packs_dir: Path, pack: int) -> set[byt
     row names (the record a mangled row belonged to) is indexed again, as of the pack's last write.
     Other records no row names are left alone: they are what gc deleted.
     """
+    # As stored: a value of another type than the schema's (an index written elsewhere) is a wrong row,
+    # matched by that very value when it is moved or dropped.
     rows = [
-        (bytes(d), int(o), int(s))
-        for d, o, s in conn.execute("SELECT digest, offset, size FROM objects WHERE pack = ?", (pack,))
+        (bytes(d), o, s) for d, o, s in conn.execute("SELECT digest, offset, size FROM objects WHERE pack = ?", (pack,))
     ]
     found = conn.execute("SELECT name, indexed_end FROM packs WHERE id = ?", (pack,)).fetchone()
     sound: dict[bytes, tuple[int, int]] = {}
@@ -67,7 +68,7 @@ def repair_rows(conn: sqlite3.Connection, packs_dir: Path, pack: int) -> set[byt
                 lost.add(digest)
                 conn.execute(
                     "INSERT OR IGNORE INTO damage (pack, start, stop, claimed) VALUES (?, ?, ?, ?)",
-                    (pack, offset - HEADER_SIZE, offset + size, digest),
+                    (pack, *_span(offset, size), digest),
                 )
         if found is not None:  # the records the wrong rows point at, when no row names them (a mangled digest)
             owners = {named[o][0] for _, o, _ in wrong if o in named and sound.get(named[o][0]) == (o, named[o][1])}
@@ -76,6 +77,13 @@ def repair_rows(conn: sqlite3.Connection, packs_dir: Path, pack: int) -> set[byt
                 [(d, pack, *sound[d], written) for d in owners],
             )
     return lost
+
+
+def _span(offset: object, size: object) -> tuple[int, int]:
+    """The pack bytes a damaged row claimed (none when its offset or size is not even a number)."""
+    if type(offset) is int and type(size) is int:
+        return offset - HEADER_SIZE, offset + size
+    return 0, 0
 
 
 def _records(path: Path, end: int) -> tuple[dict[bytes, tuple[int, int]], dict[int, tuple[bytes, int]], float] | None:
