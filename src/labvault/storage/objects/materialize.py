@@ -20,7 +20,7 @@ from labvault.storage.objects.protocol import MaterializeMode, ObjectStore
 if TYPE_CHECKING:
     from labvault.storage.objects.local import LocalObjectStore
 
-__all__ = ["materialize", "materialize_into"]
+__all__ = ["materialize", "materialize_into", "read_verified"]
 
 
 def materialize(store: LocalObjectStore, digest: Digest, dest: Path, mode: MaterializeMode) -> None:
@@ -56,6 +56,26 @@ def materialize_into(
         into.hardlink(rel, store.path_of(digest))
     else:
         into.write(rel, lambda out: _copy_verified(store, digest, out, reflinked=mode == "reflink"))
+
+
+def read_verified(store: ObjectStore, digests: list[Digest]) -> dict[str, bytes]:
+    """hex -> the verified bytes of each of ``digests`` (small objects: they are held in memory).
+
+    From a local store's packs in one pass (see ``PackIndex.read_many``); any other object one by
+    one. A corrupt object is quarantined and raises (exit 5); a missing one is ``NotFound``.
+    """
+    from labvault.storage.objects.local import LocalObjectStore
+
+    out: dict[str, bytes] = {}
+    if isinstance(store, LocalObjectStore):
+        for hexd, data in store.packs.read_many([d.hex for d in digests]).items():
+            if hashlib.sha256(data).hexdigest() != hexd:
+                store.refuse_corrupt(Digest(hexd))
+            out[hexd] = data
+    for digest in digests:
+        if digest.hex not in out:
+            out[digest.hex] = store.get_bytes(digest, verify=True)
+    return out
 
 
 def _drain(src: BinaryIO, out: int) -> None:

@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS damage (
 """
 
 _FIRST_RECORD = len(PACK_MAGIC) + HEADER_SIZE  # no record's bytes start before this
+_GAP = 64 * 1024  # read_many: records this close are read with the bytes between them
+_SPAN = 8 * 1024 * 1024  # read_many: at most this much in one read
 _header = HEADER.pack
 
 _P = ParamSpec("_P")
@@ -262,6 +264,58 @@ class PackIndex:
                     f"object sha256:{hexd} is lost: its pack record is damaged (copied to quarantine/ by fsck)",
                     hint="run `labvault fsck`; store the object again if you still have it",
                 )
+
+    @translate_sqlite_errors
+    def _lookup_many(self, hexds: list[str]) -> dict[str, tuple[int, int, int]]:
+        out: dict[str, tuple[int, int, int]] = {}
+        if not self._exists():
+            return out
+        conn = self._db()
+        for start in range(0, len(hexds), 500):  # bounded IN lists
+            chunk = [bytes.fromhex(h) for h in hexds[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT digest, pack, offset, size FROM objects WHERE digest IN ({marks})"
+            for digest, pack, offset, size in conn.execute(query, chunk):
+                out[bytes(digest).hex()] = (int(pack), int(offset), int(size))
+        return out
+
+    def read_many(self, hexds: list[str]) -> dict[str, bytes]:
+        """The stored bytes (unverified) of those of ``hexds`` that are packed, for reading many small
+        objects at once: one index query per 500 digests, then the records in pack and offset order,
+        neighbouring ones in one ``pread``. A record whose header does not name its digest and size
+        is read again by :meth:`read`, which repairs the index."""
+        where = self._lookup_many(hexds)
+        order = sorted(where.items(), key=lambda item: (item[1][0], item[1][1]))
+        out: dict[str, bytes] = {}
+        i = 0
+        while i < len(order):
+            pack, offset, size = order[i][1]
+            start, end, j = offset - HEADER_SIZE, offset + size, i + 1
+            while j < len(order):  # the span: records of the same pack, close together, a few MB at most
+                p2, o2, s2 = order[j][1]
+                if p2 != pack or o2 - HEADER_SIZE < end or o2 - HEADER_SIZE - end > _GAP or o2 + s2 - start > _SPAN:
+                    break
+                end, j = o2 + s2, j + 1
+            span = order[i:j]
+            i = j
+            sane = offset >= _FIRST_RECORD and all(0 <= s_ <= SMALL for _h, (_p, _o, s_) in span)
+            buf = b""
+            if sane:
+                try:
+                    buf = os.pread(self._read_fd(pack), end - start, start)
+                except FileNotFoundError:  # compacted away meanwhile: read() finds where they went
+                    self._forget_fd(pack)
+            for hexd, (_p, off, sz) in span:
+                record = buf[off - HEADER_SIZE - start : off + sz - start]
+                if len(record) == HEADER_SIZE + sz and record.startswith(
+                    _header(RECORD_MAGIC, bytes.fromhex(hexd), sz)
+                ):
+                    out[hexd] = record[HEADER_SIZE:]
+                    continue
+                data = self.read(hexd)
+                if data is not None:
+                    out[hexd] = data
+        return out
 
     def _read_fd(self, pack: int) -> int:
         with self._fds_lock:
