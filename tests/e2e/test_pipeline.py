@@ -211,6 +211,16 @@ def test_checkout_of_a_folder_output_is_whole_or_nothing(project: Path, cli: Cli
 
     _init(project, cli, FOLDERS)
     cli("pipeline", "run")
+    # What a killed restore left (an hour old) goes; a restore still running keeps its folder.
+    stale, live = project / ".out.labvault-0badf00d", project / ".out.labvault-1234abcd"
+    for d in (stale, live):
+        (d / "a").mkdir(parents=True)
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    subprocess.run(["rm", "-rf", str(project / "out")], check=True)
+    cli("pipeline", "checkout")
+    assert not stale.exists()
+    assert (live / "a").is_dir()
+    subprocess.run(["rm", "-rf", str(live)], check=True)
     for _ in range(2):  # the same again: restores from a fresh clone leave nothing else behind
         subprocess.run(["rm", "-rf", str(project / "out")], check=True)
         assert "18 files restored" in cli("pipeline", "checkout").stdout

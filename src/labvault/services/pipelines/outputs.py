@@ -9,11 +9,14 @@ corrupt or missing object is exit 5, naming the output.
 from __future__ import annotations
 
 import os
+import re
+import stat
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from labvault.errors import IntegrityError, NotFound
+from labvault.errors import IntegrityError, NotFound, StorageError
 from labvault.refs import Digest
 from labvault.services.pipelines.hashing import HashCache
 from labvault.services.snapshots.build import build_tree
@@ -30,6 +33,7 @@ _SMALL = 1024 * 1024
 _WRITERS = 4
 _BATCH_BYTES = 32 * 1024 * 1024  # small files read per batch
 _BATCH_FILES = 4096
+_STALE_S = 3600.0  # a temp folder of a restore this old was left by a killed one
 
 
 def store_output(objects: ObjectStore, root: Path, vault_dir: Path, rel: str) -> tuple[str, str]:
@@ -100,6 +104,22 @@ def _batches(small: list[tuple[str, str, int]]) -> Iterator[list[tuple[str, str,
         yield batch
 
 
+def _sweep_temps(top: Dest, rel: str) -> None:
+    """Remove the temp folders of this output that a killed restore left beside it (an hour old: a
+    restore still running has made its folders, and so touched its temp folder, more recently)."""
+    parent, _, name = rel.rpartition("/")
+    pattern = re.compile(re.escape(f".{name[:200]}.labvault-") + "[0-9a-f]{8}")
+    try:
+        with top.sub(parent or ".", create=False) as folder:
+            left = [n for n in os.listdir(folder.fd) if pattern.fullmatch(n)]
+            for entry in left:
+                st = folder.lstat(entry)
+                if st is not None and stat.S_ISDIR(st.st_mode) and time.time() - st.st_mtime > _STALE_S:
+                    folder.remove(entry)
+    except (FileNotFoundError, StorageError):
+        return  # no folder yet: nothing was left there
+
+
 def restore_output(
     objects: ObjectStore, root: Path, vault_dir: Path, hashes: HashCache, rel: str, digest: str, kind: str
 ) -> int:
@@ -117,6 +137,7 @@ def restore_output(
             else:
                 flat = load_flat(objects, vault_dir, d)
                 # Built under a temp name, then renamed into place: the folder is seen whole or not at all.
+                _sweep_temps(top, rel)
                 tmp = top.temp_dir(rel)
                 try:
                     with top.sub(tmp, create=False) as base:
