@@ -40,13 +40,14 @@ def test_runs_name_their_pipeline_version(any_vault: Vault) -> None:
     assert parent.tags["pipeline.definition"] == again.tags["pipeline.definition"]
 
 
-def test_an_up_to_date_stage_names_the_run_that_made_its_outputs(vault: Vault) -> None:
+def test_an_up_to_date_stage_names_the_run_that_made_its_outputs(any_vault: Vault) -> None:
     """Reproduce's record of an up-to-date stage: the run that computed it, or, when that run is not
     in this vault (a lock from elsewhere), the outputs the lock recorded."""
     import dataclasses
 
     from labvault.services.reproduce.pipeline import up_to_date_stages
 
+    vault = any_vault
     root = vault.root
     (root / "in.txt").write_text("one\n")
     (root / "other.txt").write_text("x\n")
