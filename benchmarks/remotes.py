@@ -9,7 +9,8 @@ tool (not timed), then runs, as paired runs (order alternated) and reporting med
 - push of the snapshot to an empty folder remote (``labvault push`` vs ``dvc push``);
 - a no-op push of the same (everything already there), as a whole command;
 - pull into a fresh clone and check out (``labvault pull`` + ``labvault data checkout`` vs ``dvc pull``,
-  which fetches and checks out), the clone made of the files git would bring (the lock / .dvc file).
+  which fetches and checks out), the clone made of the files git would bring (the lock / .dvc file);
+  labvault's two commands are also shown apart (medians of each).
 
 With ``--server``, the same three steps against a labvault server remote (``labvault server
 --no-auth`` on a loopback port, over a fresh vault each cold push): labvault only, as DVC has no
@@ -148,9 +149,16 @@ def main() -> None:
         run([LABVAULT, "init", "-q"], clone)
         run([LABVAULT, "remote", "add", "nas", str(remotes["labvault"])], clone)
         shutil.copy2(src["labvault"] / "labvault.lock", clone / "labvault.lock")
-        return timed([[LABVAULT, "pull"], [LABVAULT, "data", "checkout"]], clone)
+        pulled = timed([[LABVAULT, "pull"]], clone)
+        checked_out = timed([[LABVAULT, "data", "checkout"]], clone)
+        parts["pull"].append(pulled)
+        parts["checkout"].append(checked_out)
+        return pulled + checked_out
 
+    parts: dict[str, list[float]] = {"pull": [], "checkout": []}
     paired("pull into a fresh clone + checkout", args.runs, {t: (lambda t=t: clone_and_pull(t)) for t in src})
+    pull_s, checkout_s = (statistics.median(parts[k]) for k in ("pull", "checkout"))
+    print(f"{'  labvault: pull / data checkout':<46} {pull_s:8.3f} s / {checkout_s:.3f} s", flush=True)
     for tool in src:
         got = sum(1 for p in (WORK / f"{tool}-clone" / "data").rglob("*") if p.is_file())
         assert got == args.files, f"{tool}: {got} files checked out"

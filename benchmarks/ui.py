@@ -1,20 +1,25 @@
 """Web UI benchmark: labvault's runs page against MLflow's, in Debian's Chromium driven by Playwright.
 
-    python benchmarks/ui.py [--runs N] [--repeat K] [--row-selector CSS] [--mlflow-row-selector CSS]
-                            [--metrics M] [--points P] [--chart-selector CSS]
+    python benchmarks/ui.py [--runs N] [--repeat K] [--metrics M] [--points P] [--cold C]
+                            [--workdir DIR] [--row-selector CSS] [--mlflow-row-selector CSS] [--chart-selector CSS]
 
-1. Seeds a labvault vault with N runs (10,000 by default; 10 params and 5 metrics each) through the
-   Python API in-process (``vault.runs.create`` / ``log_params`` / ``log_metrics`` / ``finish``, no
-   capture: the page is measured, not the seeding), and beside it an MLflow tracking store (SQLite)
-   with the same N runs through ``MlflowClient`` in MLflow's own virtual environment (``.bench/mlflow``,
-   installed on first use as in benchmarks/server.py).
+1. Seeds both tools with the same N runs (10,000 by default; 10 params and 5 metrics each), side by
+   side: labvault in-process, 2,000 finished runs per transaction written as ``labvault pull`` writes
+   the records it receives (seconds for 10,000); MLflow meanwhile in its own process through
+   ``MlflowClient`` (``create_run``, one ``log_batch``, ``set_terminated`` per run; it has no call that
+   creates many runs, and seeds about 7 runs a second here) into a SQLite tracking store, in MLflow's
+   own virtual environment (``.bench/mlflow``, installed on first use as in benchmarks/server.py).
+   The seeding is not compared. ``--workdir`` keeps the seeded stores and reuses them when run again
+   with the same options. labvault also gets a run with M metrics of P points each (10 x 100,000)
+   through the tracking API, and C - 1 copies of it (3 in all by default).
 2. Starts ``labvault server --no-auth`` and ``mlflow server`` on free loopback ports.
 3. In Chromium, each time in a fresh browser context (no cache, no cookies): the time from navigation
    to the first run row visible, labvault ``/runs`` (``--row-selector``) against MLflow's experiment
-   page (``--mlflow-row-selector``); one warm-up navigation each, then the median of K (5).
-4. A run with M metrics of P points each (10 x 100,000): the time from navigation to every chart drawn
-   on ``/runs/ID`` (``--chart-selector`` matched M times), median of K; and, for comparison, the
-   server's share: the page's HTML fetched over HTTP (median of K after one warm-up).
+   page (``--mlflow-row-selector``), the two taking turns: one warm-up round, then the median of K (5).
+4. The long-histories run page: the time from navigation to every chart drawn on ``/runs/ID``
+   (``--chart-selector`` matched M times), first views (each of the C runs opened once: the database
+   computes the envelope) and opened again (median of K: the server keeps a finished run's envelope);
+   and the server's share: the page's HTML fetched over HTTP (median of K after one warm-up).
 
 Chromium is Debian's (``apt-get install chromium``), never a downloaded one.
 """
@@ -34,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -94,25 +100,95 @@ def _specs(n: int) -> list[tuple[dict[str, str], dict[str, float]]]:
     ]
 
 
-def seed_labvault(root: Path, runs: int, metrics: int, points: int) -> str:
-    """N runs through the Python API in-process; returns the id of the run with the long histories."""
+def _bulk_rows(i: int, params: dict[str, str], values: dict[str, float], started: datetime) -> dict[str, Any]:
+    """One finished run as the rows ``labvault pull`` writes (``repos.transfer.RUN_PARTS``)."""
+    run_id = f"{i:012x}"
+    ts = int(started.timestamp() * 1000)
+    return {
+        "run": {
+            "id": run_id,
+            "project": "bench",
+            "name": f"r{i}",
+            "status": "finished",
+            "parent_id": None,
+            "user": "bench@example.com",
+            "host": "bench",
+            "started_at": started,
+            "ended_at": started + timedelta(seconds=1),
+            "exit_code": None,
+            "error": None,
+            "seed": None,
+            "inputs": "[]",
+            "capture": '{"config": [], "warnings": []}',
+            "deleted_at": None,
+        },
+        "params": [
+            {"run_id": run_id, "key": k, "value": json.dumps(v), "text": v, "num": _number(v)}
+            for k, v in params.items()
+        ],
+        "tags": [],
+        "metrics": [
+            {"run_id": run_id, "key": k, "step": 0, "ts_ms": ts, "value": v, "kind": 0} for k, v in values.items()
+        ],
+        "latest": [{"run_id": run_id, "key": k, "step": 0, "value": v, "kind": 0} for k, v in values.items()],
+        "artifacts": [],
+    }
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def seed_labvault(root: Path, runs: int, metrics: int, points: int, copies: int) -> list[str]:
+    """N finished runs written in batches of 2,000 per transaction, as ``labvault pull`` writes
+    records it received (one multi-row insert per table); then the run with the long histories
+    through the tracking API (``vault.runs.log_metrics``, 10,000 points a call), and ``copies - 1``
+    more runs with the same histories (copied in SQL: first views of a page whose envelope the server
+    has not computed yet). Returns the long runs' ids."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
     subprocess.run([LABVAULT, "init"], cwd=root, env=env, check=True, capture_output=True)
+    import sqlalchemy as sa
+
+    from labvault.storage.meta.repos.transfer import RUN_PARTS
+    from labvault.storage.meta.tables import run_latest, run_metrics
+    from labvault.storage.meta.tables import runs as runs_table
     from labvault.vault import Vault
 
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    specs = _specs(runs)
     with Vault.open(root) as vault:
-        for i, (params, values) in enumerate(_specs(runs)):
-            run = vault.runs.create(project="bench", name=f"r{i}", cwd=root, capture=False)
-            vault.runs.log_params(run.id, params)
-            vault.runs.log_metrics(run.id, [(k, v, 0) for k, v in values.items()])
-            vault.runs.finish(run.id)
+        for first in range(0, runs, 2000):
+            docs = [
+                _bulk_rows(i, *specs[i], start + timedelta(seconds=i)) for i in range(first, min(runs, first + 2000))
+            ]
+            with vault.meta.transaction() as conn:
+                conn.execute(sa.insert(runs_table), [d["run"] for d in docs])
+                for part, table in RUN_PARTS.items():
+                    rows = [r for d in docs for r in d[part]]
+                    if rows:
+                        conn.execute(sa.insert(table), rows)
         big = vault.runs.create(project="bench", name="long-histories", cwd=root, capture=False)
         for k in range(metrics):
-            for start in range(0, points, 10_000):
-                chunk = range(start, min(points, start + 10_000))
+            for first in range(0, points, 10_000):
+                chunk = range(first, min(points, first + 10_000))
                 vault.runs.log_metrics(big.id, [(f"metric{k}", math.sin(s / (50 + k)) + k, s) for s in chunk])
         vault.runs.finish(big.id)
-    return big.id
+        ids = [big.id]
+        for n in range(1, copies):
+            copy = vault.runs.create(project="bench", name=f"long-histories-{n}", cwd=root, capture=False)
+            with vault.meta.transaction() as conn:
+                for table in (run_metrics, run_latest):
+                    cols = [c.name for c in table.c if c.name not in ("id", "run_id")]
+                    source = sa.select(sa.literal(copy.id), *(table.c[c] for c in cols))
+                    conn.execute(
+                        sa.insert(table).from_select(["run_id", *cols], source.where(table.c.run_id == big.id))
+                    )
+            vault.runs.finish(copy.id)
+            ids.append(copy.id)
+    return ids
 
 
 _MLFLOW_SEED = """
@@ -133,17 +209,25 @@ for i, (params, values) in enumerate(specs):
 """
 
 
-def seed_mlflow(python: Path, root: Path, runs: int) -> str:
-    """The same N runs in an MLflow SQLite store, in MLflow's own environment; returns the store URI."""
+def seed_mlflow(python: Path, root: Path, runs: int) -> Callable[[], str]:
+    """Start seeding the same N runs in an MLflow SQLite store, in MLflow's own environment and its own
+    process (``MlflowClient``: ``create_run``, one ``log_batch`` of params and metrics, ``set_terminated``);
+    the returned function waits for it and returns the store URI."""
     uri = f"sqlite:///{root / 'mlflow.db'}"
     specs = root / "specs.json"
     specs.write_text(json.dumps(_specs(runs)))
-    proc = subprocess.run(
-        [str(python), "-c", _MLFLOW_SEED, uri, str(specs)], cwd=root, capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        sys.exit(f"seeding MLflow failed:\n{proc.stderr[-3000:]}")
-    return uri
+    log = root / "seed.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [str(python), "-c", _MLFLOW_SEED, uri, str(specs)], cwd=root, stdout=subprocess.DEVNULL, stderr=err
+        )
+
+    def wait() -> str:
+        if proc.wait() != 0:
+            sys.exit(f"seeding MLflow failed:\n{log.read_text()[-3000:]}")
+        return uri
+
+    return wait
 
 
 def serve_labvault(root: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -178,22 +262,31 @@ def serve_mlflow(python: Path, root: Path, uri: str) -> tuple[subprocess.Popen[b
     return proc, url
 
 
-def timed_navigation(browser: Any, url: str, ready: Callable[[Any], None], repeat: int) -> list[float]:
-    """Seconds from navigation to ``ready(page)`` returning, in a fresh context each time; one warm-up."""
-    times: list[float] = []
+def navigate(browser: Any, url: str, ready: Callable[[Any], None]) -> float:
+    """Seconds from navigation to ``ready(page)`` returning, in a fresh context (no cache, no cookies)."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    try:
+        t = time.perf_counter()
+        page.goto(url, wait_until="commit")
+        ready(page)
+        seconds = time.perf_counter() - t
+    finally:
+        context.close()
+    print(f"  {url}: {seconds:.3f} s", file=sys.stderr)
+    return seconds
+
+
+def timed_navigation(browser: Any, pages: list[tuple[str, Callable[[Any], None]]], repeat: int) -> list[list[float]]:
+    """Each page's times over ``repeat`` rounds after one untimed warm-up round; within a round the
+    pages take turns, so that a change in the machine's load falls on all of them alike."""
+    times: list[list[float]] = [[] for _ in pages]
     for i in range(repeat + 1):
-        context = browser.new_context()
-        page = context.new_page()
-        page.set_default_timeout(120_000)
-        try:
-            t = time.perf_counter()
-            page.goto(url, wait_until="commit")
-            ready(page)
-            if i:  # the first is the warm-up
-                times.append(time.perf_counter() - t)
-                print(f"  {url}: {times[-1]:.3f} s", file=sys.stderr)
-        finally:
-            context.close()
+        for n, (url, ready) in enumerate(pages):
+            seconds = navigate(browser, url, ready)
+            if i:  # the first round is the warm-up
+                times[n].append(seconds)
     return times
 
 
@@ -206,6 +299,31 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def _seeded(workdir: Path, opts: argparse.Namespace, python: Path) -> tuple[Path, Path, list[str], str]:
+    """Both tools' stores under ``workdir``, seeded at the same time (MLflow in its own process while
+    labvault seeds here), or reused when ``workdir`` holds stores seeded with the same options."""
+    lv_root, ml_root = workdir / "lv", workdir / "ml"
+    marker = workdir / "seeded.json"
+    wanted = {"runs": opts.runs, "metrics": opts.metrics, "points": opts.points, "copies": opts.cold}
+    if marker.exists():
+        done = json.loads(marker.read_text())
+        if done["options"] == wanted:
+            print(f"reusing the stores seeded in {workdir}", file=sys.stderr)
+            return lv_root, ml_root, done["long_runs"], done["mlflow_uri"]
+    for root in (lv_root, ml_root):
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+    print(f"seeding labvault and MLflow with {opts.runs:,} runs each, side by side ...", file=sys.stderr)
+    t = time.perf_counter()
+    mlflow_seed = seed_mlflow(python, ml_root, opts.runs)
+    long_runs = seed_labvault(lv_root, opts.runs, opts.metrics, opts.points, opts.cold)
+    print(f"  labvault: {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    uri = mlflow_seed()
+    print(f"  MLflow: {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    marker.write_text(json.dumps({"options": wanted, "long_runs": long_runs, "mlflow_uri": uri}))
+    return lv_root, ml_root, long_runs, uri
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10_000, help="runs seeded in each tool")
@@ -216,7 +334,9 @@ def main() -> None:
     parser.add_argument("--mlflow-path", default="/#/experiments/0/runs", help="MLflow's runs page")
     parser.add_argument("--metrics", type=int, default=10, help="metrics of the run with long histories")
     parser.add_argument("--points", type=int, default=100_000, help="points per metric of that run")
+    parser.add_argument("--cold", type=int, default=3, help="runs with those histories, each opened once cold")
     parser.add_argument("--chart-selector", default="figure.chart .chart-plot svg", help="a drawn chart")
+    parser.add_argument("--workdir", type=Path, help="keep the seeded stores here and reuse them next time")
     opts = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -225,44 +345,34 @@ def main() -> None:
 
     python = ensure_mlflow()
     with tempfile.TemporaryDirectory(prefix="labvault-bench-ui-") as tmp:
-        lv_root, ml_root = Path(tmp) / "lv", Path(tmp) / "ml"
-        lv_root.mkdir()
-        ml_root.mkdir()
-        print(f"seeding labvault with {opts.runs:,} runs ...", file=sys.stderr)
-        t = time.perf_counter()
-        big = seed_labvault(lv_root, opts.runs, opts.metrics, opts.points)
-        lv_seed = time.perf_counter() - t
-        print(f"seeding MLflow with {opts.runs:,} runs ...", file=sys.stderr)
-        t = time.perf_counter()
-        uri = seed_mlflow(python, ml_root, opts.runs)
-        ml_seed = time.perf_counter() - t
+        workdir = opts.workdir.resolve() if opts.workdir else Path(tmp)
+        lv_root, ml_root, long_runs, uri = _seeded(workdir, opts, python)
         lv_proc, lv_url = serve_labvault(lv_root)
         ml_proc, ml_url = serve_mlflow(python, ml_root, uri)
+
+        def all_drawn(page: Any) -> None:
+            page.wait_for_function(
+                "([sel, n]) => document.querySelectorAll(sel).length >= n", arg=[opts.chart_selector, opts.metrics]
+            )
+
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
                 try:
-                    lv_rows = timed_navigation(
+                    lv_rows, ml_rows = timed_navigation(
                         browser,
-                        lv_url + opts.lv_path,
-                        lambda p: p.wait_for_selector(opts.row_selector, state="visible"),
+                        [
+                            (lv_url + opts.lv_path, lambda p: p.wait_for_selector(opts.row_selector, state="visible")),
+                            (
+                                ml_url + opts.mlflow_path,
+                                lambda p: p.wait_for_selector(opts.mlflow_row_selector, state="visible"),
+                            ),
+                        ],
                         opts.repeat,
                     )
-                    ml_rows = timed_navigation(
-                        browser,
-                        ml_url + opts.mlflow_path,
-                        lambda p: p.wait_for_selector(opts.mlflow_row_selector, state="visible"),
-                        opts.repeat,
-                    )
-                    charts = timed_navigation(
-                        browser,
-                        f"{lv_url}/runs/{big}",
-                        lambda p: p.wait_for_function(
-                            "([sel, n]) => document.querySelectorAll(sel).length >= n",
-                            arg=[opts.chart_selector, opts.metrics],
-                        ),
-                        opts.repeat,
-                    )
+                    # First views: each long run opened once, its envelope computed by the database.
+                    cold = [navigate(browser, f"{lv_url}/runs/{run}", all_drawn) for run in long_runs]
+                    (charts,) = timed_navigation(browser, [(f"{lv_url}/runs/{long_runs[0]}", all_drawn)], opts.repeat)
                 finally:
                     browser.close()
             # The server's share of the run page: the HTML with its downsampled chart data, no drawing.
@@ -270,21 +380,27 @@ def main() -> None:
             with httpx.Client(timeout=120) as client:
                 for _ in range(opts.repeat + 1):
                     t = time.perf_counter()
-                    client.get(f"{lv_url}/runs/{big}").raise_for_status()
+                    client.get(f"{lv_url}/runs/{long_runs[0]}").raise_for_status()
                     html_times.append(time.perf_counter() - t)
         finally:
             stop(lv_proc)
             stop(ml_proc)
     lv_med, ml_med, chart_med = (statistics.median(xs) for xs in (lv_rows, ml_rows, charts))
-    print(f"\nweb UI, {opts.runs:,} runs each, Debian Chromium headless; median of {opts.repeat} after a warm-up\n")
-    print(f"{'page':58} {'labvault':>10} {'MLflow':>10} {'ratio':>7}")
+    print(
+        f"\nweb UI, {opts.runs:,} runs each, Debian Chromium headless; median of {opts.repeat} after a warm-up;"
+        " labvault and MLflow take turns\n"
+    )
+    print(f"{'page':62} {'labvault':>10} {'MLflow':>10} {'ratio':>7}")
     label = "runs list: navigation -> first run row visible (s)"
-    print(f"{label:58} {lv_med:10.3f} {ml_med:10.3f} {ml_med / lv_med:6.1f}x")
+    print(f"{label:62} {lv_med:10.3f} {ml_med:10.3f} {ml_med / lv_med:6.1f}x")
     label = f"run page, {opts.metrics} metrics x {opts.points:,} points: all charts drawn (s)"
-    print(f"{label:58} {chart_med:10.3f}")
+    print(label)
+    label = f"  first view, envelope computed by the database (median of {len(cold)})"
+    print(f"{label:62} {statistics.median(cold):10.3f}")
+    label = "  opened again, the finished run's envelope kept by the server"
+    print(f"{label:62} {chart_med:10.3f}")
     label = "  of which the server's HTML response, no drawing (s)"
-    print(f"{label:58} {statistics.median(html_times[1:]):10.3f}")
-    print(f"\nseeding (not compared): labvault {lv_seed:.1f} s in-process, MLflow {ml_seed:.1f} s (MlflowClient)")
+    print(f"{label:62} {statistics.median(html_times[1:]):10.3f}")
     print("ratio: how many times faster labvault's page is (MLflow time / labvault time)")
 
 

@@ -134,10 +134,11 @@ def start_run(
             if parent is None and handle.owned:
                 handle.install_signal_handlers()
             _stack.append(handle)
+            exported = os.environ.get("LABVAULT_SEED", "")
+            if seed is None and not handle.owned and exported.isdigit():  # inside `labvault run --seed`
+                seed = int(exported)
             if seed is not None:
-                from labvault.services.capture.seeds import seed_everything as _seed_all
-
-                _seed_all(seed, deterministic=deterministic)
+                _seed(handle, seed, deterministic)  # recorded on the server as a local vault records it
             return handle
         v = _open_vault(vault)
         wrapper_id = os.environ.get("LABVAULT_RUN_ID")

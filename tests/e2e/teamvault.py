@@ -4,18 +4,34 @@ A test module overrides its ``cli`` fixture with :func:`team_or_local_cli`; a te
 ``@TEAM`` then runs twice: on the usual local vault, and with every ``labvault init`` given
 ``--db <a fresh schema> --objects s3://<a fresh bucket>/vault`` and every command the S3 server's
 ``AWS_*`` variables. The subset is representative (each module's workflow, its JSON listings, its
-bad input), to keep the added time near a few minutes.
+bad input), to keep the added time near a few minutes. ``@TEAM_FULL`` runs the team half only with
+``LABVAULT_TEST_FULL=1``: the default run keeps one team test per module, the full run all of them.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from tests.e2e.conftest import Cli
 
-__all__ = ["TEAM", "team_or_local_cli"]
+__all__ = ["TEAM", "TEAM_FULL", "team_or_local_cli"]
+
+_FULL = os.environ.get("LABVAULT_TEST_FULL") == "1"
 
 TEAM = pytest.mark.parametrize("cli", ["local", pytest.param("team", marks=pytest.mark.postgres)], indirect=True)
+TEAM_FULL = pytest.mark.parametrize(
+    "cli",
+    [
+        "local",
+        pytest.param(
+            "team",
+            marks=[pytest.mark.postgres, pytest.mark.skipif(not _FULL, reason="team half: LABVAULT_TEST_FULL=1")],
+        ),
+    ],
+    indirect=True,
+)
 
 _OWN_STORE_FLAGS = {"--db", "--objects", "--join", "--help", "-h"}
 

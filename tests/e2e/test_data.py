@@ -15,7 +15,7 @@ import pytest
 from labvault.refs import Digest
 from labvault.storage.objects.local import LocalObjectStore
 from tests.corruption import flip_byte
-from tests.e2e.teamvault import TEAM, team_or_local_cli
+from tests.e2e.teamvault import TEAM, TEAM_FULL, team_or_local_cli
 
 from .conftest import Cli
 
@@ -101,7 +101,7 @@ def test_workflow(cli: Cli, project: Path, data: Path) -> None:
     cli("fsck")
 
 
-@TEAM
+@TEAM_FULL
 def test_import_a_local_folder(cli: Cli, project: Path, tmp_path: Path) -> None:
     cli("init")
     _tree(tmp_path / "outside", {"x.jsonl": '{"k": 1}\n'})
@@ -161,7 +161,7 @@ def test_add_options_on_the_lean_path(cli: Cli, project: Path, data: Path) -> No
     assert "Snapshot PATH" in cli("data", "add", "--help").stdout
 
 
-@TEAM
+@TEAM_FULL
 def test_bad_input(cli: Cli, data: Path) -> None:
     """One line on stderr, the conventions' exit code, no traceback (the cli fixture checks it)."""
     cli("data", "add", "raw", "data")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Cli
-from tests.e2e.teamvault import TEAM, team_or_local_cli
+from tests.e2e.teamvault import TEAM, TEAM_FULL, team_or_local_cli
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_register_get_and_sha256sum(vault_cli: Cli, project: Path) -> None:
     assert "nothing to do" in again.stdout
 
 
-@TEAM
+@TEAM_FULL
 def test_listings_are_json_arrays(vault_cli: Cli, project: Path) -> None:
     model_folder(project)
     vault_cli("models", "register", "fraud/detector", "model")
@@ -132,7 +132,7 @@ def test_policy_errors_name_line_and_key(vault_cli: Cli, project: Path) -> None:
     assert "labvault.yaml:4: models.fraud/detector.prod.approvals" in proc.stderr
 
 
-@TEAM
+@TEAM_FULL
 def test_promotion_gates_refusal_check_and_history(vault_cli: Cli, project: Path) -> None:
     model_folder(project, auc=0.85)
     vault_cli("models", "register", "fraud/detector", "model")

@@ -196,6 +196,30 @@ def test_corrupt_object_on_the_remote_is_exit_5(project: Path, cli: Cli, tmp_pat
     cli("fsck", cwd=other)
 
 
+def test_a_corrupt_packed_object_among_its_neighbours_is_exit_5(project: Path, cli: Cli, tmp_path: Path) -> None:
+    """Small objects travel a pack span at a time: one bad record in the middle is refused, named."""
+    nas = tmp_path / "nas"
+    cli("init")
+    _dataset(project, cli, "raw", files=40)
+    cli("remote", "add", "nas", str(nas))
+    cli("push", "data:raw@v1")
+    digest = Digest(hashlib.sha256(b"17\n").hexdigest())
+    with Vault.open(nas) as remote:
+        assert isinstance(remote.objects, LocalObjectStore)
+        assert remote.objects.is_packed(digest)
+        corrupt_object(remote.objects, digest, b"71\n")
+
+    other = tmp_path / "other"
+    other.mkdir()
+    cli("init", cwd=other)
+    cli("remote", "add", "nas", str(nas), cwd=other)
+    bad = cli("pull", "data:raw@v1", cwd=other, expect=5)
+    assert f"object {digest} on remote 'nas'" in bad.stderr
+    assert "corrupt" in bad.stderr
+    assert "data:raw" not in cli("data", "list", cwd=other).stdout
+    cli("fsck", cwd=other)
+
+
 def test_hostile_records_on_the_remote_are_refused(project: Path, cli: Cli, tmp_path: Path) -> None:
     nas = tmp_path / "nas"
     cli("init")

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import LABVAULT, Cli
-from tests.e2e.teamvault import TEAM, team_or_local_cli
+from tests.e2e.teamvault import TEAM, TEAM_FULL, team_or_local_cli
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_wrapper_forwards_sigterm(cli: Cli, vault_project: Path) -> None:
     assert run["status"] == "killed"
 
 
-@TEAM
+@TEAM_FULL
 def test_list_filter_sort_compare(cli: Cli, vault_project: Path) -> None:
     _train(cli, "--name", "a", depth=4, opt="adam", loss=0.2, auc=0.95)
     _train(cli, "--name", "b", depth=8, opt="sgd", loss=0.7, auc=0.85)
@@ -212,7 +212,7 @@ def test_list_filters_on_inputs(cli: Cli, vault_project: Path) -> None:
     assert bad.stderr.startswith("error: inputs compare as text")
 
 
-@TEAM
+@TEAM_FULL
 def test_compare_shows_artifacts_with_their_sha256(cli: Cli, vault_project: Path) -> None:
     import hashlib
 
@@ -275,7 +275,7 @@ def test_artifacts_download_files_and_folders_verified(cli: Cli, vault_project: 
     assert not (vault_project / "bad" / "model.bin").exists()
 
 
-@TEAM
+@TEAM_FULL
 def test_show_export_delete_restore(cli: Cli, vault_project: Path) -> None:
     _train(cli, "--name", "x")
     run_id = _last_id(cli)

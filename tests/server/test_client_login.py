@@ -19,6 +19,9 @@ import pytest
 from tests.server.conftest import Served, free_port
 from tests.server.test_client_data import client_env, run
 
+# The team-vault half runs with LABVAULT_TEST_FULL=1 (test_client_data and test_api cross it by default).
+TEAM_BY_DEFAULT = False
+
 
 def _credentials(home: Path) -> Path:
     return home / ".config" / "labvault" / "credentials.json"

@@ -17,6 +17,9 @@ import pytest
 from tests.e2e.conftest import LABVAULT
 from tests.server.conftest import Served, clean_env
 
+# The team-vault half runs with LABVAULT_TEST_FULL=1 (test_client_data and test_api cross it by default).
+TEAM_BY_DEFAULT = False
+
 POLICY = "models:\n  fraud/detector:\n    staging:\n      metrics:\n        auc: '>= 0.90'\n"
 
 

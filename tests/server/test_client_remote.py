@@ -175,9 +175,19 @@ def test_the_lock_s_snapshots_travel_with_no_ref(served: Served, tmp_path: Path)
     assert _tree_bytes(fresh / "data" / "locked") == _tree_bytes(mine / "data" / "locked")
 
 
-def _puts(served: Served) -> int:
+def _uploads(served: Served) -> int:
+    """Object uploads the server has answered: PUTs and batches."""
     log = served.procs[0].log_path.read_text()  # type: ignore[attr-defined]
-    return sum('"PUT"' in line and "/api/v1/objects/" in line for line in log.splitlines())
+    return sum(
+        ('"PUT"' in line and "/api/v1/objects/" in line) or ('"POST"' in line and '"/api/v1/objects/batch"' in line)
+        for line in log.splitlines()
+    )
+
+
+def _batches(served: Served) -> int:
+    """Batch uploads the server has answered (stored all of their objects, or none)."""
+    log = served.procs[0].log_path.read_text()  # type: ignore[attr-defined]
+    return sum('"POST"' in line and '"/api/v1/objects/batch"' in line for line in log.splitlines())
 
 
 def test_a_push_killed_midway_leaves_the_server_consistent_and_a_rerun_completes(
@@ -185,10 +195,11 @@ def test_a_push_killed_midway_leaves_the_server_consistent_and_a_rerun_completes
 ) -> None:
     url = served.urls[0]
     mine = _project(tmp_path / "a" / "proj", url)
-    # Each PUT to the moto S3 store of the team vault takes a second or more on a loaded machine.
-    files = 400 if os.environ.get("LABVAULT_TEST_FULL") == "1" else (60 if served.backend == "team" else 150)
-    _dataset(mine, "killed", files=files, salt="k", size=2000)
-    before = _puts(served)
+    # Files just under the 1 MiB a batch carries per object: 15 of them fill a 16 MiB batch (the
+    # first batch also carries the folder's tree), so the push takes several batches to kill between.
+    files = 30 if served.backend == "team" else 45
+    _dataset(mine, "killed", files=files, salt="k", size=(1 << 20) - 16)
+    before = _batches(served)
     proc = subprocess.Popen(
         [LABVAULT, "push", "data:killed@v1", "--jobs", "1"],
         cwd=mine,
@@ -197,19 +208,18 @@ def test_a_push_killed_midway_leaves_the_server_consistent_and_a_rerun_completes
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
-    while _puts(served) < before + files // 6 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while _batches(served) == before and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    sent_before_kill = _puts(served) - before
-    assert 0 < sent_before_kill < files, "the kill did not land mid-push"
-    # Objects first, records last: the snapshot is not on the server.
+    assert _batches(served) > before, "the kill did not land mid-push"
+    # Objects first, records last: the snapshot is not on the server; whole batches only are stored.
     dry = _doc(lv(mine, "push", "--dry-run", "--json", "data:killed@v1", token=served.tokens["writer"]))
     assert _actions(dry) == {"data:killed@v1": "new"}
-    assert dry["objects"]["present"] >= sent_before_kill - 1
+    assert dry["objects"]["present"] in (16, 31), dry["objects"]
     rerun = _doc(lv(mine, "push", "--json", "data:killed@v1", token=served.tokens["writer"], timeout=600))
     assert _actions(rerun) == {"data:killed@v1": "new"}
-    assert rerun["objects"]["sent"] == dry["objects"]["sent"] < files + 1
+    assert rerun["objects"]["sent"] == dry["objects"]["sent"] == files + 1 - dry["objects"]["present"]
     fresh = _project(tmp_path / "b" / "proj", url)
     lv(fresh, "pull", "data:killed@v1", token=served.tokens["reader"], timeout=600)
     lv(fresh, "data", "checkout", "data:killed@v1", "back")
@@ -245,12 +255,12 @@ def test_different_content_under_an_existing_number_is_a_conflict(served: Served
     lv(theirs, "push", "data:clash@v1", token=served.tokens["writer"])
     mine = _project(tmp_path / "b" / "proj", url)
     _dataset(mine, "clash", files=2, salt="mine")
-    before = _puts(served)
+    before = _uploads(served)
     clash = lv(mine, "push", "data:clash@v1", token=served.tokens["writer"], expect=4)
     assert "data:clash@v1 differs" in clash.stderr
     assert clash.stderr.count("sha256:") == 2
     assert "--rename" in clash.stderr
-    assert _puts(served) == before  # refused before any object was sent
+    assert _uploads(served) == before  # refused before any object was sent
     renamed = lv(mine, "push", "data:clash@v1", "--rename", token=served.tokens["writer"])
     assert "data:clash@v1 -> data:clash@v2" in renamed.stdout
     again = _doc(lv(mine, "push", "--json", "data:clash@v1", "--rename", token=served.tokens["writer"]))

@@ -15,6 +15,9 @@ import pytest
 from tests.server.conftest import Served
 from tests.server.test_client_models import World
 
+# The team-vault half runs with LABVAULT_TEST_FULL=1 (test_client_data and test_api cross it by default).
+TEAM_BY_DEFAULT = False
+
 TRAIN = (
     "import json, os, sys; import labvault as lv; os.makedirs('out/sub', exist_ok=True); "
     "open('out/model.bin', 'w').write(sys.argv[1]); open('out/sub/notes.txt', 'w').write('n'); "

@@ -21,6 +21,9 @@ from labvault.vault import Vault
 from tests.e2e.conftest import LABVAULT
 from tests.server.conftest import Served, clean_env, free_port
 
+# The team-vault half runs with LABVAULT_TEST_FULL=1 (test_client_data and test_api cross it by default).
+TEAM_BY_DEFAULT = False
+
 FULL = os.environ.get("LABVAULT_TEST_FULL") == "1"
 OUTAGE = 30.0 if FULL else 3.0  # seconds the server is away in the middle of the loop (the spec says 30)
 

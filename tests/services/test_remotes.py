@@ -174,15 +174,17 @@ def test_objects_above_the_memory_limit_stream_and_are_verified(
 
     monkeypatch.setattr(copy_mod, "_BIG", 1000)  # objects above 1000 bytes take the streaming path
     src, dst = LocalObjectStore.create(tmp_path / "a"), LocalObjectStore.create(tmp_path / "b")
-    big, small = src.put_bytes(b"x" * 3000), src.put_bytes(b"y" * 10)
+    size = (1 << 20) + 3000  # stored loose (packed objects travel a pack span at a time)
+    big, small = src.put_bytes(b"x" * size), src.put_bytes(b"y" * 10)
+    assert not src.is_packed(big)
     stats = copy_mod.copy_objects(src, dst, [big, small], where="a", jobs=1)
-    assert (stats.objects, stats.bytes, stats.present) == (2, 3010, 0)
-    assert dst.get_bytes(big) == b"x" * 3000
+    assert (stats.objects, stats.bytes, stats.present) == (2, size + 10, 0)
+    assert dst.get_bytes(big) == b"x" * size
     assert dst.get_bytes(small) == b"y" * 10
     again = copy_mod.copy_objects(src, dst, [big, small], where="a", jobs=1)
     assert (again.objects, again.present) == (0, 2)
 
-    bad = src.put_bytes(b"z" * 2000)
+    bad = src.put_bytes(b"z" * size)
     from tests.corruption import flip_byte
 
     flip_byte(src, bad)  # same name, other bytes

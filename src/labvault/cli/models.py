@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -142,12 +142,24 @@ def archive(
 
 
 def get(
-    ref: str = typer.Argument(..., help="PROJECT/MODEL@VERSION or PROJECT/MODEL@ALIAS."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder to write DIR/PROJECT/MODEL/VERSION/ in."),
+    ref: str = typer.Argument(
+        ..., help="PROJECT/MODEL@VERSION, PROJECT/MODEL@ALIAS, or a snapshot data:NAME@vN (data:NAME: the latest)."
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Folder to write DIR/PROJECT/MODEL/VERSION/ (DIR/NAME/vN/ for data) in."
+    ),
     flat: bool = typer.Option(False, "--flat", help="Write the files straight into the -o folder."),
     json_output: bool = JSON,
 ) -> None:
-    """Write a registered version's verified files to DIR/PROJECT/MODEL/VERSION/ (an alias resolved)."""
+    """Write a registered version's verified files to DIR/PROJECT/MODEL/VERSION/ (an alias resolved),
+    or a data snapshot's to DIR/NAME/vN/.
+
+    Files already there with the same content are kept; a different file in the way is exit 4 and
+    nothing is written.
+    """
+    if ref.strip().startswith("data:"):
+        _get_snapshot(ref.strip(), output, flat=flat, json_output=json_output)
+        return
     with open_vault() as vault:
         if getattr(vault, "is_server", False):  # the server is the source: nothing to fetch from a remote
             found, target = vault.registry.materialize(ref, output, flat=flat)
@@ -155,6 +167,27 @@ def get(
             found, target = fetching(vault, [ref], lambda: vault.registry.materialize(ref, output, flat=flat))
     if json_output:
         print_json({**version_json(found), "path": str(target)})
+    else:
+        OUTPUT.line(str(target))
+
+
+def _get_snapshot(ref: str, output: Path, *, flat: bool, json_output: bool) -> None:
+    """``get data:NAME@vN``: the snapshot's tree written out as a model version's is (verified, no
+    lock file touched, a different file in the way refused before anything is written)."""
+    from labvault.services.registry.layout import write_version
+
+    with open_vault() as vault:
+
+        def write() -> tuple[Any, Path]:
+            snapshot = vault.data.resolve(ref)
+            rel = "." if flat else f"{snapshot.name}/v{snapshot.version}"
+            return snapshot, write_version(vault.objects, snapshot.content_hash, output, rel)
+
+        # Through a server the objects come from it (verified, cached); a local vault fetches what
+        # it lacks from its default remote first, as `get` of a model does.
+        snapshot, target = write() if getattr(vault, "is_server", False) else fetching(vault, [ref], write)
+    if json_output:
+        print_json({**snapshot.to_json(), "path": str(target)})
     else:
         OUTPUT.line(str(target))
 

@@ -57,7 +57,7 @@ def run_cmd(
         result = run_command(
             vault.runs,
             command,
-            vault_dir=vault.dir,
+            vault_dir=None if getattr(vault, "is_server", False) else vault.dir,
             project=project,
             name=name,
             config=config,

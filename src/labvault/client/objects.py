@@ -4,12 +4,16 @@ Uploads are named by the digest hashed here; the server hashes them again and re
 A file larger than ``chunk_size`` goes up as chunks (each an object of its own) that the server
 then composes: an interrupted upload resumes by asking which chunks are missing and sending only
 those. Inside ``batch()`` puts are only hashed and queued; the batch asks the server once which
-objects it lacks and sends those (a re-snapshot of mostly unchanged data sends the changes only).
+objects it lacks and sends those (a re-snapshot of mostly unchanged data sends the changes only):
+objects up to 1 MiB in framed batches of up to 1,000 objects / 16 MiB (``POST /objects/batch``,
+stored all or none, so a rerun after an interruption sends only what is still missing), bigger
+ones one by one.
 
 Reads go through a local read-through cache under the user's cache folder
 (``$XDG_CACHE_HOME/labvault/objects``, else ``~/.cache/labvault/objects``): every download and every
 cache hit is verified by sha256 (a mismatch is IntegrityError, exit 5), so a second checkout of the
-same data downloads nothing.
+same data downloads nothing. ``prefetch`` fills the cache with many small objects per request
+(``POST /objects/batch/get``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import io
 import os
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,10 +32,11 @@ from typing import BinaryIO, TypeVar
 
 import httpx
 
+from labvault.client import frames
 from labvault.client.settings import spool_dir
 from labvault.client.transport import Transport
 from labvault.entities import ObjectInfo
-from labvault.errors import IntegrityError, NotFound, ValidationError
+from labvault.errors import ExternalError, IntegrityError, LabvaultError, NotFound, ValidationError
 from labvault.refs import Digest, parse_digest
 from labvault.storage.contained import Dest
 from labvault.storage.objects.cache import ObjectCache
@@ -49,6 +55,7 @@ CACHE_BYTES = 20 << 30
 _MISSING_BATCH = 10_000  # digests per POST /objects/missing (the server takes up to 100,000)
 _QUEUED_BYTES = 64 << 20  # a batch sends what it queued once this much is held in memory
 _PARALLEL = 8  # requests in flight for many small objects
+_PARALLEL_BATCHES = 4  # batch requests in flight (each carries up to 1,000 objects)
 _WHOLE_READ = 64 << 20  # cached entries up to this size are read and verified before they are returned
 
 
@@ -80,7 +87,8 @@ class HttpObjectStore(BasicHousekeeping):
         self.chunk_size = chunk_size
         self.cache = ObjectCache(cache_dir or object_cache_dir(), cache_bytes)
         self.downloads = 0  # objects fetched over the network by this process
-        self.uploads = 0  # PUT requests sent (whole objects and chunks)
+        self.uploads = 0  # upload requests sent (PUTs of whole objects and chunks, and batches)
+        self.batches = True  # False once the server says it has no batch routes (an older server)
         self._queue: dict[str, _Queued] | None = None
         self._queued_bytes = 0
         self._depth = 0
@@ -138,7 +146,10 @@ class HttpObjectStore(BasicHousekeeping):
 
     def _send(self, items: list[tuple[Digest, _Queued]]) -> None:
         lacking = set(self.missing(d for d, _ in items))
-        todo = [(d, q) for d, q in items if d.hex in lacking]
+        todo = {d.hex: q for d, q in items if d.hex in lacking}
+        limit = min(frames.MAX_OBJECT, self.chunk_size)  # what is chunked never goes in a batch
+        small = frames.batches((h, q.size) for h, q in todo.items() if q.size <= limit)
+        big = [(Digest(h), q) for h, q in todo.items() if q.size > limit]
 
         def send(pair: tuple[Digest, _Queued]) -> None:
             digest, item = pair
@@ -147,16 +158,78 @@ class HttpObjectStore(BasicHousekeeping):
             elif item.path is not None:
                 self._put_path(digest, item.path, item.size)
 
-        _in_parallel(send, todo)
+        _in_parallel(lambda group: self._put_batch([(h, todo[h]) for h in group]), small, _PARALLEL_BATCHES)
+        _in_parallel(send, big)
+
+    def _put_batch(self, group: list[tuple[str, _Queued]]) -> None:
+        """One ``POST /objects/batch`` of small objects; the server stores all of them or none (an
+        older server without the route gets them one by one)."""
+        if self.batches:
+            try:
+                self._put_framed(group)
+                return
+            except LabvaultError as err:
+                if not frames.no_batch_route(err):
+                    raise
+                self.batches = False
+        for hexd, item in group:
+            if item.data is not None:
+                self._put_whole(Digest(hexd), item.data)
+            elif item.path is not None:
+                self._put_path(Digest(hexd), item.path, item.size)
+
+    def _put_framed(self, group: list[tuple[str, _Queued]]) -> None:
+        body = bytearray(frames.MAGIC)
+        for hexd, item in group:
+            data = item.data
+            if data is None and item.path is not None:
+                data = Path(item.path).read_bytes()
+                if hashlib.sha256(data).hexdigest() != hexd:
+                    raise _changed(item.path)
+            body += frames.frame(hexd, data or b"")
+        with self._count:
+            self.uploads += 1
+        # Safe to repeat (storing an object twice is a no-op): the key lets the transport retry it.
+        self.transport.request(
+            "POST",
+            "/objects/batch",
+            content=bytes(body),
+            headers={"Content-Type": "application/octet-stream"},
+            idempotency_key=uuid.uuid4().hex,
+        )
 
     def prefetch(self, digests: Iterable[Digest]) -> int:
         """Download into the cache, several at a time, the objects it does not hold; how many."""
         wanted = [d for d in dict.fromkeys(digests) if not self.cache.has(d.hex)]
+        groups = [wanted[i : i + frames.MAX_COUNT] for i in range(0, len(wanted), frames.MAX_COUNT)]
+        alone: list[Digest] = []
+
+        def fetch_group(group: list[Digest]) -> None:
+            got: dict[str, bytes]
+            skipped: list[str]
+            if not self.batches:
+                got, skipped = {}, [d.hex for d in group]
+            else:
+                try:
+                    got, skipped = frames.fetch_batch(
+                        self.transport, group, where=f"the server at {self.transport.target.url}"
+                    )
+                except LabvaultError as err:
+                    if not frames.no_batch_route(err):
+                        raise
+                    self.batches = False
+                    got, skipped = {}, [d.hex for d in group]
+            for hexd, data in got.items():  # verified by the parser
+                self.cache.put(hexd, data)
+            with self._count:
+                self.downloads += len(got)
+                alone.extend(Digest(h) for h in skipped)
 
         def fetch(digest: Digest) -> None:
             self.open(digest).close()
 
-        _in_parallel(fetch, wanted)
+        _in_parallel(fetch_group, groups, _PARALLEL_BATCHES)
+        _in_parallel(fetch, alone)
         return len(wanted)
 
     def missing(self, digests: Iterable[Digest]) -> list[str]:
@@ -294,11 +367,15 @@ class HttpObjectStore(BasicHousekeeping):
 
     def resolve_prefix(self, prefix: str) -> Digest:
         ref = parse_digest(prefix)
-        if not ref.is_full:
-            raise ValidationError(
-                f"{prefix}: give the full sha256 through a server",
-                hint="digest prefixes resolve on the server's machine",
-            )
+        if not ref.is_full:  # the server resolves it among its objects; its answer is checked here
+            found = self.transport.request("GET", f"/objects/resolve/sha256:{ref.prefix}")
+            text = found.get("digest") if isinstance(found, dict) else None
+            hexd = text.removeprefix("sha256:") if isinstance(text, str) else ""
+            if len(hexd) != 64 or not hexd.startswith(ref.prefix) or hexd.strip("0123456789abcdef"):
+                raise ExternalError(
+                    f"the server resolved sha256:{ref.prefix} to {text!r}", hint="is it a labvault server?"
+                )
+            return Digest(hexd)
         digest = Digest(ref.prefix)
         if not self.has(digest):
             raise NotFound(f"no object {digest}", hint="check the digest")
@@ -314,14 +391,14 @@ class HttpObjectStore(BasicHousekeeping):
         self.cache.close()
 
 
-def _in_parallel(work: Callable[[_T], None], items: list[_T]) -> None:
+def _in_parallel(work: Callable[[_T], None], items: list[_T], parallel: int = _PARALLEL) -> None:
     """``work`` on every item, a few requests in flight at once (small objects are latency-bound);
     the first failure is raised once the others in flight have finished."""
     if len(items) <= 1:
         for item in items:
             work(item)
         return
-    with ThreadPoolExecutor(max_workers=min(_PARALLEL, len(items))) as pool:
+    with ThreadPoolExecutor(max_workers=min(parallel, len(items))) as pool:
         futures = [pool.submit(work, item) for item in items]
         try:
             for future in futures:

@@ -142,6 +142,7 @@ class ServerRegistry:
 
             body["tree"] = str(upload_folder(self.transport, Path(path), follow_links=follow_links))
             body["allow_modified"] = allow_modified
+            body["path"] = str(Path(path).resolve())  # source.path, as a local registration records it
         elif run is None:
             raise ValidationError(
                 "nothing to register", hint="give the model's folder, or --from run:ID --artifact NAME"

@@ -1,14 +1,16 @@
 """Objects between a vault and a labvault server, for push and pull through the API.
 
 A push asks the server which objects it lacks (``POST /objects/missing``, in batches), then sends
-only those, ``jobs`` at a time: an object up to :data:`CHUNKED_OVER` bytes in one ``PUT``, a bigger
-one in chunks of :data:`CHUNK` bytes (each stored as its own object, so a rerun after an
-interruption sends only the chunks still missing) composed on the server. The server hashes what
+only those, ``jobs`` requests at a time: objects up to 1 MiB framed together, up to 1,000 / 16 MiB
+per ``POST /objects/batch`` (stored all or none), an object up to :data:`CHUNKED_OVER` bytes in one
+``PUT``, a bigger one in chunks of :data:`CHUNK` bytes (each stored as its own object, so a rerun
+after an interruption sends only the chunks still missing) composed on the server. The server hashes what
 arrives and refuses bytes that do not match their name; the bytes read here are hashed too, so a
 corrupt local object is refused (exit 5) before it is sent.
 
 A pull reads through :class:`ServerSource`, which offers the two reads ``copy_objects`` and
-``reachable`` use (``get_bytes`` and ``open``); what it downloads is hashed on arrival by the
+``reachable`` use (``get_bytes`` and ``open``), and ``get_many`` (``POST /objects/batch/get``, up
+to 1,000 small objects per request); what it downloads is hashed on arrival, and again by the
 receiving store.
 """
 
@@ -18,14 +20,16 @@ import hashlib
 import io
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
+from labvault.client import frames
 from labvault.client.transport import Transport
-from labvault.errors import IntegrityError, NotFound
+from labvault.errors import IntegrityError, LabvaultError, NotFound
 from labvault.refs import Digest
 from labvault.storage.objects.protocol import ObjectStore
 
@@ -47,7 +51,7 @@ CHUNK = 32 << 20
 _ASK = 10_000  # digests per /objects/missing request
 _BLOCK = 1 << 20
 _TREE_CACHE = 4 << 20  # small objects a pull reads twice (trees: walked, then copied) are kept
-_PER_BATCH = 128  # objects a pull's worker stores per batch of the receiving store
+_PER_BATCH = frames.MAX_COUNT  # objects a pull's worker asks for, and stores, per batch
 
 
 @dataclass(slots=True)
@@ -136,22 +140,81 @@ def upload_objects(
     lock = threading.Lock()
     count = len(digests) + already if total is None else total
 
-    def send(digest: Digest) -> None:
-        size = _upload_one(transport, src, digest, where)
+    def sent(objects: int, size: int) -> None:
         with lock:
-            stats.objects += 1
+            stats.objects += objects
             stats.bytes += size
             if progress is not None:
                 progress(already + stats.objects, count, stats.bytes)
 
-    if jobs <= 1 or len(digests) <= 1:
-        for digest in digests:
-            send(digest)
+    batching = [True]  # False once the server says it has no batch routes (an older server)
+
+    def flush(body: bytearray, framed: list[tuple[Digest, bytes]]) -> None:
+        if batching[0]:
+            try:
+                _put_batch(transport, body)
+                sent(len(framed), sum(len(data) for _, data in framed))
+                return
+            except LabvaultError as err:
+                if not frames.no_batch_route(err):
+                    raise
+                batching[0] = False
+        for digest, data in framed:
+            _put(transport, digest, data)
+            sent(1, len(data))
+
+    def send(group: list[Digest]) -> None:
+        """Small objects framed into batches as they are read; a bigger one goes alone."""
+        body = bytearray(frames.MAGIC)
+        framed: list[tuple[Digest, bytes]] = []
+        for digest in group:
+            head = _read_small(src, digest, where)
+            if head is None:
+                sent(1, _upload_one(transport, src, digest, where))
+                continue
+            if framed and (len(framed) >= frames.MAX_COUNT or len(body) + frames.HEADER + len(head) > frames.MAX_BODY):
+                flush(body, framed)
+                body, framed = bytearray(frames.MAGIC), []
+            body += frames.frame(digest.hex, head)
+            framed.append((digest, head))
+        if framed:
+            flush(body, framed)
+
+    groups = [list(digests[i : i + frames.MAX_COUNT]) for i in range(0, len(digests), frames.MAX_COUNT)]
+    if jobs <= 1 or len(groups) <= 1:
+        for group in groups:
+            send(group)
         return stats
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="labvault-push") as pool:
-        for future in [pool.submit(send, d) for d in digests]:
+        for future in [pool.submit(send, g) for g in groups]:
             future.result()
     return stats
+
+
+def _read_small(src: ObjectStore, digest: Digest, where: str) -> bytes | None:
+    """The verified bytes of an object that fits a batch; None for a bigger one."""
+    limit = min(frames.MAX_OBJECT, CHUNKED_OVER)
+    try:
+        with src.open(digest, verify=False) as stream:
+            head = stream.read(limit + 1)
+    except NotFound:
+        raise IntegrityError(f"object {digest} is missing on {where}", hint=f"run `labvault fsck` on {where}") from None
+    if len(head) > limit:
+        return None
+    if hashlib.sha256(head).hexdigest() != digest.hex:
+        raise _corrupt(digest, where)
+    return head
+
+
+def _put_batch(transport: Transport, body: bytearray) -> None:
+    # Safe to repeat (storing an object twice is a no-op): the key lets the transport retry it.
+    transport.request(
+        "POST",
+        "/objects/batch",
+        content=bytes(body),
+        headers={"Content-Type": "application/octet-stream"},
+        idempotency_key=uuid.uuid4().hex,
+    )
 
 
 class ServerSource:
@@ -162,6 +225,7 @@ class ServerSource:
         self._transport = transport
         self._small: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self.batches = True  # False once the server says it has no batch routes (an older server)
 
     def get_bytes(self, digest: Digest, *, verify: bool = False) -> bytes:
         with self._lock:
@@ -174,6 +238,30 @@ class ServerSource:
             with self._lock:
                 self._small[digest.hex] = data
         return data
+
+    def get_many(self, digests: Sequence[Digest], *, where: str) -> tuple[dict[str, bytes], list[str]]:
+        """The verified bytes of those ``digests`` (up to 1,000) small enough for a batch, in few requests
+        (those already read, trees, come from memory); and the hex digests to fetch one by one."""
+        got: dict[str, bytes] = {}
+        with self._lock:
+            for digest in digests:
+                cached = self._small.pop(digest.hex, None)
+                if cached is not None:
+                    got[digest.hex] = cached
+        rest = [d for d in digests if d.hex not in got]
+        if not rest:
+            return got, []
+        if not self.batches:
+            return got, [d.hex for d in rest]
+        try:
+            fetched, alone = frames.fetch_batch(self._transport, rest, where=where)
+        except LabvaultError as err:
+            if not frames.no_batch_route(err):
+                raise
+            self.batches = False  # an older server: one by one, as before
+            return got, [d.hex for d in rest]
+        got.update(fetched)
+        return got, alone
 
     @contextmanager
     def open(self, digest: Digest, *, verify: bool = False) -> Iterator[IO[bytes]]:
@@ -222,9 +310,30 @@ def download_objects(
     stats.present = len(digests) - len(lacking)
     groups = [lacking[i : i + _PER_BATCH] for i in range(0, len(lacking), _PER_BATCH)]
 
+    def done(size: int) -> None:
+        with lock:
+            stats.objects += 1
+            stats.bytes += size
+            if progress is not None:
+                progress(stats.present + stats.objects, len(digests), stats.bytes)
+
+    def check(digest: Digest, got: Digest) -> None:
+        if got != digest:
+            raise IntegrityError(
+                f"object {digest} on {where} is corrupt (it arrived as {got})",
+                hint=f"run `labvault fsck` on {where}; nothing was recorded here",
+            )
+
     def fetch(group: list[Digest]) -> None:
+        try:
+            small, alone = source.get_many(group, where=where)
+        except NotFound as exc:
+            raise IntegrityError(f"{where}: {exc.message}", hint=f"run `labvault fsck` on {where}") from None
         with dst.batch():
-            for digest in group:
+            for hexd, data in small.items():
+                check(Digest(hexd), dst.put_bytes(data))
+                done(len(data))
+            for digest in (Digest(h) for h in alone):
                 try:
                     with source.open(digest) as stream:
                         got = _store(dst, stream)
@@ -233,16 +342,8 @@ def download_objects(
                     raise IntegrityError(
                         f"object {digest} is missing on {where}", hint=f"run `labvault fsck` on {where}"
                     ) from None
-                if got != digest:
-                    raise IntegrityError(
-                        f"object {digest} on {where} is corrupt (it arrived as {got})",
-                        hint=f"run `labvault fsck` on {where}; nothing was recorded here",
-                    )
-                with lock:
-                    stats.objects += 1
-                    stats.bytes += size
-                    if progress is not None:
-                        progress(stats.present + stats.objects, len(digests), stats.bytes)
+                check(digest, got)
+                done(size)
 
     if jobs <= 1 or len(groups) <= 1:
         for group in groups:

@@ -23,6 +23,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any, cast
 
+from labvault.client.run_capture import capture_run, read_configs
 from labvault.client.sender import Sender
 from labvault.client.settings import spool_dir
 from labvault.client.spool import SpoolWriter, server_folder
@@ -37,6 +38,7 @@ from labvault.errors import (
 from labvault.refs import Digest
 from labvault.services.tracking.handle import ActiveRun
 from labvault.services.tracking.names import validate_key
+from labvault.services.tracking.service import default_run_name
 from labvault.services.tracking.values import check_text, encode_param, metric_step, metric_value
 
 __all__ = ["ServerActiveRun", "TrackingWrites", "decode_run"]
@@ -118,26 +120,48 @@ class TrackingWrites:
         name: str | None = None,
         parent_id: str | None = None,
         inputs: Iterable[str] = (),
+        config: Iterable[str | os.PathLike[str]] = (),
         tags: Mapping[str, object] | None = None,
         seed: int | None = None,
         params: Mapping[str, object] | None = None,
         command: Sequence[str] | None = None,
+        cwd: Path | None = None,
+        capture: bool = False,
         **_local_only: Any,
     ) -> Run:
-        """Create a running run on the server (this waits for it: the run's id comes from there)."""
+        """Create a running run on the server (this waits for it: the run's id comes from there).
+
+        With ``capture`` (``labvault run``), the code, environment and ``config`` files are captured
+        here, as a local vault captures them, uploaded, and recorded with the run.
+        """
+        argv = list(command) if command else [Path(sys.argv[0]).name or "python", *sys.argv[1:]][:1000]
+        captured: dict[str, Any] | None = None
+        if capture:
+            here = cwd or Path.cwd()
+            configs = read_configs(config, here)  # a missing file is refused before the run exists
+            captured = capture_run(self.owner.objects, root=self.owner.root, cwd=here, configs=configs)
         body: dict[str, Any] = {
             "project": project,
-            "name": name,
+            "name": name or default_run_name(argv),
             "parent": parent_id,
             "inputs": list(inputs),
             "seed": seed,
             "tags": _tags(tags or {}),
             "params": {k: _plain(v) for k, v in _params(params or {}).items()},
-            "command": list(command) if command else [Path(sys.argv[0]).name or "python", *sys.argv[1:]][:1000],
+            "command": argv,
         }
         run = decode_run(self.owner.transport.request("POST", "/runs", json=body))
         if params:
             self._channel(run.id, owned=True).params.update(_params(params))
+        if captured is not None:
+            try:
+                self.update_capture(run.id, captured)
+            except LabvaultError as exc:  # as a local run whose capture failed: none left running
+                with contextlib.suppress(LabvaultError):
+                    self.owner.transport.request(
+                        "POST", f"/runs/{run.id}/end", json={"status": "failed", "error": f"capture: {exc}"[:10_000]}
+                    )
+                raise
         return run
 
     def get(self, ref: str) -> Run:
@@ -245,9 +269,35 @@ class TrackingWrites:
         self.owner.transport.request("POST", f"/runs/{run_id}/inputs", json={"inputs": list(refs)})
 
     def record_seed(self, run_id: str, report: Mapping[str, Any]) -> None:
-        seed = report.get("seed")
-        if isinstance(seed, int):
-            self.set_tags(run_id, {"seed": str(seed)})
+        """What was seeded (``seed_everything``'s report), recorded as a local vault records it."""
+        self.update_capture(run_id, {"seeds": {k: v for k, v in report.items() if k != "jax_key"}})
+
+    # -- what `labvault run` records besides (services/tracking/wrapper.py) ---------------------------
+    @property
+    def objects(self) -> Any:
+        """The server's objects, for the wrapper's declared outputs (uploaded in batches)."""
+        return self.owner.objects
+
+    def update_capture(self, run_id: str, update: Mapping[str, Any]) -> None:
+        """Merge what was captured here into the run's capture document (its objects uploaded first)."""
+        self.owner.transport.request("POST", f"/runs/{run_id}/capture", json=dict(update))
+
+    def log_output(self, run_id: str, data: bytes) -> Digest:
+        """Upload captured stdout/stderr bytes; :meth:`update_capture` records the digest with the run."""
+        with self.owner.objects.batch():
+            digest: Digest = self.owner.objects.put_bytes(data)
+        return digest
+
+    def record_artifact(self, run_id: str, artifact: Artifact, *, role: str) -> None:
+        """Record a file or folder whose objects are uploaded (``store_path`` on the server's objects)."""
+        body = {
+            "name": artifact.name,
+            "digest": str(artifact.digest),
+            "kind": artifact.kind,
+            "role": role,
+            "path": artifact.path,
+        }
+        self.owner.transport.request("POST", f"/runs/{run_id}/artifacts", json=body)
 
 
 class ServerActiveRun(ActiveRun):

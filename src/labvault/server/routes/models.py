@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from labvault.server.deps import Caller, caller
 from labvault.server.encode import to_json
@@ -37,9 +37,19 @@ class Register(_Body):
     allow_modified: bool = Field(
         False, description="with tree and run: register it even if the run recorded other files"
     )
+    path: str | None = Field(
+        None, max_length=4096, description="with tree: the client's folder, recorded as source.path (never opened)"
+    )
     version: str | None = Field(None, max_length=64)
     bump: Literal["major", "minor", "patch"] | None = None
     message: str | None = Field(None, max_length=10_000)
+
+    @field_validator("path")
+    @classmethod
+    def _plain_text(cls, value: str | None) -> str | None:
+        if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("a path is plain text: no control characters")
+        return value
 
 
 class Promote(_Body):
@@ -79,7 +89,12 @@ def register_version(project: str, model: str, body: Register, who: Writer) -> A
     with tempfile.TemporaryDirectory(prefix="labvault-register-") as tmp:
         folder = write_version(who.vault.objects, tree, Path(tmp), "model")
         version, created = registry.register(
-            _name(project, model), folder, run=body.run, allow_modified=body.allow_modified, **options
+            _name(project, model),
+            folder,
+            run=body.run,
+            allow_modified=body.allow_modified,
+            source_path=body.path,
+            **options,
         )
     return dict(to_json(version), created=created)
 

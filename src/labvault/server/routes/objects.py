@@ -1,32 +1,28 @@
 """``/api/v1/objects``: upload by digest (whole, or chunked and resumable), download with ranges.
 
-Objects are named by their full sha256 only; no parameter is ever a path. An upload is hashed as it
+Objects are named by their full sha256 only (``/objects/resolve/{prefix}`` names the one object a
+unique prefix of 8+ hex digits matches); no parameter is ever a path. An upload is hashed as it
 arrives and refused when it does not match the digest it names.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
-from labvault.errors import ValidationError
+from labvault.errors import NotFound, ValidationError
+from labvault.server.bodies import consume_body
 from labvault.server.deps import Caller, caller
-from labvault.services.transfer import (
-    MAX_CHUNKS,
-    Spool,
-    compose_object,
-    missing_objects,
-    parse_full_digest,
-    read_range,
-    store_spool,
-)
+from labvault.services.object_streams import compose_chunks, read_object, store_upload
+from labvault.services.transfer import MAX_CHUNKS, missing_objects, parse_full_digest, read_range
 
-__all__ = ["MAX_OBJECT_BODY", "router"]
+__all__ = ["MAX_OBJECT_BODY", "body_blocks", "router"]
 
 router = APIRouter(prefix="/objects", tags=["objects"])
 Reader = Annotated[Caller, Depends(caller("reader"))]
@@ -48,6 +44,17 @@ class Compose(_Body):
     chunks: list[str] = Field(min_length=1, max_length=MAX_CHUNKS)
 
 
+async def body_blocks(request: Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a client gone before its end is bad input, not a server error."""
+    try:
+        async for block in request.stream():
+            yield block
+    except ClientDisconnect:
+        raise ValidationError(
+            "the client went away before the whole body arrived; nothing was stored", hint="send it again"
+        ) from None
+
+
 def _too_large(size: int) -> JSONResponse:
     return JSONResponse(
         {
@@ -65,18 +72,11 @@ async def put_object(digest: str, request: Request, who: Writer) -> Any:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_OBJECT_BODY:
         return _too_large(int(length))
-    spool = Spool()
-    try:
-        async for block in request.stream():
-            spool.write(block)
-            if spool.size > MAX_OBJECT_BODY:
-                return _too_large(spool.size)
-        stored, created = await run_in_threadpool(store_spool, who.vault.objects, claimed, spool)
-    finally:
-        spool.close()
-    return JSONResponse(
-        {"digest": str(stored), "size": spool.size, "created": created}, status_code=201 if created else 200
+    objects = who.vault.objects
+    stored, created, size = await consume_body(
+        request, lambda read: store_upload(objects, claimed, read), limit=MAX_OBJECT_BODY
     )
+    return JSONResponse({"digest": str(stored), "size": size, "created": created}, status_code=201 if created else 200)
 
 
 @router.post("/missing", summary="Which of these objects are not stored (resume an upload)")
@@ -86,8 +86,17 @@ def find_missing(body: Digests, who: Writer) -> Any:
 
 @router.post("/{digest}/compose", status_code=201, summary="Store the concatenation of uploaded chunks as {digest}")
 def compose(digest: str, body: Compose, who: Writer) -> Any:
-    stored, created, size = compose_object(who.vault.objects, parse_full_digest(digest), body.chunks)
+    stored, created, size = compose_chunks(who.vault.objects, parse_full_digest(digest), body.chunks)
     return JSONResponse({"digest": str(stored), "size": size, "created": created}, status_code=201 if created else 200)
+
+
+@router.get("/resolve/{prefix}", summary="The full digest of the one object a prefix (8+ hex digits) matches")
+def resolve_prefix(prefix: str, who: Reader) -> Any:
+    objects = who.vault.objects
+    digest = objects.resolve_prefix(prefix[:71])  # parses it: hex only, never a path
+    if not objects.has(digest):  # a full digest is given back unchecked
+        raise NotFound(f"no object {digest}", hint="check the digest")
+    return {"digest": str(digest)}
 
 
 @router.head("/{digest}", summary="Whether an object is stored, and its size")
@@ -104,9 +113,7 @@ def get_object(digest: str, who: Reader, range: Annotated[str | None, Header(max
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{parsed.hex}"'}
     if range is None or size == 0:
         headers["Content-Length"] = str(size)
-        return StreamingResponse(
-            read_range(objects, parsed, 0, size - 1), media_type="application/octet-stream", headers=headers
-        )
+        return StreamingResponse(read_object(objects, parsed), media_type="application/octet-stream", headers=headers)
     start, end = _parse_range(range, size)
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1)

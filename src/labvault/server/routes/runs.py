@@ -11,9 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from labvault.entities import Artifact, Run
 from labvault.errors import Conflict, NotFound
 from labvault.safeload import loads_json
+from labvault.server.capture import CaptureIn, record_capture
 from labvault.server.deps import Caller, caller
 from labvault.server.encode import to_json
-from labvault.services.tracking.artifacts import artifact_name
+from labvault.services.tracking.artifacts import artifact_name, stored_tree_size
+from labvault.services.tracking.names import parse_run_id
 from labvault.services.transfer import parse_full_digest
 
 __all__ = ["router"]
@@ -57,6 +59,9 @@ class LogBatch(_Body):
 class ArtifactIn(_Body):
     name: str = Field(max_length=255)
     digest: str = Field(max_length=71, description="sha256:<hex> of an object uploaded to /api/v1/objects")
+    kind: Literal["file", "tree"] = Field("file", description='"tree": a folder, every object of it uploaded')
+    role: Literal["artifact", "output"] = Field("artifact", description='"output": declared by `labvault run -o`')
+    path: str | None = Field(None, max_length=4096, description="the path the client stored it from, as text")
 
 
 class RunInputs(_Body):
@@ -175,32 +180,27 @@ def log_batch(
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> Any:
     """A retry with the same ``Idempotency-Key`` header (per user and run) is stored once and gets the
-    first answer back."""
+    first answer back: the batch and the key's answer commit in one transaction."""
     runs = who.vault.runs
-    run_id = runs.resolve(ref)
-
-    def work() -> dict[str, int]:
-        runs.log_params(run_id, body.params)  # also refuses a run that is not running (409)
-        if body.tags:
-            runs.set_tags(run_id, body.tags)
-        if body.metrics:
-            next_step: dict[str, int] | None = None
-            points: list[tuple[str, object, int]] = []
-            for m in body.metrics:
-                value = _NON_FINITE[m.value] if isinstance(m.value, str) else m.value
-                if m.step is None:
-                    if next_step is None:
-                        next_step = {k: v + 1 for k, v in runs.max_steps(run_id).items()}
-                    step = next_step.get(m.key, 0)
-                else:
-                    step = m.step
-                if next_step is not None:
-                    next_step[m.key] = max(next_step.get(m.key, 0), step + 1)
-                points.append((m.key, value, step))
-            runs.log_metrics(run_id, points)
-        return {"params": len(body.params), "tags": len(body.tags), "metrics": len(body.metrics)}
-
-    return who.vault.access.once(f"{who.user}:run:{run_id}", idempotency_key, work, encode=lambda x: x)
+    run_id = parse_run_id(ref)
+    if len(run_id) != 12:  # a prefix; a full id is checked in the transaction (no read of its own)
+        run_id = runs.resolve(ref)
+    points: list[tuple[str, object, int]] = []
+    next_step: dict[str, int] | None = None
+    for m in body.metrics:
+        value = _NON_FINITE[m.value] if isinstance(m.value, str) else m.value
+        if m.step is None:
+            if next_step is None:
+                next_step = {k: v + 1 for k, v in runs.max_steps(run_id).items()}
+            step = next_step.get(m.key, 0)
+        else:
+            step = m.step
+        if next_step is not None:
+            next_step[m.key] = max(next_step.get(m.key, 0), step + 1)
+        points.append((m.key, value, step))
+    return runs.log_batch(
+        run_id, params=body.params, tags=body.tags, points=points, once=(f"{who.user}:run:{run_id}", idempotency_key)
+    )
 
 
 @router.post("/{ref}/artifacts", status_code=201, summary="Record an uploaded object as an artifact of the run")
@@ -211,8 +211,9 @@ def add_artifact(ref: str, body: ArtifactIn, who: Writer) -> Any:
     objects = who.vault.objects
     if not objects.has(digest):
         raise NotFound(f"no object {digest}", hint="upload it first: PUT /api/v1/objects/{digest}")
-    artifact = Artifact(body.name, digest, "file", objects.info(digest).size, None)
-    runs.record_artifact(run_id, _named(artifact), role="artifact")
+    size = stored_tree_size(objects, digest) if body.kind == "tree" else objects.info(digest).size
+    artifact = Artifact(body.name, digest, body.kind, size, body.path)
+    runs.record_artifact(run_id, _named(artifact), role=body.role)
     return to_json(artifact)
 
 
@@ -227,6 +228,11 @@ def end_run(ref: str, body: RunEnd, who: Writer) -> Any:
     run_id = runs.resolve(ref)
     runs.finish(run_id, status=body.status, exit_code=body.exit_code, error=body.error)
     return to_json(runs.get(run_id))
+
+
+@router.post("/{ref}/capture", summary="Record what the client captured for a run it wraps (`labvault run`)")
+def add_capture(ref: str, body: CaptureIn, who: Writer) -> Any:
+    return to_json(record_capture(who.vault, ref, body))
 
 
 @router.post("/{ref}/resume", summary="Reopen a run that did not finish (running, failed or killed)")

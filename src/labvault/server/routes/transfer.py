@@ -128,10 +128,13 @@ def write_records(body: Records, who: Writer) -> Any:
     to_write = [lg.record for lg in landings if lg.writes]
     # Objects first, records last: never record what points at an object this vault lacks. Trees are
     # read (and hashed) here; a missing one is reported as missing, like a missing file.
+    # Each digest is looked up once: the roots first (a missing tree cannot be walked), then only
+    # what the trees add.
     roots = [ref for record in to_write for ref in record.refs]
-    absent = [d for d, _ in roots if not side.objects.has(d)]
+    absent = [d for d in dict.fromkeys(d for d, _ in roots) if not side.objects.has(d)]
     if not absent:
-        absent = [d for d in reachable(side.objects, roots, _WHERE) if not side.objects.has(d)]
+        checked = {d.hex for d, _ in roots}
+        absent = [d for d in reachable(side.objects, roots, _WHERE) if d.hex not in checked and not side.objects.has(d)]
     if absent:  # the client's order is wrong, not the server's data: 409, never a server error
         raise Conflict(
             f"{len(absent)} object(s) these records need are not on the server, the first {absent[0]}",

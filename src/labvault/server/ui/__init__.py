@@ -40,6 +40,9 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
 
 
 def install(app: FastAPI) -> None:
+    from labvault.server.ui.chart_data import Envelopes
+
+    app.state.ui_envelopes = Envelopes()
     app.mount("/static", StaticFiles(directory=str(_HERE.joinpath("static"))), name="static")
     for module in PAGE_MODULES:
         app.include_router(import_module(module).router)

@@ -4,7 +4,8 @@
 The table pages on the server (``limit`` + ``offset`` in the query: a page never loads more than its
 rows, whatever the number of runs) with the filter language of ``runs list --filter``. Metric
 histories come downsampled by the database (``runs.history_envelope``: each step range's minimum and
-maximum) and the page's script draws them (``static/charts.js``).
+maximum; a finished run's kept by the server: ``chart_data.py``) and the page's script draws them
+(``static/charts.js``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from labvault.refs import Digest
 from labvault.safeload import loads_json
 from labvault.server.deps import Caller
 from labvault.server.ui import render
+from labvault.server.ui.chart_data import envelope_of
 from labvault.server.ui.session import page_caller, protect
 from labvault.services.tracking.filters import FilterSyntaxError
 
@@ -33,7 +35,6 @@ router = APIRouter(include_in_schema=False)
 Reader = Annotated[Caller, Depends(page_caller("reader"))]
 
 PAGE_SIZES = (25, 50, 100, 250)
-CHART_BUCKETS = 1000  # a longer history is drawn as each of this many step ranges' minimum and maximum
 MAX_TEXT = 256 * 1024  # bytes of a patch, config file, stdout or stderr shown on a page
 MAX_DEFAULT_COLUMNS = 12
 _ATTRIBUTE_COLUMNS = (("name", "Name"), ("id", "Id"), ("status", "Status"), ("project", "Project"))
@@ -226,7 +227,7 @@ def run_page(request: Request, ref: str, who: Reader) -> HTMLResponse:
     runs = who.vault.runs
     run = runs.get(ref)
     doc = runs.export(run.id)
-    history = runs.history_envelope(run.id, buckets=CHART_BUCKETS)
+    history = envelope_of(request, who, run)
     charts = [{"key": k, "series": [{"label": run.name, "points": v}]} for k, v in sorted(history.items())]
     patch = _read_text(who, run.capture.get("patch"))
     environment = doc.get("environment") or {}
@@ -318,7 +319,7 @@ def compare_page(
                 "rows": [(name, [show_value(v) for v in row["values"]], row["differs"]) for name, row in rows.items()],
             }
         )
-    histories = [who.vault.runs.history_envelope(r.id, buckets=CHART_BUCKETS) for r in found]
+    histories = [envelope_of(request, who, r) for r in found]
     keys = sorted({k for h in histories for k in h})
     charts = [
         {

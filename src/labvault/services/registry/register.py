@@ -42,7 +42,7 @@ def parse_model_name(text: str) -> ModelRef:
     return ref
 
 
-def _from_path(ctx: RegistryContext, path: Path, *, follow_links: bool) -> _Content:
+def _from_path(ctx: RegistryContext, path: Path, *, follow_links: bool, source_path: str | None = None) -> _Content:
     raw, links = collect_path(path, follow_links=follow_links)
     links.pop(CHECKSUM, None)  # replaced by the one labvault writes, as a file of that name is
     notes: list[str] = []
@@ -51,7 +51,8 @@ def _from_path(ctx: RegistryContext, path: Path, *, follow_links: bool) -> _Cont
         _verify_user_checksums(path if path.is_dir() else path.parent, top[CHECKSUM], top)
         notes.append(f"{CHECKSUM} from the folder verified; replaced by the one labvault writes")
     files = [FileEntry(rel, ctx.objects.put_file(full), full.stat().st_size) for rel, full in raw if rel != CHECKSUM]
-    return _Content(files=files, source={"path": str(path.resolve())}, notes=notes, links=links)
+    shown = source_path if source_path is not None else str(path.resolve())
+    return _Content(files=files, source={"path": shown}, notes=notes, links=links)
 
 
 def _verify_user_checksums(base: Path, listing: Path, top: dict[str, Path]) -> None:
@@ -99,8 +100,12 @@ def register_version(
     message: str | None = None,
     allow_modified: bool = False,
     follow_links: bool = False,
+    source_path: str | None = None,
 ) -> tuple[ModelVersion, bool]:
     """Register content as ``name@version``; returns ``(version, created)``.
+
+    ``source_path`` is recorded as the folder's ``source.path`` instead of ``path`` (a server
+    registering a client's folder from its temporary copy records the client's path, as text).
 
     Links in the folder are kept as links; one pointing outside it is refused unless
     ``follow_links`` says to store what it points at.
@@ -137,7 +142,7 @@ def register_version(
     # One batch for every object (one durability barrier); the metadata commits after it.
     with ctx.objects.batch():
         if path is not None:
-            content = _from_path(ctx, path, follow_links=follow_links)
+            content = _from_path(ctx, path, follow_links=follow_links, source_path=source_path)
             if source is not None:
                 runlink.check_recorded_output(ctx, source, path, content.files, allow_modified, content.notes)
         elif source is not None:

@@ -61,6 +61,7 @@ class Registry(RegistryContext):
         message: str | None = None,
         allow_modified: bool = False,
         follow_links: bool = False,
+        source_path: str | None = None,
     ) -> tuple[ModelVersion, bool]:
         """Register ``path`` (or a run's artifact) as ``name@version``; returns ``(version, created)``.
 
@@ -76,6 +77,7 @@ class Registry(RegistryContext):
             message=message,
             allow_modified=allow_modified,
             follow_links=follow_links,
+            source_path=source_path,
         )
 
     resolve = _read.resolve

@@ -7,12 +7,12 @@ import stat
 from pathlib import Path
 
 from labvault.entities import Artifact
-from labvault.errors import Conflict, ValidationError
+from labvault.errors import Conflict, NotFound, ValidationError
 from labvault.refs import Digest
 from labvault.storage.objects.protocol import ObjectStore
-from labvault.storage.objects.tree import TreeEntry, put_tree
+from labvault.storage.objects.tree import TreeEntry, decode_tree, iter_reachable, put_tree
 
-__all__ = ["artifact_name", "store_path"]
+__all__ = ["artifact_name", "store_path", "stored_tree_size"]
 
 _MAX_NAME = 512
 
@@ -75,3 +75,14 @@ def _put_checked(store: ObjectStore, path: Path) -> tuple[Digest, int]:
             hint="log it once whatever is writing it has finished",
         )
     return digest, after.st_size
+
+
+def stored_tree_size(store: ObjectStore, digest: Digest) -> int:
+    """The bytes below a folder artifact sent by a client, once every object it reaches is stored
+    (objects first: a record never points at a missing file); NotFound names one that is not."""
+    missing = [d for d in iter_reachable(store, digest, missing=[]) if not store.has(d)]
+    if missing:
+        raise NotFound(
+            f"no object {missing[0]} (in the folder {digest})", hint="upload every object of the folder first"
+        )
+    return sum(e.size for e in decode_tree(store.get_bytes(digest, verify=True), digest=digest))

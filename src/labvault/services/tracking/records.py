@@ -204,6 +204,21 @@ class RunRecords:
             rows.append((run_id, key, metric_step(key, step), stamp, metric_value(key, value)))
         self._appender().append(rows)
 
+    def log_batch(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, object],
+        tags: Mapping[str, object],
+        points: Sequence[tuple[str, object, int]],
+        once: tuple[str, str | None],
+    ) -> Any:
+        """Params, tags and metric points in one transaction, with the request's idempotency key
+        (``once``: scope and key, or None) recorded in it; see :mod:`.batches`."""
+        from labvault.services.tracking.batches import log_batch
+
+        return log_batch(self, run_id, params=params, tags=tags, points=points, once=once)
+
     def _appender(self) -> MetricAppender:
         # One per thread: each holds a connection, and SQLite connections are not for sharing.
         appender: MetricAppender | None = getattr(self._local, "appender", None)

@@ -39,7 +39,7 @@ from labvault.storage.objects.protocol import ObjectStore
 if TYPE_CHECKING:
     from labvault.services.tracking.download import DownloadedFile
 
-__all__ = ["InputResolver", "Tracking"]
+__all__ = ["InputResolver", "Tracking", "default_run_name"]
 
 #: Given a data reference, the content hash of its manifest (None when it cannot be resolved).
 InputResolver = Callable[[str], str | None]
@@ -126,7 +126,7 @@ class Tracking(RunRecords):
         project = validate_name(project or self.default_project, what="project name")
         here = (cwd or Path.cwd()).resolve()
         argv = list(command) if command is not None else [sys.executable, *sys.argv]
-        name = validate_run_name(name or _default_name(argv))
+        name = validate_run_name(name or default_run_name(argv))
         refs = self._check_inputs(inputs)
         configs = self._read_configs(config, here)
         if parent_id is not None:
@@ -349,7 +349,7 @@ class Tracking(RunRecords):
         return compare_runs(self, [self.get(r) for r in refs])
 
 
-def _default_name(argv: Sequence[str]) -> str:
+def default_run_name(argv: Sequence[str]) -> str:
     """The script or command name: ``train`` for ``python train.py``, ``make`` for ``make all``."""
     args = [a for a in argv[1:] if not a.startswith("-")] if argv and Path(argv[0]).name.startswith("python") else argv
     for arg in args:

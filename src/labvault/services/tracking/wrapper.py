@@ -5,6 +5,10 @@ The command runs in its own process group with ``LABVAULT_RUN_ID`` and ``LABVAUL
 to this run. Its stdout and stderr are streamed through while being recorded; SIGINT, SIGTERM and
 SIGHUP sent to the wrapper are forwarded to it once. After it exits, the declared outputs are stored,
 and the run ends with the command's exit code.
+
+Through a server ``service`` is the client's (``client/tracking.py``): the capture happens on this
+machine, objects are uploaded, and ``LABVAULT_DIR`` is not exported (the command reaches the same
+server the same way, through ``LABVAULT_URI`` or the stored login).
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ def run_command(
     service: Tracking,
     argv: Sequence[str],
     *,
-    vault_dir: Path,
+    vault_dir: Path | None,
     project: str | None = None,
     name: str | None = None,
     config: Sequence[str] = (),
@@ -100,8 +104,12 @@ def run_command(
     names = [_output_name(o, cwd) for o in outputs]  # refuse bad output paths before anything runs
     if seed is not None:
         check_seed(seed)
-    run = service.create(project=project, name=name, inputs=inputs, config=config, command=list(argv), cwd=cwd)
-    env = {**os.environ, "LABVAULT_RUN_ID": run.id, "LABVAULT_DIR": str(vault_dir.resolve())}
+    run = service.create(
+        project=project, name=name, inputs=inputs, config=config, command=list(argv), cwd=cwd, capture=True
+    )
+    env = {**os.environ, "LABVAULT_RUN_ID": run.id}
+    if vault_dir is not None:  # None through a server: the command reaches the same one (LABVAULT_URI, login)
+        env["LABVAULT_DIR"] = str(vault_dir.resolve())
     if seed is not None:
         env["LABVAULT_SEED"] = env["PYTHONHASHSEED"] = str(seed)
         service.record_seed(

@@ -32,6 +32,7 @@ __all__ = [
     "Scope",
     "SortKey",
     "Value",
+    "metric_page_queries",
     "runs_query",
 ]
 
@@ -196,30 +197,26 @@ class _Compiler:
             return " OR ".join(self.filter(n) for n in node.nodes)
         return " AND ".join(f"({self.filter(n)})" if isinstance(n, Or) else self.filter(n) for n in node.nodes)
 
-    def value_of(self, table: str, column: str, key: str) -> str:
-        """The outer run's ``column`` in ``table`` for ``key``, as a scalar subquery (NULL when it has none)."""
-        return f"(SELECT {column} FROM {table} WHERE {table}.run_id = runs.id AND {table}.key = {self.bind(key)})"
-
-    def sort(self, key: SortKey) -> str:
+    def sort(self, key: SortKey) -> tuple[str, str]:
+        """``(join, order)``: the ``LEFT JOIN`` that brings the sort key's value beside each run (one
+        lookup per run by the table's primary key, where a scalar subquery per ORDER BY term made up
+        to four) and the ORDER BY terms."""
         f = key.field
         direction = "DESC" if key.descending else "ASC"
         if f.scope == "attribute" and f.key == "inputs":
             raise ValidationError("runs cannot be sorted by their inputs", hint="sort by name, started, metrics.KEY...")
-        if f.scope in ("params", "tags"):
-            table = _TABLES[f.scope]
-            # Numbers sort as numbers and before text; runs without the key sort last either way.
-            missing = f"CASE WHEN {self.value_of(table, 'text', f.key)} IS NULL THEN 1 ELSE 0 END"
-            if key.descending:
-                num, text = self.value_of(table, "num", f.key), self.value_of(table, "text", f.key)
-                return f"{missing}, {num} DESC, {text} DESC, runs.id"
-            no_num = self.value_of(table, "num", f.key)  # each subquery binds its key: build them in order
-            num, text = self.value_of(table, "num", f.key), self.value_of(table, "text", f.key)
-            return f"{missing}, {no_num} IS NULL, {num}, {text}, runs.id"
+        if f.scope == "attribute":
+            column = ATTRIBUTES[f.key]
+            return "", f"CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {direction}, runs.id"
+        table = _TABLES[f.scope]
+        join = f" LEFT JOIN {table} AS sort_by ON sort_by.run_id = runs.id AND sort_by.key = {self.bind(f.key)}"
         if f.scope == "metrics":
-            missing = f"CASE WHEN {self.value_of('run_latest', 'value', f.key)} IS NULL THEN 1 ELSE 0 END"
-            return f"{missing}, {self.value_of('run_latest', 'value', f.key)} {direction}, runs.id"
-        column = ATTRIBUTES[f.key]
-        return f"CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {direction}, runs.id"
+            return join, f"CASE WHEN sort_by.value IS NULL THEN 1 ELSE 0 END, sort_by.value {direction}, runs.id"
+        # Numbers sort as numbers and before text; runs without the key sort last either way.
+        missing = "CASE WHEN sort_by.text IS NULL THEN 1 ELSE 0 END"
+        if key.descending:
+            return join, f"{missing}, sort_by.num DESC, sort_by.text DESC, runs.id"
+        return join, f"{missing}, sort_by.num IS NULL, sort_by.num, sort_by.text, runs.id"
 
 
 def runs_query(
@@ -236,14 +233,60 @@ def runs_query(
     """``(sql, params)`` selecting ``columns`` (the id first) of the runs matching ``where``, newest
     first unless ``sort`` says otherwise; placeholders are ``?`` for SQLite and ``%s`` for PostgreSQL."""
     c = _Compiler(sqlite=sqlite)
-    sql = f"SELECT {columns} FROM runs WHERE runs.deleted_at IS " + ("NOT NULL" if deleted else "NULL")
+    # The join comes first in the text, so its key is bound first.
+    join, order = c.sort(sort) if sort else ("", "runs.started_at DESC, runs.id")
+    sql = f"SELECT {columns} FROM runs{join} WHERE runs.deleted_at IS " + ("NOT NULL" if deleted else "NULL")
     if project:
         sql += f" AND runs.project = {c.bind(project)}"
     if where is not None:
         sql += f" AND ({c.filter(where)})"
-    sql += " ORDER BY " + (c.sort(sort) if sort else "runs.started_at DESC, runs.id")
+    sql += " ORDER BY " + order
     if limit is not None:
         sql += f" LIMIT {c.bind(limit)}"
     if offset:  # a page of the web UI's runs table; SQLite needs a LIMIT before an OFFSET
         sql += ("" if limit is not None else " LIMIT -1" if sqlite else " LIMIT ALL") + f" OFFSET {c.bind(offset)}"
     return sql, c.params
+
+
+def _conditions(c: _Compiler, *, deleted: bool, project: str | None, where: Node | None) -> str:
+    sql = "runs.deleted_at IS " + ("NOT NULL" if deleted else "NULL")
+    if project:
+        sql += f" AND runs.project = {c.bind(project)}"
+    if where is not None:
+        sql += f" AND ({c.filter(where)})"
+    return sql
+
+
+def metric_page_queries(
+    *, deleted: bool, project: str | None, where: Node | None, sort: SortKey, sqlite: bool
+) -> dict[str, tuple[str, list[object]]]:
+    """A page of runs sorted by a metric in up to three statements, each answered from an index: the
+    runs with a finite latest value in the ``(key, value)`` index's order (``valued``: limit and offset
+    are its last two parameters), how many there are (``count``), and the others by id (``rest``,
+    likewise). The same order as :func:`runs_query`'s, where every run's value was looked up and the
+    whole set sorted before the first page could be returned."""
+    out: dict[str, tuple[str, list[object]]] = {}
+    direction = "DESC" if sort.descending else "ASC"
+    for part in ("valued", "count", "rest"):
+        c = _Compiler(sqlite=sqlite)
+        if part == "rest":
+            conds = _conditions(c, deleted=deleted, project=project, where=where)
+            sql = (
+                f"SELECT runs.id FROM runs WHERE {conds} AND NOT EXISTS (SELECT 1 FROM run_latest AS sort_by"
+                f" WHERE sort_by.run_id = runs.id AND sort_by.key = {c.bind(sort.field.key)}"
+                " AND sort_by.value IS NOT NULL) ORDER BY runs.id"
+            )
+        else:
+            key = c.bind(sort.field.key)
+            conds = _conditions(c, deleted=deleted, project=project, where=where)
+            what = "count(*)" if part == "count" else "runs.id"
+            sql = (
+                f"SELECT {what} FROM run_latest AS sort_by JOIN runs ON runs.id = sort_by.run_id"
+                f" WHERE sort_by.key = {key} AND sort_by.value IS NOT NULL AND {conds}"
+            )
+            if part == "valued":
+                sql += f" ORDER BY sort_by.value {direction}, runs.id"
+        if part != "count":
+            sql += " LIMIT " + c.mark + " OFFSET " + c.mark
+        out[part] = (sql, c.params)
+    return out

@@ -24,7 +24,7 @@ import heapq
 import io
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO, NoReturn
@@ -43,6 +43,7 @@ from labvault.storage.objects.fileio import (
     stream_and_hash,
     write_all,
 )
+from labvault.storage.objects.packcopy import Span, check_frames, plan_spans
 from labvault.storage.objects.packs import PackStore
 from labvault.storage.objects.protocol import MaterializeMode
 from labvault.storage.objects.quarantine import quarantine_bytes, quarantine_file, quarantined_copy, sweep_quarantine
@@ -356,6 +357,42 @@ class LocalObjectStore:
             return self.packs.compact(verify=intact)
         except OSError as exc:
             raise self._error(exc, "compacting packs") from exc
+
+    # -- transfers between two local stores (packcopy.py) ----------------------------------------
+    def packed_spans(self, digests: Sequence[Digest]) -> tuple[list[Span], list[Digest]]:
+        """The pack spans holding the packed ones of ``digests``, and the others (``packcopy.plan_spans``)."""
+        return plan_spans(self.packs, digests)
+
+    def read_span(self, span: Span) -> bytes | None:
+        """A span's bytes, unverified (short if its pack was cut), or None if its pack is gone."""
+        return self.packs.read_span(span.pack, span.start, span.stop - span.start)
+
+    def put_framed(self, frames: bytes, span: Span) -> list[Digest]:
+        """Store the sound records of a span another local store read; returns the digests of the others
+        (not stored: a wrong header, or bytes that do not hash to their digest)."""
+        runs, bad = check_frames(frames, span)
+        view = memoryview(frames)
+        with self.batch():
+            for start, stop, records in runs:
+                try:
+                    self.packs.append_framed(view[start:stop], records)
+                except OSError as exc:
+                    raise self._error(exc, "writing an object") from exc
+                self._local.batch.packed.update(digest.hex() for digest, _, _ in records)
+        return [Digest(digest.hex()) for digest in bad]
+
+    def lacking(self, digests: Sequence[Digest]) -> list[Digest]:
+        """Those of ``digests`` that are not stored: packed ones looked up together, loose ones by file."""
+        packed = self.packs.lookup_many([bytes.fromhex(d.hex) for d in digests])
+        try:
+            shards = set(os.listdir(self._root_s))
+        except FileNotFoundError:
+            shards = set()
+        return [
+            d
+            for d in digests
+            if bytes.fromhex(d.hex) not in packed and not (d.hex[:2] in shards and os.path.isfile(self._path_s(d.hex)))
+        ]
 
     # -- materialise --------------------------------------------------------------------------
     def materialize(self, digest: Digest, dest: Path, *, mode: MaterializeMode = "copy") -> None:

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -62,8 +62,7 @@ CREATE TABLE IF NOT EXISTS damage (
 """
 
 _FIRST_RECORD = len(PACK_MAGIC) + HEADER_SIZE  # no record's bytes start before this
-_GAP = 64 * 1024  # read_many: records this close are read with the bytes between them
-_SPAN = 8 * 1024 * 1024  # read_many: at most this much in one read
+_MANY = 500  # digests per look-up query (SQLite allows 32,766 parameters; smaller IN lists plan as well)
 _header = HEADER.pack
 
 _P = ParamSpec("_P")
@@ -222,6 +221,22 @@ class PackIndex:
         return None if row is None else (int(row[0]), int(row[1]), int(row[2]), float(row[3]))
 
     @translate_sqlite_errors
+    def lookup_many(self, digests: Sequence[bytes]) -> dict[bytes, tuple[int, int, int]]:
+        """``digest -> (pack, offset, size)`` of those of ``digests`` that are packed (a few queries, not one each)."""
+        if not digests or not self._exists():
+            return {}
+        conn = self._db()
+        out: dict[bytes, tuple[int, int, int]] = {}
+        for i in range(0, len(digests), _MANY):
+            part = digests[i : i + _MANY]
+            rows = conn.execute(
+                f"SELECT digest, pack, offset, size FROM objects WHERE digest IN ({','.join('?' * len(part))})", part
+            )
+            # A row of another type than the schema's is wrong: its object is read the one-by-one way.
+            out |= {d: (p, o, s) for d, p, o, s in rows if type(p) is type(o) is type(s) is int}
+        return out
+
+    @translate_sqlite_errors
     def read(self, hexd: str) -> bytes | None:
         """The stored bytes of a packed object (unverified), or None if it is not packed.
 
@@ -265,65 +280,28 @@ class PackIndex:
                     hint="run `labvault fsck`; store the object again if you still have it",
                 )
 
-    @translate_sqlite_errors
-    def _lookup_many(self, hexds: list[str]) -> dict[str, tuple[int, int, int]]:
-        out: dict[str, tuple[int, int, int]] = {}
-        if not self._exists():
-            return out
-        conn = self._db()
-        for start in range(0, len(hexds), 500):  # bounded IN lists
-            chunk = [bytes.fromhex(h) for h in hexds[start : start + 500]]
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT digest, pack, offset, size FROM objects WHERE digest IN ({marks})"
-            for digest, pack, offset, size in conn.execute(query, chunk):
-                out[bytes(digest).hex()] = (int(pack), int(offset), int(size))
-        return out
-
-    def read_many(self, hexds: list[str]) -> dict[str, bytes]:
-        """The stored bytes (unverified) of those of ``hexds`` that are packed, for reading many small
-        objects at once: one index query per 500 digests, then the records in pack and offset order,
-        neighbouring ones in one ``pread``. A record whose header does not name its digest and size
-        is read again by :meth:`read`, which repairs the index."""
-        where = self._lookup_many(hexds)
-        order = sorted(where.items(), key=lambda item: (item[1][0], item[1][1]))
-        out: dict[str, bytes] = {}
-        i = 0
-        while i < len(order):
-            pack, offset, size = order[i][1]
-            start, end, j = offset - HEADER_SIZE, offset + size, i + 1
-            while j < len(order):  # the span: records of the same pack, close together, a few MB at most
-                p2, o2, s2 = order[j][1]
-                if p2 != pack or o2 - HEADER_SIZE < end or o2 - HEADER_SIZE - end > _GAP or o2 + s2 - start > _SPAN:
-                    break
-                end, j = o2 + s2, j + 1
-            span = order[i:j]
-            i = j
-            sane = offset >= _FIRST_RECORD and all(0 <= s_ <= SMALL for _h, (_p, _o, s_) in span)
-            buf = b""
-            if sane:
-                try:
-                    buf = os.pread(self._read_fd(pack), end - start, start)
-                except FileNotFoundError:  # compacted away meanwhile: read() finds where they went
-                    self._forget_fd(pack)
-            for hexd, (_p, off, sz) in span:
-                record = buf[off - HEADER_SIZE - start : off + sz - start]
-                if len(record) == HEADER_SIZE + sz and record.startswith(
-                    _header(RECORD_MAGIC, bytes.fromhex(hexd), sz)
-                ):
-                    out[hexd] = record[HEADER_SIZE:]
-                    continue
-                data = self.read(hexd)
-                if data is not None:
-                    out[hexd] = data
-        return out
+    def read_span(self, pack: int, start: int, length: int) -> bytes | None:
+        """Bytes ``start..start + length`` of a pack as they are (records whole, unverified; shorter at
+        its end), or None if the pack is gone (compacted away since its rows were read)."""
+        try:
+            return os.pread(self._read_fd(pack), length, start)
+        except FileNotFoundError:
+            self._forget_fd(pack)
+            return None
 
     def _read_fd(self, pack: int) -> int:
         with self._fds_lock:
             fd = self._read_fds.get(pack)
-            if fd is None:
-                fd = os.open(self.dir / self._name(pack), os.O_RDONLY)
-                self._read_fds[pack] = fd
+        if fd is not None:
             return fd
+        # The name is looked up outside the lock: a thread's first look-up opens its connection,
+        # which takes the same lock.
+        opened = os.open(self.dir / self._name(pack), os.O_RDONLY)
+        with self._fds_lock:
+            fd = self._read_fds.setdefault(pack, opened)
+        if fd != opened:  # another thread opened it meanwhile
+            os.close(opened)
+        return fd
 
     def _forget_fd(self, pack: int) -> None:
         with self._fds_lock:

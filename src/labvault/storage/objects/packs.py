@@ -83,6 +83,22 @@ class PackStore(PackIndex):
             self._flush(writer)
 
     @translate_sqlite_errors
+    def append_framed(self, frames: memoryview, records: list[tuple[bytes, int, int]]) -> None:
+        """Stage whole records, header and bytes, as another pack holds them, in this thread's pack.
+
+        ``records`` are ``(digest, offset of its bytes in frames, size)``; the caller has checked each
+        header and hashed each record's bytes (``packcopy.check_frames``). Visible at :meth:`commit`.
+        """
+        writer = self._writer()
+        self._flush(writer)
+        base = writer.end
+        done = 0
+        while done < len(frames):  # written as they are: no copy through the buffer
+            done += os.pwrite(writer.fd, frames[done:], base + done)
+        writer.end += len(frames)
+        writer.staged.extend((digest, base + offset, size) for digest, offset, size in records)
+
+    @translate_sqlite_errors
     def refresh(self, hexd: str) -> None:
         """Mark a packed object as just put again, so gc's grace period starts over (at commit)."""
         self._refreshed().append(bytes.fromhex(hexd))

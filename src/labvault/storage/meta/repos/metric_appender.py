@@ -17,10 +17,10 @@ from typing import Any
 
 from labvault.errors import LabvaultError, LockedError, NotFound, StorageError
 from labvault.storage.meta.repos.runs import MetricRow, encode_metric
-from labvault.storage.meta.store import MetaStore
+from labvault.storage.meta.store import Connection, MetaStore
 from labvault.storage.space import disk_full, is_full
 
-__all__ = ["MetricAppender"]
+__all__ = ["MetricAppender", "append_in"]
 
 _COLUMNS = "run_id, key, step, ts_ms, value, kind"
 
@@ -54,16 +54,9 @@ class MetricAppender:
         self._lock = threading.Lock()
 
     def append(self, rows: Sequence[MetricRow]) -> None:
-        params = [(r, k, s, t, *encode_metric(v)) for r, k, s, t, v in rows]
+        params, latest = _encode(rows)
         if not params:
             return
-        # The last point of each (run, key) in this batch, by step; upserted in sorted key order.
-        last: dict[tuple[str, str], tuple[Any, ...]] = {}
-        for r, k, s, _t, value, kind in params:
-            prev = last.get((r, k))
-            if prev is None or s >= prev[2]:
-                last[(r, k)] = (r, k, s, value, kind)
-        latest = [last[rk] for rk in sorted(last)]
         with self._lock:
             try:
                 if self._conn is None:
@@ -121,3 +114,30 @@ class MetricAppender:
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
+
+
+def _encode(rows: Sequence[MetricRow]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows to insert, and the last point of each (run, key) by step, in sorted key order."""
+    params = [(r, k, s, t, *encode_metric(v)) for r, k, s, t, v in rows]
+    last: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for r, k, s, _t, value, kind in params:
+        prev = last.get((r, k))
+        if prev is None or s >= prev[2]:
+            last[(r, k)] = (r, k, s, value, kind)
+    return params, [last[rk] for rk in sorted(last)]
+
+
+def append_in(conn: Connection, rows: Sequence[MetricRow]) -> None:
+    """Append metric rows inside the caller's transaction, for a write that must commit with other rows
+    (a log request and its idempotency key). Same statements as :class:`MetricAppender`."""
+    params, latest = _encode(rows)
+    if not params:
+        return
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    conn.exec_driver_sql(f"INSERT INTO run_metrics ({_COLUMNS}) VALUES ({', '.join([mark] * 6)})", params)
+    conn.exec_driver_sql(
+        f"INSERT INTO run_latest (run_id, key, step, value, kind) VALUES ({', '.join([mark] * 5)}) "
+        "ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, value = excluded.value, "
+        "kind = excluded.kind WHERE excluded.step >= run_latest.step",
+        latest,
+    )

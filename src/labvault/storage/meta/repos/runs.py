@@ -216,15 +216,26 @@ def metric_history(conn: Connection, run_id: str, key: str | None = None) -> dic
 def metric_envelope(conn: Connection, run_id: str, *, buckets: int) -> dict[str, list[tuple[int, float | None]]]:
     """Each metric's ``(step, value)`` history in about ``2 * buckets`` points at most, for a chart: a
     short history as it is (non-finite values as None), a longer one as the minimum and the maximum
-    of each of ``buckets`` equal step ranges, computed by the database (non-finite values left out)."""
+    of each of at most ``buckets`` equal step ranges, computed by the database (non-finite values left
+    out).
+
+    Only the long histories' points are read, once: which histories are long, and their first and
+    last steps, come from the ``(run_id, key, step)`` index without a scan (the run's keys from
+    ``run_latest``), so a run of 10 metrics x 100,000 points reads its 1,000,000 rows once, not twice.
+    """
     m = run_metrics.c
-    counts = conn.execute(
-        sa.select(m.key, sa.func.count(), sa.func.min(m.step), sa.func.max(m.step))
-        .where(m.run_id == run_id)
-        .group_by(m.key)
+    cap = 2 * buckets
+    in_run = sa.and_(m.run_id == run_latest.c.run_id, m.key == run_latest.c.key)
+    past_cap = sa.select(m.step).where(in_run).order_by(m.step).offset(cap).limit(1).scalar_subquery()
+    first = sa.select(sa.func.min(m.step)).where(in_run).scalar_subquery()
+    last = sa.select(sa.func.max(m.step)).where(in_run).scalar_subquery()
+    shapes = conn.execute(
+        sa.select(run_latest.c.key, past_cap, first, last)
+        .where(run_latest.c.run_id == run_id)
+        .order_by(run_latest.c.key)
     ).all()
     out: dict[str, list[tuple[int, float | None]]] = {}
-    short = [k for k, n, _, _ in counts if n <= 2 * buckets]
+    short = [k for k, beyond, _, _ in shapes if beyond is None]
     if short:
         for k, step, value, kind in conn.execute(
             sa.select(m.key, m.step, m.value, m.kind)
@@ -233,12 +244,14 @@ def metric_envelope(conn: Connection, run_id: str, *, buckets: int) -> dict[str,
         ):
             v = decode_metric(value, kind)
             out.setdefault(k, []).append((int(step), v if math.isfinite(v) else None))
-    for k, n, lo, hi in counts:
-        if n <= 2 * buckets:
+    for k, beyond, lo, hi in shapes:
+        if beyond is None:
             continue
-        bucket = ((m.step - int(lo)) * buckets // (int(hi) - int(lo) + 1)).label("bucket")
+        # A division, never a multiplication: steps are 64-bit and step * buckets could overflow.
+        width = -(-(int(hi) - int(lo) + 1) // buckets)
+        bucket = ((m.step - int(lo)) // width).label("bucket")
         points = out.setdefault(k, [])
-        for _, first, last, low, high in conn.execute(
+        for _, low_step, high_step, low, high in conn.execute(
             sa.select(bucket, sa.func.min(m.step), sa.func.max(m.step), sa.func.min(m.value), sa.func.max(m.value))
             .where(m.run_id == run_id, m.key == k, m.kind == 0)
             # By the label: PostgreSQL does not see two copies of the expression, each with its own
@@ -246,9 +259,9 @@ def metric_envelope(conn: Connection, run_id: str, *, buckets: int) -> dict[str,
             .group_by(sa.literal_column("bucket"))
             .order_by(sa.literal_column("bucket"))
         ):
-            points.append((int(first), float(low)))
-            if last != first:
-                points.append((int(last), float(high)))
+            points.append((int(low_step), float(low)))
+            if high_step != low_step:
+                points.append((int(high_step), float(high)))
     return out
 
 
