@@ -200,6 +200,8 @@ def test_corrupt_object_during_checkout(cli: Cli, project: Path, data: Path) -> 
     assert "restored/sub/n.txt" in proc.stderr
     assert sha in proc.stderr
     assert "labvault fsck" in proc.stderr
+    assert not (project / "restored").exists()  # a new folder appears whole or not at all
+    assert [p.name for p in project.iterdir() if ".labvault-" in p.name] == []
 
 
 _REWRITER = """

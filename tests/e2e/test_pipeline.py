@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -191,6 +192,51 @@ def test_lock_checkout_gitignore_and_tracking(project: Path, cli: Cli) -> None:
     log = json.loads(cli("pipeline", "log", "--json").stdout)
     assert [e["ref"] for e in log if e["kind"] == "tag"] == ["pipeline:v1"]
     assert len([e for e in log if e["kind"] == "run"]) == 2
+
+
+FOLDERS = """\
+stages:
+  make:
+    cmd: for d in a b c; do mkdir -p out/$d; for i in 1 2 3 4 5 6; do echo "$d$i" > out/$d/f$i.txt; done; done
+    outs: [out]
+"""
+
+
+def test_checkout_of_a_folder_output_is_whole_or_nothing(project: Path, cli: Cli) -> None:
+    """A folder output is built under a temp name and renamed into place: a corrupt object met midway
+    leaves no half-restored folder (and an existing one as it was), and no temp folder behind."""
+    from labvault.refs import Digest
+    from labvault.storage.objects.local import LocalObjectStore
+    from tests.corruption import flip_byte
+
+    _init(project, cli, FOLDERS)
+    cli("pipeline", "run")
+    # What a killed restore left (an hour old) goes; a restore still running keeps its folder.
+    stale, live = project / ".out.labvault-0badf00d", project / ".out.labvault-1234abcd"
+    for d in (stale, live):
+        (d / "a").mkdir(parents=True)
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    subprocess.run(["rm", "-rf", str(project / "out")], check=True)
+    cli("pipeline", "checkout")
+    assert not stale.exists()
+    assert (live / "a").is_dir()
+    subprocess.run(["rm", "-rf", str(live)], check=True)
+    for _ in range(2):  # the same again: restores from a fresh clone leave nothing else behind
+        subprocess.run(["rm", "-rf", str(project / "out")], check=True)
+        assert "18 files restored" in cli("pipeline", "checkout").stdout
+        assert (project / "out" / "c" / "f6.txt").read_text() == "c6\n"
+    before = sorted(os.listdir(project))
+    digest = Digest(hashlib.sha256(b"c6\n").hexdigest())
+    flip_byte(LocalObjectStore(project / ".labvault"), digest)
+    (project / "out" / "a" / "f1.txt").write_text("tampered\n")
+    proc = cli("pipeline", "checkout", expect=5)
+    assert "output out" in proc.stderr
+    assert (project / "out" / "a" / "f1.txt").read_text() == "tampered\n"  # as it was, not half replaced
+    assert sorted(os.listdir(project)) == before
+    subprocess.run(["rm", "-rf", str(project / "out")], check=True)
+    cli("pipeline", "checkout", expect=5)
+    assert not (project / "out").exists()
+    assert sorted(os.listdir(project)) == [n for n in before if n != "out"]
 
 
 def test_noop_run_and_status_open_no_database(project: Path, cli: Cli) -> None:

@@ -151,3 +151,26 @@ def test_reproduce_names_why_the_pipeline_cannot_run_in_the_workspace(project: P
     assert "Traceback" not in out.stderr
     runs = json.loads(cli("runs", "list", "--json", "--filter", "status = 'running'").stdout)
     assert runs == []  # the rerun was ended
+
+
+def test_reproduce_compares_the_stages_that_were_up_to_date_too(project: Path, cli: Cli) -> None:
+    """A stage the pipeline run found up to date is compared against the run that made its outputs:
+    a noisy stage left alone by the run still makes the reproduction fail."""
+    aside = "  noisy:\n    cmd: od -An -N8 -tx8 /dev/urandom > noise.txt\n    deps: [raw.txt]\n    outs: [noise.txt]\n"
+    _project(project, cli, STAGES + aside)
+    (project / "params.yaml").write_text("train:\n  lr: 0.05\n")
+    _git(project, "commit", "-q", "-am", "lr 0.05")
+    reports = json.loads(cli("pipeline", "run", "--json").stdout)
+    states = {r["stage"]: r["state"] for r in reports}
+    assert states == {"prepare": "up to date", "train": "ran", "noisy": "up to date"}
+    run_id = _newest(cli)
+    out = cli("reproduce", f"run:{run_id}", "--env", "current", "--json", expect=1)
+    report = json.loads(out.stdout)
+    assert report["verdict"] == "not reproduced"
+    verdicts = {a["artifact"]: a["verdict"] for a in report["artifacts"]}
+    assert verdicts == {
+        "noisy: noise.txt": "DIFFERENT",
+        "prepare: data_clean.txt": "IDENTICAL",
+        "train: model.pkl": "IDENTICAL",
+    }
+    assert [(m["metric"], m["verdict"]) for m in report["metrics"]] == [("train: acc", "EXACT")]

@@ -228,3 +228,21 @@ def test_held_folders_are_forgotten_when_a_folder_goes(tmp_path: Path) -> None:
         "c/d/w",
         "e/z",
     ]
+
+
+def test_create_file_never_replaces_nor_writes_through_a_link(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    with Dest.open(tmp_path / "dst") as dest:
+        tmp = dest.temp_dir("out")
+        assert tmp.startswith(".out.labvault-")
+        dest.create_file(f"{tmp}/a/b.txt", b"new")
+        (tmp_path / "dst" / tmp / "lnk").symlink_to(victim)
+        with pytest.raises(Conflict, match="in the way"):
+            dest.create_file(f"{tmp}/lnk", b"x")
+        with pytest.raises(Conflict, match="in the way"):
+            dest.create_file(f"{tmp}/a/b.txt", b"x")
+        dest.rename(tmp, "out")
+    assert victim.read_text() == "precious"
+    assert (tmp_path / "dst" / "out" / "a" / "b.txt").read_bytes() == b"new"
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["out"]

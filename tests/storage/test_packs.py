@@ -303,3 +303,27 @@ def test_a_new_pack_left_by_a_killed_writer_is_removed_once_old(store: LocalObje
     assert not left.exists()
     assert young.exists()  # its writer may be about to rename it
     again.close()
+
+
+def test_reading_many_objects_at_once_matches_reading_each(store: LocalObjectStore) -> None:
+    """``read_verified``: packed objects in one pass, loose ones and a wrong index row on their own."""
+    from labvault.storage.objects.materialize import read_verified
+
+    blobs = [f"object {i}\n".encode() * (1 + i % 7) for i in range(40)]
+    with store.batch():
+        digests = [store.put_bytes(b) for b in blobs]
+    big = os.urandom(2 * 1024 * 1024)  # too big to pack: a file of its own
+    digests.append(store.put_bytes(big))
+    blobs.append(big)
+    assert store.is_packed(digests[0])
+    assert not store.is_packed(digests[-1])
+    want = {d.hex: b for d, b in zip(digests, blobs, strict=True)}
+    assert read_verified(store, list(reversed(digests))) == want
+    # A row that points at the wrong record is repaired by the one-by-one read, not believed.
+    with sqlite3.connect(store.packs.index_path) as conn:
+        conn.execute("UPDATE objects SET offset = offset + 1 WHERE digest = ?", (bytes.fromhex(digests[3].hex),))
+    store.packs.close_all()
+    assert read_verified(store, digests) == want
+    corrupt_object(store, digests[5], b"X" * len(blobs[5]))
+    with pytest.raises(IntegrityError, match="corrupt"):
+        read_verified(store, digests)

@@ -281,6 +281,52 @@ class Dest:
 
         self.write(rel, fill, overwrite=overwrite)
 
+    def create_file(self, rel: str, data: bytes, *, mode: int = 0o644) -> None:
+        """``data`` written straight at ``rel``, which must not exist (``O_EXCL``; never through a link).
+
+        No temp file and no rename: only for a folder this process has just made under a temp name
+        (:meth:`temp_dir`) and renames into place once complete, where nobody sees a file half
+        written. A failed write removes the file.
+        """
+        with self._parent(rel) as (pfd, name):
+            try:
+                out = os.open(
+                    name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=pfd
+                )
+            except FileExistsError:
+                raise Conflict(
+                    f"{self.path / rel} is in the way", hint="remove it, or choose another destination"
+                ) from None
+            except OSError as exc:
+                raise _oserror(exc, self.path / rel) from exc
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(out, view) :]
+                finally:
+                    os.close(out)
+            except BaseException as exc:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=pfd)
+                if isinstance(exc, OSError):
+                    raise _oserror(exc, self.path / rel) from exc
+                raise
+
+    def temp_dir(self, rel: str) -> str:
+        """Make a new, empty folder beside ``rel`` under a temp name; its path below this folder.
+
+        Fill it, then :meth:`rename` it onto ``rel``: a reader sees the whole folder or none of it.
+        """
+        with self._parent(rel) as (pfd, name):
+            tmp = f".{name[:200]}.labvault-{secrets.token_hex(4)}"
+            try:
+                os.mkdir(tmp, 0o777, dir_fd=pfd)
+            except OSError as exc:
+                raise _oserror(exc, self.path / rel) from exc
+        parent = rel.rpartition("/")[0]
+        return f"{parent}/{tmp}" if parent else tmp
+
     def _place(self, rel: str, make: Callable[[str, int], None]) -> None:
         """``make(tmp, parent_fd)`` creates a temp entry beside ``rel``; it is then renamed onto ``rel``."""
         with self._parent(rel) as (pfd, name):

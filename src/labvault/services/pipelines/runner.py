@@ -124,6 +124,8 @@ class Runner:
             reports[name] = StageReport(name, "not started", ["the pipeline stopped after a failure"])
         failed = [r for r in reports.values() if r.state == "failed"]
         if self.parent_id is not None:
+            fresh = {n: r.key for n, r in reports.items() if r.state == "up to date" and r.key}
+            self.svc.record_up_to_date(self.parent_id, fresh)
             self._finish_parent(
                 "failed" if failed else "finished", 1 if failed else 0, failed[0].error if failed else None
             )

@@ -324,6 +324,33 @@ class Pipelines:
             )
             add_refs(conn, f"stage:{hexkey}", refs)  # type: ignore[arg-type]
 
+    def record_up_to_date(self, run_id: str, keys: dict[str, str]) -> None:
+        """The pipeline run names each stage it found up to date (stage -> key): the outputs
+        ``labvault.lock`` records for it and the run that computed them, so that ``reproduce``
+        compares those stages too. The outputs are referenced by the run (gc keeps them)."""
+        from labvault.storage.meta.repos import pipelines as repo
+
+        if not keys:
+            return
+        recorded = read_stages(self.root)
+        with self.meta.read() as conn:
+            producers = repo.cached_runs(conn, sorted({k.removeprefix("sha256:") for k in keys.values()}))
+        doc: dict[str, Any] = {}
+        refs: list[tuple[Digest, Any]] = []
+        for name, key in sorted(keys.items()):
+            entry = recorded.get(name) or {}
+            trees = set(entry.get("trees") or [])
+            outs = {p: d for p, d in (entry.get("outs") or {}).items() if d is not None}
+            for path, digest in outs.items():
+                refs.append((Digest(digest.removeprefix("sha256:")), "tree" if path in trees else "blob"))
+            doc[name] = {
+                "key": key,
+                "outs": outs,
+                "trees": sorted(trees & set(outs)),
+                "run": producers.get(key.removeprefix("sha256:")),
+            }
+        self._runs().update_capture(run_id, {"pipeline_up_to_date": doc}, refs=refs)
+
     def update_lock_stage(self, name: str, entry: dict[str, Any], *, new_outs: list[str]) -> None:
         update_stages(self.root, self.vault_dir, {name: entry})
         data = self._data()

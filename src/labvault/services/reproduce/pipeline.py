@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from labvault.entities import Run
-from labvault.errors import LabvaultError
+from labvault.entities import Artifact, Run
+from labvault.errors import LabvaultError, NotFound, ValidationError
+from labvault.refs import Digest
 from labvault.services.reproduce.compare import ArtifactCheck, MetricCheck, compare_artifacts, compare_metrics
 from labvault.services.reproduce.record import Recipe
 from labvault.services.reproduce.rerun import Rerun
@@ -22,7 +23,15 @@ from labvault.services.reproduce.settings import Tolerances
 from labvault.services.reproduce.workspace import Workspace
 from labvault.services.tracking.service import Tracking
 
-__all__ = ["PipelineRerun", "compare_stages", "is_pipeline_run", "rerun_pipeline", "stage_runs", "stage_tolerances"]
+__all__ = [
+    "PipelineRerun",
+    "compare_stages",
+    "is_pipeline_run",
+    "rerun_pipeline",
+    "stage_runs",
+    "stage_tolerances",
+    "up_to_date_stages",
+]
 
 #: (workspace root, the open rerun's id, extra environment of every stage) -> (exit code: 0, or 1 when a
 #: stage failed; the first failure's error). The rerun stays open: reproduce stores its report on it.
@@ -83,13 +92,53 @@ def stage_runs(runs: Tracking, parent: Run) -> dict[str, Run]:
     return out
 
 
+def up_to_date_stages(runs: Tracking, parent: Run) -> dict[str, Run]:
+    """Stage name -> the record of each stage ``parent`` found up to date: the run that computed its
+    outputs, or, when this vault has no such run (a lock pulled with the code), the outputs
+    ``labvault.lock`` recorded, as a run holding only those (its metrics are not known)."""
+    doc = parent.capture.get("pipeline_up_to_date")
+    out: dict[str, Run] = {}
+    if not isinstance(doc, dict):
+        return out
+    for name, entry in doc.items():
+        if not isinstance(name, str) or not isinstance(entry, dict):
+            continue
+        producer = entry.get("run")
+        if isinstance(producer, str):
+            try:
+                out[name] = runs.get(producer)
+                continue
+            except (NotFound, ValidationError):
+                pass  # deleted, or never in this vault: the recorded outputs still say what to expect
+        outs, trees = entry.get("outs"), entry.get("trees")
+        if not isinstance(outs, dict) or not isinstance(trees, list):
+            continue
+        try:
+            arts = tuple(
+                Artifact(
+                    path.replace("/", "_"),
+                    Digest(str(digest).removeprefix("sha256:")),
+                    "tree" if path in trees else "file",
+                    0,
+                    path,
+                )
+                for path, digest in sorted(outs.items())
+            )
+        except (ValidationError, AttributeError):
+            continue
+        out[name] = Run(parent.id, parent.project, name, "finished", parent.started_at, artifacts=arts)
+    return out
+
+
 def compare_stages(
     runs: Tracking, recorded: Run, rerun: Run, tolerances: Tolerances
 ) -> tuple[list[ArtifactCheck], list[MetricCheck]]:
-    """Every stage the original recorded (ran or restored from cache) against the rerun's stage of that
-    name; each check is named ``STAGE: output`` or ``STAGE: metric``. A stage the rerun did not
-    complete is one DIFFERENT check."""
+    """Every stage the original recorded (ran, restored from cache, or up to date: the run that
+    computed its outputs) against the rerun's stage of that name; each check is named
+    ``STAGE: output`` or ``STAGE: metric``. A stage the rerun did not complete is one DIFFERENT check."""
     before, after = stage_runs(runs, recorded), stage_runs(runs, rerun)
+    for name, found in up_to_date_stages(runs, recorded).items():
+        before.setdefault(name, found)
     artifacts: list[ArtifactCheck] = []
     metrics: list[MetricCheck] = []
     for name in sorted(before):

@@ -29,7 +29,8 @@ from labvault.services.snapshots.statcache import StatCache, fs_clock_ns
 from labvault.services.snapshots.status import compare
 from labvault.storage.contained import Dest, split_rel
 from labvault.storage.folding import fold_collisions
-from labvault.storage.objects.materialize import materialize_into
+from labvault.storage.objects.fileio import SMALL
+from labvault.storage.objects.materialize import materialize_into, read_verified
 
 if TYPE_CHECKING:
     from labvault.services.snapshots.service import DataService, Progress
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["CheckoutResult", "checkout"]
 
 _SHOWN = 20
+_READ_BATCH = 2048  # files of a new folder whose bytes are read at once
 
 
 @dataclass(slots=True)
@@ -232,32 +234,77 @@ def _apply(svc: DataService, plan: _Plan, advance: Any) -> int:
         if files_gone == ["."]:
             top.remove(plan.rel)
             files_gone = []
+        if plan.scan is None and plan.snapshot.kind == "dir" and top.lstat(plan.rel) is None:
+            # A new folder: built under a temp name, its files written straight (no temp file and
+            # rename each), then renamed into place, so it is seen whole or not at all.
+            tmp = top.temp_dir(plan.rel)
+            try:
+                with top.sub(tmp, create=False) as base:
+                    written = _apply_below(svc, plan, base, [], [], advance, fresh=True)
+                top.rename(tmp, plan.rel)
+            except BaseException:
+                top.remove(tmp)
+                raise
+            return written
         parent = plan.rel.rpartition("/")[0]
         with top.sub(plan.rel if plan.snapshot.kind == "dir" else parent or ".") as base:
             return _apply_below(svc, plan, base, files_gone, links_gone, advance)
 
 
+def _shown(plan: _Plan, rel: str) -> Path:
+    """Where a file goes, as the user knows it (not the temp name of a folder being built)."""
+    return plan.dest / rel if plan.snapshot.kind == "dir" else plan.dest
+
+
+def _read_small(svc: DataService, target: FlatTree, rels: list[str]) -> dict[str, bytes]:
+    """The verified bytes of the small files among ``rels``, read in one pass; on a corrupt or
+    missing object none, so that the file-by-file path names the file."""
+    small = [Digest(target.files[r][0]) for r in rels if target.files[r][1] <= SMALL]
+    try:
+        return read_verified(svc.objects, small)
+    except (IntegrityError, NotFound):
+        return {}
+
+
 def _apply_below(
-    svc: DataService, plan: _Plan, base: Dest, files_gone: list[str], links_gone: list[str], advance: Any
+    svc: DataService,
+    plan: _Plan,
+    base: Dest,
+    files_gone: list[str],
+    links_gone: list[str],
+    advance: Any,
+    *,
+    fresh: bool = False,
 ) -> int:
-    """Write the plan below ``base`` (the dataset folder, or a single file's folder)."""
+    """Write the plan below ``base`` (the dataset folder, or a single file's folder); ``fresh``: a
+    folder this checkout has just made, where files are created in place."""
     target = plan.target
     for rel in [*files_gone, *links_gone]:
         base.remove(rel)
     for d in sorted(target.dirs):
         base.mkdir(d)
     written = 0
-    for rel in plan.write or []:
+    blobs: dict[str, bytes] = {}
+    order = plan.write or []
+    for i, rel in enumerate(order):
         sha = target.files[rel][0]
+        if fresh and i % _READ_BATCH == 0:
+            blobs = _read_small(svc, target, order[i : i + _READ_BATCH])
+        if sha in blobs:
+            base.create_file(rel, blobs[sha])
+            written += 1
+            if written % 256 == 0:
+                advance(written)
+            continue
         st = base.lstat(rel) if plan.scan is not None else None  # a fresh destination has nothing in the way
         if st is not None and stat.S_ISDIR(st.st_mode):
             base.remove(rel)
         try:
             materialize_into(svc.objects, Digest(sha), base, rel)
         except IntegrityError as exc:
-            raise IntegrityError(f"{base.path / rel}: {exc.message}") from exc
+            raise IntegrityError(f"{_shown(plan, rel)}: {exc.message}") from exc
         except NotFound as exc:
-            raise IntegrityError(f"{base.path / rel}: object sha256:{sha} is missing from the vault") from exc
+            raise IntegrityError(f"{_shown(plan, rel)}: object sha256:{sha} is missing from the vault") from exc
         st = base.lstat(rel) if plan.cache is not None else None
         if plan.cache is not None and st is not None:
             key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from labvault.storage.meta.tables.pipelines import pipeline_cache, pipeline_tags
 
-__all__ = ["get_cached", "get_tag", "insert_cached", "insert_tag", "list_tags"]
+__all__ = ["cached_runs", "get_cached", "get_tag", "insert_cached", "insert_tag", "list_tags"]
 
 
 def _utc(moment: datetime) -> datetime:
@@ -26,6 +26,18 @@ def get_cached(conn: Connection, key: str) -> dict[str, Any] | None:
         return None
     outs = json.loads(row[0])
     return outs if isinstance(outs, dict) else None
+
+
+def cached_runs(conn: Connection, keys: list[str]) -> dict[str, str]:
+    """``{key: run id}``: the run that computed each cached key (keys without a row or a run are left out)."""
+    out: dict[str, str] = {}
+    for start in range(0, len(keys), 500):  # bounded IN lists
+        chunk = keys[start : start + 500]
+        rows = conn.execute(
+            sa.select(pipeline_cache.c.key, pipeline_cache.c.run_id).where(pipeline_cache.c.key.in_(chunk))
+        )
+        out.update({str(k): str(r) for k, r in rows if r})
+    return out
 
 
 def insert_cached(
