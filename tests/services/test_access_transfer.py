@@ -14,15 +14,17 @@ from labvault.entities.access import ApiToken, role_allows
 from labvault.errors import CheckFailed, Conflict, NotAllowed, NotFound, ValidationError
 from labvault.refs import Digest
 from labvault.services.access import Access
-from labvault.services.transfer import Spool, compose_object, read_range, store_spool
+from labvault.services.object_streams import compose_chunks, store_upload
+from labvault.services.transfer import read_range
 from labvault.storage.meta.tables.access import server_tokens
 from labvault.vault import Vault
 
 
 def _store(vault: Vault, claimed: Digest, data: bytes) -> tuple[Digest, bool]:
-    with Spool() as spool:
-        spool.write(data)
-        return store_spool(vault.objects, claimed, spool)
+    blocks = iter([data[i : i + 4096] for i in range(0, len(data), 4096)])
+    digest, created, size = store_upload(vault.objects, claimed, lambda: next(blocks, b""))
+    assert size == len(data)
+    return digest, created
 
 
 def _digest(data: bytes) -> Digest:
@@ -109,7 +111,7 @@ def test_once_refuses_a_retry_while_the_first_still_runs(vault: Vault) -> None:
     thread.join()
 
 
-def test_store_spool_verifies_before_storing(vault: Vault) -> None:
+def test_store_upload_verifies_before_storing(vault: Vault) -> None:
     data = b"payload" * 1000
     with pytest.raises(CheckFailed, match="nothing was stored"):
         _store(vault, _digest(b"other"), data)
@@ -125,10 +127,10 @@ def test_compose_and_ranges(vault: Vault) -> None:
     whole = b"".join(parts)
     names = [str(_digest(p)) for p in parts]
     with pytest.raises(CheckFailed):
-        compose_object(vault.objects, _digest(b"x"), names)
+        compose_chunks(vault.objects, _digest(b"x"), names)
     with pytest.raises(NotFound):
-        compose_object(vault.objects, _digest(whole), [*names, str(_digest(b"absent"))])
-    assert compose_object(vault.objects, _digest(whole), names) == (_digest(whole), True, len(whole))
+        compose_chunks(vault.objects, _digest(whole), [*names, str(_digest(b"absent"))])
+    assert compose_chunks(vault.objects, _digest(whole), names) == (_digest(whole), True, len(whole))
     assert b"".join(read_range(vault.objects, _digest(whole), 69_990, 140_009)) == whole[69_990:140_010]
     assert b"".join(read_range(vault.objects, _digest(whole), 0, len(whole) - 1)) == whole
 
