@@ -9,7 +9,6 @@ objects are uploaded first, and the document that names them is sent to ``POST /
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,10 @@ from labvault.services.capture.environment import capture_environment
 from labvault.services.capture.git import capture_git
 from labvault.services.capture.settings import max_untracked_size
 from labvault.services.snapshots.lockfile import read_lock
+from labvault.services.tracking.records import read_configs
 from labvault.storage.objects.protocol import ObjectStore
 
 __all__ = ["capture_run", "read_configs"]
-
-
-def read_configs(config: Iterable[str | os.PathLike[str]], cwd: Path) -> list[tuple[str, bytes]]:
-    """Each config file's path as given and its bytes; a missing one is refused before any run exists."""
-    out = []
-    for item in [config] if isinstance(config, str | os.PathLike) else config:
-        path = Path(item)
-        full = path if path.is_absolute() else cwd / path
-        if not full.is_file():
-            raise ValidationError(f"config file {str(item)!r} not found", hint="give the path of an existing file")
-        out.append((str(item), full.read_bytes()))
-    return out
 
 
 def capture_run(objects: ObjectStore, *, root: Path, cwd: Path, configs: list[tuple[str, bytes]]) -> dict[str, Any]:

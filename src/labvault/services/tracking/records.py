@@ -30,7 +30,7 @@ from labvault.storage.meta.repos.run_query import select_runs
 from labvault.storage.meta.store import Connection, MetaStore
 from labvault.storage.objects.protocol import ObjectStore
 
-__all__ = ["RunRecords", "merge_capture", "owner_of"]
+__all__ = ["RunRecords", "merge_capture", "owner_of", "read_configs"]
 
 
 def owner_of(run_id: str) -> str:
@@ -59,6 +59,18 @@ def merge_capture(
     add_refs(conn, owner_of(run_id), refs)
 
 
+def read_configs(config: Iterable[str | os.PathLike[str]], cwd: Path) -> list[tuple[str, bytes]]:
+    """Each config file's path as given and its bytes; a missing one is refused before any run exists."""
+    out = []
+    for item in [config] if isinstance(config, str | os.PathLike) else config:
+        path = Path(item)
+        full = path if path.is_absolute() else cwd / path
+        if not full.is_file():
+            raise ValidationError(f"config file {str(item)!r} not found", hint="give the path of an existing file")
+        out.append((str(item), full.read_bytes()))
+    return out
+
+
 class RunRecords:
     """Reads runs, and appends params, metrics, tags, artifacts and capture details to them."""
 
@@ -85,16 +97,7 @@ class RunRecords:
         return out
 
     def _read_configs(self, config: Iterable[str | os.PathLike[str]], cwd: Path) -> builtins.list[tuple[str, bytes]]:
-        if isinstance(config, str | os.PathLike):
-            config = [config]
-        out = []
-        for item in config:
-            path = Path(item)
-            full = path if path.is_absolute() else cwd / path
-            if not full.is_file():
-                raise ValidationError(f"config file {str(item)!r} not found", hint="give the path of an existing file")
-            out.append((str(item), full.read_bytes()))
-        return out
+        return read_configs(config, cwd)
 
     def _check_tags(self, tags: Mapping[str, object]) -> dict[str, str]:
         return {validate_key(k, what="tag"): check_text(k, str(v), what="tag") for k, v in tags.items()}
