@@ -1,8 +1,9 @@
 """The points the run and compare pages draw: each metric's envelope, kept for finished runs.
 
 A finished run never changes (storage rule 4: a finished run is never overwritten, and only failed or
-killed runs can be resumed), so a server process computes its envelope once and keeps it: the run page
-opened again, or a comparison that includes the run, draws without reading its history. The cache is
+killed runs can be resumed), so its envelope is computed when it ends and stored in the vault
+(services/tracking/envelopes.py): the first view reads that. A server process also keeps the envelopes
+it served: the run page opened again, or a comparison that includes the run, draws without a query. The cache is
 bounded by points (about 30 bytes each), least recently used first out; a running, failed or killed
 run is read every time. Each server process has its own (``install`` puts one on the app).
 """
@@ -16,10 +17,13 @@ from fastapi import Request
 
 from labvault.entities import Run
 from labvault.server.deps import Caller
+from labvault.services.tracking.envelopes import ENVELOPE_BUCKETS
 
 __all__ = ["CHART_BUCKETS", "Envelopes", "envelope_of"]
 
-CHART_BUCKETS = 1000  # a longer history is drawn as each of this many step ranges' minimum and maximum
+# A longer history is drawn as each of this many step ranges' minimum and maximum; the count stored
+# when a run ends, so that a finished run's first view reads its stored envelope.
+CHART_BUCKETS = ENVELOPE_BUCKETS
 Envelope = dict[str, list[tuple[int, float | None]]]
 
 
@@ -56,7 +60,8 @@ class Envelopes:
 
 
 def envelope_of(request: Request, who: Caller, run: Run) -> Envelope:
-    """``run``'s metric envelope (``vault.runs.history_envelope``), from the app's cache when it finished."""
+    """``run``'s metric envelope (``vault.runs.history_envelope``: stored when it finished), from the
+    app's cache when it finished."""
     cache: Envelopes | None = getattr(request.app.state, "ui_envelopes", None)
     key = f"{run.id}/{CHART_BUCKETS}"
     if cache is not None and run.status == "finished":

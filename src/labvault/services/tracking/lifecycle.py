@@ -14,6 +14,7 @@ from labvault.entities import Run, utcnow
 from labvault.errors import Conflict, IntegrityError
 from labvault.refs import Digest
 from labvault.storage.meta.repos import runs as repo
+from labvault.storage.meta.repos.envelopes import delete_envelopes
 from labvault.storage.meta.repos.object_refs import RefKind, add_refs, remove_owner
 from labvault.storage.objects.tree import iter_reachable
 
@@ -53,6 +54,7 @@ def delete_run(service: Tracking, run_id: str) -> Run:
         with service.meta.transaction() as conn:
             repo.update_run(conn, run_id, deleted_at=utcnow())
             remove_owner(conn, run.ref)
+            delete_envelopes(conn, run_id)
     return service.get(run_id)
 
 

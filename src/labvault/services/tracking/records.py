@@ -19,6 +19,7 @@ from labvault.entities import Artifact, MetricPoint, Run, utcnow
 from labvault.errors import AmbiguousReference, Conflict, NotFound, ValidationError
 from labvault.refs import DataRef, Digest, parse_ref, validate_name
 from labvault.services.tracking import artifacts as _artifacts
+from labvault.services.tracking.envelopes import read_envelope
 from labvault.services.tracking.filters import parse_filter, parse_sort
 from labvault.services.tracking.liveness import process_gone
 from labvault.services.tracking.names import parse_run_id, validate_key
@@ -156,10 +157,10 @@ class RunRecords:
 
     def history_envelope(self, ref: str, *, buckets: int = 1000) -> dict[str, builtins.list[tuple[int, float | None]]]:
         """Each metric's ``(step, value)`` points for a chart, at most about ``2 * buckets``: a longer
-        history becomes each step range's minimum and maximum, computed by the database."""
+        history becomes each step range's minimum and maximum, computed by the database (a finished
+        run's stored when it ended: services/tracking/envelopes.py)."""
         run_id = self.resolve(ref)
-        with self.meta.read() as conn:
-            return repo.metric_envelope(conn, run_id, buckets=max(1, min(buckets, 100_000)))
+        return read_envelope(self.meta, run_id, buckets=max(1, min(buckets, 100_000)))
 
     def process_gone(self, *, status: str, pid: object, host: str | None) -> bool:
         """True when a running run's process on this host no longer exists (SIGKILL, crash)."""

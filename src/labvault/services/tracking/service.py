@@ -26,6 +26,7 @@ from labvault.services.capture.environment import capture_environment
 from labvault.services.capture.git import GitState, cached_git_state, capture_git
 from labvault.services.capture.settings import max_untracked_size
 from labvault.services.snapshots.lockfile import read_lock
+from labvault.services.tracking.envelopes import store_run_envelope
 from labvault.services.tracking.names import (
     validate_run_name,
 )
@@ -303,6 +304,8 @@ class Tracking(RunRecords):
             if git is not None and found is not None:  # _check_status raised when found is None
                 merge_capture(conn, run_id, *git, current=found[1])
             repo.end_run(conn, run_id, status=status, ended_at=utcnow(), exit_code=exit_code, error=error)
+        if status == "finished":  # after the end commits: a page computes it meanwhile, or after a crash here
+            store_run_envelope(self.meta, run_id)
 
     def resume(self, ref: str) -> Run:
         """Reopen a run that did not finish (running, failed or killed)."""

@@ -18,12 +18,14 @@ from labvault.storage.meta.tables import run_artifacts, run_latest, run_metrics,
 
 __all__ = [
     "MetricRow",
+    "Points",
     "add_artifact",
     "add_params",
     "as_utc",
     "decode_metric",
     "encode_metric",
     "end_run",
+    "envelope_with",
     "insert_run",
     "load_runs",
     "match_prefix",
@@ -213,11 +215,23 @@ def metric_history(conn: Connection, run_id: str, key: str | None = None) -> dic
     return dict(out)
 
 
-def metric_envelope(conn: Connection, run_id: str, *, buckets: int) -> dict[str, list[tuple[int, float | None]]]:
+Points = list[tuple[int, float | None]]
+
+
+def metric_envelope(conn: Connection, run_id: str, *, buckets: int) -> dict[str, Points]:
     """Each metric's ``(step, value)`` history in about ``2 * buckets`` points at most, for a chart: a
     short history as it is (non-finite values as None), a longer one as the minimum and the maximum
     of each of at most ``buckets`` equal step ranges, computed by the database (non-finite values left
-    out).
+    out). ``envelope_with`` with nothing stored."""
+    return envelope_with(conn, run_id, buckets=buckets, stored={})[0]
+
+
+def envelope_with(
+    conn: Connection, run_id: str, *, buckets: int, stored: Mapping[str, Points], long_only: bool = False
+) -> tuple[dict[str, Points], dict[str, Points]]:
+    """``metric_envelope``, taking each long history's envelope from ``stored`` when it is there; also
+    returns the long histories' envelopes it computed (what ``stored`` lacked). ``long_only`` leaves the
+    short histories out (they are their own envelope: nothing to store).
 
     Only the long histories' points are read, once: which histories are long, and their first and
     last steps, come from the ``(run_id, key, step)`` index without a scan (the run's keys from
@@ -234,9 +248,10 @@ def metric_envelope(conn: Connection, run_id: str, *, buckets: int) -> dict[str,
         .where(run_latest.c.run_id == run_id)
         .order_by(run_latest.c.key)
     ).all()
-    out: dict[str, list[tuple[int, float | None]]] = {}
+    out: dict[str, Points] = {}
+    computed: dict[str, Points] = {}
     short = [k for k, beyond, _, _ in shapes if beyond is None]
-    if short:
+    if short and not long_only:
         for k, step, value, kind in conn.execute(
             sa.select(m.key, m.step, m.value, m.kind)
             .where(m.run_id == run_id, m.key.in_(short))
@@ -247,10 +262,13 @@ def metric_envelope(conn: Connection, run_id: str, *, buckets: int) -> dict[str,
     for k, beyond, lo, hi in shapes:
         if beyond is None:
             continue
+        if k in stored:
+            out[k] = stored[k]
+            continue
         # A division, never a multiplication: steps are 64-bit and step * buckets could overflow.
         width = -(-(int(hi) - int(lo) + 1) // buckets)
         bucket = ((m.step - int(lo)) // width).label("bucket")
-        points = out.setdefault(k, [])
+        points = out[k] = computed[k] = []
         for _, low_step, high_step, low, high in conn.execute(
             sa.select(bucket, sa.func.min(m.step), sa.func.max(m.step), sa.func.min(m.value), sa.func.max(m.value))
             .where(m.run_id == run_id, m.key == k, m.kind == 0)
@@ -262,7 +280,7 @@ def metric_envelope(conn: Connection, run_id: str, *, buckets: int) -> dict[str,
             points.append((int(low_step), float(low)))
             if high_step != low_step:
                 points.append((int(high_step), float(high)))
-    return out
+    return out, computed
 
 
 def load_runs(conn: Connection, ids: Sequence[str]) -> list[Run]:
