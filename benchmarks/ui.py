@@ -2,6 +2,7 @@
 
     python benchmarks/ui.py [--runs N] [--repeat K] [--metrics M] [--points P] [--cold C]
                             [--workdir DIR] [--row-selector CSS] [--mlflow-row-selector CSS] [--chart-selector CSS]
+                            [--run-page-only]
 
 1. Seeds both tools with the same N runs (10,000 by default; 10 params and 5 metrics each), side by
    side: labvault in-process, 2,000 finished runs per transaction written as ``labvault pull`` writes
@@ -17,9 +18,13 @@
    to the first run row visible, labvault ``/runs`` (``--row-selector``) against MLflow's experiment
    page (``--mlflow-row-selector``), the two taking turns: one warm-up round, then the median of K (5).
 4. The long-histories run page: the time from navigation to every chart drawn on ``/runs/ID``
-   (``--chart-selector`` matched M times), first views (each of the C runs opened once: the database
-   computes the envelope) and opened again (median of K: the server keeps a finished run's envelope);
-   and the server's share: the page's HTML fetched over HTTP (median of K after one warm-up).
+   (``--chart-selector`` matched M times), first views (each of the C runs opened once: its envelope
+   read from the rows stored when it ended) and opened again (median of K: the server keeps a finished
+   run's envelope); the server's share: the page's HTML fetched over HTTP (median of K after one
+   warm-up); and, in-process, the envelope read from its stored rows against computed by the database
+   (taking turns, median of K). A reused workdir seeded before envelopes were stored at a run's end
+   gets them stored first, timed (what ending such a run now adds).
+   ``--run-page-only`` skips the runs list and MLflow (no MLflow server started).
 
 Chromium is Debian's (``apt-get install chromium``), never a downloaded one.
 """
@@ -299,6 +304,47 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def store_envelopes(root: Path, run_ids: list[str]) -> list[float]:
+    """Store the long runs' envelopes as ending them does now (a workdir seeded before envelopes were
+    stored at the end of a run has none); the seconds each run's took, [] when all were stored."""
+    from labvault.services.tracking.envelopes import ENVELOPE_BUCKETS, store_run_envelope
+    from labvault.storage.meta.repos.envelopes import load_envelopes
+    from labvault.vault import Vault
+
+    took = []
+    with Vault.open(root) as vault:
+        for run_id in run_ids:
+            with vault.meta.read() as conn:
+                if load_envelopes(conn, run_id, buckets=ENVELOPE_BUCKETS):
+                    continue
+            t = time.perf_counter()
+            store_run_envelope(vault.meta, run_id)
+            took.append(time.perf_counter() - t)
+    return took
+
+
+def envelope_cpu(root: Path, run_id: str, repeat: int) -> tuple[float, float]:
+    """Median seconds of a finished run's envelope read from its stored rows (what the run page does)
+    and computed by the database (what it did, and still does for a running run), taking turns."""
+    from labvault.services.tracking.envelopes import ENVELOPE_BUCKETS
+    from labvault.storage.meta.repos.runs import metric_envelope
+    from labvault.vault import Vault
+
+    stored, live = [], []
+    with Vault.open(root) as vault:
+        for _ in range(repeat + 1):
+            t = time.perf_counter()
+            kept = vault.runs.history_envelope(run_id, buckets=ENVELOPE_BUCKETS)
+            stored.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            with vault.meta.read() as conn:
+                computed = metric_envelope(conn, run_id, buckets=ENVELOPE_BUCKETS)
+            live.append(time.perf_counter() - t)
+            if kept != computed:
+                sys.exit(f"the stored envelope of run:{run_id} differs from the computed one")
+    return statistics.median(stored[1:]), statistics.median(live[1:])
+
+
 def _seeded(workdir: Path, opts: argparse.Namespace, python: Path) -> tuple[Path, Path, list[str], str]:
     """Both tools' stores under ``workdir``, seeded at the same time (MLflow in its own process while
     labvault seeds here), or reused when ``workdir`` holds stores seeded with the same options."""
@@ -337,18 +383,23 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=3, help="runs with those histories, each opened once cold")
     parser.add_argument("--chart-selector", default="figure.chart .chart-plot svg", help="a drawn chart")
     parser.add_argument("--workdir", type=Path, help="keep the seeded stores here and reuse them next time")
+    parser.add_argument(
+        "--run-page-only", action="store_true", help="time the run page only (no runs list, no MLflow server)"
+    )
     opts = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         sys.exit("Debian's Chromium is needed: apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
-    python = ensure_mlflow()
+    python = MLFLOW_VENV / "bin" / "python" if opts.run_page_only else ensure_mlflow()
     with tempfile.TemporaryDirectory(prefix="labvault-bench-ui-") as tmp:
         workdir = opts.workdir.resolve() if opts.workdir else Path(tmp)
         lv_root, ml_root, long_runs, uri = _seeded(workdir, opts, python)
+        end_costs = store_envelopes(lv_root, long_runs)
+        stored_cpu, live_cpu = envelope_cpu(lv_root, long_runs[0], opts.repeat)
         lv_proc, lv_url = serve_labvault(lv_root)
-        ml_proc, ml_url = serve_mlflow(python, ml_root, uri)
+        ml_proc, ml_url = (None, "") if opts.run_page_only else serve_mlflow(python, ml_root, uri)
 
         def all_drawn(page: Any) -> None:
             page.wait_for_function(
@@ -359,18 +410,23 @@ def main() -> None:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
                 try:
-                    lv_rows, ml_rows = timed_navigation(
-                        browser,
-                        [
-                            (lv_url + opts.lv_path, lambda p: p.wait_for_selector(opts.row_selector, state="visible")),
-                            (
-                                ml_url + opts.mlflow_path,
-                                lambda p: p.wait_for_selector(opts.mlflow_row_selector, state="visible"),
-                            ),
-                        ],
-                        opts.repeat,
-                    )
-                    # First views: each long run opened once, its envelope computed by the database.
+                    lv_rows, ml_rows = [math.nan], [math.nan]
+                    if not opts.run_page_only:
+                        lv_rows, ml_rows = timed_navigation(
+                            browser,
+                            [
+                                (
+                                    lv_url + opts.lv_path,
+                                    lambda p: p.wait_for_selector(opts.row_selector, state="visible"),
+                                ),
+                                (
+                                    ml_url + opts.mlflow_path,
+                                    lambda p: p.wait_for_selector(opts.mlflow_row_selector, state="visible"),
+                                ),
+                            ],
+                            opts.repeat,
+                        )
+                    # First views: each long run opened once, its envelope read from the rows stored at its end.
                     cold = [navigate(browser, f"{lv_url}/runs/{run}", all_drawn) for run in long_runs]
                     (charts,) = timed_navigation(browser, [(f"{lv_url}/runs/{long_runs[0]}", all_drawn)], opts.repeat)
                 finally:
@@ -384,7 +440,8 @@ def main() -> None:
                     html_times.append(time.perf_counter() - t)
         finally:
             stop(lv_proc)
-            stop(ml_proc)
+            if ml_proc is not None:
+                stop(ml_proc)
     lv_med, ml_med, chart_med = (statistics.median(xs) for xs in (lv_rows, ml_rows, charts))
     print(
         f"\nweb UI, {opts.runs:,} runs each, Debian Chromium headless; median of {opts.repeat} after a warm-up;"
@@ -392,15 +449,23 @@ def main() -> None:
     )
     print(f"{'page':62} {'labvault':>10} {'MLflow':>10} {'ratio':>7}")
     label = "runs list: navigation -> first run row visible (s)"
-    print(f"{label:62} {lv_med:10.3f} {ml_med:10.3f} {ml_med / lv_med:6.1f}x")
+    if not opts.run_page_only:
+        print(f"{label:62} {lv_med:10.3f} {ml_med:10.3f} {ml_med / lv_med:6.1f}x")
     label = f"run page, {opts.metrics} metrics x {opts.points:,} points: all charts drawn (s)"
     print(label)
-    label = f"  first view, envelope computed by the database (median of {len(cold)})"
+    label = f"  first view, envelope stored when the run ended (median of {len(cold)})"
     print(f"{label:62} {statistics.median(cold):10.3f}")
     label = "  opened again, the finished run's envelope kept by the server"
     print(f"{label:62} {chart_med:10.3f}")
     label = "  of which the server's HTML response, no drawing (s)"
     print(f"{label:62} {statistics.median(html_times[1:]):10.3f}")
+    label = "  envelope CPU in-process: stored rows read (s)"
+    print(f"{label:62} {stored_cpu:10.3f}")
+    label = "  envelope CPU in-process: computed by the database (s)"
+    print(f"{label:62} {live_cpu:10.3f} {'':>10} {live_cpu / stored_cpu:6.1f}x")
+    if end_costs:
+        label = f"  storing it, as a run's end now does (median of {len(end_costs)}) (s)"
+        print(f"{label:62} {statistics.median(end_costs):10.3f}")
     print("ratio: how many times faster labvault's page is (MLflow time / labvault time)")
 
 
