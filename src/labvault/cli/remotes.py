@@ -76,19 +76,32 @@ def _local_vault(what: str) -> Any:
 def fetching(vault: Any, refs: list[str], action: Callable[[], T]) -> T:
     """Run ``action`` (a checkout, a get) after fetching from the default remote the records and trees
     this vault lacks; an object found missing while it runs is fetched too, and ``action`` rerun once."""
-    with transfer_progress("fetching") as advance:
-        vault.remotes.fetch(refs, blobs=False, progress=advance)
+    _fetch(vault, refs, blobs=False)
     try:
         return action()
     except (IntegrityError, NotFound) as exc:
         try:
-            with transfer_progress("fetching") as advance:
-                fetched = vault.remotes.fetch(refs, progress=advance)
+            fetched = _fetch(vault, refs, blobs=True)
         except LabvaultError:
             raise exc from None
         if not fetched:
             raise
     return action()
+
+
+def _fetch(vault: Any, refs: list[str], *, blobs: bool) -> int:
+    """``vault.remotes.fetch``, or, when the default remote is a server, the same through its API."""
+    try:
+        spec = vault.remotes.get(None)
+    except LabvaultError:  # no remote, or no default: the vault's fetch says so only if something lacks
+        spec = None
+    with transfer_progress("fetching") as advance:
+        if spec is not None and spec.kind == "server":
+            from labvault.client.remote import fetch
+
+            return fetch(vault, spec, refs, blobs=blobs, progress=advance)
+        fetched: int = vault.remotes.fetch(refs, blobs=blobs, progress=advance)
+        return fetched
 
 
 @app.command("add")
@@ -152,7 +165,13 @@ def status(
     with _local_vault("remote status") as vault:
         if name is not None and any(c in name for c in ":@/") and name not in {r.name for r in vault.remotes.list()}:
             refs, name = [name, *(refs or [])], None  # a REF given with no remote name
-        found = vault.remotes.status(refs or [], remote=name)
+        spec = vault.remotes.get(name)
+        if spec.kind == "server":
+            from labvault.client.remote import status as server_status
+
+            found = server_status(vault, spec, refs or [])
+        else:
+            found = vault.remotes.status(refs or [], remote=name)
     if json_output:
         print_json(found.to_json())
         return

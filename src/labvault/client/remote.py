@@ -10,6 +10,11 @@ API in place of the other vault's stores:
 - **pull**: the server reads and validates the records (``POST /transfer/gather``); they are
   decoded and validated again here (a server is untrusted too), the objects this vault lacks are
   downloaded and hashed on arrival, and the records are written in one transaction here.
+- **status**: what each side lacks, as ``vault.remotes.status`` says it of a folder: the server's
+  side is read with the pull's reads (``/transfer/gather``, ``/objects/missing``, tree downloads),
+  so a reader token is enough and nothing is written on either side.
+- **fetch** (``data checkout`` and ``get`` with a server as the default remote): a pull of the
+  records this vault lacks, then the objects still missing under the records it has.
 
 The token is ``LABVAULT_TOKEN``, else the one ``labvault login`` saved for that URL; it never goes
 in ``config.json``. A push or pull killed at any point leaves both sides consistent (at worst orphan
@@ -29,11 +34,12 @@ from labvault.client.remote_objects import ServerSource, download_objects, missi
 from labvault.client.remote_wire import decode_records, encode_records
 from labvault.client.settings import ENV_URI, ServerTarget, server_target
 from labvault.client.transport import Transport
-from labvault.errors import IntegrityError, ValidationError
+from labvault.errors import IntegrityError, NotFound, ValidationError
 from labvault.refs import Digest
 from labvault.services.remotes import MAX_JOBS, Moved, RemoteSpec, TransferResult
 from labvault.services.remotes.apply import Landing, decide, write_records
 from labvault.services.remotes.copy import reachable
+from labvault.services.remotes.fetch import Missing, Status, missing
 from labvault.services.remotes.plan import gather
 from labvault.services.remotes.records import Record, inputs_of
 from labvault.services.snapshots.lockfile import LockEntry, read_lock
@@ -41,7 +47,7 @@ from labvault.services.snapshots.lockfile import LockEntry, read_lock
 if TYPE_CHECKING:
     from labvault.vault import Vault
 
-__all__ = ["pull", "push", "remote_target"]
+__all__ = ["fetch", "pull", "push", "remote_target", "status"]
 
 Progress = Callable[[int, int, int], None]
 #: How long a request that is safe to repeat is retried while the server is away, once it answered.
@@ -259,3 +265,110 @@ def pull(
     return _result(
         "pull", spec, landings, warnings, sent=stats.objects, size=stats.bytes, present=stats.present, dry_run=False
     )
+
+
+class _Trees:
+    """Trees for ``reachable``: this vault's copy when it has one that verifies (the same name is the
+    same bytes), else the server's; ``reachable`` hashes whatever it is given."""
+
+    def __init__(self, here: Any, server: ServerSource) -> None:
+        self._here = here
+        self._server = server
+
+    def get_bytes(self, digest: Digest, *, verify: bool = False) -> bytes:
+        try:
+            data: bytes = self._here.get_bytes(digest, verify=False)
+        except (NotFound, IntegrityError):
+            return self._server.get_bytes(digest)
+        return data if hashlib.sha256(data).hexdigest() == digest.hex else self._server.get_bytes(digest)
+
+
+def _gathered(transport: Transport, refs: list[str], lock: list[LockEntry], where: str) -> list[Record]:
+    body = {
+        "refs": refs,
+        "lock": [{"name": e.ref.name, "content_hash": e.content_hash.hex} for e in lock],
+        "no_data": True,
+    }
+    answer = transport.request("POST", "/transfer/gather", json=body)
+    if not isinstance(answer, dict):
+        raise IntegrityError(f"{where} answered with something malformed", hint="check the server's log")
+    return decode_records(answer.get("records"), where=where)
+
+
+def _server_lacks(transport: Transport, here: Any, refs: Sequence[str], lock: list[LockEntry], where: str) -> Missing:
+    """What the server lacks of ``refs`` and the lock entries (found by content), and of the objects
+    its records reach: :func:`labvault.services.remotes.fetch.missing` with the server as the side."""
+    out = Missing()
+    try:  # one request when the server has them all, the common case
+        records = _gathered(transport, list(refs), lock, where)
+    except NotFound:
+        records = []
+        for entry in lock:
+            try:
+                records += _gathered(transport, [], [entry], where)
+            except NotFound:
+                out.lock.append(str(entry.ref))
+        for ref in refs:
+            try:
+                records += _gathered(transport, [ref], [], where)
+            except NotFound as exc:
+                out.refs.append(ref)
+                out.looked_up.append(exc)
+    out.roots = [r for record in records for r in record.refs]
+    if not out.roots:
+        return out
+    try:
+        wanted = reachable(_Trees(here.objects, ServerSource(transport)), out.roots, where)  # type: ignore[arg-type]
+    except IntegrityError:  # a tree is not there (or is damaged): what is below it is lacking too
+        out.objects = 1 + len(missing_on_server(transport, [d for d, _ in out.roots]))
+        return out
+    out.objects = len(missing_on_server(transport, wanted))
+    return out
+
+
+def status(vault: Vault, spec: RemoteSpec, refs: Sequence[str] = ()) -> Status:
+    """What the server lacks and what this vault lacks of ``refs`` (the lock's snapshots when empty):
+    records, and the objects they reach. Reads only, on both sides."""
+    here = vault._side("this vault")
+    lock = [] if refs else _lock_entries(vault)
+    here_lacks = missing(here, refs, lock)
+    with _open(spec) as transport:
+        server_lacks = _server_lacks(transport, here, refs, lock, _where(spec))
+    nowhere = [r for r in here_lacks.refs if r in server_lacks.refs]
+    if nowhere:
+        raise NotFound(
+            f"neither this vault nor remote {spec.name!r} has {', '.join(nowhere)}",
+            hint="list what each holds with `labvault data list`, `labvault runs list`, `labvault models list`",
+        )
+    return Status(spec.name, spec.url, server_lacks, here_lacks)
+
+
+def fetch(
+    vault: Vault,
+    spec: RemoteSpec,
+    refs: Sequence[str] = (),
+    *,
+    blobs: bool = True,
+    jobs: int = 4,
+    progress: Progress | None = None,
+) -> int:
+    """``vault.remotes.fetch`` from a server: pull what ``refs`` (the lock's snapshots when empty) need
+    and this vault lacks, records then objects, verified on arrival. Returns the objects fetched (0,
+    with no request, when everything is here)."""
+    here = vault._side("this vault")
+    lock = [] if refs else list(read_lock(vault.root).values())
+    lacking = missing(here, refs, lock, blobs=blobs)
+    if not lacking:
+        return 0
+    fetched = 0
+    if lacking.refs or lacking.lock:
+        fetched += pull(vault, spec, lacking.refs, jobs=jobs, no_data=True, progress=progress).objects_sent
+        lacking = missing(here, refs, lock, blobs=blobs)
+    if lacking.objects:
+        where = _where(spec)
+        with _open(spec) as transport:
+            source = ServerSource(transport)
+            wanted = reachable(_Trees(here.objects, source), lacking.roots, where)  # type: ignore[arg-type]
+            stats = download_objects(source, here.objects, wanted, where=where, jobs=jobs, progress=progress)
+        fetched += stats.objects
+    return fetched

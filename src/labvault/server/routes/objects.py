@@ -79,8 +79,8 @@ async def put_object(digest: str, request: Request, who: Writer) -> Any:
     return JSONResponse({"digest": str(stored), "size": size, "created": created}, status_code=201 if created else 200)
 
 
-@router.post("/missing", summary="Which of these objects are not stored (resume an upload)")
-def find_missing(body: Digests, who: Writer) -> Any:
+@router.post("/missing", summary="Which of these objects are not stored (resume an upload, remote status)")
+def find_missing(body: Digests, who: Reader) -> Any:  # a reader may HEAD each of them anyway
     return {"missing": missing_objects(who.vault.objects, body.digests)}
 
 

@@ -135,7 +135,8 @@ def require_vault(spec: RemoteSpec) -> RemoteSpec:
     if spec.kind == "server":
         raise ValidationError(
             f"remote {spec.name!r} is a server ({spec.url}); this works only with a folder or team-vault remote",
-            hint=f"`labvault push --remote {spec.name}` and `labvault pull --remote {spec.name}` work with it",
+            hint=f"`labvault push|pull --remote {spec.name}` and `labvault remote status {spec.name}` work with it "
+            "(from Python: labvault.client.remote)",
         )
     return spec
 
