@@ -71,7 +71,11 @@ def bulk_rows(i: int, params: dict[str, str], values: dict[str, float], started:
 
 def insert_runs(root: Path, runs: list[tuple[dict[str, str], dict[str, float]]], batch: int = BATCH) -> None:
     """``runs`` (params, metrics) written into the vault at ``root`` as finished runs, ``batch`` per
-    transaction, whatever its metadata store (SQLite or PostgreSQL: the vault's config says)."""
+    transaction, whatever its metadata store (SQLite or PostgreSQL: the vault's config says).
+
+    On PostgreSQL the tables are then analyzed, as autovacuum does within a minute of such a load on
+    a running server: right after it, the planner still believes the tables nearly empty and picks
+    plans that take 0.4 s for a search it answers in 20 ms once it knows their sizes."""
     import sqlalchemy as sa
 
     from labvault.storage.meta.repos.transfer import RUN_PARTS
@@ -90,3 +94,7 @@ def insert_runs(root: Path, runs: list[tuple[dict[str, str], dict[str, float]]],
                     rows = [r for d in docs for r in d[part]]
                     if rows:
                         conn.execute(sa.insert(table), rows)
+        if not vault.meta.is_sqlite:
+            with vault.meta.transaction() as conn:
+                for table in (runs_table, *RUN_PARTS.values()):
+                    conn.exec_driver_sql(f"ANALYZE {table.name}")
