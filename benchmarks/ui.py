@@ -35,7 +35,6 @@ import argparse
 import json
 import math
 import os
-import random
 import shutil
 import socket
 import statistics
@@ -49,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _seed import bulk_rows as _bulk_rows
+from _seed import specs as _specs
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
@@ -90,61 +91,6 @@ def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
         except httpx.TransportError:
             time.sleep(0.2)
     sys.exit(f"no answer from {url} in 180 s")
-
-
-def _specs(n: int) -> list[tuple[dict[str, str], dict[str, float]]]:
-    """The same N runs for both tools: 10 params and 5 metrics each."""
-    rng = random.Random(7)
-    return [
-        (
-            {"depth": str(rng.choice([2, 4, 6, 8])), "lr": f"{rng.choice([0.1, 0.03, 0.01])}"}
-            | {f"p{j}": str(j) for j in range(8)},
-            {"auc": rng.random(), **{f"m{j}": rng.random() for j in range(4)}},
-        )
-        for _ in range(n)
-    ]
-
-
-def _bulk_rows(i: int, params: dict[str, str], values: dict[str, float], started: datetime) -> dict[str, Any]:
-    """One finished run as the rows ``labvault pull`` writes (``repos.transfer.RUN_PARTS``)."""
-    run_id = f"{i:012x}"
-    ts = int(started.timestamp() * 1000)
-    return {
-        "run": {
-            "id": run_id,
-            "project": "bench",
-            "name": f"r{i}",
-            "status": "finished",
-            "parent_id": None,
-            "user": "bench@example.com",
-            "host": "bench",
-            "started_at": started,
-            "ended_at": started + timedelta(seconds=1),
-            "exit_code": None,
-            "error": None,
-            "seed": None,
-            "inputs": "[]",
-            "capture": '{"config": [], "warnings": []}',
-            "deleted_at": None,
-        },
-        "params": [
-            {"run_id": run_id, "key": k, "value": json.dumps(v), "text": v, "num": _number(v)}
-            for k, v in params.items()
-        ],
-        "tags": [],
-        "metrics": [
-            {"run_id": run_id, "key": k, "step": 0, "ts_ms": ts, "value": v, "kind": 0} for k, v in values.items()
-        ],
-        "latest": [{"run_id": run_id, "key": k, "step": 0, "value": v, "kind": 0} for k, v in values.items()],
-        "artifacts": [],
-    }
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 def seed_labvault(root: Path, runs: int, metrics: int, points: int, copies: int) -> list[str]:
