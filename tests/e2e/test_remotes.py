@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -171,6 +172,31 @@ def test_pull_resolves_the_lock_by_content(project: Path, cli: Cli, tmp_path: Pa
     assert [(r["ref"], r["action"], r["as"]) for r in pulled["records"]] == [("data:raw@v1", "renamed", "data:raw@v2")]
     cli("data", "checkout", "--force", cwd=other)
     assert (other / "data" / "raw" / "f0.txt").read_text() == "A0\n"
+
+
+def test_pull_checkout_restores_the_lock_in_one_step(project: Path, cli: Cli, tmp_path: Path) -> None:
+    """`pull --checkout` is `pull` then `data checkout` in one command, as `dvc pull` is."""
+    nas = tmp_path / "nas"
+    cli("init")
+    _dataset(project, cli, files=5)
+    cli("remote", "add", "nas", str(nas))
+    cli("push")
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    shutil.copy(project / "labvault.lock", clone / "labvault.lock")  # what a git clone brings
+    cli("init", cwd=clone)
+    cli("remote", "add", "nas", str(nas), cwd=clone)
+    refused = cli("pull", "--checkout", "--dry-run", cwd=clone, expect=2)
+    assert refused.stderr.startswith("error: --checkout"), refused.stderr
+    assert not (clone / "data").exists()
+    out = _json(cli("pull", "--checkout", "--json", cwd=clone))
+    assert [r["ref"] for r in out["records"]] == ["data:raw@v1"]
+    assert [(c["ref"], c["written"]) for c in out["checkout"]] == [("data:raw@v1", 5)]
+    assert [(clone / "data" / "raw" / f"f{i}.txt").read_text() for i in range(5)] == [f"{i}\n" for i in range(5)]
+    (clone / "data" / "raw" / "f0.txt").write_text("mine\n")  # a local change is never overwritten
+    kept = cli("pull", "--checkout", cwd=clone, expect=4)
+    assert "labvault data checkout --force" in kept.stderr, kept.stderr
+    assert (clone / "data" / "raw" / "f0.txt").read_text() == "mine\n"
 
 
 def test_corrupt_object_on_the_remote_is_exit_5(project: Path, cli: Cli, tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 import typer
 
 from labvault.cli.context import open_local_vault
-from labvault.cli.render import OUTPUT, human_bytes, print_json
-from labvault.errors import IntegrityError, LabvaultError, NotFound
+from labvault.cli.render import OUTPUT, human_bytes, print_json, progress
+from labvault.errors import Conflict, IntegrityError, LabvaultError, NotFound, ValidationError
 
 __all__ = ["app", "fetching", "register", "transfer_progress"]
 
@@ -254,27 +254,64 @@ def pull(
         help="Give a model version whose number this vault holds with other content the next free number.",
     ),
     dry_run: bool = DRY_RUN,
+    checkout: bool = typer.Option(
+        False,
+        "--checkout",
+        help="Then restore what labvault.lock names, as `labvault data checkout` does (one step, like `dvc pull`).",
+    ),
     json_output: bool = JSON,
 ) -> None:
     """Fetch snapshots, runs and model versions, with every object they need, from a remote.
 
     With no REF, the snapshots labvault.lock names, found on the remote by content hash (then
-    `labvault data checkout` restores them). Every record and object read from the remote is
-    validated first: a corrupt object is exit 5 and nothing is recorded.
+    `labvault data checkout`, or `--checkout` here, restores them). Every record and object read from
+    the remote is validated first: a corrupt object is exit 5 and nothing is recorded.
     """
-    with _local_vault("pull") as vault, transfer_progress("pulling") as advance:
-        spec = vault.remotes.get(remote)
-        if spec.kind == "server":
-            from labvault.client.remote import pull as pull_from_server
+    if checkout and dry_run:
+        raise ValidationError("--checkout restores what a pull fetched; a dry run fetches nothing", hint="drop one")
+    with _local_vault("pull") as vault:
+        with transfer_progress("pulling") as advance:
+            spec = vault.remotes.get(remote)
+            if spec.kind == "server":
+                from labvault.client.remote import pull as pull_from_server
 
-            result = pull_from_server(
-                vault, spec, refs or [], jobs=jobs, no_data=no_data, rename=rename, dry_run=dry_run, progress=advance
-            )
-        else:
-            result = vault.remotes.pull(
-                refs or [], remote=remote, jobs=jobs, no_data=no_data, rename=rename, dry_run=dry_run, progress=advance
-            )
-    _report(result, json_output)
+                result = pull_from_server(
+                    vault,
+                    spec,
+                    refs or [],
+                    jobs=jobs,
+                    no_data=no_data,
+                    rename=rename,
+                    dry_run=dry_run,
+                    progress=advance,
+                )
+            else:
+                result = vault.remotes.pull(
+                    refs or [],
+                    remote=remote,
+                    jobs=jobs,
+                    no_data=no_data,
+                    rename=rename,
+                    dry_run=dry_run,
+                    progress=advance,
+                )
+        if not checkout:
+            _report(result, json_output)
+            return
+        if not json_output:
+            _report(result, json_output)
+        with progress("checking out", None) as advance:
+            try:
+                restored = vault.data.checkout(None, None, force=False, progress=advance, fetch=False)
+            except Conflict as exc:  # the pull stands; the checkout is the user's to force
+                raise Conflict(
+                    str(exc), hint="snapshot them first with `labvault data add`, or `labvault data checkout --force`"
+                ) from None
+    if json_output:
+        print_json({**result.to_json(), "checkout": [r.to_json() for r in restored]})
+        return
+    for r in restored:
+        OUTPUT.line(f"{r.path}  {r.ref}  {r.written} written, {r.removed} removed, {r.unchanged} unchanged")
 
 
 def _report(result: Any, json_output: bool) -> None:
