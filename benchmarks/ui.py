@@ -43,12 +43,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _seed import bulk_rows as _bulk_rows
+from _seed import insert_runs as _insert_runs
 from _seed import specs as _specs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,24 +102,11 @@ def seed_labvault(root: Path, runs: int, metrics: int, points: int, copies: int)
     subprocess.run([LABVAULT, "init"], cwd=root, env=env, check=True, capture_output=True)
     import sqlalchemy as sa
 
-    from labvault.storage.meta.repos.transfer import RUN_PARTS
     from labvault.storage.meta.tables import run_latest, run_metrics
-    from labvault.storage.meta.tables import runs as runs_table
     from labvault.vault import Vault
 
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    specs = _specs(runs)
+    _insert_runs(root, _specs(runs))
     with Vault.open(root) as vault:
-        for first in range(0, runs, 2000):
-            docs = [
-                _bulk_rows(i, *specs[i], start + timedelta(seconds=i)) for i in range(first, min(runs, first + 2000))
-            ]
-            with vault.meta.transaction() as conn:
-                conn.execute(sa.insert(runs_table), [d["run"] for d in docs])
-                for part, table in RUN_PARTS.items():
-                    rows = [r for d in docs for r in d[part]]
-                    if rows:
-                        conn.execute(sa.insert(table), rows)
         big = vault.runs.create(project="bench", name="long-histories", cwd=root, capture=False)
         for k in range(metrics):
             for first in range(0, points, 10_000):
