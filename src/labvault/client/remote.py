@@ -39,7 +39,7 @@ from labvault.refs import Digest
 from labvault.services.remotes import MAX_JOBS, Moved, RemoteSpec, TransferResult
 from labvault.services.remotes.apply import Landing, decide, write_records
 from labvault.services.remotes.copy import reachable
-from labvault.services.remotes.fetch import Missing, Status, missing
+from labvault.services.remotes.fetch import Missing, Status, missing, status_of
 from labvault.services.remotes.plan import gather
 from labvault.services.remotes.records import Record, inputs_of
 from labvault.services.snapshots.lockfile import LockEntry, read_lock
@@ -334,13 +334,7 @@ def status(vault: Vault, spec: RemoteSpec, refs: Sequence[str] = ()) -> Status:
     here_lacks = missing(here, refs, lock)
     with _open(spec) as transport:
         server_lacks = _server_lacks(transport, here, refs, lock, _where(spec))
-    nowhere = [r for r in here_lacks.refs if r in server_lacks.refs]
-    if nowhere:
-        raise NotFound(
-            f"neither this vault nor remote {spec.name!r} has {', '.join(nowhere)}",
-            hint="list what each holds with `labvault data list`, `labvault runs list`, `labvault models list`",
-        )
-    return Status(spec.name, spec.url, server_lacks, here_lacks)
+    return status_of(spec.name, spec.url, server_lacks, here_lacks)
 
 
 def fetch(

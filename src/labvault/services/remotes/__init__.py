@@ -250,7 +250,7 @@ class Remotes:
     def status(self, refs: Sequence[str] = (), *, remote: str | None = None) -> Status:
         """What the remote lacks and what this vault lacks of ``refs`` (the lock's snapshots when empty):
         records, and the objects they reach. Lock entries are found by content on both sides."""
-        from labvault.services.remotes.fetch import Missing, Status, missing
+        from labvault.services.remotes.fetch import Missing, Status, missing, status_of
 
         spec = settings.require_vault(self.get(remote))
         lock = [] if refs else self._lock_entries()
@@ -263,14 +263,7 @@ class Remotes:
             everything = Missing(refs=[r for r in refs if r not in here_lacks.refs])
             everything.lock = [str(e.ref) for e in lock if str(e.ref) not in here_lacks.lock]
             return Status(spec.name, spec.url, everything, here_lacks, reachable=False)
-        remote_lacks = missing(there, refs, lock)
-        nowhere = [r for r in here_lacks.refs if r in remote_lacks.refs]
-        if nowhere:
-            raise NotFound(
-                f"neither this vault nor remote {spec.name!r} has {', '.join(nowhere)}",
-                hint="list what each holds with `labvault data list`, `labvault runs list`, `labvault models list`",
-            )
-        return Status(spec.name, spec.url, remote_lacks, here_lacks)
+        return status_of(spec.name, spec.url, missing(there, refs, lock), here_lacks)
 
     def is_pushed(self, remote: str | None = None) -> TransferResult | None:
         """The no-op result when the remote already holds, under the same numbers, every snapshot labvault.lock

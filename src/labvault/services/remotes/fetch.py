@@ -19,7 +19,7 @@ from labvault.services.remotes.plan import gather
 from labvault.services.remotes.side import Side
 from labvault.services.snapshots.lockfile import LockEntry
 
-__all__ = ["Missing", "Status", "missing"]
+__all__ = ["Missing", "Status", "missing", "status_of"]
 
 ADD_DEFAULT_HINT = "add one with `labvault remote add NAME PATH --default` (a folder, or --db URL --objects URL)"
 
@@ -73,6 +73,17 @@ class Status:
             "here_lacks": side(self.here_lacks),
             "in_sync": self.in_sync,
         }
+
+
+def status_of(name: str, url: str, remote_lacks: Missing, here_lacks: Missing) -> Status:
+    """The status of a reachable remote; a REF that neither side has is unknown (exit 3)."""
+    nowhere = [r for r in here_lacks.refs if r in remote_lacks.refs]
+    if nowhere:
+        raise NotFound(
+            f"neither this vault nor remote {name!r} has {', '.join(nowhere)}",
+            hint="list what each holds with `labvault data list`, `labvault runs list`, `labvault models list`",
+        )
+    return Status(name, url, remote_lacks, here_lacks)
 
 
 def missing(here: Side, refs: Sequence[str], lock: Iterable[LockEntry] = (), *, blobs: bool = True) -> Missing:
