@@ -23,7 +23,7 @@ from labvault.errors import Conflict, NotAllowed, NotFound, ValidationError
 from labvault.storage.meta.repos import access as repo
 from labvault.storage.meta.store import MetaStore
 
-__all__ = ["TOKEN_PREFIX", "Access"]
+__all__ = ["ABANDONED_CLAIM", "TOKEN_PREFIX", "Access", "check_request_key"]
 
 TOKEN_PREFIX = "lvt_"
 _TOKEN_RE = re.compile(r"lvt_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
@@ -31,7 +31,7 @@ _USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,255}")
 _KEY_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MAX_EXPIRY_DAYS = 36_500
 #: A claim still pending after this long was left by a server that died mid-request; a retry takes it over.
-_ABANDONED = timedelta(minutes=2)
+ABANDONED_CLAIM = timedelta(minutes=2)
 _NO_TOKEN_HINT = "send `Authorization: Bearer <token>`; an admin makes one with `labvault server token create`"
 
 T = TypeVar("T")
@@ -39,6 +39,12 @@ T = TypeVar("T")
 
 def _hash(salt: str, secret: str) -> str:
     return hashlib.sha256((salt + secret).encode("ascii")).hexdigest()
+
+
+def check_request_key(key: str) -> None:
+    """An idempotency key: 1 to 128 of letters, digits and ``. _ : -`` (stored as it is)."""
+    if not _KEY_RE.fullmatch(key):
+        raise ValidationError("invalid idempotency key", hint="use 1 to 128 of letters, digits and . _ : -")
 
 
 class Access:
@@ -137,12 +143,11 @@ class Access:
         """
         if key is None:
             return encode(work())
-        if not _KEY_RE.fullmatch(key):
-            raise ValidationError("invalid idempotency key", hint="use 1 to 128 of letters, digits and . _ : -")
+        check_request_key(key)
         scope = scope[:300]
         now = utcnow()
         with self._meta().transaction() as conn:
-            found = repo.claim_request(conn, scope, key, now, stale_before=now - _ABANDONED)
+            found = repo.claim_request(conn, scope, key, now, stale_before=now - ABANDONED_CLAIM)
         if found is not None:
             state, result = found
             if state == "done" and result is not None:

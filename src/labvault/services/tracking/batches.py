@@ -10,14 +10,13 @@ again.) A concurrent retry waits for the first request's transaction, then gets 
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from labvault.entities import utcnow
-from labvault.errors import Conflict, ValidationError
+from labvault.errors import Conflict
+from labvault.services.access import ABANDONED_CLAIM, check_request_key
 from labvault.services.tracking.names import validate_key
 from labvault.services.tracking.values import encode_param, metric_step, metric_value
 from labvault.storage.meta.repos import access as requests_repo
@@ -28,10 +27,6 @@ if TYPE_CHECKING:
     from labvault.services.tracking.records import RunRecords
 
 __all__ = ["log_batch"]
-
-_KEY_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # as services/access.py checks the keys it stores
-#: A pending claim this old was left by an earlier server version that claimed before storing.
-_ABANDONED = timedelta(minutes=2)
 
 
 def log_batch(
@@ -46,8 +41,8 @@ def log_batch(
     """Store params, tags and ``(key, value, step)`` points in one transaction; the answer counts them.
     ``once`` is ``(scope, key)``: with a key, a retry gets the first answer and stores nothing."""
     scope, key = once
-    if key is not None and not _KEY_RE.fullmatch(key):
-        raise ValidationError("invalid idempotency key", hint="use 1 to 128 of letters, digits and . _ : -")
+    if key is not None:
+        check_request_key(key)
     encoded = {validate_key(k, what="param"): encode_param(k, v) for k, v in params.items()}
     values = records._check_tags(tags) if tags else {}
     stamp = time.time_ns() // 1_000_000
@@ -58,7 +53,7 @@ def log_batch(
     with records.meta.transaction() as conn:
         if key is not None:
             now = utcnow()
-            found = requests_repo.claim_request(conn, scope[:300], key, now, stale_before=now - _ABANDONED)
+            found = requests_repo.claim_request(conn, scope[:300], key, now, stale_before=now - ABANDONED_CLAIM)
             if found is not None:
                 state, result = found
                 if state == "done" and result is not None:
