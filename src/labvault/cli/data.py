@@ -12,7 +12,7 @@ from labvault.cli.context import open_vault
 from labvault.cli.data_add import run_add
 from labvault.cli.data_status import run_status
 from labvault.cli.lean_views import print_manifest
-from labvault.cli.remotes import fetching
+from labvault.cli.remotes import fetching, report_checkout
 from labvault.cli.render import OUTPUT, human_bytes, print_json, progress, readable_number
 
 __all__ = ["app"]
@@ -190,8 +190,7 @@ def checkout(
     if json_output:
         print_json([r.to_json() for r in results])
         return
-    for r in results:
-        OUTPUT.line(f"{r.path}  {r.ref}  {r.written} written, {r.removed} removed, {r.unchanged} unchanged")
+    report_checkout(results)
 
 
 @app.command("diff")

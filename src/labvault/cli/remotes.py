@@ -13,7 +13,7 @@ from labvault.cli.context import open_local_vault
 from labvault.cli.render import OUTPUT, human_bytes, print_json, progress
 from labvault.errors import Conflict, IntegrityError, LabvaultError, NotFound, ValidationError
 
-__all__ = ["app", "fetching", "register", "transfer_progress"]
+__all__ = ["app", "fetching", "register", "report_checkout", "transfer_progress"]
 
 app = typer.Typer(
     help="Remotes: other vaults (a folder on a NAS or mounted disk, a team vault, a labvault server) to push to "
@@ -295,11 +295,10 @@ def pull(
                     dry_run=dry_run,
                     progress=advance,
                 )
+        if not (checkout and json_output):  # with both, one JSON document after the checkout
+            _report(result, json_output)
         if not checkout:
-            _report(result, json_output)
             return
-        if not json_output:
-            _report(result, json_output)
         with progress("checking out", None) as advance:
             try:
                 restored = vault.data.checkout(None, None, force=False, progress=advance, fetch=False)
@@ -310,7 +309,12 @@ def pull(
     if json_output:
         print_json({**result.to_json(), "checkout": [r.to_json() for r in restored]})
         return
-    for r in restored:
+    report_checkout(restored)
+
+
+def report_checkout(results: list[Any]) -> None:
+    """A line per restored snapshot, as `data checkout` and `pull --checkout` print them."""
+    for r in results:
         OUTPUT.line(f"{r.path}  {r.ref}  {r.written} written, {r.removed} removed, {r.unchanged} unchanged")
 
 
