@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import anyio
@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 
 from labvault.errors import ValidationError
 
-__all__ = ["UPLOAD_THREADS", "consume_body"]
+__all__ = ["UPLOAD_THREADS", "body_blocks", "consume_body"]
 
 T = TypeVar("T")
 _BLOCK = 4 << 20
@@ -29,6 +29,17 @@ _QUEUED = 2  # blocks held for the thread at most: the memory one upload can tak
 #: upload threads must not take the threads every other request runs in (app.REQUEST_THREADS).
 UPLOAD_THREADS = 4
 _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+
+
+async def body_blocks(request: Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a client gone before its end is bad input, not a server error."""
+    try:
+        async for block in request.stream():
+            yield block
+    except ClientDisconnect:
+        raise ValidationError(
+            "the client went away before the whole body arrived; nothing was stored", hint="send it again"
+        ) from None
 
 
 def _upload_limiter() -> anyio.CapacityLimiter:
@@ -51,7 +62,7 @@ async def consume_body(request: Request, consume: Callable[[Callable[[], bytes]]
             parts: list[bytes] = []
             held = total = 0
             try:
-                async for block in request.stream():
+                async for block in body_blocks(request):
                     total += len(block)
                     if total > limit:
                         raise HTTPException(413, f"the object body is over {limit} bytes")
@@ -62,14 +73,7 @@ async def consume_body(request: Request, consume: Callable[[Callable[[], bytes]]
                         parts, held = [], 0
                 if parts:
                     await send.send(b"".join(parts))
-            except ClientDisconnect:  # bad input (400), not a server error; nothing half-received is kept
-                failed.append(
-                    ValidationError(
-                        "the client went away before the whole body arrived; nothing was stored",
-                        hint="send it again",
-                    )
-                )
-            except Exception as exc:  # sent too much: handed to the thread
+            except Exception as exc:  # the client went away (400), or sent too much (413): handed to the thread
                 failed.append(exc)
 
     def read() -> bytes:

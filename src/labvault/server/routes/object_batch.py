@@ -24,8 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from labvault.client.frames import MAGIC, MAX_BODY, MAX_COUNT, MAX_OBJECT, FrameParser, frame
 from labvault.errors import CheckFailed, IntegrityError, LabvaultError, NotFound, ValidationError
 from labvault.refs import Digest
+from labvault.server.bodies import body_blocks
 from labvault.server.deps import Caller, caller
-from labvault.server.routes.objects import body_blocks
 from labvault.services.transfer import parse_full_digest
 from labvault.vault import Vault
 

@@ -8,13 +8,11 @@ arrives and refused when it does not match the digest it names.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.requests import ClientDisconnect
 
 from labvault.errors import NotFound, ValidationError
 from labvault.server.bodies import consume_body
@@ -22,7 +20,7 @@ from labvault.server.deps import Caller, caller
 from labvault.services.object_streams import compose_chunks, read_object, store_upload
 from labvault.services.transfer import MAX_CHUNKS, missing_objects, parse_full_digest, read_range
 
-__all__ = ["MAX_OBJECT_BODY", "body_blocks", "router"]
+__all__ = ["MAX_OBJECT_BODY", "router"]
 
 router = APIRouter(prefix="/objects", tags=["objects"])
 Reader = Annotated[Caller, Depends(caller("reader"))]
@@ -42,17 +40,6 @@ class Digests(_Body):
 
 class Compose(_Body):
     chunks: list[str] = Field(min_length=1, max_length=MAX_CHUNKS)
-
-
-async def body_blocks(request: Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives; a client gone before its end is bad input, not a server error."""
-    try:
-        async for block in request.stream():
-            yield block
-    except ClientDisconnect:
-        raise ValidationError(
-            "the client went away before the whole body arrived; nothing was stored", hint="send it again"
-        ) from None
 
 
 def _too_large(size: int) -> JSONResponse:
