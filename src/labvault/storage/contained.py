@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from labvault.errors import Conflict, StorageError, ValidationError
+from labvault.storage.objects.fileio import write_all
 
 __all__ = ["Dest", "check_name", "replace_file", "split_rel", "write_text"]
 
@@ -273,9 +274,7 @@ class Dest:
         """``data`` at ``rel``; ``durable`` makes its bytes durable before the rename (a file kept in git)."""
 
         def fill(fd: int) -> None:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             if durable:
                 os.fsync(fd)
 
@@ -301,9 +300,7 @@ class Dest:
                 raise _oserror(exc, self.path / rel) from exc
             try:
                 try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(out, view) :]
+                    write_all(out, data)
                 finally:
                     os.close(out)
             except BaseException as exc:
