@@ -18,9 +18,9 @@ import sqlalchemy as sa
 
 from labvault.errors import StorageError, ValidationError
 from labvault.refs import MAX_VERSION_PART
-from labvault.storage.meta import store as store_module
 from labvault.storage.meta.tables import data_snapshots
 from labvault.vault import Vault
+from tests.older_schema import empty_metadata, ship_migrations_before
 
 TOP = MAX_VERSION_PART  # 9223372036854775807
 ABOVE_32_BITS = 2**31  # 2147483648
@@ -101,34 +101,12 @@ def test_a_dataset_at_the_last_version_number_refuses_one_more_cleanly(any_vault
     assert [s.version for s in any_vault.data.log("raw")] == [TOP]  # nothing written
 
 
-def _without_bigint_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the store ship the migrations as they were before ``0006_bigint_versions`` (and later ones)."""
-    old = tmp_path / "old_migrations"
-
-    def _from_0006_on(_folder: str, names: list[str]) -> set[str]:
-        return {n for n in names if n == "__pycache__" or (n[:4].isdigit() and int(n[:4]) >= 6)}
-
-    shutil.copytree(store_module._MIGRATIONS, old, ignore=_from_0006_on)
-    monkeypatch.setattr(store_module, "_MIGRATIONS", old)
-
-
 def test_a_vault_made_before_the_migration_is_upgraded_on_open(
     any_vault: Vault, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = any_vault.config.database_url
-    any_vault.close()
-    if url is not None:  # start again from an empty schema, migrated by the older labvault
-        engine = sa.create_engine(store_module.normalise_url(url))
-        with engine.begin() as conn:  # this test's own schema (the pg_url fixture's search_path)
-            schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
-            assert str(schema).startswith("lv_test_")
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        engine.dispose()
-    else:
-        (project / ".labvault" / "meta.db").unlink()
+    url = empty_metadata(any_vault, project)  # then migrated by the older labvault
     with monkeypatch.context() as patch:
-        _without_bigint_migration(tmp_path, patch)
+        ship_migrations_before(6, tmp_path, patch)  # 0006_bigint_versions
         old = Vault.open(project)
         old.registry.register("fraud/detector@1.2.3", _model(project, b"old"))
         (project / "raw.txt").write_text("old\n")

@@ -6,7 +6,6 @@ PostgreSQL; the page and the end go through the server's app.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,10 @@ import sqlalchemy as sa
 
 from labvault.server.app import create_app
 from labvault.server.ui.chart_data import CHART_BUCKETS
-from labvault.storage.meta import store as store_module
 from labvault.storage.meta.repos.runs import metric_envelope
 from labvault.storage.meta.tables.envelopes import run_envelopes
 from labvault.vault import Vault
+from tests.older_schema import empty_metadata, ship_migrations_before
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -62,26 +61,9 @@ def test_the_migration_makes_the_table_on_both_databases(any_vault: Vault) -> No
 def test_a_run_finished_before_the_migration_gets_its_envelope_on_first_view(
     any_vault: Vault, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = any_vault.config.database_url
-    any_vault.close()
-    if url is not None:  # start again from an empty schema, migrated by the older labvault
-        engine = sa.create_engine(store_module.normalise_url(url))
-        with engine.begin() as conn:  # this test's own schema (the pg_url fixture's search_path)
-            schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
-            assert str(schema).startswith("lv_test_")
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        engine.dispose()
-    else:
-        (project / ".labvault" / "meta.db").unlink()
-    old_migrations = tmp_path / "old_migrations"
-    shutil.copytree(
-        store_module._MIGRATIONS,
-        old_migrations,
-        ignore=lambda _, names: {n for n in names if n == "__pycache__" or n.startswith("0009_")},
-    )
+    empty_metadata(any_vault, project)  # then migrated by the older labvault
     with monkeypatch.context() as patch:
-        patch.setattr(store_module, "_MIGRATIONS", old_migrations)
+        ship_migrations_before(9, tmp_path, patch)  # 0009_run_envelopes
         with Vault.open(project) as old:
             run_id = _run(old, project)
             old.runs.finish(run_id)  # no table to store into: the end still succeeds
