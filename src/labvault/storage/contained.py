@@ -324,6 +324,22 @@ class Dest:
         parent = rel.rpartition("/")[0]
         return f"{parent}/{tmp}" if parent else tmp
 
+    @contextmanager
+    def built_dir(self, rel: str, *, replace: bool = False) -> Iterator[Dest]:
+        """A new folder for ``rel``, filled in the block under a temp name (:meth:`temp_dir`), then
+        renamed onto ``rel`` (what was there removed first when ``replace``); removed on any error,
+        so that ``rel`` is seen whole or not at all."""
+        tmp = self.temp_dir(rel)
+        try:
+            with self.sub(tmp, create=False) as base:
+                yield base
+            if replace:
+                self.remove(rel)
+            self.rename(tmp, rel)
+        except BaseException:
+            self.remove(tmp)
+            raise
+
     def _place(self, rel: str, make: Callable[[str, int], None]) -> None:
         """``make(tmp, parent_fd)`` creates a temp entry beside ``rel``; it is then renamed onto ``rel``."""
         with self._parent(rel) as (pfd, name):

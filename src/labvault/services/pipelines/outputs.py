@@ -140,19 +140,12 @@ def restore_output(
                 flat = load_flat(objects, vault_dir, d)
                 # Built under a temp name, then renamed into place: the folder is seen whole or not at all.
                 _sweep_temps(top, rel)
-                tmp = top.temp_dir(rel)
-                try:
-                    with top.sub(tmp, create=False) as base:
-                        for sub in sorted(flat.dirs):
-                            base.mkdir(sub)
-                        written = _write_files(objects, base, flat.files)
-                        for path, target in flat.links.items():
-                            base.symlink(path, target)
-                    top.remove(rel)
-                    top.rename(tmp, rel)
-                except BaseException:
-                    top.remove(tmp)
-                    raise
+                with top.built_dir(rel, replace=True) as base:
+                    for sub in sorted(flat.dirs):
+                        base.mkdir(sub)
+                    written = _write_files(objects, base, flat.files)
+                    for path, target in flat.links.items():
+                        base.symlink(path, target)
     except NotFound as exc:
         raise IntegrityError(f"output {rel}: {exc.message}", hint="run the stage again with --force") from exc
     except IntegrityError as exc:

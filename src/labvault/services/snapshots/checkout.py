@@ -237,15 +237,8 @@ def _apply(svc: DataService, plan: _Plan, advance: Any) -> int:
         if plan.scan is None and plan.snapshot.kind == "dir" and top.lstat(plan.rel) is None:
             # A new folder: built under a temp name, its files written straight (no temp file and
             # rename each), then renamed into place, so it is seen whole or not at all.
-            tmp = top.temp_dir(plan.rel)
-            try:
-                with top.sub(tmp, create=False) as base:
-                    written = _apply_below(svc, plan, base, [], [], advance, fresh=True)
-                top.rename(tmp, plan.rel)
-            except BaseException:
-                top.remove(tmp)
-                raise
-            return written
+            with top.built_dir(plan.rel) as base:
+                return _apply_below(svc, plan, base, [], [], advance, fresh=True)
         parent = plan.rel.rpartition("/")[0]
         with top.sub(plan.rel if plan.snapshot.kind == "dir" else parent or ".") as base:
             return _apply_below(svc, plan, base, files_gone, links_gone, advance)
