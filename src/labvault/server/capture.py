@@ -8,13 +8,14 @@ it is kept with the run (``object_refs``), as a local run keeps what it captured
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from labvault.entities import Run
 from labvault.errors import Conflict, NotFound
 from labvault.refs import Digest
+from labvault.server.fields import PlainPath
 from labvault.services.tracking.values import check_seed
 from labvault.services.transfer import parse_full_digest
 from labvault.vault import Vault
@@ -22,18 +23,7 @@ from labvault.vault import Vault
 __all__ = ["CaptureIn", "record_capture"]
 
 _DIGEST = 71  # len("sha256:") + 64
-_PATH = 4096
 _TEXT = 10_000
-
-
-def _plain_text(value: str) -> str:
-    """A path or name shown in listings: no control characters (a terminal would act on them)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("plain text only: no control characters")
-    return value
-
-
-_Path = Annotated[str, Field(max_length=_PATH), AfterValidator(_plain_text)]
 
 
 class _Body(BaseModel):
@@ -41,27 +31,27 @@ class _Body(BaseModel):
 
 
 class UntrackedIn(_Body):
-    path: _Path
+    path: PlainPath
     size: int = Field(ge=0)
     sha256: str = Field(max_length=_DIGEST)
 
 
 class LeftOutIn(_Body):
-    pinned: list[_Path] = Field(default_factory=list, max_length=10_000)
+    pinned: list[PlainPath] = Field(default_factory=list, max_length=10_000)
     untracked: list[UntrackedIn] = Field(default_factory=list, max_length=10_000)
 
 
 class GitIn(_Body):
     commit: str | None = Field(None, max_length=64)
     branch: str | None = Field(None, max_length=1000)
-    remote: str | None = Field(None, max_length=_PATH)
+    remote: str | None = Field(None, max_length=4096)
     dirty: bool | None = None
-    root: _Path | None = Field(None, description="the client's work tree, as text")
+    root: PlainPath | None = Field(None, description="the client's work tree, as text")
     left_out: LeftOutIn | None = None
 
 
 class ConfigIn(_Body):
-    path: _Path
+    path: PlainPath
     sha256: str = Field(max_length=_DIGEST)
     size: int = Field(ge=0)
 
@@ -80,7 +70,7 @@ class SeedsIn(_Body):
 
 
 class CaptureIn(_Body):
-    cwd: _Path | None = Field(None, description="the client's working folder, as text")
+    cwd: PlainPath | None = Field(None, description="the client's working folder, as text")
     pythonhashseed: str | None = Field(None, max_length=32)
     environment: str | None = Field(None, max_length=_DIGEST, description="sha256:<hex> of the environment document")
     git: GitIn | None = None

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from labvault.server.deps import Caller, caller
 from labvault.server.encode import to_json
+from labvault.server.fields import PlainPath
 from labvault.services.registry.layout import write_version
 from labvault.services.transfer import parse_full_digest
 
@@ -37,19 +38,12 @@ class Register(_Body):
     allow_modified: bool = Field(
         False, description="with tree and run: register it even if the run recorded other files"
     )
-    path: str | None = Field(
-        None, max_length=4096, description="with tree: the client's folder, recorded as source.path (never opened)"
+    path: PlainPath | None = Field(
+        None, description="with tree: the client's folder, recorded as source.path (never opened)"
     )
     version: str | None = Field(None, max_length=64)
     bump: Literal["major", "minor", "patch"] | None = None
     message: str | None = Field(None, max_length=10_000)
-
-    @field_validator("path")
-    @classmethod
-    def _plain_text(cls, value: str | None) -> str | None:
-        if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise ValueError("a path is plain text: no control characters")
-        return value
 
 
 class Promote(_Body):
