@@ -18,8 +18,9 @@ from sqlalchemy import exc
 from labvault.errors import LabvaultError, StorageError
 from labvault.storage.meta import store as meta_store
 from labvault.storage.meta.repos import metric_appender
+from labvault.storage.objects.indexdb import translate_sqlite_errors
 from labvault.storage.objects.local import LocalObjectStore
-from labvault.storage.objects.packindex import PackIndex, translate_sqlite_errors
+from labvault.storage.objects.packindex import PackIndex
 
 
 def small_disk_at(mnt: Path) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labvault.storage.objects.fileio import SMALL
+from labvault.storage.objects.indexdb import translate_sqlite_errors
 from labvault.storage.objects.packfile import (
     HEADER,
     HEADER_SIZE,
@@ -42,7 +43,7 @@ from labvault.storage.objects.packfile import (
     recover,
     transaction,
 )
-from labvault.storage.objects.packindex import PackIndex, translate_sqlite_errors
+from labvault.storage.objects.packindex import PackIndex
 from labvault.storage.objects.packrows import repair_rows
 
 __all__ = ["PACK_TARGET", "PackStore"]
