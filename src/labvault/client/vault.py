@@ -5,7 +5,7 @@ It has the attributes the CLI and the Python API use on a local :class:`~labvaul
 from its own module of this package over one :class:`~labvault.client.transport.Transport`.
 Where a command needs files on this machine (checkout, add, get, reproduce), the file work is done
 here and only objects and records cross the network. A part the server does not offer (fsck, gc,
-tokens) raises a usage error (exit 2) saying so.
+tokens) or that works on a local vault only (pipelines) raises a usage error (exit 2) saying so.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from labvault.client.objects import HttpObjectStore
     from labvault.services.reproduce import ReproduceReport
 
-__all__ = ["ServerVault", "server_only"]
+__all__ = ["ServerVault", "local_only", "server_only"]
 
 
 def server_only(what: str, url: str) -> NoReturn:
@@ -33,6 +33,15 @@ def server_only(what: str, url: str) -> NoReturn:
     raise ValidationError(
         f"`{what}` runs on the server's machine, not through {url}",
         hint=f"run it where the server's vault is (unset LABVAULT_URI to use a local vault), e.g. `labvault {what}`",
+    )
+
+
+def local_only(what: str, url: str) -> NoReturn:
+    """Refuse a command that works against a local vault only (exit 2)."""
+    raise ValidationError(
+        f"`labvault {what}` runs against a local vault, not through {url}",
+        hint="unset LABVAULT_URI and run it in a project with a vault (`labvault init`; `labvault pull` "
+        "brings records from the server)",
     )
 
 
@@ -94,6 +103,17 @@ class ServerVault:
         from labvault.client.registry import ServerAudit
 
         return ServerAudit(self)
+
+    @cached_property
+    def environments(self) -> Any:
+        from labvault.services.reproduce.environments import Environments
+
+        return Environments(runs=self.runs, root=self.data.root)
+
+    @property
+    def pipelines(self) -> NoReturn:
+        # A pipeline's stage cache, lock and tags are records of the vault the stages run against.
+        local_only("pipeline", self.url)
 
     def reproduce(
         self,
