@@ -136,3 +136,25 @@ def test_a_pipeline_run_is_refused_through_a_server(world: World) -> None:
     )
     assert err.count("\n") == 2  # error + hint
     assert json.loads(world.server("runs", "show", run.id, "--json").stdout)["reproductions"] == []
+
+
+@pytest.mark.skipif(not FULL, reason="builds a uv environment (about 20 s): LABVAULT_TEST_FULL=1")
+def test_rebuild_through_a_server_builds_in_the_users_cache(world: World) -> None:
+    project = world.client
+    code = "import labvault as lv\nwith lv.start_run() as run:\n    run.log_metric('one', 1.0)\n"
+    (project / "metric.py").write_text(code)
+    _git(project, "add", "metric.py")
+    _git(project, "commit", "-qm", "metric")
+    run_id = _run_id(world.server("run", "--", sys.executable, "metric.py"))
+
+    out = world.server("reproduce", run_id, "--env", "rebuild", "--json")
+
+    doc = json.loads(out.stdout)
+    assert doc["verdict"] == "reproduced"
+    assert {m["metric"]: m["verdict"] for m in doc["metrics"]} == {"one": "EXACT"}  # logged from the rebuilt env
+    envs = world.home / "cache" / "labvault" / "envs"
+    assert "uv environment built in" in doc["environment"]["reason"]
+    assert str(envs) in doc["environment"]["reason"]
+    (env,) = [e for e in envs.iterdir() if e.is_dir()]
+    shown = json.loads(world.server("runs", "show", doc["reruns"][0], "--json").stdout)
+    assert shown["command"][0] == str(env / "bin" / "python")
