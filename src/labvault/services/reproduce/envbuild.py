@@ -151,14 +151,14 @@ def _copy_labvault(folder: Path, minor: str) -> None:
     write_whole(stamp, fingerprint)
 
 
-def build_environment(doc: Mapping[str, Any], digest: Digest, *, envs: Path) -> BuiltEnvironment:
-    """The uv environment of ``doc`` (recorded as ``digest``) in the folder ``envs``, cached by its hash."""
+def build_environment(doc: Mapping[str, Any], digest: Digest, *, envs_dir: Path) -> BuiltEnvironment:
+    """The uv environment of ``doc`` (recorded as ``digest``) in ``envs_dir``, cached by its hash."""
     minor, full = _minor(doc)
     lines, skipped = requirements(doc)
-    envs.mkdir(parents=True, exist_ok=True)
-    folder = envs / digest.hex[:32]
+    envs_dir.mkdir(parents=True, exist_ok=True)
+    folder = envs_dir / digest.hex[:32]
     python = folder / "bin" / "python"
-    with file_lock(envs / f".{digest.hex[:32]}.lock", timeout=_TIMEOUT, what="the environment being built"):
+    with file_lock(envs_dir / f".{digest.hex[:32]}.lock", timeout=_TIMEOUT, what="the environment being built"):
         marker = folder / _MARKER
         try:
             cached = json.loads(marker.read_text(encoding="utf-8")).get("environment") == str(digest)

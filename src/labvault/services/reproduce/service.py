@@ -299,7 +299,7 @@ def reproduce(
             return base, None, []
         building = time.perf_counter()
         try:
-            built = build_environment(recorded_env, env_digest, envs=envs_dir)
+            built = build_environment(recorded_env, env_digest, envs_dir=envs_dir)
         except EnvironmentUnavailable as exc:
             return base, None, list(exc.missing)
         how = "cached" if built.cached else f"built in {time.perf_counter() - building:.1f}s"
