@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from labvault.vault import Vault
 
-__all__ = ["open_local_vault", "open_vault", "through_server"]
+__all__ = ["open_local_vault", "open_project_vault", "open_vault", "through_server"]
 
 
 def through_server() -> bool:
@@ -44,6 +44,21 @@ def open_local_vault(what: str) -> Vault:
         from labvault.client.vault import server_only
 
         server_only(what, target.url)
+    from labvault.vault import Vault
+
+    return Vault.open()
+
+
+def open_project_vault(what: str) -> Vault:
+    """The local vault, for commands that work against a local vault only (pipelines): through a
+    server they are a usage error (exit 2) saying so, never a silent use of another vault."""
+    from labvault.client.settings import server_target
+
+    target = server_target()
+    if target is not None:
+        from labvault.client.vault import local_only
+
+        local_only(what, target.url)
     from labvault.vault import Vault
 
     return Vault.open()

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from labvault.cli.context import open_vault
+from labvault.cli.context import open_project_vault
 from labvault.cli.pipeline_views import run_command, status_command
 from labvault.cli.render import OUTPUT, print_json
 
@@ -65,7 +65,7 @@ def status_cmd(
 @app.command("checkout")
 def checkout_cmd(stages: list[str] = STAGES, json_output: bool = JSON) -> None:
     """Restore every stage's outputs recorded in labvault.lock from the object store, verified."""
-    with open_vault() as vault:
+    with open_project_vault("pipeline checkout") as vault:
         written = vault.pipelines.checkout(list(stages or []))
     if json_output:
         print_json([{"stage": k, "files_written": v} for k, v in written.items()])
@@ -81,7 +81,7 @@ def dag_cmd(
     json_output: bool = JSON,
 ) -> None:
     """The stage graph (outputs -> deps)."""
-    with open_vault() as vault:
+    with open_project_vault("pipeline dag") as vault:
         graph = vault.pipelines.dag()
     if json_output:
         print_json(graph)
@@ -110,7 +110,7 @@ def dag_cmd(
 @app.command("show")
 def show_cmd(stage: str = typer.Argument(..., help="A stage (NAME or NAME@VALUE)."), json_output: bool = JSON) -> None:
     """A stage: its command, deps, params, outputs, current key and state, and its last run."""
-    with open_vault() as vault:
+    with open_project_vault("pipeline show") as vault:
         doc = vault.pipelines.show(stage)
     if json_output:
         print_json(doc)
@@ -139,7 +139,7 @@ def tag_cmd(
     json_output: bool = JSON,
 ) -> None:
     """Name this pipeline version (labvault.yaml + labvault.lock + commit), immutably: pipeline:NAME."""
-    with open_vault() as vault:
+    with open_project_vault("pipeline tag") as vault:
         doc = vault.pipelines.tag(name, message=message)
     if json_output:
         print_json(doc)
@@ -150,7 +150,7 @@ def tag_cmd(
 @app.command("log")
 def log_cmd(json_output: bool = JSON) -> None:
     """Pipeline tags and pipeline runs, newest first."""
-    with open_vault() as vault:
+    with open_project_vault("pipeline log") as vault:
         doc = vault.pipelines.log()
     if json_output:
         print_json([*({"kind": "tag", **t} for t in doc["tags"]), *({"kind": "run", **r} for r in doc["runs"])])

@@ -34,9 +34,9 @@ def print_status(decisions: list[Any], *, json_output: bool) -> None:
 def status_command(
     stages: list[str], *, json_output: bool = False, downstream: bool = False, ignore_env: bool = False
 ) -> None:
-    from labvault.vault import Vault
+    from labvault.cli.context import open_project_vault
 
-    with Vault.open() as vault:
+    with open_project_vault("pipeline status") as vault:
         decisions = vault.pipelines.status(stages, downstream=downstream, ignore_env=ignore_env)
     print_status(decisions, json_output=json_output)
 
@@ -57,13 +57,13 @@ def run_command(
     ignore_env: bool = False,
     json_output: bool = False,
 ) -> None:
-    from labvault.vault import Vault
+    from labvault.cli.context import open_project_vault
 
     if jobs is not None and jobs < 1:
         from labvault.errors import ValidationError
 
         raise ValidationError(f"--jobs must be at least 1, not {jobs}", hint="pass --jobs N with N >= 1")
-    with Vault.open() as vault:
+    with open_project_vault("pipeline run") as vault:
         if dry_run:
             decisions = vault.pipelines.status(stages, downstream=downstream, force=force, ignore_env=ignore_env)
             print_status(decisions, json_output=json_output)

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from labvault.cli.context import open_local_vault, open_vault
+from labvault.cli.context import open_local_vault
 from labvault.cli.render import OUTPUT, human_bytes, print_json
 
 __all__ = ["config_app", "vault_app"]
@@ -17,10 +17,11 @@ config_app = typer.Typer(help="Read and change the vault's settings (.labvault/c
 vault_app = typer.Typer(help="The vault itself: where its metadata and objects live.", no_args_is_help=True)
 
 
-def _settings() -> dict[str, Any]:
+def _settings(what: str) -> dict[str, Any]:
     from labvault.config import redact_url
 
-    with open_vault() as vault:
+    # The settings are the server's vault's (config.json on its machine): through a server, exit 2.
+    with open_local_vault(what) as vault:
         config = vault.config
         return {
             "format_version": config.format_version,
@@ -33,7 +34,7 @@ def _settings() -> dict[str, Any]:
 @config_app.command("list")
 def config_list(json_output: bool = JSON) -> None:
     """List the vault's settings (URLs are shown without credentials)."""
-    settings = _settings()
+    settings = _settings("config list")
     if json_output:
         print_json([{"key": k, "value": v} for k, v in settings.items()])
         return
@@ -47,7 +48,7 @@ def config_get(
     """Print one setting's value (empty when unset)."""
     from labvault.errors import ValidationError
 
-    settings = _settings()
+    settings = _settings("config get")
     if key not in settings:
         raise ValidationError(f"unknown setting {key!r}", hint=f"known: {', '.join(settings)}")
     value = settings[key]
@@ -73,7 +74,7 @@ def config_set(
 @vault_app.command("show")
 def vault_show(json_output: bool = JSON) -> None:
     """Where the metadata and objects are (no credentials), the format version, the objects stored, the cache."""
-    with open_vault() as vault:
+    with open_local_vault("vault show") as vault:
         info = vault.describe()
     if json_output:
         print_json(

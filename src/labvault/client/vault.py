@@ -3,14 +3,15 @@
 It has the attributes the CLI and the Python API use on a local :class:`~labvault.vault.Vault`
 (``objects``, ``data``, ``registry``, ``runs``, ``lineage``, ``audit``), each built on first use
 from its own module of this package over one :class:`~labvault.client.transport.Transport`.
-Where a command needs files on this machine (checkout, add, get), the file work is done here and
-only objects and records cross the network. A part the server does not offer (fsck, gc, tokens)
-raises a usage error (exit 2) saying so.
+Where a command needs files on this machine (checkout, add, get, reproduce), the file work is done
+here and only objects and records cross the network. A part the server does not offer (fsck, gc,
+tokens) or that works on a local vault only (pipelines) raises a usage error (exit 2) saying so.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -22,8 +23,9 @@ from labvault.errors import ValidationError
 
 if TYPE_CHECKING:
     from labvault.client.objects import HttpObjectStore
+    from labvault.services.reproduce import ReproduceReport
 
-__all__ = ["ServerVault", "server_only"]
+__all__ = ["ServerVault", "local_only", "server_only"]
 
 
 def server_only(what: str, url: str) -> NoReturn:
@@ -31,6 +33,15 @@ def server_only(what: str, url: str) -> NoReturn:
     raise ValidationError(
         f"`{what}` runs on the server's machine, not through {url}",
         hint=f"run it where the server's vault is (unset LABVAULT_URI to use a local vault), e.g. `labvault {what}`",
+    )
+
+
+def local_only(what: str, url: str) -> NoReturn:
+    """Refuse a command that works against a local vault only (exit 2)."""
+    raise ValidationError(
+        f"`labvault {what}` runs against a local vault, not through {url}",
+        hint="unset LABVAULT_URI and run it in a project with a vault (`labvault init`; `labvault pull` "
+        "brings records from the server)",
     )
 
 
@@ -92,6 +103,55 @@ class ServerVault:
         from labvault.client.registry import ServerAudit
 
         return ServerAudit(self)
+
+    @cached_property
+    def environments(self) -> Any:
+        from labvault.services.reproduce.environments import Environments
+
+        return Environments(runs=self.runs, root=self.data.root)
+
+    @property
+    def pipelines(self) -> NoReturn:
+        # A pipeline's stage cache, lock and tags are records of the vault the stages run against.
+        local_only("pipeline", self.url)
+
+    def reproduce(
+        self,
+        ref: str,
+        *,
+        env: str = "auto",
+        rtol: float | None = None,
+        atol: float | None = None,
+        ignore_metrics: Sequence[str] = (),
+        ignore_artifacts: Sequence[str] = (),
+        twice: bool = False,
+        workdir: str | os.PathLike[str] | None = None,
+        keep: bool = False,
+    ) -> ReproduceReport:
+        """Rerun a run on a clean workspace on this machine and judge it, as a local vault does: the
+        rerun is recorded on the server and the objects compared come from it. Rebuilt environments
+        are kept in the user's cache folder. A pipeline run is refused (its stages need a local vault)."""
+        from labvault.client.settings import spool_dir
+        from labvault.services.reproduce import reproduce
+
+        return reproduce(
+            runs=self.runs,
+            data=self.data,
+            source_run=lambda model: self.registry.resolve(model).run_id,
+            models=lambda: [m.ref for m in self.registry.models()],
+            project_root=self.data.root,
+            envs_dir=spool_dir().parent / "envs",
+            vault_env={"LABVAULT_URI": self.url},  # the token: LABVAULT_TOKEN, inherited, or the saved login
+            ref=ref,
+            env=env,
+            rtol=rtol,
+            atol=atol,
+            ignore_metrics=ignore_metrics,
+            ignore_artifacts=ignore_artifacts,
+            twice=twice,
+            workdir=Path(workdir) if workdir is not None else None,
+            keep=keep,
+        )
 
     def write_output(self, path: str | os.PathLike[str], text: str) -> None:
         """Write a file the user asked for (``--output``) on this machine, through the contained writer."""

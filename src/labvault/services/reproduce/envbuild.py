@@ -7,7 +7,8 @@ labvault itself is never installed by name from an index (the name there may be 
 running copy's package is copied in, so that scripts that ``import labvault`` work. Editable
 installs are not installed (their folder was the user's checkout) and are listed.
 
-Environments are cached under the vault by the environment object's hash (``envs/<hash>``), built
+Environments are cached by the environment object's hash (``envs/<hash>``: under the vault, or the
+user's cache folder when the vault is reached through a server), built
 in place under a lock and marked complete last, so a build that was interrupted is redone and the
 second reproduction of the same environment does not rebuild.
 """
@@ -150,14 +151,14 @@ def _copy_labvault(folder: Path, minor: str) -> None:
     write_whole(stamp, fingerprint)
 
 
-def build_environment(doc: Mapping[str, Any], digest: Digest, *, vault_dir: Path) -> BuiltEnvironment:
+def build_environment(doc: Mapping[str, Any], digest: Digest, *, envs_dir: Path) -> BuiltEnvironment:
+    """The uv environment of ``doc`` (recorded as ``digest``) in ``envs_dir``, cached by its hash."""
     minor, full = _minor(doc)
     lines, skipped = requirements(doc)
-    envs = vault_dir / "envs"
-    envs.mkdir(parents=True, exist_ok=True)
-    folder = envs / digest.hex[:32]
+    envs_dir.mkdir(parents=True, exist_ok=True)
+    folder = envs_dir / digest.hex[:32]
     python = folder / "bin" / "python"
-    with file_lock(envs / f".{digest.hex[:32]}.lock", timeout=_TIMEOUT, what="the environment being built"):
+    with file_lock(envs_dir / f".{digest.hex[:32]}.lock", timeout=_TIMEOUT, what="the environment being built"):
         marker = folder / _MARKER
         try:
             cached = json.loads(marker.read_text(encoding="utf-8")).get("environment") == str(digest)

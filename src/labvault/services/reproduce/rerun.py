@@ -1,7 +1,8 @@
 """Rerun the recorded command in the workspace as a new tracked run linked to the original.
 
-The command runs with ``LABVAULT_RUN_ID``/``LABVAULT_DIR`` exported, so ``lv.start_run()`` inside it
-attaches to the new run, exactly as under ``labvault run``. Its output is recorded, not streamed:
+The command runs with ``LABVAULT_RUN_ID`` and the variables naming the vault exported
+(``LABVAULT_DIR``, or ``LABVAULT_URI`` through a server), so ``lv.start_run()`` inside it attaches to
+the new run, exactly as under ``labvault run``. Its output is recorded, not streamed:
 ``reproduce --json`` prints one document and nothing else.
 """
 
@@ -68,14 +69,16 @@ def _argv(recipe: Recipe, workspace: Workspace, python: str, recorded_python: st
     return argv
 
 
-def _environ(run_id: str, vault_dir: Path, variables: Mapping[str, str], venv: Path | None) -> dict[str, str]:
+def _environ(
+    run_id: str, vault_env: Mapping[str, str], variables: Mapping[str, str], venv: Path | None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
     env.update(variables)
     if venv is not None:  # the rebuilt environment comes first, as its `activate` would do
         env["PATH"] = os.pathsep.join([str(venv / "bin"), *([env["PATH"]] if env.get("PATH") else [])])
         env["VIRTUAL_ENV"] = str(venv)
+    env.update(vault_env)
     env["LABVAULT_RUN_ID"] = run_id
-    env["LABVAULT_DIR"] = str(vault_dir.resolve())
     return env
 
 
@@ -84,12 +87,12 @@ def rerun(
     recipe: Recipe,
     workspace: Workspace,
     *,
-    vault_dir: Path,
+    vault_env: Mapping[str, str],
     recorded_python: str | None,
     venv: Path | None = None,
 ) -> Rerun:
-    """Run the command, in the environment ``venv`` (else the current one); the returned run is
-    still open (end it with :func:`end_rerun`)."""
+    """Run the command, in the environment ``venv`` (else the current one), with ``vault_env`` (the
+    variables that name the vault) exported; the returned run is still open (end it with :func:`end_rerun`)."""
     original = recipe.run
     python = str(venv / "bin" / "python") if venv is not None else sys.executable
     argv = _argv(recipe, workspace, python, recorded_python)
@@ -102,8 +105,9 @@ def rerun(
         cwd=workspace.cwd,
         seed=original.seed,
         tags={"reproduces": original.ref},
+        capture=True,  # code, environment and config, on this machine also when the run lives on a server
     )
-    env = _environ(run.id, vault_dir, recipe.variables, venv)
+    env = _environ(run.id, vault_env, recipe.variables, venv)
     executable = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
     if executable is None or not os.path.exists(workspace.cwd / executable):
         runs.finish(run.id, status="failed", exit_code=127, error=f"command {argv[0]!r} not found")

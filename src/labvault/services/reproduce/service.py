@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -233,7 +233,8 @@ def reproduce(
     data: DataService,
     source_run: SourceRun,
     project_root: Path,
-    vault_dir: Path,
+    envs_dir: Path,
+    vault_env: Mapping[str, str],
     ref: str,
     models: Callable[[], Sequence[str]] = tuple,
     env: str = "auto",
@@ -246,7 +247,12 @@ def reproduce(
     keep: bool = False,
     pipeline_rerun: PipelineRerun | None = None,
 ) -> ReproduceReport:
-    """Rerun ``ref`` (a run, or a model version's source run) on a clean workspace and judge it."""
+    """Rerun ``ref`` (a run, or a model version's source run) on a clean workspace and judge it.
+
+    ``envs_dir`` holds the environments ``--env rebuild`` builds; ``vault_env`` are the variables that
+    let the rerun's command reach this vault (``LABVAULT_DIR``, or ``LABVAULT_URI`` through a server).
+    Without ``pipeline_rerun`` a pipeline run is refused (exit 2): its stages rerun against a local vault.
+    """
     started = time.perf_counter()
     if env not in ENV_MODES:
         raise ValidationError(f"unknown environment mode {env!r}", hint="choose auto, current or rebuild")
@@ -260,6 +266,11 @@ def reproduce(
     if recorded.status == "running":
         raise Conflict(f"{recorded.ref} is still running", hint="reproduce it once it has ended")
     top, chain = top_run(runs, recorded)  # a nested run is reproduced by rerunning its process
+    if pipeline_rerun is None and is_pipeline_run(top):
+        raise ValidationError(
+            f"{top.ref} is a pipeline run: reproducing it reruns its stages, which runs against a local vault",
+            hint="pull it into a local vault (`labvault pull`) and reproduce it there",
+        )
     env_digest = _env_digest(top)
     recorded_env = load_environment(runs.objects, env_digest)
     recipe = read_recipe(top, recorded_env)
@@ -288,7 +299,7 @@ def reproduce(
             return base, None, []
         building = time.perf_counter()
         try:
-            built = build_environment(recorded_env, env_digest, vault_dir=vault_dir)
+            built = build_environment(recorded_env, env_digest, envs_dir=envs_dir)
         except EnvironmentUnavailable as exc:
             return base, None, list(exc.missing)
         how = "cached" if built.cached else f"built in {time.perf_counter() - building:.1f}s"
@@ -326,7 +337,7 @@ def reproduce(
             if pipeline_rerun is not None and is_pipeline_run(top):
                 reruns.append(rerun_pipeline(runs, recipe, ws, run_stages=pipeline_rerun, venv=venv))
             else:
-                reruns.append(rerun(runs, recipe, ws, vault_dir=vault_dir, recorded_python=python, venv=venv))
+                reruns.append(rerun(runs, recipe, ws, vault_env=vault_env, recorded_python=python, venv=venv))
         report = _judge(runs, recipe, reruns, placed, tolerances, base["drift"], base, chain)
         command = sum(r.seconds for r in reruns)
         report = dataclasses.replace(
