@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from labvault.client.fetch import write_tree
 from labvault.client.objects import HttpObjectStore
 from labvault.client.settings import spool_dir
 from labvault.entities import Snapshot
@@ -25,7 +26,7 @@ from labvault.errors import Conflict, ExternalError, LabvaultError, NotFound, Va
 from labvault.refs import DataRef, Digest, parse_digest, parse_ref, validate_name
 from labvault.services.snapshots import checkout as _checkout
 from labvault.services.snapshots.build import Built
-from labvault.services.snapshots.flat import load_flat
+from labvault.services.snapshots.flat import FlatTree, load_flat
 from labvault.services.snapshots.lockfile import LOCK_NAME, read_lock
 from labvault.services.snapshots.service import DataService, Progress
 from labvault.storage.contained import write_text
@@ -66,6 +67,7 @@ class ServerData(DataService):
         )
         self.owner = owner
         self.transport = owner.transport
+        self.http = owner.objects
 
     def _no_meta(self) -> MetaStore:
         raise ValidationError(
@@ -94,7 +96,7 @@ class ServerData(DataService):
         entry = read_lock(self.root).get(storage_uri)
         if entry is None or not self.objects.has(entry.content_hash):
             return set(), None
-        return load_flat(self.objects, self.vault_dir, entry.content_hash).shas(), None
+        return load_flat(self.objects, self.vault_dir, entry.content_hash, prefetch=self.http.prefetch).shas(), None
 
     def _record(
         self,
@@ -140,6 +142,14 @@ class ServerData(DataService):
             raise NotFound(
                 f"{parsed} does not exist", hint=f"list versions with `labvault data log {parsed.name}`"
             ) from None
+
+    def flat(self, snapshot: Snapshot) -> FlatTree:
+        """The snapshot's file list: from the tree cache, else its folders fetched a level per request."""
+        return load_flat(self.objects, self.vault_dir, snapshot.content_hash, prefetch=self.http.prefetch)
+
+    def write_tree(self, snapshot: Snapshot, dest: Path, rel: str) -> Path:
+        """``get data:``: the snapshot's tree written at ``rel`` below ``dest``, fetched in batches."""
+        return write_tree(self.http, snapshot.content_hash, dest, rel)
 
     def datasets(self) -> list[tuple[Snapshot, int]]:
         answer = self.transport.request("GET", "/data")
