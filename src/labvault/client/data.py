@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -84,10 +84,14 @@ class ServerData(DataService):
         message: str = "",
         kind: str = "dir",
         storage_uri: str | None = None,
+        links: Mapping[str, str] | None = None,
+        dirs: Iterable[str] = (),
     ) -> tuple[Snapshot, bool]:
-        """Snapshot objects already uploaded (``files``: relative path -> digest)."""
+        """Snapshot objects already uploaded (``files``: relative path -> digest), with ``links``
+        (relative path -> target) and ``dirs`` (folders kept even when empty)."""
         validate_name(name, what="dataset name")
-        body = {"files": {p: str(d) for p, d in files.items()}, "message": message, "kind": kind, "path": storage_uri}
+        body = _snapshot_body({p: str(d) for p, d in files.items()}, dict(links or {}), list(dirs))
+        body.update(message=message, kind=kind, path=storage_uri)
         return _created(self.transport.request("POST", f"/data/{name}", json=body))
 
     def _referenced_digests(self, name: str, storage_uri: str) -> tuple[set[bytes], Digest | None]:
@@ -109,13 +113,9 @@ class ServerData(DataService):
         source_url: str | None,
         source_version: str | None,
     ) -> tuple[Snapshot, bool]:
-        if built.flat.links:
-            raise ValidationError(
-                f"{storage_uri} holds symbolic links, which a snapshot through a server cannot record yet",
-                hint="snapshot it on the server's machine, or replace the links by files",
-            )
         files = {rel: f"sha256:{sha}" for rel, (sha, _, _) in built.flat.files.items()}
-        body = {"files": files, "message": message, "kind": kind, "path": storage_uri}
+        body = _snapshot_body(files, built.flat.links, built.flat.dirs)
+        body.update(message=message, kind=kind, path=storage_uri)
         return _created(self.transport.request("POST", f"/data/{name}", json=body))
 
     def import_(
@@ -226,6 +226,21 @@ class ServerData(DataService):
             if not same:
                 wanted.append(Digest(sha))
         self.objects.prefetch(wanted)
+
+
+def _snapshot_body(files: dict[str, str], links: dict[str, str], dirs: list[str]) -> dict[str, Any]:
+    """The files, links and folders of a snapshot as ``POST /data/{name}`` takes them: a folder only
+    when nothing below it names it (an empty one), and the keys only when they hold something, so
+    that a snapshot of files alone is the body an older server knows."""
+    implied = {rel.rsplit("/", 1)[0] for rel in (*files, *links) if "/" in rel}
+    implied |= {d.rsplit("/", 1)[0] for d in dirs if "/" in d}
+    body: dict[str, Any] = {"files": files}
+    if links:
+        body["links"] = dict(links)
+    empty = sorted(d for d in dirs if d not in implied)
+    if empty:
+        body["dirs"] = empty
+    return body
 
 
 def _created(answer: object) -> tuple[Snapshot, bool]:
