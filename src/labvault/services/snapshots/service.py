@@ -94,11 +94,9 @@ class DataService:
         links: Mapping[str, str] | None = None,
         dirs: Sequence[str] = (),
     ) -> tuple[Snapshot, bool]:
-        """Snapshot stored objects (uploaded to the server) as the next version of ``name``: ``files``
-        maps relative paths to digests, ``links`` paths to targets, ``dirs`` names folders kept even
-        when empty. Identical content to the latest version returns it, not created. ``kind="file"``
-        (one file) and ``storage_uri`` (the client's project-relative path) make the snapshot the one
-        ``data add`` of that path makes."""
+        """Snapshot uploaded objects as the next version of ``name`` (``files``: path -> digest;
+        ``links``: path -> target; ``dirs``: folders kept even when empty), as ``data add`` of
+        ``storage_uri`` (``kind="file"``: one file) would; identical content returns the latest."""
         from labvault.services.snapshots.uploaded import build_from_objects, check_rel_path
 
         validate_name(name, what="dataset name")
