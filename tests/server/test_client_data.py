@@ -308,3 +308,139 @@ def test_the_snapshot_route_checks_the_kind_and_path_a_client_sends(served: Serv
     assert shown["kind"] == "file"
     again = w.post(f"/data/{name}", json={"files": {"f.txt": da}, "kind": "file", "path": "models/f.txt"})
     assert again.json()["created"] is False
+
+
+def _linked_data(folder: Path) -> None:
+    """A dataset folder with links of every kind and empty folders (a local vault keeps them all)."""
+    (folder / "linked" / "sub").mkdir(parents=True)
+    (folder / "linked" / "a.txt").write_text("a\n")
+    (folder / "linked" / "sub" / "b.csv").write_text("x,y\n1,2\n")
+    (folder / "linked" / "empty").mkdir()
+    (folder / "linked" / "nested" / "deeper").mkdir(parents=True)
+    for rel, target in {
+        "latest": "a.txt",  # a file beside it
+        "sub/up": "../a.txt",  # a file above it
+        "to-sub": "sub",  # a folder
+        "dangling": "nowhere",  # nothing
+        "climbs": "../../outside",  # out of the dataset, recorded as text like any other
+        "absolute": "/etc/passwd",
+    }.items():
+        (folder / "linked" / rel).symlink_to(target)
+    (folder / "bare" / "only-empty").mkdir(parents=True)  # no file at all
+
+
+def _tree(folder: Path) -> dict[str, tuple[str, str]]:
+    """Every entry below ``folder``: a file's bytes (hashed), a link's target, a folder."""
+    out: dict[str, tuple[str, str]] = {}
+    for base, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(base) / name
+            rel = path.relative_to(folder).as_posix()
+            if path.is_symlink():
+                out[rel] = ("link", os.readlink(path))
+            elif path.is_dir():
+                out[rel] = ("dir", "")
+            else:
+                out[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
+
+
+def test_links_and_empty_folders_are_kept_as_locally(served: Served, tmp_path: Path) -> None:
+    name = f"ln-{secrets.token_hex(4)}"
+    local, remote, other = tmp_path / "local", tmp_path / "remote", tmp_path / "other"
+    for folder in (local, remote):
+        folder.mkdir()
+        _linked_data(folder)
+    local_env = client_env(tmp_path / "home-local")
+    run(local, local_env, "init")
+    through = writer(served, tmp_path / "home-remote")
+    outs: dict[Path, list[str]] = {}
+    for folder, env in ((local, local_env), (remote, through)):
+        outs[folder] = [
+            run(folder, env, *args).stdout
+            for args in (
+                ("data", "add", name, "linked"),
+                ("data", "add", f"{name}-bare", "bare"),
+                ("data", "status"),
+                ("data", "show", name, "--json"),
+                ("data", "checkout", f"{name}@v1", "restored"),
+                ("data", "checkout", f"{name}-bare@v1", "restored-bare"),
+                ("data", "status"),
+            )
+        ]
+    # The same snapshots (the same content hashes), the same listing, the same restored trees.
+    assert [_masked(o) for o in outs[local]] == [_masked(o) for o in outs[remote]]
+    shown = json.loads(outs[remote][3])
+    assert {link["path"] for link in shown["links"]} == {"latest", "sub/up", "to-sub", "dangling", "climbs", "absolute"}
+    for folder in (local, remote):
+        assert _tree(folder / "restored") == _tree(folder / "linked")
+        assert _tree(folder / "restored-bare") == _tree(folder / "bare") == {"only-empty": ("dir", "")}
+    assert (remote / "restored" / "empty").is_dir()
+    assert (remote / "restored" / "nested" / "deeper").is_dir()
+
+    # Another machine checks the same snapshot out from labvault.lock alone.
+    other.mkdir()
+    (other / "labvault.lock").write_text((remote / "labvault.lock").read_text())
+    run(other, writer(served, tmp_path / "home-other"), "data", "checkout")
+    assert _tree(other / "linked") == _tree(remote / "linked")
+    assert _tree(other / "bare") == _tree(remote / "bare")
+
+
+def test_a_link_in_the_way_of_a_folder_is_replaced_never_written_through(served: Served, tmp_path: Path) -> None:
+    """v1 holds a link ``x`` to a folder outside the checkout; v2 holds a folder ``x`` with a file.
+    Checking v2 out over v1 removes the link and makes the folder: nothing lands outside."""
+    name = f"esc-{secrets.token_hex(4)}"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    adder, user = tmp_path / "adder", tmp_path / "user"
+    (adder / "d").mkdir(parents=True)
+    (adder / "d" / "keep.txt").write_text("keep\n")
+    (adder / "d" / "x").symlink_to("../../outside")
+    env = writer(served, tmp_path / "home-a")
+    run(adder, env, "data", "add", name, "d")
+    (adder / "d" / "x").unlink()
+    (adder / "d" / "x").mkdir()
+    (adder / "d" / "x" / "f.txt").write_text("inside\n")
+    run(adder, env, "data", "add", name, "d")
+    user.mkdir()
+    env = writer(served, tmp_path / "home-u")
+    run(user, env, "data", "checkout", f"{name}@v1", "co")
+    assert os.readlink(user / "co" / "x") == "../../outside"
+    assert (user / "co" / "x").resolve() == outside.resolve()
+    run(user, env, "data", "checkout", f"{name}@v2", "co")
+    assert not (user / "co" / "x").is_symlink()
+    assert (user / "co" / "x" / "f.txt").read_text() == "inside\n"
+    assert list(outside.iterdir()) == []
+
+
+def test_the_snapshot_route_checks_the_links_and_folders_a_client_sends(served: Served) -> None:
+    w = served.client("writer")
+    body = b"linked file\n"
+    w.put(f"/objects/{hashlib.sha256(body).hexdigest()}", content=body)
+    files = {"f.txt": f"sha256:{hashlib.sha256(body).hexdigest()}"}
+    name = f"route-ln-{secrets.token_hex(3)}"
+    for extra in (
+        {"links": {"../up": "f.txt"}},  # a link's path climbs
+        {"links": {"/abs": "f.txt"}},
+        {"links": {"l": ""}},  # an empty target
+        {"links": {"l": "a\x00b"}},  # a NUL in the target
+        {"links": {"l": "\ud800"}},  # not UTF-8
+        {"links": {"f.txt": "x"}},  # a link where a file is
+        {"links": {"f.txt/l": "x"}},  # below a file
+        {"dirs": ["../out"]},
+        {"dirs": ["f.txt"]},  # a folder where a file is
+        {"links": {"l": "x"}, "dirs": ["l"]},
+        {"links": {"l": "x" * 5000}},
+        {"links": {"\ud800": "x"}},  # a path that is not UTF-8
+        {"dirs": ["\ud800"]},
+        {"files": {"\ud800": files["f.txt"]}},
+    ):
+        # As ASCII JSON: a lone surrogate goes as its \u escape, which httpx's encoder refuses to send.
+        raw = json.dumps({"files": files, **extra})
+        r = w.post(f"/data/{name}", content=raw, headers={"Content-Type": "application/json"})
+        assert r.status_code in (400, 422), (extra, r.text)
+    error_of(w.post(f"/data/{name}", json={"files": files, "links": {"l": "f.txt"}, "kind": "file"}), 400, 2)
+    r = w.post(f"/data/{name}", json={"files": files, "links": {"l": "f.txt"}, "dirs": ["e/deeper"]})
+    assert r.status_code == 201, r.text
+    listed = w.get(f"/data/{name}/v1/manifest").json()
+    assert [link["path"] for link in listed["links"]] == ["l"]

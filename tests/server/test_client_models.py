@@ -194,7 +194,7 @@ def test_models_get_caches_and_downloads_nothing_while_unchanged(
 
     import labvault as lv
     from labvault import model_api
-    from labvault.client.fetch import ObjectReader
+    from labvault.client.objects import HttpObjectStore
     from labvault.client.vault import ServerVault
 
     monkeypatch.setenv("LABVAULT_URI", world.served.urls[0])
@@ -202,13 +202,13 @@ def test_models_get_caches_and_downloads_nothing_while_unchanged(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     fetched: list[str] = []
-    real_open = ObjectReader.open
+    real_open = HttpObjectStore.open
 
-    def counting_open(self: ObjectReader, digest: object, *, verify: bool = True) -> object:
+    def counting_open(self: HttpObjectStore, digest: object, *, verify: bool = True) -> object:
         fetched.append(str(digest))
         return real_open(self, digest, verify=verify)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ObjectReader, "open", counting_open)
+    monkeypatch.setattr(HttpObjectStore, "open", counting_open)
     monkeypatch.setattr(model_api, "_SERVERS", {})
     with lv.open() as vault:
         assert isinstance(vault, ServerVault)
@@ -220,7 +220,7 @@ def test_models_get_caches_and_downloads_nothing_while_unchanged(
     started = time.perf_counter()
     assert lv.models.get("fraud/detector@prod") == path
     took = time.perf_counter() - started
-    assert fetched == []  # unchanged: nothing downloaded
+    assert fetched == []  # unchanged: no object read
     assert took < 1.0  # the benchmark holds the 50 ms line; a loaded CI machine gets slack here
     (path / "model.bin").write_text("tampered")
     assert (lv.models.get("fraud/detector@prod") / "model.bin").read_text() == "w2"

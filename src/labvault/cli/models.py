@@ -181,6 +181,9 @@ def _get_snapshot(ref: str, output: Path, *, flat: bool, json_output: bool) -> N
         def write() -> tuple[Any, Path]:
             snapshot = vault.data.resolve(ref)
             rel = "." if flat else f"{snapshot.name}/v{snapshot.version}"
+            if getattr(vault, "is_server", False):  # fetched in batches, not one request per file
+                served: Any = vault.data
+                return snapshot, served.write_tree(snapshot, output, rel)
             return snapshot, write_version(vault.objects, snapshot.content_hash, output, rel)
 
         # Through a server the objects come from it (verified, cached); a local vault fetches what

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from labvault.client.fetch import write_tree
 from labvault.client.objects import HttpObjectStore
 from labvault.client.settings import spool_dir
 from labvault.entities import Snapshot
@@ -25,7 +26,7 @@ from labvault.errors import Conflict, ExternalError, LabvaultError, NotFound, Va
 from labvault.refs import DataRef, Digest, parse_digest, parse_ref, validate_name
 from labvault.services.snapshots import checkout as _checkout
 from labvault.services.snapshots.build import Built
-from labvault.services.snapshots.flat import load_flat
+from labvault.services.snapshots.flat import FlatTree, load_flat
 from labvault.services.snapshots.lockfile import LOCK_NAME, read_lock
 from labvault.services.snapshots.service import DataService, Progress
 from labvault.storage.contained import write_text
@@ -66,6 +67,7 @@ class ServerData(DataService):
         )
         self.owner = owner
         self.transport = owner.transport
+        self.http = owner.objects
 
     def _no_meta(self) -> MetaStore:
         raise ValidationError(
@@ -82,10 +84,14 @@ class ServerData(DataService):
         message: str = "",
         kind: str = "dir",
         storage_uri: str | None = None,
+        links: Mapping[str, str] | None = None,
+        dirs: Iterable[str] = (),
     ) -> tuple[Snapshot, bool]:
-        """Snapshot objects already uploaded (``files``: relative path -> digest)."""
+        """Snapshot objects already uploaded (``files``: relative path -> digest), with ``links``
+        (relative path -> target) and ``dirs`` (folders kept even when empty)."""
         validate_name(name, what="dataset name")
-        body = {"files": {p: str(d) for p, d in files.items()}, "message": message, "kind": kind, "path": storage_uri}
+        body = _snapshot_body({p: str(d) for p, d in files.items()}, dict(links or {}), list(dirs))
+        body.update(message=message, kind=kind, path=storage_uri)
         return _created(self.transport.request("POST", f"/data/{name}", json=body))
 
     def _referenced_digests(self, name: str, storage_uri: str) -> tuple[set[bytes], Digest | None]:
@@ -94,7 +100,7 @@ class ServerData(DataService):
         entry = read_lock(self.root).get(storage_uri)
         if entry is None or not self.objects.has(entry.content_hash):
             return set(), None
-        return load_flat(self.objects, self.vault_dir, entry.content_hash).shas(), None
+        return load_flat(self.objects, self.vault_dir, entry.content_hash, prefetch=self.http.prefetch).shas(), None
 
     def _record(
         self,
@@ -107,13 +113,9 @@ class ServerData(DataService):
         source_url: str | None,
         source_version: str | None,
     ) -> tuple[Snapshot, bool]:
-        if built.flat.links:
-            raise ValidationError(
-                f"{storage_uri} holds symbolic links, which a snapshot through a server cannot record yet",
-                hint="snapshot it on the server's machine, or replace the links by files",
-            )
         files = {rel: f"sha256:{sha}" for rel, (sha, _, _) in built.flat.files.items()}
-        body = {"files": files, "message": message, "kind": kind, "path": storage_uri}
+        body = _snapshot_body(files, built.flat.links, built.flat.dirs)
+        body.update(message=message, kind=kind, path=storage_uri)
         return _created(self.transport.request("POST", f"/data/{name}", json=body))
 
     def import_(
@@ -140,6 +142,14 @@ class ServerData(DataService):
             raise NotFound(
                 f"{parsed} does not exist", hint=f"list versions with `labvault data log {parsed.name}`"
             ) from None
+
+    def flat(self, snapshot: Snapshot) -> FlatTree:
+        """The snapshot's file list: from the tree cache, else its folders fetched a level per request."""
+        return load_flat(self.objects, self.vault_dir, snapshot.content_hash, prefetch=self.http.prefetch)
+
+    def write_tree(self, snapshot: Snapshot, dest: Path, rel: str) -> Path:
+        """``get data:``: the snapshot's tree written at ``rel`` below ``dest``, fetched in batches."""
+        return write_tree(self.http, snapshot.content_hash, dest, rel)
 
     def datasets(self) -> list[tuple[Snapshot, int]]:
         answer = self.transport.request("GET", "/data")
@@ -216,6 +226,21 @@ class ServerData(DataService):
             if not same:
                 wanted.append(Digest(sha))
         self.objects.prefetch(wanted)
+
+
+def _snapshot_body(files: dict[str, str], links: dict[str, str], dirs: list[str]) -> dict[str, Any]:
+    """The files, links and folders of a snapshot as ``POST /data/{name}`` takes them: a folder only
+    when nothing below it names it (an empty one), and the keys only when they hold something, so
+    that a snapshot of files alone is the body an older server knows."""
+    implied = {rel.rsplit("/", 1)[0] for rel in (*files, *links) if "/" in rel}
+    implied |= {d.rsplit("/", 1)[0] for d in dirs if "/" in d}
+    body: dict[str, Any] = {"files": files}
+    if links:
+        body["links"] = dict(links)
+    empty = sorted(d for d in dirs if d not in implied)
+    if empty:
+        body["dirs"] = empty
+    return body
 
 
 def _created(answer: object) -> tuple[Snapshot, bool]:

@@ -1,74 +1,56 @@
-"""Reading objects from a server, verified: what showing, downloading and caching model versions and
-run artifacts need (``has``, ``open``, ``get_bytes``, ``info``), so that the services' own tree
-walkers and contained writers (``write_version``, ``download_artifacts``) work on the server's objects
-unchanged.
+"""Writing whole trees from a server: model versions (``models get``, ``lv.models.get``), data
+snapshots (``get data:``) and run artifacts (``runs artifacts -o``).
 
-Every object is hashed as it arrives and refused (exit 5) unless its bytes are its name; nothing
-unverified is ever handed to a caller. Large objects spill to a temp file rather than memory.
+The services' own tree walkers and contained writers (``write_version``, ``download_artifacts``) do
+the writing, reading every object verified from the client's cache (:class:`HttpObjectStore`). The
+objects reach that cache through the one batched path data checkout uses
+(``HttpObjectStore.prefetch``: up to 1,000 small objects per ``POST /objects/batch/get``, larger
+ones streamed alone): first the tree's folders, a level per request, then the files the writer
+will write (not those already in place), together. A model of 500 small files is a handful of
+requests rather than one per file.
 """
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
-from typing import IO, TYPE_CHECKING, BinaryIO, cast
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from labvault.entities import ObjectInfo
 from labvault.errors import IntegrityError, NotFound
 from labvault.refs import Digest
+from labvault.services.registry.layout import write_version
+from labvault.services.snapshots.flat import load_flat
+from labvault.services.tracking.artifacts import artifact_name
+from labvault.services.tracking.download import download_artifacts
 
 if TYPE_CHECKING:
-    from labvault.client.transport import Transport
-    from labvault.storage.objects.protocol import ObjectStore
+    from labvault.client.objects import HttpObjectStore
+    from labvault.entities import Run
+    from labvault.services.tracking.download import DownloadedFile
 
-__all__ = ["ObjectReader", "reader_of"]
-
-_SPILL = 8 * 1024 * 1024  # kept in memory below this size
-
-
-class ObjectReader:
-    """Read-only, verifying access to a server's objects (``GET/HEAD /objects/{digest}``)."""
-
-    def __init__(self, transport: Transport) -> None:
-        self.transport = transport
-
-    def has(self, digest: Digest) -> bool:
-        try:
-            self.info(digest)
-        except NotFound:
-            return False
-        return True
-
-    def info(self, digest: Digest) -> ObjectInfo:
-        response = self.transport.request("HEAD", f"/objects/{digest}", raw=True)
-        return ObjectInfo(digest, int(response.headers.get("content-length", "0")), 0.0)
-
-    def open(self, digest: Digest, *, verify: bool = True) -> BinaryIO:
-        """The object's bytes in a rewound file, after they verified (``verify`` is always on here)."""
-        out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPILL)  # noqa: SIM115 - returned open, to the caller
-        h = hashlib.sha256()
-        try:
-            with self.transport.stream("GET", f"/objects/{digest}") as response:
-                for block in response.iter_bytes(1 << 20):
-                    h.update(block)
-                    out.write(block)
-            if h.hexdigest() != digest.hex:
-                raise IntegrityError(
-                    f"the server sent bytes for {digest} that hash to sha256:{h.hexdigest()}",
-                    hint="the object is corrupt on the server or in transit; run `labvault fsck` on the server",
-                )
-        except BaseException:
-            out.close()
-            raise
-        out.seek(0)
-        return cast(BinaryIO, out)
-
-    def get_bytes(self, digest: Digest, *, verify: bool = True) -> bytes:
-        with self.open(digest) as f:
-            return f.read()
+__all__ = ["fetch_folders", "write_artifacts", "write_tree"]
 
 
-def reader_of(transport: Transport) -> ObjectStore:
-    """An :class:`ObjectReader` typed as the store protocol the read-side services take (they call
-    only ``has``, ``open``, ``get_bytes`` and ``info``)."""
-    return cast("ObjectStore", ObjectReader(transport))
+def fetch_folders(objects: HttpObjectStore, root: Digest) -> None:
+    """Fetch the tree ``root`` and every folder below it into the cache, a level per request.
+
+    Only a head start: the writer reads every tree again (verified), so one missing or corrupt on
+    the server is left for it to report in its own words."""
+    try:
+        load_flat(objects, None, root, prefetch=objects.prefetch)
+    except (IntegrityError, NotFound):
+        return
+
+
+def write_tree(objects: HttpObjectStore, root: Digest, dest: Path, rel: str) -> Path:
+    """``write_version`` of the tree ``root`` (a model version's or a snapshot's), fetched in batches."""
+    fetch_folders(objects, root)
+    return write_version(objects, root, dest, rel, prefetch=objects.prefetch)
+
+
+def write_artifacts(objects: HttpObjectStore, run: Run, dest: Path, *, name: str | None) -> list[DownloadedFile]:
+    """``download_artifacts`` of a run's artifacts (or the one called ``name``), fetched in batches."""
+    wanted = artifact_name(name) if name is not None else None
+    for artifact in run.artifacts:
+        if artifact.kind == "tree" and wanted in (None, artifact.name):
+            fetch_folders(objects, artifact.digest)
+    return download_artifacts(objects, run, dest, name=name, prefetch=objects.prefetch)

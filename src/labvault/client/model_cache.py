@@ -20,17 +20,18 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labvault.client.fetch import reader_of
+from labvault.client.fetch import write_tree
 from labvault.client.settings import spool_dir
 from labvault.errors import StorageError
 from labvault.refs import Digest
-from labvault.services.registry.layout import FileEntry, build_version_tree, collect_path, write_version
+from labvault.services.registry.layout import FileEntry, build_version_tree, collect_path
 from labvault.storage.contained import Dest
 from labvault.storage.locks import file_lock
 from labvault.storage.objects.fileio import sha256_file
 from labvault.storage.objects.memory import MemoryObjectStore
 
 if TYPE_CHECKING:
+    from labvault.client.objects import HttpObjectStore
     from labvault.client.transport import Transport
     from labvault.entities import ModelVersion
 
@@ -76,9 +77,10 @@ def _fresh(final: Path, stamp_path: Path, version: ModelVersion, files: list[Fil
         return False
 
 
-def cached_copy(transport: Transport, version: ModelVersion, files: list[FileEntry]) -> Path:
-    """The local path of a verified copy of ``version`` (whose ``files`` the server listed)."""
-    base = cache_root(transport.target.url) / version.project / version.model
+def cached_copy(objects: HttpObjectStore, version: ModelVersion, files: list[FileEntry]) -> Path:
+    """The local path of a verified copy of ``version`` (whose ``files`` the server listed), built
+    from the server's objects (fetched in batches, through the verified object cache)."""
+    base = cache_root(objects.transport.target.url) / version.project / version.model
     final = base / version.version
     stamp_path = base / f".{version.version}.stamp.json"
     if _fresh(final, stamp_path, version, files):  # the hot path: a few stats, no lock, no download
@@ -94,7 +96,7 @@ def cached_copy(transport: Transport, version: ModelVersion, files: list[FileEnt
         tmp = f".tmp-{secrets.token_hex(6)}"
         with Dest.open(base, create=False) as into:
             try:
-                built = write_version(reader_of(transport), version.content, base, tmp)
+                built = write_tree(objects, version.content, base, tmp)
                 doc = {"content": version.content.hex, "files": _stamp(built, files)}
                 into.remove(stamp_path.name)
                 into.remove(version.version)

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from labvault.client import decode
-from labvault.client.fetch import reader_of
+from labvault.client.fetch import write_tree
 from labvault.entities import AuditEvent, AuditReport, Decision, ModelVersion, RegisteredModel
 from labvault.errors import ValidationError
 from labvault.refs import ModelRef, parse_ref
-from labvault.services.registry.layout import FileEntry, write_version
+from labvault.services.registry.layout import FileEntry
 from labvault.services.registry.show import version_metrics
 
 if TYPE_CHECKING:
@@ -93,12 +93,12 @@ class ServerRegistry:
         return self._show(ref)[1]
 
     def metrics(self, ref: str | ModelVersion) -> dict[str, object] | None:
-        return version_metrics(reader_of(self.transport), self.files(ref))[0]
+        return version_metrics(self.owner.objects, self.files(ref))[0]
 
     def show_version(self, ref: str) -> tuple[ModelVersion, list[FileEntry], dict[str, Any] | None]:
         """A version, its files and its ``metrics.json`` (read verified): ``models show P/M@V``."""
         version, files = self._show(ref)
-        return version, files, version_metrics(reader_of(self.transport), files)[0]
+        return version, files, version_metrics(self.owner.objects, files)[0]
 
     def history(self, name: str, alias: str | None = None) -> list[AliasMove]:
         found = self.transport.request("GET", f"{_path(_model(name))}/history", params={"alias": alias})
@@ -109,14 +109,14 @@ class ServerRegistry:
         """Write a verified copy at ``dest/PROJECT/MODEL/VERSION`` (or into ``dest`` with ``flat``)."""
         version = self.resolve(ref)
         rel = "." if flat else f"{version.project}/{version.model}/{version.version}"
-        return version, write_version(reader_of(self.transport), version.content, Path(dest), rel)
+        return version, write_tree(self.owner.objects, version.content, Path(dest), rel)
 
     def get(self, ref: str) -> Path:
         """The local path of a verified copy cached in the user's cache folder; unchanged, no download."""
         from labvault.client.model_cache import cached_copy
 
         version, files = self._show(ref)
-        return cached_copy(self.transport, version, files)
+        return cached_copy(self.owner.objects, version, files)
 
     # -- writing ------------------------------------------------------------------------------
     def register(

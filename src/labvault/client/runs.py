@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from labvault.client import decode
-from labvault.client.fetch import reader_of
+from labvault.client.fetch import write_artifacts
 from labvault.client.tracking import TrackingWrites
 from labvault.entities import MetricPoint, Run
 from labvault.services.tracking.liveness import process_gone
@@ -91,6 +91,4 @@ class ServerRuns(TrackingWrites):
         self, ref: str, dest: str | os.PathLike[str], *, name: str | None = None
     ) -> builtins.list[DownloadedFile]:
         """Write the run's artifacts (or the one called ``name``) under ``dest``, each file verified."""
-        from labvault.services.tracking.download import download_artifacts
-
-        return download_artifacts(reader_of(self.transport), self.get(ref), Path(dest), name=name)
+        return write_artifacts(self.owner.objects, self.get(ref), Path(dest), name=name)

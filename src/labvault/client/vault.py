@@ -175,6 +175,8 @@ class ServerVault:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if "objects" in self.__dict__:  # built on first use: its cache holds a folder open
+                self.objects.close()
             self.transport.close()
 
     def __enter__(self) -> ServerVault:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from labvault.errors import NotFound
 from labvault.server.deps import Caller, caller
 from labvault.server.encode import to_json
+from labvault.services.snapshots.uploaded import MAX_TARGET
 from labvault.services.transfer import parse_full_digest
 
 __all__ = ["router"]
@@ -23,7 +24,13 @@ Ref = Annotated[str, Query(max_length=600, description="data:<name>@v<N>")]
 class SnapshotCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     files: dict[str, str] = Field(
-        min_length=1, max_length=1_000_000, description="relative path -> sha256:<hex> of an uploaded object"
+        max_length=1_000_000, description="relative path -> sha256:<hex> of an uploaded object"
+    )
+    links: dict[str, Annotated[str, Field(max_length=MAX_TARGET)]] = Field(
+        default_factory=dict, max_length=1_000_000, description="relative path -> target of a symbolic link (as text)"
+    )
+    dirs: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=1_000_000, description="folders kept even when empty (relative paths)"
     )
     message: str = Field("", max_length=10_000)
     kind: Literal["file", "dir"] = Field("dir", description='"file": a one-file snapshot, checked out as a file')
@@ -41,7 +48,7 @@ def _snap(snapshot: Any) -> dict[str, Any]:
 def create_snapshot(name: str, body: SnapshotCreate, who: Writer) -> Any:
     files = {path: parse_full_digest(digest) for path, digest in body.files.items()}
     snapshot, created = who.vault.data.add_objects(
-        name, files, message=body.message, kind=body.kind, storage_uri=body.path
+        name, files, message=body.message, kind=body.kind, storage_uri=body.path, links=body.links, dirs=body.dirs
     )
     return dict(_snap(snapshot), created=created)
 

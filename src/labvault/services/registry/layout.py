@@ -207,7 +207,13 @@ def iter_tree_links(store: ObjectStore, tree: Digest, prefix: str = "") -> Itera
 
 
 def write_version(
-    store: ObjectStore, content: Digest, dest: Path, rel: str, *, fold: Callable[[str], str] | None = None
+    store: ObjectStore,
+    content: Digest,
+    dest: Path,
+    rel: str,
+    *,
+    fold: Callable[[str], str] | None = None,
+    prefetch: Callable[[list[Digest]], object] | None = None,
 ) -> Path:
     """Write a version folder's verified files (and links) to ``rel`` below ``dest``; return the folder.
 
@@ -215,7 +221,8 @@ def write_version(
     or ``.``) and the file names come from stored data and are resolved without following links.
     Files already there with the right content are kept; a different file, a folder or a link in
     the way is a conflict (exit 4), found before anything is written, and so are two names that
-    ``dest``'s filesystem (or ``fold``) would store as one file.
+    ``dest``'s filesystem (or ``fold``) would store as one file. ``prefetch`` is handed the digests
+    of the files to write before the first is written (a server's client fetches them in batches).
     """
     files = version_files(store, content)
     links = dict(iter_tree_links(store, content))
@@ -231,6 +238,8 @@ def write_version(
             top.check_dirs(rel)
             todo = [f for f in files if not _already_there(top, _under(rel, f.path), f)]
             link_todo = {p: t for p, t in links.items() if not _link_there(top, _under(rel, p), t)}
+    if prefetch is not None:
+        prefetch([f.digest for f in todo])
     with Dest.open(dest) as top, top.sub(rel) as into:
         for f in todo:
             materialize_into(store, f.digest, into, f.path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from labvault.services.snapshots.tabular import is_tabular_name, profile_stream
 from labvault.storage.objects.protocol import ObjectStore
 from labvault.storage.objects.tree import encode_scanned
 
-__all__ = ["Built", "build_tree"]
+__all__ = ["Built", "build_tree", "put_folders"]
 
 Progress = Callable[[int, int], None]
 
@@ -74,6 +74,28 @@ def _store_file(objects: ObjectStore, scan: Scan, rel: str) -> tuple[str, StatKe
 def _stat_key(path: str) -> StatKey:
     st = os.stat(path)
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def put_folders(
+    objects: ObjectStore, children: dict[str, list[dict[str, Any]]], links: Mapping[str, str], dirs: Iterable[str]
+) -> Digest:
+    """Store the tree of every folder of ``dirs`` (empty ones too) and of the root; its digest.
+
+    ``children`` holds each folder's file entries by its path (``""``: the root); ``links`` are added
+    as link entries. One function for ``data add`` and for a snapshot of uploaded objects, so that
+    both make the same trees of the same content.
+    """
+    for rel, target in links.items():
+        parent, _, name = rel.rpartition("/")
+        children.setdefault(parent, []).append({"name": name, "type": "link", "target": target})
+    # Folders deepest first, so every subtree digest exists before its parent is encoded.
+    for d in sorted(dirs, key=lambda p: p.count("/"), reverse=True):
+        entries = children.pop(d, [])
+        digest = objects.put_bytes(encode_scanned(entries))
+        parent, _, name = d.rpartition("/")
+        size = sum(e.get("size", 0) for e in entries)
+        children.setdefault(parent, []).append({"name": name, "type": "dir", "sha256": digest.hex, "size": size})
+    return objects.put_bytes(encode_scanned(children.pop("", [])))
 
 
 def build_tree(
@@ -137,18 +159,8 @@ def build_tree(
         flat_files[rel] = (sha, size, profile or None)
         total_bytes += size
     built.total_bytes = total_bytes
-    for rel, target in scan.links.items():
-        parent, _, name = rel.rpartition("/")
-        children[parent].append({"name": name, "type": "link", "target": target})
     built.flat = FlatTree.from_files(flat_files, scan.links, scan.dirs)
-    # Folders deepest first, so every subtree digest exists before its parent is encoded.
-    for d in sorted(scan.dirs, key=lambda p: p.count("/"), reverse=True):
-        entries = children.pop(d, [])
-        digest = objects.put_bytes(encode_scanned(entries))
-        parent, _, name = d.rpartition("/")
-        size = sum(e.get("size", 0) for e in entries)
-        children[parent].append({"name": name, "type": "dir", "sha256": digest.hex, "size": size})
-    built.root = objects.put_bytes(encode_scanned(children.pop("", [])))
+    built.root = put_folders(objects, children, scan.links, scan.dirs)
     built.tabular.sort()
     built.notes.sort()
     return built

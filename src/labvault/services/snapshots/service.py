@@ -10,7 +10,7 @@ collected by ``gc``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -91,21 +91,22 @@ class DataService:
         message: str = "",
         kind: str = "dir",
         storage_uri: str | None = None,
+        links: Mapping[str, str] | None = None,
+        dirs: Sequence[str] = (),
     ) -> tuple[Snapshot, bool]:
-        """Snapshot stored objects (uploaded to the server) as the next version of ``name``; ``files``
-        maps relative paths to digests. Identical content to the latest version returns it, not created.
-
-        ``kind="file"`` (one file) and ``storage_uri`` (the client's project-relative path) make the
-        snapshot the one ``data add`` of that path makes."""
+        """Snapshot uploaded objects as the next version of ``name`` (``files``: path -> digest;
+        ``links``: path -> target; ``dirs``: folders kept even when empty), as ``data add`` of
+        ``storage_uri`` (``kind="file"``: one file) would; identical content returns the latest."""
         from labvault.services.snapshots.uploaded import build_from_objects, check_rel_path
 
         validate_name(name, what="dataset name")
-        if kind not in ("file", "dir") or (kind == "file" and (len(files) != 1 or "/" in next(iter(files), "/"))):
+        one_file = len(files) == 1 and "/" not in next(iter(files)) and not links and not dirs
+        if kind not in ("file", "dir") or (kind == "file" and not one_file):
             raise ValidationError("a file snapshot holds exactly one file, at its top", hint='send kind "dir"')
         if storage_uri is not None and storage_uri != ".":
             check_rel_path(storage_uri)
         with self.objects.batch():
-            built = build_from_objects(self.objects, files)
+            built = build_from_objects(self.objects, files, links, dirs)
         uri = storage_uri or f"upload:{name}"
         return self._record(name, built, kind, uri, message, source_url=None, source_version=None)
 

@@ -9,6 +9,7 @@ are validated again (no ``..``, no absolute paths), and nothing is written throu
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
@@ -54,9 +55,11 @@ def _entries(store: ObjectStore, artifact: Artifact) -> list[DownloadedFile]:
     stack = [(base, artifact.digest)]
     while stack:
         prefix, tree = stack.pop()
-        if not store.has(tree):
-            raise IntegrityError(f"artifact {artifact.name}: tree {tree} is missing from the vault")
-        for entry in decode_tree(store.get_bytes(tree, verify=True), digest=tree):
+        try:  # read, not asked about first: through a server that is one request, not two
+            data = store.get_bytes(tree, verify=True)
+        except NotFound as exc:
+            raise IntegrityError(f"artifact {artifact.name}: tree {tree} is missing from the vault") from exc
+        for entry in decode_tree(data, digest=tree):
             if not entry.name or "/" in entry.name or "\\" in entry.name or entry.name in (".", ".."):
                 raise IntegrityError(f"artifact {artifact.name}: tree {tree} holds an invalid name {entry.name!r}")
             rel = f"{prefix}/{entry.name}"
@@ -99,8 +102,16 @@ def _already_there(dest: Path, item: DownloadedFile) -> bool:
     raise Conflict(f"{out} exists with other content", hint="remove it, or choose another -o folder")
 
 
-def download_artifacts(store: ObjectStore, run: Run, dest: Path, *, name: str | None = None) -> list[DownloadedFile]:
-    """Write the run's artifacts (or the one called ``name``) under ``dest``, each at its name."""
+def download_artifacts(
+    store: ObjectStore,
+    run: Run,
+    dest: Path,
+    *,
+    name: str | None = None,
+    prefetch: Callable[[list[Digest]], object] | None = None,
+) -> list[DownloadedFile]:
+    """Write the run's artifacts (or the one called ``name``) under ``dest``, each at its name;
+    ``prefetch`` is handed the digests of the files to write before the first is written."""
     artifacts = list(run.artifacts)
     if name is not None:
         wanted = artifact_name(name)
@@ -110,6 +121,8 @@ def download_artifacts(store: ObjectStore, run: Run, dest: Path, *, name: str | 
             raise NotFound(f"{run.ref} has no artifact {name!r} (it has: {have})", hint=f"labvault runs show {run.id}")
     planned = [item for a in artifacts for item in _entries(store, a)]
     done = [item if not _already_there(dest, item) else _kept(item) for item in planned]
+    if prefetch is not None:
+        prefetch([item.sha256 for item in done if item.written and item.sha256 is not None])
     try:
         with Dest.open(dest) as into:
             for item in done:
