@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -252,6 +253,54 @@ def test_sigkill_mid_loop_then_sync_sends_every_point(served: Served, tmp_path: 
     assert run["params"] == {"depth": 4}
     assert spool_files(tmp_path) == []
     assert json.loads(run_sync(tmp_path, env, "--json").stdout) == []  # nothing left: a second sync is a no-op
+
+
+def _killed_mid_loop(cwd: Path, env: dict[str, str]) -> tuple[str, int]:
+    """A training script SIGKILLed in its loop: its run's id and its pid."""
+    train = cwd / "doomed.py"
+    train.write_text(
+        "import os, time\nimport labvault as lv\n"
+        "with lv.start_run(name='doomed') as run:\n"
+        "    print(run.id, os.getpid(), flush=True)\n"
+        "    while True:\n"
+        "        run.log_metric('loss', 0.5)\n"
+        "        time.sleep(0.001)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(train)], cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    run_id, pid = proc.stdout.readline().split()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    return run_id, int(pid)
+
+
+def _shown(cwd: Path, env: dict[str, str], run_id: str) -> tuple[str, str]:
+    """The status line of `runs show` and the status `runs list --json` gives, from the real CLI."""
+    show = subprocess.run([LABVAULT, "runs", "show", run_id], cwd=cwd, env=env, capture_output=True, text=True)
+    assert show.returncode == 0, show.stderr
+    (status,) = [line.strip() for line in show.stdout.splitlines() if line.startswith("status")]
+    listed = subprocess.run([LABVAULT, "runs", "list", "--json"], cwd=cwd, env=env, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [r for r in json.loads(listed.stdout) if r["id"] == run_id]
+    return status, row["status"]
+
+
+def test_a_sigkilled_client_shows_its_process_gone_as_a_local_run_does(served: Served, tmp_path: Path) -> None:
+    """The run records the client's host and pid (not the server's), so `runs show` on the client's
+    machine says its process is gone, as it says of a local run whose process was SIGKILLed."""
+    env = client_env(tmp_path, served.urls[0], served.tokens["writer"])
+    (tmp_path / "work").mkdir()
+    run_id, pid = _killed_mid_loop(tmp_path / "work", env)
+    local_id, local_pid = _killed_mid_loop(served.root, clean_env())
+    status, listed = _shown(tmp_path / "work", env, run_id)
+    local_status, local_listed = _shown(served.root, clean_env(), local_id)
+    assert f"its process {pid} is gone: it was killed or crashed" in status
+    assert status.replace(str(pid), "PID") == local_status.replace(str(local_pid), "PID")
+    assert listed == local_listed
+    run = served.client("reader").get(f"/runs/{run_id}/export").json()
+    assert (run["host"], run["pid"]) == (socket.gethostname(), pid)
 
 
 def test_resend_after_a_crash_between_send_and_ack_is_stored_once(served: Served, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ compare, export, delete/restore, metric history, reproduction records."""
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -15,6 +16,7 @@ from labvault.safeload import loads_json
 from labvault.server.capture import CaptureIn, record_capture
 from labvault.server.deps import Caller, caller
 from labvault.server.encode import to_json
+from labvault.server.fields import HostName, ProcessId
 from labvault.services.tracking.artifacts import artifact_name, stored_tree_size
 from labvault.services.tracking.names import parse_run_id
 from labvault.services.transfer import parse_full_digest
@@ -43,6 +45,8 @@ class RunCreate(_Body):
     tags: dict[str, str] = Field(default_factory=dict, max_length=1000)
     params: dict[str, Any] = Field(default_factory=dict, max_length=10_000)
     command: list[str] = Field(default_factory=list, max_length=1000, description="the client's command line")
+    host: HostName | None = Field(None, description="the host the client's process runs on")
+    pid: ProcessId | None = Field(None, description="the client's process id (its liveness is judged on its host)")
 
 
 class MetricIn(_Body):
@@ -88,6 +92,9 @@ def create_run(body: RunCreate, who: Writer) -> Any:
         command=body.command or ["api"],
         cwd=who.vault.root,
         capture=False,
+        # The client's process, not this server's: a reader on its host tells when it is gone. A
+        # client that does not say is on an unknown process (no pid), never the server's.
+        origin=(body.host or socket.gethostname(), body.pid),
     )
     if body.params:
         runs.log_params(run.id, body.params)

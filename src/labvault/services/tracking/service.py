@@ -117,8 +117,13 @@ class Tracking(RunRecords):
         cwd: Path | None = None,
         capture: bool = True,
         background_git: bool = True,
+        origin: tuple[str, int | None] | None = None,
     ) -> Run:
         """Record a new running run with everything captured; returns it.
+
+        ``origin`` is the host and process id the run's code runs in when that is not this process
+        (a server records its client's, so that a reader on the client's machine can tell when
+        that process is gone); its pid is None when the process is not known.
 
         Git state is known at once when the tree is unchanged since the last capture; otherwise git
         runs on a worker thread and its answer is written with the run's end (:meth:`finish` waits
@@ -138,7 +143,7 @@ class Tracking(RunRecords):
         doc: dict[str, Any] = {
             "command": argv,
             "cwd": str(here),
-            "pid": os.getpid(),
+            "pid": os.getpid() if origin is None else origin[1],
             "pythonhashseed": os.environ.get("PYTHONHASHSEED"),
             "config": [],
             "warnings": [],
@@ -173,7 +178,7 @@ class Tracking(RunRecords):
                 "status": "running",
                 "parent_id": parent_id,
                 "user": self.user,
-                "host": socket.gethostname(),
+                "host": socket.gethostname() if origin is None else origin[0],
                 "started_at": now,
                 "ended_at": None,
                 "exit_code": None,
