@@ -523,3 +523,23 @@ def test_a_spool_left_before_its_header_was_written_is_removed(tmp_path: Path) -
     assert report.done
     assert report.metrics == 0
     assert not empty.exists()
+
+
+def test_the_spool_grows_past_its_first_mapping(tmp_path: Path) -> None:
+    """The hot path copies into the mapped room; past it, the mapping grows and no point is lost."""
+    from labvault.client.spool import SpoolReader, SpoolWriter
+
+    writer = SpoolWriter(tmp_path / "spool", url="http://127.0.0.1:1", run_id="0123456789ab")
+    count = 120_000  # about 6 MB of records: more than the first 4 MiB mapping
+    for i in range(count):
+        writer.append_metric("loss", i * 0.5, i)
+    writer.append_metric("loss", float("nan"), count)
+    writer.close()
+    reader = SpoolReader(writer.path)
+    points = []
+    while (batch := reader.next_batch()) is not None:
+        points.extend(json.loads(line) for line in batch.metrics)
+        reader.acked = batch.end
+    assert [p["step"] for p in points] == list(range(count + 1))
+    assert all(p["value"] == p["step"] * 0.5 for p in points[:count])
+    assert points[count]["value"] == "NaN"

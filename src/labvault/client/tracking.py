@@ -320,8 +320,10 @@ class ServerActiveRun(ActiveRun):
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         """Append one point to the spool (sent in the background); on the OS's disk when this returns."""
-        self._check_open()
-        number = metric_value(key, value)
+        # The hot path of a training loop: checks are inlined where the common case allows.
+        if self._closed:
+            self._check_open()
+        number = value if type(value) is float else metric_value(key, value)
         steps = self._next_step
         if step is None and steps is not None:  # _steps_for's common case, without its lists
             with self._lock:
