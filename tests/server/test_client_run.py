@@ -265,3 +265,19 @@ def test_create_records_the_clients_host_and_pid_or_no_pid(world: World) -> None
         shown = vault.runs.export(made["id"])
         assert (shown["host"], shown["pid"]) == ("gpu-box-7", 4242)
         assert vault.runs.export(anon["id"])["pid"] is None
+
+
+def test_resume_records_the_resuming_clients_host_and_pid(world: World) -> None:
+    w = world.served.client("writer")
+    made = w.post("/runs", json={"name": "resumable", "host": "gpu-box-7", "pid": 4242}).json()
+    assert w.post(f"/runs/{made['id']}/end", json={"status": "failed"}).status_code == 200
+    error_of(w.post(f"/runs/{made['id']}/resume", json={"pid": 0}), 400, 2)
+    error_of(w.post(f"/runs/{made['id']}/resume", json={"host": "a b", "pid": 7}), 400, 2)
+    assert w.post(f"/runs/{made['id']}/resume", json={"host": "gpu-box-8", "pid": 99}).status_code == 200
+    with Vault.open(world.served.root) as vault:
+        shown = vault.runs.export(made["id"])
+        assert (shown["status"], shown["host"], shown["pid"]) == ("running", "gpu-box-8", 99)
+    assert w.post(f"/runs/{made['id']}/end", json={"status": "failed"}).status_code == 200
+    assert w.post(f"/runs/{made['id']}/resume").status_code == 200  # no body: no known process
+    with Vault.open(world.served.root) as vault:
+        assert vault.runs.export(made["id"])["pid"] is None

@@ -280,7 +280,7 @@ def _shown(cwd: Path, env: dict[str, str], run_id: str) -> tuple[str, str]:
     """The status line of `runs show` and the status `runs list --json` gives, from the real CLI."""
     show = subprocess.run([LABVAULT, "runs", "show", run_id], cwd=cwd, env=env, capture_output=True, text=True)
     assert show.returncode == 0, show.stderr
-    (status,) = [line.strip() for line in show.stdout.splitlines() if line.startswith("status")]
+    (status,) = [" ".join(line.split()) for line in show.stdout.splitlines() if line.startswith("status")]
     listed = subprocess.run([LABVAULT, "runs", "list", "--json"], cwd=cwd, env=env, capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     (row,) = [r for r in json.loads(listed.stdout) if r["id"] == run_id]
@@ -301,6 +301,46 @@ def test_a_sigkilled_client_shows_its_process_gone_as_a_local_run_does(served: S
     assert listed == local_listed
     run = served.client("reader").get(f"/runs/{run_id}/export").json()
     assert (run["host"], run["pid"]) == (socket.gethostname(), pid)
+
+
+def _resumed_elsewhere_shown(cwd: Path, env: dict[str, str]) -> str:
+    """`runs show`'s status line of a run ended by one process and resumed by another, still running."""
+    first = subprocess.run(
+        [sys.executable, "-c", "import labvault as lv\nr = lv.start_run(name='twice')\nr.end('failed')\nprint(r.id)"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert first.returncode == 0, first.stderr
+    run_id = first.stdout.strip()
+    code = (
+        f"import sys, labvault as lv\nwith lv.start_run(run_id='{run_id}') as r:\n"
+        "    print(r.id, flush=True)\n    sys.stdin.readline()\n"
+    )
+    second = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert second.stdin is not None
+    assert second.stdout is not None
+    try:
+        assert second.stdout.readline().strip() == run_id
+        status, _ = _shown(cwd, env, run_id)
+    finally:
+        second.stdin.close()
+        assert second.wait(timeout=120) == 0
+        second.stdout.close()
+    return status
+
+
+def test_a_resumed_run_is_the_resuming_process(served: Served, tmp_path: Path) -> None:
+    """A run resumed by another process records that process: it is not shown as gone while it runs
+    (the first process has exited), through a server as locally."""
+    env = client_env(tmp_path, served.urls[0], served.tokens["writer"])
+    (tmp_path / "work").mkdir()
+    through = _resumed_elsewhere_shown(tmp_path / "work", env)
+    local = _resumed_elsewhere_shown(served.root, clean_env())
+    assert (through, local) == ("status running", "status running")
 
 
 def test_resend_after_a_crash_between_send_and_ack_is_stored_once(served: Served, tmp_path: Path) -> None:

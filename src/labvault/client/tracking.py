@@ -151,8 +151,7 @@ class TrackingWrites:
             "tags": _tags(tags or {}),
             "params": {k: _plain(v) for k, v in _params(params or {}).items()},
             "command": argv,
-            "host": socket.gethostname()[:256] or None,
-            "pid": os.getpid(),
+            **_origin(),
         }
         run = decode_run(self.owner.transport.request("POST", "/runs", json=body))
         if params:
@@ -173,7 +172,8 @@ class TrackingWrites:
         return decode_run(self.owner.transport.request("GET", f"/runs/{ref}"))
 
     def resume(self, ref: str) -> Run:
-        return decode_run(self.owner.transport.request("POST", f"/runs/{ref}/resume"))
+        """Reopen the run on the server; this process becomes the run's (its host and pid are sent)."""
+        return decode_run(self.owner.transport.request("POST", f"/runs/{ref}/resume", json=_origin()))
 
     def open_run(
         self, run: Run, *, owned: bool, resumed: bool = False, capture_output: bool = False
@@ -354,6 +354,11 @@ class ServerActiveRun(ActiveRun):
 def _params(params: Mapping[str, object]) -> dict[str, str]:
     """Validated as the server will (a bad value fails here, not in a batch); the stored JSON text."""
     return {validate_key(k, what="param"): encode_param(k, v)[0] for k, v in params.items()}
+
+
+def _origin() -> dict[str, Any]:
+    """This process, as the server records a run's: a reader on this host can tell when it is gone."""
+    return {"host": socket.gethostname()[:256] or None, "pid": os.getpid()}
 
 
 def _plain(stored: str) -> Any:

@@ -247,9 +247,16 @@ def add_capture(ref: str, body: CaptureIn, who: Writer) -> Any:
     return to_json(record_capture(who.vault, ref, body))
 
 
+class RunResume(_Body):
+    host: HostName | None = Field(None, description="the host the resuming client's process runs on")
+    pid: ProcessId | None = Field(None, description="the resuming client's process id")
+
+
 @router.post("/{ref}/resume", summary="Reopen a run that did not finish (running, failed or killed)")
-def resume_run(ref: str, who: Writer) -> Any:
-    return to_json(who.vault.runs.resume(ref))
+def resume_run(ref: str, who: Writer, body: RunResume | None = None) -> Any:
+    """The run's process becomes the resuming client's (``host``, ``pid``; no known process without them)."""
+    host, pid = (body.host, body.pid) if body is not None else (None, None)
+    return to_json(who.vault.runs.resume(ref, origin=(host or socket.gethostname(), pid)))
 
 
 @router.post("/{ref}/inputs", summary="Record data references the running run read")

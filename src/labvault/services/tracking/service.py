@@ -312,9 +312,11 @@ class Tracking(RunRecords):
         if status == "finished":  # after the end commits: a page computes it meanwhile, or after a crash here
             store_run_envelope(self.meta, run_id)
 
-    def resume(self, ref: str) -> Run:
-        """Reopen a run that did not finish (running, failed or killed)."""
+    def resume(self, ref: str, *, origin: tuple[str, int | None] | None = None) -> Run:
+        """Reopen a run that did not finish (running, failed or killed) in this process (or ``origin``'s,
+        as in :meth:`create`): the run's process is now the one that resumed it."""
         run_id = self.resolve(ref)
+        host, pid = (socket.gethostname(), os.getpid()) if origin is None else origin
         with self.meta.transaction() as conn:
             row = repo.run_row(conn, run_id)
             if row is None:  # purged since it was resolved
@@ -323,7 +325,8 @@ class Tracking(RunRecords):
                 raise Conflict(f"run:{run_id} finished; finished runs are never changed", hint="start a new run")
             if row.deleted_at is not None:
                 raise Conflict(f"run:{run_id} is deleted", hint=f"labvault runs restore {run_id}")
-            repo.update_run(conn, run_id, status="running", ended_at=None, exit_code=None, error=None)
+            repo.update_run(conn, run_id, status="running", host=host, ended_at=None, exit_code=None, error=None)
+            merge_capture(conn, run_id, {"pid": pid}, [])
         return self.get(run_id)
 
     # -- delete, restore, export ----------------------------------------------------------------
