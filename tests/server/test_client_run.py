@@ -281,3 +281,9 @@ def test_resume_records_the_resuming_clients_host_and_pid(world: World) -> None:
     assert w.post(f"/runs/{made['id']}/resume").status_code == 200  # no body: no known process
     with Vault.open(world.served.root) as vault:
         assert vault.runs.export(made["id"])["pid"] is None
+
+
+def test_a_pid_without_its_host_is_no_known_process(world: World) -> None:
+    made = world.served.client("writer").post("/runs", json={"name": "pid-only", "pid": 4242}).json()
+    with Vault.open(world.served.root) as vault:
+        assert vault.runs.export(made["id"])["pid"] is None

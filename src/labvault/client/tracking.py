@@ -357,8 +357,12 @@ def _params(params: Mapping[str, object]) -> dict[str, str]:
 
 
 def _origin() -> dict[str, Any]:
-    """This process, as the server records a run's: a reader on this host can tell when it is gone."""
-    return {"host": socket.gethostname()[:256] or None, "pid": os.getpid()}
+    """This process, as the server records a run's: a reader on this host can tell when it is gone.
+    A host name the server would refuse (empty, too long, spaces) is not sent: no known process."""
+    host = socket.gethostname()
+    if not host or len(host) > 256 or any(ord(c) <= 32 or ord(c) == 127 for c in host):
+        return {}
+    return {"host": host, "pid": os.getpid()}
 
 
 def _plain(stored: str) -> Any:

@@ -92,9 +92,7 @@ def create_run(body: RunCreate, who: Writer) -> Any:
         command=body.command or ["api"],
         cwd=who.vault.root,
         capture=False,
-        # The client's process, not this server's: a reader on its host tells when it is gone. A
-        # client that does not say is on an unknown process (no pid), never the server's.
-        origin=(body.host or socket.gethostname(), body.pid),
+        origin=_origin(body.host, body.pid),
     )
     if body.params:
         runs.log_params(run.id, body.params)
@@ -255,8 +253,8 @@ class RunResume(_Body):
 @router.post("/{ref}/resume", summary="Reopen a run that did not finish (running, failed or killed)")
 def resume_run(ref: str, who: Writer, body: RunResume | None = None) -> Any:
     """The run's process becomes the resuming client's (``host``, ``pid``; no known process without them)."""
-    host, pid = (body.host, body.pid) if body is not None else (None, None)
-    return to_json(who.vault.runs.resume(ref, origin=(host or socket.gethostname(), pid)))
+    origin = _origin(body.host, body.pid) if body is not None else _origin(None, None)
+    return to_json(who.vault.runs.resume(ref, origin=origin))
 
 
 @router.post("/{ref}/inputs", summary="Record data references the running run read")
@@ -278,6 +276,12 @@ def restore_run(ref: str, who: Writer) -> Any:
     if run.deleted:
         raise Conflict(f"{run.ref} is still deleted", hint="retry")
     return to_json(run)
+
+
+def _origin(host: str | None, pid: int | None) -> tuple[str, int | None]:
+    """The client's process, never this server's: a reader on the client's host tells when it is
+    gone. A pid means nothing without its host: a client that names no host has no known process."""
+    return (socket.gethostname(), None) if host is None else (host, pid)
 
 
 def _named(artifact: Artifact) -> Artifact:
