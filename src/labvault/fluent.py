@@ -130,6 +130,7 @@ def start_run(
                 tags=tags,
                 seed=seed,
                 run_id=run_id,
+                capture_output=capture_output,
             )
             if parent is None and handle.owned:
                 handle.install_signal_handlers()
@@ -189,8 +190,13 @@ def _start_server_run(
     tags: Mapping[str, object] | None,
     seed: int | None,
     run_id: str | None,
+    capture_output: bool,
 ) -> ActiveRun:
-    """start_run through a server: create (or resume, or attach to) the run there; logging is spooled."""
+    """start_run through a server: create (or resume, or attach to) the run there; logging is spooled.
+
+    What a local vault captures (code, environment, config files, stdout/stderr) is captured here,
+    on the machine the code runs on, and recorded with the run on the server.
+    """
     runs = server.runs
     wrapper_id = os.environ.get("LABVAULT_RUN_ID")
     if run_id is not None:
@@ -199,6 +205,8 @@ def _start_server_run(
         handle = runs.open_run(runs.get(wrapper_id), owned=False)
         if refs:
             runs.add_inputs(handle.id, refs)
+        if configs:
+            runs.add_config(handle.id, configs)
         if tags:
             runs.set_tags(handle.id, tags)
     else:
@@ -207,13 +215,13 @@ def _start_server_run(
             name=name,
             parent_id=parent.id if parent is not None else None,
             inputs=refs,
+            config=configs,
             tags=tags,
             seed=seed,
+            capture=True,
         )
-        handle = runs.open_run(run, owned=True)
+        handle = runs.open_run(run, owned=True, capture_output=capture_output and parent is None)
     handle._on_close = _pop
-    for path in configs:  # through a server, config files are stored as the run's artifacts
-        handle.log_artifact(path)
     return cast("ActiveRun", handle)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,3 +167,123 @@ def test_the_capture_route_checks_what_a_client_sends(world: World) -> None:
     assert w.post(f"/runs/{rid}/end", json={"status": "finished"}).status_code == 200
     error_of(w.post(f"/runs/{rid}/capture", json={"cwd": "/elsewhere"}), 409, 4)  # ended: never changed
     error_of(world.served.client("reader").post(f"/runs/{rid}/capture", json={}), 403, 8)
+
+
+# A training script using the Python API: the same file, run through the server from the client's
+# folder and on the server's own vault. It writes its run's id and its pid beside it.
+TRAIN = """\
+import json, os, sys
+import labvault as lv
+
+with lv.start_run(name="fit", config="cfg.yaml", tags={"team": "a"}, seed=5) as run:
+    print("hello out")
+    print("to err", file=sys.stderr)
+    run.log_params({"lr": 0.1, "depth": 4})
+    for i in range(5):
+        run.log_metric("loss", i * 0.5)
+    open(sys.argv[1], "w").write(json.dumps({"id": run.id, "pid": os.getpid()}))
+"""
+
+
+def _git_project(where: Path) -> Path:
+    """A git work tree with one commit (the same hash wherever it is made) and a dirty change."""
+    env = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    env.update(GIT_AUTHOR_NAME="a", GIT_AUTHOR_EMAIL="a@x", GIT_COMMITTER_NAME="a", GIT_COMMITTER_EMAIL="a@x")
+    folder = where / "api-project"
+    folder.mkdir()
+    (folder / "train.py").write_text(TRAIN)
+    (folder / "cfg.yaml").write_text(CONFIG)
+    (folder / ".gitignore").write_text("ran.json\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "first"]):
+        subprocess.run(["git", *args], cwd=folder, env=env, check=True, capture_output=True)
+    (folder / "train.py").write_text(TRAIN + "# tuned\n")  # uncommitted: the patch is captured
+    return folder
+
+
+def _trained(world: World, through_server: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    folder = _git_project(world.client if through_server else world.served.root)
+    env = world.env("writer" if through_server else None)
+    ran = subprocess.run(
+        [sys.executable, "train.py", "ran.json"], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "hello out\n"
+    assert "Traceback" not in ran.stderr
+    done = json.loads((folder / "ran.json").read_text())
+    with Vault.open(world.served.root) as vault:  # both runs live in the server's vault: read in-process
+        return done, json.loads(json.dumps(vault.runs.export(done["id"]), default=str))
+
+
+def test_start_run_through_the_server_records_what_a_local_run_records(world: World) -> None:
+    """Code (commit, branch, dirty patch), environment, config files, seeds and stdout/stderr are
+    captured on the client, as on a local vault; the run records the client's host and process."""
+    local_done, local = _trained(world, through_server=False)
+    done, through = _trained(world, through_server=True)
+    assert through["code"]["commit"] is not None
+    assert through["code"]["dirty"] is True
+    assert through["code"]["patch"] == local["code"]["patch"]  # the same bytes: the same object
+    assert through["environment"]["python"] == local["environment"]["python"]
+    assert through["config"][0]["content"] == CONFIG
+    assert through["stdout"] is not None
+    assert (through["host"], through["pid"]) == (socket.gethostname(), done["pid"])
+    assert (local["host"], local["pid"]) == (socket.gethostname(), local_done["pid"])
+    assert through["cwd"] == str(world.client / "api-project")
+    # The same summary (python, packages, OS, hardware); the full documents name their own folders.
+    assert through["environment"] | {"sha256": None} == local["environment"] | {"sha256": None}
+    for key in VOLATILE:
+        local.pop(key)
+        through.pop(key)
+    assert through == local
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"host": ""},
+        {"host": "a b"},
+        {"host": "box\x1b[2J"},
+        {"host": "h" * 257},
+        {"host": 7},
+        {"pid": 0},
+        {"pid": -1},
+        {"pid": 2**31},
+        {"pid": "12"},
+        {"pid": 1.5},
+    ],
+)
+def test_create_refuses_a_bad_host_or_pid(world: World, bad: dict[str, object]) -> None:
+    error_of(world.served.client("writer").post("/runs", json={"name": "bad", **bad}), 400, 2)
+
+
+def test_create_records_the_clients_host_and_pid_or_no_pid(world: World) -> None:
+    """The run's process is the client's; a client that does not say has no known process (never the
+    server's own, which would keep the run looking alive as long as the server runs)."""
+    w = world.served.client("writer")
+    made = w.post("/runs", json={"name": "from-elsewhere", "host": "gpu-box-7", "pid": 4242}).json()
+    anon = w.post("/runs", json={"name": "anonymous"}).json()
+    with Vault.open(world.served.root) as vault:
+        shown = vault.runs.export(made["id"])
+        assert (shown["host"], shown["pid"]) == ("gpu-box-7", 4242)
+        assert vault.runs.export(anon["id"])["pid"] is None
+
+
+def test_resume_records_the_resuming_clients_host_and_pid(world: World) -> None:
+    w = world.served.client("writer")
+    made = w.post("/runs", json={"name": "resumable", "host": "gpu-box-7", "pid": 4242}).json()
+    assert w.post(f"/runs/{made['id']}/end", json={"status": "failed"}).status_code == 200
+    error_of(w.post(f"/runs/{made['id']}/resume", json={"pid": 0}), 400, 2)
+    error_of(w.post(f"/runs/{made['id']}/resume", json={"host": "a b", "pid": 7}), 400, 2)
+    assert w.post(f"/runs/{made['id']}/resume", json={"host": "gpu-box-8", "pid": 99}).status_code == 200
+    with Vault.open(world.served.root) as vault:
+        shown = vault.runs.export(made["id"])
+        assert (shown["status"], shown["host"], shown["pid"]) == ("running", "gpu-box-8", 99)
+    assert w.post(f"/runs/{made['id']}/end", json={"status": "failed"}).status_code == 200
+    assert w.post(f"/runs/{made['id']}/resume").status_code == 200  # no body: no known process
+    with Vault.open(world.served.root) as vault:
+        assert vault.runs.export(made["id"])["pid"] is None
+
+
+def test_a_pid_without_its_host_is_no_known_process(world: World) -> None:
+    made = world.served.client("writer").post("/runs", json={"name": "pid-only", "pid": 4242}).json()
+    with Vault.open(world.served.root) as vault:
+        assert vault.runs.export(made["id"])["pid"] is None

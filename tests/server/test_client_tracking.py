@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -254,6 +255,94 @@ def test_sigkill_mid_loop_then_sync_sends_every_point(served: Served, tmp_path: 
     assert json.loads(run_sync(tmp_path, env, "--json").stdout) == []  # nothing left: a second sync is a no-op
 
 
+def _killed_mid_loop(cwd: Path, env: dict[str, str]) -> tuple[str, int]:
+    """A training script SIGKILLed in its loop: its run's id and its pid."""
+    train = cwd / "doomed.py"
+    train.write_text(
+        "import os, time\nimport labvault as lv\n"
+        "with lv.start_run(name='doomed') as run:\n"
+        "    print(run.id, os.getpid(), flush=True)\n"
+        "    while True:\n"
+        "        run.log_metric('loss', 0.5)\n"
+        "        time.sleep(0.001)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(train)], cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    run_id, pid = proc.stdout.readline().split()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    return run_id, int(pid)
+
+
+def _shown(cwd: Path, env: dict[str, str], run_id: str) -> tuple[str, str]:
+    """The status line of `runs show` and the status `runs list --json` gives, from the real CLI."""
+    show = subprocess.run([LABVAULT, "runs", "show", run_id], cwd=cwd, env=env, capture_output=True, text=True)
+    assert show.returncode == 0, show.stderr
+    (status,) = [" ".join(line.split()) for line in show.stdout.splitlines() if line.startswith("status")]
+    listed = subprocess.run([LABVAULT, "runs", "list", "--json"], cwd=cwd, env=env, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [r for r in json.loads(listed.stdout) if r["id"] == run_id]
+    return status, row["status"]
+
+
+def test_a_sigkilled_client_shows_its_process_gone_as_a_local_run_does(served: Served, tmp_path: Path) -> None:
+    """The run records the client's host and pid (not the server's), so `runs show` on the client's
+    machine says its process is gone, as it says of a local run whose process was SIGKILLed."""
+    env = client_env(tmp_path, served.urls[0], served.tokens["writer"])
+    (tmp_path / "work").mkdir()
+    run_id, pid = _killed_mid_loop(tmp_path / "work", env)
+    local_id, local_pid = _killed_mid_loop(served.root, clean_env())
+    status, listed = _shown(tmp_path / "work", env, run_id)
+    local_status, local_listed = _shown(served.root, clean_env(), local_id)
+    assert f"its process {pid} is gone: it was killed or crashed" in status
+    assert status.replace(str(pid), "PID") == local_status.replace(str(local_pid), "PID")
+    assert listed == local_listed
+    run = served.client("reader").get(f"/runs/{run_id}/export").json()
+    assert (run["host"], run["pid"]) == (socket.gethostname(), pid)
+
+
+def _resumed_elsewhere_shown(cwd: Path, env: dict[str, str]) -> str:
+    """`runs show`'s status line of a run ended by one process and resumed by another, still running."""
+    first = subprocess.run(
+        [sys.executable, "-c", "import labvault as lv\nr = lv.start_run(name='twice')\nr.end('failed')\nprint(r.id)"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert first.returncode == 0, first.stderr
+    run_id = first.stdout.strip()
+    code = (
+        f"import sys, labvault as lv\nwith lv.start_run(run_id='{run_id}') as r:\n"
+        "    print(r.id, flush=True)\n    sys.stdin.readline()\n"
+    )
+    second = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert second.stdin is not None
+    assert second.stdout is not None
+    try:
+        assert second.stdout.readline().strip() == run_id
+        status, _ = _shown(cwd, env, run_id)
+    finally:
+        second.stdin.close()
+        assert second.wait(timeout=120) == 0
+        second.stdout.close()
+    return status
+
+
+def test_a_resumed_run_is_the_resuming_process(served: Served, tmp_path: Path) -> None:
+    """A run resumed by another process records that process: it is not shown as gone while it runs
+    (the first process has exited), through a server as locally."""
+    env = client_env(tmp_path, served.urls[0], served.tokens["writer"])
+    (tmp_path / "work").mkdir()
+    through = _resumed_elsewhere_shown(tmp_path / "work", env)
+    local = _resumed_elsewhere_shown(served.root, clean_env())
+    assert (through, local) == ("status running", "status running")
+
+
 def test_resend_after_a_crash_between_send_and_ack_is_stored_once(served: Served, tmp_path: Path) -> None:
     """The sender records the range it sends before sending; a process that dies before the answer
     leaves that record, and the resend (same range, same Idempotency-Key) is deduplicated."""
@@ -474,3 +563,23 @@ def test_a_spool_left_before_its_header_was_written_is_removed(tmp_path: Path) -
     assert report.done
     assert report.metrics == 0
     assert not empty.exists()
+
+
+def test_the_spool_grows_past_its_first_mapping(tmp_path: Path) -> None:
+    """The hot path copies into the mapped room; past it, the mapping grows and no point is lost."""
+    from labvault.client.spool import SpoolReader, SpoolWriter
+
+    writer = SpoolWriter(tmp_path / "spool", url="http://127.0.0.1:1", run_id="0123456789ab")
+    count = 120_000  # about 6 MB of records: more than the first 4 MiB mapping
+    for i in range(count):
+        writer.append_metric("loss", i * 0.5, i)
+    writer.append_metric("loss", float("nan"), count)
+    writer.close()
+    reader = SpoolReader(writer.path)
+    points = []
+    while (batch := reader.next_batch()) is not None:
+        points.extend(json.loads(line) for line in batch.metrics)
+        reader.acked = batch.end
+    assert [p["step"] for p in points] == list(range(count + 1))
+    assert all(p["value"] == p["step"] * 0.5 for p in points[:count])
+    assert points[count]["value"] == "NaN"

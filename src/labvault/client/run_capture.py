@@ -20,7 +20,7 @@ from labvault.services.snapshots.lockfile import read_lock
 from labvault.services.tracking.records import read_configs
 from labvault.storage.objects.protocol import ObjectStore
 
-__all__ = ["capture_run", "read_configs"]
+__all__ = ["capture_run", "read_configs", "upload_configs"]
 
 
 def capture_run(objects: ObjectStore, *, root: Path, cwd: Path, configs: list[tuple[str, bytes]]) -> dict[str, Any]:
@@ -40,11 +40,15 @@ def capture_run(objects: ObjectStore, *, root: Path, cwd: Path, configs: list[tu
     warnings.extend(git.warnings)
     with objects.batch():
         doc["environment"] = str(objects.put_bytes(env_bytes))
-        for path, data in configs:
-            doc["config"].append({"path": path, "sha256": str(objects.put_bytes(data)), "size": len(data)})
+        doc["config"] = upload_configs(objects, configs)
         if git.info:
             doc["git"] = git.info
         if git.patch:
             doc["patch"] = str(objects.put_bytes(git.patch))
     doc["warnings"] = warnings
     return doc
+
+
+def upload_configs(objects: ObjectStore, configs: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    """Upload config files' bytes (inside the caller's batch); their entries in a capture document."""
+    return [{"path": path, "sha256": str(objects.put_bytes(data)), "size": len(data)} for path, data in configs]

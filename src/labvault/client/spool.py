@@ -116,14 +116,23 @@ class SpoolWriter:
             self.written = end
 
     def append_metric(self, key: str, value: float, step: int) -> None:
-        """One point: the hot path of a training loop (one format, one copy)."""
+        """One point: the hot path of a training loop (one format, one copy; _write inlined)."""
         prefix = self._keys.get(key)
         if prefix is None:
             prefix = self._prefix(key)
         if value - value == 0.0:  # finite (NaN and infinities give NaN)
-            self._write(f'{prefix}{value!r},"step":{step:d}}}\n'.encode())
+            data = f'{prefix}{value!r},"step":{step:d}}}\n'.encode()
         else:
-            self._write(f'{prefix}{_number_text(value)},"step":{step:d}}}\n'.encode())
+            data = f'{prefix}{_number_text(value)},"step":{step:d}}}\n'.encode()
+        with self._lock:
+            mapped = self._map
+            start = self.written
+            end = start + len(data)
+            if mapped is not None and end <= len(mapped):
+                mapped[start:end] = data
+                self.written = end
+                return
+        self._write(data)  # closed, or the mapping must grow
 
     def append_metrics(self, points: Sequence[tuple[str, float, int]]) -> None:
         keys = self._keys

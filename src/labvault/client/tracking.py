@@ -16,6 +16,7 @@ import contextlib
 import json
 import math
 import os
+import socket
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -23,7 +24,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any, cast
 
-from labvault.client.run_capture import capture_run, read_configs
+from labvault.client.run_capture import capture_run, read_configs, upload_configs
 from labvault.client.sender import Sender
 from labvault.client.settings import spool_dir
 from labvault.client.spool import SpoolWriter, server_folder
@@ -131,10 +132,11 @@ class TrackingWrites:
     ) -> Run:
         """Create a running run on the server (this waits for it: the run's id comes from there).
 
-        With ``capture`` (``labvault run``), the code, environment and ``config`` files are captured
-        here, as a local vault captures them, uploaded, and recorded with the run.
+        With ``capture`` (``labvault run``, ``start_run``), the code, environment and ``config``
+        files are captured here, as a local vault captures them, uploaded, and recorded with the
+        run. The run records this host and process, whose liveness a reader here can then judge.
         """
-        argv = list(command) if command else [Path(sys.argv[0]).name or "python", *sys.argv[1:]][:1000]
+        argv = (list(command) if command else [sys.executable, *sys.argv])[:1000]
         captured: dict[str, Any] | None = None
         if capture:
             here = cwd or Path.cwd()
@@ -149,6 +151,7 @@ class TrackingWrites:
             "tags": _tags(tags or {}),
             "params": {k: _plain(v) for k, v in _params(params or {}).items()},
             "command": argv,
+            **_origin(),
         }
         run = decode_run(self.owner.transport.request("POST", "/runs", json=body))
         if params:
@@ -169,12 +172,15 @@ class TrackingWrites:
         return decode_run(self.owner.transport.request("GET", f"/runs/{ref}"))
 
     def resume(self, ref: str) -> Run:
-        return decode_run(self.owner.transport.request("POST", f"/runs/{ref}/resume"))
+        """Reopen the run on the server; this process becomes the run's (its host and pid are sent)."""
+        return decode_run(self.owner.transport.request("POST", f"/runs/{ref}/resume", json=_origin()))
 
-    def open_run(self, run: Run, *, owned: bool, resumed: bool = False) -> ServerActiveRun:
+    def open_run(
+        self, run: Run, *, owned: bool, resumed: bool = False, capture_output: bool = False
+    ) -> ServerActiveRun:
         """The handle of ``run`` (created, resumed or attached to), with its spool and sender."""
         channel = self._channel(run.id, owned=owned)
-        handle = ServerActiveRun(cast(Any, self), run, owned=owned, resumed=resumed)
+        handle = ServerActiveRun(cast(Any, self), run, owned=owned, resumed=resumed, capture_output=capture_output)
         handle._writer = channel.writer
         return handle
 
@@ -265,6 +271,13 @@ class TrackingWrites:
         doc = transport.request("POST", f"/runs/{run_id}/artifacts", json={"name": name, "digest": digest})
         return Artifact(str(doc.get("name", name)), Digest(hexdigest), "file", len(data), None)
 
+    def add_config(self, run_id: str, config: Iterable[str | os.PathLike[str]]) -> None:
+        """Config files' bytes, uploaded and recorded in the run's capture, as a local vault records them."""
+        configs = read_configs(config, Path.cwd())
+        with self.owner.objects.batch():
+            entries = upload_configs(self.owner.objects, configs)
+        self.update_capture(run_id, {"config": entries})
+
     def add_inputs(self, run_id: str, refs: Iterable[str]) -> None:
         self.owner.transport.request("POST", f"/runs/{run_id}/inputs", json={"inputs": list(refs)})
 
@@ -307,8 +320,10 @@ class ServerActiveRun(ActiveRun):
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         """Append one point to the spool (sent in the background); on the OS's disk when this returns."""
-        self._check_open()
-        number = metric_value(key, value)
+        # The hot path of a training loop: checks are inlined where the common case allows.
+        if self._closed:
+            self._check_open()
+        number = value if type(value) is float else metric_value(key, value)
         steps = self._next_step
         if step is None and steps is not None:  # _steps_for's common case, without its lists
             with self._lock:
@@ -317,6 +332,13 @@ class ServerActiveRun(ActiveRun):
         else:
             (s,) = self._steps_for([key], None if step is None else metric_step(key, step))
         self._writer.append_metric(key, number, s)
+
+    def _stop_tee(self) -> None:
+        """Upload the captured stdout/stderr; a server away at the end costs them, not the run's end."""
+        try:
+            super()._stop_tee()
+        except LabvaultError as exc:
+            sys.stderr.write(f"warning: {self.ref}'s stdout/stderr were not recorded: {exc}\n")
 
     def flush(self, timeout: float | None = None) -> None:
         """Return when the server holds everything this handle logged (ExternalError on timeout)."""
@@ -332,6 +354,15 @@ class ServerActiveRun(ActiveRun):
 def _params(params: Mapping[str, object]) -> dict[str, str]:
     """Validated as the server will (a bad value fails here, not in a batch); the stored JSON text."""
     return {validate_key(k, what="param"): encode_param(k, v)[0] for k, v in params.items()}
+
+
+def _origin() -> dict[str, Any]:
+    """This process, as the server records a run's: a reader on this host can tell when it is gone.
+    A host name the server would refuse (empty, too long, spaces) is not sent: no known process."""
+    host = socket.gethostname()
+    if not host or len(host) > 256 or any(ord(c) <= 32 or ord(c) == 127 for c in host):
+        return {}
+    return {"host": host, "pid": os.getpid()}
 
 
 def _plain(stored: str) -> Any:

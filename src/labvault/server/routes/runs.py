@@ -3,6 +3,7 @@ compare, export, delete/restore, metric history, reproduction records."""
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -15,6 +16,7 @@ from labvault.safeload import loads_json
 from labvault.server.capture import CaptureIn, record_capture
 from labvault.server.deps import Caller, caller
 from labvault.server.encode import to_json
+from labvault.server.fields import HostName, ProcessId
 from labvault.services.tracking.artifacts import artifact_name, stored_tree_size
 from labvault.services.tracking.names import parse_run_id
 from labvault.services.transfer import parse_full_digest
@@ -43,6 +45,8 @@ class RunCreate(_Body):
     tags: dict[str, str] = Field(default_factory=dict, max_length=1000)
     params: dict[str, Any] = Field(default_factory=dict, max_length=10_000)
     command: list[str] = Field(default_factory=list, max_length=1000, description="the client's command line")
+    host: HostName | None = Field(None, description="the host the client's process runs on")
+    pid: ProcessId | None = Field(None, description="the client's process id (its liveness is judged on its host)")
 
 
 class MetricIn(_Body):
@@ -88,6 +92,7 @@ def create_run(body: RunCreate, who: Writer) -> Any:
         command=body.command or ["api"],
         cwd=who.vault.root,
         capture=False,
+        origin=_origin(body.host, body.pid),
     )
     if body.params:
         runs.log_params(run.id, body.params)
@@ -240,9 +245,16 @@ def add_capture(ref: str, body: CaptureIn, who: Writer) -> Any:
     return to_json(record_capture(who.vault, ref, body))
 
 
+class RunResume(_Body):
+    host: HostName | None = Field(None, description="the host the resuming client's process runs on")
+    pid: ProcessId | None = Field(None, description="the resuming client's process id")
+
+
 @router.post("/{ref}/resume", summary="Reopen a run that did not finish (running, failed or killed)")
-def resume_run(ref: str, who: Writer) -> Any:
-    return to_json(who.vault.runs.resume(ref))
+def resume_run(ref: str, who: Writer, body: RunResume | None = None) -> Any:
+    """The run's process becomes the resuming client's (``host``, ``pid``; no known process without them)."""
+    origin = _origin(body.host, body.pid) if body is not None else _origin(None, None)
+    return to_json(who.vault.runs.resume(ref, origin=origin))
 
 
 @router.post("/{ref}/inputs", summary="Record data references the running run read")
@@ -264,6 +276,12 @@ def restore_run(ref: str, who: Writer) -> Any:
     if run.deleted:
         raise Conflict(f"{run.ref} is still deleted", hint="retry")
     return to_json(run)
+
+
+def _origin(host: str | None, pid: int | None) -> tuple[str, int | None]:
+    """The client's process, never this server's: a reader on the client's host tells when it is
+    gone. A pid means nothing without its host: a client that names no host has no known process."""
+    return (socket.gethostname(), None) if host is None else (host, pid)
 
 
 def _named(artifact: Artifact) -> Artifact:

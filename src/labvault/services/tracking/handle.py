@@ -217,10 +217,12 @@ class ActiveRun:
 
     def _stop_tee(self) -> None:
         update: dict[str, Any] = {}
-        for stream, tee, sink in self._tees:
+        tees, self._tees = self._tees, []
+        for stream, tee, _ in tees:  # every stream back first: an upload that fails leaves none teed
             if getattr(sys, stream) is tee:
                 setattr(sys, stream, tee.target)
-            try:
+        try:
+            for stream, tee, sink in tees:
                 sink.seek(0)
                 data = sink.read()
                 if data:
@@ -229,9 +231,9 @@ class ActiveRun:
                     update.setdefault("warnings", []).append(
                         f"{stream}: {tee.dropped} bytes past the first {_TEE_LIMIT} were not kept"
                     )
-            finally:
+        finally:
+            for _, _, sink in tees:
                 sink.close()
-        self._tees = []
         if update:
             self._service.update_capture(self.id, update)
 

@@ -117,8 +117,13 @@ class Tracking(RunRecords):
         cwd: Path | None = None,
         capture: bool = True,
         background_git: bool = True,
+        origin: tuple[str, int | None] | None = None,
     ) -> Run:
         """Record a new running run with everything captured; returns it.
+
+        ``origin`` is the host and process id the run's code runs in when that is not this process
+        (a server records its client's, so that a reader on the client's machine can tell when
+        that process is gone); its pid is None when the process is not known.
 
         Git state is known at once when the tree is unchanged since the last capture; otherwise git
         runs on a worker thread and its answer is written with the run's end (:meth:`finish` waits
@@ -138,7 +143,7 @@ class Tracking(RunRecords):
         doc: dict[str, Any] = {
             "command": argv,
             "cwd": str(here),
-            "pid": os.getpid(),
+            "pid": os.getpid() if origin is None else origin[1],
             "pythonhashseed": os.environ.get("PYTHONHASHSEED"),
             "config": [],
             "warnings": [],
@@ -173,7 +178,7 @@ class Tracking(RunRecords):
                 "status": "running",
                 "parent_id": parent_id,
                 "user": self.user,
-                "host": socket.gethostname(),
+                "host": socket.gethostname() if origin is None else origin[0],
                 "started_at": now,
                 "ended_at": None,
                 "exit_code": None,
@@ -307,9 +312,11 @@ class Tracking(RunRecords):
         if status == "finished":  # after the end commits: a page computes it meanwhile, or after a crash here
             store_run_envelope(self.meta, run_id)
 
-    def resume(self, ref: str) -> Run:
-        """Reopen a run that did not finish (running, failed or killed)."""
+    def resume(self, ref: str, *, origin: tuple[str, int | None] | None = None) -> Run:
+        """Reopen a run that did not finish (running, failed or killed) in this process (or ``origin``'s,
+        as in :meth:`create`): the run's process is now the one that resumed it."""
         run_id = self.resolve(ref)
+        host, pid = (socket.gethostname(), os.getpid()) if origin is None else origin
         with self.meta.transaction() as conn:
             row = repo.run_row(conn, run_id)
             if row is None:  # purged since it was resolved
@@ -318,7 +325,8 @@ class Tracking(RunRecords):
                 raise Conflict(f"run:{run_id} finished; finished runs are never changed", hint="start a new run")
             if row.deleted_at is not None:
                 raise Conflict(f"run:{run_id} is deleted", hint=f"labvault runs restore {run_id}")
-            repo.update_run(conn, run_id, status="running", ended_at=None, exit_code=None, error=None)
+            repo.update_run(conn, run_id, status="running", host=host, ended_at=None, exit_code=None, error=None)
+            merge_capture(conn, run_id, {"pid": pid}, [])
         return self.get(run_id)
 
     # -- delete, restore, export ----------------------------------------------------------------
