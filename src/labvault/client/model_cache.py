@@ -7,8 +7,8 @@ of itself: when the server still names the same content and no file changed, the
 with no download; anything else (another content, a touched file, a stamp that does not verify)
 rebuilds it from verified objects.
 
-:func:`upload_folder` sends a local model folder's objects (files, then their trees) so that the
-server can register it.
+:func:`upload_folder` sends a local model folder's objects (its files and their trees, in the
+batches ``data add`` sends) so that the server can register it.
 """
 
 from __future__ import annotations
@@ -27,12 +27,9 @@ from labvault.refs import Digest
 from labvault.services.registry.layout import FileEntry, build_version_tree, collect_path
 from labvault.storage.contained import Dest
 from labvault.storage.locks import file_lock
-from labvault.storage.objects.fileio import sha256_file
-from labvault.storage.objects.memory import MemoryObjectStore
 
 if TYPE_CHECKING:
     from labvault.client.objects import HttpObjectStore
-    from labvault.client.transport import Transport
     from labvault.entities import ModelVersion
 
 __all__ = ["cache_root", "cached_copy", "upload_folder"]
@@ -109,19 +106,11 @@ def cached_copy(objects: HttpObjectStore, version: ModelVersion, files: list[Fil
     return final
 
 
-def upload_folder(transport: Transport, path: Path, *, follow_links: bool) -> Digest:
-    """Upload a model folder's files and trees (only what the server lacks); the folder tree's digest."""
+def upload_folder(objects: HttpObjectStore, path: Path, *, follow_links: bool) -> Digest:
+    """Upload a model folder's files and trees as ``data add`` does (only what the server lacks: small
+    objects in batches, big files in chunks); the folder tree's digest."""
     raw, links = collect_path(path, follow_links=follow_links)
-    files = [FileEntry(rel, Digest(sha256_file(full)), full.stat().st_size) for rel, full in raw]
-    trees = MemoryObjectStore()
-    content, _ = build_version_tree(trees, files, links)
-    where = {f.digest: full for f, (_, full) in zip(files, raw, strict=True)}
-    wanted = [str(d) for d in {*where, *(i.digest for i in trees.iter_objects())}]
-    missing = transport.request("POST", "/objects/missing", json={"digests": wanted}).get("missing", [])
-    for text in missing:
-        digest = Digest(str(text).removeprefix("sha256:"))
-        data = where[digest].read_bytes() if digest in where else trees.get_bytes(digest)
-        if hashlib.sha256(data).hexdigest() != digest.hex:
-            raise StorageError(f"{where.get(digest, digest)} changed while it was being registered", hint="retry")
-        transport.request("PUT", f"/objects/{digest}", content=data)
+    with objects.batch():  # each file is hashed here and read again (and checked) as it is sent
+        files = [FileEntry(rel, objects.put_file(full), full.stat().st_size) for rel, full in raw]
+        content, _ = build_version_tree(objects, files, links)
     return content

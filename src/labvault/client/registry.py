@@ -140,7 +140,7 @@ class ServerRegistry:
         if path is not None:
             from labvault.client.model_cache import upload_folder
 
-            body["tree"] = str(upload_folder(self.transport, Path(path), follow_links=follow_links))
+            body["tree"] = str(upload_folder(self.owner.objects, Path(path), follow_links=follow_links))
             body["allow_modified"] = allow_modified
             body["path"] = str(Path(path).resolve())  # source.path, as a local registration records it
         elif run is None:

@@ -24,19 +24,16 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any, cast
 
+from labvault.client import decode
 from labvault.client.run_capture import capture_run, read_configs, upload_configs
 from labvault.client.sender import Sender
 from labvault.client.settings import spool_dir
 from labvault.client.spool import SpoolWriter, server_folder
 from labvault.client.transport import Transport
 from labvault.entities import Artifact, Run
-from labvault.errors import (
-    Conflict,
-    ExternalError,
-    LabvaultError,
-    ValidationError,
-)
+from labvault.errors import Conflict, ExternalError, LabvaultError
 from labvault.refs import Digest
+from labvault.services.tracking.artifacts import artifact_name, store_path
 from labvault.services.tracking.handle import ActiveRun
 from labvault.services.tracking.names import validate_key
 from labvault.services.tracking.service import default_run_name
@@ -255,13 +252,11 @@ class TrackingWrites:
 
     # -- artifacts and inputs (sent at once) ---------------------------------------------------------
     def log_artifact(self, run_id: str, path: str | os.PathLike[str], *, name: str | None = None) -> Artifact:
+        """A file or a folder, uploaded as ``data add`` uploads (small objects in batches, big files in
+        chunks, only what the server lacks), then recorded on the run."""
         source = Path(path)
-        if not source.is_file():
-            raise ValidationError(
-                f"{source} is not a file; through a server a run logs files",
-                hint="log each file, or an archive of the folder",
-            )
-        return self.log_bytes(run_id, source.read_bytes(), name=name or source.name)
+        stored = store_path(self.owner.objects, source, name=artifact_name(name or source.name or str(source)))
+        return self._record(run_id, stored, role="artifact")
 
     def log_bytes(self, run_id: str, data: bytes, *, name: str) -> Artifact:
         hexdigest = sha256(data).hexdigest()
@@ -303,6 +298,9 @@ class TrackingWrites:
 
     def record_artifact(self, run_id: str, artifact: Artifact, *, role: str) -> None:
         """Record a file or folder whose objects are uploaded (``store_path`` on the server's objects)."""
+        self._record(run_id, artifact, role=role)
+
+    def _record(self, run_id: str, artifact: Artifact, *, role: str) -> Artifact:
         body = {
             "name": artifact.name,
             "digest": str(artifact.digest),
@@ -310,7 +308,7 @@ class TrackingWrites:
             "role": role,
             "path": artifact.path,
         }
-        self.owner.transport.request("POST", f"/runs/{run_id}/artifacts", json=body)
+        return decode.artifact(self.owner.transport.request("POST", f"/runs/{run_id}/artifacts", json=body))
 
 
 class ServerActiveRun(ActiveRun):
