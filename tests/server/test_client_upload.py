@@ -111,3 +111,28 @@ def test_logging_an_artifact_folder_of_500_files_is_a_handful_of_requests(world:
     assert (kind, int(size)) == ("tree", sum(len(b) for b in _files(folder).values()))
     world.server("runs", "artifacts", run_id, "-o", "arts", role="reader")
     _same(world.client / "arts" / "outputs", folder)
+
+
+def test_logging_a_file_artifact_through_a_server_records_its_bytes(world: World) -> None:
+    data = random.Random(4).randbytes(5000)
+    (world.client / "weights.bin").write_bytes(data)
+    script = (
+        "import labvault as lv\n"
+        "with lv.start_run(project='up', name='file') as run:\n"
+        "    art = run.log_artifact('weights.bin', name='model/w.bin')\n"
+        "    print(run.id, art.name, art.kind, art.size)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=world.client,
+        env=world.env("writer"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    run_id, name, kind, size = proc.stdout.split()
+    assert (name, kind, int(size)) == ("model/w.bin", "file", len(data))
+    world.server("runs", "artifacts", run_id, "-o", "one", role="reader")
+    assert (world.client / "one" / "model" / "w.bin").read_bytes() == data
