@@ -27,6 +27,7 @@ __all__ = [
     "copy_hashed",
     "reflink",
     "sha256_file",
+    "start_writeback",
     "stream_and_hash",
     "syncfs",
     "write_all",
@@ -70,6 +71,13 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing back what was just written (not waiting for it), so that a later fsync has little
+    left to do; a hint, a no-op where the kernel has no ``sync_file_range``."""
+    if _write_behind is not None:
+        _write_behind(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
 def sha256_file(path: Path | str) -> str:
     """The hex sha256 of a file, read in large chunks."""
     h = hashlib.sha256()
@@ -104,8 +112,7 @@ def stream_and_hash(src: BinaryIO, dst: int) -> str:
             break
         h.update(chunk)
         write_all(dst, chunk)
-        if _write_behind is not None:
-            _write_behind(dst, offset, n, _SYNC_FILE_RANGE_WRITE)  # a hint: its failure changes nothing
+        start_writeback(dst, offset, n)
         offset += n
     return h.hexdigest()
 

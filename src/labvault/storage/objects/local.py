@@ -48,6 +48,7 @@ from labvault.storage.objects.packs import PackStore
 from labvault.storage.objects.protocol import MaterializeMode
 from labvault.storage.objects.quarantine import quarantine_bytes, quarantine_file, quarantined_copy, sweep_quarantine
 from labvault.storage.objects.tempfiles import TempFiles
+from labvault.storage.objects.uploads import UploadSessions
 from labvault.storage.space import translate_os_error
 
 __all__ = ["LocalObjectStore"]
@@ -80,6 +81,7 @@ class LocalObjectStore:
         self._local = threading.local()
         self._known_shards: set[str] = set()
         self.temps = TempFiles(self.tmp_dir)
+        self.upload_sessions = UploadSessions(self)
         # Plain strings on the hot path: pathlib costs more than the syscalls for small objects.
         self._root_s = str(self.root)
         self._tmp_dir_s = str(self.tmp_dir)
@@ -237,6 +239,25 @@ class LocalObjectStore:
                 if durable:
                     self._local.batch.durable.add(hexd)
         return Digest(hexd)
+
+    def adopt_temp(self, tmp: str, hexd: str) -> bool:
+        """Store a file of ``tmp/`` that hashes to ``hexd`` (the caller checked it) by renaming it into
+        place when the batch commits, its one fsync paid then; False (and the file removed) if stored."""
+        try:
+            with self.batch():
+                if self._refresh_if_stored(hexd):
+                    os.unlink(tmp)
+                    return False
+                if os.stat(tmp).st_size <= SMALL:  # small objects live in packs
+                    with open(tmp, "rb") as f:
+                        self.put_bytes(f.read())
+                    os.unlink(tmp)
+                    return True
+                os.chmod(tmp, 0o444)
+                self._stage(hexd, tmp)
+        except OSError as exc:
+            raise self._error(exc, "storing an upload") from exc
+        return True
 
     # -- reads --------------------------------------------------------------------------------
     def has(self, digest: Digest) -> bool:
