@@ -22,9 +22,11 @@ from typing import Any, BinaryIO
 __all__ = [
     "CHUNK",
     "SMALL",
+    "WRITE_SLICE",
     "VerifyingReader",
     "copy_and_hash",
     "copy_hashed",
+    "pwrite_all",
     "reflink",
     "sha256_file",
     "start_writeback",
@@ -35,6 +37,9 @@ __all__ = [
 
 CHUNK = 8 * 1024 * 1024
 SMALL = 1024 * 1024  # files up to this size are read whole: one read, hash, write
+# The most one write(2) is handed: on the machines measured, writing 4 MiB at once into the page
+# cache took about 8x the CPU time of writing the same bytes 256 KiB at a time.
+WRITE_SLICE = 256 * 1024
 _FICLONE = 0x40049409  # linux/fs.h: ioctl to share extents (reflink) on btrfs, xfs, ...
 _COPY_STEP = 64 * 1024 * 1024  # one copy_file_range call; the hashing thread follows step by step
 
@@ -68,7 +73,15 @@ def syncfs(on: Path | str) -> None:
 def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[os.write(fd, view[:WRITE_SLICE]) :]
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (the file position does not move)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view[:WRITE_SLICE], offset)
+        view, offset = view[n:], offset + n
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from labvault.errors import CheckFailed, LockedError, NotFound, ValidationError
 from labvault.refs import Digest
-from labvault.storage.objects.fileio import start_writeback, write_all
+from labvault.storage.objects.fileio import SMALL, WRITE_SLICE, pwrite_all, start_writeback, write_all
 from labvault.storage.space import translate_os_error
 
 if TYPE_CHECKING:
@@ -161,11 +161,14 @@ class UploadSessions:
                             f"the piece runs past the end of the upload ({session.size} bytes)",
                             hint="send pieces inside the object",
                         )
-                    _pwrite_all(data, block, pos)
+                    view = memoryview(block)
+                    for at in range(0, len(block), WRITE_SLICE):  # each slice hashed while still in cache
+                        part = view[at : at + WRITE_SLICE]
+                        pwrite_all(data, part, pos + at)
+                        if hashed is not None:
+                            hashed.hasher.update(part)
+                            hashed.upto += len(part)
                     start_writeback(data, pos, len(block))
-                    if hashed is not None:
-                        hashed.hasher.update(block)
-                        hashed.upto += len(block)
                     pos += len(block)
             except OSError as exc:
                 raise translate_os_error(exc, self._store.vault_dir, "writing an upload") from exc
@@ -204,7 +207,7 @@ class UploadSessions:
                         f"the uploaded bytes hash to sha256:{got}, not {session.digest}; nothing was stored",
                         hint="send the object again; it was corrupted on the way",
                     )
-                created = self._store.adopt_temp(self._data(upload_id), got)
+                created = self._store_file(upload_id, session)
             finally:
                 with self._guard:
                     self._hashed.pop(upload_id, None)
@@ -262,19 +265,26 @@ class UploadSessions:
             os.close(fd)
         return hasher.hexdigest()
 
+    def _store_file(self, upload_id: str, session: Session) -> bool:
+        """The verified file as its object (renamed into place, or packed when small); False if stored."""
+        path = self._data(upload_id)
+        try:
+            if session.size > SMALL:
+                return self._store.adopt_temp(path, session.digest.hex)
+            existed = self._store.has(session.digest)
+            with open(path, "rb") as f:
+                self._store.put_bytes(f.read())  # small objects live in packs
+            os.unlink(path)
+            return not existed
+        except OSError as exc:
+            raise translate_os_error(exc, self._store.vault_dir, "storing an upload") from exc
+
     def _remove(self, upload_id: str) -> None:
         with self._guard:
             self._hashed.pop(upload_id, None)
         for path in (self._data(upload_id), self._log(upload_id)):  # the log last: it names the session
             with contextlib.suppress(OSError):
                 os.unlink(path)
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
 
 
 def _hash_range(fd: int, hasher: hashlib._Hash, start: int, end: int) -> None:
