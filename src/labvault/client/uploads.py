@@ -109,7 +109,9 @@ class _State:
             into.write_file(self.name, upload_id.encode())
 
     def forget(self) -> None:
-        (self.dir / self.name).unlink(missing_ok=True)
+        if self.dir.is_dir():
+            with Dest.open(self.dir, create=False) as into:
+                into.remove(self.name)
 
 
 def _gaps(received: object, size: int) -> list[tuple[int, int]]:

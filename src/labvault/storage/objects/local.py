@@ -241,22 +241,14 @@ class LocalObjectStore:
         return Digest(hexd)
 
     def adopt_temp(self, tmp: str, hexd: str) -> bool:
-        """Store a file of ``tmp/`` that hashes to ``hexd`` (the caller checked it) by renaming it into
-        place when the batch commits, its one fsync paid then; False (and the file removed) if stored."""
-        try:
-            with self.batch():
-                if self._refresh_if_stored(hexd):
-                    os.unlink(tmp)
-                    return False
-                if os.stat(tmp).st_size <= SMALL:  # small objects live in packs
-                    with open(tmp, "rb") as f:
-                        self.put_bytes(f.read())
-                    os.unlink(tmp)
-                    return True
-                os.chmod(tmp, 0o444)
-                self._stage(hexd, tmp)
-        except OSError as exc:
-            raise self._error(exc, "storing an upload") from exc
+        """Rename a file of ``tmp/`` that hashes to ``hexd`` (the caller checked it) into place when the
+        batch commits, its fsync paid then; False (and the file removed) if the object is stored."""
+        with self.batch():
+            if self._refresh_if_stored(hexd):
+                os.unlink(tmp)
+                return False
+            os.chmod(tmp, 0o444)
+            self._stage(hexd, tmp)
         return True
 
     # -- reads --------------------------------------------------------------------------------
@@ -483,15 +475,6 @@ class LocalObjectStore:
             raise self._error(exc, "clearing the quarantine") from exc
 
     def iter_temp_files(self) -> Iterator[tuple[Path, float]]:
-        """Entries of ``tmp/`` that no writer's lock names (an older labvault's, an import's staging)."""
-        try:
-            entries = list(os.scandir(self.tmp_dir))
-        except FileNotFoundError:
-            return
-        for entry in entries:
-            if self.temps.owns(entry.name):  # swept by its writer's lock, never by age
-                continue
-            try:
-                yield Path(entry.path), entry.stat().st_mtime
-            except FileNotFoundError:
-                continue
+        """Entries of ``tmp/`` that no writer's lock names (an older labvault's, an import's staging,
+        an upload session)."""
+        return self.temps.others()
