@@ -1,7 +1,7 @@
 """Server benchmark: labvault's server against ``mlflow server``, same machine, same HTTP client.
 
     python benchmarks/server.py [--quick] [--seconds S] [--clients N] [--runs N] [--artifact-mib M]
-                                [--artifact-rounds R]
+                                [--artifact-rounds R] [--artifact-compose]
                                 [--workers W] [--pg URL]
 
 MLflow is installed into its own virtual environment under ``.bench/mlflow`` when absent (as in
@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -278,11 +279,12 @@ def search_load(api: Api, runs: int, http_runs: int, seeders: int = 8) -> dict[s
 CHUNK = 256 << 20
 
 
-def artifact_load(api: Api, tmp: Path, mib: int, rounds: int = 3) -> dict[str, float]:
+def artifact_load(api: Api, tmp: Path, mib: int, rounds: int = 3, compose: bool = False) -> dict[str, float]:
     """Upload (one session: pieces in order, then commit) and download a ``mib`` MiB file, sha256 both
     ways; and ``cp``. A round is a ``cp`` then an upload, back to back; the upload's ratio to ``cp`` is
     the median over ``rounds`` rounds (the stored object is removed between rounds, so that each
-    round stores it anew), so that a burst of load on a shared machine does not decide it."""
+    round stores it anew), so that a burst of load on a shared machine does not decide it. With
+    ``compose``, each round also times the older clients' protocol (chunks, then compose)."""
     src = tmp / "artifact.bin"
     whole = hashlib.sha256()
     with src.open("wb") as f:
@@ -337,19 +339,49 @@ def artifact_load(api: Api, tmp: Path, mib: int, rounds: int = 3) -> dict[str, f
                 sys.exit("the artifact was stored already: the round measured no write")
         return time.perf_counter() - t
 
+    def composed() -> float:
+        """The protocol of older clients: chunks (each an object), 4 at a time, then compose."""
+        spans = [(o, min(CHUNK, size - o)) for o in range(0, size, CHUNK)]
+        names: list[str] = []
+        for offset, n in spans:
+            h = hashlib.sha256()
+            for data in body(offset, n):
+                h.update(data)
+            names.append(f"sha256:{h.hexdigest()}")
+
+        def put(pair: tuple[tuple[int, int], str]) -> None:
+            (offset, n), name = pair
+            with api.client() as c:
+                c.put(f"/api/v1/objects/{name}", content=body(offset, n), headers={"content-length": str(n)})
+
+        t = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(put, zip(spans, names, strict=True)))
+        with api.client() as c:
+            c.post(f"/api/v1/objects/sha256:{digest}/compose", json={"chunks": names}).raise_for_status()
+        took = time.perf_counter() - t
+        for name in names:  # the chunks go, so that the next round stores them anew
+            hexd = name.removeprefix("sha256:")
+            (stored.parent.parent / hexd[:2] / hexd[2:]).unlink(missing_ok=True)
+        return took
+
     cp_times: list[float] = []
     up_times: list[float] = []
+    old_times: list[float] = []
     for i in range(rounds):
         if i:
-            stored.unlink()
+            stored.unlink(missing_ok=True)
             subprocess.run(["sync"], check=False)
         cp_times.append(copy())
+        line = f"  round {i + 1}: cp {size / 1e6 / cp_times[-1]:.0f} MB/s"
+        if compose:
+            old_times.append(composed())
+            stored.unlink(missing_ok=True)
+            subprocess.run(["sync"], check=False)
+            line += f", chunks + compose {size / 1e6 / old_times[-1]:.0f} MB/s ({cp_times[-1] / old_times[-1]:.2f}x)"
         up_times.append(upload())
-        print(
-            f"  round {i + 1}: cp {size / 1e6 / cp_times[-1]:.0f} MB/s, upload {size / 1e6 / up_times[-1]:.0f} MB/s "
-            f"({cp_times[-1] / up_times[-1]:.2f}x), load average {os.getloadavg()[0]:.1f}",
-            file=sys.stderr,
-        )
+        line += f", upload session {size / 1e6 / up_times[-1]:.0f} MB/s ({cp_times[-1] / up_times[-1]:.2f}x)"
+        print(f"{line}, load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
 
     t = time.perf_counter()
     got = hashlib.sha256()
@@ -370,6 +402,11 @@ def artifact_load(api: Api, tmp: Path, mib: int, rounds: int = 3) -> dict[str, f
         "down_mb_s": mb / down_s,
         "mib": mib,
         "rounds": rounds,
+        **(
+            {"old_ratio": statistics.median(c / o for c, o in zip(cp_times, old_times, strict=True))}
+            if old_times
+            else {}
+        ),
     }
 
 
@@ -461,7 +498,9 @@ def measure(
         if "search" in opts.only:
             out["search"] = search_load(api, runs or opts.runs, opts.http_runs)
         if artifact is not None and "artifact" in opts.only:
-            out["artifact"] = artifact_load(api, artifact, opts.artifact_mib, opts.artifact_rounds)
+            out["artifact"] = artifact_load(
+                api, artifact, opts.artifact_mib, opts.artifact_rounds, opts.artifact_compose
+            )
         return out
     finally:
         proc.terminate()
@@ -485,6 +524,9 @@ def main() -> None:
     parser.add_argument("--artifact-mib", type=int, default=2048, help="size of the uploaded artifact (0: skip)")
     parser.add_argument(
         "--artifact-rounds", type=int, default=3, help="cp + upload rounds (the median ratio is reported)"
+    )
+    parser.add_argument(
+        "--artifact-compose", action="store_true", help="also time chunks + compose (older clients) in each round"
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes of each server")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test", help="PostgreSQL ('' to skip)")
@@ -560,7 +602,8 @@ def report(results: dict[str, dict[str, dict[str, float]]], opts: argparse.Names
         print(
             f"\nartifact of {int(a['mib'])} MiB, sha256 verified: upload {a['up_mb_s']:.0f} MB/s "
             f"({a['up_ratio']:.2f}x cp, median of {int(a['rounds'])} paired rounds), "
-            f"download {a['down_mb_s']:.0f} MB/s "
+            + (f"chunks + compose {a['old_ratio']:.2f}x cp; " if "old_ratio" in a else "")
+            + f"download {a['down_mb_s']:.0f} MB/s "
             f"({a['down_mb_s'] / a['cp_mb_s']:.2f}x cp); local cp {a['cp_mb_s']:.0f} MB/s"
         )
     print("\nratio: how many times better labvault is (higher throughput, or lower latency)")
