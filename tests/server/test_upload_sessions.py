@@ -5,6 +5,7 @@ storage the server offers none and the client sends chunks and composes them."""
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import socket
 import threading
@@ -240,3 +241,28 @@ def test_an_older_client_still_composes_chunks(served: Served) -> None:
     done = served.client("writer").post(f"/objects/sha256:{digest}/compose", json={"chunks": names})
     assert done.status_code == 201, done.text
     assert served.client("reader").get(f"/objects/sha256:{digest}").content == data
+
+
+def test_data_add_sends_a_large_file_in_one_session_through_the_cli(served: Served, tmp_path: Path) -> None:
+    from tests.server.test_client_data import client_env, run
+
+    user = tmp_path / "user"
+    (user / "data").mkdir(parents=True)
+    big = secrets.token_bytes((8 << 20) + 4097)  # over the client's 8 MiB: sent in pieces
+    (user / "data" / "big.bin").write_bytes(big)
+    env = client_env(tmp_path / "home", served.urls[0], served.tokens["writer"])
+    name = f"big-{secrets.token_hex(3)}"
+    run(user, env, "data", "add", name, "data")
+    (user / "data" / "big.bin").unlink()
+    run(user, env, "data", "checkout", name, "data")
+    assert (user / "data" / "big.bin").read_bytes() == big
+    lines = [json.loads(x) for p in served.procs for x in p.log_path.read_text().splitlines() if x.startswith("{")]  # type: ignore[attr-defined]
+    digest = hashlib.sha256(big).hexdigest()
+    opened = [x["status"] for x in lines if x.get("path") == f"/api/v1/objects/{digest}/uploads"]
+    composed = [x["status"] for x in lines if x.get("path") == f"/api/v1/objects/{digest}/compose"]
+    if served.backend == "team":  # object storage: no session, chunks and compose
+        assert (opened, composed) == ([200], [201])
+    else:
+        assert (opened, composed) == ([201], [])
+    kept = tmp_path / "home" / ".cache" / "labvault" / "uploads"
+    assert not kept.exists() or list(kept.iterdir()) == []  # the session's id is forgotten once committed
