@@ -1,6 +1,7 @@
 """Server benchmark: labvault's server against ``mlflow server``, same machine, same HTTP client.
 
     python benchmarks/server.py [--quick] [--seconds S] [--clients N] [--runs N] [--artifact-mib M]
+                                [--artifact-rounds R] [--artifact-compose]
                                 [--workers W] [--pg URL]
 
 MLflow is installed into its own virtual environment under ``.bench/mlflow`` when absent (as in
@@ -15,8 +16,9 @@ processes (the same for both); the clients are threads of this process (httpx, o
    through each API by 8 clients (the runs/s figure); labvault then gets the other R - H runs written
    in bulk through its metadata store (benchmarks/_seed.py, 2,000 finished runs per transaction), while
    MLflow, which creates runs too slowly for 100,000, is searched over its H runs (labelled as such);
-3. a M MiB artifact (2048 by default) uploaded through labvault's API (chunks of 256 MiB, then
-   compose) and downloaded, sha256 verified both ways, against a local ``cp`` of the same file.
+3. a M MiB artifact (2048 by default) uploaded through labvault's API (one upload session: pieces
+   of 256 MiB in order, then commit) and downloaded, sha256 verified both ways, against a local
+   ``cp`` of the same file.
 
 Every figure is points/s or a latency (p50, p99 of the requests); errors and points lost are counted
 (a point is lost when the stored history is shorter than what was acknowledged).
@@ -277,59 +279,109 @@ def search_load(api: Api, runs: int, http_runs: int, seeders: int = 8) -> dict[s
 CHUNK = 256 << 20
 
 
-def artifact_load(api: Api, tmp: Path, mib: int) -> dict[str, float]:
-    """Upload (chunks in parallel, then compose) and download a ``mib`` MiB file, sha256 both ways; and ``cp``."""
+def artifact_load(api: Api, tmp: Path, mib: int, rounds: int = 3, compose: bool = False) -> dict[str, float]:
+    """Upload (one session: pieces in order, then commit) and download a ``mib`` MiB file, sha256 both
+    ways; and ``cp``. A round is a ``cp`` then an upload, back to back; the upload's ratio to ``cp`` is
+    the median over ``rounds`` rounds (the stored object is removed between rounds, so that each
+    round stores it anew), so that a burst of load on a shared machine does not decide it. With
+    ``compose``, each round also times the older clients' protocol (chunks, then compose)."""
     src = tmp / "artifact.bin"
     whole = hashlib.sha256()
-    chunks: list[tuple[int, int, str]] = []
     with src.open("wb") as f:
         block = os.urandom(16 << 20)
-        offset = 0
-        while offset < mib << 20:
-            n = min(CHUNK, (mib << 20) - offset)
-            h = hashlib.sha256()
-            for i in range(0, n, len(block)):
-                piece = block[: min(len(block), n - i)]
-                piece = (offset + i).to_bytes(8, "big") + piece[8:]  # no two blocks alike
-                f.write(piece)
-                h.update(piece)
-                whole.update(piece)
-            chunks.append((offset, n, h.hexdigest()))
-            offset += n
+        for offset in range(0, mib << 20, len(block)):
+            piece = block[: min(len(block), (mib << 20) - offset)]
+            piece = offset.to_bytes(8, "big") + piece[8:]  # no two blocks alike
+            f.write(piece)
+            whole.update(piece)
     size = src.stat().st_size
     digest = whole.hexdigest()
+    stored = getattr(api, "root", tmp) / ".labvault" / "objects" / "sha256" / digest[:2] / digest[2:]
     subprocess.run(["sync"], check=False)
 
-    t = time.perf_counter()
-    subprocess.run(["cp", str(src), str(tmp / "artifact.copy")], check=True)
-    subprocess.run(["sync"], check=False)
-    cp_s = time.perf_counter() - t
-    (tmp / "artifact.copy").unlink()
+    def body(offset: int, n: int) -> Any:
+        with src.open("rb") as f:
+            f.seek(offset)
+            left = n
+            while left:
+                data = f.read(min(8 << 20, left))
+                left -= len(data)
+                yield data
 
-    def put(chunk: tuple[int, int, str]) -> None:
-        offset, n, sha = chunk
+    def copy() -> float:
+        t = time.perf_counter()
+        subprocess.run(["cp", str(src), str(tmp / "artifact.copy")], check=True)
+        subprocess.run(["sync"], check=False)
+        took = time.perf_counter() - t
+        (tmp / "artifact.copy").unlink()
+        return took
 
-        def body() -> Any:
-            with src.open("rb") as f:
-                f.seek(offset)
-                left = n
-                while left:
-                    data = f.read(min(8 << 20, left))
-                    left -= len(data)
-                    yield data
-
+    def upload() -> float:
+        t = time.perf_counter()
         with api.client() as c:
-            r = c.put(f"/api/v1/objects/sha256:{sha}", content=body(), headers={"content-length": str(n)})
+            # One upload session: the pieces in order, each written at its offset into one temp file
+            # that the commit verifies, makes durable and renames into place.
+            r = c.post(f"/api/v1/objects/sha256:{digest}/uploads", json={"size": size})
             r.raise_for_status()
+            session = r.json()["upload"]
+            for offset in range(0, size, CHUNK):
+                n = min(CHUNK, size - offset)
+                r = c.put(
+                    f"/api/v1/objects/uploads/{session}",
+                    params={"offset": offset},
+                    content=body(offset, n),
+                    headers={"content-length": str(n)},
+                )
+                r.raise_for_status()
+            r = c.post(f"/api/v1/objects/uploads/{session}/commit")
+            r.raise_for_status()
+            if r.status_code != 201:
+                sys.exit("the artifact was stored already: the round measured no write")
+        return time.perf_counter() - t
 
-    t = time.perf_counter()
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(put, chunks))
-    with api.client() as c:
-        c.post(
-            f"/api/v1/objects/sha256:{digest}/compose", json={"chunks": [f"sha256:{sha}" for *_, sha in chunks]}
-        ).raise_for_status()
-    up_s = time.perf_counter() - t
+    def composed() -> float:
+        """The protocol of older clients: chunks (each an object), 4 at a time, then compose."""
+        spans = [(o, min(CHUNK, size - o)) for o in range(0, size, CHUNK)]
+        names: list[str] = []
+        for offset, n in spans:
+            h = hashlib.sha256()
+            for data in body(offset, n):
+                h.update(data)
+            names.append(f"sha256:{h.hexdigest()}")
+
+        def put(pair: tuple[tuple[int, int], str]) -> None:
+            (offset, n), name = pair
+            with api.client() as c:
+                c.put(f"/api/v1/objects/{name}", content=body(offset, n), headers={"content-length": str(n)})
+
+        t = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(put, zip(spans, names, strict=True)))
+        with api.client() as c:
+            c.post(f"/api/v1/objects/sha256:{digest}/compose", json={"chunks": names}).raise_for_status()
+        took = time.perf_counter() - t
+        for name in names:  # the chunks go, so that the next round stores them anew
+            hexd = name.removeprefix("sha256:")
+            (stored.parent.parent / hexd[:2] / hexd[2:]).unlink(missing_ok=True)
+        return took
+
+    cp_times: list[float] = []
+    up_times: list[float] = []
+    old_times: list[float] = []
+    for i in range(rounds):
+        if i:
+            stored.unlink(missing_ok=True)
+            subprocess.run(["sync"], check=False)
+        cp_times.append(copy())
+        line = f"  round {i + 1}: cp {size / 1e6 / cp_times[-1]:.0f} MB/s"
+        if compose:
+            old_times.append(composed())
+            stored.unlink(missing_ok=True)
+            subprocess.run(["sync"], check=False)
+            line += f", chunks + compose {size / 1e6 / old_times[-1]:.0f} MB/s ({cp_times[-1] / old_times[-1]:.2f}x)"
+        up_times.append(upload())
+        line += f", upload session {size / 1e6 / up_times[-1]:.0f} MB/s ({cp_times[-1] / up_times[-1]:.2f}x)"
+        print(f"{line}, load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
 
     t = time.perf_counter()
     got = hashlib.sha256()
@@ -342,7 +394,20 @@ def artifact_load(api: Api, tmp: Path, mib: int) -> dict[str, float]:
     if got.hexdigest() != digest:
         sys.exit("the downloaded artifact does not hash to what was uploaded")
     mb = size / 1e6
-    return {"cp_mb_s": mb / cp_s, "up_mb_s": mb / up_s, "down_mb_s": mb / down_s, "mib": mib}
+    cp_s, up_s = statistics.median(cp_times), statistics.median(up_times)
+    return {
+        "cp_mb_s": mb / cp_s,
+        "up_mb_s": mb / up_s,
+        "up_ratio": statistics.median(c / u for c, u in zip(cp_times, up_times, strict=True)),
+        "down_mb_s": mb / down_s,
+        "mib": mib,
+        "rounds": rounds,
+        **(
+            {"old_ratio": statistics.median(c / o for c, o in zip(cp_times, old_times, strict=True))}
+            if old_times
+            else {}
+        ),
+    }
 
 
 def serve_labvault(tmp: Path, workers: int, db: str | None = None) -> tuple[subprocess.Popen[bytes], Api]:
@@ -433,7 +498,9 @@ def measure(
         if "search" in opts.only:
             out["search"] = search_load(api, runs or opts.runs, opts.http_runs)
         if artifact is not None and "artifact" in opts.only:
-            out["artifact"] = artifact_load(api, artifact, opts.artifact_mib)
+            out["artifact"] = artifact_load(
+                api, artifact, opts.artifact_mib, opts.artifact_rounds, opts.artifact_compose
+            )
         return out
     finally:
         proc.terminate()
@@ -455,6 +522,12 @@ def main() -> None:
         help="comma-separated workloads to run (single, batch, search, artifact; default: all)",
     )
     parser.add_argument("--artifact-mib", type=int, default=2048, help="size of the uploaded artifact (0: skip)")
+    parser.add_argument(
+        "--artifact-rounds", type=int, default=3, help="cp + upload rounds (the median ratio is reported)"
+    )
+    parser.add_argument(
+        "--artifact-compose", action="store_true", help="also time chunks + compose (older clients) in each round"
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes of each server")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test", help="PostgreSQL ('' to skip)")
     opts = parser.parse_args()
@@ -528,7 +601,9 @@ def report(results: dict[str, dict[str, dict[str, float]]], opts: argparse.Names
         a = lv["artifact"]
         print(
             f"\nartifact of {int(a['mib'])} MiB, sha256 verified: upload {a['up_mb_s']:.0f} MB/s "
-            f"({a['up_mb_s'] / a['cp_mb_s']:.2f}x cp), download {a['down_mb_s']:.0f} MB/s "
+            f"({a['up_ratio']:.2f}x cp, median of {int(a['rounds'])} paired rounds), "
+            + (f"chunks + compose {a['old_ratio']:.2f}x cp; " if "old_ratio" in a else "")
+            + f"download {a['down_mb_s']:.0f} MB/s "
             f"({a['down_mb_s'] / a['cp_mb_s']:.2f}x cp); local cp {a['cp_mb_s']:.0f} MB/s"
         )
     print("\nratio: how many times better labvault is (higher throughput, or lower latency)")

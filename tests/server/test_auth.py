@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from labvault.entities import utcnow
 from labvault.entities.access import ROLES
 from labvault.errors import ValidationError
-from labvault.server.routes import audit, data, models, object_batch, objects, runs
+from labvault.server.routes import audit, data, models, object_batch, objects, runs, uploads
 from labvault.vault import Vault
 from tests.server.conftest import Served, error_of, lv
 
@@ -76,7 +76,7 @@ def test_expired_token_is_401(served: Served) -> None:
 def _routes_and_roles() -> list[tuple[str, str, str]]:
     """Every API route and the role it needs, read from the routers the application mounts."""
     found = []
-    for module in (runs, object_batch, objects, data, models, audit):
+    for module in (runs, object_batch, uploads, objects, data, models, audit):
         for route in module.router.routes:
             assert isinstance(route, APIRoute)
             names = [d.call.__name__ for d in route.dependant.dependencies if d.call is not None]

@@ -23,7 +23,7 @@ import pytest
 from labvault.client.objects import HttpObjectStore
 from labvault.client.settings import ServerTarget
 from labvault.client.transport import Transport
-from labvault.errors import ExternalError, IntegrityError, NotFound
+from labvault.errors import IntegrityError, NotFound
 from labvault.refs import Digest
 from tests.e2e.conftest import LABVAULT
 from tests.server.conftest import Served, clean_env, error_of, free_port
@@ -173,36 +173,10 @@ def test_a_second_checkout_downloads_nothing(served: Served, tmp_path: Path) -> 
     assert (user / "data" / "notes.txt").read_text() == "hello\n"
 
 
-def test_an_interrupted_chunked_upload_resumes(served: Served, tmp_path: Path) -> None:
-    data = secrets.token_bytes(10 * 65536 + 123)
-    path = tmp_path / "big.bin"
-    path.write_bytes(data)
+def test_a_cache_entry_that_does_not_match_its_name_is_fetched_again(served: Served, tmp_path: Path) -> None:
+    # (An interrupted upload resuming: tests/server/test_upload_sessions.py.)
     target = ServerTarget(served.urls[0], served.tokens["writer"])
     with Transport(target) as transport:
-        store = HttpObjectStore(transport, cache_dir=tmp_path / "cache", chunk_size=65536)
-        real = store._put_whole
-
-        def flaky(digest: Digest, body: bytes) -> None:
-            if store.uploads >= 4:
-                raise ExternalError("connection lost")
-            real(digest, body)
-
-        store._put_whole = flaky  # type: ignore[method-assign]
-        with pytest.raises(ExternalError):
-            store.put_file(path)
-        assert store.uploads == 4
-        store._put_whole = real  # type: ignore[method-assign]
-        store.uploads = 0
-        digest = store.put_file(path)
-        assert store.uploads == 11 - 4  # only the chunks the server lacked
-        assert store.has(digest)
-        assert store.get_bytes(digest) == data
-        assert store.downloads == 1
-        store.uploads = 0
-        assert store.put_file(path) == digest
-        assert store.uploads == 0  # stored already: nothing sent
-
-        # A cache entry that does not match its name is never served: the object is fetched again.
         other = HttpObjectStore(transport, cache_dir=tmp_path / "cache2")
         small = other.put_bytes(b"small object")
         other.cache.put(small.hex, b"small object")

@@ -147,6 +147,7 @@ ALLOWED = {
     "storage/objects/packs.py": "the object store's internals (pack files)",
     "storage/objects/packfile.py": "the object store's internals (pack files)",
     "storage/objects/tempfiles.py": "the object store's writer locks and temp files, and sweeping dead writers' ones",
+    "storage/objects/uploads.py": "the object store's upload sessions: its own files in tmp/, named by a checked id",
     "storage/objects/quarantine.py": "removes quarantined objects older than the grace (gc --quarantine)",
     "storage/objects/packindex.py": "moves a damaged pack index into quarantine/ before rebuilding it from the packs",
     "storage/locks.py": "creates lock files (empty, never renamed or read back as data)",

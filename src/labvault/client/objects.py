@@ -1,13 +1,12 @@
 """``HttpObjectStore``: the object store protocol over a server's ``/api/v1/objects``.
 
 Uploads are named by the digest hashed here; the server hashes them again and refuses a mismatch.
-A file larger than ``chunk_size`` goes up as chunks (each an object of its own) that the server
-then composes: an interrupted upload resumes by asking which chunks are missing and sending only
-those. Inside ``batch()`` puts are only hashed and queued; the batch asks the server once which
-objects it lacks and sends those (a re-snapshot of mostly unchanged data sends the changes only):
-objects up to 1 MiB in framed batches of up to 1,000 objects / 16 MiB (``POST /objects/batch``,
-stored all or none, so a rerun after an interruption sends only what is still missing), bigger
-ones one by one.
+A file larger than ``chunk_size`` goes up in pieces of one upload session (``client/uploads.py``):
+an interrupted upload resumes by asking the server what it holds and sending only the rest.
+Inside ``batch()`` puts are only hashed and queued; the batch asks the server once which objects it
+lacks and sends those (a re-snapshot of mostly unchanged data sends the changes only): objects up to
+1 MiB in framed batches of up to 1,000 objects / 16 MiB (``POST /objects/batch``, stored all or
+none, so a rerun after an interruption sends only what is still missing), bigger ones one by one.
 
 Reads go through a local read-through cache under the user's cache folder
 (``$XDG_CACHE_HOME/labvault/objects``, else ``~/.cache/labvault/objects``): every download and every
@@ -35,6 +34,7 @@ import httpx
 from labvault.client import frames
 from labvault.client.settings import spool_dir
 from labvault.client.transport import Transport
+from labvault.client.uploads import PIECE, upload_file
 from labvault.entities import ObjectInfo
 from labvault.errors import ExternalError, IntegrityError, LabvaultError, NotFound, ValidationError
 from labvault.refs import Digest, parse_digest
@@ -48,7 +48,7 @@ __all__ = ["CHUNK_SIZE", "HttpObjectStore", "object_cache_dir"]
 
 _T = TypeVar("_T")
 
-#: Files above this size are uploaded as chunks of this size, then composed on the server.
+#: Files above this size are uploaded in pieces of an upload session (client/uploads.py).
 CHUNK_SIZE = 8 << 20
 #: The bound of the local object cache (least recently used entries are evicted first).
 CACHE_BYTES = 20 << 30
@@ -82,10 +82,13 @@ class HttpObjectStore(BasicHousekeeping):
         cache_dir: Path | None = None,
         cache_bytes: int = CACHE_BYTES,
         chunk_size: int = CHUNK_SIZE,
+        piece_size: int = PIECE,
     ) -> None:
         self.transport = transport
         self.chunk_size = chunk_size
+        self.piece_size = piece_size
         self.cache = ObjectCache(cache_dir or object_cache_dir(), cache_bytes)
+        self.uploads_dir = self.cache.path.parent / "uploads"  # the ids of uploads in progress (client/uploads.py)
         self.downloads = 0  # objects fetched over the network by this process
         self.uploads = 0  # upload requests sent (PUTs of whole objects and chunks, and batches)
         self.batches = True  # False once the server says it has no batch routes (an older server)
@@ -259,28 +262,18 @@ class HttpObjectStore(BasicHousekeeping):
         self._put_chunked(digest, path)
 
     def _put_chunked(self, digest: Digest, path: Path) -> None:
-        """Send a large file as chunks, skipping those the server already has, then compose them."""
-        chunks: list[str] = []
-        whole = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(self.chunk_size):
-                whole.update(block)
-                chunks.append(hashlib.sha256(block).hexdigest())
-        if whole.hexdigest() != digest.hex:
-            raise _changed(path)
-        lacking = set(self.missing(Digest(c) for c in chunks))
-        with open(path, "rb") as f:
-            for i, chunk in enumerate(chunks):
-                if chunk not in lacking:
-                    continue
-                f.seek(i * self.chunk_size)
-                block = f.read(self.chunk_size)
-                if hashlib.sha256(block).hexdigest() != chunk:
-                    raise _changed(path)
-                self._put_whole(Digest(chunk), block)
-                lacking.discard(chunk)
-        self.transport.request(
-            "POST", f"/objects/{digest.hex}/compose", json={"chunks": [f"sha256:{c}" for c in chunks]}
+        def sent() -> None:
+            with self._count:
+                self.uploads += 1
+
+        upload_file(
+            self.transport,
+            digest,
+            path,
+            chunk_size=self.chunk_size,
+            piece_size=self.piece_size,
+            state_dir=self.uploads_dir,
+            sent=sent,
         )
 
     # -- reads --------------------------------------------------------------------------------

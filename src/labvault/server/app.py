@@ -23,7 +23,7 @@ from labvault.server.deps import Caller, ServerState, caller
 from labvault.server.errors import install_handlers
 from labvault.server.metrics import Metrics
 from labvault.server.middleware import MAX_JSON_BODY, LimitAndLog, LoopbackOnly
-from labvault.server.routes import audit, data, models, object_batch, objects, runs, transfer
+from labvault.server.routes import audit, data, models, object_batch, objects, runs, transfer, uploads
 from labvault.vault import Vault
 
 __all__ = ["ENV_NO_AUTH", "ENV_VAULT", "MAX_JSON_BODY", "app_from_env", "create_app"]
@@ -57,7 +57,7 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
     app.state.labvault = ServerState(vault=vault, no_auth=no_auth)
     install_handlers(app)
     metrics = Metrics()
-    for module in (runs, object_batch, objects, data, models, audit, transfer):
+    for module in (runs, object_batch, uploads, objects, data, models, audit, transfer):
         app.include_router(module.router, prefix="/api/v1")
 
     from labvault.server import ui

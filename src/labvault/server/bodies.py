@@ -75,6 +75,8 @@ async def consume_body(request: Request, consume: Callable[[Callable[[], bytes]]
                     await send.send(b"".join(parts))
             except Exception as exc:  # the client went away (400), or sent too much (413): handed to the thread
                 failed.append(exc)
+                if parts:  # what did arrive (within the limit) first: a piece of an upload session keeps it
+                    await send.send(b"".join(parts))
 
     def read() -> bytes:
         try:

@@ -20,12 +20,12 @@ from labvault.server.deps import Caller, caller
 from labvault.services.object_streams import compose_chunks, read_object, store_upload
 from labvault.services.transfer import MAX_CHUNKS, missing_objects, parse_full_digest, read_range
 
-__all__ = ["MAX_OBJECT_BODY", "router"]
+__all__ = ["MAX_OBJECT_BODY", "router", "too_large"]
 
 router = APIRouter(prefix="/objects", tags=["objects"])
 Reader = Annotated[Caller, Depends(caller("reader"))]
 Writer = Annotated[Caller, Depends(caller("writer"))]
-#: The most one PUT may carry; larger objects go up in chunks and are composed.
+#: The most one PUT may carry; larger objects go up in pieces of an upload session (routes/uploads.py).
 MAX_OBJECT_BODY = 1 << 30
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -42,11 +42,11 @@ class Compose(_Body):
     chunks: list[str] = Field(min_length=1, max_length=MAX_CHUNKS)
 
 
-def _too_large(size: int) -> JSONResponse:
+def too_large(size: int) -> JSONResponse:
     return JSONResponse(
         {
             "error": f"the object body is over {MAX_OBJECT_BODY} bytes",
-            "hint": "upload it in chunks, then POST /api/v1/objects/{digest}/compose",
+            "hint": "send it in pieces of an upload session (POST /api/v1/objects/{digest}/uploads)",
             "code": 2,
         },
         status_code=413,
@@ -58,7 +58,7 @@ async def put_object(digest: str, request: Request, who: Writer) -> Any:
     claimed = parse_full_digest(digest)
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_OBJECT_BODY:
-        return _too_large(int(length))
+        return too_large(int(length))
     objects = who.vault.objects
     stored, created, size = await consume_body(
         request, lambda read: store_upload(objects, claimed, read), limit=MAX_OBJECT_BODY

@@ -22,11 +22,14 @@ from typing import Any, BinaryIO
 __all__ = [
     "CHUNK",
     "SMALL",
+    "WRITE_SLICE",
     "VerifyingReader",
     "copy_and_hash",
     "copy_hashed",
+    "pwrite_all",
     "reflink",
     "sha256_file",
+    "start_writeback",
     "stream_and_hash",
     "syncfs",
     "write_all",
@@ -34,6 +37,9 @@ __all__ = [
 
 CHUNK = 8 * 1024 * 1024
 SMALL = 1024 * 1024  # files up to this size are read whole: one read, hash, write
+# The most one write(2) is handed: on the machines measured, writing 4 MiB at once into the page
+# cache took about 8x the CPU time of writing the same bytes 256 KiB at a time.
+WRITE_SLICE = 256 * 1024
 _FICLONE = 0x40049409  # linux/fs.h: ioctl to share extents (reflink) on btrfs, xfs, ...
 _COPY_STEP = 64 * 1024 * 1024  # one copy_file_range call; the hashing thread follows step by step
 
@@ -67,7 +73,22 @@ def syncfs(on: Path | str) -> None:
 def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[os.write(fd, view[:WRITE_SLICE]) :]
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (the file position does not move)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view[:WRITE_SLICE], offset)
+        view, offset = view[n:], offset + n
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing back what was just written (not waiting for it), so that a later fsync has little
+    left to do; a hint, a no-op where the kernel has no ``sync_file_range``."""
+    if _write_behind is not None:
+        _write_behind(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def sha256_file(path: Path | str) -> str:
@@ -104,8 +125,7 @@ def stream_and_hash(src: BinaryIO, dst: int) -> str:
             break
         h.update(chunk)
         write_all(dst, chunk)
-        if _write_behind is not None:
-            _write_behind(dst, offset, n, _SYNC_FILE_RANGE_WRITE)  # a hint: its failure changes nothing
+        start_writeback(dst, offset, n)
         offset += n
     return h.hexdigest()
 

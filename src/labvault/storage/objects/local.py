@@ -48,6 +48,7 @@ from labvault.storage.objects.packs import PackStore
 from labvault.storage.objects.protocol import MaterializeMode
 from labvault.storage.objects.quarantine import quarantine_bytes, quarantine_file, quarantined_copy, sweep_quarantine
 from labvault.storage.objects.tempfiles import TempFiles
+from labvault.storage.objects.uploads import UploadSessions
 from labvault.storage.space import translate_os_error
 
 __all__ = ["LocalObjectStore"]
@@ -80,6 +81,7 @@ class LocalObjectStore:
         self._local = threading.local()
         self._known_shards: set[str] = set()
         self.temps = TempFiles(self.tmp_dir)
+        self.upload_sessions = UploadSessions(self)
         # Plain strings on the hot path: pathlib costs more than the syscalls for small objects.
         self._root_s = str(self.root)
         self._tmp_dir_s = str(self.tmp_dir)
@@ -237,6 +239,17 @@ class LocalObjectStore:
                 if durable:
                     self._local.batch.durable.add(hexd)
         return Digest(hexd)
+
+    def adopt_temp(self, tmp: str, hexd: str) -> bool:
+        """Rename a file of ``tmp/`` that hashes to ``hexd`` (the caller checked it) into place when the
+        batch commits, its fsync paid then; False (and the file removed) if the object is stored."""
+        with self.batch():
+            if self._refresh_if_stored(hexd):
+                os.unlink(tmp)
+                return False
+            os.chmod(tmp, 0o444)
+            self._stage(hexd, tmp)
+        return True
 
     # -- reads --------------------------------------------------------------------------------
     def has(self, digest: Digest) -> bool:
@@ -462,15 +475,6 @@ class LocalObjectStore:
             raise self._error(exc, "clearing the quarantine") from exc
 
     def iter_temp_files(self) -> Iterator[tuple[Path, float]]:
-        """Entries of ``tmp/`` that no writer's lock names (an older labvault's, an import's staging)."""
-        try:
-            entries = list(os.scandir(self.tmp_dir))
-        except FileNotFoundError:
-            return
-        for entry in entries:
-            if self.temps.owns(entry.name):  # swept by its writer's lock, never by age
-                continue
-            try:
-                yield Path(entry.path), entry.stat().st_mtime
-            except FileNotFoundError:
-                continue
+        """Entries of ``tmp/`` that no writer's lock names (an older labvault's, an import's staging,
+        an upload session)."""
+        return self.temps.others()

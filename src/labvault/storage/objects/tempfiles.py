@@ -17,6 +17,7 @@ import fcntl
 import os
 import secrets
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["TempFiles"]
@@ -90,6 +91,20 @@ class TempFiles:
                 if held >= 0:
                     os.close(held)
         return files, size
+
+    def others(self) -> Iterator[tuple[Path, float]]:
+        """The entries of ``tmp/`` that are not a writer's, with their mtimes (gc removes them by age)."""
+        try:
+            entries = list(os.scandir(self.dir))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if self.owns(entry.name):  # swept by its writer's lock, never by age
+                continue
+            try:
+                yield Path(entry.path), entry.stat().st_mtime
+            except FileNotFoundError:
+                continue
 
     @staticmethod
     def owns(name: str) -> bool:
