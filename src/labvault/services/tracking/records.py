@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from labvault.entities import Artifact, MetricPoint, Run, utcnow
+from labvault.entities.access import ApiToken
 from labvault.errors import AmbiguousReference, Conflict, NotFound, ValidationError
 from labvault.refs import DataRef, Digest, parse_ref, validate_name
 from labvault.services.tracking import artifacts as _artifacts
@@ -222,6 +223,19 @@ class RunRecords:
         from labvault.services.tracking.batches import log_batch
 
         return log_batch(self, run_id, params=params, tags=tags, points=points, once=once)
+
+    def log_points_gated(
+        self,
+        run_id: str,
+        points: Sequence[tuple[str, object, int]],
+        *,
+        token_id: str,
+        authorize: Callable[[tuple[ApiToken, str, str] | None], None],
+    ) -> Any:
+        """Points for the holder of a token, checked with them in one transaction; see :mod:`.batches`."""
+        from labvault.services.tracking.batches import log_points_gated
+
+        return log_points_gated(self, run_id, points, token_id=token_id, authorize=authorize)
 
     def _appender(self) -> MetricAppender:
         # One per thread: each holds a connection, and SQLite connections are not for sharing.

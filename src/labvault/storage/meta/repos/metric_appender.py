@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,17 @@ from labvault.storage.meta.repos.runs import MetricRow, encode_metric
 from labvault.storage.meta.store import Connection, MetaStore
 from labvault.storage.space import disk_full, is_full
 
-__all__ = ["MetricAppender", "append_in"]
+__all__ = ["Gate", "MetricAppender", "append_in"]
 
 _COLUMNS = "run_id, key, step, ts_ms, value, kind"
+#: The API token (its columns in this order) and the run's status, in one statement.
+_GATE = (
+    'SELECT t.id, t."user", t.role, t.created_at, t.created_by, t.expires_at, t.revoked_at, t.salt, t.hash, '
+    "(SELECT status FROM runs WHERE id = {mark}) FROM server_tokens t WHERE t.id = {mark}"
+)
+#: What decides whether the rows may be written: the token's row (None when there is none) and the
+#: run's status (None when there is no such run); it raises to refuse, and nothing is written.
+Gate = Callable[[tuple[Any, ...] | None, str | None], None]
 
 
 def _translate(err: Exception, path: Path | None = None) -> LabvaultError:
@@ -50,35 +58,44 @@ class MetricAppender:
             "ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, value = excluded.value, "
             "kind = excluded.kind WHERE excluded.step >= run_latest.step"
         )
+        self._gate_sql = _GATE.format(mark=mark)
         self._conn: Any = None
         self._lock = threading.Lock()
 
-    def append(self, rows: Sequence[MetricRow]) -> None:
+    def append(self, rows: Sequence[MetricRow], *, gate: tuple[str, str, Gate] | None = None) -> None:
+        """Append ``rows`` in one transaction. With ``gate`` (a run id, a token id and a check), the
+        token's row and the run's status are read first in the same transaction and handed to the
+        check, which may refuse: the authorisation and the run-state rule hold at the commit."""
         params, latest = _encode(rows)
-        if not params:
+        if not params and gate is None:
             return
+        first = None if gate is None else (self._gate_sql, (gate[0], gate[1]), gate[2])
         with self._lock:
             try:
                 if self._conn is None:
                     self._conn = self._meta.engine.raw_connection()
                 if self._sqlite:
-                    self._append_sqlite(self._conn.driver_connection, params, latest)
+                    self._append_sqlite(self._conn.driver_connection, params, latest, first)
                 else:
-                    self._append_pg(self._conn, params, latest)
+                    self._append_pg(self._conn, params, latest, first)
             except LabvaultError:
                 raise
             except Exception as err:  # DB-API errors of either driver: translated here, once
                 self._discard()
                 raise _translate(err, self._meta.sqlite_path) from err
 
-    def _append_sqlite(self, db: Any, params: list[tuple[Any, ...]], latest: list[tuple[Any, ...]]) -> None:
+    def _append_sqlite(
+        self, db: Any, params: list[tuple[Any, ...]], latest: list[tuple[Any, ...]], first: _First | None
+    ) -> None:
         # The connection is in autocommit mode (store.py); the transaction is ours.
         db.execute("BEGIN IMMEDIATE")
         try:
+            if first is not None:
+                _pass(db.execute(first[0], first[1]).fetchone(), first[2])
             if len(params) == 1:
                 db.execute(self._sql, params[0])
                 db.execute(self._latest_sql, latest[0])
-            else:
+            elif params:
                 db.executemany(self._sql, params)
                 db.executemany(self._latest_sql, latest)
             db.execute("COMMIT")
@@ -87,13 +104,18 @@ class MetricAppender:
                 db.execute("ROLLBACK")
             raise
 
-    def _append_pg(self, conn: Any, params: list[tuple[Any, ...]], latest: list[tuple[Any, ...]]) -> None:
+    def _append_pg(
+        self, conn: Any, params: list[tuple[Any, ...]], latest: list[tuple[Any, ...]], first: _First | None
+    ) -> None:
         cur = conn.cursor()
         try:
+            if first is not None:
+                cur.execute(first[0], first[1])
+                _pass(cur.fetchone(), first[2])
             if len(params) == 1:
                 cur.execute(self._sql, params[0])
                 cur.execute(self._latest_sql, latest[0])
-            else:
+            elif params:
                 cur.executemany(self._sql, params)
                 cur.executemany(self._latest_sql, latest)
             conn.commit()
@@ -114,6 +136,13 @@ class MetricAppender:
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
+
+
+_First = tuple[str, tuple[str, str], Gate]
+
+
+def _pass(row: Any, gate: Gate) -> None:
+    gate(None if row is None else tuple(row[:9]), None if row is None else row[9])
 
 
 def _encode(rows: Sequence[MetricRow]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
