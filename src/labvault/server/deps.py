@@ -18,7 +18,7 @@ from labvault.entities.access import ApiToken
 from labvault.services.access import Access
 from labvault.vault import Vault
 
-__all__ = ["Caller", "ServerState", "caller"]
+__all__ = ["Caller", "ServerState", "authenticate", "caller"]
 
 
 @dataclass
@@ -52,17 +52,22 @@ def _state(request: Request) -> ServerState:
     return state
 
 
+def authenticate(state: ServerState, header: str, needed: str) -> ApiToken:
+    """The token of an ``Authorization`` header, refused (401/403) unless its role is ``needed`` or above."""
+    if state.no_auth:  # only ever on a loopback address (labvault server --no-auth)
+        return ApiToken("local", state.vault.user, "admin", datetime.now(UTC), state.vault.user, None, None)
+    scheme, _, value = header.partition(" ")
+    token = state.vault.access.authenticate(value.strip() if scheme.lower() == "bearer" else None)
+    Access.require(token, needed)
+    return token
+
+
 def caller(needed: str) -> Callable[[Request], Caller]:
     """A dependency: the authenticated caller, refused (401/403) unless its role is ``needed`` or above."""
 
     def dependency(request: Request) -> Caller:
         state = _state(request)
-        if state.no_auth:  # only ever on a loopback address (labvault server --no-auth)
-            token = ApiToken("local", state.vault.user, "admin", datetime.now(UTC), state.vault.user, None, None)
-        else:
-            scheme, _, value = request.headers.get("authorization", "").partition(" ")
-            token = state.vault.access.authenticate(value.strip() if scheme.lower() == "bearer" else None)
-            Access.require(token, needed)
+        token = authenticate(state, request.headers.get("authorization", ""), needed)
         request.state.user = token.user
         return Caller(token=token, vault=state.vault_for(token.user))
 

@@ -13,7 +13,6 @@ the schema and the same behaviour through the framework; both store through :fun
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import anyio.to_thread
@@ -24,8 +23,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labvault.entities.access import ApiToken
-from labvault.errors import LabvaultError
-from labvault.server.deps import ServerState
+from labvault.errors import LabvaultError, ValidationError
+from labvault.server.deps import ServerState, authenticate
 from labvault.server.errors import Answer, error_for, http_error_body, validation_error_body
 from labvault.services.access import Access
 from labvault.services.tracking.names import parse_run_id
@@ -96,6 +95,8 @@ class FastLog:
             raw = await _read_body(receive)
         except HTTPException as err:  # over the body limit (the LimitAndLog middleware counts it)
             return http_error_body(err)
+        except ValidationError as err:
+            return error_for(err)
         headers = {k: v for k, v in scope["headers"] if k in (b"authorization", b"idempotency-key")}
         key = headers.get(b"idempotency-key")
         auth = headers.get(b"authorization", b"").decode("latin-1")
@@ -134,7 +135,7 @@ class FastLog:
             ]
             answer = state.vault.runs.log_points_gated(full_id.group(1), points, token_id=token_id, authorize=authorize)
             return 200, answer, None
-        token = _authenticate(state, auth)
+        token = authenticate(state, auth, "writer")
         seen["user"] = token.user
         if body is None:
             return invalid or validation_error_body([])
@@ -145,23 +146,12 @@ def _points_only(body: LogBatch, key: str | None) -> bool:
     return key is None and not body.params and not body.tags and all(m.step is not None for m in body.metrics)
 
 
-def _authenticate(state: ServerState, header: str) -> ApiToken:
-    """The caller's token, refused unless it is active and a writer (as ``deps.caller("writer")``)."""
-    if state.no_auth:  # only ever on a loopback address (labvault server --no-auth)
-        user = state.vault.user
-        return ApiToken("local", user, "admin", datetime.now(UTC), user, None, None)
-    scheme, _, value = header.partition(" ")
-    token = state.vault.access.authenticate(value.strip() if scheme.lower() == "bearer" else None)
-    Access.require(token, "writer")
-    return token
-
-
 async def _read_body(receive: Receive) -> bytes:
     parts: list[bytes] = []
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise ValidationError("the client went away before the whole body arrived", hint="send it again")
         parts.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
