@@ -5,6 +5,7 @@ process), the writer role, the run's state, the body's schema, NaN and infinitie
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import httpx
@@ -94,3 +95,28 @@ def test_the_request_log_and_metrics_name_the_user_and_the_route(served: Served)
     assert logged[-1]["user"] == "writer-user"
     metrics = httpx.get(served.urls[0] + "/metrics").text
     assert 'route="/api/v1/runs/{ref}/log"' in metrics
+
+
+def test_points_committed_together_are_each_answered_by_their_own_rules(served: Served) -> None:
+    """Requests waiting at once share one commit; each is still refused or stored on its own."""
+    w = served.client("writer")
+    running, finished = _run(served), _run(served)
+    w.post(f"/runs/{finished}/end", json={"status": "finished"}).raise_for_status()
+    cases = [("writer", running, 200)] * 30 + [("writer", finished, 409)] * 10 + [("reader", running, 403)] * 10
+    statuses: dict[int, int] = {}
+
+    def send(n: int) -> None:
+        role, run, _ = cases[n]
+        headers = {"Authorization": f"Bearer {served.tokens[role]}"}
+        url = served.urls[n % len(served.urls)] + f"/api/v1/runs/{run}/log"
+        statuses[n] = httpx.post(url, json=_point(n), headers=headers, timeout=60).status_code
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(len(cases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [statuses[n] for n in range(len(cases))] == [expected for *_, expected in cases]
+    stored = w.get(f"/runs/{running}/history", params={"key": "loss"}).json()["loss"]
+    assert sorted(p["step"] for p in stored) == list(range(30))
+    assert w.get(f"/runs/{finished}/history").json() == {}

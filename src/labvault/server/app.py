@@ -42,7 +42,10 @@ REQUEST_THREADS = 6
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
-    yield
+    try:
+        yield
+    finally:
+        app.state.labvault.close()  # the points still queued are committed first
 
 
 def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:

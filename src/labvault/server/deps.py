@@ -16,6 +16,7 @@ from fastapi import Request
 
 from labvault.entities.access import ApiToken
 from labvault.services.access import Access
+from labvault.services.tracking.point_queue import PointQueue
 from labvault.vault import Vault
 
 __all__ = ["Caller", "ServerState", "authenticate", "caller"]
@@ -27,6 +28,20 @@ class ServerState:
     no_auth: bool = False
     _views: dict[str, Vault] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _points: PointQueue | None = None
+
+    def points(self) -> PointQueue:
+        """The process's writer of single-point log requests (group commit), started on first use."""
+        with self._lock:
+            if self._points is None:
+                self._points = PointQueue(self.vault.runs)
+            return self._points
+
+    def close(self) -> None:
+        with self._lock:
+            points, self._points = self._points, None
+        if points is not None:
+            points.close()
 
     def vault_for(self, user: str) -> Vault:
         """The vault acting as ``user``: one per user, sharing the stores (users are few)."""

@@ -12,6 +12,7 @@ the schema and the same behaviour through the framework; both store through :fun
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from labvault.errors import LabvaultError, ValidationError
 from labvault.server.deps import ServerState, authenticate
 from labvault.server.errors import Answer, error_for, http_error_body, validation_error_body
 from labvault.services.access import Access
+from labvault.services.tracking.batches import GatedPoints
 from labvault.services.tracking.names import parse_run_id
 from labvault.services.tracking.records import RunRecords
 
@@ -102,44 +104,57 @@ class FastLog:
         auth = headers.get(b"authorization", b"").decode("latin-1")
         seen: dict[str, Any] = scope.setdefault("state", {})
         try:
-            return await anyio.to_thread.run_sync(
-                self._serve, raw, ref, auth, None if key is None else key.decode("latin-1"), seen
-            )
-        except LabvaultError as err:
-            return error_for(err)
-
-    def _serve(self, raw: bytes, ref: str, auth: str, key: str | None, seen: dict[str, Any]) -> Answer:
-        """In the worker thread: the token, then the body, then the write (the framework's order)."""
-        state = self.state
-        try:
             body: LogBatch | None = LogBatch.model_validate_json(raw or b"null")
             invalid = None
         except pydantic.ValidationError as err:
             body, invalid = None, validation_error_body(err.errors())
+        text = None if key is None else key.decode("latin-1")
+        try:
+            gated = self._gated(body, ref, auth, text, seen)
+            if gated is not None:  # the common request: committed with the others waiting
+                return 200, await asyncio.wrap_future(self.state.points().submit(gated)), None
+            return await anyio.to_thread.run_sync(self._serve, body, invalid, ref, auth, text, seen)
+        except LabvaultError as err:
+            return error_for(err)
+
+    def _gated(
+        self, body: LogBatch | None, ref: str, auth: str, key: str | None, seen: dict[str, Any]
+    ) -> GatedPoints | None:
+        """Points with their steps and no key (what a training loop sends): appended behind a gate that
+        reads the token and the run's status in the transaction that stores them. None: any other request."""
+        state = self.state
         scheme, _, value = auth.partition(" ")
         value = value.strip() if scheme.lower() == "bearer" else ""
         full_id = _FULL_ID.fullmatch(ref)
-        if body is not None and full_id and value and not state.no_auth and _points_only(body, key):
-            # The common request (points with their steps, no key): the token, the run's state
-            # and the points in one transaction of prepared statements.
-            token_id, secret = Access.split_token(value)
+        if body is None or not full_id or not value or state.no_auth or not _points_only(body, key):
+            return None
+        token_id, secret = Access.split_token(value)
 
-            def authorize(found: tuple[ApiToken, str, str] | None) -> None:
-                token = Access.verify_token(found, secret)
-                Access.require(token, "writer")
-                seen["user"] = token.user  # for the request log, as the framework's dependency does
+        def authorize(found: tuple[ApiToken, str, str] | None) -> None:
+            token = Access.verify_token(found, secret)
+            Access.require(token, "writer")
+            seen["user"] = token.user  # for the request log, as the framework's dependency does
 
-            points = [
-                (m.key, _NON_FINITE[m.value] if isinstance(m.value, str) else m.value, m.step or 0)
-                for m in body.metrics
-            ]
-            answer = state.vault.runs.log_points_gated(full_id.group(1), points, token_id=token_id, authorize=authorize)
-            return 200, answer, None
-        token = authenticate(state, auth, "writer")
+        points = [
+            (m.key, _NON_FINITE[m.value] if isinstance(m.value, str) else m.value, m.step or 0) for m in body.metrics
+        ]
+        return state.vault.runs.gate_points(full_id.group(1), points, token_id=token_id, authorize=authorize)
+
+    def _serve(
+        self,
+        body: LogBatch | None,
+        invalid: Answer | None,
+        ref: str,
+        auth: str,
+        key: str | None,
+        seen: dict[str, Any],
+    ) -> Answer:
+        """In a worker thread: the token, then the body, then the write (the framework's order)."""
+        token = authenticate(self.state, auth, "writer")
         seen["user"] = token.user
         if body is None:
             return invalid or validation_error_body([])
-        return 200, store_batch(state.vault_for(token.user).runs, token.user, ref, body, key), None
+        return 200, store_batch(self.state.vault_for(token.user).runs, token.user, ref, body, key), None
 
 
 def _points_only(body: LogBatch, key: str | None) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from labvault.entities import utcnow
@@ -22,13 +23,13 @@ from labvault.services.tracking.names import validate_key
 from labvault.services.tracking.values import encode_param, metric_step, metric_value
 from labvault.storage.meta.repos import access as requests_repo
 from labvault.storage.meta.repos import runs as repo
-from labvault.storage.meta.repos.metric_appender import append_in
+from labvault.storage.meta.repos.metric_appender import GateOf, append_in
 from labvault.storage.meta.repos.runs import MetricRow
 
 if TYPE_CHECKING:
     from labvault.services.tracking.records import RunRecords
 
-__all__ = ["log_batch", "log_points_gated"]
+__all__ = ["GatedPoints", "gate_points", "log_batch"]
 
 
 def log_batch(
@@ -72,20 +73,29 @@ def log_batch(
     return answer
 
 
-def log_points_gated(
+@dataclass(frozen=True, slots=True)
+class GatedPoints:
+    """A log request's points, ready to append behind their gate, and the request's answer."""
+
+    rows: list[MetricRow]
+    gate: GateOf
+    answer: dict[str, int]
+
+
+def gate_points(
     records: RunRecords,
     run_id: str,
     points: Sequence[tuple[str, object, int]],
     *,
     token_id: str,
     authorize: Callable[[tuple[ApiToken, str, str] | None], None],
-) -> Any:
-    """Append ``(key, value, step)`` points to a running run for the holder of the token ``token_id``.
+) -> GatedPoints:
+    """``(key, value, step)`` points to append to a running run for the holder of the token ``token_id``.
 
-    One transaction reads the token and the run's status with one statement, hands the token to
-    ``authorize`` (which raises to refuse), checks the run is running, and appends the points (the
-    metric appender's prepared statements). Refusals come in the order a log request's do: the
-    token first, then the points' keys and values, then the run's state."""
+    The transaction that appends them reads the token and the run's status with one statement, hands
+    the token to ``authorize`` (which raises to refuse), checks the run is running, and appends the
+    points (the metric appender's prepared statements). Refusals come in the order a log request's
+    do: the token first, then the points' keys and values, then the run's state."""
     stamp = time.time_ns() // 1_000_000
     rows: list[MetricRow] = []
     invalid: LabvaultError | None = None
@@ -106,5 +116,4 @@ def log_points_gated(
             raise invalid
         records._check_status(run_id, status)
 
-    records._appender().append(rows, gate=(run_id, token_id, gate))
-    return {"params": 0, "tags": 0, "metrics": len(points)}
+    return GatedPoints(rows, (run_id, token_id, gate), {"params": 0, "tags": 0, "metrics": len(points)})

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labvault.entities import Artifact, MetricPoint, Run, utcnow
 from labvault.entities.access import ApiToken
@@ -31,6 +31,9 @@ from labvault.storage.meta.repos.object_refs import RefKind, add_refs
 from labvault.storage.meta.repos.run_query import select_runs
 from labvault.storage.meta.store import Connection, MetaStore
 from labvault.storage.objects.protocol import ObjectStore
+
+if TYPE_CHECKING:
+    from labvault.services.tracking.batches import GatedPoints
 
 __all__ = ["RunRecords", "merge_capture", "owner_of", "read_configs"]
 
@@ -224,18 +227,18 @@ class RunRecords:
 
         return log_batch(self, run_id, params=params, tags=tags, points=points, once=once)
 
-    def log_points_gated(
+    def gate_points(
         self,
         run_id: str,
         points: Sequence[tuple[str, object, int]],
         *,
         token_id: str,
         authorize: Callable[[tuple[ApiToken, str, str] | None], None],
-    ) -> Any:
-        """Points for the holder of a token, checked with them in one transaction; see :mod:`.batches`."""
-        from labvault.services.tracking.batches import log_points_gated
+    ) -> GatedPoints:
+        """Points for the holder of a token, to append behind a check of both; see :mod:`.batches`."""
+        from labvault.services.tracking.batches import gate_points
 
-        return log_points_gated(self, run_id, points, token_id=token_id, authorize=authorize)
+        return gate_points(self, run_id, points, token_id=token_id, authorize=authorize)
 
     def _appender(self) -> MetricAppender:
         # One per thread: each holds a connection, and SQLite connections are not for sharing.

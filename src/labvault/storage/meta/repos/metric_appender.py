@@ -20,17 +20,20 @@ from labvault.storage.meta.repos.runs import MetricRow, encode_metric
 from labvault.storage.meta.store import Connection, MetaStore
 from labvault.storage.space import disk_full, is_full
 
-__all__ = ["Gate", "MetricAppender", "append_in"]
+__all__ = ["Gate", "GateOf", "MetricAppender", "append_in"]
 
 _COLUMNS = "run_id, key, step, ts_ms, value, kind"
-#: The API token (its columns in this order) and the run's status, in one statement.
-_GATE = (
-    'SELECT t.id, t."user", t.role, t.created_at, t.created_by, t.expires_at, t.revoked_at, t.salt, t.hash, '
-    "(SELECT status FROM runs WHERE id = {mark}) FROM server_tokens t WHERE t.id = {mark}"
+#: The gates' API tokens (their columns in this order) and their runs' states.
+_TOKENS = (
+    'SELECT id, "user", role, created_at, created_by, expires_at, revoked_at, salt, hash FROM server_tokens '
+    "WHERE id IN ({marks})"
 )
+_STATES = "SELECT id, status FROM runs WHERE id IN ({marks})"
 #: What decides whether the rows may be written: the token's row (None when there is none) and the
 #: run's status (None when there is no such run); it raises to refuse, and nothing is written.
 Gate = Callable[[tuple[Any, ...] | None, str | None], None]
+#: A run id, a token id and the check of what the database holds for them.
+GateOf = tuple[str, str, Gate]
 
 
 def _translate(err: Exception, path: Path | None = None) -> LabvaultError:
@@ -58,72 +61,84 @@ class MetricAppender:
             "ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, value = excluded.value, "
             "kind = excluded.kind WHERE excluded.step >= run_latest.step"
         )
-        self._gate_sql = _GATE.format(mark=mark)
         self._conn: Any = None
         self._lock = threading.Lock()
 
-    def append(self, rows: Sequence[MetricRow], *, gate: tuple[str, str, Gate] | None = None) -> None:
-        """Append ``rows`` in one transaction. With ``gate`` (a run id, a token id and a check), the
-        token's row and the run's status are read first in the same transaction and handed to the
-        check, which may refuse: the authorisation and the run-state rule hold at the commit."""
-        params, latest = _encode(rows)
-        if not params and gate is None:
-            return
-        first = None if gate is None else (self._gate_sql, (gate[0], gate[1]), gate[2])
+    def append(self, rows: Sequence[MetricRow]) -> None:
+        """Append ``rows`` in one transaction; durable when this returns."""
+        self.append_all([(rows, None)])
+
+    def append_all(self, jobs: Sequence[tuple[Sequence[MetricRow], GateOf | None]]) -> list[LabvaultError | None]:
+        """Append the rows of every job in one transaction: one commit for many requests' points.
+
+        A job's gate (a run id, a token id and a check) reads the token's row and the run's status in
+        that transaction and hands them to the check: a refusal skips the job's rows and takes their
+        place in the answer, so the authorisation and the run-state rule hold at the commit. A
+        database error stores nothing of any job and is raised."""
+        if all(not rows and gate is None for rows, gate in jobs):
+            return [None] * len(jobs)
         with self._lock:
             try:
                 if self._conn is None:
                     self._conn = self._meta.engine.raw_connection()
-                if self._sqlite:
-                    self._append_sqlite(self._conn.driver_connection, params, latest, first)
-                else:
-                    self._append_pg(self._conn, params, latest, first)
+                return self._write(jobs)
             except LabvaultError:
                 raise
             except Exception as err:  # DB-API errors of either driver: translated here, once
                 self._discard()
                 raise _translate(err, self._meta.sqlite_path) from err
 
-    def _append_sqlite(
-        self, db: Any, params: list[tuple[Any, ...]], latest: list[tuple[Any, ...]], first: _First | None
-    ) -> None:
-        # The connection is in autocommit mode (store.py); the transaction is ours.
-        db.execute("BEGIN IMMEDIATE")
+    def _write(self, jobs: Sequence[tuple[Sequence[MetricRow], GateOf | None]]) -> list[LabvaultError | None]:
+        conn = self._conn
+        if self._sqlite:
+            # The connection is in autocommit mode (store.py); the transaction is ours.
+            db = cur = conn.driver_connection
+            db.execute("BEGIN IMMEDIATE")
+        else:
+            cur = conn.cursor()
         try:
-            if first is not None:
-                _pass(db.execute(first[0], first[1]).fetchone(), first[2])
-            if len(params) == 1:
-                db.execute(self._sql, params[0])
-                db.execute(self._latest_sql, latest[0])
-            elif params:
-                db.executemany(self._sql, params)
-                db.executemany(self._latest_sql, latest)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-
-    def _append_pg(
-        self, conn: Any, params: list[tuple[Any, ...]], latest: list[tuple[Any, ...]], first: _First | None
-    ) -> None:
-        cur = conn.cursor()
-        try:
-            if first is not None:
-                cur.execute(first[0], first[1])
-                _pass(cur.fetchone(), first[2])
+            gates = [gate for _, gate in jobs if gate is not None]
+            # Two statements for the whole batch, whatever its size: its tokens, then its runs' states.
+            tokens = {row[0]: tuple(row) for row in self._select(cur, _TOKENS, {g[1] for g in gates})}
+            states = {row[0]: row[1] for row in self._select(cur, _STATES, {g[0] for g in gates})}
+            out: list[LabvaultError | None] = []
+            passed: list[MetricRow] = []
+            for rows, gate in jobs:
+                if gate is not None:
+                    try:
+                        gate[2](tokens.get(gate[1]), states.get(gate[0]))
+                    except LabvaultError as refused:
+                        out.append(refused)
+                        continue
+                passed.extend(rows)
+                out.append(None)
+            params, latest = _encode(passed)
             if len(params) == 1:
                 cur.execute(self._sql, params[0])
                 cur.execute(self._latest_sql, latest[0])
             elif params:
                 cur.executemany(self._sql, params)
                 cur.executemany(self._latest_sql, latest)
-            conn.commit()
+            if self._sqlite:
+                db.execute("COMMIT")
+            else:
+                conn.commit()
+            return out
         except BaseException:
-            conn.rollback()
+            if not self._sqlite:
+                conn.rollback()
+            elif db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         finally:
-            cur.close()
+            if not self._sqlite:
+                cur.close()
+
+    def _select(self, cur: Any, sql: str, ids: set[str]) -> list[Any]:
+        if not ids:
+            return []
+        marks = ", ".join(["?" if self._sqlite else "%s"] * len(ids))
+        return list(cur.execute(sql.format(marks=marks), sorted(ids)).fetchall())
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None
@@ -136,13 +151,6 @@ class MetricAppender:
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
-
-
-_First = tuple[str, tuple[str, str], Gate]
-
-
-def _pass(row: Any, gate: Gate) -> None:
-    gate(None if row is None else tuple(row[:9]), None if row is None else row[9])
 
 
 def _encode(rows: Sequence[MetricRow]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
