@@ -1,13 +1,15 @@
 """``POST /api/v1/runs/{ref}/log``, the hottest route: a training loop sends one point per request.
 
 :class:`FastLog` serves it below the framework: an ASGI layer that matches the one path, reads the
-small body in the event loop, validates it with the same pydantic model the schema declares, and
-runs the token check and the write in one worker thread (the framework's way is a thread for the
-token dependency, another for the endpoint, and a dependency solver and body parser in between).
-Every rule stays: the token is read from the database on each request (a revocation counts from
-the next request, in every server process), the writer role, the run's state, the idempotency key,
-the body limit and the error body ``{error, hint, code}``. The route declared in ``runs.py`` is
-the schema and the same behaviour through the framework; both store through :func:`store_batch`.
+small body in the event loop and validates it with the same pydantic model the schema declares (the
+framework's way is a thread for the token dependency, another for the endpoint, and a dependency
+solver and body parser in between). Points with their steps and no key go to the process's writer
+thread, which commits the points of every request waiting in one transaction, each behind its own
+token and run-state check (services/tracking/point_queue.py); any other request runs in one worker
+thread. Every rule stays: the token is read from the database on each request (a revocation counts
+from the next request, in every server process), the writer role, the run's state, the idempotency
+key, the body limit and the error body ``{error, hint, code}``. The route declared in ``runs.py`` is
+the schema and the same behaviour through the framework; it stores through :func:`store_batch`.
 """
 
 from __future__ import annotations
