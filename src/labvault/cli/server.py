@@ -82,6 +82,7 @@ def run_server(*, host: str, port: int, workers: int, no_auth: bool, banner: str
         port=port,
         workers=workers,
         log_level="warning",
+        access_log=False,  # the server logs each request itself, as one JSON line (server/middleware.py)
         timeout_graceful_shutdown=30,
     )
 

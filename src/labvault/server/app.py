@@ -16,14 +16,16 @@ from importlib import resources
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.routing import APIRoute
 
 from labvault.server.deps import Caller, ServerState, caller
 from labvault.server.errors import install_handlers
 from labvault.server.metrics import Metrics
 from labvault.server.middleware import MAX_JSON_BODY, LimitAndLog, LoopbackOnly
 from labvault.server.routes import audit, data, models, object_batch, objects, runs, transfer, uploads
+from labvault.server.routes.run_log import FastLog
 from labvault.vault import Vault
 
 __all__ = ["ENV_NO_AUTH", "ENV_VAULT", "MAX_JSON_BODY", "app_from_env", "create_app"]
@@ -40,7 +42,10 @@ REQUEST_THREADS = 6
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
-    yield
+    try:
+        yield
+    finally:
+        app.state.labvault.close()  # the points still queued are committed first
 
 
 def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
@@ -65,6 +70,7 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
 
     ui.install(app)
     session.install_handlers(app)
+    app.add_middleware(FastLog, state=app.state.labvault, route=_route(runs.router, "POST", "/runs/{ref}/log"))
     if no_auth:  # no token to ask for: the browser's Host and Origin are what keep other pages out
         app.add_middleware(LoopbackOnly)
     app.add_middleware(LimitAndLog, metrics=metrics)
@@ -107,6 +113,10 @@ def create_app(vault: Vault, *, no_auth: bool = False) -> FastAPI:
         return HTMLResponse(page)
 
     return app
+
+
+def _route(router: APIRouter, method: str, path: str) -> APIRoute:
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path and method in (r.methods or ()))
 
 
 def app_from_env() -> FastAPI:

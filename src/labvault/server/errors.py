@@ -6,6 +6,8 @@ Routes contain no ``try``: every expected failure is a :class:`~labvault.errors.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +16,14 @@ from starlette.exceptions import HTTPException
 
 from labvault.errors import LabvaultError, NotAllowed
 
-__all__ = ["STATUS_OF_EXIT_CODE", "error_response", "install_handlers"]
+__all__ = [
+    "STATUS_OF_EXIT_CODE",
+    "error_for",
+    "error_response",
+    "http_error_body",
+    "install_handlers",
+    "validation_error_body",
+]
 
 #: Exit code -> HTTP status (docs/server.md); 8 is 401 or 403 as the refusal says.
 STATUS_OF_EXIT_CODE = {1: 422, 2: 400, 3: 404, 4: 409, 5: 500, 6: 423, 7: 503, 8: 401}
@@ -27,30 +36,53 @@ def error_response(status: int, message: str, hint: str, code: int) -> JSONRespo
     return JSONResponse({"error": message, "hint": hint, "code": code}, status_code=status)
 
 
-def _labvault_error(_request: Request, err: Exception) -> JSONResponse:
-    if not isinstance(err, LabvaultError):  # registered for this class only
-        return _unexpected(_request, err)
+Answer = tuple[int, dict[str, Any], dict[str, str] | None]
+
+
+def _body(status: int, message: str, hint: str, code: int) -> Answer:
+    return status, {"error": message, "hint": hint, "code": code}, None
+
+
+def error_for(err: LabvaultError) -> Answer:
+    """A labvault error's status, body and headers (401 asks for a bearer token)."""
     status = err.status if isinstance(err, NotAllowed) else STATUS_OF_EXIT_CODE.get(err.exit_code, 500)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    response = error_response(status, err.message, err.hint, err.exit_code)
-    if headers:
-        response.headers.update(headers)
-    return response
+    return status, {"error": err.message, "hint": err.hint, "code": err.exit_code}, headers
 
 
-def _validation_error(_request: Request, err: Exception) -> JSONResponse:
-    errors = err.errors() if isinstance(err, RequestValidationError) else []
+def validation_error_body(errors: Sequence[Any]) -> Answer:
+    """A body that does not match the schema: 400, naming the first field that is wrong."""
     first = errors[0] if errors else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     message = f"invalid request: {where}: {first.get('msg', 'malformed')}" if where else "invalid request body"
-    return error_response(400, message, "see the schema at /api/v1/openapi.json", 2)
+    return _body(400, message, "see the schema at /api/v1/openapi.json", 2)
+
+
+def http_error_body(err: HTTPException) -> Answer:
+    hints = {404: "see the endpoints at /api/docs", 405: "see the endpoints at /api/docs"}
+    status = err.status_code
+    return _body(status, str(err.detail).lower(), hints.get(status, ""), _CODE_OF_STATUS.get(status, 5))
+
+
+def _respond(answer: Answer) -> JSONResponse:
+    status, doc, headers = answer
+    return JSONResponse(doc, status_code=status, headers=headers)
+
+
+def _labvault_error(_request: Request, err: Exception) -> JSONResponse:
+    if not isinstance(err, LabvaultError):  # registered for this class only
+        return _unexpected(_request, err)
+    return _respond(error_for(err))
+
+
+def _validation_error(_request: Request, err: Exception) -> JSONResponse:
+    return _respond(validation_error_body(err.errors() if isinstance(err, RequestValidationError) else []))
 
 
 def _http_error(_request: Request, err: Exception) -> JSONResponse:
-    status = err.status_code if isinstance(err, HTTPException) else 500
-    detail = err.detail if isinstance(err, HTTPException) else "error"
-    hints = {404: "see the endpoints at /api/docs", 405: "see the endpoints at /api/docs"}
-    return error_response(status, str(detail).lower(), hints.get(status, ""), _CODE_OF_STATUS.get(status, 5))
+    if not isinstance(err, HTTPException):
+        return _unexpected(_request, err)
+    return _respond(http_error_body(err))
 
 
 def _unexpected(request: Request, err: Exception) -> JSONResponse:

@@ -107,14 +107,26 @@ class Access:
 
     def authenticate(self, text: str | None) -> ApiToken:
         """The active token ``text`` is, else :class:`NotAllowed` (401)."""
+        token_id, secret = self.split_token(text)
+        with self._meta().read() as conn:
+            found = repo.token_secret_hash(conn, token_id)
+        return self.verify_token(found, secret)
+
+    @staticmethod
+    def split_token(text: str | None) -> tuple[str, str]:
+        """A token's id and secret, else :class:`NotAllowed` (401)."""
         if not text:
             raise NotAllowed("no API token", hint=_NO_TOKEN_HINT)
         match = _TOKEN_RE.fullmatch(text)
         if match is None:
             raise NotAllowed("malformed API token", hint=_NO_TOKEN_HINT)
-        with self._meta().read() as conn:
-            found = repo.token_secret_hash(conn, match.group(1))
-        if found is None or not hmac.compare_digest(_hash(found[1], match.group(2)), found[2]):
+        return match.group(1), match.group(2)
+
+    @staticmethod
+    def verify_token(found: tuple[ApiToken, str, str] | None, secret: str) -> ApiToken:
+        """The stored token (with its salt and hash) if ``secret`` is its secret and it is active,
+        else :class:`NotAllowed` (401)."""
+        if found is None or not hmac.compare_digest(_hash(found[1], secret), found[2]):
             raise NotAllowed("unknown API token", hint=_NO_TOKEN_HINT)
         token = found[0]
         state = token.state(utcnow())

@@ -17,8 +17,8 @@ from labvault.server.capture import CaptureIn, record_capture
 from labvault.server.deps import Caller, caller
 from labvault.server.encode import to_json
 from labvault.server.fields import HostName, ProcessId
+from labvault.server.routes.run_log import LogBatch, store_batch
 from labvault.services.tracking.artifacts import artifact_name, stored_tree_size
-from labvault.services.tracking.names import parse_run_id
 from labvault.services.transfer import parse_full_digest
 
 __all__ = ["router"]
@@ -26,8 +26,6 @@ __all__ = ["router"]
 router = APIRouter(prefix="/runs", tags=["runs"])
 Reader = Annotated[Caller, Depends(caller("reader"))]
 Writer = Annotated[Caller, Depends(caller("writer"))]
-_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
-MAX_BATCH = 10_000
 REPORT_NAME = "reproduce.json"  # the report `labvault reproduce` stores on its (first) rerun
 MAX_REPORT = 16 * 1024 * 1024
 
@@ -47,18 +45,6 @@ class RunCreate(_Body):
     command: list[str] = Field(default_factory=list, max_length=1000, description="the client's command line")
     host: HostName | None = Field(None, description="the host the client's process runs on")
     pid: ProcessId | None = Field(None, description="the client's process id (its liveness is judged on its host)")
-
-
-class MetricIn(_Body):
-    key: str = Field(max_length=250)
-    value: float | Literal["NaN", "Infinity", "-Infinity"]
-    step: int | None = Field(None, ge=0)
-
-
-class LogBatch(_Body):
-    params: dict[str, Any] = Field(default_factory=dict, max_length=MAX_BATCH)
-    tags: dict[str, str] = Field(default_factory=dict, max_length=MAX_BATCH)
-    metrics: list[MetricIn] = Field(default_factory=list, max_length=MAX_BATCH)
 
 
 class ArtifactIn(_Body):
@@ -188,29 +174,9 @@ def log_batch(
     """A retry with the same ``Idempotency-Key`` header (per user and run) is stored once and gets the
     first answer back: the batch and the key's answer commit in one transaction.
 
-    The answer (three counts) is sent as it is: the hottest route skips the framework's response
-    validation and its extra hop to a worker thread."""
-    runs = who.vault.runs
-    run_id = parse_run_id(ref)
-    if len(run_id) != 12:  # a prefix; a full id is checked in the transaction (no read of its own)
-        run_id = runs.resolve(ref)
-    points: list[tuple[str, object, int]] = []
-    next_step: dict[str, int] | None = None
-    for m in body.metrics:
-        value = _NON_FINITE[m.value] if isinstance(m.value, str) else m.value
-        if m.step is None:
-            if next_step is None:
-                next_step = {k: v + 1 for k, v in runs.max_steps(run_id).items()}
-            step = next_step.get(m.key, 0)
-        else:
-            step = m.step
-        if next_step is not None:
-            next_step[m.key] = max(next_step.get(m.key, 0), step + 1)
-        points.append((m.key, value, step))
-    answer = runs.log_batch(
-        run_id, params=body.params, tags=body.tags, points=points, once=(f"{who.user}:run:{run_id}", idempotency_key)
-    )
-    return JSONResponse(answer)
+    Served by :class:`~labvault.server.routes.run_log.FastLog`, below the framework; this declaration
+    is its schema, with the same behaviour."""
+    return JSONResponse(store_batch(who.vault.runs, who.user, ref, body, idempotency_key))
 
 
 @router.post("/{ref}/artifacts", status_code=201, summary="Record an uploaded object as an artifact of the run")

@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from labvault.entities import utcnow
-from labvault.errors import Conflict
+from labvault.entities.access import ApiToken
+from labvault.errors import Conflict, LabvaultError
 from labvault.services.access import ABANDONED_CLAIM, check_request_key
 from labvault.services.tracking.names import validate_key
 from labvault.services.tracking.values import encode_param, metric_step, metric_value
 from labvault.storage.meta.repos import access as requests_repo
 from labvault.storage.meta.repos import runs as repo
-from labvault.storage.meta.repos.metric_appender import append_in
+from labvault.storage.meta.repos.metric_appender import GateOf, append_in
+from labvault.storage.meta.repos.runs import MetricRow
 
 if TYPE_CHECKING:
     from labvault.services.tracking.records import RunRecords
 
-__all__ = ["log_batch"]
+__all__ = ["GatedPoints", "gate_points", "log_batch"]
 
 
 def log_batch(
@@ -68,3 +71,49 @@ def log_batch(
         if key is not None:
             requests_repo.finish_request(conn, scope[:300], key, json.dumps(answer))
     return answer
+
+
+@dataclass(frozen=True, slots=True)
+class GatedPoints:
+    """A log request's points, ready to append behind their gate, and the request's answer."""
+
+    rows: list[MetricRow]
+    gate: GateOf
+    answer: dict[str, int]
+
+
+def gate_points(
+    records: RunRecords,
+    run_id: str,
+    points: Sequence[tuple[str, object, int]],
+    *,
+    token_id: str,
+    authorize: Callable[[tuple[ApiToken, str, str] | None], None],
+) -> GatedPoints:
+    """``(key, value, step)`` points to append to a running run for the holder of the token ``token_id``.
+
+    The transaction that appends them reads the token and the run's status with one statement, hands
+    the token to ``authorize`` (which raises to refuse), checks the run is running, and appends the
+    points (the metric appender's prepared statements). Refusals come in the order a log request's
+    do: the token first, then the points' keys and values, then the run's state."""
+    stamp = time.time_ns() // 1_000_000
+    rows: list[MetricRow] = []
+    invalid: LabvaultError | None = None
+    keys = records._keys
+    try:
+        for key, value, step in points:
+            if key not in keys:
+                validate_key(key, what="metric")
+                if len(keys) < 100_000:
+                    keys.add(key)
+            rows.append((run_id, key, metric_step(key, step), stamp, metric_value(key, value)))
+    except LabvaultError as err:  # raised once the token is known to be good
+        invalid, rows = err, []
+
+    def gate(token: tuple[Any, ...] | None, status: str | None) -> None:
+        authorize(None if token is None else requests_repo.token_from_columns(token))
+        if invalid is not None:
+            raise invalid
+        records._check_status(run_id, status)
+
+    return GatedPoints(rows, (run_id, token_id, gate), {"params": 0, "tags": 0, "metrics": len(points)})

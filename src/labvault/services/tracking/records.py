@@ -13,9 +13,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labvault.entities import Artifact, MetricPoint, Run, utcnow
+from labvault.entities.access import ApiToken
 from labvault.errors import AmbiguousReference, Conflict, NotFound, ValidationError
 from labvault.refs import DataRef, Digest, parse_ref, validate_name
 from labvault.services.tracking import artifacts as _artifacts
@@ -30,6 +31,9 @@ from labvault.storage.meta.repos.object_refs import RefKind, add_refs
 from labvault.storage.meta.repos.run_query import select_runs
 from labvault.storage.meta.store import Connection, MetaStore
 from labvault.storage.objects.protocol import ObjectStore
+
+if TYPE_CHECKING:
+    from labvault.services.tracking.batches import GatedPoints
 
 __all__ = ["RunRecords", "merge_capture", "owner_of", "read_configs"]
 
@@ -222,6 +226,19 @@ class RunRecords:
         from labvault.services.tracking.batches import log_batch
 
         return log_batch(self, run_id, params=params, tags=tags, points=points, once=once)
+
+    def gate_points(
+        self,
+        run_id: str,
+        points: Sequence[tuple[str, object, int]],
+        *,
+        token_id: str,
+        authorize: Callable[[tuple[ApiToken, str, str] | None], None],
+    ) -> GatedPoints:
+        """Points for the holder of a token, to append behind a check of both; see :mod:`.batches`."""
+        from labvault.services.tracking.batches import gate_points
+
+        return gate_points(self, run_id, points, token_id=token_id, authorize=authorize)
 
     def _appender(self) -> MetricAppender:
         # One per thread: each holds a connection, and SQLite connections are not for sharing.

@@ -19,6 +19,7 @@ __all__ = [
     "list_tokens",
     "release_request",
     "revoke_token",
+    "token_from_columns",
     "token_secret_hash",
 ]
 
@@ -33,6 +34,22 @@ def _token(row: Any) -> ApiToken:
         expires_at=as_utc(row.expires_at),
         revoked_at=as_utc(row.revoked_at),
     )
+
+
+def _moment(value: Any) -> datetime | None:
+    """A timestamp read through the driver itself: SQLite gives the text SQLAlchemy stored."""
+    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+
+
+def token_from_columns(values: tuple[Any, ...]) -> tuple[ApiToken, str, str]:
+    """A token, its salt and its hash from the driver's row of ``id, user, role, created_at,
+    created_by, expires_at, revoked_at, salt, hash`` (the hot log route reads it with raw SQL)."""
+    token_id, user, role, created_at, created_by, expires_at, revoked_at, salt, digest = values
+    created = _moment(created_at)
+    if created is None:
+        raise ValueError("a token without created_at")
+    token = ApiToken(token_id, user, role, created, created_by, _moment(expires_at), _moment(revoked_at))
+    return token, salt, digest
 
 
 def insert_token(conn: Connection, token: ApiToken, *, salt: str, digest: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,20 @@ from labvault.storage.meta.repos.runs import MetricRow, encode_metric
 from labvault.storage.meta.store import Connection, MetaStore
 from labvault.storage.space import disk_full, is_full
 
-__all__ = ["MetricAppender", "append_in"]
+__all__ = ["Gate", "GateOf", "MetricAppender", "append_in"]
 
 _COLUMNS = "run_id, key, step, ts_ms, value, kind"
+#: The gates' API tokens (their columns in this order) and their runs' states.
+_TOKENS = (
+    'SELECT id, "user", role, created_at, created_by, expires_at, revoked_at, salt, hash FROM server_tokens '
+    "WHERE id IN ({marks})"
+)
+_STATES = "SELECT id, status FROM runs WHERE id IN ({marks})"
+#: What decides whether the rows may be written: the token's row (None when there is none) and the
+#: run's status (None when there is no such run); it raises to refuse, and nothing is written.
+Gate = Callable[[tuple[Any, ...] | None, str | None], None]
+#: A run id, a token id and the check of what the database holds for them.
+GateOf = tuple[str, str, Gate]
 
 
 def _translate(err: Exception, path: Path | None = None) -> LabvaultError:
@@ -54,54 +65,80 @@ class MetricAppender:
         self._lock = threading.Lock()
 
     def append(self, rows: Sequence[MetricRow]) -> None:
-        params, latest = _encode(rows)
-        if not params:
-            return
+        """Append ``rows`` in one transaction; durable when this returns."""
+        self.append_all([(rows, None)])
+
+    def append_all(self, jobs: Sequence[tuple[Sequence[MetricRow], GateOf | None]]) -> list[LabvaultError | None]:
+        """Append the rows of every job in one transaction: one commit for many requests' points.
+
+        A job's gate (a run id, a token id and a check) reads the token's row and the run's status in
+        that transaction and hands them to the check: a refusal skips the job's rows and takes their
+        place in the answer, so the authorisation and the run-state rule hold at the commit. A
+        database error stores nothing of any job and is raised."""
+        if all(not rows and gate is None for rows, gate in jobs):
+            return [None] * len(jobs)
         with self._lock:
             try:
                 if self._conn is None:
                     self._conn = self._meta.engine.raw_connection()
-                if self._sqlite:
-                    self._append_sqlite(self._conn.driver_connection, params, latest)
-                else:
-                    self._append_pg(self._conn, params, latest)
+                return self._write(jobs)
             except LabvaultError:
                 raise
             except Exception as err:  # DB-API errors of either driver: translated here, once
                 self._discard()
                 raise _translate(err, self._meta.sqlite_path) from err
 
-    def _append_sqlite(self, db: Any, params: list[tuple[Any, ...]], latest: list[tuple[Any, ...]]) -> None:
-        # The connection is in autocommit mode (store.py); the transaction is ours.
-        db.execute("BEGIN IMMEDIATE")
+    def _write(self, jobs: Sequence[tuple[Sequence[MetricRow], GateOf | None]]) -> list[LabvaultError | None]:
+        conn = self._conn
+        if self._sqlite:
+            # The connection is in autocommit mode (store.py); the transaction is ours.
+            db = cur = conn.driver_connection
+            db.execute("BEGIN IMMEDIATE")
+        else:
+            cur = conn.cursor()
         try:
-            if len(params) == 1:
-                db.execute(self._sql, params[0])
-                db.execute(self._latest_sql, latest[0])
-            else:
-                db.executemany(self._sql, params)
-                db.executemany(self._latest_sql, latest)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-
-    def _append_pg(self, conn: Any, params: list[tuple[Any, ...]], latest: list[tuple[Any, ...]]) -> None:
-        cur = conn.cursor()
-        try:
+            gates = [gate for _, gate in jobs if gate is not None]
+            # Two statements for the whole batch, whatever its size: its tokens, then its runs' states.
+            tokens = {row[0]: tuple(row) for row in self._select(cur, _TOKENS, {g[1] for g in gates})}
+            states = {row[0]: row[1] for row in self._select(cur, _STATES, {g[0] for g in gates})}
+            out: list[LabvaultError | None] = []
+            passed: list[MetricRow] = []
+            for rows, gate in jobs:
+                if gate is not None:
+                    try:
+                        gate[2](tokens.get(gate[1]), states.get(gate[0]))
+                    except LabvaultError as refused:
+                        out.append(refused)
+                        continue
+                passed.extend(rows)
+                out.append(None)
+            params, latest = _encode(passed)
             if len(params) == 1:
                 cur.execute(self._sql, params[0])
                 cur.execute(self._latest_sql, latest[0])
-            else:
+            elif params:
                 cur.executemany(self._sql, params)
                 cur.executemany(self._latest_sql, latest)
-            conn.commit()
+            if self._sqlite:
+                db.execute("COMMIT")
+            else:
+                conn.commit()
+            return out
         except BaseException:
-            conn.rollback()
+            if not self._sqlite:
+                conn.rollback()
+            elif db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         finally:
-            cur.close()
+            if not self._sqlite:
+                cur.close()
+
+    def _select(self, cur: Any, sql: str, ids: set[str]) -> list[Any]:
+        if not ids:
+            return []
+        marks = ", ".join(["?" if self._sqlite else "%s"] * len(ids))
+        return list(cur.execute(sql.format(marks=marks), sorted(ids)).fetchall())
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None
