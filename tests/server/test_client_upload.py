@@ -81,7 +81,7 @@ def test_a_big_model_file_still_goes_up_in_pieces(world: World) -> None:
     seen = _objects(_requests(world.served)[before:])
     # The big file goes up in pieces: one upload session committed, or chunks composed where the
     # server's objects are in object storage (the team vault answers no session).
-    assert [r for r in seen if r.endswith("/commit") or r.endswith("/compose")], seen
+    assert [r for r in seen if r.endswith(("/commit", "/compose"))], seen
     assert [r for r in seen if r.endswith("/objects/batch")], seen  # the small ones together
     world.server("models", "get", "up/big@1.0.0", "-o", "got-big", "--flat", role="reader")
     _same(world.client / "got-big", folder)
