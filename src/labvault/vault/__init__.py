@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from labvault.services.pipelines.service import Pipelines
     from labvault.services.registry import Registry
     from labvault.services.remotes import Remotes
+    from labvault.services.remotes.server import ServerTransfers
     from labvault.services.remotes.side import Side
     from labvault.services.reproduce import ReproduceReport
     from labvault.services.reproduce.environments import Environments
@@ -62,6 +63,9 @@ class Vault:
         self.settings = settings
         self.objects: ObjectStore = objects if objects is not None else self._build_objects()
         self._migrate = migrate
+        #: How ``vault.remotes`` reaches a server remote: set by ``labvault.open()``, which can import
+        #: the client layer (this vault cannot); None refuses server remotes (exit 2).
+        self.server_transfers: ServerTransfers | None = None
 
     def _build_objects(self) -> ObjectStore:
         """The store config.json names (the vault folder's own by default); with the metadata in
@@ -355,6 +359,7 @@ class Vault:
             root=self.root,
             config=lambda: VaultConfig.load(self.dir),
             open_remote=self._remote_vaults.open,
+            server=lambda: self.server_transfers,
         )
 
     def _side(self, where: str) -> Side:
