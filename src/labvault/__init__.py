@@ -86,7 +86,8 @@ def open(path: str | None = None) -> Vault:
     """Open the vault at ``path`` or the one found by walking up from the current folder.
 
     With no ``path`` and a server targeted (``LABVAULT_URI`` or ``labvault login``), the vault is that
-    server's: a :class:`~labvault.client.vault.ServerVault` with the same parts.
+    server's: a :class:`~labvault.client.vault.ServerVault` with the same parts. A local vault reaches
+    its server remotes too: ``vault.remotes.push/pull/status/fetch`` go through the server's API.
     """
     if path is None:
         from labvault.client.settings import server_target
@@ -96,9 +97,12 @@ def open(path: str | None = None) -> Vault:
             from labvault.client.vault import ServerVault
 
             return ServerVault.open(target)  # type: ignore[return-value]
+    from labvault.remote_api import ServerRemotes
     from labvault.vault import Vault
 
-    return Vault.open(path)
+    vault = Vault.open(path)
+    vault.server_transfers = ServerRemotes(vault)  # server remotes through the client, as the CLI does
+    return vault
 
 
 def __getattr__(name: str) -> Any:

@@ -105,7 +105,7 @@ class ScratchExecutor:
         work.mkdir(parents=True)
         hashes = HashCache(work, self.vault.dir)
         for path, digest in job.deps.items():
-            kind = "dir" if self.vault.pipelines.is_tree(digest) else "file"
+            kind = "dir" if self.vault.pipelines.inputs.is_tree(digest) else "file"
             restore_output(self.vault.objects, work, self.vault.dir, hashes, path, digest, kind)
         started = time.time()
         done = subprocess.run(["sh", "-c", job.cmd], cwd=work / job.wdir, capture_output=True, text=True, check=False)

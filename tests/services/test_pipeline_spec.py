@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from labvault.errors import ValidationError
+from labvault.services.pipelines.dag import build_graph
 from labvault.services.pipelines.hashing import HashCache
 from labvault.services.pipelines.plan import stage_key
-from labvault.services.pipelines.spec import Stage, build_graph, load_pipeline
+from labvault.services.pipelines.spec import Stage, load_pipeline
 from labvault.services.pipelines.speccache import cached_pipeline
 from labvault.services.snapshots.lockfile import read_stages, update_stages
 from labvault.vault import Vault

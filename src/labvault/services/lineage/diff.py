@@ -56,7 +56,7 @@ _MISSING: Any = object()
 
 @dataclass(frozen=True, slots=True)
 class DiffSources:
-    """What a lineage diff reads, each from the service that owns it (wired in ``vault.py``)."""
+    """What a lineage diff reads, each from the service that owns it (wired in ``labvault.vault``)."""
 
     objects: ObjectStore
     root: Path

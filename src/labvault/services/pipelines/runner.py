@@ -165,7 +165,7 @@ class Runner:
                 self._start_parent()
         with self._key_lock(decision.key, name):
             if name not in self.forced and not stage.always_changed:
-                cached = self.svc.cached_outs(decision.key)
+                cached = self.svc.inputs.cached_outs(decision.key)
                 if cached is not None and set(cached) == set(stage.outs):
                     decision.reasons.append("another run computed it meanwhile")
                     return self._restore(stage, decision, cached)
@@ -208,7 +208,7 @@ class Runner:
             raise ValidationError(f"stage {stage.name}: its key is not known")
         if self._cancel.is_set():
             raise _Cancelled
-        self.svc.prepare_data_deps(stage)
+        self.svc.inputs.prepare_data_deps(stage)
         remove_outputs(self.svc.root, stage.outs)
         for out in stage.outs:
             self.planner.hashes.forget(out)
@@ -217,7 +217,7 @@ class Runner:
             name=stage.name,
             cmd=stage.cmd,
             wdir=stage.wdir,
-            deps=self.svc.job_deps(stage, decision.deps, store=self.remote),
+            deps=self.svc.inputs.job_deps(stage, decision.deps, store=self.remote),
             outs=stage.outs,
             env=dict(self.svc.stage_env),
         )
@@ -251,7 +251,7 @@ class Runner:
         outs: dict[str, tuple[str, str]] = {}
         if outcome.outs:  # a remote executor stored them already: bring them here, verified
             for path, digest in outcome.outs.items():
-                kind = "dir" if self.svc.is_tree(digest) else "file"
+                kind = "dir" if self.svc.inputs.is_tree(digest) else "file"
                 if self.planner.hashes.digest(path) != digest:
                     restore_output(
                         self.svc.objects, self.svc.root, self.svc.vault_dir, self.planner.hashes, path, digest, kind

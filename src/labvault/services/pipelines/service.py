@@ -12,15 +12,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labvault.errors import Conflict, LabvaultError, NotFound, ValidationError
-from labvault.refs import DataRef, Digest, parse_ref
+from labvault.errors import NotFound, ValidationError
+from labvault.refs import Digest
 from labvault.services.pipelines.fingerprint import Fingerprint, current_fingerprint
 from labvault.services.pipelines.hashing import HashCache, cache_dir
+from labvault.services.pipelines.inputs import StageInputs
 from labvault.services.pipelines.plan import Decision, Planner
 from labvault.services.pipelines.select import StageReport, select_stages
 from labvault.services.pipelines.spec import Pipeline, Stage
 from labvault.services.pipelines.speccache import cached_pipeline
-from labvault.services.snapshots.lockfile import LOCK_NAME, read_lock, read_stages, update_stages
+from labvault.services.snapshots.lockfile import LOCK_NAME, read_stages, update_stages
 from labvault.storage.contained import write_text
 from labvault.storage.objects.protocol import ObjectStore
 
@@ -61,6 +62,7 @@ class Pipelines:
         #: Extra environment variables of every stage's command (a rebuilt environment's PATH).
         self.stage_env: dict[str, str] = {}
         self._memo: dict[str, dict[str, str]] = {}
+        self.inputs = StageInputs(objects=objects, meta=lambda: self.meta, root=root, vault_dir=vault_dir, data=data)
 
     @cached_property
     def meta(self) -> MetaStore:
@@ -76,72 +78,13 @@ class Pipelines:
             self._fingerprint = current_fingerprint(cache_dir(self.vault_dir))
         return self._fingerprint
 
-    def _old_env(self, digest: str) -> dict[str, Any] | None:
-        d = Digest(digest.removeprefix("sha256:"))
-        try:
-            if not self.objects.has(d):
-                return None
-            from labvault.safeload import loads_json
-
-            doc = loads_json(self.objects.get_bytes(d), name=f"environment {digest}")
-        except (NotFound, ValidationError):
-            return None
-        return doc if isinstance(doc, dict) else None
-
-    def data_dep(self, dep: str) -> str:
-        """The content hash of a ``data:`` dep, as ``labvault.lock`` pins it."""
-        ref = parse_ref(dep, expect=DataRef)
-        if not isinstance(ref, DataRef):
-            raise ValidationError(f"{dep} is not a data reference", hint="write data deps as data:NAME or data:NAME@vN")
-        pinned = [e for e in read_lock(self.root).values() if e.ref.name == ref.name]
-        if not pinned:
-            raise ValidationError(
-                f"data dep {dep} is not pinned in {LOCK_NAME}",
-                hint=f"check it out once with `labvault data checkout data:{ref.name}@vN PATH`",
-            )
-        entry = pinned[0]
-        if ref.version is not None and ref.version != entry.ref.version:
-            raise ValidationError(
-                f"a stage wants {dep}, but {LOCK_NAME} pins {entry.ref} at {entry.path}",
-                hint=f"check out {dep} with `labvault data checkout {dep} {entry.path}`",
-            )
-        return str(entry.content_hash)
-
-    def prepare_data_deps(self, stage: Stage) -> None:
-        """Check out (verified) every ``data:`` dep at the path labvault.lock pins, if it differs."""
-        for dep in stage.deps:
-            if not dep.startswith("data:"):
-                continue
-            self.data_dep(dep)
-            name = dep.removeprefix("data:").partition("@")[0]
-            data = self._data()
-            for status in data.status(name):
-                if not status.clean:
-                    entry = read_lock(self.root)[status.path]
-                    data.checkout(str(entry.ref), self.root / entry.path)
-
-    def cached_outs(self, key: str) -> dict[str, tuple[str, str]] | None:
-        from labvault.storage.meta.repos import pipelines as repo
-
-        with self.meta.read() as conn:
-            found = repo.get_cached(conn, key.removeprefix("sha256:"))
-        if found is None:
-            return None
-        try:
-            return {
-                str(p): ("sha256:" + Digest(str(v[0])).hex, "dir" if v[1] == "dir" else "file")
-                for p, v in found.items()
-            }
-        except (TypeError, IndexError, ValidationError):
-            return None  # an unreadable row is a miss: the stage runs again
-
     def planner(self, pipeline: Pipeline, *, ignore_env: bool = False) -> Planner:
         def env() -> tuple[str, dict[str, Any]]:
             fp = self.fingerprint()
             return fp.digest, fp.doc
 
         def lookup(key: str) -> dict[str, Any] | None:
-            outs = self.cached_outs(key)
+            outs = self.inputs.cached_outs(key)
             return None if outs is None else {p: [d.removeprefix("sha256:"), k] for p, (d, k) in outs.items()}
 
         return Planner(
@@ -149,62 +92,12 @@ class Pipelines:
             read_stages(self.root),
             HashCache(self.root, self.vault_dir),
             env=env,
-            old_env=self._old_env,
-            data_dep=self.data_dep,
+            old_env=self.inputs.old_env,
+            data_dep=self.inputs.data_dep,
             lookup=lookup,
             ignore_env=ignore_env,
-            trees=self._tree_files,
+            trees=self.inputs.tree_files,
         )
-
-    def _tree_files(self, digest: str) -> dict[str, str] | None:
-        """path -> sha256 of every file of a stored folder tree; None when it is not a stored tree."""
-        from labvault.services.snapshots.flat import load_flat
-
-        d = Digest(digest.removeprefix("sha256:"))
-        try:
-            if not self.objects.has(d):
-                return None
-            head = self.objects.get_bytes(d)[:40]
-            if not head.startswith(b'{"entries":'):
-                return None
-            flat = load_flat(self.objects, self.vault_dir, d)
-        except LabvaultError:
-            return None
-        return {p: v[0] for p, v in flat.files.items()}
-
-    def is_tree(self, digest: str) -> bool:
-        return self._tree_files(digest) is not None
-
-    def job_deps(self, stage: Stage, deps: dict[str, str], *, store: bool) -> dict[str, str]:
-        """path -> content hash of every dep, for an executor; with ``store``, put in the object store first
-        (a remote executor materialises them from there), ``data:`` deps at the path the lock pins. The
-        stage's params files go too: a command reads them, as DVC's params are deps."""
-        from labvault.services.pipelines.outputs import store_output
-
-        deps = dict(deps)
-        if store:
-            for file in sorted({k.rpartition(":")[0] for k in stage.params}):
-                digest = HashCache(self.root, self.vault_dir).digest(file) if file not in deps else None
-                if digest is not None:
-                    deps[file] = digest
-        out: dict[str, str] = {}
-        pinned = {f"data:{e.ref.name}": e for e in read_lock(self.root).values()}
-        for dep, digest in deps.items():
-            if dep.startswith("data:"):
-                entry = pinned.get(dep.partition("@")[0])
-                if entry is not None:
-                    out[entry.path] = str(entry.content_hash)
-                continue
-            out[dep] = digest
-        if store:
-            with self.objects.batch():
-                for dep in [d for d in deps if not d.startswith("data:")]:
-                    stored, _kind = store_output(self.objects, self.root, self.vault_dir, dep)
-                    if stored != deps[dep]:
-                        raise Conflict(
-                            f"dep {dep} changed while the pipeline ran", hint="run the pipeline again when it is stable"
-                        )
-        return out
 
     # -- status -------------------------------------------------------------------------------
     def status(
@@ -250,8 +143,8 @@ class Pipelines:
                 planner.lock,
                 planner.hashes,
                 env=planner._env,
-                old_env=self._old_env,
-                data_dep=self.data_dep,
+                old_env=self.inputs.old_env,
+                data_dep=self.inputs.data_dep,
                 lookup=lambda _k: None,
                 ignore_env=ignore_env,
             )

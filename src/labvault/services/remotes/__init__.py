@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labvault.config import CONFIG_NAME, VAULT_DIRNAME, VaultConfig
-from labvault.errors import ExternalError, LabvaultError, NotFound, ValidationError, VaultNotFound
+from labvault.errors import NotFound, ValidationError
 from labvault.services.remotes import settings
 from labvault.services.remotes.settings import RemoteSpec
 from labvault.services.remotes.side import Side
@@ -24,8 +24,8 @@ from labvault.services.snapshots.lockfile import read_lock
 from labvault.storage.meta.lean import open_reader
 
 if TYPE_CHECKING:
-    from labvault.services.remotes.apply import Landing
     from labvault.services.remotes.fetch import Status
+    from labvault.services.remotes.server import ServerTransfers
 
 __all__ = ["Moved", "RemoteSpec", "Remotes", "Side", "TransferResult"]
 
@@ -85,8 +85,10 @@ class Remotes:
         root: Path,
         config: Callable[[], VaultConfig],
         open_remote: Callable[[RemoteSpec, bool], Side | None],
+        server: Callable[[], ServerTransfers | None] = lambda: None,
     ) -> None:
         self._here = here
+        self._server = server
         self._vault_dir = vault_dir
         self._root = root
         self._config = config
@@ -143,7 +145,18 @@ class Remotes:
         """
         from labvault.services.remotes.plan import gather
 
-        spec = settings.require_vault(self.get(remote))
+        spec = self.get(remote)
+        if server := self._server_for(spec):
+            return server.push(
+                spec,
+                refs,
+                everything=everything,
+                jobs=jobs,
+                no_data=no_data,
+                rename=rename,
+                dry_run=dry_run,
+                progress=progress,
+            )
         src = self._here()
         lock = [] if refs or everything else self._lock_entries()
         plan = gather(src, refs, lock=lock, everything=everything, no_data=no_data)
@@ -182,10 +195,14 @@ class Remotes:
         """
         from labvault.services.remotes.plan import gather
 
-        spec = settings.require_vault(self.get(remote))
+        spec = self.get(remote)
+        if server := self._server_for(spec):
+            return server.pull(
+                spec, refs, jobs=jobs, no_data=no_data, rename=rename, dry_run=dry_run, progress=progress
+            )
         src = self._open_remote(spec, False)
         if src is None:
-            raise _unreachable(spec)
+            raise settings.unreachable(spec)
         lock = [] if refs else self._lock_entries()
         plan = gather(src, refs, lock=lock, no_data=no_data)
         dst = self._here()
@@ -219,7 +236,7 @@ class Remotes:
         if not lacking:
             return 0
         try:
-            spec = settings.require_vault(self.get(None))
+            spec = self.get(None)
         except NotFound:
             if lacking.looked_up and not lacking.lock:
                 # The look-up's own words ("no alias 'prod'"), and where the ref could come from.
@@ -233,6 +250,8 @@ class Remotes:
             raise NotFound(
                 f"this vault lacks {lacking.describe()}, and has no remote to fetch them from", hint=ADD_DEFAULT_HINT
             ) from None
+        if server := self._server_for(spec):
+            return server.fetch(spec, refs, blobs=blobs, jobs=jobs, progress=progress)
         fetched = 0
         if lacking.refs or lacking.lock:
             pulled = self.pull(lacking.refs, remote=spec.name, jobs=jobs, no_data=True, progress=progress)
@@ -241,7 +260,7 @@ class Remotes:
         if lacking.objects:
             src = self._open_remote(spec, False)
             if src is None:
-                raise _unreachable(spec)
+                raise settings.unreachable(spec)
             wanted = reachable(src.objects, lacking.roots, src.where)
             stats = copy_objects(src.objects, here.objects, wanted, where=src.where, jobs=jobs, progress=progress)
             fetched += stats.objects
@@ -252,14 +271,16 @@ class Remotes:
         records, and the objects they reach. Lock entries are found by content on both sides."""
         from labvault.services.remotes.fetch import Missing, Status, missing, status_of
 
-        spec = settings.require_vault(self.get(remote))
+        spec = self.get(remote)
+        if server := self._server_for(spec):
+            return server.status(spec, refs)
         lock = [] if refs else self._lock_entries()
         here = self._here()
         here_lacks = missing(here, refs, lock)
         there = self._open_remote(spec, False)
         if there is None:
             if spec.kind == "folder" and not spec.path.parent.is_dir():  # an unmounted disk, a wrong path
-                raise _unreachable(spec)
+                raise settings.unreachable(spec)
             everything = Missing(refs=[r for r in refs if r not in here_lacks.refs])
             everything.lock = [str(e.ref) for e in lock if str(e.ref) not in here_lacks.lock]
             return Status(spec.name, spec.url, everything, here_lacks, reachable=False)
@@ -296,6 +317,16 @@ class Remotes:
             objects_present=0,
         )
 
+    def _server_for(self, spec: RemoteSpec) -> ServerTransfers | None:
+        """What moves records with ``spec`` when it is a server remote; None for a vault remote. A
+        server remote with nothing to reach it (``Vault.open()``, not ``labvault.open()``) is refused."""
+        if spec.kind != "server":
+            return None
+        server = self._server()
+        if server is None:
+            settings.require_vault(spec)  # refuses it, with the hint
+        return server
+
     def _lock_entries(self) -> builtins.list[Any]:
         entries = list(read_lock(self._root).values())
         if not entries:
@@ -323,7 +354,7 @@ class Remotes:
     ) -> TransferResult:
         # Imported here, not at the top: SQLAlchemy comes with them, and `push` with nothing to send
         # (is_pushed) must answer without it.
-        from labvault.services.remotes.apply import Landing, decide, write_records
+        from labvault.services.remotes.apply import Landing, decide, merge_landings, renamed_inputs, write_records
         from labvault.services.remotes.copy import copy_objects, reachable
 
         if not 1 <= jobs <= MAX_JOBS:
@@ -348,8 +379,8 @@ class Remotes:
             if to_write:
                 origin = f"{spec.name}:{spec.url}" if direction == "pull" else str(src.dir.parent)
                 written = write_records(dst, to_write, rename=rename, by_content=by_content, origin=origin)
-                landings = _merge(landings, written)
-        notes = list(warnings) + _renamed_inputs(landings)
+                landings = merge_landings(landings, written)
+        notes = list(warnings) + renamed_inputs(landings)
         return TransferResult(
             direction=direction,
             remote=spec.name,
@@ -361,31 +392,3 @@ class Remotes:
             dry_run=dry_run,
             warnings=tuple(notes),
         )
-
-
-def _unreachable(spec: RemoteSpec) -> LabvaultError:
-    if spec.kind == "folder" and not spec.path.is_dir():
-        return ExternalError(
-            f"cannot reach remote {spec.name!r}: {spec.path} is not there",
-            hint="mount the disk or fix the path (see `labvault remote list`)",
-        )
-    return VaultNotFound(f"remote {spec.name!r} ({spec.path}) holds no vault yet", hint="push to it first")
-
-
-def _merge(first: list[Landing], written: list[Landing]) -> list[Landing]:
-    by_ref = {landing.record.ref: landing for landing in written}
-    return [by_ref.get(landing.record.ref, landing) for landing in first]
-
-
-def _renamed_inputs(landings: list[Landing]) -> list[str]:
-    """A run whose input snapshot landed under another number names that number in its record."""
-    moved = {lg.record.ref: lg.target for lg in landings if lg.record.kind == "snapshot" and lg.target != lg.record.ref}
-    out = []
-    for landing in landings:
-        if landing.record.kind == "run" and moved:
-            from labvault.services.remotes.records import inputs_of
-
-            for text in inputs_of(landing.record):
-                if text in moved:
-                    out.append(f"{landing.record.ref} read {text}, which is {moved[text]} on the receiving side")
-    return out

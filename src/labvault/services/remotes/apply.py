@@ -21,7 +21,7 @@ from labvault.storage.meta.repos.object_refs import add_refs
 from labvault.storage.meta.repos.registry import ensure_model
 from labvault.storage.meta.store import Connection
 
-__all__ = ["Landing", "decide", "write_records"]
+__all__ = ["Landing", "decide", "merge_landings", "renamed_inputs", "write_records"]
 
 _VERSION_FIELDS = (
     "version",
@@ -174,3 +174,23 @@ def _write_version(
     repo.insert_version_row(conn, mid, row, _VERSION_FIELDS)
     add_refs(conn, landing.target, record.refs)  # type: ignore[arg-type]
     return event, (event.seq, event.hash)
+
+
+def merge_landings(first: list[Landing], written: list[Landing]) -> list[Landing]:
+    """``first``, each landing replaced by the one written for the same record, if any."""
+    by_ref = {landing.record.ref: landing for landing in written}
+    return [by_ref.get(landing.record.ref, landing) for landing in first]
+
+
+def renamed_inputs(landings: list[Landing]) -> list[str]:
+    """A run whose input snapshot landed under another number names that number in its record."""
+    moved = {lg.record.ref: lg.target for lg in landings if lg.record.kind == "snapshot" and lg.target != lg.record.ref}
+    out = []
+    for landing in landings:
+        if landing.record.kind == "run" and moved:
+            from labvault.services.remotes.records import inputs_of
+
+            for text in inputs_of(landing.record):
+                if text in moved:
+                    out.append(f"{landing.record.ref} read {text}, which is {moved[text]} on the receiving side")
+    return out

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from labvault.config import CONFIG_NAME, VaultConfig, check_database_url, check_objects_url, redact_url
-from labvault.errors import Conflict, NotFound, ValidationError
+from labvault.errors import Conflict, ExternalError, LabvaultError, NotFound, ValidationError, VaultNotFound
 from labvault.refs import validate_name
 from labvault.storage.contained import write_text
 from labvault.storage.locks import file_lock
@@ -35,6 +35,7 @@ __all__ = [
     "parse_server_url",
     "remove_remote",
     "require_vault",
+    "unreachable",
 ]
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -136,9 +137,19 @@ def require_vault(spec: RemoteSpec) -> RemoteSpec:
         raise ValidationError(
             f"remote {spec.name!r} is a server ({spec.url}); this works only with a folder or team-vault remote",
             hint=f"`labvault push|pull --remote {spec.name}` and `labvault remote status {spec.name}` work with it "
-            "(from Python: labvault.client.remote)",
+            "(from Python: open the vault with labvault.open())",
         )
     return spec
+
+
+def unreachable(spec: RemoteSpec) -> LabvaultError:
+    """The error for a remote with no vault to read: a folder not there (exit 7), else none made yet (exit 3)."""
+    if spec.kind == "folder" and not spec.path.is_dir():
+        return ExternalError(
+            f"cannot reach remote {spec.name!r}: {spec.path} is not there",
+            hint="mount the disk or fix the path (see `labvault remote list`)",
+        )
+    return VaultNotFound(f"remote {spec.name!r} ({spec.path}) holds no vault yet", hint="push to it first")
 
 
 def _raw_remotes(config: VaultConfig) -> dict[str, Any]:

@@ -9,30 +9,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import sys
-from collections.abc import Callable, Mapping, Sequence
-from functools import cached_property
+from collections.abc import Callable, Sequence
+from functools import cached_property, partial
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from labvault.config import (
-    CONFIG_NAME,
-    FORMAT_VERSION,
-    VAULT_DIRNAME,
-    Settings,
-    VaultConfig,
-    acting_user,
-    check_database_url,
-    check_objects_url,
-    find_vault_dir,
-    parse_size,
-)
-from labvault.errors import IntegrityError, LabvaultError, NotFound, StorageError, ValidationError
+from labvault.config import Settings, VaultConfig, acting_user, parse_size
+from labvault.errors import ValidationError
 from labvault.storage.contained import write_text
-from labvault.storage.locks import file_lock
 from labvault.storage.objects.local import LocalObjectStore
 from labvault.storage.objects.protocol import ObjectStore
+from labvault.vault.folder import init_vault, open_config, update_config
 
 if TYPE_CHECKING:
     from labvault.services.access import Access
@@ -40,7 +28,8 @@ if TYPE_CHECKING:
     from labvault.services.maintenance import Maintenance
     from labvault.services.pipelines.service import Pipelines
     from labvault.services.registry import Registry
-    from labvault.services.remotes import Remotes, RemoteSpec
+    from labvault.services.remotes import Remotes
+    from labvault.services.remotes.server import ServerTransfers
     from labvault.services.remotes.side import Side
     from labvault.services.reproduce import ReproduceReport
     from labvault.services.reproduce.environments import Environments
@@ -49,12 +38,11 @@ if TYPE_CHECKING:
     from labvault.services.vault_info import VaultInfo
     from labvault.storage.meta.lean import LeanReader as LeanReader  # re-exported for the CLI's types
     from labvault.storage.meta.store import MetaStore
+    from labvault.vault.remote_vaults import RemoteVaults
 
 __all__ = ["Vault"]
 
 T = TypeVar("T")
-
-_GITIGNORE_LINE = f"{VAULT_DIRNAME}/"
 
 
 class Vault:
@@ -75,7 +63,9 @@ class Vault:
         self.settings = settings
         self.objects: ObjectStore = objects if objects is not None else self._build_objects()
         self._migrate = migrate
-        self._opened: list[Vault] = []  # remote vaults opened by push and pull
+        #: How ``vault.remotes`` reaches a server remote: set by ``labvault.open()``, which can import
+        #: the client layer (this vault cannot); None refuses server remotes (exit 2).
+        self.server_transfers: ServerTransfers | None = None
 
     def _build_objects(self) -> ObjectStore:
         """The store config.json names (the vault folder's own by default); with the metadata in
@@ -131,19 +121,7 @@ class Vault:
                 f"LABVAULT_URI={settings.uri} names a server, and Vault.open() opens a local vault",
                 hint="use labvault.open() to work through the server, or unset LABVAULT_URI",
             )
-        if path is not None:
-            start = Path(path).expanduser()
-            if start.name == VAULT_DIRNAME and (start / CONFIG_NAME).is_file():
-                vault_dir = start.resolve()
-            else:
-                vault_dir = find_vault_dir(start, settings=Settings())
-        else:
-            vault_dir = find_vault_dir(settings=settings)
-        config = VaultConfig.load(vault_dir)
-        if config.format_version < FORMAT_VERSION:
-            config = _upgrade_format(vault_dir, config)
-        for warning in config.credential_warnings():
-            sys.stderr.write(f"warning: {warning}\n")
+        vault_dir, config = open_config(path, settings)
         return cls(vault_dir, config, settings, objects=objects)
 
     @classmethod
@@ -167,42 +145,9 @@ class Vault:
         whose init was interrupted is simply initialised again.
         """
         settings = settings or Settings.from_env()
-        if path is None and settings.vault_dir is not None:
-            vault_dir = settings.vault_dir.resolve()
-        else:
-            root = Path(path or Path.cwd()).expanduser().resolve()
-            if root.exists() and not root.is_dir():
-                raise ValidationError(f"{root} is not a folder", hint="give the project root folder")
-            vault_dir = root / VAULT_DIRNAME
-        if database_url:
-            from labvault.storage.meta.store import normalise_url
-
-            database_url = normalise_url(check_database_url(database_url))
-        if objects_url:
-            from labvault.storage.team_store import normalise_objects_url
-
-            objects_url = normalise_objects_url(check_objects_url(objects_url), base=vault_dir.parent)
-        if (vault_dir / CONFIG_NAME).is_file():
-            return cls(vault_dir, VaultConfig.load(vault_dir), settings), False
-        if objects_url:  # reached before anything is written: a typo leaves no half-made vault behind
-            from labvault.storage.team_store import open_objects
-
-            open_objects(objects_url, cache_dir=vault_dir / "cache" / "objects", cache_size=0, create=True)
-        try:
-            LocalObjectStore.create(vault_dir)
-        except OSError as exc:
-            raise StorageError(f"cannot create {vault_dir}: {exc.strerror}") from exc
-        with file_lock(vault_dir / "locks" / "init.lock", timeout=120, what="the vault being initialised"):
-            if (vault_dir / CONFIG_NAME).is_file():
-                return cls(vault_dir, VaultConfig.load(vault_dir), settings), False
-            config = VaultConfig(database_url=database_url, objects_url=objects_url)
-            if cache_size is not None:
-                config = dataclasses.replace(config, cache_size=cache_size)
-            vault = cls(vault_dir, config, settings)
-            vault.meta  # noqa: B018 - opening the store runs the migrations, before config.json says "ready"
-            _write_atomic(vault_dir / CONFIG_NAME, config.to_json())
-            _ignore_in_git(vault_dir.parent)
-        return vault, True
+        return init_vault(
+            cls, path, settings, database_url=database_url, objects_url=objects_url, cache_size=cache_size
+        )
 
     # -- parts --------------------------------------------------------------------------------
     @cached_property
@@ -266,19 +211,9 @@ class Vault:
         """Run ``action`` (a checkout, a get) after fetching from the default remote the records and
         trees it needs that this vault lacks; when a read then misses an object, fetch the objects too
         and rerun ``action`` once. With no remote configured, just run it."""
-        if not self.remotes.list():
-            return action()
-        self.remotes.fetch(refs, blobs=False)
-        try:
-            return action()
-        except (IntegrityError, NotFound) as exc:
-            try:
-                fetched = self.remotes.fetch(refs)
-            except LabvaultError:
-                raise exc from None
-            if not fetched:
-                raise
-        return action()
+        from labvault.vault.remote_vaults import fetching
+
+        return fetching(self.remotes, refs, action)
 
     @cached_property
     def pipelines(self) -> Pipelines:
@@ -344,6 +279,7 @@ class Vault:
     ) -> ReproduceReport:
         """Rerun a run (or a model version's source run) on a clean workspace and judge it (docs/reproduce.md)."""
         from labvault.services.reproduce import reproduce
+        from labvault.vault.rerun import rerun_pipeline
 
         return reproduce(
             runs=self.runs,
@@ -362,34 +298,8 @@ class Vault:
             twice=twice,
             workdir=Path(workdir) if workdir is not None else None,
             keep=keep,
-            pipeline_rerun=self._pipeline_rerun,
+            pipeline_rerun=partial(rerun_pipeline, self),
         )
-
-    def _pipeline_rerun(self, root: Path, run_id: str, env: Mapping[str, str]) -> tuple[int, str | None]:
-        """Rerun every stage of the pipeline at ``root`` (a reproduce workspace), cache off, under ``run_id``."""
-        from labvault.services.pipelines.service import Pipelines
-        from labvault.services.snapshots.service import DataService
-
-        data = DataService(
-            objects=self.objects, meta=lambda: self.meta, root=root, vault_dir=self.dir, user=lambda: self.user
-        )
-        # Its caches (file hashes, the parsed definition, stage logs, key locks) live in the workspace:
-        # the project's own stay as they are, and go with the workspace.
-        svc = Pipelines(
-            objects=self.objects,
-            meta=lambda: self.meta,
-            root=root,
-            vault_dir=root / ".labvault",
-            user=lambda: self.user,
-            runs=lambda: self.runs,
-            data=lambda: data,
-        )
-        svc.parent_run, svc.use_cache, svc.stage_env = run_id, False, dict(env)
-        reports = svc.run(force=True)
-        failed = [r for r in reports if r.state == "failed"]
-        if failed:
-            return 1, failed[0].error or f"stage {failed[0].name} failed"
-        return (1, "not every stage ran") if any(r.state != "ran" for r in reports) else (0, None)
 
     def describe(self) -> VaultInfo:
         """Where the metadata and objects are (no credentials), the format, the object count and bytes, the cache."""
@@ -405,9 +315,7 @@ class Vault:
                 hint="settable: objects.cache_size (the store's location and database are fixed at init)",
             )
         size = parse_size(value)
-        with file_lock(self.dir / "locks" / "init.lock", timeout=120, what="the vault's config"):
-            config = dataclasses.replace(VaultConfig.load(self.dir), cache_size=size)
-            _write_atomic(self.dir / CONFIG_NAME, config.to_json())
+        config = update_config(self.dir, lambda now: dataclasses.replace(now, cache_size=size))
         self.config = config
         return config
 
@@ -450,49 +358,26 @@ class Vault:
             vault_dir=self.dir,
             root=self.root,
             config=lambda: VaultConfig.load(self.dir),
-            open_remote=self._open_remote,
+            open_remote=self._remote_vaults.open,
+            server=lambda: self.server_transfers,
         )
 
     def _side(self, where: str) -> Side:
-        from labvault.services.remotes.side import Side
+        """This vault as one end of a transfer (server remotes and the server's transfer routes too)."""
+        from labvault.vault.remote_vaults import side_of
 
-        def resolve_model(ref: str) -> tuple[str, str, str]:
-            found = self.registry.resolve(ref)
-            return found.project, found.model, found.version
+        return side_of(self, where)
 
-        return Side(
-            meta=self.meta,
-            objects=self.objects,
-            dir=self.dir,
-            where=where,
-            user=self.user,
-            resolve_run=self.runs.resolve,
-            resolve_model=resolve_model,
-        )
+    @cached_property
+    def _remote_vaults(self) -> RemoteVaults:
+        from labvault.vault.remote_vaults import RemoteVaults
 
-    def _open_remote(self, spec: RemoteSpec, create: bool) -> Side | None:
-        """The remote's vault (made on a first push when ``create``), closed with this one; None
-        when there is no vault there yet."""
-        folder = spec.path
-        vault_dir = folder if folder.name == VAULT_DIRNAME else folder / VAULT_DIRNAME
-        settings = Settings(user=self.user)
-        if spec.kind == "team":  # a local folder that joins the team vault: its config and its cache
-            remote = Vault.init(
-                folder, database_url=spec.database_url, objects_url=spec.objects_url, settings=settings
-            )[0]
-        elif (vault_dir / CONFIG_NAME).is_file():
-            remote = Vault.open(vault_dir, settings=settings)
-        elif create:
-            remote = Vault.init(vault_dir.parent, settings=settings)[0]
-        else:
-            return None
-        self._opened.append(remote)
-        return remote._side(f"remote {spec.name!r} ({spec.url})")
+        return RemoteVaults(self)
 
     # -- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
-        for remote in self._opened:
-            remote.close()
+        if "_remote_vaults" in self.__dict__:
+            self._remote_vaults.close()
         closer = getattr(self.objects, "close", None)  # a held pack is skipped by gc and recovery
         if callable(closer):
             closer()
@@ -511,38 +396,3 @@ class Vault:
 
     def __repr__(self) -> str:
         return f"Vault({str(self.dir)!r})"
-
-
-def _upgrade_format(vault_dir: Path, config: VaultConfig) -> VaultConfig:
-    """Mark an older vault with this format before anything is written in it.
-
-    Format 2 only adds packs beside the format-1 layout, so the upgrade is the version number: an
-    older labvault then refuses the vault (it would not see packed objects) instead of misreading it.
-    """
-    upgraded = dataclasses.replace(config, format_version=FORMAT_VERSION)
-    try:
-        with file_lock(vault_dir / "locks" / "init.lock", timeout=120, what="the vault being upgraded"):
-            if VaultConfig.load(vault_dir).format_version < FORMAT_VERSION:
-                _write_atomic(vault_dir / CONFIG_NAME, upgraded.to_json())
-    except (OSError, StorageError):
-        return config  # a read-only vault: readable as it is; a write would fail on its own anyway
-    return upgraded
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    write_text(path, text, durable=True)
-
-
-def _ignore_in_git(root: Path) -> None:
-    """Add ``.labvault/`` to the project's .gitignore once."""
-    gitignore = root / ".gitignore"
-    with contextlib.suppress(FileNotFoundError):
-        lines = gitignore.read_text(encoding="utf-8").splitlines()
-        if any(line.strip() in (_GITIGNORE_LINE, VAULT_DIRNAME, f"/{_GITIGNORE_LINE}") for line in lines):
-            return
-    try:
-        existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
-        sep = "" if not existing or existing.endswith("\n") else "\n"
-        _write_atomic(gitignore, f"{existing}{sep}{_GITIGNORE_LINE}\n")
-    except OSError as exc:
-        raise StorageError(f"cannot update {gitignore}: {exc.strerror}") from exc
