@@ -8,11 +8,12 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from labvault.entities import Artifact, Run, RunStatus
+from labvault.entities import Artifact, Run
 from labvault.errors import LabvaultError, LockedError, StorageError
 from labvault.refs import Digest
+from labvault.storage.meta.builders import record_builder
 from labvault.storage.meta.lean_pg import pg_errors, translate_pg_error
 from labvault.storage.meta.run_filter import Node, SortKey, metric_page_queries, runs_query
 
@@ -22,6 +23,30 @@ _CHUNK = 500  # ids per IN (...): well under SQLite's 32,766 bound parameters
 _NON_FINITE = {1: float("nan"), 2: float("inf"), 3: float("-inf")}
 _UNSET = object()
 _INDEX_WALK = 20_000  # runs a page sorted by a metric may skip along the (key, value) index
+# The run row's columns in RUN_COLUMNS order, then the values the other tables add.
+_RUN_ORDER = (
+    "id",
+    "project",
+    "name",
+    "status",
+    "started_at",
+    "ended_at",
+    "parent_id",
+    "user",
+    "host",
+    "exit_code",
+    "error",
+    "seed",
+    "inputs",
+    "capture",
+    "deleted_at",
+    "params",
+    "metrics",
+    "tags",
+    "outputs",
+    "artifacts",
+)
+_build_run = record_builder(Run, _RUN_ORDER)
 
 
 def parse_time(value: str | datetime | None) -> datetime | None:
@@ -273,27 +298,27 @@ def load_runs(
         ) = row
         found = arts.get(run_id)
         out.append(
-            Run(
-                id=rid,
-                project=project,
-                name=name,
-                status=cast(RunStatus, status),
-                started_at=cast(datetime, parse_time(started)),
-                ended_at=parse_time(ended),
-                params=params.get(run_id) or {},
-                metrics=metrics.get(run_id) or {},
-                tags=tags.get(run_id) or {},
-                inputs=tuple(json.loads(inputs)) if inputs != "[]" else (),
-                outputs=tuple(a for role, a in found if role == "output") if found else (),
-                artifacts=tuple(a for _, a in found) if found else (),
-                parent_id=parent,
-                user=user,
-                host=host,
-                exit_code=code,
-                error=error,
-                seed=seed,
-                deleted_at=parse_time(deleted),
-                capture=LazyJSON(capture),
+            _build_run(
+                rid,
+                project,
+                name,
+                status,
+                parse_time(started),
+                parse_time(ended) if ended is not None else None,
+                parent,
+                user,
+                host,
+                code,
+                error,
+                seed,
+                tuple(json.loads(inputs)) if inputs != "[]" else (),
+                LazyJSON(capture),
+                parse_time(deleted) if deleted is not None else None,
+                params.get(run_id) or {},
+                metrics.get(run_id) or {},
+                tags.get(run_id) or {},
+                tuple(a for role, a in found if role == "output") if found else (),
+                tuple(a for _, a in found) if found else (),
             )
         )
     return out
