@@ -3,8 +3,12 @@ on SQLite and PostgreSQL: every value comes back as it was logged, by every read
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import sqlalchemy as sa
 
+from labvault.storage.meta.lean_records import LazyJSON
 from labvault.storage.meta.tables import run_params, run_tags
 from labvault.vault import Vault
 
@@ -65,3 +69,14 @@ def test_a_stored_value_that_is_not_json_is_read_row_by_row_as_before(any_vault:
     for run in (any_vault.runs.get(run_id), *any_vault.runs.list(filter="params.depth = 4")):
         assert run.params == {**PARAMS, "odd": "a\tb"}  # a raw tab is not JSON; the old decoder took it
         assert run.tags == {**TAGS, "z": "plain"}
+
+
+def test_a_capture_document_decodes_as_json_loads_would() -> None:
+    assert dict(LazyJSON('{"git": {"dirty": false}, "pid": 7}')) == {"git": {"dirty": False}, "pid": 7}
+    assert dict(LazyJSON(' \n{"a": [1, 2.5]}  ')) == {"a": [1, 2.5]}  # whitespace around: json.loads takes it
+    for text in ('{"a": 1} trailing', '{"a": ', "", "  "):
+        with pytest.raises(json.JSONDecodeError) as err:
+            len(LazyJSON(text))
+        with pytest.raises(json.JSONDecodeError) as expected:
+            json.loads(text)
+        assert str(err.value) == str(expected.value)

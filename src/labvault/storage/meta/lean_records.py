@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from labvault.entities import Artifact, Run
 from labvault.errors import LabvaultError, LockedError, StorageError
@@ -57,6 +57,20 @@ def parse_time(value: str | datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
 
+_scan: Callable[[str, int], tuple[Any, int]] = cast(Any, json.JSONDecoder()).scan_once  # json.loads's C scanner
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` for the documents labvault writes (nothing around the value): the C scanner
+    alone, without the Python layers and the two whitespace searches ``json.loads`` adds to each
+    call (two documents per run). Any other text goes through ``json.loads`` itself."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
+
+
 def _metric(value: float | None, kind: int) -> float:
     return float(value) if kind == 0 and value is not None else _NON_FINITE.get(kind, float("nan"))
 
@@ -91,7 +105,7 @@ class LazyJSON(Mapping[str, Any]):
 
     def _get(self) -> dict[str, Any]:
         if self._doc is None:
-            self._doc = json.loads(self._text)
+            self._doc = _loads(self._text)
         return self._doc
 
     def __getitem__(self, key: str) -> Any:
@@ -283,6 +297,7 @@ def load_runs(
     except errors as err:
         raise translate_error(err) from err
     out = []
+    fromiso = datetime.fromisoformat  # parse_time, inline: two calls per run
     for run_id in ids:
         row = rows.get(run_id)
         if row is None:
@@ -313,8 +328,8 @@ def load_runs(
                 project,
                 name,
                 status,
-                parse_time(started),
-                parse_time(ended) if ended is not None else None,
+                fromiso(started + "+00:00") if started.__class__ is str else parse_time(started),
+                None if ended is None else fromiso(ended + "+00:00") if ended.__class__ is str else parse_time(ended),
                 parent,
                 user,
                 host,
@@ -340,7 +355,7 @@ def _document(cur: Any, doc: str | None, run_id: str, what: str, *, sqlite: bool
     if doc is None:
         return {}
     try:
-        found: dict[str, Any] = json.loads(doc)
+        found: dict[str, Any] = _loads(doc)
         return found
     except ValueError:
         pass
