@@ -13,7 +13,10 @@ throw-away git repository (so both record a commit), and every figure is the med
    seconds, after one warm-up query on each side) and listing all runs, over those 2,000 runs;
    labvault alone also over 10,000 and 100,000 runs (extra runs bulk-inserted). Both sides return
    full run records: MLflow's ``search_runs`` its Run entities (info, params, metrics,
-   tags), labvault its Run records with the capture document decoded too;
+   tags), labvault its Run records with the capture document decoded too. The two sides are
+   timed paired: both workers wait with their runs created, and each query on one side is
+   followed by the same query on the other (the first side alternating), so a change in the
+   machine's load falls on both alike; the ratio is also given as the median of the pairs' ratios;
 5. start-up: ``import`` and ``--help`` of each.
 """
 
@@ -29,22 +32,34 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
 MLFLOW_VENV = BENCH / "mlflow"
 REPS = 5
+SEARCH_REPS = 21  # a search takes milliseconds: more pairs, so a busy machine moves the medians less
 
 COMMON = r"""
 import json, random, statistics, sys, time
 REPS = 5
-SEARCH_REPS = 21  # a search takes milliseconds: more repetitions, so a busy machine moves the median less
 SYNC_CALLS = int(sys.argv[2])
 BATCHES, BATCH = 10, 1000
 RUNS_PER_REP = int(sys.argv[3])
 FILTER_RUNS = RUNS_PER_REP * REPS
 def median(xs): return statistics.median(xs)
 out = {}
+def serve(searches):
+    # Paired timing: report what was measured so far, then run the searches the parent asks for,
+    # one at a time, so that the two tools' queries alternate.
+    print("@@ " + json.dumps(out), flush=True)
+    for line in sys.stdin:
+        what, clock = line.split()
+        if what == "done":
+            return
+        tick = time.process_time if clock == "cpu" else time.perf_counter
+        t = tick(); found = searches[what](); took = tick() - t
+        print("@@ " + json.dumps([took, len(found)]), flush=True)
 """
 
 LABVAULT = (
@@ -83,17 +98,7 @@ for rep in range(REPS):
             run.log_metrics({"auc": random.random(), **{f"m{j}": random.random() for j in range(4)}})
     rates.append(RUNS_PER_REP / (time.perf_counter() - t))
 out["runs_per_s"] = median(rates)
-# 4. search over the FILTER_RUNS runs of project "bench"
-def timed(fn, reps=REPS):
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter(); res = fn(); times.append(time.perf_counter() - t)
-    return median(times), len(res)
-def cpu(fn):
-    times = []
-    for _ in range(SEARCH_REPS):
-        t = time.process_time(); fn(); times.append(time.process_time() - t)
-    return median(times)
+# 4. search over the FILTER_RUNS runs of project "bench", timed paired with MLflow's (serve)
 f = "metrics.auc > 0.9 and params.depth = 4"
 def full(found):
     # Like MLflow's Run entities: every field decoded, the capture document (git, command,
@@ -103,9 +108,13 @@ def full(found):
     return found
 search = lambda: full(vault.runs.list(project="bench", filter=f))
 search()  # warm, as MLflow's first query is
-out["search_filtered_s"], out["search_filtered_n"] = timed(search, SEARCH_REPS)
-out["search_filtered_cpu_s"] = cpu(search)
-out["search_all_s"], out["search_all_n"] = timed(lambda: full(vault.runs.list(project="bench")))
+serve({"filtered": search, "all": lambda: full(vault.runs.list(project="bench"))})
+out = {}
+def timed(fn, reps=REPS):
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter(); res = fn(); times.append(time.perf_counter() - t)
+    return median(times), len(res)
 # Scale: bulk-insert synthetic runs (same shape) to reach 10,000 and 100,000 in the project.
 import json as _json
 from labvault.entities import utcnow
@@ -182,26 +191,17 @@ for rep in range(REPS):
             mlflow.log_metrics({"auc": random.random(), **{f"m{j}": random.random() for j in range(4)}})
     rates.append(RUNS_PER_REP / (time.perf_counter() - t))
 out["runs_per_s"] = median(rates)
-def timed(fn, reps=REPS):
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter(); res = fn(); times.append(time.perf_counter() - t)
-    return median(times), len(res)
-def cpu(fn):
-    times = []
-    for _ in range(SEARCH_REPS):
-        t = time.process_time(); fn(); times.append(time.process_time() - t)
-    return median(times)
 ids = [exp2.experiment_id]
 f = "metrics.auc > 0.9 and params.depth = '4'"
 search = lambda: client.search_runs(ids, filter_string=f, max_results=50000)
 search()
-out["search_filtered_s"], out["search_filtered_n"] = timed(search, SEARCH_REPS)
-out["search_filtered_cpu_s"] = cpu(search)
-out["search_all_s"], out["search_all_n"] = timed(lambda: client.search_runs(ids, max_results=50000))
-# The fluent form most users call, which returns a pandas DataFrame.
-out["search_fluent_s"], out["search_fluent_n"] = timed(
-    lambda: mlflow.search_runs(ids, filter_string=f, max_results=50000))
+serve({
+    "filtered": search,
+    "all": lambda: client.search_runs(ids, max_results=50000),
+    # The fluent form most users call, which returns a pandas DataFrame.
+    "fluent": lambda: mlflow.search_runs(ids, filter_string=f, max_results=50000),
+})
+out = {}
 print(json.dumps(out))
 """
 )
@@ -240,14 +240,71 @@ def git_workspace(base: Path, name: str) -> Path:
     return ws
 
 
-def run_worker(python: str, code: str, ws: Path, args: list[str]) -> dict[str, float]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
-    proc = subprocess.run(
-        [python, "-c", code, str(ws), *args], cwd=ws, env=env, capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        sys.exit(f"worker failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+class Worker:
+    """A worker process: its figures up to the searches, then the searches it is asked for, one at a time."""
+
+    def __init__(self, python: str, code: str, ws: Path, args: list[str]) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
+        # To a file: a pipe left unread could fill and block the worker (the child keeps its own descriptor).
+        self.errors = ws.parent / f"{ws.name}.stderr"
+        with self.errors.open("w") as errors:
+            self.proc = subprocess.Popen(
+                [python, "-c", code, str(ws), *args],
+                cwd=ws,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+            )
+        self.figures: dict[str, float] = self._reply()
+
+    def _reply(self) -> Any:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("@@ "):
+                return json.loads(line[3:])
+        sys.exit(f"worker failed:\n{self.errors.read_text()[-3000:]}")
+
+    def time(self, what: str, clock: str) -> tuple[float, int]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{what} {clock}\n")
+        self.proc.stdin.flush()
+        took, found = self._reply()
+        return float(took), int(found)
+
+    def finish(self) -> dict[str, float]:
+        """Let the worker go on past its searches; what it measured after them."""
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write("done -\n")
+        self.proc.stdin.close()
+        rest = self.proc.stdout.read()
+        if self.proc.wait() != 0:
+            sys.exit(f"worker failed:\n{self.errors.read_text()[-3000:]}")
+        return dict(json.loads(rest.strip().splitlines()[-1]))
+
+
+def paired(lv: Worker, ml: Worker, what: str, clock: str, reps: int) -> dict[str, float]:
+    """``what`` timed ``reps`` times on each side, each labvault query next to an MLflow one, the
+    side that goes first alternating: medians of each side and the median of the pairs' ratios."""
+    ours, theirs = [], []
+    found = (0, 0)
+    for rep in range(reps):
+        if rep % 2 == 0:
+            (a, n), (b, m) = lv.time(what, clock), ml.time(what, clock)
+        else:
+            (b, m), (a, n) = ml.time(what, clock), lv.time(what, clock)
+        ours.append(a)
+        theirs.append(b)
+        found = (n, m)
+    return {
+        "labvault": statistics.median(ours),
+        "mlflow": statistics.median(theirs),
+        "pair_ratio": statistics.median(b / a for a, b in zip(ours, theirs, strict=True)),
+        "labvault_n": found[0],
+        "mlflow_n": found[1],
+    }
 
 
 def startup(cmd: list[str]) -> float:
@@ -271,9 +328,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="labvault-bench-") as tmp:
         base = Path(tmp)
         print("running labvault ...", file=sys.stderr)
-        lv = run_worker(lv_python, LABVAULT, git_workspace(base, "lv"), [sync_calls, runs_per_rep, sizes])
+        lv_worker = Worker(lv_python, LABVAULT, git_workspace(base, "lv"), [sync_calls, runs_per_rep, sizes])
         print("running MLflow ...", file=sys.stderr)
-        ml = run_worker(mlflow_python, MLFLOW, git_workspace(base, "ml"), [sync_calls, runs_per_rep, ""])
+        ml_worker = Worker(mlflow_python, MLFLOW, git_workspace(base, "ml"), [sync_calls, runs_per_rep, ""])
+        print("searching, the two interleaved ...", file=sys.stderr)
+        search = {
+            "filtered": paired(lv_worker, ml_worker, "filtered", "wall", SEARCH_REPS),
+            "cpu": paired(lv_worker, ml_worker, "filtered", "cpu", SEARCH_REPS),
+            "all": paired(lv_worker, ml_worker, "all", "wall", REPS),
+        }
+        fluent = statistics.median(ml_worker.time("fluent", "wall")[0] for _ in range(REPS))
+        ml_worker.finish()
+        print("labvault over more runs ...", file=sys.stderr)
+        lv = {**lv_worker.figures, **lv_worker.finish()}
+        ml = ml_worker.figures
+    load = os.getloadavg()
     labvault_bin = str(Path(lv_python).parent / "labvault")
     mlflow_bin = str(Path(mlflow_python).parent / "mlflow")
     start = {
@@ -281,28 +350,33 @@ def main() -> None:
         "--help": (startup([labvault_bin, "--help"]), startup([mlflow_bin, "--help"])),
     }
     total = int(runs_per_rep) * REPS
+    filtered, cpu, listing = search["filtered"], search["cpu"], search["all"]
     rows = [
         ("synchronous log_metric (calls/s)", lv["sync_calls_per_s"], ml["sync_calls_per_s"], True, 20),
         ("batched logging (metrics/s)", lv["batch_metrics_per_s"], ml["batch_metrics_per_s"], True, 10),
         ("runs created, 10 params + 5 metrics (runs/s)", lv["runs_per_s"], ml["runs_per_s"], True, 5),
-        (f"filtered search over {total} runs (s)", lv["search_filtered_s"], ml["search_filtered_s"], False, 10),
-        ("  the same, CPU seconds", lv["search_filtered_cpu_s"], ml["search_filtered_cpu_s"], False, 10),
-        (f"list all {total} runs (s)", lv["search_all_s"], ml["search_all_s"], False, None),
+        (f"filtered search over {total} runs (s)", filtered["labvault"], filtered["mlflow"], False, 10),
+        ("  the same, CPU seconds", cpu["labvault"], cpu["mlflow"], False, 10),
+        (f"list all {total} runs (s)", listing["labvault"], listing["mlflow"], False, None),
         ("python -c 'import X' (s)", *start["import"], False, None),
         ("X --help (s)", *start["--help"], False, None),
     ]
-    print(f"\nlabvault vs MLflow, SQLite, medians of {REPS}\n")
+    print(f"\nlabvault vs MLflow, SQLite, medians of {REPS} (searches: of {SEARCH_REPS}, paired)\n")
     print(f"{'workload':48} {'labvault':>12} {'MLflow':>12} {'ratio':>8}  goal")
     for name, ours, theirs, higher_is_better, goal in rows:
         ratio = ours / theirs if higher_is_better else theirs / ours
         verdict = "" if goal is None else (f">= {goal}x " + ("met" if ratio >= goal else "NOT met"))
         print(f"{name:48} {ours:12.4g} {theirs:12.4g} {ratio:7.1f}x  {verdict}")
-    ratio = ml["search_fluent_s"] / lv["search_filtered_s"]
+    ratio = fluent / filtered["labvault"]
     print(
-        f"{'filtered search, MLflow mlflow.search_runs (DataFrame)':48} {lv['search_filtered_s']:12.4g} "
-        f"{ml['search_fluent_s']:12.4g} {ratio:7.1f}x"
+        f"{'filtered search, MLflow mlflow.search_runs (DataFrame)':48} {filtered['labvault']:12.4g} "
+        f"{fluent:12.4g} {ratio:7.1f}x"
     )
-    print(f"\nfiltered search matched {lv['search_filtered_n']} (labvault) and {ml['search_filtered_n']} (MLflow) runs")
+    print(
+        f"\nfiltered search, median of the {SEARCH_REPS} pairs' ratios: {filtered['pair_ratio']:.1f}x wall clock, "
+        f"{cpu['pair_ratio']:.1f}x CPU; load average during the run {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    print(f"filtered search matched {filtered['labvault_n']} (labvault) and {filtered['mlflow_n']} (MLflow) runs")
     for size in sizes.split(","):
         key = f"search_filtered_s_{size}"
         if key in lv:

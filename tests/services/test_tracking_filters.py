@@ -207,3 +207,23 @@ def test_text_no_database_can_hold_is_refused(any_vault: Vault, runs: dict[str, 
         any_vault.runs.list(filter=expr)
     assert err.value.column == column
     assert "\\x" in err.value.message
+
+
+def test_kept_statements_never_mix_up_filters_that_differ_in_one_value(any_vault: Vault, runs: dict[str, str]) -> None:
+    """Parsed filters and compiled statements are kept between calls, keyed on every value."""
+    cases = [
+        ("params.optimizer = 'adam'", {}, {"a"}),
+        ("params.optimizer = 'sgd'", {}, {"b"}),
+        ("metrics.auc > 0.9", {}, {"a", "c"}),
+        ("metrics.auc > 0.98", {}, {"c"}),
+        ("metrics.auc > 0.9", {"project": "other"}, set()),
+        ("metrics.auc > 0.9", {"limit": 1}, {"c"}),
+        ("metrics.auc > 0.9", {"limit": 1, "offset": 1}, {"a"}),
+    ]
+    for _ in range(2):  # the second round is answered from the kept statements
+        for expr, kw, expected in cases:
+            assert _names(any_vault, expr, **kw) == expected, (expr, kw)
+    later = _make(any_vault, "e", params={"optimizer": "sgd"})
+    any_vault.runs.close()
+    assert _names(any_vault, "params.optimizer = 'sgd'") == {"b", "e"}  # a statement, never a result
+    assert later in {r.id for r in any_vault.runs.list(filter="params.optimizer = 'sgd'")}

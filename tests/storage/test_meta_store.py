@@ -143,6 +143,31 @@ def test_other_database_errors_are_storage_errors(meta: MetaStore) -> None:
     assert err.value.exit_code == 7
 
 
+def test_a_driver_read_sees_committed_rows_and_translates_errors(meta: MetaStore) -> None:
+    """read_driver: the same transaction rules and errors as read(), on the driver's connection."""
+    with meta.transaction() as conn:
+        conn.execute(sa.insert(vault_meta).values(key="seen", value="1"))
+    mark = "?" if meta.is_sqlite else "%s"
+    for _ in range(3):  # the connection goes back to the pool usable, after an error too
+        with meta.read_driver() as driver:
+            rows = driver.execute(f"SELECT value FROM vault_meta WHERE key = {mark}", ("seen",)).fetchall()
+        assert [tuple(r) for r in rows] == [("1",)]
+        with pytest.raises(StorageError) as err, meta.read_driver() as driver:
+            driver.execute("SELECT * FROM no_such_table")
+        assert err.value.exit_code == 7
+        with pytest.raises(KeyError), meta.read_driver() as driver:
+            raise KeyError("not a database error: raised as it is")
+
+
+def test_an_unreachable_database_is_a_storage_error_for_a_driver_read_too() -> None:
+    meta = MetaStore("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(StorageError) as err, meta.read_driver():
+        pass
+    assert err.value.exit_code == 7
+    assert "database" in err.value.hint
+    meta.dispose()
+
+
 def write_behind_the_lock(meta: MetaStore) -> None:
     with meta.transaction() as conn:
         if not meta.is_sqlite:  # PostgreSQL locks rows, not the database: ask for the whole table

@@ -23,6 +23,7 @@ Bounds, so that no filter can exhaust the stack or the database's expression lim
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -288,7 +289,15 @@ def _parse_time(text: str, tok: _Tok, value: str) -> datetime:
 
 
 def parse_filter(text: str) -> Node:
-    """Parse a filter; raises :class:`FilterSyntaxError` (exit 2) with the failing column."""
+    """Parse a filter; raises :class:`FilterSyntaxError` (exit 2) with the failing column.
+
+    The trees of the last 256 texts are kept: a tree is immutable, and a filter holds no relative
+    time, so the same text always means the same tree."""
+    return _parse_filter(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_filter(text: str) -> Node:
     if len(text) > MAX_LENGTH:
         raise ValidationError(
             f"the filter is {len(text)} characters long; the limit is {MAX_LENGTH}",

@@ -149,9 +149,16 @@ class RunRecords:
             limit = check_limit(limit)
         if not isinstance(offset, int) or offset < 0:
             raise ValidationError(f"invalid offset {offset!r}", hint="give a whole number of runs to skip, 0 or more")
-        with self.meta.read() as conn:
+        with self.meta.read_driver() as driver:
             return select_runs(
-                conn, deleted=deleted, project=project, where=where, sort=order, limit=limit, offset=offset
+                driver,
+                sqlite=self.meta.is_sqlite,
+                deleted=deleted,
+                project=project,
+                where=where,
+                sort=order,
+                limit=limit,
+                offset=offset,
             )
 
     def history(self, ref: str, key: str | None = None) -> dict[str, builtins.list[MetricPoint]]:

@@ -14,6 +14,7 @@ the set, so the comparison is false and ``not`` selects exactly the runs it did 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -229,9 +230,26 @@ def runs_query(
     sqlite: bool,
     columns: str = "runs.id",
     offset: int = 0,
-) -> tuple[str, list[object]]:
+) -> tuple[str, tuple[object, ...]]:
     """``(sql, params)`` selecting ``columns`` (the id first) of the runs matching ``where``, newest
-    first unless ``sort`` says otherwise; placeholders are ``?`` for SQLite and ``%s`` for PostgreSQL."""
+    first unless ``sort`` says otherwise; placeholders are ``?`` for SQLite and ``%s`` for PostgreSQL.
+
+    The statements are kept (the last 256, keyed on every argument: a syntax tree is a value, so
+    two filters differing in one value are two keys), as a table refreshing its page asks again."""
+    return _runs_query(deleted, project, where, sort, limit, sqlite, columns, offset)
+
+
+@functools.lru_cache(maxsize=256)
+def _runs_query(
+    deleted: bool,
+    project: str | None,
+    where: Node | None,
+    sort: SortKey | None,
+    limit: int | None,
+    sqlite: bool,
+    columns: str,
+    offset: int,
+) -> tuple[str, tuple[object, ...]]:
     c = _Compiler(sqlite=sqlite)
     # The join comes first in the text, so its key is bound first.
     join, order = c.sort(sort) if sort else ("", "runs.started_at DESC, runs.id")
@@ -245,7 +263,7 @@ def runs_query(
         sql += f" LIMIT {c.bind(limit)}"
     if offset:  # a page of the web UI's runs table; SQLite needs a LIMIT before an OFFSET
         sql += ("" if limit is not None else " LIMIT -1" if sqlite else " LIMIT ALL") + f" OFFSET {c.bind(offset)}"
-    return sql, c.params
+    return sql, tuple(c.params)
 
 
 def _conditions(c: _Compiler, *, deleted: bool, project: str | None, where: Node | None) -> str:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from labvault.errors import Conflict, LabvaultError, LockedError, StorageError, ValidationError
 from labvault.storage.locks import file_lock
+from labvault.storage.meta.lean_pg import pg_errors
 from labvault.storage.meta.tables import vault_meta
 from labvault.storage.space import disk_full, is_full
 
@@ -130,6 +131,35 @@ class MetaStore:
             yield conn
 
     @contextmanager
+    def read_driver(self) -> Iterator[Any]:
+        """A read-only transaction on the driver's own connection (``sqlite3``, or psycopg), from the
+        same pool, for the readers that write their statements as text (``lean_records``): a search
+        spent more in SQLAlchemy's connection and transaction objects than in one of its statements.
+        A deferred BEGIN on SQLite, as :meth:`read`; PostgreSQL begins with the first statement."""
+        try:
+            pooled = self.engine.raw_connection()
+        except Exception as err:  # the pool raises the driver's own error when it cannot connect
+            if isinstance(err, (exc.SQLAlchemyError, sqlite3.Error, *pg_errors())):
+                raise _translate(_as_sqlalchemy(err), self.sqlite_path) from err
+            raise
+        try:
+            driver: Any = pooled.driver_connection
+            try:
+                if self.is_sqlite:
+                    driver.execute("BEGIN")
+                yield driver
+                driver.commit()
+            except BaseException:
+                driver.rollback()
+                raise
+        except Exception as err:
+            if isinstance(err, (sqlite3.Error, *pg_errors())):
+                raise _translate(_as_sqlalchemy(err), self.sqlite_path) from err
+            raise
+        finally:
+            pooled.close()  # back to the pool
+
+    @contextmanager
     def _connect(self, *, write: bool) -> Iterator[Connection]:
         try:
             with self.engine.connect() as conn:
@@ -215,6 +245,15 @@ class MetaStore:
                 f"the vault's database has a schema this labvault does not know ({err})",
                 hint="upgrade labvault to the version that last wrote this vault",
             ) from err
+
+
+def _as_sqlalchemy(err: Exception) -> Exception:
+    """A driver's error as SQLAlchemy raises it (OperationalError, IntegrityError...), which _translate reads."""
+    if isinstance(err, exc.SQLAlchemyError):
+        return err
+    base = sqlite3.Error if isinstance(err, sqlite3.Error) else pg_errors()[0]
+    wrapped: Exception = exc.DBAPIError.instance(None, None, err, base)
+    return wrapped
 
 
 def _configure_postgres(engine: Engine) -> None:

@@ -1,12 +1,10 @@
 """Selecting runs by filter and sort (``vault.runs.list``): the statement comes from
 :mod:`labvault.storage.meta.run_filter`, the compiler the lean read path shares, and runs on the
-driver under the caller's transaction."""
+driver's connection of the caller's transaction (``MetaStore.read_driver``)."""
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-from sqlalchemy.engine import Connection
+from typing import Any
 
 from labvault.entities import Run
 from labvault.storage.meta import lean_records
@@ -16,8 +14,9 @@ __all__ = ["select_runs"]
 
 
 def select_runs(
-    conn: Connection,
+    driver: Any,
     *,
+    sqlite: bool,
     deleted: bool,
     project: str | None,
     where: Node | None,
@@ -25,10 +24,9 @@ def select_runs(
     limit: int | None,
     offset: int = 0,
 ) -> list[Run]:
-    """Full records of the runs matching ``where``, newest first unless ``sort`` says otherwise, on the
-    driver under the caller's transaction (SQLAlchemy's result layer costs more than the queries)."""
-    driver = cast(Any, conn.connection.driver_connection)
-    sqlite = conn.dialect.name == "sqlite"
+    """Full records of the runs matching ``where``, newest first unless ``sort`` says otherwise, on
+    ``driver`` (a ``sqlite3`` or psycopg connection) under the caller's transaction: SQLAlchemy's
+    result layer costs more than the queries."""
     return lean_records.select_runs(
         driver, deleted=deleted, project=project, where=where, sort=sort, limit=limit, sqlite=sqlite, offset=offset
     )
