@@ -65,8 +65,10 @@ run_params = Table(
     Column("value", Text, nullable=False),  # JSON of the logged value (4 stays 4, "4" stays "4")
     Column("text", Text, nullable=False),  # str() of the value: string comparisons and conflicts
     Column("num", Float, nullable=True),  # the value as a number when it is one: 4 and "4" both 4.0
-    # run_id last: a filter's subquery (SELECT run_id ... WHERE key = ? AND num ...) reads the index alone
-    Index("ix_run_params_key_num_run", "key", "num", "run_id"),
+    # On SQLite, run_id last: a filter's subquery (SELECT run_id ... WHERE key = ? AND num ...) reads
+    # the index alone. PostgreSQL gains nothing from it and, with stale statistics, chose far worse plans.
+    Index("ix_run_params_key_num_run", "key", "num", "run_id").ddl_if(dialect="sqlite"),
+    Index("ix_run_params_key_num", "key", "num").ddl_if(dialect="postgresql"),
 )
 
 run_tags = Table(
@@ -76,7 +78,8 @@ run_tags = Table(
     Column("key", String(250), primary_key=True),
     Column("text", Text, nullable=False),
     Column("num", Float, nullable=True),
-    Index("ix_run_tags_key_num_run", "key", "num", "run_id"),
+    Index("ix_run_tags_key_num_run", "key", "num", "run_id").ddl_if(dialect="sqlite"),
+    Index("ix_run_tags_key_num", "key", "num").ddl_if(dialect="postgresql"),
 )
 
 run_metrics = Table(
@@ -102,7 +105,8 @@ run_latest = Table(
     Column("step", BigInteger, nullable=False),
     Column("value", Float, nullable=True),  # NULL when not finite
     Column("kind", SmallInteger, nullable=False),
-    Index("ix_run_latest_key_value_run", "key", "value", "run_id"),
+    Index("ix_run_latest_key_value_run", "key", "value", "run_id").ddl_if(dialect="sqlite"),
+    Index("ix_run_latest_key_value", "key", "value").ddl_if(dialect="postgresql"),
 )
 
 run_artifacts = Table(
