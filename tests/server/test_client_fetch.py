@@ -45,11 +45,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def world(served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
     """On the server's machine: a model of FILES files, the same files as a dataset, and a run whose
     output folder holds them."""
-    base = tmp_path_factory.mktemp("client")
-    client, home = base / "work", base / "home"
-    client.mkdir()
-    home.mkdir()
-    w = World(served, client, home, "", "")
+    w = World.fresh(served, tmp_path_factory)
     root = served.root
     w.local("run", "-o", "bulk", "--name", "bulk", "--", sys.executable, "-c", MAKE, "bulk")
     w.run_id = json.loads(w.local("runs", "list", "--filter", "name = 'bulk'", "--json").stdout)[0]["id"]

@@ -34,6 +34,19 @@ class World:
     other_run: str
     names: dict[str, str] = field(default_factory=dict)  # placeholders in a test's arguments -> refs
 
+    @classmethod
+    def fresh(cls, served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
+        """``served`` with no runs named yet, a client folder with no vault, and a home of its own."""
+        base = tmp_path_factory.mktemp("client")
+        client, home = base / "work", base / "home"
+        client.mkdir()
+        home.mkdir()
+        return cls(served, client, home, "", "")
+
+    def on(self, side: str, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
+        """``labvault ARGS`` on the ``local`` side (the served vault's folder) or through the ``server``."""
+        return self.server(*args, expect=expect) if side == "server" else self.local(*args, expect=expect)
+
     def env(self, role: str | None) -> dict[str, str]:
         env = clean_env()
         env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / "config"))
@@ -69,24 +82,20 @@ def model_folder(where: Path, name: str, *, weights: str, auc: float) -> Path:
 def world(served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
     """A run with an output (made on the server's machine), versions registered and moved through the
     server: from a local folder, from the run's output, promoted, refused, approved, rolled back."""
-    base = tmp_path_factory.mktemp("client")
-    client, home = base / "work", base / "home"
-    client.mkdir()
-    home.mkdir()
     (served.root / "labvault.yaml").write_text(POLICY)
-    w = World(served, client, home, "", "")
+    w = World.fresh(served, tmp_path_factory)
     script = "import json, os; os.makedirs('out', exist_ok=True); open('out/model.bin', 'w').write('w3'); "
     script += "json.dump({'auc': 0.97}, open('out/metrics.json', 'w'))"
     ran = w.local("run", "-o", "out", "--name", "train", "--", sys.executable, "-c", script)
     w.run_id = ran.stderr.split("run:")[1].split()[0]
     ran = w.local("run", "-o", "out", "--name", "train", "--", sys.executable, "-c", script.replace("0.97", "0.91"))
     w.other_run = ran.stderr.split("run:")[1].split()[0]
-    model_folder(client, "model", weights="w1", auc=0.85)
+    model_folder(w.client, "model", weights="w1", auc=0.85)
     first = json.loads(w.server("models", "register", "fraud/detector", "model", "-m", "first", "--json").stdout)
     assert (first["ref"], first["created"]) == ("fraud/detector@0.1.0", True)
     again = w.server("models", "register", "fraud/detector", "model", "--version", "0.1.0")
     assert "already holds this content; nothing to do" in again.stdout
-    model_folder(client, "better", weights="w2", auc=0.93)
+    model_folder(w.client, "better", weights="w2", auc=0.93)
     w.server("models", "register", "fraud/detector", "better")
     from_run = json.loads(w.server("models", "register", "fraud/detector", "--from", w.run_id, "--json").stdout)
     assert from_run["run"] == f"run:{w.run_id}"
