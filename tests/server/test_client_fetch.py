@@ -100,11 +100,7 @@ def test_lv_models_get_of_500_files_is_a_handful_of_requests(
     import labvault as lv
     from labvault import model_api
 
-    monkeypatch.setenv("LABVAULT_URI", world.served.urls[0])
-    monkeypatch.setenv("LABVAULT_TOKEN", world.served.tokens["reader"])
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(model_api, "_SERVERS", {})
+    world.from_python(monkeypatch, tmp_path)
     before = len(_requests(world.served))
     try:
         path = lv.models.get("bulk/many@1.0.0")

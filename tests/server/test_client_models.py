@@ -43,6 +43,17 @@ class World:
         home.mkdir()
         return cls(served, client, home, "", "")
 
+    def from_python(self, monkeypatch: pytest.MonkeyPatch, folder: Path, *, role: str = "reader") -> None:
+        """Point this process's ``labvault`` at the server with a ``role`` token, working (and caching)
+        in ``folder``, with no server client kept from an earlier test."""
+        from labvault import model_api
+
+        monkeypatch.setenv("LABVAULT_URI", self.served.urls[0])
+        monkeypatch.setenv("LABVAULT_TOKEN", self.served.tokens[role])
+        monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+        monkeypatch.chdir(folder)
+        monkeypatch.setattr(model_api, "_SERVERS", {})
+
     def on(self, side: str, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
         """``labvault ARGS`` on the ``local`` side (the served vault's folder) or through the ``server``."""
         return self.server(*args, expect=expect) if side == "server" else self.local(*args, expect=expect)
@@ -206,10 +217,7 @@ def test_models_get_caches_and_downloads_nothing_while_unchanged(
     from labvault.client.objects import HttpObjectStore
     from labvault.client.vault import ServerVault
 
-    monkeypatch.setenv("LABVAULT_URI", world.served.urls[0])
-    monkeypatch.setenv("LABVAULT_TOKEN", world.served.tokens["reader"])
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+    world.from_python(monkeypatch, tmp_path)
     fetched: list[str] = []
     real_open = HttpObjectStore.open
 
@@ -218,7 +226,6 @@ def test_models_get_caches_and_downloads_nothing_while_unchanged(
         return real_open(self, digest, verify=verify)  # type: ignore[arg-type]
 
     monkeypatch.setattr(HttpObjectStore, "open", counting_open)
-    monkeypatch.setattr(model_api, "_SERVERS", {})
     with lv.open() as vault:
         assert isinstance(vault, ServerVault)
     path = lv.models.get("fraud/detector@prod")
