@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,12 +46,10 @@ from labvault.services.reproduce.workspace import Placed, find_problems, prepare
 from labvault.services.snapshots.service import DataService
 from labvault.services.tracking.service import Tracking
 
-__all__ = ["ENV_MODES", "ModelIndex", "SourceRun", "expand_model_shorthand", "reproduce"]
+__all__ = ["ENV_MODES", "ModelIndex", "expand_model_shorthand", "reproduce"]
 
 ENV_MODES = ("auto", "current", "rebuild")
 
-#: Given a model version reference, the id of the run that produced it (None when it has none).
-SourceRun = Callable[[str], str | None]
 Check = ArtifactCheck | MetricCheck
 
 
@@ -80,10 +78,10 @@ def expand_model_shorthand(ref: str, *, project: str, models: Sequence[str]) -> 
     return str(parse_ref(f"{mine[0]}{ref}", expect=ModelRef))
 
 
-def _resolve_run(runs: Tracking, ref: str, source_run: SourceRun) -> Run:
+def _resolve_run(runs: Tracking, ref: str, registry: ModelIndex) -> Run:
     if "/" in ref and not ref.startswith("run:"):
         parsed = parse_ref(ref, expect=ModelRef)
-        run_id = source_run(str(parsed))
+        run_id = registry.resolve(str(parsed)).run_id
         if run_id is None:
             raise ValidationError(
                 f"{ref} records no source run", hint="only versions registered from a run can be reproduced"
@@ -269,7 +267,7 @@ def reproduce(
     folder = _check_workdir(Path(workdir) if workdir is not None else None, project_root)
     if ref.startswith("@"):  # the default project (the project root's folder name) has one model
         ref = expand_model_shorthand(ref, project=project_root.name, models=[m.ref for m in registry.models()])
-    recorded = _resolve_run(runs, ref, lambda model: registry.resolve(model).run_id)
+    recorded = _resolve_run(runs, ref, registry)
     if recorded.status == "running":
         raise Conflict(f"{recorded.ref} is still running", hint="reproduce it once it has ended")
     top, chain = top_run(runs, recorded)  # a nested run is reproduced by rerunning its process
