@@ -41,6 +41,23 @@ def _hostile_tree(store: LocalObjectStore, outside: Path) -> str:
         )
 
 
+def point_at_hostile_tree(vault_dir: Path, outside: Path) -> str:
+    """Point ``data:ds@v1`` and ``p/m@0.1.0`` of the SQLite vault ``vault_dir`` at a hostile tree that
+    escapes to ``outside``; the crafted tree's hex digest."""
+    store = LocalObjectStore(vault_dir)
+    crafted = _hostile_tree(store, outside)
+    with store.batch():
+        v = _raw_tree(store, [{"name": "0.1.0", "sha256": crafted, "size": 20, "type": "dir"}])
+        m = _raw_tree(store, [{"name": "m", "sha256": v, "size": 20, "type": "dir"}])
+        wrap = _raw_tree(store, [{"name": "p", "sha256": m, "size": 20, "type": "dir"}])
+    with sqlite3.connect(vault_dir / "meta.db") as conn:
+        conn.execute("UPDATE data_snapshots SET content_hash = ?", (crafted,))
+        conn.execute("UPDATE registry_versions SET tree = ?, content = ?", (wrap, crafted))
+        conn.execute("UPDATE object_refs SET digest = ? WHERE owner = 'data:ds@v1'", (crafted,))
+        conn.execute("UPDATE object_refs SET digest = ? WHERE owner = 'p/m@0.1.0'", (wrap,))
+    return crafted
+
+
 def _files(top: Path, *, skip: Path) -> set[Path]:
     """Every file and link below ``top``, except inside ``skip`` (the vault's own bookkeeping)."""
     out = set()
@@ -65,17 +82,7 @@ def hostile(cli: Cli, project: Path, tmp_path: Path) -> Path:
     outside = tmp_path / "outside"
     outside.mkdir()
     vault_dir = project / ".labvault"
-    store = LocalObjectStore(vault_dir)
-    root = _hostile_tree(store, outside)
-    with store.batch():
-        v = _raw_tree(store, [{"name": "0.1.0", "sha256": root, "size": 20, "type": "dir"}])
-        m = _raw_tree(store, [{"name": "m", "sha256": v, "size": 20, "type": "dir"}])
-        wrap = _raw_tree(store, [{"name": "p", "sha256": m, "size": 20, "type": "dir"}])
-    with sqlite3.connect(vault_dir / "meta.db") as conn:
-        conn.execute("UPDATE data_snapshots SET content_hash = ?", (root,))
-        conn.execute("UPDATE registry_versions SET tree = ?, content = ?", (wrap, root))
-        conn.execute("UPDATE object_refs SET digest = ? WHERE owner = 'data:ds@v1'", (root,))
-        conn.execute("UPDATE object_refs SET digest = ? WHERE owner = 'p/m@0.1.0'", (wrap,))
+    root = point_at_hostile_tree(vault_dir, outside)
     lock = json.loads((project / "labvault.lock").read_text())
     lock["datasets"]["ds"]["content_hash"] = f"sha256:{root}"
     (project / "labvault.lock").write_text(json.dumps(lock))

@@ -18,10 +18,12 @@ import typer
 
 from labvault.cli.app import app
 from labvault.cli.entry import main
-from tests.server.conftest import Served, serve
+from tests.server.conftest import Served
 from tests.server.test_client_models import World
 
 FULL = os.environ.get("LABVAULT_TEST_FULL") == "1"
+# The team vault's half (PostgreSQL + S3, two server processes) runs with LABVAULT_TEST_FULL=1.
+TEAM_BY_DEFAULT = False
 SIDES = ["local", "server"]
 SCRIPT = "import os; os.makedirs('out', exist_ok=True); open('out/model.bin', 'w').write('w'); open('log.txt', 'w')"
 # Not walked: `ui` serves until stopped, `login`/`logout` keep a token in the user's files and touch no
@@ -29,21 +31,10 @@ SCRIPT = "import os; os.makedirs('out', exist_ok=True); open('out/model.bin', 'w
 NOT_WALKED = {("ui",), ("login",), ("logout",), ("run",)}
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", *([pytest.param("team", marks=pytest.mark.postgres)] if FULL else [])]
-)
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    yield from serve(request, tmp_path_factory, request.param)
-
-
 @pytest.fixture(scope="module")
 def world(served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
     """A run with two outputs, a snapshot and a model version, made on the server's machine."""
-    base = tmp_path_factory.mktemp("client")
-    client, home = base / "work", base / "home"
-    client.mkdir()
-    home.mkdir()
-    w = World(served, client, home, "", "")
+    w = World.fresh(served, tmp_path_factory)
     ran = w.local("run", "-o", "out", "-o", "log.txt", "--", sys.executable, "-c", SCRIPT)
     w.run_id = ran.stderr.split("run:")[1].split()[0]
     (served.root / "ds").mkdir()
@@ -53,38 +44,32 @@ def world(served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
     return w
 
 
-def _cli(world: World, side: str, *args: str, expect: int | None = 0) -> Any:
-    return world.server(*args, expect=expect) if side == "server" else world.local(*args, expect=expect)
-
-
 @pytest.mark.parametrize("side", SIDES)
 def test_object_put_cat_ls(world: World, side: str, tmp_path: Path) -> None:
     data = f"object bytes from the {side} side\n".encode()
     (tmp_path / "a.txt").write_bytes(data)
     (tmp_path / "b.txt").write_bytes(b"second\n")
-    put = json.loads(
-        _cli(world, side, "object", "put", str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), "--json").stdout
-    )
+    put = json.loads(world.on(side, "object", "put", str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), "--json").stdout)
     hexd = hashlib.sha256(data).hexdigest()
     assert [(p["ref"], p["size"]) for p in put] == [(f"sha256:{hexd}", len(data)), (put[1]["ref"], 7)]
-    assert _cli(world, side, "object", "cat", f"sha256:{hexd}").stdout.encode() == data
-    _cli(world, side, "object", "cat", hexd[:12], "-o", str(tmp_path / "copy"))
+    assert world.on(side, "object", "cat", f"sha256:{hexd}").stdout.encode() == data
+    world.on(side, "object", "cat", hexd[:12], "-o", str(tmp_path / "copy"))
     assert (tmp_path / "copy").read_bytes() == data
     if side == "local":
-        listed = json.loads(_cli(world, side, "object", "ls", "--json").stdout)
+        listed = json.loads(world.on(side, "object", "ls", "--json").stdout)
         assert {f"sha256:{hexd}", put[1]["ref"]} <= {o["ref"] for o in listed}
     else:  # listing every object of the server's store is for its machine
-        err = _cli(world, side, "object", "ls", expect=2).stderr
+        err = world.on(side, "object", "ls", expect=2).stderr
         assert err.startswith("error: `object ls` runs on the server's machine")
 
 
 @pytest.mark.parametrize("side", SIDES)
 def test_runs_artifacts_by_name(world: World, side: str, tmp_path: Path) -> None:
-    done = json.loads(_cli(world, side, "runs", "artifacts", world.run_id, "out", "-o", str(tmp_path), "--json").stdout)
+    done = json.loads(world.on(side, "runs", "artifacts", world.run_id, "out", "-o", str(tmp_path), "--json").stdout)
     assert [(f["path"], f["written"]) for f in done] == [("out/model.bin", True)]
     assert (tmp_path / "out" / "model.bin").read_text() == "w"
     assert not (tmp_path / "log.txt").exists()  # only the artifact named
-    _cli(world, side, "runs", "artifacts", world.run_id, "nope", "-o", str(tmp_path), expect=3)
+    world.on(side, "runs", "artifacts", world.run_id, "nope", "-o", str(tmp_path), expect=3)
 
 
 def _leaves(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:

@@ -6,15 +6,13 @@ every command stops with exit 5 ("malformed") and the folder outside stays empty
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from labvault.storage.objects.local import LocalObjectStore
 from labvault.vault import Vault
-from tests.e2e.test_containment import _files, _hostile_tree, _raw_tree
+from tests.e2e.test_containment import _files, point_at_hostile_tree
 from tests.server.conftest import lv, start_server, stop_server
 from tests.server.test_client_data import client_env, run
 
@@ -34,18 +32,7 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
     (root / "model").mkdir()
     (root / "model" / "w.bin").write_text("w\n")
     lv(root, "models", "register", "p/m", "model")
-    vault_dir = root / ".labvault"
-    store = LocalObjectStore(vault_dir)
-    crafted = _hostile_tree(store, outside)
-    with store.batch():
-        v = _raw_tree(store, [{"name": "0.1.0", "sha256": crafted, "size": 20, "type": "dir"}])
-        m = _raw_tree(store, [{"name": "m", "sha256": v, "size": 20, "type": "dir"}])
-        wrap = _raw_tree(store, [{"name": "p", "sha256": m, "size": 20, "type": "dir"}])
-    with sqlite3.connect(vault_dir / "meta.db") as conn:
-        conn.execute("UPDATE data_snapshots SET content_hash = ?", (crafted,))
-        conn.execute("UPDATE registry_versions SET tree = ?, content = ?", (wrap, crafted))
-        conn.execute("UPDATE object_refs SET digest = ? WHERE owner = 'data:ds@v1'", (crafted,))
-        conn.execute("UPDATE object_refs SET digest = ? WHERE owner = 'p/m@0.1.0'", (wrap,))
+    point_at_hostile_tree(root / ".labvault", outside)
     with Vault.open(root) as vault:
         token = vault.access.create_token("reader-user", role="reader")[1]
     proc, url = start_server(root)

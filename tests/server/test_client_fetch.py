@@ -45,11 +45,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def world(served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
     """On the server's machine: a model of FILES files, the same files as a dataset, and a run whose
     output folder holds them."""
-    base = tmp_path_factory.mktemp("client")
-    client, home = base / "work", base / "home"
-    client.mkdir()
-    home.mkdir()
-    w = World(served, client, home, "", "")
+    w = World.fresh(served, tmp_path_factory)
     root = served.root
     w.local("run", "-o", "bulk", "--name", "bulk", "--", sys.executable, "-c", MAKE, "bulk")
     w.run_id = json.loads(w.local("runs", "list", "--filter", "name = 'bulk'", "--json").stdout)[0]["id"]
@@ -104,11 +100,7 @@ def test_lv_models_get_of_500_files_is_a_handful_of_requests(
     import labvault as lv
     from labvault import model_api
 
-    monkeypatch.setenv("LABVAULT_URI", world.served.urls[0])
-    monkeypatch.setenv("LABVAULT_TOKEN", world.served.tokens["reader"])
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(model_api, "_SERVERS", {})
+    world.from_python(monkeypatch, tmp_path)
     before = len(_requests(world.served))
     try:
         path = lv.models.get("bulk/many@1.0.0")

@@ -34,6 +34,30 @@ class World:
     other_run: str
     names: dict[str, str] = field(default_factory=dict)  # placeholders in a test's arguments -> refs
 
+    @classmethod
+    def fresh(cls, served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
+        """``served`` with no runs named yet, a client folder with no vault, and a home of its own."""
+        base = tmp_path_factory.mktemp("client")
+        client, home = base / "work", base / "home"
+        client.mkdir()
+        home.mkdir()
+        return cls(served, client, home, "", "")
+
+    def from_python(self, monkeypatch: pytest.MonkeyPatch, folder: Path, *, role: str = "reader") -> None:
+        """Point this process's ``labvault`` at the server with a ``role`` token, working (and caching)
+        in ``folder``, with no server client kept from an earlier test."""
+        from labvault import model_api
+
+        monkeypatch.setenv("LABVAULT_URI", self.served.urls[0])
+        monkeypatch.setenv("LABVAULT_TOKEN", self.served.tokens[role])
+        monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+        monkeypatch.chdir(folder)
+        monkeypatch.setattr(model_api, "_SERVERS", {})
+
+    def on(self, side: str, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
+        """``labvault ARGS`` on the ``local`` side (the served vault's folder) or through the ``server``."""
+        return self.server(*args, expect=expect) if side == "server" else self.local(*args, expect=expect)
+
     def env(self, role: str | None) -> dict[str, str]:
         env = clean_env()
         env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / "config"))
@@ -69,24 +93,20 @@ def model_folder(where: Path, name: str, *, weights: str, auc: float) -> Path:
 def world(served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
     """A run with an output (made on the server's machine), versions registered and moved through the
     server: from a local folder, from the run's output, promoted, refused, approved, rolled back."""
-    base = tmp_path_factory.mktemp("client")
-    client, home = base / "work", base / "home"
-    client.mkdir()
-    home.mkdir()
     (served.root / "labvault.yaml").write_text(POLICY)
-    w = World(served, client, home, "", "")
+    w = World.fresh(served, tmp_path_factory)
     script = "import json, os; os.makedirs('out', exist_ok=True); open('out/model.bin', 'w').write('w3'); "
     script += "json.dump({'auc': 0.97}, open('out/metrics.json', 'w'))"
     ran = w.local("run", "-o", "out", "--name", "train", "--", sys.executable, "-c", script)
     w.run_id = ran.stderr.split("run:")[1].split()[0]
     ran = w.local("run", "-o", "out", "--name", "train", "--", sys.executable, "-c", script.replace("0.97", "0.91"))
     w.other_run = ran.stderr.split("run:")[1].split()[0]
-    model_folder(client, "model", weights="w1", auc=0.85)
+    model_folder(w.client, "model", weights="w1", auc=0.85)
     first = json.loads(w.server("models", "register", "fraud/detector", "model", "-m", "first", "--json").stdout)
     assert (first["ref"], first["created"]) == ("fraud/detector@0.1.0", True)
     again = w.server("models", "register", "fraud/detector", "model", "--version", "0.1.0")
     assert "already holds this content; nothing to do" in again.stdout
-    model_folder(client, "better", weights="w2", auc=0.93)
+    model_folder(w.client, "better", weights="w2", auc=0.93)
     w.server("models", "register", "fraud/detector", "better")
     from_run = json.loads(w.server("models", "register", "fraud/detector", "--from", w.run_id, "--json").stdout)
     assert from_run["run"] == f"run:{w.run_id}"
@@ -197,10 +217,7 @@ def test_models_get_caches_and_downloads_nothing_while_unchanged(
     from labvault.client.objects import HttpObjectStore
     from labvault.client.vault import ServerVault
 
-    monkeypatch.setenv("LABVAULT_URI", world.served.urls[0])
-    monkeypatch.setenv("LABVAULT_TOKEN", world.served.tokens["reader"])
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+    world.from_python(monkeypatch, tmp_path)
     fetched: list[str] = []
     real_open = HttpObjectStore.open
 
@@ -209,7 +226,6 @@ def test_models_get_caches_and_downloads_nothing_while_unchanged(
         return real_open(self, digest, verify=verify)  # type: ignore[arg-type]
 
     monkeypatch.setattr(HttpObjectStore, "open", counting_open)
-    monkeypatch.setattr(model_api, "_SERVERS", {})
     with lv.open() as vault:
         assert isinstance(vault, ServerVault)
     path = lv.models.get("fraud/detector@prod")

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,37 +18,25 @@ import pytest
 
 from labvault.vault import Vault
 from tests.e2e.test_reproduce import TRAIN, _data, _git, _state
-from tests.server.conftest import Served, serve
+from tests.server.conftest import Served
 from tests.server.test_client_models import World
 
 FULL = os.environ.get("LABVAULT_TEST_FULL") == "1"
+# The team vault's half (PostgreSQL + S3, two server processes) runs with LABVAULT_TEST_FULL=1.
+TEAM_BY_DEFAULT = False
 SIDES = ["local", "server"]
-
-
-@pytest.fixture(
-    scope="module", params=["sqlite", *([pytest.param("team", marks=pytest.mark.postgres)] if FULL else [])]
-)
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    yield from serve(request, tmp_path_factory, request.param)
 
 
 @pytest.fixture(scope="module")
 def world(served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
     """Two git projects: the server's vault folder (the local side) and a folder with no vault."""
-    base = tmp_path_factory.mktemp("client")
-    client, home = base / "work", base / "home"
-    client.mkdir()
-    home.mkdir()
-    for project in (served.root, client):
+    w = World.fresh(served, tmp_path_factory)
+    for project in (served.root, w.client):
         _git(project, "init", "-q", "-b", "main")
         _git(project, "config", "user.email", "t@example.com")
         _git(project, "config", "user.name", "t")
         (project / ".gitignore").write_text(".labvault/\nconfigs/\n")  # the config is ignored by git
-    return World(served, client, home, "", "")
-
-
-def _cli(world: World, side: str, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
-    return world.server(*args, expect=expect) if side == "server" else world.local(*args, expect=expect)
+    return w
 
 
 def _project(world: World, side: str) -> Path:
@@ -61,7 +48,7 @@ def _run_id(out: subprocess.CompletedProcess[str]) -> str:
 
 
 def _reproduce(world: World, side: str, *args: str, expect: int) -> dict[str, Any]:
-    doc = json.loads(_cli(world, side, "reproduce", *args, "--env", "current", "--json", expect=expect).stdout)
+    doc = json.loads(world.on(side, "reproduce", *args, "--env", "current", "--json", expect=expect).stdout)
     assert isinstance(doc, dict)
     return doc
 
@@ -75,12 +62,12 @@ def test_reproduce_after_the_checkout_moved_on(world: World, side: str) -> None:
     (project / "data").mkdir()
     (project / "data" / "train.csv").write_text(_data(1))
     dataset = f"train-{side}"
-    _cli(world, side, "data", "add", dataset, "data/train.csv")
+    world.on(side, "data", "add", dataset, "data/train.csv")
     _git(project, "add", "-A")
     _git(project, "commit", "-qm", "train")
     (project / "train.py").write_text(TRAIN + "# uncommitted edit, recorded in the patch\n")
     args = ("--config", "configs/run.yaml", "--input", f"data:{dataset}", "--output", "model.json", "--seed", "7")
-    trained = _run_id(_cli(world, side, "run", *args, "--", sys.executable, "train.py"))
+    trained = _run_id(world.on(side, "run", *args, "--", sys.executable, "train.py"))
     # The checkout moves on: a new commit, the data overwritten, the config edited, the tree dirty.
     (project / "train.py").write_text(TRAIN.replace("rng.gauss(0, 1)", "rng.gauss(0, 2)"))
     _git(project, "commit", "-qam", "moved on")
@@ -97,13 +84,13 @@ def test_reproduce_after_the_checkout_moved_on(world: World, side: str) -> None:
     assert doc["variables"]["LABVAULT_SEED"] == "7"
     assert _state(project) == before  # the user's files and git status are untouched
     rerun = doc["reruns"][0]
-    shown = json.loads(_cli(world, side, "runs", "show", rerun, "--json").stdout)
+    shown = json.loads(world.on(side, "runs", "show", rerun, "--json").stdout)
     assert shown["tags"] == {"reproduces": f"run:{trained}", "reproduce_verdict": "reproduced"}
     assert {a["name"] for a in shown["artifacts"]} >= {"model.json", "reproduce.md", "reproduce.json"}
     assert shown["status"] == "finished"
     assert shown["environment"]["sha256"].startswith("sha256:")  # captured on this machine, stored there
     assert [i["ref"] for i in shown["inputs"]] == [f"data:{dataset}@v1"]
-    original = json.loads(_cli(world, side, "runs", "show", trained, "--json").stdout)
+    original = json.loads(world.on(side, "runs", "show", trained, "--json").stdout)
     assert original["reproductions"] == [{"ref": rerun, "verdict": "reproduced"}]
     with Vault.open(world.served.root) as vault:  # both sides' reruns live in the server's vault
         assert vault.runs.get(rerun).metrics == vault.runs.get(trained).metrics
@@ -115,7 +102,7 @@ def test_a_different_output_is_not_reproduced(world: World, side: str) -> None:
     (project / "noise.py").write_text("import os\nopen('noise.bin', 'wb').write(os.urandom(16))\n")
     _git(project, "add", "noise.py")
     _git(project, "commit", "-qm", "noise")
-    run_id = _run_id(_cli(world, side, "run", "--output", "noise.bin", "--", sys.executable, "noise.py"))
+    run_id = _run_id(world.on(side, "run", "--output", "noise.bin", "--", sys.executable, "noise.py"))
 
     doc = _reproduce(world, side, run_id, expect=1)
 

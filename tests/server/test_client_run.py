@@ -11,17 +11,18 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from labvault.vault import Vault
-from tests.server.conftest import Served, error_of, serve
+from tests.server.conftest import Served, error_of
 from tests.server.test_client_models import World
 
 FULL = os.environ.get("LABVAULT_TEST_FULL") == "1"
+# The team vault's half (PostgreSQL + S3, two server processes) runs with LABVAULT_TEST_FULL=1.
+TEAM_BY_DEFAULT = False
 
 # Writes to both streams, logs a metric to the wrapper's run from inside, writes the declared output
 # and exits 3: the run is "failed (exit code 3)" either way.
@@ -35,24 +36,12 @@ CONFIG = "lr: 0.1\ndepth: 4\n"
 VOLATILE = ("id", "ref", "started_at", "ended_at", "duration_seconds", "user", "host", "pid", "cwd", "environment")
 
 
-# The team vault's half (PostgreSQL + S3, two server processes) under LABVAULT_TEST_FULL=1: its start
-# alone would take this module past its share of the suite's time.
-@pytest.fixture(
-    scope="module", params=["sqlite", *([pytest.param("team", marks=pytest.mark.postgres)] if FULL else [])]
-)
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    yield from serve(request, tmp_path_factory, request.param)
-
-
 @pytest.fixture(scope="module")
 def world(served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
-    base = tmp_path_factory.mktemp("client")
-    client, home = base / "work", base / "home"
-    client.mkdir()
-    home.mkdir()
-    for where in (client, served.root):
+    w = World.fresh(served, tmp_path_factory)
+    for where in (w.client, served.root):
         (where / "cfg.yaml").write_text(CONFIG)
-    return World(served, client, home, "", "")
+    return w
 
 
 def _wrapped(world: World, through_server: bool) -> tuple[str, dict[str, Any]]:

@@ -28,11 +28,7 @@ TRAIN = (
 @pytest.fixture(scope="module")
 def world(served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
     """Three runs made on the server's machine (one with params and metric histories)."""
-    base = tmp_path_factory.mktemp("client")
-    client, home = base / "work", base / "home"
-    client.mkdir()
-    home.mkdir()
-    w = World(served, client, home, "", "")
+    w = World.fresh(served, tmp_path_factory)
     ids = []
     for weights, auc in (("w1", "0.91"), ("w2", "0.97"), ("w3", "NaN")):
         ran = w.local("run", "-o", "out", "--name", f"train-{weights}", "--", sys.executable, "-c", TRAIN, weights, auc)

@@ -37,11 +37,22 @@ def _make(folder: Path, *, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def world(served: Served, tmp_path_factory: pytest.TempPathFactory) -> World:
     """A client-side folder with no vault, holding folders of FILES small files to upload."""
-    base = tmp_path_factory.mktemp("client")
-    client, home = base / "work", base / "home"
-    client.mkdir()
-    home.mkdir()
-    return World(served, client, home, "", "")
+    return World.fresh(served, tmp_path_factory)
+
+
+def _python(world: World, script: str) -> str:
+    """Run ``script`` in the client folder with a writer's token; its stdout."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=world.client,
+        env=world.env("writer"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def _objects(seen: list[str]) -> list[str]:
@@ -96,20 +107,11 @@ def test_logging_an_artifact_folder_of_500_files_is_a_handful_of_requests(world:
         "    print(run.id, art.kind, art.size)\n"
     )
     before = len(_requests(world.served))
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=world.client,
-        env=world.env("writer"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    out = _python(world, script)
     seen = _objects(_requests(world.served)[before:])
     assert len(seen) <= HANDFUL, seen
     assert not [r for r in seen if r.startswith("PUT ")], seen
-    run_id, kind, size = proc.stdout.split()
+    run_id, kind, size = out.split()
     assert (kind, int(size)) == ("tree", sum(len(b) for b in _files(folder).values()))
     world.server("runs", "artifacts", run_id, "-o", "arts", role="reader")
     _same(world.client / "arts" / "outputs", folder)
@@ -124,17 +126,8 @@ def test_logging_a_file_artifact_through_a_server_records_its_bytes(world: World
         "    art = run.log_artifact('weights.bin', name='model/w.bin')\n"
         "    print(run.id, art.name, art.kind, art.size)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=world.client,
-        env=world.env("writer"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    run_id, name, kind, size = proc.stdout.split()
+    out = _python(world, script)
+    run_id, name, kind, size = out.split()
     assert (name, kind, int(size)) == ("model/w.bin", "file", len(data))
     world.server("runs", "artifacts", run_id, "-o", "one", role="reader")
     assert (world.client / "one" / "model" / "w.bin").read_bytes() == data

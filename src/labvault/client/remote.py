@@ -37,11 +37,11 @@ from labvault.client.transport import Transport
 from labvault.errors import IntegrityError, NotFound, ValidationError
 from labvault.refs import Digest
 from labvault.services.remotes import MAX_JOBS, Moved, RemoteSpec, TransferResult
-from labvault.services.remotes.apply import Landing, decide, write_records
+from labvault.services.remotes.apply import Landing, decide, renamed_inputs, write_records
 from labvault.services.remotes.copy import reachable
 from labvault.services.remotes.fetch import Missing, Status, missing, status_of
 from labvault.services.remotes.plan import gather
-from labvault.services.remotes.records import Record, inputs_of
+from labvault.services.remotes.records import Record
 from labvault.services.snapshots.lockfile import LockEntry, read_lock
 
 if TYPE_CHECKING:
@@ -128,17 +128,6 @@ def _landings(answer: Any, records: list[Record], where: str) -> list[Landing]:
     return out
 
 
-def _renamed_inputs(landings: list[Landing]) -> list[str]:
-    moved = {lg.record.ref: lg.target for lg in landings if lg.record.kind == "snapshot" and lg.target != lg.record.ref}
-    out = []
-    for landing in landings:
-        if landing.record.kind == "run" and moved:
-            for text in inputs_of(landing.record):
-                if text in moved:
-                    out.append(f"{landing.record.ref} read {text}, which is {moved[text]} on the receiving side")
-    return out
-
-
 def _result(
     direction: str,
     spec: RemoteSpec,
@@ -159,7 +148,7 @@ def _result(
         bytes_sent=size,
         objects_present=present,
         dry_run=dry_run,
-        warnings=(*warnings, *_renamed_inputs(landings)),
+        warnings=(*warnings, *renamed_inputs(landings)),
     )
 
 

@@ -137,8 +137,7 @@ class ServerVault:
         return reproduce(
             runs=self.runs,
             data=self.data,
-            source_run=lambda model: self.registry.resolve(model).run_id,
-            models=lambda: [m.ref for m in self.registry.models()],
+            registry=self.registry,
             project_root=self.data.root,
             envs_dir=spool_dir().parent / "envs",
             vault_env={"LABVAULT_URI": self.url},  # the token: LABVAULT_TOKEN, inherited, or the saved login
@@ -149,7 +148,7 @@ class ServerVault:
             ignore_metrics=ignore_metrics,
             ignore_artifacts=ignore_artifacts,
             twice=twice,
-            workdir=Path(workdir) if workdir is not None else None,
+            workdir=workdir,
             keep=keep,
         )
 

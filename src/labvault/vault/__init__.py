@@ -284,8 +284,7 @@ class Vault:
         return reproduce(
             runs=self.runs,
             data=self.data,
-            source_run=lambda model: self.registry.resolve(model).run_id,
-            models=lambda: [m.ref for m in self.registry.models()],
+            registry=self.registry,
             project_root=self.root,
             envs_dir=self.dir / "envs",
             vault_env={"LABVAULT_DIR": str(self.dir.resolve())},
@@ -296,7 +295,7 @@ class Vault:
             ignore_metrics=ignore_metrics,
             ignore_artifacts=ignore_artifacts,
             twice=twice,
-            workdir=Path(workdir) if workdir is not None else None,
+            workdir=workdir,
             keep=keep,
             pipeline_rerun=partial(rerun_pipeline, self),
         )

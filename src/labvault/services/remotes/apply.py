@@ -14,7 +14,7 @@ from typing import Any
 from labvault.errors import Conflict
 from labvault.refs import parse_semver
 from labvault.services.audit import AuditLog
-from labvault.services.remotes.records import Record
+from labvault.services.remotes.records import Record, inputs_of
 from labvault.services.remotes.side import Side
 from labvault.storage.meta.repos import transfer as repo
 from labvault.storage.meta.repos.object_refs import add_refs
@@ -188,8 +188,6 @@ def renamed_inputs(landings: list[Landing]) -> list[str]:
     out = []
     for landing in landings:
         if landing.record.kind == "run" and moved:
-            from labvault.services.remotes.records import inputs_of
-
             for text in inputs_of(landing.record):
                 if text in moved:
                     out.append(f"{landing.record.ref} read {text}, which is {moved[text]} on the receiving side")

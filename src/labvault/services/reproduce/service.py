@@ -12,12 +12,12 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from labvault.entities import Run
+from labvault.entities import ModelVersion, RegisteredModel, Run
 from labvault.errors import Conflict, IntegrityError, NotFound, ValidationError
 from labvault.refs import Digest, ModelRef, parse_ref
 from labvault.services.reproduce.compare import ArtifactCheck, MetricCheck, compare_artifacts, compare_metrics
@@ -46,13 +46,19 @@ from labvault.services.reproduce.workspace import Placed, find_problems, prepare
 from labvault.services.snapshots.service import DataService
 from labvault.services.tracking.service import Tracking
 
-__all__ = ["ENV_MODES", "SourceRun", "expand_model_shorthand", "reproduce"]
+__all__ = ["ENV_MODES", "ModelIndex", "expand_model_shorthand", "reproduce"]
 
 ENV_MODES = ("auto", "current", "rebuild")
 
-#: Given a model version reference, the id of the run that produced it (None when it has none).
-SourceRun = Callable[[str], str | None]
 Check = ArtifactCheck | MetricCheck
+
+
+class ModelIndex(Protocol):
+    """What reproduce reads of a registry (a local vault's or a server's): a version, and the models."""
+
+    def resolve(self, ref: str, /) -> ModelVersion: ...
+
+    def models(self) -> Sequence[RegisteredModel]: ...
 
 
 def expand_model_shorthand(ref: str, *, project: str, models: Sequence[str]) -> str:
@@ -72,10 +78,10 @@ def expand_model_shorthand(ref: str, *, project: str, models: Sequence[str]) -> 
     return str(parse_ref(f"{mine[0]}{ref}", expect=ModelRef))
 
 
-def _resolve_run(runs: Tracking, ref: str, source_run: SourceRun) -> Run:
+def _resolve_run(runs: Tracking, ref: str, registry: ModelIndex) -> Run:
     if "/" in ref and not ref.startswith("run:"):
         parsed = parse_ref(ref, expect=ModelRef)
-        run_id = source_run(str(parsed))
+        run_id = registry.resolve(str(parsed)).run_id
         if run_id is None:
             raise ValidationError(
                 f"{ref} records no source run", hint="only versions registered from a run can be reproduced"
@@ -231,19 +237,18 @@ def reproduce(
     *,
     runs: Tracking,
     data: DataService,
-    source_run: SourceRun,
+    registry: ModelIndex,
     project_root: Path,
     envs_dir: Path,
     vault_env: Mapping[str, str],
     ref: str,
-    models: Callable[[], Sequence[str]] = tuple,
     env: str = "auto",
     rtol: float | None = None,
     atol: float | None = None,
     ignore_metrics: Sequence[str] = (),
     ignore_artifacts: Sequence[str] = (),
     twice: bool = False,
-    workdir: Path | None = None,
+    workdir: str | os.PathLike[str] | None = None,
     keep: bool = False,
     pipeline_rerun: PipelineRerun | None = None,
 ) -> ReproduceReport:
@@ -259,10 +264,10 @@ def reproduce(
     tolerances = load_tolerances(
         project_root, rtol=rtol, atol=atol, ignore_metrics=ignore_metrics, ignore_artifacts=ignore_artifacts
     )
-    folder = _check_workdir(workdir, project_root)
+    folder = _check_workdir(Path(workdir) if workdir is not None else None, project_root)
     if ref.startswith("@"):  # the default project (the project root's folder name) has one model
-        ref = expand_model_shorthand(ref, project=project_root.name, models=models())
-    recorded = _resolve_run(runs, ref, source_run)
+        ref = expand_model_shorthand(ref, project=project_root.name, models=[m.ref for m in registry.models()])
+    recorded = _resolve_run(runs, ref, registry)
     if recorded.status == "running":
         raise Conflict(f"{recorded.ref} is still running", hint="reproduce it once it has ended")
     top, chain = top_run(runs, recorded)  # a nested run is reproduced by rerunning its process
