@@ -22,8 +22,8 @@ __all__ = ["RUN_COLUMNS", "LazyJSON", "load_runs", "parse_time", "select_runs", 
 _CHUNK = 500  # ids per IN (...): well under SQLite's 32,766 bound parameters
 _NON_FINITE = {1: float("nan"), 2: float("inf"), 3: float("-inf")}
 _INDEX_WALK = 20_000  # runs a page sorted by a metric may skip along the (key, value) index
-# The run row's columns in RUN_COLUMNS order, then the values the other tables add.
-_RUN_ORDER = (
+# The run row's columns, in the order RUN_COLUMNS selects them.
+_ROW = (
     "id",
     "project",
     "name",
@@ -39,12 +39,9 @@ _RUN_ORDER = (
     "inputs",
     "capture",
     "deleted_at",
-    "params",
-    "metrics",
-    "tags",
-    "outputs",
-    "artifacts",
 )
+# The row's columns, then the values the other tables add.
+_RUN_ORDER = (*_ROW, "params", "metrics", "tags", "outputs", "artifacts")
 _build_run = record_builder(Run, _RUN_ORDER)
 
 
@@ -133,26 +130,7 @@ class LazyJSON(Mapping[str, Any]):
 
 
 # "user" is a keyword (CURRENT_USER) in PostgreSQL
-RUN_COLUMNS = ", ".join(
-    f"runs.{c}"
-    for c in (
-        "id",
-        "project",
-        "name",
-        "status",
-        "started_at",
-        "ended_at",
-        "parent_id",
-        '"user"',
-        "host",
-        "exit_code",
-        "error",
-        "seed",
-        "inputs",
-        "capture",
-        "deleted_at",
-    )
-)
+RUN_COLUMNS = ", ".join(f'runs."{c}"' if c == "user" else f"runs.{c}" for c in _ROW)
 
 
 # Each run's params and tags as one JSON object text, from a lookup per run in the run row's own
