@@ -19,7 +19,7 @@ import time
 import pytest
 
 from labvault.refs import Digest
-from labvault.storage.objects import remote
+from labvault.storage.objects import remote_compact
 from labvault.storage.objects.remote import FsspecObjectStore
 from tests.s3server import S3Server
 
@@ -78,7 +78,7 @@ def test_sigkill_during_an_upload_leaves_nothing_partial(s3_server: S3Server, mo
             assert reader.get_bytes(_digest(data)) == data, f"trial {trial}: the retry did not complete"
     assert killed_mid_way >= 1, "no kill landed during an upload: the timing of this test is off"
     # What the killed uploads left (packs without an index) is invisible, and compaction removes it.
-    monkeypatch.setattr(remote, "STALE_UPLOAD", -1.0)
+    monkeypatch.setattr(remote_compact, "STALE_UPLOAD", -1.0)
     store = FsspecObjectStore(url, **s3_server.storage_options())
     store.compact()
     listed = store.fs.ls(f"{bucket}/team/packs")

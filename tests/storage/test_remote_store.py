@@ -18,7 +18,7 @@ import pytest
 
 from labvault.errors import ExternalError, IntegrityError, NotFound, ValidationError
 from labvault.refs import Digest
-from labvault.storage.objects import remote
+from labvault.storage.objects import remote_compact, remote_writes
 from labvault.storage.objects.opener import open_object_store
 from labvault.storage.objects.remote import LAYOUT_MARKER, FsspecObjectStore
 from tests.contracts.test_object_store import corrupt_remote
@@ -195,7 +195,7 @@ def test_reput_of_an_old_object_restarts_its_age(s3_server: S3Server, monkeypatc
     fs = _counted(store)
     store.put_bytes(b"old object")  # young: a no-op
     assert fs.calls["pipe_file"] == 0
-    monkeypatch.setattr(remote, "REFRESH_AFTER", -1.0)  # now it counts as old
+    monkeypatch.setattr(remote_writes, "REFRESH_AFTER", -1.0)  # now it counts as old
     store.refresh_after = 1e9  # a caller that keeps gc out by a lock needs no refresh
     store.put_bytes(b"old object")
     assert fs.calls["pipe_file"] == 0
@@ -245,7 +245,7 @@ def test_a_killed_upload_is_invisible_and_compact_removes_it(
     store.fs.pipe_file(f"{bucket}/team/packs/pack-0-deadbeef.pack", b"LVPACK2\ntorn")  # no index: never seen
     assert len(list(store.iter_objects())) == 1
     assert store.compact() == 0  # young: an upload may still be under way
-    monkeypatch.setattr(remote, "STALE_UPLOAD", -1.0)
+    monkeypatch.setattr(remote_compact, "STALE_UPLOAD", -1.0)
     assert store.compact() == len(b"LVPACK2\ntorn")
     assert not store.fs.exists(f"{bucket}/team/packs/pack-0-deadbeef.pack")
 
@@ -347,7 +347,7 @@ def test_gc_on_one_machine_while_the_other_reputs_loses_nothing(
 ) -> None:
     """20 interleavings of machine b's gc (list, delete what is old, compact) with machine a re-putting
     an old object (which a's metadata is about to refer to): the re-put copy always survives."""
-    monkeypatch.setattr(remote, "REFRESH_AFTER", -1.0)  # every object counts as old: every re-put refreshes
+    monkeypatch.setattr(remote_writes, "REFRESH_AFTER", -1.0)  # every object counts as old: every re-put refreshes
     bucket = s3_server.bucket()
     a, b, reader = _store(s3_server, bucket), _store(s3_server, bucket), _store(s3_server, bucket)
     with a.batch():

@@ -26,13 +26,12 @@ if TYPE_CHECKING:
 __all__ = ["compact"]
 
 
+STALE_UPLOAD = 24 * 3600.0  # a pack with no index this old was left by a killed upload: compact removes it
 SMALL_PACK = 4 * 1024 * 1024  # packs smaller than this are merged ...
 MERGE_AT = 16  # ... once there are this many: fewer index objects for every reader to list and read
 
 
 def compact(store: FsspecObjectStore) -> int:
-    from labvault.storage.objects.remote import STALE_UPLOAD
-
     store.refresh()
     view = store.view
     with view.lock:
