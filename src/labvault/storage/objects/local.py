@@ -12,37 +12,27 @@ Durability is paid per batch, not per object: small objects are appended to the 
 and made durable by one ``fdatasync`` of it (``packs.py``); larger ones are written to ``tmp/``
 and renamed into place once durable (``loose.py``). A reader never sees a partial object.
 
-A batch belongs to the thread that opened it: a put from another thread is its own batch, durable
-when it returns, and never discarded because someone else's batch failed.
+Batches and puts are in ``local_writes.py``, reads in ``local_reads.py``. This module holds the store
+itself: its layout, deletion and compaction, transfers between two local stores, materialising,
+quarantine and the maintenance helpers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import heapq
-import io
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import NoReturn
 
-from labvault.entities import ObjectInfo
-from labvault.errors import AmbiguousReference, IntegrityError, NotFound, StorageError
-from labvault.refs import Digest, parse_digest
+from labvault.errors import IntegrityError, NotFound, StorageError
+from labvault.refs import Digest
 from labvault.storage.locks import file_lock
-from labvault.storage.objects import loose
-from labvault.storage.objects.fileio import (
-    CHUNK,
-    SMALL,
-    VerifyingReader,
-    copy_and_hash,
-    sha256_file,
-    stream_and_hash,
-    write_all,
-)
+from labvault.storage.objects.local_reads import LocalReads
+from labvault.storage.objects.local_writes import LocalWrites
 from labvault.storage.objects.packcopy import Span, check_frames, plan_spans
 from labvault.storage.objects.packs import PackStore
 from labvault.storage.objects.protocol import MaterializeMode
@@ -54,20 +44,7 @@ from labvault.storage.space import translate_os_error
 __all__ = ["LocalObjectStore"]
 
 
-class _Batch:
-    """One thread's open batch: its depth, its staged temp files, its shared gc lock."""
-
-    __slots__ = ("depth", "durable", "lock", "packed", "pending")
-
-    def __init__(self, lock: AbstractContextManager[None]) -> None:
-        self.depth = 0
-        self.pending: dict[str, str] = {}  # digest hex -> temp file path
-        self.packed: set[str] = set()  # digests appended to this thread's pack
-        self.durable: set[str] = set()  # staged objects whose bytes were already flushed
-        self.lock = lock
-
-
-class LocalObjectStore:
+class LocalObjectStore(LocalWrites, LocalReads):
     """Content-addressed objects in a local directory."""
 
     def __init__(self, vault_dir: Path, *, lock_timeout: float = 120.0) -> None:
@@ -102,260 +79,12 @@ class LocalObjectStore:
     def _path_s(self, hexd: str) -> str:
         return f"{self._root_s}/{hexd[:2]}/{hexd[2:]}"
 
-    # -- writes -------------------------------------------------------------------------------
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        current: _Batch | None = getattr(self._local, "batch", None)
-        if current is None:
-            lock = file_lock(self.gc_lock_path, shared=True, timeout=self._lock_timeout, what="gc")
-            lock.__enter__()
-            current = self._local.batch = _Batch(lock)
-            self.temps.sweep_once()
-        current.depth += 1
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            current.depth -= 1
-            if current.depth == 0:
-                self._local.batch = None
-                try:
-                    if ok:
-                        self._commit_packed()
-                        self._commit_loose(current.pending, current.durable)
-                    else:
-                        self.packs.discard()
-                        loose.discard(current.pending)
-                finally:
-                    current.lock.__exit__(None, None, None)
-
-    def _commit_loose(self, pending: dict[str, str], durable: set[str]) -> None:
-        try:
-            loose.commit(self._root_s, self._tmp_dir_s, pending, durable, self._known_shards)
-        except OSError as exc:
-            loose.discard(pending)
-            raise self._error(exc, "committing objects") from exc
-
-    def _commit_packed(self) -> None:
-        try:
-            self.packs.commit()
-        except BaseException as exc:
-            self.packs.discard()
-            if isinstance(exc, OSError):
-                raise self._error(exc, "committing objects") from exc
-            raise
-
-    def _new_tmp(self) -> tuple[int, str]:
-        try:
-            return self.temps.new()
-        except OSError as exc:
-            raise self._error(exc, "creating a temp file") from exc
-
-    def _refresh_if_stored(self, hexd: str) -> bool:
-        """True if stored (or staged in this thread's batch); refreshes its age so gc keeps it."""
-        current: _Batch | None = getattr(self._local, "batch", None)
-        if current is not None and (hexd in current.packed or hexd in current.pending):
-            return True
-        if self.packs.lookup(hexd) is not None:
-            self.packs.refresh(hexd)  # applied when the batch commits, still under the gc lock
-            return True
-        try:
-            os.utime(self._path_s(hexd))
-            return True
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise self._error(exc, "refreshing an object") from exc
-
-    def _stage(self, hexd: str, tmp: str) -> None:
-        self._local.batch.pending[hexd] = tmp
-
-    def put_bytes(self, data: bytes) -> Digest:
-        hexd = hashlib.sha256(data).hexdigest()
-        with self.batch():
-            if self._refresh_if_stored(hexd):
-                pass
-            elif len(data) <= SMALL:
-                try:
-                    self.packs.append(hexd, data)
-                except OSError as exc:
-                    raise self._error(exc, "writing an object") from exc
-                self._local.batch.packed.add(hexd)
-            else:
-                fd, tmp = self._new_tmp()
-                try:
-                    write_all(fd, data)
-                except OSError as exc:
-                    os.close(fd)
-                    os.unlink(tmp)
-                    raise self._error(exc, "writing an object") from exc
-                os.close(fd)
-                self._stage(hexd, tmp)
-        return Digest(hexd)
-
-    def put_file(self, path: Path) -> Digest:
-        try:
-            src = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise NotFound(f"{path}: no such file", hint="check the path") from None
-        except OSError as exc:
-            raise self._error(exc, f"reading {path}") from exc
-        try:
-            size = os.fstat(src).st_size
-            if size <= SMALL:
-                data = os.read(src, size + 1)
-                if len(data) <= size:  # else it grew while we read it: take the streaming path
-                    return self.put_bytes(data)
-                os.lseek(src, 0, os.SEEK_SET)
-            return self._put_fd(src)
-        except OSError as exc:
-            raise self._error(exc, f"reading {path}") from exc
-        finally:
-            os.close(src)
-
-    def put_stream(self, src: BinaryIO) -> Digest:
-        return self._put_with(lambda fd: stream_and_hash(src, fd))
-
-    def _put_fd(self, src: int) -> Digest:
-        return self._put_with(lambda fd: copy_and_hash(src, fd, durable=True), durable=True)
-
-    def _put_with(self, fill: Callable[[int], str], *, durable: bool = False) -> Digest:
-        with self.batch():
-            fd, tmp = self._new_tmp()
-            try:
-                hexd = fill(fd)
-            except BaseException as exc:
-                os.close(fd)
-                os.unlink(tmp)
-                if isinstance(exc, OSError):
-                    raise self._error(exc, "writing an object") from exc
-                raise
-            os.close(fd)
-            if self._refresh_if_stored(hexd):
-                os.unlink(tmp)
-            else:
-                self._stage(hexd, tmp)
-                if durable:
-                    self._local.batch.durable.add(hexd)
-        return Digest(hexd)
-
-    def adopt_temp(self, tmp: str, hexd: str) -> bool:
-        """Rename a file of ``tmp/`` that hashes to ``hexd`` (the caller checked it) into place when the
-        batch commits, its fsync paid then; False (and the file removed) if the object is stored."""
-        with self.batch():
-            if self._refresh_if_stored(hexd):
-                os.unlink(tmp)
-                return False
-            os.chmod(tmp, 0o444)
-            self._stage(hexd, tmp)
-        return True
-
-    # -- reads --------------------------------------------------------------------------------
-    def has(self, digest: Digest) -> bool:
-        return self.packs.lookup(digest.hex) is not None or os.path.isfile(self._path_s(digest.hex))
-
-    def info(self, digest: Digest) -> ObjectInfo:
-        packed = self.packs.lookup(digest.hex)
-        if packed is not None:
-            return ObjectInfo(digest, packed[2], packed[3])
-        try:
-            st = os.stat(self._path_s(digest.hex))
-        except FileNotFoundError:
-            raise self.not_found(digest) from None
-        return ObjectInfo(digest, st.st_size, st.st_mtime)
-
-    def locate(self, digest: Digest) -> tuple[Path, int, int]:
-        """Where an object's bytes are: ``(file, offset, size)``; a loose object is a whole file."""
-        packed = self.packs.locate(digest.hex)
-        if packed is not None:
-            return packed
-        path = self.path_of(digest)
-        try:
-            return path, 0, path.stat().st_size
-        except FileNotFoundError:
-            raise self.not_found(digest) from None
-
-    def is_packed(self, digest: Digest) -> bool:
-        return self.packs.lookup(digest.hex) is not None
-
-    def open(self, digest: Digest, *, verify: bool = True) -> BinaryIO:
-        data = self.packs.read(digest.hex)
-        if data is not None:
-            if not verify:
-                return io.BytesIO(data)
-            return io.BufferedReader(VerifyingReader(io.BytesIO(data), digest.hex, lambda: self.refuse_corrupt(digest)))  # type: ignore[return-value]
-        try:
-            raw = open(self._path_s(digest.hex), "rb", buffering=0)  # noqa: SIM115 - returned to the caller
-        except FileNotFoundError:
-            raise self.not_found(digest) from None
-        if not verify:
-            return io.BufferedReader(raw, CHUNK)  # type: ignore[return-value]
-        reader = VerifyingReader(raw, digest.hex, lambda: self.refuse_corrupt(digest))
-        return io.BufferedReader(reader, CHUNK)  # type: ignore[return-value]
-
-    def get_bytes(self, digest: Digest, *, verify: bool = True) -> bytes:
-        data = self.packs.read(digest.hex)
-        if data is None:
-            try:
-                with open(self._path_s(digest.hex), "rb", buffering=0) as f:
-                    data = f.read()
-            except FileNotFoundError:
-                raise self.not_found(digest) from None
-        if verify and hashlib.sha256(data).hexdigest() != digest.hex:
-            self.refuse_corrupt(digest)
-        return data
-
-    def verify(self, digest: Digest) -> bool:
-        """Re-hash a stored object; False (and quarantined) if its bytes do not match its name."""
-        try:
-            data = self.packs.read(digest.hex)
-        except IntegrityError:  # its pack record is lost, recorded as damage: nothing left to quarantine
-            return False
-        if data is not None:
-            actual = hashlib.sha256(data).hexdigest()
-        else:
-            try:
-                actual = sha256_file(self._path_s(digest.hex))
-            except FileNotFoundError:
-                raise self.not_found(digest) from None
-        if actual != digest.hex:
-            self.quarantine(digest)
-            return False
-        return True
-
-    def iter_objects(self) -> Iterator[ObjectInfo]:
-        """Every stored object, in digest order."""
-        packed = [ObjectInfo(Digest(h), size, mtime) for h, size, mtime in self.packs.rows()]
-        yield from heapq.merge(packed, loose.iter_objects(self.root), key=lambda i: i.digest.hex)
-
-    def resolve_prefix(self, prefix: str) -> Digest:
-        ref = parse_digest(prefix)
-        if ref.is_full:
-            return Digest(ref.prefix)
-        matches = sorted(loose.with_prefix(self.root, ref.prefix) | set(self.packs.with_prefix(ref.prefix)))
-        if not matches:
-            moved = sorted({p.name.partition(".")[0] for p in self.quarantine_dir.glob(f"{ref.prefix}*.*")})
-            if len(moved) == 1:
-                raise self.not_found(Digest(moved[0]))
-            raise NotFound(f"no object matches sha256:{ref.prefix}", hint="list objects with `labvault object ls`")
-        if len(matches) > 1:
-            raise AmbiguousReference(f"sha256:{ref.prefix}", [f"sha256:{m}" for m in matches])
-        return Digest(matches[0])
-
+    # -- deletion -----------------------------------------------------------------------------
     def delete(self, digest: Digest) -> None:
         """Forget an object; a packed object's space is reclaimed by :meth:`compact`."""
         self.packs.delete(digest.hex)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path_s(digest.hex))
-
-    def touch(self, digest: Digest) -> None:
-        """Refresh an object's age so that gc keeps it for a full grace period (call inside ``batch()``)."""
-        if self.packs.lookup(digest.hex) is not None:
-            self.packs.refresh(digest.hex)
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(self._path_s(digest.hex))
 
     def compact(self) -> int:
         """Rewrite packs that are mostly deleted objects; the bytes reclaimed. Hold the gc lock exclusively."""
