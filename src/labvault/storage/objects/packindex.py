@@ -3,7 +3,8 @@
 ``objects/packs/index.sqlite`` (WAL, ``synchronous=NORMAL``) maps a digest to its pack, offset, size
 and last-put time, and each pack to how far it is indexed. It is derived data: on first opening it,
 a process re-indexes what the packs hold past it (``packfile.recover_all``), and a read checks its
-row against the record header it points at (``packrows.py``). Writing and compaction are in ``packs.py``.
+row against the record header it points at (``packrows.py``). Writing and compaction are in ``packs.py``,
+fsck's walk of every pack in ``packcheck.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import mmap
 import os
 import sqlite3
 import threading
@@ -22,17 +22,8 @@ from pathlib import Path
 from labvault.errors import IntegrityError
 from labvault.storage.objects.fileio import SMALL
 from labvault.storage.objects.indexdb import switch_to_wal, translate_sqlite_errors
-from labvault.storage.objects.packfile import (
-    HEADER,
-    HEADER_SIZE,
-    PACK_MAGIC,
-    RECORD_MAGIC,
-    Damage,
-    quarantine_span,
-    recover_all,
-    scan,
-    transaction,
-)
+from labvault.storage.objects.packcheck import check_packs
+from labvault.storage.objects.packfile import HEADER, HEADER_SIZE, PACK_MAGIC, RECORD_MAGIC, recover_all
 from labvault.storage.objects.packrows import repair_rows
 
 __all__ = ["PackIndex"]
@@ -318,70 +309,10 @@ class PackIndex:
 
     @translate_sqlite_errors
     def check(self) -> tuple[list[str], list[str]]:
-        """Walk the header and the framing of every record of every pack (fsck).
-
-        Returns the problems, one line each, and the digests of records found corrupt when the
-        index was rebuilt (reported once, as a corrupt object is). Damaged framing is copied to
-        ``quarantine/`` and stays a problem until ``gc`` rewrites the pack.
-        """
+        """Walk the header and the framing of every record of every pack (fsck; ``packcheck.py``)."""
         if not self._exists():
             return [], []
-        conn = self._db()
-        for pack, name, end in conn.execute("SELECT id, name, indexed_end FROM packs").fetchall():
-            found = self._walk(conn, int(pack), str(name), int(end))
-            if found:
-                with transaction(conn):
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO damage (pack, start, stop) VALUES (?, ?, ?)",
-                        [(pack, d.start, d.stop) for d in found],
-                    )
-        problems: list[str] = []
-        corrupt: list[str] = []
-        rows = conn.execute(
-            "SELECT p.name, d.start, d.stop, d.claimed FROM damage d JOIN packs p ON p.id = d.pack "
-            "ORDER BY p.name, d.start"
-        ).fetchall()
-        for name, start, stop, claimed in rows:
-            if claimed is not None:
-                if self.lookup(claimed.hex()) is None:  # else stored again since: nothing is lost
-                    corrupt.append(claimed.hex())
-            elif start == 0:
-                problems.append(f"pack {name}: its header is damaged (`labvault gc` rewrites the pack)")
-            else:
-                problems.append(
-                    f"pack {name}: {stop - start} bytes at offset {start} are not a sound record (copied to "
-                    "quarantine/; `labvault gc` rewrites the pack)"
-                )
-        conn.execute("DELETE FROM damage WHERE claimed IS NOT NULL")
-        return problems, corrupt
-
-    def _walk(self, conn: sqlite3.Connection, pack: int, name: str, end: int) -> list[Damage]:
-        """The damage in a pack's header and its records' framing, up to its indexed end."""
-        try:
-            fd = os.open(self.dir / name, os.O_RDONLY)
-        except FileNotFoundError:  # reported as a lost pack
-            return []
-        try:
-            size = os.fstat(fd).st_size
-            found = [] if os.pread(fd, len(PACK_MAGIC), 0) == PACK_MAGIC else [Damage(0, len(PACK_MAGIC))]
-            stop = min(size, end)
-            if size < end:  # cut short behind the index's back: what was indexed there is gone
-                found.append(Damage(size, end))
-            if stop <= len(PACK_MAGIC):
-                return found
-            known = {
-                int(offset): (bytes(digest), int(length))
-                for digest, offset, length in conn.execute(
-                    "SELECT digest, offset, size FROM objects WHERE pack = ?", (pack,)
-                )
-            }
-            with mmap.mmap(fd, stop, access=mmap.ACCESS_READ) as view:
-                _, damage = scan(view, len(PACK_MAGIC), stop, known)
-                for d in damage:
-                    quarantine_span(self.quarantine_dir, name, d.start, view[d.start : d.stop])
-            return found + damage
-        finally:
-            os.close(fd)
+        return check_packs(self._db(), self.dir, self.quarantine_dir, stored=lambda hexd: self.lookup(hexd) is not None)
 
     def close(self) -> None:
         """Close this thread's index connection and the pack files opened for reading."""
