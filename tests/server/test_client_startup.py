@@ -1,5 +1,6 @@
-"""A process that works through a server starts light: ``lv.start_run`` and the commands import
-neither the local vault's metadata layer (SQLAlchemy, Alembic) nor the server's libraries.
+"""A process that works through a server starts light: ``lv.start_run`` imports neither the local
+vault's metadata layer (SQLAlchemy, Alembic), nor the server's libraries, nor httpx's command-line
+tool; the commands do not import the metadata layer.
 
 Real processes: the server is ``labvault server``, the training script and the CLI run as
 subprocesses, and what they imported is read from ``sys.modules`` or ``python -X importtime``.
@@ -18,8 +19,9 @@ from tests.server.conftest import Served, clean_env
 # The import set does not depend on the server's backend: the team-vault half runs with LABVAULT_TEST_FULL=1.
 TEAM_BY_DEFAULT = False
 
-# What the local metadata layer and the server are built on; the client path needs none of it.
-HEAVY = ("sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn", "pydantic")
+# What the local metadata layer and the server are built on, and httpx's command-line tool (which
+# httpx's root imports when it can): the client path needs none of it.
+HEAVY = ("sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn", "pydantic", "click", "rich", "pygments")
 
 TRAIN = """
 import json, sys

@@ -10,12 +10,11 @@ error (exit 2) naming both versions. Requests that are safe to repeat (GET, PUT,
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
-
-import httpx
 
 from labvault.client.settings import ENV_TOKEN, ServerTarget
 from labvault.errors import (
@@ -29,6 +28,20 @@ from labvault.errors import (
     NotFound,
     ValidationError,
 )
+
+# httpx's package root imports its command-line tool whenever click, rich and pygments are installed,
+# and typer installs them: a third of what a process working through a server imported before its first
+# request. A None in sys.modules makes that one import fail, and httpx then binds a stub ``httpx.main``
+# (this package never calls it); the entry is removed at once, so ``import httpx._main`` still works.
+_HTTPX_CLI = "httpx._main"
+_skip_cli = "httpx" not in sys.modules  # only its first import binds httpx.main
+if _skip_cli:
+    sys.modules[_HTTPX_CLI] = None  # type: ignore[assignment]
+try:
+    import httpx
+finally:
+    if _skip_cli:
+        del sys.modules[_HTTPX_CLI]
 
 __all__ = ["API_VERSION", "Transport"]
 
