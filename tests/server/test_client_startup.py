@@ -9,9 +9,12 @@ subprocesses, and what they imported is read from ``sys.modules`` or ``python -X
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.conftest import LABVAULT
 from tests.server.conftest import Served, clean_env
@@ -100,3 +103,25 @@ def test_read_commands_through_a_server_import_no_metadata_layer(served: Served,
     subprocess.run([sys.executable, "-c", TRAIN.format(heavy=HEAVY)], cwd=work, env=env, check=True, timeout=120)
     for args in (["runs", "list"], ["runs", "list", "--json"]):
         assert not _imported_by(args, work, env) & {"sqlalchemy", "alembic"}, args
+
+
+def test_transports_share_one_tls_context_and_plain_http_trusts_no_certificate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from labvault.client.settings import ServerTarget
+    from labvault.client.transport import Transport, _tls_context
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    _tls_context.cache_clear()
+    with Transport(ServerTarget("https://a.example", None)), Transport(ServerTarget("HTTPS://b.example", None)):
+        pass
+    assert _tls_context.cache_info().misses == 1  # the CA bundle was loaded once for both
+    https = _tls_context(True, None, None)
+    assert https.verify_mode == ssl.CERT_REQUIRED
+    assert https.check_hostname
+    assert https.cert_store_stats()["x509_ca"] > 0  # what httpx loads by default
+    plain = _tls_context(False, None, None)
+    assert plain.verify_mode == ssl.CERT_REQUIRED
+    assert plain.check_hostname
+    assert plain.cert_store_stats()["x509_ca"] == 0  # verifies and trusts nothing: TLS through it always fails

@@ -9,7 +9,10 @@ error (exit 2) naming both versions. Requests that are safe to repeat (GET, PUT,
 
 from __future__ import annotations
 
+import functools
+import os
 import random
+import ssl
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -67,6 +70,17 @@ def _user_agent() -> str:
     return f"labvault/{__version__}"
 
 
+@functools.cache
+def _tls_context(https: bool, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """One context per process (and per ``SSL_CERT_FILE``/``SSL_CERT_DIR``): loading the CA bundle
+    costs tens of milliseconds, and httpx would load it again for every client."""
+    if https:
+        return httpx.create_ssl_context()  # what httpx.Client() makes by default, honouring the two variables
+    # A plain-HTTP server is never spoken to over TLS (redirects are not followed): a context that
+    # trusts no certificate at all, so that nothing could ever be accepted through it.
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 class Transport:
     """A connection to one server. ``request`` returns the decoded JSON (or the raw response when
     ``raw=True``); it raises a LabvaultError for every failure."""
@@ -82,6 +96,9 @@ class Transport:
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             follow_redirects=False,
+            verify=_tls_context(
+                target.url.lower().startswith("https://"), os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+            ),
         )
         self._checked = False
 
