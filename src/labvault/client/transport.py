@@ -97,7 +97,9 @@ class Transport:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             follow_redirects=False,
             verify=_tls_context(
-                target.url.lower().startswith("https://"), os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+                target.url.lower().startswith("https://"),
+                os.environ.get("SSL_CERT_FILE"),
+                os.environ.get("SSL_CERT_DIR"),
             ),
         )
         self._checked = False
