@@ -27,9 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from labvault.client import frames
 from labvault.client.settings import spool_dir
@@ -43,6 +41,9 @@ from labvault.storage.objects.cache import ObjectCache
 from labvault.storage.objects.fileio import CHUNK, VerifyingReader, write_all
 from labvault.storage.objects.materialize import materialize_into
 from labvault.storage.objects.protocol import BasicHousekeeping, MaterializeMode
+
+if TYPE_CHECKING:
+    import httpx  # only annotated here; transport.py imports it (and says how)
 
 __all__ = ["CHUNK_SIZE", "HttpObjectStore", "object_cache_dir"]
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from labvault.errors import ValidationError
+from labvault.services.capture.configs import read_configs
 from labvault.services.capture.environment import capture_environment
 from labvault.services.capture.git import capture_git
 from labvault.services.capture.settings import max_untracked_size
 from labvault.services.snapshots.lockfile import read_lock
-from labvault.services.tracking.records import read_configs
 from labvault.storage.objects.protocol import ObjectStore
 
 __all__ = ["capture_run", "read_configs", "upload_configs"]

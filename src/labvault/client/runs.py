@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from labvault.client import decode
-from labvault.client.fetch import write_artifacts
 from labvault.client.tracking import TrackingWrites
 from labvault.entities import MetricPoint, Run
 from labvault.services.tracking.liveness import process_gone
@@ -91,4 +90,8 @@ class ServerRuns(TrackingWrites):
         self, ref: str, dest: str | os.PathLike[str], *, name: str | None = None
     ) -> builtins.list[DownloadedFile]:
         """Write the run's artifacts (or the one called ``name``) under ``dest``, each file verified."""
+        # Here, as Tracking.download_artifacts does: every lv.start_run through a server loads this
+        # module, and the writers of trees and files are not on its way.
+        from labvault.client.fetch import write_artifacts
+
         return write_artifacts(self.owner.objects, self.get(ref), Path(dest), name=name)

@@ -35,8 +35,7 @@ from labvault.errors import Conflict, ExternalError, LabvaultError
 from labvault.refs import Digest
 from labvault.services.tracking.artifacts import artifact_name, store_path
 from labvault.services.tracking.handle import ActiveRun
-from labvault.services.tracking.names import validate_key
-from labvault.services.tracking.service import default_run_name
+from labvault.services.tracking.names import default_run_name, validate_key
 from labvault.services.tracking.values import check_text, encode_param, metric_step, metric_value
 
 __all__ = ["ServerActiveRun", "TrackingWrites", "decode_run"]

@@ -9,13 +9,15 @@ error (exit 2) naming both versions. Requests that are safe to repeat (GET, PUT,
 
 from __future__ import annotations
 
+import functools
+import os
 import random
+import ssl
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
-
-import httpx
 
 from labvault.client.settings import ENV_TOKEN, ServerTarget
 from labvault.errors import (
@@ -29,6 +31,20 @@ from labvault.errors import (
     NotFound,
     ValidationError,
 )
+
+# httpx's package root imports its command-line tool whenever click, rich and pygments are installed,
+# and typer installs them: a third of what a process working through a server imported before its first
+# request. A None in sys.modules makes that one import fail, and httpx then binds a stub ``httpx.main``
+# (this package never calls it); the entry is removed at once, so ``import httpx._main`` still works.
+_HTTPX_CLI = "httpx._main"
+_skip_cli = "httpx" not in sys.modules  # only its first import binds httpx.main
+if _skip_cli:
+    sys.modules[_HTTPX_CLI] = None  # type: ignore[assignment]
+try:
+    import httpx
+finally:
+    if _skip_cli:
+        del sys.modules[_HTTPX_CLI]
 
 __all__ = ["API_VERSION", "Transport"]
 
@@ -54,6 +70,17 @@ def _user_agent() -> str:
     return f"labvault/{__version__}"
 
 
+@functools.cache
+def _tls_context(https: bool, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """One context per process (and per ``SSL_CERT_FILE``/``SSL_CERT_DIR``): loading the CA bundle
+    costs tens of milliseconds, and httpx would load it again for every client."""
+    if https:
+        return httpx.create_ssl_context()  # what httpx.Client() makes by default, honouring the two variables
+    # A plain-HTTP server is never spoken to over TLS (redirects are not followed): a context that
+    # trusts no certificate at all, so that nothing could ever be accepted through it.
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 class Transport:
     """A connection to one server. ``request`` returns the decoded JSON (or the raw response when
     ``raw=True``); it raises a LabvaultError for every failure."""
@@ -69,6 +96,11 @@ class Transport:
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             follow_redirects=False,
+            verify=_tls_context(
+                target.url.lower().startswith("https://"),
+                os.environ.get("SSL_CERT_FILE"),
+                os.environ.get("SSL_CERT_DIR"),
+            ),
         )
         self._checked = False
 

@@ -56,10 +56,13 @@ _CACHE: dict[str, tuple[bytes, list[str]]] = {}
 def _packages(warnings: list[str]) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"] if dist.metadata else None
+        # Each access to ``dist.metadata`` (and ``dist.version``) parses the whole METADATA file again,
+        # long description included: read once, this is a third of what it cost (runs capture it at start).
+        meta = dist.metadata
+        name = meta["Name"] if meta else None
         if not name or name.lower() in seen:
             continue
-        entry: dict[str, Any] = {"name": name, "version": dist.version}
+        entry: dict[str, Any] = {"name": name, "version": meta["Version"]}
         direct = dist.read_text("direct_url.json")
         if direct:
             source = _direct_source(direct, name, warnings)

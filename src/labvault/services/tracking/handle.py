@@ -13,12 +13,16 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from labvault.entities import Artifact, Run, RunStatus
 from labvault.errors import ValidationError
-from labvault.services.tracking.service import Tracking
 from labvault.services.tracking.values import metric_step, metric_value
+
+if TYPE_CHECKING:
+    # Only a type here: the client's ServerActiveRun is this class over HTTP, and importing the
+    # service would load the metadata layer (SQLAlchemy) into every process that works through a server.
+    from labvault.services.tracking.service import Tracking
 
 __all__ = ["ActiveRun", "RunKilled"]
 

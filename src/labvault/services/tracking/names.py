@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from pathlib import Path
 
 from labvault.errors import ValidationError
 from labvault.refs import RunRef, check_utf8, parse_ref
 
 __all__ = [
     "MAX_KEY",
+    "default_run_name",
     "parse_run_id",
     "validate_key",
     "validate_run_name",
@@ -49,3 +52,13 @@ def parse_run_id(ref: str) -> str:
             f"invalid run reference {ref!r}", hint="give run:<id>, an id, or a unique prefix of 6+ hex digits"
         )
     return low
+
+
+def default_run_name(argv: Sequence[str]) -> str:
+    """The script or command name: ``train`` for ``python train.py``, ``make`` for ``make all``."""
+    args = [a for a in argv[1:] if not a.startswith("-")] if argv and Path(argv[0]).name.startswith("python") else argv
+    for arg in args:
+        stem = Path(arg).stem
+        if stem and stem not in ("-c", "-m"):
+            return stem[:256]
+    return "run"

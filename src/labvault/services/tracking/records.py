@@ -19,6 +19,7 @@ from labvault.entities import Artifact, MetricPoint, Run, utcnow
 from labvault.entities.access import ApiToken
 from labvault.errors import AmbiguousReference, Conflict, NotFound, ValidationError
 from labvault.refs import DataRef, Digest, parse_ref, validate_name
+from labvault.services.capture.configs import read_configs
 from labvault.services.tracking import artifacts as _artifacts
 from labvault.services.tracking.envelopes import read_envelope
 from labvault.services.tracking.filters import parse_filter, parse_sort
@@ -35,7 +36,7 @@ from labvault.storage.objects.protocol import ObjectStore
 if TYPE_CHECKING:
     from labvault.services.tracking.batches import GatedPoints
 
-__all__ = ["RunRecords", "merge_capture", "owner_of", "read_configs"]
+__all__ = ["RunRecords", "merge_capture", "owner_of"]
 
 
 def owner_of(run_id: str) -> str:
@@ -62,18 +63,6 @@ def merge_capture(
             doc[key] = value
     repo.update_run(conn, run_id, capture=json.dumps(doc, sort_keys=True))
     add_refs(conn, owner_of(run_id), refs)
-
-
-def read_configs(config: Iterable[str | os.PathLike[str]], cwd: Path) -> list[tuple[str, bytes]]:
-    """Each config file's path as given and its bytes; a missing one is refused before any run exists."""
-    out = []
-    for item in [config] if isinstance(config, str | os.PathLike) else config:
-        path = Path(item)
-        full = path if path.is_absolute() else cwd / path
-        if not full.is_file():
-            raise ValidationError(f"config file {str(item)!r} not found", hint="give the path of an existing file")
-        out.append((str(item), full.read_bytes()))
-    return out
 
 
 class RunRecords:

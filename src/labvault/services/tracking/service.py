@@ -27,9 +27,7 @@ from labvault.services.capture.git import GitState, cached_git_state, capture_gi
 from labvault.services.capture.settings import max_untracked_size
 from labvault.services.snapshots.lockfile import read_lock
 from labvault.services.tracking.envelopes import store_run_envelope
-from labvault.services.tracking.names import (
-    validate_run_name,
-)
+from labvault.services.tracking.names import default_run_name, validate_run_name
 from labvault.services.tracking.records import RunRecords, merge_capture, owner_of
 from labvault.services.tracking.values import check_seed
 from labvault.storage.meta.repos import runs as repo
@@ -40,7 +38,7 @@ from labvault.storage.objects.protocol import ObjectStore
 if TYPE_CHECKING:
     from labvault.services.tracking.download import DownloadedFile
 
-__all__ = ["InputResolver", "Tracking", "default_run_name"]
+__all__ = ["InputResolver", "Tracking"]
 
 #: Given a data reference, the content hash of its manifest (None when it cannot be resolved).
 InputResolver = Callable[[str], str | None]
@@ -358,13 +356,3 @@ class Tracking(RunRecords):
         from labvault.services.tracking.export import compare_runs
 
         return compare_runs(self, [self.get(r) for r in refs])
-
-
-def default_run_name(argv: Sequence[str]) -> str:
-    """The script or command name: ``train`` for ``python train.py``, ``make`` for ``make all``."""
-    args = [a for a in argv[1:] if not a.startswith("-")] if argv and Path(argv[0]).name.startswith("python") else argv
-    for arg in args:
-        stem = Path(arg).stem
-        if stem and stem not in ("-c", "-m"):
-            return stem[:256]
-    return "run"
