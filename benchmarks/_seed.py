@@ -1,11 +1,13 @@
 """Bulk seeding shared by the benchmarks: many finished runs written straight through the metadata
 store, in batches of a few thousand per transaction, as ``labvault pull`` writes the records it
 receives (one multi-row insert per table; ``repos.transfer.RUN_PARTS``). Seconds for 100,000 runs,
-where creating them one by one through an API takes minutes (MLflow: hours)."""
+where creating them one by one through an API takes minutes (MLflow: hours). And the small files
+that the data benchmarks snapshot, push and pull."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +28,18 @@ def specs(n: int) -> list[tuple[dict[str, str], dict[str, float]]]:
         )
         for _ in range(n)
     ]
+
+
+def make_files(root: Path, count: int, *, per_dir: int = 200, seed: int = 0, repeatable: bool = False) -> None:
+    """``count`` files of 1-8 KiB of random bytes, ``per_dir`` to a folder, their sizes drawn from
+    ``seed``; with ``repeatable`` their bytes too, the same on every call."""
+    rng = random.Random(seed)
+    for i in range(count):
+        d = root / f"d{i // per_dir:04}"
+        if i % per_dir == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        size = rng.randint(1024, 8192)
+        (d / f"f{i % per_dir:04}.bin").write_bytes(rng.randbytes(size) if repeatable else os.urandom(size))
 
 
 def number(text: str) -> float | None:

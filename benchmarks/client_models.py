@@ -8,7 +8,7 @@ beside MLflow's download of a registered model by alias from an MLflow server, s
   does before loading): resolves the alias and downloads every file on every call (it keeps no cache).
 
 Both serve the same model folder (``--mb`` MB of weights, a config and metrics.json), SQLite on both
-sides. MLflow is installed on first use into ``.bench/mlflow`` (as ``benchmarks/server.py`` does).
+sides. MLflow is installed on first use into ``.bench/mlflow`` (``benchmarks/_harness.py``).
 
     .venv/bin/python benchmarks/client_models.py            # default: 20 MB, 30 warm calls
     .venv/bin/python benchmarks/client_models.py --mb 200 -n 10 --json
@@ -20,8 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,56 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from _harness import ensure_mlflow, percentile, start_labvault_server, start_mlflow_server, stop
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / ".bench"
-MLFLOW_VENV = BENCH / "mlflow"
-LABVAULT = str(Path(sys.executable).parent / "labvault")
 GOAL_MS = 50.0
-
-
-def ensure_mlflow() -> Path:
-    python = MLFLOW_VENV / "bin" / "python"
-    if python.exists() and subprocess.run([python, "-c", "import mlflow"], capture_output=True).returncode == 0:
-        return MLFLOW_VENV / "bin"
-    BENCH.mkdir(exist_ok=True)
-    (BENCH / ".gitignore").write_text("*\n")
-    uv = shutil.which("uv")
-    if uv is None:
-        sys.exit("uv is needed to install MLflow into .bench/mlflow (pip install uv)")
-    print("installing MLflow into .bench/mlflow ...", file=sys.stderr)
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(MLFLOW_VENV)], check=True)
-    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(python), "mlflow"], check=True)
-    return MLFLOW_VENV / "bin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes], limit: float = 600) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"the server exited ({proc.returncode}) before answering {url}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    sys.exit(f"no answer from {url} in {limit:.0f} s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def model_folder(root: Path, mb: int) -> Path:
@@ -91,40 +42,16 @@ def model_folder(root: Path, mb: int) -> Path:
 
 
 def _stats(times: list[float]) -> dict[str, float]:
-    ordered = sorted(times)
-    return {
-        "median_ms": statistics.median(ordered) * 1000,
-        "p95_ms": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1000,
-    }
+    return {"median_ms": statistics.median(times) * 1000, "p95_ms": percentile(times, 0.95) * 1000}
 
 
 # -- labvault ----------------------------------------------------------------------------------------
 def bench_labvault(tmp: Path, folder: Path, n: int) -> dict[str, float]:
     root = tmp / "lv"
     root.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
-    subprocess.run([LABVAULT, "init"], cwd=root, env=env, check=True, capture_output=True)
-    token = subprocess.run(
-        [LABVAULT, "server", "token", "create", "bench", "--role", "maintainer"],
-        cwd=root,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    port = free_port()
-    proc = subprocess.Popen(
-        [LABVAULT, "server", "--port", str(port)],
-        cwd=root,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, url, token = start_labvault_server(root, role="maintainer", limit=600)
     try:
-        wait_up(f"http://127.0.0.1:{port}/healthz", proc)
-        os.environ.update(
-            LABVAULT_URI=f"http://127.0.0.1:{port}", LABVAULT_TOKEN=token, XDG_CACHE_HOME=str(tmp / "lv-cache")
-        )
+        os.environ.update(LABVAULT_URI=url, LABVAULT_TOKEN=token, XDG_CACHE_HOME=str(tmp / "lv-cache"))
         os.chdir(tmp)
         import labvault as lv
 
@@ -171,33 +98,14 @@ print(json.dumps(times))
 
 
 def bench_mlflow(tmp: Path, folder: Path, n: int) -> dict[str, float]:
-    bin_dir = ensure_mlflow()
+    python = ensure_mlflow()
     root = tmp / "ml"
     root.mkdir()
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(bin_dir / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # Artifacts through the server (over HTTP), as a client on another machine fetches them.
+    proc, url = start_mlflow_server(python, root, proxy_artifacts=True, limit=600)
     try:
-        wait_up(f"http://127.0.0.1:{port}/health", proc)
         out = subprocess.run(
-            [str(bin_dir / "python"), "-c", MLFLOW_WORKER, f"http://127.0.0.1:{port}", str(folder), str(n)],
+            [str(python), "-c", MLFLOW_WORKER, url, str(folder), str(n)],
             cwd=root,
             check=True,
             capture_output=True,

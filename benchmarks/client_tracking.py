@@ -26,20 +26,15 @@ that the server holds N points afterwards. MLflow is installed into ``.bench/mlf
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server import LABVAULT, MLFLOW_VENV, ensure_mlflow, free_port, wait_up
+from _harness import clean_env, ensure_mlflow, start_labvault_server, start_mlflow_server, stop
 
 WORK = r"""
 import sys, time, json
@@ -129,87 +124,6 @@ print(json.dumps({"loop": loop, "end": time.perf_counter() - t, "run": run.info.
 )
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a server and every process it started (its own session)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-@contextlib.contextmanager
-def stopped_on_failure(proc: subprocess.Popen[bytes]) -> Iterator[None]:
-    try:
-        yield
-    except BaseException:
-        stop(proc)
-        raise
-
-
-def start_labvault(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    root = tmp / "lv"
-    root.mkdir()
-    env = clean_env()
-    subprocess.run([LABVAULT, "init"], cwd=root, env=env, check=True, capture_output=True)
-    token = subprocess.run(
-        [LABVAULT, "server", "token", "create", "bench", "--role", "writer"],
-        cwd=root,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    port = free_port()
-    proc = subprocess.Popen(
-        [LABVAULT, "server", "--port", str(port)],
-        cwd=root,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    with stopped_on_failure(proc):
-        wait_up(f"http://127.0.0.1:{port}/healthz", proc)
-    return proc, f"http://127.0.0.1:{port}", token
-
-
-def start_mlflow(tmp: Path, mlflow: Path) -> tuple[subprocess.Popen[bytes], str]:
-    root = tmp / "ml"
-    root.mkdir()
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(mlflow),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--default-artifact-root",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its workers and job consumers are stopped with it
-    )
-    with stopped_on_failure(proc):
-        wait_up(f"http://127.0.0.1:{port}/health", proc)
-    return proc, f"http://127.0.0.1:{port}"
-
-
 def run_script(python: str, code: str, args: list[str], env: dict[str, str], cwd: Path) -> dict[str, float | str]:
     started = time.perf_counter()
     proc = subprocess.run([python, "-c", code, *args], env=env, cwd=cwd, capture_output=True, text=True, check=False)
@@ -253,7 +167,7 @@ def main() -> None:
     opts = parser.parse_args()
     n, work = opts.points, opts.work_us
     iterations = str(calibrate(work))
-    mlflow = None if opts.no_mlflow else ensure_mlflow()
+    mlflow_python = None if opts.no_mlflow else ensure_mlflow()
     results: dict[str, list[dict[str, float | str]]] = {}
     with tempfile.TemporaryDirectory(prefix="lv-bench-client-") as tmp_name:
         tmp = Path(tmp_name)
@@ -267,7 +181,10 @@ def main() -> None:
             results.setdefault("off", []).append(run_script(sys.executable, OFF, [str(n), iterations], env, work_dir))
 
             print(f"rep {rep + 1}/{opts.reps}: labvault ...", file=sys.stderr)
-            proc, url, token = start_labvault(rep_dir)
+            lv_root = rep_dir / "lv"
+            lv_root.mkdir()
+            # Each server in a session of its own: its workers and job consumers are stopped with it.
+            proc, url, token = start_labvault_server(lv_root, own_session=True)
             try:
                 lv_env = dict(env, LABVAULT_URI=url, LABVAULT_TOKEN=token, XDG_CACHE_HOME=str(rep_dir / "cache"))
                 out = run_script(sys.executable, LABVAULT_LOOP, [str(n), iterations], lv_env, work_dir)
@@ -278,15 +195,16 @@ def main() -> None:
             finally:
                 stop(proc)
 
-            if mlflow is not None:
-                python = str(MLFLOW_VENV / "bin" / "python")
+            if mlflow_python is not None:
                 for mode, points in (("sync", opts.mlflow_points), ("async", n)):
                     print(f"rep {rep + 1}/{opts.reps}: mlflow {mode} ...", file=sys.stderr)
                     mdir = rep_dir / f"ml-{mode}"
                     mdir.mkdir()
-                    proc, url = start_mlflow(mdir, mlflow)
+                    proc, url = start_mlflow_server(mlflow_python, mdir, own_session=True)
                     try:
-                        out = run_script(python, MLFLOW_LOOP, [str(points), iterations, mode, url], env, work_dir)
+                        out = run_script(
+                            str(mlflow_python), MLFLOW_LOOP, [str(points), iterations, mode, url], env, work_dir
+                        )
                         got = count_mlflow(url, str(out["run"]))
                         if got != points:
                             sys.exit(f"MLflow's server holds {got} points of {points} ({mode})")

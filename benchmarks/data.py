@@ -24,22 +24,15 @@ import sys
 import time
 from pathlib import Path
 
+from _harness import DVC, DVC_VENV, ensure_dvc
+from _seed import make_files
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / ".bench"
 WORK = BENCH / "work"
-DVC_VENV = BENCH / "dvc-venv"
-DVC = DVC_VENV / "bin" / "dvc"
 LABVAULT = REPO / ".venv" / "bin" / "labvault"
 LV_PYTHON = REPO / ".venv" / "bin" / "python"
 ENV = {**os.environ, "LABVAULT_USER": "bench@example.com", "DVC_NO_ANALYTICS": "1", "NO_COLOR": "1"}
-
-
-def ensure_dvc() -> None:
-    if DVC.exists():
-        return
-    print("installing DVC into", DVC_VENV, flush=True)
-    subprocess.run(["uv", "venv", "--quiet", str(DVC_VENV)], check=True)
-    subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(DVC_VENV / "bin" / "python"), "dvc"], check=True)
 
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, int]:
@@ -59,15 +52,6 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, int]:
 
 def run(cmd: list[str], cwd: Path) -> None:
     subprocess.run(cmd, cwd=cwd, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def make_files(root: Path, count: int, *, per_dir: int = 200, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    for i in range(count):
-        d = root / f"d{i // per_dir:04}"
-        if i % per_dir == 0:
-            d.mkdir(parents=True, exist_ok=True)
-        (d / f"f{i % per_dir:04}.bin").write_bytes(os.urandom(rng.randint(1024, 8192)))
 
 
 def change_files(root: Path, fraction: float, *, seed: int) -> None:

@@ -12,7 +12,7 @@ Beside it, the anchor: MLflow on SQLite, on a smaller vault built the same way t
 long), with labvault measured on a vault of that size too. MLflow's lineage is the same walk by
 hand: ``get_model_version_by_alias`` -> ``get_run`` -> its dataset inputs for the model, and
 ``search_runs`` on ``datasets.name``/``datasets.digest`` -> the model versions of those runs -> their
-aliases for the snapshot. MLflow is installed on first use into ``.bench/venv-mlflow``.
+aliases for the snapshot. MLflow is installed on first use into ``.bench/mlflow``.
 
     .venv/bin/python benchmarks/lineage.py
     .venv/bin/python benchmarks/lineage.py --quick --json
@@ -28,17 +28,16 @@ import secrets
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _harness import ensure_mlflow
+
 # labvault and SQLAlchemy are imported where they are used: the MLflow worker runs this file in
 # MLflow's own venv, where labvault is not installed.
-ROOT = Path(__file__).resolve().parent.parent
-MLFLOW_VENV = ROOT / ".bench" / "venv-mlflow"
 PG = os.environ.get("LABVAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 GOALS = {"model_upstream": 0.050, "snapshot_downstream": 0.500}
 _BATCH = 5_000
@@ -262,27 +261,11 @@ def mlflow_worker(n_runs: int, n_versions: int, n: int) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _ensure_mlflow() -> Path:
-    python = MLFLOW_VENV / "bin" / "python"
-    probe = (
-        subprocess.run([str(python), "-c", "import mlflow"], capture_output=True, check=False)
-        if python.exists()
-        else None
-    )
-    if probe is None or probe.returncode != 0:
-        print("installing MLflow into .bench/venv-mlflow ...", file=sys.stderr)
-        MLFLOW_VENV.parent.mkdir(exist_ok=True)
-        if not python.exists():
-            subprocess.run(["uv", "venv", "--quiet", str(MLFLOW_VENV)], check=True)
-        subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(python), "mlflow"], check=True)
-    return python
-
-
 def _anchor(args: argparse.Namespace) -> dict[str, Any]:
     """labvault and MLflow on the same smaller vault: ``anchor_runs`` runs, a tenth as many snapshots."""
     from labvault import Vault
 
-    python = _ensure_mlflow()
+    python = ensure_mlflow()
     n_versions = max(1, args.anchor_runs // 100)
     command = [str(python), __file__, "--mlflow-worker", "--anchor-runs", str(args.anchor_runs), "-n", str(args.n)]
     proc = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -24,21 +24,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _harness import DVC, ensure_dvc
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / ".bench"
 WORK = BENCH / "pipeline"
-DVC_VENV = BENCH / "dvc-venv"
-DVC = DVC_VENV / "bin" / "dvc"
 LABVAULT = REPO / ".venv" / "bin" / "labvault"
 ENV = {**os.environ, "LABVAULT_USER": "bench@example.com", "DVC_NO_ANALYTICS": "1", "NO_COLOR": "1"}
-
-
-def ensure_dvc() -> None:
-    if DVC.exists():
-        return
-    print("installing DVC into", DVC_VENV, flush=True)
-    subprocess.run(["uv", "venv", "--quiet", str(DVC_VENV)], check=True)
-    subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(DVC_VENV / "bin" / "python"), "dvc"], check=True)
 
 
 def run(cmd: list[str], cwd: Path, *, ok: tuple[int, ...] = (0,)) -> float:

@@ -25,11 +25,11 @@ import sys
 import time
 from pathlib import Path
 
+from _harness import DVC, ensure_dvc, stop
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / ".bench"
 WORK = BENCH / "pipedask"
-DVC_VENV = BENCH / "dvc-venv"
-DVC = DVC_VENV / "bin" / "dvc"
 BIN = REPO / ".venv" / "bin"
 ENV = {
     **os.environ,
@@ -38,14 +38,6 @@ ENV = {
     "NO_COLOR": "1",
     "PATH": f"{BIN}:{os.environ['PATH']}",
 }
-
-
-def ensure_dvc() -> None:
-    if DVC.exists():
-        return
-    print("installing DVC into", DVC_VENV, flush=True)
-    subprocess.run(["uv", "venv", "--quiet", str(DVC_VENV)], check=True)
-    subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(DVC_VENV / "bin" / "python"), "dvc"], check=True)
 
 
 def timed(cmd: list[str], cwd: Path) -> float:
@@ -258,11 +250,7 @@ def main() -> None:
         print(f"{'':<44} per stage: labvault {lv / args.chain * 1000:6.1f} ms   dvc {dv / args.chain * 1000:6.1f} ms")
     finally:
         for proc in reversed(procs):
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+            stop(proc, timeout=5)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Medians of single operations, reported as operations per second and as the ratio
 - resolve an alias: ``resolve("p/m@prod")`` against ``get_model_version_by_alias``;
 - and labvault's promotions per second under a metrics-only policy (two metric gates).
 
-MLflow is installed on first use into ``.bench/venv-mlflow`` (``uv venv`` + ``uv pip install mlflow``).
+MLflow is installed on first use into ``.bench/mlflow`` (``uv venv`` + ``uv pip install mlflow``).
 
     .venv/bin/python benchmarks/registry.py            # default: 200 operations of each kind
     .venv/bin/python benchmarks/registry.py -n 50 --json
@@ -25,14 +25,13 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-MLFLOW_VENV = ROOT / ".bench" / "venv-mlflow"
+from _harness import ensure_mlflow
+
 WEIGHTS = 64 * 1024  # bytes of "model" per version
 GOAL = 5.0
 
@@ -139,24 +138,8 @@ def mlflow_worker(n: int) -> dict[str, float]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _ensure_mlflow() -> Path:
-    python = MLFLOW_VENV / "bin" / "python"
-    probe = (
-        subprocess.run([str(python), "-c", "import mlflow"], capture_output=True, check=False)
-        if python.exists()
-        else None
-    )
-    if probe is None or probe.returncode != 0:
-        print("installing MLflow into .bench/venv-mlflow ...", file=sys.stderr)
-        MLFLOW_VENV.parent.mkdir(exist_ok=True)
-        if not python.exists():
-            subprocess.run(["uv", "venv", "--quiet", str(MLFLOW_VENV)], check=True)
-        subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(python), "mlflow"], check=True)
-    return python
-
-
 def bench_mlflow(n: int) -> dict[str, float]:
-    python = _ensure_mlflow()
+    python = ensure_mlflow()
     proc = subprocess.run(
         [str(python), __file__, "--mlflow-worker", "-n", str(n)], capture_output=True, text=True, check=False
     )

@@ -3,7 +3,7 @@
 Usage: ``.venv/bin/python benchmarks/remote_objects.py [--files 20000]``
 
 Starts a moto S3 server process on loopback (``tests/s3server.py``), installs DVC with its S3 plugin
-into ``.bench/dvc-s3-venv`` if absent (``uv venv`` + ``uv pip install 'dvc[s3]'``), makes N files of
+into ``.bench/dvc-venv`` if absent (``uv venv`` + ``uv pip install 'dvc[s3]'``), makes N files of
 1-8 KiB under ``.bench/remote-objects/``, and compares, as whole processes, requests counted by the
 server itself (moto's request recorder):
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,9 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from _harness import DVC, ensure_dvc
+from _seed import make_files
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -37,8 +39,6 @@ from tests.s3server import S3Server  # noqa: E402 - the repository root is put o
 
 BENCH = REPO / ".bench"
 WORK = BENCH / "remote-objects"
-DVC_VENV = BENCH / "dvc-s3-venv"
-DVC = DVC_VENV / "bin" / "dvc"
 LV_PYTHON = REPO / ".venv" / "bin" / "python"
 
 UPLOAD = """
@@ -65,24 +65,6 @@ with Dest.open(Path(sys.argv[4])) as into:  # as `data checkout` writes a snapsh
     for rel, hexd in json.loads(Path(sys.argv[3]).read_text()).items():
         materialize_into(store, Digest(hexd), into, rel)
 """
-
-
-def ensure_dvc() -> None:
-    if DVC.exists():
-        return
-    print("installing DVC (with S3) into", DVC_VENV, flush=True)
-    subprocess.run(["uv", "venv", "--quiet", str(DVC_VENV)], check=True)
-    python = str(DVC_VENV / "bin" / "python")
-    subprocess.run(["uv", "pip", "install", "--quiet", "--python", python, "dvc[s3]"], check=True)
-
-
-def make_files(root: Path, count: int, *, per_dir: int = 200, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    for i in range(count):
-        d = root / f"d{i // per_dir:04}"
-        if i % per_dir == 0:
-            d.mkdir(parents=True, exist_ok=True)
-        (d / f"f{i % per_dir:04}.bin").write_bytes(rng.randbytes(rng.randint(1024, 8192)))
 
 
 class Recorder:
@@ -137,10 +119,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=20_000)
     args = parser.parse_args()
-    ensure_dvc()
+    ensure_dvc(s3=True)
     shutil.rmtree(WORK, ignore_errors=True)
     data = WORK / "project" / "data"
-    make_files(data, args.files)
+    make_files(data, args.files, repeatable=True)
     os.environ["MOTO_RECORDER_FILEPATH"] = str(WORK / "moto_recording")  # the server's request log
     server = S3Server().start()
     try:

@@ -22,31 +22,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _harness import DVC as DVC_PATH
+from _harness import ensure_dvc, start_server, stop
+from _seed import make_files
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / ".bench"
 WORK = BENCH / "work-remotes"
-DVC_VENV = BENCH / "dvc-venv"
-DVC = str(DVC_VENV / "bin" / "dvc")
+DVC = str(DVC_PATH)
 LABVAULT = str(REPO / ".venv" / "bin" / "labvault")
 ENV = {**os.environ, "LABVAULT_USER": "bench@example.com", "DVC_NO_ANALYTICS": "1", "NO_COLOR": "1"}
-
-
-def ensure_dvc() -> None:
-    if Path(DVC).exists():
-        return
-    print("installing DVC into", DVC_VENV, flush=True)
-    subprocess.run(["uv", "venv", "--quiet", str(DVC_VENV)], check=True)
-    subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(DVC_VENV / "bin" / "python"), "dvc"], check=True)
 
 
 def run(cmd: list[str], cwd: Path) -> None:
@@ -61,15 +53,6 @@ def timed(cmds: list[list[str]], cwd: Path) -> float:
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
     return time.perf_counter() - start
-
-
-def make_files(root: Path, count: int, *, per_dir: int = 200, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    for i in range(count):
-        d = root / f"d{i // per_dir:04}"
-        if i % per_dir == 0:
-            d.mkdir(parents=True, exist_ok=True)
-        (d / f"f{i % per_dir:04}.bin").write_bytes(os.urandom(rng.randint(1024, 8192)))
 
 
 def fresh_dir(path: Path) -> Path:
@@ -170,41 +153,17 @@ def main() -> None:
         server_rows(src["labvault"], args.files, args.runs)
 
 
-def start_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_vault_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     fresh_dir(folder)
     run([LABVAULT, "init", "-q"], folder)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [LABVAULT, "server", "--no-auth", "--port", str(port)],
-        cwd=folder,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc, url
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    return start_server([LABVAULT, "server", "--no-auth"], health="/healthz", cwd=folder, env=ENV, limit=60)
 
 
 def server_rows(src: Path, files: int, runs: int) -> None:
     """push / no-op push / pull + checkout through a labvault server remote (labvault only)."""
     push, noop, pull = [], [], []
     for _ in range(runs):
-        proc, url = start_server(WORK / "server-vault")
+        proc, url = start_vault_server(WORK / "server-vault")
         try:
             subprocess.run([LABVAULT, "remote", "remove", "srv"], cwd=src, env=ENV, capture_output=True, check=False)
             run([LABVAULT, "remote", "add", "srv", url], src)

@@ -4,8 +4,8 @@
                                 [--artifact-rounds R] [--artifact-compose]
                                 [--workers W] [--pg URL]
 
-MLflow is installed into its own virtual environment under ``.bench/mlflow`` when absent (as in
-benchmarks/tracking.py). Each server is started on a free loopback port with ``--workers W`` worker
+MLflow is installed into its own virtual environment under ``.bench/mlflow`` when absent
+(benchmarks/_harness.py). Each server is started on a free loopback port with ``--workers W`` worker
 processes (the same for both); the clients are threads of this process (httpx, one connection each).
 
 1. N concurrent clients (50 by default) logging for S seconds (60 by default), each to its own run:
@@ -32,8 +32,6 @@ import hashlib
 import os
 import random
 import secrets
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,52 +44,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _harness import ensure_mlflow, percentile, start_labvault_server, start_mlflow_server, stop
 from _seed import insert_runs, specs
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / ".bench"
-MLFLOW_VENV = BENCH / "mlflow"
-LABVAULT = str(Path(sys.executable).parent / "labvault")
 BATCH = 100
-
-
-def ensure_mlflow() -> Path:
-    python = MLFLOW_VENV / "bin" / "python"
-    if python.exists() and subprocess.run([python, "-c", "import mlflow"], capture_output=True).returncode == 0:
-        return MLFLOW_VENV / "bin" / "mlflow"
-    BENCH.mkdir(exist_ok=True)
-    (BENCH / ".gitignore").write_text("*\n")
-    uv = shutil.which("uv")
-    if uv is None:
-        sys.exit("uv is needed to install MLflow into .bench/mlflow (pip install uv)")
-    print("installing MLflow into .bench/mlflow ...", file=sys.stderr)
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(MLFLOW_VENV)], check=True)
-    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(python), "mlflow"], check=True)
-    return MLFLOW_VENV / "bin" / "mlflow"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"the server exited ({proc.returncode}) before answering {url}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    sys.exit(f"no answer from {url} in 120 s")
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 class Api:
@@ -233,8 +189,8 @@ def logging_load(api: Api, clients: int, seconds: float, batch: int) -> dict[str
     flat = [x for xs in latencies for x in xs]
     return {
         "points_per_s": sum(acked) / elapsed,
-        "p50_ms": pct(flat, 0.5) * 1000,
-        "p99_ms": pct(flat, 0.99) * 1000,
+        "p50_ms": percentile(flat, 0.5) * 1000,
+        "p99_ms": percentile(flat, 0.99) * 1000,
         "errors": sum(errors),
         "lost": sum(acked) - stored,
     }
@@ -272,7 +228,7 @@ def search_load(api: Api, runs: int, http_runs: int, seeders: int = 8) -> dict[s
                 out[f"{name}_n"] = api.search(c, filt)
                 times.append(time.perf_counter() - t)
             out[f"{name}_p50_ms"] = statistics.median(times) * 1000
-            out[f"{name}_p95_ms"] = pct(times, 0.95) * 1000
+            out[f"{name}_p95_ms"] = percentile(times, 0.95) * 1000
     return out
 
 
@@ -413,55 +369,15 @@ def artifact_load(api: Api, tmp: Path, mib: int, rounds: int = 3, compose: bool 
 def serve_labvault(tmp: Path, workers: int, db: str | None = None) -> tuple[subprocess.Popen[bytes], Api]:
     root = tmp / ("lv-pg" if db else "lv")
     root.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
-    subprocess.run(
-        [LABVAULT, "init", *(["--db", db] if db else [])], cwd=root, env=env, check=True, capture_output=True
-    )
-    token = subprocess.run(
-        [LABVAULT, "server", "token", "create", "bench", "--role", "writer"],
-        cwd=root,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    port = free_port()
-    proc = subprocess.Popen(
-        [LABVAULT, "server", "--port", str(port), "--workers", str(workers)],
-        cwd=root,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_up(f"http://127.0.0.1:{port}/healthz", proc)
-    return proc, LabvaultApi(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}, root)
+    proc, url, token = start_labvault_server(root, db=db, workers=workers)
+    return proc, LabvaultApi(url, {"Authorization": f"Bearer {token}"}, root)
 
 
-def serve_mlflow(tmp: Path, mlflow: Path, workers: int) -> tuple[subprocess.Popen[bytes], Api]:
+def serve_mlflow(tmp: Path, python: Path, workers: int) -> tuple[subprocess.Popen[bytes], Api]:
     root = tmp / "ml"
     root.mkdir()
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(mlflow),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--default-artifact-root",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_up(f"http://127.0.0.1:{port}/health", proc)
-    return proc, MlflowApi(f"http://127.0.0.1:{port}", {})
+    proc, url = start_mlflow_server(python, root, workers=workers)
+    return proc, MlflowApi(url, {})
 
 
 @contextlib.contextmanager
@@ -503,8 +419,7 @@ def measure(
             )
         return out
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop(proc)
 
 
 def main() -> None:

@@ -34,10 +34,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / ".bench"
-MLFLOW_VENV = BENCH / "mlflow"
-DVC_VENV = BENCH / "dvc-venv"
+from _harness import ensure_dvc, ensure_mlflow
+
 LV_PYTHON = Path(sys.executable)
 LABVAULT = LV_PYTHON.parent / "labvault"
 REPS = 5
@@ -106,23 +104,6 @@ for m in range(10):
         client.create_model_version(f"m{m}", f"runs:/{first}/model", run_id=first)
 print(exp.experiment_id, first)
 """
-
-
-def ensure(venv: Path, package: str, exe: str) -> Path | None:
-    binary = venv / "bin" / exe
-    if binary.exists():
-        return binary
-    uv = shutil.which("uv")
-    if uv is None:
-        print(f"uv is needed to install {package} into {venv}; skipping it", file=sys.stderr)
-        return None
-    BENCH.mkdir(exist_ok=True)
-    (BENCH / ".gitignore").write_text("*\n")
-    print(f"installing {package} into {venv} ...", file=sys.stderr)
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
-    python = venv / "bin" / "python"
-    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(python), package], check=True)
-    return binary
 
 
 def git_workspace(base: Path, name: str) -> Path:
@@ -208,8 +189,8 @@ def main() -> None:
     parser.add_argument("--postgres", metavar="URL", help="also time labvault with its metadata in PostgreSQL")
     opts = parser.parse_args()
     runs = 100 if opts.quick else opts.runs
-    mlflow = None if opts.quick else ensure(MLFLOW_VENV, "mlflow", "mlflow")
-    dvc = None if opts.quick else ensure(DVC_VENV, "dvc", "dvc")
+    mlflow = None if opts.quick else ensure_mlflow().parent / "mlflow"
+    dvc = None if opts.quick else ensure_dvc()
     with tempfile.TemporaryDirectory(prefix="labvault-startup-") as tmp:
         base = Path(tmp)
         lv_ws, run_id = fill_labvault(base, "lv", runs)

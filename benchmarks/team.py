@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,34 +29,23 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from _harness import DVC, ensure_dvc, free_port
+from _seed import make_files
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / ".bench"
 WORK = BENCH / "team"
-DVC_VENV = BENCH / "dvc-venv"
-DVC = DVC_VENV / "bin" / "dvc"
 LABVAULT = REPO / ".venv" / "bin" / "labvault"
 LV_PYTHON = REPO / ".venv" / "bin" / "python"
 PG = os.environ.get("LABVAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _REQUEST = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) ')
 
 
-def ensure_dvc() -> None:
-    if DVC.exists() and subprocess.run([str(DVC_VENV / "bin" / "python"), "-c", "import s3fs"]).returncode == 0:
-        return
-    print("installing DVC (with its s3 extra) into", DVC_VENV, flush=True)
-    subprocess.run(["uv", "venv", "--quiet", "--allow-existing", str(DVC_VENV)], check=True)
-    subprocess.run(
-        ["uv", "pip", "install", "--quiet", "--python", str(DVC_VENV / "bin" / "python"), "dvc[s3]"], check=True
-    )
-
-
 class Moto:
     """``python -m moto.server`` on a free port; its werkzeug log has one line per request."""
 
     def __init__(self, log: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log = log
         self._empty = log.with_name("aws-empty.ini")
@@ -107,15 +94,6 @@ class Moto:
         self._log_file.close()
 
 
-def make_files(root: Path, count: int, *, per_dir: int = 200) -> None:
-    rng = random.Random(0)
-    for i in range(count):
-        d = root / f"d{i // per_dir:04}"
-        if i % per_dir == 0:
-            d.mkdir(parents=True, exist_ok=True)
-        (d / f"f{i % per_dir:04}.bin").write_bytes(os.urandom(rng.randint(1024, 8192)))
-
-
 def timed(cmds: list[list[str]], cwd: Path, env: dict[str, str]) -> float:
     start = time.perf_counter()
     for cmd in cmds:
@@ -158,7 +136,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=20_000)
     args = parser.parse_args()
-    ensure_dvc()
+    ensure_dvc(s3=True)
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     source = WORK / "source"

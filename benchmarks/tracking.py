@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,9 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / ".bench"
-MLFLOW_VENV = BENCH / "mlflow"
+from _harness import clean_env, ensure_mlflow
+
 REPS = 5
 SEARCH_REPS = 21  # a search takes milliseconds: more pairs, so a busy machine moves the medians less
 
@@ -207,21 +205,6 @@ print(json.dumps(out))
 )
 
 
-def ensure_mlflow() -> Path:
-    python = MLFLOW_VENV / "bin" / "python"
-    if python.exists() and subprocess.run([python, "-c", "import mlflow"], capture_output=True).returncode == 0:
-        return python
-    BENCH.mkdir(exist_ok=True)
-    (BENCH / ".gitignore").write_text("*\n")
-    uv = shutil.which("uv")
-    if uv is None:
-        sys.exit("uv is needed to install MLflow into .bench/mlflow (pip install uv)")
-    print("installing MLflow into .bench/mlflow ...", file=sys.stderr)
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(MLFLOW_VENV)], check=True)
-    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(python), "mlflow"], check=True)
-    return python
-
-
 def git_workspace(base: Path, name: str) -> Path:
     ws = base / name
     ws.mkdir()
@@ -244,7 +227,7 @@ class Worker:
     """A worker process: its figures up to the searches, then the searches it is asked for, one at a time."""
 
     def __init__(self, python: str, code: str, ws: Path, args: list[str]) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
+        env = clean_env()
         # To a file: a pipe left unread could fill and block the worker (the child keeps its own descriptor).
         self.errors = ws.parent / f"{ws.name}.stderr"
         with self.errors.open("w") as errors:

@@ -9,7 +9,7 @@
    the records it receives (seconds for 10,000); MLflow meanwhile in its own process through
    ``MlflowClient`` (``create_run``, one ``log_batch``, ``set_terminated`` per run; it has no call that
    creates many runs, and seeds about 7 runs a second here) into a SQLite tracking store, in MLflow's
-   own virtual environment (``.bench/mlflow``, installed on first use as in benchmarks/server.py).
+   own virtual environment (``.bench/mlflow``, installed on first use by benchmarks/_harness.py).
    The seeding is not compared. ``--workdir`` keeps the seeded stores and reuses them when run again
    with the same options. labvault also gets a run with M metrics of P points each (10 x 100,000)
    through the tracking API, and C - 1 copies of it (3 in all by default).
@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,49 +45,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _harness import LABVAULT, MLFLOW_VENV, clean_env, ensure_mlflow, start_mlflow_server, start_server, stop
 from _seed import insert_runs as _insert_runs
 from _seed import specs as _specs
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / ".bench"
-MLFLOW_VENV = BENCH / "mlflow"
-LABVAULT = str(Path(sys.executable).parent / "labvault")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-
-
-def ensure_mlflow() -> Path:
-    """MLflow's Python in ``.bench/mlflow``, installed there with uv when absent."""
-    python = MLFLOW_VENV / "bin" / "python"
-    if python.exists() and subprocess.run([python, "-c", "import mlflow"], capture_output=True).returncode == 0:
-        return python
-    BENCH.mkdir(exist_ok=True)
-    (BENCH / ".gitignore").write_text("*\n")
-    uv = shutil.which("uv")
-    if uv is None:
-        sys.exit("uv is needed to install MLflow into .bench/mlflow (pip install uv)")
-    print("installing MLflow into .bench/mlflow ...", file=sys.stderr)
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(MLFLOW_VENV)], check=True)
-    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(python), "mlflow"], check=True)
-    return python
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"the server exited ({proc.returncode}) before answering {url}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    sys.exit(f"no answer from {url} in 180 s")
 
 
 def seed_labvault(root: Path, runs: int, metrics: int, points: int, copies: int) -> list[str]:
@@ -98,8 +58,7 @@ def seed_labvault(root: Path, runs: int, metrics: int, points: int, copies: int)
     through the tracking API (``vault.runs.log_metrics``, 10,000 points a call), and ``copies - 1``
     more runs with the same histories (copied in SQL: first views of a page whose envelope the server
     has not computed yet). Returns the long runs' ids."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
-    subprocess.run([LABVAULT, "init"], cwd=root, env=env, check=True, capture_output=True)
+    subprocess.run([LABVAULT, "init"], cwd=root, env=clean_env(), check=True, capture_output=True)
     import sqlalchemy as sa
 
     from labvault.storage.meta.tables import run_latest, run_metrics
@@ -167,38 +126,6 @@ def seed_mlflow(python: Path, root: Path, runs: int) -> Callable[[], str]:
     return wait
 
 
-def serve_labvault(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABVAULT_")}
-    port = free_port()
-    proc = subprocess.Popen(
-        [LABVAULT, "server", "--no-auth", "--port", str(port)],
-        cwd=root,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_up(f"{url}/healthz", proc)
-    return proc, url
-
-
-def serve_mlflow(python: Path, root: Path, uri: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    mlflow = python.parent / "mlflow"
-    proc = subprocess.Popen(
-        [
-            *(str(mlflow), "server", "--backend-store-uri", uri, "--default-artifact-root", str(root / "artifacts")),
-            *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
-        ],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_up(f"{url}/health", proc)
-    return proc, url
-
-
 def navigate(browser: Any, url: str, ready: Callable[[Any], None]) -> float:
     """Seconds from navigation to ``ready(page)`` returning, in a fresh context (no cache, no cookies)."""
     context = browser.new_context()
@@ -225,15 +152,6 @@ def timed_navigation(browser: Any, pages: list[tuple[str, Callable[[Any], None]]
             if i:  # the first round is the warm-up
                 times[n].append(seconds)
     return times
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def store_envelopes(root: Path, run_ids: list[str]) -> list[float]:
@@ -330,8 +248,12 @@ def main() -> None:
         lv_root, ml_root, long_runs, uri = _seeded(workdir, opts, python)
         end_costs = store_envelopes(lv_root, long_runs)
         stored_cpu, live_cpu = envelope_cpu(lv_root, long_runs[0], opts.repeat)
-        lv_proc, lv_url = serve_labvault(lv_root)
-        ml_proc, ml_url = (None, "") if opts.run_page_only else serve_mlflow(python, ml_root, uri)
+        lv_proc, lv_url = start_server(
+            [LABVAULT, "server", "--no-auth"], health="/healthz", cwd=lv_root, env=clean_env(), limit=180
+        )
+        ml_proc, ml_url = (
+            (None, "") if opts.run_page_only else start_mlflow_server(python, ml_root, store=uri, limit=180)
+        )
 
         def all_drawn(page: Any) -> None:
             page.wait_for_function(
