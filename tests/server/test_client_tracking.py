@@ -348,7 +348,8 @@ def test_resend_after_a_crash_between_send_and_ack_is_stored_once(served: Served
     leaves that record, and the resend (same range, same Idempotency-Key) is deduplicated."""
     from labvault.client.sender import send_spool
     from labvault.client.settings import ServerTarget
-    from labvault.client.spool import SpoolReader, SpoolWriter
+    from labvault.client.spool import SpoolWriter
+    from labvault.client.spool_reader import SpoolReader
     from labvault.client.transport import Transport
 
     target = ServerTarget(served.urls[0], served.tokens["writer"])
@@ -487,7 +488,8 @@ def test_a_batch_a_dead_server_stored_but_never_answered_is_not_stored_again(ser
 
     from labvault.client.sender import send_spool
     from labvault.client.settings import ServerTarget
-    from labvault.client.spool import SpoolReader, SpoolWriter
+    from labvault.client.spool import SpoolWriter
+    from labvault.client.spool_reader import SpoolReader
     from labvault.client.transport import Transport
 
     target = ServerTarget(served.urls[0], served.tokens["writer"])
@@ -567,7 +569,8 @@ def test_a_spool_left_before_its_header_was_written_is_removed(tmp_path: Path) -
 
 def test_the_spool_grows_past_its_first_mapping(tmp_path: Path) -> None:
     """The hot path copies into the mapped room; past it, the mapping grows and no point is lost."""
-    from labvault.client.spool import SpoolReader, SpoolWriter
+    from labvault.client.spool import SpoolWriter
+    from labvault.client.spool_reader import SpoolReader
 
     writer = SpoolWriter(tmp_path / "spool", url="http://127.0.0.1:1", run_id="0123456789ab")
     count = 120_000  # about 6 MB of records: more than the first 4 MiB mapping

@@ -156,7 +156,8 @@ ALLOWED = {
     "services/audit.py": "the audit head: one fixed-size record rewritten in place under a lock",
     "services/capture/git.py": "copies git's index into its own mkdtemp folder for git to read",
     "client/settings.py": "the saved login: one 0600 file of its own in the user's config folder, never a path given",
-    "client/spool.py": "tracking spools and their state: files of its own in the user's cache folder (O_NOFOLLOW)",
+    "client/spool.py": "tracking spools: files of its own in the user's cache folder (O_NOFOLLOW)",
+    "client/spool_reader.py": "a spool's state file and the spool's removal once sent: files of its own (O_NOFOLLOW)",
     "client/sender.py": "removes a spool's state file once the spool was sent",
     "server/ui/session.py": "the web UI's session key: one 0600 file of its own in the vault folder, made once",
 }

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labvault.client.spool import Batch, SpoolReader, SpoolWriter, spool_files
+from labvault.client.spool import SpoolWriter, spool_files
+from labvault.client.spool_reader import Batch, SpoolReader
 from labvault.client.transport import Transport
 from labvault.errors import Conflict, ExternalError, IntegrityError, LabvaultError, LockedError, NotAllowed
 

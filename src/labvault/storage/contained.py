@@ -5,8 +5,9 @@ deploy`` where ``deploy -> /srv/models`` is legitimate). Every path below it com
 (a tree entry, a lock-file key, a model or version name) and is resolved component by component
 from directory descriptors with ``O_NOFOLLOW``: a link or a file standing where a folder must be is
 a file in the way (exit 4, named), never followed, and no name can climb out (``..``, ``/``, NUL
-are refused). A file is written to a temp file beside its final name, then renamed into place, so
-a reader never sees it half written and a failed write leaves nothing behind.
+are refused). That resolving half of :class:`Dest` is :mod:`labvault.storage.contained_paths`.
+A file is written to a temp file beside its final name, then renamed into place, so a reader never
+sees it half written and a failed write leaves nothing behind.
 
 Only the object store's own temp-and-rename internals write files without this module; a test
 (``tests/storage/test_contained.py``) scans ``src/`` to keep it so.
@@ -25,39 +26,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from labvault.errors import Conflict, StorageError, ValidationError
+from labvault.errors import Conflict, StorageError
+from labvault.storage.contained_paths import DestPaths, check_name, split_rel, write_error
 from labvault.storage.objects.fileio import write_all
 
-__all__ = ["Dest", "check_name", "replace_file", "split_rel", "write_text"]
+# check_name lives in contained_paths; it is still offered here for storage/objects/tree.py.
+__all__ = ["Dest", "check_name", "replace_file", "write_text"]
 
-_HELD_DIRS = 32
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _T = TypeVar("_T")
-
-
-def check_name(name: str) -> str | None:
-    """Why ``name`` cannot be one component of a stored path, or None if it can."""
-    if not name:
-        return "an empty name"
-    if name in (".", ".."):
-        return f"the name {name!r}"
-    if "/" in name:
-        return f"a name with '/' ({name!r})"
-    if "\0" in name:
-        return f"a name with NUL ({name!r})"
-    return None
-
-
-def split_rel(rel: str) -> list[str]:
-    """A stored relative path (``a/b/c``) as its components, each checked; refuses anything else."""
-    parts = rel.split("/")
-    for part in parts:
-        why = check_name(part)
-        if why is not None:
-            raise ValidationError(
-                f"refusing to write {rel!r}: it holds {why}", hint="stored paths are relative and never climb out"
-            )
-    return parts
 
 
 def _lstat_at(fd: int, name: str) -> os.stat_result | None:
@@ -67,134 +43,11 @@ def _lstat_at(fd: int, name: str) -> os.stat_result | None:
         return None
 
 
-def _oserror(exc: OSError, where: Path) -> StorageError:
-    if exc.errno == errno.ENOSPC:
-        return StorageError(f"disk full while writing {where}", hint="free some space, then run the command again")
-    return StorageError(f"cannot write {where}: {exc.strerror or exc}", hint="check the disk and the permissions")
-
-
-class Dest:
+class Dest(DestPaths):
     """A destination folder held open by descriptor; paths below it never follow a link.
 
     Use as a context manager (``with Dest.open(path) as dest: dest.write_file("a/b.txt", data)``).
     """
-
-    def __init__(self, fd: int, path: Path) -> None:
-        self.fd = fd
-        self.path = path
-        # Folders below, held open by descriptor (most recently used last): a checkout writes many
-        # files into each folder, and resolving every path from the top costs more than the write.
-        self._dirs: dict[str, int] = {}
-
-    @classmethod
-    def open(cls, path: Path | str, *, create: bool = True) -> Dest:
-        """Open ``path`` (typed by the user: links in it are followed), creating it if ``create``."""
-        path = Path(os.path.abspath(Path(path).expanduser()))
-        try:
-            if create:
-                os.makedirs(path, exist_ok=True)
-            return cls(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), path)
-        except (FileExistsError, NotADirectoryError):
-            raise Conflict(f"{path} is a file, where a folder is needed", hint="choose another destination") from None
-        except OSError as exc:
-            raise _oserror(exc, path) from exc
-
-    def _forget_dirs(self) -> None:
-        """Close the held folders: after a remove or a rename, one of them may be gone or moved."""
-        while self._dirs:
-            os.close(self._dirs.popitem()[1])
-
-    def close(self) -> None:
-        self._forget_dirs()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> Dest:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
-
-    # -- resolving ------------------------------------------------------------------------------
-    def _in_the_way(self, shown: str, need: str) -> Conflict:
-        return Conflict(
-            f"{self.path / shown} is {need}, where a folder is needed",
-            hint="remove or rename it, or choose another destination",
-        )
-
-    def _open_dir(self, parts: list[str], *, create: bool) -> int:
-        """A new descriptor for the folder ``parts`` below this one; creates missing folders if ``create``."""
-        fd = os.dup(self.fd)
-        try:
-            for i, name in enumerate(parts):
-                try:
-                    nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    # Made meanwhile, or something else stands there: the open below says which.
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(name, 0o777, dir_fd=fd)
-                    nxt = self._open_child(fd, name, parts[: i + 1])
-                except (NotADirectoryError, OSError) as exc:
-                    if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-                        raise self._what_stands(fd, name, parts[: i + 1]) from None
-                    raise
-                os.close(fd)
-                fd = nxt
-            return fd
-        except BaseException:
-            os.close(fd)
-            raise
-
-    def _open_child(self, fd: int, name: str, parts: list[str]) -> int:
-        try:
-            return os.open(name, _DIR_FLAGS, dir_fd=fd)
-        except OSError as exc:
-            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-                raise self._what_stands(fd, name, parts) from None
-            raise
-
-    def _what_stands(self, fd: int, name: str, parts: list[str]) -> Conflict:
-        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        return self._in_the_way("/".join(parts), "a link" if stat.S_ISLNK(st.st_mode) else "a file")
-
-    @contextmanager
-    def _parent(self, rel: str, *, create: bool = True) -> Iterator[tuple[int, str]]:
-        parts = split_rel(rel)
-        key = "/".join(parts[:-1])
-        if not key:
-            yield self.fd, parts[-1]
-            return
-        fd = self._dirs.pop(key, None)
-        if fd is None:
-            try:
-                fd = self._open_dir(parts[:-1], create=create)
-            except FileNotFoundError:
-                raise  # only without ``create``: the caller says what absent means
-            except OSError as exc:
-                raise _oserror(exc, self.path / rel) from exc
-            if len(self._dirs) >= _HELD_DIRS:
-                os.close(self._dirs.pop(next(iter(self._dirs))))
-        self._dirs[key] = fd
-        yield fd, parts[-1]
-
-    def check_dirs(self, rel: str) -> None:
-        """Refuse (exit 4) if a link or a file stands where a folder of ``rel`` must be; creates nothing."""
-        if rel in ("", "."):
-            return
-        parts = split_rel(rel)
-        try:
-            fd = self._open_dir(parts, create=False)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise _oserror(exc, self.path / rel) from exc
-        os.close(fd)
 
     def sub(self, rel: str, *, create: bool = True) -> Dest:
         """The folder ``rel`` below this one, as a destination of its own (links are never followed)."""
@@ -203,29 +56,7 @@ class Dest:
         try:
             return Dest(self._open_dir(split_rel(rel), create=create), self.path / rel)
         except OSError as exc:
-            raise _oserror(exc, self.path / rel) from exc
-
-    def lstat(self, rel: str) -> os.stat_result | None:
-        """``rel``'s own status (a link is not followed); None if absent. A link or a file where
-        one of its folders must be is a :class:`Conflict`."""
-        try:
-            with self._parent(rel, create=False) as (fd, name):
-                return os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-
-    def readlink(self, rel: str) -> str | None:
-        """The target of the link ``rel``; None if ``rel`` is absent or not a link."""
-        try:
-            with self._parent(rel, create=False) as (fd, name):
-                return os.readlink(name, dir_fd=fd)
-        except (FileNotFoundError, OSError):
-            return None
-
-    def read_fd(self, rel: str) -> int:
-        """A read-only descriptor on the regular file ``rel`` (never through a link)."""
-        with self._parent(rel, create=False) as (fd, name):
-            return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            raise write_error(exc, self.path / rel) from exc
 
     # -- writing --------------------------------------------------------------------------------
     def write(self, rel: str, fill: Callable[[int], _T], *, mode: int = 0o644, overwrite: bool = True) -> _T:
@@ -240,7 +71,7 @@ class Dest:
             try:
                 out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=pfd)
             except OSError as exc:
-                raise _oserror(exc, self.path / rel) from exc
+                raise write_error(exc, self.path / rel) from exc
             try:
                 try:
                     result = fill(out)
@@ -251,7 +82,7 @@ class Dest:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp, dir_fd=pfd)
                 if isinstance(exc, OSError):
-                    raise _oserror(exc, self.path / rel) from exc
+                    raise write_error(exc, self.path / rel) from exc
                 raise
             return result
 
@@ -297,7 +128,7 @@ class Dest:
                     f"{self.path / rel} is in the way", hint="remove it, or choose another destination"
                 ) from None
             except OSError as exc:
-                raise _oserror(exc, self.path / rel) from exc
+                raise write_error(exc, self.path / rel) from exc
             try:
                 try:
                     write_all(out, data)
@@ -307,7 +138,7 @@ class Dest:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=pfd)
                 if isinstance(exc, OSError):
-                    raise _oserror(exc, self.path / rel) from exc
+                    raise write_error(exc, self.path / rel) from exc
                 raise
 
     def temp_dir(self, rel: str) -> str:
@@ -320,7 +151,7 @@ class Dest:
             try:
                 os.mkdir(tmp, 0o777, dir_fd=pfd)
             except OSError as exc:
-                raise _oserror(exc, self.path / rel) from exc
+                raise write_error(exc, self.path / rel) from exc
         parent = rel.rpartition("/")[0]
         return f"{parent}/{tmp}" if parent else tmp
 
@@ -352,7 +183,7 @@ class Dest:
                     os.unlink(tmp, dir_fd=pfd)
                     raise
             except OSError as exc:
-                raise _oserror(exc, self.path / rel) from exc
+                raise write_error(exc, self.path / rel) from exc
 
     def hardlink(self, rel: str, source: Path | str) -> None:
         """Put a hard link to ``source`` (an object file of the store) at ``rel``, atomically."""
@@ -379,7 +210,7 @@ class Dest:
             except FileExistsError:
                 pass
             except OSError as exc:
-                raise _oserror(exc, self.path / rel) from exc
+                raise write_error(exc, self.path / rel) from exc
 
     def remove(self, rel: str) -> None:
         """Remove ``rel``: a file, a link (not what it points at) or a whole folder; absent is fine."""
@@ -397,7 +228,7 @@ class Dest:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise _oserror(exc, self.path / rel) from exc
+            raise write_error(exc, self.path / rel) from exc
         finally:
             self._forget_dirs()
 
@@ -418,7 +249,7 @@ class Dest:
             try:
                 os.replace(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
             except OSError as exc:
-                raise _oserror(exc, self.path / dst) from exc
+                raise write_error(exc, self.path / dst) from exc
         self._forget_dirs()
 
 

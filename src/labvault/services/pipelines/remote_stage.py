@@ -36,7 +36,8 @@ from labvault.services.pipelines.executor import StageJob, StageOutcome
 from labvault.services.snapshots.build import build_tree
 from labvault.services.snapshots.scan import scan_path
 from labvault.services.snapshots.statcache import StatCache
-from labvault.storage.contained import Dest, split_rel
+from labvault.storage.contained import Dest
+from labvault.storage.contained_paths import split_rel
 from labvault.storage.objects.location import close_store, open_store_at
 from labvault.storage.objects.materialize import materialize_into
 from labvault.storage.objects.protocol import ObjectStore

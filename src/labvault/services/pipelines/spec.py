@@ -22,7 +22,7 @@ from typing import Any
 from labvault.errors import ValidationError
 from labvault.safeload import compose_yaml, construct_yaml, load_yaml, read_limited
 from labvault.services.pipelines.dag import build_graph, output_indexes
-from labvault.storage.contained import check_name
+from labvault.storage.contained_paths import check_name
 
 __all__ = ["PIPELINE_FILE", "Pipeline", "Stage", "load_pipeline", "lookup_param"]
 

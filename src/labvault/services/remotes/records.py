@@ -19,7 +19,7 @@ from labvault.refs import MAX_VERSION_PART, Digest, parse_ref, parse_semver, val
 from labvault.safeload import loads_json
 from labvault.services.tracking.names import validate_key
 from labvault.services.tracking.values import check_text
-from labvault.storage.contained import split_rel
+from labvault.storage.contained_paths import split_rel
 
 __all__ = ["Record", "check_refs", "check_run", "check_snapshot", "check_version"]
 

@@ -27,7 +27,8 @@ from labvault.services.snapshots.lockfile import LockEntry, read_lock, relative_
 from labvault.services.snapshots.scan import Scan, scan_path
 from labvault.services.snapshots.statcache import StatCache, fs_clock_ns
 from labvault.services.snapshots.status import compare
-from labvault.storage.contained import Dest, split_rel
+from labvault.storage.contained import Dest
+from labvault.storage.contained_paths import split_rel
 from labvault.storage.folding import fold_collisions
 from labvault.storage.objects.fileio import SMALL
 from labvault.storage.objects.materialize import materialize_into, read_verified

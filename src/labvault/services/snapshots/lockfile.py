@@ -32,7 +32,8 @@ from typing import Any
 from labvault.errors import ValidationError
 from labvault.refs import DataRef, Digest, parse_ref
 from labvault.safeload import load_json
-from labvault.storage.contained import check_name, write_text
+from labvault.storage.contained import write_text
+from labvault.storage.contained_paths import check_name
 from labvault.storage.locks import file_lock
 
 __all__ = ["LOCK_NAME", "LockEntry", "read_lock", "read_stages", "relative_key", "update_lock", "update_stages"]

@@ -19,7 +19,7 @@ from labvault.refs import Digest
 from labvault.services.snapshots.build import Built, put_folders
 from labvault.services.snapshots.flat import FlatTree
 from labvault.services.snapshots.tabular import is_tabular_name, profile_stream
-from labvault.storage.contained import check_name
+from labvault.storage.contained_paths import check_name
 from labvault.storage.objects.protocol import ObjectStore
 
 __all__ = ["MAX_FILES", "MAX_TARGET", "build_from_objects", "check_link_target", "check_rel_path"]
