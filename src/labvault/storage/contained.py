@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from labvault.errors import Conflict, StorageError
-from labvault.storage.contained_paths import DestPaths, check_name, split_rel, write_error
+from labvault.storage.contained_paths import DestPaths, split_rel, write_error
 from labvault.storage.objects.fileio import write_all
 
-# check_name lives in contained_paths; it is still offered here for storage/objects/tree.py.
-__all__ = ["Dest", "check_name", "replace_file", "write_text"]
+__all__ = ["Dest", "replace_file", "write_text"]
 
 _T = TypeVar("_T")
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from labvault.errors import IntegrityError, ValidationError
 from labvault.refs import Digest
-from labvault.storage.contained import check_name
+from labvault.storage.contained_paths import check_name
 from labvault.storage.objects.protocol import ObjectStore
 
 __all__ = [
