@@ -52,6 +52,7 @@ _HEADER = re.compile(r"labvault-upload 1 ([0-9a-f]{64}) (\d{1,14})\n")
 _RECORD = re.compile(r"(\d{1,14}) (?:(\d{1,14}) )?([0-9a-f]{16})")  # a piece about to be written, or written
 _MAX_LOG = 8 << 20  # about 200,000 pieces: a session that needs more is refused
 _HASH_STEP = 64 << 20
+_WRITE_BEHIND = 4 << 20  # writeback is started for every 4 MiB written (blocks come as the socket gave them)
 _KEPT = 256  # sessions whose in-order hash a process keeps at most (abandoned ones are forgotten)
 
 
@@ -153,7 +154,7 @@ class UploadSessions:
             if hashed is not None and hashed.upto != offset:
                 hashed.lock.release()
                 hashed = None
-            pos = offset
+            pos = behind = offset
             try:
                 while block := read():
                     if pos + len(block) > session.size:
@@ -168,8 +169,12 @@ class UploadSessions:
                         if hashed is not None:
                             hashed.hasher.update(part)
                             hashed.upto += len(part)
-                    start_writeback(data, pos, len(block))
                     pos += len(block)
+                    if pos - behind >= _WRITE_BEHIND:
+                        start_writeback(data, behind, pos - behind)
+                        behind = pos
+                if pos > behind:  # (a length of 0 would mean "to the end of the file")
+                    start_writeback(data, behind, pos - behind)
             except OSError as exc:
                 raise translate_os_error(exc, self._store.vault_dir, "writing an upload") from exc
             finally:
