@@ -112,12 +112,17 @@ class FsspecObjectStore(RemoteWrites, RemoteReads, BasicHousekeeping):
 
     def _write(self, path: str, data: bytes) -> None:
         """Upload ``data`` whole: in place where an upload is atomic, else to ``tmp/`` then moved."""
+        self._place(path, lambda to: self.fs.pipe_file(to, data))
+
+    def _place(self, path: str, upload: Callable[[str], object]) -> None:
+        """``upload(to)`` the object at ``path``: in place where an upload is atomic (S3: it appears
+        only once complete), else to ``tmp/`` then moved, so that no partial object is ever seen."""
         if self._atomic:
-            self._call("uploading objects", self.fs.pipe_file, path, data)
+            self._call("uploading objects", upload, path)
             return
         tmp = f"{self.base}/tmp/{time.time_ns():x}-{secrets.token_hex(8)}"
         self._call("uploading objects", self.fs.makedirs, f"{self.base}/tmp", exist_ok=True)
-        self._call("uploading objects", self.fs.pipe_file, tmp, data)
+        self._call("uploading objects", upload, tmp)
         self._call("uploading objects", self.fs.makedirs, path.rsplit("/", 1)[0], exist_ok=True)
         self._call("uploading objects", self.fs.mv, tmp, path)
 

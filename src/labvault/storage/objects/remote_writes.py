@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import tempfile
 import threading
 import time
@@ -62,6 +61,7 @@ class RemoteWrites:
     _local: threading.local
     _call: Callable[..., Any]
     _write: Callable[[str, bytes], None]
+    _place: Callable[[str, Callable[[str], object]], None]
     _ensure_marker: Callable[[], None]
     _pack_path: Callable[[str, str], str]
     path_of: Callable[[Digest], str]
@@ -181,14 +181,7 @@ class RemoteWrites:
 
     def _upload_file(self, path: str, local: str) -> None:
         """Upload a local file whole (multipart on S3: the object appears only once it is complete)."""
-        if self._atomic:
-            self._call("uploading objects", self.fs.put_file, local, path)
-            return
-        tmp = f"{self.base}/tmp/{time.time_ns():x}-{secrets.token_hex(8)}"
-        self._call("uploading objects", self.fs.makedirs, f"{self.base}/tmp", exist_ok=True)
-        self._call("uploading objects", self.fs.put_file, local, tmp)
-        self._call("uploading objects", self.fs.makedirs, path.rsplit("/", 1)[0], exist_ok=True)
-        self._call("uploading objects", self.fs.mv, tmp, path)
+        self._place(path, lambda to: self.fs.put_file(local, to))
 
     def _refresh_loose(self, digest: Digest, *, always: bool = False) -> bool:
         """True if ``digest`` is stored as a file of its own; restarts its age if old (or ``always``)."""
