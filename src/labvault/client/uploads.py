@@ -27,7 +27,7 @@ from labvault.client import frames
 from labvault.client.settings import spool_dir
 from labvault.client.transport import Transport
 from labvault.errors import CheckFailed, LabvaultError, NotFound, ValidationError
-from labvault.refs import Digest, parse_digest
+from labvault.refs import Digest
 from labvault.storage.contained import Dest
 
 __all__ = ["PIECE", "upload_file", "upload_stream", "uploads_dir"]
@@ -239,33 +239,30 @@ def _put_composed(
     sent: Callable[[], None],
     mismatch: Callable[[], LabvaultError],
 ) -> None:
-    """Send large bytes as chunks (each an object), skipping those the server has, then compose them."""
+    """Send large bytes as chunks (each an object), skipping those the server has, then compose them.
+    One pass: each chunk is hashed, asked for, and sent if the server lacks it; bytes that do not hash
+    to ``digest`` are refused before the compose (the chunks sent are orphans that gc collects)."""
     chunks: list[str] = []
     whole = hashlib.sha256()
     with opener() as f:
-        while block := _read(f, chunk_size):
+        while block := _read(f, chunk_size):  # read forward: the stream need not seek
             whole.update(block)
-            chunks.append(hashlib.sha256(block).hexdigest())
+            chunk = hashlib.sha256(block).hexdigest()
+            chunks.append(f"sha256:{chunk}")
+            answer = transport.request("POST", "/objects/missing", json={"digests": chunks[-1:]})
+            missing = answer.get("missing") if isinstance(answer, dict) else None
+            if not isinstance(missing, list):
+                raise ValidationError(
+                    "the server's answer has no 'missing' list", hint="is LABVAULT_URI a labvault server?"
+                )
+            if missing:  # a rerun skips the chunks already up
+                sent()
+                transport.request(
+                    "PUT", f"/objects/{chunk}", content=block, headers={"Content-Type": "application/octet-stream"}
+                )
     if whole.hexdigest() != digest.hex:
         raise mismatch()
-    answer = transport.request("POST", "/objects/missing", json={"digests": [f"sha256:{c}" for c in chunks]})
-    missing = answer.get("missing") if isinstance(answer, dict) else None
-    if not isinstance(missing, list):
-        raise ValidationError("the server's answer has no 'missing' list", hint="is LABVAULT_URI a labvault server?")
-    lacking = {parse_digest(str(m), allow_prefix=False).prefix for m in missing}
-    with opener() as f:
-        for chunk in chunks:
-            block = _read(f, chunk_size)  # read forward: the stream need not seek
-            if chunk not in lacking:
-                continue
-            if hashlib.sha256(block).hexdigest() != chunk:
-                raise mismatch()
-            sent()
-            transport.request(
-                "PUT", f"/objects/{chunk}", content=block, headers={"Content-Type": "application/octet-stream"}
-            )
-            lacking.discard(chunk)
-    transport.request("POST", f"/objects/{digest.hex}/compose", json={"chunks": [f"sha256:{c}" for c in chunks]})
+    transport.request("POST", f"/objects/{digest.hex}/compose", json={"chunks": chunks})
 
 
 def _changed(path: Path) -> ValidationError:
