@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from labvault.errors import IntegrityError
+from labvault.refs import Digest
 from tests.server.conftest import LABVAULT, Served, clean_env, error_of, free_port
 
 TRAIN = """\
@@ -291,38 +292,100 @@ def test_bad_server_urls_are_refused(tmp_path: Path, location: str, code: int, w
     assert listed == {"name": "ok", "kind": "server", "url": "https://lab.example.com", "default": False}
 
 
-def test_a_big_object_goes_up_in_chunks_and_resumes(
+def test_a_big_object_goes_up_in_one_upload_session_and_a_cut_push_resumes(
     served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Over PIECES_OVER an object goes up in pieces of one upload session, written once on the server
+    (no chunk is stored as an object, nothing is composed); on the team vault's object storage, which
+    takes no sessions, as chunks composed there. A push cut midway sends only the rest when rerun."""
     from labvault.client import remote, remote_objects
+    from labvault.client.transport import Transport
+    from labvault.errors import ExternalError
     from labvault.vault import Vault
 
-    monkeypatch.setattr(remote_objects, "CHUNKED_OVER", 64 << 10)
-    monkeypatch.setattr(remote_objects, "CHUNK", 16 << 10)
+    piece = 16 << 10
+    monkeypatch.setattr(remote_objects, "PIECES_OVER", 64 << 10)
+    monkeypatch.setattr(remote_objects, "PIECE", piece)
+    monkeypatch.setattr(remote_objects, "CHUNK", piece)
     monkeypatch.setattr(remote, "INLINE_RECORDS", 100)  # the records go up as an object too
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # where the session's id is kept
     batches: list[dict[str, Any]] = []
     real_batch = remote._batch
     monkeypatch.setattr(remote, "_batch", lambda t, wire: batches.append(real_batch(t, wire)) or batches[-1])
     monkeypatch.setenv("LABVAULT_TOKEN", served.tokens["writer"])
     mine = _project(tmp_path / "proj", served.urls[0])
-    big = os.urandom(200 << 10)
+    big = os.urandom((200 << 10) + 5)
     (mine / "data" / "big").mkdir(parents=True)
     (mine / "data" / "big" / "blob.bin").write_bytes(big)
     lv(mine, "data", "add", "big", "data/big")
     digest = "sha256:" + hashlib.sha256(big).hexdigest()
+    chunks = {hashlib.sha256(big[i : i + piece]).hexdigest() for i in range(0, len(big), piece)}
+    sessions = served.backend != "team"
+    sent: list[str] = []  # the pieces (session) or chunks (compose) that went up
+    real_request = Transport.request
+
+    def counted(self: Transport, method: str, path: str, **kw: Any) -> Any:
+        name = path.removeprefix("/objects/").removeprefix("sha256:")
+        if method == "PUT" and (path.startswith("/objects/uploads/") or name in chunks):
+            sent.append(path)
+            if len(sent) == 5 and cut:
+                raise ExternalError("connection lost")
+        return real_request(self, method, path, **kw)
+
+    monkeypatch.setattr(Transport, "request", counted)
     with Vault.open(mine) as vault:
         spec = vault.remotes.get("team")
+        cut = True
+        with pytest.raises(ExternalError):
+            remote.push(vault, spec, ["data:big@v1"], jobs=2)
+        assert len(sent) == 5
+        cut, sent[:] = False, []
         result = remote.push(vault, spec, ["data:big@v1"], jobs=2)
-        assert result.objects_sent >= 2
+        assert len(sent) == len(chunks) - 4  # what the server already held is not sent again
+        assert result.objects_sent >= 1
         assert [m.action for m in result.records] == ["new"]
-        assert list(batches[0]) == ["batch"]
+        assert list(batches[-1]) == ["batch"]
         again = remote.push(vault, spec, ["data:big@v1"])
         assert again.objects_sent == 0
-    got = served.client("reader").get(f"/objects/{digest}")
+    reader = served.client("reader")
+    got = reader.get(f"/objects/{digest}")
     assert got.status_code == 200
     assert got.content == big
+    stored_chunks = [c for c in chunks if reader.head(f"/objects/sha256:{c}").status_code == 200]
+    assert (stored_chunks == []) == sessions, stored_chunks
     log = served.procs[0].log_path.read_text()  # type: ignore[attr-defined]
-    assert f"/api/v1/objects/{digest}/compose" in log
+    hexd = digest.removeprefix("sha256:")
+    assert (f"/api/v1/objects/{hexd}/compose" in log) != sessions
+    assert f"/api/v1/objects/{hexd}/uploads" in log  # asked first; object storage answers {"upload": null}
+
+
+def test_a_corrupt_big_object_is_refused_before_anything_is_stored(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its bytes are hashed here as they go up: exit 5, naming this vault, and the session is dropped."""
+    from labvault.client import remote, remote_objects
+    from labvault.vault import Vault
+    from tests.corruption import flip_byte
+
+    monkeypatch.setattr(remote_objects, "PIECES_OVER", 64 << 10)
+    monkeypatch.setattr(remote_objects, "PIECE", 16 << 10)
+    monkeypatch.setattr(remote_objects, "CHUNK", 16 << 10)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABVAULT_TOKEN", served.tokens["writer"])
+    mine = _project(tmp_path / "proj", served.urls[0])
+    big = os.urandom(100 << 10)
+    (mine / "data" / "rot").mkdir(parents=True)
+    (mine / "data" / "rot" / "blob.bin").write_bytes(big)
+    lv(mine, "data", "add", "rot", "data/rot")
+    digest = "sha256:" + hashlib.sha256(big).hexdigest()
+    with Vault.open(mine) as vault:
+        flip_byte(vault.objects, Digest(digest.removeprefix("sha256:")))  # type: ignore[arg-type]
+        with pytest.raises(IntegrityError, match="corrupt") as caught:
+            remote.push(vault, vault.remotes.get("team"), ["data:rot@v1"])
+    assert "this vault" in str(caught.value)
+    assert served.client("reader").head(f"/objects/{digest}").status_code == 404
+    kept = tmp_path / "cache" / "labvault" / "uploads"
+    assert not kept.is_dir() or not list(kept.iterdir())  # no session left to resume
 
 
 def test_the_server_refuses_crafted_or_incomplete_records(served: Served) -> None:

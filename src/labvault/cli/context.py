@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from labvault.vault import Vault
 
-__all__ = ["open_local_vault", "open_project_vault", "open_vault", "through_server"]
+__all__ = ["open_here", "open_local_vault", "open_project_vault", "open_vault", "through_server"]
 
 
 def through_server() -> bool:
@@ -29,9 +29,7 @@ def open_vault() -> Vault | Any:
         from labvault.client.vault import ServerVault
 
         return ServerVault.open(target)
-    from labvault.vault import Vault
-
-    return Vault.open()
+    return open_here()
 
 
 def open_local_vault(what: str) -> Vault:
@@ -44,9 +42,7 @@ def open_local_vault(what: str) -> Vault:
         from labvault.client.vault import server_only
 
         server_only(what, target.url)
-    from labvault.vault import Vault
-
-    return Vault.open()
+    return open_here()
 
 
 def open_project_vault(what: str) -> Vault:
@@ -59,6 +55,16 @@ def open_project_vault(what: str) -> Vault:
         from labvault.client.vault import local_only
 
         local_only(what, target.url)
+    return open_here()
+
+
+def open_here() -> Vault:
+    """The vault found from the current folder, able to reach its server remotes: as
+    ``labvault.open()`` does, it is handed a ``ServerRemotes``, so ``vault.remotes`` (push, pull,
+    status, the fetch of checkout and get) goes through a server's API when the remote is one."""
+    from labvault.remote_api import ServerRemotes
     from labvault.vault import Vault
 
-    return Vault.open()
+    vault = Vault.open()
+    vault.server_transfers = ServerRemotes(vault)
+    return vault

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from labvault.cli.context import open_local_vault
+from labvault.cli.context import open_here, open_local_vault
 from labvault.cli.render import OUTPUT, human_bytes, print_json, progress
 from labvault.errors import Conflict, IntegrityError, LabvaultError, NotFound, ValidationError
 
@@ -59,18 +59,17 @@ def transfer_progress(description: str) -> Iterator[Any]:
 
 
 def _local_vault(what: str) -> Any:
-    """This machine's vault: remotes, push and pull move between it and its remotes. With LABVAULT_URI
-    set they are refused (exit 2); a saved login alone does not redirect them (its token still serves
-    a server remote of the same URL)."""
+    """This machine's vault: remotes, push and pull move between it and its remotes (a server remote
+    through the server's API, as ``labvault.open()`` does). With LABVAULT_URI set they are refused
+    (exit 2); a saved login alone does not redirect them (its token still serves a server remote of
+    the same URL)."""
     import os
 
     from labvault.client.settings import ENV_URI
 
     if os.environ.get(ENV_URI):
         return open_local_vault(what)
-    from labvault.vault import Vault
-
-    return Vault.open()
+    return open_here()
 
 
 def fetching(vault: Any, refs: list[str], action: Callable[[], T]) -> T:
@@ -90,16 +89,7 @@ def fetching(vault: Any, refs: list[str], action: Callable[[], T]) -> T:
 
 
 def _fetch(vault: Any, refs: list[str], *, blobs: bool) -> int:
-    """``vault.remotes.fetch``, or, when the default remote is a server, the same through its API."""
-    try:
-        spec = vault.remotes.get(None)
-    except LabvaultError:  # no remote, or no default: the vault's fetch says so only if something lacks
-        spec = None
     with transfer_progress("fetching") as advance:
-        if spec is not None and spec.kind == "server":
-            from labvault.client.remote import fetch
-
-            return fetch(vault, spec, refs, blobs=blobs, progress=advance)
         fetched: int = vault.remotes.fetch(refs, blobs=blobs, progress=advance)
         return fetched
 
@@ -165,13 +155,7 @@ def status(
     with _local_vault("remote status") as vault:
         if name is not None and any(c in name for c in ":@/") and name not in {r.name for r in vault.remotes.list()}:
             refs, name = [name, *(refs or [])], None  # a REF given with no remote name
-        spec = vault.remotes.get(name)
-        if spec.kind == "server":
-            from labvault.client.remote import status as server_status
-
-            found = server_status(vault, spec, refs or [])
-        else:
-            found = vault.remotes.status(refs or [], remote=name)
+        found = vault.remotes.status(refs or [], remote=name)
     if json_output:
         print_json(found.to_json())
         return
@@ -208,14 +192,14 @@ def push(
     Different content under a number the remote has is a conflict (exit 4) unless --rename.
     """
     with _local_vault("push") as vault:
-        if vault.remotes.get(remote).kind == "server":
+        # Answered without SQLAlchemy (None for a server remote, or when it cannot tell): the no-op
+        # push stays fast.
+        result = None if refs or everything or dry_run else vault.remotes.is_pushed(remote)
+        if result is None:
             with transfer_progress("pushing") as advance:
-                from labvault.client.remote import push as push_to_server
-
-                result = push_to_server(
-                    vault,
-                    vault.remotes.get(remote),
+                result = vault.remotes.push(
                     refs or [],
+                    remote=remote,
                     everything=everything,
                     jobs=jobs,
                     no_data=no_data,
@@ -223,23 +207,6 @@ def push(
                     dry_run=dry_run,
                     progress=advance,
                 )
-            _report(result, json_output)
-            return
-        done = None if refs or everything or dry_run else vault.remotes.is_pushed(remote)
-    if done is not None:  # answered without SQLAlchemy: the no-op push stays fast
-        _report(done, json_output)
-        return
-    with _local_vault("push") as vault, transfer_progress("pushing") as advance:
-        result = vault.remotes.push(
-            refs or [],
-            remote=remote,
-            everything=everything,
-            jobs=jobs,
-            no_data=no_data,
-            rename=rename,
-            dry_run=dry_run,
-            progress=advance,
-        )
     _report(result, json_output)
 
 
@@ -271,30 +238,15 @@ def pull(
         raise ValidationError("--checkout restores what a pull fetched; a dry run fetches nothing", hint="drop one")
     with _local_vault("pull") as vault:
         with transfer_progress("pulling") as advance:
-            spec = vault.remotes.get(remote)
-            if spec.kind == "server":
-                from labvault.client.remote import pull as pull_from_server
-
-                result = pull_from_server(
-                    vault,
-                    spec,
-                    refs or [],
-                    jobs=jobs,
-                    no_data=no_data,
-                    rename=rename,
-                    dry_run=dry_run,
-                    progress=advance,
-                )
-            else:
-                result = vault.remotes.pull(
-                    refs or [],
-                    remote=remote,
-                    jobs=jobs,
-                    no_data=no_data,
-                    rename=rename,
-                    dry_run=dry_run,
-                    progress=advance,
-                )
+            result = vault.remotes.pull(
+                refs or [],
+                remote=remote,
+                jobs=jobs,
+                no_data=no_data,
+                rename=rename,
+                dry_run=dry_run,
+                progress=advance,
+            )
         if not (checkout and json_output):  # with both, one JSON document after the checkout
             _report(result, json_output)
         if not checkout:

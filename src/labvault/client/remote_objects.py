@@ -2,11 +2,15 @@
 
 A push asks the server which objects it lacks (``POST /objects/missing``, in batches), then sends
 only those, ``jobs`` requests at a time: objects up to 1 MiB framed together, up to 1,000 / 16 MiB
-per ``POST /objects/batch`` (stored all or none), an object up to :data:`CHUNKED_OVER` bytes in one
-``PUT``, a bigger one in chunks of :data:`CHUNK` bytes (each stored as its own object, so a rerun
-after an interruption sends only the chunks still missing) composed on the server. The server hashes what
+per ``POST /objects/batch`` (stored all or none), an object up to :data:`PIECES_OVER` bytes in one
+``PUT``, a bigger one in pieces of :data:`PIECE` bytes into one upload session (``client/uploads.py``:
+the server writes the bytes once, at their offsets, and verifies the whole at the commit; the
+session's id is kept under the user's cache folder, so a rerun after an interruption sends only
+what the server does not hold yet). A server whose store takes no sessions (the team vault's object
+storage answers ``{"upload": null}``) gets chunks of :data:`CHUNK` bytes instead, each stored as its
+own object (a rerun sends only the chunks still missing), composed there. The server hashes what
 arrives and refuses bytes that do not match their name; the bytes read here are hashed too, so a
-corrupt local object is refused (exit 5) before it is sent.
+corrupt local object is refused (exit 5) before it is stored.
 
 A pull reads through :class:`ServerSource`, which offers the two reads ``copy_objects`` and
 ``reachable`` use (``get_bytes`` and ``open``), and ``get_many`` (``POST /objects/batch/get``, up
@@ -29,13 +33,15 @@ from typing import IO
 
 from labvault.client import frames
 from labvault.client.transport import Transport
+from labvault.client.uploads import PIECE, upload_stream, uploads_dir
 from labvault.errors import IntegrityError, LabvaultError, NotFound
 from labvault.refs import Digest
 from labvault.storage.objects.protocol import ObjectStore
 
 __all__ = [
     "CHUNK",
-    "CHUNKED_OVER",
+    "PIECE",
+    "PIECES_OVER",
     "DownloadStats",
     "ServerSource",
     "UploadStats",
@@ -44,9 +50,9 @@ __all__ = [
     "upload_objects",
 ]
 
-#: Objects above this size go up in chunks (resumable); below it, in one PUT.
-CHUNKED_OVER = 64 << 20
-#: The size of one chunk of a big object.
+#: Objects above this size go up in pieces (of an upload session, else chunks), resumable; below it, in one PUT.
+PIECES_OVER = 64 << 20
+#: The size of one chunk of a big object, to a server that takes no upload session.
 CHUNK = 32 << 20
 _ASK = 10_000  # digests per /objects/missing request
 _BLOCK = 1 << 20
@@ -86,42 +92,29 @@ def _put(transport: Transport, digest: Digest, data: bytes) -> None:
 
 def _upload_one(transport: Transport, src: ObjectStore, digest: Digest, where: str) -> int:
     try:
-        with src.open(digest, verify=False) as stream:
-            head = stream.read(CHUNKED_OVER + 1)
-            if len(head) <= CHUNKED_OVER:
-                if hashlib.sha256(head).hexdigest() != digest.hex:
-                    raise _corrupt(digest, where)
-                _put(transport, digest, head)
-                return len(head)
-            return _upload_chunked(transport, digest, head, stream, where)
+        size = src.info(digest).size
+        if size <= PIECES_OVER:
+            with src.open(digest, verify=False) as stream:
+                data = stream.read(PIECES_OVER + 1)
     except NotFound:
         raise IntegrityError(f"object {digest} is missing on {where}", hint=f"run `labvault fsck` on {where}") from None
-
-
-def _upload_chunked(transport: Transport, digest: Digest, head: bytes, stream: IO[bytes], where: str) -> int:
-    whole = hashlib.sha256()
-    chunks: list[str] = []
-    size = 0
-    pending = head
-    while True:
-        while len(pending) < CHUNK:
-            more = stream.read(CHUNK - len(pending))
-            if not more:
-                break
-            pending += more
-        if not pending:
-            break
-        piece, pending = pending[:CHUNK], pending[CHUNK:]
-        whole.update(piece)
-        size += len(piece)
-        name = Digest(hashlib.sha256(piece).hexdigest())
-        chunks.append(str(name))
-        if missing_on_server(transport, [name]):  # a rerun skips the chunks already up
-            _put(transport, name, piece)
-    if whole.hexdigest() != digest.hex:
+    if size > PIECES_OVER:
+        upload_stream(
+            transport,
+            digest,
+            size,
+            lambda: src.open(digest, verify=False),
+            chunk_size=CHUNK,
+            piece_size=PIECE,
+            state_dir=uploads_dir(),
+            sent=lambda: None,
+            mismatch=lambda: _corrupt(digest, where),
+        )
+        return size
+    if hashlib.sha256(data).hexdigest() != digest.hex:
         raise _corrupt(digest, where)
-    transport.request("POST", f"/objects/{digest}/compose", json={"chunks": chunks})
-    return size
+    _put(transport, digest, data)
+    return len(data)
 
 
 def upload_objects(
@@ -193,7 +186,7 @@ def upload_objects(
 
 def _read_small(src: ObjectStore, digest: Digest, where: str) -> bytes | None:
     """The verified bytes of an object that fits a batch; None for a bigger one."""
-    limit = min(frames.MAX_OBJECT, CHUNKED_OVER)
+    limit = min(frames.MAX_OBJECT, PIECES_OVER)
     try:
         with src.open(digest, verify=False) as stream:
             head = stream.read(limit + 1)

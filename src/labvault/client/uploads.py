@@ -1,11 +1,13 @@
-"""A large file to a server: one upload session, its pieces written at their offsets, resumable.
+"""A large file or object to a server: one upload session, its pieces written at their offsets, resumable.
 
-The client opens a session for the file's digest and size (``POST /objects/{digest}/uploads``),
-sends the file in pieces (``PUT /objects/uploads/{id}?offset=N``) in order, then commits it; the
-server verifies the whole against the digest before it becomes visible. The session's id is kept
+The client opens a session for the digest and size (``POST /objects/{digest}/uploads``), sends the
+bytes in pieces (``PUT /objects/uploads/{id}?offset=N``) in order, then commits it; the server
+verifies the whole against the digest before it becomes visible. The bytes are hashed here too, as
+they are read, and a mismatch abandons the session before its commit. The session's id is kept
 under the user's cache folder until the commit: an upload cut short (by the network, or a killed
 process) resumes by asking the server what it holds (``GET /objects/uploads/{id}``) and sending the
-rest only.
+rest only. ``data add`` through a server (``HttpObjectStore``) sends files this way, and a push to a
+server remote its big objects (``remote_objects``).
 
 A server whose store takes no sessions (the team vault's object storage) answers ``upload: null``,
 and an older server has no such route: to either the file goes up as chunks, each an object of
@@ -17,18 +19,31 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
+from typing import IO
 
 from labvault.client import frames
+from labvault.client.settings import spool_dir
 from labvault.client.transport import Transport
 from labvault.errors import CheckFailed, LabvaultError, NotFound, ValidationError
-from labvault.refs import Digest, parse_digest
+from labvault.refs import Digest
 from labvault.storage.contained import Dest
 
-__all__ = ["PIECE", "upload_file"]
+__all__ = ["PIECE", "upload_file", "upload_stream", "uploads_dir"]
 
 #: The most one piece of a session carries: the bytes a cut can cost, and one request's worth.
 PIECE = 64 << 20
+_BLOCK = 1 << 20  # what is read at a time of the bytes the server already holds (hashed, not sent)
+
+#: Opens the bytes to send, from their start, each time it is called.
+Opener = Callable[[], AbstractContextManager[IO[bytes]]]
+
+
+def uploads_dir() -> Path:
+    """Where the ids of uploads in progress are kept: ``$XDG_CACHE_HOME/labvault/uploads`` (or under
+    ``~/.cache``), beside the object cache, as ``HttpObjectStore`` keeps them by default."""
+    return spool_dir().parent / "uploads"
 
 
 def upload_file(
@@ -42,7 +57,34 @@ def upload_file(
     sent: Callable[[], None],
 ) -> None:
     """Send ``path`` (which hashes to ``digest``) in one session, or as chunks and a compose."""
-    size = os.stat(path).st_size
+    upload_stream(
+        transport,
+        digest,
+        os.stat(path).st_size,
+        lambda: open(path, "rb"),  # noqa: SIM115 - a context manager, opened by its caller
+        chunk_size=chunk_size,
+        piece_size=piece_size,
+        state_dir=state_dir,
+        sent=sent,
+        mismatch=lambda: _changed(path),
+    )
+
+
+def upload_stream(
+    transport: Transport,
+    digest: Digest,
+    size: int,
+    opener: Opener,
+    *,
+    chunk_size: int,
+    piece_size: int = PIECE,
+    state_dir: Path,
+    sent: Callable[[], None],
+    mismatch: Callable[[], LabvaultError],
+) -> None:
+    """Send the ``size`` bytes ``opener`` reads (which hash to ``digest``) in one session, or as
+    chunks and a compose; ``sent()`` before each request that carries bytes. Bytes that do not hash
+    to ``digest`` raise ``mismatch()`` and nothing is stored."""
     state = _State(state_dir, transport.target.url, digest)
     session = state.resume(transport, size)
     if session is None:
@@ -53,24 +95,17 @@ def upload_file(
                 raise
             session = {"upload": None}  # an older server: no sessions
         if not isinstance(session, dict) or session.get("upload") is None:
-            _put_composed(transport, digest, path, chunk_size, sent)
+            _put_composed(transport, digest, opener, chunk_size, sent, mismatch)
             return
         state.save(str(session["upload"]))
     upload_id = str(session["upload"])
-    with open(path, "rb", buffering=0) as f:
-        for offset, n in _pieces(_gaps(session.get("received"), size), piece_size):
-            f.seek(offset)
-            data = f.read(n)
-            if len(data) != n:
-                raise _changed(path)
-            sent()
-            transport.request(
-                "PUT",
-                f"/objects/uploads/{upload_id}",
-                params={"offset": offset},
-                content=data,
-                headers={"Content-Type": "application/octet-stream"},
-            )
+    with opener() as stream:
+        read = _send_pieces(transport, upload_id, stream, size, session.get("received"), piece_size, sent)
+    if read != digest.hex:  # the server would refuse it at the commit; say why, and drop the session
+        state.forget()
+        with suppress(LabvaultError):  # else gc sweeps the abandoned session
+            transport.request("DELETE", f"/objects/uploads/{upload_id}")
+        raise mismatch()
     try:
         transport.request("POST", f"/objects/uploads/{upload_id}/commit")
     except CheckFailed:
@@ -137,35 +172,97 @@ def _pieces(gaps: list[tuple[int, int]], piece: int) -> Iterator[tuple[int, int]
             yield offset, min(piece, end - offset)
 
 
-def _put_composed(transport: Transport, digest: Digest, path: Path, chunk_size: int, sent: Callable[[], None]) -> None:
-    """Send a large file as chunks (each an object), skipping those the server has, then compose them."""
+def _send_pieces(
+    transport: Transport,
+    upload_id: str,
+    stream: IO[bytes],
+    size: int,
+    received: object,
+    piece_size: int,
+    sent: Callable[[], None],
+) -> str:
+    """Read ``stream`` through, hashing it, and send the pieces the server lacks; the hex digest of
+    what was read ("" when it was not ``size`` bytes). Reading forward only, the bytes the server
+    holds are hashed too, and the stream need not seek."""
+    whole = hashlib.sha256()
+    at = 0
+    for offset, n in _pieces(_gaps(received, size), piece_size):
+        if not _skim(stream, offset - at, whole):
+            return ""
+        data = _read(stream, n)
+        if len(data) != n:
+            return ""
+        whole.update(data)
+        sent()
+        transport.request(
+            "PUT",
+            f"/objects/uploads/{upload_id}",
+            params={"offset": offset},
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        at = offset + n
+    if not _skim(stream, size - at, whole) or stream.read(1):
+        return ""
+    return whole.hexdigest()
+
+
+def _read(stream: IO[bytes], n: int) -> bytes:
+    """Up to ``n`` bytes: fewer only at the end (an unbuffered read may return less)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        block = stream.read(n - got)
+        if not block:
+            break
+        parts.append(block)
+        got += len(block)
+    return b"".join(parts)
+
+
+def _skim(stream: IO[bytes], n: int, whole: hashlib._Hash) -> bool:
+    """Hash the next ``n`` bytes without sending them; False if the stream ends first."""
+    while n > 0:
+        block = stream.read(min(n, _BLOCK))
+        if not block:
+            return False
+        whole.update(block)
+        n -= len(block)
+    return True
+
+
+def _put_composed(
+    transport: Transport,
+    digest: Digest,
+    opener: Opener,
+    chunk_size: int,
+    sent: Callable[[], None],
+    mismatch: Callable[[], LabvaultError],
+) -> None:
+    """Send large bytes as chunks (each an object), skipping those the server has, then compose them.
+    One pass: each chunk is hashed, asked for, and sent if the server lacks it; bytes that do not hash
+    to ``digest`` are refused before the compose (the chunks sent are orphans that gc collects)."""
     chunks: list[str] = []
     whole = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size):
+    with opener() as f:
+        while block := _read(f, chunk_size):  # read forward: the stream need not seek
             whole.update(block)
-            chunks.append(hashlib.sha256(block).hexdigest())
+            chunk = hashlib.sha256(block).hexdigest()
+            chunks.append(f"sha256:{chunk}")
+            answer = transport.request("POST", "/objects/missing", json={"digests": chunks[-1:]})
+            missing = answer.get("missing") if isinstance(answer, dict) else None
+            if not isinstance(missing, list):
+                raise ValidationError(
+                    "the server's answer has no 'missing' list", hint="is LABVAULT_URI a labvault server?"
+                )
+            if missing:  # a rerun skips the chunks already up
+                sent()
+                transport.request(
+                    "PUT", f"/objects/{chunk}", content=block, headers={"Content-Type": "application/octet-stream"}
+                )
     if whole.hexdigest() != digest.hex:
-        raise _changed(path)
-    answer = transport.request("POST", "/objects/missing", json={"digests": [f"sha256:{c}" for c in chunks]})
-    missing = answer.get("missing") if isinstance(answer, dict) else None
-    if not isinstance(missing, list):
-        raise ValidationError("the server's answer has no 'missing' list", hint="is LABVAULT_URI a labvault server?")
-    lacking = {parse_digest(str(m), allow_prefix=False).prefix for m in missing}
-    with open(path, "rb") as f:
-        for i, chunk in enumerate(chunks):
-            if chunk not in lacking:
-                continue
-            f.seek(i * chunk_size)
-            block = f.read(chunk_size)
-            if hashlib.sha256(block).hexdigest() != chunk:
-                raise _changed(path)
-            sent()
-            transport.request(
-                "PUT", f"/objects/{chunk}", content=block, headers={"Content-Type": "application/octet-stream"}
-            )
-            lacking.discard(chunk)
-    transport.request("POST", f"/objects/{digest.hex}/compose", json={"chunks": [f"sha256:{c}" for c in chunks]})
+        raise mismatch()
+    transport.request("POST", f"/objects/{digest.hex}/compose", json={"chunks": chunks})
 
 
 def _changed(path: Path) -> ValidationError:
