@@ -18,7 +18,7 @@ import pytest
 from labvault.client.objects import HttpObjectStore
 from labvault.client.settings import ServerTarget
 from labvault.client.transport import Transport
-from labvault.errors import ExternalError
+from labvault.errors import ExternalError, ValidationError
 from tests.server.conftest import Served, error_of, lv
 
 PIECE = 64 << 10
@@ -220,6 +220,29 @@ def test_the_client_resumes_an_interrupted_upload_from_what_the_server_holds(
     log = served.procs[0].log_path.read_text()  # type: ignore[attr-defined]
     route = f"/api/v1/objects/{digest.hex}/compose"
     assert (route in log) == (served.backend == "team")  # object storage: chunks, then compose
+
+
+def test_a_file_that_changes_while_it_is_sent_is_refused_and_nothing_is_stored(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(secrets.token_bytes(4 * PIECE))
+    with Transport(ServerTarget(served.urls[0], served.tokens["writer"])) as transport:
+        store = HttpObjectStore(transport, cache_dir=tmp_path / "cache", chunk_size=PIECE, piece_size=PIECE)
+        real = transport.request
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+
+        def rewrite_once_sending(method: str, route: str, **kw: Any) -> Any:
+            if method == "PUT" and store.uploads == 1:  # the first piece is on its way: the rest changes
+                with path.open("r+b") as f:
+                    f.seek(3 * PIECE)
+                    f.write(b"changed")
+            return real(method, route, **kw)
+
+        monkeypatch.setattr(transport, "request", rewrite_once_sending)
+        with pytest.raises(ValidationError, match="changed while it was being uploaded"):
+            store.put_file(path)
+    assert served.client("reader").head(f"/objects/sha256:{digest}").status_code == 404
 
 
 def test_the_team_vault_answers_no_session(served: Served) -> None:

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from labvault.client import frames
 from labvault.client.transport import Transport
-from labvault.client.uploads import upload_file
+from labvault.client.uploads import changed_error, upload_file
 from labvault.errors import LabvaultError, ValidationError
 from labvault.refs import Digest, parse_digest
 from labvault.storage.objects.fileio import CHUNK
@@ -148,7 +148,7 @@ class ObjectWrites:
             if data is None and item.path is not None:
                 data = Path(item.path).read_bytes()
                 if hashlib.sha256(data).hexdigest() != hexd:
-                    raise _changed(item.path)
+                    raise changed_error(item.path)
             body += frames.frame(hexd, data or b"")
         with self._count:
             self.uploads += 1
@@ -182,7 +182,7 @@ class ObjectWrites:
         if size <= self.chunk_size:
             data = Path(path).read_bytes()
             if hashlib.sha256(data).hexdigest() != digest.hex:
-                raise _changed(path)
+                raise changed_error(path)
             self._put_whole(digest, data)
             return
         self._put_chunked(digest, path)
@@ -236,7 +236,3 @@ def _hash_file(path: Path) -> tuple[Digest, int]:
             hasher.update(block)
             size += len(block)
     return Digest(hasher.hexdigest()), size
-
-
-def _changed(path: Path) -> ValidationError:
-    return ValidationError(f"{path} changed while it was being uploaded", hint="run the command again")

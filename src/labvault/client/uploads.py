@@ -30,7 +30,7 @@ from labvault.errors import CheckFailed, LabvaultError, NotFound, ValidationErro
 from labvault.refs import Digest
 from labvault.storage.contained import Dest
 
-__all__ = ["PIECE", "upload_file", "upload_stream", "uploads_dir"]
+__all__ = ["PIECE", "changed_error", "upload_file", "upload_stream", "uploads_dir"]
 
 #: The most one piece of a session carries: the bytes a cut can cost, and one request's worth.
 PIECE = 64 << 20
@@ -66,7 +66,7 @@ def upload_file(
         piece_size=piece_size,
         state_dir=state_dir,
         sent=sent,
-        mismatch=lambda: _changed(path),
+        mismatch=lambda: changed_error(path),
     )
 
 
@@ -265,5 +265,6 @@ def _put_composed(
     transport.request("POST", f"/objects/{digest.hex}/compose", json={"chunks": chunks})
 
 
-def _changed(path: Path) -> ValidationError:
+def changed_error(path: Path) -> ValidationError:
+    """A local file that no longer hashes to what it did when its upload began."""
     return ValidationError(f"{path} changed while it was being uploaded", hint="run the command again")
