@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import mmap
 import os
+import queue
 import re
 import secrets
 import threading
@@ -52,6 +53,7 @@ _HEADER = re.compile(r"labvault-upload 1 ([0-9a-f]{64}) (\d{1,14})\n")
 _RECORD = re.compile(r"(\d{1,14}) (?:(\d{1,14}) )?([0-9a-f]{16})")  # a piece about to be written, or written
 _MAX_LOG = 8 << 20  # about 200,000 pieces: a session that needs more is refused
 _HASH_STEP = 64 << 20
+_HASH_BEHIND = 8  # slices (of WRITE_SLICE bytes) written and not yet hashed, at most
 _WRITE_BEHIND = 4 << 20  # writeback is started for every 4 MiB written (blocks come as the socket gave them)
 _KEPT = 256  # sessions whose in-order hash a process keeps at most (abandoned ones are forgotten)
 
@@ -80,6 +82,33 @@ class _Hashed:
         self.upto = 0
         self.writes: set[str] = set()  # the ids of those pieces: any other write that began there spoils it
         self.lock = threading.Lock()
+
+
+class _HashBehind:
+    """Hashes, in a thread of its own and in order, the slices written: the next slice is written
+    (the kernel copying it into the page cache) while this one is hashed, on the other core. A few
+    slices behind at most, so that each is hashed while it is still in the shared cache."""
+
+    __slots__ = ("_hashed", "_queue", "_thread")
+
+    def __init__(self, hashed: _Hashed) -> None:
+        self._hashed = hashed
+        self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=_HASH_BEHIND)
+        self._thread = threading.Thread(target=self._run, name="labvault-upload-hash", daemon=True)
+        self._thread.start()
+
+    def add(self, part: memoryview) -> None:
+        self._queue.put(part)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        hashed = self._hashed
+        while (part := self._queue.get()) is not None:
+            hashed.hasher.update(part)
+            hashed.upto += len(part)
 
 
 class UploadSessions:
@@ -155,6 +184,7 @@ class UploadSessions:
                 hashed.lock.release()
                 hashed = None
             pos = behind = offset
+            behind_hash = _HashBehind(hashed) if hashed is not None else None
             try:
                 while block := read():
                     if pos + len(block) > session.size:
@@ -163,12 +193,11 @@ class UploadSessions:
                             hint="send pieces inside the object",
                         )
                     view = memoryview(block)
-                    for at in range(0, len(block), WRITE_SLICE):  # each slice hashed while still in cache
+                    for at in range(0, len(block), WRITE_SLICE):
                         part = view[at : at + WRITE_SLICE]
                         pwrite_all(data, part, pos + at)
-                        if hashed is not None:
-                            hashed.hasher.update(part)
-                            hashed.upto += len(part)
+                        if behind_hash is not None:
+                            behind_hash.add(part)
                     pos += len(block)
                     if pos - behind >= _WRITE_BEHIND:
                         start_writeback(data, behind, pos - behind)
@@ -179,6 +208,8 @@ class UploadSessions:
                 raise translate_os_error(exc, self._store.vault_dir, "writing an upload") from exc
             finally:
                 os.close(data)
+                if behind_hash is not None:
+                    behind_hash.close()  # every slice written is hashed before the hash is trusted again
                 if hashed is not None:
                     hashed.writes.add(write_id)
                     hashed.lock.release()
