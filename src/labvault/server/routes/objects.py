@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from labvault.errors import NotFound, ValidationError
 from labvault.server.bodies import consume_body
 from labvault.server.deps import Caller, caller
+from labvault.server.read_ahead import read_ahead
 from labvault.services.object_streams import compose_chunks, read_object, store_upload
 from labvault.services.transfer import MAX_CHUNKS, missing_objects, parse_full_digest, read_range
 
@@ -100,12 +101,17 @@ def get_object(digest: str, who: Reader, range: Annotated[str | None, Header(max
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{parsed.hex}"'}
     if range is None or size == 0:
         headers["Content-Length"] = str(size)
-        return StreamingResponse(read_object(objects, parsed), media_type="application/octet-stream", headers=headers)
+        return StreamingResponse(
+            read_ahead(read_object(objects, parsed)), media_type="application/octet-stream", headers=headers
+        )
     start, end = _parse_range(range, size)
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1)
     return StreamingResponse(
-        read_range(objects, parsed, start, end), status_code=206, media_type="application/octet-stream", headers=headers
+        read_ahead(read_range(objects, parsed, start, end)),
+        status_code=206,
+        media_type="application/octet-stream",
+        headers=headers,
     )
 
 
