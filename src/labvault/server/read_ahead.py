@@ -18,7 +18,6 @@ __all__ = ["AHEAD", "read_ahead"]
 AHEAD = 2  # blocks read ahead at most: the memory one download holds beyond the block being sent
 _WAIT = 1.0  # seconds between checks that the consumer is still there
 _ABANDONED = 120.0  # a consumer that takes nothing for this long is gone (its response was dropped)
-_END = object()
 
 
 class _Failed:
@@ -30,7 +29,7 @@ class _Failed:
 
 def read_ahead(blocks: Iterator[bytes]) -> Iterator[bytes]:
     """``blocks``, read ahead in a thread; an error raised while reading is raised here, in order."""
-    ready: queue.Queue[object] = queue.Queue(maxsize=AHEAD)
+    ready: queue.Queue[bytes | _Failed | None] = queue.Queue(maxsize=AHEAD)  # None: the end
     stop = threading.Event()
 
     def produce() -> None:
@@ -38,7 +37,7 @@ def read_ahead(blocks: Iterator[bytes]) -> Iterator[bytes]:
             for block in blocks:
                 if not _put(ready, block, stop):
                     return
-            _put(ready, _END, stop)
+            _put(ready, None, stop)
         except BaseException as exc:  # handed to the consumer, which raises it
             _put(ready, _Failed(exc), stop)
         finally:
@@ -51,17 +50,16 @@ def read_ahead(blocks: Iterator[bytes]) -> Iterator[bytes]:
     try:
         while True:
             item = ready.get()
-            if item is _END:
+            if item is None:
                 return
             if isinstance(item, _Failed):
                 raise item.error
-            assert isinstance(item, bytes)
             yield item
     finally:
         stop.set()
 
 
-def _put(ready: queue.Queue[object], item: object, stop: threading.Event) -> bool:
+def _put(ready: queue.Queue[bytes | _Failed | None], item: bytes | _Failed | None, stop: threading.Event) -> bool:
     """Hand ``item`` over; False once the consumer has stopped or left it untaken too long."""
     waited = 0.0
     while not stop.is_set():
