@@ -20,16 +20,9 @@ _WAIT = 1.0  # seconds between checks that the consumer is still there
 _ABANDONED = 120.0  # a consumer that takes nothing for this long is gone (its response was dropped)
 
 
-class _Failed:
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
 def read_ahead(blocks: Iterator[bytes]) -> Iterator[bytes]:
     """``blocks``, read ahead in a thread; an error raised while reading is raised here, in order."""
-    ready: queue.Queue[bytes | _Failed | None] = queue.Queue(maxsize=AHEAD)  # None: the end
+    ready: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=AHEAD)  # None: the end
     stop = threading.Event()
 
     def produce() -> None:
@@ -39,7 +32,7 @@ def read_ahead(blocks: Iterator[bytes]) -> Iterator[bytes]:
                     return
             _put(ready, None, stop)
         except BaseException as exc:  # handed to the consumer, which raises it
-            _put(ready, _Failed(exc), stop)
+            _put(ready, exc, stop)
         finally:
             close = getattr(blocks, "close", None)
             if close is not None:
@@ -52,14 +45,16 @@ def read_ahead(blocks: Iterator[bytes]) -> Iterator[bytes]:
             item = ready.get()
             if item is None:
                 return
-            if isinstance(item, _Failed):
-                raise item.error
+            if isinstance(item, BaseException):
+                raise item
             yield item
     finally:
         stop.set()
 
 
-def _put(ready: queue.Queue[bytes | _Failed | None], item: bytes | _Failed | None, stop: threading.Event) -> bool:
+def _put(
+    ready: queue.Queue[bytes | BaseException | None], item: bytes | BaseException | None, stop: threading.Event
+) -> bool:
     """Hand ``item`` over; False once the consumer has stopped or left it untaken too long."""
     waited = 0.0
     while not stop.is_set():
