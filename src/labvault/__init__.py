@@ -97,12 +97,9 @@ def open(path: str | None = None) -> Vault:
             from labvault.client.vault import ServerVault
 
             return ServerVault.open(target)  # type: ignore[return-value]
-    from labvault.remote_api import ServerRemotes
-    from labvault.vault import Vault
+    from labvault.remote_api import open_local
 
-    vault = Vault.open(path)
-    vault.server_transfers = ServerRemotes(vault)  # server remotes through the client, as the CLI does
-    return vault
+    return open_local(path)  # server remotes through the client, as the CLI does
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from labvault.services.remotes.fetch import Status
     from labvault.vault import Vault
 
-__all__ = ["ServerRemotes"]
+__all__ = ["ServerRemotes", "open_local"]
 
 Progress = Callable[[int, int, int], None]
 
@@ -79,3 +79,13 @@ class ServerRemotes:
         from labvault.client import remote
 
         return remote.fetch(self._vault, spec, refs, blobs=blobs, jobs=jobs, progress=progress)
+
+
+def open_local(path: str | None = None) -> Vault:
+    """The local vault at ``path`` (or found from the current folder), handed its ``ServerRemotes``:
+    what ``labvault.open()`` and every CLI command that opens a local vault work with."""
+    from labvault.vault import Vault
+
+    vault = Vault.open(path)
+    vault.server_transfers = ServerRemotes(vault)
+    return vault

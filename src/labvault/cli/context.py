@@ -62,9 +62,6 @@ def open_here() -> Vault:
     """The vault found from the current folder, able to reach its server remotes: as
     ``labvault.open()`` does, it is handed a ``ServerRemotes``, so ``vault.remotes`` (push, pull,
     status, the fetch of checkout and get) goes through a server's API when the remote is one."""
-    from labvault.remote_api import ServerRemotes
-    from labvault.vault import Vault
+    from labvault.remote_api import open_local
 
-    vault = Vault.open()
-    vault.server_transfers = ServerRemotes(vault)
-    return vault
+    return open_local()
