@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import threading
 
+import httpx
 import pytest
 
+from labvault.refs import Digest
 from labvault.vault import Vault
 from tests.server.conftest import Served, error_of
 
@@ -148,6 +150,29 @@ def test_a_corrupt_upload_is_refused_and_nothing_is_stored(served: Served) -> No
     assert "nothing was stored" in str(body["error"])
     assert w.head(f"/objects/{digest}").status_code == 404
     assert w.head(f"/objects/{_sha(b'the real c0ntent')}").status_code == 404
+
+
+def test_a_corrupt_object_is_quarantined_by_the_server_unless_the_client_says_it_verifies(served: Served) -> None:
+    """``X-Labvault-Verify: client``: the bytes as stored, not hashed by the server (the client hashes
+    them); without it a whole download is verified as it is sent, and a corrupt object quarantined."""
+    if served.backend != "sqlite":
+        pytest.skip("damages a file of the local object store")
+    from tests.corruption import flip_byte
+
+    data = bytes(range(256)) * 12_000  # 3 MB: more than one block of a download
+    digest = _upload(served, data)
+    with Vault.open(served.root) as vault:
+        flip_byte(vault.objects, Digest(digest))  # type: ignore[arg-type]
+    r = served.client("reader")
+    sent = r.get(f"/objects/{digest}", headers={"X-Labvault-Verify": "client"})
+    assert sent.status_code == 200
+    assert sent.headers["etag"] == f'"{digest}"'
+    assert sent.content[:-1] == data[:-1]  # as stored, for the client to refuse
+    assert sent.content != data
+    assert r.head(f"/objects/{digest}").status_code == 200  # the server did not look
+    with pytest.raises(httpx.HTTPError):  # verified as it is sent: broken off before its end
+        r.get(f"/objects/{digest}").raise_for_status()
+    assert "quarantined" in str(error_of(r.get(f"/objects/{digest}"), 500, 5)["error"])
 
 
 def test_chunked_resumable_upload(served: Served) -> None:

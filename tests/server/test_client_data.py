@@ -25,6 +25,7 @@ from labvault.client.settings import ServerTarget
 from labvault.client.transport import Transport
 from labvault.errors import IntegrityError, NotFound
 from labvault.refs import Digest
+from labvault.vault import Vault
 from tests.e2e.conftest import LABVAULT
 from tests.server.conftest import Served, clean_env, error_of, free_port
 
@@ -260,6 +261,26 @@ def test_object_put_and_cat_through_the_server(served: Served, tmp_path: Path) -
     assert "server's machine" in run(tmp_path, env, "object", "ls", expect=2).stderr
     run(tmp_path, env, "object", "cat", digest[:20], "-o", "prefixed.bin")  # the server resolves the prefix
     assert (tmp_path / "prefixed.bin").read_bytes() == data
+
+
+def test_a_corrupt_object_on_the_server_is_refused_by_the_client(served: Served, tmp_path: Path) -> None:
+    """The client hashes every download itself (and tells the server it need not): an object
+    damaged on the server's disk is refused, exit 5, and nothing is written or cached."""
+    if served.backend != "sqlite":
+        pytest.skip("damages a file of the local object store")
+    from tests.corruption import flip_byte
+
+    env = writer(served, tmp_path / "home")
+    data = random.Random(4).randbytes(3 << 20)
+    (tmp_path / "big.bin").write_bytes(data)
+    digest = run(tmp_path, env, "object", "put", "big.bin").stdout.strip()
+    with Vault.open(served.root) as vault:
+        flip_byte(vault.objects, Digest(digest.removeprefix("sha256:")))  # type: ignore[arg-type]
+    failed = run(tmp_path, env, "object", "cat", digest, "-o", "copy.bin", expect=5)
+    assert "does not match its sha256 as downloaded" in failed.stderr
+    assert not (tmp_path / "copy.bin").exists()
+    failed = run(tmp_path, env, "object", "cat", digest, "-o", "copy.bin", expect=5)  # nothing cached
+    assert not (tmp_path / "copy.bin").exists()
 
 
 def test_the_snapshot_route_checks_the_kind_and_path_a_client_sends(served: Served) -> None:

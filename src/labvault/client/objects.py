@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from labvault.client import frames
 from labvault.client.object_writes import PARALLEL_BATCHES, ObjectWrites, in_parallel
 from labvault.client.settings import spool_dir
-from labvault.client.transport import Transport
+from labvault.client.transport import CLIENT_VERIFIES, Transport
 from labvault.client.uploads import PIECE
 from labvault.entities import ObjectInfo
 from labvault.errors import ExternalError, IntegrityError, LabvaultError, NotFound, ValidationError
@@ -129,7 +129,7 @@ class HttpObjectStore(ObjectWrites, BasicHousekeeping):
         cached = self._open_cached(digest)
         if cached is not None:
             return cached
-        with self.transport.stream("GET", f"/objects/{digest.hex}") as response:
+        with self.transport.stream("GET", f"/objects/{digest.hex}", headers=CLIENT_VERIFIES) as response:
             with self._count:
                 self.downloads += 1
             size = _length(response)
@@ -168,7 +168,7 @@ class HttpObjectStore(ObjectWrites, BasicHousekeeping):
         return io.BufferedReader(VerifyingReader(raw, digest.hex, mismatch), CHUNK)  # type: ignore[return-value]
 
     def _download(self, digest: Digest) -> bytes:
-        response = self.transport.request("GET", f"/objects/{digest.hex}", raw=True)
+        response = self.transport.request("GET", f"/objects/{digest.hex}", raw=True, headers=CLIENT_VERIFIES)
         with self._count:
             self.downloads += 1
         data = bytes(response.content)
@@ -227,7 +227,7 @@ def _length(response: httpx.Response) -> int | None:
 
 def _drain_verified(response: httpx.Response, fd: int, digest: Digest) -> None:
     hasher = hashlib.sha256()
-    for block in response.iter_bytes(CHUNK):
+    for block in response.iter_bytes():  # as read (up to 1 MiB): joining them would copy each byte again
         hasher.update(block)
         write_all(fd, block)
     if hasher.hexdigest() != digest.hex:

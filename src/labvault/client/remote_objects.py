@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from labvault.client import frames
-from labvault.client.transport import Transport
+from labvault.client.transport import CLIENT_VERIFIES, Transport
 from labvault.client.uploads import PIECE, upload_stream, uploads_dir
 from labvault.errors import IntegrityError, LabvaultError, NotFound
 from labvault.refs import Digest
@@ -55,7 +55,6 @@ PIECES_OVER = 64 << 20
 #: The size of one chunk of a big object, to a server that takes no upload session.
 CHUNK = 32 << 20
 _ASK = 10_000  # digests per /objects/missing request
-_BLOCK = 1 << 20
 _TREE_CACHE = 4 << 20  # small objects a pull reads twice (trees: walked, then copied) are kept
 _PER_BATCH = frames.MAX_COUNT  # objects a pull's worker asks for, and stores, per batch
 
@@ -271,8 +270,9 @@ class ServerSource:
         # Spooled: small objects stay in memory, big ones go to an anonymous temp file; the response
         # is closed before the bytes are used, so a slow receiving store holds no connection.
         with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
-            with self._transport.stream("GET", f"/objects/{digest}") as response:
-                for block in response.iter_bytes(_BLOCK):
+            # Not hashed by the server: what this returns is hashed by whoever takes it (see above).
+            with self._transport.stream("GET", f"/objects/{digest}", headers=CLIENT_VERIFIES) as response:
+                for block in response.iter_bytes():
                     spool.write(block)
             spool.seek(0)
             yield spool  # type: ignore[misc]

@@ -16,6 +16,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from labvault.errors import LabvaultError
 from labvault.server.errors import error_response
 from labvault.server.metrics import Metrics
 
@@ -45,6 +46,8 @@ class LimitAndLog:
         # An object upload is streamed and limited by its route; everything else is JSON.
         limit = None if method == "PUT" and path.startswith("/api/v1/objects/") else MAX_JSON_BODY
         status = 500
+        answered = False  # the response's head is sent
+        broken_off: str | None = None
         received = 0
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
 
@@ -58,9 +61,9 @@ class LimitAndLog:
             return message
 
         async def recording_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
             await send(message)
 
         try:
@@ -75,15 +78,22 @@ class LimitAndLog:
                 await response(scope, receive, recording_send)
                 return
             await self.app(scope, counting_receive, recording_send)
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            if not answered or not isinstance(cause, LabvaultError):  # the error handlers log what was unexpected
+                raise
+            # The body broke off after its head was sent (an object found corrupt as it was read, say):
+            # all this client can be told is a short body, which uvicorn gives by closing the connection.
+            # One line in the log, not a traceback: the cause is known.
+            broken_off = " ".join(cause.message.split())[:300]
         finally:
             seconds = time.perf_counter() - started
             self.metrics.observe(method, _route_label(scope), status, seconds)
             user = scope.get("state", {}).get("user")
-            _access_log.info(
-                json.dumps(
-                    {"method": method, "path": path, "status": status, "ms": round(seconds * 1000, 2), "user": user}
-                )
-            )
+            entry = {"method": method, "path": path, "status": status, "ms": round(seconds * 1000, 2), "user": user}
+            if broken_off is not None:
+                entry["broken_off"] = broken_off
+            _access_log.info(json.dumps(entry))
 
 
 def _route_label(scope: Scope) -> str:

@@ -110,7 +110,8 @@ def _blocks_of(src: BinaryIO) -> Iterator[bytes]:
         yield block
 
 
-def read_object(objects: ObjectStore, digest: Digest) -> Iterator[bytes]:
-    """A whole object in large blocks, verified as it is read (a corrupt one is quarantined and refused)."""
-    with objects.open(digest, verify=True) as src:
+def read_object(objects: ObjectStore, digest: Digest, *, verify: bool = True) -> Iterator[bytes]:
+    """A whole object in large blocks, verified as it is read (a corrupt one is quarantined and refused)
+    unless ``verify`` is False: for a reader that hashes what it gets itself."""
+    with objects.open(digest, verify=verify) as src:
         yield from _blocks_of(src)

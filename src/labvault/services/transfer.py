@@ -33,10 +33,11 @@ def missing_objects(objects: ObjectStore, digests: Sequence[str]) -> list[str]:
     return [str(d) for d in parsed if not objects.has(d)]
 
 
-def read_range(objects: ObjectStore, digest: Digest, start: int, end: int) -> Iterator[bytes]:
+def read_range(objects: ObjectStore, digest: Digest, start: int, end: int, *, verify: bool = True) -> Iterator[bytes]:
     """Bytes ``start..end`` (inclusive) of an object, in blocks. A whole object is verified as it is
-    read (a corrupt one is quarantined and refused); a range is checked by the client's own hash."""
-    whole = start == 0 and end == objects.info(digest).size - 1
+    read (a corrupt one is quarantined and refused) unless ``verify`` is False (a reader that hashes it
+    itself); a range is checked by the client's own hash."""
+    whole = verify and start == 0 and end == objects.info(digest).size - 1
     with objects.open(digest, verify=whole) as src:
         if start:
             _skip(src, start)

@@ -21,13 +21,15 @@ from labvault.server.read_ahead import read_ahead
 from labvault.services.object_streams import compose_chunks, read_object, store_upload
 from labvault.services.transfer import MAX_CHUNKS, missing_objects, parse_full_digest, read_range
 
-__all__ = ["MAX_OBJECT_BODY", "router", "too_large"]
+__all__ = ["MAX_OBJECT_BODY", "VERIFIED_BY_CLIENT", "router", "too_large"]
 
 router = APIRouter(prefix="/objects", tags=["objects"])
 Reader = Annotated[Caller, Depends(caller("reader"))]
 Writer = Annotated[Caller, Depends(caller("writer"))]
 #: The most one PUT may carry; larger objects go up in pieces of an upload session (routes/uploads.py).
 MAX_OBJECT_BODY = 1 << 30
+#: The ``X-Labvault-Verify`` of a client that hashes a download itself (the labvault client always does).
+VERIFIED_BY_CLIENT = "client"
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
@@ -94,21 +96,37 @@ def head_object(digest: str, who: Reader) -> Response:
 
 
 @router.get("/{digest}", summary="Download an object (whole, or a byte range with Range: bytes=A-B)")
-def get_object(digest: str, who: Reader, range: Annotated[str | None, Header(max_length=100)] = None) -> Response:
+def get_object(
+    digest: str,
+    who: Reader,
+    range: Annotated[str | None, Header(max_length=100)] = None,
+    x_labvault_verify: Annotated[
+        str | None,
+        Header(
+            max_length=20,
+            description="`client`: the client hashes what it receives against the digest itself, so the "
+            "server does not hash it too (half the CPU a download costs the server). Without it a whole "
+            "object is verified as it is sent: a corrupt one is quarantined and the download breaks off.",
+        ),
+    ] = None,
+) -> Response:
     parsed = parse_full_digest(digest)
     objects = who.vault.objects
     size = objects.info(parsed).size
+    verify = x_labvault_verify != VERIFIED_BY_CLIENT
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{parsed.hex}"'}
     if range is None or size == 0:
         headers["Content-Length"] = str(size)
         return StreamingResponse(
-            read_ahead(read_object(objects, parsed)), media_type="application/octet-stream", headers=headers
+            read_ahead(read_object(objects, parsed, verify=verify)),
+            media_type="application/octet-stream",
+            headers=headers,
         )
     start, end = _parse_range(range, size)
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1)
     return StreamingResponse(
-        read_ahead(read_range(objects, parsed, start, end)),
+        read_ahead(read_range(objects, parsed, start, end, verify=verify)),
         status_code=206,
         media_type="application/octet-stream",
         headers=headers,
