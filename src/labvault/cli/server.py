@@ -66,6 +66,8 @@ def run_server(*, host: str, port: int, workers: int, no_auth: bool, banner: str
     try:
         import fastapi  # noqa: F401
         import uvicorn
+
+        from labvault.server import http_protocol
     except ImportError as err:
         raise ValidationError(
             f"the server needs {err.name}, which is not installed", hint="pip install 'labvault[server]'"
@@ -84,6 +86,7 @@ def run_server(*, host: str, port: int, workers: int, no_auth: bool, banner: str
         log_level="warning",
         access_log=False,  # the server logs each request itself, as one JSON line (server/middleware.py)
         timeout_graceful_shutdown=30,
+        http=http_protocol.PROTOCOL if http_protocol.usable() else "auto",  # bodies without copies
     )
 
 
