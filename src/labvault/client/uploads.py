@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import IO
@@ -183,28 +184,50 @@ def _send_pieces(
 ) -> str:
     """Read ``stream`` through, hashing it, and send the pieces the server lacks; the hex digest of
     what was read ("" when it was not ``size`` bytes). Reading forward only, the bytes the server
-    holds are hashed too, and the stream need not seek."""
+    holds are hashed too, and the stream need not seek. The next piece is read and hashed in a thread
+    while this one is sent, so that the disk, the hashing and the network take no turns."""
     whole = hashlib.sha256()
-    at = 0
-    for offset, n in _pieces(_gaps(received, size), piece_size):
-        if not _skim(stream, offset - at, whole):
-            return ""
-        data = _read(stream, n)
-        if len(data) != n:
-            return ""
-        whole.update(data)
-        sent()
-        transport.request(
-            "PUT",
-            f"/objects/uploads/{upload_id}",
-            params={"offset": offset},
-            content=data,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        at = offset + n
-    if not _skim(stream, size - at, whole) or stream.read(1):
+    pieces = _read_pieces(stream, _pieces(_gaps(received, size), piece_size), size, whole)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="labvault-upload-read") as ahead:
+            coming = ahead.submit(next, pieces, None)
+            while (piece := coming.result()) is not None:
+                coming = ahead.submit(next, pieces, None)
+                offset, data = piece
+                sent()
+                transport.request(
+                    "PUT",
+                    f"/objects/uploads/{upload_id}",
+                    params={"offset": offset},
+                    content=data,
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+    except _ShortStream:
         return ""
     return whole.hexdigest()
+
+
+class _ShortStream(Exception):
+    """The stream ended before ``size`` bytes, or went on after them."""
+
+
+def _read_pieces(
+    stream: IO[bytes], pieces: Iterator[tuple[int, int]], size: int, whole: hashlib._Hash
+) -> Iterator[tuple[int, bytes]]:
+    """Each piece's offset and bytes, in order, with every byte of the stream hashed into ``whole``;
+    :class:`_ShortStream` when the stream is not ``size`` bytes."""
+    at = 0
+    for offset, n in pieces:
+        if not _skim(stream, offset - at, whole):
+            raise _ShortStream
+        data = _read(stream, n)
+        if len(data) != n:
+            raise _ShortStream
+        whole.update(data)
+        yield offset, data
+        at = offset + n
+    if not _skim(stream, size - at, whole) or stream.read(1):
+        raise _ShortStream
 
 
 def _read(stream: IO[bytes], n: int) -> bytes:
