@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
+from uvicorn.importer import import_from_string
 
+from labvault.cli.server import HTTP_PROTOCOL
 from labvault.server import http_protocol
 from tests.server.conftest import Served
 
@@ -71,6 +73,7 @@ def test_the_server_runs_the_pieces_protocol() -> None:
     """Were uvicorn upgraded past the releases it was checked against, the server would fall back to
     uvicorn's own protocol; this says when that happens."""
     assert http_protocol.usable(), f"uvicorn {uvicorn.__version__} is not among {http_protocol.CHECKED}"
+    assert import_from_string(HTTP_PROTOCOL) is http_protocol.PiecesProtocol
 
 
 def test_another_uvicorn_release_gets_uvicorns_own_protocol(monkeypatch: pytest.MonkeyPatch) -> None:

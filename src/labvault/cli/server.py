@@ -19,7 +19,7 @@ from labvault.entities import format_time, utcnow
 from labvault.entities.access import ApiToken
 from labvault.errors import ValidationError
 
-__all__ = ["app", "run_server"]
+__all__ = ["HTTP_PROTOCOL", "app", "run_server"]
 
 app = typer.Typer(
     help="The team server: one REST API over this vault, with tokens and roles (docs/server.md).",
@@ -61,13 +61,16 @@ def serve(
     run_server(host=host, port=port, workers=workers, no_auth=no_auth)
 
 
+#: uvicorn's HTTP protocol, by name (the command line imports no server code): request bodies handed
+#: over without copies, on the uvicorn releases that was checked against; else uvicorn's own choice.
+HTTP_PROTOCOL = "labvault.server.http_protocol:Protocol"
+
+
 def run_server(*, host: str, port: int, workers: int, no_auth: bool, banner: str | None = None) -> None:
     """Serve the current vault with uvicorn until interrupted (``labvault server``, ``labvault ui``)."""
     try:
         import fastapi  # noqa: F401
         import uvicorn
-
-        from labvault.server import http_protocol
     except ImportError as err:
         raise ValidationError(
             f"the server needs {err.name}, which is not installed", hint="pip install 'labvault[server]'"
@@ -86,7 +89,7 @@ def run_server(*, host: str, port: int, workers: int, no_auth: bool, banner: str
         log_level="warning",
         access_log=False,  # the server logs each request itself, as one JSON line (server/middleware.py)
         timeout_graceful_shutdown=30,
-        http=http_protocol.PROTOCOL if http_protocol.usable() else "auto",  # bodies without copies
+        http=HTTP_PROTOCOL,
     )
 
 

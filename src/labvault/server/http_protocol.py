@@ -7,27 +7,26 @@ thread is what limits an upload (it also parses, and runs the app). Here the pie
 each is handed over as it is (no copy, one per ``receive``), and reading pauses only when more than
 :data:`HIGH_WATER` bytes wait.
 
-Everything else is uvicorn's own. ``labvault server`` names :data:`PROTOCOL` only where
-:func:`usable` (httptools installed, and a uvicorn release this was checked against), else
-uvicorn's own choice.
+Everything else is uvicorn's own. ``labvault server`` names :data:`Protocol`: this protocol where
+:func:`usable` (a uvicorn release it was checked against), else uvicorn's own choice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 
 import uvicorn
 from uvicorn._types import ASGIReceiveEvent
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-__all__ = ["CHECKED", "HIGH_WATER", "PROTOCOL", "PiecesProtocol", "usable"]
+__all__ = ["CHECKED", "HIGH_WATER", "PiecesProtocol", "Protocol", "usable"]
 
 #: Body bytes received and not yet taken by the app, above which the socket is not read.
 HIGH_WATER = 1 << 20
 #: The uvicorn releases (prefixes) whose ``RequestResponseCycle.receive`` the one below mirrors.
 CHECKED = ("0.54.",)
-#: What ``uvicorn.run(http=...)`` is given.
-PROTOCOL = f"{__name__}:PiecesProtocol"
 
 
 def usable() -> bool:
@@ -84,3 +83,7 @@ class PiecesProtocol(HttpToolsProtocol):
         if cycle.held > HIGH_WATER:
             self.flow.pause_reading()
         cycle.message_event.set()
+
+
+#: What ``labvault server`` gives ``uvicorn.run(http=...)`` (by name: the command line imports no server code).
+Protocol: type[asyncio.Protocol] = PiecesProtocol if usable() else AutoHTTPProtocol
