@@ -47,7 +47,7 @@ finally:
     if _skip_cli:
         del sys.modules[_HTTPX_CLI]
 
-__all__ = ["API_VERSION", "CLIENT_VERIFIES", "Transport"]
+__all__ = ["API_VERSION", "CLIENT_VERIFIES", "VERIFIED_BY_CLIENT", "VERIFY_HEADER", "Transport"]
 
 #: The REST API version this client speaks (the ``/api/v1`` prefix); ``GET /api/v1/version`` says the server's.
 API_VERSION = "1"
@@ -62,8 +62,9 @@ _ERRORS: dict[int, type[LabvaultError]] = {
     7: ExternalError,
 }
 #: Sent with a download that this client hashes itself against the digest it asked for: the server then
-#: does not hash it too, which halves what a download costs the server's CPU.
-CLIENT_VERIFIES = {"X-Labvault-Verify": "client"}
+#: does not hash it too, which halves what a download costs the server's CPU (server/routes/objects.py).
+VERIFY_HEADER, VERIFIED_BY_CLIENT = "X-Labvault-Verify", "client"
+CLIENT_VERIFIES = {VERIFY_HEADER: VERIFIED_BY_CLIENT}
 # httpcore reads a response 64 KiB at a time: a large download was then 16,000 reads per GiB, each
 # parsed, buffered and copied in Python, which cost more CPU than hashing it. 1 MiB reads cut the
 # client's CPU per GiB downloaded by a third; small responses are unaffected (a read returns what

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from labvault.client.transport import VERIFIED_BY_CLIENT, VERIFY_HEADER
 from labvault.errors import NotFound, ValidationError
 from labvault.server.bodies import consume_body
 from labvault.server.deps import Caller, caller
@@ -21,15 +22,13 @@ from labvault.server.read_ahead import read_ahead
 from labvault.services.object_streams import compose_chunks, read_object, store_upload
 from labvault.services.transfer import MAX_CHUNKS, missing_objects, parse_full_digest, read_range
 
-__all__ = ["MAX_OBJECT_BODY", "VERIFIED_BY_CLIENT", "router", "too_large"]
+__all__ = ["MAX_OBJECT_BODY", "router", "too_large"]
 
 router = APIRouter(prefix="/objects", tags=["objects"])
 Reader = Annotated[Caller, Depends(caller("reader"))]
 Writer = Annotated[Caller, Depends(caller("writer"))]
 #: The most one PUT may carry; larger objects go up in pieces of an upload session (routes/uploads.py).
 MAX_OBJECT_BODY = 1 << 30
-#: The ``X-Labvault-Verify`` of a client that hashes a download itself (the labvault client always does).
-VERIFIED_BY_CLIENT = "client"
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
@@ -103,6 +102,7 @@ def get_object(
     x_labvault_verify: Annotated[
         str | None,
         Header(
+            alias=VERIFY_HEADER,
             max_length=20,
             description="`client`: the client hashes what it receives against the digest itself, so the "
             "server does not hash it too (half the CPU a download costs the server). Without it a whole "
